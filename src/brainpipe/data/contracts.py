@@ -1,0 +1,385 @@
+"""The data contracts: one schema per kind of intermediate file.
+
+A contract fixes, for one kind of Dataset, the dimensions, coordinates, variables (dims, dtype kind, units) and
+attributes it must have, plus semantic checks (time increasing, counts non-negative, indices in range).
+Every file written by a stage carries ``brainpipe_contract`` (the kind) and ``brainpipe_contract_version``;
+readers accept files of the same major version.
+
+Conventions shared by all contracts
+-----------------------------------
+* Time is a float64 coordinate in seconds (``units: "s"``), strictly increasing and finite.
+* Global attributes: ``Conventions`` (CF-1.10), ``title``, ``history``, ``brainpipe_contract``,
+  ``brainpipe_contract_version`` and ``provenance`` (a JSON string, see :mod:`brainpipe.data.provenance`).
+* Optional variables are validated when present.
+
+Kinds
+-----
+``roi_timeseries``  fMRI: ``signal(time, roi)``; attrs ``repetition_time_s``.
+``calcium_traces``  calcium imaging: ``fluorescence(time, cell)``; optional ``neuropil``, ``dff``, ``events``
+                    with the same dims; attrs ``frame_rate_hz``.
+``spike_times``     ragged spike trains, flat encoding: ``spike_time(spike)`` in seconds and ``spike_unit(spike)``,
+                    an integer index into the ``unit`` coordinate; sorted by time. Attrs ``t_start_s``,
+                    ``t_stop_s`` (the observation window). Optional behaviour sampled on its own clock:
+                    ``behaviour(behaviour_time, behaviour_var)``; optional trials ``trial_start(trial)``,
+                    ``trial_stop(trial)``.
+``spike_counts``    binned counts ``counts(time, unit)`` (time = bin centres); ``split(time)`` int8 with CF
+                    ``flag_values`` 0/1/2 = train/validation/test (time blocks); attrs ``bin_width_s``.
+                    Optional ``behaviour(time, behaviour_var)``, ``stimulus(time, stimulus_var)``,
+                    ``trial(time)`` (trial index, -1 between trials).
+``model_fit``       fitted (``role = "fit"``) or planted (``role = "truth"``) parameters of a model; any variables;
+                    attrs ``model``, ``role``. Connectivity-like weights use dims ``(unit_post, unit_pre)``.
+``metrics``         ``value(metric)``; optional ``bar(metric)``, ``bar_op(metric)`` (">=", "<=", ">", "<"),
+                    ``passed(metric)`` (1 pass, 0 miss, -1 no bar), ``description(metric)``; attrs ``model``,
+                    ``dataset``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from brainpipe.data import provenance as _prov
+
+CONTRACT_ATTR = "brainpipe_contract"
+VERSION_ATTR = "brainpipe_contract_version"
+CONTRACT_VERSION = "1.0"
+COMMON_ATTRS = ("Conventions", "title", "history", CONTRACT_ATTR, VERSION_ATTR, _prov.PROVENANCE_ATTR)
+SPLIT_FLAGS = {"train": 0, "validation": 1, "test": 2}
+
+_KIND_NAMES = {"f": "float", "i": "integer", "u": "unsigned integer", "b": "boolean", "U": "string", "O": "string"}
+
+
+@dataclass(frozen=True)
+class Var:
+    """One variable or coordinate of a contract."""
+
+    dims: tuple[str, ...]
+    kinds: str  # numpy dtype kinds allowed, e.g. "f", "iu", "UO"
+    units: str | None = None
+    required: bool = True
+    long_name: str = ""
+    dtype: str | None = None  # exact dtype required (e.g. "float64" for time)
+
+
+@dataclass(frozen=True)
+class Contract:
+    name: str
+    description: str
+    coords: dict[str, Var] = field(default_factory=dict)
+    data_vars: dict[str, Var] = field(default_factory=dict)
+    attrs: tuple[str, ...] = ()
+    checks: tuple[Callable[[xr.Dataset], list[str]], ...] = ()
+    version: str = CONTRACT_VERSION
+    min_data_vars: int = 0
+
+
+TIME = Var(("time",), "f", "s", long_name="time (bin centre or sample time)", dtype="float64")
+
+
+def _increasing(coord: str) -> Callable[[xr.Dataset], list[str]]:
+    def check(ds: xr.Dataset) -> list[str]:
+        if coord not in ds.coords or ds[coord].size == 0:
+            return []
+        v = np.asarray(ds[coord].values)
+        if v.dtype.kind != "f":
+            return []
+        if not np.all(np.isfinite(v)):
+            return [f"coordinate '{coord}' has non-finite values (rule: finite, strictly increasing seconds)"]
+        if v.size > 1 and not np.all(np.diff(v) > 0):
+            return [f"coordinate '{coord}' is not strictly increasing (rule: finite, strictly increasing seconds)"]
+        return []
+
+    check.__name__ = f"increasing_{coord}"
+    return check
+
+
+def _unique(coord: str) -> Callable[[xr.Dataset], list[str]]:
+    def check(ds: xr.Dataset) -> list[str]:
+        if coord in ds.coords and ds[coord].size != np.unique(ds[coord].values).size:
+            return [f"coordinate '{coord}' has duplicate labels (rule: labels are unique)"]
+        return []
+
+    return check
+
+
+def _positive_attr(name: str) -> Callable[[xr.Dataset], list[str]]:
+    def check(ds: xr.Dataset) -> list[str]:
+        val = ds.attrs.get(name)
+        if val is None:
+            return []
+        try:
+            ok = float(val) > 0 and np.isfinite(float(val))
+        except (TypeError, ValueError):
+            ok = False
+        return [] if ok else [f"attribute '{name}' = {val!r} must be a positive number of seconds/Hz"]
+
+    return check
+
+
+def _nonnegative(var: str) -> Callable[[xr.Dataset], list[str]]:
+    def check(ds: xr.Dataset) -> list[str]:
+        if var in ds and ds[var].size and bool((ds[var] < 0).any()):
+            return [f"variable '{var}' has negative values (rule: counts are >= 0)"]
+        return []
+
+    return check
+
+
+def _finite(var: str) -> Callable[[xr.Dataset], list[str]]:
+    def check(ds: xr.Dataset) -> list[str]:
+        if var in ds and ds[var].dtype.kind == "f" and not bool(np.isfinite(ds[var].values).all()):
+            return [f"variable '{var}' has NaN or infinite values (rule: finite values; mask or drop bad samples)"]
+        return []
+
+    return check
+
+
+def _spike_times_checks(ds: xr.Dataset) -> list[str]:
+    out = []
+    if "spike_time" not in ds or "spike_unit" not in ds:
+        return out
+    t = np.asarray(ds["spike_time"].values)
+    u = np.asarray(ds["spike_unit"].values)
+    n_units = ds.sizes.get("unit", 0)
+    if t.size and not np.all(np.isfinite(t)):
+        out.append("variable 'spike_time' has non-finite values (rule: finite seconds)")
+    elif t.size > 1 and np.any(np.diff(t) < 0):
+        out.append("variable 'spike_time' is not sorted (rule: spikes sorted by time)")
+    if u.size and (u.min() < 0 or u.max() >= n_units):
+        out.append(f"variable 'spike_unit' has indices outside [0, {n_units}) (rule: index into the 'unit' coordinate)")
+    t0, t1 = ds.attrs.get("t_start_s"), ds.attrs.get("t_stop_s")
+    try:
+        t0, t1 = float(t0), float(t1)
+    except (TypeError, ValueError):
+        return out + ["attributes 't_start_s'/'t_stop_s' must be numbers of seconds"]
+    if not t1 > t0:
+        out.append(f"attribute 't_stop_s' ({t1}) must be greater than 't_start_s' ({t0})")
+    elif t.size and np.all(np.isfinite(t)) and (t.min() < t0 or t.max() > t1):
+        out.append(f"variable 'spike_time' has spikes outside the window [t_start_s, t_stop_s] = [{t0}, {t1}]")
+    if "trial_start" in ds and "trial_stop" in ds and bool((ds["trial_stop"] <= ds["trial_start"]).any()):
+        out.append("variables 'trial_start'/'trial_stop': every trial must stop after it starts")
+    return out
+
+
+def _split_check(ds: xr.Dataset) -> list[str]:
+    if "split" not in ds:
+        return []
+    vals = np.unique(np.asarray(ds["split"].values))
+    bad = sorted(set(vals.tolist()) - set(SPLIT_FLAGS.values()))
+    if bad:
+        return [f"variable 'split' has values {bad} (rule: 0 train, 1 validation, 2 test)"]
+    return []
+
+
+def _bin_width_check(ds: xr.Dataset) -> list[str]:
+    bw = ds.attrs.get("bin_width_s")
+    if "time" not in ds.coords or ds.sizes.get("time", 0) < 2 or bw is None:
+        return []
+    try:
+        bw = float(bw)
+    except (TypeError, ValueError):
+        return []
+    d = np.diff(ds["time"].values)
+    if not np.allclose(d, bw, rtol=1e-6, atol=1e-9):
+        return [f"coordinate 'time' steps are not equal to attribute 'bin_width_s' = {bw} (rule: regular bins)"]
+    return []
+
+
+def _metrics_checks(ds: xr.Dataset) -> list[str]:
+    out = []
+    if "bar_op" in ds:
+        ops = set(np.asarray(ds["bar_op"].values).astype(str).tolist()) - {">=", "<=", ">", "<", ""}
+        if ops:
+            out.append(f"variable 'bar_op' has values {sorted(ops)} (rule: one of >=, <=, >, < or empty)")
+    if "passed" in ds:
+        bad = set(np.unique(ds["passed"].values).tolist()) - {-1, 0, 1}
+        if bad:
+            out.append(f"variable 'passed' has values {sorted(bad)} (rule: 1 pass, 0 miss, -1 no bar)")
+    return out
+
+
+def _model_fit_checks(ds: xr.Dataset) -> list[str]:
+    role = ds.attrs.get("role")
+    if role is not None and role not in ("fit", "truth"):
+        return [f"attribute 'role' = {role!r} (rule: 'fit' or 'truth')"]
+    return []
+
+
+CONTRACTS: dict[str, Contract] = {
+    c.name: c
+    for c in [
+        Contract(
+            "roi_timeseries",
+            "fMRI ROI time series: one value per region of interest per volume",
+            coords={"time": TIME, "roi": Var(("roi",), "UO", long_name="region of interest")},
+            data_vars={
+                "signal": Var(("time", "roi"), "f", long_name="ROI BOLD signal"),
+                "confounds": Var(("time", "confound"), "f", required=False, long_name="nuisance regressors"),
+                "sample_mask": Var(("time",), "b", required=False, long_name="volume kept after scrubbing"),
+            },
+            attrs=("repetition_time_s",),
+            checks=(_increasing("time"), _unique("roi"), _positive_attr("repetition_time_s"), _finite("signal")),
+        ),
+        Contract(
+            "calcium_traces",
+            "Calcium imaging traces: one value per cell per frame",
+            coords={"time": TIME, "cell": Var(("cell",), "iuUO", long_name="cell (ROI) identifier")},
+            data_vars={
+                "fluorescence": Var(("time", "cell"), "f", "a.u.", long_name="raw fluorescence"),
+                "neuropil": Var(("time", "cell"), "f", "a.u.", required=False, long_name="neuropil fluorescence"),
+                "dff": Var(("time", "cell"), "f", "1", required=False, long_name="dF/F"),
+                "events": Var(("time", "cell"), "fiu", "1", required=False, long_name="inferred events"),
+            },
+            attrs=("frame_rate_hz",),
+            checks=(_increasing("time"), _unique("cell"), _positive_attr("frame_rate_hz"), _finite("fluorescence")),
+        ),
+        Contract(
+            "spike_times",
+            "Spike trains in flat ragged encoding: spike_time(spike) and spike_unit(spike) index into unit",
+            coords={
+                "unit": Var(("unit",), "UO", long_name="unit identifier"),
+                "behaviour_time": Var(("behaviour_time",), "f", "s", required=False, dtype="float64"),
+                "behaviour_var": Var(("behaviour_var",), "UO", required=False),
+            },
+            data_vars={
+                "spike_time": Var(("spike",), "f", "s", long_name="spike time", dtype="float64"),
+                "spike_unit": Var(("spike",), "iu", long_name="index of the spike's unit in 'unit'"),
+                "behaviour": Var(("behaviour_time", "behaviour_var"), "f", required=False, long_name="behaviour"),
+                "trial_start": Var(("trial",), "f", "s", required=False, dtype="float64"),
+                "trial_stop": Var(("trial",), "f", "s", required=False, dtype="float64"),
+            },
+            attrs=("t_start_s", "t_stop_s"),
+            checks=(_spike_times_checks, _unique("unit"), _increasing("behaviour_time"), _finite("behaviour")),
+        ),
+        Contract(
+            "spike_counts",
+            "Binned spike counts with time-block split and optional aligned behaviour/stimulus/trials",
+            coords={
+                "time": TIME,
+                "unit": Var(("unit",), "UO", long_name="unit identifier"),
+                "behaviour_var": Var(("behaviour_var",), "UO", required=False),
+                "stimulus_var": Var(("stimulus_var",), "UO", required=False),
+            },
+            data_vars={
+                "counts": Var(("time", "unit"), "iu", "1", long_name="spike count per bin"),
+                "split": Var(("time",), "iu", long_name="data split (0 train, 1 validation, 2 test)"),
+                "behaviour": Var(("time", "behaviour_var"), "f", required=False, long_name="behaviour"),
+                "stimulus": Var(("time", "stimulus_var"), "f", required=False, long_name="stimulus"),
+                "trial": Var(("time",), "i", required=False, long_name="trial index (-1 outside trials)"),
+            },
+            attrs=("bin_width_s",),
+            checks=(
+                _increasing("time"),
+                _unique("unit"),
+                _positive_attr("bin_width_s"),
+                _bin_width_check,
+                _nonnegative("counts"),
+                _split_check,
+                _finite("behaviour"),
+                _finite("stimulus"),
+            ),
+        ),
+        Contract(
+            "model_fit",
+            "Fitted or planted model parameters (role 'fit' or 'truth')",
+            attrs=("model", "role"),
+            checks=(_model_fit_checks,),
+            min_data_vars=1,
+        ),
+        Contract(
+            "metrics",
+            "Scalar metrics of a model on a dataset, with optional bars",
+            coords={"metric": Var(("metric",), "UO", long_name="metric name")},
+            data_vars={
+                "value": Var(("metric",), "f", long_name="metric value"),
+                "bar": Var(("metric",), "f", required=False, long_name="bar the value is held to (NaN: none)"),
+                "bar_op": Var(("metric",), "UO", required=False, long_name="comparison against bar"),
+                "passed": Var(("metric",), "i", required=False, long_name="1 pass, 0 miss, -1 no bar"),
+                "description": Var(("metric",), "UO", required=False),
+            },
+            attrs=("model", "dataset"),
+            checks=(_unique("metric"), _metrics_checks),
+        ),
+    ]
+}
+
+
+def get_contract(kind: str) -> Contract:
+    try:
+        return CONTRACTS[kind]
+    except KeyError:
+        raise KeyError(f"unknown contract kind {kind!r}; known: {', '.join(sorted(CONTRACTS))}") from None
+
+
+def _check_var(name: str, spec: Var, da: xr.DataArray, what: str) -> list[str]:
+    out = []
+    if tuple(da.dims) != spec.dims:
+        out.append(f"{what} '{name}' has dims {tuple(da.dims)}, expected {spec.dims}")
+    kind = da.dtype.kind
+    if kind not in spec.kinds:
+        allowed = " or ".join(sorted({_KIND_NAMES.get(k, k) for k in spec.kinds}))
+        out.append(f"{what} '{name}' has dtype {da.dtype}, expected {allowed}")
+    elif spec.dtype and str(da.dtype) != spec.dtype:
+        out.append(f"{what} '{name}' has dtype {da.dtype}, expected {spec.dtype}")
+    if spec.units is not None and da.attrs.get("units") != spec.units:
+        out.append(f"{what} '{name}' has units {da.attrs.get('units')!r}, expected {spec.units!r}")
+    return out
+
+
+def check(ds: xr.Dataset, kind: str | None = None, require_provenance: bool = True) -> list[str]:
+    """All violations of ``ds`` against its contract (``kind``, or the one named in its attrs).
+
+    Returns a list of one-line problems, each naming the variable/attribute and the rule; empty when valid.
+    """
+    stated = ds.attrs.get(CONTRACT_ATTR)
+    if kind is None:
+        if stated is None:
+            return [f"attribute '{CONTRACT_ATTR}' is missing (rule: every brainpipe file names its contract)"]
+        kind = str(stated)
+    if kind not in CONTRACTS:
+        return [f"attribute '{CONTRACT_ATTR}' = {kind!r} is not a known contract ({', '.join(sorted(CONTRACTS))})"]
+    c = CONTRACTS[kind]
+    out: list[str] = []
+    if stated is not None and stated != kind:
+        out.append(f"attribute '{CONTRACT_ATTR}' = {stated!r}, expected {kind!r}")
+    ver = ds.attrs.get(VERSION_ATTR)
+    if ver is not None and str(ver).split(".")[0] != c.version.split(".")[0]:
+        out.append(
+            f"contract version {ver} is incompatible with this brainpipe's {kind} v{c.version} "
+            "(rule: same major version; re-run the stage that made it)"
+        )
+    for name, spec in c.coords.items():
+        if name not in ds.coords:
+            if spec.required:
+                out.append(f"coordinate '{name}' is missing (rule: {kind} has coordinate {name}{spec.dims})")
+            continue
+        out += _check_var(name, spec, ds.coords[name], "coordinate")
+    for name, spec in c.data_vars.items():
+        if name not in ds.data_vars:
+            if spec.required:
+                out.append(f"variable '{name}' is missing (rule: {kind} has variable {name}{spec.dims})")
+            continue
+        out += _check_var(name, spec, ds[name], "variable")
+    if len(ds.data_vars) < c.min_data_vars:
+        out.append(f"has {len(ds.data_vars)} data variables (rule: {kind} has at least {c.min_data_vars})")
+    for a in c.attrs:
+        if a not in ds.attrs:
+            out.append(f"attribute '{a}' is missing (rule: {kind} has attribute {a})")
+    if require_provenance:
+        for a in COMMON_ATTRS:
+            if a not in ds.attrs and a != CONTRACT_ATTR:
+                out.append(f"attribute '{a}' is missing (rule: every brainpipe file has {', '.join(COMMON_ATTRS)})")
+        if _prov.PROVENANCE_ATTR in ds.attrs:
+            try:
+                _prov.parse(ds.attrs[_prov.PROVENANCE_ATTR])
+            except ValueError as err:
+                out.append(f"attribute 'provenance': {err}")
+    for fn in c.checks:
+        try:
+            out += fn(ds)
+        except Exception as err:  # a malformed file must give a problem line, not a crash
+            out.append(f"check {getattr(fn, '__name__', 'check')} could not run ({type(err).__name__}: {err})")
+    return out

@@ -1,0 +1,5 @@
+"""Evaluation: metrics against planted truth and held-out data."""
+
+from brainpipe.evaluate.metrics import METRICS, auroc, bits_per_spike, glm_metrics, metrics_dataset
+
+__all__ = ["METRICS", "auroc", "bits_per_spike", "glm_metrics", "metrics_dataset"]

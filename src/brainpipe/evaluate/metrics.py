@@ -1,0 +1,124 @@
+"""Metrics against planted truth and held-out data, assembled into a ``metrics`` dataset with bars.
+
+Each metric has a direction (higher or lower is better); a study's config sets the bars. A metric row is
+``passed = 1`` when it meets its bar, ``0`` when it misses, ``-1`` when it has no bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from brainpipe.data.contracts import SPLIT_FLAGS
+from brainpipe.models.baselines import PoissonGLM, poisson_log_likelihood
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    op: str  # comparison used against a bar: ">=" (higher is better) or "<="
+    description: str
+
+
+METRICS: dict[str, MetricInfo] = {
+    "test_bits_per_spike": MetricInfo(
+        ">=", "held-out log-likelihood gain over a homogeneous Poisson model (rates from train), bits per spike"
+    ),
+    "oracle_test_bits_per_spike": MetricInfo(">=", "the same for the planted model: the ceiling on this data"),
+    "coupling_corr": MetricInfo(">=", "Pearson r between fitted and planted off-diagonal coupling weights"),
+    "coupling_auroc": MetricInfo(">=", "AUROC of |fitted weight| for planted connections vs absent ones"),
+    "coupling_sign_accuracy": MetricInfo(">=", "fraction of planted connections whose fitted sign is right"),
+    "history_weight_mae": MetricInfo("<=", "mean absolute error of the self-history weights"),
+    "behaviour_weight_corr": MetricInfo(">=", "Pearson r between fitted and planted behaviour weights"),
+}
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with midranks); NaN when one class is empty."""
+    from scipy.stats import rankdata
+
+    labels = np.asarray(labels, bool)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.ravel(a), np.ravel(b)
+    if a.size < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def bits_per_spike(counts: xr.Dataset, expected: np.ndarray, split: str = "test") -> float:
+    """Held-out log-likelihood gain over per-neuron mean rates estimated on the train split, in bits/spike."""
+    y = np.asarray(counts["counts"].values, dtype=np.float64)
+    s = counts["split"].values
+    tr, te = s == SPLIT_FLAGS["train"], s == SPLIT_FLAGS[split]
+    null = np.broadcast_to(y[tr].mean(axis=0), y[te].shape)
+    gain = poisson_log_likelihood(y[te], expected[te]) - poisson_log_likelihood(y[te], null)
+    return float(gain / max(y[te].sum(), 1.0) / np.log(2))
+
+
+def glm_metrics(fit: xr.Dataset, counts: xr.Dataset, truth: xr.Dataset | None = None) -> dict[str, float]:
+    """Metrics of a fitted coupled GLM (``model_fit`` with ``coupling``) on held-out counts and vs truth."""
+    model = PoissonGLM.from_dataset(fit)
+    out = {"test_bits_per_spike": bits_per_spike(counts, model.predict(counts))}
+    if truth is None:
+        return out
+    if "log_baseline_rate" in truth and "history_tau_s" in truth.attrs:
+        oracle = PoissonGLM.from_dataset(truth.assign_attrs(bin_width_s=float(counts.attrs["bin_width_s"])))
+        out["oracle_test_bits_per_spike"] = bits_per_spike(counts, oracle.predict(counts))
+    units = [str(u) for u in fit["unit_post"].values]
+    t = truth.sel(unit_post=units, unit_pre=units)
+    W_true, W_fit = t["coupling"].values, fit["coupling"].values
+    off = ~np.eye(len(units), dtype=bool)
+    planted = (t["connected"].values.astype(bool) if "connected" in t else W_true != 0) & off
+    out["coupling_corr"] = _corr(W_true[off], W_fit[off])
+    out["coupling_auroc"] = auroc(planted[off], np.abs(W_fit[off]))
+    out["coupling_sign_accuracy"] = (
+        float(np.mean(np.sign(W_fit[planted]) == np.sign(W_true[planted]))) if planted.any() else float("nan")
+    )
+    out["history_weight_mae"] = float(np.mean(np.abs(np.diag(W_true) - np.diag(W_fit))))
+    if "behaviour_weight" in t and fit.sizes.get("behaviour_var", 0) > 0:
+        common = [v for v in fit["behaviour_var"].values if v in set(t["behaviour_var"].values)]
+        if common:
+            out["behaviour_weight_corr"] = _corr(
+                t["behaviour_weight"].sel(behaviour_var=common).values,
+                fit["behaviour_weight"].sel(behaviour_var=common).values,
+            )
+    return out
+
+
+def _passes(value: float, op: str, bar: float) -> bool:
+    return bool({">=": value >= bar, "<=": value <= bar, ">": value > bar, "<": value < bar}[op])
+
+
+def metrics_dataset(
+    values: Mapping[str, float], bars: Mapping[str, float] | None, model: str, dataset: str
+) -> xr.Dataset:
+    """A ``metrics`` dataset: values, bars (NaN where none), comparison, pass/miss, descriptions."""
+    bars = bars or {}
+    names = list(values)
+    vals = np.array([values[n] for n in names], dtype=np.float64)
+    ops = [METRICS[n].op if n in METRICS else ">=" for n in names]
+    bar = np.array([float(bars[n]) if n in bars else np.nan for n in names])
+    passed = np.array(
+        [-1 if np.isnan(b) else int(np.isfinite(v) and _passes(v, o, b)) for v, o, b in zip(vals, ops, bar, strict=True)],
+        dtype=np.int8,
+    )
+    return xr.Dataset(
+        {
+            "value": ("metric", vals),
+            "bar": ("metric", bar),
+            "bar_op": ("metric", np.array([o if not np.isnan(b) else "" for o, b in zip(ops, bar, strict=True)])),
+            "passed": ("metric", passed),
+            "description": ("metric", np.array([METRICS[n].description if n in METRICS else "" for n in names])),
+        },
+        coords={"metric": np.array(names)},
+        attrs={"model": model, "dataset": dataset},
+    )

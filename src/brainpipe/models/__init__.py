@@ -1,0 +1,6 @@
+"""Models. Each follows the scikit-learn shape: hyperparameters in the constructor, ``fit`` returns self,
+fitted attributes end in ``_``, ``score`` on held-out data, ``to_dataset``/``from_dataset`` instead of pickle."""
+
+from brainpipe.models.baselines import PoissonGLM, poisson_log_likelihood
+
+__all__ = ["PoissonGLM", "poisson_log_likelihood"]

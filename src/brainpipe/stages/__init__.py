@@ -1,0 +1,6 @@
+"""Stages: one module per Snakemake rule, each with ``run(inputs, outputs, params, log)``.
+
+Every stage is also a command: ``python -m brainpipe.stages.<name> --help``.
+"""
+
+STAGES = ("simulate", "ingest_spikes", "bin_spikes", "fit_poisson_glm", "evaluate_poisson_glm", "report")

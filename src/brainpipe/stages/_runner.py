@@ -1,0 +1,208 @@
+"""The one mechanism every stage goes through: logging, input checks, no partial outputs, one-line errors.
+
+A stage module defines ``INPUTS`` and ``OUTPUTS`` (name -> description; an input description starting with
+"optional" may be absent) and ``run(inputs, outputs, params, log)`` decorated with :func:`stage`. It is then
+callable three ways with the same behaviour: from Python, from Snakemake through a shim in
+``workflow/scripts/`` (:func:`from_snakemake`), and as ``python -m brainpipe.stages.<name>`` (:func:`cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import brainpipe
+from brainpipe.errors import BrainpipeError, InputError
+
+PathLike = str | os.PathLike
+Paths = Mapping[str, PathLike | list[PathLike] | None]
+
+
+def _as_paths(value: Any) -> Path | list[Path] | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [Path(v) for v in value]
+    return Path(value)
+
+
+def _flatten(value: Path | list[Path] | None) -> list[Path]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+class _StageLog:
+    """Route the 'brainpipe' logger (and warnings) to the stage's log file for the duration of a run."""
+
+    def __init__(self, log: Path | None):
+        self.log = log
+        self.handler: logging.Handler | None = None
+
+    def __enter__(self):
+        logger = logging.getLogger("brainpipe")
+        logger.setLevel(logging.INFO)
+        if self.log is not None:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            self.handler = logging.FileHandler(self.log, mode="w")
+            self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(self.handler)
+            logging.captureWarnings(True)
+            logging.getLogger("py.warnings").addHandler(self.handler)
+        return logger
+
+    def __exit__(self, *exc):
+        if self.handler is not None:
+            logging.getLogger("brainpipe").removeHandler(self.handler)
+            logging.getLogger("py.warnings").removeHandler(self.handler)
+            logging.captureWarnings(False)
+            self.handler.close()
+
+
+def stage(func: Callable[..., None]) -> Callable[..., None]:
+    """Decorate a stage's ``run``: check inputs exist, log to ``log``, remove outputs if it fails."""
+    module = sys.modules[func.__module__]
+    name = _stage_name(module)
+
+    @functools.wraps(func)
+    def run(inputs: Paths, outputs: Paths, params: Mapping[str, Any] | None = None, log: PathLike | None = None):
+        ins = {k: _as_paths(v) for k, v in dict(inputs).items()}
+        outs = {k: _as_paths(v) for k, v in dict(outputs).items()}
+        declared_in, declared_out = getattr(module, "INPUTS", {}), getattr(module, "OUTPUTS", {})
+        for k, desc in declared_in.items():
+            if ins.get(k) in (None, []) and not desc.lower().startswith("optional"):
+                raise InputError(f"stage {name}: input '{k}' ({desc}) was not given")
+        for k in declared_out:
+            if outs.get(k) is None:
+                raise InputError(f"stage {name}: output '{k}' ({declared_out[k]}) was not given")
+        for k, v in ins.items():
+            for p in _flatten(v):
+                if not p.exists():
+                    raise InputError(f"{p}: input '{k}' of stage {name} does not exist (check the path)")
+        log_path = Path(log) if log is not None else None
+        with _StageLog(log_path) as logger:
+            t0 = time.perf_counter()
+            logger.info("stage %s (brainpipe %s) params=%s", name, brainpipe.__version__, json.dumps(params, default=str))
+            try:
+                func(ins, outs, dict(params or {}), log_path)
+            except BaseException as err:
+                for v in outs.values():
+                    for p in _flatten(v):
+                        _remove(p)
+                msg = str(err) if isinstance(err, BrainpipeError) else f"{type(err).__name__}: {err}"
+                logger.error("stage %s failed: %s", name, msg, exc_info=not isinstance(err, BrainpipeError))
+                raise
+            logger.info("stage %s done in %.2f s", name, time.perf_counter() - t0)
+
+    run.__stage_name__ = name
+    return run
+
+
+def _stage_name(module: Any) -> str:
+    spec = getattr(module, "__spec__", None)
+    full = spec.name if spec is not None else module.__name__
+    return full.rsplit(".", 1)[-1]
+
+
+def _fail(msg: str) -> None:
+    print(f"brainpipe: error: {msg}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def from_snakemake(smk: Any, module_name: str) -> None:
+    """Entry for ``workflow/scripts/<stage>.py``: unpack the ``snakemake`` object and run the stage.
+
+    Rules pass ``params: config=<their config subtree>, version=<brainpipe version>``. The version only serves
+    Snakemake's params rerun trigger (a new brainpipe re-runs every stage); a mismatch with the installed
+    package is logged.
+    """
+    import importlib
+
+    module = importlib.import_module(f"brainpipe.stages.{module_name}")
+    ins = {k: smk.input[k] for k in module.INPUTS if hasattr(smk.input, k)}
+    ins = {k: (list(v) if not isinstance(v, str) else v) for k, v in ins.items()}
+    outs = {k: getattr(smk.output, k) for k in module.OUTPUTS}
+    params = dict(getattr(smk.params, "config", {}) or {})
+    extra = {k: v for k, v in smk.params.items() if k not in ("config", "version")}
+    params.update(extra)
+    log = smk.log[0] if len(smk.log) else None
+    if getattr(smk.params, "version", brainpipe.__version__) != brainpipe.__version__:
+        logging.getLogger("brainpipe").warning(
+            "rule params carry brainpipe %s but %s is installed", smk.params.version, brainpipe.__version__
+        )
+    _set_threads(int(getattr(smk, "threads", 1) or 1))
+    try:
+        module.run(ins, outs, params, log)
+    except BrainpipeError as err:
+        _fail(str(err))
+
+
+def _set_threads(n: int) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, n))
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def cli(module_name: str, argv: list[str] | None = None) -> int:
+    """``python -m brainpipe.stages.<name>``: run one stage outside Snakemake."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    name = _stage_name(module)
+    doc = (module.__doc__ or "").strip()
+    parser = argparse.ArgumentParser(
+        prog=f"python -m brainpipe.stages.{name}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for k, desc in module.INPUTS.items():
+        parser.add_argument(f"--{k.replace('_', '-')}", dest=f"in_{k}", nargs="+", metavar="PATH", help=f"input: {desc}")
+    for k, desc in module.OUTPUTS.items():
+        parser.add_argument(f"--{k.replace('_', '-')}-out", dest=f"out_{k}", metavar="PATH", required=True, help=f"output: {desc}")
+    parser.add_argument("--params", default="{}", help="stage parameters: a YAML/JSON file or an inline JSON object")
+    parser.add_argument("--log", default=None, help="log file (default: no log file)")
+    args = parser.parse_args(argv)
+    try:
+        params = _load_params(args.params)
+        ins = {}
+        for k in module.INPUTS:
+            v = getattr(args, f"in_{k}")
+            ins[k] = None if v is None else (v[0] if len(v) == 1 else v)
+        outs = {k: getattr(args, f"out_{k}") for k in module.OUTPUTS}
+        module.run(ins, outs, params, args.log)
+    except BrainpipeError as err:
+        print(f"brainpipe: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _load_params(text: str) -> dict[str, Any]:
+    p = Path(text)
+    try:
+        data = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml", ".json") and p.exists() else json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise InputError(f"--params: not a YAML/JSON file or inline JSON object ({err})") from None
+    if not isinstance(data, dict):
+        raise InputError("--params: must be a mapping of parameter names to values")
+    return data
