@@ -156,12 +156,17 @@ def from_snakemake(smk: Any, module_name: str) -> None:
 
 
 def _set_threads(n: int) -> None:
+    """Hold numerical libraries to the rule's ``threads`` (BLAS/OpenMP pools; torch when a stage uses it)."""
+    n = max(1, n)
+    os.environ["BRAINPIPE_THREADS"] = str(n)
     try:
-        import torch
+        from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(max(1, n))
-    except ImportError:  # pragma: no cover
+        threadpool_limits(n)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 def cli(module_name: str, argv: list[str] | None = None) -> int:

@@ -1,0 +1,124 @@
+"""The ``brainpipe`` command: run the study, validate and inspect intermediate files, rebuild the report.
+
+    brainpipe run [SNAKEMAKE ARGS...]   run the workflow (defaults: the repo's Snakefile and default profile)
+    brainpipe validate FILE...          check files against their contracts (one line per problem)
+    brainpipe info FILE                 dims, variables, attributes and provenance of a file
+    brainpipe report [--results DIR]    rebuild results/report/index.html from existing results
+    brainpipe check-config [FILE]       validate a study config (one line per problem)
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import brainpipe
+from brainpipe.errors import BrainpipeError
+
+
+def _cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
+    cmd = [sys.executable, "-m", "snakemake"]
+    if not any(a in ("-s", "--snakefile") for a in extra) and not Path("Snakefile").exists():
+        print("brainpipe: error: no Snakefile here; run from the brainpipe checkout or pass --snakefile", file=sys.stderr)
+        return 2
+    if not any(a.startswith(("--cores", "-c", "--jobs", "-j", "--executor", "-e")) for a in extra):
+        cmd += ["--cores", "all"]
+    cmd += extra
+    print("+ " + " ".join(cmd), file=sys.stderr)
+    return subprocess.call(cmd)
+
+
+def _cmd_validate(args: argparse.Namespace, extra: list[str]) -> int:
+    from brainpipe.data import validate_file
+
+    bad = 0
+    for f in args.files:
+        problems = validate_file(f, args.kind)
+        if problems:
+            bad += 1
+            for p in problems:
+                print(p)
+        elif not args.quiet:
+            print(f"{f}: ok")
+    return 1 if bad else 0
+
+
+def _cmd_info(args: argparse.Namespace, extra: list[str]) -> int:
+    from brainpipe.data import open_dataset, summarize
+
+    for f in args.files:
+        ds = open_dataset(f)
+        print(f"{f}\n{summarize(ds)}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
+    from brainpipe.report import write_report
+
+    res = Path(args.results)
+    metrics = sorted(res.glob("spikes/*/poisson_glm/metrics.nc"))
+    if not metrics:
+        print(f"brainpipe: error: no metrics files under {res}/spikes/*/poisson_glm/; run the study first", file=sys.stderr)
+        return 1
+    names = [m.parent.parent.name for m in metrics]
+    fits = [res / "spikes" / n / "poisson_glm" / "fit.nc" for n in names]
+    counts = [res / "spikes" / n / "counts.nc" for n in names]
+    truths = [p for p in (res / "spikes" / n / "truth.nc" for n in names) if p.exists()]
+    out = Path(args.output or res / "report" / "index.html")
+    write_report(out, metrics, fits, counts, truth_paths=truths, title=args.title, benchmarks_dir=args.benchmarks)
+    print(out)
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace, extra: list[str]) -> int:
+    from brainpipe.config import load_config
+
+    load_config(args.config, args.schema)
+    print(f"{args.config}: ok")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="brainpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"brainpipe {brainpipe.__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the workflow with snakemake; other arguments go to snakemake")
+    r.set_defaults(func=_cmd_run)
+    v = sub.add_parser("validate", help="check files against their data contracts")
+    v.add_argument("files", nargs="+")
+    v.add_argument("--kind", default=None, help="expected contract (default: the one named in each file)")
+    v.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    v.set_defaults(func=_cmd_validate)
+    i = sub.add_parser("info", help="describe a file: dims, variables, attributes, provenance")
+    i.add_argument("files", nargs="+")
+    i.set_defaults(func=_cmd_info)
+    rep = sub.add_parser("report", help="rebuild the HTML report from existing results (no model is re-run)")
+    rep.add_argument("--results", default="results")
+    rep.add_argument("--output", default=None, help="default: RESULTS/report/index.html")
+    rep.add_argument("--benchmarks", default="benchmarks")
+    rep.add_argument("--title", default="brainpipe study report")
+    rep.set_defaults(func=_cmd_report)
+    c = sub.add_parser("check-config", help="validate a study config file")
+    c.add_argument("config", nargs="?", default="config/config.yaml")
+    c.add_argument("--schema", default="workflow/schemas/config.schema.yaml")
+    c.set_defaults(func=_cmd_check_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv[:1] == ["run"]:  # everything after 'run' belongs to snakemake
+        return _cmd_run(argparse.Namespace(), argv[1:])
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args, [])
+    except BrainpipeError as err:
+        print(f"brainpipe: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""Study configuration: JSON-Schema validation with defaults, and one-line errors naming the key.
+
+The schema is ``workflow/schemas/config.schema.yaml``; Snakemake's ``common.smk`` calls
+:func:`validate_config`, and so can Python code. Besides the schema, this checks what a schema cannot:
+simulator parameters (against the simulator's own parameter list) and that every ``path`` exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from brainpipe.errors import ConfigError
+
+DEFAULT_SCHEMA = Path("workflow") / "schemas" / "config.schema.yaml"
+
+
+def _with_defaults(cls):
+    validate_props = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(cls, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def load_schema(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    p = Path(path) if path else DEFAULT_SCHEMA
+    with open(p) as fh:
+        return yaml.safe_load(fh)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _allowed(schema: Mapping[str, Any]) -> str:
+    if "enum" in schema:
+        return "allowed values: " + ", ".join(map(str, schema["enum"]))
+    parts = []
+    t = schema.get("type")
+    if t:
+        parts.append(" or ".join(t) if isinstance(t, list) else str(t))
+    for k, op in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+        if k in schema:
+            parts.append(f"{op} {schema[k]}")
+    if "pattern" in schema:
+        parts.append(f"matching {schema['pattern']}")
+    if "oneOf" in schema:
+        parts.append(" or ".join(_allowed(s) for s in schema["oneOf"]))
+    return "allowed: " + (" ".join(parts) if parts else "see config/README.md")
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    key = _key(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
+        bad = extra[0] if extra else "?"
+        where = f"{key}.{bad}" if err.absolute_path else bad
+        hint = difflib.get_close_matches(bad, allowed, n=1)
+        tip = f"; did you mean '{hint[0]}'?" if hint else ""
+        return f"unknown key '{where}' (allowed keys here: {', '.join(allowed) or 'none'}){tip}"
+    if err.validator == "propertyNames":
+        return f"key '{key}.{err.instance}' is not a valid name ({_allowed(err.schema)})"
+    if err.validator == "required":
+        req = ", ".join(err.schema.get("required", []))
+        return f"key '{key}' needs {err.message.split(' is a required')[0]} (required keys: {req})"
+    if err.validator in ("enum",):
+        return f"key '{key}': {err.instance!r} is not allowed ({_allowed(err.schema)})"
+    if err.validator in ("oneOf", "anyOf") and err.schema.get("oneOf"):
+        return f"key '{key}': {err.instance!r} is not valid ({_allowed(err.schema)})"
+    return f"key '{key}': {err.instance!r} is invalid ({_allowed(err.schema)})"
+
+
+def validate_config(
+    config: Mapping[str, Any],
+    schema: str | os.PathLike | Mapping[str, Any] | None = None,
+    source: str = "config",
+    base_dir: str | os.PathLike = ".",
+    check_paths: bool = True,
+) -> dict[str, Any]:
+    """Validate a study config and return a copy with every default filled in.
+
+    Raises :class:`ConfigError` with one line: ``<source>: <what key> <what is wrong> (allowed ...)``.
+    """
+    sch = schema if isinstance(schema, Mapping) else load_schema(schema)
+    cfg = copy.deepcopy(dict(config or {}))
+    validator = _Validator(sch)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        err = errors[0]
+        if err.context:  # oneOf/anyOf: report the most specific sub-error
+            err = jsonschema.exceptions.best_match(err.context) or err
+        raise ConfigError(f"{source}: {_message(err)}")
+    _check_datasets(cfg, source, Path(base_dir), check_paths)
+    fr = cfg.get("spikes", {}).get("bin", {}).get("split", {}).get("fractions")
+    if fr and abs(sum(fr.values()) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"{source}: key 'spikes.bin.split.fractions': {fr} sums to {sum(fr.values()):.4g} (allowed: sum of 1)"
+        )
+    return cfg
+
+
+def _check_datasets(cfg: dict[str, Any], source: str, base: Path, check_paths: bool) -> None:
+    from brainpipe.simulate import get_generator
+
+    for name, ds in cfg.get("spikes", {}).get("datasets", {}).items():
+        key = f"spikes.datasets.{name}"
+        if ("simulate" in ds) == ("path" in ds):
+            raise ConfigError(f"{source}: key '{key}' needs exactly one of 'simulate' or 'path'")
+        if "simulate" in ds:
+            sim = ds["simulate"]
+            try:
+                get_generator(sim["generator"]).parse_params(sim.get("params", {}))
+            except ConfigError as err:
+                raise ConfigError(f"{source}: key '{key}.simulate.params': {err}") from None
+        elif check_paths:
+            p = Path(ds["path"])
+            p = p if p.is_absolute() else base / p
+            if not p.exists():
+                raise ConfigError(
+                    f"{source}: key '{key}.path' points to '{ds['path']}', which does not exist "
+                    f"(looked in {p.parent.resolve()}); fix the path or remove the dataset"
+                )
+
+
+def load_config(path: str | os.PathLike, schema: str | os.PathLike | None = None, **kw) -> dict[str, Any]:
+    """Read a YAML config file and validate it (see :func:`validate_config`)."""
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys to values")
+    return validate_config(data, schema, source=str(path), **kw)

@@ -1,0 +1,247 @@
+"""Workflow tests: config validation, dry-runs over a config matrix, lint, and one tiny real run."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import xarray as xr
+import yaml
+
+from brainpipe.data import provenance_of, read, validate_file
+from brainpipe.data.contracts import CONTRACT_ATTR
+
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+TABLE = REPO / "tests" / "data" / "spike_table.csv"
+
+
+def tiny_config(**changes) -> dict:
+    """The tiny study, with the spike table given by absolute path, plus nested changes ('a.b.c': value)."""
+    cfg = yaml.safe_load(yaml.safe_dump(TINY))
+    cfg["spikes"]["datasets"]["table"]["path"] = str(TABLE)
+    for dotted, value in changes.items():
+        node = cfg
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return cfg
+
+
+def snakemake(workdir: Path, cfg: dict | None, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    cmd = SNAKEMAKE + ["-d", str(workdir)]
+    if cfg is not None:
+        cfg_path = workdir / "study.yaml"
+        workdir.mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        cmd += ["--configfile", str(cfg_path)]
+    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=REPO, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """Parse snakemake's 'Job stats' table."""
+    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal", text, re.S)
+    if not m:
+        return {}
+    return {line.split()[0]: int(line.split()[1]) for line in m.group(1).splitlines() if line.strip()}
+
+
+# -- dry-runs over the config matrix ---------------------------------------------------------------------
+MATRIX = {
+    "default": (None, {"simulate_spikes": 1, "bin_spikes": 1, "fit_poisson_glm": 1, "report": 1}),
+    "tiny": ("tiny", {"simulate_spikes": 1, "ingest_spikes": 1, "bin_spikes": 2, "fit_poisson_glm": 2}),
+    "glm_off": ({"spikes.poisson_glm.enabled": False}, {"simulate_spikes": 1, "ingest_spikes": 1, "bin_spikes": 2}),
+    "table_only": ({"spikes.datasets.tinysim": None}, {"ingest_spikes": 1, "fit_poisson_glm": 1}),
+    "no_datasets": ({"spikes.datasets": {}}, {"report": 1}),
+}
+
+
+@pytest.mark.parametrize("name", list(MATRIX))
+def test_dry_run_matrix(name, tmp_path):
+    changes, expected = MATRIX[name]
+    if changes is None:
+        proc = snakemake(tmp_path, None, "-n", "--configfile", str(REPO / "config" / "config.yaml"))
+    else:
+        proc = snakemake(tmp_path, tiny_config(**({} if changes == "tiny" else changes)), "-n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = job_counts(proc.stdout + proc.stderr)
+    for rule, n in expected.items():
+        assert jobs.get(rule) == n, (rule, jobs)
+    if name == "glm_off":
+        assert "fit_poisson_glm" not in jobs
+    if name == "no_datasets":
+        assert "bin_spikes" not in jobs
+
+
+def test_lint_is_clean(tmp_path):
+    proc = subprocess.run(SNAKEMAKE + ["--lint"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations" in proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+# -- bad config: one line naming the key and what is allowed; nothing written -----------------------------
+BAD_CONFIGS = {
+    "unknown_key": ({"spikes.bin.binwidth": 0.01}, r"unknown key 'spikes\.bin\.binwidth' \(allowed keys here: bin_width_s, split\); did you mean 'bin_width_s'\?"),
+    "wrong_type": ({"spikes.bin.bin_width_s": "ten ms"}, r"key 'spikes\.bin\.bin_width_s': 'ten ms' is invalid \(allowed: number > 0"),
+    "out_of_range": ({"spikes.bin.bin_width_s": -0.01}, r"key 'spikes\.bin\.bin_width_s': -0\.01 is invalid \(allowed: number > 0"),
+    "bad_enum": ({"spikes.datasets.tinysim.simulate.generator": "lif"}, r"'lif' is not allowed \(allowed values: poisson_glm_network\)"),
+    "bad_sim_param": ({"spikes.datasets.tinysim.simulate.params.n_neuron": 3}, r"unknown parameter\(s\) n_neuron \(allowed: .*n_neurons"),
+    "bad_fractions": ({"spikes.bin.split.fractions": {"train": 0.5, "validation": 0.2, "test": 0.2}}, r"sums to 0\.9"),
+    "missing_path": ({"spikes.datasets.table.path": "no/such/spikes.csv"}, r"key 'spikes\.datasets\.table\.path' points to 'no/such/spikes\.csv', which does not exist"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CONFIGS))
+def test_bad_config_one_line(name, tmp_path):
+    changes, pattern = BAD_CONFIGS[name]
+    proc = snakemake(tmp_path, tiny_config(**changes), "-n")
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if re.search(pattern, ln)]
+    assert lines, proc.stdout + proc.stderr
+    assert "study.yaml" in lines[0]  # names the config file
+    assert not (tmp_path / "results").exists()
+
+
+def test_check_config_cli(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(**{"report.titel": "x"})))
+    proc = subprocess.run(
+        [sys.executable, "-m", "brainpipe.cli", "check-config", str(cfg)], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0
+    assert "unknown key 'report.titel'" in proc.stderr and "did you mean 'title'" in proc.stderr
+    ok = subprocess.run([sys.executable, "-m", "brainpipe.cli", "check-config"], capture_output=True, text=True, cwd=REPO)
+    assert ok.returncode == 0, ok.stderr
+
+
+# -- one tiny real run ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    wd = tmp_path_factory.mktemp("tiny_study")
+    snakemake(wd, tiny_config(), "--cores", "2", check=True)
+    return wd
+
+
+def test_tiny_run_outputs_validate(tiny_run):
+    files = sorted((tiny_run / "results").rglob("*.nc"))
+    names = {f.relative_to(tiny_run / "results").as_posix() for f in files}
+    for d in ("tinysim", "table"):
+        for f in ("spike_times.nc", "counts.nc", "poisson_glm/fit.nc", "poisson_glm/metrics.nc"):
+            assert f"spikes/{d}/{f}" in names
+    assert "spikes/tinysim/truth.nc" in names and "spikes/table/truth.nc" not in names
+    for f in files:
+        assert validate_file(f) == [], f
+        ds = read(f)
+        prov = provenance_of(ds)
+        assert prov["version"] and prov["stage"] and "params" in prov
+        for inp in prov["inputs"]:
+            assert len(inp["sha256"]) == 64
+        assert ds.attrs[CONTRACT_ATTR]
+    sim_prov = provenance_of(read(tiny_run / "results/spikes/tinysim/spike_times.nc"))
+    assert sim_prov["seed"] == 3 and sim_prov["params"]["params"]["n_neurons"] == 6
+    assert (tiny_run / "results" / "report" / "index.html").stat().st_size > 10_000
+    for rule in ("simulate_spikes", "bin_spikes", "fit_poisson_glm", "evaluate_poisson_glm", "report"):
+        assert list((tiny_run / "benchmarks" / rule).glob("*.tsv")), rule
+        assert list((tiny_run / "logs" / rule).glob("*.log")), rule
+
+
+def test_tiny_run_metrics_meet_bars(tiny_run):
+    m = read(tiny_run / "results/spikes/tinysim/poisson_glm/metrics.nc", "metrics")
+    assert float(m["value"].sel(metric="test_bits_per_spike")) > 0
+    assert int(m["passed"].sel(metric="coupling_auroc")) == 1
+    # the spike table is independent Poisson noise: no held-out gain to be had, and no truth metrics
+    t = read(tiny_run / "results/spikes/table/poisson_glm/metrics.nc", "metrics")
+    assert list(t["metric"].values) == ["test_bits_per_spike"]
+    assert float(t["value"].sel(metric="test_bits_per_spike")) < 0.05
+
+
+def test_second_run_is_noop(tiny_run):
+    proc = snakemake(tiny_run, tiny_config(), "-n")
+    assert proc.returncode == 0
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_param_change_reruns_only_downstream(tiny_run):
+    proc = snakemake(tiny_run, tiny_config(**{"spikes.poisson_glm.alpha": 0.001}), "-n")
+    jobs = job_counts(proc.stdout + proc.stderr)
+    assert jobs.get("fit_poisson_glm") == 2 and jobs.get("evaluate_poisson_glm") == 2 and jobs.get("report") == 1
+    assert "simulate_spikes" not in jobs and "bin_spikes" not in jobs and "ingest_spikes" not in jobs
+    proc = snakemake(tiny_run, tiny_config(**{"spikes.evaluate.bars": {"coupling_auroc": 0.95}}), "-n")
+    jobs = job_counts(proc.stdout + proc.stderr)
+    assert jobs.get("evaluate_poisson_glm") == 2 and "fit_poisson_glm" not in jobs
+
+
+def test_broken_intermediate_is_named_and_leaves_nothing(tiny_run, tmp_path):
+    wd = tmp_path / "copy"
+    shutil.copytree(tiny_run, wd, ignore=shutil.ignore_patterns(".snakemake"))
+    counts = wd / "results/spikes/tinysim/counts.nc"
+    ds = xr.open_dataset(counts, engine="h5netcdf").load()
+    ds.drop_vars("split").to_netcdf(counts, engine="h5netcdf")
+    fit = wd / "results/spikes/tinysim/poisson_glm/fit.nc"
+    fit.unlink()
+    proc = snakemake(wd, tiny_config(), "--cores", "1", str(fit.relative_to(wd)))
+    assert proc.returncode != 0
+    log = (wd / "logs/fit_poisson_glm/tinysim.log").read_text()
+    assert "counts.nc: variable 'split' is missing (rule: spike_counts has variable split('time',))" in log
+    assert "brainpipe: error: " in proc.stderr and "variable 'split' is missing" in proc.stderr
+    assert not fit.exists()
+    assert not list(fit.parent.glob(".fit.nc*"))
+
+
+def test_report_rebuild_cli(tiny_run, tmp_path):
+    out = tmp_path / "page.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "brainpipe.cli", "report", "--results", str(tiny_run / "results"), "--output", str(out),
+         "--benchmarks", str(tiny_run / "benchmarks")],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    html = out.read_text()
+    assert "tinysim" in html and "table" in html
+
+
+def test_validate_and_info_cli(tiny_run, tmp_path):
+    good = tiny_run / "results/spikes/tinysim/counts.nc"
+    proc = subprocess.run([sys.executable, "-m", "brainpipe.cli", "validate", str(good)], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"{good}: ok"
+    bad = tmp_path / "bad.nc"
+    ds = read(good)
+    ds["counts"] = ds["counts"].astype("float64")
+    ds.drop_vars("split").to_netcdf(bad, engine="h5netcdf")
+    proc = subprocess.run([sys.executable, "-m", "brainpipe.cli", "validate", str(bad), str(good)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    lines = proc.stdout.strip().splitlines()
+    assert f"{bad}: variable 'split' is missing (rule: spike_counts has variable split('time',))" in lines
+    assert any(ln.startswith(f"{bad}: variable 'counts' has dtype float64") for ln in lines)
+    assert f"{good}: ok" in lines
+    info = subprocess.run([sys.executable, "-m", "brainpipe.cli", "info", str(good)], capture_output=True, text=True)
+    assert info.returncode == 0
+    assert "contract: spike_counts v1.0" in info.stdout and "stage: bin_spikes" in info.stdout
+    assert "counts ('time', 'unit')" in info.stdout
+
+
+def test_brainpipe_run_passes_args_through(tmp_path):
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config()))
+    proc = subprocess.run(
+        [sys.executable, "-m", "brainpipe.cli", "run", "-n", "-d", str(tmp_path), "--configfile", str(cfg)],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--cores all" in proc.stderr and "simulate_spikes" in proc.stdout + proc.stderr

@@ -1,0 +1,24 @@
+# The study report: one self-contained HTML page built from every branch's outputs.
+
+
+rule report:
+    input:
+        unpack(report_inputs),
+    output:
+        html=report(
+            "results/report/index.html",
+            caption="../report/index.rst",
+            category="Study report",
+            labels={"page": "index"},
+        ),
+    log:
+        "logs/report/report.log",
+    benchmark:
+        "benchmarks/report/report.tsv"
+    conda:
+        "../envs/brainpipe.yaml"
+    params:
+        config=config["report"],
+        version=VERSION,
+    script:
+        "../scripts/report.py"
