@@ -39,7 +39,9 @@ def tiny_config(**changes) -> dict:
     return cfg
 
 
-def snakemake(workdir: Path, cfg: dict | None, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, cfg: dict | None, *args: str, check: bool = False
+) -> subprocess.CompletedProcess:
     cmd = SNAKEMAKE + ["-d", str(workdir)]
     if cfg is not None:
         cfg_path = workdir / "study.yaml"
@@ -48,7 +50,9 @@ def snakemake(workdir: Path, cfg: dict | None, *args: str, check: bool = False) 
         cmd += ["--configfile", str(cfg_path)]
     proc = subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=REPO, timeout=600)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -64,7 +68,10 @@ def job_counts(text: str) -> dict[str, int]:
 MATRIX = {
     "default": (None, {"simulate_spikes": 1, "bin_spikes": 1, "fit_poisson_glm": 1, "report": 1}),
     "tiny": ("tiny", {"simulate_spikes": 1, "ingest_spikes": 1, "bin_spikes": 2, "fit_poisson_glm": 2}),
-    "glm_off": ({"spikes.poisson_glm.enabled": False}, {"simulate_spikes": 1, "ingest_spikes": 1, "bin_spikes": 2}),
+    "glm_off": (
+        {"spikes.poisson_glm.enabled": False},
+        {"simulate_spikes": 1, "ingest_spikes": 1, "bin_spikes": 2},
+    ),
     "table_only": ({"spikes.datasets.tinysim": None}, {"ingest_spikes": 1, "fit_poisson_glm": 1}),
     "no_datasets": ({"spikes.datasets": {}}, {"report": 1}),
 }
@@ -96,13 +103,34 @@ def test_lint_is_clean(tmp_path):
 
 # -- bad config: one line naming the key and what is allowed; nothing written -----------------------------
 BAD_CONFIGS = {
-    "unknown_key": ({"spikes.bin.binwidth": 0.01}, r"unknown key 'spikes\.bin\.binwidth' \(allowed keys here: bin_width_s, split\); did you mean 'bin_width_s'\?"),
-    "wrong_type": ({"spikes.bin.bin_width_s": "ten ms"}, r"key 'spikes\.bin\.bin_width_s': 'ten ms' is invalid \(allowed: number > 0"),
-    "out_of_range": ({"spikes.bin.bin_width_s": -0.01}, r"key 'spikes\.bin\.bin_width_s': -0\.01 is invalid \(allowed: number > 0"),
-    "bad_enum": ({"spikes.datasets.tinysim.simulate.generator": "lif"}, r"'lif' is not allowed \(allowed values: poisson_glm_network\)"),
-    "bad_sim_param": ({"spikes.datasets.tinysim.simulate.params.n_neuron": 3}, r"unknown parameter\(s\) n_neuron \(allowed: .*n_neurons"),
-    "bad_fractions": ({"spikes.bin.split.fractions": {"train": 0.5, "validation": 0.2, "test": 0.2}}, r"sums to 0\.9"),
-    "missing_path": ({"spikes.datasets.table.path": "no/such/spikes.csv"}, r"key 'spikes\.datasets\.table\.path' points to 'no/such/spikes\.csv', which does not exist"),
+    "unknown_key": (
+        {"spikes.bin.binwidth": 0.01},
+        r"unknown key 'spikes\.bin\.binwidth' \(allowed keys here: bin_width_s, split\); did you mean 'bin_width_s'\?",
+    ),
+    "wrong_type": (
+        {"spikes.bin.bin_width_s": "ten ms"},
+        r"key 'spikes\.bin\.bin_width_s': 'ten ms' is invalid \(allowed: number > 0",
+    ),
+    "out_of_range": (
+        {"spikes.bin.bin_width_s": -0.01},
+        r"key 'spikes\.bin\.bin_width_s': -0\.01 is invalid \(allowed: number > 0",
+    ),
+    "bad_enum": (
+        {"spikes.datasets.tinysim.simulate.generator": "lif"},
+        r"'lif' is not allowed \(allowed values: poisson_glm_network\)",
+    ),
+    "bad_sim_param": (
+        {"spikes.datasets.tinysim.simulate.params.n_neuron": 3},
+        r"unknown parameter\(s\) n_neuron \(allowed: .*n_neurons",
+    ),
+    "bad_fractions": (
+        {"spikes.bin.split.fractions": {"train": 0.5, "validation": 0.2, "test": 0.2}},
+        r"sums to 0\.9",
+    ),
+    "missing_path": (
+        {"spikes.datasets.table.path": "no/such/spikes.csv"},
+        r"key 'spikes\.datasets\.table\.path' points to 'no/such/spikes\.csv', which does not exist",
+    ),
 }
 
 
@@ -121,12 +149,17 @@ def test_check_config_cli(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config(**{"report.titel": "x"})))
     proc = subprocess.run(
-        [sys.executable, "-m", "brainpipe.cli", "check-config", str(cfg)], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-m", "brainpipe.cli", "check-config", str(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0
     assert "unknown key 'report.titel'" in proc.stderr and "did you mean 'title'" in proc.stderr
-    ok = subprocess.run([sys.executable, "-m", "brainpipe.cli", "check-config"], capture_output=True, text=True, cwd=REPO)
+    ok = subprocess.run(
+        [sys.executable, "-m", "brainpipe.cli", "check-config"], capture_output=True, text=True, cwd=REPO
+    )
     assert ok.returncode == 0, ok.stderr
 
 
@@ -180,7 +213,9 @@ def test_second_run_is_noop(tiny_run):
 def test_param_change_reruns_only_downstream(tiny_run):
     proc = snakemake(tiny_run, tiny_config(**{"spikes.poisson_glm.alpha": 0.001}), "-n")
     jobs = job_counts(proc.stdout + proc.stderr)
-    assert jobs.get("fit_poisson_glm") == 2 and jobs.get("evaluate_poisson_glm") == 2 and jobs.get("report") == 1
+    assert (
+        jobs.get("fit_poisson_glm") == 2 and jobs.get("evaluate_poisson_glm") == 2 and jobs.get("report") == 1
+    )
     assert "simulate_spikes" not in jobs and "bin_spikes" not in jobs and "ingest_spikes" not in jobs
     proc = snakemake(tiny_run, tiny_config(**{"spikes.evaluate.bars": {"coupling_auroc": 0.95}}), "-n")
     jobs = job_counts(proc.stdout + proc.stderr)
@@ -191,8 +226,9 @@ def test_broken_intermediate_is_named_and_leaves_nothing(tiny_run, tmp_path):
     wd = tmp_path / "copy"
     shutil.copytree(tiny_run, wd, ignore=shutil.ignore_patterns(".snakemake"))
     counts = wd / "results/spikes/tinysim/counts.nc"
-    ds = xr.open_dataset(counts, engine="h5netcdf").load()
-    ds.drop_vars("split").to_netcdf(counts, engine="h5netcdf")
+    with xr.open_dataset(counts, engine="h5netcdf") as ds:
+        broken = ds.load().drop_vars("split")
+    broken.to_netcdf(counts, engine="h5netcdf")
     fit = wd / "results/spikes/tinysim/poisson_glm/fit.nc"
     fit.unlink()
     proc = snakemake(wd, tiny_config(), "--cores", "1", str(fit.relative_to(wd)))
@@ -207,9 +243,21 @@ def test_broken_intermediate_is_named_and_leaves_nothing(tiny_run, tmp_path):
 def test_report_rebuild_cli(tiny_run, tmp_path):
     out = tmp_path / "page.html"
     proc = subprocess.run(
-        [sys.executable, "-m", "brainpipe.cli", "report", "--results", str(tiny_run / "results"), "--output", str(out),
-         "--benchmarks", str(tiny_run / "benchmarks")],
-        capture_output=True, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "brainpipe.cli",
+            "report",
+            "--results",
+            str(tiny_run / "results"),
+            "--output",
+            str(out),
+            "--benchmarks",
+            str(tiny_run / "benchmarks"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
     html = out.read_text()
@@ -218,19 +266,27 @@ def test_report_rebuild_cli(tiny_run, tmp_path):
 
 def test_validate_and_info_cli(tiny_run, tmp_path):
     good = tiny_run / "results/spikes/tinysim/counts.nc"
-    proc = subprocess.run([sys.executable, "-m", "brainpipe.cli", "validate", str(good)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "brainpipe.cli", "validate", str(good)], capture_output=True, text=True
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == f"{good}: ok"
     bad = tmp_path / "bad.nc"
     ds = read(good)
     ds["counts"] = ds["counts"].astype("float64")
     ds.drop_vars("split").to_netcdf(bad, engine="h5netcdf")
-    proc = subprocess.run([sys.executable, "-m", "brainpipe.cli", "validate", str(bad), str(good)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "brainpipe.cli", "validate", str(bad), str(good)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1
     lines = proc.stdout.strip().splitlines()
     assert f"{bad}: variable 'split' is missing (rule: spike_counts has variable split('time',))" in lines
     assert any(ln.startswith(f"{bad}: variable 'counts' has dtype float64") for ln in lines)
     assert f"{good}: ok" in lines
-    info = subprocess.run([sys.executable, "-m", "brainpipe.cli", "info", str(good)], capture_output=True, text=True)
+    info = subprocess.run(
+        [sys.executable, "-m", "brainpipe.cli", "info", str(good)], capture_output=True, text=True
+    )
     assert info.returncode == 0
     assert "contract: spike_counts v1.0" in info.stdout and "stage: bin_spikes" in info.stdout
     assert "counts ('time', 'unit')" in info.stdout
@@ -241,7 +297,10 @@ def test_brainpipe_run_passes_args_through(tmp_path):
     cfg.write_text(yaml.safe_dump(tiny_config()))
     proc = subprocess.run(
         [sys.executable, "-m", "brainpipe.cli", "run", "-n", "-d", str(tmp_path), "--configfile", str(cfg)],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--cores all" in proc.stderr and "simulate_spikes" in proc.stdout + proc.stderr

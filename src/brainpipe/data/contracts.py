@@ -348,7 +348,7 @@ def check(ds: xr.Dataset, kind: str | None = None, require_provenance: bool = Tr
     ver = ds.attrs.get(VERSION_ATTR)
     if ver is not None and str(ver).split(".")[0] != c.version.split(".")[0]:
         out.append(
-            f"contract version {ver} is incompatible with this brainpipe's {kind} v{c.version} "
+            f"attribute '{VERSION_ATTR}': contract version {ver} is incompatible with this brainpipe's {kind} v{c.version} "
             "(rule: same major version; re-run the stage that made it)"
         )
     for name, spec in c.coords.items():

@@ -56,6 +56,8 @@ def write(ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mappin
     :class:`~brainpipe.errors.ContractError` (nothing written) when the dataset violates its contract.
     """
     path = Path(path)
+    if kind not in _c.CONTRACTS:
+        raise ContractError(str(path), [f"contract {kind!r} is not a known contract ({', '.join(sorted(_c.CONTRACTS))})"])
     if provenance is not None:
         ds = stamp(ds, kind, provenance)
     problems = _c.check(ds, kind)

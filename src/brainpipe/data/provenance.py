@@ -40,18 +40,24 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-@lru_cache(maxsize=1)
-def git_sha() -> str | None:
-    """The git commit of the brainpipe source tree, if it is a checkout; None otherwise."""
+def _git(*args: str) -> subprocess.CompletedProcess | None:
     src = Path(brainpipe.__file__).resolve().parent
     try:
-        out = subprocess.run(
-            ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
+        return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and len(sha) == 40 else None
+
+
+@lru_cache(maxsize=1)
+def git_sha() -> str | None:
+    """The git commit of the brainpipe source tree, with a ``-dirty`` suffix when the package source has
+    uncommitted changes; None when brainpipe is not installed from a checkout."""
+    out = _git("rev-parse", "HEAD")
+    sha = out.stdout.strip() if out is not None else ""
+    if out is None or out.returncode != 0 or len(sha) != 40:
+        return None
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    return f"{sha}-dirty" if status is not None and status.stdout.strip() else sha
 
 
 @lru_cache(maxsize=1)

@@ -109,6 +109,11 @@ class PoissonGLM:
     # -- prediction and scoring -------------------------------------------------------------------------
     def predict(self, ds: xr.Dataset) -> np.ndarray:
         """Expected counts per bin, (time, unit), for every bin of ``ds``."""
+        if "unit" in ds.coords and not np.array_equal(np.asarray(ds["unit"].values).astype(str), self.units_):
+            raise InputError(
+                f"dataset units ({', '.join(np.asarray(ds['unit'].values).astype(str)[:5])}, ...) differ from the "
+                f"units the model was fitted on ({', '.join(self.units_[:5])}, ...); same units in the same order are needed"
+            )
         X = self._design(ds)
         W = np.hstack([self.coupling_, self.behaviour_weight_])
         if X.shape[1] != W.shape[1]:

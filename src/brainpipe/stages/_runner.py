@@ -67,6 +67,9 @@ class _StageLog:
             logger.addHandler(self.handler)
             logging.captureWarnings(True)
             logging.getLogger("py.warnings").addHandler(self.handler)
+        else:  # no log file: keep records off logging.lastResort (stderr), where the one error line goes
+            self.handler = logging.NullHandler()
+            logger.addHandler(self.handler)
         return logger
 
     def __exit__(self, *exc):
@@ -86,24 +89,15 @@ def stage(func: Callable[..., None]) -> Callable[..., None]:
     def run(inputs: Paths, outputs: Paths, params: Mapping[str, Any] | None = None, log: PathLike | None = None):
         ins = {k: _as_paths(v) for k, v in dict(inputs).items()}
         outs = {k: _as_paths(v) for k, v in dict(outputs).items()}
-        declared_in, declared_out = getattr(module, "INPUTS", {}), getattr(module, "OUTPUTS", {})
-        for k, desc in declared_in.items():
-            if ins.get(k) in (None, []) and not desc.lower().startswith("optional"):
-                raise InputError(f"stage {name}: input '{k}' ({desc}) was not given")
-        for k in declared_out:
-            if outs.get(k) is None:
-                raise InputError(f"stage {name}: output '{k}' ({declared_out[k]}) was not given")
-        for k, v in ins.items():
-            for p in _flatten(v):
-                if not p.exists():
-                    raise InputError(f"{p}: input '{k}' of stage {name} does not exist (check the path)")
         log_path = Path(log) if log is not None else None
         with _StageLog(log_path) as logger:
             t0 = time.perf_counter()
             logger.info("stage %s (brainpipe %s) params=%s", name, brainpipe.__version__, json.dumps(params, default=str))
             try:
+                _check_paths(module, name, ins, outs)
                 func(ins, outs, dict(params or {}), log_path)
             except BaseException as err:
+                # whatever went wrong, no output is left behind: a stale file is never taken for a fresh one
                 for v in outs.values():
                     for p in _flatten(v):
                         _remove(p)
@@ -114,6 +108,20 @@ def stage(func: Callable[..., None]) -> Callable[..., None]:
 
     run.__stage_name__ = name
     return run
+
+
+def _check_paths(module: Any, name: str, ins: dict, outs: dict) -> None:
+    declared_in, declared_out = getattr(module, "INPUTS", {}), getattr(module, "OUTPUTS", {})
+    for k, desc in declared_in.items():
+        if ins.get(k) in (None, []) and not desc.lower().startswith("optional"):
+            raise InputError(f"stage {name}: input '{k}' ({desc}) was not given")
+    for k in declared_out:
+        if outs.get(k) is None:
+            raise InputError(f"stage {name}: output '{k}' ({declared_out[k]}) was not given")
+    for k, v in ins.items():
+        for p in _flatten(v):
+            if not p.exists():
+                raise InputError(f"{p}: input '{k}' of stage {name} does not exist (check the path)")
 
 
 def _stage_name(module: Any) -> str:

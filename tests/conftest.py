@@ -1,0 +1,182 @@
+"""Shared fixtures: a seeded rng, minimal valid datasets for every contract, tiny simulations on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from brainpipe.data import CONTRACTS, make_provenance, stamp, write
+from brainpipe.preprocess import bin_spikes
+from brainpipe.simulate import simulate
+
+# A tiny network: 6 neurons, 60 s (6000 steps of 10 ms). Simulating it takes well under a second.
+TINY_SIM = {"n_neurons": 6, "duration_s": 60.0}
+TINY_SEED = 3
+
+
+# -- minimal valid datasets, one per contract ---------------------------------------------------------------
+def roi_timeseries() -> xr.Dataset:
+    n_t, tr = 12, 2.0
+    rng = np.random.default_rng(0)
+    return xr.Dataset(
+        {
+            "signal": (("time", "roi"), rng.standard_normal((n_t, 3))),
+            "confounds": (("time", "confound"), rng.standard_normal((n_t, 2))),
+            "sample_mask": ("time", np.arange(n_t) % 5 != 4),
+        },
+        coords={
+            "time": ("time", np.arange(n_t) * tr, {"units": "s"}),
+            "roi": ("roi", np.array(["V1", "M1", "PFC"])),
+            "confound": ("confound", np.array(["csf", "wm"])),
+        },
+        attrs={"repetition_time_s": tr},
+    )
+
+
+def calcium_traces() -> xr.Dataset:
+    n_t, fr = 20, 30.0
+    rng = np.random.default_rng(1)
+    f = 100.0 + rng.standard_normal((n_t, 4))
+    return xr.Dataset(
+        {
+            "fluorescence": (("time", "cell"), f, {"units": "a.u."}),
+            "dff": (("time", "cell"), f / 100.0 - 1.0, {"units": "1"}),
+            "events": (("time", "cell"), (rng.random((n_t, 4)) < 0.1).astype(np.int16), {"units": "1"}),
+        },
+        coords={"time": ("time", np.arange(n_t) / fr, {"units": "s"}), "cell": ("cell", np.arange(4))},
+        attrs={"frame_rate_hz": fr},
+    )
+
+
+def spike_times() -> xr.Dataset:
+    t = np.array([0.05, 0.10, 0.10, 0.42, 0.77, 1.30, 1.95])
+    u = np.array([0, 1, 2, 0, 1, 0, 2], dtype=np.int32)
+    bt = np.linspace(0.0, 2.0, 9)
+    return xr.Dataset(
+        {
+            "spike_time": ("spike", t, {"units": "s"}),
+            "spike_unit": ("spike", u),
+            "behaviour": (("behaviour_time", "behaviour_var"), np.stack([bt, bt**2], axis=1)),
+            "trial_start": ("trial", np.array([0.0, 1.0]), {"units": "s"}),
+            "trial_stop": ("trial", np.array([0.8, 1.9]), {"units": "s"}),
+        },
+        coords={
+            "unit": ("unit", np.array(["a", "b", "c"])),
+            "behaviour_time": ("behaviour_time", bt, {"units": "s"}),
+            "behaviour_var": ("behaviour_var", np.array(["x", "speed"])),
+        },
+        attrs={"t_start_s": 0.0, "t_stop_s": 2.0},
+    )
+
+
+def spike_counts() -> xr.Dataset:
+    n_t, bw = 30, 0.1
+    rng = np.random.default_rng(2)
+    return xr.Dataset(
+        {
+            "counts": (("time", "unit"), rng.poisson(1.0, (n_t, 3)).astype(np.uint8), {"units": "1"}),
+            "split": ("time", np.repeat(np.array([0, 1, 2], dtype=np.int8), [18, 6, 6])),
+            "behaviour": (("time", "behaviour_var"), rng.standard_normal((n_t, 1))),
+            "stimulus": (("time", "stimulus_var"), rng.standard_normal((n_t, 2))),
+            "trial": ("time", np.repeat(np.array([-1, 0, 1], dtype=np.int32), 10)),
+        },
+        coords={
+            "time": ("time", (np.arange(n_t) + 0.5) * bw, {"units": "s"}),
+            "unit": ("unit", np.array(["u0", "u1", "u2"])),
+            "behaviour_var": ("behaviour_var", np.array(["speed"])),
+            "stimulus_var": ("stimulus_var", np.array(["contrast", "orientation"])),
+        },
+        attrs={"bin_width_s": bw},
+    )
+
+
+def model_fit() -> xr.Dataset:
+    units = np.array(["u0", "u1"])
+    return xr.Dataset(
+        {"coupling": (("unit_post", "unit_pre"), np.array([[-2.0, 0.5], [0.0, -2.0]]))},
+        coords={"unit_post": units, "unit_pre": units},
+        attrs={"model": "toy", "role": "fit"},
+    )
+
+
+def metrics() -> xr.Dataset:
+    return xr.Dataset(
+        {
+            "value": ("metric", np.array([0.9, 0.3, np.nan])),
+            "bar": ("metric", np.array([0.8, 0.2, np.nan])),
+            "bar_op": ("metric", np.array([">=", "<=", ""])),
+            "passed": ("metric", np.array([1, 0, -1], dtype=np.int8)),
+            "description": ("metric", np.array(["a correlation", "an error", ""])),
+        },
+        coords={"metric": np.array(["corr", "mae", "other"])},
+        attrs={"model": "toy", "dataset": "unit-test"},
+    )
+
+
+BUILDERS: dict[str, Callable[[], xr.Dataset]] = {
+    "roi_timeseries": roi_timeseries,
+    "calcium_traces": calcium_traces,
+    "spike_times": spike_times,
+    "spike_counts": spike_counts,
+    "model_fit": model_fit,
+    "metrics": metrics,
+}
+assert set(BUILDERS) == set(CONTRACTS), "conftest needs a builder for every contract kind"
+
+
+def prov_record(stage: str = "unit-test", **kw) -> dict:
+    return make_provenance(stage, kw.pop("params", {"answer": 42}), **kw)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20240611)
+
+
+@pytest.fixture
+def make_valid() -> Callable[..., xr.Dataset]:
+    """``make_valid(kind, stamped=True)``: a fresh minimal valid dataset of contract ``kind``."""
+
+    def make(kind: str, stamped: bool = True) -> xr.Dataset:
+        ds = BUILDERS[kind]()
+        return stamp(ds, kind, prov_record()) if stamped else ds
+
+    return make
+
+
+@pytest.fixture
+def provenance() -> Callable[..., dict]:
+    """``provenance(stage, params=..., inputs=..., seed=...)``: a provenance record."""
+    return prov_record
+
+
+# -- tiny simulation, shared by the whole session (never mutate these objects) -------------------------------
+@pytest.fixture(scope="session")
+def tiny_spec() -> dict:
+    """How the tiny simulation is made: ``{"params": ..., "seed": ...}`` (a fresh copy each session)."""
+    return {"params": dict(TINY_SIM), "seed": TINY_SEED}
+
+
+@pytest.fixture(scope="session")
+def tiny_sim(tiny_spec):
+    return simulate("poisson_glm_network", tiny_spec["params"], seed=tiny_spec["seed"])
+
+
+@pytest.fixture(scope="session")
+def tiny_counts(tiny_sim) -> xr.Dataset:
+    return bin_spikes(tiny_sim.data, 0.01, {"train": 0.6, "validation": 0.2, "test": 0.2}, 3)
+
+
+@pytest.fixture(scope="session")
+def tiny_files(tmp_path_factory, tiny_spec, tiny_sim, tiny_counts) -> dict:
+    """The tiny simulation written to disk as contract files: spikes, truth, counts."""
+    d = tmp_path_factory.mktemp("tiny")
+    prov = make_provenance("conftest", {"sim": tiny_spec["params"]}, seed=tiny_spec["seed"])
+    return {
+        "spikes": write(tiny_sim.data, d / "spikes.nc", "spike_times", prov),
+        "truth": write(tiny_sim.truth, d / "truth.nc", "model_fit", prov),
+        "counts": write(tiny_counts, d / "counts.nc", "spike_counts", prov),
+    }
