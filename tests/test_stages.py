@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def test_ingest_table(tmp_path, suffix, sep):
     table = tmp_path / f"spikes{suffix}"
     table.write_text(f"time{sep}unit{sep}quality\n" + "".join(f"{t}{sep}{u}{sep}good\n" for u, t in TABLE))
     out, log = tmp_path / "out" / "spikes.nc", tmp_path / "ingest.log"
-    ingest_stage.run({"table": table}, {"spikes": out}, {}, log)
+    ingest_stage.run({"source": table}, {"spikes": out}, {}, log)
     ds = read(out, "spike_times")
     assert list(ds["unit"].values) == ["a", "b", "c"]
     np.testing.assert_array_equal(ds["spike_time"].values, [0.10, 0.10, 0.30, 0.50, 0.75, 1.25])
@@ -173,7 +174,7 @@ def test_ingest_window_and_numeric_labels(tmp_path):
     table = tmp_path / "s.csv"
     table.write_text("unit,time\n10,0.5\n2,1.5\n10,2.5\n")
     out = tmp_path / "s.nc"
-    ingest_stage.run({"table": table}, {"spikes": out}, {"t_start_s": 0.0, "t_stop_s": 3.0})
+    ingest_stage.run({"source": table}, {"spikes": out}, {"t_start_s": 0.0, "t_stop_s": 3.0})
     ds = read(out, "spike_times")
     assert list(ds["unit"].values) == ["10", "2"]  # labels stay strings
     assert ds.attrs["t_start_s"] == 0.0 and ds.attrs["t_stop_s"] == 3.0
@@ -185,7 +186,7 @@ def test_ingest_table_without_time_column(tmp_path):
     table.write_text("unit,t\na,0.1\n")
     out, log = tmp_path / "out" / "spikes.nc", tmp_path / "ingest.log"
     with pytest.raises(InputError) as info:
-        ingest_stage.run({"table": table}, {"spikes": out}, {}, log)
+        ingest_stage.run({"source": table}, {"spikes": out}, {}, log)
     msg = str(info.value)
     assert str(table) in msg and "missing column(s) time" in msg and "\n" not in msg
     assert not out.exists() and not (tmp_path / "out").exists()
@@ -199,7 +200,7 @@ def test_ingest_spikes_outside_explicit_window(tmp_path):
     table.write_text("unit,time\na,0.5\na,4.0\n")
     out = tmp_path / "s.nc"
     with pytest.raises(ContractError, match="outside the window"):
-        ingest_stage.run({"table": table}, {"spikes": out}, {"t_stop_s": 3.0})
+        ingest_stage.run({"source": table}, {"spikes": out}, {"t_stop_s": 3.0})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
 
 
@@ -207,7 +208,7 @@ def test_ingest_non_numeric_time(tmp_path):
     table = tmp_path / "s.csv"
     table.write_text("unit,time\na,0.5\na,soon\n")
     with pytest.raises(InputError, match="column 'time' must hold finite numbers"):
-        ingest_stage.run({"table": table}, {"spikes": tmp_path / "s.nc"}, {})
+        ingest_stage.run({"source": table}, {"spikes": tmp_path / "s.nc"}, {})
     assert not (tmp_path / "s.nc").exists()
 
 
@@ -308,7 +309,7 @@ def cli_runs(tmp_path_factory):
     ]
     cmds["bad-table"] = [
         "brainpipe.stages.ingest_spikes",
-        "--table",
+        "--source",
         str(bad_table),
         "--spikes-out",
         str(d / "s.nc"),
@@ -331,13 +332,7 @@ def test_stage_help(cli_runs, name):
     rc, stdout, stderr = cli_runs[1][f"help:{name}"]
     assert rc == 0, stderr
     assert f"usage: python -m brainpipe.stages.{name}" in stdout
-    module = {
-        "simulate": sim_stage,
-        "ingest_spikes": ingest_stage,
-        "bin_spikes": bin_stage,
-        "fit_poisson_glm": fit_stage,
-        "evaluate_poisson_glm": eval_stage,
-    }[name]
+    module = importlib.import_module(f"brainpipe.stages.{name}")
     for k in module.INPUTS:
         assert f"--{k.replace('_', '-')}" in stdout
     for k in module.OUTPUTS:
@@ -369,7 +364,7 @@ def test_cli_in_process(tmp_path, capsys):
     out, log = tmp_path / "s.nc", tmp_path / "s.log"
     params = tmp_path / "p.yaml"
     params.write_text("t_start_s: 0.0\nt_stop_s: 1.0\n")
-    argv = ["--table", str(table), "--spikes-out", str(out), "--params", str(params), "--log", str(log)]
+    argv = ["--source", str(table), "--spikes-out", str(out), "--params", str(params), "--log", str(log)]
     assert cli("brainpipe.stages.ingest_spikes", argv) == 0
     ds = read(out, "spike_times")
     assert ds.attrs["t_stop_s"] == 1.0 and list(ds["unit"].values) == ["u0", "u1"]
@@ -394,7 +389,10 @@ def test_bin_stage_defaults_match_library(tiny_files, tiny_sim, tmp_path):
     bin_stage.run({"spikes": tiny_files["spikes"]}, {"counts": out}, {})
     got = read(out, "spike_counts")
     expected = bin_spikes(tiny_sim.data, 0.01, None, 5)  # the stage's defaults
-    xr.testing.assert_identical(got.drop_attrs(), expected.drop_attrs())
+    qc_vars = [v for v in got.data_vars if str(v).startswith("qc_")]
+    assert sorted(qc_vars) == ["qc_kept", "qc_rate_hz", "qc_refractory_violation_fraction"]
+    assert got["qc_kept"].values.all()  # default QC keeps every unit
+    xr.testing.assert_identical(got.drop_vars(qc_vars + ["qc_unit"]).drop_attrs(), expected.drop_attrs())
     for k, v in expected.attrs.items():
         assert got.attrs[k] == v
     _inputs_ok(provenance_of(got), [tiny_files["spikes"]])

@@ -21,12 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
 TABLE = REPO / "tests" / "data" / "spike_table.csv"
+STEIN = REPO / "resources" / "spikes" / "steinmetz2019" / "session1.npz"
 
 
 def tiny_config(**changes) -> dict:
     """The tiny study, with the spike table given by absolute path, plus nested changes ('a.b.c': value)."""
     cfg = yaml.safe_load(yaml.safe_dump(TINY))
     cfg["spikes"]["datasets"]["table"]["path"] = str(TABLE)
+    cfg["spikes"]["datasets"]["stein"]["path"] = str(STEIN)
     for dotted, value in changes.items():
         node = cfg
         *parents, last = dotted.split(".")
@@ -66,21 +68,32 @@ def job_counts(text: str) -> dict[str, int]:
 
 # -- dry-runs over the config matrix ---------------------------------------------------------------------
 MATRIX = {
-    "default": (None, {"simulate_spikes": 1, "bin_spikes": 1, "fit_poisson_glm": 1, "report": 1}),
-    "tiny": ("tiny", {"simulate_spikes": 1, "ingest_spikes": 1, "bin_spikes": 2, "fit_poisson_glm": 2}),
-    "glm_off": (
-        {"spikes.poisson_glm.enabled": False},
-        {"simulate_spikes": 1, "ingest_spikes": 1, "bin_spikes": 2},
+    "default": (
+        None,
+        {"simulate_spikes": 3, "ingest_spikes": 2, "bin_spikes": 5, "fit_poisson_glm": 5, "fit_switching_glm": 12,
+         "evaluate_switching_glm": 12, "report": 1},
     ),
-    "table_only": ({"spikes.datasets.tinysim": None}, {"ingest_spikes": 1, "fit_poisson_glm": 1}),
-    "no_datasets": ({"spikes.datasets": {}}, {"report": 1}),
+    "tiny": (
+        "tiny",
+        {"simulate_spikes": 2, "ingest_spikes": 2, "bin_spikes": 4, "fit_poisson_glm": 4, "fit_switching_glm": 4,
+         "evaluate_switching_glm": 4},
+    ),
+    "glm_off": ({"spikes.poisson_glm.enabled": False}, {"simulate_spikes": 2, "bin_spikes": 4, "fit_switching_glm": 4}),
+    "switching_off": ({"spikes.switching_glm.enabled": False}, {"bin_spikes": 4, "fit_poisson_glm": 4}),
+    "table_only": (
+        {"spikes.datasets.tinysim": None, "spikes.datasets.tinyswitch": None, "spikes.datasets.stein": None,
+         "spikes.switching_glm.datasets": {}},
+        {"ingest_spikes": 1, "fit_poisson_glm": 1},
+    ),
+    "no_datasets": ({"spikes.datasets": {}, "spikes.switching_glm.datasets": {}}, {"report": 1}),
 }
 
 
 @pytest.mark.parametrize("name", list(MATRIX))
 def test_dry_run_matrix(name, tmp_path):
     changes, expected = MATRIX[name]
-    if changes is None:
+    if changes is None:  # the default study reads bundled recordings relative to the working folder
+        (tmp_path / "resources").symlink_to(REPO / "resources")
         proc = snakemake(tmp_path, None, "-n", "--configfile", str(REPO / "config" / "config.yaml"))
     else:
         proc = snakemake(tmp_path, tiny_config(**({} if changes == "tiny" else changes)), "-n")
@@ -90,6 +103,8 @@ def test_dry_run_matrix(name, tmp_path):
         assert jobs.get(rule) == n, (rule, jobs)
     if name == "glm_off":
         assert "fit_poisson_glm" not in jobs
+    if name in ("switching_off", "table_only"):
+        assert "fit_switching_glm" not in jobs
     if name == "no_datasets":
         assert "bin_spikes" not in jobs
 
@@ -105,7 +120,7 @@ def test_lint_is_clean(tmp_path):
 BAD_CONFIGS = {
     "unknown_key": (
         {"spikes.bin.binwidth": 0.01},
-        r"unknown key 'spikes\.bin\.binwidth' \(allowed keys here: bin_width_s, split\); did you mean 'bin_width_s'\?",
+        r"unknown key 'spikes\.bin\.binwidth' \(allowed keys here: bin_width_s, qc, split\); did you mean 'bin_width_s'\?",
     ),
     "wrong_type": (
         {"spikes.bin.bin_width_s": "ten ms"},
@@ -117,7 +132,7 @@ BAD_CONFIGS = {
     ),
     "bad_enum": (
         {"spikes.datasets.tinysim.simulate.generator": "lif"},
-        r"'lif' is not allowed \(allowed values: poisson_glm_network\)",
+        r"'lif' is not allowed \(allowed values: poisson_glm_network, switching_glm_network\)",
     ),
     "bad_sim_param": (
         {"spikes.datasets.tinysim.simulate.params.n_neuron": 3},
@@ -174,9 +189,12 @@ def tiny_run(tmp_path_factory) -> Path:
 def test_tiny_run_outputs_validate(tiny_run):
     files = sorted((tiny_run / "results").rglob("*.nc"))
     names = {f.relative_to(tiny_run / "results").as_posix() for f in files}
-    for d in ("tinysim", "table"):
+    for d in ("tinysim", "tinyswitch", "table", "stein"):
         for f in ("spike_times.nc", "counts.nc", "poisson_glm/fit.nc", "poisson_glm/metrics.nc"):
             assert f"spikes/{d}/{f}" in names
+    for d in ("tinyswitch", "stein"):
+        for v in ("single", "none"):
+            assert f"spikes/{d}/switching_glm/{v}/fit.nc" in names and f"spikes/{d}/switching_glm/{v}/metrics.nc" in names
     assert "spikes/tinysim/truth.nc" in names and "spikes/table/truth.nc" not in names
     for f in files:
         assert validate_file(f) == [], f
@@ -189,9 +207,14 @@ def test_tiny_run_outputs_validate(tiny_run):
     sim_prov = provenance_of(read(tiny_run / "results/spikes/tinysim/spike_times.nc"))
     assert sim_prov["seed"] == 3 and sim_prov["params"]["params"]["n_neurons"] == 6
     assert (tiny_run / "results" / "report" / "index.html").stat().st_size > 10_000
-    for rule in ("simulate_spikes", "bin_spikes", "fit_poisson_glm", "evaluate_poisson_glm", "report"):
-        assert list((tiny_run / "benchmarks" / rule).glob("*.tsv")), rule
-        assert list((tiny_run / "logs" / rule).glob("*.log")), rule
+    rules = ("simulate_spikes", "ingest_spikes", "bin_spikes", "fit_poisson_glm", "evaluate_poisson_glm",
+             "fit_switching_glm", "evaluate_switching_glm", "report")
+    for rule in rules:
+        assert list((tiny_run / "benchmarks" / rule).rglob("*.tsv")), rule
+        assert list((tiny_run / "logs" / rule).rglob("*.log")), rule
+    stein = read(tiny_run / "results/spikes/stein/counts.nc", "spike_counts")
+    assert stein.sizes["unit"] == 5 and int(stein["qc_kept"].sum()) == 5 and stein.sizes["qc_unit"] == 178
+    assert list(stein["stimulus_var"].values) == ["contrast_left", "contrast_right", "feedback_type"]
 
 
 def test_tiny_run_metrics_meet_bars(tiny_run):
@@ -204,6 +227,18 @@ def test_tiny_run_metrics_meet_bars(tiny_run):
     assert float(t["value"].sel(metric="test_bits_per_spike")) < 0.05
 
 
+def test_tiny_run_switching_metrics(tiny_run):
+    m = read(tiny_run / "results/spikes/tinyswitch/switching_glm/none/metrics.nc", "metrics")
+    assert m.attrs["model"] == "switching_glm/none" and m.attrs["dataset"] == "tinyswitch"
+    names = list(m["metric"].values)
+    assert {"state_accuracy", "bits_vs_oracle", "bits_vs_single", "adjacency_balanced_accuracy"} <= set(names)
+    assert int(m["passed"].sel(metric="state_accuracy")) == 1
+    single = read(tiny_run / "results/spikes/tinyswitch/switching_glm/single/metrics.nc", "metrics")
+    assert set(single["passed"].values.tolist()) == {-1}  # baselines carry no bars
+    fit = read(tiny_run / "results/spikes/stein/switching_glm/none/fit.nc", "model_fit")
+    assert fit.sizes["state"] == 2 and fit.sizes["covariate"] == 3  # the trial covariates entered the model
+
+
 def test_second_run_is_noop(tiny_run):
     proc = snakemake(tiny_run, tiny_config(), "-n")
     assert proc.returncode == 0
@@ -213,13 +248,17 @@ def test_second_run_is_noop(tiny_run):
 def test_param_change_reruns_only_downstream(tiny_run):
     proc = snakemake(tiny_run, tiny_config(**{"spikes.poisson_glm.alpha": 0.001}), "-n")
     jobs = job_counts(proc.stdout + proc.stderr)
-    assert (
-        jobs.get("fit_poisson_glm") == 2 and jobs.get("evaluate_poisson_glm") == 2 and jobs.get("report") == 1
-    )
+    assert jobs.get("fit_poisson_glm") == 4 and jobs.get("evaluate_poisson_glm") == 4 and jobs.get("report") == 1
     assert "simulate_spikes" not in jobs and "bin_spikes" not in jobs and "ingest_spikes" not in jobs
+    assert "fit_switching_glm" not in jobs
     proc = snakemake(tiny_run, tiny_config(**{"spikes.evaluate.bars": {"coupling_auroc": 0.95}}), "-n")
     jobs = job_counts(proc.stdout + proc.stderr)
-    assert jobs.get("evaluate_poisson_glm") == 2 and "fit_poisson_glm" not in jobs
+    assert jobs.get("evaluate_poisson_glm") == 4 and "fit_poisson_glm" not in jobs
+    # a switching hyperparameter of one dataset re-runs that dataset's switching fits only
+    proc = snakemake(tiny_run, tiny_config(**{"spikes.switching_glm.datasets.stein.model": {"l2": 0.01}}), "-n")
+    jobs = job_counts(proc.stdout + proc.stderr)
+    assert jobs.get("fit_switching_glm") == 2 and jobs.get("evaluate_switching_glm") == 2
+    assert "fit_poisson_glm" not in jobs and "bin_spikes" not in jobs
 
 
 def test_broken_intermediate_is_named_and_leaves_nothing(tiny_run, tmp_path):

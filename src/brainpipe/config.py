@@ -20,6 +20,7 @@ import yaml
 from brainpipe.errors import ConfigError
 
 DEFAULT_SCHEMA = Path("workflow") / "schemas" / "config.schema.yaml"
+PATH_OPTIONS = ("position",)  # reader options that name files (checked like 'path', and tracked as inputs)
 
 
 def _with_defaults(cls):
@@ -123,6 +124,8 @@ def _check_datasets(cfg: dict[str, Any], source: str, base: Path, check_paths: b
         key = f"spikes.datasets.{name}"
         if ("simulate" in ds) == ("path" in ds):
             raise ConfigError(f"{source}: key '{key}' needs exactly one of 'simulate' or 'path'")
+        if "simulate" in ds and ({"format", "options"} & set(ds)):
+            raise ConfigError(f"{source}: key '{key}': 'format' and 'options' go with 'path', not 'simulate'")
         if "simulate" in ds:
             sim = ds["simulate"]
             try:
@@ -130,13 +133,36 @@ def _check_datasets(cfg: dict[str, Any], source: str, base: Path, check_paths: b
             except ConfigError as err:
                 raise ConfigError(f"{source}: key '{key}.simulate.params': {err}") from None
         elif check_paths:
-            p = Path(ds["path"])
-            p = p if p.is_absolute() else base / p
-            if not p.exists():
-                raise ConfigError(
-                    f"{source}: key '{key}.path' points to '{ds['path']}', which does not exist "
-                    f"(looked in {p.parent.resolve()}); fix the path or remove the dataset"
-                )
+            paths = {f"{key}.path": ds["path"]}
+            paths.update({f"{key}.options.{k}": v for k, v in ds.get("options", {}).items() if k in PATH_OPTIONS})
+            for k, v in paths.items():
+                p = Path(v)
+                p = p if p.is_absolute() else base / p
+                if not p.exists():
+                    raise ConfigError(
+                        f"{source}: key '{k}' points to '{v}', which does not exist "
+                        f"(looked in {p.parent.resolve()}); fix the path or remove the dataset"
+                    )
+    _check_switching(cfg, source)
+
+
+def _check_switching(cfg: dict[str, Any], source: str) -> None:
+    sw = cfg.get("spikes", {}).get("switching_glm", {})
+    names = set(cfg.get("spikes", {}).get("datasets", {}))
+    variants = set(sw.get("variants", {}))
+    for ref in sw.get("references", []):
+        if ref not in variants:
+            raise ConfigError(
+                f"{source}: key 'spikes.switching_glm.references': {ref!r} is not a variant "
+                f"(allowed: {', '.join(sorted(variants))})"
+            )
+    for name, entry in sw.get("datasets", {}).items():
+        key = f"spikes.switching_glm.datasets.{name}"
+        if name not in names:
+            raise ConfigError(f"{source}: key '{key}': no spike dataset named {name!r} (allowed: {', '.join(sorted(names))})")
+        for v in entry.get("variants", []):
+            if v not in variants:
+                raise ConfigError(f"{source}: key '{key}.variants': {v!r} is not a variant (allowed: {', '.join(sorted(variants))})")
 
 
 def load_config(path: str | os.PathLike, schema: str | os.PathLike | None = None, **kw) -> dict[str, Any]:

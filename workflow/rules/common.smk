@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from brainpipe import __version__ as VERSION
-from brainpipe.config import validate_config
+from brainpipe.config import PATH_OPTIONS, validate_config
 from brainpipe.errors import ConfigError
 from snakemake.exceptions import WorkflowError
 
@@ -31,8 +31,25 @@ def names_regex(names):
     return "|".join(names) if names else NEVER
 
 
+SWITCHING = config["spikes"]["switching_glm"]
+SWITCHING_VARIANTS = sorted(SWITCHING["variants"])
+
+
 wildcard_constraints:
     dataset=names_regex(sorted(SPIKE_DATASETS)),
+    variant=names_regex(SWITCHING_VARIANTS),
+
+
+def merged(base, override):
+    """Deep merge of two config mappings (override wins)."""
+    out = dict(base)
+    for k, v in (override or {}).items():
+        out[k] = (
+            merged(out[k], v)
+            if isinstance(v, dict) and isinstance(out.get(k), dict)
+            else v
+        )
+    return out
 
 
 # ---- params: each rule gets only its own config subtree ------------------------------------------
@@ -42,7 +59,34 @@ def simulate_params(wildcards):
 
 def ingest_params(wildcards):
     ds = SPIKE_DATASETS[wildcards.dataset]
-    return {k: v for k, v in ds.items() if k in ("path", "t_start_s", "t_stop_s")}
+    return {
+        k: v
+        for k, v in ds.items()
+        if k in ("path", "format", "options", "t_start_s", "t_stop_s")
+    }
+
+
+def bin_params(wildcards):
+    return merged(
+        config["spikes"]["bin"], SPIKE_DATASETS[wildcards.dataset].get("bin", {})
+    )
+
+
+def switching_params(wildcards):
+    entry = SWITCHING["datasets"][wildcards.dataset]
+    return merged(
+        merged(SWITCHING["model"], SWITCHING["variants"][wildcards.variant]),
+        entry.get("model", {}),
+    )
+
+
+def switching_eval_params(wildcards):
+    entry = SWITCHING["datasets"][wildcards.dataset]
+    return {
+        "bars": merged(SWITCHING["bars"], entry.get("bars", {})),
+        "dataset": wildcards.dataset,
+        "variant": wildcards.variant,
+    }
 
 
 def evaluate_params(wildcards):
@@ -50,8 +94,36 @@ def evaluate_params(wildcards):
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
-def spike_table(wildcards):
+def spike_source(wildcards):
     return SPIKE_DATASETS[wildcards.dataset]["path"]
+
+
+def spike_extra_files(wildcards):
+    opts = SPIKE_DATASETS[wildcards.dataset].get("options", {})
+    return [opts[k] for k in PATH_OPTIONS if k in opts]
+
+
+def switching_variants(dataset):
+    return SWITCHING["datasets"][dataset].get("variants", SWITCHING_VARIANTS)
+
+
+def switching_runs():
+    if not SWITCHING["enabled"]:
+        return []
+    return [
+        (d, v) for d in sorted(SWITCHING["datasets"]) for v in switching_variants(d)
+    ]
+
+
+def switching_references(wildcards):
+    names = [
+        r
+        for r in SWITCHING["references"]
+        if r != wildcards.variant and r in switching_variants(wildcards.dataset)
+    ]
+    return expand(
+        "results/spikes/{d}/switching_glm/{v}/fit.nc", d=wildcards.dataset, v=names
+    )
 
 
 def truth_of(wildcards):
@@ -66,18 +138,27 @@ def glm_datasets():
 
 def report_inputs(wildcards):
     names = glm_datasets()
+    runs = switching_runs()
+    used = sorted(set(names) | {d for d, _ in runs})
     return {
         "metrics": expand("results/spikes/{d}/poisson_glm/metrics.nc", d=names),
         "fits": expand("results/spikes/{d}/poisson_glm/fit.nc", d=names),
-        "counts": expand("results/spikes/{d}/counts.nc", d=names),
+        "counts": expand("results/spikes/{d}/counts.nc", d=used),
         "truths": expand(
-            "results/spikes/{d}/truth.nc", d=[n for n in names if n in SIMULATED]
+            "results/spikes/{d}/truth.nc", d=[n for n in used if n in SIMULATED]
         ),
+        "switching_metrics": [
+            f"results/spikes/{d}/switching_glm/{v}/metrics.nc" for d, v in runs
+        ],
+        "switching_fits": [
+            f"results/spikes/{d}/switching_glm/{v}/fit.nc" for d, v in runs
+        ],
     }
 
 
 def final_outputs():
     out = expand("results/spikes/{d}/counts.nc", d=sorted(SPIKE_DATASETS))
-    out += report_inputs(None)["metrics"]
+    ins = report_inputs(None)
+    out += ins["metrics"] + ins["switching_metrics"]
     out.append("results/report/index.html")
     return out

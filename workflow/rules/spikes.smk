@@ -1,4 +1,5 @@
-# Spike branch: simulated or tabulated spike times -> binned counts -> baseline coupled Poisson GLM -> metrics.
+# Spike branch: simulated or recorded spike times (NWB, phy, trial arrays, tables, MatClust) -> unit QC and binned
+# counts -> baseline coupled Poisson GLM -> metrics. Switching GLMs: workflow/rules/switching.smk.
 
 
 rule simulate_spikes:
@@ -22,7 +23,8 @@ rule simulate_spikes:
 
 rule ingest_spikes:
     input:
-        table=spike_table,
+        source=spike_source,
+        extra=spike_extra_files,
     output:
         spikes="results/spikes/{dataset}/spike_times.nc",
     log:
@@ -52,7 +54,7 @@ rule bin_spikes:
     conda:
         "../envs/brainpipe.yaml"
     params:
-        config=config["spikes"]["bin"],
+        config=bin_params,
         version=VERSION,
     script:
         "../scripts/bin_spikes.py"

@@ -32,6 +32,17 @@ METRICS: dict[str, MetricInfo] = {
     "coupling_sign_accuracy": MetricInfo(">=", "fraction of planted connections whose fitted sign is right"),
     "history_weight_mae": MetricInfo("<=", "mean absolute error of the self-history weights"),
     "behaviour_weight_corr": MetricInfo(">=", "Pearson r between fitted and planted behaviour weights"),
+    # switching GLMs (brainpipe.evaluate.switching)
+    "bits_vs_oracle": MetricInfo(">=", "test bits/spike minus the planted model's (0 = as good as the truth)"),
+    "state_accuracy": MetricInfo(">=", "fraction of test bins whose decoded state (posterior argmax, Hungarian-matched) is the planted one"),
+    "oracle_state_accuracy": MetricInfo(">=", "the same decoded with the planted parameters: the ceiling"),
+    "state_accuracy_vs_oracle": MetricInfo(">=", "state accuracy minus the oracle's"),
+    "weight_corr": MetricInfo(">=", "Pearson r between fitted and planted off-diagonal weights of all states (matched)"),
+    "weight_rel_error": MetricInfo("<=", "relative Frobenius error of the matched per-state weights"),
+    "adjacency_balanced_accuracy": MetricInfo(">=", "balanced accuracy of the inh/none/exc structure (off-diagonal, matched states)"),
+    "bits_vs_single": MetricInfo(">=", "test bits/spike minus the single-state GLM's"),
+    "bits_vs_none": MetricInfo(">=", "test bits/spike minus the HMM-GLM without prior"),
+    "adjacency_ba_vs_none": MetricInfo(">=", "adjacency balanced accuracy minus the HMM-GLM without prior"),
 }
 
 
@@ -68,7 +79,7 @@ def glm_metrics(fit: xr.Dataset, counts: xr.Dataset, truth: xr.Dataset | None = 
     """Metrics of a fitted coupled GLM (``model_fit`` with ``coupling``) on held-out counts and vs truth."""
     model = PoissonGLM.from_dataset(fit)
     out = {"test_bits_per_spike": bits_per_spike(counts, model.predict(counts))}
-    if truth is None:
+    if truth is None or "coupling" not in truth:  # no truth, or the truth of another model family
         return out
     if "log_baseline_rate" in truth and "history_tau_s" in truth.attrs:
         oracle = PoissonGLM.from_dataset(truth.assign_attrs(bin_width_s=float(counts.attrs["bin_width_s"])))

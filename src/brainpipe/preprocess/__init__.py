@@ -1,5 +1,5 @@
 """Preprocessing: pure functions Dataset -> Dataset, one module per modality."""
 
-from brainpipe.preprocess.spikes import bin_spikes, time_block_split
+from brainpipe.preprocess.spikes import bin_spikes, segments, time_block_split, unit_qc
 
-__all__ = ["bin_spikes", "time_block_split"]
+__all__ = ["bin_spikes", "segments", "time_block_split", "unit_qc"]

@@ -3,4 +3,13 @@
 Every stage is also a command: ``python -m brainpipe.stages.<name> --help``.
 """
 
-STAGES = ("simulate", "ingest_spikes", "bin_spikes", "fit_poisson_glm", "evaluate_poisson_glm", "report")
+STAGES = (
+    "simulate",
+    "ingest_spikes",
+    "bin_spikes",
+    "fit_poisson_glm",
+    "evaluate_poisson_glm",
+    "fit_switching_glm",
+    "evaluate_switching_glm",
+    "report",
+)

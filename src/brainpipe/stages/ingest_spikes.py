@@ -1,57 +1,38 @@
-"""Read a spike-time table (CSV/TSV with columns ``unit`` and ``time`` in seconds) into the spike_times contract.
+"""Read recorded spikes into the spike_times contract: NWB, phy/Kilosort, trial arrays, spike tables, MatClust.
 
-params: ``path`` (the table; given as the input too), ``t_start_s`` / ``t_stop_s`` (observation window;
-default: from the first to just after the last spike), ``sep`` (column separator; default from the suffix).
+params: ``path`` (the recording; also the input ``source``), ``format`` (``auto`` or one of
+:data:`brainpipe.io.spikes.FORMATS`), ``options`` (keyword options of the reader, e.g. ``position`` for
+MatClust, ``groups`` for phy), ``t_start_s`` / ``t_stop_s`` (observation window, for readers that take one).
+See :mod:`brainpipe.io.spikes` for each reader.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-import xarray as xr
+import logging
 
 from brainpipe.data import make_provenance, write
-from brainpipe.errors import InputError
+from brainpipe.io.spikes import read_spikes
 from brainpipe.stages._runner import cli, stage
 
-INPUTS = {"table": "spike-time table: CSV/TSV with columns unit, time (s)"}
+INPUTS = {
+    "source": "the recording: .nwb, a phy folder, .npz (trial array or unit/time table), .csv/.tsv table, .mat (MatClust)",
+    "extra": "optional: other files the reader uses (e.g. the MatClust position file)",
+}
 OUTPUTS = {"spikes": "spike_times .nc"}
-
-
-def read_spike_table(path, t_start_s=None, t_stop_s=None, sep=None) -> xr.Dataset:
-    """Parse a unit/time table into a spike_times dataset (units sorted by label)."""
-    sep = sep or ("\t" if str(path).endswith((".tsv", ".tab")) else ",")
-    try:
-        df = pd.read_csv(path, sep=sep, dtype={"unit": str})
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise InputError(f"{path}: cannot be read as a {'TSV' if sep == chr(9) else 'CSV'} table ({err})") from None
-    missing = {"unit", "time"} - set(df.columns)
-    if missing:
-        raise InputError(
-            f"{path}: missing column(s) {', '.join(sorted(missing))} (found {', '.join(map(str, df.columns))}); "
-            "a spike table needs columns 'unit' and 'time' (seconds)"
-        )
-    t = pd.to_numeric(df["time"], errors="coerce").to_numpy(dtype=np.float64)
-    if df.empty or not np.all(np.isfinite(t)):
-        raise InputError(f"{path}: column 'time' must hold finite numbers of seconds, one spike per row")
-    units, idx = np.unique(df["unit"].astype(str).to_numpy(), return_inverse=True)
-    order = np.lexsort((idx, t))
-    t0 = float(t.min()) if t_start_s is None else float(t_start_s)
-    t1 = float(np.nextafter(t.max(), np.inf)) if t_stop_s is None else float(t_stop_s)
-    return xr.Dataset(
-        {
-            "spike_time": ("spike", t[order], {"units": "s", "long_name": "spike time"}),
-            "spike_unit": ("spike", idx[order].astype(np.int32), {"long_name": "index into unit"}),
-        },
-        coords={"unit": ("unit", units.astype(str), {"long_name": "unit identifier"})},
-        attrs={"t_start_s": t0, "t_stop_s": t1, "source": str(path)},
-    )
+log_ = logging.getLogger("brainpipe.stages.ingest_spikes")
 
 
 @stage
 def run(inputs, outputs, params, log):
-    ds = read_spike_table(inputs["table"], params.get("t_start_s"), params.get("t_stop_s"), params.get("sep"))
-    write(ds, outputs["spikes"], "spike_times", make_provenance("ingest_spikes", params, [inputs["table"]]))
+    options = dict(params.get("options") or {})
+    for k in ("t_start_s", "t_stop_s"):
+        if params.get(k) is not None:
+            options[k] = params[k]
+    ds = read_spikes(inputs["source"], params.get("format", "auto"), **options)
+    log_.info("read %s (%s): %d units, %d spikes", inputs["source"], ds.attrs.get("format"), ds.sizes["unit"], ds.sizes["spike"])
+    extra = inputs.get("extra") or []
+    used = [inputs["source"], *(extra if isinstance(extra, list) else [extra])]
+    write(ds, outputs["spikes"], "spike_times", make_provenance("ingest_spikes", params, used))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,103 @@
+"""Metrics of switching GLMs: held-out likelihood, and recovery of planted states, weights and structure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import xarray as xr
+from scipy.optimize import linear_sum_assignment
+
+from brainpipe.data.contracts import SPLIT_FLAGS
+from brainpipe.evaluate.metrics import _corr
+from brainpipe.models.baselines import poisson_log_likelihood
+from brainpipe.models.switching_glm import SwitchingGLM
+
+
+def match_states(true_states: np.ndarray, est_states: np.ndarray, n_true: int, n_est: int) -> tuple[np.ndarray, float]:
+    """Hungarian matching of estimated to true states on their confusion matrix.
+
+    Returns ``(perm, accuracy)``: ``perm[k]`` is the estimated state matched to true state ``k`` (-1 when there
+    are fewer estimated states), and the fraction of bins whose matched state is right.
+    """
+    C = np.zeros((n_true, n_est))
+    np.add.at(C, (true_states, est_states), 1)
+    rows, cols = linear_sum_assignment(-C)
+    perm = np.full(n_true, -1, dtype=np.int64)
+    perm[rows] = cols
+    return perm, float(C[rows, cols].sum() / max(len(true_states), 1))
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y_true``."""
+    classes = np.unique(y_true)
+    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
+
+
+def null_log_likelihood(counts: xr.Dataset, split: str = "test") -> tuple[float, float]:
+    """Log-likelihood of a homogeneous Poisson model (per-neuron train rates) on a split, and its spike count."""
+    y = np.asarray(counts["counts"].values, dtype=np.float64)
+    s = counts["split"].values
+    rate = y[s == SPLIT_FLAGS["train"]].mean(axis=0)
+    te = y[s == SPLIT_FLAGS[split]]
+    return poisson_log_likelihood(te, np.broadcast_to(rate, te.shape)), float(te.sum())
+
+
+def _truth_states_at(truth: xr.Dataset, times: np.ndarray) -> np.ndarray:
+    st = truth["state_time"].values
+    idx = np.clip(np.searchsorted(st, times), 0, st.size - 1)
+    prev = np.clip(idx - 1, 0, st.size - 1)
+    idx = np.where(np.abs(st[prev] - times) < np.abs(st[idx] - times), prev, idx)
+    return np.asarray(truth["true_state"].values)[idx].astype(np.int64)
+
+
+def switching_metrics(
+    fit: xr.Dataset,
+    counts: xr.Dataset,
+    truth: xr.Dataset | None = None,
+    references: Mapping[str, xr.Dataset] | None = None,
+) -> dict[str, float]:
+    """Metrics of one fitted switching GLM (a ``model_fit`` with posterior/viterbi over the counts' bins).
+
+    ``test_bits_per_spike``: held-out marginal log-likelihood gain over a homogeneous Poisson model, bits/spike.
+    With a planted truth (simulated data): ``oracle_test_bits_per_spike`` and ``bits_vs_oracle`` (the same for
+    the true parameters, and the difference), ``state_accuracy`` (posterior argmax on test bins, Hungarian
+    matched), ``oracle_state_accuracy`` and ``state_accuracy_vs_oracle``, ``weight_corr`` (off-diagonal weights of
+    all states, matched), ``weight_rel_error``, ``adjacency_balanced_accuracy`` (inh/none/exc, off-diagonal).
+    With reference fits (e.g. ``single``, ``none``): ``bits_vs_<name>`` and ``adjacency_ba_vs_<name>``.
+    """
+    model = SwitchingGLM.from_dataset(fit, device="cpu")
+    null_ll, n_spikes = null_log_likelihood(counts)
+    denom = max(n_spikes, 1.0) * np.log(2)
+    out = {"test_bits_per_spike": (model.log_likelihood(counts, "test") - null_ll) / denom}
+    S = fit.sizes["state"]
+    test = counts["split"].values == SPLIT_FLAGS["test"]
+    if truth is not None:
+        oracle = SwitchingGLM.from_dataset(truth, device="cpu")
+        out["oracle_test_bits_per_spike"] = (oracle.log_likelihood(counts, "test") - null_ll) / denom
+        out["bits_vs_oracle"] = out["test_bits_per_spike"] - out["oracle_test_bits_per_spike"]
+        z = _truth_states_at(truth, counts["time"].values[test])
+        S_true = truth.sizes["state"]
+        oracle_post, _ = oracle.decode(counts)
+        _, out["oracle_state_accuracy"] = match_states(z, oracle_post[test].argmax(1), S_true, S_true)
+        if S > 1:
+            est = np.asarray(fit["posterior"].values)[test].argmax(1)
+            perm, out["state_accuracy"] = match_states(z, est, S_true, S)
+            out["state_accuracy_vs_oracle"] = out["state_accuracy"] - out["oracle_state_accuracy"]
+            if np.all(perm >= 0):
+                units = [str(u) for u in fit["unit_post"].values]
+                t = truth.sel(unit_post=units, unit_pre=units)
+                off = ~np.eye(len(units), dtype=bool)
+                W_true = t["weights"].values[:, off]
+                W_fit = fit["weights"].values[perm][:, off]
+                out["weight_corr"] = _corr(W_true, W_fit)
+                out["weight_rel_error"] = float(np.linalg.norm(W_fit - W_true) / np.linalg.norm(W_true))
+                out["adjacency_balanced_accuracy"] = balanced_accuracy(
+                    t["adjacency"].values[:, off].ravel(), fit["adjacency"].values[perm][:, off].ravel()
+                )
+    for name, ref in (references or {}).items():
+        ref_metrics = switching_metrics(ref, counts, truth, None)
+        out[f"bits_vs_{name}"] = out["test_bits_per_spike"] - ref_metrics["test_bits_per_spike"]
+        if "adjacency_balanced_accuracy" in out and "adjacency_balanced_accuracy" in ref_metrics:
+            out[f"adjacency_ba_vs_{name}"] = out["adjacency_balanced_accuracy"] - ref_metrics["adjacency_balanced_accuracy"]
+    return out

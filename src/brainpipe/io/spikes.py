@@ -1,0 +1,346 @@
+"""Readers for outside spike-data formats, each returning a ``spike_times`` dataset (see
+:mod:`brainpipe.data.contracts`) without provenance attributes (the stage that calls them stamps those).
+
+Every reader takes a path and keyword options and returns a Dataset with
+
+* ``spike_time(spike)`` float64 seconds (``units = "s"``), sorted by time, ties by unit index, and
+  ``spike_unit(spike)`` int32, an index into the string coordinate ``unit`` (unique labels);
+* attrs ``t_start_s``, ``t_stop_s`` (the observation window; every spike inside), ``source`` (the input
+  path), ``format`` (one of :data:`FORMATS`) and ``observed`` (``"trials"`` when only trial windows were
+  recorded, else ``"continuous"``), plus reader-specific attrs documented on each reader;
+* optionally behaviour on its own clock: ``behaviour(behaviour_time, behaviour_var)`` float64 with ``units``;
+* optionally trials: ``trial_start(trial)``, ``trial_stop(trial)`` (s) and float64 covariates
+  ``trial_<name>(trial)``.
+
+Units without spikes are kept and logged (logger ``brainpipe.io.spikes``). Bad input raises
+:class:`~brainpipe.errors.InputError` with a one-line message ``"<path>: <what is wrong>; <what to do>"``.
+
+Readers: :func:`read_nwb` (``"nwb"``), :func:`read_phy` (``"phy"``), :func:`read_trialized_npz`
+(``"trialized_npz"``), :func:`read_spike_table` (``"table"``), :func:`read_matclust` (``"matclust"``);
+:func:`read_spikes` picks one from the path.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from brainpipe.errors import ConfigError, InputError
+from brainpipe.io._common import LOG, assemble, check_train, fail, require_file
+from brainpipe.io._matclust import read_matclust, read_position_tracking
+from brainpipe.io._nwb import read_nwb
+from brainpipe.io._phy import read_phy
+
+__all__ = [
+    "FORMATS",
+    "detect_format",
+    "read_matclust",
+    "read_nwb",
+    "read_phy",
+    "read_position_tracking",
+    "read_spike_table",
+    "read_spikes",
+    "read_trialized_npz",
+]
+
+_RESERVED_ATTRS = ("t_start_s", "t_stop_s", "source", "format", "observed", "time_resolution_s")
+
+
+def _load_npz(p: Path) -> dict[str, np.ndarray]:
+    try:
+        z = np.load(p, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("it is a single .npy array, not an .npz archive")
+        with z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise fail(
+            p,
+            f"cannot be read as an .npz archive ({' '.join(str(err).split())})",
+            "give an uncorrupted .npz written by numpy.savez (object arrays are not accepted)",
+        ) from None
+
+
+# -- unit/time tables -----------------------------------------------------------------------------------------
+def read_spike_table(path, t_start_s=None, t_stop_s=None, sep=None) -> xr.Dataset:
+    """Parse a unit/time table into a spike_times dataset (units sorted by label).
+
+    * CSV/TSV (``sep`` default: tab for ``.tsv``/``.tab``, else comma) with columns ``unit`` (read as strings)
+      and ``time`` (seconds); other columns are ignored.
+    * ``.npz`` with 1-D arrays ``unit`` and ``time`` of equal length (loaded with ``allow_pickle=False``).
+
+    Window: ``t_start_s``/``t_stop_s`` when given (not checked here: the contract rejects spikes outside it),
+    else from the first spike to just after the last. Attrs: ``t_start_s``, ``t_stop_s``, ``source``,
+    ``format = "table"``, ``observed = "continuous"``.
+    """
+    if str(path).endswith(".npz"):
+        p = require_file(path, "spike table")
+        arrays = _load_npz(p)
+        missing = {"unit", "time"} - set(arrays)
+        if missing:
+            raise InputError(
+                f"{path}: missing array(s) {', '.join(sorted(missing))} (found {', '.join(arrays) or 'none'}); "
+                "a spike table .npz needs arrays 'unit' and 'time' (seconds)"
+            )
+        unit, time = arrays["unit"], arrays["time"]
+        if unit.ndim != 1 or time.ndim != 1 or unit.size != time.size:
+            raise InputError(
+                f"{path}: arrays 'unit' {unit.shape} and 'time' {time.shape} must be 1-D and of equal length; "
+                "one entry per spike"
+            )
+        df = pd.DataFrame({"unit": unit.astype(str), "time": time})
+    else:
+        sep = sep or ("\t" if str(path).endswith((".tsv", ".tab")) else ",")
+        if not Path(path).is_file():
+            require_file(path, "spike table")
+        try:
+            df = pd.read_csv(path, sep=sep, dtype={"unit": str})
+        except (OSError, ValueError, pd.errors.ParserError) as err:
+            raise InputError(
+                f"{path}: cannot be read as a {'TSV' if sep == chr(9) else 'CSV'} table ({err}); "
+                "give a table with a header row and columns 'unit' and 'time' (seconds)"
+            ) from None
+        missing = {"unit", "time"} - set(df.columns)
+        if missing:
+            raise InputError(
+                f"{path}: missing column(s) {', '.join(sorted(missing))} (found {', '.join(map(str, df.columns))}); "
+                "a spike table needs columns 'unit' and 'time' (seconds)"
+            )
+    t = pd.to_numeric(df["time"], errors="coerce").to_numpy(dtype=np.float64)
+    if df.empty:
+        raise InputError(f"{path}: has no spikes (no rows); a spike table has one row per spike")
+    if not np.all(np.isfinite(t)):
+        n_bad = int(np.count_nonzero(~np.isfinite(t)))
+        raise InputError(
+            f"{path}: column 'time' must hold finite numbers of seconds, one spike per row "
+            f"({n_bad} row(s) are empty, non-numeric or infinite); fix those rows"
+        )
+    if t.min() < 0:
+        raise fail(
+            path,
+            f"column 'time' has negative spike times (min {t.min():.6g} s)",
+            "spike times are seconds on the session clock (>= 0); shift them",
+        )
+    units, idx = np.unique(df["unit"].astype(str).to_numpy(), return_inverse=True)
+    order = np.lexsort((idx, t))
+    t0 = float(t.min()) if t_start_s is None else float(t_start_s)
+    t1 = float(np.nextafter(t.max(), np.inf)) if t_stop_s is None else float(t_stop_s)
+    return xr.Dataset(
+        {
+            "spike_time": ("spike", t[order], {"units": "s", "long_name": "spike time"}),
+            "spike_unit": ("spike", idx[order].astype(np.int32), {"long_name": "index into unit"}),
+        },
+        coords={"unit": ("unit", units.astype(str), {"long_name": "unit identifier"})},
+        attrs={
+            "t_start_s": t0,
+            "t_stop_s": t1,
+            "source": str(path),
+            "format": "table",
+            "observed": "continuous",
+        },
+    )
+
+
+# -- trialized counts (Steinmetz course npz) --------------------------------------------------------------------
+def read_trialized_npz(
+    path, counts_key: str = "spks", time_key: str = "time", bin_width_s: float | None = None
+) -> xr.Dataset:
+    """Read trial-binned counts (Steinmetz et al. 2019 course npz) as reconstructed spike times.
+
+    * ``counts_key`` (``spks``): counts, trials x units x bins (non-negative integers);
+      ``time_key`` (``time``): trials x bins, the bin CENTRES on the session clock in seconds (the course data
+      description: "time: centers of the time bins for spks"). ``bin_width_s``: default the (regular) step of
+      ``time``.
+    * A count k becomes k identical spike times at the bin centre (resolution = one bin), so re-binning within
+      the trials gives the counts back exactly. Trial windows: ``[first centre - width/2, last centre + width/2]``;
+      ``observed = "trials"``; window ``t_start_s``/``t_stop_s`` = first trial start / last trial stop.
+    * Every other array with one numeric value per trial becomes ``trial_<key>`` (float64); scalar keys
+      (``mouse_name``, ``date_exp``) become attrs; anything else is skipped (logged).
+    * Units are labelled ``u000``, ``u001``, ... (the file has no unit ids).
+
+    Attrs: ``t_start_s``, ``t_stop_s``, ``source``, ``format = "trialized_npz"``, ``observed = "trials"``,
+    ``time_resolution_s`` (the bin width), ``time_base = "bin centres"`` and the scalar keys.
+    """
+    p = require_file(path, "trialized .npz file")
+    arrays = _load_npz(p)
+    for key, nd in ((counts_key, 3), (time_key, 2)):
+        if key not in arrays or arrays[key].ndim != nd:
+            have = ", ".join(f"{k}{tuple(v.shape)}" for k, v in arrays.items()) or "none"
+            raise fail(
+                p,
+                f"has no {nd}-D array '{key}' (found {have})",
+                f"a trialized .npz needs '{counts_key}' (trials x units x bins) and '{time_key}' (trials x bins)",
+            )
+    counts, time = arrays[counts_key], arrays[time_key].astype(np.float64)
+    n_trials, n_units, n_bins = counts.shape
+    if time.shape != (n_trials, n_bins):
+        raise fail(
+            p,
+            f"'{time_key}' has shape {time.shape}, expected {(n_trials, n_bins)} (trials x bins of '{counts_key}')",
+            "give one bin time per trial and bin",
+        )
+    if counts.dtype.kind not in "iuf" or (counts.dtype.kind == "f" and not np.all(np.mod(counts, 1) == 0)):
+        raise fail(
+            p,
+            f"'{counts_key}' (dtype {counts.dtype}) does not hold whole-number counts",
+            "give spike counts per bin",
+        )
+    if counts.size and counts.min() < 0:
+        raise fail(p, f"'{counts_key}' has negative counts", "give spike counts per bin (>= 0)")
+    if not np.all(np.isfinite(time)):
+        raise fail(p, f"'{time_key}' has non-finite bin times", "fix the bin times")
+    steps = np.diff(time, axis=1)
+    if bin_width_s is None:
+        if n_bins < 2:
+            raise fail(p, "has one bin per trial, so the bin width is unknown", "pass bin_width_s")
+        # mean step over each trial, rounded to the nanosecond (the median step carries float noise ~1e-14 s)
+        bw = round(float(np.mean((time[:, -1] - time[:, 0]) / (n_bins - 1))), 9)
+        if not (bw > 0 and np.allclose(steps, bw, rtol=1e-6, atol=1e-9)):
+            raise fail(
+                p,
+                f"'{time_key}' steps are not regular (from {steps.min():.6g} to {steps.max():.6g} s)",
+                "pass bin_width_s, or fix the bin times",
+            )
+    else:
+        bw = float(bin_width_s)
+        if not bw > 0:
+            raise fail(
+                p,
+                f"bin_width_s={bin_width_s} is not a positive number of seconds",
+                "pass the bin width in seconds",
+            )
+    start, stop = time[:, 0] - bw / 2, time[:, -1] + bw / 2
+    if start.min() < 0:
+        raise fail(
+            p,
+            f"'{time_key}' gives negative spike times (first trial starts at {start.min():.6g} s)",
+            "bin times are seconds on the session clock (>= 0)",
+        )
+    tr, un, bi = np.nonzero(counts)
+    k = counts[tr, un, bi].astype(np.int64)
+    t_all = np.repeat(time[tr, bi], k)
+    u_all = np.repeat(un, k)
+    order = np.lexsort((t_all, u_all))
+    t_all, u_all = t_all[order], u_all[order]
+    bounds = np.searchsorted(u_all, np.arange(n_units + 1))
+    width = max(3, len(str(max(n_units - 1, 0))))
+    labels = [f"u{i:0{width}d}" for i in range(n_units)]
+    trains = [
+        check_train(p, labels[i], t_all[bounds[i] : bounds[i + 1]], require_sorted=False)
+        for i in range(n_units)
+    ]
+    covariates, attrs = {}, {"time_resolution_s": bw, "time_base": "bin centres"}
+    for key, val in arrays.items():
+        if key in (counts_key, time_key):
+            continue
+        if val.ndim == 1 and val.shape[0] == n_trials and val.dtype.kind in "fiub":
+            covariates[key] = val.astype(np.float64)
+        elif val.ndim == 0 or val.size == 1 and val.dtype.kind in "US":
+            item = val.reshape(-1)[0].item() if val.size else ""
+            item = int(item) if isinstance(item, bool) else item  # netCDF has no boolean attributes
+            if key in _RESERVED_ATTRS:
+                LOG.warning("%s: scalar '%s' would overwrite a reserved attribute; skipped", p, key)
+            else:
+                attrs[key] = item if isinstance(item, int | float | str) else str(item)
+        else:
+            LOG.warning("%s: array '%s' %s is neither per-trial nor scalar; skipped", p, key, val.shape)
+    trials = {"start": start, "stop": stop, "covariates": covariates}
+    return assemble(
+        p,
+        trains,
+        labels,
+        fmt="trialized_npz",
+        t_start=float(start.min()),
+        t_stop=float(stop.max()),
+        observed="trials",
+        trials=trials,
+        attrs=attrs,
+    )
+
+
+# -- dispatch ------------------------------------------------------------------------------------------------------
+READERS: dict[str, Callable[..., xr.Dataset]] = {
+    "nwb": read_nwb,
+    "phy": read_phy,
+    "trialized_npz": read_trialized_npz,
+    "table": read_spike_table,
+    "matclust": read_matclust,
+}
+FORMATS: tuple[str, ...] = tuple(READERS)
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
+
+
+def detect_format(path: str | os.PathLike, counts_key: str = "spks") -> str:
+    """The reader name for ``path``: a folder with spike_times.npy -> ``phy``; ``.nwb`` -> ``nwb``; ``.npz``
+    with a 3-D ``counts_key`` array -> ``trialized_npz``, with ``unit`` and ``time`` -> ``table``;
+    ``.csv``/``.tsv``/``.tab`` -> ``table``; ``.mat`` -> ``matclust``."""
+    p = Path(path)
+    if not p.exists():
+        raise fail(
+            p,
+            "spike data path does not exist",
+            "check the path (relative paths are taken from the working directory)",
+        )
+    if p.is_dir():
+        if (p / "spike_times.npy").is_file():
+            return "phy"
+        raise fail(
+            p,
+            "is a folder without spike_times.npy, so not a phy/Kilosort folder",
+            "give a phy folder or a spike data file",
+        )
+    suffix = p.suffix.lower()
+    if suffix == ".nwb":
+        return "nwb"
+    if suffix == ".mat":
+        return "matclust"
+    if suffix in TABLE_SUFFIXES:
+        return "table"
+    if suffix == ".npz":
+        arrays = _load_npz(p)
+        if counts_key in arrays and arrays[counts_key].ndim == 3:
+            return "trialized_npz"
+        if {"unit", "time"} <= set(arrays):
+            return "table"
+        have = ", ".join(f"{k}{tuple(v.shape)}" for k, v in arrays.items()) or "none"
+        raise fail(
+            p,
+            f"is neither a trialized .npz (3-D '{counts_key}' counts) nor a spike table .npz ('unit' and 'time' arrays); found {have}",
+            "give one of those layouts, or choose format= and its keys",
+        )
+    raise fail(
+        p,
+        f"has an unknown spike data suffix '{p.suffix}'",
+        f"use .nwb, .npz, {', '.join(TABLE_SUFFIXES)}, .mat or a phy folder, or give format= (one of {', '.join(FORMATS)})",
+    )
+
+
+def read_spikes(path: str | os.PathLike, format: str = "auto", **options) -> xr.Dataset:
+    """Read spike data in any supported format (``format="auto"``: from the suffix or folder contents).
+
+    ``options`` go to the reader (see each reader's keyword arguments); an option the reader lacks is a
+    :class:`~brainpipe.errors.ConfigError`.
+    """
+    if format == "auto":
+        name = detect_format(path, options.get("counts_key", "spks"))
+    elif format in READERS:
+        name = format
+    else:
+        raise InputError(
+            f"{path}: unknown spike data format {format!r}; choose one of auto, {', '.join(FORMATS)}"
+        )
+    reader = READERS[name]
+    allowed = list(inspect.signature(reader).parameters)[1:]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"spike reader '{name}' ({path}) has no option(s) {', '.join(unknown)}; its options: {', '.join(allowed)}"
+        )
+    return reader(path, **options)

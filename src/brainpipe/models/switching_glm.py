@@ -1,0 +1,602 @@
+"""Switching Poisson GLMs (HMM-GLMs) with no prior, a Gaussian prior or a one-hot prior on per-state couplings.
+
+Model, for each sequence (a contiguous segment of bins, see :func:`brainpipe.preprocess.spikes.segments`)::
+
+    z_1 ~ pi,  z_t | z_{t-1} ~ A
+    y_{t,n} | z_t = s ~ Poisson(f(b_{s,n} + sum_m W_{s,n<-m} h_{t,m} + sum_c U_{s,n,c} x_{t,c}))
+
+``h`` is the spike history through a fixed exponential basis over ``history_bins`` bins (most recent bin
+weighted most; restarted at each sequence start), ``x`` the z-scored covariates (behaviour, stimulus), ``f`` the
+link (softplus by default; sigmoid or exp). ``W_{s,n<-n}`` is each neuron's own history weight.
+
+Priors on the off-diagonal couplings ``W_s``:
+
+``none``      only a small L2 penalty (``l2``).
+``gaussian``  ``W_s ~ N(W_bar, sigma^2)`` around a learned shared mean ``W_bar`` (the state-constant connectome),
+              updated in closed form (the mean over states) after every M-step.
+``onehot``    ``W_{s,n<-m} = (a_exc - a_inh) * softplus(u_{s,n<-m})`` with ``a`` one-hot over (inh, none, exc),
+              ``a_s ~ Categorical(pi_{n<-m})`` shared across states (``pi`` updated in closed form: the mean of
+              the states' category probabilities, under a Dirichlet hyperprior of mean ``onehot_prior_mean`` and
+              concentration ``onehot_prior_concentration``). While training, ``a`` is a Gumbel-softmax sample of per-state
+              logits (temperature annealed from ``tau_start`` to ``tau_end``) and the loss adds the prior term
+              ``-sum q log pi`` and ``entropy_weight * H(q)`` (sharpens ``q`` towards one-hot); then ``a`` is frozen
+              to its argmax (pairs whose strength stayed below ``adjacency_threshold`` become "none") and the
+              strengths are refitted by exact EM (``polish_iter`` iterations).
+
+Fitting is generalised EM: an exact E-step (:mod:`brainpipe.models.hmm`, batched over sequences, vectorised
+over time), closed-form transitions with a Dirichlet pseudo-count, and an L-BFGS M-step for the emission
+parameters (Adam during the one-hot relaxation). For ``none``/``gaussian`` every step raises the MAP objective
+(log-likelihood + log prior), which ``objective_`` records per iteration. Initialisation: a single-state GLM,
+copied to every state with Gaussian noise (``init_noise``); ``n_restarts`` seeds, best training objective kept.
+The one-hot model starts from the fitted no-prior model (its weights set the initial categories and strengths).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from brainpipe.data.contracts import SPLIT_FLAGS
+from brainpipe.errors import ConfigError, InputError
+from brainpipe.models import hmm
+from brainpipe.preprocess.spikes import segments
+from brainpipe.simulate.switching_glm import exp_basis
+
+log = logging.getLogger("brainpipe.models.switching_glm")
+PRIORS = ("none", "gaussian", "onehot")
+LINKS = {"softplus": F.softplus, "sigmoid": torch.sigmoid, "exp": torch.exp}
+CATEGORIES = ("inh", "none", "exc")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class Batch:
+    """Sequences padded to a batch: counts/history (B, T, N), covariates (B, T, C), mask (B, T), and the index
+    of each (b, t) into the bins of the source dataset (-1 at padding)."""
+
+    counts: torch.Tensor
+    history: torch.Tensor
+    covariates: torch.Tensor
+    mask: torch.Tensor
+    index: np.ndarray
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.mask.sum())
+
+
+class SwitchingGLM:
+    """Switching Poisson GLM (HMM-GLM) with a ``none``, ``gaussian`` or ``onehot`` prior; see the module doc.
+
+    Fitted attributes: ``weights_`` (S, N, N), ``bias_`` (S, N), ``cov_weights_`` (S, N, C), ``log_A_`` (S, S),
+    ``log_pi_`` (S,), ``prior_mean_`` (N, N; gaussian), ``prior_probs_`` (N, N, 3; onehot), ``adjacency_``
+    (S, N, N) in {-1, 0, 1}, ``objective_`` (MAP objective per EM iteration), ``log_likelihood_`` (per
+    iteration), ``n_iter_``, ``units_``, ``covariate_names_``, ``cov_mean_``/``cov_std_``, ``bin_width_s_``.
+    """
+
+    def __init__(
+        self,
+        n_states: int = 3,
+        prior: str = "none",
+        link: str = "softplus",
+        history_bins: int = 5,
+        history_decay: float = 1.0,
+        use_covariates: bool = True,
+        n_iter: int = 100,
+        tol: float = 1e-6,
+        m_step_iter: int = 20,
+        l2: float = 1e-3,
+        gaussian_sigma: float = 0.5,
+        onehot_iter: int = 10,
+        onehot_steps: int = 10,
+        onehot_lr: float = 0.05,
+        tau_start: float = 1.0,
+        tau_end: float = 0.2,
+        entropy_weight: float = 0.1,
+        onehot_prior_mean: tuple[float, float, float] = (0.1, 0.8, 0.1),
+        onehot_prior_concentration: float = 1.0,
+        polish_iter: int = 30,
+        adjacency_threshold: float = 0.5,
+        transition_pseudocount: float = 1.0,
+        init_noise: float = 0.5,
+        n_restarts: int = 1,
+        seed: int = 0,
+        device: str = "auto",
+    ):
+        if prior not in PRIORS:
+            raise ConfigError(f"SwitchingGLM: prior {prior!r} is not one of {', '.join(PRIORS)}")
+        if link not in LINKS:
+            raise ConfigError(f"SwitchingGLM: link {link!r} is not one of {', '.join(LINKS)}")
+        if n_states < 1 or history_bins < 1 or n_restarts < 1:
+            raise ConfigError("SwitchingGLM: n_states, history_bins and n_restarts must be >= 1")
+        self.n_states = n_states
+        self.prior = prior
+        self.link = link
+        self.history_bins = history_bins
+        self.history_decay = history_decay
+        self.use_covariates = use_covariates
+        self.n_iter = n_iter
+        self.tol = tol
+        self.m_step_iter = m_step_iter
+        self.l2 = l2
+        self.gaussian_sigma = gaussian_sigma
+        self.onehot_iter = onehot_iter
+        self.onehot_steps = onehot_steps
+        self.onehot_lr = onehot_lr
+        self.tau_start = tau_start
+        self.tau_end = tau_end
+        self.entropy_weight = entropy_weight
+        self.onehot_prior_mean = tuple(float(x) for x in onehot_prior_mean)
+        self.onehot_prior_concentration = onehot_prior_concentration
+        self.polish_iter = polish_iter
+        self.adjacency_threshold = adjacency_threshold
+        self.transition_pseudocount = transition_pseudocount
+        self.init_noise = init_noise
+        self.n_restarts = n_restarts
+        self.seed = seed
+        self.device = device
+
+    # ------------------------------------------------------------------ data
+    def _dtype(self, device: torch.device) -> torch.dtype:
+        return torch.float64 if device.type == "cpu" else torch.float32
+
+    def _covariate_matrix(self, ds: xr.Dataset) -> tuple[np.ndarray, list[str]]:
+        cols, names = [], []
+        if self.use_covariates:
+            for var, dim in (("behaviour", "behaviour_var"), ("stimulus", "stimulus_var")):
+                if var in ds:
+                    cols.append(np.asarray(ds[var].values, dtype=np.float64))
+                    names += [f"{var}:{v}" for v in np.asarray(ds[dim].values).astype(str)]
+        if not cols:
+            return np.zeros((ds.sizes["time"], 0)), []
+        return np.hstack(cols), names
+
+    def batch(self, ds: xr.Dataset, split: str | None = None) -> Batch:
+        """Cut a ``spike_counts`` dataset into sequences (one per segment) of the given split, padded."""
+        if "counts" not in ds or "split" not in ds:
+            raise InputError("SwitchingGLM needs a spike_counts dataset (variables 'counts' and 'split')")
+        device = resolve_device(self.device)
+        dtype = self._dtype(device)
+        Y = np.asarray(ds["counts"].values, dtype=np.float64)
+        X, _ = self._covariate_matrix(ds)
+        if hasattr(self, "cov_mean_") and X.shape[1]:
+            X = (X - self.cov_mean_) / self.cov_std_
+        seg = segments(ds)
+        keep = np.ones(len(seg), bool) if split is None else ds["split"].values == SPLIT_FLAGS[split]
+        ids = np.unique(seg[keep])
+        if ids.size == 0:
+            raise InputError(f"no bins in split {split!r}: nothing to fit or score")
+        lengths = np.array([(seg == i).sum() for i in ids])
+        B, T, N, C = ids.size, int(lengths.max()), Y.shape[1], X.shape[1]
+        phi = exp_basis(self.history_bins, self.history_decay)
+        counts = np.zeros((B, T, N))
+        hist = np.zeros((B, T, N))
+        cov = np.zeros((B, T, C))
+        mask = np.zeros((B, T), bool)
+        index = np.full((B, T), -1, dtype=np.int64)
+        for b, i in enumerate(ids):
+            rows = np.nonzero(seg == i)[0]
+            n = rows.size
+            counts[b, :n] = Y[rows]
+            for k, w in enumerate(phi):
+                if k + 1 < n:
+                    hist[b, k + 1 : n] += w * Y[rows[: n - k - 1]]
+            cov[b, :n] = X[rows]
+            mask[b, :n] = True
+            index[b, :n] = rows
+        as_t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+        return Batch(as_t(counts), as_t(hist), as_t(cov), torch.as_tensor(mask, device=device), index)
+
+    # ------------------------------------------------------------------ model pieces
+    def _weights(self, p: dict[str, torch.Tensor], hard: bool, tau: float | None, gen: torch.Generator | None):
+        """Per-state coupling matrices (S, N, N) from the parameters (one-hot: relaxed or hard)."""
+        if self.prior != "onehot" or "logits" not in p:  # free weights, or a one-hot fit loaded from disk
+            return p["W"]
+        logits = p["logits"]
+        if hard:
+            a = F.one_hot(logits.argmax(-1), 3).to(logits.dtype)
+        else:
+            g = -torch.log(-torch.log(torch.rand(logits.shape, generator=gen, dtype=logits.dtype).to(logits.device).clamp_min(1e-20)))
+            a = torch.softmax((logits + g) / tau, dim=-1)
+        W = (a[..., 2] - a[..., 0]) * F.softplus(p["strength"])
+        eye = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
+        return W * (1 - eye) + torch.diag_embed(p["self"])
+
+    def _log_lik(self, p, W, data: Batch) -> torch.Tensor:
+        """Emission log-likelihood per bin and state, (B, T, S); zero at padding."""
+        eta = p["b"][None, None] + torch.einsum("btm,snm->btsn", data.history, W)
+        if data.covariates.shape[-1]:
+            eta = eta + torch.einsum("btc,snc->btsn", data.covariates, p["U"])
+        rate = LINKS[self.link](eta).clamp_min(1e-10)
+        y = data.counts[:, :, None, :]
+        ll = (y * torch.log(rate) - rate - torch.lgamma(y + 1)).sum(-1)
+        return ll * data.mask[:, :, None]
+
+    def _log_prior(self, p, W) -> torch.Tensor:
+        """Log prior of the emission parameters (up to constants), the term added to Q in the M-step."""
+        N = W.shape[-1]
+        off = 1 - torch.eye(N, dtype=W.dtype, device=W.device)
+        out = -0.5 * self.l2 * ((p["b"] ** 2).sum() + (p.get("U", torch.zeros(0, dtype=W.dtype)) ** 2).sum())
+        if self.prior == "none":
+            out = out - 0.5 * self.l2 * (W**2).sum()
+        elif self.prior == "gaussian":
+            out = out - 0.5 * (((W - p["W_bar"][None]) * off) ** 2).sum() / self.gaussian_sigma**2
+            out = out - 0.5 * self.l2 * (torch.diagonal(W, dim1=-2, dim2=-1) ** 2).sum()
+        else:
+            out = out - 0.5 * self.l2 * (F.softplus(p["strength"]) ** 2 * off).sum()
+        return out
+
+    def _onehot_prior_terms(self, p) -> tuple[torch.Tensor, torch.Tensor]:
+        q = torch.softmax(p["logits"], dim=-1)
+        N = q.shape[1]
+        off = (1 - torch.eye(N, dtype=q.dtype, device=q.device))[None, :, :, None]
+        cross = (q * torch.log(p["prior_probs"].clamp_min(1e-8))[None] * off).sum()
+        entropy = -(q * torch.log(q.clamp_min(1e-12)) * off).sum()
+        return cross, entropy
+
+    def _transitions_map(self, log_norm, gamma, xi_sum, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.transition_pseudocount
+        S = self.n_states
+        A = xi_sum + (c - 1.0 if c > 1 else 0.0) + 1e-8
+        pi = gamma[:, 0].sum(0) + 1e-8
+        return torch.log(A / A.sum(1, keepdim=True)), torch.log(pi / pi.sum()) if S > 1 else torch.zeros(1, dtype=A.dtype, device=A.device)
+
+    def _transition_log_prior(self, log_A) -> torch.Tensor:
+        c = self.transition_pseudocount
+        return (c - 1.0) * log_A.sum() if c > 1 else log_A.new_zeros(())
+
+    # ------------------------------------------------------------------ fitting
+    def _init_params(self, data: Batch, rng: np.random.Generator, glm: dict | None) -> dict[str, torch.Tensor]:
+        S, N, C = self.n_states, data.counts.shape[-1], data.covariates.shape[-1]
+        dev, dt = data.counts.device, data.counts.dtype
+        as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=dt, device=dev)  # noqa: E731
+        W0, b0, U0 = glm["W"], glm["b"], glm["U"]
+        noise = rng.normal(0, self.init_noise, (S, N, N)) if S > 1 else np.zeros((1, N, N))
+        W = W0[None] + noise
+        p = {
+            "b": as_t(b0[None] + (rng.normal(0, 0.1, (S, N)) if S > 1 else 0.0)),
+            "U": as_t(np.repeat(U0[None], S, 0) + (rng.normal(0, 0.1, (S, N, C)) if S > 1 else 0.0)),
+        }
+        stay = 0.95 if S > 1 else 1.0
+        A = np.full((S, S), (1 - stay) / max(S - 1, 1))
+        np.fill_diagonal(A, stay)
+        p["log_A"], p["log_pi"] = as_t(np.log(A)), as_t(np.full(S, -math.log(S)))
+        if self.prior == "onehot":
+            p.update(self._onehot_params(as_t(W)))
+        else:
+            p["W"] = as_t(W)
+            if self.prior == "gaussian":
+                p["W_bar"] = as_t(W.mean(0) * ~np.eye(N, dtype=bool))
+        return p
+
+    def _onehot_params(self, W: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One-hot parameters whose hard structure and strengths reproduce free weights ``W`` (S, N, N)."""
+        N = W.shape[-1]
+        off = (1 - torch.eye(N, dtype=W.dtype, device=W.device))[None, :, :, None]
+        k = 2.0
+        logits = torch.stack([-k * W, k * (self.adjacency_threshold - W.abs()), k * W], dim=-1) * off
+        return {
+            "logits": logits,
+            "strength": torch.log(torch.expm1(W.abs().clamp_min(0.05))),
+            "self": torch.diagonal(W, dim1=-2, dim2=-1).clone(),
+            "prior_probs": torch.full((N, N, 3), 1.0 / 3, dtype=W.dtype, device=W.device),
+        }
+
+    def _trainable(self, p: dict, onehot_phase: bool) -> list[str]:
+        names = ["b", "U"]
+        if self.prior != "onehot":
+            return names + ["W"]
+        return names + (["logits", "strength", "self"] if onehot_phase else ["strength", "self"])
+
+    def _m_step_lbfgs(self, p, names, data: Batch, gamma: torch.Tensor, hard: bool) -> None:
+        params = [p[k].detach().clone().requires_grad_(True) for k in names]
+        scale = 1.0 / max(data.n_bins, 1)
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=self.m_step_iter, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-9, tolerance_change=1e-12)
+
+        def closure():
+            opt.zero_grad()
+            q = dict(p)
+            q.update(zip(names, params, strict=True))
+            W = self._weights(q, hard=hard, tau=None, gen=None)
+            loss = -((gamma * self._log_lik(q, W, data)).sum() + self._log_prior(q, W)) * scale
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        for k, v in zip(names, params, strict=True):
+            p[k] = v.detach()
+
+    def _objective(self, p, data: Batch, hard: bool = True) -> tuple[float, float, tuple]:
+        with torch.no_grad():
+            W = self._weights(p, hard=hard, tau=None, gen=None)
+            ll = self._log_lik(p, W, data)
+            log_norm, gamma, xi = hmm.forward_backward(ll, p["log_pi"], p["log_A"], data.mask)
+            total = float(log_norm.sum())
+            obj = total + float(self._log_prior(p, W)) + float(self._transition_log_prior(p["log_A"]))
+        return obj, total, (log_norm, gamma, xi)
+
+    def _update_shared_prior(self, p) -> None:
+        if self.prior == "gaussian":
+            N = p["W"].shape[-1]
+            p["W_bar"] = p["W"].mean(0) * (1 - torch.eye(N, dtype=p["W"].dtype, device=p["W"].device))
+        elif self.prior == "onehot":
+            p["prior_probs"] = self._onehot_prior_update(p)
+
+    def _onehot_prior_update(self, p) -> torch.Tensor:
+        """MAP of the shared per-pair categorical under a Dirichlet(c * m) hyperprior: (sum_s q_s + c m) / (S + c)."""
+        q = torch.softmax(p["logits"], -1).detach()
+        m = torch.as_tensor(self.onehot_prior_mean, dtype=q.dtype, device=q.device)
+        m = m / m.sum()
+        c = self.onehot_prior_concentration
+        return (q.sum(0) + c * m) / (q.shape[0] + c)
+
+    def _em(self, p: dict, data: Batch, n_iter: int, hard: bool, names: list[str]) -> tuple[list[float], list[float]]:
+        objs, lls = [], []
+        obj, total, post = self._objective(p, data, hard)
+        objs.append(obj)
+        lls.append(total)
+        for _ in range(n_iter):
+            log_norm, gamma, xi = post
+            if self.n_states > 1:
+                p["log_A"], p["log_pi"] = self._transitions_map(log_norm, gamma, xi, data.mask)
+            self._m_step_lbfgs(p, names, data, gamma, hard)
+            self._update_shared_prior(p)
+            obj, total, post = self._objective(p, data, hard)
+            objs.append(obj)
+            lls.append(total)
+            if abs(objs[-1] - objs[-2]) < self.tol * abs(objs[-2]):
+                break
+        return objs, lls
+
+    def _onehot_relaxation(self, p: dict, data: Batch, gen: torch.Generator) -> None:
+        names = self._trainable(p, onehot_phase=True)
+        params = {k: p[k].detach().clone().requires_grad_(True) for k in names}
+        opt = torch.optim.Adam(params.values(), lr=self.onehot_lr)
+        scale = 1.0 / max(data.n_bins, 1)
+        for it in range(self.onehot_iter):
+            frac = it / max(self.onehot_iter - 1, 1)
+            tau = self.tau_start * (self.tau_end / self.tau_start) ** frac
+            q = dict(p)
+            q.update(params)
+            with torch.no_grad():  # E-step with the current hard structure
+                W = self._weights(q, hard=True, tau=None, gen=None)
+                log_norm, gamma, xi = hmm.forward_backward(self._log_lik(q, W, data), p["log_pi"], p["log_A"], data.mask)
+            if self.n_states > 1:
+                p["log_A"], p["log_pi"] = self._transitions_map(log_norm, gamma, xi, data.mask)
+            for _ in range(self.onehot_steps):
+                opt.zero_grad()
+                q = dict(p)
+                q.update(params)
+                W = self._weights(q, hard=False, tau=tau, gen=gen)
+                cross, entropy = self._onehot_prior_terms(q)
+                loss = -((gamma * self._log_lik(q, W, data)).sum() + self._log_prior(q, W) + cross) * scale
+                loss = loss + self.entropy_weight * entropy * scale
+                loss.backward()
+                opt.step()
+            for k in names:
+                p[k] = params[k].detach()
+            p["prior_probs"] = self._onehot_prior_update(p)
+        # pairs whose fitted strength stays below the adjacency threshold are "none": where a coupling is too weak
+        # to matter the likelihood cannot tell the categories apart, and the prior's sparse mean decides
+        weak = F.softplus(p["strength"]) < self.adjacency_threshold
+        logits = p["logits"].clone()
+        logits[weak] = torch.tensor([-10.0, 10.0, -10.0], dtype=logits.dtype, device=logits.device)
+        p["logits"] = logits
+        p["prior_probs"] = self._onehot_prior_update(p)
+
+    def _single_glm(self, data: Batch) -> dict[str, np.ndarray]:
+        """Single-state GLM fit (the initialisation): same emission model, one state, L-BFGS."""
+        single = SwitchingGLM(n_states=1, prior="none", link=self.link, history_bins=self.history_bins,
+                              history_decay=self.history_decay, m_step_iter=100, l2=self.l2, device=self.device)
+        N, C = data.counts.shape[-1], data.covariates.shape[-1]
+        rate = (data.counts.sum((0, 1)) / data.n_bins).clamp_min(1e-3)
+        inv = {"softplus": lambda r: torch.log(torch.expm1(r)), "exp": torch.log,
+               "sigmoid": lambda r: torch.logit(r.clamp_max(0.99))}[self.link]
+        zero = torch.zeros
+        p = {"b": inv(rate)[None], "U": zero(1, N, C, dtype=rate.dtype, device=rate.device),
+             "W": zero(1, N, N, dtype=rate.dtype, device=rate.device)}
+        gamma = data.mask[:, :, None].to(rate.dtype)
+        single._m_step_lbfgs(p, ["b", "U", "W"], data, gamma, hard=True)
+        return {k: p[k][0].cpu().numpy() for k in ("W", "b", "U")}
+
+    def fit(self, ds: xr.Dataset) -> SwitchingGLM:
+        """Fit on the train split of a ``spike_counts`` dataset (sequences = contiguous train segments)."""
+        if "counts" not in ds or "split" not in ds:
+            raise InputError("SwitchingGLM needs a spike_counts dataset (variables 'counts' and 'split')")
+        X, names = self._covariate_matrix(ds)
+        train = ds["split"].values == SPLIT_FLAGS["train"]
+        if X.shape[1]:
+            self.cov_mean_ = X[train].mean(0)
+            self.cov_std_ = X[train].std(0) + 1e-12
+        else:
+            self.cov_mean_, self.cov_std_ = np.zeros(0), np.ones(0)
+        self.covariate_names_ = names
+        self.units_ = np.asarray(ds["unit"].values).astype(str)
+        self.bin_width_s_ = float(ds.attrs["bin_width_s"])
+        data = self.batch(ds, "train")
+        if data.n_bins < 10 * self.n_states:
+            raise InputError(
+                f"{data.n_bins} training bins cannot support {self.n_states} states; use fewer states or more data"
+            )
+        torch.manual_seed(self.seed)
+        glm = self._single_glm(data)
+        best = None
+        for r in range(self.n_restarts):
+            rng = np.random.default_rng([self.seed, r])
+            gen = torch.Generator().manual_seed(self.seed * 1000 + r)
+            if self.prior == "onehot":
+                # warm start: the free (no-prior) HMM-GLM, whose weights seed the one-hot structure
+                self.prior = "none"
+                try:
+                    p = self._init_params(data, rng, glm)
+                    self._em(p, data, self.n_iter, hard=True, names=self._trainable(p, False))
+                finally:
+                    self.prior = "onehot"
+                p.update(self._onehot_params(p.pop("W")))
+                p["prior_probs"] = self._onehot_prior_update(p)
+                self._onehot_relaxation(p, data, gen)
+                objs, lls = self._em(p, data, self.polish_iter, hard=True, names=self._trainable(p, False))
+            else:
+                p = self._init_params(data, rng, glm)
+                objs, lls = self._em(p, data, self.n_iter, hard=True, names=self._trainable(p, False))
+            log.info("restart %d: objective %.3f after %d EM iterations", r, objs[-1], len(objs) - 1)
+            if best is None or objs[-1] > best[1][-1]:
+                best = (p, objs, lls)
+        p, objs, lls = best
+        self._set_fitted(p)
+        self.objective_, self.log_likelihood_ = np.array(objs), np.array(lls)
+        self.n_iter_ = len(objs) - 1
+        self.train_log_likelihood_ = lls[-1]
+        return self
+
+    def _set_fitted(self, p: dict) -> None:
+        self.params_ = p
+        W = self._weights(p, hard=True, tau=None, gen=None)
+        self.weights_ = W.detach().cpu().numpy()
+        self.bias_ = p["b"].cpu().numpy()
+        self.cov_weights_ = p["U"].cpu().numpy()
+        self.log_A_ = p["log_A"].cpu().numpy()
+        self.log_pi_ = p["log_pi"].cpu().numpy()
+        N = self.weights_.shape[-1]
+        off = ~np.eye(N, dtype=bool)
+        if self.prior == "onehot":
+            self.adjacency_ = ((p["logits"].argmax(-1) - 1).cpu().numpy() * off).astype(np.int8)
+            self.prior_probs_ = p["prior_probs"].cpu().numpy()
+        else:
+            thr = self.adjacency_threshold
+            self.adjacency_ = (np.sign(self.weights_) * (np.abs(self.weights_) > thr) * off).astype(np.int8)
+        if self.prior == "gaussian":
+            self.prior_mean_ = p["W_bar"].cpu().numpy()
+
+    # ------------------------------------------------------------------ inference on data
+    def _check_units(self, ds: xr.Dataset) -> None:
+        units = np.asarray(ds["unit"].values).astype(str)
+        if units.shape != self.units_.shape or np.any(units != self.units_):
+            raise InputError("the dataset's units differ from the ones the switching GLM was fitted on")
+
+    def _ll_batch(self, data: Batch) -> torch.Tensor:
+        with torch.no_grad():
+            W = self._weights(self.params_, hard=True, tau=None, gen=None)
+            return self._log_lik(self.params_, W, data)
+
+    def log_likelihood(self, ds: xr.Dataset, split: str = "test") -> float:
+        """Marginal log-likelihood (nats) of the sequences of one split (forward algorithm)."""
+        self._check_units(ds)
+        data = self.batch(ds, split)
+        with torch.no_grad():
+            return float(hmm.log_marginal(self._ll_batch(data), self.params_["log_pi"], self.params_["log_A"], data.mask).sum())
+
+    def decode(self, ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior state probabilities (n_bins, S) and the Viterbi path (n_bins,) for every bin of ``ds``."""
+        self._check_units(ds)
+        data = self.batch(ds, None)
+        ll = self._ll_batch(data)
+        with torch.no_grad():
+            _, gamma, _ = hmm.forward_backward(ll, self.params_["log_pi"], self.params_["log_A"], data.mask)
+        path = hmm.viterbi(ll, self.params_["log_pi"], self.params_["log_A"], data.mask)
+        n = ds.sizes["time"]
+        post = np.zeros((n, self.n_states))
+        vit = np.full(n, -1, dtype=np.int64)
+        valid = data.index >= 0
+        post[data.index[valid]] = gamma.cpu().numpy()[valid]
+        vit[data.index[valid]] = path[valid]
+        return post, vit
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dataset(self, ds: xr.Dataset | None = None) -> xr.Dataset:
+        """The fit as a ``model_fit`` dataset; with ``ds`` (the counts), posterior and Viterbi states per bin."""
+        S = self.weights_.shape[0]
+        units = self.units_
+        out = xr.Dataset(
+            {
+                "weights": (("state", "unit_post", "unit_pre"), self.weights_, {"long_name": "coupling weight"}),
+                "bias": (("state", "unit_post"), self.bias_),
+                "covariate_weight": (("state", "unit_post", "covariate"), self.cov_weights_),
+                "covariate_mean": ("covariate", np.asarray(self.cov_mean_, float)),
+                "covariate_std": ("covariate", np.asarray(self.cov_std_, float)),
+                "adjacency": (("state", "unit_post", "unit_pre"), self.adjacency_, {"long_name": "-1 inh, 0 none, 1 exc"}),
+                "transition": (("state_from", "state_to"), np.exp(self.log_A_)),
+                "initial": ("state", np.exp(self.log_pi_)),
+                "objective": ("em_iteration", self.objective_, {"long_name": "MAP objective (train)"}),
+                "train_log_likelihood": ("em_iteration", self.log_likelihood_, {"units": "nat"}),
+            },
+            coords={
+                "state": np.arange(S),
+                "unit_post": units,
+                "unit_pre": units,
+                "covariate": np.array(self.covariate_names_, dtype=str),
+                "state_from": np.arange(S),
+                "state_to": np.arange(S),
+                "em_iteration": np.arange(len(self.objective_)),
+            },
+            attrs={
+                "model": "switching_glm",
+                "role": "fit",
+                "prior": self.prior,
+                "link": self.link,
+                "n_states": S,
+                "history_bins": self.history_bins,
+                "history_decay": self.history_decay,
+                "bin_width_s": self.bin_width_s_,
+                "use_covariates": int(self.use_covariates),
+                "adjacency_threshold": self.adjacency_threshold,
+                "gaussian_sigma": self.gaussian_sigma,
+                "n_iter": int(self.n_iter_),
+            },
+        )
+        if self.prior == "gaussian":
+            out["prior_mean"] = (("unit_post", "unit_pre"), self.prior_mean_)
+        if self.prior == "onehot":
+            out["prior_probs"] = (("unit_post", "unit_pre", "category"), self.prior_probs_)
+            out = out.assign_coords(category=np.array(CATEGORIES))
+        if ds is not None:
+            post, vit = self.decode(ds)
+            out["posterior"] = (("time", "state"), post, {"long_name": "posterior state probability"})
+            out["viterbi"] = ("time", vit, {"long_name": "most probable state path"})
+            out = out.assign_coords(time=("time", ds["time"].values, {"units": "s", "long_name": "bin centre"}))
+        return out
+
+    @classmethod
+    def from_dataset(cls, fit: xr.Dataset, device: str = "auto") -> SwitchingGLM:
+        """Rebuild a fitted model (hard one-hot structure) from :meth:`to_dataset` or a planted truth."""
+        a = fit.attrs
+        S = fit.sizes["state"]
+        m = cls(n_states=S, prior="none", link=str(a["link"]), history_bins=int(a["history_bins"]),
+                history_decay=float(a.get("history_decay", 1.0)), device=device)
+        m.prior = str(a.get("prior", "none")) if a.get("role") == "fit" else "none"
+        dev = resolve_device(device)
+        dt = m._dtype(dev)
+        as_t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=dt, device=dev)  # noqa: E731
+        W = np.asarray(fit["weights"].values, dtype=np.float64)
+        N = W.shape[-1]
+        U = np.asarray(fit["covariate_weight"].values) if "covariate_weight" in fit else np.zeros((S, N, 0))
+        m.use_covariates = U.shape[-1] > 0
+        m.covariate_names_ = [str(c) for c in fit["covariate"].values] if "covariate" in fit.coords else []
+        m.cov_mean_ = np.asarray(fit["covariate_mean"].values) if "covariate_mean" in fit else np.zeros(0)
+        m.cov_std_ = np.asarray(fit["covariate_std"].values) if "covariate_std" in fit else np.ones(0)
+        p = {"W": as_t(W), "b": as_t(fit["bias"].values), "U": as_t(U),
+             "log_A": as_t(np.log(np.clip(fit["transition"].values, 1e-300, None))),
+             "log_pi": as_t(np.log(np.clip(fit["initial"].values, 1e-300, None)))}
+        prior_kind, m.prior = m.prior, "none"  # the stored weights are already the hard ones
+        m._set_fitted(p)
+        m.prior = prior_kind
+        m.adjacency_ = np.asarray(fit["adjacency"].values).astype(np.int8)
+        m.units_ = np.asarray(fit["unit_post"].values).astype(str)
+        m.bin_width_s_ = float(a.get("bin_width_s", np.nan))
+        m.objective_ = np.asarray(fit["objective"].values) if "objective" in fit else np.zeros(0)
+        m.log_likelihood_ = np.asarray(fit["train_log_likelihood"].values) if "train_log_likelihood" in fit else np.zeros(0)
+        m.n_iter_ = int(a.get("n_iter", 0))
+        return m

@@ -1,0 +1,53 @@
+"""Score a switching GLM: held-out bits/spike, against reference fits, and against the planted truth if any.
+
+params: ``bars`` (metric name -> bar; they apply to switching fits, i.e. more than one state: a single-state
+fit is a baseline and carries no bars), ``dataset`` and ``variant`` (names stored in the metrics file).
+Inputs ``references`` are other variants' fits on the same data (e.g. the single-state GLM and the HMM-GLM
+without prior), named by their folder (``.../switching_glm/<variant>/fit.nc``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from brainpipe.data import make_provenance, read, write
+from brainpipe.evaluate import metrics_dataset
+from brainpipe.evaluate.switching import switching_metrics
+from brainpipe.stages._runner import cli, stage
+
+INPUTS = {
+    "fit": "model_fit .nc (switching GLM)",
+    "counts": "spike_counts .nc",
+    "truth": "optional: planted truth (model_fit .nc)",
+    "references": "optional: fits of reference variants (model_fit .nc, in <variant>/fit.nc folders)",
+}
+OUTPUTS = {"metrics": "metrics .nc"}
+log_ = logging.getLogger("brainpipe.stages.evaluate_switching_glm")
+
+
+def _as_list(v):
+    return [] if v is None else (v if isinstance(v, list) else [v])
+
+
+@stage
+def run(inputs, outputs, params, log):
+    fit = read(inputs["fit"], "model_fit")
+    counts = read(inputs["counts"], "spike_counts")
+    truth = read(inputs["truth"], "model_fit") if inputs.get("truth") else None
+    refs = {Path(p).parent.name: read(p, "model_fit") for p in _as_list(inputs.get("references"))}
+    values = switching_metrics(fit, counts, truth, refs)
+    for k, v in values.items():
+        log_.info("%s = %.4f", k, v)
+    variant = str(params.get("variant") or Path(inputs["fit"]).parent.name)
+    dataset = str(params.get("dataset") or Path(inputs["counts"]).parent.name)
+    bars = params.get("bars", {}) if fit.sizes["state"] > 1 else {}
+    ds = metrics_dataset(values, bars, model=f"switching_glm/{variant}", dataset=dataset)
+    ds.attrs["prior"] = fit.attrs.get("prior", "")
+    ds.attrs["n_states"] = int(fit.sizes["state"])
+    used = [inputs["fit"], inputs["counts"]] + ([inputs["truth"]] if inputs.get("truth") else []) + _as_list(inputs.get("references"))
+    write(ds, outputs["metrics"], "metrics", make_provenance("evaluate_switching_glm", params, used))
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli(__name__))

@@ -1,0 +1,272 @@
+"""Switching GLMs: exact HMM inference, EM behaviour, planted-truth recovery, (de)serialisation, stages, GPU."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from brainpipe.data import read
+from brainpipe.errors import ConfigError, InputError
+from brainpipe.evaluate.switching import balanced_accuracy, match_states, switching_metrics
+from brainpipe.models import hmm
+from brainpipe.models.switching_glm import SwitchingGLM
+from brainpipe.preprocess import bin_spikes
+from brainpipe.simulate import simulate
+
+TINY = {"n_neurons": 6, "n_states": 2, "n_sequences": 8, "n_test_sequences": 3, "sequence_length": 300}
+
+
+def _random_hmm(rng, B, T, S):
+    ll = torch.tensor(rng.normal(size=(B, T, S)) * 2)
+    log_pi = torch.tensor(np.log(rng.dirichlet(np.ones(S))))
+    log_A = torch.tensor(np.log(rng.dirichlet(np.ones(S), size=S)))
+    return ll, log_pi, log_A
+
+
+# -- exact inference ------------------------------------------------------------------------------------------
+def test_forward_backward_equals_enumeration(rng):
+    S, T = 2, 6
+    ll, log_pi, log_A = _random_hmm(rng, 1, T, S)
+    paths = np.array(list(itertools.product(range(S), repeat=T)))
+    lp = np.array(
+        [
+            log_pi[p[0]] + ll[0, 0, p[0]] + sum(log_A[p[t - 1], p[t]] + ll[0, t, p[t]] for t in range(1, T))
+            for p in paths
+        ],
+        dtype=float,
+    )
+    z = np.logaddexp.reduce(lp)
+    w = np.exp(lp - z)
+    gamma = np.stack([[w[paths[:, t] == s].sum() for s in range(S)] for t in range(T)])
+    xi = np.zeros((S, S))
+    for t in range(1, T):
+        for i, j in itertools.product(range(S), repeat=2):
+            xi[i, j] += w[(paths[:, t - 1] == i) & (paths[:, t] == j)].sum()
+    log_norm, g, x = hmm.forward_backward(ll, log_pi, log_A)
+    np.testing.assert_allclose(log_norm.numpy()[0], z, rtol=1e-12)
+    np.testing.assert_allclose(g.numpy()[0], gamma, atol=1e-12)
+    np.testing.assert_allclose(x.numpy(), xi, atol=1e-12)
+    best = paths[np.argmax(lp)]
+    np.testing.assert_array_equal(hmm.viterbi(ll, log_pi, log_A)[0], best)
+
+
+@pytest.mark.parametrize("T", [1, 2, 7, 64, 301])
+def test_batched_padded_matches_reference(rng, T):
+    S = 3
+    ll, log_pi, log_A = _random_hmm(rng, 3, T, S)
+    lengths = [T, max(1, T // 2), max(1, T - 3)]
+    mask = torch.zeros(3, T, dtype=torch.bool)
+    for b, n in enumerate(lengths):
+        mask[b, :n] = True
+    log_norm, gamma, xi = hmm.forward_backward(ll, log_pi, log_A, mask)
+    paths = hmm.viterbi(ll, log_pi, log_A, mask)
+    xi_ref = np.zeros((S, S))
+    for b, n in enumerate(lengths):
+        z, g, x = hmm.forward_backward_reference(ll[b, :n].numpy(), log_pi.numpy(), log_A.numpy())
+        xi_ref += x
+        np.testing.assert_allclose(log_norm[b].item(), z, rtol=1e-10)
+        np.testing.assert_allclose(gamma[b, :n].numpy(), g, atol=1e-10)
+        assert np.all(gamma[b, n:].numpy() == 0)
+        np.testing.assert_array_equal(paths[b, :n], hmm.viterbi_reference(ll[b, :n].numpy(), log_pi.numpy(), log_A.numpy()))
+        assert np.all(paths[b, n:] == -1)
+    np.testing.assert_allclose(xi.numpy(), xi_ref, atol=1e-9)
+    np.testing.assert_allclose(hmm.log_marginal(ll, log_pi, log_A, mask).numpy(), log_norm.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 1000])
+def test_chunk_size_does_not_change_messages(rng, chunk):
+    ll, log_pi, log_A = _random_hmm(rng, 2, 37, 3)
+    mats = hmm._transition_mats(ll, log_A, torch.ones(2, 37, dtype=torch.bool))[:, 1:]
+    v0 = log_pi[None] + ll[:, 0]
+    ref = hmm._prefix_messages(v0, mats, hmm._log_matmul, chunk=None)
+    np.testing.assert_allclose(hmm._prefix_messages(v0, mats, hmm._log_matmul, chunk=chunk).numpy(), ref.numpy(), rtol=1e-12)
+
+
+def test_viterbi_known_answer():
+    """The textbook example (Wikipedia, 'Viterbi algorithm'): Healthy/Fever, observations normal, cold, dizzy."""
+    start = np.log([0.6, 0.4])
+    trans = np.log([[0.7, 0.3], [0.4, 0.6]])
+    emit = np.array([[0.5, 0.4, 0.1], [0.1, 0.3, 0.6]])  # rows: Healthy, Fever; cols: normal, cold, dizzy
+    obs = [0, 1, 2]
+    ll = torch.tensor(np.log(emit[:, obs].T)[None])
+    path = hmm.viterbi(ll, torch.tensor(start), torch.tensor(trans))[0]
+    assert path.tolist() == [0, 0, 1]  # Healthy, Healthy, Fever (probability 0.01512)
+    delta_last = np.log(0.01512)
+    scores = [start[p[0]] + np.log(emit[p[0], 0]) + sum(trans[p[t - 1], p[t]] + np.log(emit[p[t], obs[t]]) for t in (1, 2))
+              for p in itertools.product(range(2), repeat=3)]
+    assert np.isclose(max(scores), delta_last)
+
+
+def test_float32_matches_float64(rng):
+    ll, log_pi, log_A = _random_hmm(rng, 2, 500, 3)
+    z64, g64, _ = hmm.forward_backward(ll, log_pi, log_A)
+    z32, g32, _ = hmm.forward_backward(ll.float(), log_pi.float(), log_A.float())
+    np.testing.assert_allclose(z32.numpy(), z64.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(g32.numpy(), g64.numpy(), atol=1e-4)
+
+
+# -- the model on planted data --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_switch():
+    sim = simulate("switching_glm_network", TINY, seed=2)
+    return sim, bin_spikes(sim.data, 0.02)
+
+
+@pytest.mark.parametrize(("prior", "link"), [("none", "sigmoid"), ("gaussian", "sigmoid"), ("none", "softplus")])
+def test_em_objective_rises_monotonically(tiny_switch, prior, link):
+    _, counts = tiny_switch
+    m = SwitchingGLM(n_states=2, prior=prior, link=link, n_iter=15, tol=0.0, device="cpu").fit(counts)
+    obj = m.objective_
+    assert obj.size == 16
+    assert np.all(np.diff(obj) >= -1e-6 * np.abs(obj[:-1])), np.diff(obj)
+    assert obj[-1] > obj[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_fits(tiny_switch):
+    _, counts = tiny_switch
+    fits = {}
+    for name, kw in {"single": {"n_states": 1}, "none": {}, "onehot": {"prior": "onehot"}}.items():
+        kw = {"n_states": 2, "link": "sigmoid", "device": "cpu", **kw}
+        fits[name] = SwitchingGLM(**kw).fit(counts)
+    return fits
+
+
+def test_recovers_planted_truth(tiny_switch, tiny_fits):
+    sim, counts = tiny_switch
+    truth = sim.truth
+    m = tiny_fits["none"]
+    values = switching_metrics(m.to_dataset(counts), counts, truth, {"single": tiny_fits["single"].to_dataset(counts)})
+    assert values["state_accuracy"] >= 0.85
+    assert values["state_accuracy"] >= values["oracle_state_accuracy"] - 0.05
+    assert values["weight_corr"] >= 0.9
+    assert values["bits_vs_oracle"] >= -0.05
+    assert values["bits_vs_single"] > 0  # switching beats one state on switching data
+    assert values["test_bits_per_spike"] > 0
+
+
+def test_onehot_recovers_structure(tiny_switch, tiny_fits):
+    sim, counts = tiny_switch
+    m = tiny_fits["onehot"]
+    assert set(np.unique(m.adjacency_)) <= {-1, 0, 1}
+    values = switching_metrics(m.to_dataset(counts), counts, sim.truth)
+    assert values["adjacency_balanced_accuracy"] >= 0.9
+    assert m.prior_probs_.shape == (6, 6, 3)
+    np.testing.assert_allclose(m.prior_probs_.sum(-1), 1.0)
+    # hard structure: a weight is non-zero exactly where the category is inh/exc (off the diagonal)
+    off = ~np.eye(6, dtype=bool)
+    assert np.all((m.weights_[:, off] != 0) == (m.adjacency_[:, off] != 0))
+
+
+def test_round_trip_through_dataset(tiny_switch, tiny_fits, tmp_path):
+    from brainpipe.data import make_provenance, write
+
+    _, counts = tiny_switch
+    for name, m in tiny_fits.items():
+        ds = m.to_dataset(counts)
+        write(ds, tmp_path / f"{name}.nc", "model_fit", make_provenance("test"))
+        back = SwitchingGLM.from_dataset(read(tmp_path / f"{name}.nc", "model_fit"), device="cpu")
+        assert np.isclose(back.log_likelihood(counts, "test"), m.log_likelihood(counts, "test"), rtol=1e-10)
+        post, vit = back.decode(counts)
+        np.testing.assert_allclose(post, ds["posterior"].values, atol=1e-8)
+        np.testing.assert_array_equal(vit, ds["viterbi"].values)
+        assert post.shape == (counts.sizes["time"], m.n_states) and np.allclose(post.sum(1), 1)
+
+
+def test_match_states_and_balanced_accuracy():
+    z = np.array([0, 0, 1, 1, 2, 2, 2])
+    est = np.array([2, 2, 0, 0, 1, 1, 0])
+    perm, acc = match_states(z, est, 3, 3)
+    assert perm.tolist() == [2, 0, 1] and np.isclose(acc, 6 / 7)
+    assert np.isclose(balanced_accuracy(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])), 0.75)
+
+
+# -- bad input ------------------------------------------------------------------------------------------------
+def test_more_states_than_data_supports(tiny_switch):
+    _, counts = tiny_switch
+    short = counts.isel(time=slice(0, 40))
+    short["split"][:] = 0
+    with pytest.raises(InputError, match="training bins cannot support 5 states"):
+        SwitchingGLM(n_states=5, device="cpu").fit(short)
+
+
+def test_bad_hyperparameters():
+    with pytest.raises(ConfigError, match="prior 'laplace' is not one of none, gaussian, onehot"):
+        SwitchingGLM(prior="laplace")
+    with pytest.raises(ConfigError, match="link 'relu'"):
+        SwitchingGLM(link="relu")
+
+
+def test_units_must_match(tiny_switch, tiny_fits):
+    _, counts = tiny_switch
+    other = counts.assign_coords(unit=[f"x{i}" for i in range(counts.sizes["unit"])])
+    with pytest.raises(InputError, match="units differ"):
+        tiny_fits["none"].log_likelihood(other)
+
+
+def test_not_counts():
+    with pytest.raises(InputError, match="needs a spike_counts dataset"):
+        SwitchingGLM(device="cpu").fit(xr.Dataset({"x": ("time", np.zeros(3))}))
+
+
+# -- stages ---------------------------------------------------------------------------------------------------
+def test_fit_and_evaluate_stages(tmp_path):
+    from brainpipe.stages import bin_spikes as bin_stage
+    from brainpipe.stages import evaluate_switching_glm, fit_switching_glm
+    from brainpipe.stages import simulate as sim_stage
+
+    d = tmp_path / "results" / "spikes" / "sw"
+    sim_stage.run({}, {"data": d / "spikes.nc", "truth": d / "truth.nc"},
+                  {"generator": "switching_glm_network", "seed": 1, "params": {**TINY, "n_sequences": 4}}, None)
+    bin_stage.run({"spikes": d / "spikes.nc"}, {"counts": d / "counts.nc"}, {"bin_width_s": 0.02}, None)
+    fits = {}
+    for v, kw in {"single": {"n_states": 1}, "none": {}}.items():
+        fits[v] = d / "switching_glm" / v / "fit.nc"
+        fit_switching_glm.run({"counts": d / "counts.nc"}, {"fit": fits[v]},
+                              {"n_states": 2, "link": "sigmoid", "n_iter": 20, "device": "cpu", **kw}, tmp_path / f"{v}.log")
+    out = d / "switching_glm" / "none" / "metrics.nc"
+    evaluate_switching_glm.run(
+        {"fit": fits["none"], "counts": d / "counts.nc", "truth": d / "truth.nc", "references": [fits["single"]]},
+        {"metrics": out}, {"bars": {"state_accuracy": 0.8, "bits_vs_single": 0.0}, "dataset": "sw", "variant": "none"}, None,
+    )
+    m = read(out, "metrics")
+    assert m.attrs["model"] == "switching_glm/none" and m.attrs["dataset"] == "sw"
+    names = set(m["metric"].values.tolist())
+    assert {"test_bits_per_spike", "state_accuracy", "weight_corr", "adjacency_balanced_accuracy", "bits_vs_single"} <= names
+    fit = read(fits["none"], "model_fit")
+    assert fit.attrs["model"] == "switching_glm" and fit.sizes["state"] == 2
+    assert fit["posterior"].shape == (read(d / "counts.nc").sizes["time"], 2)
+    assert "EM:" in (tmp_path / "none.log").read_text()
+
+
+def test_fit_stage_rejects_unknown_parameter(tmp_path, tiny_switch):
+    from brainpipe.data import make_provenance, write
+    from brainpipe.stages import fit_switching_glm
+
+    _, counts = tiny_switch
+    write(counts, tmp_path / "c.nc", "spike_counts", make_provenance("test"))
+    out = tmp_path / "fit.nc"
+    with pytest.raises(ConfigError, match="unknown parameter\\(s\\) n_state "):
+        fit_switching_glm.run({"counts": tmp_path / "c.nc"}, {"fit": out}, {"n_state": 2}, None)
+    assert not out.exists()
+
+
+# -- GPU ------------------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_inference_and_fit(tiny_switch, rng):
+    ll, log_pi, log_A = (t.cuda() for t in _random_hmm(rng, 2, 200, 3))
+    log_norm, gamma, xi = hmm.forward_backward(ll, log_pi, log_A)
+    assert log_norm.device.type == "cuda" and gamma.device.type == "cuda" and xi.device.type == "cuda"
+    ref, _, _ = hmm.forward_backward(ll.cpu(), log_pi.cpu(), log_A.cpu())
+    np.testing.assert_allclose(log_norm.cpu().numpy(), ref.numpy(), rtol=1e-10)
+    _, counts = tiny_switch
+    m_gpu = SwitchingGLM(n_states=2, link="sigmoid", n_iter=10, device="cuda").fit(counts)
+    m_cpu = SwitchingGLM(n_states=2, link="sigmoid", n_iter=10, device="cpu").fit(counts)
+    assert m_gpu.params_["W"].device.type == "cuda"
+    assert isinstance(m_gpu.weights_, np.ndarray)
+    assert np.isclose(m_gpu.log_likelihood(counts), m_cpu.log_likelihood(counts), rtol=1e-3)

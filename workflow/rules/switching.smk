@@ -1,0 +1,42 @@
+# Switching GLMs (HMM-GLMs with no prior, a Gaussian or a one-hot prior): one fit per dataset and variant,
+# each scored on held-out data, against the reference variants and, for simulated data, against the truth.
+
+
+rule fit_switching_glm:
+    input:
+        counts="results/spikes/{dataset}/counts.nc",
+    output:
+        fit="results/spikes/{dataset}/switching_glm/{variant}/fit.nc",
+    log:
+        "logs/fit_switching_glm/{dataset}/{variant}.log",
+    benchmark:
+        "benchmarks/fit_switching_glm/{dataset}/{variant}.tsv"
+    conda:
+        "../envs/brainpipe.yaml"
+    threads: 2
+    params:
+        config=switching_params,
+        version=VERSION,
+    script:
+        "../scripts/fit_switching_glm.py"
+
+
+rule evaluate_switching_glm:
+    input:
+        fit="results/spikes/{dataset}/switching_glm/{variant}/fit.nc",
+        counts="results/spikes/{dataset}/counts.nc",
+        truth=truth_of,
+        references=switching_references,
+    output:
+        metrics="results/spikes/{dataset}/switching_glm/{variant}/metrics.nc",
+    log:
+        "logs/evaluate_switching_glm/{dataset}/{variant}.log",
+    benchmark:
+        "benchmarks/evaluate_switching_glm/{dataset}/{variant}.tsv"
+    conda:
+        "../envs/brainpipe.yaml"
+    params:
+        config=switching_eval_params,
+        version=VERSION,
+    script:
+        "../scripts/evaluate_switching_glm.py"
