@@ -13,12 +13,24 @@ import pytest
 
 from brainpipe.data import read
 from brainpipe.errors import InputError
-from brainpipe.report import build_report, collect, dataset_name, read_benchmarks
-from brainpipe.stages import bin_spikes, evaluate_poisson_glm, fit_poisson_glm, report, simulate
+from brainpipe.report import build_report, collect, collect_switching, dataset_name, read_benchmarks
+from brainpipe.stages import (
+    bin_spikes,
+    evaluate_poisson_glm,
+    evaluate_switching_glm,
+    fit_poisson_glm,
+    fit_switching_glm,
+    report,
+    simulate,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TITLE = "Tiny <study> & report"
 CONFIG = {"datasets": {"sim": {"generator": "poisson_glm_network"}}, "bars": {"coupling_auroc": 1.01}}
+SWITCH = {"n_neurons": 5, "n_states": 2, "n_sequences": 3, "n_test_sequences": 2, "sequence_length": 200}
+SWITCH_FIT = {"n_states": 2, "link": "sigmoid", "n_iter": 10, "m_step_iter": 5, "device": "cpu"}
+# state_accuracy can never reach 1.01 (MISS); test bits/spike is always above -100 (PASS)
+SWITCH_BARS = {"state_accuracy": 1.01, "test_bits_per_spike": -100.0}
 
 
 def _dataset(root: Path, name: str, seed: int, bars: dict, with_truth: bool) -> dict[str, Path]:
@@ -68,17 +80,67 @@ def study(tmp_path_factory):
     (bench / "simulate" / "sim.tsv").write_text("s\th:m:s\tmax_rss\n0.25\t0:00:00\t-\n0.75\t0:00:00\t-\n")
     (bench / "simulate" / "rec.tsv").write_text("")  # empty: must be skipped, not break the report
     (bench / "simulate" / "odd.tsv").write_text("not a benchmark\n")
-    return {"root": root, "sim": sim, "rec": rec, "bench": bench}
+    # rules with a variant wildcard write <rule>/<dataset>/<variant>.tsv
+    (bench / "fit_switching_glm" / "sw").mkdir(parents=True)
+    (bench / "fit_switching_glm" / "sw" / "none.tsv").write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t456.25\n")
+    (bench / "fit_switching_glm" / "sw" / "single.tsv").write_text("s\th:m:s\tmax_rss\n2.0\t0:00:02\t111.0\n")
+    sw = _switching_dataset(root, "sw", seed=3)
+    return {"root": root, "sim": sim, "rec": rec, "sw": sw, "bench": bench}
 
 
-def _inputs(study) -> dict[str, list[Path]]:
-    sim, rec = study["sim"], study["rec"]
-    return {
+def _switching_dataset(root: Path, name: str, seed: int) -> dict:
+    """A tiny simulated switching study: counts, truth, a Poisson GLM and the switching variants single and none."""
+    d = root / "results" / "spikes" / name
+    files: dict = {"counts": d / "counts.nc", "truth": d / "truth.nc"}
+    sim_params = {"generator": "switching_glm_network", "seed": seed, "params": SWITCH}
+    simulate.run({}, {"data": d / "spike_times.nc", "truth": files["truth"]}, sim_params, None)
+    bin_spikes.run({"spikes": d / "spike_times.nc"}, {"counts": files["counts"]}, {"bin_width_s": 0.02}, None)
+    # the Poisson GLM too, as in the workflow (its figure must not compare against the switching truth)
+    files["glm_fit"], files["glm_metrics"] = d / "poisson_glm" / "fit.nc", d / "poisson_glm" / "metrics.nc"
+    fit_poisson_glm.run(
+        {"counts": files["counts"]}, {"fit": files["glm_fit"]}, {"alpha": 1e-3, "max_iter": 50}, None
+    )
+    evaluate_poisson_glm.run(
+        {"fit": files["glm_fit"], "counts": files["counts"]},
+        {"metrics": files["glm_metrics"]},
+        {"dataset": name},
+        None,
+    )
+    files["variants"] = {}
+    for variant, extra in (("single", {"n_states": 1}), ("none", {})):
+        fit = d / "switching_glm" / variant / "fit.nc"
+        fit_switching_glm.run({"counts": files["counts"]}, {"fit": fit}, {**SWITCH_FIT, **extra}, None)
+        files["variants"][variant] = {"fit": fit, "metrics": fit.parent / "metrics.nc"}
+    for variant, f in files["variants"].items():
+        refs = [g["fit"] for v, g in files["variants"].items() if v != variant]
+        evaluate_switching_glm.run(
+            {"fit": f["fit"], "counts": files["counts"], "truth": files["truth"], "references": refs},
+            {"metrics": f["metrics"]},
+            {"bars": SWITCH_BARS, "dataset": name, "variant": variant},
+            None,
+        )
+    # deliberately in folder order (none, single), not the page's order (single first)
+    files["switching_metrics"] = [files["variants"][v]["metrics"] for v in ("none", "single")]
+    files["switching_fits"] = [files["variants"][v]["fit"] for v in ("none", "single")]
+    return files
+
+
+def _inputs(study, switching: bool = True) -> dict[str, list[Path]]:
+    sim, rec, sw = study["sim"], study["rec"], study["sw"]
+    ins = {
         "metrics": [sim["metrics"], rec["metrics"]],
         "fits": [sim["fit"], rec["fit"]],
         "truths": [sim["truth"]],
         "counts": [sim["counts"], rec["counts"]],
     }
+    if switching:
+        ins["metrics"].append(sw["glm_metrics"])
+        ins["fits"].append(sw["glm_fit"])
+        ins["truths"].append(sw["truth"])
+        ins["counts"].append(sw["counts"])
+        ins["switching_metrics"] = sw["switching_metrics"]
+        ins["switching_fits"] = sw["switching_fits"]
+    return ins
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +151,12 @@ def page(study) -> tuple[Path, str]:
     return out, out.read_text(encoding="utf-8")
 
 
+def _section(text: str, slug: str) -> str:
+    """The HTML of one dataset section."""
+    start = text.index(f'<section id="{slug}"')
+    return text[start : text.index("</section>", start)]
+
+
 class _Page(HTMLParser):
     """Collect metric rows (data attributes, value, status) and image sources."""
 
@@ -97,9 +165,14 @@ class _Page(HTMLParser):
         self.rows: list[dict] = []
         self.imgs: list[str] = []
         self._status: dict | None = None
+        self._table = ""
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        if tag == "table":
+            self._table = a.get("class", "")
+        if tag in ("tr", "td") and self._table != "metrics":
+            return
         if tag == "tr" and "data-metric" in a:
             self.rows.append(
                 {"dataset": a["data-dataset"], "model": a["data-model"], "metric": a["data-metric"]}
@@ -120,6 +193,8 @@ class _Page(HTMLParser):
     def handle_endtag(self, tag):
         if tag == "td":
             self._status = None
+        elif tag == "table":
+            self._table = ""
 
 
 def _parse(text: str) -> _Page:
@@ -133,7 +208,7 @@ def test_page_is_written_with_every_section(page):
     assert out.is_file() and text.startswith("<!DOCTYPE html>")
     assert not [p for p in out.parent.iterdir() if p.name != "index.html"]  # no temp file left behind
     assert "Tiny &lt;study&gt; &amp; report" in text and "<study>" not in text  # title escaped
-    for section in ('id="summary"', 'id="ds-sim"', 'id="ds-rec"', 'id="provenance"'):
+    for section in ('id="summary"', 'id="ds-sim"', 'id="ds-rec"', 'id="ds-sw"', 'id="provenance"'):
         assert section in text
     assert "Dataset: sim" in text and "Dataset: rec" in text
     assert "brainpipe <code>" in text
@@ -152,18 +227,51 @@ def test_page_is_self_contained(page):
     assert 'src="http' not in low and 'href="http' not in low
 
 
+def _metrics_files(study) -> list[Path]:
+    sw = study["sw"]
+    return [study["sim"]["metrics"], study["rec"]["metrics"], sw["glm_metrics"], *sw["switching_metrics"]]
+
+
 def test_metric_values_are_those_of_the_files(page, study):
     rows = _parse(page[1]).rows
     expected = {}
-    for name in ("sim", "rec"):
-        m = read(study[name]["metrics"], "metrics")
+    for path in _metrics_files(study):
+        m = read(path, "metrics")
         for metric, value in zip(m["metric"].values, m["value"].values, strict=True):
-            expected[(name, str(metric))] = float(value)
-    got = {(r["dataset"], r["metric"]): float(r["value"]) for r in rows}
+            expected[(m.attrs["dataset"], m.attrs["model"], str(metric))] = float(value)
+    got = {(r["dataset"], r["model"], r["metric"]): float(r["value"]) for r in rows}
     assert set(got) == set(expected)
     for key, value in expected.items():
         assert got[key] == value or (math.isnan(got[key]) and math.isnan(value)), key
-    assert all(r["model"] == "poisson_glm" for r in rows)
+    assert {r["model"] for r in rows if r["dataset"] in ("sim", "rec")} == {"poisson_glm"}
+    assert {r["model"] for r in rows if r["dataset"] == "sw"} == {
+        "poisson_glm",
+        "switching_glm/single",
+        "switching_glm/none",
+    }
+
+
+def test_summary_rows_are_grouped_by_dataset_then_model(page):
+    order = [(r["dataset"], r["model"]) for r in _parse(page[1]).rows]
+    blocks = [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k]
+    assert len(blocks) == len(set(blocks))  # every (dataset, model) is one contiguous block
+    datasets = [d for i, (d, _) in enumerate(blocks) if i == 0 or blocks[i - 1][0] != d]
+    assert datasets == ["sim", "rec", "sw"]
+    assert [m for d, m in blocks if d == "sw"] == [
+        "poisson_glm",
+        "switching_glm/single",
+        "switching_glm/none",
+    ]
+
+
+def test_switching_rows_show_pass_miss_and_no_bar(page):
+    rows = {(r["dataset"], r["model"], r["metric"]): r for r in _parse(page[1]).rows}
+    none, single = "switching_glm/none", "switching_glm/single"
+    assert rows[("sw", none, "state_accuracy")]["status"] == "MISS"
+    assert rows[("sw", none, "state_accuracy")]["class"] == "miss"
+    assert rows[("sw", none, "test_bits_per_spike")]["status"] == "PASS"
+    assert rows[("sw", single, "test_bits_per_spike")]["status"] == "no bar"  # a single-state fit has no bars
+    assert rows[("sw", none, "bits_vs_single")]["class"] == "nobar"
 
 
 def test_missed_bar_shows_miss_and_met_bar_pass(page):
@@ -177,19 +285,23 @@ def test_missed_bar_shows_miss_and_met_bar_pass(page):
     assert rows[("sim", "history_weight_mae")]["class"] == "nobar"
 
 
+def _decodes_as_png(src: str) -> bool:
+    return src.startswith("data:image/png;base64,") and base64.b64decode(
+        src.split(",", 1)[1], validate=True
+    ).startswith(PNG_MAGIC)
+
+
 def test_images_are_embedded_pngs(page):
     imgs = _parse(page[1]).imgs
-    assert len(imgs) == 4  # per dataset: data QC and model figure
-    for src in imgs:
-        assert src.startswith("data:image/png;base64,")
-        assert base64.b64decode(src.split(",", 1)[1], validate=True).startswith(PNG_MAGIC)
+    # sim, rec: raster, unit QC, model; sw: raster, unit QC, model + switching: states, couplings, summary
+    assert len(imgs) == 3 + 3 + 6
+    assert all(_decodes_as_png(src) for src in imgs)
 
 
 def test_dataset_without_truth_still_renders(page):
-    text = page[1]
-    rec = text[text.index('id="ds-rec"') : text.index('id="provenance"')]
+    rec = _section(page[1], "ds-rec")
     assert "no planted ground truth" in rec and "No planted truth" in rec
-    assert rec.count("<img ") == 2
+    assert rec.count("<img ") == 3
     metrics = {r["metric"] for r in _parse(page[1]).rows if r["dataset"] == "rec"}
     assert metrics == {"test_bits_per_spike"}
 
@@ -210,7 +322,7 @@ def test_dataset_name_from_paths():
 
 
 def test_files_are_matched_by_dataset_folder(study):
-    ins = _inputs(study)
+    ins = _inputs(study, switching=False)
     entries = collect(ins["metrics"], ins["fits"][::-1], ins["counts"][::-1], ins["truths"])
     by_name = {e.dataset: e for e in entries}
     assert (
@@ -226,13 +338,109 @@ def test_files_are_matched_by_dataset_folder(study):
 
 def test_read_benchmarks_tolerates_odd_files(study, tmp_path):
     rows, skipped = read_benchmarks(study["bench"])
-    got = {(r["rule"], r["dataset"]): r for r in rows}
+    got = {(r["rule"], r["dataset"]): r for r in rows if not r["variant"]}
     assert got[("fit_poisson_glm", "sim")]["s"] == 1.5 and got[("fit_poisson_glm", "sim")]["max_rss"] == 321.5
     assert got[("simulate", "sim")]["runs"] == 2 and got[("simulate", "sim")]["s"] == 0.5
     assert math.isnan(got[("simulate", "sim")]["max_rss"])
     assert len(skipped) == 2
     assert read_benchmarks(tmp_path / "absent") == ([], [])
     assert read_benchmarks(None) == ([], [])
+
+
+def test_read_benchmarks_reads_nested_folders(study, page):
+    rows, _ = read_benchmarks(study["bench"])
+    got = {(r["rule"], r["dataset"], r["variant"]): r for r in rows}
+    assert got[("fit_switching_glm", "sw", "none")]["s"] == 12.5
+    assert got[("fit_switching_glm", "sw", "none")]["max_rss"] == 456.25
+    assert got[("fit_switching_glm", "sw", "single")]["runs"] == 1
+    assert got[("fit_poisson_glm", "sim", "")]["s"] == 1.5
+    prov = page[1][page[1].index('id="provenance"') :]
+    assert "<td>fit_switching_glm</td><td>sw</td><td>none</td>" in prov and "456.2" in prov
+
+
+def test_switching_subsection(page, study):
+    sw = _section(page[1], "ds-sw")
+    assert 'id="ds-sw-switching"' in sw and "Switching GLM" in sw
+    part = sw[sw.index('id="ds-sw-switching"') :]
+    imgs = _parse(part).imgs
+    assert len(imgs) == 3 and all(_decodes_as_png(src) for src in imgs)  # states, couplings, bits + EM
+    assert 'alt="decoded states of sw"' in part and 'alt="per-state couplings of none on sw"' in part
+    # the variant table: baseline first, the multi-state fit marked best, numbers those of the files
+    table = part[
+        part.index('<table class="variants"') : part.index("</table>", part.index('<table class="variants"'))
+    ]
+    assert table.index('data-variant="single"') < table.index('data-variant="none"')
+    none_row = table[table.index('data-variant="none"') :]
+    assert 'class="best"' in table[table.index('data-variant="none"') - 20 :] and "best</span>" in none_row
+    m = read(study["sw"]["variants"]["none"]["metrics"], "metrics")
+    values = dict(zip(m["metric"].values.tolist(), m["value"].values.tolist(), strict=True))
+    for metric in ("test_bits_per_spike", "bits_vs_single", "state_accuracy", "weight_corr"):
+        assert f'data-metric="{metric}" data-value="{values[metric]!r}"' in none_row, metric
+    cell = none_row[none_row.index('data-metric="state_accuracy"') - 30 :]
+    assert '<td class="num miss" data-metric="state_accuracy"' in cell  # the bar of the file: missed
+    # the Poisson GLM's figure is not compared with a switching truth
+    assert "not compared here" in sw and "planted switching_glm_network" in sw
+
+
+def test_datasets_without_switching_fits_have_no_switching_subsection(page):
+    for slug in ("ds-sim", "ds-rec"):
+        sec = _section(page[1], slug)
+        assert "Switching GLM" not in sec and f'id="{slug}-switching"' not in sec
+
+
+def test_unit_qc_part(page, study):
+    sim = _section(page[1], "ds-sim")
+    assert "<h3>Unit QC</h3>" in sim and 'alt="unit QC of sim"' in sim
+    counts = read(study["sim"]["counts"], "spike_counts")
+    n = counts.sizes["qc_unit"]
+    assert f"{int(counts['qc_kept'].sum())} of {n}" in sim
+
+
+def test_switching_only_study_and_cli(study, tmp_path):
+    """Switching metrics alone make a page (no Poisson GLM metrics); `brainpipe report` globs both kinds."""
+    from brainpipe.cli import main
+
+    sw = study["sw"]
+    text = build_report(
+        [],
+        [],
+        [sw["counts"]],
+        [sw["truth"]],
+        switching_metrics=sw["switching_metrics"],
+        switching_fits=sw["switching_fits"],
+    )
+    rows = _parse(text).rows
+    assert {r["model"] for r in rows} == {"switching_glm/single", "switching_glm/none"}
+    assert 'id="ds-sw-switching"' in text
+    entries = collect_switching(
+        sw["switching_metrics"], sw["switching_fits"][::-1], [sw["counts"]], [sw["truth"]]
+    )
+    assert [e.fit_path for e in entries] == sw["switching_fits"]  # matched by folder, not position
+    with pytest.raises(InputError, match="cannot match a counts file"):
+        build_report(
+            [], [], [], switching_metrics=sw["switching_metrics"], switching_fits=sw["switching_fits"]
+        )
+
+    out = tmp_path / "cli" / "index.html"
+    results = study["root"] / "results"
+    assert (
+        main(["report", "--results", str(results), "--output", str(out), "--benchmarks", str(study["bench"])])
+        == 0
+    )
+    cli_rows = _parse(out.read_text(encoding="utf-8")).rows
+    assert {(r["dataset"], r["model"]) for r in cli_rows} >= {
+        ("sw", "switching_glm/none"),
+        ("sim", "poisson_glm"),
+    }
+
+
+def test_decoded_states_figure_without_truth(study):
+    from brainpipe.report import figures
+
+    counts = read(study["sw"]["counts"], "spike_counts")
+    fit = read(study["sw"]["variants"]["none"]["fit"], "model_fit")
+    png = figures.switching_states_figure(counts, [("none", fit)], None, reference="none")
+    assert png.startswith(PNG_MAGIC)
 
 
 def test_missing_input_raises_and_removes_output(study, tmp_path):
@@ -250,8 +458,8 @@ def test_unmatched_files_are_an_input_error(study):
     ins = _inputs(study)
     with pytest.raises(InputError, match="cannot match"):
         build_report(ins["metrics"], ins["fits"][:1], ins["counts"], ins["truths"])
-    with pytest.raises(InputError, match="no metrics"):
-        build_report([], [], [])
+    empty = build_report([], [], [])  # a study with no model enabled still gets a page that says so
+    assert "no model results yet" in empty and "<img" not in empty
 
 
 def test_cli_help():

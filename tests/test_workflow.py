@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -343,3 +344,41 @@ def test_brainpipe_run_passes_args_through(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--cores all" in proc.stderr and "simulate_spikes" in proc.stdout + proc.stderr
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    """The tiny study's page in a real browser: every image loads, no console errors; a screenshot is kept."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no chromium on this machine (.ci/run installs Debian's chromium)")
+    page_path = tiny_run / "results" / "report" / "index.html"
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"]
+    problems: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url[:80]}"))
+            page.goto(page_path.as_uri(), wait_until="load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])")
+            title = page.title()
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert title == "tiny test study"
+    assert len(images) >= 4, images
+    assert all(ok and width > 0 for ok, width, _ in images), images
+    assert problems == []
+    assert shot.stat().st_size > 50_000
+    keep = Path(os.environ.get("BRAINPIPE_SCREENSHOT_DIR", tmp_path))
+    keep.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, keep / "tiny-study-report.png")

@@ -59,15 +59,31 @@ def _cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
 
     res = Path(args.results)
     metrics = sorted(res.glob("spikes/*/poisson_glm/metrics.nc"))
-    if not metrics:
-        print(f"brainpipe: error: no metrics files under {res}/spikes/*/poisson_glm/; run the study first", file=sys.stderr)
+    switching = sorted(res.glob("spikes/*/switching_glm/*/metrics.nc"))
+    if not metrics and not switching:
+        print(
+            f"brainpipe: error: no metrics files under {res}/spikes/*/poisson_glm/ or {res}/spikes/*/switching_glm/*/; "
+            "run the study first",
+            file=sys.stderr,
+        )
         return 1
-    names = [m.parent.parent.name for m in metrics]
-    fits = [res / "spikes" / n / "poisson_glm" / "fit.nc" for n in names]
+    fits = [m.parent / "fit.nc" for m in metrics]
+    switching_fits = [m.parent / "fit.nc" for m in switching]
+    names = sorted({m.parent.parent.name for m in metrics} | {m.parent.parent.parent.name for m in switching})
     counts = [res / "spikes" / n / "counts.nc" for n in names]
     truths = [p for p in (res / "spikes" / n / "truth.nc" for n in names) if p.exists()]
     out = Path(args.output or res / "report" / "index.html")
-    write_report(out, metrics, fits, counts, truth_paths=truths, title=args.title, benchmarks_dir=args.benchmarks)
+    write_report(
+        out,
+        metrics,
+        fits,
+        counts,
+        truth_paths=truths,
+        title=args.title,
+        benchmarks_dir=args.benchmarks,
+        switching_metrics=switching,
+        switching_fits=switching_fits,
+    )
     print(out)
     return 0
 

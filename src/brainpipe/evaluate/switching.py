@@ -43,7 +43,8 @@ def null_log_likelihood(counts: xr.Dataset, split: str = "test") -> tuple[float,
     return poisson_log_likelihood(te, np.broadcast_to(rate, te.shape)), float(te.sum())
 
 
-def _truth_states_at(truth: xr.Dataset, times: np.ndarray) -> np.ndarray:
+def truth_states_at(truth: xr.Dataset, times: np.ndarray) -> np.ndarray:
+    """The planted state (``true_state`` on ``state_time``) at each of ``times`` (nearest planted bin)."""
     st = truth["state_time"].values
     idx = np.clip(np.searchsorted(st, times), 0, st.size - 1)
     prev = np.clip(idx - 1, 0, st.size - 1)
@@ -76,7 +77,7 @@ def switching_metrics(
         oracle = SwitchingGLM.from_dataset(truth, device="cpu")
         out["oracle_test_bits_per_spike"] = (oracle.log_likelihood(counts, "test") - null_ll) / denom
         out["bits_vs_oracle"] = out["test_bits_per_spike"] - out["oracle_test_bits_per_spike"]
-        z = _truth_states_at(truth, counts["time"].values[test])
+        z = truth_states_at(truth, counts["time"].values[test])
         S_true = truth.sizes["state"]
         oracle_post, _ = oracle.decode(counts)
         _, out["oracle_state_accuracy"] = match_states(z, oracle_post[test].argmax(1), S_true, S_true)

@@ -6,9 +6,11 @@ Layout of the results this reads (``{dataset}`` is a folder name)::
     results/spikes/{dataset}/truth.nc                  planted truth (simulated datasets only)
     results/spikes/{dataset}/{model}/fit.nc            model_fit (role fit)
     results/spikes/{dataset}/{model}/metrics.nc        metrics
+    results/spikes/{dataset}/switching_glm/{variant}/{fit,metrics}.nc   switching GLMs, one folder per variant
 
 Metrics, fits and counts are parallel lists (one entry per dataset and model); truths may be fewer and are
-matched by dataset name. Figures are embedded as base64 PNG ``data:`` URIs and the CSS is inline, so the page
+matched by dataset name. Switching-GLM metrics and fits are two more parallel lists (one entry per dataset and
+variant); their counts and truths are matched by dataset folder. Figures are embedded as base64 PNG ``data:`` URIs and the CSS is inline, so the page
 opens offline and can be mailed as one file.
 """
 
@@ -68,6 +70,17 @@ def model_name(path: PathLike) -> str:
     return Path(path).parent.name
 
 
+def switching_location(path: PathLike) -> tuple[str, str]:
+    """(dataset folder, variant) of a switching-GLM fit or metrics file:
+    ``results/spikes/{dataset}/switching_glm/{variant}/metrics.nc`` -> (dataset, variant). Without the
+    ``switching_glm`` level (``{dataset}/{variant}/metrics.nc``) the dataset is the folder above the variant."""
+    p = Path(path)
+    variant = p.parent.name
+    up = p.parent.parent
+    folder = up.parent if up.name == "switching_glm" else up
+    return folder.name or str(folder), variant
+
+
 # --------------------------------------------------------------------------------------------------- inputs
 
 
@@ -83,6 +96,11 @@ class Entry:
     counts_path: Path
     truth_path: Path | None
     metrics: xr.Dataset = field(repr=False)
+    variant: str | None = None  # switching GLMs: the variant folder (single, none, gaussian, onehot, ...)
+
+    @property
+    def switching(self) -> bool:
+        return self.variant is not None
 
 
 def _as_list(paths: PathLike | Iterable[PathLike] | None) -> list[Path]:
@@ -128,11 +146,14 @@ def collect(
     count_paths: Iterable[PathLike],
     truth_paths: Iterable[PathLike] = (),
     reader: _Reader | None = None,
+    allow_empty: bool = False,
 ) -> list[Entry]:
     """Pair every metrics file with its fit, counts and (when there is one) truth file."""
     reader = reader or _Reader()
     metrics, fits, counts, truths = map(_as_list, (metrics_paths, fit_paths, count_paths, truth_paths))
     if not metrics:
+        if allow_empty:
+            return []
         raise InputError("report: no metrics files given (nothing to report)")
     n = len(metrics)
     truth_by_folder: dict[str, Path] = {}
@@ -148,20 +169,75 @@ def collect(
         cnt = _pick(counts, i, n, folder, "counts", "counts")
         truth = truth_by_folder.get(folder, truth_by_folder.get(label))
         entries.append(Entry(label, folder, model, Path(mp), fit, cnt, truth, ds))
-    # Two folders must not be shown under one name (e.g. a metrics attr that is not a dataset name).
+    _unique_labels(entries)
+    return entries
+
+
+def _unique_labels(entries: Sequence[Entry]) -> None:
+    """Two folders must not be shown under one name (e.g. a metrics attr that is not a dataset name)."""
     by_label: dict[str, set[str]] = {}
     for e in entries:
         by_label.setdefault(e.dataset, set()).add(e.folder)
     for e in entries:
         if len(by_label[e.dataset]) > 1:
             e.dataset = e.folder
+
+
+# Variants in this order first (baseline, then priors of growing strength), any others after them by name.
+VARIANT_ORDER = ("single", "none", "gaussian", "onehot")
+
+
+def _variant_rank(variant: str | None) -> tuple[int, str]:
+    v = variant or ""
+    return (VARIANT_ORDER.index(v) if v in VARIANT_ORDER else len(VARIANT_ORDER), v)
+
+
+def collect_switching(
+    metrics_paths: Iterable[PathLike],
+    fit_paths: Iterable[PathLike],
+    count_paths: Iterable[PathLike],
+    truth_paths: Iterable[PathLike] = (),
+    reader: _Reader | None = None,
+) -> list[Entry]:
+    """Pair every switching-GLM metrics file (``results/spikes/{dataset}/switching_glm/{variant}/metrics.nc``)
+    with its fit (same dataset and variant folder, else the same position: parallel lists), the dataset's
+    counts (by dataset folder) and truth (by dataset folder, when there is one)."""
+    reader = reader or _Reader()
+    metrics, fits, counts, truths = map(_as_list, (metrics_paths, fit_paths, count_paths, truth_paths))
+    n = len(metrics)
+    if len(fits) != n:
+        raise InputError(
+            f"report: {n} switching metrics file(s) but {len(fits)} switching fit file(s); give parallel lists"
+        )
+    truth_by_folder: dict[str, Path] = {}
+    for p in truths:
+        truth_by_folder.setdefault(dataset_name(p, "truth"), p)
+    entries = []
+    fit_at = [switching_location(p) for p in fits]
+    for i, mp in enumerate(metrics):
+        ds = reader(mp, "metrics")
+        folder, variant = switching_location(mp)
+        label = str(ds.attrs.get("dataset", "") or "").strip() or folder
+        model = str(ds.attrs.get("model", "") or "").strip() or f"switching_glm/{variant}"
+        named = {os.fspath(p) for p, at in zip(fits, fit_at, strict=True) if at == (folder, variant)}
+        fit = Path(named.pop()) if len(named) == 1 else fits[i]  # by folders, else by position (parallel lists)
+        named_counts = sorted({os.fspath(p) for p in counts if dataset_name(p, "counts") == folder})
+        if len(named_counts) != 1:
+            raise InputError(
+                f"report: cannot match a counts file to switching metrics {mp} (dataset folder '{folder}'; "
+                f"{len(named_counts)} counts file(s) named so): pass results/spikes/{folder}/counts.nc in the counts"
+            )
+        truth = truth_by_folder.get(folder, truth_by_folder.get(label))
+        entries.append(Entry(label, folder, model, Path(mp), fit, Path(named_counts[0]), truth, ds, variant=variant))
     return entries
 
 
 def read_benchmarks(folder: PathLike | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Snakemake benchmark TSVs under ``folder`` (``<rule>/<dataset>.tsv``): one row per file.
+    """Snakemake benchmark TSVs under ``folder`` (``<rule>/<dataset>.tsv`` or, for rules with more wildcards,
+    ``<rule>/<dataset>/<variant>.tsv``): one row per file.
 
-    Each row has ``rule``, ``dataset``, ``runs``, ``s`` (mean wall seconds over repeats) and ``max_rss``
+    Each row has ``rule``, ``dataset``, ``variant`` (the rest of the path below the dataset folder; "" for
+    ``<rule>/<dataset>.tsv``), ``runs``, ``s`` (mean wall seconds over repeats) and ``max_rss``
     (largest MB over repeats; NaN when not measured). Files that cannot be read are skipped and named in the
     second list, so a half-written or foreign TSV never breaks the report.
     """
@@ -190,10 +266,12 @@ def read_benchmarks(folder: PathLike | None) -> tuple[list[dict[str, Any]], list
             return pd.to_numeric(df[cols[name]], errors="coerce").to_numpy(dtype=np.float64)
 
         s, rss = col("s"), col("max_rss")
+        folders = rel.parent.parts  # <rule>/<dataset>.tsv, or <rule>/<dataset>/<variant>.tsv (wildcard folders)
         rows.append(
             {
-                "rule": "/".join(rel.parent.parts) or "-",
-                "dataset": rel.stem,
+                "rule": folders[0] if folders else "-",
+                "dataset": folders[1] if len(folders) > 1 else rel.stem,
+                "variant": "/".join([*folders[2:], rel.stem]) if len(folders) > 1 else "",
                 "runs": int(len(df)),
                 "s": float(np.nanmean(s)) if np.isfinite(s).any() else float("nan"),
                 "max_rss": float(np.nanmax(rss)) if np.isfinite(rss).any() else float("nan"),
@@ -234,6 +312,14 @@ td.nobar { color: var(--nobar); background: var(--nobar-bg); font-weight: 400; }
 table.prov { font-size: 12px; }
 table.prov td { white-space: nowrap; }
 table.prov td.wrap { white-space: normal; overflow-wrap: anywhere; }
+table.prov td.file { white-space: normal; }
+table.prov tbody tr { background: none; }
+table.prov tbody:nth-of-type(even) tr { background: var(--zebra); }
+table.prov tr:first-child td { border-bottom: none; padding-bottom: 0; }
+table.prov tr.params td { padding-top: 2px; color: var(--muted); }
+table.prov span.label { color: var(--muted); font-size: 11px; margin-right: 4px; }
+table.prov details { margin: 0; font-size: 12px; }
+table.prov details > code { display: block; margin: 4px 0 0 16px; }
 code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace; font-size: 12px; }
 pre { background: var(--zebra); border: 1px solid var(--line); padding: 10px 12px; overflow-x: auto; }
 figure { margin: 10px 0 18px; }
@@ -242,6 +328,19 @@ figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; font-size: 14px; margin: 6px 0 12px; }
 dl.facts dt { color: var(--muted); }
 dl.facts dd { margin: 0; }
+h3.sub { font-size: 15px; color: var(--fg); margin-top: 26px; }
+table.variants { width: auto; min-width: 55%; }
+table.variants th { white-space: normal; vertical-align: bottom; }
+table.metrics td.rep { color: #afb8c1; }
+table.metrics tr.group td { border-top: 2px solid var(--line); }
+table.variants td.num.pass, table.variants td.num.miss { text-align: right; font-weight: 600; font-size: 14px; }
+table.variants tr.best td:first-child { font-weight: 600; }
+span.tag { font-size: 11px; color: var(--pass); border: 1px solid var(--pass); border-radius: 8px; padding: 0 6px;
+           margin-left: 6px; font-weight: 600; white-space: nowrap; }
+.missed { font-size: 14px; margin: 4px 0 12px; color: var(--miss); }
+details { font-size: 13px; margin: 4px 0 10px; }
+details summary { cursor: pointer; color: var(--muted); }
+details p { margin: 4px 0 0 16px; overflow-wrap: anywhere; }
 """.strip()
 
 
@@ -274,8 +373,14 @@ def _slug(text: str, used: set[str]) -> str:
 
 
 def _metric_rows(entries: Sequence[Entry]) -> tuple[list[str], dict[int, int]]:
+    """Table rows of every metric of ``entries``, in order. A dataset or model name repeated from the row
+    above is greyed (class ``rep``), and each new model starts a row group (class ``group``)."""
     rows, tally = [], {1: 0, 0: 0, -1: 0}
+    prev: tuple[str, str] | None = None
     for e in entries:
+        new_dataset = prev is None or prev[0] != e.dataset
+        first_of_entry = True
+        prev = (e.dataset, e.model)
         m = e.metrics
         n = m.sizes.get("metric", 0)
         names = [str(x) for x in m["metric"].values]
@@ -291,9 +396,14 @@ def _metric_rows(entries: Sequence[Entry]) -> tuple[list[str], dict[int, int]]:
             tally[ok if ok in tally else -1] += 1
             bar_txt = "—" if np.isnan(bar) else f"{op} {_fmt(bar)}".strip()
             bar_attr = "" if np.isnan(bar) else f' data-bar="{escape(_exact(bar))}"'
+            tr_cls = ' class="group"' if first_of_entry and new_dataset and rows else ""
+            ds_cls = "" if first_of_entry and new_dataset else ' class="rep"'
+            model_cls = "" if first_of_entry else ' class="rep"'
+            first_of_entry = False
             rows.append(
-                f'<tr data-dataset="{escape(e.dataset)}" data-model="{escape(e.model)}" data-metric="{escape(name)}">'
-                f"<td>{escape(e.dataset)}</td><td>{escape(e.model)}</td>"
+                f'<tr{tr_cls} data-dataset="{escape(e.dataset)}" data-model="{escape(e.model)}" '
+                f'data-metric="{escape(name)}">'
+                f"<td{ds_cls}>{escape(e.dataset)}</td><td{model_cls}>{escape(e.model)}</td>"
                 f'<td title="{escape(desc)}"><code>{escape(name)}</code></td>'
                 f'<td class="num" data-value="{escape(_exact(value))}">{escape(_fmt(value))}</td>'
                 f'<td class="num"{bar_attr}>{escape(bar_txt)}</td>'
@@ -312,11 +422,22 @@ def _summary_section(entries: Sequence[Entry]) -> str:
         else "no metric has a bar"
     )
     datasets = sorted({e.dataset for e in entries})
+    missed = []
+    for e in entries:
+        m = e.metrics
+        if "passed" not in m or "bar" not in m:
+            continue
+        for name, ok, bar in zip(m["metric"].values, m["passed"].values, m["bar"].values, strict=True):
+            if int(ok) == 0 and np.isfinite(float(bar)):
+                missed.append(f"{escape(e.dataset)} · {escape(e.model)} · <code>{escape(str(name))}</code>")
+    missed_txt = f'<p class="missed">Missed: {"; ".join(missed)}.</p>' if missed else ""
     return (
         '<section id="summary"><h2>Summary metrics</h2>'
         f'<p class="summary">{len(rows)} metrics over {len(datasets)} dataset(s): {verdict}. '
-        "Values are shown to 4 significant digits; hover a metric name for its description.</p>"
-        "<table class=\"metrics\"><thead><tr><th>dataset</th><th>model</th><th>metric</th><th>value</th>"
+        "Rows are grouped by dataset, then model; values are shown to 4 significant digits; hover a metric name "
+        "for its description.</p>"
+        + missed_txt
+        + "<table class=\"metrics\"><thead><tr><th>dataset</th><th>model</th><th>metric</th><th>value</th>"
         "<th>bar</th><th>status</th><th>description</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table></section>"
@@ -334,6 +455,261 @@ def _facts(items: Sequence[tuple[str, str]]) -> str:
     return '<dl class="facts">' + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items) + "</dl>"
 
 
+def _var_names(ds: xr.Dataset, var: str, dim: str) -> list[str]:
+    return [str(v) for v in ds[dim].values] if var in ds and dim in ds.coords else []
+
+
+def _qc_params(counts: xr.Dataset) -> dict[str, Any]:
+    """The ``qc`` params the counts were made with (from their provenance), or {}."""
+    try:
+        qc = provenance_of(counts).get("params", {}).get("qc", {})
+    except (KeyError, ValueError, AttributeError):
+        return {}
+    return qc if isinstance(qc, Mapping) else {}
+
+
+def _unit_qc_part(counts: xr.Dataset, name: str) -> str:
+    """Unit QC of a counts file with ``qc_*`` variables: facts, a rate/violation figure, the dropped units."""
+    from brainpipe.report import figures
+
+    if "qc_rate_hz" not in counts:
+        return ""
+    qc = _qc_params(counts)
+    rate = np.asarray(counts["qc_rate_hz"].values, dtype=np.float64)
+    kept = np.asarray(counts["qc_kept"].values).astype(bool) if "qc_kept" in counts else np.ones(rate.size, bool)
+    viol = (
+        np.asarray(counts["qc_refractory_violation_fraction"].values, dtype=np.float64)
+        if "qc_refractory_violation_fraction" in counts
+        else np.full(rate.size, np.nan)
+    )
+    units = [str(u) for u in counts["qc_unit"].values] if "qc_unit" in counts.coords else [str(i) for i in range(rate.size)]
+    min_rate = qc.get("min_rate_hz")
+    rules = []
+    if min_rate:
+        rules.append(f"rate ≥ {_fmt(min_rate)} Hz")
+    if qc.get("max_units"):
+        rules.append(f"the {qc['max_units']} most active")
+    kept_txt = f"{int(kept.sum())} of {rate.size}" + (f" ({'; '.join(rules)})" if rules else " (no selection rule)")
+    kr = rate[kept]
+    rate_txt = (
+        f"{_fmt(kr.min())} – {_fmt(kr.max())} Hz (median {_fmt(np.median(kr))})" if kr.size else "—"
+    )
+    refr = qc.get("refractory_s")
+    isi = f"ISIs < {float(refr) * 1e3:g} ms" if refr else "ISIs below the refractory period"
+    ok = np.isfinite(viol)
+    if not ok.any():
+        viol_txt = "not assessable (the data's time resolution is coarser than the refractory period)"
+    else:
+        kv = np.where(kept & ok, viol, np.nan)
+        worst = int(np.nanargmax(kv)) if np.isfinite(kv).any() else int(np.nanargmax(viol))
+        viol_txt = (
+            f"median {100 * np.median(viol[ok]):.2g}% of {isi}; worst kept unit {units[worst]} "
+            f"{100 * viol[worst]:.2g}%"
+            + (f"; {int((~ok).sum())} unit(s) not assessable" if (~ok).any() else "")
+            + " — reported, not used to drop units"
+        )
+    parts = [
+        "<h3>Unit QC</h3>",
+        _facts([("units kept", kept_txt), ("rate of kept units", rate_txt), ("refractory violations", viol_txt)]),
+    ]
+    png = figures.unit_qc_figure(counts, float(min_rate) if min_rate else None)
+    if png is not None:
+        parts.append(
+            _img(
+                figures.data_uri(png),
+                f"unit QC of {name}",
+                "Every recorded unit's mean rate, sorted (blue: kept, grey: dropped; dashed: the minimum rate)"
+                + (", and the fraction of its inter-spike intervals shorter than the refractory period" if ok.any() else "")
+                + ". Look for: dropped units that are not clearly below the kept ones; violation fractions of a few "
+                "percent or more suggest multi-unit activity.",
+            )
+        )
+    dropped = [f"{u} ({_fmt(r)} Hz)" for u, r, k in zip(units, rate, kept, strict=True) if not k]
+    if dropped:
+        parts.append(
+            f"<details><summary>{len(dropped)} dropped unit(s)</summary><p>{escape(', '.join(dropped))}</p></details>"
+        )
+    else:
+        parts.append('<p class="note">No unit was dropped.</p>')
+    return "".join(parts)
+
+
+def _is_switching_truth(truth: xr.Dataset | None) -> bool:
+    return truth is not None and "true_state" in truth and "weights" in truth and "state" in truth.dims
+
+
+def _metric_values(m: xr.Dataset) -> dict[str, tuple[float, float, str, int]]:
+    """metric -> (value, bar, bar_op, passed) of a metrics file (bar NaN and passed -1 without a bar)."""
+    n = m.sizes.get("metric", 0)
+    names = [str(x) for x in m["metric"].values]
+    values = np.asarray(m["value"].values, dtype=np.float64)
+    bars = np.asarray(m["bar"].values, dtype=np.float64) if "bar" in m else np.full(n, np.nan)
+    ops = [str(x) for x in m["bar_op"].values] if "bar_op" in m else [""] * n
+    passed = [int(x) for x in m["passed"].values] if "passed" in m else [-1] * n
+    return {
+        k: (float(v), float(b), op, -1 if np.isnan(b) else ok)
+        for k, v, b, op, ok in zip(names, values, bars, ops, passed, strict=True)
+    }
+
+
+def _metric_cell(vals: Mapping[str, tuple[float, float, str, int]], metric: str) -> str:
+    if metric not in vals:
+        return '<td class="num">—</td>'
+    value, bar, op, ok = vals[metric]
+    cls, title = "num", metric
+    if not np.isnan(bar):
+        cls = "num " + _STATUS.get(ok, _STATUS[-1])[0]
+        title = f"{metric}: bar {op} {_fmt(bar)}, {_STATUS.get(ok, _STATUS[-1])[1]}"
+    return (
+        f'<td class="{escape(cls)}" data-metric="{escape(metric)}" data-value="{escape(_exact(value))}" '
+        f'title="{escape(title)}">{escape(_fmt(value))}</td>'
+    )
+
+
+# (column header, metric) of the variant comparison table; the truth columns only where some file has them.
+_VARIANT_COLUMNS = (("test bits/spike", "test_bits_per_spike"), ("bits vs single", "bits_vs_single"))
+_TRUTH_COLUMNS = (
+    ("bits vs planted", "bits_vs_oracle"),
+    ("state accuracy", "state_accuracy"),
+    ("weight r", "weight_corr"),
+    ("adjacency BA", "adjacency_balanced_accuracy"),
+)
+
+
+def _switching_part(slug: str, name: str, entries: Sequence[Entry], counts: xr.Dataset, reader: _Reader) -> str:
+    """The "Switching GLM" subsection of a dataset: variant table, decoded states, per-state couplings against
+    the planted ones (simulated data), held-out fit and EM objective per variant."""
+    from brainpipe.report import figures
+
+    entries = sorted(entries, key=lambda e: _variant_rank(e.variant))
+    fits = {e.variant: reader(e.fit_path, "model_fit") for e in entries}
+    vals = {e.variant: _metric_values(e.metrics) for e in entries}
+    truth_path = next((e.truth_path for e in entries if e.truth_path), None)
+    truth = reader(truth_path, "model_fit") if truth_path else None
+    truth = truth if _is_switching_truth(truth) else None
+
+    def n_states(e: Entry) -> int:
+        return int(fits[e.variant].sizes.get("state", e.metrics.attrs.get("n_states", 1)))
+
+    def bits(e: Entry) -> float:
+        return vals[e.variant].get("test_bits_per_spike", (float("nan"),))[0]
+
+    multi = [e for e in entries if n_states(e) > 1]
+    ranked = [e for e in multi if np.isfinite(bits(e))]
+    best = max(ranked, key=bits) if ranked else None
+    columns = list(_VARIANT_COLUMNS) + [c for c in _TRUTH_COLUMNS if any(c[1] in v for v in vals.values())]
+
+    rows = []
+    for e in entries:
+        fit = fits[e.variant]
+        prior = str(e.metrics.attrs.get("prior", "") or fit.attrs.get("prior", "")) or "—"
+        n_it = fit.sizes.get("em_iteration", 0) - 1 if "em_iteration" in fit.dims else fit.attrs.get("n_iter", "—")
+        is_best = best is not None and e is best
+        tag = '<span class="tag">best</span>' if is_best else ""
+        rows.append(
+            f'<tr data-variant="{escape(e.variant or "")}"' + (' class="best"' if is_best else "") + ">"
+            f"<td>{escape(e.variant or '')}{tag}</td><td>{escape(prior)}</td>"
+            f'<td class="num">{n_states(e)}</td><td class="num">{escape(str(n_it))}</td>'
+            + "".join(_metric_cell(vals[e.variant], m) for _, m in columns)
+            + "</tr>"
+        )
+    parts = [
+        f'<h3 class="sub" id="{escape(slug)}-switching">Switching GLM</h3>',
+        f'<p class="note">{len(entries)} variant(s) fitted on the train split and scored on the test split. '
+        "Coloured cells have a bar (green met, red missed; hover for the bar); bits are held-out log-likelihood "
+        "gains over a homogeneous Poisson model, per spike. "
+        + ("“best”: the multi-state variant with the highest test bits/spike." if best is not None else "")
+        + "</p>",
+        '<table class="variants"><thead><tr><th>variant</th><th>prior</th><th>states</th><th>EM iterations</th>'
+        + "".join(f"<th>{escape(h)}</th>" for h, _ in columns)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>",
+    ]
+    oracle = next((v["oracle_test_bits_per_spike"][0] for v in vals.values() if "oracle_test_bits_per_spike" in v), None)
+    oracle_acc = next((v["oracle_state_accuracy"][0] for v in vals.values() if "oracle_state_accuracy" in v), None)
+    if oracle is not None:
+        parts.append(
+            f'<p class="note">Planted model on the same test data: {escape(_fmt(oracle))} bits/spike'
+            + (f", state accuracy {escape(_fmt(oracle_acc))}" if oracle_acc is not None else "")
+            + " (the ceiling a fit can reach).</p>"
+        )
+
+    with_post = [e for e in multi if "posterior" in fits[e.variant]]
+    if with_post:
+        labels = {}
+        for e in with_post:
+            v = vals[e.variant]
+            if truth is not None and "state_accuracy" in v:
+                labels[e.variant] = f"acc {v['state_accuracy'][0]:.3f}"
+            elif "test_bits_per_spike" in v:
+                labels[e.variant] = f"{v['test_bits_per_spike'][0]:.3g} b/sp"
+        ref = best.variant if best is not None else with_post[0].variant
+        png = figures.switching_states_figure(
+            counts, [(e.variant, fits[e.variant]) for e in with_post], truth, reference=ref, labels=labels
+        )
+        trials = counts.attrs.get("observed") == "trials"
+        where = "whole test sequences (trials), side by side" if trials else "the first 60 s of the test split"
+        matched = (
+            "the planted states (top strip)" if truth is not None else f"those of the best variant ({ref})"
+        )
+        parts.append(
+            _img(
+                figures.data_uri(png),
+                f"decoded states of {name}",
+                f"Posterior probability of each state over {where}, one row of stacked bands per multi-state "
+                f"variant (a solid colour: one confident state). States are matched to {matched} by Hungarian "
+                "matching on the test bins, as for the state accuracy, so a colour is the same state in every row; "
+                + ("beside each row its state accuracy. " if truth is not None else "beside each row its test bits/spike. ")
+                + "Look for: bands that switch where the "
+                + ("planted strip switches" if truth is not None else "other variants switch")
+                + "; mixed or flickering bands mean the states are not identifiable.",
+            )
+        )
+    if truth is not None and best is not None:
+        post = figures.posterior(fits[best.variant], counts)
+        if post is not None:
+            perm, _, _ = figures.state_matching(post, counts, truth)
+            png = figures.switching_weights_figure(fits[best.variant], truth, perm, best.variant)
+            parts.append(
+                _img(
+                    figures.data_uri(png),
+                    f"per-state couplings of {best.variant} on {name}",
+                    f"Best variant ({best.variant}): planted (row 1) and fitted (row 2) coupling weights of every "
+                    "planted state, its matched fitted state below it (rows = post-synaptic, columns = pre-synaptic "
+                    "unit; one symmetric colour scale set by the off-diagonal weights, the diagonal holds "
+                    "self-history). Rows 3–4: planted and fitted adjacency (blue inhibitory, red excitatory; "
+                    "× = fitted category wrong). Look for: the same pattern in each column.",
+                )
+            )
+    summary = [
+        {
+            "name": e.variant or e.model,
+            "n_states": n_states(e),
+            "bits": bits(e),
+            "objective": np.asarray(fits[e.variant]["objective"].values) if "objective" in fits[e.variant] else [],
+            "best": best is not None and e is best,
+        }
+        for e in entries
+    ]
+    png = figures.switching_summary_figure(summary, oracle)
+    priors = {str(e.metrics.attrs.get("prior", "") or fits[e.variant].attrs.get("prior", "")) for e in entries}
+    parts.append(
+        _img(
+            figures.data_uri(png),
+            f"held-out fit and EM objective per variant on {name}",
+            "Left: test bits/spike per variant (grey: single-state baseline, green: best multi-state variant"
+            + ("; dashed red: the planted model" if oracle is not None else "")
+            + "); higher is better. Right: the training objective (log-likelihood + log prior, nats) per EM "
+            "iteration; it should rise and flatten."
+            + (" Priors differ, so the curves are not on one scale." if len(priors - {""}) > 1 else "")
+            + (" The one-hot curve covers only its final exact-EM polish, after the relaxation phase."
+               if "onehot" in priors else ""),
+        )
+    )
+    return "".join(parts)
+
+
 def _dataset_section(slug: str, name: str, group: Sequence[Entry], reader: _Reader) -> str:
     from brainpipe.data.contracts import SPLIT_FLAGS
     from brainpipe.report import figures
@@ -344,46 +720,78 @@ def _dataset_section(slug: str, name: str, group: Sequence[Entry], reader: _Read
     n_bins = counts.sizes.get("time", 0)
     split = np.asarray(counts["split"].values) if "split" in counts else np.array([], dtype=int)
     split_txt = ", ".join(f"{k} {np.count_nonzero(split == v) * bw:.4g} s" for k, v in SPLIT_FLAGS.items())
-    truth_txt = f"planted ({first.truth_path})" if first.truth_path else "none (no planted ground truth)"
-    beh = [str(v) for v in counts["behaviour_var"].values] if "behaviour" in counts and "behaviour_var" in counts.coords else []
+    truth_path = next((e.truth_path for e in group if e.truth_path), None)
+    truth = reader(truth_path, "model_fit") if truth_path else None
+    truth_txt = (
+        f"planted {truth.attrs.get('model', '')} ({truth_path})".replace("  ", " ")
+        if truth is not None
+        else "none (no planted ground truth)"
+    )
+    beh = _var_names(counts, "behaviour", "behaviour_var")
+    stim = _var_names(counts, "stimulus", "stimulus_var")
     rates = figures.firing_rates_hz(counts)
+    trials = ""
+    if "trial" in counts:
+        tr = np.asarray(counts["trial"].values)
+        n_tr = np.unique(tr[tr >= 0]).size
+        trials = f"{n_tr} trial(s)" + (" (only the trials were recorded)" if counts.attrs.get("observed") == "trials" else "")
     facts = [
         ("units", f"{counts.sizes.get('unit', 0)} (mean rate {_fmt(rates.mean() if rates.size else np.nan)} Hz)"),
         ("duration", f"{n_bins * bw:.4g} s in {n_bins} bins of {bw * 1e3:g} ms"),
-        ("split", split_txt),
+        ("split", split_txt + (f" ({counts.attrs['split_rule']})" if counts.attrs.get("split_rule") else "")),
+    ]
+    if trials:
+        facts.append(("trials", trials))
+    facts += [
         ("behaviour", ", ".join(beh) or "none"),
+        ("stimulus", ", ".join(stim) or "none"),
         ("source", str(counts.attrs.get("source", "")) or "—"),
         ("truth", truth_txt),
         ("counts file", str(first.counts_path)),
     ]
     parts = [f'<section id="{escape(slug)}"><h2>Dataset: {escape(name)}</h2>', _facts(facts), "<h3>Data quality</h3>"]
     qc = figures.data_uri(figures.data_qc_figure(counts))
+    covs = " and ".join(x for x in ("behaviour" if beh else "", "stimulus (per trial, steps)" if stim else "") if x)
+    joined = "trials" if counts.attrs.get("observed") == "trials" else "test blocks"
     parts.append(
         _img(
             qc,
             f"data QC of {name}",
             "Spike raster of the first 10 s of the test split (up to 30 units; a tick marks a bin with ≥ 1 spike)"
-            + (", behaviour in the same window" if beh else "")
-            + ", and each shown unit's mean firing rate over the whole recording.",
+            + (f", {covs} in the same window" if covs else "")
+            + f", and each shown unit's mean firing rate over the whole recording. {joined.capitalize()} are drawn "
+            "side by side (dashed lines at the joins). Look for: silent or saturated units, and bursts shared "
+            "by all units (artefacts).",
         )
     )
-    for e in group:
+    parts.append(_unit_qc_part(counts, name))
+    for e in (e for e in group if not e.switching):
         fit = reader(e.fit_path, "model_fit")
-        truth = reader(e.truth_path, "model_fit") if e.truth_path else None
+        glm_truth = truth if truth is not None and "coupling" in truth else None
         parts.append(f"<h3>Model: {escape(e.model)}</h3>")
         if figures.coupling_matrix(fit) is None:
             parts.append(f'<p class="note">{escape(str(e.fit_path))} has no coupling matrix to show.</p>')
             continue
-        uri = figures.data_uri(figures.model_figure(fit, truth))
-        if truth is not None and figures.coupling_matrix(truth) is not None:
+        uri = figures.data_uri(figures.model_figure(fit, glm_truth))
+        if glm_truth is not None and figures.coupling_matrix(glm_truth) is not None:
             cap = (
                 "Fitted (left) and planted (middle) coupling weights, rows = post-synaptic unit, columns = "
                 "pre-synaptic unit, on one symmetric colour scale set by the off-diagonal weights (the diagonal "
                 "holds self-history weights). Right: fitted vs planted off-diagonal weights; dashed = identity."
             )
+        elif truth is not None:
+            cap = (
+                "Fitted coupling weights (rows = post-synaptic, columns = pre-synaptic unit). The planted truth "
+                f"of this dataset is a {truth.attrs.get('model', 'different model')}, not one coupling matrix, "
+                "so it is not compared here"
+                + (" (see Switching GLM below)." if any(x.switching for x in group) else ".")
+            )
         else:
             cap = "Fitted coupling weights (rows = post-synaptic, columns = pre-synaptic unit). No planted truth."
         parts.append(_img(uri, f"coupling of {e.model} on {name}", cap))
+    switching = [e for e in group if e.switching]
+    if switching:
+        parts.append(_switching_part(slug, name, switching, counts, reader))
     parts.append("</section>")
     return "".join(parts)
 
@@ -393,6 +801,16 @@ def _short(sha: Any) -> str:
         return "—"
     sha = str(sha)
     return sha[:10] + ("-dirty" if sha.endswith("-dirty") else "")
+
+
+def _params_cell(params: str, limit: int = 150) -> str:
+    """A stage's params as code; long ones folded behind their first characters (``<details>``, no script)."""
+    if len(params) <= limit:
+        return f'<span class="label">params</span> <code>{escape(params)}</code>'
+    return (
+        f'<details><summary><span class="label">params</span> <code>{escape(params[:limit - 40])}…</code></summary>'
+        f"<code>{escape(params)}</code></details>"
+    )
 
 
 def _provenance_section(entries: Sequence[Entry], reader: _Reader, benchmarks_dir, config) -> str:
@@ -419,34 +837,36 @@ def _provenance_section(entries: Sequence[Entry], reader: _Reader, benchmarks_di
         sha = rec.get("git_sha")
         seed = rec.get("seed")
         rows.append(
-            "<tr>"
-            f'<td class="wrap"><code>{escape(str(p))}</code></td><td>{escape(dataset)}</td>'
+            "<tbody><tr>"
+            f'<td class="file"><code>{escape(str(p)).replace("/", "/<wbr>")}</code></td><td>{escape(dataset)}</td>'
             f"<td>{escape(role)}</td>"
             f"<td>{escape(str(rec.get('stage', '—')))}</td><td>{escape(str(rec.get('version', '—')))}</td>"
             f'<td title="{escape(str(sha or ""))}"><code>{escape(_short(sha))}</code></td>'
             f"<td>{escape('—' if seed is None else str(seed))}</td><td>{escape(str(rec.get('device', '—')))}</td>"
-            f"<td>{escape(str(rec.get('created', '—')))}</td>"
-            f'<td class="wrap"><code>{escape(params)}</code></td>'
-            "</tr>"
+            f"<td>{escape(str(rec.get('created', '—')))}</td></tr>"
+            f'<tr class="params"><td colspan="9" class="wrap">{_params_cell(params)}</td></tr></tbody>'
         )
     parts = [
         '<section id="provenance"><h2>Provenance</h2>',
         "<h3>Input files</h3>",
+        '<p class="note">Every input file of the page, with the stage that wrote it; the params of that stage are '
+        "on the line below each file (long ones folded: click to open).</p>",
         '<table class="prov"><thead><tr><th>file</th><th>dataset</th><th>role</th><th>stage</th><th>version</th>'
-        "<th>git sha</th><th>seed</th><th>device</th><th>created</th><th>params</th></tr></thead><tbody>",
+        "<th>git sha</th><th>seed</th><th>device</th><th>created</th></tr></thead>",
         *rows,
-        "</tbody></table>",
+        "</table>",
     ]
     bench, skipped = read_benchmarks(benchmarks_dir)
     parts.append("<h3>Run times</h3>")
     if bench:
         parts.append(
-            "<table class=\"bench\"><thead><tr><th>rule</th><th>dataset</th><th>runs</th><th>wall time (s)</th>"
-            "<th>max RSS (MB)</th></tr></thead><tbody>"
+            "<table class=\"bench\"><thead><tr><th>rule</th><th>dataset</th><th>variant</th><th>runs</th>"
+            "<th>wall time (s)</th><th>max RSS (MB)</th></tr></thead><tbody>"
         )
         for b in bench:
             parts.append(
-                f"<tr><td>{escape(b['rule'])}</td><td>{escape(b['dataset'])}</td><td class=\"num\">{b['runs']}</td>"
+                f"<tr><td>{escape(b['rule'])}</td><td>{escape(b['dataset'])}</td>"
+                f"<td>{escape(b.get('variant') or '—')}</td><td class=\"num\">{b['runs']}</td>"
                 f'<td class="num">{escape(_fmt(b["s"]))}</td><td class="num">{escape(_fmt(b["max_rss"]))}</td></tr>'
             )
         parts.append("</tbody></table>")
@@ -472,19 +892,29 @@ def build_report(
     title: str = DEFAULT_TITLE,
     benchmarks_dir: PathLike | None = None,
     config: Mapping[str, Any] | None = None,
+    switching_metrics: Iterable[PathLike] = (),
+    switching_fits: Iterable[PathLike] = (),
 ) -> str:
     """The report page (HTML text) for existing results; models are not re-run.
 
-    ``metrics_paths``, ``fit_paths`` and ``count_paths`` list one file per dataset and model (parallel lists);
-    ``truth_paths`` lists the planted truths there are, matched to datasets by folder name. Raises
+    ``metrics_paths`` and ``fit_paths`` list one file per dataset and model (parallel lists); ``count_paths``
+    the counts of every dataset (matched by folder; or parallel to the metrics); ``truth_paths`` the planted
+    truths there are, matched to datasets by folder name. ``switching_metrics`` and ``switching_fits`` list one
+    switching-GLM file per dataset and variant (parallel lists, ``{dataset}/switching_glm/{variant}/``); their
+    datasets' counts must be among ``count_paths``. Either metrics list may be empty, not both. Raises
     :class:`~brainpipe.errors.InputError` for a missing or unmatched file and
     :class:`~brainpipe.errors.ContractError` for a file that breaks its contract.
     """
     reader = _Reader()
-    entries = collect(metrics_paths, fit_paths, count_paths, truth_paths, reader)
+    entries = collect(metrics_paths, fit_paths, count_paths, truth_paths, reader, allow_empty=True)
+    entries += collect_switching(switching_metrics, switching_fits, count_paths, truth_paths, reader)
+    _unique_labels(entries)
     groups: dict[str, list[Entry]] = {}
     for e in entries:
         groups.setdefault(e.dataset, []).append(e)
+    for g in groups.values():  # within a dataset: the GLMs as given, then switching variants in VARIANT_ORDER
+        g.sort(key=lambda e: (e.switching, _variant_rank(e.variant) if e.switching else (0, "")))
+    ordered = [e for g in groups.values() for e in g]
     used: set[str] = set()
     slugs = {name: _slug(name, used) for name in groups}
     sha = git_sha()
@@ -501,9 +931,12 @@ def build_report(
         f'<code title="{escape(sha or "")}">{escape(_short(sha))}</code> · created <code>{escape(created)}</code></p>',
         f"<nav>{nav}</nav>",
         "</header>",
-        _summary_section(entries),
+        _summary_section(ordered)
+        if ordered
+        else '<section id="summary"><h2>Summary metrics</h2><p>This study has no model results yet: '
+        "no dataset has a model enabled in the config.</p></section>",
         *(_dataset_section(slugs[n], n, g, reader) for n, g in groups.items()),
-        _provenance_section(entries, reader, benchmarks_dir, config),
+        _provenance_section(ordered, reader, benchmarks_dir, config),
     ]
     return (
         "<!DOCTYPE html>\n"
@@ -525,13 +958,25 @@ def write_report(
     title: str = DEFAULT_TITLE,
     benchmarks_dir: PathLike | None = None,
     config: Mapping[str, Any] | None = None,
+    switching_metrics: Iterable[PathLike] = (),
+    switching_fits: Iterable[PathLike] = (),
 ) -> Path:
     """Build the report (:func:`build_report`) and write it atomically to ``path``; returns the path.
 
     The page is built in memory first and written to a temporary file in the same folder, then renamed over
     ``path``: a failure never leaves a partial or half-updated page.
     """
-    text = build_report(metrics_paths, fit_paths, count_paths, truth_paths, title, benchmarks_dir, config)
+    text = build_report(
+        metrics_paths,
+        fit_paths,
+        count_paths,
+        truth_paths,
+        title,
+        benchmarks_dir,
+        config,
+        switching_metrics=switching_metrics,
+        switching_fits=switching_fits,
+    )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)

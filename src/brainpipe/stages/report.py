@@ -1,10 +1,13 @@
 """Build the study report: one self-contained HTML page from the metrics, fits, truths and counts of a study.
 
-Metrics, fits and counts are parallel lists (one entry per dataset and model); truths exist for simulated
-datasets only and are matched by dataset folder (``results/spikes/{dataset}/truth.nc``).
+Metrics and fits are parallel lists (one entry per dataset and model); counts are matched by dataset folder
+(or parallel to the metrics); truths exist for simulated datasets only and are matched by dataset folder
+(``results/spikes/{dataset}/truth.nc``). Switching GLMs come as two more parallel lists, ``switching_metrics``
+and ``switching_fits`` (one entry per dataset and variant, ``results/spikes/{dataset}/switching_glm/{variant}/``);
+the counts must include their datasets'.
 
 params: ``title`` (page title), ``benchmarks_dir`` (folder of Snakemake benchmark TSVs, default ``benchmarks``;
-``<rule>/<dataset>.tsv``), ``config`` (optional study config, shown as YAML).
+``<rule>/<dataset>.tsv`` or ``<rule>/<dataset>/<variant>.tsv``), ``config`` (optional study config, shown as YAML).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ INPUTS = {
     "metrics": "optional: metrics .nc files, one per dataset and model (none: a page saying so)",
     "fits": "optional: model_fit .nc files (role fit), parallel to metrics",
     "truths": "optional: planted truth model_fit .nc files (simulated datasets only), matched by dataset folder",
-    "counts": "optional: spike_counts .nc files, parallel to metrics",
+    "counts": "optional: spike_counts .nc files of every dataset reported (matched by folder), or parallel to metrics",
+    "switching_metrics": "optional: switching-GLM metrics .nc files, one per dataset and variant",
+    "switching_fits": "optional: switching-GLM model_fit .nc files, parallel to switching_metrics",
 }
 OUTPUTS = {"html": "self-contained HTML report (e.g. results/report/index.html)"}
 log_ = logging.getLogger("brainpipe.stages.report")
@@ -33,18 +38,27 @@ def _as_list(value) -> list[Path]:
 
 @stage
 def run(inputs, outputs, params, log):
-    metrics = _as_list(inputs["metrics"])
+    metrics = _as_list(inputs.get("metrics"))
+    switching = _as_list(inputs.get("switching_metrics"))
     path = write_report(
         outputs["html"],
         metrics,
-        _as_list(inputs["fits"]),
-        _as_list(inputs["counts"]),
+        _as_list(inputs.get("fits")),
+        _as_list(inputs.get("counts")),
         _as_list(inputs.get("truths")),
         title=str(params.get("title") or DEFAULT_TITLE),
         benchmarks_dir=params.get("benchmarks_dir", "benchmarks"),
         config=params.get("config"),
+        switching_metrics=switching,
+        switching_fits=_as_list(inputs.get("switching_fits")),
     )
-    log_.info("wrote %s (%d metrics file(s), %.0f kB)", path, len(metrics), path.stat().st_size / 1024)
+    log_.info(
+        "wrote %s (%d metrics file(s), %d switching metrics file(s), %.0f kB)",
+        path,
+        len(metrics),
+        len(switching),
+        path.stat().st_size / 1024,
+    )
 
 
 if __name__ == "__main__":
