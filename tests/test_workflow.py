@@ -71,8 +71,8 @@ def job_counts(text: str) -> dict[str, int]:
 MATRIX = {
     "default": (
         None,
-        {"simulate_spikes": 3, "ingest_spikes": 2, "bin_spikes": 5, "fit_poisson_glm": 5, "fit_switching_glm": 12,
-         "evaluate_switching_glm": 12, "report": 1},
+        {"simulate_spikes": 3, "ingest_spikes": 2, "bin_spikes": 5, "fit_poisson_glm": 5, "fit_switching_glm": 14,
+         "evaluate_switching_glm": 14, "report": 1},
     ),
     "tiny": (
         "tiny",

@@ -108,6 +108,7 @@ class SwitchingGLM:
         onehot_prior_mean: tuple[float, float, float] = (0.1, 0.8, 0.1),
         onehot_prior_concentration: float = 1.0,
         polish_iter: int = 30,
+        m_step_min_weight: float = 1e-6,
         adjacency_threshold: float = 0.5,
         transition_pseudocount: float = 1.0,
         init_noise: float = 0.5,
@@ -141,6 +142,7 @@ class SwitchingGLM:
         self.onehot_prior_mean = tuple(float(x) for x in onehot_prior_mean)
         self.onehot_prior_concentration = onehot_prior_concentration
         self.polish_iter = polish_iter
+        self.m_step_min_weight = m_step_min_weight
         self.adjacency_threshold = adjacency_threshold
         self.transition_pseudocount = transition_pseudocount
         self.init_noise = init_noise
@@ -300,9 +302,63 @@ class SwitchingGLM:
             return names + ["W"]
         return names + (["logits", "strength", "self"] if onehot_phase else ["strength", "self"])
 
+    def _state_rows(self, data: Batch, gamma: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """Per state, the bins that carry posterior weight: (weights, counts, history, covariates).
+
+        Bins whose posterior weight for a state is below ``m_step_min_weight`` are left out of that state's
+        M-step (their share of Q is below that weight times the bin's log-likelihood). With sticky states the
+        posterior is nearly one-hot, so this cuts the M-step's work by about the number of states.
+        """
+        valid = data.mask.reshape(-1)
+        n = valid.shape[0]
+        g = gamma.reshape(n, -1)[valid]
+        Y = data.counts.reshape(n, -1)[valid]
+        H = data.history.reshape(n, -1)[valid]
+        X = data.covariates.reshape(n, data.covariates.shape[-1])[valid]
+        rows = []
+        for s in range(g.shape[1]):
+            keep = g[:, s] > self.m_step_min_weight
+            idx = torch.nonzero(keep).squeeze(1)
+            rows.append((g[idx, s], Y[idx], H[idx], X[idx]))
+        return rows
+
+    def _q_and_grads(self, W, b, U, rows, chunk: int = 16384):
+        """Expected complete-data log-likelihood (without the constant log y!) and its gradients w.r.t. the
+        per-state weights, biases and covariate weights, computed in closed form in cache-sized chunks."""
+        dW, db, dU = torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(U)
+        value = W.new_zeros(())
+        for s, (g, Y, H, X) in enumerate(rows):
+            for lo in range(0, g.shape[0], chunk):
+                gs, ys, hs, xs = g[lo : lo + chunk], Y[lo : lo + chunk], H[lo : lo + chunk], X[lo : lo + chunk]
+                eta = torch.addmm(b[s], hs, W[s].T)
+                if xs.shape[1]:
+                    eta = eta.addmm_(xs, U[s].T)
+                if self.link == "exp":
+                    f = eta.exp()
+                    term = ys * eta - f
+                    d = ys - f
+                elif self.link == "sigmoid":
+                    f = torch.sigmoid(eta)
+                    term = -ys * F.softplus(-eta) - f
+                    d = ys * (1 - f) - f * (1 - f)
+                else:  # softplus
+                    f = F.softplus(eta).clamp_min(1e-10)
+                    term = ys * f.log() - f
+                    d = (ys / f - 1) * torch.sigmoid(eta)
+                value = value + (gs[:, None] * term).sum()
+                d = d * gs[:, None]
+                dW[s].addmm_(d.T, hs)
+                db[s] += d.sum(0)
+                if xs.shape[1]:
+                    dU[s].addmm_(d.T, xs)
+        return value, dW, db, dU
+
     def _m_step_lbfgs(self, p, names, data: Batch, gamma: torch.Tensor, hard: bool) -> None:
+        """L-BFGS on -(Q + log prior) / n_bins. The data term and its gradient are closed-form (no autograd over
+        the bins); autograd only carries them through the (small) parametrisation and the prior."""
         params = [p[k].detach().clone().requires_grad_(True) for k in names]
         scale = 1.0 / max(data.n_bins, 1)
+        rows = self._state_rows(data, gamma)
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=self.m_step_iter, line_search_fn="strong_wolfe",
                                 tolerance_grad=1e-9, tolerance_change=1e-12)
 
@@ -311,9 +367,12 @@ class SwitchingGLM:
             q = dict(p)
             q.update(zip(names, params, strict=True))
             W = self._weights(q, hard=hard, tau=None, gen=None)
-            loss = -((gamma * self._log_lik(q, W, data)).sum() + self._log_prior(q, W)) * scale
-            loss.backward()
-            return loss
+            value, dW, db, dU = self._q_and_grads(W.detach(), q["b"].detach(), q["U"].detach(), rows)
+            prior = self._log_prior(q, W)
+            loss = -(value + prior) * scale
+            # d loss / d(W, b, U) from the data term, then through the parametrisation and the prior by autograd
+            torch.autograd.backward([W, q["b"], q["U"], -prior * scale], [-dW * scale, -db * scale, -dU * scale, None])
+            return loss.detach()
 
         opt.step(closure)
         for k, v in zip(names, params, strict=True):
