@@ -72,7 +72,7 @@ MATRIX = {
     "default": (
         None,
         {"simulate_spikes": 3, "ingest_spikes": 2, "bin_spikes": 5, "fit_poisson_glm": 5, "fit_switching_glm": 14,
-         "evaluate_switching_glm": 14, "report": 1},
+         "evaluate_switching_glm": 14, "report": 1, "metrics_table": 1},
     ),
     "tiny": (
         "tiny",
@@ -382,3 +382,20 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     keep = Path(os.environ.get("BRAINPIPE_SCREENSHOT_DIR", tmp_path))
     keep.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, keep / "tiny-study-report.png")
+
+
+def test_metrics_table_and_snakemake_report(tiny_run):
+    import pandas as pd
+
+    table = pd.read_csv(tiny_run / "results" / "report" / "metrics.tsv", sep="\t")
+    files = sorted((tiny_run / "results").rglob("metrics.nc"))
+    assert sorted(set(table["file"])) == sorted(str(f.relative_to(tiny_run)) for f in files)
+    for f in files:
+        m = read(f, "metrics")
+        rows = table[table["file"] == str(f.relative_to(tiny_run))].set_index("metric")
+        for name, value in zip(m["metric"].values, m["value"].values, strict=True):
+            assert rows.loc[name, "value"] == pytest.approx(float(value), rel=1e-9, nan_ok=True)
+    assert set(table["status"]) <= {"pass", "miss", "no bar"}
+    proc = snakemake(tiny_run, tiny_config(), "--report", "report.zip")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tiny_run / "report.zip").stat().st_size > 10_000

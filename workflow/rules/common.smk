@@ -156,9 +156,14 @@ def report_inputs(wildcards):
     }
 
 
+def all_metrics(wildcards):
+    ins = report_inputs(wildcards)
+    return ins["metrics"] + ins["switching_metrics"]
+
+
 def final_outputs():
     out = expand("results/spikes/{d}/counts.nc", d=sorted(SPIKE_DATASETS))
     ins = report_inputs(None)
     out += ins["metrics"] + ins["switching_metrics"]
-    out.append("results/report/index.html")
+    out += ["results/report/index.html", "results/report/metrics.tsv"]
     return out

@@ -22,3 +22,26 @@ rule report:
         version=VERSION,
     script:
         "../scripts/report.py"
+
+
+rule metrics_table:
+    input:
+        metrics=all_metrics,
+    output:
+        table=report(
+            "results/report/metrics.tsv",
+            caption="../report/metrics.rst",
+            category="Metrics",
+            labels={"table": "all metrics"},
+        ),
+    log:
+        "logs/metrics_table/metrics_table.log",
+    benchmark:
+        "benchmarks/metrics_table/metrics_table.tsv"
+    conda:
+        "../envs/brainpipe.yaml"
+    params:
+        config=config["report"],
+        version=VERSION,
+    script:
+        "../scripts/metrics_table.py"

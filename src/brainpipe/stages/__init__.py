@@ -12,4 +12,5 @@ STAGES = (
     "fit_switching_glm",
     "evaluate_switching_glm",
     "report",
+    "metrics_table",
 )
