@@ -218,6 +218,10 @@ def test_page_is_written_with_every_section(page):
     assert "<td>fit_poisson_glm</td><td>sim</td>" in text and "321.5" in text
     assert "rec.tsv" in text  # named as skipped
     assert "<pre>datasets:\n  sim:\n    generator: poisson_glm_network" in text
+    # software versions from the files' provenance
+    import numpy
+
+    assert "<h3>Software</h3>" in text and f"<td>numpy</td><td><code>{numpy.__version__}</code></td>" in text
 
 
 def test_page_is_self_contained(page):

@@ -828,11 +828,16 @@ def _provenance_section(entries: Sequence[Entry], reader: _Reader, benchmarks_di
             seen.add(os.fspath(p))
             files.append((e.dataset, role, p, kind))
     rows = []
+    software: dict[tuple[str, str], set[str]] = {}  # (package, version) -> stages that ran with it
     for dataset, role, p, kind in files:
         try:
             rec = provenance_of(reader(p, kind))
         except (KeyError, ValueError) as err:
             rec = {"stage": f"(unreadable provenance: {err})"}
+        stage_name = str(rec.get("stage", "?"))
+        for pkg, ver in {"python": rec.get("python"), "brainpipe": rec.get("version"), **rec.get("packages", {})}.items():
+            if ver:
+                software.setdefault((pkg, str(ver)), set()).add(stage_name)
         params = json.dumps(rec.get("params", {}), sort_keys=True, default=str)
         sha = rec.get("git_sha")
         seed = rec.get("seed")
@@ -856,6 +861,15 @@ def _provenance_section(entries: Sequence[Entry], reader: _Reader, benchmarks_di
         *rows,
         "</table>",
     ]
+    if software:
+        parts.append("<h3>Software</h3>")
+        parts.append('<p class="note">Versions recorded in the files\' provenance (a package listed twice was not the '
+                     "same version for every stage).</p>")
+        parts.append('<table class="software"><thead><tr><th>package</th><th>version</th><th>stages</th></tr></thead><tbody>')
+        for (pkg, ver), stages in sorted(software.items()):
+            parts.append(f"<tr><td>{escape(pkg)}</td><td><code>{escape(ver)}</code></td>"
+                         f"<td>{escape(', '.join(sorted(stages)))}</td></tr>")
+        parts.append("</tbody></table>")
     bench, skipped = read_benchmarks(benchmarks_dir)
     parts.append("<h3>Run times</h3>")
     if bench:
