@@ -263,10 +263,9 @@ def data_qc_figure(counts: xr.Dataset, window_s: float = 10.0, max_units: int = 
         return to_png(fig)
 
 
-def unit_qc_figure(counts: xr.Dataset, min_rate_hz: float | None = None) -> bytes | None:
-    """Unit QC of a counts file that carries ``qc_*`` variables: every input unit's rate (sorted, kept vs
-    dropped; log scale) and, where assessable, its refractory-violation fraction. None without QC variables.
-    """
+def unit_qc_arrays(counts: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None:
+    """Per-unit QC of a counts file (every input unit): rate (Hz), kept (bool), refractory-violation fraction
+    (NaN where not assessable) and unit names; None when the file carries no QC variables."""
     if "qc_rate_hz" not in counts:
         return None
     rate = np.asarray(counts["qc_rate_hz"].values, dtype=np.float64)
@@ -277,6 +276,17 @@ def unit_qc_figure(counts: xr.Dataset, min_rate_hz: float | None = None) -> byte
         else np.full(rate.size, np.nan)
     )
     names = [str(u) for u in counts["qc_unit"].values] if "qc_unit" in counts.coords else [str(i) for i in range(rate.size)]
+    return rate, kept, viol, names
+
+
+def unit_qc_figure(counts: xr.Dataset, min_rate_hz: float | None = None) -> bytes | None:
+    """Unit QC of a counts file that carries ``qc_*`` variables: every input unit's rate (sorted, kept vs
+    dropped; log scale) and, where assessable, its refractory-violation fraction. None without QC variables.
+    """
+    arrays = unit_qc_arrays(counts)
+    if arrays is None:
+        return None
+    rate, kept, viol, names = arrays
     order = np.argsort(-rate, kind="stable")
     has_viol = bool(np.isfinite(viol).any())
     colors = np.where(kept[order], "#4c72b0", "#b8c0c8")

@@ -472,17 +472,11 @@ def _unit_qc_part(counts: xr.Dataset, name: str) -> str:
     """Unit QC of a counts file with ``qc_*`` variables: facts, a rate/violation figure, the dropped units."""
     from brainpipe.report import figures
 
-    if "qc_rate_hz" not in counts:
+    arrays = figures.unit_qc_arrays(counts)
+    if arrays is None:
         return ""
     qc = _qc_params(counts)
-    rate = np.asarray(counts["qc_rate_hz"].values, dtype=np.float64)
-    kept = np.asarray(counts["qc_kept"].values).astype(bool) if "qc_kept" in counts else np.ones(rate.size, bool)
-    viol = (
-        np.asarray(counts["qc_refractory_violation_fraction"].values, dtype=np.float64)
-        if "qc_refractory_violation_fraction" in counts
-        else np.full(rate.size, np.nan)
-    )
-    units = [str(u) for u in counts["qc_unit"].values] if "qc_unit" in counts.coords else [str(i) for i in range(rate.size)]
+    rate, kept, viol, units = arrays
     min_rate = qc.get("min_rate_hz")
     rules = []
     if min_rate:
