@@ -71,6 +71,7 @@ class Batch:
     covariates: torch.Tensor
     mask: torch.Tensor
     index: np.ndarray
+    log_factorial: torch.Tensor | None = None  # sum_n log(y!) per bin, (B, T): constant, computed once
 
     @property
     def n_bins(self) -> int:
@@ -199,7 +200,8 @@ class SwitchingGLM:
             mask[b, :n] = True
             index[b, :n] = rows
         as_t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
-        return Batch(as_t(counts), as_t(hist), as_t(cov), torch.as_tensor(mask, device=device), index)
+        y = as_t(counts)
+        return Batch(y, as_t(hist), as_t(cov), torch.as_tensor(mask, device=device), index, torch.lgamma(y + 1).sum(-1))
 
     # ------------------------------------------------------------------ model pieces
     def _weights(self, p: dict[str, torch.Tensor], hard: bool, tau: float | None, gen: torch.Generator | None):
@@ -223,8 +225,9 @@ class SwitchingGLM:
             eta = eta + torch.einsum("btc,snc->btsn", data.covariates, p["U"])
         rate = LINKS[self.link](eta).clamp_min(1e-10)
         y = data.counts[:, :, None, :]
-        ll = (y * torch.log(rate) - rate - torch.lgamma(y + 1)).sum(-1)
-        return ll * data.mask[:, :, None]
+        ll = (y * torch.log(rate) - rate).sum(-1)
+        log_factorial = data.log_factorial if data.log_factorial is not None else torch.lgamma(data.counts + 1).sum(-1)
+        return (ll - log_factorial[:, :, None]) * data.mask[:, :, None]
 
     def _log_prior(self, p, W) -> torch.Tensor:
         """Log prior of the emission parameters (up to constants), the term added to Q in the M-step."""
