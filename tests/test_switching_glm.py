@@ -270,3 +270,21 @@ def test_gpu_inference_and_fit(tiny_switch, rng):
     assert m_gpu.params_["W"].device.type == "cuda"
     assert isinstance(m_gpu.weights_, np.ndarray)
     assert np.isclose(m_gpu.log_likelihood(counts), m_cpu.log_likelihood(counts), rtol=1e-3)
+
+
+def test_config_schema_lists_every_hyperparameter():
+    """The study config can set exactly the model's hyperparameters (no drift between schema and class)."""
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    params = set(inspect.signature(SwitchingGLM.__init__).parameters) - {"self"}
+    assert set(schema["$defs"]["switching_model"]["properties"]) == params
+    assert set(schema["$defs"]["switching_override"]["properties"]) == params
+    defaults = {k: v["default"] for k, v in schema["$defs"]["switching_model"]["properties"].items()}
+    sig = inspect.signature(SwitchingGLM.__init__).parameters
+    for k, v in defaults.items():
+        d = sig[k].default
+        assert (list(d) if isinstance(d, tuple) else d) == v, k
