@@ -251,12 +251,12 @@ class SwitchingGLM:
         entropy = -(q * torch.log(q.clamp_min(1e-12)) * off).sum()
         return cross, entropy
 
-    def _transitions_map(self, log_norm, gamma, xi_sum, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    def _transitions_map(self, gamma, xi_sum) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed-form MAP of the transitions (Dirichlet pseudo-count) and of the initial distribution."""
         c = self.transition_pseudocount
-        S = self.n_states
         A = xi_sum + (c - 1.0 if c > 1 else 0.0) + 1e-8
         pi = gamma[:, 0].sum(0) + 1e-8
-        return torch.log(A / A.sum(1, keepdim=True)), torch.log(pi / pi.sum()) if S > 1 else torch.zeros(1, dtype=A.dtype, device=A.device)
+        return torch.log(A / A.sum(1, keepdim=True)), torch.log(pi / pi.sum())
 
     def _transition_log_prior(self, log_A) -> torch.Tensor:
         c = self.transition_pseudocount
@@ -413,7 +413,7 @@ class SwitchingGLM:
         for _ in range(n_iter):
             log_norm, gamma, xi = post
             if self.n_states > 1:
-                p["log_A"], p["log_pi"] = self._transitions_map(log_norm, gamma, xi, data.mask)
+                p["log_A"], p["log_pi"] = self._transitions_map(gamma, xi)
             self._m_step_lbfgs(p, names, data, gamma, hard)
             self._update_shared_prior(p)
             obj, total, post = self._objective(p, data, hard)
@@ -437,7 +437,7 @@ class SwitchingGLM:
                 W = self._weights(q, hard=True, tau=None, gen=None)
                 log_norm, gamma, xi = hmm.forward_backward(self._log_lik(q, W, data), p["log_pi"], p["log_A"], data.mask)
             if self.n_states > 1:
-                p["log_A"], p["log_pi"] = self._transitions_map(log_norm, gamma, xi, data.mask)
+                p["log_A"], p["log_pi"] = self._transitions_map(gamma, xi)
             for _ in range(self.onehot_steps):
                 opt.zero_grad()
                 q = dict(p)

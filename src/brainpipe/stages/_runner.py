@@ -166,7 +166,6 @@ def from_snakemake(smk: Any, module_name: str) -> None:
 def _set_threads(n: int) -> None:
     """Hold numerical libraries to the rule's ``threads`` (BLAS/OpenMP pools; torch when a stage uses it)."""
     n = max(1, n)
-    os.environ["BRAINPIPE_THREADS"] = str(n)
     try:
         from threadpoolctl import threadpool_limits
 
