@@ -71,10 +71,14 @@ def test_batched_padded_matches_reference(rng, T):
         np.testing.assert_allclose(log_norm[b].item(), z, rtol=1e-10)
         np.testing.assert_allclose(gamma[b, :n].numpy(), g, atol=1e-10)
         assert np.all(gamma[b, n:].numpy() == 0)
-        np.testing.assert_array_equal(paths[b, :n], hmm.viterbi_reference(ll[b, :n].numpy(), log_pi.numpy(), log_A.numpy()))
+        np.testing.assert_array_equal(
+            paths[b, :n], hmm.viterbi_reference(ll[b, :n].numpy(), log_pi.numpy(), log_A.numpy())
+        )
         assert np.all(paths[b, n:] == -1)
     np.testing.assert_allclose(xi.numpy(), xi_ref, atol=1e-9)
-    np.testing.assert_allclose(hmm.log_marginal(ll, log_pi, log_A, mask).numpy(), log_norm.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        hmm.log_marginal(ll, log_pi, log_A, mask).numpy(), log_norm.numpy(), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 5, 1000])
@@ -83,7 +87,9 @@ def test_chunk_size_does_not_change_messages(rng, chunk):
     mats = hmm._transition_mats(ll, log_A, torch.ones(2, 37, dtype=torch.bool))[:, 1:]
     v0 = log_pi[None] + ll[:, 0]
     ref = hmm._prefix_messages(v0, mats, hmm._log_matmul, chunk=None)
-    np.testing.assert_allclose(hmm._prefix_messages(v0, mats, hmm._log_matmul, chunk=chunk).numpy(), ref.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        hmm._prefix_messages(v0, mats, hmm._log_matmul, chunk=chunk).numpy(), ref.numpy(), rtol=1e-12
+    )
 
 
 def test_viterbi_known_answer():
@@ -96,8 +102,12 @@ def test_viterbi_known_answer():
     path = hmm.viterbi(ll, torch.tensor(start), torch.tensor(trans))[0]
     assert path.tolist() == [0, 0, 1]  # Healthy, Healthy, Fever (probability 0.01512)
     delta_last = np.log(0.01512)
-    scores = [start[p[0]] + np.log(emit[p[0], 0]) + sum(trans[p[t - 1], p[t]] + np.log(emit[p[t], obs[t]]) for t in (1, 2))
-              for p in itertools.product(range(2), repeat=3)]
+    scores = [
+        start[p[0]]
+        + np.log(emit[p[0], 0])
+        + sum(trans[p[t - 1], p[t]] + np.log(emit[p[t], obs[t]]) for t in (1, 2))
+        for p in itertools.product(range(2), repeat=3)
+    ]
     assert np.isclose(max(scores), delta_last)
 
 
@@ -116,7 +126,9 @@ def tiny_switch():
     return sim, bin_spikes(sim.data, 0.02)
 
 
-@pytest.mark.parametrize(("prior", "link"), [("none", "sigmoid"), ("gaussian", "sigmoid"), ("none", "softplus")])
+@pytest.mark.parametrize(
+    ("prior", "link"), [("none", "sigmoid"), ("gaussian", "sigmoid"), ("none", "softplus")]
+)
 def test_em_objective_rises_monotonically(tiny_switch, prior, link):
     _, counts = tiny_switch
     m = SwitchingGLM(n_states=2, prior=prior, link=link, n_iter=15, tol=0.0, device="cpu").fit(counts)
@@ -140,7 +152,9 @@ def test_recovers_planted_truth(tiny_switch, tiny_fits):
     sim, counts = tiny_switch
     truth = sim.truth
     m = tiny_fits["none"]
-    values = switching_metrics(m.to_dataset(counts), counts, truth, {"single": tiny_fits["single"].to_dataset(counts)})
+    values = switching_metrics(
+        m.to_dataset(counts), counts, truth, {"single": tiny_fits["single"].to_dataset(counts)}
+    )
     assert values["state_accuracy"] >= 0.85
     assert values["state_accuracy"] >= values["oracle_state_accuracy"] - 0.05
     assert values["weight_corr"] >= 0.9
@@ -220,23 +234,44 @@ def test_fit_and_evaluate_stages(tmp_path):
     from brainpipe.stages import simulate as sim_stage
 
     d = tmp_path / "results" / "spikes" / "sw"
-    sim_stage.run({}, {"data": d / "spikes.nc", "truth": d / "truth.nc"},
-                  {"generator": "switching_glm_network", "seed": 1, "params": {**TINY, "n_sequences": 4}}, None)
+    sim_stage.run(
+        {},
+        {"data": d / "spikes.nc", "truth": d / "truth.nc"},
+        {"generator": "switching_glm_network", "seed": 1, "params": {**TINY, "n_sequences": 4}},
+        None,
+    )
     bin_stage.run({"spikes": d / "spikes.nc"}, {"counts": d / "counts.nc"}, {"bin_width_s": 0.02}, None)
     fits = {}
     for v, kw in {"single": {"n_states": 1}, "none": {}}.items():
         fits[v] = d / "switching_glm" / v / "fit.nc"
-        fit_switching_glm.run({"counts": d / "counts.nc"}, {"fit": fits[v]},
-                              {"n_states": 2, "link": "sigmoid", "n_iter": 20, "device": "cpu", **kw}, tmp_path / f"{v}.log")
+        fit_switching_glm.run(
+            {"counts": d / "counts.nc"},
+            {"fit": fits[v]},
+            {"n_states": 2, "link": "sigmoid", "n_iter": 20, "device": "cpu", **kw},
+            tmp_path / f"{v}.log",
+        )
     out = d / "switching_glm" / "none" / "metrics.nc"
     evaluate_switching_glm.run(
-        {"fit": fits["none"], "counts": d / "counts.nc", "truth": d / "truth.nc", "references": [fits["single"]]},
-        {"metrics": out}, {"bars": {"state_accuracy": 0.8, "bits_vs_single": 0.0}, "dataset": "sw", "variant": "none"}, None,
+        {
+            "fit": fits["none"],
+            "counts": d / "counts.nc",
+            "truth": d / "truth.nc",
+            "references": [fits["single"]],
+        },
+        {"metrics": out},
+        {"bars": {"state_accuracy": 0.8, "bits_vs_single": 0.0}, "dataset": "sw", "variant": "none"},
+        None,
     )
     m = read(out, "metrics")
     assert m.attrs["model"] == "switching_glm/none" and m.attrs["dataset"] == "sw"
     names = set(m["metric"].values.tolist())
-    assert {"test_bits_per_spike", "state_accuracy", "weight_corr", "adjacency_balanced_accuracy", "bits_vs_single"} <= names
+    assert {
+        "test_bits_per_spike",
+        "state_accuracy",
+        "weight_corr",
+        "adjacency_balanced_accuracy",
+        "bits_vs_single",
+    } <= names
     fit = read(fits["none"], "model_fit")
     assert fit.attrs["model"] == "switching_glm" and fit.sizes["state"] == 2
     assert fit["posterior"].shape == (read(d / "counts.nc").sizes["time"], 2)
@@ -288,3 +323,73 @@ def test_config_schema_lists_every_hyperparameter():
     for k, v in defaults.items():
         d = sig[k].default
         assert (list(d) if isinstance(d, tuple) else d) == v, k
+
+
+# -- bad input of the spike branch's newer paths: one line each, nothing written ---------------------------
+def test_unit_qc_rejects_a_threshold_no_unit_reaches(tiny_switch, tmp_path):
+    from brainpipe.data import make_provenance, write
+    from brainpipe.preprocess import unit_qc
+    from brainpipe.stages import bin_spikes as bin_stage
+
+    sim, _ = tiny_switch
+    with pytest.raises(ConfigError, match=r"unit QC: no unit reaches min_rate_hz=1000.0 \(highest rate"):
+        unit_qc(sim.data, min_rate_hz=1000.0)
+    write(sim.data, tmp_path / "s.nc", "spike_times", make_provenance("test"))
+    out = tmp_path / "c.nc"
+    with pytest.raises(ConfigError, match="no unit reaches") as err:
+        bin_stage.run({"spikes": tmp_path / "s.nc"}, {"counts": out}, {"qc": {"min_rate_hz": 1000.0}}, None)
+    assert "\n" not in str(err.value) and not out.exists()
+
+
+def test_overlapping_trials_cannot_be_binned(tiny_switch):
+    sim, _ = tiny_switch
+    bad = sim.data.copy()
+    bad["trial_stop"] = bad["trial_stop"] + 1.0  # each trial now runs into the next
+    with pytest.raises(ConfigError, match="trials overlap or are not sorted"):
+        bin_spikes(bad, 0.02)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"references": ["nope"]}, "key 'spikes.switching_glm.references': 'nope' is not a variant"),
+        (
+            {"datasets": {"ghost": {}}},
+            "key 'spikes.switching_glm.datasets.ghost': no spike dataset named 'ghost'",
+        ),
+        (
+            {"datasets": {"sim": {"variants": ["nope"]}}},
+            "key 'spikes.switching_glm.datasets.sim.variants': 'nope' is not a variant",
+        ),
+    ],
+)
+def test_switching_config_cross_checks(change, message):
+    from pathlib import Path
+
+    from brainpipe.config import validate_config
+
+    cfg = {
+        "spikes": {
+            "datasets": {"sim": {"simulate": {"generator": "switching_glm_network"}}},
+            "switching_glm": change,
+        }
+    }
+    schema = Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml"
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, schema, source="study.yaml")
+    assert (
+        str(err.value).startswith("study.yaml: ") and message in str(err.value) and "\n" not in str(err.value)
+    )
+
+
+def test_reader_keys_do_not_go_with_a_simulator():
+    from pathlib import Path
+
+    from brainpipe.config import validate_config
+
+    cfg = {
+        "spikes": {"datasets": {"sim": {"simulate": {"generator": "switching_glm_network"}, "format": "nwb"}}}
+    }
+    schema = Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml"
+    with pytest.raises(ConfigError, match="'format' and 'options' go with 'path', not 'simulate'"):
+        validate_config(cfg, schema, source="study.yaml")
