@@ -40,9 +40,30 @@ _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
 def load_schema(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    p = Path(path) if path else DEFAULT_SCHEMA
+    """Load the study schema and merge in the branch schemas beside it.
+
+    Each ``<branch>.schema.yaml`` next to ``config.schema.yaml`` describes the top-level key ``<branch>`` (e.g.
+    ``calcium.schema.yaml`` -> ``calcium:``); its ``$defs`` join the root's (so ``#/$defs/...`` references work).
+    """
+    p = Path(str(path)) if path else DEFAULT_SCHEMA
     with open(p) as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    if p.name != "config.schema.yaml":
+        return schema
+    for part in sorted(p.parent.glob("*.schema.yaml")):
+        if part.name == p.name:
+            continue
+        branch = part.name[: -len(".schema.yaml")]
+        with open(part) as fh:
+            sub = yaml.safe_load(fh) or {}
+        defs = sub.pop("$defs", {})
+        clash = (set(defs) & set(schema.setdefault("$defs", {}))) | ({branch} & set(schema["properties"]))
+        if clash:
+            raise ConfigError(f"{part}: defines {', '.join(sorted(clash))} again; rename it in one of the schemas")
+        schema["$defs"].update(defs)
+        sub.pop("$schema", None)
+        schema["properties"][branch] = sub
+    return schema
 
 
 def _key(path) -> str:
