@@ -475,3 +475,36 @@ def test_cli_help():
     )
     assert res.returncode == 0, res.stderr
     assert "--metrics" in res.stdout and "--html-out" in res.stdout
+
+
+def test_branch_sections_are_added_with_their_metrics(study, tmp_path, monkeypatch):
+    """A branch module ``brainpipe.report.<branch>`` adds its own section; its metrics join the summary table."""
+    import types
+
+    from brainpipe.data import make_provenance, write
+    from brainpipe.evaluate.metrics import metrics_dataset
+    from brainpipe.report.html import BranchSection, metrics_table
+
+    m = metrics_dataset({"test_bits_per_spike": 0.5}, {"test_bits_per_spike": 0.1}, model="thing", dataset="ext")
+    path = write(m, tmp_path / "ext" / "thing" / "metrics.nc", "metrics", make_provenance("test", {}))
+    seen = {}
+
+    def sections(files):
+        seen.update(files)
+        body = f'<section id="br-ext"><h2>Extra branch</h2>{metrics_table(files["metrics"])}</section>'
+        return [BranchSection("br-ext", "Extra", body, metrics=list(files["metrics"]))]
+
+    monkeypatch.setitem(sys.modules, "brainpipe.report.extbranch", types.SimpleNamespace(sections=sections))
+    out = tmp_path / "index.html"
+    ins = _inputs(study, switching=False) | {"extbranch__metrics": [path]}
+    report.run(ins, {"html": out}, {"title": TITLE}, None)
+    text = out.read_text(encoding="utf-8")
+    assert seen == {"metrics": [path]}
+    assert '<section id="br-ext"><h2>Extra branch</h2>' in text and 'href="#br-ext"' in text
+    summary = _section(text, "summary")
+    assert 'data-dataset="ext" data-model="thing"' in summary
+
+
+def test_unknown_branch_is_one_line(study, tmp_path):
+    with pytest.raises(InputError, match="no report module for branch 'nosuchbranch'"):
+        build_report([], [], [], branches={"nosuchbranch": {"metrics": [tmp_path / "x.nc"]}})

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -560,6 +561,65 @@ def _metric_cell(vals: Mapping[str, tuple[float, float, str, int]], metric: str)
     )
 
 
+# ---- branch sections ---------------------------------------------------------------------------------------
+# Branches other than the spike branch (fMRI, calcium, Neuroformer, ...) add their part of the page through a module
+# ``brainpipe.report.<branch>`` with a function ``sections(files: dict[str, list[Path]]) -> list[BranchSection]``.
+# The report stage passes it every input named ``<branch>__<key>`` (e.g. ``calcium__metrics``) as ``files[key]``.
+BRANCH_ORDER = ("fmri", "calcium", "neuroformer")
+
+
+@dataclass
+class BranchSection:
+    """One section of the page contributed by a branch: ``anchor`` (HTML id), ``title`` (navigation label), ``html``
+    (a complete ``<section id=anchor>...</section>``) and the metrics files it reports (they join the summary table)."""
+
+    anchor: str
+    title: str
+    html: str
+    metrics: list[Path] = field(default_factory=list)
+
+
+def metrics_table(paths: Sequence[PathLike], labels: Sequence[str] | None = None) -> str:
+    """An HTML table of every metric of the given metrics files (value, bar, status, description), one row group per
+    file labelled by ``labels`` (default: the file's ``dataset`` · ``model`` attrs). For branch sections."""
+    entries = []
+    for i, p in enumerate(paths):
+        m = read(p, "metrics")
+        label = labels[i] if labels else None
+        entries.append(_metrics_row_source(p, m, label))
+    rows, _ = _metric_rows(entries)
+    return (
+        '<table class="metrics"><thead><tr><th>dataset</th><th>model</th><th>metric</th><th>value</th>'
+        "<th>bar</th><th>status</th><th>description</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def _metrics_row_source(path: PathLike, m: xr.Dataset, label: str | None = None) -> SimpleNamespace:
+    return SimpleNamespace(
+        dataset=str(m.attrs.get("dataset", Path(path).parent.name)),
+        model=label or str(m.attrs.get("model", "model")),
+        metrics=m,
+    )
+
+
+def branch_sections(branches: Mapping[str, Mapping[str, Iterable[PathLike]]] | None) -> list[BranchSection]:
+    """Every branch's sections, in :data:`BRANCH_ORDER` (others after, by name)."""
+    import importlib
+
+    out: list[BranchSection] = []
+    names = sorted(branches or {}, key=lambda b: (BRANCH_ORDER.index(b) if b in BRANCH_ORDER else len(BRANCH_ORDER), b))
+    for name in names:
+        files = {k: _as_list(v) for k, v in branches[name].items()}
+        if not any(files.values()):
+            continue
+        try:
+            module = importlib.import_module(f"brainpipe.report.{name}")
+        except ModuleNotFoundError:
+            raise InputError(f"report: no report module for branch {name!r} (expected brainpipe.report.{name})") from None
+        out.extend(module.sections(files))
+    return out
+
+
 # (column header, metric) of the variant comparison table; the truth columns only where some file has them.
 _VARIANT_COLUMNS = (("test bits/spike", "test_bits_per_spike"), ("bits vs single", "bits_vs_single"))
 _TRUTH_COLUMNS = (
@@ -902,6 +962,7 @@ def build_report(
     config: Mapping[str, Any] | None = None,
     switching_metrics: Iterable[PathLike] = (),
     switching_fits: Iterable[PathLike] = (),
+    branches: Mapping[str, Mapping[str, Iterable[PathLike]]] | None = None,
 ) -> str:
     """The report page (HTML text) for existing results; models are not re-run.
 
@@ -909,7 +970,9 @@ def build_report(
     the counts of every dataset (matched by folder; or parallel to the metrics); ``truth_paths`` the planted
     truths there are, matched to datasets by folder name. ``switching_metrics`` and ``switching_fits`` list one
     switching-GLM file per dataset and variant (parallel lists, ``{dataset}/switching_glm/{variant}/``); their
-    datasets' counts must be among ``count_paths``. Either metrics list may be empty, not both. Raises
+    datasets' counts must be among ``count_paths``. ``branches`` maps a branch name to its named file lists
+    (``{"calcium": {"metrics": [...], ...}}``), rendered by ``brainpipe.report.<branch>.sections`` (see
+    :class:`BranchSection`); their metrics join the summary table. Raises
     :class:`~brainpipe.errors.InputError` for a missing or unmatched file and
     :class:`~brainpipe.errors.ContractError` for a file that breaks its contract.
     """
@@ -923,6 +986,8 @@ def build_report(
     for g in groups.values():  # within a dataset: the GLMs as given, then switching variants in VARIANT_ORDER
         g.sort(key=lambda e: (e.switching, _variant_rank(e.variant) if e.switching else (0, "")))
     ordered = [e for g in groups.values() for e in g]
+    extra = branch_sections(branches)
+    summary_rows = ordered + [_metrics_row_source(p, reader(Path(p), "metrics")) for b in extra for p in b.metrics]
     used: set[str] = set()
     slugs = {name: _slug(name, used) for name in groups}
     sha = git_sha()
@@ -930,6 +995,7 @@ def build_report(
     nav = " ".join(
         ['<a href="#summary">Summary</a>']
         + [f'<a href="#{escape(slugs[n])}">{escape(n)}</a>' for n in groups]
+        + [f'<a href="#{escape(b.anchor)}">{escape(b.title)}</a>' for b in extra]
         + ['<a href="#provenance">Provenance</a>']
     )
     body = [
@@ -939,11 +1005,12 @@ def build_report(
         f'<code title="{escape(sha or "")}">{escape(_short(sha))}</code> · created <code>{escape(created)}</code></p>',
         f"<nav>{nav}</nav>",
         "</header>",
-        _summary_section(ordered)
-        if ordered
+        _summary_section(summary_rows)
+        if summary_rows
         else '<section id="summary"><h2>Summary metrics</h2><p>This study has no model results yet: '
         "no dataset has a model enabled in the config.</p></section>",
         *(_dataset_section(slugs[n], n, g, reader) for n, g in groups.items()),
+        *(b.html for b in extra),
         _provenance_section(ordered, reader, benchmarks_dir, config),
     ]
     return (
@@ -968,6 +1035,7 @@ def write_report(
     config: Mapping[str, Any] | None = None,
     switching_metrics: Iterable[PathLike] = (),
     switching_fits: Iterable[PathLike] = (),
+    branches: Mapping[str, Mapping[str, Iterable[PathLike]]] | None = None,
 ) -> Path:
     """Build the report (:func:`build_report`) and write it atomically to ``path``; returns the path.
 
@@ -984,6 +1052,7 @@ def write_report(
         config,
         switching_metrics=switching_metrics,
         switching_fits=switching_fits,
+        branches=branches,
     )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ INPUTS = {
     "switching_metrics": "optional: switching-GLM metrics .nc files, one per dataset and variant",
     "switching_fits": "optional: switching-GLM model_fit .nc files, parallel to switching_metrics",
 }
+# Inputs named ``<branch>__<key>`` (e.g. ``calcium__metrics``) go to that branch's report module
+# (brainpipe.report.<branch>.sections) as files[key]; see brainpipe.report.html.BranchSection.
 OUTPUTS = {"html": "self-contained HTML report (e.g. results/report/index.html)"}
 log_ = logging.getLogger("brainpipe.stages.report")
 
@@ -34,6 +36,15 @@ def _as_list(value) -> list[Path]:
     if value is None:
         return []
     return [Path(v) for v in value] if isinstance(value, (list, tuple)) else [Path(value)]
+
+
+def _branches(inputs) -> dict[str, dict[str, list[Path]]]:
+    out: dict[str, dict[str, list[Path]]] = {}
+    for key in inputs.keys():
+        if "__" in key:
+            branch, name = key.split("__", 1)
+            out.setdefault(branch, {})[name] = _as_list(inputs.get(key))
+    return out
 
 
 @stage
@@ -51,6 +62,7 @@ def run(inputs, outputs, params, log):
         config=params.get("config"),
         switching_metrics=switching,
         switching_fits=_as_list(inputs.get("switching_fits")),
+        branches=_branches(inputs),
     )
     log_.info(
         "wrote %s (%d metrics file(s), %d switching metrics file(s), %.0f kB)",
