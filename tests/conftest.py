@@ -116,7 +116,31 @@ def metrics() -> xr.Dataset:
     )
 
 
+def roi_segments() -> xr.Dataset:
+    n_seg, n_lag, tr = 4, 5, 2.0
+    rng = np.random.default_rng(3)
+    return xr.Dataset(
+        {
+            "signal": (("segment", "lag", "roi"), rng.standard_normal((n_seg, n_lag, 3))),
+            "segment_subject": ("segment", np.array([0, 0, 1, 1])),
+            "segment_start": ("segment", np.array([0.0, 10.0, 0.0, 10.0]), {"units": "s"}),
+            "segment_run": ("segment", np.array(["sub-a", "sub-a", "sub-b", "sub-b"])),
+            "fold": ("subject", np.array([0, 1])),
+            "segment_fold": ("segment", np.array([0, 0, 1, 1])),
+            "label": ("subject", np.array([0, 1])),
+            "target": ("subject", np.array([0.5, np.nan])),
+        },
+        coords={
+            "lag": ("lag", np.arange(n_lag) * tr, {"units": "s"}),
+            "roi": ("roi", np.array(["V1", "M1", "PFC"])),
+            "subject": ("subject", np.array(["a", "b"])),
+        },
+        attrs={"repetition_time_s": tr, "segment_length_s": n_lag * tr, "classes": "control,patient"},
+    )
+
+
 BUILDERS: dict[str, Callable[[], xr.Dataset]] = {
+    "roi_segments": roi_segments,
     "roi_timeseries": roi_timeseries,
     "calcium_traces": calcium_traces,
     "spike_times": spike_times,

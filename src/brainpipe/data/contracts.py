@@ -31,6 +31,13 @@ Kinds
                     ``trial(time)`` (trial index, -1 between trials).
 ``model_fit``       fitted (``role = "fit"``) or planted (``role = "truth"``) parameters of a model; any variables;
                     attrs ``model``, ``role``. Connectivity-like weights use dims ``(unit_post, unit_pre)``.
+``roi_segments``    fMRI cohort cut into fixed-length segments for a model: ``signal(segment, lag, roi)`` (cleaned),
+                    ``segment_subject(segment)`` (index into ``subject``), ``segment_start(segment)`` (s, in its
+                    run), ``segment_run(segment)``, ``segment_fold(segment)`` (0 test, 1 validation, >= 2 train: by
+                    subject, or by time block for one subject, attr ``split_by``); per subject ``fold(subject)``
+                    (subject-wise cross-validation fold) and optional ``label(subject)`` (class index, -1 unknown; names in attr ``classes``) and
+                    ``target(subject)`` (continuous phenotype, NaN unknown). Attrs ``repetition_time_s``,
+                    ``segment_length_s``.
 ``metrics``         ``value(metric)``; optional ``bar(metric)``, ``bar_op(metric)`` (">=", "<=", ">", "<"),
                     ``passed(metric)`` (1 pass, 0 miss, -1 no bar), ``description(metric)``; attrs ``model``,
                     ``dataset``.
@@ -195,6 +202,18 @@ def _bin_width_check(ds: xr.Dataset) -> list[str]:
     return []
 
 
+def _segments_checks(ds: xr.Dataset) -> list[str]:
+    out = []
+    n_sub = ds.sizes.get("subject", 0)
+    if "segment_subject" in ds and ds["segment_subject"].size:
+        s = np.asarray(ds["segment_subject"].values)
+        if s.min() < 0 or s.max() >= n_sub:
+            out.append(f"variable 'segment_subject' has indices outside [0, {n_sub}) (rule: index into 'subject')")
+    if "fold" in ds and ds["fold"].size and int(ds["fold"].min()) < 0:
+        out.append("variable 'fold' has negative values (rule: folds are 0..k-1)")
+    return out
+
+
 def _metrics_checks(ds: xr.Dataset) -> list[str]:
     out = []
     if "bar_op" in ds:
@@ -229,6 +248,28 @@ CONTRACTS: dict[str, Contract] = {
             },
             attrs=("repetition_time_s",),
             checks=(_increasing("time"), _unique("roi"), _positive_attr("repetition_time_s"), _finite("signal")),
+        ),
+        Contract(
+            "roi_segments",
+            "fMRI ROI time series of a cohort, cleaned and cut into fixed-length segments",
+            coords={
+                "lag": Var(("lag",), "f", "s", long_name="time within the segment", dtype="float64"),
+                "roi": Var(("roi",), "UO", long_name="region of interest"),
+                "subject": Var(("subject",), "UO", long_name="subject identifier"),
+            },
+            data_vars={
+                "signal": Var(("segment", "lag", "roi"), "f", long_name="cleaned ROI BOLD signal"),
+                "segment_subject": Var(("segment",), "iu", long_name="index of the segment's subject"),
+                "segment_start": Var(("segment",), "f", "s", long_name="segment start in its run"),
+                "segment_run": Var(("segment",), "UO", long_name="run the segment comes from"),
+                "fold": Var(("subject",), "iu", long_name="subject-wise cross-validation fold"),
+                "segment_fold": Var(("segment",), "iu", long_name="fold of each segment (0 test, 1 validation)"),
+                "label": Var(("subject",), "i", required=False, long_name="class index (-1: unknown)"),
+                "target": Var(("subject",), "f", required=False, long_name="continuous phenotype (NaN: unknown)"),
+            },
+            attrs=("repetition_time_s", "segment_length_s"),
+            checks=(_increasing("lag"), _unique("roi"), _unique("subject"), _positive_attr("repetition_time_s"),
+                    _finite("signal"), _segments_checks),
         ),
         Contract(
             "calcium_traces",

@@ -1,0 +1,403 @@
+"""BrainMAE: masked ROI reconstruction with region-aware graph attention (re-implemented from the paper's description).
+
+BrainMAE (Yang et al., arXiv 2406.17086) has no public code; this follows the notes in
+``shared/notes/models-deep.md``. What is **confirmed** there: tokens are ROI x segment (15 s); learnable ROI
+embeddings drive a "region-aware graph attention"; the loss is ``lambda * MSE(masked) + (1 - lambda) *
+MSE(visible)`` with ``lambda = 0.75``; downstream uses a linear head or fine-tuning. What is **inferred** here (sizes,
+the temporal encoder, the decoder, the read-outs) is marked in the docstrings.
+
+Architecture (one segment ``x`` of ``L`` volumes x ``R`` ROIs):
+
+* **temporal encoder** (inferred): each ROI's segment (``L`` samples) -> ``d_model`` by a 2-layer MLP;
+* **ROI embeddings** ``E`` (``R x d_model``): learned (default) or fixed sinusoidal positional codes (ablation);
+  added to the tokens; a hidden (masked) ROI's token is a learned mask token (+ its embedding);
+* **region-aware graph attention**: the ROI-to-ROI attention of each head is ``softmax(E Wq (E Wk)^T / sqrt(d_h))``,
+  computed from the embeddings only (not from the data), with the diagonal removed (self-loops off; an ablation
+  turns them on); the tokens' values are mixed with it. ``attention = "self"`` replaces it by plain content-based
+  self-attention (ablation), ``"both"`` is the transformer variant (self-attention then graph attention per block);
+* pre-LayerNorm residual blocks with an MLP; a linear-MLP **decoder** maps each ROI token back to its ``L`` samples.
+
+:class:`BrainMAE` is the scikit-learn-shaped wrapper: ``fit`` (masked pretraining through the shared training loop
+:mod:`brainpipe.training`), ``transform`` (frozen features for a probe), ``reconstruct``, ``score``
+(``1 - NMSE`` on masked ROIs), ``save``/``load`` (weights and hyperparameters, no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from brainpipe.errors import ConfigError, InputError
+
+FEATURES = ("similarity", "tokens", "mean")
+
+
+@dataclass
+class BrainMAEConfig:
+    """Hyperparameters of the network and its pretraining objective (see config/README.md, fmri.brainmae.model)."""
+
+    d_model: int = 48
+    n_layers: int = 2
+    n_heads: int = 4
+    mlp_ratio: float = 2.0
+    dropout: float = 0.0
+    attention: str = "graph"  # graph | self | both
+    self_loops: bool = False
+    graph: str = "embedding"  # embedding | projected
+    roi_embedding: str = "learned"  # learned | fixed
+    masking: bool = True
+    mask_ratio: float = 0.5
+    masked_weight: float = 0.75
+
+    def __post_init__(self):
+        checks = [
+            (self.d_model >= 4 and self.d_model % self.n_heads == 0, "d_model must be >= 4 and divisible by n_heads"),
+            (self.n_layers >= 1, "n_layers must be >= 1"),
+            (self.attention in ("graph", "self", "both"), "attention must be graph, self or both"),
+            (self.roi_embedding in ("learned", "fixed"), "roi_embedding must be learned or fixed"),
+            (self.graph in ("embedding", "projected"), "graph must be embedding or projected"),
+            (0.0 < self.mask_ratio < 1.0, "mask_ratio must be in (0, 1)"),
+            (0.0 <= self.masked_weight <= 1.0, "masked_weight must be in [0, 1]"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"BrainMAE: {msg}")
+
+
+def sinusoidal_codes(n: int, d: int) -> torch.Tensor:
+    """Fixed positional codes (Vaswani et al.) for ``n`` positions in ``d`` dimensions."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    pe = torch.zeros(n, d)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)[:, : d // 2]
+    return pe
+
+
+class GraphAttention(nn.Module):
+    """Region-aware graph attention: ROI-to-ROI weights from the ROI embeddings, applied to the tokens' values.
+
+    ``graph = "embedding"`` (default): head ``h`` uses the ``h``-th slice of the embeddings as both query and key,
+    ``A_h = softmax(E_h E_h^T / sqrt(d_h))`` (a symmetric similarity graph: ROIs that should exchange information
+    must have similar embeddings, which is what makes the embeddings interpretable); ``"projected"``: separate
+    learned query/key maps of the embeddings (a directed graph)."""
+
+    def __init__(self, d: int, n_heads: int, self_loops: bool, graph: str = "embedding"):
+        super().__init__()
+        self.h, self.dh, self.self_loops, self.graph = n_heads, d // n_heads, self_loops, graph
+        self.v, self.o = nn.Linear(d, d), nn.Linear(d, d)
+        if graph == "projected":
+            self.q, self.k = nn.Linear(d, d), nn.Linear(d, d)
+
+    def weights(self, emb: torch.Tensor) -> torch.Tensor:
+        """(heads, R, R) attention from the embeddings ``emb`` (R, d); rows sum to 1; diagonal 0 without self-loops."""
+        R = emb.shape[0]
+        emb = emb.float()
+        if self.graph == "projected":
+            q = self.q(emb).view(R, self.h, self.dh).transpose(0, 1)
+            k = self.k(emb).view(R, self.h, self.dh).transpose(0, 1)
+        else:
+            q = k = emb.view(R, self.h, self.dh).transpose(0, 1)
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(self.dh)
+        if not self.self_loops:
+            s = s.masked_fill(torch.eye(R, dtype=torch.bool, device=s.device), float("-inf"))
+        return torch.softmax(s.float(), dim=-1)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """Mix the tokens ``h`` (B, R, d) along the graph; ``hidden`` (B, R) True: a masked ROI, removed from the graph
+        as a source (as in a masked autoencoder, hidden ROIs carry no information to pass on)."""
+        B, R, d = h.shape
+        a = self.weights(emb)
+        if hidden is not None:
+            a = a[None] * (~hidden)[:, None, None, :].to(a.dtype)
+            a = a / a.sum(-1, keepdim=True).clamp_min(1e-12)
+        v = self.v(h).view(B, R, self.h, self.dh).permute(0, 2, 1, 3)
+        out = (a.to(v.dtype) @ v).permute(0, 2, 1, 3).reshape(B, R, d)
+        return self.o(out)
+
+
+class SelfAttention(nn.Module):
+    """Plain multi-head self-attention over the ROI tokens (content-based), optionally without self-loops."""
+
+    def __init__(self, d: int, n_heads: int, self_loops: bool):
+        super().__init__()
+        self.h, self.dh, self.self_loops = n_heads, d // n_heads, self_loops
+        self.qkv, self.o = nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor | None = None, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        B, R, d = h.shape
+        q, k, v = self.qkv(h).view(B, R, 3, self.h, self.dh).permute(2, 0, 3, 1, 4)
+        mask = None if self.self_loops else ~torch.eye(R, dtype=torch.bool, device=h.device)
+        if hidden is not None:
+            keep = (~hidden)[:, None, None, :]
+            mask = keep if mask is None else keep & mask
+            mask = mask | ~mask.any(-1, keepdim=True)  # a row with no source left attends everywhere (no NaN)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o(out.transpose(1, 2).reshape(B, R, d))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: BrainMAEConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.attn = nn.ModuleList()
+        if cfg.attention in ("self", "both"):
+            self.attn.append(SelfAttention(d, cfg.n_heads, cfg.self_loops))
+        if cfg.attention in ("graph", "both"):
+            self.attn.append(GraphAttention(d, cfg.n_heads, cfg.self_loops, cfg.graph))
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(len(self.attn) + 1))
+        hidden = int(d * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d), nn.Dropout(cfg.dropout))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        for attn, norm in zip(self.attn, self.norms, strict=False):
+            h = h + self.drop(attn(norm(h), emb, hidden))
+        return h + self.mlp(self.norms[-1](h))
+
+
+class BrainMAENet(nn.Module):
+    """The network: ``forward(x, mask)`` maps segments (B, L, R) to reconstructions (B, L, R)."""
+
+    def __init__(self, n_rois: int, seg_len: int, cfg: BrainMAEConfig):
+        super().__init__()
+        self.cfg, self.n_rois, self.seg_len = cfg, n_rois, seg_len
+        d = cfg.d_model
+        if cfg.roi_embedding == "learned":
+            self.roi_emb = nn.Parameter(torch.randn(n_rois, d) * 0.5)
+        else:
+            self.register_buffer("roi_emb", sinusoidal_codes(n_rois, d))
+        self.temporal = nn.Sequential(nn.Linear(seg_len, d), nn.GELU(), nn.Linear(d, d))
+        self.mask_token = nn.Parameter(torch.zeros(d))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(d)
+        self.decoder = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, seg_len))
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None, emb: torch.Tensor | None = None) -> torch.Tensor:
+        """ROI tokens (B, R, d) of segments ``x`` (B, L, R); ``mask`` (B, R) True hides an ROI; ``emb`` overrides the
+        ROI embeddings (e.g. shuffled, for a control)."""
+        emb = self.roi_emb if emb is None else emb
+        tok = self.temporal(x.transpose(1, 2))
+        if mask is not None:
+            tok = torch.where(mask[..., None], self.mask_token.to(tok.dtype), tok)
+        h = tok + emb.to(tok.dtype)
+        for blk in self.blocks:
+            h = blk(h, emb, mask)
+        return self.norm(h)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, emb: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self.encode(x, mask, emb)).transpose(1, 2)
+
+
+def random_mask(batch: int, n_rois: int, ratio: float, device) -> torch.Tensor:
+    """(batch, R) bool, ``round(ratio * R)`` (at least 1) ROIs hidden per segment. Uses torch's global RNG (so a
+    resumed training run draws the same masks)."""
+    k = min(n_rois - 1, max(1, int(round(ratio * n_rois))))
+    order = torch.rand(batch, n_rois, device=device).argsort(dim=1)
+    return order < k
+
+
+def masked_loss(model: BrainMAENet, x: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """``w * MSE(masked) + (1 - w) * MSE(visible)`` (``w = cfg.masked_weight``); without a mask, MSE of all."""
+    pred = model(x, mask).float()
+    err = (pred - x.float()) ** 2  # (B, L, R)
+    if mask is None:
+        loss = err.mean()
+        return {"loss": loss, "mse_visible": loss.detach()}
+    m = mask[:, None, :].expand_as(err).float()
+    mse_m = (err * m).sum() / m.sum().clamp_min(1.0)
+    mse_v = (err * (1 - m)).sum() / (1 - m).sum().clamp_min(1.0)
+    w = model.cfg.masked_weight
+    return {"loss": w * mse_m + (1 - w) * mse_v, "mse_masked": mse_m.detach(), "mse_visible": mse_v.detach()}
+
+
+def pretrain_loss(model: BrainMAENet, batch) -> dict[str, torch.Tensor]:
+    """The loss the training loop calls: a fresh random ROI mask per segment (if masking is on)."""
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    mask = random_mask(x.shape[0], x.shape[2], model.cfg.mask_ratio, x.device) if model.cfg.masking else None
+    return masked_loss(model, x, mask)
+
+
+def segment_features(h: torch.Tensor, kind: str) -> torch.Tensor:
+    """Read-outs of encoder tokens ``h`` (B, R, d) (inferred; the paper's pooling is not public):
+    ``similarity``: cosine similarity between ROI tokens (upper triangle; the model's own connectivity read-out);
+    ``tokens``: all ROI tokens flattened; ``mean``: the mean token."""
+    if kind == "similarity":
+        z = F.normalize(h - h.mean(dim=2, keepdim=True), dim=2)
+        s = z @ z.transpose(1, 2)
+        iu = torch.triu_indices(h.shape[1], h.shape[1], offset=1, device=h.device)
+        return s[:, iu[0], iu[1]]
+    if kind == "tokens":
+        return h.reshape(h.shape[0], -1)
+    if kind == "mean":
+        return h.mean(dim=1)
+    raise ConfigError(f"BrainMAE: unknown feature read-out {kind!r} (allowed: {', '.join(FEATURES)})")
+
+
+class FineTuneNet(nn.Module):
+    """Encoder + a linear head on a segment read-out, trained end-to-end (full fine-tuning)."""
+
+    def __init__(self, net: BrainMAENet, n_out: int, features: str):
+        super().__init__()
+        self.net, self.features = net, features
+        R, d = net.n_rois, net.cfg.d_model
+        n_in = {"similarity": R * (R - 1) // 2, "tokens": R * d, "mean": d}[features]
+        self.head = nn.Sequential(nn.LayerNorm(n_in), nn.Linear(n_in, n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(segment_features(self.net.encode(x), self.features))
+
+
+# ---- the scikit-learn-shaped wrapper ------------------------------------------------------------------------------
+@dataclass
+class TrainSettings:
+    max_epochs: int = 40
+    max_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    patience: int | None = 8
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    checkpoint_every_s: float = 60.0
+    progress: bool = False
+
+
+def split_kwargs(params: dict[str, Any]) -> tuple[BrainMAEConfig, TrainSettings]:
+    """Split a flat parameter mapping into network and training settings (unknown names are an error)."""
+    net_keys = {f.name for f in fields(BrainMAEConfig)}
+    train_keys = {f.name for f in fields(TrainSettings)}
+    unknown = sorted(set(params) - net_keys - train_keys)
+    if unknown:
+        raise ConfigError(f"BrainMAE: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(net_keys | train_keys))})")
+    return (BrainMAEConfig(**{k: v for k, v in params.items() if k in net_keys}),
+            TrainSettings(**{k: v for k, v in params.items() if k in train_keys}))
+
+
+def _tensor(X) -> torch.Tensor:
+    X = torch.as_tensor(np.asarray(X, dtype=np.float32)) if not isinstance(X, torch.Tensor) else X.float()
+    if X.ndim != 3:
+        raise InputError(f"BrainMAE: segments must be (segment, time, roi); got shape {tuple(X.shape)}")
+    return X
+
+
+class BrainMAE:
+    """Masked-ROI autoencoder for fMRI segments, scikit-learn style.
+
+    Parameters: every field of :class:`BrainMAEConfig` and :class:`TrainSettings` as keyword arguments.
+    Fitted attributes: ``net_`` (the :class:`BrainMAENet`), ``history_`` (per-epoch losses), ``best_epoch_``,
+    ``device_``, ``precision_``, ``n_rois_``, ``seg_len_``, ``train_seconds_``, ``resumed_from_step_``.
+    """
+
+    def __init__(self, **params):
+        self.params = dict(params)
+        self.config_, self.train_settings_ = split_kwargs(self.params)
+
+    # -- fit -------------------------------------------------------------------------------------------------------
+    def fit(self, X, X_val=None, checkpoint: str | os.PathLike | None = None, fingerprint: dict | None = None, log=None):
+        """Masked pretraining on segments ``X`` (segment, time, roi), pooled over subjects; ``X_val`` (held-out
+        subjects' segments) drives early stopping. Returns self."""
+        from brainpipe.training import TrainConfig, train
+
+        X = _tensor(X)
+        ts = self.train_settings_
+        torch.manual_seed(ts.seed)  # the initial weights
+        self.n_rois_, self.seg_len_ = X.shape[2], X.shape[1]
+        self.net_ = BrainMAENet(self.n_rois_, self.seg_len_, self.config_)
+        cfg = TrainConfig(**{k: v for k, v in asdict(ts).items()})
+        val = (_tensor(X_val),) if X_val is not None and len(X_val) else None
+        res = train(self.net_, (X,), pretrain_loss, cfg, val_data=val, checkpoint=checkpoint, fingerprint=fingerprint, log=log)
+        self.history_ = list(res.history)
+        self.best_epoch_, self.device_, self.precision_ = res.best_epoch, str(res.device), res.precision
+        self.train_seconds_, self.resumed_from_step_ = float(res.seconds), res.resumed_from_step
+        self.net_.eval()
+        return self
+
+    def _device(self) -> torch.device:
+        return next(self.net_.parameters()).device
+
+    @torch.no_grad()
+    def _batched(self, fn, X, batch: int = 256) -> np.ndarray:
+        X = _tensor(X)
+        dev = self._device()
+        self.net_.eval()
+        outs = [fn(X[i : i + batch].to(dev), i).float().cpu() for i in range(0, len(X), batch)]
+        return torch.cat(outs).numpy()
+
+    def transform(self, X, features: str = "similarity") -> np.ndarray:
+        """Frozen features of every segment (no masking): see :func:`segment_features`."""
+        return self._batched(lambda x, i: segment_features(self.net_.encode(x), features), X)
+
+    def reconstruct(self, X, mask: np.ndarray, shuffle_embeddings: bool = False, seed: int = 0) -> np.ndarray:
+        """Reconstruction (segment, time, roi) of segments with ROIs ``mask`` (segment, roi; True = hidden) hidden.
+        ``shuffle_embeddings`` permutes the ROI embeddings (a control: reconstruction should get worse)."""
+        m = torch.as_tensor(np.asarray(mask, dtype=bool))
+        emb = None
+        if shuffle_embeddings:
+            perm = torch.as_tensor(np.random.default_rng(seed).permutation(self.n_rois_))
+            emb = self.net_.roi_emb.detach()[perm.to(self._device())]
+        return self._batched(lambda x, i: self.net_(x, m[i : i + len(x)].to(x.device), emb), X)
+
+    def score(self, X, mask: np.ndarray) -> float:
+        """``1 - NMSE`` on the hidden ROIs (higher is better; see :func:`nmse`)."""
+        return 1.0 - nmse(np.asarray(X), self.reconstruct(X, mask), mask)
+
+    def roi_embeddings(self) -> np.ndarray:
+        return self.net_.roi_emb.detach().float().cpu().numpy()
+
+    def graph_attention(self) -> np.ndarray | None:
+        """(layer, head, R, R) embedding-derived attention, or None without graph attention."""
+        out = []
+        with torch.no_grad():
+            for blk in self.net_.blocks:
+                for a in blk.attn:
+                    if isinstance(a, GraphAttention):
+                        out.append(a.weights(self.net_.roi_emb).float().cpu().numpy())
+        return np.stack(out) if out else None
+
+    # -- save / load (no pickle) ------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Weights (a state dict of tensors) and hyperparameters (a JSON string) in one torch file."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"params": self.params, "n_rois": self.n_rois_, "seg_len": self.seg_len_, "format": "brainpipe-brainmae/1"}
+        state = {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}
+        tmp = p.with_name(f".{p.name}.tmp")
+        torch.save({"meta": json.dumps(meta), "state_dict": state}, tmp)
+        os.replace(tmp, p)
+        return p
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> BrainMAE:
+        p = Path(path)
+        try:
+            blob = torch.load(p, map_location=device, weights_only=True)
+            meta = json.loads(blob["meta"])
+        except Exception as err:  # torch raises many types on a bad file
+            raise InputError(f"{p}: not a brainpipe BrainMAE weights file ({type(err).__name__}); re-run the pretraining") from None
+        model = cls(**meta["params"])
+        model.n_rois_, model.seg_len_ = int(meta["n_rois"]), int(meta["seg_len"])
+        model.net_ = BrainMAENet(model.n_rois_, model.seg_len_, model.config_)
+        model.net_.load_state_dict(blob["state_dict"])
+        model.net_.to(device).eval()
+        return model
+
+
+def nmse(X: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> float:
+    """Normalised MSE on hidden ROIs: ``sum (x - pred)^2 / sum x^2`` over hidden (segment, ROI) entries, all times.
+    With z-scored signals, predicting 0 (the mean) scores about 1."""
+    m = np.broadcast_to(np.asarray(mask, bool)[:, None, :], X.shape)
+    return float(((X - pred) ** 2)[m].sum() / max((X**2)[m].sum(), 1e-12))

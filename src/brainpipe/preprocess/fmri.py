@@ -1,0 +1,236 @@
+"""fMRI preprocessing: clean each run's ROI signals, cut fixed-length segments, assemble the cohort.
+
+Order of operations in :func:`clean_run` (it calls :func:`nilearn.signal.clean`, which fixes this order):
+
+1. **scrubbing**: volumes with ``sample_mask`` False are censored (nilearn interpolates them only to filter, then
+   drops them); the censored volumes never reach the output;
+2. **detrend** (linear, per ROI) when ``detrend``;
+3. **band-pass** (Butterworth; ``high_pass`` / ``low_pass`` in Hz, ``None`` to skip), using the run's TR;
+4. **confound removal**: the confounds (filtered the same way, standardised) are regressed out by orthogonal
+   projection, in the same step as the filter, so no frequency is re-introduced;
+5. **standardize** each ROI (``zscore_sample`` by default; ``psc`` or ``False``).
+
+Then :func:`segment_run` cuts the kept volumes into non-overlapping segments of ``segment_s`` seconds, converted
+to volumes with the run's own TR (``round(segment_s / TR)``), inside stretches of consecutive kept volumes only (a
+segment never spans a scrubbed volume); leftovers shorter than a segment are dropped. A run with no whole segment is
+an error (one line naming the file). :func:`assemble_cohort` stacks the segments of every run into a
+``roi_segments`` dataset with subject-wise folds and the subjects' labels/phenotypes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from brainpipe.errors import InputError
+
+
+def clean_run(
+    ds: xr.Dataset,
+    detrend: bool = True,
+    standardize: str | bool = "zscore_sample",
+    high_pass: float | None = 0.01,
+    low_pass: float | None = None,
+    use_confounds: bool = True,
+    scrub: bool = True,
+) -> xr.Dataset:
+    """Clean one ``roi_timeseries`` run (see the module docstring for the order). Returns a ``roi_timeseries``
+    with only the kept volumes (their original times), without ``confounds``/``sample_mask``."""
+    from nilearn.signal import clean
+
+    tr = float(ds.attrs["repetition_time_s"])
+    x = np.asarray(ds["signal"].values, dtype=np.float64)
+    src = ds.attrs.get("source", "run")
+    nyquist = 0.5 / tr
+    for name, f in (("high_pass", high_pass), ("low_pass", low_pass)):
+        if f is not None and not 0 < f < nyquist:
+            raise InputError(
+                f"{src}: {name} = {f} Hz is not below the Nyquist frequency {nyquist:.4g} Hz of TR {tr} s; "
+                f"lower fmri.clean.{name} (or set it to null) for this dataset"
+            )
+    keep = np.ones(x.shape[0], dtype=bool)
+    if scrub and "sample_mask" in ds:
+        keep = np.asarray(ds["sample_mask"].values, dtype=bool)
+    conf = None
+    if use_confounds and "confounds" in ds and ds.sizes.get("confound", 0):
+        conf = np.asarray(ds["confounds"].values, dtype=np.float64)
+        if not np.isfinite(conf).all():
+            raise InputError(f"{src}: confounds have NaN values; fill them (fMRIPrep's n/a in the first row) or drop the column")
+    kw: dict[str, Any] = {}
+    if not keep.all():
+        kw["sample_mask"] = np.flatnonzero(keep)
+    if keep.sum() < 3:
+        raise InputError(f"{src}: only {int(keep.sum())} volumes are left after scrubbing; relax the scrubbing thresholds or drop the run")
+    y = clean(
+        x,
+        detrend=detrend,
+        standardize=standardize if standardize else False,
+        confounds=conf,
+        standardize_confounds=True,
+        filter="butterworth" if (high_pass or low_pass) else False,
+        high_pass=high_pass,
+        low_pass=low_pass,
+        t_r=tr,
+        **kw,
+    )
+    if not np.isfinite(y).all():
+        raise InputError(f"{src}: cleaning produced non-finite values (a constant ROI after confound removal?); drop that ROI")
+    out = xr.Dataset(
+        {"signal": (("time", "roi"), y, {"long_name": "cleaned ROI BOLD signal"})},
+        coords={"time": ("time", ds["time"].values[keep], {"units": "s"}), "roi": ds["roi"].values},
+        attrs={k: v for k, v in ds.attrs.items() if k in ("repetition_time_s", "subject", "session", "task", "run", "source", "participant")},
+    )
+    out.attrs["n_scrubbed"] = int((~keep).sum())
+    return out
+
+
+def segment_length(segment_s: float, tr: float) -> int:
+    """Volumes per segment: ``round(segment_s / tr)`` (at least 2)."""
+    return max(2, int(round(segment_s / tr)))
+
+
+def segment_run(ds: xr.Dataset, segment_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping segments ``(n, L, roi)`` and their start times, within consecutive kept volumes."""
+    tr = float(ds.attrs["repetition_time_s"])
+    L = segment_length(segment_s, tr)
+    t = np.asarray(ds["time"].values)
+    x = np.asarray(ds["signal"].values)
+    breaks = np.flatnonzero(np.diff(t) > 1.5 * tr) + 1
+    segs, starts = [], []
+    for block in np.split(np.arange(t.size), breaks):
+        for k in range(block.size // L):
+            idx = block[k * L : (k + 1) * L]
+            segs.append(x[idx])
+            starts.append(t[idx[0]])
+    if not segs:
+        raise InputError(
+            f"{ds.attrs.get('source', 'run')}: run is shorter than one segment ({t.size} kept volumes, longest "
+            f"unbroken stretch {max(b.size for b in np.split(np.arange(t.size), breaks))}, segment = {L} volumes = "
+            f"{segment_s} s at TR {tr} s); lower fmri.clean.segment_s or drop this run"
+        )
+    return np.stack(segs), np.array(starts, dtype=np.float64)
+
+
+def subject_folds(labels: np.ndarray | None, n_subjects: int, n_folds: int, seed: int) -> np.ndarray:
+    """Subject-wise folds 0..k-1, stratified by class when labels are known (balanced sizes otherwise)."""
+    rng = np.random.default_rng(seed)
+    k = max(1, min(n_folds, n_subjects))
+    fold = np.empty(n_subjects, dtype=np.int64)
+    groups = [np.arange(n_subjects)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    offset = 0
+    for g in groups:
+        g = rng.permutation(g)
+        fold[g] = (np.arange(g.size) + offset) % k
+        offset += g.size
+    return fold
+
+
+def assemble_cohort(
+    runs: Iterable[xr.Dataset],
+    segment_s: float,
+    classification: str | None = None,
+    regression: str | None = None,
+    n_folds: int = 4,
+    seed: int = 0,
+) -> xr.Dataset:
+    """Stack the segments of cleaned runs into a ``roi_segments`` dataset.
+
+    ``classification`` / ``regression`` name participants.tsv columns (the run attr ``participant``) used as the class
+    label and the continuous target; a subject without a value for a named column is an error (one line naming
+    the run's file). Every run must share the ROI names and the TR.
+    """
+    subjects: list[str] = []
+    info: dict[str, dict[str, Any]] = {}
+    segs, seg_sub, seg_start, seg_run = [], [], [], []
+    rois, tr, src0 = None, None, None
+    for ds in runs:
+        src = ds.attrs.get("source", "run")
+        r = [str(v) for v in ds["roi"].values]
+        this_tr = float(ds.attrs["repetition_time_s"])
+        if rois is None:
+            rois, tr, src0 = r, this_tr, src
+        elif r != rois:
+            raise InputError(f"{src}: ROIs differ from {src0} ({len(r)} vs {len(rois)} ROIs, or another order); use one atlas for the whole dataset")
+        elif not np.isclose(this_tr, tr):
+            raise InputError(f"{src}: TR {this_tr} s differs from {tr} s of {src0}; put runs with another TR in a dataset of their own")
+        sub = ds.attrs.get("subject") or str(src)
+        if sub not in info:
+            subjects.append(sub)
+            info[sub] = {"participant": json.loads(ds.attrs.get("participant", "{}") or "{}"), "source": src}
+        x, starts = segment_run(ds, segment_s)
+        segs.append(x)
+        seg_sub += [subjects.index(sub)] * len(x)
+        seg_start.append(starts)
+        from brainpipe.io.fmri import run_id
+
+        seg_run += [run_id(ds)] * len(x)
+    if not segs:
+        raise InputError("no runs to assemble; check the dataset's path and filters")
+    n_sub = len(subjects)
+    data: dict[str, Any] = {}
+    attrs: dict[str, Any] = {"repetition_time_s": tr, "segment_length_s": float(segment_s)}
+    labels = None
+    if classification:
+        vals = _column(subjects, info, classification, "classification")
+        classes = sorted(set(vals))
+        if len(classes) < 2:
+            raise InputError(f"{info[subjects[0]]['source']}: column '{classification}' has one class only ({classes[0]}); a classification needs two or more")
+        labels = np.array([classes.index(v) for v in vals], dtype=np.int64)
+        data["label"] = ("subject", labels, {"long_name": f"class of participants column '{classification}'"})
+        attrs["classes"] = ",".join(classes)
+        attrs["classification"] = classification
+    if regression:
+        vals = _column(subjects, info, regression, "regression")
+        try:
+            target = np.array([float(v) for v in vals])
+        except ValueError:
+            raise InputError(f"{info[subjects[0]]['source']}: column '{regression}' is not numeric; choose a numeric column for the regression") from None
+        data["target"] = ("subject", target, {"long_name": f"participants column '{regression}'"})
+        attrs["regression"] = regression
+    seg_sub_arr = np.array(seg_sub, dtype=np.int64)
+    n_seg = len(seg_sub_arr)
+    if n_sub >= max(n_folds, 4):
+        fold = subject_folds(labels, n_sub, n_folds, seed)
+        seg_fold = fold[seg_sub_arr]
+        attrs["split_by"] = "subject"
+    else:  # too few subjects to hold some out: contiguous time blocks of segments (fold 0 = the last block)
+        fold = np.zeros(n_sub, dtype=np.int64)
+        k = max(3, n_folds)
+        if n_seg < k:
+            raise InputError(f"{src0}: only {n_seg} segments in all; a time-block split needs {k} or more (lower fmri.clean.segment_s)")
+        blocks = np.minimum(np.arange(n_seg) * k // n_seg, k - 1)
+        seg_fold = (k - 1 - blocks).astype(np.int64)
+        attrs["split_by"] = "time"
+    data["fold"] = ("subject", fold, {"long_name": "subject-wise cross-validation fold"})
+    data["segment_fold"] = ("segment", seg_fold, {"long_name": "fold of the segment (0 test, 1 validation, >= 2 train)"})
+    L = segs[0].shape[1]
+    data.update(
+        {
+            "signal": (("segment", "lag", "roi"), np.concatenate(segs).astype(np.float32)),
+            "segment_subject": ("segment", seg_sub_arr),
+            "segment_start": ("segment", np.concatenate(seg_start), {"units": "s"}),
+            "segment_run": ("segment", np.array(seg_run)),
+        }
+    )
+    return xr.Dataset(
+        data,
+        coords={"lag": ("lag", np.arange(L) * tr, {"units": "s"}), "roi": np.array(rois), "subject": np.array(subjects)},
+        attrs=attrs,
+    )
+
+
+def _column(subjects: list[str], info: Mapping[str, Any], col: str, task: str) -> list[str]:
+    out = []
+    for s in subjects:
+        v = info[s]["participant"].get(col)
+        if v is None:
+            raise InputError(
+                f"{info[s]['source']}: participant 'sub-{s}' has no '{col}' value in participants.tsv (needed by the "
+                f"{task} task); add it there, drop the subject, or unset fmri.datasets.<name>.{task}"
+            )
+        out.append(str(v))
+    return out
