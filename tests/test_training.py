@@ -194,3 +194,43 @@ def test_gpu_training_uses_bf16_and_learns(tmp_path):
     assert next(model.parameters()).device.type == "cuda"
     got = model.lin.weight.detach().float().cpu().ravel()
     assert torch.corrcoef(torch.stack([got, w.ravel()]))[0, 1] > 0.98
+
+
+# -- distinct GPUs for concurrent local jobs ------------------------------------------------------------------
+HOLD_SCRIPT = "from brainpipe.training.gpus import claim_gpus; import sys, time; print(claim_gpus(1), flush=True); time.sleep(60)"
+
+
+def test_concurrent_jobs_claim_distinct_gpus(tmp_path, monkeypatch):
+    from brainpipe.training.gpus import claim_gpus, release_gpus
+
+    monkeypatch.setenv("BRAINPIPE_GPU_LOCK_DIR", str(tmp_path))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    env = dict(os.environ)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "['0']"
+        assert claim_gpus(1, wait_s=0) == ["1"] and os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+        release_gpus()
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+        assert claim_gpus(2, wait_s=0) == ["0", "1"]  # both busy-or-taken: shares after the wait, with a warning
+        release_gpus()
+        holder.kill()  # kill -9 releases its lock
+        holder.wait()
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+        assert claim_gpus(2, wait_s=0) == ["0", "1"]
+    finally:
+        release_gpus()
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_gpu_claim_leaves_slurm_allocations_alone(monkeypatch):
+    from brainpipe.training.gpus import claim_gpus
+
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert claim_gpus(1) is None and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    monkeypatch.delenv("SLURM_JOB_ID")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert claim_gpus(1) is None  # no GPU visible: nothing to do

@@ -11,9 +11,11 @@ fingerprinted checkpoints; SIGTERM -> checkpoint -> :class:`Preempted`) and :mod
 from brainpipe.training.checkpoint import (
     Checkpointer,
     Preempted,
+    checkpoint_every_s,
     fingerprint_of,
     load_checkpoint,
     save_checkpoint,
+    stage_fingerprint,
 )
 from brainpipe.training.device import autocast, resolve_device, resolve_precision, to_device
 from brainpipe.training.loop import TrainConfig, TrainResult, train
@@ -24,6 +26,8 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "autocast",
+    "checkpoint_every_s",
+    "stage_fingerprint",
     "fingerprint_of",
     "load_checkpoint",
     "resolve_device",

@@ -174,3 +174,32 @@ class _SigtermGuard:
         if self.installed:
             signal.signal(signal.SIGTERM, self.previous if self.previous is not None else signal.SIG_DFL)
         return False
+
+
+def checkpoint_every_s(default: float = 60.0) -> float:
+    """Seconds between periodic checkpoints: ``BRAINPIPE_CHECKPOINT_EVERY_S`` (a runtime setting, e.g. in a
+    cluster profile's environment), else ``default``."""
+    raw = os.environ.get("BRAINPIPE_CHECKPOINT_EVERY_S")
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"BRAINPIPE_CHECKPOINT_EVERY_S={raw!r} is not a number of seconds") from None
+    if value < 0:
+        raise InputError(f"BRAINPIPE_CHECKPOINT_EVERY_S={raw!r} must be >= 0")
+    return value
+
+
+def stage_fingerprint(stage: str, params: Mapping[str, Any], inputs) -> dict[str, Any]:
+    """What identifies a stage's run: stage name, params, package version and the sha256 of every input file."""
+    import brainpipe
+    from brainpipe.data.provenance import sha256_file
+
+    files = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    return {
+        "stage": stage,
+        "params": dict(params),
+        "version": brainpipe.__version__,
+        "inputs": [sha256_file(p) for p in files],
+    }
