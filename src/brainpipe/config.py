@@ -130,6 +130,7 @@ def validate_config(
             err = jsonschema.exceptions.best_match(err.context) or err
         raise ConfigError(f"{source}: {_message(err)}")
     _check_datasets(cfg, source, Path(base_dir), check_paths)
+    _check_fmri(cfg, source, Path(base_dir), check_paths)
     fr = cfg.get("spikes", {}).get("bin", {}).get("split", {}).get("fractions")
     if fr and abs(sum(fr.values()) - 1.0) > 1e-6:
         raise ConfigError(
@@ -184,6 +185,61 @@ def _check_switching(cfg: dict[str, Any], source: str) -> None:
         for v in entry.get("variants", []):
             if v not in variants:
                 raise ConfigError(f"{source}: key '{key}.variants': {v!r} is not a variant (allowed: {', '.join(sorted(variants))})")
+
+
+def _check_fmri(cfg: dict[str, Any], source: str, base: Path, check_paths: bool) -> None:
+    """fMRI cross-checks: one source per dataset, what each format needs, files exist, simulator parameters,
+    BrainMAE variant and dataset names."""
+    from brainpipe.models.brainmae import split_kwargs
+    from brainpipe.simulate import get_generator
+
+    fm = cfg.get("fmri", {})
+    for name, ds in fm.get("datasets", {}).items():
+        key = f"fmri.datasets.{name}"
+        if ("simulate" in ds) == ("path" in ds):
+            raise ConfigError(f"{source}: key '{key}' needs exactly one of 'simulate' or 'path'")
+        if "simulate" in ds:
+            sim = ds["simulate"]
+            try:
+                get_generator(sim["generator"]).parse_params(sim.get("params", {}))
+            except ConfigError as err:
+                raise ConfigError(f"{source}: key '{key}.simulate.params': {err}") from None
+            continue
+        fmt = ds.get("format", "auto")
+        path = str(ds["path"])
+        is_nifti = path.endswith((".nii", ".nii.gz"))
+        if (fmt in ("fmriprep", "nifti") or (fmt == "auto" and is_nifti)) and "atlas" not in ds:
+            raise ConfigError(f"{source}: key '{key}.atlas' is needed for format '{fmt}' (a 3D labels NIfTI in the bold images' space)")
+        if fmt == "table" and "repetition_time_s" not in ds:
+            raise ConfigError(f"{source}: key '{key}.repetition_time_s' is needed for ROI tables (they carry no TR)")
+        if check_paths:
+            for k in ("path", "atlas", "atlas_labels", "participants"):
+                if k in ds:
+                    p = Path(ds[k])
+                    p = p if p.is_absolute() else base / p
+                    if not p.exists():
+                        raise ConfigError(
+                            f"{source}: key '{key}.{k}' points to '{ds[k]}', which does not exist "
+                            f"(looked in {p.parent.resolve()}); fix the path or remove the dataset"
+                        )
+    bm = fm.get("brainmae", {})
+    variants = set(bm.get("variants", {}))
+    for vname, over in bm.get("variants", {}).items():
+        try:
+            split_kwargs({**bm.get("model", {}), **over})
+        except ConfigError as err:
+            raise ConfigError(f"{source}: key 'fmri.brainmae.variants.{vname}': {err}") from None
+    names = set(fm.get("datasets", {}))
+    for name, entry in bm.get("datasets", {}).items():
+        key = f"fmri.brainmae.datasets.{name}"
+        if name not in names:
+            raise ConfigError(f"{source}: key '{key}': no fMRI dataset named {name!r} (allowed: {', '.join(sorted(names)) or 'none'})")
+        for v in entry.get("variants", []):
+            if v not in variants:
+                raise ConfigError(f"{source}: key '{key}.variants': {v!r} is not a variant (allowed: {', '.join(sorted(variants))})")
+    for v in bm.get("finetune", {}).get("variants", []):
+        if v not in variants:
+            raise ConfigError(f"{source}: key 'fmri.brainmae.finetune.variants': {v!r} is not a variant (allowed: {', '.join(sorted(variants))})")
 
 
 def load_config(path: str | os.PathLike, schema: str | os.PathLike | None = None, **kw) -> dict[str, Any]:

@@ -12,7 +12,9 @@ def _validated_config():
     try:
         return validate_config(
             config,
-            workflow.source_path("../schemas/config.schema.yaml"),
+            # the real folder, not workflow.source_path (a cached copy of the one file, without the
+            # branch schemas beside it that load_schema merges in)
+            Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml",
             source=sources,
         )
     except ConfigError as err:
@@ -158,17 +160,18 @@ def report_inputs(wildcards):
         "switching_fits": [
             f"results/spikes/{d}/switching_glm/{v}/fit.nc" for d, v in runs
         ],
-    }
+    } | fmri_report_inputs(wildcards)
 
 
 def all_metrics(wildcards):
     ins = report_inputs(wildcards)
-    return ins["metrics"] + ins["switching_metrics"]
+    return ins["metrics"] + ins["switching_metrics"] + fmri_metrics()
 
 
 def final_outputs():
     out = expand("results/spikes/{d}/counts.nc", d=sorted(SPIKE_DATASETS))
     ins = report_inputs(None)
     out += ins["metrics"] + ins["switching_metrics"]
+    out += fmri_final_outputs()
     out += ["results/report/index.html", "results/report/metrics.tsv"]
     return out

@@ -130,12 +130,13 @@ def cross_validate(
     y: np.ndarray,
     folds: np.ndarray,
     task: str,
-    C: float = 0.1,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Subject-wise k-fold: ``features(train_idx, test_idx) -> (F_train, F_test)`` (so a baseline may fit its
-    feature map on the training subjects only); logistic (``C``) or ridge (alpha by inner CV) on standardised
-    features; pooled out-of-fold scores."""
-    from sklearn.linear_model import LogisticRegression, RidgeCV
+    feature map on the training subjects only); L2 logistic regression or ridge on standardised features, the
+    strength chosen by an inner cross-validation on the training subjects only; pooled out-of-fold scores."""
+    from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+    from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -146,7 +147,11 @@ def cross_validate(
         tr, te = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
         Ftr, Fte = features(tr, te)
         if task == "classification":
-            clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000)).fit(Ftr, y[tr])
+            n_inner = int(max(2, min(4, np.bincount(y[tr].astype(int)).min())))
+            inner = StratifiedKFold(n_splits=n_inner, shuffle=True, random_state=seed)
+            clf = make_pipeline(
+                StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-3, 1, 9), cv=inner, max_iter=5000)
+            ).fit(Ftr, y[tr])
             pred[te] = clf.predict(Fte)
             proba = clf.predict_proba(Fte)
             score[te] = proba[:, -1] if proba.shape[1] > 1 else 0.0
@@ -172,7 +177,7 @@ def subject_timeseries(ds: xr.Dataset) -> list[np.ndarray]:
     return [X[s == i].reshape(-1, X.shape[2]) for i in range(ds.sizes["subject"])]
 
 
-def fc_baselines(ds: xr.Dataset, C: float = 0.1) -> dict[str, float]:
+def fc_baselines(ds: xr.Dataset, seed: int = 0) -> dict[str, float]:
     """FC (correlation, tangent; ConnectivityMeasure fitted on the training subjects of each fold) + logistic/ridge."""
     from nilearn.connectome import ConnectivityMeasure
 
@@ -186,7 +191,7 @@ def fc_baselines(ds: xr.Dataset, C: float = 0.1) -> dict[str, float]:
             return cm.fit_transform([ts[i] for i in tr]), cm.transform([ts[i] for i in te])
 
         if has_labels(ds):
-            res = cross_validate(feats, np.asarray(ds["label"].values), folds, "classification", C)
+            res = cross_validate(feats, np.asarray(ds["label"].values), folds, "classification", seed=seed)
             out.update({f"fc_{kind}_accuracy": res["accuracy"], f"fc_{kind}_auroc": res["auroc"]})
         if has_target(ds):
             res = cross_validate(feats, np.asarray(ds["target"].values, dtype=np.float64), folds, "regression")
@@ -200,5 +205,5 @@ def baseline_metrics(ds: xr.Dataset, params: Mapping) -> dict[str, float]:
     tr, _, te = pretrain_split(ds)
     patterns, index = eval_masks(int(te.sum()), X.shape[2], float(params["mask_ratio"]), int(params["n_patterns"]), int(params["seed"]))
     out = reconstruction_baselines(X[tr], X[te], patterns, index, float(params.get("ridge_alpha", 1.0)))
-    out.update(fc_baselines(ds, float(params.get("probe_C", 0.1))))
+    out.update(fc_baselines(ds, int(params["seed"])))
     return out

@@ -269,6 +269,7 @@ class TrainSettings:
     warmup_steps: int = 20
     grad_clip: float = 1.0
     patience: int | None = 8
+    min_delta: float = 0.0
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -310,14 +311,14 @@ class BrainMAE:
     def fit(self, X, X_val=None, checkpoint: str | os.PathLike | None = None, fingerprint: dict | None = None, log=None):
         """Masked pretraining on segments ``X`` (segment, time, roi), pooled over subjects; ``X_val`` (held-out
         subjects' segments) drives early stopping. Returns self."""
-        from brainpipe.training import TrainConfig, train
+        from brainpipe.training import train
 
         X = _tensor(X)
         ts = self.train_settings_
         torch.manual_seed(ts.seed)  # the initial weights
         self.n_rois_, self.seg_len_ = X.shape[2], X.shape[1]
         self.net_ = BrainMAENet(self.n_rois_, self.seg_len_, self.config_)
-        cfg = TrainConfig(**{k: v for k, v in asdict(ts).items()})
+        cfg = self._train_config()
         val = (_tensor(X_val),) if X_val is not None and len(X_val) else None
         res = train(self.net_, (X,), pretrain_loss, cfg, val_data=val, checkpoint=checkpoint, fingerprint=fingerprint, log=log)
         self.history_ = list(res.history)
@@ -325,6 +326,52 @@ class BrainMAE:
         self.train_seconds_, self.resumed_from_step_ = float(res.seconds), res.resumed_from_step
         self.net_.eval()
         return self
+
+    def _train_config(self, **overrides):
+        from brainpipe.training import TrainConfig, checkpoint_every_s
+
+        kw = asdict(self.train_settings_)
+        kw.update(overrides)
+        kw["checkpoint_every_s"] = checkpoint_every_s(kw["checkpoint_every_s"])
+        return TrainConfig(**kw)
+
+    def finetune(self, X, y, task: str, X_val=None, y_val=None, features: str = "similarity",
+                 checkpoint=None, fingerprint: dict | None = None, log=None, **train_overrides) -> FineTuneNet:
+        """Full fine-tuning: a copy of the pretrained encoder plus a linear head on the ``features`` read-out,
+        trained end-to-end on segments ``X`` with per-segment targets ``y`` (class indices for ``task =
+        "classification"``, standardised values for ``"regression"``). The pretrained model is not changed."""
+        import copy
+
+        from brainpipe.training import train
+
+        X = _tensor(X)
+        n_out = int(np.max(y)) + 1 if task == "classification" else 1
+        torch.manual_seed(self.train_settings_.seed)
+        ft = FineTuneNet(copy.deepcopy(self.net_).cpu().train(), n_out, features)
+        yt = torch.as_tensor(np.asarray(y), dtype=torch.long if task == "classification" else torch.float32)
+
+        def loss_fn(model, batch):
+            out = model(batch[0])
+            if task == "classification":
+                return F.cross_entropy(out.float(), batch[1])
+            return F.mse_loss(out.float()[:, 0], batch[1])
+
+        val = None
+        if X_val is not None and len(X_val):
+            val = (_tensor(X_val), torch.as_tensor(np.asarray(y_val), dtype=yt.dtype))
+        train(ft, (X, yt), loss_fn, self._train_config(**train_overrides), val_data=val, checkpoint=checkpoint,
+              fingerprint=fingerprint, log=log)
+        ft.eval()
+        return ft
+
+    @staticmethod
+    @torch.no_grad()
+    def predict_finetuned(ft: FineTuneNet, X, batch: int = 256) -> np.ndarray:
+        """Outputs of a fine-tuned network (logits, or standardised values in column 0) for segments ``X``."""
+        X = _tensor(X)
+        dev = next(ft.parameters()).device
+        ft.eval()
+        return torch.cat([ft(X[i : i + batch].to(dev)).float().cpu() for i in range(0, len(X), batch)]).numpy()
 
     def _device(self) -> torch.device:
         return next(self.net_.parameters()).device

@@ -65,18 +65,11 @@ def clean_run(
         kw["sample_mask"] = np.flatnonzero(keep)
     if keep.sum() < 3:
         raise InputError(f"{src}: only {int(keep.sum())} volumes are left after scrubbing; relax the scrubbing thresholds or drop the run")
-    y = clean(
-        x,
-        detrend=detrend,
-        standardize=standardize if standardize else False,
-        confounds=conf,
-        standardize_confounds=True,
-        filter="butterworth" if (high_pass or low_pass) else False,
-        high_pass=high_pass,
-        low_pass=low_pass,
-        t_r=tr,
-        **kw,
-    )
+    try:
+        y = _clean(clean, x, detrend, standardize, conf, high_pass, low_pass, tr, kw)
+    except ValueError as err:  # scipy's filter on a run shorter than its padding, nilearn's checks
+        raise InputError(f"{src}: nilearn.signal.clean failed ({' '.join(str(err).split())[:160]}); "
+                         "a run this short cannot be band-passed: drop it or set fmri.clean.high_pass/low_pass to null") from None
     if not np.isfinite(y).all():
         raise InputError(f"{src}: cleaning produced non-finite values (a constant ROI after confound removal?); drop that ROI")
     out = xr.Dataset(
@@ -86,6 +79,37 @@ def clean_run(
     )
     out.attrs["n_scrubbed"] = int((~keep).sum())
     return out
+
+
+def _clean(clean, x, detrend, standardize, conf, high_pass, low_pass, tr, kw):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # nilearn 0.13 announcing 0.14's confound scaling
+        return clean(
+            x,
+            detrend=detrend,
+            standardize=standardize if standardize else False,
+            confounds=conf,
+            standardize_confounds=True,
+            filter="butterworth" if (high_pass or low_pass) else False,
+            high_pass=high_pass,
+            low_pass=low_pass,
+            t_r=tr,
+            **kw,
+        )
+
+
+def check_length(ds: xr.Dataset, segment_s: float) -> None:
+    """One clear line when a run has fewer (kept) volumes than one segment."""
+    tr = float(ds.attrs["repetition_time_s"])
+    L = segment_length(segment_s, tr)
+    n = int(np.asarray(ds["sample_mask"].values).sum()) if "sample_mask" in ds else ds.sizes["time"]
+    if n < L:
+        raise InputError(
+            f"{ds.attrs.get('source', 'run')}: run is shorter than one segment ({n} kept volumes, segment = {L} "
+            f"volumes = {segment_s} s at TR {tr} s); lower fmri.clean.segment_s or drop this run"
+        )
 
 
 def segment_length(segment_s: float, tr: float) -> int:

@@ -104,7 +104,7 @@ def _ar1(n: int, k: int, a: float, rng: np.random.Generator, chol: np.ndarray | 
 
 
 def roi_names(p: FMRICohortParams) -> list[str]:
-    return [f"M{m}_R{r:02d}" for m in range(p.n_modules) for r in range(p.rois_per_module)]
+    return [f"R{k + 1:02d}" for k in range(p.n_rois)]
 
 
 @register("fmri_modular_cohort", FMRICohortParams, modality="fmri")
@@ -117,7 +117,9 @@ def fmri_modular_cohort(p: FMRICohortParams, seed: int) -> Simulation:
     """
     rng = np.random.default_rng(seed)
     R, M, T = p.n_rois, p.n_modules, p.n_volumes
-    module = np.repeat(np.arange(M), p.rois_per_module)
+    # ROIs are listed in random module order (and named R01, R02, ...), so an ROI's position in the atlas or the
+    # table says nothing about its module: fixed positional codes cannot recover the modules by construction
+    module = rng.permutation(np.repeat(np.arange(M), p.rois_per_module))
     loading = rng.uniform(p.loading_min, p.loading_max, R)
     label = np.zeros(p.n_subjects, dtype=np.int64)
     label[rng.permutation(p.n_subjects)[: p.n_subjects // 2]] = 1

@@ -146,6 +146,8 @@ def from_snakemake(smk: Any, module_name: str) -> None:
 
     module = importlib.import_module(f"brainpipe.stages.{module_name}")
     ins = {k: smk.input[k] for k in module.INPUTS if hasattr(smk.input, k)}
+    # branch inputs of the report (``<branch>__<key>``) are not declared in INPUTS: pass them through
+    ins.update({k: v for k, v in smk.input.items() if "__" in k and k not in ins})
     ins = {k: (list(v) if not isinstance(v, str) else v) for k, v in ins.items()}
     outs = {k: getattr(smk.output, k) for k in module.OUTPUTS}
     params = dict(getattr(smk.params, "config", {}) or {})
