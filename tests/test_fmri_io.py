@@ -21,8 +21,14 @@ from brainpipe.simulate.fmri import write_derivatives
 
 REPO = Path(__file__).resolve().parents[1]
 NITIME = REPO / "resources" / "fmri" / "nitime"
-TINY = {"n_subjects": 6, "rois_per_module": 3, "n_volumes": 60, "voxels_per_roi_side": 1, "high_motion_fraction": 0.5,
-        "n_high_motion_volumes": 3}
+TINY = {
+    "n_subjects": 6,
+    "rois_per_module": 3,
+    "n_volumes": 60,
+    "voxels_per_roi_side": 1,
+    "high_motion_fraction": 0.5,
+    "n_high_motion_volumes": 3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +36,14 @@ def tree(tmp_path_factory):
     sim = simulate("fmri_modular_cohort", TINY, seed=2)
     root = tmp_path_factory.mktemp("fmrisim")
     write_derivatives(sim, root, seed=2)
-    return {"root": root, "sim": sim, "fmriprep": root / "derivatives" / "fmriprep", "atlas": root / "atlas" / "atlas.nii.gz",
-            "labels": root / "atlas" / "atlas.tsv", "tables": root / "tables"}
+    return {
+        "root": root,
+        "sim": sim,
+        "fmriprep": root / "derivatives" / "fmriprep",
+        "atlas": root / "atlas" / "atlas.nii.gz",
+        "labels": root / "atlas" / "atlas.tsv",
+        "tables": root / "tables",
+    }
 
 
 def copy_tree(tree, tmp_path) -> Path:
@@ -53,7 +65,9 @@ def test_fmriprep_tree_reads_with_tr_confounds_scrubbing_and_participants(tree):
     assert len(runs) == 6
     for ds, sub in zip(runs, sim.data["subject"].values, strict=True):
         assert check(ds, "roi_timeseries", require_provenance=False) == []
-        assert ds.attrs["subject"] == sub and ds.attrs["task"] == "rest" and ds.attrs["repetition_time_s"] == 1.0
+        assert (
+            ds.attrs["subject"] == sub and ds.attrs["task"] == "rest" and ds.attrs["repetition_time_s"] == 1.0
+        )
         assert list(ds["roi"].values) == list(sim.data["roi"].values)
         assert {"trans_x", "rot_z", "white_matter", "csf"} <= set(ds["confound"].values.tolist())
         # the ROI signal is the mean of the ROI's voxels: it follows the simulated ROI signal
@@ -65,11 +79,14 @@ def test_fmriprep_tree_reads_with_tr_confounds_scrubbing_and_participants(tree):
         assert not ds["sample_mask"].values[hm].any()
         part = json.loads(ds.attrs["participant"])
         assert part["group"] in ("control", "patient") and float(part["score"]) == pytest.approx(
-            float(sim.truth["phenotype"].sel(subject=sub)), abs=1e-5)
+            float(sim.truth["phenotype"].sel(subject=sub)), abs=1e-5
+        )
 
 
 def test_confound_strategy_is_configurable(tree):
-    ds = next(iter_runs(tree["fmriprep"], atlas=tree["atlas"], confounds={"strategy": ["motion"], "motion": "full"}))
+    ds = next(
+        iter_runs(tree["fmriprep"], atlas=tree["atlas"], confounds={"strategy": ["motion"], "motion": "full"})
+    )
     assert ds.sizes["confound"] == 24 and "sample_mask" in ds and bool(ds["sample_mask"].all())
     assert list(ds["roi"].values)[:2] == ["roi-1", "roi-2"]  # no labels table: names from the label values
 
@@ -77,7 +94,9 @@ def test_confound_strategy_is_configurable(tree):
 def test_nifti_and_tables_paths_agree(tree):
     bold = sorted(tree["fmriprep"].rglob("*_bold.nii.gz"))[0]
     a = next(iter_runs(bold, "nifti", atlas=tree["atlas"], atlas_labels=tree["labels"]))
-    t = list(iter_runs(tree["tables"], repetition_time_s=1.0, participants=tree["tables"] / "participants.tsv"))
+    t = list(
+        iter_runs(tree["tables"], repetition_time_s=1.0, participants=tree["tables"] / "participants.tsv")
+    )
     assert len(t) == 6 and t[0].attrs["subject"] == "01" and json.loads(t[0].attrs["participant"])["group"]
     assert a.attrs["repetition_time_s"] == 1.0 and list(a["roi"].values) == list(t[0]["roi"].values)
     r = np.corrcoef(a["signal"].values[:, 0], t[0]["signal"].values[:, 0])[0, 1]
@@ -101,7 +120,9 @@ def test_table_formats(tmp_path, suffix, rng):
 
 
 def test_bundled_nitime_reads():
-    ds = read_table(NITIME / "fmri_timeseries.csv", 1.89, confound_columns=["WM", "Vent"], drop_columns=["Brain"])
+    ds = read_table(
+        NITIME / "fmri_timeseries.csv", 1.89, confound_columns=["WM", "Vent"], drop_columns=["Brain"]
+    )
     assert ds.sizes["time"] == 250 and ds.sizes["roi"] == 28 and ds.sizes["confound"] == 2
     assert ds["roi"].values[0] == "LCau" and ds.attrs["repetition_time_s"] == 1.89
     ev = read_table(NITIME / "event_related_fmri.csv", 2.0, drop_columns=["events"])
@@ -119,14 +140,21 @@ def test_bundled_nitime_nifti_with_an_atlas(tmp_path):
     nib.save(nib.Nifti1Image(atlas, img.affine), ap)
     ds = next(iter_runs(NITIME / "fmri1.nii.gz", atlas=ap))
     assert ds.sizes == {"time": 40, "roi": 3}
-    assert ds.attrs["repetition_time_s"] == pytest.approx(1.35)  # from the header: the nitime image has no sidecar
+    assert ds.attrs["repetition_time_s"] == pytest.approx(
+        1.35
+    )  # from the header: the nitime image has no sidecar
     data = np.asarray(img.dataobj, dtype=np.float64)
     np.testing.assert_allclose(ds["signal"].values[:, 2], data[:, :, 9:].reshape(-1, 40).mean(0), rtol=1e-6)
 
 
 def test_bids_entities():
     assert bids_entities("sub-01_ses-a_task-rest_run-2_space-MNI_desc-preproc_bold.nii.gz") == {
-        "sub": "01", "ses": "a", "task": "rest", "run": "2", "space": "MNI"}
+        "sub": "01",
+        "ses": "a",
+        "task": "rest",
+        "run": "2",
+        "space": "MNI",
+    }
 
 
 # ---- cleaning and segments ------------------------------------------------------------------------------------------
@@ -142,15 +170,21 @@ def test_cleaning_removes_motion_and_drift_and_scrubbed_volumes(tree):
 
     mot = detrend(raw["confounds"].sel(confound=["trans_x", "trans_y", "trans_z"]).values[keep], axis=0)
     y = clean_run(raw, high_pass=None)["signal"].values  # without the filter the projection is exact
-    resid = np.abs(np.corrcoef(np.hstack([y, mot]).T)[: y.shape[1], y.shape[1]:])
+    resid = np.abs(np.corrcoef(np.hstack([y, mot]).T)[: y.shape[1], y.shape[1] :])
     assert resid.max() < 1e-6  # motion regressed out
     no_conf = clean_run(raw, use_confounds=False, high_pass=None)["signal"].values
-    assert np.abs(np.corrcoef(np.hstack([no_conf, mot]).T)[: y.shape[1], y.shape[1]:]).max() > 0.3
+    assert np.abs(np.corrcoef(np.hstack([no_conf, mot]).T)[: y.shape[1], y.shape[1] :]).max() > 0.3
 
 
 def test_segments_in_seconds_use_each_tr_and_skip_scrubbed_gaps(tree):
-    assert segment_length(15.0, 1.0) == 15 and segment_length(15.0, 1.89) == 8 and segment_length(15.0, 0.72) == 21
-    runs = [clean_run(r) for r in iter_runs(tree["fmriprep"], atlas=tree["atlas"], atlas_labels=tree["labels"])]
+    assert (
+        segment_length(15.0, 1.0) == 15
+        and segment_length(15.0, 1.89) == 8
+        and segment_length(15.0, 0.72) == 21
+    )
+    runs = [
+        clean_run(r) for r in iter_runs(tree["fmriprep"], atlas=tree["atlas"], atlas_labels=tree["labels"])
+    ]
     coh = assemble_cohort(runs, 10.0, "group", "score", n_folds=3, seed=0)
     assert check(coh, "roi_segments", require_provenance=False) == []
     assert coh.sizes["lag"] == 10 and coh.attrs["split_by"] == "subject"
@@ -194,8 +228,18 @@ def test_missing_tr(tree, tmp_path):
     hdr = img.header.copy()
     hdr["pixdim"][4] = 0
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, hdr), bad)
-    _bad(lambda: next(iter_runs(bad, atlas=tree["atlas"])), str(bad), "repetition time (TR) is missing", "repetition_time_s")
-    _bad(lambda: read_table(NITIME / "fmri_timeseries.csv", None), "fmri_timeseries.csv", "TR) is missing", "repetition_time_s")
+    _bad(
+        lambda: next(iter_runs(bad, atlas=tree["atlas"])),
+        str(bad),
+        "repetition time (TR) is missing",
+        "repetition_time_s",
+    )
+    _bad(
+        lambda: read_table(NITIME / "fmri_timeseries.csv", None),
+        "fmri_timeseries.csv",
+        "TR) is missing",
+        "repetition_time_s",
+    )
 
 
 def test_confound_rows_differ_from_volumes(tree, tmp_path):
@@ -203,8 +247,12 @@ def test_confound_rows_differ_from_volumes(tree, tmp_path):
     conf = sorted((root / "derivatives/fmriprep/sub-02").rglob("*confounds_timeseries.tsv"))[0]
     df = pd.read_csv(conf, sep="\t")
     df.iloc[:-3].to_csv(conf, sep="\t", index=False, na_rep="n/a")
-    text = _bad(lambda: list(iter_runs(root / "derivatives/fmriprep", atlas=root / "atlas/atlas.nii.gz")),
-                str(conf), "57 rows", "60 volumes")
+    text = _bad(
+        lambda: list(iter_runs(root / "derivatives/fmriprep", atlas=root / "atlas/atlas.nii.gz")),
+        str(conf),
+        "57 rows",
+        "60 volumes",
+    )
     assert "one row per volume" in text
 
 
@@ -224,7 +272,12 @@ def test_nan_and_constant_roi(tmp_path, rng):
 def test_run_shorter_than_one_segment(tree):
     run = read_table(NITIME / "event_related_fmri.csv", 2.0, drop_columns=["events"]).isel(time=slice(0, 6))
     _bad(lambda: check_length(run, 15.0), "event_related_fmri.csv", "shorter than one segment", "segment_s")
-    _bad(lambda: assemble_cohort([run], 15.0), "event_related_fmri.csv", "shorter than one segment", "segment_s")
+    _bad(
+        lambda: assemble_cohort([run], 15.0),
+        "event_related_fmri.csv",
+        "shorter than one segment",
+        "segment_s",
+    )
     _bad(lambda: clean_run(run), "event_related_fmri.csv", "cannot be band-passed", "high_pass")
 
 
@@ -235,7 +288,12 @@ def test_participant_label_missing(tree, tmp_path):
     df.loc[df["participant_id"] == "sub-03", "group"] = "n/a"
     df.to_csv(part, sep="\t", index=False)
     runs = [clean_run(r) for r in iter_runs(root / "tables", repetition_time_s=1.0, participants=part)]
-    _bad(lambda: assemble_cohort(runs, 10.0, classification="group"), "sub-03", "no 'group' value", "participants.tsv")
+    _bad(
+        lambda: assemble_cohort(runs, 10.0, classification="group"),
+        "sub-03",
+        "no 'group' value",
+        "participants.tsv",
+    )
     assemble_cohort(runs, 10.0, regression="score")  # the regression task does not need it
 
 
@@ -244,5 +302,10 @@ def test_atlas_label_without_voxels(tree, tmp_path):
     df = pd.read_csv(tree["labels"], sep="\t")
     pd.concat([df, pd.DataFrame({"index": [99], "name": ["ghost"]})]).to_csv(labels, sep="\t", index=False)
     bold = sorted(tree["fmriprep"].rglob("*_bold.nii.gz"))[0]
-    _bad(lambda: next(iter_runs(bold, atlas=tree["atlas"], atlas_labels=labels)), "atlas.nii.gz", "ghost (label 99)",
-         "has no voxels", "remove it")
+    _bad(
+        lambda: next(iter_runs(bold, atlas=tree["atlas"], atlas_labels=labels)),
+        "atlas.nii.gz",
+        "ghost (label 99)",
+        "has no voxels",
+        "remove it",
+    )

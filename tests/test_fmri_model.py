@@ -24,8 +24,19 @@ from brainpipe.preprocess.fmri import assemble_cohort, clean_run
 from brainpipe.simulate import simulate
 
 SIM = {"n_subjects": 12, "rois_per_module": 4, "n_volumes": 150, "snr": 3.0, "high_motion_fraction": 0.0}
-FAST = dict(d_model=16, n_layers=1, n_heads=2, max_epochs=150, patience=None, lr=5e-3, batch_size=32, warmup_steps=5,
-            device="cpu", progress=False, seed=0)
+FAST = dict(
+    d_model=16,
+    n_layers=1,
+    n_heads=2,
+    max_epochs=150,
+    patience=None,
+    lr=5e-3,
+    batch_size=32,
+    warmup_steps=5,
+    device="cpu",
+    progress=False,
+    seed=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +44,15 @@ def cohort():
     sim = simulate("fmri_modular_cohort", SIM, seed=5)
     runs = []
     for i, sub in enumerate(sim.data["subject"].values):
-        ds = run_dataset(sim.data["bold"].values[i], sim.data["roi"].values, 1.0, source=f"sim/sub-{sub}",
-                         entities={"sub": str(sub)}, confounds=sim.data["motion"].values[i], confound_names=list(sim.data["motion_param"].values))
+        ds = run_dataset(
+            sim.data["bold"].values[i],
+            sim.data["roi"].values,
+            1.0,
+            source=f"sim/sub-{sub}",
+            entities={"sub": str(sub)},
+            confounds=sim.data["motion"].values[i],
+            confound_names=list(sim.data["motion_param"].values),
+        )
         runs.append(clean_run(ds, high_pass=None))
     return assemble_cohort(runs, 10.0, n_folds=4, seed=0), sim
 
@@ -146,8 +164,17 @@ def test_bad_hyperparameters_are_one_line():
         BrainMAEConfig(attention="cross")
 
 
-@pytest.mark.parametrize("variant", [{"attention": "self"}, {"attention": "both"}, {"roi_embedding": "fixed"},
-                                     {"masking": False}, {"self_loops": True}, {"graph": "projected"}])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"attention": "self"},
+        {"attention": "both"},
+        {"roi_embedding": "fixed"},
+        {"masking": False},
+        {"self_loops": True},
+        {"graph": "projected"},
+    ],
+)
 def test_ablation_switches_train(variant, cohort):
     ds, _ = cohort
     model = BrainMAE(**dict(FAST, max_epochs=2, **variant)).fit(ds["signal"].values[:40])

@@ -72,13 +72,18 @@ MATRIX = {
     "default": (
         None,
         {"simulate_spikes": 3, "ingest_spikes": 2, "bin_spikes": 5, "fit_poisson_glm": 5, "fit_switching_glm": 14,
-         "evaluate_switching_glm": 14, "report": 1, "metrics_table": 1},
+         "evaluate_switching_glm": 14, "report": 1, "metrics_table": 1,
+         "simulate_fmri": 1, "ingest_fmri": 2, "clean_fmri": 2, "fmri_baselines": 2, "pretrain_brainmae": 6,
+         "evaluate_brainmae": 6},
     ),
     "tiny": (
         "tiny",
         {"simulate_spikes": 2, "ingest_spikes": 2, "bin_spikes": 4, "fit_poisson_glm": 4, "fit_switching_glm": 4,
-         "evaluate_switching_glm": 4},
+         "evaluate_switching_glm": 4, "simulate_fmri": 1, "ingest_fmri": 1, "clean_fmri": 1, "fmri_baselines": 1,
+         "pretrain_brainmae": 2, "evaluate_brainmae": 2},
     ),
+    "brainmae_off": ({"fmri.brainmae.enabled": False}, {"clean_fmri": 1, "fmri_baselines": 1}),
+    "fmri_tables": ({"fmri.datasets.tinycohort.simulate.source": "tables"}, {"ingest_fmri": 1, "pretrain_brainmae": 2}),
     "glm_off": ({"spikes.poisson_glm.enabled": False}, {"simulate_spikes": 2, "bin_spikes": 4, "fit_switching_glm": 4}),
     "switching_off": ({"spikes.switching_glm.enabled": False}, {"bin_spikes": 4, "fit_poisson_glm": 4}),
     "table_only": (
@@ -86,7 +91,7 @@ MATRIX = {
          "spikes.switching_glm.datasets": {}},
         {"ingest_spikes": 1, "fit_poisson_glm": 1},
     ),
-    "no_datasets": ({"spikes.datasets": {}, "spikes.switching_glm.datasets": {}}, {"report": 1}),
+    "no_datasets": ({"spikes.datasets": {}, "spikes.switching_glm.datasets": {}, "fmri.datasets": {}}, {"report": 1}),
 }
 
 
@@ -108,6 +113,8 @@ def test_dry_run_matrix(name, tmp_path):
         assert "fit_switching_glm" not in jobs
     if name == "no_datasets":
         assert "bin_spikes" not in jobs
+    if name == "brainmae_off":
+        assert "pretrain_brainmae" not in jobs and "evaluate_brainmae" not in jobs
 
 
 def test_lint_is_clean(tmp_path):
@@ -142,6 +149,22 @@ BAD_CONFIGS = {
     "bad_fractions": (
         {"spikes.bin.split.fractions": {"train": 0.5, "validation": 0.2, "test": 0.2}},
         r"sums to 0\.9",
+    ),
+    "fmri_unknown_key": (
+        {"fmri.clean.segment_sec": 15},
+        r"unknown key 'fmri\.clean\.segment_sec' \(allowed keys here: .*\); did you mean 'segment_s'\?",
+    ),
+    "fmri_needs_atlas": (
+        {"fmri.datasets.real": {"path": "resources/fmri/nitime/fmri1.nii.gz"}},
+        r"key 'fmri\.datasets\.real\.atlas' is needed for format 'auto'",
+    ),
+    "fmri_table_needs_tr": (
+        {"fmri.datasets.real": {"path": "resources/fmri/nitime/fmri_timeseries.csv", "format": "table"}},
+        r"key 'fmri\.datasets\.real\.repetition_time_s' is needed for ROI tables",
+    ),
+    "fmri_bad_variant": (
+        {"fmri.brainmae.variants.odd": {"attention": "cross"}},
+        r"key 'fmri\.brainmae\.variants\.odd\.attention': 'cross' is not allowed \(allowed values: graph, self, both\)",
     ),
     "missing_path": (
         {"spikes.datasets.table.path": "no/such/spikes.csv"},
@@ -238,6 +261,27 @@ def test_tiny_run_switching_metrics(tiny_run):
     assert set(single["passed"].values.tolist()) == {-1}  # baselines carry no bars
     fit = read(tiny_run / "results/spikes/stein/switching_glm/none/fit.nc", "model_fit")
     assert fit.sizes["state"] == 2 and fit.sizes["covariate"] == 3  # the trial covariates entered the model
+
+
+def test_tiny_run_fmri(tiny_run):
+    res = tiny_run / "results" / "fmri" / "tinycohort"
+    runs = sorted((res / "roi").glob("*.nc"))
+    assert len(runs) == 8 and read(runs[0], "roi_timeseries").sizes["roi"] == 12
+    clean = read(res / "clean.nc", "roi_segments")
+    assert clean.sizes["lag"] == 10 and clean.attrs["split_by"] == "subject" and "label" in clean and "target" in clean
+    base = read(res / "brainmae" / "base" / "metrics.nc", "metrics")
+    names = set(base["metric"].values.tolist())
+    assert {"masked_nmse", "masked_nmse_vs_ridge", "roi_embedding_ari", "probe_accuracy", "probe_r2",
+            "finetune_accuracy", "finetune_r2"} <= names
+    assert int(base["passed"].sel(metric="roi_embedding_ari")) == 1
+    no_mask = read(res / "brainmae" / "no_mask" / "metrics.nc", "metrics")
+    assert "finetune_accuracy" not in set(no_mask["metric"].values.tolist())  # fine-tuning: base variant only
+    fit = read(res / "brainmae" / "base" / "fit.nc", "model_fit")
+    assert fit["roi_embedding"].shape == (12, 16) and fit.attrs["device"] == "cpu"
+    assert (res / "brainmae" / "base" / "weights.pt").stat().st_size > 1000
+    assert not list((tiny_run / "checkpoints").rglob("*.pt")) if (tiny_run / "checkpoints").exists() else True
+    html = (tiny_run / "results" / "report" / "index.html").read_text()
+    assert '<section id="fmri">' in html and "tinycohort" in html
 
 
 def test_second_run_is_noop(tiny_run):

@@ -18,6 +18,7 @@ Protocol (shared by the BrainMAE and the baseline stages, so every number is on 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -26,20 +27,41 @@ import xarray as xr
 from brainpipe.evaluate.metrics import METRICS, MetricInfo, auroc
 
 FMRI_METRICS: dict[str, MetricInfo] = {
-    "masked_nmse": MetricInfo("<=", "masked-ROI NMSE on held-out data (hidden ROIs reconstructed from the visible ones)"),
-    "masked_nmse_vs_ridge": MetricInfo("<", "masked-ROI NMSE minus the ridge baseline's (negative: better than ridge)"),
+    "masked_nmse": MetricInfo(
+        "<=", "masked-ROI NMSE on held-out data (hidden ROIs reconstructed from the visible ones)"
+    ),
+    "masked_nmse_vs_ridge": MetricInfo(
+        "<", "masked-ROI NMSE minus the ridge baseline's (negative: better than ridge)"
+    ),
     "masked_nmse_vs_mean": MetricInfo("<", "masked-ROI NMSE minus mean filling's"),
-    "masked_nmse_shuffled_embeddings": MetricInfo("<=", "masked-ROI NMSE with the ROI embeddings permuted (a control: should be worse)"),
+    "masked_nmse_shuffled_embeddings": MetricInfo(
+        "<=", "masked-ROI NMSE with the ROI embeddings permuted (a control: should be worse)"
+    ),
     "nmse_mean_fill": MetricInfo("<=", "baseline: hidden ROIs filled with their training mean"),
-    "nmse_ridge": MetricInfo("<=", "baseline: ridge regression of hidden ROIs on visible ones (same volume), fitted on the training subjects"),
-    "roi_embedding_ari": MetricInfo(">=", "adjusted Rand index of k-means on the ROI embeddings vs the planted modules"),
-    "probe_accuracy": MetricInfo(">=", "linear probe (logistic) on frozen features, subject-wise k-fold accuracy"),
+    "nmse_ridge": MetricInfo(
+        "<=",
+        "baseline: ridge regression of hidden ROIs on visible ones (same volume), fitted on the training subjects",
+    ),
+    "roi_embedding_ari": MetricInfo(
+        ">=", "adjusted Rand index of k-means on the ROI embeddings vs the planted modules"
+    ),
+    "probe_accuracy": MetricInfo(
+        ">=", "linear probe (logistic) on frozen features, subject-wise k-fold accuracy"
+    ),
     "probe_auroc": MetricInfo(">=", "linear probe, subject-wise k-fold AUROC"),
-    "probe_accuracy_vs_fc": MetricInfo(">=", "probe accuracy minus the best functional-connectivity baseline's"),
-    "probe_r2": MetricInfo(">=", "linear probe (ridge) on frozen features, subject-wise k-fold R2 of the phenotype"),
-    "probe_mae": MetricInfo("<=", "linear probe (ridge), subject-wise k-fold mean absolute error of the phenotype"),
+    "probe_accuracy_vs_fc": MetricInfo(
+        ">=", "probe accuracy minus the best functional-connectivity baseline's"
+    ),
+    "probe_r2": MetricInfo(
+        ">=", "linear probe (ridge) on frozen features, subject-wise k-fold R2 of the phenotype"
+    ),
+    "probe_mae": MetricInfo(
+        "<=", "linear probe (ridge), subject-wise k-fold mean absolute error of the phenotype"
+    ),
     "probe_r2_vs_fc": MetricInfo(">=", "probe R2 minus the best functional-connectivity baseline's"),
-    "finetune_accuracy": MetricInfo(">=", "full fine-tuning (encoder + linear head), subject-wise k-fold accuracy"),
+    "finetune_accuracy": MetricInfo(
+        ">=", "full fine-tuning (encoder + linear head), subject-wise k-fold accuracy"
+    ),
     "finetune_auroc": MetricInfo(">=", "full fine-tuning, subject-wise k-fold AUROC"),
     "finetune_r2": MetricInfo(">=", "full fine-tuning, subject-wise k-fold R2 of the phenotype"),
     "finetune_mae": MetricInfo("<=", "full fine-tuning, subject-wise k-fold MAE of the phenotype"),
@@ -48,10 +70,18 @@ FMRI_METRICS: dict[str, MetricInfo] = {
 for kind in ("correlation", "tangent"):
     FMRI_METRICS.update(
         {
-            f"fc_{kind}_accuracy": MetricInfo(">=", f"FC ({kind}) + logistic regression, subject-wise k-fold accuracy"),
-            f"fc_{kind}_auroc": MetricInfo(">=", f"FC ({kind}) + logistic regression, subject-wise k-fold AUROC"),
-            f"fc_{kind}_r2": MetricInfo(">=", f"FC ({kind}) + ridge, subject-wise k-fold R2 of the phenotype"),
-            f"fc_{kind}_mae": MetricInfo("<=", f"FC ({kind}) + ridge, subject-wise k-fold MAE of the phenotype"),
+            f"fc_{kind}_accuracy": MetricInfo(
+                ">=", f"FC ({kind}) + logistic regression, subject-wise k-fold accuracy"
+            ),
+            f"fc_{kind}_auroc": MetricInfo(
+                ">=", f"FC ({kind}) + logistic regression, subject-wise k-fold AUROC"
+            ),
+            f"fc_{kind}_r2": MetricInfo(
+                ">=", f"FC ({kind}) + ridge, subject-wise k-fold R2 of the phenotype"
+            ),
+            f"fc_{kind}_mae": MetricInfo(
+                "<=", f"FC ({kind}) + ridge, subject-wise k-fold MAE of the phenotype"
+            ),
         }
     )
 METRICS.update(FMRI_METRICS)
@@ -64,7 +94,9 @@ def pretrain_split(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return f >= 2, f == 1, f == 0
 
 
-def eval_masks(n_segments: int, n_rois: int, ratio: float, n_patterns: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def eval_masks(
+    n_segments: int, n_rois: int, ratio: float, n_patterns: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``(patterns (P, R) bool, index (n_segments,))``: segment ``i`` hides ``patterns[index[i]]``."""
     rng = np.random.default_rng(seed)
     k = min(n_rois - 1, max(1, int(round(ratio * n_rois))))
@@ -77,8 +109,9 @@ def nmse(X: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> float:
     return float(((X - pred) ** 2)[m].sum() / max((X**2)[m].sum(), 1e-12))
 
 
-def reconstruction_baselines(X_train: np.ndarray, X_test: np.ndarray, patterns: np.ndarray, index: np.ndarray,
-                             alpha: float = 1.0) -> dict[str, float]:
+def reconstruction_baselines(
+    X_train: np.ndarray, X_test: np.ndarray, patterns: np.ndarray, index: np.ndarray, alpha: float = 1.0
+) -> dict[str, float]:
     """NMSE of mean filling and of per-pattern ridge regression (hidden ROIs on visible ones, same volume)."""
     from sklearn.linear_model import Ridge
 
@@ -151,7 +184,12 @@ def cross_validate(
             inner = StratifiedKFold(n_splits=n_inner, shuffle=True, random_state=seed)
             clf = make_pipeline(
                 StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-3, 1, 9), cv=inner, max_iter=5000)
-            ).fit(Ftr, y[tr])
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter(
+                    "ignore", FutureWarning
+                )  # scikit-learn 1.9 announcing new attribute names
+                clf.fit(Ftr, y[tr])
             pred[te] = clf.predict(Fte)
             proba = clf.predict_proba(Fte)
             score[te] = proba[:, -1] if proba.shape[1] > 1 else 0.0
@@ -161,13 +199,20 @@ def cross_validate(
     return score_predictions(y, pred, score, task)
 
 
-def score_predictions(y: np.ndarray, pred: np.ndarray, score: np.ndarray | None, task: str) -> dict[str, float]:
+def score_predictions(
+    y: np.ndarray, pred: np.ndarray, score: np.ndarray | None, task: str
+) -> dict[str, float]:
     if task == "classification":
         out = {"accuracy": float(np.mean(pred == y))}
-        out["auroc"] = auroc(y == np.max(y), score) if score is not None and len(np.unique(y)) == 2 else float("nan")
+        out["auroc"] = (
+            auroc(y == np.max(y), score) if score is not None and len(np.unique(y)) == 2 else float("nan")
+        )
         return out
     ss = float(((y - y.mean()) ** 2).sum())
-    return {"r2": 1.0 - float(((y - pred) ** 2).sum()) / max(ss, 1e-12), "mae": float(np.mean(np.abs(y - pred)))}
+    return {
+        "r2": 1.0 - float(((y - pred) ** 2).sum()) / max(ss, 1e-12),
+        "mae": float(np.mean(np.abs(y - pred))),
+    }
 
 
 def subject_timeseries(ds: xr.Dataset) -> list[np.ndarray]:
@@ -187,14 +232,18 @@ def fc_baselines(ds: xr.Dataset, seed: int = 0) -> dict[str, float]:
     for kind in ("correlation", "tangent"):
 
         def feats(tr, te, kind=kind):
-            cm = ConnectivityMeasure(kind=kind, vectorize=True, discard_diagonal=True, standardize="zscore_sample")
+            cm = ConnectivityMeasure(
+                kind=kind, vectorize=True, discard_diagonal=True, standardize="zscore_sample"
+            )
             return cm.fit_transform([ts[i] for i in tr]), cm.transform([ts[i] for i in te])
 
         if has_labels(ds):
             res = cross_validate(feats, np.asarray(ds["label"].values), folds, "classification", seed=seed)
             out.update({f"fc_{kind}_accuracy": res["accuracy"], f"fc_{kind}_auroc": res["auroc"]})
         if has_target(ds):
-            res = cross_validate(feats, np.asarray(ds["target"].values, dtype=np.float64), folds, "regression")
+            res = cross_validate(
+                feats, np.asarray(ds["target"].values, dtype=np.float64), folds, "regression"
+            )
             out.update({f"fc_{kind}_r2": res["r2"], f"fc_{kind}_mae": res["mae"]})
     return out
 
@@ -203,7 +252,9 @@ def baseline_metrics(ds: xr.Dataset, params: Mapping) -> dict[str, float]:
     """Every baseline of a dataset: reconstruction (mean filling, ridge) and FC downstream."""
     X = np.asarray(ds["signal"].values, dtype=np.float64)
     tr, _, te = pretrain_split(ds)
-    patterns, index = eval_masks(int(te.sum()), X.shape[2], float(params["mask_ratio"]), int(params["n_patterns"]), int(params["seed"]))
+    patterns, index = eval_masks(
+        int(te.sum()), X.shape[2], float(params["mask_ratio"]), int(params["n_patterns"]), int(params["seed"])
+    )
     out = reconstruction_baselines(X[tr], X[te], patterns, index, float(params.get("ridge_alpha", 1.0)))
     out.update(fc_baselines(ds, int(params["seed"])))
     return out

@@ -52,7 +52,9 @@ def fail(path: str | os.PathLike, what: str, todo: str) -> InputError:
 
 def bids_entities(name: str) -> dict[str, str]:
     """BIDS key-value entities of a file name (``sub-01_ses-a_task-rest_run-1_...`` -> {sub: 01, ...})."""
-    return {k: v for k, v in re.findall(r"(?:^|_)([a-zA-Z]+)-([a-zA-Z0-9]+)", Path(name).name) if k in ENTITIES}
+    return {
+        k: v for k, v in re.findall(r"(?:^|_)([a-zA-Z]+)-([a-zA-Z0-9]+)", Path(name).name) if k in ENTITIES
+    }
 
 
 # ---- participants -------------------------------------------------------------------------------------------
@@ -68,14 +70,23 @@ def read_participants(path: str | os.PathLike | None) -> dict[str, dict[str, Any
     try:
         df = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
     except (ValueError, OSError) as err:
-        raise fail(p, f"cannot be read as a table ({type(err).__name__})", "write it as a BIDS participants.tsv") from None
+        raise fail(
+            p, f"cannot be read as a table ({type(err).__name__})", "write it as a BIDS participants.tsv"
+        ) from None
     if "participant_id" not in df.columns:
-        raise fail(p, f"has no 'participant_id' column (columns: {', '.join(df.columns)})", "add it (values like sub-01)")
+        raise fail(
+            p,
+            f"has no 'participant_id' column (columns: {', '.join(df.columns)})",
+            "add it (values like sub-01)",
+        )
     out = {}
     for row in df.to_dict("records"):
         sid = str(row.pop("participant_id")).strip()
         sid = sid[4:] if sid.startswith("sub-") else sid
-        out[sid] = {k: (None if str(v).strip() in ("", "n/a", "NA", "nan") else str(v).strip()) for k, v in row.items()}
+        out[sid] = {
+            k: (None if str(v).strip() in ("", "n/a", "NA", "nan") else str(v).strip())
+            for k, v in row.items()
+        }
     return out
 
 
@@ -83,13 +94,19 @@ def read_participants(path: str | os.PathLike | None) -> dict[str, dict[str, Any
 def _check_signal(path, signal: np.ndarray, rois: Sequence[str], what: str = "ROI") -> None:
     bad = [r for r, ok in zip(rois, np.isfinite(signal).all(axis=0), strict=True) if not ok]
     if bad:
-        raise fail(path, f"{what} {', '.join(map(str, bad[:5]))} has NaN or infinite values",
-                   "fix the input (or drop that ROI/column); brainpipe does not fill missing samples silently")
+        raise fail(
+            path,
+            f"{what} {', '.join(map(str, bad[:5]))} has NaN or infinite values",
+            "fix the input (or drop that ROI/column); brainpipe does not fill missing samples silently",
+        )
     if signal.shape[0] > 1:
         const = [r for r, s in zip(rois, np.ptp(signal, axis=0), strict=True) if not s > 0]
         if const:
-            raise fail(path, f"{what} {', '.join(map(str, const[:5]))} is constant over time (no signal)",
-                       "drop it from the atlas/table, or check the brain mask covers it")
+            raise fail(
+                path,
+                f"{what} {', '.join(map(str, const[:5]))} is constant over time (no signal)",
+                "drop it from the atlas/table, or check the brain mask covers it",
+            )
 
 
 def run_dataset(
@@ -110,11 +127,18 @@ def run_dataset(
     _check_signal(source, signal, rois)
     if len(set(rois)) != len(rois):
         dup = sorted({r for r in rois if rois.count(r) > 1})
-        raise fail(source, f"ROI names are not unique ({', '.join(dup[:5])})", "rename the duplicated ROIs/columns")
+        raise fail(
+            source, f"ROI names are not unique ({', '.join(dup[:5])})", "rename the duplicated ROIs/columns"
+        )
     ent = dict(entities or {})
     n_t = signal.shape[0]
-    data = {"signal": (("time", "roi"), signal, {"long_name": "ROI BOLD signal (mean over the ROI's voxels)"})}
-    coords = {"time": ("time", np.arange(n_t, dtype=np.float64) * float(tr), {"units": "s"}), "roi": np.array(rois)}
+    data = {
+        "signal": (("time", "roi"), signal, {"long_name": "ROI BOLD signal (mean over the ROI's voxels)"})
+    }
+    coords = {
+        "time": ("time", np.arange(n_t, dtype=np.float64) * float(tr), {"units": "s"}),
+        "roi": np.array(rois),
+    }
     if confounds is not None and len(confound_names):
         data["confounds"] = (("time", "confound"), np.asarray(confounds, dtype=np.float64))
         coords["confound"] = np.array([str(c) for c in confound_names])
@@ -137,7 +161,11 @@ def run_dataset(
 
 def run_id(ds: xr.Dataset) -> str:
     """A file-name-safe identifier of a run: ``sub-01_ses-a_task-rest_run-1`` (entities present only)."""
-    parts = [f"{k}-{ds.attrs[a]}" for k, a in (("sub", "subject"), ("ses", "session"), ("task", "task"), ("run", "run")) if ds.attrs.get(a)]
+    parts = [
+        f"{k}-{ds.attrs[a]}"
+        for k, a in (("sub", "subject"), ("ses", "session"), ("task", "task"), ("run", "run"))
+        if ds.attrs.get(a)
+    ]
     return "_".join(parts) or Path(str(ds.attrs.get("source", "run"))).stem
 
 
@@ -154,13 +182,23 @@ def load_atlas(atlas: str | os.PathLike, labels: str | os.PathLike | None = None
         img = nib.load(ap)
         vals = np.asarray(img.dataobj)
     except Exception as err:  # nibabel raises many types on a bad file
-        raise fail(ap, f"cannot be read as a NIfTI image ({type(err).__name__})", "give a 3D labels image (.nii/.nii.gz)") from None
+        raise fail(
+            ap,
+            f"cannot be read as a NIfTI image ({type(err).__name__})",
+            "give a 3D labels image (.nii/.nii.gz)",
+        ) from None
     if vals.ndim == 4 and vals.shape[3] == 1:
         vals = vals[..., 0]
     if vals.ndim != 3:
-        raise fail(ap, f"atlas has {vals.ndim} dimensions", "give a 3D labels image (one integer label per voxel)")
+        raise fail(
+            ap, f"atlas has {vals.ndim} dimensions", "give a 3D labels image (one integer label per voxel)"
+        )
     if not np.allclose(vals, np.round(vals)):
-        raise fail(ap, "atlas has non-integer values (a probabilistic atlas?)", "give a labels atlas (integers, 0 = background)")
+        raise fail(
+            ap,
+            "atlas has non-integer values (a probabilistic atlas?)",
+            "give a labels atlas (integers, 0 = background)",
+        )
     present = sorted(int(v) for v in np.unique(vals) if v != 0)
     if labels is None:
         table = [(k, f"roi-{k}") for k in present]
@@ -172,12 +210,19 @@ def load_atlas(atlas: str | os.PathLike, labels: str | os.PathLike | None = None
             raise fail(lp, "atlas labels table does not exist", "check the 'atlas_labels' path")
         df = pd.read_csv(lp, sep=None, engine="python")
         if not {"index", "name"} <= set(df.columns):
-            raise fail(lp, f"needs columns 'index' and 'name' (has {', '.join(map(str, df.columns))})", "rename the columns")
+            raise fail(
+                lp,
+                f"needs columns 'index' and 'name' (has {', '.join(map(str, df.columns))})",
+                "rename the columns",
+            )
         table = [(int(i), str(n)) for i, n in zip(df["index"], df["name"], strict=True) if int(i) != 0]
         empty = [f"{n} (label {i})" for i, n in table if i not in present]
         if empty:
-            raise fail(ap, f"atlas label {', '.join(empty[:3])} listed in {lp.name} has no voxels",
-                       "remove it from the labels table, or use the atlas the table belongs to")
+            raise fail(
+                ap,
+                f"atlas label {', '.join(empty[:3])} listed in {lp.name} has no voxels",
+                "remove it from the labels table, or use the atlas the table belongs to",
+            )
     if not table:
         raise fail(ap, "atlas has no labelled voxels", "give a labels atlas with integer labels > 0")
     return img, table
@@ -186,11 +231,17 @@ def load_atlas(atlas: str | os.PathLike, labels: str | os.PathLike | None = None
 def _check_grid(bold_path, bold_img, atlas_path, atlas_img) -> None:
     bs, as_ = tuple(bold_img.shape[:3]), tuple(atlas_img.shape[:3])
     if bs != as_:
-        raise fail(bold_path, f"voxel grid {bs} differs from atlas {Path(atlas_path).name} {as_}",
-                   "resample the atlas to the bold image (e.g. nilearn.image.resample_to_img, interpolation='nearest')")
+        raise fail(
+            bold_path,
+            f"voxel grid {bs} differs from atlas {Path(atlas_path).name} {as_}",
+            "resample the atlas to the bold image (e.g. nilearn.image.resample_to_img, interpolation='nearest')",
+        )
     if not np.allclose(bold_img.affine, atlas_img.affine, atol=1e-3):
-        raise fail(bold_path, f"affine differs from atlas {Path(atlas_path).name} (not in the same space)",
-                   "use an atlas in the bold image's space, or resample it with nearest-neighbour interpolation")
+        raise fail(
+            bold_path,
+            f"affine differs from atlas {Path(atlas_path).name} (not in the same space)",
+            "use an atlas in the bold image's space, or resample it with nearest-neighbour interpolation",
+        )
 
 
 def read_tr(bold_path: str | os.PathLike, img=None, override: float | None = None) -> float:
@@ -215,8 +266,11 @@ def read_tr(bold_path: str | os.PathLike, img=None, override: float | None = Non
         units = img.header.get_xyzt_units()[1] if hasattr(img.header, "get_xyzt_units") else "sec"
         if len(zooms) > 3 and zooms[3] > 0 and units in ("sec", "msec", "usec"):
             return float(zooms[3]) * {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}[units]
-    raise fail(p, "repetition time (TR) is missing (no sidecar RepetitionTime, no time step in the NIfTI header)",
-               "add RepetitionTime to the bold JSON sidecar, or set 'repetition_time_s' for this dataset in the config")
+    raise fail(
+        p,
+        "repetition time (TR) is missing (no sidecar RepetitionTime, no time step in the NIfTI header)",
+        "add RepetitionTime to the bold JSON sidecar, or set 'repetition_time_s' for this dataset in the config",
+    )
 
 
 def extract_rois(bold_path, atlas_path, labels_path=None, img=None):
@@ -229,14 +283,20 @@ def extract_rois(bold_path, atlas_path, labels_path=None, img=None):
         try:
             img = nib.load(bp)
         except Exception as err:
-            raise fail(bp, f"cannot be read as a NIfTI image ({type(err).__name__})", "give a 4D NIfTI (.nii/.nii.gz)") from None
+            raise fail(
+                bp,
+                f"cannot be read as a NIfTI image ({type(err).__name__})",
+                "give a 4D NIfTI (.nii/.nii.gz)",
+            ) from None
     if len(img.shape) != 4:
         raise fail(bp, f"is a {len(img.shape)}D image", "give a 4D bold image (x, y, z, time)")
     atlas_img, table = load_atlas(atlas_path, labels_path)
     _check_grid(bp, img, atlas_path, atlas_img)
     atlas_data = np.asarray(atlas_img.dataobj).reshape(atlas_img.shape[:3]).astype(np.int32)
     atlas_img = nib.Nifti1Image(atlas_data, atlas_img.affine)
-    masker = NiftiLabelsMasker(labels_img=atlas_img, standardize=False, detrend=False, keep_masked_labels=False)
+    masker = NiftiLabelsMasker(
+        labels_img=atlas_img, standardize=False, detrend=False, keep_masked_labels=False
+    )
     signal = masker.fit_transform(img)
     # map the masker's output columns back to label indices (region_ids_: {column: label, "background": 0})
     ids = masker.region_ids_
@@ -256,11 +316,15 @@ def read_nifti(
     """One 4D NIfTI + labels atlas -> ``roi_timeseries`` (TR from the config, the sidecar or the header)."""
     signal, names, img = extract_rois(path, atlas, atlas_labels)
     tr = read_tr(path, img, repetition_time_s)
-    return run_dataset(signal, names, tr, source=path, entities=bids_entities(Path(path).name), participant=participant)
+    return run_dataset(
+        signal, names, tr, source=path, entities=bids_entities(Path(path).name), participant=participant
+    )
 
 
 # ---- fMRIPrep -----------------------------------------------------------------------------------------------------
-def find_bold(root: str | os.PathLike, task: str | None = None, space: str | None = None, session: str | None = None) -> list[Path]:
+def find_bold(
+    root: str | os.PathLike, task: str | None = None, space: str | None = None, session: str | None = None
+) -> list[Path]:
     """Every ``*_desc-preproc_bold.nii[.gz]`` under an fMRIPrep derivatives folder, sorted, filtered by entities."""
     root = Path(root)
     if not root.is_dir():
@@ -269,17 +333,29 @@ def find_bold(root: str | os.PathLike, task: str | None = None, space: str | Non
     out = []
     for p in found:
         ent = bids_entities(p.name)
-        if task and ent.get("task") != task or space and ent.get("space") != space or session and ent.get("ses") != session:
+        if (
+            task
+            and ent.get("task") != task
+            or space
+            and ent.get("space") != space
+            or session
+            and ent.get("ses") != session
+        ):
             continue
         out.append(p)
     if not out:
         what = ", ".join(f"{k}={v}" for k, v in (("task", task), ("space", space), ("session", session)) if v)
-        raise fail(root, f"no *_desc-preproc_bold.nii.gz file found{' with ' + what if what else ''}",
-                   "point 'path' at an fMRIPrep derivatives folder (or fix the task/space/session filters)")
+        raise fail(
+            root,
+            f"no *_desc-preproc_bold.nii.gz file found{' with ' + what if what else ''}",
+            "point 'path' at an fMRIPrep derivatives folder (or fix the task/space/session filters)",
+        )
     return out
 
 
-def fmriprep_confounds(bold_path: str | os.PathLike, n_volumes: int, options: Mapping[str, Any] | None = None):
+def fmriprep_confounds(
+    bold_path: str | os.PathLike, n_volumes: int, options: Mapping[str, Any] | None = None
+):
     """Confounds (array, names) and the sample mask (bool per volume) of one fMRIPrep run.
 
     Wraps :func:`nilearn.interfaces.fmriprep.load_confounds` with ``options`` (``strategy``, ``motion``, ``scrub``,
@@ -295,23 +371,34 @@ def fmriprep_confounds(bold_path: str | os.PathLike, n_volumes: int, options: Ma
     bp = Path(bold_path)
     ent = bids_entities(bp.name)
     stem = "_".join(f"{k}-{ent[k]}" for k in ("sub", "ses", "task", "acq", "run") if k in ent)
-    candidates = sorted(bp.parent.glob(f"{stem}*_desc-confounds_timeseries.tsv")) or sorted(bp.parent.glob(f"{stem}*_desc-confounds_regressors.tsv"))
+    candidates = sorted(bp.parent.glob(f"{stem}*_desc-confounds_timeseries.tsv")) or sorted(
+        bp.parent.glob(f"{stem}*_desc-confounds_regressors.tsv")
+    )
     if not candidates:
-        raise fail(bp, f"no confounds table ({stem}_desc-confounds_timeseries.tsv) beside the bold image",
-                   "keep fMRIPrep's confounds file with its bold image, or set confounds.strategy to [] for this dataset")
+        raise fail(
+            bp,
+            f"no confounds table ({stem}_desc-confounds_timeseries.tsv) beside the bold image",
+            "keep fMRIPrep's confounds file with its bold image, or set confounds.strategy to [] for this dataset",
+        )
     raw = candidates[0]
     n_rows = len(pd.read_csv(raw, sep="\t", usecols=[0]))
     if n_rows != n_volumes:
-        raise fail(raw, f"has {n_rows} rows but the bold image has {n_volumes} volumes",
-                   "use the confounds file fMRIPrep wrote for this run (one row per volume)")
+        raise fail(
+            raw,
+            f"has {n_rows} rows but the bold image has {n_volumes} volumes",
+            "use the confounds file fMRIPrep wrote for this run (one row per volume)",
+        )
     if not strategy:
         return np.zeros((n_volumes, 0)), [], np.ones(n_volumes, dtype=bool)
     try:
         conf, mask = load_confounds(str(bp), strategy=strategy, **opts)
     except (ValueError, KeyError) as err:
         msg = " ".join(str(err).split())[:200]
-        raise fail(raw, f"nilearn load_confounds failed ({msg})",
-                   "check the confound strategy in the config matches the columns in this file") from None
+        raise fail(
+            raw,
+            f"nilearn load_confounds failed ({msg})",
+            "check the confound strategy in the config matches the columns in this file",
+        ) from None
     keep = np.ones(n_volumes, dtype=bool)
     if mask is not None:
         keep[:] = False
@@ -332,15 +419,28 @@ def iter_fmriprep(
 ) -> Iterator[xr.Dataset]:
     """Each run of an fMRIPrep derivatives folder as a ``roi_timeseries`` dataset (one at a time)."""
     root = Path(path)
-    part_path = participants if participants is not None else (root / "participants.tsv" if (root / "participants.tsv").is_file() else None)
+    part_path = (
+        participants
+        if participants is not None
+        else (root / "participants.tsv" if (root / "participants.tsv").is_file() else None)
+    )
     table = read_participants(part_path)
     for bold in find_bold(root, task, space, session):
         signal, names, img = extract_rois(bold, atlas, atlas_labels)
         tr = read_tr(bold, img, repetition_time_s)
         conf, conf_names, keep = fmriprep_confounds(bold, signal.shape[0], confounds)
         ent = bids_entities(bold.name)
-        yield run_dataset(signal, names, tr, source=bold, entities=ent, participant=table.get(ent.get("sub", ""), {}),
-                          confounds=conf, confound_names=conf_names, sample_mask=keep)
+        yield run_dataset(
+            signal,
+            names,
+            tr,
+            source=bold,
+            entities=ent,
+            participant=table.get(ent.get("sub", ""), {}),
+            confounds=conf,
+            confound_names=conf_names,
+            sample_mask=keep,
+        )
 
 
 # ---- ROI tables ---------------------------------------------------------------------------------------------------
@@ -361,13 +461,21 @@ def read_table(
     if not p.is_file():
         raise fail(p, "ROI table does not exist", "check the path")
     if repetition_time_s is None:
-        raise fail(p, "repetition time (TR) is missing (ROI tables carry none)", "set 'repetition_time_s' for this dataset in the config")
+        raise fail(
+            p,
+            "repetition time (TR) is missing (ROI tables carry none)",
+            "set 'repetition_time_s' for this dataset in the config",
+        )
     suf = p.suffix.lower()
     if suf == ".npy":
         try:
             arr = np.load(p, allow_pickle=False)
         except ValueError as err:
-            raise fail(p, f"cannot be read as a numeric .npy array ({err})", "save a plain 2D float array (time x ROI)") from None
+            raise fail(
+                p,
+                f"cannot be read as a numeric .npy array ({err})",
+                "save a plain 2D float array (time x ROI)",
+            ) from None
         if arr.ndim != 2 or arr.dtype.kind not in "fiu":
             raise fail(p, f"holds a {arr.ndim}D {arr.dtype} array", "save a 2D float array (time x ROI)")
         names = list(roi_names) if roi_names else [f"roi-{k + 1}" for k in range(arr.shape[1])]
@@ -376,33 +484,58 @@ def read_table(
         try:
             arr = np.loadtxt(p, comments="#", ndmin=2)
         except ValueError as err:
-            raise fail(p, f"is not a numeric whitespace table ({' '.join(str(err).split())[:120]})", "write one row per volume, one column per ROI") from None
+            raise fail(
+                p,
+                f"is not a numeric whitespace table ({' '.join(str(err).split())[:120]})",
+                "write one row per volume, one column per ROI",
+            ) from None
         names = list(roi_names) if roi_names else [f"roi-{k + 1}" for k in range(arr.shape[1])]
         df = pd.DataFrame(arr, columns=names)
     elif suf in (".csv", ".tsv"):
         try:
             df = pd.read_csv(p, sep="\t" if suf == ".tsv" else ",", na_values=["n/a"])
         except (ValueError, OSError) as err:
-            raise fail(p, f"cannot be read as a table ({type(err).__name__})", "write a CSV/TSV with a header row of ROI names") from None
+            raise fail(
+                p,
+                f"cannot be read as a table ({type(err).__name__})",
+                "write a CSV/TSV with a header row of ROI names",
+            ) from None
         nonnum = [c for c in df.columns if df[c].dtype.kind not in "fiu" and c not in drop_columns]
         if nonnum:
-            raise fail(p, f"column(s) {', '.join(map(str, nonnum[:5]))} are not numeric", "remove them or list them in 'drop_columns'")
+            raise fail(
+                p,
+                f"column(s) {', '.join(map(str, nonnum[:5]))} are not numeric",
+                "remove them or list them in 'drop_columns'",
+            )
         if roi_names:
             df.columns = list(roi_names)
     else:
         raise fail(p, f"unknown ROI table type '{p.suffix}'", f"use one of {', '.join(TABLE_SUFFIXES)}")
     if roi_names is not None and len(roi_names) != df.shape[1] and suf in (".npy", ".1d", ".txt"):
-        raise fail(p, f"has {df.shape[1]} columns but {len(roi_names)} ROI names are configured", "fix 'roi_names'")
+        raise fail(
+            p, f"has {df.shape[1]} columns but {len(roi_names)} ROI names are configured", "fix 'roi_names'"
+        )
     missing = [c for c in list(confound_columns) + list(drop_columns) if c not in df.columns]
     if missing:
-        raise fail(p, f"has no column(s) {', '.join(missing)}", "fix 'confound_columns'/'drop_columns' for this dataset")
+        raise fail(
+            p,
+            f"has no column(s) {', '.join(missing)}",
+            "fix 'confound_columns'/'drop_columns' for this dataset",
+        )
     conf = df[list(confound_columns)].to_numpy(np.float64) if confound_columns else None
     rois = df.drop(columns=list(confound_columns) + list(drop_columns))
     if rois.shape[1] == 0:
         raise fail(p, "has no ROI columns left", "check 'confound_columns'/'drop_columns'")
-    return run_dataset(rois.to_numpy(np.float64), [str(c) for c in rois.columns], float(repetition_time_s), source=p,
-                       entities=bids_entities(p.name), participant=participant, confounds=conf,
-                       confound_names=list(confound_columns))
+    return run_dataset(
+        rois.to_numpy(np.float64),
+        [str(c) for c in rois.columns],
+        float(repetition_time_s),
+        source=p,
+        entities=bids_entities(p.name),
+        participant=participant,
+        confounds=conf,
+        confound_names=list(confound_columns),
+    )
 
 
 def find_tables(path: str | os.PathLike) -> list[Path]:
@@ -411,7 +544,11 @@ def find_tables(path: str | os.PathLike) -> list[Path]:
         return [p]
     if not p.is_dir():
         raise fail(p, "ROI table file or folder does not exist", "check the dataset's 'path'")
-    out = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in TABLE_SUFFIXES and f.name != "participants.tsv")
+    out = sorted(
+        f
+        for f in p.iterdir()
+        if f.is_file() and f.suffix.lower() in TABLE_SUFFIXES and f.name != "participants.tsv"
+    )
     if not out:
         raise fail(p, f"folder has no ROI tables ({', '.join(TABLE_SUFFIXES)})", "point 'path' at the tables")
     return out
@@ -446,9 +583,20 @@ def iter_runs(path: str | os.PathLike, format: str = "auto", **options) -> Itera
 def _iter_runs(p: Path, format: str, opts: dict) -> Iterator[xr.Dataset]:
     fmt = detect_format(p) if format == "auto" else format
     if fmt in ("fmriprep", "nifti") and not opts.get("atlas"):
-        raise fail(p, f"format '{fmt}' needs a labels atlas", "set 'atlas' (a 3D labels NIfTI) for this dataset")
+        raise fail(
+            p, f"format '{fmt}' needs a labels atlas", "set 'atlas' (a 3D labels NIfTI) for this dataset"
+        )
     if fmt == "fmriprep":
-        keys = ("atlas", "atlas_labels", "participants", "confounds", "task", "space", "session", "repetition_time_s")
+        keys = (
+            "atlas",
+            "atlas_labels",
+            "participants",
+            "confounds",
+            "task",
+            "space",
+            "session",
+            "repetition_time_s",
+        )
         yield from iter_fmriprep(p, **{k: opts[k] for k in keys if k in opts})
         return
     table = read_participants(opts.get("participants"))
@@ -458,14 +606,22 @@ def _iter_runs(p: Path, format: str, opts: dict) -> Iterator[xr.Dataset]:
             raise fail(p, "no .nii/.nii.gz image found", "point 'path' at a 4D NIfTI or a folder of them")
         for f in files:
             sub = bids_entities(f.name).get("sub", "")
-            yield read_nifti(f, opts["atlas"], opts.get("atlas_labels"), opts.get("repetition_time_s"), table.get(sub, {}))
+            yield read_nifti(
+                f, opts["atlas"], opts.get("atlas_labels"), opts.get("repetition_time_s"), table.get(sub, {})
+            )
         return
     if fmt != "table":
         raise fail(p, f"unknown fMRI format '{format}'", "use auto, fmriprep, nifti or table")
     for f in find_tables(p):
         sub = bids_entities(f.name).get("sub", "")
-        yield read_table(f, opts.get("repetition_time_s"), opts.get("roi_names"), opts.get("confound_columns", ()),
-                         opts.get("drop_columns", ()), table.get(sub, {}))
+        yield read_table(
+            f,
+            opts.get("repetition_time_s"),
+            opts.get("roi_names"),
+            opts.get("confound_columns", ()),
+            opts.get("drop_columns", ()),
+            table.get(sub, {}),
+        )
 
 
 def detect_format(p: Path) -> str:

@@ -60,7 +60,10 @@ class BrainMAEConfig:
 
     def __post_init__(self):
         checks = [
-            (self.d_model >= 4 and self.d_model % self.n_heads == 0, "d_model must be >= 4 and divisible by n_heads"),
+            (
+                self.d_model >= 4 and self.d_model % self.n_heads == 0,
+                "d_model must be >= 4 and divisible by n_heads",
+            ),
             (self.n_layers >= 1, "n_layers must be >= 1"),
             (self.attention in ("graph", "self", "both"), "attention must be graph, self or both"),
             (self.roi_embedding in ("learned", "fixed"), "roi_embedding must be learned or fixed"),
@@ -134,7 +137,9 @@ class SelfAttention(nn.Module):
         self.h, self.dh, self.self_loops = n_heads, d // n_heads, self_loops
         self.qkv, self.o = nn.Linear(d, 3 * d), nn.Linear(d, d)
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor | None = None, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, emb: torch.Tensor | None = None, hidden: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, R, d = h.shape
         q, k, v = self.qkv(h).view(B, R, 3, self.h, self.dh).permute(2, 0, 3, 1, 4)
         mask = None if self.self_loops else ~torch.eye(R, dtype=torch.bool, device=h.device)
@@ -157,7 +162,9 @@ class Block(nn.Module):
             self.attn.append(GraphAttention(d, cfg.n_heads, cfg.self_loops, cfg.graph))
         self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(len(self.attn) + 1))
         hidden = int(d * cfg.mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d), nn.Dropout(cfg.dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d), nn.Dropout(cfg.dropout)
+        )
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
@@ -183,7 +190,9 @@ class BrainMAENet(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.decoder = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, seg_len))
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None, emb: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, emb: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """ROI tokens (B, R, d) of segments ``x`` (B, L, R); ``mask`` (B, R) True hides an ROI; ``emb`` overrides the
         ROI embeddings (e.g. shuffled, for a control)."""
         emb = self.roi_emb if emb is None else emb
@@ -195,7 +204,9 @@ class BrainMAENet(nn.Module):
             h = blk(h, emb, mask)
         return self.norm(h)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, emb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, emb: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.decoder(self.encode(x, mask, emb)).transpose(1, 2)
 
 
@@ -283,9 +294,13 @@ def split_kwargs(params: dict[str, Any]) -> tuple[BrainMAEConfig, TrainSettings]
     train_keys = {f.name for f in fields(TrainSettings)}
     unknown = sorted(set(params) - net_keys - train_keys)
     if unknown:
-        raise ConfigError(f"BrainMAE: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(net_keys | train_keys))})")
-    return (BrainMAEConfig(**{k: v for k, v in params.items() if k in net_keys}),
-            TrainSettings(**{k: v for k, v in params.items() if k in train_keys}))
+        raise ConfigError(
+            f"BrainMAE: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(net_keys | train_keys))})"
+        )
+    return (
+        BrainMAEConfig(**{k: v for k, v in params.items() if k in net_keys}),
+        TrainSettings(**{k: v for k, v in params.items() if k in train_keys}),
+    )
 
 
 def _tensor(X) -> torch.Tensor:
@@ -308,7 +323,14 @@ class BrainMAE:
         self.config_, self.train_settings_ = split_kwargs(self.params)
 
     # -- fit -------------------------------------------------------------------------------------------------------
-    def fit(self, X, X_val=None, checkpoint: str | os.PathLike | None = None, fingerprint: dict | None = None, log=None):
+    def fit(
+        self,
+        X,
+        X_val=None,
+        checkpoint: str | os.PathLike | None = None,
+        fingerprint: dict | None = None,
+        log=None,
+    ):
         """Masked pretraining on segments ``X`` (segment, time, roi), pooled over subjects; ``X_val`` (held-out
         subjects' segments) drives early stopping. Returns self."""
         from brainpipe.training import train
@@ -320,7 +342,16 @@ class BrainMAE:
         self.net_ = BrainMAENet(self.n_rois_, self.seg_len_, self.config_)
         cfg = self._train_config()
         val = (_tensor(X_val),) if X_val is not None and len(X_val) else None
-        res = train(self.net_, (X,), pretrain_loss, cfg, val_data=val, checkpoint=checkpoint, fingerprint=fingerprint, log=log)
+        res = train(
+            self.net_,
+            (X,),
+            pretrain_loss,
+            cfg,
+            val_data=val,
+            checkpoint=checkpoint,
+            fingerprint=fingerprint,
+            log=log,
+        )
         self.history_ = list(res.history)
         self.best_epoch_, self.device_, self.precision_ = res.best_epoch, str(res.device), res.precision
         self.train_seconds_, self.resumed_from_step_ = float(res.seconds), res.resumed_from_step
@@ -335,8 +366,19 @@ class BrainMAE:
         kw["checkpoint_every_s"] = checkpoint_every_s(kw["checkpoint_every_s"])
         return TrainConfig(**kw)
 
-    def finetune(self, X, y, task: str, X_val=None, y_val=None, features: str = "similarity",
-                 checkpoint=None, fingerprint: dict | None = None, log=None, **train_overrides) -> FineTuneNet:
+    def finetune(
+        self,
+        X,
+        y,
+        task: str,
+        X_val=None,
+        y_val=None,
+        features: str = "similarity",
+        checkpoint=None,
+        fingerprint: dict | None = None,
+        log=None,
+        **train_overrides,
+    ) -> FineTuneNet:
         """Full fine-tuning: a copy of the pretrained encoder plus a linear head on the ``features`` read-out,
         trained end-to-end on segments ``X`` with per-segment targets ``y`` (class indices for ``task =
         "classification"``, standardised values for ``"regression"``). The pretrained model is not changed."""
@@ -359,8 +401,16 @@ class BrainMAE:
         val = None
         if X_val is not None and len(X_val):
             val = (_tensor(X_val), torch.as_tensor(np.asarray(y_val), dtype=yt.dtype))
-        train(ft, (X, yt), loss_fn, self._train_config(**train_overrides), val_data=val, checkpoint=checkpoint,
-              fingerprint=fingerprint, log=log)
+        train(
+            ft,
+            (X, yt),
+            loss_fn,
+            self._train_config(**train_overrides),
+            val_data=val,
+            checkpoint=checkpoint,
+            fingerprint=fingerprint,
+            log=log,
+        )
         ft.eval()
         return ft
 
@@ -371,7 +421,9 @@ class BrainMAE:
         X = _tensor(X)
         dev = next(ft.parameters()).device
         ft.eval()
-        return torch.cat([ft(X[i : i + batch].to(dev)).float().cpu() for i in range(0, len(X), batch)]).numpy()
+        return torch.cat(
+            [ft(X[i : i + batch].to(dev)).float().cpu() for i in range(0, len(X), batch)]
+        ).numpy()
 
     def _device(self) -> torch.device:
         return next(self.net_.parameters()).device
@@ -420,7 +472,12 @@ class BrainMAE:
         """Weights (a state dict of tensors) and hyperparameters (a JSON string) in one torch file."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"params": self.params, "n_rois": self.n_rois_, "seg_len": self.seg_len_, "format": "brainpipe-brainmae/1"}
+        meta = {
+            "params": self.params,
+            "n_rois": self.n_rois_,
+            "seg_len": self.seg_len_,
+            "format": "brainpipe-brainmae/1",
+        }
         state = {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}
         tmp = p.with_name(f".{p.name}.tmp")
         torch.save({"meta": json.dumps(meta), "state_dict": state}, tmp)
@@ -434,7 +491,9 @@ class BrainMAE:
             blob = torch.load(p, map_location=device, weights_only=True)
             meta = json.loads(blob["meta"])
         except Exception as err:  # torch raises many types on a bad file
-            raise InputError(f"{p}: not a brainpipe BrainMAE weights file ({type(err).__name__}); re-run the pretraining") from None
+            raise InputError(
+                f"{p}: not a brainpipe BrainMAE weights file ({type(err).__name__}); re-run the pretraining"
+            ) from None
         model = cls(**meta["params"])
         model.n_rois_, model.seg_len_ = int(meta["n_rois"]), int(meta["seg_len"])
         model.net_ = BrainMAENet(model.n_rois_, model.seg_len_, model.config_)

@@ -59,23 +59,35 @@ def clean_run(
     if use_confounds and "confounds" in ds and ds.sizes.get("confound", 0):
         conf = np.asarray(ds["confounds"].values, dtype=np.float64)
         if not np.isfinite(conf).all():
-            raise InputError(f"{src}: confounds have NaN values; fill them (fMRIPrep's n/a in the first row) or drop the column")
+            raise InputError(
+                f"{src}: confounds have NaN values; fill them (fMRIPrep's n/a in the first row) or drop the column"
+            )
     kw: dict[str, Any] = {}
     if not keep.all():
         kw["sample_mask"] = np.flatnonzero(keep)
     if keep.sum() < 3:
-        raise InputError(f"{src}: only {int(keep.sum())} volumes are left after scrubbing; relax the scrubbing thresholds or drop the run")
+        raise InputError(
+            f"{src}: only {int(keep.sum())} volumes are left after scrubbing; relax the scrubbing thresholds or drop the run"
+        )
     try:
         y = _clean(clean, x, detrend, standardize, conf, high_pass, low_pass, tr, kw)
     except ValueError as err:  # scipy's filter on a run shorter than its padding, nilearn's checks
-        raise InputError(f"{src}: nilearn.signal.clean failed ({' '.join(str(err).split())[:160]}); "
-                         "a run this short cannot be band-passed: drop it or set fmri.clean.high_pass/low_pass to null") from None
+        raise InputError(
+            f"{src}: nilearn.signal.clean failed ({' '.join(str(err).split())[:160]}); "
+            "a run this short cannot be band-passed: drop it or set fmri.clean.high_pass/low_pass to null"
+        ) from None
     if not np.isfinite(y).all():
-        raise InputError(f"{src}: cleaning produced non-finite values (a constant ROI after confound removal?); drop that ROI")
+        raise InputError(
+            f"{src}: cleaning produced non-finite values (a constant ROI after confound removal?); drop that ROI"
+        )
     out = xr.Dataset(
         {"signal": (("time", "roi"), y, {"long_name": "cleaned ROI BOLD signal"})},
         coords={"time": ("time", ds["time"].values[keep], {"units": "s"}), "roi": ds["roi"].values},
-        attrs={k: v for k, v in ds.attrs.items() if k in ("repetition_time_s", "subject", "session", "task", "run", "source", "participant")},
+        attrs={
+            k: v
+            for k, v in ds.attrs.items()
+            if k in ("repetition_time_s", "subject", "session", "task", "run", "source", "participant")
+        },
     )
     out.attrs["n_scrubbed"] = int((~keep).sum())
     return out
@@ -144,7 +156,11 @@ def subject_folds(labels: np.ndarray | None, n_subjects: int, n_folds: int, seed
     rng = np.random.default_rng(seed)
     k = max(1, min(n_folds, n_subjects))
     fold = np.empty(n_subjects, dtype=np.int64)
-    groups = [np.arange(n_subjects)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    groups = (
+        [np.arange(n_subjects)]
+        if labels is None
+        else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    )
     offset = 0
     for g in groups:
         g = rng.permutation(g)
@@ -178,9 +194,13 @@ def assemble_cohort(
         if rois is None:
             rois, tr, src0 = r, this_tr, src
         elif r != rois:
-            raise InputError(f"{src}: ROIs differ from {src0} ({len(r)} vs {len(rois)} ROIs, or another order); use one atlas for the whole dataset")
+            raise InputError(
+                f"{src}: ROIs differ from {src0} ({len(r)} vs {len(rois)} ROIs, or another order); use one atlas for the whole dataset"
+            )
         elif not np.isclose(this_tr, tr):
-            raise InputError(f"{src}: TR {this_tr} s differs from {tr} s of {src0}; put runs with another TR in a dataset of their own")
+            raise InputError(
+                f"{src}: TR {this_tr} s differs from {tr} s of {src0}; put runs with another TR in a dataset of their own"
+            )
         sub = ds.attrs.get("subject") or str(src)
         if sub not in info:
             subjects.append(sub)
@@ -202,7 +222,9 @@ def assemble_cohort(
         vals = _column(subjects, info, classification, "classification")
         classes = sorted(set(vals))
         if len(classes) < 2:
-            raise InputError(f"{info[subjects[0]]['source']}: column '{classification}' has one class only ({classes[0]}); a classification needs two or more")
+            raise InputError(
+                f"{info[subjects[0]]['source']}: column '{classification}' has one class only ({classes[0]}); a classification needs two or more"
+            )
         labels = np.array([classes.index(v) for v in vals], dtype=np.int64)
         data["label"] = ("subject", labels, {"long_name": f"class of participants column '{classification}'"})
         attrs["classes"] = ",".join(classes)
@@ -212,7 +234,9 @@ def assemble_cohort(
         try:
             target = np.array([float(v) for v in vals])
         except ValueError:
-            raise InputError(f"{info[subjects[0]]['source']}: column '{regression}' is not numeric; choose a numeric column for the regression") from None
+            raise InputError(
+                f"{info[subjects[0]]['source']}: column '{regression}' is not numeric; choose a numeric column for the regression"
+            ) from None
         data["target"] = ("subject", target, {"long_name": f"participants column '{regression}'"})
         attrs["regression"] = regression
     seg_sub_arr = np.array(seg_sub, dtype=np.int64)
@@ -225,12 +249,18 @@ def assemble_cohort(
         fold = np.zeros(n_sub, dtype=np.int64)
         k = max(3, n_folds)
         if n_seg < k:
-            raise InputError(f"{src0}: only {n_seg} segments in all; a time-block split needs {k} or more (lower fmri.clean.segment_s)")
+            raise InputError(
+                f"{src0}: only {n_seg} segments in all; a time-block split needs {k} or more (lower fmri.clean.segment_s)"
+            )
         blocks = np.minimum(np.arange(n_seg) * k // n_seg, k - 1)
         seg_fold = (k - 1 - blocks).astype(np.int64)
         attrs["split_by"] = "time"
     data["fold"] = ("subject", fold, {"long_name": "subject-wise cross-validation fold"})
-    data["segment_fold"] = ("segment", seg_fold, {"long_name": "fold of the segment (0 test, 1 validation, >= 2 train)"})
+    data["segment_fold"] = (
+        "segment",
+        seg_fold,
+        {"long_name": "fold of the segment (0 test, 1 validation, >= 2 train)"},
+    )
     L = segs[0].shape[1]
     data.update(
         {
@@ -242,7 +272,11 @@ def assemble_cohort(
     )
     return xr.Dataset(
         data,
-        coords={"lag": ("lag", np.arange(L) * tr, {"units": "s"}), "roi": np.array(rois), "subject": np.array(subjects)},
+        coords={
+            "lag": ("lag", np.arange(L) * tr, {"units": "s"}),
+            "roi": np.array(rois),
+            "subject": np.array(subjects),
+        },
         attrs=attrs,
     )
 

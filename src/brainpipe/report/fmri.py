@@ -44,7 +44,10 @@ def _where(path: Path) -> tuple[str, str]:
 def _values(path: Path) -> dict[str, tuple[float, int]]:
     m = read(path, "metrics")
     passed = m["passed"].values if "passed" in m else np.full(m.sizes["metric"], -1)
-    return {str(k): (float(v), int(p)) for k, v, p in zip(m["metric"].values, m["value"].values, passed, strict=True)}
+    return {
+        str(k): (float(v), int(p))
+        for k, v, p in zip(m["metric"].values, m["value"].values, passed, strict=True)
+    }
 
 
 def _cell(vals: dict[str, tuple[float, int]], key: str) -> str:
@@ -123,14 +126,18 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
         body = ""
         for p in sorted(rows, key=lambda p: (_where(p)[1] != "base", _where(p)[1])):
             vals = _values(p)
-            body += f"<tr><td>{escape(_where(p)[1])}</td>" + "".join(_cell(vals, k) for _, k in COLUMNS) + "</tr>"
+            body += (
+                f"<tr><td>{escape(_where(p)[1])}</td>" + "".join(_cell(vals, k) for _, k in COLUMNS) + "</tr>"
+            )
         if d in baselines:
             bv = _values(baselines[d])
-            body += "<tr><td><em>baselines</em></td><td colspan=\"%d\">%s</td></tr>" % (
-                len(COLUMNS),
-                "; ".join(f"{escape(h)} {bv[k][0]:.3f}" for h, k in BASELINES if k in bv and np.isfinite(bv[k][0])),
+            text = "; ".join(
+                f"{escape(h)} {bv[k][0]:.3f}" for h, k in BASELINES if k in bv and np.isfinite(bv[k][0])
             )
-        parts.append(f'<table class="metrics"><thead><tr><th>variant</th>{head}</tr></thead><tbody>{body}</tbody></table>')
+            body += f'<tr><td><em>baselines</em></td><td colspan="{len(COLUMNS)}">{text}</td></tr>'
+        parts.append(
+            f'<table class="metrics"><thead><tr><th>variant</th>{head}</tr></thead><tbody>{body}</tbody></table>'
+        )
         fit = fits.get((d, "base")) or next((f for (dd, _), f in sorted(fits.items()) if dd == d), None)
         if fit is not None:
             parts.append(_figure(fit, truths.get(d), f"{d} · BrainMAE {_where(fit)[1]}"))

@@ -60,18 +60,27 @@ class FMRICohortParams:
     def __post_init__(self):
         checks = [
             (self.n_subjects >= 4, "n_subjects must be >= 4"),
-            (self.n_modules >= 4, "n_modules must be >= 4 (modules 0-1 carry the class effect, 2-3 the phenotype)"),
+            (
+                self.n_modules >= 4,
+                "n_modules must be >= 4 (modules 0-1 carry the class effect, 2-3 the phenotype)",
+            ),
             (self.rois_per_module >= 1, "rois_per_module must be >= 1"),
             (self.n_volumes >= 20, "n_volumes must be >= 20"),
             (self.tr_s > 0, "tr_s must be > 0"),
             (0 <= self.ar_coef < 1, "ar_coef must be in [0, 1)"),
             (0 < self.loading_min <= self.loading_max < 1, "need 0 < loading_min <= loading_max < 1"),
-            (abs(self.coupling_base) + abs(self.class_effect) < 0.95, "|coupling_base| + |class_effect| must be < 0.95"),
+            (
+                abs(self.coupling_base) + abs(self.class_effect) < 0.95,
+                "|coupling_base| + |class_effect| must be < 0.95",
+            ),
             (abs(self.phenotype_effect) < 0.95, "|phenotype_effect| must be < 0.95"),
             (self.snr > 0, "snr must be > 0"),
             (self.motion_scale >= 0 and self.drift_scale >= 0, "motion_scale and drift_scale must be >= 0"),
             (0 <= self.high_motion_fraction <= 1, "high_motion_fraction must be in [0, 1]"),
-            (0 <= self.n_high_motion_volumes < self.n_volumes // 4, "n_high_motion_volumes must be < n_volumes / 4"),
+            (
+                0 <= self.n_high_motion_volumes < self.n_volumes // 4,
+                "n_high_motion_volumes must be < n_volumes / 4",
+            ),
             (self.voxels_per_roi_side >= 1, "voxels_per_roi_side must be >= 1"),
             (self.voxel_noise >= 0, "voxel_noise must be >= 0"),
         ]
@@ -154,7 +163,9 @@ def fmri_modular_cohort(p: FMRICohortParams, seed: int) -> Simulation:
             mot[vols] += rng.normal(0.0, 1.0, (len(vols), len(MOTION))) * step * 16.0
             x[vols] += rng.normal(0.0, 6.0, (len(vols), R))
         d = np.vstack([np.zeros((1, len(MOTION))), np.diff(mot, axis=0)])
-        fd[s] = np.abs(d[:, :3]).sum(1) + 50.0 * np.abs(d[:, 3:]).sum(1)  # Power et al. 2012, 50 mm head radius
+        fd[s] = np.abs(d[:, :3]).sum(1) + 50.0 * np.abs(d[:, 3:]).sum(
+            1
+        )  # Power et al. 2012, 50 mm head radius
         x += (mot / (mot.std(0) + 1e-9)) @ motion_w.T
         x += p.drift_scale * np.linspace(-1.0, 1.0, T)[:, None] * rng.normal(0.0, 1.0, R)
         bold[s], motion[s] = x, mot
@@ -188,9 +199,19 @@ def fmri_modular_cohort(p: FMRICohortParams, seed: int) -> Simulation:
                 coupling,
                 {"long_name": "planted between-module innovation correlation"},
             ),
-            "high_motion": (("subject", "time"), high_motion.astype(np.int8), {"long_name": "planted high-motion volume"}),
+            "high_motion": (
+                ("subject", "time"),
+                high_motion.astype(np.int8),
+                {"long_name": "planted high-motion volume"},
+            ),
         },
-        coords={"roi": rois, "subject": subjects, "module_post": mods, "module_pre": mods, "time": ("time", time, {"units": "s"})},
+        coords={
+            "roi": rois,
+            "subject": subjects,
+            "module_post": mods,
+            "module_pre": mods,
+            "time": ("time", time, {"units": "s"}),
+        },
         attrs={
             "model": "fmri_modular_cohort",
             "role": "truth",
@@ -245,16 +266,28 @@ def write_derivatives(sim: Simulation, folder: str | Path, seed: int = 0) -> dic
     root.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(atlas, AFFINE), folder / "atlas" / "atlas.nii.gz")
     rois = [str(r) for r in data["roi"].values]
-    pd.DataFrame({"index": np.arange(1, len(rois) + 1), "name": rois}).to_csv(folder / "atlas" / "atlas.tsv", sep="\t", index=False)
+    pd.DataFrame({"index": np.arange(1, len(rois) + 1), "name": rois}).to_csv(
+        folder / "atlas" / "atlas.tsv", sep="\t", index=False
+    )
     (root / "dataset_description.json").write_text(
-        json.dumps({"Name": "brainpipe simulated cohort", "BIDSVersion": "1.8.0", "DatasetType": "derivative",
-                    "GeneratedBy": [{"Name": "brainpipe fmri_modular_cohort"}]}, indent=1)
+        json.dumps(
+            {
+                "Name": "brainpipe simulated cohort",
+                "BIDSVersion": "1.8.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "brainpipe fmri_modular_cohort"}],
+            },
+            indent=1,
+        )
     )
     labels = truth["label"].values
     groups = np.where(labels == 1, "patient", "control")
     pd.DataFrame(
-        {"participant_id": [f"sub-{s}" for s in data["subject"].values], "group": groups,
-         "score": np.round(truth["phenotype"].values, 6)}
+        {
+            "participant_id": [f"sub-{s}" for s in data["subject"].values],
+            "group": groups,
+            "score": np.round(truth["phenotype"].values, 6),
+        }
     ).to_csv(root / "participants.tsv", sep="\t", index=False)
     tr = float(data.attrs["repetition_time_s"])
     lab = atlas.reshape(-1)
@@ -266,7 +299,9 @@ def write_derivatives(sim: Simulation, folder: str | Path, seed: int = 0) -> dic
         x = data["bold"].values[si]  # (time, roi)
         T = x.shape[0]
         vox = np.zeros((lab.size, T), dtype=np.float32)
-        vox[in_roi] = (100.0 + 10.0 * x[:, lab[in_roi] - 1].T) + p.voxel_noise * 10.0 * rng.standard_normal((in_roi.sum(), T))
+        vox[in_roi] = (100.0 + 10.0 * x[:, lab[in_roi] - 1].T) + p.voxel_noise * 10.0 * rng.standard_normal(
+            (in_roi.sum(), T)
+        )
         vox[~in_roi] = 100.0 + rng.standard_normal(((~in_roi).sum(), T))
         img = nib.Nifti1Image(vox.reshape(*atlas.shape, T), AFFINE)
         img.header.set_xyzt_units("mm", "sec")
@@ -298,8 +333,12 @@ def write_derivatives(sim: Simulation, folder: str | Path, seed: int = 0) -> dic
         n = np.arange(T)
         for k in range(1, n_cos + 1):
             conf[f"cosine{k - 1:02d}"] = np.sqrt(2.0 / T) * np.cos(np.pi * (2 * n + 1) * k / (2 * T))
-        pd.DataFrame(conf).to_csv(func / f"{stem}_desc-confounds_timeseries.tsv", sep="\t", index=False, na_rep="n/a")
+        pd.DataFrame(conf).to_csv(
+            func / f"{stem}_desc-confounds_timeseries.tsv", sep="\t", index=False, na_rep="n/a"
+        )
         (func / f"{stem}_desc-confounds_timeseries.json").write_text(json.dumps({k: {} for k in conf}))
-        pd.DataFrame(x, columns=rois).to_csv(folder / "tables" / f"sub-{sub}_timeseries.tsv", sep="\t", index=False, float_format="%.6g")
+        pd.DataFrame(x, columns=rois).to_csv(
+            folder / "tables" / f"sub-{sub}_timeseries.tsv", sep="\t", index=False, float_format="%.6g"
+        )
     (folder / "tables" / "participants.tsv").write_text((root / "participants.tsv").read_text())
     return {"fmriprep": root, "atlas": folder / "atlas" / "atlas.nii.gz", "tables": folder / "tables"}

@@ -38,10 +38,22 @@ def run(inputs, outputs, params, log):
                 log_.info("%s: %d volume(s) scrubbed", f.name, ds.attrs["n_scrubbed"])
             yield ds
 
-    coh = assemble_cohort(cleaned(), float(params.get("segment_s", 15.0)), params.get("classification"),
-                          params.get("regression"), int(params.get("n_folds", 4)), int(params.get("seed", 0)))
-    log_.info("%d segments of %d volumes x %d ROIs from %d subject(s), split by %s", coh.sizes["segment"],
-              coh.sizes["lag"], coh.sizes["roi"], coh.sizes["subject"], coh.attrs["split_by"])
+    coh = assemble_cohort(
+        cleaned(),
+        float(params.get("segment_s", 15.0)),
+        params.get("classification"),
+        params.get("regression"),
+        int(params.get("n_folds", 4)),
+        int(params.get("seed", 0)),
+    )
+    log_.info(
+        "%d segments of %d volumes x %d ROIs from %d subject(s), split by %s",
+        coh.sizes["segment"],
+        coh.sizes["lag"],
+        coh.sizes["roi"],
+        coh.sizes["subject"],
+        coh.attrs["split_by"],
+    )
     prov = make_provenance("clean_fmri", params, files, seed=int(params.get("seed", 0)), device="cpu")
     write(coh, outputs["clean"], "roi_segments", prov)
 

@@ -21,8 +21,13 @@ from brainpipe.models.brainmae import BrainMAE
 from brainpipe.stages._runner import cli, stage
 from brainpipe.training import stage_fingerprint
 
-INPUTS = {"clean": "roi_segments .nc", "weights": "BrainMAE weights", "baselines": "baseline metrics .nc",
-          "fit": "model_fit .nc of the pretraining", "truth": "optional: planted truth (model_fit)"}
+INPUTS = {
+    "clean": "roi_segments .nc",
+    "weights": "BrainMAE weights",
+    "baselines": "baseline metrics .nc",
+    "fit": "model_fit .nc of the pretraining",
+    "truth": "optional: planted truth (model_fit)",
+}
 OUTPUTS = {"metrics": "metrics .nc"}
 log_ = logging.getLogger("brainpipe.stages.evaluate_brainmae")
 
@@ -48,9 +53,21 @@ def _finetune_cv(model, ds, task, y_sub, ft, ckpt, fp_base):
         tr, va, te = train_sub[seg_sub], val_sub[seg_sub], test_sub[seg_sub]
         path = f"{ckpt}.finetune-{task}-{k}.pt" if ckpt else None
         fp = dict(fp_base, task=task, fold=k) if ckpt else None
-        net = model.finetune(X[tr], ys[tr], task, X[va], ys[va], checkpoint=path, fingerprint=fp, log=log_,
-                             max_epochs=int(ft["max_epochs"]), lr=float(ft["lr"]), patience=ft.get("patience"),
-                             batch_size=int(ft.get("batch_size", 32)), warmup_steps=0)
+        net = model.finetune(
+            X[tr],
+            ys[tr],
+            task,
+            X[va],
+            ys[va],
+            checkpoint=path,
+            fingerprint=fp,
+            log=log_,
+            max_epochs=int(ft["max_epochs"]),
+            lr=float(ft["lr"]),
+            patience=ft.get("patience"),
+            batch_size=int(ft.get("batch_size", 32)),
+            warmup_steps=0,
+        )
         out = model.predict_finetuned(net, X[te])
         subs = np.flatnonzero(test_sub)
         for s in subs:
@@ -79,7 +96,9 @@ def run(inputs, outputs, params, log):
     seed = int(params["seed"])
     values: dict[str, float] = {}
     # reconstruction on held-out data, same masks as the baselines
-    patterns, index = ev.eval_masks(int(te.sum()), X.shape[2], float(params["mask_ratio"]), int(params["n_patterns"]), seed)
+    patterns, index = ev.eval_masks(
+        int(te.sum()), X.shape[2], float(params["mask_ratio"]), int(params["n_patterns"]), seed
+    )
     masks = patterns[index]
     values["masked_nmse"] = ev.nmse(X[te], model.reconstruct(X[te], masks), masks)
     for b, name in (("nmse_ridge", "masked_nmse_vs_ridge"), ("nmse_mean_fill", "masked_nmse_vs_mean")):
@@ -87,7 +106,9 @@ def run(inputs, outputs, params, log):
             values[name] = values["masked_nmse"] - bvals[b]
             values[b] = bvals[b]
     if model.config_.roi_embedding == "learned":
-        values["masked_nmse_shuffled_embeddings"] = ev.nmse(X[te], model.reconstruct(X[te], masks, shuffle_embeddings=True, seed=seed), masks)
+        values["masked_nmse_shuffled_embeddings"] = ev.nmse(
+            X[te], model.reconstruct(X[te], masks, shuffle_embeddings=True, seed=seed), masks
+        )
     # ROI embeddings vs planted modules
     if inputs.get("truth"):
         truth = read(inputs["truth"], "model_fit")
@@ -100,7 +121,9 @@ def run(inputs, outputs, params, log):
     S = ev.subject_means(F, np.asarray(ds["segment_subject"].values), ds.sizes["subject"])
     folds = np.asarray(ds["fold"].values)
     ft = dict(params.get("finetune") or {})
-    fp_base = stage_fingerprint("evaluate_brainmae", params, [inputs["clean"], inputs["weights"]]) if ckpt else {}
+    fp_base = (
+        stage_fingerprint("evaluate_brainmae", params, [inputs["clean"], inputs["weights"]]) if ckpt else {}
+    )
     tasks = []
     if ev.has_labels(ds):
         tasks.append(("classification", np.asarray(ds["label"].values)))
@@ -123,8 +146,15 @@ def run(inputs, outputs, params, log):
     log_.info("metrics: %s", {k: round(v, 4) for k, v in values.items()})
     bars = {k: v for k, v in (params.get("bars") or {}).items() if k in values}
     m = metrics_dataset(values, bars, f"brainmae/{params.get('variant', '')}", str(params.get("dataset", "")))
-    used = [inputs[k] for k in ("clean", "weights", "baselines", "fit") if inputs.get(k)] + ([inputs["truth"]] if inputs.get("truth") else [])
-    write(m, outputs["metrics"], "metrics", make_provenance("evaluate_brainmae", params, used, seed=seed, device="cpu"))
+    used = [inputs[k] for k in ("clean", "weights", "baselines", "fit") if inputs.get(k)] + (
+        [inputs["truth"]] if inputs.get("truth") else []
+    )
+    write(
+        m,
+        outputs["metrics"],
+        "metrics",
+        make_provenance("evaluate_brainmae", params, used, seed=seed, device="cpu"),
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,12 @@ def run(inputs, outputs, params, log):
     values = baseline_metrics(ds, params)
     log_.info("baselines: %s", {k: round(v, 4) for k, v in values.items()})
     m = metrics_dataset(values, {}, "fmri_baselines", str(params.get("dataset", "")))
-    write(m, outputs["metrics"], "metrics", make_provenance("fmri_baselines", params, [inputs["clean"]], seed=params.get("seed"), device="cpu"))
+    write(
+        m,
+        outputs["metrics"],
+        "metrics",
+        make_provenance("fmri_baselines", params, [inputs["clean"]], seed=params.get("seed"), device="cpu"),
+    )
 
 
 if __name__ == "__main__":

@@ -17,10 +17,24 @@ from brainpipe.errors import InputError
 from brainpipe.io.fmri import iter_runs, run_id
 from brainpipe.stages._runner import cli, stage
 
-INPUTS = {"source": "fMRIPrep folder, NIfTI or ROI table(s)", "extra": "optional: atlas, labels, participants files"}
+INPUTS = {
+    "source": "fMRIPrep folder, NIfTI or ROI table(s)",
+    "extra": "optional: atlas, labels, participants files",
+}
 OUTPUTS = {"roi": "folder of roi_timeseries .nc files, one per run"}
-READER_KEYS = ("atlas", "atlas_labels", "participants", "confounds", "task", "space", "session", "repetition_time_s",
-               "roi_names", "confound_columns", "drop_columns")
+READER_KEYS = (
+    "atlas",
+    "atlas_labels",
+    "participants",
+    "confounds",
+    "task",
+    "space",
+    "session",
+    "repetition_time_s",
+    "roi_names",
+    "confound_columns",
+    "drop_columns",
+)
 log_ = logging.getLogger("brainpipe.stages.ingest_fmri")
 
 
@@ -36,11 +50,19 @@ def run(inputs, outputs, params, log):
         name = run_id(ds)
         target = out / f"{name}.nc"
         if target.exists():
-            raise InputError(f"{ds.attrs['source']}: a second run named {name} (same subject/session/task/run); filter by task/space/session")
+            raise InputError(
+                f"{ds.attrs['source']}: a second run named {name} (same subject/session/task/run); filter by task/space/session"
+            )
         prov = make_provenance("ingest_fmri", params, [ds.attrs["source"], *extra], device="cpu")
         write(ds, target, "roi_timeseries", prov)
         n += 1
-        log_.info("%s: %d volumes x %d ROIs, TR %.3g s", name, ds.sizes["time"], ds.sizes["roi"], ds.attrs["repetition_time_s"])
+        log_.info(
+            "%s: %d volumes x %d ROIs, TR %.3g s",
+            name,
+            ds.sizes["time"],
+            ds.sizes["roi"],
+            ds.attrs["repetition_time_s"],
+        )
     log_.info("ingested %d run(s) from %s", n, src)
 
 

@@ -18,7 +18,10 @@ from brainpipe.simulate.fmri import write_derivatives
 from brainpipe.stages._runner import cli, stage
 
 INPUTS: dict[str, str] = {}
-OUTPUTS = {"source": "folder: derivatives/fmriprep, atlas/, tables/", "truth": "planted truth (model_fit .nc)"}
+OUTPUTS = {
+    "source": "folder: derivatives/fmriprep, atlas/, tables/",
+    "truth": "planted truth (model_fit .nc)",
+}
 log_ = logging.getLogger("brainpipe.stages.simulate_fmri")
 
 

@@ -1,0 +1,183 @@
+"""fMRI stages end to end on a tiny simulated cohort (contract outputs, provenance, no partial outputs on bad
+input) and the fMRI config cross-checks."""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from brainpipe.config import validate_config
+from brainpipe.data import provenance_of, read
+from brainpipe.errors import ConfigError, InputError
+from brainpipe.stages import (
+    clean_fmri,
+    evaluate_brainmae,
+    fmri_baselines,
+    ingest_fmri,
+    pretrain_brainmae,
+    simulate_fmri,
+)
+
+SIM = {
+    "generator": "fmri_modular_cohort",
+    "seed": 4,
+    "params": {"n_subjects": 8, "rois_per_module": 3, "n_volumes": 60, "voxels_per_roi_side": 1},
+}
+EVAL = {"mask_ratio": 0.5, "n_patterns": 4, "seed": 0, "ridge_alpha": 1.0, "features": "similarity"}
+MODEL = {
+    "d_model": 16,
+    "n_layers": 1,
+    "n_heads": 2,
+    "max_epochs": 3,
+    "patience": None,
+    "device": "cpu",
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fmri_chain")
+    simulate_fmri.run({}, {"source": d / "source", "truth": d / "truth.nc"}, SIM)
+    src = d / "source"
+    ingest_fmri.run(
+        {"source": src / "derivatives/fmriprep"},
+        {"roi": d / "roi"},
+        {
+            "format": "fmriprep",
+            "atlas": str(src / "atlas/atlas.nii.gz"),
+            "atlas_labels": str(src / "atlas/atlas.tsv"),
+        },
+    )
+    clean_fmri.run(
+        {"roi": d / "roi"},
+        {"clean": d / "clean.nc"},
+        {"segment_s": 10.0, "n_folds": 4, "classification": "group", "regression": "score"},
+    )
+    fmri_baselines.run({"clean": d / "clean.nc"}, {"metrics": d / "baselines.nc"}, dict(EVAL, dataset="tiny"))
+    ckpt = d / "ckpt" / "pre.pt"
+    pretrain_brainmae.run(
+        {"clean": d / "clean.nc"},
+        {"weights": d / "w.pt", "fit": d / "fit.nc"},
+        dict(MODEL, checkpoint=str(ckpt)),
+    )
+    evaluate_brainmae.run(
+        {
+            "clean": d / "clean.nc",
+            "weights": d / "w.pt",
+            "fit": d / "fit.nc",
+            "baselines": d / "baselines.nc",
+            "truth": d / "truth.nc",
+        },
+        {"metrics": d / "metrics.nc"},
+        dict(
+            EVAL,
+            finetune={"enabled": True, "max_epochs": 1, "lr": 1e-3, "patience": None},
+            bars={"roi_embedding_ari": -1.0},
+            dataset="tiny",
+            variant="base",
+            checkpoint=str(d / "ckpt" / "eval.pt"),
+        ),
+    )
+    return d
+
+
+def test_chain_outputs_follow_their_contracts(chain):
+    runs = sorted((chain / "roi").glob("*.nc"))
+    assert [r.name for r in runs][:2] == ["sub-01_task-rest.nc", "sub-02_task-rest.nc"] and len(runs) == 8
+    roi = read(runs[0], "roi_timeseries")
+    prov = provenance_of(roi)
+    assert prov["stage"] == "ingest_fmri" and prov["inputs"][0]["path"].endswith("_desc-preproc_bold.nii.gz")
+    clean = read(chain / "clean.nc", "roi_segments")
+    assert clean.sizes["subject"] == 8 and clean.sizes["roi"] == 12 and clean.sizes["lag"] == 10
+    truth = read(chain / "truth.nc", "model_fit")
+    assert list(clean["label"].values) == list(truth["label"].values)
+    base = read(chain / "baselines.nc", "metrics")
+    assert {"nmse_ridge", "nmse_mean_fill", "fc_tangent_accuracy", "fc_correlation_r2"} <= set(
+        base["metric"].values.tolist()
+    )
+    fit = read(chain / "fit.nc", "model_fit")
+    assert fit["roi_embedding"].shape == (12, 16) and fit.sizes["epoch"] == 3
+    m = read(chain / "metrics.nc", "metrics")
+    names = set(m["metric"].values.tolist())
+    assert {
+        "masked_nmse",
+        "masked_nmse_vs_ridge",
+        "roi_embedding_ari",
+        "probe_accuracy",
+        "probe_accuracy_vs_fc",
+        "finetune_accuracy",
+        "finetune_r2",
+    } <= names
+    assert int(m["passed"].sel(metric="roi_embedding_ari")) == 1 and m.attrs["model"] == "brainmae/base"
+    assert not list((chain / "ckpt").glob("*.pt"))  # checkpoints removed on success
+
+
+def test_ingest_bad_atlas_leaves_no_output(chain, tmp_path):
+    src = chain / "source"
+    a = nib.load(src / "atlas/atlas.nii.gz")
+    bad = tmp_path / "atlas.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(a.dataobj), np.diag([2.0, 2.0, 2.0, 1.0])), bad)
+    out = tmp_path / "roi"
+    with pytest.raises(InputError, match="affine differs from atlas atlas.nii.gz"):
+        ingest_fmri.run(
+            {"source": src / "derivatives/fmriprep"}, {"roi": out}, {"format": "fmriprep", "atlas": str(bad)}
+        )
+    assert not out.exists()
+
+
+def test_clean_missing_label_leaves_no_output(chain, tmp_path):
+    roi = tmp_path / "roi"
+    shutil.copytree(chain / "roi", roi)
+    out = tmp_path / "clean.nc"
+    with pytest.raises(InputError, match="has no 'diagnosis' value in participants.tsv"):
+        clean_fmri.run({"roi": roi}, {"clean": out}, {"segment_s": 10.0, "classification": "diagnosis"})
+    assert not out.exists()
+    with pytest.raises(InputError, match="shorter than one segment"):
+        clean_fmri.run({"roi": roi}, {"clean": out}, {"segment_s": 120.0})
+    assert not out.exists()
+
+
+FMRI_CFG = {
+    "fmri": {
+        "datasets": {"sim": {"simulate": {"generator": "fmri_modular_cohort", "params": {"n_subjects": 8}}}},
+        "brainmae": {"variants": {"base": {}, "nomask": {"masking": False}}},
+    }
+}
+
+
+def _cfg(**changes):
+    cfg = yaml.safe_load(yaml.safe_dump(FMRI_CFG))
+    for dotted, value in changes.items():
+        node = cfg
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return cfg
+
+
+def test_fmri_config_defaults_and_cross_checks():
+    cfg = validate_config(_cfg())
+    assert cfg["fmri"]["clean"]["segment_s"] == 15.0 and cfg["fmri"]["brainmae"]["finetune"]["variants"] == [
+        "base"
+    ]
+    assert cfg["fmri"]["datasets"]["sim"]["simulate"]["source"] == "fmriprep"
+    bad = {
+        "fmri.datasets.sim.simulate.params": ({"n_subject": 3}, "unknown parameter\\(s\\) n_subject"),
+        "fmri.datasets.sim.path": ("x.csv", "needs exactly one of 'simulate' or 'path'"),
+        "fmri.brainmae.variants": (
+            {"base": {"d_model": 6, "n_heads": 4}},
+            "d_model must be >= 4 and divisible by n_heads",
+        ),
+        "fmri.brainmae.datasets": ({"other": {}}, "no fMRI dataset named 'other'"),
+        "fmri.brainmae.finetune": ({"variants": ["big"]}, "'big' is not a variant"),
+    }
+    for key, (value, pattern) in bad.items():
+        with pytest.raises(ConfigError, match=pattern) as info:
+            validate_config(_cfg(**{key: value}), source="study.yaml")
+        assert "\n" not in str(info.value) and str(info.value).startswith("study.yaml: ")

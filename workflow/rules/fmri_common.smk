@@ -1,0 +1,146 @@
+# The fMRI branch's config tables, wildcard constraints and input/params functions (its rules: fmri.smk).
+
+FMRI = config["fmri"]
+FMRI_DATASETS = FMRI["datasets"]
+FMRI_SIMULATED = sorted(k for k, v in FMRI_DATASETS.items() if "simulate" in v)
+BRAINMAE = FMRI["brainmae"]
+BRAINMAE_VARIANTS = sorted(BRAINMAE["variants"])
+FMRI_READER_KEYS = (
+    "path",
+    "format",
+    "atlas",
+    "atlas_labels",
+    "participants",
+    "confounds",
+    "task",
+    "space",
+    "session",
+    "repetition_time_s",
+    "roi_names",
+    "confound_columns",
+    "drop_columns",
+)
+FMRI_FILE_KEYS = ("atlas", "atlas_labels", "participants")
+
+
+wildcard_constraints:
+    fmri_dataset=names_regex(sorted(FMRI_DATASETS)),
+    fmri_variant=names_regex(BRAINMAE_VARIANTS),
+
+
+def fmri_sim_params(wildcards):
+    sim = dict(FMRI_DATASETS[wildcards.fmri_dataset]["simulate"])
+    sim.pop("source", None)
+    return sim
+
+
+def fmri_source(wildcards):
+    ds = FMRI_DATASETS[wildcards.fmri_dataset]
+    if "simulate" in ds:
+        return f"results/fmri/{wildcards.fmri_dataset}/source"
+    return ds["path"]
+
+
+def fmri_extra_files(wildcards):
+    ds = FMRI_DATASETS[wildcards.fmri_dataset]
+    return [ds[k] for k in FMRI_FILE_KEYS if k in ds]
+
+
+def fmri_ingest_params(wildcards):
+    name = wildcards.fmri_dataset
+    ds = FMRI_DATASETS[name]
+    out = {k: v for k, v in ds.items() if k in FMRI_READER_KEYS}
+    # the simulated tree: fMRIPrep derivatives + atlas, or the ROI tables
+    if "simulate" in ds:
+        root = f"results/fmri/{name}/source"
+        if ds["simulate"].get("source", "fmriprep") == "fmriprep":
+            out.update(
+                path=f"{root}/derivatives/fmriprep",
+                format="fmriprep",
+                atlas=f"{root}/atlas/atlas.nii.gz",
+                atlas_labels=f"{root}/atlas/atlas.tsv",
+            )
+        else:
+            tr = ds["simulate"].get("params", {}).get("tr_s", 1.0)
+            out.update(
+                path=f"{root}/tables",
+                format="table",
+                participants=f"{root}/tables/participants.tsv",
+                repetition_time_s=tr,
+            )
+    return out
+
+
+def fmri_clean_params(wildcards):
+    ds = FMRI_DATASETS[wildcards.fmri_dataset]
+    out = merged(FMRI["clean"], ds.get("clean", {}))
+    out.update(classification=ds.get("classification"), regression=ds.get("regression"))
+    return out
+
+
+def fmri_eval_params(wildcards):
+    return dict(BRAINMAE["evaluate"], dataset=wildcards.fmri_dataset)
+
+
+def brainmae_params(wildcards):
+    entry = BRAINMAE["datasets"].get(wildcards.fmri_dataset, {})
+    return merged(
+        merged(BRAINMAE["model"], BRAINMAE["variants"][wildcards.fmri_variant]),
+        entry.get("model", {}),
+    )
+
+
+def brainmae_gpus(wildcards):
+    """1 GPU unless the fit is pinned to the CPU (``device: cpu``)."""
+    return 0 if brainmae_params(wildcards).get("device") == "cpu" else 1
+
+
+def brainmae_eval_params(wildcards):
+    entry = BRAINMAE["datasets"].get(wildcards.fmri_dataset, {})
+    ft = dict(BRAINMAE["finetune"])
+    ft["enabled"] = bool(ft["enabled"]) and wildcards.fmri_variant in ft.pop("variants")
+    return dict(
+        BRAINMAE["evaluate"],
+        finetune=ft,
+        bars=merged(BRAINMAE["bars"], entry.get("bars", {})),
+        dataset=wildcards.fmri_dataset,
+        variant=wildcards.fmri_variant,
+    )
+
+
+def fmri_truth(wildcards):
+    if wildcards.fmri_dataset in FMRI_SIMULATED:
+        return f"results/fmri/{wildcards.fmri_dataset}/truth.nc"
+    return []
+
+
+def brainmae_runs():
+    if not BRAINMAE["enabled"]:
+        return []
+    return [
+        (d, v)
+        for d in sorted(FMRI_DATASETS)
+        for v in BRAINMAE["datasets"].get(d, {}).get("variants", BRAINMAE_VARIANTS)
+    ]
+
+
+def fmri_report_inputs(wildcards=None):
+    runs = brainmae_runs()
+    names = sorted(FMRI_DATASETS)
+    return {
+        "fmri__metrics": [f"results/fmri/{d}/brainmae/{v}/metrics.nc" for d, v in runs],
+        "fmri__fits": [f"results/fmri/{d}/brainmae/{v}/fit.nc" for d, v in runs],
+        "fmri__baselines": expand("results/fmri/{d}/baselines/metrics.nc", d=names),
+        "fmri__clean": expand("results/fmri/{d}/clean.nc", d=names),
+        "fmri__truths": expand("results/fmri/{d}/truth.nc", d=FMRI_SIMULATED),
+    }
+
+
+def fmri_metrics():
+    ins = fmri_report_inputs()
+    return ins["fmri__baselines"] + ins["fmri__metrics"]
+
+
+def fmri_final_outputs():
+    ins = fmri_report_inputs()
+    return ins["fmri__clean"] + ins["fmri__baselines"] + ins["fmri__metrics"]
