@@ -309,3 +309,22 @@ def test_atlas_label_without_voxels(tree, tmp_path):
         "has no voxels",
         "remove it",
     )
+
+
+def test_single_subject_split_by_time_blocks_without_shared_volumes():
+    run = clean_run(
+        read_table(
+            NITIME / "fmri_timeseries.csv", 1.89, confound_columns=["WM", "Vent"], drop_columns=["Brain"]
+        )
+    )
+    plain = assemble_cohort([run], 15.0)
+    assert plain.attrs["split_by"] == "time" and plain.sizes["segment"] == 31 and plain.sizes["lag"] == 8
+    over = assemble_cohort([run], 15.0, segment_step_s=1.89)
+    assert check(over, "roi_segments", require_provenance=False) == []
+    start, fold = over["segment_start"].values, over["segment_fold"].values
+    assert over.sizes["segment"] > 5 * plain.sizes["segment"]
+    assert start[fold == 0].min() > start[fold != 0].max()  # the held-out block is the last one
+    span = 8 * 1.89
+    for f in np.unique(fold):
+        a, b = start[fold == f], start[fold != f]
+        assert np.min(np.abs(a[:, None] - b[None, :])) >= span - 1e-6  # no volume in two folds

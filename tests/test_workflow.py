@@ -73,8 +73,8 @@ MATRIX = {
         None,
         {"simulate_spikes": 3, "ingest_spikes": 2, "bin_spikes": 5, "fit_poisson_glm": 5, "fit_switching_glm": 14,
          "evaluate_switching_glm": 14, "report": 1, "metrics_table": 1,
-         "simulate_fmri": 1, "ingest_fmri": 2, "clean_fmri": 2, "fmri_baselines": 2, "pretrain_brainmae": 6,
-         "evaluate_brainmae": 6},
+         "simulate_fmri": 1, "ingest_fmri": 2, "clean_fmri": 2, "fmri_baselines": 2, "pretrain_brainmae": 4,
+         "evaluate_brainmae": 4},
     ),
     "tiny": (
         "tiny",

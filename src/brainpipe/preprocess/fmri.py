@@ -129,17 +129,23 @@ def segment_length(segment_s: float, tr: float) -> int:
     return max(2, int(round(segment_s / tr)))
 
 
-def segment_run(ds: xr.Dataset, segment_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping segments ``(n, L, roi)`` and their start times, within consecutive kept volumes."""
+def segment_run(
+    ds: xr.Dataset, segment_s: float, step_s: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segments ``(n, L, roi)`` and their start times, within consecutive kept volumes; a new segment starts every
+    ``step_s`` seconds (converted with the run's TR; default ``segment_s``: non-overlapping)."""
     tr = float(ds.attrs["repetition_time_s"])
     L = segment_length(segment_s, tr)
+    step = L if step_s is None else max(1, int(round(step_s / tr)))
     t = np.asarray(ds["time"].values)
     x = np.asarray(ds["signal"].values)
     breaks = np.flatnonzero(np.diff(t) > 1.5 * tr) + 1
     segs, starts = [], []
     for block in np.split(np.arange(t.size), breaks):
-        for k in range(block.size // L):
-            idx = block[k * L : (k + 1) * L]
+        if block.size < L:
+            continue
+        for k in range(0, block.size - L + 1, step):
+            idx = block[k : k + L]
             segs.append(x[idx])
             starts.append(t[idx[0]])
     if not segs:
@@ -176,6 +182,7 @@ def assemble_cohort(
     regression: str | None = None,
     n_folds: int = 4,
     seed: int = 0,
+    segment_step_s: float | None = None,
 ) -> xr.Dataset:
     """Stack the segments of cleaned runs into a ``roi_segments`` dataset.
 
@@ -205,7 +212,7 @@ def assemble_cohort(
         if sub not in info:
             subjects.append(sub)
             info[sub] = {"participant": json.loads(ds.attrs.get("participant", "{}") or "{}"), "source": src}
-        x, starts = segment_run(ds, segment_s)
+        x, starts = segment_run(ds, segment_s, segment_step_s)
         segs.append(x)
         seg_sub += [subjects.index(sub)] * len(x)
         seg_start.append(starts)
@@ -255,6 +262,26 @@ def assemble_cohort(
         blocks = np.minimum(np.arange(n_seg) * k // n_seg, k - 1)
         seg_fold = (k - 1 - blocks).astype(np.int64)
         attrs["split_by"] = "time"
+        # overlapping segments (segment_step_s < segment_s): drop those sharing volumes with another fold's
+        starts_all = np.concatenate(seg_start)
+        runs_all = np.array(seg_run)
+        span = segment_length(segment_s, tr) * tr
+        clash = np.zeros(n_seg, dtype=bool)
+        for i in range(n_seg):
+            other = (
+                (seg_fold != seg_fold[i])
+                & (runs_all == runs_all[i])
+                & (np.abs(starts_all - starts_all[i]) < span - 1e-9)
+            )
+            clash[i] = (
+                other.any() and seg_fold[i] != 0
+            )  # keep the test block whole; trim the others at its edges
+        keep_seg = ~clash
+        if not keep_seg.all():
+            segs = [np.concatenate(segs)[keep_seg]]
+            seg_sub_arr, seg_fold = seg_sub_arr[keep_seg], seg_fold[keep_seg]
+            seg_start = [starts_all[keep_seg]]
+            seg_run = list(runs_all[keep_seg])
     data["fold"] = ("subject", fold, {"long_name": "subject-wise cross-validation fold"})
     data["segment_fold"] = (
         "segment",

@@ -3,7 +3,7 @@ standardize; see brainpipe.preprocess.fmri) and cut fixed-length segments into o
 subject-wise folds and the subjects' labels/phenotypes.
 
 params: ``detrend``, ``standardize``, ``high_pass``, ``low_pass``, ``use_confounds``, ``scrub``, ``segment_s``,
-``n_folds``, ``seed``, ``classification`` / ``regression`` (participants.tsv columns, or null).
+``segment_step_s`` (null: non-overlapping), ``n_folds``, ``seed``, ``classification`` / ``regression`` (participants.tsv columns, or null).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def run(inputs, outputs, params, log):
         params.get("regression"),
         int(params.get("n_folds", 4)),
         int(params.get("seed", 0)),
+        params.get("segment_step_s"),
     )
     log_.info(
         "%d segments of %d volumes x %d ROIs from %d subject(s), split by %s",
