@@ -285,7 +285,7 @@ class TrainSettings:
     device: str = "auto"
     precision: str = "auto"
     checkpoint_every_s: float = 60.0
-    progress: bool = False
+    progress: bool = True
 
 
 def split_kwargs(params: dict[str, Any]) -> tuple[BrainMAEConfig, TrainSettings]:
