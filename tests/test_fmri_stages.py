@@ -181,3 +181,37 @@ def test_fmri_config_defaults_and_cross_checks():
         with pytest.raises(ConfigError, match=pattern) as info:
             validate_config(_cfg(**{key: value}), source="study.yaml")
         assert "\n" not in str(info.value) and str(info.value).startswith("study.yaml: ")
+
+
+def test_report_section(chain, tmp_path):
+    from brainpipe.report.fmri import sections
+
+    d = tmp_path / "results" / "fmri" / "tiny"
+    (d / "brainmae" / "base").mkdir(parents=True)
+    (d / "baselines").mkdir()
+    for src, dst in (
+        ("metrics.nc", "brainmae/base/metrics.nc"),
+        ("fit.nc", "brainmae/base/fit.nc"),
+        ("baselines.nc", "baselines/metrics.nc"),
+        ("clean.nc", "clean.nc"),
+        ("truth.nc", "truth.nc"),
+    ):
+        shutil.copy(chain / src, d / dst)
+    out = sections(
+        {
+            "metrics": [d / "brainmae/base/metrics.nc"],
+            "fits": [d / "brainmae/base/fit.nc"],
+            "baselines": [d / "baselines/metrics.nc"],
+            "clean": [d / "clean.nc"],
+            "truths": [d / "truth.nc"],
+        }
+    )
+    assert len(out) == 1 and out[0].anchor == "fmri"
+    html = out[0].html
+    assert (
+        html.startswith('<section id="fmri">')
+        and "<h3>tiny</h3>" in html
+        and "data:image/png;base64," in html
+    )
+    assert "8 subject(s), 12 ROIs" in html and "ridge NMSE" in html
+    assert len(out[0].metrics) == 2
