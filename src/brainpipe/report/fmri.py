@@ -71,7 +71,7 @@ def _figure(fit_path: Path, truth_path: Path | None, title: str) -> str:
             order = np.argsort(truth["module"].sel(roi=fit["roi"].values).values, kind="stable")
     with figures.plt.rc_context(figures._STYLE):
         n = 3 if "graph_attention" in fit else 2
-        fig, axes = figures.plt.subplots(1, n, figsize=(4.0 * n, 3.6))
+        fig, axes = figures.plt.subplots(1, n, figsize=(4.6 * n, 3.8), constrained_layout=True)
         sim = (En @ En.T)[np.ix_(order, order)]
         im = axes[0].imshow(sim, cmap=figures._CMAP, vmin=-1, vmax=1)
         axes[0].set_title("ROI-embedding cosine similarity")
