@@ -146,6 +146,7 @@ def from_snakemake(smk: Any, module_name: str) -> None:
 
     module = importlib.import_module(f"brainpipe.stages.{module_name}")
     ins = {k: smk.input[k] for k in module.INPUTS if hasattr(smk.input, k)}
+    ins.update({k: smk.input[k] for k in smk.input.keys() if "__" in k})  # branch inputs (<branch>__<key>)
     ins = {k: (list(v) if not isinstance(v, str) else v) for k, v in ins.items()}
     outs = {k: getattr(smk.output, k) for k in module.OUTPUTS}
     params = dict(getattr(smk.params, "config", {}) or {})
