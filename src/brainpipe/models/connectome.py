@@ -13,7 +13,7 @@ Order of operations
    identities (pairs = upper triangle, ``i < j``); pairs an animal lacks are masked (``mask(pair, animal) = 0``)
    and hold 0. The zarr writer goes window chunk by window chunk, so memory stays bounded.
 3. :func:`masked_ncp_hals`: non-negative CP by HALS in torch, on the input's device and dtype; masked entries are
-   imputed from the current model after each mode update (EM-style), only where missing.
+   imputed from the current model once per outer iteration (EM-style), only where missing.
 4. :class:`DynamicConnectome`: ranks x restarts; per rank the best-error fit and its replicate stability (mean
    factor match score of the other restarts against it); the selected rank is the largest whose stability
    reaches ``stability_threshold``.
@@ -331,15 +331,16 @@ def masked_ncp_hals(
     """Non-negative CP of a 3-way tensor by HALS, with a mask of observed entries.
 
     ``X`` (I, J, K) on any device/dtype (the result comes back on it). ``mask``: bool/0-1 tensor broadcastable to
-    X (e.g. (I, 1, K)), True where observed; missing entries are imputed from the current model before each mode
-    update (only the missing ones are recomputed). ``init``: three non-negative factor matrices (else uniform random
+    X (e.g. (I, 1, K)), True where observed; missing entries are imputed from the current model at the start of
+    each outer iteration (only the missing ones are recomputed). ``init``: three non-negative factor matrices (else uniform random
     from ``seed``, scaled to ||X||). Stops when the relative error improves by less than ``tol`` (or reaches
-    ``target_error``, for benchmarks). Per mode: MTTKRP and Gram, then ``n_inner`` HALS column sweeps.
+    ``target_error``, for benchmarks). Per mode: MTTKRP (as matrix products) and Gram, then ``n_inner`` HALS
+    column sweeps. ``mask=None`` or all-True: plain non-negative CP-HALS.
     """
     if X.ndim != 3:
         raise ValueError(f"masked_ncp_hals: a 3-way tensor is needed, got {X.ndim} dims")
     dev, dt = X.device, X.dtype
-    X = torch.nan_to_num(X, nan=0.0)
+    X = torch.nan_to_num(X, nan=0.0).contiguous()
     I, J, K = X.shape
     if init is None:
         g = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -365,24 +366,19 @@ def masked_ncp_hals(
     A, B, C = factors
     errors: list[float] = []
     n_done = 0
-    specs = ("ijk,jr,kr->ir", "ijk,ir,kr->jr", "ijk,ir,jr->kr")
     for it in range(n_iter_max):
-        for mode in range(3):
-            if miss_idx is not None:
-                i, j, k = miss_idx
-                X[miss_idx] = (A[i] * B[j] * C[k]).sum(dim=1)
-            if mode == 0:
-                M = torch.einsum(specs[0], X, B, C)
-                G = (B.T @ B) * (C.T @ C)
-                _hals_sweeps(A, G, M, n_inner)
-            elif mode == 1:
-                M = torch.einsum(specs[1], X, A, C)
-                G = (A.T @ A) * (C.T @ C)
-                _hals_sweeps(B, G, M, n_inner)
-            else:
-                M = torch.einsum(specs[2], X, A, B)
-                G = (A.T @ A) * (B.T @ B)
-                _hals_sweeps(C, G, M, n_inner)
+        if miss_idx is not None:  # EM step: missing entries from the current model (once per outer iteration)
+            i, j, k = miss_idx
+            X[miss_idx] = (A[i] * B[j] * C[k]).sum(dim=1)
+        # MTTKRPs as matrix products: Y = X x_3 C serves modes 0 and 1 (C is fixed until mode 2)
+        Y = torch.matmul(X, C)  # (I, J, R)
+        M = torch.einsum("ijr,jr->ir", Y, B)
+        _hals_sweeps(A, (B.T @ B) * (C.T @ C), M, n_inner)
+        M = torch.einsum("ijr,ir->jr", Y, A)
+        _hals_sweeps(B, (A.T @ A) * (C.T @ C), M, n_inner)
+        KR = (A[:, None, :] * B[None, :, :]).reshape(I * J, -1)
+        M = X.reshape(I * J, K).T @ KR  # (K, R)
+        _hals_sweeps(C, (A.T @ A) * (B.T @ B), M, n_inner)
         # error on the (imputed) tensor by the Gram identity; with the mask the imputed entries add ~0 at convergence
         inner = torch.sum(C * M)
         model_sq = torch.sum((A.T @ A) * (B.T @ B) * (C.T @ C))
