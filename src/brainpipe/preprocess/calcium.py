@@ -36,10 +36,11 @@ def _short(items, n=5) -> str:
 
 def bad_cells(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks over cells: (all NaN, constant over time ignoring NaNs)."""
-    all_nan = np.all(~np.isfinite(F), axis=0)
-    with np.errstate(invalid="ignore"):
-        spread = np.nanmax(np.where(np.isfinite(F), F, np.nan), axis=0) - np.nanmin(np.where(np.isfinite(F), F, np.nan), axis=0) if F.size else np.zeros(F.shape[1])
-    constant = ~all_nan & ~(spread > 0)
+    finite = np.isfinite(F)
+    all_nan = ~finite.any(axis=0)
+    hi = np.where(finite, F, -np.inf).max(axis=0, initial=-np.inf)
+    lo = np.where(finite, F, np.inf).min(axis=0, initial=np.inf)
+    constant = ~all_nan & ~(hi > lo)
     return all_nan, constant
 
 
@@ -196,7 +197,7 @@ def preprocess_calcium(
     window = int(round(window_s * fs))
     if window < 3 or window > T:
         raise InputError(
-            f"{source}: baseline window {window_s} s = {window} frames but the recording has {T} frames at {fs} Hz; "
+            f"{source}: baseline window {float(window_s)} s = {window} frames but the recording has {T} frames at {fs} Hz; "
             f"set calcium.preprocess.baseline.window_s between {3 / fs:.3g} and {T / fs:.4g} s"
         )
     F0 = running_percentile(Fc, window, percentile)
