@@ -3,7 +3,7 @@ non-negative CP (HALS) with rank chosen by replicate stability, and weighted com
 
 After Dyballa et al. (ICLR 2024, "Learning dynamic representations of the functional connectome in
 neurobiological networks"). Their exact "differential affinity" could not be read here; the default affinity
-(:func:`softthresh_dcorr`) is a documented stand-in and every affinity is a plug-in of :data:`AFFINITIES`.
+(``softthresh_dcorr``, see :data:`AFFINITIES`) is a documented stand-in and every affinity is a plug-in of :data:`AFFINITIES`.
 
 Order of operations
 -------------------
@@ -44,18 +44,23 @@ from brainpipe.errors import ConfigError, InputError
 LOG = logging.getLogger("brainpipe.models.connectome")
 
 # ---- affinities --------------------------------------------------------------------------------------
-AffinityFn = Callable[[np.ndarray, int, int, Mapping[str, Any]], np.ndarray]
-AFFINITIES: dict[str, AffinityFn] = {}
+@dataclass(frozen=True)
+class Affinity:
+    """A pluggable affinity: ``transform(x, params)`` is applied once to a whole (time, n) dF/F recording (so window
+    chunks see the same signal), then ``window(w, params)`` maps a stack of windows (n_windows, window, n) of the
+    transformed signal to non-negative (n_windows, n, n) affinities with a zero diagonal."""
+
+    name: str
+    transform: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
+    window: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
+    description: str
 
 
-def register_affinity(name: str):
-    """Register ``f(x, window, stride, params) -> (n_windows, n, n)`` under ``name``; x is (time, n) dF/F."""
+AFFINITIES: dict[str, Affinity] = {}
 
-    def deco(fn):
-        AFFINITIES[name] = fn
-        return fn
 
-    return deco
+def register_affinity(name: str, transform, window, description: str) -> None:
+    AFFINITIES[name] = Affinity(name, transform, window, description)
 
 
 def _windows(x: np.ndarray, window: int, stride: int) -> np.ndarray:
@@ -64,62 +69,58 @@ def _windows(x: np.ndarray, window: int, stride: int) -> np.ndarray:
     return np.moveaxis(v, 2, 1)
 
 
-def _window_corr(x: np.ndarray, window: int, stride: int) -> np.ndarray:
-    """Pearson correlation of the columns of x in each window: (n_windows, n, n); 0 where a column is flat."""
-    w = _windows(x, window, stride).astype(np.float64)
+def _corr(w: np.ndarray) -> np.ndarray:
+    """Pearson correlation of the columns within each window: (n_windows, n, n); 0 where a column is flat."""
+    w = w.astype(np.float64)
     w = w - w.mean(axis=1, keepdims=True)
     sd = np.sqrt((w**2).mean(axis=1, keepdims=True))
     z = np.divide(w, sd, out=np.zeros_like(w), where=sd > 1e-12)
-    return np.einsum("wti,wtj->wij", z, z) / window
+    return np.einsum("wti,wtj->wij", z, z) / w.shape[1]
 
 
-@register_affinity("softthresh_dcorr")
-def softthresh_dcorr(x: np.ndarray, window: int, stride: int, params: Mapping[str, Any]) -> np.ndarray:
-    """Stand-in for the paper's differential affinity (documented choice).
-
-    d_i = G_sigma * (first difference of dF/F_i) (Gaussian, ``smooth_frames`` frames); in each window the Pearson
-    correlation r_ij of d_i and d_j; then a soft threshold above chance: a_ij = max(0, (r_ij - r0) / (1 - r0)) with
-    r0 = ``null_z`` / sqrt(window) (default 3, about 3 null standard deviations). Non-negative, 0 on the diagonal.
-    """
-    sigma = float(params.get("smooth_frames", 2.0))
-    d = np.diff(x, axis=0, prepend=x[:1])
-    if sigma > 0:
-        d = gaussian_filter1d(d, sigma, axis=0, mode="nearest")
-    r = _window_corr(d, window, stride)
-    r0 = min(float(params.get("null_z", 3.0)) / math.sqrt(window), 0.99)
-    a = np.clip((r - r0) / (1.0 - r0), 0.0, None)
+def _zero_diag(a: np.ndarray) -> np.ndarray:
     idx = np.arange(a.shape[1])
     a[:, idx, idx] = 0.0
     return a
 
 
-@register_affinity("pos_corr")
-def pos_corr(x: np.ndarray, window: int, stride: int, params: Mapping[str, Any]) -> np.ndarray:
-    """Positive part of the windowed Pearson correlation of dF/F itself (no derivative, no threshold)."""
-    a = np.clip(_window_corr(x, window, stride), 0.0, None)
-    idx = np.arange(a.shape[1])
-    a[:, idx, idx] = 0.0
-    return a
-
-
-@register_affinity("coactivation")
-def coactivation(x: np.ndarray, window: int, stride: int, params: Mapping[str, Any]) -> np.ndarray:
-    """The 'instantaneous' variant averaged per window: mean over the window of max(0, z'_i) * max(0, z'_j),
-    where z' is the smoothed derivative z-scored over the whole recording (high when both rise together)."""
+def smoothed_derivative(x: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    """First difference of each trace, smoothed by a Gaussian of ``smooth_frames`` frames (0: none)."""
     sigma = float(params.get("smooth_frames", 2.0))
-    d = np.diff(x, axis=0, prepend=x[:1])
-    if sigma > 0:
-        d = gaussian_filter1d(d, sigma, axis=0, mode="nearest")
+    d = np.diff(np.asarray(x, dtype=np.float64), axis=0, prepend=x[:1])
+    return gaussian_filter1d(d, sigma, axis=0, mode="nearest") if sigma > 0 else d
+
+
+def _softthresh(w: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    r0 = min(float(params.get("null_z", 3.0)) / math.sqrt(w.shape[1]), 0.99)
+    return _zero_diag(np.clip((_corr(w) - r0) / (1.0 - r0), 0.0, None))
+
+
+register_affinity(
+    "softthresh_dcorr", smoothed_derivative, _softthresh,
+    "stand-in for the paper's differential affinity: d_i = Gaussian-smoothed (smooth_frames) first difference of "
+    "dF/F_i; per window the Pearson r_ij of d_i, d_j; a_ij = max(0, (r_ij - r0) / (1 - r0)), r0 = null_z / sqrt(window)",
+)
+register_affinity(
+    "pos_corr", lambda x, p: np.asarray(x, dtype=np.float64), lambda w, p: _zero_diag(np.clip(_corr(w), 0.0, None)),
+    "positive part of the windowed Pearson correlation of dF/F (no derivative, no threshold)",
+)
+
+
+def _rectified_z(x: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    d = smoothed_derivative(x, params)
     sd = d.std(axis=0)
-    z = np.clip(np.divide(d - d.mean(axis=0), sd, out=np.zeros_like(d), where=sd > 1e-12), 0.0, None)
-    w = _windows(z, window, stride)
-    a = np.einsum("wti,wtj->wij", w, w) / window
-    idx = np.arange(a.shape[1])
-    a[:, idx, idx] = 0.0
-    return a
+    return np.clip(np.divide(d - d.mean(axis=0), sd, out=np.zeros_like(d), where=sd > 1e-12), 0.0, None)
 
 
-def get_affinity(name: str) -> AffinityFn:
+register_affinity(
+    "coactivation", _rectified_z, lambda w, p: _zero_diag(np.einsum("wti,wtj->wij", w, w) / w.shape[1]),
+    "the instantaneous variant averaged per window: mean of max(0, z'_i) max(0, z'_j), z' the smoothed derivative "
+    "z-scored over the whole recording (high when both rise together)",
+)
+
+
+def get_affinity(name: str) -> Affinity:
     if name not in AFFINITIES:
         raise ConfigError(f"unknown affinity {name!r} (allowed: {', '.join(sorted(AFFINITIES))})")
     return AFFINITIES[name]
@@ -178,7 +179,8 @@ def _tensor_chunks(
 ) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
     """Yield (meta, window indices, chunk (pair, window, animal) float32) over the windows."""
     rate, w, s, n_windows, neurons = _layout(animals, window_s, stride_s)
-    fn = get_affinity(affinity)
+    aff = get_affinity(affinity)
+    signals = [aff.transform(a.dff, params) for a in animals]  # whole-recording transform (same as a.dff in size)
     ii, jj = pair_index(neurons)
     n_pairs = ii.size
     pos = {n: k for k, n in enumerate(neurons)}
@@ -204,11 +206,11 @@ def _tensor_chunks(
     for lo in range(0, n_windows, chunk_windows):
         hi = min(n_windows, lo + chunk_windows)
         out = np.zeros((n_pairs, hi - lo, len(animals)), dtype=np.float32)
-        for k, a in enumerate(animals):
+        for k in range(len(animals)):
             order, ai, aj, dest = maps[k]
-            seg = np.asarray(a.dff[lo * s : (hi - 1) * s + w], dtype=np.float64)[:, order]
-            aff = fn(seg, w, s, params)  # (n_win, n, n)
-            out[dest, :, k] = aff[:, ai, aj].T
+            seg = signals[k][lo * s : (hi - 1) * s + w][:, order]
+            a_win = aff.window(_windows(seg, w, s), params)  # (n_win, n, n)
+            out[dest, :, k] = a_win[:, ai, aj].T
         yield meta, np.arange(lo, hi), out
 
 
