@@ -277,11 +277,11 @@ def write_tensor_zarr(
                 raise ContractError(str(path), problems)
             enc = {"affinity": {"chunks": (chunk.shape[0], chunk.shape[1], chunk.shape[2])}} if first else None
             if first:
-                ds.to_zarr(tmp, mode="w", encoding=enc, consolidated=True)
+                ds.to_zarr(tmp, mode="w", encoding=enc, consolidated=True, zarr_format=2)
                 first = False
             else:
                 ds.drop_vars(["pair_i", "pair_j", "mask", "pair", "animal", "neuron"]).to_zarr(
-                    tmp, append_dim="window", consolidated=True
+                    tmp, append_dim="window", consolidated=True, zarr_format=2
                 )
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
