@@ -319,6 +319,19 @@ def _hals_sweeps(U: torch.Tensor, G: torch.Tensor, M: torch.Tensor, n_inner: int
             U[:, r] = torch.clamp(U[:, r] + (M[:, r] - U @ G[:, r]) / g, min=0.0)
 
 
+def _model_sq(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    return torch.sum((A.T @ A).double() * (B.T @ B).double() * (C.T @ C).double())
+
+
+def _rebalance(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> None:
+    """In place: unit columns in A and B, their scale moved into C (keeps HALS well conditioned)."""
+    na, nb = torch.linalg.norm(A, dim=0), torch.linalg.norm(B, dim=0)
+    ok = (na > 0) & (nb > 0)
+    A[:, ok] /= na[ok]
+    B[:, ok] /= nb[ok]
+    C[:, ok] *= (na * nb)[ok]
+
+
 def masked_ncp_hals(
     X: torch.Tensor,
     rank: int,
@@ -329,15 +342,22 @@ def masked_ncp_hals(
     n_inner: int = 3,
     seed: int = 0,
     target_error: float | None = None,
+    extrapolate: bool = True,
 ) -> NCPResult:
     """Non-negative CP of a 3-way tensor by HALS, with a mask of observed entries.
 
     ``X`` (I, J, K) on any device/dtype (the result comes back on it). ``mask``: bool/0-1 tensor broadcastable to
-    X (e.g. (I, 1, K)), True where observed; missing entries are imputed from the current model at the start of
-    each outer iteration (only the missing ones are recomputed). ``init``: three non-negative factor matrices (else uniform random
-    from ``seed``, scaled to ||X||). Stops when the relative error improves by less than ``tol`` (or reaches
-    ``target_error``, for benchmarks). Per mode: MTTKRP (as matrix products) and Gram, then ``n_inner`` HALS
-    column sweeps. ``mask=None`` or all-True: plain non-negative CP-HALS.
+    X (e.g. (I, 1, K)), True where observed; missing entries are imputed from the current model (EM-style; only
+    the missing ones are recomputed) and the error is measured on the observed entries only. ``init``: three
+    non-negative factor matrices (else uniform random from ``seed``, scaled to ||X||). Stops when the relative
+    error improves by less than ``tol`` (or reaches ``target_error``, for benchmarks).
+
+    One outer iteration: HALS on A (``n_inner`` column sweeps) with Y = X x_3 C, on B with the same Y, on C with
+    X_(3) (A kr B); then, with ``extrapolate``, the extrapolated point x + beta (x - x_prev) (projected on >= 0)
+    is kept when its error is lower, with beta adapted as in Ang & Gillis (2019, "Accelerating nonnegative matrix
+    factorization algorithms using extrapolation"): grown x1.05 after a success, divided by 1.5 after a failure.
+    Each accepted iteration reads X twice (Y of the next iteration doubles as the error check).
+    ``mask=None`` or all-True: plain non-negative CP-HALS.
     """
     if X.ndim != 3:
         raise ValueError(f"masked_ncp_hals: a 3-way tensor is needed, got {X.ndim} dims")
@@ -349,51 +369,73 @@ def masked_ncp_hals(
         factors = [torch.rand(n, rank, generator=g, dtype=torch.float64).to(dev, dt) for n in (I, J, K)]
     else:
         factors = [torch.as_tensor(f).to(dev, dt).clone() for f in init]
-    miss_idx = None
+    miss = None
     if mask is not None:
         m = torch.broadcast_to(torch.as_tensor(mask, device=dev).bool(), X.shape)
         if not bool(m.all()):
-            miss_idx = torch.nonzero(~m, as_tuple=True)
+            miss = torch.nonzero(~m, as_tuple=True)
             X = X.clone()
-            X[miss_idx] = 0.0
-        obs = m
-    else:
-        obs = None
-    norm_obs = torch.linalg.norm(X if obs is None else X * obs)
+            X[miss] = 0.0
+    xsq_obs = torch.sum(X.double() ** 2)  # the missing entries are 0 here
+    norm_obs = float(torch.sqrt(xsq_obs))
     if init is None:  # scale so that ||model|| ~ ||X||
-        a, b, c = factors
-        est = torch.sqrt(torch.sum((a.T @ a) * (b.T @ b) * (c.T @ c)))
-        s = (norm_obs / torch.clamp(est, min=1e-30)) ** (1.0 / 3.0)
+        est = torch.sqrt(_model_sq(*factors))
+        s = (norm_obs / max(float(est), 1e-30)) ** (1.0 / 3.0)
         factors = [f * s for f in factors]
     A, B, C = factors
+
+    def impute(A, B, C) -> None:
+        if miss is not None:
+            i, j, k = miss
+            X[miss] = (A[i] * B[j] * C[k]).sum(dim=1)
+
+    def xsq() -> torch.Tensor:  # ||X||^2 of the current (imputed) tensor
+        return xsq_obs if miss is None else xsq_obs + torch.sum(X[miss].double() ** 2)
+
+    def missing_residual(A, B, C) -> torch.Tensor:  # what the imputed entries add to the error of (A, B, C)
+        if miss is None:
+            return torch.zeros((), dtype=torch.float64, device=dev)
+        i, j, k = miss
+        return torch.sum((X[miss] - (A[i] * B[j] * C[k]).sum(dim=1)).double() ** 2)
+
+    def rel(sq: torch.Tensor) -> float:
+        return float(torch.sqrt(torch.clamp(sq, min=0.0))) / max(norm_obs, 1e-30)
+
+    impute(A, B, C)
+    Y = torch.matmul(X, C)  # (I, J, R): X x_3 C
     errors: list[float] = []
+    prev: tuple[torch.Tensor, ...] | None = None
+    beta, beta_max = 0.5, 0.99
     n_done = 0
     for it in range(n_iter_max):
-        if miss_idx is not None:  # EM step: missing entries from the current model (once per outer iteration)
-            i, j, k = miss_idx
-            X[miss_idx] = (A[i] * B[j] * C[k]).sum(dim=1)
-        # MTTKRPs as matrix products: Y = X x_3 C serves modes 0 and 1 (C is fixed until mode 2)
-        Y = torch.matmul(X, C)  # (I, J, R)
-        M = torch.einsum("ijr,jr->ir", Y, B)
-        _hals_sweeps(A, (B.T @ B) * (C.T @ C), M, n_inner)
-        M = torch.einsum("ijr,ir->jr", Y, A)
-        _hals_sweeps(B, (A.T @ A) * (C.T @ C), M, n_inner)
-        KR = (A[:, None, :] * B[None, :, :]).reshape(I * J, -1)
-        M = X.reshape(I * J, K).T @ KR  # (K, R)
-        _hals_sweeps(C, (A.T @ A) * (B.T @ B), M, n_inner)
-        # error on the (imputed) tensor by the Gram identity; with the mask the imputed entries add ~0 at convergence
-        inner = torch.sum(C * M)
-        model_sq = torch.sum((A.T @ A) * (B.T @ B) * (C.T @ C))
-        xsq = torch.sum(X * X)
-        err = float(torch.sqrt(torch.clamp(xsq - 2 * inner + model_sq, min=0.0)) / torch.clamp(norm_obs, min=1e-30))
+        An, Bn, Cn = A.clone(), B.clone(), C.clone()
+        _hals_sweeps(An, (Bn.T @ Bn) * (Cn.T @ Cn), torch.einsum("ijr,jr->ir", Y, Bn), n_inner)
+        _hals_sweeps(Bn, (An.T @ An) * (Cn.T @ Cn), torch.einsum("ijr,ir->jr", Y, An), n_inner)
+        M = X.reshape(I * J, K).T @ (An[:, None, :] * Bn[None, :, :]).reshape(I * J, -1)  # (K, R)
+        _hals_sweeps(Cn, (An.T @ An) * (Bn.T @ Bn), M, n_inner)
+        # observed-entry error of the HALS point: Gram identity on the imputed X, minus the imputed entries' share
+        sq_n = xsq() - 2 * torch.sum(Cn.double() * M.double()) + _model_sq(An, Bn, Cn) - missing_residual(An, Bn, Cn)
+        _rebalance(An, Bn, Cn)
+        err = rel(sq_n)
+        accepted = False
+        if extrapolate and prev is not None:
+            Ae, Be, Ce = (torch.clamp(x + beta * (x - p), min=0.0) for x, p in zip((An, Bn, Cn), prev, strict=True))
+            impute(Ae, Be, Ce)
+            Ye = torch.matmul(X, Ce)
+            sq_e = xsq() - 2 * torch.sum(torch.einsum("ijr,ir,jr->r", Ye, Ae, Be).double()) + _model_sq(Ae, Be, Ce)
+            if rel(sq_e) < err:
+                A, B, C, Y, err = Ae, Be, Ce, Ye, rel(sq_e)
+                beta, beta_max = min(beta_max, 1.05 * beta), min(1.0, 1.01 * beta_max)
+                accepted = True
+            else:
+                beta_max, beta = beta, beta / 1.5
+        if not accepted:
+            A, B, C = An, Bn, Cn
+            impute(A, B, C)
+            Y = torch.matmul(X, C)
+        prev = (An, Bn, Cn)
         errors.append(err)
         n_done = it + 1
-        # rebalance: unit columns in A and B, scale in C (keeps HALS well conditioned)
-        na, nb = torch.linalg.norm(A, dim=0), torch.linalg.norm(B, dim=0)
-        ok = (na > 0) & (nb > 0)
-        A[:, ok] /= na[ok]
-        B[:, ok] /= nb[ok]
-        C[:, ok] *= (na * nb)[ok]
         if target_error is not None and err <= target_error:
             break
         if target_error is None and it > 0 and abs(errors[-2] - err) < tol:
