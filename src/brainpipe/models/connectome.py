@@ -363,7 +363,7 @@ def masked_ncp_hals(
         raise ValueError(f"masked_ncp_hals: a 3-way tensor is needed, got {X.ndim} dims")
     dev, dt = X.device, X.dtype
     X = torch.nan_to_num(X, nan=0.0).contiguous()
-    I, J, K = X.shape
+    I, J, K = X.shape  # noqa: E741  (tensor dimensions, as in the literature)
     if init is None:
         g = torch.Generator(device="cpu").manual_seed(int(seed))
         factors = [torch.rand(n, rank, generator=g, dtype=torch.float64).to(dev, dt) for n in (I, J, K)]
@@ -624,6 +624,14 @@ class DynamicConnectome:
         return ds
 
 
+def _density(W: np.ndarray, members) -> float:
+    """Mean within-community weight (0 for a singleton)."""
+    c = sorted(members)
+    if len(c) < 2:
+        return 0.0
+    return float(W[np.ix_(c, c)].sum() / (len(c) * (len(c) - 1)))
+
+
 def communities(
     pair_factor: np.ndarray, pair_i: np.ndarray, pair_j: np.ndarray, n_neurons: int, resolution: float = 1.0,
     seed: int = 0,
@@ -650,14 +658,7 @@ def communities(
         g.add_weighted_edges_from(zip(pair_i[keep].tolist(), pair_j[keep].tolist(), w[keep].tolist(), strict=True))
         comms = nx.algorithms.community.louvain_communities(g, weight="weight", resolution=resolution, seed=seed)
 
-        def density(c):
-            c = sorted(c)
-            if len(c) < 2:
-                return 0.0
-            sub = W[np.ix_(c, c)]
-            return float(sub.sum() / (len(c) * (len(c) - 1)))
-
-        comms = sorted(comms, key=lambda c: (-density(c), min(c)))
+        comms = sorted(comms, key=lambda c, W=W: (-_density(W, c), min(c)))
         for k, c in enumerate(comms):
             membership[r, sorted(c)] = k
         best[r, sorted(comms[0])] = True
