@@ -92,7 +92,7 @@ rule fit_connectome:
         "benchmarks/fit_connectome/{study}.tsv"
     conda:
         "../envs/brainpipe.yaml"
-    threads: 2
+    threads: 1  # small tensors: one thread avoids torch spin-waits; raise with --set-threads for large ones
     params:
         config=ca_fit_params,
         version=VERSION,
