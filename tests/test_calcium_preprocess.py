@@ -145,3 +145,13 @@ def test_baseline_window_longer_than_recording_is_one_line():
     F = 100 + np.random.default_rng(0).standard_normal((100, 2))
     with pytest.raises(InputError, match=r"baseline window 60\.0 s = 600 frames but the recording has 100 frames"):
         preprocess_calcium(_traces(F), window_s=60)
+
+
+def test_traces_given_as_dff_skip_the_baseline():
+    rng = np.random.default_rng(3)
+    _, c, y = _planted(rng, T=1000)
+    ds = _traces(y[:, None] - 0.05)  # dF/F around 0: a baseline division would be meaningless
+    ds.attrs["already_dff"] = 1
+    out = preprocess_calcium(ds, window_s=20)
+    np.testing.assert_array_equal(out["dff"].values, ds["fluorescence"].values)
+    assert np.isnan(out["baseline"].values).all() and (out["events"].values > 0).sum() > 10

@@ -14,6 +14,8 @@ Order of operations in :func:`preprocess_calcium`:
    ``min_event_snr`` x the cell's noise SD, which is estimated from the median absolute first difference; the
    noise floor is taken as the 25th percentile + 0.674 SD and subtracted first);
 6. :func:`events_to_counts`: events >= ``s_min`` counted per bin of ``bin_frames`` frames (spike_counts).
+
+Traces that are dF/F already (attr ``already_dff``, e.g. an NWB DfOverF series) skip steps 2-4.
 """
 
 from __future__ import annotations
@@ -190,6 +192,9 @@ def preprocess_calcium(
     if not np.isfinite(F).all():
         bad_c = cells[~np.isfinite(F).all(axis=0)]
         raise InputError(f"{source}: NaN/inf frames in cell(s) {_short(bad_c)}; interpolate or drop those frames upstream")
+    if int(traces.attrs.get("already_dff", 0)):  # e.g. an NWB DfOverF series: steps 2-4 were done upstream
+        dff, F0 = F, np.full_like(F, np.nan)
+        return _with_events(traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile)
     Fc = F
     if "neuropil" in traces and neuropil_coef > 0:
         Fc = F - neuropil_coef * np.asarray(traces["neuropil"].values, dtype=np.float64)
@@ -208,11 +213,15 @@ def preprocess_calcium(
             f"coefficient {neuropil_coef}; lower calcium.preprocess.neuropil_coef or drop those cells"
         )
     dff = (Fc - F0) / F0
+    return _with_events(traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile)
+
+
+def _with_events(traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile) -> xr.Dataset:
     events, _, gs, smins = deconvolve(dff, fs, tau_s, min_event_snr)
     out = traces.copy()
     out["dff"] = (("time", "cell"), dff, {"units": "1", "long_name": "dF/F (running-percentile baseline)"})
     out["events"] = (("time", "cell"), events, {"units": "1", "long_name": "inferred events (OASIS AR(1), dF/F units)"})
-    out["baseline"] = (("time", "cell"), F0, {"units": "a.u.", "long_name": "F0: running percentile of F - r Fneu"})
+    out["baseline"] = (("time", "cell"), F0, {"units": "a.u.", "long_name": "F0: running percentile of F - r Fneu (NaN: given as dF/F)"})
     out["ar1_g"] = ("cell", gs, {"long_name": "AR(1) decay per frame used for deconvolution"})
     out["event_threshold"] = ("cell", smins, {"units": "1", "long_name": "minimum event size (s_min)"})
     out.attrs.update({"neuropil_coef": float(neuropil_coef), "baseline_window_s": float(window_s),
