@@ -310,13 +310,13 @@ class NCPResult:
 def _hals_sweeps(U: torch.Tensor, G: torch.Tensor, M: torch.Tensor, n_inner: int, eps: float = 1e-12) -> None:
     """In place: ``n_inner`` HALS sweeps over the columns of U for min ||X_(n) - U KR^T||, given G = KR^T KR and
     M = X_(n) KR. Columns stay >= 0; a column with G[r,r] ~ 0 is left as it is."""
-    R = U.shape[1]
+    diag = torch.diagonal(G).tolist()  # one device sync per call, not one per column
     for _ in range(n_inner):
-        for r in range(R):
-            g = G[r, r]
+        for r, g in enumerate(diag):
             if g <= eps:
                 continue
-            U[:, r] = torch.clamp(U[:, r] + (M[:, r] - U @ G[:, r]) / g, min=0.0)
+            col = U[:, r]  # a view: updated in place, so the next column sees it
+            col.add_((M[:, r] - U @ G[:, r]) / g).clamp_(min=0.0)
 
 
 def _model_sq(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
@@ -352,11 +352,11 @@ def masked_ncp_hals(
     non-negative factor matrices (else uniform random from ``seed``, scaled to ||X||). Stops when the relative
     error improves by less than ``tol`` (or reaches ``target_error``, for benchmarks).
 
-    One outer iteration: HALS on A (``n_inner`` column sweeps) with Y = X x_3 C, on B with the same Y, on C with
-    X_(3) (A kr B); then, with ``extrapolate``, the extrapolated point x + beta (x - x_prev) (projected on >= 0)
+    One outer iteration: HALS on A (``n_inner`` column sweeps) with X_(0) (B kr C); Z = A^T X_(0) then gives the
+    MTTKRPs of B and of C (contracting the largest mode first, so no intermediate is as large as X); then, with ``extrapolate``, the extrapolated point x + beta (x - x_prev) (projected on >= 0)
     is kept when its error is lower, with beta adapted as in Ang & Gillis (2019, "Accelerating nonnegative matrix
     factorization algorithms using extrapolation"): grown x1.05 after a success, divided by 1.5 after a failure.
-    Each accepted iteration reads X twice (Y of the next iteration doubles as the error check).
+    Each accepted iteration reads X twice (the next iteration's X_(0) (B kr C) doubles as the error check).
     ``mask=None`` or all-True: plain non-negative CP-HALS.
     """
     if X.ndim != 3:
@@ -401,30 +401,36 @@ def masked_ncp_hals(
     def rel(sq: torch.Tensor) -> float:
         return float(torch.sqrt(torch.clamp(sq, min=0.0))) / max(norm_obs, 1e-30)
 
+    X0 = X.reshape(I, J * K)  # mode-0 unfolding (a view: imputation updates it too)
+
+    def mttkrp0(B, C) -> torch.Tensor:  # X_(0) (B kr C): one read of X, (I, R)
+        return X0 @ (B[:, None, :] * C[None, :, :]).reshape(J * K, -1)
+
     impute(A, B, C)
-    Y = torch.matmul(X, C)  # (I, J, R): X x_3 C
+    M0 = mttkrp0(B, C)
     errors: list[float] = []
     prev: tuple[torch.Tensor, ...] | None = None
     beta, beta_max = 0.5, 0.99
     n_done = 0
     for it in range(n_iter_max):
         An, Bn, Cn = A.clone(), B.clone(), C.clone()
-        _hals_sweeps(An, (Bn.T @ Bn) * (Cn.T @ Cn), torch.einsum("ijr,jr->ir", Y, Bn), n_inner)
-        _hals_sweeps(Bn, (An.T @ An) * (Cn.T @ Cn), torch.einsum("ijr,ir->jr", Y, An), n_inner)
-        M = X.reshape(I * J, K).T @ (An[:, None, :] * Bn[None, :, :]).reshape(I * J, -1)  # (K, R)
-        _hals_sweeps(Cn, (An.T @ An) * (Bn.T @ Bn), M, n_inner)
+        _hals_sweeps(An, (Bn.T @ Bn) * (Cn.T @ Cn), M0, n_inner)
+        Z = (An.T @ X0).reshape(-1, J, K)  # A^T X_(0): one read of X; serves modes 1 and 2 (A is fixed now)
+        _hals_sweeps(Bn, (An.T @ An) * (Cn.T @ Cn), torch.einsum("rjk,kr->jr", Z, Cn), n_inner)
+        M2 = torch.einsum("rjk,jr->kr", Z, Bn)
+        _hals_sweeps(Cn, (An.T @ An) * (Bn.T @ Bn), M2, n_inner)
         # observed-entry error of the HALS point: Gram identity on the imputed X, minus the imputed entries' share
-        sq_n = xsq() - 2 * torch.sum(Cn.double() * M.double()) + _model_sq(An, Bn, Cn) - missing_residual(An, Bn, Cn)
+        sq_n = xsq() - 2 * torch.sum(Cn.double() * M2.double()) + _model_sq(An, Bn, Cn) - missing_residual(An, Bn, Cn)
         _rebalance(An, Bn, Cn)
         err = rel(sq_n)
         accepted = False
         if extrapolate and prev is not None:
             Ae, Be, Ce = (torch.clamp(x + beta * (x - p), min=0.0) for x, p in zip((An, Bn, Cn), prev, strict=True))
             impute(Ae, Be, Ce)
-            Ye = torch.matmul(X, Ce)
-            sq_e = xsq() - 2 * torch.sum(torch.einsum("ijr,ir,jr->r", Ye, Ae, Be).double()) + _model_sq(Ae, Be, Ce)
+            M0e = mttkrp0(Be, Ce)  # the next iteration's mode-0 MTTKRP doubles as the error check
+            sq_e = xsq() - 2 * torch.sum(Ae.double() * M0e.double()) + _model_sq(Ae, Be, Ce)
             if rel(sq_e) < err:
-                A, B, C, Y, err = Ae, Be, Ce, Ye, rel(sq_e)
+                A, B, C, M0, err = Ae, Be, Ce, M0e, rel(sq_e)
                 beta, beta_max = min(beta_max, 1.05 * beta), min(1.0, 1.01 * beta_max)
                 accepted = True
             else:
@@ -432,7 +438,7 @@ def masked_ncp_hals(
         if not accepted:
             A, B, C = An, Bn, Cn
             impute(A, B, C)
-            Y = torch.matmul(X, C)
+            M0 = mttkrp0(B, C)
         prev = (An, Bn, Cn)
         errors.append(err)
         n_done = it + 1
