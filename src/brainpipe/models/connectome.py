@@ -3,17 +3,18 @@ non-negative CP (HALS) with rank chosen by replicate stability, and weighted com
 
 After Dyballa et al. (ICLR 2024, "Learning dynamic representations of the functional connectome in
 neurobiological networks"). Their exact "differential affinity" could not be read here; the default affinity
-(``softthresh_dcorr``, see :data:`AFFINITIES`) is a documented stand-in and every affinity is a plug-in of :data:`AFFINITIES`.
+(``softthresh_dcorr``) is a documented stand-in, and every affinity is a plug-in of :data:`AFFINITIES`.
 
 Order of operations
 -------------------
-1. :func:`affinity_windows` per animal: ``dff(time, cell)`` -> ``affinity(window, pair)`` for its cells' pairs,
-   with the registered affinity function (default: soft-thresholded correlation of smoothed derivatives).
+1. per animal, an :class:`Affinity`: its ``transform`` on the whole ``dff(time, cell)`` (e.g. smoothed
+   derivatives), then its ``window`` map -> affinities per window for the animal's cell pairs (default:
+   soft-thresholded correlation of smoothed derivatives).
 2. :func:`build_tensor` / :func:`write_tensor_zarr`: every animal's affinities placed on the union of neuron
    identities (pairs = upper triangle, ``i < j``); pairs an animal lacks are masked (``mask(pair, animal) = 0``)
    and hold 0. The zarr writer goes window chunk by window chunk, so memory stays bounded.
 3. :func:`masked_ncp_hals`: non-negative CP by HALS in torch, on the input's device and dtype; masked entries are
-   imputed from the current model once per outer iteration (EM-style), only where missing.
+   imputed from the current model (EM-style), only where missing; adaptive extrapolation between iterations.
 4. :class:`DynamicConnectome`: ranks x restarts; per rank the best-error fit and its replicate stability (mean
    factor match score of the other restarts against it); the selected rank is the largest whose stability
    reaches ``stability_threshold``.
