@@ -181,7 +181,8 @@ def _tensor_chunks(
     """Yield (meta, window indices, chunk (pair, window, animal) float32) over the windows."""
     rate, w, s, n_windows, neurons = _layout(animals, window_s, stride_s)
     aff = get_affinity(affinity)
-    signals = [aff.transform(a.dff, params) for a in animals]  # whole-recording transform (same as a.dff in size)
+    # whole-recording transform, kept in float32 (time x cells per animal: small next to the tensor it feeds)
+    signals = [aff.transform(a.dff, params).astype(np.float32) for a in animals]
     ii, jj = pair_index(neurons)
     n_pairs = ii.size
     pos = {n: k for k, n in enumerate(neurons)}

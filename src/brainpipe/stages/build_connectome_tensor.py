@@ -31,7 +31,7 @@ def run(inputs, outputs, params, log):
         if "dff" not in ds:
             raise InputError(f"{p}: has no 'dff'; run preprocess_calcium on it first")
         name = Path(p).parent.name
-        animals.append(AnimalTraces(name, np.asarray(ds["dff"].values), [str(c) for c in ds["cell"].values],
+        animals.append(AnimalTraces(name, np.asarray(ds["dff"].values, dtype=np.float32), [str(c) for c in ds["cell"].values],
                                     float(ds.attrs["frame_rate_hz"])))
     aff = dict(params.get("affinity", {}))
     name = aff.pop("name", "softthresh_dcorr")
