@@ -93,6 +93,8 @@ rule fit_connectome:
     conda:
         "../envs/brainpipe.yaml"
     threads: 1  # small tensors: one thread avoids torch spin-waits; raise with --set-threads for large ones
+    resources:
+        gpu=ca_fit_gpus,
     params:
         config=ca_fit_params,
         version=VERSION,

@@ -57,6 +57,11 @@ def ca_fit_params(wildcards):
     )
 
 
+def ca_fit_gpus(wildcards):
+    """1 GPU unless the factorization is pinned to the CPU (``device: cpu``)."""
+    return 0 if ca_fit_params(wildcards).get("device") == "cpu" else 1
+
+
 def ca_eval_params(wildcards):
     entry = CONNECTOME["studies"][wildcards.study]
     return {
