@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/spikes.smk"
 include: "workflow/rules/switching.smk"
 include: "workflow/rules/fmri.smk"
+include: "workflow/rules/calcium.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -166,12 +166,13 @@ def report_inputs(wildcards):
         "switching_fits": [
             f"results/spikes/{d}/switching_glm/{v}/fit.nc" for d, v in runs
         ],
+        **calcium_report_inputs(),
     } | fmri_report_inputs(wildcards)
 
 
 def all_metrics(wildcards):
     ins = report_inputs(wildcards)
-    return ins["metrics"] + ins["switching_metrics"] + fmri_metrics()
+    return ins["metrics"] + ins["switching_metrics"] + calcium_metrics() + fmri_metrics()
 
 
 def final_outputs():
@@ -179,5 +180,6 @@ def final_outputs():
     ins = report_inputs(None)
     out += ins["metrics"] + ins["switching_metrics"]
     out += fmri_final_outputs()
+    out += calcium_final_outputs()
     out += ["results/report/index.html", "results/report/metrics.tsv"]
     return out
