@@ -133,7 +133,7 @@ BAD_CONFIGS = {
     ),
     "bad_enum": (
         {"spikes.datasets.tinysim.simulate.generator": "lif"},
-        r"'lif' is not allowed \(allowed values: poisson_glm_network, switching_glm_network\)",
+        r"'lif' is not allowed \(allowed values: poisson_glm_network, switching_glm_network, hub_network\)",
     ),
     "bad_sim_param": (
         {"spikes.datasets.tinysim.simulate.params.n_neuron": 3},
