@@ -18,14 +18,14 @@ from brainpipe.simulate.glm_network import ou_process
 class HubNetworkParams:
     """Parameters of :func:`hub_network` (times in seconds, rates in Hz, lags in steps of ``dt_s``)."""
 
-    n_neurons: int = 24
+    n_neurons: int = 20
     n_hubs: int = 3
-    hub_out_degree: int = 6
+    hub_out_degree: int = 8
     n_other_connections: int = 6
-    duration_s: float = 300.0
+    duration_s: float = 200.0
     dt_s: float = 0.01
-    rate_min_hz: float = 4.0
-    rate_max_hz: float = 12.0
+    rate_min_hz: float = 5.0
+    rate_max_hz: float = 10.0
     hub_rate_hz: float = 20.0
     weight_min: float = 0.8
     weight_max: float = 1.2
@@ -35,8 +35,8 @@ class HubNetworkParams:
     kernel_bins: int = 6
     self_history_weight: float = -2.0
     behaviour_fraction: float = 0.4
-    behaviour_weight_min: float = 0.8
-    behaviour_weight_max: float = 1.2
+    behaviour_weight_min: float = 0.5
+    behaviour_weight_max: float = 0.8
     behaviour_tau_s: float = 2.0
     stimulus_fraction: float = 0.25
     stimulus_weight: float = 1.5

@@ -1,0 +1,133 @@
+# Neuroformer (spike branch): pretrain by next-token prediction, fine-tune a behaviour decoder (1/10/100% labels,
+# pretrained vs scratch), evaluate (decoding vs ridge/logistic, attention connectivity vs cross-correlation and a
+# Poisson GLM, generation F1 vs a GLM). Separate rules: a fine-tune re-runs without re-pretraining.
+NEUROFORMER = config["neuroformer"]
+NF_DATASETS = sorted(NEUROFORMER["datasets"]) if NEUROFORMER["enabled"] else []
+NF_DECODED = [d for d in NF_DATASETS if NEUROFORMER["datasets"][d].get("target")]
+
+
+def nf_params(wildcards):
+    """The dataset's resolved neuroformer config (global keys merged with its own)."""
+    entry = NEUROFORMER["datasets"][wildcards.dataset]
+    out = {
+        k: merged(NEUROFORMER[k], entry.get(k, {}))
+        for k in ("tokenizer", "model", "pretrain", "finetune", "evaluate", "bars")
+    }
+    out["modalities"] = {m: NEUROFORMER["modalities"][m] for m in entry["modalities"]}
+    out["target"] = entry.get("target")
+    out["seed"] = NEUROFORMER["seed"]
+    out["dataset"] = wildcards.dataset
+    return out
+
+
+def nf_pretrain_params(wildcards):
+    p = nf_params(wildcards)
+    return {k: p[k] for k in ("tokenizer", "model", "pretrain", "modalities", "seed")}
+
+
+def nf_finetune_params(wildcards):
+    p = nf_params(wildcards)
+    return {k: p[k] for k in ("finetune", "target", "seed", "dataset")}
+
+
+def nf_evaluate_params(wildcards):
+    p = nf_params(wildcards)
+    return {k: p[k] for k in ("evaluate", "bars", "seed", "dataset", "pretrain")}
+
+
+def nf_finetune_of(wildcards):
+    if wildcards.dataset in NF_DECODED:
+        return f"results/spikes/{wildcards.dataset}/neuroformer/finetune.nc"
+    return []
+
+
+def nf_outputs():
+    return expand(
+        "results/spikes/{d}/neuroformer/{f}.nc",
+        d=NF_DATASETS,
+        f=["metrics", "connectivity"],
+    )
+
+
+def nf_report_inputs():
+    return {
+        "neuroformer__metrics": expand(
+            "results/spikes/{d}/neuroformer/metrics.nc", d=NF_DATASETS
+        ),
+        "neuroformer__connectivity": expand(
+            "results/spikes/{d}/neuroformer/connectivity.nc", d=NF_DATASETS
+        ),
+        "neuroformer__pretrained": expand(
+            "results/spikes/{d}/neuroformer/pretrained.nc", d=NF_DATASETS
+        ),
+        "neuroformer__finetune": expand(
+            "results/spikes/{d}/neuroformer/finetune.nc", d=NF_DECODED
+        ),
+        "neuroformer__truths": expand(
+            "results/spikes/{d}/truth.nc", d=[d for d in NF_DATASETS if d in SIMULATED]
+        ),
+    }
+
+
+rule neuroformer_pretrain:
+    input:
+        counts="results/spikes/{dataset}/counts.nc",
+    output:
+        model="results/spikes/{dataset}/neuroformer/pretrained.nc",
+    log:
+        "logs/neuroformer_pretrain/{dataset}.log",
+    benchmark:
+        "benchmarks/neuroformer_pretrain/{dataset}.tsv"
+    conda:
+        "../envs/brainpipe.yaml"
+    threads: 2
+    params:
+        config=nf_pretrain_params,
+        checkpoint="checkpoints/neuroformer_pretrain/{dataset}.pt",
+        version=VERSION,
+    script:
+        "../scripts/neuroformer_pretrain.py"
+
+
+rule neuroformer_finetune:
+    input:
+        counts="results/spikes/{dataset}/counts.nc",
+        pretrained="results/spikes/{dataset}/neuroformer/pretrained.nc",
+    output:
+        finetune="results/spikes/{dataset}/neuroformer/finetune.nc",
+    log:
+        "logs/neuroformer_finetune/{dataset}.log",
+    benchmark:
+        "benchmarks/neuroformer_finetune/{dataset}.tsv"
+    conda:
+        "../envs/brainpipe.yaml"
+    threads: 2
+    params:
+        config=nf_finetune_params,
+        checkpoint="checkpoints/neuroformer_finetune/{dataset}.pt",
+        version=VERSION,
+    script:
+        "../scripts/neuroformer_finetune.py"
+
+
+rule neuroformer_evaluate:
+    input:
+        counts="results/spikes/{dataset}/counts.nc",
+        pretrained="results/spikes/{dataset}/neuroformer/pretrained.nc",
+        finetune=nf_finetune_of,
+        truth=truth_of,
+    output:
+        metrics="results/spikes/{dataset}/neuroformer/metrics.nc",
+        connectivity="results/spikes/{dataset}/neuroformer/connectivity.nc",
+    log:
+        "logs/neuroformer_evaluate/{dataset}.log",
+    benchmark:
+        "benchmarks/neuroformer_evaluate/{dataset}.tsv"
+    conda:
+        "../envs/brainpipe.yaml"
+    threads: 2
+    params:
+        config=nf_evaluate_params,
+        version=VERSION,
+    script:
+        "../scripts/neuroformer_evaluate.py"
