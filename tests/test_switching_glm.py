@@ -393,3 +393,45 @@ def test_reader_keys_do_not_go_with_a_simulator():
     schema = Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml"
     with pytest.raises(ConfigError, match="'format' and 'options' go with 'path', not 'simulate'"):
         validate_config(cfg, schema, source="study.yaml")
+
+
+# -- preemption: SIGTERM -> checkpoint -> Preempted; a rerun resumes and ends with the same fit --------------------
+@pytest.mark.parametrize(
+    ("kw", "stop_at"),
+    [
+        ({"prior": "none", "n_restarts": 2}, 13),  # second restart, mid-EM
+        ({"prior": "onehot", "n_iter": 6, "polish_iter": 6, "onehot_iter": 3, "onehot_steps": 3}, 9),  # polish phase
+        ({"prior": "onehot", "n_iter": 6, "polish_iter": 6, "onehot_iter": 3, "onehot_steps": 3}, 3),  # warm phase
+    ],
+)
+def test_sigterm_resume_gives_the_uninterrupted_fit(tiny_switch, tmp_path, monkeypatch, kw, stop_at):
+    import os
+    import signal
+
+    from brainpipe.training import Preempted
+
+    _, counts = tiny_switch
+    base = {"n_states": 2, "link": "sigmoid", "n_iter": 10, "tol": 0.0, "device": "cpu", **kw}
+    ref = SwitchingGLM(**base).fit(counts)
+    calls = {"n": 0}
+    original = SwitchingGLM._m_step_lbfgs
+
+    def m_step(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *a, **k)
+
+    ckpt = tmp_path / "fit.pt"
+    with monkeypatch.context() as mp:
+        mp.setattr(SwitchingGLM, "_m_step_lbfgs", m_step)
+        with pytest.raises(Preempted, match="rerun the same command to resume"):
+            SwitchingGLM(**base).fit(counts, checkpoint=ckpt, fingerprint={"x": 1}, checkpoint_every_s=1e9)
+    assert ckpt.exists()
+    calls["n"] = 0
+    resumed = SwitchingGLM(**base).fit(counts, checkpoint=ckpt, fingerprint={"x": 1})
+    np.testing.assert_array_equal(resumed.weights_, ref.weights_)
+    np.testing.assert_array_equal(resumed.objective_, ref.objective_)
+    np.testing.assert_array_equal(resumed.log_A_, ref.log_A_)
+    other = SwitchingGLM(**base | {"seed": 1}).fit(counts, checkpoint=ckpt, fingerprint={"x": 1})
+    assert not np.array_equal(other.weights_, ref.weights_)  # another run's checkpoint is not resumed

@@ -80,6 +80,11 @@ def switching_params(wildcards):
     )
 
 
+def switching_gpus(wildcards):
+    """1 GPU unless the fit is pinned to the CPU (``device: cpu``)."""
+    return 0 if switching_params(wildcards).get("device") == "cpu" else 1
+
+
 def switching_eval_params(wildcards):
     entry = SWITCHING["datasets"][wildcards.dataset]
     return {

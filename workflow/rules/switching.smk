@@ -14,9 +14,12 @@ rule fit_switching_glm:
     conda:
         "../envs/brainpipe.yaml"
     threads: 2
+    resources:
+        gpu=switching_gpus,
     params:
         config=switching_params,
         version=VERSION,
+        checkpoint="checkpoints/fit_switching_glm/{dataset}/{variant}.pt",
     script:
         "../scripts/fit_switching_glm.py"
 

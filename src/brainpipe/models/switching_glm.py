@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,7 @@ from brainpipe.errors import ConfigError, InputError
 from brainpipe.models import hmm
 from brainpipe.preprocess.spikes import segments
 from brainpipe.simulate.switching_glm import exp_basis
+from brainpipe.training.checkpoint import Checkpointer, fingerprint_of
 
 log = logging.getLogger("brainpipe.models.switching_glm")
 PRIORS = ("none", "gaussian", "onehot")
@@ -59,6 +61,26 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def _to_device(obj, dev: torch.device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(dev)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, dev) for k, v in obj.items()}
+    return obj
+
+
+def _ckpt_state(restart: int, phase: int, p: dict, objs, lls, best) -> dict:
+    """What a resumed fit needs: where it was (restart, phase), the parameters there, the objective so far, and
+    the best restart so far (tensors, floats and dicts only: loaded without pickle)."""
+    return {
+        "cursor": {"restart": restart, "phase": phase},
+        "p": {k: v.detach() for k, v in p.items()},
+        "objs": [float(x) for x in objs],
+        "lls": [float(x) for x in lls],
+        "best": best,
+    }
 
 
 @dataclass
@@ -405,12 +427,20 @@ class SwitchingGLM:
         c = self.onehot_prior_concentration
         return (q.sum(0) + c * m) / (q.shape[0] + c)
 
-    def _em(self, p: dict, data: Batch, n_iter: int, hard: bool, names: list[str]) -> tuple[list[float], list[float]]:
-        objs, lls = [], []
+    def _em(
+        self, p: dict, data: Batch, n_iter: int, hard: bool, names: list[str],
+        objs: list[float] | None = None, lls: list[float] | None = None, tick=None,
+    ) -> tuple[list[float], list[float]]:
+        """EM iterations from ``p`` (updated in place). ``objs``/``lls`` continue a run that was checkpointed
+        (the objective of ``p`` is then already their last entry); ``tick()`` is called after every iteration."""
+        objs, lls = list(objs or []), list(lls or [])
         obj, total, post = self._objective(p, data, hard)
-        objs.append(obj)
-        lls.append(total)
-        for _ in range(n_iter):
+        if not objs:
+            objs.append(obj)
+            lls.append(total)
+        elif len(objs) > 1 and abs(objs[-1] - objs[-2]) < self.tol * abs(objs[-2]):
+            return objs, lls  # it had converged just before the checkpoint
+        for _ in range(n_iter - (len(objs) - 1)):
             log_norm, gamma, xi = post
             if self.n_states > 1:
                 p["log_A"], p["log_pi"] = self._transitions_map(gamma, xi)
@@ -419,6 +449,8 @@ class SwitchingGLM:
             obj, total, post = self._objective(p, data, hard)
             objs.append(obj)
             lls.append(total)
+            if tick is not None:
+                tick(objs, lls)
             if abs(objs[-1] - objs[-2]) < self.tol * abs(objs[-2]):
                 break
         return objs, lls
@@ -474,8 +506,27 @@ class SwitchingGLM:
         single._m_step_lbfgs(p, ["b", "U", "W"], data, gamma, hard=True)
         return {k: p[k][0].cpu().numpy() for k in ("W", "b", "U")}
 
-    def fit(self, ds: xr.Dataset) -> SwitchingGLM:
-        """Fit on the train split of a ``spike_counts`` dataset (sequences = contiguous train segments)."""
+    def get_params(self) -> dict:
+        """The constructor's hyperparameters (scikit-learn style)."""
+        import inspect
+
+        names = [k for k in inspect.signature(type(self).__init__).parameters if k != "self"]
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in ((k, getattr(self, k)) for k in names)}
+
+    def fit(
+        self,
+        ds: xr.Dataset,
+        checkpoint: str | os.PathLike | None = None,
+        fingerprint: dict | None = None,
+        checkpoint_every_s: float = 60.0,
+    ) -> SwitchingGLM:
+        """Fit on the train split of a ``spike_counts`` dataset (sequences = contiguous train segments).
+
+        With ``checkpoint`` (a file path), the fit is checkpointed every ``checkpoint_every_s`` seconds, between
+        phases and on SIGTERM (then :class:`~brainpipe.training.Preempted` is raised); a fit started again with the
+        same path, hyperparameters and ``fingerprint`` (e.g. input hashes) resumes where it stopped and ends with
+        the same parameters as an uninterrupted fit.
+        """
         if "counts" not in ds or "split" not in ds:
             raise InputError("SwitchingGLM needs a spike_counts dataset (variables 'counts' and 'split')")
         X, names = self._covariate_matrix(ds)
@@ -495,34 +546,75 @@ class SwitchingGLM:
             )
         torch.manual_seed(self.seed)
         glm = self._single_glm(data)
-        best = None
-        for r in range(self.n_restarts):
-            rng = np.random.default_rng([self.seed, r])
-            gen = torch.Generator().manual_seed(self.seed * 1000 + r)
-            if self.prior == "onehot":
-                # warm start: the free (no-prior) HMM-GLM, whose weights seed the one-hot structure
-                self.prior = "none"
-                try:
-                    p = self._init_params(data, rng, glm)
-                    self._em(p, data, self.n_iter, hard=True, names=self._trainable(p, False))
-                finally:
-                    self.prior = "onehot"
-                p.update(self._onehot_params(p.pop("W")))
-                p["prior_probs"] = self._onehot_prior_update(p)
-                self._onehot_relaxation(p, data, gen)
-                objs, lls = self._em(p, data, self.polish_iter, hard=True, names=self._trainable(p, False))
-            else:
-                p = self._init_params(data, rng, glm)
-                objs, lls = self._em(p, data, self.n_iter, hard=True, names=self._trainable(p, False))
-            log.info("restart %d: objective %.3f after %d EM iterations", r, objs[-1], len(objs) - 1)
-            if best is None or objs[-1] > best[1][-1]:
-                best = (p, objs, lls)
-        p, objs, lls = best
+        ckpt = Checkpointer(
+            checkpoint,
+            fingerprint_of({"run": dict(fingerprint or {}), "params": self.get_params(), "n_bins": data.n_bins}),
+            every_s=checkpoint_every_s,
+        )
+        dev = data.counts.device
+        saved = ckpt.load()
+        cur = saved["cursor"] if saved else {"restart": 0, "phase": 0}
+        best = _to_device(saved["best"], dev) if saved else None
+        phases = ("warm", "relax", "polish") if self.prior == "onehot" else ("em",)
+        with ckpt.guard():
+            for r in range(cur["restart"], self.n_restarts):
+                rng = np.random.default_rng([self.seed, r])
+                if saved is not None and r == cur["restart"]:  # resume inside this restart
+                    p, objs, lls = _to_device(saved["p"], dev), saved["objs"], saved["lls"]
+                    first = cur["phase"]
+                else:
+                    p, objs, lls, first = self._initial(data, rng, glm), [], [], 0
+                for k in range(first, len(phases)):
+
+                    def tick(o, ll, k=k, p=p, r=r, b=best):
+                        ckpt.maybe_save(lambda: _ckpt_state(r, k, p, o, ll, b))
+
+                    objs, lls = self._run_phase(phases[k], p, data, r, objs, lls, tick)
+                    if k + 1 < len(phases):
+                        objs, lls = [], []
+                        ckpt.maybe_save(lambda k=k, p=p, r=r, b=best: _ckpt_state(r, k + 1, p, [], [], b), force=True)
+                log.info("restart %d: objective %.3f after %d EM iterations", r, objs[-1], len(objs) - 1)
+                if best is None or objs[-1] > best["objs"][-1]:
+                    best = {"p": p, "objs": objs, "lls": lls}
+                if r + 1 < self.n_restarts:
+                    ckpt.maybe_save(lambda r=r, b=best: _ckpt_state(r + 1, 0, {}, [], [], b), force=True)
+        self.checkpoint_saves_ = ckpt.saves
+        p, objs, lls = best["p"], best["objs"], best["lls"]
         self._set_fitted(p)
         self.objective_, self.log_likelihood_ = np.array(objs), np.array(lls)
         self.n_iter_ = len(objs) - 1
         self.train_log_likelihood_ = lls[-1]
         return self
+
+    def _initial(self, data: Batch, rng: np.random.Generator, glm: dict) -> dict[str, torch.Tensor]:
+        """Initial parameters of a restart (the one-hot prior starts from the free model's: see _run_phase)."""
+        if self.prior != "onehot":
+            return self._init_params(data, rng, glm)
+        self.prior = "none"
+        try:
+            return self._init_params(data, rng, glm)
+        finally:
+            self.prior = "onehot"
+
+    def _run_phase(self, phase: str, p: dict, data: Batch, r: int, objs, lls, tick) -> tuple[list[float], list[float]]:
+        """One phase of a restart, updating ``p`` in place: "em" (no or Gaussian prior), or for the one-hot prior
+        "warm" (the free HMM-GLM, whose weights seed the one-hot structure), "relax" (Gumbel-softmax relaxation;
+        rerun from its start after an interruption: its random stream is seeded per restart) and "polish"."""
+        if phase == "em":
+            return self._em(p, data, self.n_iter, True, self._trainable(p, False), objs, lls, tick)
+        if phase == "warm":
+            self.prior = "none"
+            try:
+                self._em(p, data, self.n_iter, True, self._trainable(p, False), objs, lls, tick)
+            finally:
+                self.prior = "onehot"
+            p.update(self._onehot_params(p.pop("W")))
+            p["prior_probs"] = self._onehot_prior_update(p)
+            return [], []
+        if phase == "relax":
+            self._onehot_relaxation(p, data, torch.Generator().manual_seed(self.seed * 1000 + r))
+            return [], []
+        return self._em(p, data, self.polish_iter, True, self._trainable(p, False), objs, lls, tick)
 
     def _set_fitted(self, p: dict) -> None:
         self.params_ = p

@@ -157,6 +157,11 @@ def from_snakemake(smk: Any, module_name: str) -> None:
             "rule params carry brainpipe %s but %s is installed", smk.params.version, brainpipe.__version__
         )
     _set_threads(int(getattr(smk, "threads", 1) or 1))
+    n_gpu = int(getattr(smk.resources, "gpu", 0) or 0) if hasattr(smk, "resources") else 0
+    if n_gpu:
+        from brainpipe.training.gpus import claim_gpus
+
+        claim_gpus(n_gpu)  # distinct devices for concurrent local GPU jobs (Snakemake assigns none)
     try:
         module.run(ins, outs, params, log)
     except BrainpipeError as err:

@@ -1,7 +1,10 @@
 """Fit a switching Poisson GLM (HMM-GLM; no prior, Gaussian or one-hot prior) on the train split of binned counts.
 
 params: the :class:`brainpipe.models.SwitchingGLM` hyperparameters (``n_states``, ``prior``, ``link``,
-``history_bins``, ``n_iter``, ...; see config/README.md), plus ``seed`` and ``device`` ("auto", "cpu", "cuda").
+``history_bins``, ``n_iter``, ...; see config/README.md), plus ``seed`` and ``device`` ("auto", "cpu", "cuda"),
+and optionally ``checkpoint``: a file the fit checkpoints to (every ``BRAINPIPE_CHECKPOINT_EVERY_S`` seconds,
+default 60, between phases and on SIGTERM); a rerun with the same params and input resumes from it, and it is
+removed once the output is written.
 The output holds the fitted parameters, the EM objective per iteration, and the posterior state probabilities
 and Viterbi path for every bin of the input (train, validation and test).
 """
@@ -10,11 +13,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+from pathlib import Path
 
 from brainpipe.data import make_provenance, read, write
 from brainpipe.errors import ConfigError
 from brainpipe.models.switching_glm import SwitchingGLM, resolve_device
 from brainpipe.stages._runner import cli, stage
+from brainpipe.training import checkpoint_every_s, stage_fingerprint
 
 INPUTS = {"counts": "spike_counts .nc"}
 OUTPUTS = {"fit": "model_fit .nc (switching GLM, role fit)"}
@@ -35,15 +40,20 @@ def build_model(params: dict) -> SwitchingGLM:
 
 @stage
 def run(inputs, outputs, params, log):
+    params = dict(params)
+    ckpt = params.pop("checkpoint", None)
     counts = read(inputs["counts"], "spike_counts")
     model = build_model(params)
     device = resolve_device(model.device)
     log_.info("fitting %s on %s", {k: v for k, v in params.items()}, device)
-    model.fit(counts)
+    fingerprint = stage_fingerprint("fit_switching_glm", params, [inputs["counts"]]) if ckpt else None
+    model.fit(counts, checkpoint=ckpt, fingerprint=fingerprint, checkpoint_every_s=checkpoint_every_s())
     log_.info("EM: %d iterations, objective %.3f -> %.3f", model.n_iter_, model.objective_[0], model.objective_[-1])
     ds = model.to_dataset(counts)
     prov = make_provenance("fit_switching_glm", params, [inputs["counts"]], seed=model.seed, device=str(device))
     write(ds, outputs["fit"], "model_fit", prov)
+    if ckpt:
+        Path(ckpt).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,205 @@
+"""Checkpoints that survive preemption: atomic writes, pickle-free loads, a run fingerprint, SIGTERM handling.
+
+A checkpoint is one file written with ``torch.save`` (tensors, numbers, strings, lists and dicts only) to a
+temporary file in the same folder and renamed over the old one, so a crash or ``kill -9`` at any moment leaves
+either the previous checkpoint or the new one, never half of one. It is read with ``torch.load(...,
+weights_only=True)``: nothing is unpickled. Each checkpoint carries a *fingerprint* of the run (parameters, input
+hashes, package version); a checkpoint from another run is ignored, so a changed config never resumes stale state.
+
+:class:`Checkpointer` is shared by every iterative fit (the torch loop, the switching GLM's EM): it decides when to
+write (every ``every_s`` seconds, and when asked), and turns SIGTERM (what SLURM sends before preempting or at the
+time limit) into "write a checkpoint at the next safe point, then raise :class:`Preempted`".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from brainpipe.errors import BrainpipeError, InputError
+
+FORMAT = "brainpipe-checkpoint/1"
+log_ = logging.getLogger("brainpipe.training")
+
+
+class Preempted(BrainpipeError):
+    """The run was asked to stop (SIGTERM); a checkpoint was written and a rerun resumes from it."""
+
+
+def fingerprint_of(obj: Any) -> str:
+    """A stable hash of a JSON-able description of a run (params, input hashes, version)."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], fingerprint: str = "") -> Path:
+    """Write ``state`` atomically to ``path`` (the folder is created)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT, "fingerprint": fingerprint, "state": dict(state)}, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def load_checkpoint(path: str | os.PathLike, fingerprint: str | None = None) -> dict[str, Any] | None:
+    """The state saved at ``path``; ``None`` when there is no file or (with ``fingerprint``) it belongs to another
+    run. A file that is not a brainpipe checkpoint is an :class:`~brainpipe.errors.InputError`."""
+    p = Path(path)
+    if not p.exists():
+        return None
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line message
+        raise InputError(
+            f"{p}: not a readable brainpipe checkpoint ({type(err).__name__}); delete it to start the fit afresh"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InputError(f"{p}: not a brainpipe checkpoint (no '{FORMAT}' header); delete it to start the fit afresh")
+    if fingerprint is not None and data.get("fingerprint") != fingerprint:
+        log_.warning("%s: checkpoint of another run (different params, inputs or version): starting afresh", p)
+        return None
+    return data["state"]
+
+
+class Checkpointer:
+    """When and where an iterative fit checkpoints, and SIGTERM handling.
+
+    >>> ckpt = Checkpointer("checkpoints/fit.pt", fingerprint=fingerprint_of(params), every_s=60)
+    >>> state = ckpt.load()                      # None: start afresh
+    >>> with ckpt.guard():                       # SIGTERM -> checkpoint at the next safe point, then Preempted
+    ...     for it in range(start, n_iter):
+    ...         step()
+    ...         ckpt.maybe_save(lambda: {...})   # every ``every_s`` seconds, or now if SIGTERM arrived
+    >>> ckpt.done()                              # remove the file once the outputs are written
+
+    With ``path=None`` every method is a no-op (and SIGTERM keeps its default meaning).
+    """
+
+    def __init__(self, path: str | os.PathLike | None, fingerprint: str = "", every_s: float = 60.0):
+        self.path = Path(path) if path is not None else None
+        self.fingerprint = fingerprint
+        self.every_s = float(every_s)
+        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self.saves = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def request_stop(self) -> None:
+        """What the SIGTERM handler does (callable directly in tests)."""
+        self._stop.set()
+
+    def load(self) -> dict[str, Any] | None:
+        if self.path is None:
+            return None
+        state = load_checkpoint(self.path, self.fingerprint)
+        if state is not None:
+            log_.info("resuming from checkpoint %s", self.path)
+        return state
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        if self.path is None:
+            return
+        save_checkpoint(self.path, state, self.fingerprint)
+        self._last = time.monotonic()
+        self.saves += 1
+
+    def maybe_save(self, make_state, force: bool = False) -> None:
+        """Save ``make_state()`` if ``every_s`` has passed, ``force`` is set or a stop was requested; after a stop
+        request, raise :class:`Preempted` once saved."""
+        if self.path is None:
+            if self._stop.is_set():
+                raise Preempted("stopped by SIGTERM (no checkpoint configured: a rerun starts afresh)")
+            return
+        if force or self._stop.is_set() or time.monotonic() - self._last >= self.every_s:
+            self.save(make_state())
+        if self._stop.is_set():
+            raise Preempted(f"stopped by SIGTERM; checkpoint written to {self.path}: rerun the same command to resume")
+
+    def done(self) -> None:
+        """The fit finished and its outputs are written: the checkpoint is no longer needed."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+    def guard(self):
+        """Context manager: while inside, SIGTERM requests a stop instead of killing the process (main thread only;
+        elsewhere it is a no-op)."""
+        return _SigtermGuard(self)
+
+
+class _SigtermGuard:
+    def __init__(self, owner: Checkpointer):
+        self.owner = owner
+        self.previous = None
+        self.installed = False
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.getsignal(signal.SIGTERM)
+
+            def handler(signum, frame):
+                log_.warning("SIGTERM received: checkpointing at the next safe point")
+                self.owner.request_stop()
+
+            signal.signal(signal.SIGTERM, handler)
+            self.installed = True
+        return self.owner
+
+    def __exit__(self, *exc):
+        if self.installed:
+            signal.signal(signal.SIGTERM, self.previous if self.previous is not None else signal.SIG_DFL)
+        return False
+
+
+def checkpoint_every_s(default: float = 60.0) -> float:
+    """Seconds between periodic checkpoints: ``BRAINPIPE_CHECKPOINT_EVERY_S`` (a runtime setting, e.g. in a
+    cluster profile's environment), else ``default``."""
+    raw = os.environ.get("BRAINPIPE_CHECKPOINT_EVERY_S")
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"BRAINPIPE_CHECKPOINT_EVERY_S={raw!r} is not a number of seconds") from None
+    if value < 0:
+        raise InputError(f"BRAINPIPE_CHECKPOINT_EVERY_S={raw!r} must be >= 0")
+    return value
+
+
+def stage_fingerprint(stage: str, params: Mapping[str, Any], inputs) -> dict[str, Any]:
+    """What identifies a stage's run: stage name, params, package version and the sha256 of every input file."""
+    import brainpipe
+    from brainpipe.data.provenance import sha256_file
+
+    files = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    return {
+        "stage": stage,
+        "params": dict(params),
+        "version": brainpipe.__version__,
+        "inputs": [sha256_file(p) for p in files],
+    }

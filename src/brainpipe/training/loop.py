@@ -1,0 +1,341 @@
+"""The one torch training loop every deep model uses (BrainMAE, Neuroformer, ...).
+
+``train(model, train_data, loss_fn, config, val_data=...)`` runs mini-batch AdamW with optional warm-up and
+gradient clipping, on the device chosen at run time (CUDA when present, with bf16 autocast; else CPU in fp32),
+with validation-based early stopping and automatic checkpoint/resume:
+
+* a checkpoint is written every ``checkpoint_every_s`` seconds, at every epoch end, on SIGTERM (then
+  :class:`~brainpipe.training.checkpoint.Preempted` is raised) and when training finishes;
+* a run started with the same ``checkpoint`` path and fingerprint resumes from it: model, optimizer, scheduler,
+  RNG states, position inside the epoch, history and early-stopping state, so on the CPU a resumed run ends with the
+  same weights, bit for bit, as an uninterrupted one (a finished checkpoint returns at once with the final model);
+* batches are drawn by a permutation seeded from ``(seed, epoch)``; randomness inside ``loss_fn`` must use torch's
+  global RNG (seeded here and saved in checkpoints); validation runs under a fixed seed of its own so its random
+  masks are the same every epoch and do not disturb training's RNG stream;
+* the initial weights are the caller's: seed (``torch.manual_seed``) before building the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from brainpipe.errors import BrainpipeError, ConfigError, InputError
+from brainpipe.training.checkpoint import Checkpointer, fingerprint_of
+from brainpipe.training.device import autocast, resolve_device, resolve_precision, to_device
+
+log_ = logging.getLogger("brainpipe.training")
+_RUNTIME_ONLY = ("device", "progress", "checkpoint_every_s")  # settings that do not change what is computed
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of :func:`train` (all have defaults; ``from_dict`` rejects unknown keys in one line)."""
+
+    max_epochs: int = 50
+    max_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    patience: int | None = 5
+    min_delta: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    checkpoint_every_s: float = 60.0
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, source: str = "training") -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(d or {}) - names)
+        if bad:
+            raise ConfigError(f"{source}: unknown training key '{bad[0]}' (allowed: {', '.join(sorted(names))})")
+        cfg = cls(**dict(d or {}))
+        cfg.check(source)
+        return cfg
+
+    def check(self, source: str = "training") -> None:
+        if self.max_epochs < 1 or self.batch_size < 1 or (self.max_steps is not None and self.max_steps < 1):
+            raise ConfigError(f"{source}: max_epochs, batch_size and max_steps must be >= 1")
+        if not (self.lr > 0) or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ConfigError(f"{source}: lr must be > 0, weight_decay and warmup_steps >= 0")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"{source}: patience must be >= 1 or null (no early stopping)")
+
+    def computed(self) -> dict[str, Any]:
+        """The settings that change the result (the checkpoint fingerprint uses these)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUNTIME_ONLY}
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val: float = math.nan
+    stopped_early: bool = False
+    resumed_from_step: int | None = None
+    steps: int = 0
+    epochs_run: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"
+    seconds: float = 0.0
+
+
+class _Tensors:
+    """A tuple of tensors with equal first dimension, indexed by a tensor of indices in one gather."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...]):
+        n = {int(t.shape[0]) for t in tensors}
+        if len(n) != 1:
+            raise InputError(f"training data: tensors differ in their first dimension ({sorted(n)})")
+        self.tensors = tensors
+        self.n = n.pop()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def take(self, idx: torch.Tensor):
+        out = tuple(t[idx] for t in self.tensors)
+        return out if len(out) > 1 else out[0]
+
+
+def _source(data, collate_fn):
+    if isinstance(data, torch.Tensor):
+        return _Tensors((data,)), None
+    if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
+        return _Tensors(tuple(data)), None
+    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
+        raise InputError("training data must be a tensor, a tuple of tensors or a torch Dataset")
+    collate = collate_fn or torch.utils.data.default_collate
+    return data, collate
+
+
+def _batch(src, collate, idx: torch.Tensor):
+    if collate is None:
+        return src.take(idx)
+    return collate([src[int(i)] for i in idx])
+
+
+def _loss_of(out) -> tuple[torch.Tensor, dict[str, float]]:
+    if isinstance(out, torch.Tensor):
+        return out, {}
+    if isinstance(out, Mapping) and "loss" in out:
+        extra = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items() if k != "loss"}
+        return out["loss"], extra
+    raise BrainpipeError("loss_fn must return a scalar tensor or a dict with a 'loss' entry")
+
+
+def _evaluate(model, val, collate, loss_fn, val_fn, cfg, dev, prec) -> float:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(cfg.seed + 7919)
+            with torch.no_grad(), autocast(dev, prec):
+                if val_fn is not None:
+                    return float(val_fn(model))
+                total, count = 0.0, 0
+                n = len(val)
+                for start in range(0, n, cfg.batch_size):
+                    idx = torch.arange(start, min(start + cfg.batch_size, n))
+                    loss, _ = _loss_of(loss_fn(model, to_device(_batch(val, collate, idx), dev)))
+                    total += float(loss.detach().float()) * len(idx)
+                    count += len(idx)
+                return total / max(count, 1)
+    finally:
+        model.train(was_training)
+
+
+def _rng_state(dev: torch.device) -> dict[str, Any]:
+    state = {"cpu": torch.get_rng_state()}
+    if dev.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(dev)
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any], dev: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if dev.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], dev)
+
+
+def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def train(
+    model: nn.Module,
+    train_data,
+    loss_fn: Callable[[nn.Module, Any], Any],
+    config: TrainConfig | Mapping[str, Any] | None = None,
+    val_data=None,
+    val_fn: Callable[[nn.Module], float] | None = None,
+    checkpoint=None,
+    fingerprint: Mapping[str, Any] | None = None,
+    parameters: Iterable[nn.Parameter] | None = None,
+    collate_fn: Callable | None = None,
+    log: logging.Logger | None = None,
+) -> TrainResult:
+    """Train ``model`` in place; see the module docstring. Returns a :class:`TrainResult`; on return the model
+    holds its best-validation weights (the last ones without validation) and stays on the training device."""
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    cfg.check()
+    logger = log or log_
+    t0 = time.perf_counter()
+    dev = resolve_device(cfg.device)
+    prec = resolve_precision(cfg.precision, dev)
+    src, collate = _source(train_data, collate_fn)
+    n = len(src)
+    if n == 0:
+        raise InputError("training data is empty: no examples to train on (check the split and segment length)")
+    val = None
+    val_collate = None
+    if val_data is not None and val_fn is None:
+        val, val_collate = _source(val_data, collate_fn)
+        if len(val) == 0:
+            val = None
+    model.to(dev)
+    params = list(parameters) if parameters is not None else [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise BrainpipeError("training: the model has no trainable parameters")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = cfg.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    ckpt = Checkpointer(
+        checkpoint,
+        fingerprint_of({"run": fingerprint or {}, "config": cfg.computed(), "n_train": n}),
+        every_s=cfg.checkpoint_every_s,
+    )
+    bs = cfg.batch_size
+    n_batches = math.ceil(n / bs)
+    res = TrainResult(device=str(dev), precision=prec)
+    st = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "loss_n": 0, "extra": {}, "bad": 0, "best": None}
+    best_state: dict[str, torch.Tensor] | None = None
+    torch.manual_seed(cfg.seed)
+    saved = ckpt.load()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        _set_rng_state(saved["rng"], dev)
+        st.update(saved["loop"])
+        res.history = list(saved["history"])
+        best_state = saved.get("best_model")
+        res.resumed_from_step = st["step"]
+        logger.info("resumed at epoch %d, batch %d (step %d)", st["epoch"], st["batch"], st["step"])
+        if saved.get("finished"):
+            return _finish(model, best_state, res, st, t0, logger)
+
+    def state() -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": _rng_state(dev),
+            "loop": dict(st),
+            "history": res.history,
+            "best_model": best_state,
+            "finished": False,
+        }
+
+    bar = None
+    if cfg.progress and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_epochs * n_batches, initial=st["epoch"] * n_batches + st["batch"], desc="train",
+                   leave=False, dynamic_ncols=True)
+    model.train()
+    done = cfg.max_steps is not None and st["step"] >= cfg.max_steps
+    try:
+        with ckpt.guard():
+            while st["epoch"] < cfg.max_epochs and not done:
+                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + st["epoch"])
+                perm = torch.randperm(n, generator=g)
+                for b in range(st["batch"], n_batches):
+                    idx = perm[b * bs : (b + 1) * bs]
+                    batch = to_device(_batch(src, collate, idx), dev)
+                    with autocast(dev, prec):
+                        loss, extra = _loss_of(loss_fn(model, batch))
+                    if not torch.isfinite(loss.detach()):
+                        raise BrainpipeError(
+                            f"training diverged: the loss is {float(loss)} at step {st['step']} "
+                            f"(epoch {st['epoch']}); lower lr (now {cfg.lr}) or check the inputs for extreme values"
+                        )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    opt.step()
+                    sched.step()
+                    st["step"] += 1
+                    st["batch"] = b + 1
+                    st["loss_sum"] += float(loss.detach().float()) * len(idx)
+                    st["loss_n"] += len(idx)
+                    for k, v in extra.items():
+                        st["extra"][k] = st["extra"].get(k, 0.0) + v * len(idx)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
+                    if cfg.max_steps is not None and st["step"] >= cfg.max_steps:
+                        done = True
+                        break
+                    ckpt.maybe_save(state)
+                row = {"epoch": st["epoch"], "step": st["step"], "train_loss": st["loss_sum"] / max(st["loss_n"], 1)}
+                row.update({k: v / max(st["loss_n"], 1) for k, v in st["extra"].items()})
+                if val is not None or val_fn is not None:
+                    v = _evaluate(model, val, val_collate, loss_fn, val_fn, cfg, dev, prec)
+                    row["val_loss"] = v
+                    if st["best"] is None or v < st["best"] - cfg.min_delta:
+                        st["best"], st["bad"] = v, 0
+                        res.best_epoch = st["epoch"]
+                        best_state = _clone_state(model)
+                    else:
+                        st["bad"] += 1
+                res.history.append(row)
+                logger.info(
+                    "epoch %d step %d: train %.5g%s",
+                    st["epoch"],
+                    st["step"],
+                    row["train_loss"],
+                    f", validation {row['val_loss']:.5g}" if "val_loss" in row else "",
+                )
+                st.update(epoch=st["epoch"] + 1, batch=0, loss_sum=0.0, loss_n=0, extra={})
+                if cfg.patience is not None and st["bad"] >= cfg.patience:
+                    st["stopped_early"] = True
+                    logger.info("early stop: no validation improvement in %d epochs", cfg.patience)
+                    break
+                ckpt.maybe_save(state, force=True)
+            final = state()
+            final["finished"] = True
+            ckpt.save(final)
+    finally:
+        if bar is not None:
+            bar.close()
+    return _finish(model, best_state, res, st, t0, logger)
+
+
+def _finish(model, best_state, res: TrainResult, st: dict, t0: float, logger) -> TrainResult:
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    vals = [(r["val_loss"], r["epoch"]) for r in res.history if "val_loss" in r]
+    if vals:
+        res.best_val, res.best_epoch = min(vals)
+    res.stopped_early = bool(st.get("stopped_early", False))
+    res.steps = st["step"]
+    res.epochs_run = st["epoch"]
+    res.seconds = time.perf_counter() - t0
+    logger.info("training done: %d step(s), %d epoch(s), %.1f s on %s (%s)", res.steps, res.epochs_run, res.seconds,
+                res.device, res.precision)
+    return res
