@@ -7,12 +7,19 @@ from brainpipe.errors import ConfigError
 from snakemake.exceptions import WorkflowError
 
 
+def _schema_path():
+    """The study schema in place, so the branch schemas beside it are merged in (workflow.source_path gives a
+    cached copy of the one file, without them); the cached copy only for a remote workflow."""
+    p = Path(str(workflow.current_basedir)) / ".." / "schemas" / "config.schema.yaml"
+    return p if p.exists() else workflow.source_path("../schemas/config.schema.yaml")
+
+
 def _validated_config():
     sources = ", ".join(str(p) for p in workflow.configfiles) or "config"
     try:
         return validate_config(
             config,
-            workflow.source_path("../schemas/config.schema.yaml"),
+            _schema_path(),
             source=sources,
         )
     except ConfigError as err:

@@ -35,6 +35,15 @@ def nf_evaluate_params(wildcards):
     return {k: p[k] for k in ("evaluate", "bars", "seed", "dataset", "pretrain")}
 
 
+def nf_gpus(which):
+    """1 GPU for a training rule unless its device is pinned to the CPU."""
+
+    def gpus(wildcards):
+        return 0 if nf_params(wildcards)[which].get("device") == "cpu" else 1
+
+    return gpus
+
+
 def nf_finetune_of(wildcards):
     if wildcards.dataset in NF_DECODED:
         return f"results/spikes/{wildcards.dataset}/neuroformer/finetune.nc"
@@ -81,6 +90,8 @@ rule neuroformer_pretrain:
     conda:
         "../envs/brainpipe.yaml"
     threads: 2
+    resources:
+        gpu=nf_gpus("pretrain"),
     params:
         config=nf_pretrain_params,
         checkpoint="checkpoints/neuroformer_pretrain/{dataset}.pt",
@@ -102,6 +113,8 @@ rule neuroformer_finetune:
     conda:
         "../envs/brainpipe.yaml"
     threads: 2
+    resources:
+        gpu=nf_gpus("finetune"),
     params:
         config=nf_finetune_params,
         checkpoint="checkpoints/neuroformer_finetune/{dataset}.pt",
@@ -126,6 +139,8 @@ rule neuroformer_evaluate:
     conda:
         "../envs/brainpipe.yaml"
     threads: 2
+    resources:
+        gpu=nf_gpus("pretrain"),
     params:
         config=nf_evaluate_params,
         version=VERSION,

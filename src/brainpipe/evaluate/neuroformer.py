@@ -17,12 +17,12 @@ from brainpipe.evaluate.metrics import auroc, metrics_dataset
 from brainpipe.models.baselines import PoissonGLM
 
 DESCRIPTIONS = {
-    "connectivity_auroc": "AUROC of Neuroformer attention-rollout connectivity for planted directed connections (off-diagonal)",
+    "connectivity_auroc": "AUROC of Neuroformer attention-rollout connectivity (lift, or its distance from 1 when some planted connections are inhibitory) for planted directed connections",
     "connectivity_auroc_xcorr": "the same for lagged cross-correlation of the binned counts (baseline)",
     "connectivity_auroc_glm": "the same for the coupling weights of a coupled Poisson GLM (baseline)",
-    "hub_recall": "fraction of planted hubs among the top-n_hubs neurons by Neuroformer out-strength",
-    "hub_recall_xcorr": "the same for lagged cross-correlation",
-    "hub_recall_glm": "the same for the Poisson GLM",
+    "hub_recall": "fraction of planted hubs among the top-n_hubs neurons by the attention their past tokens receive",
+    "hub_recall_xcorr": "the same by out-strength (positive z-scored weights) of lagged cross-correlation",
+    "hub_recall_glm": "the same by out-strength of the Poisson-GLM couplings",
     "generation_f1": "mean per-window F1 of the neuron set sampled by Neuroformer vs the recorded one (test windows)",
     "generation_f1_glm": "the same for windows sampled from a coupled Poisson GLM given the same past",
     "generation_f1_vs_glm": "generation_f1 minus generation_f1_glm",
@@ -72,14 +72,27 @@ def hub_scores(M: np.ndarray) -> np.ndarray:
     return np.where(off, np.maximum(z, 0.0), 0.0).sum(0)
 
 
-def connectivity_scores(M: np.ndarray, connected: np.ndarray, is_hub: np.ndarray | None) -> tuple[float, float]:
-    """(AUROC over off-diagonal pairs, hub recall at k = number of hubs)."""
+def connectivity_scores(
+    M: np.ndarray,
+    connected: np.ndarray,
+    is_hub: np.ndarray | None,
+    hub_score: np.ndarray | None = None,
+    signed: bool = True,
+    centre: float = 0.0,
+) -> tuple[float, float]:
+    """(AUROC over off-diagonal pairs, hub recall at k = number of hubs).
+
+    The score of a pair is ``M`` itself when ``signed`` (the planted connections are all excitatory), else its
+    distance from ``centre`` (|M - centre|: excitatory and inhibitory connections both count). Hubs are ranked by
+    ``hub_score`` when given (Neuroformer: attention received per past token), else by :func:`hub_scores` of ``M``.
+    """
     off = ~np.eye(M.shape[0], dtype=bool)
-    auc = auroc(connected.astype(bool)[off], M[off])
+    auc = auroc(connected.astype(bool)[off], (M if signed else np.abs(M - centre))[off])
     if is_hub is None or not np.any(is_hub):
         return auc, float("nan")
     k = int(np.sum(is_hub))
-    top = np.argsort(-hub_scores(M), kind="stable")[:k]
+    score = hub_scores(M) if hub_score is None else np.asarray(hub_score, dtype=float)
+    top = np.argsort(-score, kind="stable")[:k]
     return auc, float(np.mean(np.asarray(is_hub, bool)[top]))
 
 

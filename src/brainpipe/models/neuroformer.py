@@ -622,12 +622,16 @@ class Neuroformer:
         checkpoint=None,
         fingerprint=None,
         log=None,
+        max_val_windows: int | None = 512,
+        min_epoch_windows: int = 1024,
     ) -> Neuroformer:
         """Fine-tune the behaviour head (and the network) on ``label_fraction`` of the labelled train windows.
 
         The labelled subset is a contiguous run of train windows (a time block: the first ``label_fraction`` of
         each train block, so few labels do not leak through neighbouring windows), at least 8 windows.
-        ``from_pretrained=False`` re-initialises the network (the from-scratch comparison).
+        ``from_pretrained=False`` re-initialises the network (the from-scratch comparison). A small labelled set
+        is repeated so that an epoch (one validation pass) covers at least ``min_epoch_windows`` windows; the
+        validation loss uses at most ``max_val_windows`` labelled validation windows, evenly spread (None: all).
         """
         from brainpipe.training import train
 
@@ -643,6 +647,9 @@ class Neuroformer:
             raise InputError(f"{source}: no labelled train or validation windows for the decoding target")
         keep = self._label_subset(win, tr, label_fraction)
         self.n_labelled_ = int(keep.size)
+        va_idx = np.flatnonzero(va)
+        if max_val_windows is not None and va_idx.size > max_val_windows:
+            va_idx = va_idx[np.linspace(0, va_idx.size - 1, max_val_windows).round().astype(int)]
         if self.target_kind == "regression":
             self.target_mean_ = float(win.target[keep, 0].mean())
             self.target_std_ = float(win.target[keep, 0].std() + 1e-6)
@@ -650,12 +657,13 @@ class Neuroformer:
         win_y = Windows(**{**win.__dict__, "target": y})
         kind = self.target_kind
         cfg = dict(self.finetune)
+        reps = max(1, int(np.ceil(min_epoch_windows / max(keep.size, 1))))
         res = train(
             self.net_,
-            win_y.select(keep).tensors(),
+            win_y.select(np.tile(keep, reps)).tensors(),
             lambda m, b: behaviour_loss(m, b, kind),
             self._train_config(cfg),
-            val_data=win_y.select(va).tensors(),
+            val_data=win_y.select(va_idx).tensors(),
             checkpoint=checkpoint,
             fingerprint=fingerprint,
             log=log,
@@ -718,7 +726,9 @@ class Neuroformer:
         self-attention layers. ``S[i, j]`` sums ``R`` over current positions whose next token (``by="target"``,
         the neuron being predicted) or own token (``by="query"``) is neuron ``i`` and past tokens of neuron
         ``j``; the result is the lift ``(S[i, j] / n_i) / (sum_i S[i, j] / sum_i n_i)``: how much more the model
-        attends to ``j`` when ``i`` comes next than on average (1 = no preference).
+        attends to ``j`` when ``i`` comes next than on average (1 = no preference). Also sets
+        ``attention_received_``: the mean attention a single past token of each neuron receives per current
+        position (the model's own hub score: the neurons whose past spikes it draws on most).
         """
         win = self.tokenizer_.transform(counts)
         win = win.select(win.split == SPLIT_FLAGS[split])
@@ -727,6 +737,7 @@ class Neuroformer:
         n = self.tokenizer_.vocab["n_units"]
         S = np.zeros((n, n))
         cnt = np.zeros(n)
+        n_tok_past, n_win = np.zeros(n), 0
         self.net_.eval()
         for o, b, y_id in self._forward_windows(win, batch_size=128, need_weights=True):
             maps = o["attention"]
@@ -741,8 +752,13 @@ class Neuroformer:
             pre = F.one_hot(b[2].clamp(max=n), n + 1)[..., :n].float()  # (B, P, n)
             S += torch.einsum("bli,blp,bpj->ij", post, roll, pre).cpu().numpy()
             cnt += post.sum((0, 1)).cpu().numpy()
+            n_tok_past += pre.sum((0, 1)).cpu().numpy()
+            n_win += int(pre.shape[0])
         a = S / np.maximum(cnt, 1)[:, None]
         base = S.sum(0) / max(cnt.sum(), 1)
+        # attention received per past token of each neuron (the model's own hub score): mean over current positions
+        n_past = np.maximum(n_tok_past / max(n_win, 1), 1e-12)
+        self.attention_received_ = base / n_past
         return a / np.maximum(base, 1e-12)[None, :]
 
     # -- generation --------------------------------------------------------------------------------------------

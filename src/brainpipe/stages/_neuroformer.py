@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import brainpipe
-from brainpipe.data.provenance import sha256_file
 from brainpipe.errors import ConfigError
 from brainpipe.models.neuroformer import MODEL_KEYS, Neuroformer, SpikeTokenizer
 
 TOKENIZER_KEYS = ("dt_s", "window_s", "past_window_s", "stride_s", "block_size", "past_block_size")
+FINETUNE_EXTRA = ("fractions", "scratch", "max_val_windows", "min_epoch_windows")
 TRAIN_KEYS = (
     "max_epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "patience",
     "min_delta", "device", "precision", "checkpoint_every_s", "progress",
@@ -33,7 +32,7 @@ def _pick(d: Mapping, keys, where: str) -> dict:
 
 def train_config(params: Mapping, which: str) -> dict:
     """TrainConfig fields for ``which`` ("pretrain" or "finetune"), seeded by the run's seed."""
-    d = {k: v for k, v in dict(params.get(which, {})).items() if k not in ("fractions", "scratch")}
+    d = {k: v for k, v in dict(params.get(which, {})).items() if k not in FINETUNE_EXTRA}
     cfg = _pick(d, TRAIN_KEYS, which)
     cfg["seed"] = int(params.get("seed", 0))
     return cfg
@@ -59,13 +58,9 @@ def build_model(params: Mapping, with_target: bool = False) -> Neuroformer:
 
 def fingerprint(stage: str, params: Mapping, inputs) -> dict:
     """Identifies a training run: stage params (without the checkpoint path), input sha256s, brainpipe version."""
-    p = {k: v for k, v in params.items() if k != "checkpoint"}
-    return {
-        "stage": stage,
-        "params": p,
-        "inputs": [sha256_file(x) for x in inputs],
-        "version": brainpipe.__version__,
-    }
+    from brainpipe.training import stage_fingerprint
+
+    return stage_fingerprint(stage, {k: v for k, v in params.items() if k != "checkpoint"}, list(inputs))
 
 
 def checkpoint_path(params: Mapping, suffix: str = "") -> str | None:

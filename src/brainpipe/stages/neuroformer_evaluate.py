@@ -135,8 +135,12 @@ def run(inputs, outputs, params, log):
         t = truth.assign_coords(unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str))
         conn = np.asarray(t["connected"].sel(unit_post=units, unit_pre=units).values)
         hub = np.asarray(t["is_hub"].sel(unit_post=units).values) if "is_hub" in t else None
+        w = next((t[v] for v in ("weights", "coupling") if v in t and t[v].dims == ("unit_post", "unit_pre")), None)
+        wv = np.asarray(w.sel(unit_post=units, unit_pre=units).values) if w is not None else np.zeros(1)
+        signed = not bool((wv[conn.astype(bool)] < 0).any())  # excitatory-only truth: signed scores
         for name, suffix in (("attention", ""), ("xcorr", "_xcorr"), ("glm", "_glm")):
-            auc, rec = connectivity_scores(mats[name], conn, hub)
+            hs = model.attention_received_ if name == "attention" else None
+            auc, rec = connectivity_scores(mats[name], conn, hub, hs, signed=signed, centre=1.0 if name == "attention" else 0.0)
             values[f"connectivity_auroc{suffix}"] = auc
             if hub is not None:
                 values[f"hub_recall{suffix}"] = rec
@@ -172,6 +176,7 @@ def run(inputs, outputs, params, log):
         coords={"unit_post": units, "unit_pre": units},
         attrs={"model": "neuroformer_connectivity", "role": "fit", "dataset": dataset},
     )
+    cds["attention_received"] = ("unit_pre", model.attention_received_, {"long_name": "attention per past token (hub score)"})
     write(cds, outputs["connectivity"], "model_fit", prov)
     write(m, outputs["metrics"], "metrics", prov)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import xarray as xr
 
 from brainpipe.data import make_provenance, read, write
 from brainpipe.data.contracts import SPLIT_FLAGS
@@ -53,7 +52,9 @@ def run(inputs, outputs, params, log):
             label = run_label(init, frac)
             fp = fingerprint("neuroformer_finetune", {**params, "run": label}, [inputs["counts"], inputs["pretrained"]])
             model.fit_behaviour(counts, frac, from_pretrained=(init == "pretrained"), source=src,
-                                checkpoint=checkpoint_path(params, label), fingerprint=fp, log=log_)
+                                checkpoint=checkpoint_path(params, label), fingerprint=fp, log=log_,
+                                max_val_windows=ft.get("max_val_windows", 512),
+                                min_epoch_windows=int(ft.get("min_epoch_windows", 1024)))
             win = model.tokenizer_.transform(counts, src)
             sel = np.isin(win.split, [SPLIT_FLAGS["validation"], SPLIT_FLAGS["test"]]) & np.isfinite(win.target[:, 0])
             win = win.select(sel)
