@@ -14,6 +14,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/spikes.smk"
 include: "workflow/rules/switching.smk"
+include: "workflow/rules/neuroformer_common.smk"
 include: "workflow/rules/neuroformer.smk"
 include: "workflow/rules/report.smk"
 

@@ -151,9 +151,9 @@ def test_config_cross_checks():
 
 
 # ---- network, save/load, vocabulary ----------------------------------------------------------------------------
-def _sim_counts(n=6, duration=40.0, seed=0):
+def _sim_counts(n=6, duration=40.0, seed=0, **params):
     sim = simulate("hub_network", {"n_neurons": n, "n_hubs": 1, "hub_out_degree": 3, "n_other_connections": 1,
-                                   "duration_s": duration}, seed=seed)
+                                   "duration_s": duration, **params}, seed=seed)
     return bin_spikes(sim.data, 0.01, n_blocks=2), sim.truth
 
 
@@ -222,7 +222,9 @@ def test_sdpa_matches_explicit_attention():
 # ---- learning on planted truth ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained():
-    counts, truth = _sim_counts(n=6, duration=60.0)
+    # a strong speed drive on most non-hubs, so that a 60 ms window carries the speed (ridge R2 about 0.84)
+    counts, truth = _sim_counts(n=6, duration=60.0, behaviour_fraction=0.8, stimulus_fraction=0.0,
+                                behaviour_weight_min=1.0, behaviour_weight_max=1.5, rate_min_hz=10, rate_max_hz=20)
     m = _tiny(target={"source": "behaviour", "variable": "speed"})
     m.train = {**TINY_TRAIN, "max_epochs": 4}
     m.fit(counts)
@@ -253,8 +255,8 @@ def test_finetuned_decoder_recovers_speed(trained):
     m, counts, _ = trained
     m.set_target(counts, {"source": "behaviour", "variable": "speed"})
     m.fit_behaviour(counts, 1.0)
-    assert m.score(counts, "test") > 0.3
-    sampled = m.generate(m.tokenizer_.transform(counts).select(np.arange(10) < 10), n_samples=2)
+    assert m.score(counts, "test") > 0.5
+    sampled = m.generate(m.tokenizer_.transform(counts).select(np.arange(10)), n_samples=2)
     assert sampled.shape == (2, 10, 6) and sampled.sum() > 0
 
 

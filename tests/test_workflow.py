@@ -71,22 +71,28 @@ def job_counts(text: str) -> dict[str, int]:
 MATRIX = {
     "default": (
         None,
-        {"simulate_spikes": 3, "ingest_spikes": 2, "bin_spikes": 5, "fit_poisson_glm": 5, "fit_switching_glm": 14,
-         "evaluate_switching_glm": 14, "report": 1, "metrics_table": 1},
+        {"simulate_spikes": 4, "ingest_spikes": 2, "bin_spikes": 6, "fit_poisson_glm": 6, "fit_switching_glm": 14,
+         "evaluate_switching_glm": 14, "neuroformer_pretrain": 3, "neuroformer_finetune": 3, "neuroformer_evaluate": 3,
+         "report": 1, "metrics_table": 1},
     ),
     "tiny": (
         "tiny",
         {"simulate_spikes": 2, "ingest_spikes": 2, "bin_spikes": 4, "fit_poisson_glm": 4, "fit_switching_glm": 4,
-         "evaluate_switching_glm": 4},
+         "evaluate_switching_glm": 4, "neuroformer_pretrain": 2, "neuroformer_finetune": 2, "neuroformer_evaluate": 2},
+    ),
+    "neuroformer_off": ({"neuroformer.enabled": False}, {"bin_spikes": 4, "fit_switching_glm": 4}),
+    "neuroformer_no_target": (
+        {"neuroformer.datasets.tinysim.target": None},
+        {"neuroformer_pretrain": 2, "neuroformer_finetune": 1, "neuroformer_evaluate": 2},
     ),
     "glm_off": ({"spikes.poisson_glm.enabled": False}, {"simulate_spikes": 2, "bin_spikes": 4, "fit_switching_glm": 4}),
     "switching_off": ({"spikes.switching_glm.enabled": False}, {"bin_spikes": 4, "fit_poisson_glm": 4}),
     "table_only": (
         {"spikes.datasets.tinysim": None, "spikes.datasets.tinyswitch": None, "spikes.datasets.stein": None,
-         "spikes.switching_glm.datasets": {}},
+         "spikes.switching_glm.datasets": {}, "neuroformer.datasets": {}},
         {"ingest_spikes": 1, "fit_poisson_glm": 1},
     ),
-    "no_datasets": ({"spikes.datasets": {}, "spikes.switching_glm.datasets": {}}, {"report": 1}),
+    "no_datasets": ({"spikes.datasets": {}, "spikes.switching_glm.datasets": {}, "neuroformer.datasets": {}}, {"report": 1}),
 }
 
 
@@ -106,6 +112,8 @@ def test_dry_run_matrix(name, tmp_path):
         assert "fit_poisson_glm" not in jobs
     if name in ("switching_off", "table_only"):
         assert "fit_switching_glm" not in jobs
+    if name in ("neuroformer_off", "table_only", "no_datasets"):
+        assert not any(r.startswith("neuroformer_") for r in jobs), jobs
     if name == "no_datasets":
         assert "bin_spikes" not in jobs
 
@@ -142,6 +150,10 @@ BAD_CONFIGS = {
     "bad_fractions": (
         {"spikes.bin.split.fractions": {"train": 0.5, "validation": 0.2, "test": 0.2}},
         r"sums to 0\.9",
+    ),
+    "nf_unknown_modality": (
+        {"neuroformer.datasets.tinysim.modalities": ["speeed"]},
+        r"key 'neuroformer\.datasets\.tinysim\.modalities': unknown modality 'speeed' \(defined in neuroformer\.modalities: none\)",
     ),
     "missing_path": (
         {"spikes.datasets.table.path": "no/such/spikes.csv"},
@@ -209,7 +221,8 @@ def test_tiny_run_outputs_validate(tiny_run):
     assert sim_prov["seed"] == 3 and sim_prov["params"]["params"]["n_neurons"] == 6
     assert (tiny_run / "results" / "report" / "index.html").stat().st_size > 10_000
     rules = ("simulate_spikes", "ingest_spikes", "bin_spikes", "fit_poisson_glm", "evaluate_poisson_glm",
-             "fit_switching_glm", "evaluate_switching_glm", "report")
+             "fit_switching_glm", "evaluate_switching_glm", "neuroformer_pretrain", "neuroformer_finetune",
+             "neuroformer_evaluate", "report")
     for rule in rules:
         assert list((tiny_run / "benchmarks" / rule).rglob("*.tsv")), rule
         assert list((tiny_run / "logs" / rule).rglob("*.log")), rule
@@ -260,6 +273,11 @@ def test_param_change_reruns_only_downstream(tiny_run):
     jobs = job_counts(proc.stdout + proc.stderr)
     assert jobs.get("fit_switching_glm") == 2 and jobs.get("evaluate_switching_glm") == 2
     assert "fit_poisson_glm" not in jobs and "bin_spikes" not in jobs
+    # a fine-tuning key re-runs the fine-tunes and their evaluation, not the pretraining
+    proc = snakemake(tiny_run, tiny_config(**{"neuroformer.finetune.lr": 0.002}), "-n")
+    jobs = job_counts(proc.stdout + proc.stderr)
+    assert jobs.get("neuroformer_finetune") == 2 and jobs.get("neuroformer_evaluate") == 2
+    assert "neuroformer_pretrain" not in jobs and "fit_switching_glm" not in jobs
 
 
 def test_broken_intermediate_is_named_and_leaves_nothing(tiny_run, tmp_path):
