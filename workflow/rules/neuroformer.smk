@@ -14,7 +14,7 @@ rule neuroformer_pretrain:
         "benchmarks/neuroformer_pretrain/{dataset}.tsv"
     conda:
         "../envs/brainpipe.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=nf_gpus("pretrain"),
     params:
@@ -37,7 +37,7 @@ rule neuroformer_finetune:
         "benchmarks/neuroformer_finetune/{dataset}.tsv"
     conda:
         "../envs/brainpipe.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=nf_gpus("finetune"),
     params:
@@ -63,7 +63,7 @@ rule neuroformer_evaluate:
         "benchmarks/neuroformer_evaluate/{dataset}.tsv"
     conda:
         "../envs/brainpipe.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=nf_gpus("pretrain"),
     params:

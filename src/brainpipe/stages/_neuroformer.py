@@ -35,6 +35,10 @@ def train_config(params: Mapping, which: str) -> dict:
     d = {k: v for k, v in dict(params.get(which, {})).items() if k not in FINETUNE_EXTRA}
     cfg = _pick(d, TRAIN_KEYS, which)
     cfg["seed"] = int(params.get("seed", 0))
+    if "checkpoint_every_s" not in cfg:
+        from brainpipe.training import checkpoint_every_s
+
+        cfg["checkpoint_every_s"] = checkpoint_every_s()
     return cfg
 
 

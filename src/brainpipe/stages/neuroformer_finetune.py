@@ -11,6 +11,7 @@ pretrained checkpoint's (other units, other bins) stops the stage with both size
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +33,8 @@ def run_label(init: str, fraction: float) -> str:
 
 @stage
 def run(inputs, outputs, params, log):
+    ck_base = {"checkpoint": params.get("checkpoint")}
+    params = {k: v for k, v in params.items() if k != "checkpoint"}
     counts = read(inputs["counts"], "spike_counts")
     pre = read(inputs["pretrained"], "model_fit")
     target = params.get("target")
@@ -52,7 +55,7 @@ def run(inputs, outputs, params, log):
             label = run_label(init, frac)
             fp = fingerprint("neuroformer_finetune", {**params, "run": label}, [inputs["counts"], inputs["pretrained"]])
             model.fit_behaviour(counts, frac, from_pretrained=(init == "pretrained"), source=src,
-                                checkpoint=checkpoint_path(params, label), fingerprint=fp, log=log_,
+                                checkpoint=checkpoint_path(ck_base, label), fingerprint=fp, log=log_,
                                 max_val_windows=ft.get("max_val_windows", 512),
                                 min_epoch_windows=int(ft.get("min_epoch_windows", 1024)))
             win = model.tokenizer_.transform(counts, src)
@@ -95,6 +98,10 @@ def run(inputs, outputs, params, log):
     prov = make_provenance("neuroformer_finetune", params, [inputs["counts"], inputs["pretrained"]],
                            seed=int(params.get("seed", 0)), device=str(next(keep_weights.net_.parameters()).device))
     write(ds, outputs["finetune"], "model_fit", prov)
+    for label, *_ in runs:  # finished runs' checkpoints (kept until now so a failed stage resumes them at once)
+        ck = checkpoint_path(ck_base, label)
+        if ck:
+            Path(ck).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

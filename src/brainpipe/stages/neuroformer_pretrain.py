@@ -9,6 +9,7 @@ truncated windows and dropped spikes.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -23,10 +24,12 @@ log_ = logging.getLogger("brainpipe.stages.neuroformer_pretrain")
 
 @stage
 def run(inputs, outputs, params, log):
+    ckpt = checkpoint_path(params)
+    params = {k: v for k, v in params.items() if k != "checkpoint"}
     counts = read(inputs["counts"], "spike_counts")
     model = build_model(params)
     fp = fingerprint("neuroformer_pretrain", params, [inputs["counts"]])
-    model.fit(counts, source=str(inputs["counts"]), checkpoint=checkpoint_path(params), fingerprint=fp, log=log_)
+    model.fit(counts, source=str(inputs["counts"]), checkpoint=ckpt, fingerprint=fp, log=log_)
     res = model.train_result_
     log_.info("pretrained on %s (%s): best epoch %s, validation loss %.4f, %.1f s; tokens: %s",
               res.device, res.precision, res.best_epoch, res.best_val, res.seconds, model.token_stats_)
@@ -41,6 +44,8 @@ def run(inputs, outputs, params, log):
                     device=str(res.device), precision=str(res.precision))
     prov = make_provenance("neuroformer_pretrain", params, [inputs["counts"]], seed=model.seed, device=str(res.device))
     write(ds, outputs["model"], "model_fit", prov)
+    if ckpt:  # the training loop keeps its finished checkpoint (a re-run returns at once); the output now holds it
+        Path(ckpt).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
