@@ -286,3 +286,29 @@ def test_tiny_model_trains_on_cuda_and_outputs_come_back_on_the_inputs_device():
     out = m.net_(b[0][:, :-1], b[1][:, :-1], b[2], b[3], b[4])
     assert out["id_logits"].device == b[0].device
     assert m.connectivity(counts, "test").shape == (5, 5)
+
+
+def test_calcium_like_events_at_frame_rate():
+    """Integer events inferred from calcium (30 Hz frames, int32 counts up to 3) tokenise like spikes."""
+    rng = np.random.default_rng(2)
+    y = rng.poisson(0.4, (300, 4)).astype(np.int32)
+    ds = counts_ds(y, bw=1 / 30)
+    ds["counts"] = ds["counts"].astype(np.int32)
+    tok = SpikeTokenizer(dt_s=1 / 30, window_s=2 / 30, past_window_s=4 / 30, block_size=32, past_block_size=32).fit(ds)
+    win = tok.transform(ds)
+    assert tok.rebin_ == 1 and len(win) == (300 - 4) // 2
+    assert np.array_equal(win.window_counts, np.stack([y[s : s + 2].sum(0) for s in win.start]))
+    ids = win.cur_id[0][(win.cur_id[0] < 4)]
+    assert np.array_equal(np.bincount(ids, minlength=4), y[win.start[0] : win.start[0] + 2].sum(0))
+
+
+def test_contrastive_term_aligns_neural_and_modality_embeddings():
+    torch.manual_seed(0)
+    net = NeuroformerNet(n_id=8, n_dt=7, block_size=10, past_block_size=6, modality_dims=[2], modality_len=5,
+                         d_model=16, n_heads=2, n_layers=1, dropout=0.0, contrastive_dim=8)
+    batch = (torch.randint(0, 5, (6, 10)), torch.randint(0, 4, (6, 10)), torch.randint(0, 5, (6, 6)),
+             torch.randint(0, 4, (6, 6)), torch.randn(6, 5, 2), torch.zeros(6, 1))
+    out = pretrain_loss(net, batch, contrastive_weight=0.5)
+    assert "loss_contrastive" in out and out["loss_contrastive"] > 0
+    out["loss"].backward()
+    assert net.proj_modality.weight.grad.abs().sum() > 0 and net.mod_enc[0][0].weight.grad.abs().sum() > 0
