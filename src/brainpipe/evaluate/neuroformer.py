@@ -105,7 +105,8 @@ def window_features(y: np.ndarray, starts: np.ndarray, window_bins: int, past_bi
 
 
 def linear_decoder(X_tr, y_tr, X_va, y_va, X_te, kind: str):
-    """Ridge (regression) or L2-logistic (classification) with the penalty chosen on validation; test predictions."""
+    """Ridge (regression) or class-balanced L2-logistic (classification) with the penalty chosen on validation
+    (MSE, or balanced accuracy); test predictions."""
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.preprocessing import StandardScaler
 
@@ -116,7 +117,7 @@ def linear_decoder(X_tr, y_tr, X_va, y_va, X_te, kind: str):
         if kind == "classification":
             if np.unique(y_tr).size < 2:
                 continue
-            m = LogisticRegression(C=1.0 / a, max_iter=500).fit(X_tr, y_tr)
+            m = LogisticRegression(C=1.0 / a, max_iter=500, class_weight="balanced").fit(X_tr, y_tr)
             s = balanced_accuracy(y_va, m.predict(X_va))
         else:
             m = Ridge(alpha=a).fit(X_tr, y_tr)

@@ -481,12 +481,15 @@ def pretrain_loss(model: NeuroformerNet, batch, contrastive_weight: float = 0.0,
     return res
 
 
-def behaviour_loss(model: NeuroformerNet, batch, kind: str = "regression"):
-    """Behaviour head loss: MSE on standardised targets (regression) or cross-entropy (classification)."""
+def behaviour_loss(model: NeuroformerNet, batch, kind: str = "regression", class_weight: torch.Tensor | None = None):
+    """Behaviour head loss: MSE on standardised targets (regression) or class-weighted cross-entropy
+    (classification; weights inverse to the class frequencies of the labelled windows, so the decoder is trained
+    for balanced accuracy rather than for the majority class)."""
     x_id, x_dt, _, _, past_id, past_dt, modality, target = _split_batch(batch)
     out = model(x_id, x_dt, past_id, past_dt, modality)
     if kind == "classification":
-        return F.cross_entropy(out["behaviour"].float(), target[:, 0].long())
+        w = class_weight.to(out["behaviour"].device) if class_weight is not None else None
+        return F.cross_entropy(out["behaviour"].float(), target[:, 0].long(), weight=w)
     return F.mse_loss(out["behaviour"].float(), target.float())
 
 
@@ -627,8 +630,8 @@ class Neuroformer:
     ) -> Neuroformer:
         """Fine-tune the behaviour head (and the network) on ``label_fraction`` of the labelled train windows.
 
-        The labelled subset is a contiguous run of train windows (a time block: the first ``label_fraction`` of
-        each train block, so few labels do not leak through neighbouring windows), at least 8 windows.
+        The labelled subset is :func:`label_subset`: ``label_fraction`` of the labelled train windows, evenly
+        spaced (at least 8).
         ``from_pretrained=False`` re-initialises the network (the from-scratch comparison). A small labelled set
         is repeated so that an epoch (one validation pass) covers at least ``min_epoch_windows`` windows; the
         validation loss uses at most ``max_val_windows`` labelled validation windows, evenly spread (None: all).
@@ -657,11 +660,16 @@ class Neuroformer:
         win_y = Windows(**{**win.__dict__, "target": y})
         kind = self.target_kind
         cfg = dict(self.finetune)
+        cw = None
+        if kind == "classification":
+            freq = np.bincount(win.target[keep, 0].astype(int), minlength=self._behaviour_out()).astype(np.float64)
+            cw = torch.as_tensor(np.where(freq > 0, freq.sum() / np.maximum(freq, 1) / max((freq > 0).sum(), 1), 0.0),
+                                 dtype=torch.float32)
         reps = max(1, int(np.ceil(min_epoch_windows / max(keep.size, 1))))
         res = train(
             self.net_,
             win_y.select(np.tile(keep, reps)).tensors(),
-            lambda m, b: behaviour_loss(m, b, kind),
+            lambda m, b: behaviour_loss(m, b, kind, cw),
             self._train_config(cfg),
             val_data=win_y.select(va_idx).tensors(),
             checkpoint=checkpoint,
@@ -918,18 +926,16 @@ class Neuroformer:
 
 
 def label_subset(train_idx: np.ndarray, fraction: float, min_windows: int = 8) -> np.ndarray:
-    """The labelled subset of train windows for a label fraction: contiguous runs at the start of each train
-    block (time blocks, so few labels do not leak through neighbouring windows), shared out over the blocks;
-    at least ``min_windows``."""
+    """The labelled subset of train windows for a label fraction: evenly spaced over the train windows (every
+    k-th one, deterministic), so a few labels still span the recording's range of behaviour; at least
+    ``min_windows``. Train windows never overlap validation or test windows (time blocks), so spacing them out
+    leaks nothing."""
     if not 0 < fraction <= 1:
         raise ConfigError(f"label fraction {fraction} must be in (0, 1]")
     if fraction >= 1 or train_idx.size <= min_windows:
         return train_idx
     n_keep = max(min_windows, int(round(fraction * train_idx.size)))
-    gaps = np.flatnonzero(np.diff(train_idx) > 1) + 1
-    blocks = np.split(train_idx, gaps)
-    per = np.diff(np.round(np.linspace(0, n_keep, len(blocks) + 1)).astype(int))
-    return np.concatenate([b[: max(0, k)] for b, k in zip(blocks, per, strict=True)])
+    return train_idx[np.linspace(0, train_idx.size - 1, n_keep).round().astype(int)]
 
 
 def _json(obj) -> str:

@@ -3,8 +3,8 @@ fraction), attention connectivity (vs planted connections, lagged cross-correlat
 and spike generation (per-window F1 vs a Poisson-GLM generator), on the test windows, once.
 
 params: the dataset's resolved neuroformer config (see :mod:`brainpipe.stages._neuroformer`), of which this stage
-reads ``evaluate`` (``n_samples``, ``max_windows``, ``temperature``, ``connectivity_by``, ``glm_alpha``,
-``glm_history_tau_s``), ``bars``, ``seed``, ``dataset``. Outputs: ``metrics`` and ``connectivity`` (a
+reads ``evaluate`` (``n_samples``, ``max_windows``, ``connectivity_windows``, ``temperature``, ``connectivity_by``,
+``glm_alpha``, ``glm_history_tau_s``), ``bars``, ``seed``, ``dataset``. Outputs: ``metrics`` and ``connectivity`` (a
 ``model_fit`` with the three neuron x neuron matrices ``attention``, ``xcorr``, ``glm`` on (unit_post, unit_pre)).
 """
 
@@ -126,7 +126,8 @@ def run(inputs, outputs, params, log):
 
     # connectivity
     units = np.asarray(counts["unit"].values).astype(str)
-    att = model.connectivity(counts, "test", by=str(ev.get("connectivity_by", "target")), max_windows=max_w)
+    cw = ev.get("connectivity_windows")
+    att = model.connectivity(counts, "test", by=str(ev.get("connectivity_by", "target")), max_windows=None if cw is None else int(cw))
     xc = xcorr_connectivity(counts["counts"].values, counts["split"].values, tok.past_bins_)
     glm, cov = _glm(counts, model, params)
     mats = {"attention": att, "xcorr": xc, "glm": glm.coupling_}
