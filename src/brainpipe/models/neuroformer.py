@@ -653,6 +653,7 @@ class Neuroformer:
         va_idx = np.flatnonzero(va)
         if max_val_windows is not None and va_idx.size > max_val_windows:
             va_idx = va_idx[np.linspace(0, va_idx.size - 1, max_val_windows).round().astype(int)]
+        self.n_validation_ = int(va_idx.size)
         if self.target_kind == "regression":
             self.target_mean_ = float(win.target[keep, 0].mean())
             self.target_std_ = float(win.target[keep, 0].std() + 1e-6)

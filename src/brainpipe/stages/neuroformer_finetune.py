@@ -74,9 +74,8 @@ def run(inputs, outputs, params, log):
             preds.append(pred)
             hist = model.finetune_history_
             hist_best.append(min((h.get("val_loss", np.nan) for h in hist), default=np.nan))
-            va = win.split == SPLIT_FLAGS["validation"]
-            log_.info("%s: %d labelled windows, %d epochs, best validation loss %.4f (validation windows %d)",
-                      label, model.n_labelled_, len(hist), hist_best[-1], int(va.sum()))
+            log_.info("%s: %d labelled windows, %d epochs, best validation loss %.4f (%d validation windows)",
+                      label, model.n_labelled_, len(hist), hist_best[-1], model.n_validation_)
             if init == "pretrained":
                 keep_weights = model
     win, tgt = win_ref
