@@ -417,3 +417,25 @@ def test_metrics_table_and_snakemake_report(tiny_run):
     proc = snakemake(tiny_run, tiny_config(), "--report", "report.zip")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tiny_run / "report.zip").stat().st_size > 10_000
+
+
+# -- the cluster profile: a dry run shows what each job will ask SLURM for ----------------------------------
+def test_slurm_profile_dry_run_shows_resources(tmp_path):
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    cfg = tiny_config(**{"spikes.switching_glm.model.device": "auto"})
+    proc = snakemake(tmp_path, cfg, "-n", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    blocks = re.split(r"\n(?=\s*(?:rule|localrule) \w+:)", out)
+    fits = [b for b in blocks if re.match(r"\s*rule fit_switching_glm:", b)]
+    assert fits
+    for b in fits:
+        res = re.search(r"resources: (.*)", b).group(1)
+        # mem_mb scales with the input's size: <TBD> until the input exists
+        assert "gpu=1" in res and "cpus_per_gpu=2" in res and "runtime=120" in res and "mem_mb=" in res, res
+    evals = [b for b in blocks if re.match(r"\s*rule evaluate_poisson_glm:", b)]
+    assert evals and all("mem_mb=" in b and "runtime=20" in b for b in evals)
+    assert "group spikes_eval" in out or "spikes_eval" in out  # small steps are grouped into shared jobs
+    cpu = snakemake(tmp_path, tiny_config(), "-n", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"))
+    fit_cpu = [b for b in re.split(r"\n(?=\s*rule \w+:)", cpu.stdout + cpu.stderr) if "rule fit_switching_glm:" in b]
+    assert fit_cpu and all("gpu=0" in re.search(r"resources: (.*)", b).group(1) for b in fit_cpu)

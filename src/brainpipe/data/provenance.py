@@ -103,6 +103,8 @@ def make_provenance(
         "device": str(device),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
+        "host": platform.node(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # None outside SLURM
         "packages": package_versions(),
     }
     if extra:

@@ -144,8 +144,13 @@ def from_snakemake(smk: Any, module_name: str) -> None:
     """
     import importlib
 
+    if os.environ.get("SLURM_JOB_ID"):
+        # HDF5's file locks fail or hang on NFS/Lustre; cluster profiles cannot set environment variables (the SLURM
+        # executor forwards the submitting shell's), so a job running under SLURM turns them off unless told otherwise
+        os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
     module = importlib.import_module(f"brainpipe.stages.{module_name}")
     ins = {k: smk.input[k] for k in module.INPUTS if hasattr(smk.input, k)}
+    ins.update({k: smk.input[k] for k in smk.input.keys() if "__" in k})  # branch inputs (<branch>__<key>)
     ins = {k: (list(v) if not isinstance(v, str) else v) for k, v in ins.items()}
     outs = {k: getattr(smk.output, k) for k in module.OUTPUTS}
     params = dict(getattr(smk.params, "config", {}) or {})
