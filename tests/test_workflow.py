@@ -220,6 +220,8 @@ def test_tiny_run_outputs_validate(tiny_run):
     sim_prov = provenance_of(read(tiny_run / "results/spikes/tinysim/spike_times.nc"))
     assert sim_prov["seed"] == 3 and sim_prov["params"]["params"]["n_neurons"] == 6
     assert (tiny_run / "results" / "report" / "index.html").stat().st_size > 10_000
+    html = (tiny_run / "results" / "report" / "index.html").read_text(encoding="utf-8")
+    assert '<section id="neuroformer">' in html and 'href="#neuroformer"' in html  # the branch section
     rules = ("simulate_spikes", "ingest_spikes", "bin_spikes", "fit_poisson_glm", "evaluate_poisson_glm",
              "fit_switching_glm", "evaluate_switching_glm", "neuroformer_pretrain", "neuroformer_finetune",
              "neuroformer_evaluate", "report")
