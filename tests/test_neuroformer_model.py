@@ -313,3 +313,18 @@ def test_contrastive_term_aligns_neural_and_modality_embeddings():
     assert "loss_contrastive" in out and out["loss_contrastive"] > 0
     out["loss"].backward()
     assert net.proj_modality.weight.grad.abs().sum() > 0 and net.mod_enc[0][0].weight.grad.abs().sum() > 0
+
+
+def test_pretraining_resumes_from_its_checkpoint(tmp_path):
+    """The stages hand the training loop a checkpoint and a fingerprint: a rerun of the same run resumes (here from
+    the finished checkpoint: at once, with identical weights); another fingerprint starts afresh."""
+    counts, _ = _sim_counts(n=5, duration=20.0)
+    ck = tmp_path / "ck.pt"
+    runs = []
+    for fp in ({"run": 1}, {"run": 1}, {"run": 2}):
+        m = _tiny()
+        m.train = {**TINY_TRAIN, "max_epochs": 1, "max_steps": 6}
+        m.fit(counts, checkpoint=str(ck), fingerprint=fp)
+        runs.append((m.train_result_.resumed_from_step, {k: v.clone() for k, v in m.net_.state_dict().items()}))
+    assert runs[0][0] in (None, 0) and runs[1][0] == 6 and runs[2][0] in (None, 0)
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
