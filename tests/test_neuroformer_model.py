@@ -328,3 +328,14 @@ def test_pretraining_resumes_from_its_checkpoint(tmp_path):
         runs.append((m.train_result_.resumed_from_step, {k: v.clone() for k, v in m.net_.state_dict().items()}))
     assert runs[0][0] in (None, 0) and runs[1][0] == 6 and runs[2][0] in (None, 0)
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+
+
+def test_binning_refuses_behaviour_that_does_not_cover_the_spikes():
+    """In the workflow, modalities come from the counts file: binning must not extrapolate a behaviour that stops
+    early (it used to fill the rest with its last value)."""
+    sim = simulate("hub_network", {"n_neurons": 5, "n_hubs": 1, "hub_out_degree": 2, "n_other_connections": 1,
+                                   "duration_s": 10.0}, seed=0)
+    half = sim.data.isel(behaviour_time=slice(0, 500))  # behaviour for the first 5 s of 10
+    with pytest.raises(InputError, match=r"simulate:hub_network: behaviour covers 0.005-4.995 s but the spikes are binned over 0.000-10.000 s"):
+        bin_spikes(half, 0.01)
+    bin_spikes(sim.data.isel(behaviour_time=slice(1, -1)), 0.01)  # a sample short at either end is fine
