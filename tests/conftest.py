@@ -116,6 +116,24 @@ def metrics() -> xr.Dataset:
     )
 
 
+def affinity_tensor() -> xr.Dataset:
+    rng = np.random.default_rng(2)
+    ii, jj = np.triu_indices(3, k=1)
+    return xr.Dataset(
+        {
+            "affinity": (("pair", "window", "animal"), rng.random((3, 4, 2)), {"units": "1"}),
+            "mask": (("pair", "animal"), np.array([[1, 1], [1, 0], [1, 0]], dtype=np.int8)),
+            "pair_i": ("pair", ii),
+            "pair_j": ("pair", jj),
+        },
+        coords={
+            "pair": np.arange(3), "window": np.arange(4), "animal": ["a1", "a2"], "neuron": ["n0", "n1", "n2"],
+            "time": ("window", np.arange(4) * 2.5 + 2.5, {"units": "s"}),
+        },
+        attrs={"affinity": "softthresh_dcorr", "window_s": 5.0, "stride_s": 2.5, "frame_rate_hz": 10.0},
+    )
+
+
 BUILDERS: dict[str, Callable[[], xr.Dataset]] = {
     "roi_timeseries": roi_timeseries,
     "calcium_traces": calcium_traces,
@@ -123,6 +141,7 @@ BUILDERS: dict[str, Callable[[], xr.Dataset]] = {
     "spike_counts": spike_counts,
     "model_fit": model_fit,
     "metrics": metrics,
+    "affinity_tensor": affinity_tensor,
 }
 assert set(BUILDERS) == set(CONTRACTS), "conftest needs a builder for every contract kind"
 

@@ -71,28 +71,47 @@ def job_counts(text: str) -> dict[str, int]:
 MATRIX = {
     "default": (
         None,
-        {"simulate_spikes": 4, "ingest_spikes": 2, "bin_spikes": 6, "fit_poisson_glm": 6, "fit_switching_glm": 14,
-         "evaluate_switching_glm": 14, "neuroformer_pretrain": 3, "neuroformer_finetune": 3, "neuroformer_evaluate": 3,
-         "report": 1, "metrics_table": 1},
+        {"simulate_spikes": 4, "ingest_spikes": 2, "bin_spikes": 6, "fit_poisson_glm": 7, "fit_switching_glm": 16,
+         "evaluate_switching_glm": 16, "report": 1, "metrics_table": 1, "simulate_calcium": 3,
+         "preprocess_calcium": 3, "build_connectome_tensor": 1, "fit_connectome": 1, "evaluate_connectome": 1,
+         "calcium_counts": 1, "neuroformer_pretrain": 3, "neuroformer_finetune": 3, "neuroformer_evaluate": 3},
     ),
     "tiny": (
         "tiny",
-        {"simulate_spikes": 2, "ingest_spikes": 2, "bin_spikes": 4, "fit_poisson_glm": 4, "fit_switching_glm": 4,
-         "evaluate_switching_glm": 4, "neuroformer_pretrain": 2, "neuroformer_finetune": 2, "neuroformer_evaluate": 2},
+        {"simulate_spikes": 2, "ingest_spikes": 2, "bin_spikes": 4, "fit_poisson_glm": 5, "fit_switching_glm": 4,
+         "evaluate_switching_glm": 4, "simulate_calcium": 2, "preprocess_calcium": 2, "build_connectome_tensor": 1,
+         "fit_connectome": 1, "evaluate_connectome": 1, "calcium_counts": 1, "neuroformer_pretrain": 3,
+         "neuroformer_finetune": 2, "neuroformer_evaluate": 3},
     ),
     "neuroformer_off": ({"neuroformer.enabled": False}, {"bin_spikes": 4, "fit_switching_glm": 4}),
     "neuroformer_no_target": (
         {"neuroformer.datasets.tinysim.target": None},
-        {"neuroformer_pretrain": 2, "neuroformer_finetune": 1, "neuroformer_evaluate": 2},
+        {"neuroformer_pretrain": 3, "neuroformer_finetune": 1, "neuroformer_evaluate": 3},
     ),
     "glm_off": ({"spikes.poisson_glm.enabled": False}, {"simulate_spikes": 2, "bin_spikes": 4, "fit_switching_glm": 4}),
-    "switching_off": ({"spikes.switching_glm.enabled": False}, {"bin_spikes": 4, "fit_poisson_glm": 4}),
+    "switching_off": ({"spikes.switching_glm.enabled": False}, {"bin_spikes": 4, "fit_poisson_glm": 5}),
     "table_only": (
         {"spikes.datasets.tinysim": None, "spikes.datasets.tinyswitch": None, "spikes.datasets.stein": None,
-         "spikes.switching_glm.datasets": {}, "neuroformer.datasets": {}},
+         "spikes.datasets.tinyca": None, "spikes.switching_glm.datasets": {}, "calcium": {}, "neuroformer.datasets": {}},
         {"ingest_spikes": 1, "fit_poisson_glm": 1},
     ),
-    "no_datasets": ({"spikes.datasets": {}, "spikes.switching_glm.datasets": {}, "neuroformer.datasets": {}}, {"report": 1}),
+    "no_datasets": (
+        {"spikes.datasets": {}, "spikes.switching_glm.datasets": {}, "calcium": {}, "neuroformer.datasets": {}},
+        {"report": 1},
+    ),
+    "calcium_only": (
+        {"spikes.datasets": {"tinyca": {"from_calcium": "tinyca_a1"}}, "spikes.switching_glm.datasets": {},
+         "neuroformer.datasets": {"tinyca": TINY["neuroformer"]["datasets"]["tinyca"]}},
+        {"simulate_calcium": 2, "preprocess_calcium": 2, "fit_connectome": 1, "calcium_counts": 1, "fit_poisson_glm": 1,
+         "neuroformer_pretrain": 1, "neuroformer_evaluate": 1},
+    ),
+    "connectome_off": ({"calcium.connectome.enabled": False}, {"preprocess_calcium": 2, "calcium_counts": 1}),
+    "calcium_from_file": (
+        {"calcium.datasets.arr": {"path": str(REPO / "tests" / "data" / "calcium_traces.npy")},
+         "calcium.connectome.studies.filestudy": {"datasets": ["arr", "tinyca_a1"]}},
+        {"ingest_calcium": 1, "simulate_calcium": 2, "preprocess_calcium": 3, "fit_connectome": 2,
+         "evaluate_connectome": 2},
+    ),
 }
 
 
@@ -116,6 +135,12 @@ def test_dry_run_matrix(name, tmp_path):
         assert not any(r.startswith("neuroformer_") for r in jobs), jobs
     if name == "no_datasets":
         assert "bin_spikes" not in jobs
+    if name in ("table_only", "no_datasets"):
+        assert not any("calcium" in r or "connectome" in r for r in jobs)
+    if name == "connectome_off":
+        assert "fit_connectome" not in jobs and "build_connectome_tensor" not in jobs
+    if name == "calcium_only":
+        assert "bin_spikes" not in jobs  # counts from calcium events, not from binning spikes
 
 
 def test_lint_is_clean(tmp_path):
@@ -255,6 +280,27 @@ def test_tiny_run_switching_metrics(tiny_run):
     assert fit.sizes["state"] == 2 and fit.sizes["covariate"] == 3  # the trial covariates entered the model
 
 
+def test_tiny_run_calcium(tiny_run):
+    """Calcium branch in the tiny study: connectome bars, calcium events as spike counts, report section."""
+    res = tiny_run / "results"
+    for d in ("tinyca_a1", "tinyca_a2"):
+        for f in ("traces.nc", "truth.nc", "processed.nc"):
+            assert (res / "calcium" / d / f).exists()
+    assert read(res / "calcium/tinyconn/connectome/tensor.zarr", "affinity_tensor").sizes["animal"] == 2
+    m = read(res / "calcium/tinyconn/connectome/metrics.nc", "metrics")
+    assert m.attrs["model"] == "connectome_ntf" and m.attrs["dataset"] == "tinyconn"
+    assert int(m["passed"].sel(metric="factor_match_score")) == 1
+    assert int(m["passed"].sel(metric="community_jaccard_min")) == 1
+    counts = read(res / "spikes/tinyca/counts.nc", "spike_counts")
+    assert provenance_of(counts)["stage"] == "calcium_counts" and int(counts["counts"].sum()) > 0
+    assert (res / "spikes/tinyca/poisson_glm/metrics.nc").exists()
+    html = (res / "report" / "index.html").read_text()
+    assert '<section id="calcium">' in html and 'href="#calcium"' in html
+    for rule in ("simulate_calcium", "preprocess_calcium", "build_connectome_tensor", "fit_connectome",
+                 "evaluate_connectome", "calcium_counts"):
+        assert list((tiny_run / "benchmarks" / rule).rglob("*.tsv")), rule
+
+
 def test_second_run_is_noop(tiny_run):
     proc = snakemake(tiny_run, tiny_config(), "-n")
     assert proc.returncode == 0
@@ -264,12 +310,12 @@ def test_second_run_is_noop(tiny_run):
 def test_param_change_reruns_only_downstream(tiny_run):
     proc = snakemake(tiny_run, tiny_config(**{"spikes.poisson_glm.alpha": 0.001}), "-n")
     jobs = job_counts(proc.stdout + proc.stderr)
-    assert jobs.get("fit_poisson_glm") == 4 and jobs.get("evaluate_poisson_glm") == 4 and jobs.get("report") == 1
+    assert jobs.get("fit_poisson_glm") == 5 and jobs.get("evaluate_poisson_glm") == 5 and jobs.get("report") == 1
     assert "simulate_spikes" not in jobs and "bin_spikes" not in jobs and "ingest_spikes" not in jobs
     assert "fit_switching_glm" not in jobs
     proc = snakemake(tiny_run, tiny_config(**{"spikes.evaluate.bars": {"coupling_auroc": 0.95}}), "-n")
     jobs = job_counts(proc.stdout + proc.stderr)
-    assert jobs.get("evaluate_poisson_glm") == 4 and "fit_poisson_glm" not in jobs
+    assert jobs.get("evaluate_poisson_glm") == 5 and "fit_poisson_glm" not in jobs
     # a switching hyperparameter of one dataset re-runs that dataset's switching fits only
     proc = snakemake(tiny_run, tiny_config(**{"spikes.switching_glm.datasets.stein.model": {"l2": 0.01}}), "-n")
     jobs = job_counts(proc.stdout + proc.stderr)

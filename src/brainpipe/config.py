@@ -130,6 +130,7 @@ def validate_config(
             err = jsonschema.exceptions.best_match(err.context) or err
         raise ConfigError(f"{source}: {_message(err)}")
     _check_datasets(cfg, source, Path(base_dir), check_paths)
+    _check_calcium(cfg, source, Path(base_dir), check_paths)
     fr = cfg.get("spikes", {}).get("bin", {}).get("split", {}).get("fractions")
     if fr and abs(sum(fr.values()) - 1.0) > 1e-6:
         raise ConfigError(
@@ -143,8 +144,10 @@ def _check_datasets(cfg: dict[str, Any], source: str, base: Path, check_paths: b
 
     for name, ds in cfg.get("spikes", {}).get("datasets", {}).items():
         key = f"spikes.datasets.{name}"
-        if ("simulate" in ds) == ("path" in ds):
-            raise ConfigError(f"{source}: key '{key}' needs exactly one of 'simulate' or 'path'")
+        if sum(k in ds for k in ("simulate", "path", "from_calcium")) != 1:
+            raise ConfigError(f"{source}: key '{key}' needs exactly one of 'simulate', 'path' or 'from_calcium'")
+        if "from_calcium" in ds:
+            continue  # checked with the calcium branch (_check_calcium)
         if "simulate" in ds and ({"format", "options"} & set(ds)):
             raise ConfigError(f"{source}: key '{key}': 'format' and 'options' go with 'path', not 'simulate'")
         if "simulate" in ds:
@@ -227,3 +230,50 @@ def load_config(path: str | os.PathLike, schema: str | os.PathLike | None = None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a mapping of keys to values")
     return validate_config(data, schema, source=str(path), **kw)
+
+
+def _check_calcium(cfg: dict[str, Any], source: str, base: Path, check_paths: bool) -> None:
+    """Calcium branch cross-checks: one source per dataset, simulator parameters, paths, study members, and the
+    spike datasets made from calcium events."""
+    from brainpipe.simulate import get_generator
+
+    ca = cfg.get("calcium", {})
+    names = set(ca.get("datasets", {}))
+    for name, ds in ca.get("datasets", {}).items():
+        key = f"calcium.datasets.{name}"
+        if ("simulate" in ds) == ("path" in ds):
+            raise ConfigError(f"{source}: key '{key}' needs exactly one of 'simulate' or 'path'")
+        if "simulate" in ds:
+            if {"format", "options", "frame_rate_hz"} & set(ds):
+                raise ConfigError(f"{source}: key '{key}': 'format', 'options' and 'frame_rate_hz' go with 'path', not 'simulate'")
+            sim = ds["simulate"]
+            try:
+                get_generator(sim["generator"]).parse_params(sim.get("params", {}))
+            except ConfigError as err:
+                raise ConfigError(f"{source}: key '{key}.simulate.params': {err}") from None
+        elif check_paths:
+            p = Path(ds["path"])
+            p = p if p.is_absolute() else base / p
+            if not p.exists():
+                raise ConfigError(
+                    f"{source}: key '{key}.path' points to '{ds['path']}', which does not exist "
+                    f"(looked in {p.parent.resolve()}); fix the path or remove the dataset"
+                )
+    for study, entry in ca.get("connectome", {}).get("studies", {}).items():
+        for d in entry["datasets"]:
+            if d not in names:
+                raise ConfigError(
+                    f"{source}: key 'calcium.connectome.studies.{study}.datasets': no calcium dataset named {d!r} "
+                    f"(allowed: {', '.join(sorted(names)) or 'none defined'})"
+                )
+        if len(set(entry["datasets"])) != len(entry["datasets"]):
+            raise ConfigError(f"{source}: key 'calcium.connectome.studies.{study}.datasets' lists a dataset twice")
+    for name, ds in cfg.get("spikes", {}).get("datasets", {}).items():
+        if "from_calcium" in ds:
+            if ds["from_calcium"] not in names:
+                raise ConfigError(
+                    f"{source}: key 'spikes.datasets.{name}.from_calcium': no calcium dataset named "
+                    f"{ds['from_calcium']!r} (allowed: {', '.join(sorted(names)) or 'none defined'})"
+                )
+            if {"format", "options", "t_start_s", "t_stop_s"} & set(ds):
+                raise ConfigError(f"{source}: key 'spikes.datasets.{name}': 'format', 'options', 't_start_s' and 't_stop_s' go with 'path', not 'from_calcium'")

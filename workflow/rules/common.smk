@@ -165,18 +165,20 @@ def report_inputs(wildcards):
         "switching_fits": [
             f"results/spikes/{d}/switching_glm/{v}/fit.nc" for d, v in runs
         ],
+        **calcium_report_inputs(),
     } | nf_report_inputs()
 
 
 def all_metrics(wildcards):
     ins = report_inputs(wildcards)
-    return ins["metrics"] + ins["switching_metrics"] + ins["neuroformer__metrics"]
+    return ins["metrics"] + ins["switching_metrics"] + calcium_metrics() + ins["neuroformer__metrics"]
 
 
 def final_outputs():
     out = expand("results/spikes/{d}/counts.nc", d=sorted(SPIKE_DATASETS))
     ins = report_inputs(None)
     out += ins["metrics"] + ins["switching_metrics"]
+    out += calcium_final_outputs()
     out += nf_outputs()
     out += ["results/report/index.html", "results/report/metrics.tsv"]
     return out

@@ -51,6 +51,8 @@ rule bin_spikes:
         "logs/bin_spikes/{dataset}.log",
     benchmark:
         "benchmarks/bin_spikes/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=names_regex(SIMULATED + FROM_FILE),
     conda:
         "../envs/brainpipe.yaml"
     params:

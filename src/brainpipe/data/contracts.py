@@ -31,6 +31,9 @@ Kinds
                     ``trial(time)`` (trial index, -1 between trials).
 ``model_fit``       fitted (``role = "fit"``) or planted (``role = "truth"``) parameters of a model; any variables;
                     attrs ``model``, ``role``. Connectivity-like weights use dims ``(unit_post, unit_pre)``.
+``affinity_tensor`` dynamic-connectome tensor: ``affinity(pair, window, animal)`` (non-negative), ``mask(pair,
+                    animal)`` (1: the animal has both neurons), ``pair_i/pair_j(pair)`` indices into ``neuron``,
+                    ``time(window)`` window centres; attrs ``affinity``, ``window_s``, ``stride_s``. Stored as zarr.
 ``metrics``         ``value(metric)``; optional ``bar(metric)``, ``bar_op(metric)`` (">=", "<=", ">", "<"),
                     ``passed(metric)`` (1 pass, 0 miss, -1 no bar), ``description(metric)``; attrs ``model``,
                     ``dataset``.
@@ -295,6 +298,25 @@ CONTRACTS: dict[str, Contract] = {
             attrs=("model", "role"),
             checks=(_model_fit_checks,),
             min_data_vars=1,
+        ),
+        Contract(
+            "affinity_tensor",
+            "Pairwise dynamic affinities: neuron pair x time window x animal, with a mask of missing pairs",
+            coords={
+                "pair": Var(("pair",), "iu", long_name="neuron pair (upper triangle, i < j)"),
+                "window": Var(("window",), "iu", long_name="time window index"),
+                "animal": Var(("animal",), "UO", long_name="animal (calcium dataset)"),
+                "neuron": Var(("neuron",), "UO", long_name="neuron identity (shared across animals)"),
+                "time": Var(("window",), "f", "s", long_name="window centre", dtype="float64"),
+            },
+            data_vars={
+                "affinity": Var(("pair", "window", "animal"), "f", "1", long_name="pairwise affinity"),
+                "mask": Var(("pair", "animal"), "iub", long_name="1 if the animal has both neurons of the pair"),
+                "pair_i": Var(("pair",), "iu"),
+                "pair_j": Var(("pair",), "iu"),
+            },
+            attrs=("affinity", "window_s", "stride_s", "frame_rate_hz"),
+            checks=(_nonnegative("affinity"), _finite("affinity"), _positive_attr("window_s"), _positive_attr("frame_rate_hz")),
         ),
         Contract(
             "metrics",

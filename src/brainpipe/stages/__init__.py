@@ -13,4 +13,10 @@ STAGES = (
     "evaluate_switching_glm",
     "report",
     "metrics_table",
+    "ingest_calcium",
+    "preprocess_calcium",
+    "calcium_counts",
+    "build_connectome_tensor",
+    "fit_connectome",
+    "evaluate_connectome",
 )

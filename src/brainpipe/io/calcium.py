@@ -1,0 +1,273 @@
+"""Calcium readers: suite2p plane folders, NWB ophys, plain arrays -> the ``calcium_traces`` contract.
+
+Every reader needs a frame rate: from the ``frame_rate_hz`` argument (config), else from a JSON sidecar
+(suite2p: ``<plane>/frame_rate.json`` or ``ops_summary.json`` with ``fs``; arrays: ``<file>.json`` with
+``frame_rate_hz``), else (NWB) from the series' ``rate`` or timestamps. ``ops.npy`` is a pickle and is never
+loaded unless ``allow_ops_pickle=True`` is given explicitly (then its ``fs`` is used).
+
+>>> from brainpipe.io.calcium import read_calcium
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from brainpipe.errors import InputError
+
+LOG = logging.getLogger("brainpipe.io.calcium")
+CALCIUM_FORMATS = ("auto", "suite2p", "nwb", "npy", "csv", "hdf5")
+
+
+def _fail(path, what: str, todo: str) -> InputError:
+    return InputError(f"{path}: {what}; {todo}")
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise _fail(path, f"{what} holds Python objects (a pickle) or is malformed ({err})", "save it as a plain numeric array") from None
+    except OSError as err:
+        raise _fail(path, f"{what} cannot be read ({err})", "check that it is a .npy file") from None
+
+
+def _sidecar_rate(paths: list[Path]) -> tuple[float | None, str | None]:
+    for p in paths:
+        if p.exists():
+            try:
+                data = json.loads(p.read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                raise _fail(p, f"frame-rate sidecar is not valid JSON ({err})", "fix or remove it") from None
+            for key in ("frame_rate_hz", "fs"):
+                if isinstance(data, dict) and key in data:
+                    return float(data[key]), f"{p.name}:{key}"
+    return None, None
+
+
+def _check_rate(rate, path) -> float:
+    try:
+        rate = float(rate)
+    except (TypeError, ValueError):
+        rate = float("nan")
+    if not (np.isfinite(rate) and rate > 0):
+        raise _fail(path, f"frame rate {rate!r} is not a positive number", "set frame_rate_hz in the dataset's config")
+    return rate
+
+
+def _traces(F: np.ndarray, rate: float, cells, source: str, neuropil: np.ndarray | None = None, extra=None) -> xr.Dataset:
+    T = F.shape[0]
+    ds = xr.Dataset(
+        {"fluorescence": (("time", "cell"), F.astype(np.float64), {"units": "a.u.", "long_name": "raw fluorescence"})},
+        coords={"time": ("time", np.arange(T, dtype=np.float64) / rate, {"units": "s"}), "cell": ("cell", np.asarray(cells))},
+        attrs={"frame_rate_hz": float(rate), "source": source},
+    )
+    if neuropil is not None:
+        ds["neuropil"] = (("time", "cell"), neuropil.astype(np.float64), {"units": "a.u.", "long_name": "neuropil fluorescence"})
+    for k, v in (extra or {}).items():
+        ds[k] = v
+    return ds
+
+
+def check_cells(path, ds: xr.Dataset, drop_bad_cells: bool = False) -> xr.Dataset:
+    """An all-NaN or constant ROI is an error naming it (one line), or is dropped (logged) with
+    ``drop_bad_cells``; NaN/inf frames in other ROIs are an error."""
+    from brainpipe.preprocess.calcium import bad_cells
+
+    F = np.asarray(ds["fluorescence"].values)
+    cells = np.asarray(ds["cell"].values)
+    all_nan, constant = bad_cells(F)
+    bad = all_nan | constant
+    if bad.any():
+        names = ", ".join(str(c) for c in cells[bad][:5]) + (f" ... ({int(bad.sum())} in all)" if bad.sum() > 5 else "")
+        kind = "all-NaN" if all_nan.any() and not constant.any() else ("constant" if not all_nan.any() else "all-NaN or constant")
+        if not drop_bad_cells:
+            raise _fail(path, f"ROI(s) {names} are {kind} (no signal)",
+                        "exclude them (suite2p: iscell.npy; arrays: drop the columns) or set drop_bad_cells: true")
+        LOG.warning("%s: dropping %s ROI(s) %s", path, kind, names)
+        if bad.all():
+            raise _fail(path, "every ROI is all-NaN or constant", "check the recording")
+        ds = ds.isel(cell=np.flatnonzero(~bad))
+    if not np.isfinite(ds["fluorescence"].values).all():
+        raise _fail(path, "fluorescence has NaN/inf frames", "interpolate or drop those frames before ingest")
+    return ds
+
+
+def read_suite2p(path, frame_rate_hz: float | None = None, use_iscell: bool = True, allow_ops_pickle: bool = False,
+                 min_iscell_prob: float | None = None) -> xr.Dataset:
+    """A suite2p plane folder (F.npy, Fneu.npy, iscell.npy; spks.npy is carried when present).
+
+    F and Fneu are (ROI, frame); ``iscell.npy`` (ROI, 2) selects cells (column 0, or column 1 >= ``min_iscell_prob``).
+    Cells are named ``roi<index>`` by their suite2p row.
+    """
+    d = Path(path)
+    if not d.is_dir():
+        raise _fail(d, "suite2p plane folder does not exist" if not d.exists() else "is not a folder", "give the folder holding F.npy (e.g. suite2p/plane0)")
+    for name, what in (("F.npy", "fluorescence"), ("Fneu.npy", "neuropil")):
+        if not (d / name).exists():
+            raise _fail(d, f"suite2p folder has no {name} ({what})", f"export {name} from suite2p or give the plane folder that holds it")
+    F = _load_npy(d / "F.npy", "F.npy")
+    Fneu = _load_npy(d / "Fneu.npy", "Fneu.npy")
+    if F.ndim != 2:
+        raise _fail(d / "F.npy", f"has shape {F.shape}, expected (ROIs, frames)", "give suite2p's F.npy")
+    if Fneu.shape != F.shape:
+        raise _fail(d / "Fneu.npy", f"has shape {Fneu.shape} but F.npy has {F.shape}", "give the Fneu.npy of the same run")
+    keep = np.ones(F.shape[0], dtype=bool)
+    if use_iscell and (d / "iscell.npy").exists():
+        isc = _load_npy(d / "iscell.npy", "iscell.npy")
+        isc = isc.reshape(-1, 1) if isc.ndim == 1 else isc
+        if isc.shape[0] != F.shape[0]:
+            raise _fail(d / "iscell.npy", f"has {isc.shape[0]} rows but F.npy has {F.shape[0]} ROIs", "give the iscell.npy of the same suite2p run")
+        keep = isc[:, 1] >= min_iscell_prob if (min_iscell_prob is not None and isc.shape[1] > 1) else isc[:, 0] > 0.5
+        if not keep.any():
+            raise _fail(d / "iscell.npy", "marks no ROI as a cell", "curate the ROIs in suite2p or set use_iscell: false")
+    rate, src = (frame_rate_hz, "config") if frame_rate_hz else _sidecar_rate([d / "frame_rate.json", d / "ops_summary.json"])
+    if rate is None and allow_ops_pickle and (d / "ops.npy").exists():
+        ops = np.load(d / "ops.npy", allow_pickle=True).item()  # explicit opt-in only: ops.npy is a pickle
+        rate, src = ops.get("fs"), "ops.npy:fs"
+    if rate is None:
+        raise _fail(d, "no frame rate (not in the config, no frame_rate.json/ops_summary.json with 'fs')",
+                    "set frame_rate_hz for this dataset in calcium.datasets (ops.npy is a pickle and is not read)")
+    rate = _check_rate(rate, d)
+    LOG.info("%s: %d of %d ROIs are cells; frame rate %g Hz from %s", d, int(keep.sum()), F.shape[0], rate, src)
+    rows = np.flatnonzero(keep)
+    cells = np.array([f"roi{r}" for r in rows])
+    Fk = F[rows].T.astype(np.float64)
+    extra = {}
+    if (d / "spks.npy").exists():
+        sp = _load_npy(d / "spks.npy", "spks.npy")
+        if sp.shape == F.shape:
+            extra["suite2p_spks"] = (("time", "cell"), sp[rows].T.astype(np.float64), {"long_name": "suite2p deconvolved activity"})
+    ds = _traces(Fk, rate, cells, f"suite2p:{d}", Fneu[rows].T, extra)
+    ds.attrs["frame_rate_source"] = str(src)
+    return ds
+
+
+def read_nwb_ophys(path, frame_rate_hz: float | None = None, series: str | None = None) -> xr.Dataset:
+    """An NWB file's ophys ``Fluorescence`` (or ``DfOverF``) RoiResponseSeries, with ROI ids from its table
+    region. A series named ``Neuropil`` in the same container (if any) becomes ``neuropil``."""
+    from pynwb import NWBHDF5IO
+
+    p = Path(path)
+    if not p.is_file():
+        raise _fail(p, "NWB file does not exist", "check the path")
+    try:
+        io = NWBHDF5IO(str(p), "r")
+        nwb = io.read()
+    except Exception as err:  # pynwb raises many kinds
+        raise _fail(p, f"cannot be read as NWB ({type(err).__name__}: {str(err).splitlines()[0][:120]})", "check that it is an NWB 2 file") from None
+    try:
+        ophys = nwb.processing.get("ophys") if nwb.processing else None
+        if ophys is None:
+            raise _fail(p, "has no 'ophys' processing module", "give an NWB file with optical physiology traces")
+        container = None
+        for name in ("Fluorescence", "DfOverF"):
+            if name in ophys.data_interfaces:
+                container = ophys.data_interfaces[name]
+                break
+        if container is None:
+            raise _fail(p, "ophys module has neither Fluorescence nor DfOverF", "store the traces as RoiResponseSeries")
+        names = list(container.roi_response_series)
+        if series is None:
+            series = next((n for n in names if n.lower() != "neuropil"), None)
+        if series not in container.roi_response_series:
+            raise _fail(p, f"no RoiResponseSeries {series!r} (found: {', '.join(names)})", "set options.series to one of them")
+        rrs = container.roi_response_series[series]
+        data = np.asarray(rrs.data[:], dtype=np.float64)
+        try:
+            ids = np.asarray(rrs.rois.table.id[:])[np.asarray(rrs.rois.data[:])]
+        except Exception:
+            ids = np.arange(data.shape[1])
+        if data.ndim != 2 or data.shape[1] != ids.size:
+            raise _fail(p, f"series {series!r} has shape {data.shape} for {ids.size} ROIs", "store (time, ROI) data")
+        rate = frame_rate_hz or rrs.rate
+        if rate is None and rrs.timestamps is not None:
+            ts = np.asarray(rrs.timestamps[:])
+            rate = 1.0 / float(np.median(np.diff(ts))) if ts.size > 1 else None
+        if rate is None:
+            raise _fail(p, "no frame rate (series has neither rate nor timestamps, none in config)", "set frame_rate_hz for this dataset")
+        rate = _check_rate(rate, p)
+        neuropil = None
+        if "Neuropil" in container.roi_response_series and series != "Neuropil":
+            neuropil = np.asarray(container.roi_response_series["Neuropil"].data[:], dtype=np.float64)
+            if neuropil.shape != data.shape:
+                neuropil = None
+        cells = np.array([f"roi{i}" for i in ids])
+        ds = _traces(data, rate, cells, f"nwb:{p}:{series}", neuropil)
+        if container.name == "DfOverF":
+            ds.attrs["already_dff"] = 1
+        return ds
+    finally:
+        io.close()
+
+
+def read_array(path, frame_rate_hz: float | None = None, key: str | None = None, neuropil_key: str | None = None) -> xr.Dataset:
+    """A plain (time, neuron) array: ``.npy``, ``.csv`` (header row of cell names optional) or HDF5 (``key``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise _fail(p, "array file does not exist", "check the path")
+    neuropil = None
+    cells = None
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        F = _load_npy(p, "array")
+    elif suffix == ".csv":
+        import pandas as pd
+
+        df = pd.read_csv(p)
+        if all(str(c).replace(".", "").replace("-", "").isdigit() for c in df.columns):
+            df = pd.read_csv(p, header=None)
+        F = df.to_numpy(dtype=np.float64)
+        cells = [str(c) for c in df.columns]
+    elif suffix in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(p, "r") as fh:
+            k = key or next((n for n in fh if isinstance(fh[n], h5py.Dataset)), None)
+            if k is None or k not in fh:
+                raise _fail(p, f"no dataset {key!r} in the HDF5 file", "set options.key to the (time, neuron) dataset")
+            F = np.asarray(fh[k][()], dtype=np.float64)
+            if neuropil_key:
+                neuropil = np.asarray(fh[neuropil_key][()], dtype=np.float64)
+    else:
+        raise _fail(p, f"unknown array format {suffix!r}", "use .npy, .csv or .h5/.hdf5 (time x neuron)")
+    if F.ndim != 2:
+        raise _fail(p, f"has shape {F.shape}, expected (time, neuron)", "save a 2-D array, one column per neuron")
+    rate = frame_rate_hz
+    if rate is None:
+        rate, _ = _sidecar_rate([p.with_suffix(p.suffix + ".json"), p.with_suffix(".json")])
+    if rate is None:
+        raise _fail(p, "no frame rate (none in the config, no JSON sidecar with frame_rate_hz)", "set frame_rate_hz for this dataset")
+    rate = _check_rate(rate, p)
+    cells = cells or [f"n{i:03d}" for i in range(F.shape[1])]
+    return _traces(F.astype(np.float64), rate, cells, f"array:{p}", neuropil)
+
+
+def detect_calcium_format(path) -> str:
+    p = Path(path)
+    if p.is_dir():
+        return "suite2p"
+    s = p.suffix.lower()
+    return {".nwb": "nwb", ".npy": "npy", ".csv": "csv", ".h5": "hdf5", ".hdf5": "hdf5"}.get(s, "unknown")
+
+
+def read_calcium(path, format: str = "auto", frame_rate_hz: float | None = None, options: dict[str, Any] | None = None,
+                 drop_bad_cells: bool = False) -> xr.Dataset:
+    """Read any supported calcium source into a ``calcium_traces`` dataset (without file attributes); all-NaN or
+    constant ROIs are an error, or dropped with ``drop_bad_cells`` (see :func:`check_cells`)."""
+    options = dict(options or {})
+    fmt = detect_calcium_format(path) if format == "auto" else format
+    if fmt == "suite2p":
+        ds = read_suite2p(path, frame_rate_hz, **options)
+    elif fmt == "nwb":
+        ds = read_nwb_ophys(path, frame_rate_hz, **options)
+    elif fmt in ("npy", "csv", "hdf5"):
+        ds = read_array(path, frame_rate_hz, **options)
+    else:
+        raise _fail(path, f"cannot tell the calcium format ({fmt})", f"set format to one of {', '.join(CALCIUM_FORMATS[1:])}")
+    return check_cells(path, ds, drop_bad_cells)

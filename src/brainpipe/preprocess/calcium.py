@@ -1,0 +1,254 @@
+"""Calcium preprocessing: neuropil subtraction, dF/F on a running-percentile baseline, AR(1) deconvolution.
+
+Order of operations in :func:`preprocess_calcium`:
+
+1. bad cells: a cell whose fluorescence is all NaN, or constant, is an error (one line naming the cells), or is
+   dropped with a log line when ``drop_bad_cells`` is true; isolated NaN frames are an error (mask them upstream);
+2. neuropil subtraction: Fc = F - ``neuropil_coef`` x Fneu (when the data carry ``neuropil``; default 0.7);
+3. baseline: F0 = running ``percentile`` of Fc over a centred window of ``window_s`` seconds (computed every
+   ``window/20`` frames and interpolated linearly between; edges use the nearest full window);
+4. dF/F = (Fc - F0) / F0. A baseline F0 <= 0 anywhere is an error naming the cells (lower ``neuropil_coef`` or
+   check the traces): dividing by a non-positive baseline has no meaning;
+5. events: :func:`oasis_ar1` on each cell's dF/F (non-negative AR(1) deconvolution by pool-adjacent-violators;
+   decay ``g`` from ``tau_s`` or estimated from the autocovariance; minimum event size ``s_min`` =
+   ``min_event_snr`` x the cell's noise SD, which is estimated from the median absolute first difference; the
+   noise floor is taken as the 25th percentile + 0.674 SD and subtracted first);
+6. :func:`events_to_counts`: events >= ``s_min`` counted per bin of ``bin_frames`` frames (spike_counts).
+
+Traces that are dF/F already (attr ``already_dff``, e.g. an NWB DfOverF series) skip steps 2-4.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import xarray as xr
+
+from brainpipe.errors import InputError
+
+LOG = logging.getLogger("brainpipe.preprocess.calcium")
+
+
+def _short(items, n=5) -> str:
+    items = [str(i) for i in items]
+    return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def bad_cells(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks over cells: (all NaN, constant over time ignoring NaNs)."""
+    finite = np.isfinite(F)
+    all_nan = ~finite.any(axis=0)
+    hi = np.where(finite, F, -np.inf).max(axis=0, initial=-np.inf)
+    lo = np.where(finite, F, np.inf).min(axis=0, initial=np.inf)
+    constant = ~all_nan & ~(hi > lo)
+    return all_nan, constant
+
+
+def running_percentile(x: np.ndarray, window: int, percentile: float, step: int | None = None) -> np.ndarray:
+    """Running percentile of each column of x (time, n) over a centred window of ``window`` frames.
+
+    Evaluated every ``step`` frames (default window // 20) and linearly interpolated; near the edges the
+    nearest full window is used. Memory: one block of (n_centres, window) per column chunk."""
+    T, n = x.shape
+    window = int(min(max(window, 1), T))
+    step = int(step or max(1, window // 20))
+    starts = np.arange(0, T - window + 1, step)
+    if starts[-1] != T - window:
+        starts = np.append(starts, T - window)
+    centres = starts + (window - 1) / 2.0
+    out = np.empty_like(x, dtype=np.float64)
+    chunk = max(1, int(2e7 // max(1, starts.size * window)))
+    t = np.arange(T)
+    for lo in range(0, n, chunk):
+        cols = x[:, lo : lo + chunk]
+        v = np.lib.stride_tricks.sliding_window_view(cols, window, axis=0)[starts]  # (n_c, cols, window)
+        q = np.percentile(v, percentile, axis=2)
+        for k in range(q.shape[1]):
+            out[:, lo + k] = np.interp(t, centres, q[:, k])
+    return out
+
+
+def noise_sd(y: np.ndarray) -> np.ndarray:
+    """Noise SD per column from the median absolute first difference (robust to sparse events):
+    sd = median|dy| / (0.6745 * sqrt(2))."""
+    d = np.diff(y, axis=0)
+    return np.median(np.abs(d), axis=0) / (0.6745 * math.sqrt(2.0))
+
+
+def estimate_g(y: np.ndarray) -> float:
+    """AR(1) decay from the autocovariance at lags 1 and 2 (lag 0 carries the noise): g = acov(2)/acov(1),
+    clipped to [0.5, 0.995]."""
+    y = y - y.mean()
+    a1 = float(np.dot(y[1:], y[:-1]))
+    a2 = float(np.dot(y[2:], y[:-2]))
+    if a1 <= 0:
+        return 0.9
+    return float(np.clip(a2 / a1, 0.5, 0.995))
+
+
+def oasis_ar1(y: np.ndarray, g: float, lam: float = 0.0, s_min: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative AR(1) deconvolution (OASIS; Friedrich, Zhou & Paninski 2017), written here.
+
+    Solves min_c 1/2 ||c - y||^2 + lam ||s||_1 with s_t = c_t - g c_{t-1} >= 0 (and s_t >= ``s_min`` where s_t > 0,
+    the thresholded variant) by pool-adjacent-violators: each pool is a run where c decays freely from a value v;
+    a new pool merges into the previous one while it violates v_new >= g^len v_prev + s_min.
+    Returns (c, s), both of y's length.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    T = y.size
+    yy = y - lam * (1 - g)
+    yy[-1] = y[-1] - lam
+    # pools as parallel lists: value, weight, start, length
+    v = np.empty(T)
+    w = np.empty(T)
+    t0 = np.empty(T, dtype=np.int64)
+    ln = np.empty(T, dtype=np.int64)
+    gpow_cache = {}
+
+    def gp(k: int) -> float:
+        r = gpow_cache.get(k)
+        if r is None:
+            r = g**k
+            gpow_cache[k] = r
+        return r
+
+    i = -1
+    for t in range(T):
+        i += 1
+        v[i], w[i], t0[i], ln[i] = yy[t], 1.0, t, 1
+        while i > 0:
+            gl = gp(int(ln[i - 1]))
+            if v[i] >= gl * v[i - 1] + s_min:
+                break
+            # merge pool i into i-1
+            g2 = gl * gl
+            v[i - 1] = (w[i - 1] * v[i - 1] + gl * w[i] * v[i]) / (w[i - 1] + g2 * w[i])
+            w[i - 1] = w[i - 1] + g2 * w[i]
+            ln[i - 1] += ln[i]
+            i -= 1
+    c = np.empty(T)
+    for k in range(i + 1):
+        L = int(ln[k])
+        c[t0[k] : t0[k] + L] = max(v[k], 0.0) * g ** np.arange(L)
+    s = np.empty(T)
+    s[0] = c[0]
+    s[1:] = c[1:] - g * c[:-1]
+    s[s < 1e-12] = 0.0
+    return c, s
+
+
+def deconvolve(dff: np.ndarray, frame_rate_hz: float, tau_s: float | None = None, min_event_snr: float = 3.0,
+               lam: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Run :func:`oasis_ar1` on each column of dF/F. Returns (events, denoised calcium, g per cell, s_min per cell)."""
+    T, n = dff.shape
+    sd = noise_sd(dff)
+    events = np.zeros_like(dff, dtype=np.float64)
+    calcium = np.zeros_like(dff, dtype=np.float64)
+    gs = np.zeros(n)
+    smins = np.zeros(n)
+    for k in range(n):
+        g = math.exp(-1.0 / (tau_s * frame_rate_hz)) if tau_s else estimate_g(dff[:, k])
+        # noise floor b: the 25th percentile sits 0.674 noise SD below the floor when events fill < half the frames
+        y = dff[:, k] - (np.percentile(dff[:, k], 25) + 0.674 * sd[k])
+        smin = float(min_event_snr * sd[k])
+        c, s = oasis_ar1(y, g, lam=lam, s_min=smin)
+        events[:, k], calcium[:, k], gs[k], smins[k] = s, c, g, smin
+    return events, calcium, gs, smins
+
+
+def preprocess_calcium(
+    traces: xr.Dataset,
+    neuropil_coef: float = 0.7,
+    window_s: float = 60.0,
+    percentile: float = 10.0,
+    tau_s: float | None = None,
+    min_event_snr: float = 3.0,
+    drop_bad_cells: bool = False,
+    source: str = "traces",
+) -> xr.Dataset:
+    """A ``calcium_traces`` dataset with ``dff`` and ``events`` added (see the module docstring for the order)."""
+    fs = float(traces.attrs["frame_rate_hz"])
+    F = np.asarray(traces["fluorescence"].values, dtype=np.float64)
+    cells = np.asarray(traces["cell"].values)
+    all_nan, constant = bad_cells(F)
+    bad = all_nan | constant
+    if bad.any():
+        what = ("all-NaN cell(s) " + _short(cells[all_nan]) if all_nan.any() else "") + (
+            ("; " if all_nan.any() else "") + "constant cell(s) " + _short(cells[constant]) if constant.any() else ""
+        )
+        if not drop_bad_cells:
+            raise InputError(
+                f"{source}: {what}: no signal to normalise; drop them upstream (e.g. iscell) or set "
+                "calcium.preprocess.drop_bad_cells: true"
+            )
+        LOG.warning("%s: dropping %s", source, what)
+        traces = traces.isel(cell=np.flatnonzero(~bad))
+        F = F[:, ~bad]
+        cells = cells[~bad]
+        if not cells.size:
+            raise InputError(f"{source}: no cell left after dropping bad cells; check the recording")
+    if not np.isfinite(F).all():
+        bad_c = cells[~np.isfinite(F).all(axis=0)]
+        raise InputError(f"{source}: NaN/inf frames in cell(s) {_short(bad_c)}; interpolate or drop those frames upstream")
+    if int(traces.attrs.get("already_dff", 0)):  # e.g. an NWB DfOverF series: steps 2-4 were done upstream
+        dff, F0 = F, np.full_like(F, np.nan)
+        return _with_events(traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile)
+    Fc = F
+    if "neuropil" in traces and neuropil_coef > 0:
+        Fc = F - neuropil_coef * np.asarray(traces["neuropil"].values, dtype=np.float64)
+    T = Fc.shape[0]
+    window = int(round(window_s * fs))
+    if window < 3 or window > T:
+        raise InputError(
+            f"{source}: baseline window {float(window_s)} s = {window} frames but the recording has {T} frames at {fs} Hz; "
+            f"set calcium.preprocess.baseline.window_s between {3 / fs:.3g} and {T / fs:.4g} s"
+        )
+    F0 = running_percentile(Fc, window, percentile)
+    nonpos = ~(F0 > 0).all(axis=0)
+    if nonpos.any():
+        raise InputError(
+            f"{source}: baseline F0 <= 0 in cell(s) {_short(cells[nonpos])} after neuropil subtraction with "
+            f"coefficient {neuropil_coef}; lower calcium.preprocess.neuropil_coef or drop those cells"
+        )
+    dff = (Fc - F0) / F0
+    return _with_events(traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile)
+
+
+def _with_events(traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile) -> xr.Dataset:
+    events, _, gs, smins = deconvolve(dff, fs, tau_s, min_event_snr)
+    out = traces.copy()
+    out["dff"] = (("time", "cell"), dff, {"units": "1", "long_name": "dF/F (running-percentile baseline)"})
+    out["events"] = (("time", "cell"), events, {"units": "1", "long_name": "inferred events (OASIS AR(1), dF/F units)"})
+    out["baseline"] = (("time", "cell"), F0, {"units": "a.u.", "long_name": "F0: running percentile of F - r Fneu (NaN: given as dF/F)"})
+    out["ar1_g"] = ("cell", gs, {"long_name": "AR(1) decay per frame used for deconvolution"})
+    out["event_threshold"] = ("cell", smins, {"units": "1", "long_name": "minimum event size (s_min)"})
+    out.attrs.update({"neuropil_coef": float(neuropil_coef), "baseline_window_s": float(window_s),
+                      "baseline_percentile": float(percentile), "min_event_snr": float(min_event_snr)})
+    return out
+
+
+def events_to_counts(processed: xr.Dataset, bin_frames: int, fractions, n_blocks: int) -> xr.Dataset:
+    """``spike_counts`` from the inferred events: per bin of ``bin_frames`` frames, the number of frames with an
+    event (events are 0 or >= the cell's threshold), plus a time-block split as bin_spikes makes."""
+    from brainpipe.preprocess.spikes import time_block_split
+
+    fs = float(processed.attrs["frame_rate_hz"])
+    ev = np.asarray(processed["events"].values) > 0
+    T = ev.shape[0] // bin_frames * bin_frames
+    counts = ev[:T].reshape(-1, bin_frames, ev.shape[1]).sum(axis=1).astype(np.int64)
+    bw = bin_frames / fs
+    t0 = float(processed["time"].values[0])
+    time = t0 + (np.arange(counts.shape[0]) + 0.5) * bw
+    split = time_block_split(counts.shape[0], fractions, n_blocks)
+    return xr.Dataset(
+        {
+            "counts": (("time", "unit"), counts, {"units": "1", "long_name": "inferred calcium events per bin"}),
+            "split": ("time", split, {"flag_values": [0, 1, 2], "flag_meanings": "train validation test"}),
+        },
+        coords={"time": ("time", time.astype(np.float64), {"units": "s"}), "unit": np.asarray(processed["cell"].values).astype(str)},
+        attrs={"bin_width_s": bw, "source": "calcium events", "observed": "continuous",
+               "split_n_blocks": int(n_blocks), "split_fractions": " ".join(f"{k}={v}" for k, v in dict(fractions).items()),
+               "split_rule": "time blocks"},
+    )

@@ -1,0 +1,167 @@
+"""Calcium imaging of several animals whose neurons form communities that are co-active in turn.
+
+Design: one generator call = one animal (one calcium dataset). The *shared network* (neuron identities, planted
+communities, epochs) is drawn from ``seed`` alone, so every animal simulated with the same ``seed`` and
+``n_animals`` shares it; the ``animal`` index (0-based) seeds what differs per animal: which neurons it has (a
+partly different subset, so the stacked tensor has missing pairs), spikes, baselines, neuropil and noise. A
+connectome study then lists the animals' datasets. Cells are named by their shared identity (``n000`` ...),
+like NeuroPAL identities across worms.
+
+Generative model per animal (frames at ``frame_rate_hz``):
+
+1. epochs: the session is cut into ``n_communities`` equal epochs; community r is co-active in epoch r;
+2. spikes: private events Bernoulli(``private_rate_hz``/fs) per neuron and frame; shared events of the active
+   community Bernoulli(``shared_rate_hz``/fs) per frame, each member joining with probability ``participation``
+   and a jitter of 0-``jitter_frames`` frames; amplitudes Exp(1) (private) and 1.5 x U(0.7, 1.3) (shared);
+3. calcium: c = spikes * exp(-t / ``tau_s``) (GCaMP-like fast rise, exponential decay), dF/F = ``dff_per_spike`` c;
+4. fluorescence: F = F0 (1 + dF/F) (1 - ``bleach_fraction`` t/T) + ``neuropil_coef`` N + noise (SD
+   ``noise_sd`` x F0), with F0 ~ U(50, 150); neuropil N = a slow shared background + a slow per-cell part;
+   the neuropil trace given is N plus a little noise.
+
+Truth (``model_fit``, role truth): ``membership(neuron, community)`` over all neurons, ``present(neuron)`` in this
+animal, ``epoch_start_s/epoch_stop_s(community)``, the planted ``spikes(time, cell)`` and ``dff_true(time, cell)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import xarray as xr
+from scipy.ndimage import gaussian_filter1d
+from scipy.signal import lfilter
+
+from brainpipe.errors import ConfigError
+from brainpipe.simulate.base import Simulation, register
+
+
+@dataclass
+class CalciumCommunitiesParams:
+    """Parameters of :func:`calcium_communities` (times in seconds, rates in Hz)."""
+
+    animal: int = 0
+    n_animals: int = 3
+    n_neurons: int = 40
+    n_communities: int = 3
+    community_size: int = 8
+    present_fraction: float = 0.9
+    n_frames: int = 6000
+    frame_rate_hz: float = 10.0
+    private_rate_hz: float = 0.1
+    shared_rate_hz: float = 0.4
+    participation: float = 0.9
+    jitter_frames: int = 1
+    tau_s: float = 1.0
+    dff_per_spike: float = 0.6
+    noise_sd: float = 0.05
+    neuropil_coef: float = 0.7
+    bleach_fraction: float = 0.1
+
+    def __post_init__(self):
+        checks = [
+            (self.n_animals >= 1 and 0 <= self.animal < self.n_animals, "need 0 <= animal < n_animals"),
+            (self.n_communities >= 1 and self.community_size >= 2, "need n_communities >= 1 and community_size >= 2"),
+            (self.n_communities * self.community_size <= self.n_neurons, "communities must fit in n_neurons"),
+            (0 < self.present_fraction <= 1, "present_fraction must be in (0, 1]"),
+            (self.n_frames >= 10 * self.n_communities, "n_frames must be >= 10 per community epoch"),
+            (self.frame_rate_hz > 0 and self.tau_s > 0, "frame_rate_hz and tau_s must be > 0"),
+            (self.private_rate_hz >= 0 and self.shared_rate_hz >= 0, "rates must be >= 0"),
+            (max(self.private_rate_hz, self.shared_rate_hz) < self.frame_rate_hz, "rates must be below the frame rate"),
+            (0 < self.participation <= 1, "participation must be in (0, 1]"),
+            (self.noise_sd >= 0 and self.neuropil_coef >= 0 and 0 <= self.bleach_fraction < 1, "noise_sd, neuropil_coef >= 0; bleach_fraction in [0, 1)"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"simulator 'calcium_communities': {msg}")
+
+
+def _present(p: CalciumCommunitiesParams, rng_net: np.random.Generator) -> np.ndarray:
+    """(n_animals, n_neurons) presence: each animal lacks a different ~(1-present_fraction) of the neurons,
+    including some community members (at most a quarter of any community, so each stays detectable)."""
+    n_missing = int(round((1 - p.present_fraction) * p.n_neurons))
+    pres = np.ones((p.n_animals, p.n_neurons), dtype=bool)
+    for a in range(p.n_animals):
+        cand = rng_net.permutation(p.n_neurons)
+        dropped: list[int] = []
+        per_comm = np.zeros(p.n_communities, int)
+        for n in cand:
+            if len(dropped) >= n_missing:
+                break
+            c = n // p.community_size
+            if c < p.n_communities:
+                if per_comm[c] >= max(1, p.community_size // 4):
+                    continue
+                per_comm[c] += 1
+            dropped.append(int(n))
+        pres[a, dropped] = False
+    return pres
+
+
+@register("calcium_communities", CalciumCommunitiesParams, "calcium")
+def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
+    """Calcium traces of one animal of a multi-animal study with communities co-active in turn, with truth."""
+    rng_net = np.random.default_rng([seed, 0])
+    perm = rng_net.permutation(p.n_neurons)  # community members are scattered over the identities
+    membership = np.zeros((p.n_neurons, p.n_communities), dtype=np.int8)
+    for c in range(p.n_communities):
+        membership[perm[c * p.community_size : (c + 1) * p.community_size], c] = 1
+    order_ids = np.argsort(perm)  # position of each neuron in the community layout
+    pres_layout = _present(p, rng_net)  # in layout order (first community_size*n_comm are communities)
+    present = pres_layout[:, order_ids]  # back to identity order
+    rng = np.random.default_rng([seed, 1 + p.animal])
+
+    T, N, fs = p.n_frames, p.n_neurons, p.frame_rate_hz
+    edges = np.linspace(0, T, p.n_communities + 1).round().astype(int)
+    spikes = (rng.random((T, N)) < p.private_rate_hz / fs) * rng.exponential(1.0, (T, N))
+    for c in range(p.n_communities):
+        lo, hi = edges[c], edges[c + 1]
+        members = np.flatnonzero(membership[:, c])
+        events = np.flatnonzero(rng.random(hi - lo) < p.shared_rate_hz / fs) + lo
+        for t in events:
+            join = members[rng.random(members.size) < p.participation]
+            shift = rng.integers(0, p.jitter_frames + 1, join.size)
+            tt = np.minimum(t + shift, T - 1)
+            spikes[tt, join] += 1.5 * rng.uniform(0.7, 1.3, join.size)
+    g = np.exp(-1.0 / (p.tau_s * fs))
+    calcium = lfilter([1.0], [1.0, -g], spikes, axis=0)
+    dff = p.dff_per_spike * calcium
+    f0 = rng.uniform(50.0, 150.0, N)
+    bleach = 1.0 - p.bleach_fraction * np.arange(T) / T
+    shared_np = gaussian_filter1d(rng.standard_normal(T), 5 * fs) * np.sqrt(10 * fs)
+    own_np = gaussian_filter1d(rng.standard_normal((T, N)), 2 * fs, axis=0) * np.sqrt(4 * fs)
+    neuropil = 60.0 + 8.0 * shared_np[:, None] + 4.0 * own_np
+    F = f0 * (1.0 + dff) * bleach[:, None] + p.neuropil_coef * neuropil + p.noise_sd * f0 * rng.standard_normal((T, N))
+    Fneu = neuropil + 1.0 * rng.standard_normal((T, N))
+
+    keep = np.flatnonzero(present[p.animal])
+    ids = np.array([f"n{i:03d}" for i in range(N)])
+    time = np.arange(T, dtype=np.float64) / fs
+    src = f"simulate:calcium_communities animal {p.animal}"
+    data = xr.Dataset(
+        {
+            "fluorescence": (("time", "cell"), F[:, keep], {"units": "a.u.", "long_name": "raw fluorescence"}),
+            "neuropil": (("time", "cell"), Fneu[:, keep], {"units": "a.u.", "long_name": "neuropil fluorescence"}),
+        },
+        coords={"time": ("time", time, {"units": "s"}), "cell": ("cell", ids[keep])},
+        attrs={"frame_rate_hz": fs, "source": src, "animal": int(p.animal)},
+    )
+    truth = xr.Dataset(
+        {
+            "membership": (("neuron", "community"), membership, {"long_name": "1 if the neuron is in the community"}),
+            "present": (("animal", "neuron"), present.astype(np.int8), {"long_name": "1 if the animal has the neuron"}),
+            "epoch_start_s": ("community", edges[:-1] / fs, {"units": "s"}),
+            "epoch_stop_s": ("community", edges[1:] / fs, {"units": "s"}),
+            "spikes": (("time", "cell"), spikes[:, keep], {"long_name": "planted spike amplitudes per frame"}),
+            "dff_true": (("time", "cell"), dff[:, keep], {"units": "1", "long_name": "true dF/F"}),
+            "f0": ("cell", f0[keep], {"units": "a.u.", "long_name": "baseline fluorescence at t=0"}),
+        },
+        coords={
+            "neuron": ids, "community": np.arange(p.n_communities), "animal": np.arange(p.n_animals),
+            "time": ("time", time, {"units": "s"}), "cell": ids[keep],
+        },
+        attrs={
+            "model": "calcium_communities", "role": "truth", "animal_index": int(p.animal), "ar1_g": float(g),
+            "tau_s": p.tau_s, "frame_rate_hz": fs, "neuropil_coef": p.neuropil_coef, "params": str(asdict(p)),
+        },
+    )
+    return Simulation(data=data, truth=truth, data_kind="calcium_traces")

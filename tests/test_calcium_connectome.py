@@ -1,0 +1,147 @@
+"""Dynamic connectome: masked non-negative CP-HALS on planted tensors, the affinity tensor (in memory and chunked
+zarr), and the whole method against the simulator's planted communities with the issue's bars."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from brainpipe.data import make_provenance, read
+from brainpipe.errors import InputError
+from brainpipe.evaluate.connectome import connectome_metrics, merge_truths
+from brainpipe.models.connectome import (
+    AnimalTraces,
+    DynamicConnectome,
+    build_tensor,
+    factor_match_score,
+    masked_ncp_hals,
+    write_tensor_zarr,
+)
+from brainpipe.preprocess.calcium import preprocess_calcium
+from brainpipe.simulate import simulate
+
+
+def _planted_cp(rng, shape=(40, 30, 6), rank=3, sparsity=0.5):
+    factors = [rng.random((n, rank)) * (rng.random((n, rank)) > sparsity) for n in shape]
+    X = np.einsum("ir,jr,kr->ijk", *factors)
+    return factors, X
+
+
+def test_ncp_hals_recovers_a_planted_nonnegative_cp():
+    rng = np.random.default_rng(0)
+    factors, X = _planted_cp(rng)
+    res = masked_ncp_hals(torch.tensor(X), 3, n_iter_max=500, tol=1e-10, seed=1)
+    assert res.errors[-1] < 1e-3
+    assert factor_match_score(factors, [f.numpy() for f in res.factors])[0] > 0.99
+    # HALS never increases the error (up to rounding in the Gram-identity error near 0)
+    assert all(e2 <= e1 + 1e-6 for e1, e2 in zip(res.errors, res.errors[1:], strict=False))
+    assert res.to_tensor().dtype == torch.float64
+
+
+def test_masked_fit_ignores_the_missing_entries():
+    rng = np.random.default_rng(1)
+    factors, X = _planted_cp(rng, sparsity=0.0)  # dense factors: every missing entry is identifiable
+    mask = rng.random((40, 1, 6)) > 0.25  # whole fibres missing, as pairs an animal lacks
+    corrupted = X.copy()
+    corrupted[~np.broadcast_to(mask, X.shape)] = 50.0  # garbage where missing
+    res = masked_ncp_hals(torch.tensor(corrupted), 3, torch.tensor(mask), n_iter_max=800, tol=1e-12, seed=2)
+    fit = res.to_tensor().numpy()
+    assert np.abs(fit - X).max() / X.max() < 0.02  # the missing entries are predicted, not fitted to garbage
+    plain = masked_ncp_hals(torch.tensor(corrupted), 3, n_iter_max=300, seed=2).to_tensor().numpy()
+    assert np.abs(plain - X).max() / X.max() > 0.5
+
+
+def test_float32_input_stays_float32_on_its_device():
+    rng = np.random.default_rng(2)
+    _, X = _planted_cp(rng)
+    res = masked_ncp_hals(torch.tensor(X, dtype=torch.float32), 3, n_iter_max=50, seed=0)
+    assert all(f.dtype == torch.float32 and f.device.type == "cpu" for f in res.factors)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_output_on_cuda():
+    rng = np.random.default_rng(3)
+    factors, X = _planted_cp(rng)
+    Xc = torch.tensor(X, dtype=torch.float32, device="cuda")
+    mask = torch.ones((40, 1, 6), dtype=torch.bool, device="cuda")
+    mask[:5, 0, 0] = False
+    res = masked_ncp_hals(Xc, 3, mask, n_iter_max=500, tol=1e-9, seed=1)
+    assert all(f.device.type == "cuda" for f in res.factors) and res.weights.device.type == "cuda"
+    assert factor_match_score(factors, [f.cpu().numpy() for f in res.factors])[0] > 0.98
+
+
+def _animals(n_animals=3, seed=0, **params):
+    base = {"n_neurons": 30, "n_frames": 3000, "n_animals": n_animals}
+    base.update(params)
+    sims = [simulate("calcium_communities", {**base, "animal": a}, seed=seed) for a in range(n_animals)]
+    procs = [preprocess_calcium(s.data, window_s=60) for s in sims]
+    animals = [AnimalTraces(f"a{k}", p["dff"].values, [str(c) for c in p["cell"].values], 10.0) for k, p in enumerate(procs)]
+    return sims, animals
+
+
+@pytest.fixture(scope="module")
+def study():
+    sims, animals = _animals()
+    return sims, animals, build_tensor(animals, window_s=5.0, stride_s=2.5)
+
+
+def test_tensor_has_the_missing_pairs_masked(study):
+    sims, animals, tensor = study
+    n = tensor.sizes["neuron"]
+    assert tensor.sizes["pair"] == n * (n - 1) // 2 and tensor.sizes["animal"] == 3
+    mask = tensor["mask"].values.astype(bool)
+    assert 0.5 < mask.mean() < 1.0  # each animal lacks some neurons
+    assert (tensor["affinity"].values[~mask[:, None, :].repeat(tensor.sizes["window"], 1)] == 0).all()
+    present = sims[0].truth["present"].values
+    neurons = list(tensor["neuron"].values)
+    i, j = tensor["pair_i"].values, tensor["pair_j"].values
+    expect = present[:, [int(x[1:]) for x in neurons]]
+    np.testing.assert_array_equal(mask, (expect[:, i] & expect[:, j]).T.astype(bool))
+
+
+def test_chunked_zarr_tensor_equals_the_in_memory_one(study, tmp_path):
+    _, animals, tensor = study
+    path = tmp_path / "tensor.zarr"
+    # a memory budget that forces several window chunks
+    write_tensor_zarr(path, animals, make_provenance("test", {}), window_s=5.0, stride_s=2.5, memory_mb=0.5)
+    z = read(path, "affinity_tensor")
+    assert z["affinity"].encoding["chunks"][1] < tensor.sizes["window"]
+    np.testing.assert_allclose(z["affinity"].values, tensor["affinity"].values, rtol=1e-6)
+    np.testing.assert_array_equal(z["time"].values, tensor["time"].values)
+
+
+def test_window_longer_than_recording_is_one_line(study, tmp_path):
+    _, animals, _ = study
+    with pytest.raises(InputError) as err:
+        write_tensor_zarr(tmp_path / "t.zarr", animals, make_provenance("test", {}), window_s=400.0)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("a0: affinity window 400.0 s (4000 frames) is longer than the recording (3000 frames")
+    assert "set calcium.connectome.affinity.window_s below 300 s" in msg
+    assert not list(tmp_path.iterdir())  # nothing left behind
+
+
+def test_connectome_meets_the_bars_on_planted_communities(study):
+    """The issue's bars: FMS >= 0.90 at the true rank; stability picks the true rank; Jaccard >= 0.9; epoch peaks."""
+    sims, _, tensor = study
+    model = DynamicConnectome(ranks=[2, 3, 4], restarts=4, device="cpu", seed=0).fit(tensor)
+    fit = model.to_dataset(tensor)
+    m = connectome_metrics(fit, tensor, merge_truths([s.truth for s in sims]))
+    assert m["factor_match_score"] >= 0.90, m
+    assert m["selected_rank_is_true"] == 1.0, model.stability_
+    assert m["community_jaccard_min"] >= 0.9, m
+    assert m["epoch_peak_fraction"] == 1.0, m
+    assert model.stability_[4] < 0.9  # one component too many is unstable
+
+
+def test_shuffled_time_destroys_the_structure():
+    """A control that can fail: with each neuron's trace circularly shifted at random, there are no communities."""
+    sims, animals = _animals(n_animals=2, seed=1, n_neurons=24, n_frames=2000)
+    rng = np.random.default_rng(0)
+    for a in animals:
+        a.dff = np.stack([np.roll(a.dff[:, k], rng.integers(200, 1800)) for k in range(a.dff.shape[1])], 1)
+    tensor = build_tensor(animals, window_s=5.0, stride_s=2.5)
+    model = DynamicConnectome(ranks=[3], restarts=2, device="cpu").fit(tensor)
+    m = connectome_metrics(model.to_dataset(tensor), tensor, merge_truths([s.truth for s in sims]))
+    assert m["factor_match_score"] < 0.5 and m["community_jaccard_min"] < 0.5, m

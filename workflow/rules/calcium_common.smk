@@ -1,0 +1,95 @@
+# Calcium branch: config views, wildcard constraints, and every input/params function of workflow/rules/calcium.smk.
+CALCIUM = config["calcium"]
+CA_DATASETS = CALCIUM["datasets"]
+CA_SIMULATED = sorted(k for k, v in CA_DATASETS.items() if "simulate" in v)
+CA_FROM_FILE = sorted(k for k, v in CA_DATASETS.items() if "path" in v)
+CONNECTOME = CALCIUM["connectome"]
+CA_STUDIES = sorted(CONNECTOME["studies"]) if CONNECTOME["enabled"] else []
+FROM_CALCIUM = sorted(k for k, v in SPIKE_DATASETS.items() if "from_calcium" in v)
+
+
+wildcard_constraints:
+    cadataset=names_regex(sorted(CA_DATASETS)),
+    study=names_regex(CA_STUDIES),
+
+
+def ca_simulate_params(wildcards):
+    return CA_DATASETS[wildcards.cadataset]["simulate"]
+
+
+def ca_ingest_params(wildcards):
+    ds = CA_DATASETS[wildcards.cadataset]
+    keys = ("path", "format", "frame_rate_hz", "options", "drop_bad_cells")
+    return {k: v for k, v in ds.items() if k in keys}
+
+
+def ca_preprocess_params(wildcards):
+    return merged(
+        CALCIUM["preprocess"], CA_DATASETS[wildcards.cadataset].get("preprocess", {})
+    )
+
+
+def ca_source(wildcards):
+    return CA_DATASETS[wildcards.cadataset]["path"]
+
+
+def ca_study_processed(wildcards):
+    return expand(
+        "results/calcium/{d}/processed.nc",
+        d=CONNECTOME["studies"][wildcards.study]["datasets"],
+    )
+
+
+def ca_study_truths(wildcards):
+    names = CONNECTOME["studies"][wildcards.study]["datasets"]
+    if all(d in CA_SIMULATED for d in names):
+        return expand("results/calcium/{d}/truth.nc", d=names)
+    return []
+
+
+def ca_tensor_params(wildcards):
+    return {"affinity": CONNECTOME["affinity"], "memory_mb": CONNECTOME["memory_mb"]}
+
+
+def ca_fit_params(wildcards):
+    return merged(
+        CONNECTOME["model"], CONNECTOME["studies"][wildcards.study].get("model", {})
+    )
+
+
+def ca_fit_gpus(wildcards):
+    """1 GPU unless the factorization is pinned to the CPU (``device: cpu``)."""
+    return 0 if ca_fit_params(wildcards).get("device") == "cpu" else 1
+
+
+def ca_eval_params(wildcards):
+    entry = CONNECTOME["studies"][wildcards.study]
+    return {
+        "bars": merged(CONNECTOME["bars"], entry.get("bars", {})),
+        "study": wildcards.study,
+    }
+
+
+def ca_counts_input(wildcards):
+    return f"results/calcium/{SPIKE_DATASETS[wildcards.dataset]['from_calcium']}/processed.nc"
+
+
+def calcium_metrics():
+    return expand("results/calcium/{s}/connectome/metrics.nc", s=CA_STUDIES)
+
+
+def calcium_final_outputs():
+    return (
+        expand("results/calcium/{d}/processed.nc", d=sorted(CA_DATASETS))
+        + calcium_metrics()
+    )
+
+
+def calcium_report_inputs():
+    return {
+        "calcium__metrics": calcium_metrics(),
+        "calcium__fits": expand("results/calcium/{s}/connectome/fit.nc", s=CA_STUDIES),
+        "calcium__processed": expand(
+            "results/calcium/{d}/processed.nc", d=sorted(CA_DATASETS)
+        ),
+    }
