@@ -9,7 +9,8 @@ from snakemake.exceptions import WorkflowError
 
 def _schema_path():
     """The study schema in place, so the branch schemas beside it are merged in (workflow.source_path gives a
-    cached copy of the one file, without them); the cached copy only for a remote workflow."""
+    cached copy of the one file, without them); the cached copy only for a remote workflow.
+    """
     p = Path(str(workflow.current_basedir)) / ".." / "schemas" / "config.schema.yaml"
     return p if p.exists() else workflow.source_path("../schemas/config.schema.yaml")
 
@@ -171,7 +172,12 @@ def report_inputs(wildcards):
 
 def all_metrics(wildcards):
     ins = report_inputs(wildcards)
-    return ins["metrics"] + ins["switching_metrics"] + calcium_metrics() + ins["neuroformer__metrics"]
+    return (
+        ins["metrics"]
+        + ins["switching_metrics"]
+        + calcium_metrics()
+        + ins["neuroformer__metrics"]
+    )
 
 
 def final_outputs():
