@@ -16,6 +16,8 @@ include: "workflow/rules/spikes.smk"
 include: "workflow/rules/switching.smk"
 include: "workflow/rules/fmri.smk"
 include: "workflow/rules/calcium.smk"
+include: "workflow/rules/neuroformer_common.smk"
+include: "workflow/rules/neuroformer.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -71,12 +71,12 @@ def job_counts(text: str) -> dict[str, int]:
 MATRIX = {
     "default": (
         None,
-        {"simulate_spikes": 3, "ingest_spikes": 2, "bin_spikes": 5, "fit_poisson_glm": 6, "fit_switching_glm": 16,
+        {"simulate_spikes": 4, "ingest_spikes": 2, "bin_spikes": 6, "fit_poisson_glm": 7, "fit_switching_glm": 16,
          "evaluate_switching_glm": 16, "report": 1, "metrics_table": 1, "simulate_calcium": 3,
          "preprocess_calcium": 3, "build_connectome_tensor": 1, "fit_connectome": 1, "evaluate_connectome": 1,
          "calcium_counts": 1,
          "simulate_fmri": 1, "ingest_fmri": 2, "clean_fmri": 2, "fmri_baselines": 2, "pretrain_brainmae": 4,
-         "evaluate_brainmae": 4},
+         "evaluate_brainmae": 4, "neuroformer_pretrain": 3, "neuroformer_finetune": 3, "neuroformer_evaluate": 3},
     ),
     "tiny": (
         "tiny",
@@ -84,7 +84,12 @@ MATRIX = {
          "evaluate_switching_glm": 4, "simulate_calcium": 2, "preprocess_calcium": 2, "build_connectome_tensor": 1,
          "fit_connectome": 1, "evaluate_connectome": 1, "calcium_counts": 1,
          "simulate_fmri": 1, "ingest_fmri": 1, "clean_fmri": 1, "fmri_baselines": 1, "pretrain_brainmae": 2,
-         "evaluate_brainmae": 2},
+         "evaluate_brainmae": 2, "neuroformer_pretrain": 3, "neuroformer_finetune": 2, "neuroformer_evaluate": 3},
+    ),
+    "neuroformer_off": ({"neuroformer.enabled": False}, {"bin_spikes": 4, "fit_switching_glm": 4}),
+    "neuroformer_no_target": (
+        {"neuroformer.datasets.tinysim.target": None},
+        {"neuroformer_pretrain": 3, "neuroformer_finetune": 1, "neuroformer_evaluate": 3},
     ),
     "brainmae_off": ({"fmri.brainmae.enabled": False}, {"clean_fmri": 1, "fmri_baselines": 1}),
     "fmri_tables": ({"fmri.datasets.tinycohort.simulate.source": "tables"}, {"ingest_fmri": 1, "pretrain_brainmae": 2}),
@@ -92,13 +97,19 @@ MATRIX = {
     "switching_off": ({"spikes.switching_glm.enabled": False}, {"bin_spikes": 4, "fit_poisson_glm": 5}),
     "table_only": (
         {"spikes.datasets.tinysim": None, "spikes.datasets.tinyswitch": None, "spikes.datasets.stein": None,
-         "spikes.datasets.tinyca": None, "spikes.switching_glm.datasets": {}, "calcium": {}},
+         "spikes.datasets.tinyca": None, "spikes.switching_glm.datasets": {}, "calcium": {}, "neuroformer.datasets": {}},
         {"ingest_spikes": 1, "fit_poisson_glm": 1},
     ),
-    "no_datasets": ({"spikes.datasets": {}, "spikes.switching_glm.datasets": {}, "calcium": {}, "fmri.datasets": {}}, {"report": 1}),
+    "no_datasets": (
+        {"spikes.datasets": {}, "spikes.switching_glm.datasets": {}, "calcium": {}, "fmri.datasets": {},
+         "neuroformer.datasets": {}},
+        {"report": 1},
+    ),
     "calcium_only": (
-        {"spikes.datasets": {"tinyca": {"from_calcium": "tinyca_a1"}}, "spikes.switching_glm.datasets": {}},
-        {"simulate_calcium": 2, "preprocess_calcium": 2, "fit_connectome": 1, "calcium_counts": 1, "fit_poisson_glm": 1},
+        {"spikes.datasets": {"tinyca": {"from_calcium": "tinyca_a1"}}, "spikes.switching_glm.datasets": {},
+         "neuroformer.datasets": {"tinyca": TINY["neuroformer"]["datasets"]["tinyca"]}},
+        {"simulate_calcium": 2, "preprocess_calcium": 2, "fit_connectome": 1, "calcium_counts": 1, "fit_poisson_glm": 1,
+         "neuroformer_pretrain": 1, "neuroformer_evaluate": 1},
     ),
     "connectome_off": ({"calcium.connectome.enabled": False}, {"preprocess_calcium": 2, "calcium_counts": 1}),
     "calcium_from_file": (
@@ -126,6 +137,8 @@ def test_dry_run_matrix(name, tmp_path):
         assert "fit_poisson_glm" not in jobs
     if name in ("switching_off", "table_only"):
         assert "fit_switching_glm" not in jobs
+    if name in ("neuroformer_off", "table_only", "no_datasets"):
+        assert not any(r.startswith("neuroformer_") for r in jobs), jobs
     if name == "no_datasets":
         assert "bin_spikes" not in jobs
     if name == "brainmae_off":
@@ -161,7 +174,7 @@ BAD_CONFIGS = {
     ),
     "bad_enum": (
         {"spikes.datasets.tinysim.simulate.generator": "lif"},
-        r"'lif' is not allowed \(allowed values: poisson_glm_network, switching_glm_network\)",
+        r"'lif' is not allowed \(allowed values: poisson_glm_network, switching_glm_network, hub_network\)",
     ),
     "bad_sim_param": (
         {"spikes.datasets.tinysim.simulate.params.n_neuron": 3},
@@ -186,6 +199,10 @@ BAD_CONFIGS = {
     "fmri_bad_variant": (
         {"fmri.brainmae.variants.odd": {"attention": "cross"}},
         r"key 'fmri\.brainmae\.variants\.odd\.attention': 'cross' is not allowed \(allowed values: graph, self, both\)",
+    ),
+    "nf_unknown_modality": (
+        {"neuroformer.datasets.tinysim.modalities": ["speeed"]},
+        r"key 'neuroformer\.datasets\.tinysim\.modalities': unknown modality 'speeed' \(defined in neuroformer\.modalities: none\)",
     ),
     "missing_path": (
         {"spikes.datasets.table.path": "no/such/spikes.csv"},
@@ -252,8 +269,11 @@ def test_tiny_run_outputs_validate(tiny_run):
     sim_prov = provenance_of(read(tiny_run / "results/spikes/tinysim/spike_times.nc"))
     assert sim_prov["seed"] == 3 and sim_prov["params"]["params"]["n_neurons"] == 6
     assert (tiny_run / "results" / "report" / "index.html").stat().st_size > 10_000
+    html = (tiny_run / "results" / "report" / "index.html").read_text(encoding="utf-8")
+    assert '<section id="neuroformer">' in html and 'href="#neuroformer"' in html  # the branch section
     rules = ("simulate_spikes", "ingest_spikes", "bin_spikes", "fit_poisson_glm", "evaluate_poisson_glm",
-             "fit_switching_glm", "evaluate_switching_glm", "report")
+             "fit_switching_glm", "evaluate_switching_glm", "neuroformer_pretrain", "neuroformer_finetune",
+             "neuroformer_evaluate", "report")
     for rule in rules:
         assert list((tiny_run / "benchmarks" / rule).rglob("*.tsv")), rule
         assert list((tiny_run / "logs" / rule).rglob("*.log")), rule
@@ -344,6 +364,11 @@ def test_param_change_reruns_only_downstream(tiny_run):
     jobs = job_counts(proc.stdout + proc.stderr)
     assert jobs.get("fit_switching_glm") == 2 and jobs.get("evaluate_switching_glm") == 2
     assert "fit_poisson_glm" not in jobs and "bin_spikes" not in jobs
+    # a fine-tuning key re-runs the fine-tunes and their evaluation, not the pretraining
+    proc = snakemake(tiny_run, tiny_config(**{"neuroformer.finetune.lr": 0.002}), "-n")
+    jobs = job_counts(proc.stdout + proc.stderr)
+    assert jobs.get("neuroformer_finetune") == 2 and jobs.get("neuroformer_evaluate") == 2
+    assert "neuroformer_pretrain" not in jobs and "fit_switching_glm" not in jobs
 
 
 def test_broken_intermediate_is_named_and_leaves_nothing(tiny_run, tmp_path):

@@ -169,6 +169,7 @@ def _check_datasets(cfg: dict[str, Any], source: str, base: Path, check_paths: b
                         f"(looked in {p.parent.resolve()}); fix the path or remove the dataset"
                     )
     _check_switching(cfg, source)
+    _check_neuroformer(cfg, source)
 
 
 def _check_switching(cfg: dict[str, Any], source: str) -> None:
@@ -243,6 +244,32 @@ def _check_fmri(cfg: dict[str, Any], source: str, base: Path, check_paths: bool)
     for v in bm.get("finetune", {}).get("variants", []):
         if v not in variants:
             raise ConfigError(f"{source}: key 'fmri.brainmae.finetune.variants': {v!r} is not a variant (allowed: {', '.join(sorted(variants))})")
+def _check_neuroformer(cfg: dict[str, Any], source: str) -> None:
+    """Neuroformer datasets must be spike datasets; their modalities must be defined; a decoding target must
+    not also be an input modality (it would leak into the decoder)."""
+    nf = cfg.get("neuroformer", {})
+    names = set(cfg.get("spikes", {}).get("datasets", {}))
+    mods = nf.get("modalities", {})
+    for name, entry in nf.get("datasets", {}).items():
+        key = f"neuroformer.datasets.{name}"
+        if name not in names:
+            raise ConfigError(f"{source}: key '{key}': no spike dataset named {name!r} (allowed: {', '.join(sorted(names)) or 'none'})")
+        for m in entry.get("modalities", []):
+            if m not in mods:
+                raise ConfigError(
+                    f"{source}: key '{key}.modalities': unknown modality {m!r} "
+                    f"(defined in neuroformer.modalities: {', '.join(sorted(mods)) or 'none'})"
+                )
+        t = entry.get("target")
+        if t:
+            for m in entry.get("modalities", []):
+                if mods[m]["source"] == t["source"] and t["variable"] in mods[m]["variables"]:
+                    raise ConfigError(
+                        f"{source}: key '{key}.target': {t['source']} variable {t['variable']!r} is also in input modality "
+                        f"{m!r}, so the decoder would see its own target; remove it from the modality or pick another target"
+                    )
+        if not t and entry.get("finetune"):
+            raise ConfigError(f"{source}: key '{key}.finetune' is set but the dataset has no 'target' to fine-tune on")
 
 
 def load_config(path: str | os.PathLike, schema: str | os.PathLike | None = None, **kw) -> dict[str, Any]:

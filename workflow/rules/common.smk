@@ -167,12 +167,20 @@ def report_inputs(wildcards):
             f"results/spikes/{d}/switching_glm/{v}/fit.nc" for d, v in runs
         ],
         **calcium_report_inputs(),
-    } | fmri_report_inputs(wildcards)
+        **fmri_report_inputs(wildcards),
+        **nf_report_inputs(),
+    }
 
 
 def all_metrics(wildcards):
     ins = report_inputs(wildcards)
-    return ins["metrics"] + ins["switching_metrics"] + calcium_metrics() + fmri_metrics()
+    return (
+        ins["metrics"]
+        + ins["switching_metrics"]
+        + calcium_metrics()
+        + fmri_metrics()
+        + ins["neuroformer__metrics"]
+    )
 
 
 def final_outputs():
@@ -181,5 +189,6 @@ def final_outputs():
     out += ins["metrics"] + ins["switching_metrics"]
     out += fmri_final_outputs()
     out += calcium_final_outputs()
+    out += nf_outputs()
     out += ["results/report/index.html", "results/report/metrics.tsv"]
     return out

@@ -6,7 +6,9 @@ Order of operations in :func:`bin_spikes`:
    only the trials were observed (attr ``observed = "trials"``), one such grid per trial, from its start;
 2. count each unit's spikes per bin (left-closed bins);
 3. behaviour: the mean of the samples falling in each bin; bins without a sample take the value linearly
-   interpolated at the bin centre (so both faster and slower behaviour clocks are handled);
+   interpolated at the bin centre (so both faster and slower behaviour clocks are handled); behaviour that does
+   not cover the binned span (beyond one bin plus one sampling step at either end) is an InputError, not a
+   silently extrapolated constant;
 4. trials: each bin gets the index of its trial (-1 between trials); for trial data the time coordinate has
    gaps between trials, and per-trial covariates ``trial_<name>`` become ``stimulus`` variables;
 5. split: a predefined per-trial ``trial_split`` when the data carry one, else blocks of whole trials (trial
@@ -21,7 +23,7 @@ import numpy as np
 import xarray as xr
 
 from brainpipe.data.contracts import SPLIT_FLAGS
-from brainpipe.errors import ConfigError
+from brainpipe.errors import ConfigError, InputError
 
 
 def time_block_split(n_bins: int, fractions: Mapping[str, float], n_blocks: int) -> np.ndarray:
@@ -59,6 +61,21 @@ def _bin_mean(t_samples: np.ndarray, values: np.ndarray, lo: np.ndarray, hi: np.
         interp = np.interp(centres, t_samples, values[:, k])
         out[:, k] = np.where(n > 0, s / np.maximum(n, 1), interp)
     return out
+
+
+def _check_coverage(t_samples: np.ndarray, lo: np.ndarray, hi: np.ndarray, source: str) -> None:
+    """Behaviour must cover the binned spikes: a bin farther than one bin width plus one sampling step from the
+    behaviour's first/last sample would be filled with an extrapolated constant, so that is an error."""
+    if t_samples.size == 0 or lo.size == 0:
+        return
+    step = float(np.median(np.diff(t_samples))) if t_samples.size > 1 else 0.0
+    slack = float(hi[0] - lo[0]) + step
+    if t_samples[0] > lo[0] + slack or t_samples[-1] < hi[-1] - slack:
+        raise InputError(
+            f"{source}: behaviour covers {t_samples[0]:.3f}-{t_samples[-1]:.3f} s but the spikes are binned over "
+            f"{lo[0]:.3f}-{hi[-1]:.3f} s; give behaviour recorded over the whole session or restrict the spikes to its "
+            "span (t_start_s/t_stop_s of the dataset)"
+        )
 
 
 def _trial_covariates(spikes: xr.Dataset) -> list[str]:
@@ -156,6 +173,7 @@ def bin_spikes(
         },
     )
     if "behaviour" in spikes:
+        _check_coverage(spikes["behaviour_time"].values, lo, hi, str(spikes.attrs.get("source", "spike data")))
         beh = _bin_mean(spikes["behaviour_time"].values, spikes["behaviour"].values, lo, hi)
         ds["behaviour"] = (("time", "behaviour_var"), beh, dict(spikes["behaviour"].attrs))
         ds = ds.assign_coords(behaviour_var=spikes["behaviour_var"].values)

@@ -6,13 +6,15 @@
 ['behaviour_weight', 'connected', 'coupling', 'log_baseline_rate']
 """
 
-from brainpipe.simulate import calcium, fmri, glm_network, switching_glm  # noqa: F401  (registers their generators)
+from brainpipe.simulate import calcium, fmri, glm_network, hub_network, switching_glm  # noqa: F401  (registers them)
 from brainpipe.simulate.base import GENERATORS, Generator, Simulation, get_generator, register, simulate
 from brainpipe.simulate.glm_network import PoissonGLMNetworkParams, poisson_glm_network
+from brainpipe.simulate.hub_network import HubNetworkParams
 
 __all__ = [
     "GENERATORS",
     "Generator",
+    "HubNetworkParams",
     "PoissonGLMNetworkParams",
     "Simulation",
     "get_generator",

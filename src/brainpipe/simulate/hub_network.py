@@ -1,0 +1,212 @@
+"""A spiking network with a few hub neurons and known directed, lagged connections, a behaviour variable (speed)
+driving one subset of neurons and a stimulus (flashes) driving another: the planted truth for Neuroformer
+(attention connectivity, few-shot behaviour decoding, spike generation)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import xarray as xr
+
+from brainpipe.errors import ConfigError
+from brainpipe.simulate.base import Simulation, register
+from brainpipe.simulate.glm_network import ou_process
+
+
+@dataclass
+class HubNetworkParams:
+    """Parameters of :func:`hub_network` (times in seconds, rates in Hz, lags in steps of ``dt_s``)."""
+
+    n_neurons: int = 20
+    n_hubs: int = 3
+    hub_out_degree: int = 8
+    n_other_connections: int = 6
+    duration_s: float = 200.0
+    dt_s: float = 0.01
+    rate_min_hz: float = 5.0
+    rate_max_hz: float = 10.0
+    hub_rate_hz: float = 20.0
+    weight_min: float = 0.8
+    weight_max: float = 1.2
+    lag_min_bins: int = 1
+    lag_max_bins: int = 3
+    kernel_tau_bins: float = 2.0
+    kernel_bins: int = 6
+    self_history_weight: float = -2.0
+    behaviour_fraction: float = 0.4
+    behaviour_weight_min: float = 0.5
+    behaviour_weight_max: float = 0.8
+    behaviour_tau_s: float = 2.0
+    stimulus_fraction: float = 0.25
+    stimulus_weight: float = 1.5
+    stimulus_rate_hz: float = 0.5
+    stimulus_duration_s: float = 0.3
+    max_rate_hz: float = 200.0
+
+    def __post_init__(self):
+        n_other = self.n_neurons - self.n_hubs
+        checks = [
+            (self.n_neurons >= 3, "n_neurons must be >= 3"),
+            (1 <= self.n_hubs < self.n_neurons, "need 1 <= n_hubs < n_neurons"),
+            (0 <= self.hub_out_degree <= n_other, "hub_out_degree must be in [0, n_neurons - n_hubs]"),
+            (0 <= self.n_other_connections <= n_other * (n_other - 1), "n_other_connections: too many for the non-hubs"),
+            (self.duration_s > 0 and self.dt_s > 0, "duration_s and dt_s must be > 0"),
+            (self.duration_s / self.dt_s >= 100, "duration_s must cover at least 100 steps of dt_s"),
+            (0 < self.rate_min_hz <= self.rate_max_hz, "need 0 < rate_min_hz <= rate_max_hz"),
+            (self.hub_rate_hz > 0, "hub_rate_hz must be > 0"),
+            (0 <= self.weight_min <= self.weight_max, "need 0 <= weight_min <= weight_max"),
+            (1 <= self.lag_min_bins <= self.lag_max_bins, "need 1 <= lag_min_bins <= lag_max_bins"),
+            (self.kernel_bins >= 1 and self.kernel_tau_bins > 0, "need kernel_bins >= 1 and kernel_tau_bins > 0"),
+            (0 <= self.behaviour_fraction and 0 <= self.stimulus_fraction, "fractions must be >= 0"),
+            (self.behaviour_fraction + self.stimulus_fraction <= 1, "behaviour_fraction + stimulus_fraction must be <= 1"),
+            (0 <= self.behaviour_weight_min <= self.behaviour_weight_max, "need 0 <= behaviour_weight_min <= max"),
+            (self.behaviour_tau_s > 0, "behaviour_tau_s must be > 0"),
+            (self.stimulus_rate_hz >= 0 and self.stimulus_duration_s > 0, "need stimulus_rate_hz >= 0, duration > 0"),
+            (self.max_rate_hz > max(self.rate_max_hz, self.hub_rate_hz), "max_rate_hz must exceed the baseline rates"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"simulator 'hub_network': {msg}")
+
+
+def _flashes(n_steps: int, dt: float, rate_hz: float, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+    """A 0/1 stimulus: flashes of ``duration_s`` starting as a Poisson process of ``rate_hz`` (no overlap)."""
+    stim = np.zeros(n_steps)
+    width = max(1, int(round(duration_s / dt)))
+    t = 0
+    while rate_hz > 0:
+        t += 1 + int(rng.exponential(1.0 / (rate_hz * dt)))
+        if t >= n_steps:
+            break
+        stim[t : t + width] = 1.0
+        t += width
+    return stim
+
+
+@register("hub_network", HubNetworkParams, modality="spikes")
+def hub_network(p: HubNetworkParams, seed: int) -> Simulation:
+    """Hub network: a few hub neurons drive many others through directed, lagged excitatory connections.
+
+    Model, per step ``dt_s`` and neuron ``i`` (Poisson counts, exp link, capped at ``max_rate_hz``)::
+
+        log lambda_i(t) = log r_i + sum_j W_ij sum_k kappa(k) y_j(t - L_ij - k)
+                          + s_i y_i(t-1) + beta_i speed(t) + gamma_i flash(t)
+
+    * hubs: the first ``n_hubs`` units of a random permutation; baseline ``hub_rate_hz``; each projects to
+      ``hub_out_degree`` random non-hubs; ``n_other_connections`` more random connections among non-hubs;
+      weights uniform in [weight_min, weight_max]; lag ``L_ij`` uniform in [lag_min_bins, lag_max_bins] steps;
+      ``kappa(k) = exp(-k / kernel_tau_bins)`` for ``k < kernel_bins`` (normalised to a peak of 1);
+    * ``s_i = self_history_weight`` (refractoriness, one step);
+    * speed: a standardised Ornstein-Uhlenbeck process (``behaviour_tau_s``) driving ``behaviour_fraction`` of
+      the non-hubs (weights of random sign, magnitude in [behaviour_weight_min, behaviour_weight_max]);
+    * flash: a 0/1 stimulus (flashes of ``stimulus_duration_s`` at ``stimulus_rate_hz``) driving another
+      ``stimulus_fraction`` of the non-hubs with weight ``stimulus_weight``.
+
+    Data: ``spike_times`` with behaviour variables ``speed`` and ``flash`` (one sample per step, at its centre).
+    Truth (``model_fit``, role truth): ``weights``/``connected``/``lag_bins`` (unit_post, unit_pre), ``is_hub``,
+    ``log_baseline_rate``, ``behaviour_weight`` (unit_post, behaviour_var), ``kernel``.
+    """
+    rng = np.random.default_rng(seed)
+    n, dt = p.n_neurons, p.dt_s
+    n_steps = int(round(p.duration_s / dt))
+    perm = rng.permutation(n)
+    hubs, others = np.sort(perm[: p.n_hubs]), perm[p.n_hubs :]
+    W = np.zeros((n, n))
+    lag = np.zeros((n, n), dtype=np.int32)
+    for h in hubs:
+        for post in rng.choice(others, p.hub_out_degree, replace=False):
+            W[post, h] = rng.uniform(p.weight_min, p.weight_max)
+    pairs = [(a, b) for a in others for b in others if a != b and W[a, b] == 0]
+    for k in rng.choice(len(pairs), p.n_other_connections, replace=False):
+        post, pre = pairs[k]
+        W[post, pre] = rng.uniform(p.weight_min, p.weight_max)
+    connected = W != 0
+    lag[connected] = rng.integers(p.lag_min_bins, p.lag_max_bins + 1, int(connected.sum()))
+
+    rates = rng.uniform(p.rate_min_hz, p.rate_max_hz, n)
+    rates[hubs] = p.hub_rate_hz
+    n_beh = int(round(p.behaviour_fraction * n))
+    n_stim = int(round(p.stimulus_fraction * n))
+    shuffled = rng.permutation(others)
+    beh_units, stim_units = shuffled[:n_beh], shuffled[n_beh : n_beh + n_stim]
+    beta = np.zeros(n)
+    beta[beh_units] = rng.choice([-1.0, 1.0], beh_units.size) * rng.uniform(
+        p.behaviour_weight_min, p.behaviour_weight_max, beh_units.size
+    )
+    gamma = np.zeros(n)
+    gamma[stim_units] = p.stimulus_weight
+    speed = ou_process(n_steps, dt, p.behaviour_tau_s, rng)
+    flash = _flashes(n_steps, dt, p.stimulus_rate_hz, p.stimulus_duration_s, rng)
+
+    kernel = np.exp(-np.arange(p.kernel_bins) / p.kernel_tau_bins)
+    depth = p.lag_max_bins + p.kernel_bins  # bins of history that matter
+    Wk = np.zeros((depth + 1, n, n))  # Wk[d] weighs y(t - d)
+    post_idx, pre_idx = np.nonzero(connected)
+    for i, j in zip(post_idx, pre_idx, strict=True):
+        for k, kv in enumerate(kernel):
+            Wk[lag[i, j] + k, i, j] += W[i, j] * kv
+    Wk[1][np.diag_indices(n)] += p.self_history_weight
+
+    drive = np.log(rates)[None, :] + speed[:, None] * beta[None, :] + flash[:, None] * gamma[None, :]
+    cap = np.log(p.max_rate_hz)
+    counts = np.zeros((n_steps + depth, n), dtype=np.int32)  # `depth` leading rows of zeros: empty history
+    for t in range(n_steps):
+        past = counts[t : t + depth][::-1]  # y(t-1), y(t-2), ... y(t-depth)
+        eta = np.minimum(drive[t] + np.einsum("dij,dj->i", Wk[1:], past), cap)
+        counts[t + depth] = rng.poisson(np.exp(eta) * dt)
+    counts = counts[depth:]
+
+    t_idx, unit_idx = np.nonzero(counts)
+    reps = counts[t_idx, unit_idx]
+    t_idx, unit_idx = np.repeat(t_idx, reps), np.repeat(unit_idx, reps)
+    spike_time = (t_idx + rng.random(t_idx.size)) * dt
+    order = np.lexsort((unit_idx, spike_time))
+    units = np.array([f"n{i:03d}" for i in range(n)])
+    t_beh = (np.arange(n_steps) + 0.5) * dt
+    beh_vars = np.array(["speed", "flash"])
+    is_hub = np.zeros(n, dtype=np.int8)
+    is_hub[hubs] = 1
+    data = xr.Dataset(
+        {
+            "spike_time": ("spike", spike_time[order].astype(np.float64), {"units": "s", "long_name": "spike time"}),
+            "spike_unit": ("spike", unit_idx[order].astype(np.int32), {"long_name": "index into unit"}),
+            "behaviour": (
+                ("behaviour_time", "behaviour_var"),
+                np.stack([speed, flash], axis=1),
+                {"long_name": "speed (standardised) and flash stimulus (0/1)"},
+            ),
+        },
+        coords={
+            "unit": ("unit", units, {"long_name": "unit identifier"}),
+            "behaviour_time": ("behaviour_time", t_beh, {"units": "s", "long_name": "behaviour sample time"}),
+            "behaviour_var": ("behaviour_var", beh_vars),
+        },
+        attrs={"t_start_s": 0.0, "t_stop_s": float(n_steps * dt), "source": "simulate:hub_network"},
+    )
+    truth = xr.Dataset(
+        {
+            "weights": (("unit_post", "unit_pre"), W, {"long_name": "connection weight (log-rate per lagged spike)"}),
+            "connected": (("unit_post", "unit_pre"), connected.astype(np.int8), {"long_name": "planted connection"}),
+            "lag_bins": (("unit_post", "unit_pre"), lag, {"long_name": "connection delay in steps of dt_s (0: none)"}),
+            "is_hub": ("unit_post", is_hub, {"long_name": "1 for a hub neuron"}),
+            "log_baseline_rate": ("unit_post", np.log(rates), {"units": "log(Hz)", "long_name": "log baseline rate"}),
+            "behaviour_weight": (
+                ("unit_post", "behaviour_var"),
+                np.stack([beta, gamma], axis=1),
+                {"long_name": "weight of speed and flash on the log rate"},
+            ),
+            "kernel": ("kernel_lag", kernel, {"long_name": "connection kernel after the delay (peak 1)"}),
+        },
+        coords={"unit_post": units, "unit_pre": units, "behaviour_var": beh_vars, "kernel_lag": np.arange(p.kernel_bins)},
+        attrs={
+            "model": "hub_network",
+            "role": "truth",
+            "link": "exp",
+            "dt_s": dt,
+            "self_history_weight": p.self_history_weight,
+            "max_rate_hz": p.max_rate_hz,
+            "params": str(asdict(p)),
+        },
+    )
+    return Simulation(data=data, truth=truth, data_kind="spike_times")

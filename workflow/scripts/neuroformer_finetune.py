@@ -1,0 +1,4 @@
+# Thin shim: Snakemake's `snakemake` object -> brainpipe.stages.neuroformer_finetune.run (all logic lives in the package).
+from brainpipe.stages._runner import from_snakemake
+
+from_snakemake(snakemake, "neuroformer_finetune")  # noqa: F821
