@@ -69,6 +69,9 @@ def test_tiny_study_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path
     for rel in files:
         a = xr.load_dataset(local / rel)
         b = xr.load_dataset(remote / rel)
+        if "metric" in a.dims:  # wall-clock measurements (e.g. pretrain_seconds) differ between any two runs
+            timed = [m for m in a["metric"].values if str(m).endswith("_seconds")]
+            a, b = a.drop_sel(metric=timed), b.drop_sel(metric=timed)
         xr.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
         prov = provenance_of(b)
         assert prov["slurm_job_id"], f"{rel} was not made inside a SLURM job"
@@ -86,6 +89,9 @@ def test_tiny_study_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path
     for i in fits:
         info = subprocess.run(["scontrol", "show", "job", i], capture_output=True, text=True).stdout
         assert "TresPerJob=gres:gpu:1" in info, info
-    assert (remote / "results" / "report" / "metrics.tsv").read_text() == (
-        local / "results" / "report" / "metrics.tsv"
-    ).read_text()
+
+    def table(root):  # the metrics table, less wall-clock rows
+        rows = (root / "results" / "report" / "metrics.tsv").read_text().splitlines()
+        return [r for r in rows if not r.split("\t")[2].endswith("_seconds")]
+
+    assert table(remote) == table(local)

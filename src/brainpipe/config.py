@@ -140,8 +140,28 @@ def validate_config(
     return cfg
 
 
-def _check_datasets(cfg: dict[str, Any], source: str, base: Path, check_paths: bool) -> None:
+def _check_simulator(source: str, key: str, sim: Mapping[str, Any]) -> None:
+    """Simulator parameters are checked against the generator's own parameter list."""
     from brainpipe.simulate import get_generator
+
+    try:
+        get_generator(sim["generator"]).parse_params(sim.get("params", {}))
+    except ConfigError as err:
+        raise ConfigError(f"{source}: key '{key}.simulate.params': {err}") from None
+
+
+def _check_exists(source: str, key: str, value: str, base: Path) -> None:
+    """A config path (relative to ``base`` unless absolute) must exist: one line naming the key otherwise."""
+    p = Path(value)
+    p = p if p.is_absolute() else base / p
+    if not p.exists():
+        raise ConfigError(
+            f"{source}: key '{key}' points to '{value}', which does not exist "
+            f"(looked in {p.parent.resolve()}); fix the path or remove the dataset"
+        )
+
+
+def _check_datasets(cfg: dict[str, Any], source: str, base: Path, check_paths: bool) -> None:
 
     for name, ds in cfg.get("spikes", {}).get("datasets", {}).items():
         key = f"spikes.datasets.{name}"
@@ -152,22 +172,12 @@ def _check_datasets(cfg: dict[str, Any], source: str, base: Path, check_paths: b
         if "simulate" in ds and ({"format", "options"} & set(ds)):
             raise ConfigError(f"{source}: key '{key}': 'format' and 'options' go with 'path', not 'simulate'")
         if "simulate" in ds:
-            sim = ds["simulate"]
-            try:
-                get_generator(sim["generator"]).parse_params(sim.get("params", {}))
-            except ConfigError as err:
-                raise ConfigError(f"{source}: key '{key}.simulate.params': {err}") from None
+            _check_simulator(source, key, ds["simulate"])
         elif check_paths:
             paths = {f"{key}.path": ds["path"]}
             paths.update({f"{key}.options.{k}": v for k, v in ds.get("options", {}).items() if k in PATH_OPTIONS})
             for k, v in paths.items():
-                p = Path(v)
-                p = p if p.is_absolute() else base / p
-                if not p.exists():
-                    raise ConfigError(
-                        f"{source}: key '{k}' points to '{v}', which does not exist "
-                        f"(looked in {p.parent.resolve()}); fix the path or remove the dataset"
-                    )
+                _check_exists(source, k, v, base)
     _check_switching(cfg, source)
     _check_neuroformer(cfg, source)
 
@@ -195,7 +205,6 @@ def _check_fmri(cfg: dict[str, Any], source: str, base: Path, check_paths: bool)
     """fMRI cross-checks: one source per dataset, what each format needs, files exist, simulator parameters,
     BrainMAE variant and dataset names."""
     from brainpipe.models.brainmae import split_kwargs
-    from brainpipe.simulate import get_generator
 
     fm = cfg.get("fmri", {})
     for name, ds in fm.get("datasets", {}).items():
@@ -203,11 +212,7 @@ def _check_fmri(cfg: dict[str, Any], source: str, base: Path, check_paths: bool)
         if ("simulate" in ds) == ("path" in ds):
             raise ConfigError(f"{source}: key '{key}' needs exactly one of 'simulate' or 'path'")
         if "simulate" in ds:
-            sim = ds["simulate"]
-            try:
-                get_generator(sim["generator"]).parse_params(sim.get("params", {}))
-            except ConfigError as err:
-                raise ConfigError(f"{source}: key '{key}.simulate.params': {err}") from None
+            _check_simulator(source, key, ds["simulate"])
             continue
         fmt = ds.get("format", "auto")
         path = str(ds["path"])
@@ -219,13 +224,7 @@ def _check_fmri(cfg: dict[str, Any], source: str, base: Path, check_paths: bool)
         if check_paths:
             for k in ("path", "atlas", "atlas_labels", "participants"):
                 if k in ds:
-                    p = Path(ds[k])
-                    p = p if p.is_absolute() else base / p
-                    if not p.exists():
-                        raise ConfigError(
-                            f"{source}: key '{key}.{k}' points to '{ds[k]}', which does not exist "
-                            f"(looked in {p.parent.resolve()}); fix the path or remove the dataset"
-                        )
+                    _check_exists(source, f"{key}.{k}", ds[k], base)
     bm = fm.get("brainmae", {})
     variants = set(bm.get("variants", {}))
     for vname, over in bm.get("variants", {}).items():
@@ -289,7 +288,6 @@ def load_config(path: str | os.PathLike, schema: str | os.PathLike | None = None
 def _check_calcium(cfg: dict[str, Any], source: str, base: Path, check_paths: bool) -> None:
     """Calcium branch cross-checks: one source per dataset, simulator parameters, paths, study members, and the
     spike datasets made from calcium events."""
-    from brainpipe.simulate import get_generator
 
     ca = cfg.get("calcium", {})
     names = set(ca.get("datasets", {}))
@@ -300,19 +298,9 @@ def _check_calcium(cfg: dict[str, Any], source: str, base: Path, check_paths: bo
         if "simulate" in ds:
             if {"format", "options", "frame_rate_hz"} & set(ds):
                 raise ConfigError(f"{source}: key '{key}': 'format', 'options' and 'frame_rate_hz' go with 'path', not 'simulate'")
-            sim = ds["simulate"]
-            try:
-                get_generator(sim["generator"]).parse_params(sim.get("params", {}))
-            except ConfigError as err:
-                raise ConfigError(f"{source}: key '{key}.simulate.params': {err}") from None
+            _check_simulator(source, key, ds["simulate"])
         elif check_paths:
-            p = Path(ds["path"])
-            p = p if p.is_absolute() else base / p
-            if not p.exists():
-                raise ConfigError(
-                    f"{source}: key '{key}.path' points to '{ds['path']}', which does not exist "
-                    f"(looked in {p.parent.resolve()}); fix the path or remove the dataset"
-                )
+            _check_exists(source, f"{key}.path", ds["path"], base)
     for study, entry in ca.get("connectome", {}).get("studies", {}).items():
         for d in entry["datasets"]:
             if d not in names:
