@@ -150,6 +150,40 @@ def test_encoder_of_fold_k_never_trained_on_fold_k(chain):
         load_fold_models(single)
 
 
+def test_pretrain_resumes_at_the_fold_it_was_in(chain, tmp_path, monkeypatch):
+    """Killed while fitting encoder 2: folds 0 and 1 keep their finished checkpoints, the rerun returns them at once,
+    trains folds 2 and 3 afresh, ends with the uninterrupted run's encoders and removes every checkpoint."""
+    ckpt = tmp_path / "ck" / "pre.pt"
+    outs = {"weights": tmp_path / "w.pt", "fit": tmp_path / "fit.nc"}
+    real_fit = BrainMAE.fit
+    calls: list[str] = []
+
+    def killed_at_fold_2(self, X, X_val=None, checkpoint=None, **kw):
+        calls.append(str(checkpoint))
+        if len(calls) == 3:
+            raise KeyboardInterrupt("preempted")
+        return real_fit(self, X, X_val, checkpoint=checkpoint, **kw)
+
+    monkeypatch.setattr(BrainMAE, "fit", killed_at_fold_2)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_brainmae.run({"clean": chain / "clean.nc"}, outs, dict(MODEL, checkpoint=str(ckpt)))
+    assert sorted(p.name for p in ckpt.parent.glob("*.pt")) == ["pre.pt.fold-0.pt", "pre.pt.fold-1.pt"]
+    assert not outs["weights"].exists() and not outs["fit"].exists()
+    resumed: list = []
+
+    def spy(self, *a, **kw):
+        out = real_fit(self, *a, **kw)
+        resumed.append(self.resumed_from_step_)
+        return out
+
+    monkeypatch.setattr(BrainMAE, "fit", spy)
+    pretrain_brainmae.run({"clean": chain / "clean.nc"}, outs, dict(MODEL, checkpoint=str(ckpt)))
+    assert resumed[0] is not None and resumed[1] is not None and resumed[2:] == [None, None]
+    assert not list(ckpt.parent.glob("*.pt"))
+    again, ref = read(outs["fit"], "model_fit"), read(chain / "fit.nc", "model_fit")
+    np.testing.assert_array_equal(again["fold_roi_embedding"].values, ref["fold_roi_embedding"].values)
+
+
 def test_evaluate_fine_tunes_encoder_k_without_fold_k(chain, tmp_path, monkeypatch):
     """Fine-tuning for test fold k starts from encoder k and sees none of fold k's segments; the probe's features
     for fold k come from encoder k."""
