@@ -13,6 +13,8 @@ import yaml
 from brainpipe.config import validate_config
 from brainpipe.data import provenance_of, read
 from brainpipe.errors import ConfigError, InputError
+from brainpipe.evaluate import fmri as ev
+from brainpipe.models.brainmae import BrainMAE, load_fold_models
 from brainpipe.stages import (
     clean_fmri,
     evaluate_brainmae,
@@ -102,6 +104,8 @@ def test_chain_outputs_follow_their_contracts(chain):
     )
     fit = read(chain / "fit.nc", "model_fit")
     assert fit["roi_embedding"].shape == (12, 16) and fit.sizes["epoch"] == 3
+    assert fit["fold_roi_embedding"].shape == (4, 12, 16) and fit.attrs["n_folds"] == 4
+    np.testing.assert_array_equal(fit["roi_embedding"].values, fit["fold_roi_embedding"].values[0])
     m = read(chain / "metrics.nc", "metrics")
     names = set(m["metric"].values.tolist())
     assert {
@@ -115,6 +119,133 @@ def test_chain_outputs_follow_their_contracts(chain):
     } <= names
     assert int(m["passed"].sel(metric="roi_embedding_ari")) == 1 and m.attrs["model"] == "brainmae/base"
     assert not list((chain / "ckpt").glob("*.pt"))  # checkpoints removed on success
+
+
+def test_encoder_of_fold_k_never_trained_on_fold_k(chain):
+    """One encoder per outer fold: encoder k trained on neither fold k (its test fold) nor fold k + 1 (its
+    early-stopping set), and every one of the K encoders is stored and differs from the others."""
+    clean = read(chain / "clean.nc", "roi_segments")
+    fit = read(chain / "fit.nc", "model_fit")
+    folds = clean["fold"].sel(subject=fit["subject"].values).values
+    K = int(clean["segment_fold"].max()) + 1
+    assert K == 4 and fit.sizes["fold"] == K
+    for k in range(K):
+        trained = fit["fold_train_subject"].sel(fold=k).values.astype(bool)
+        val = fit["fold_validation_subject"].sel(fold=k).values.astype(bool)
+        assert trained.any() and not (trained & (folds == k)).any(), f"encoder {k} trained on its test fold"
+        assert set(folds[val].tolist()) == {(k + 1) % K} and not (trained & val).any()
+        assert set(folds[trained].tolist()) == set(range(K)) - {k, (k + 1) % K}
+        assert int(fit["fold_n_train_segments"].sel(fold=k)) == int(
+            np.isin(clean["segment_fold"].values, sorted(set(range(K)) - {k, (k + 1) % K})).sum()
+        )
+    models = load_fold_models(chain / "w.pt")
+    assert len(models) == K
+    for k, m in enumerate(models):
+        np.testing.assert_allclose(m.roi_embeddings(), fit["fold_roi_embedding"].values[k], rtol=1e-6)
+    assert not np.allclose(models[0].roi_embeddings(), models[1].roi_embeddings())
+    with pytest.raises(InputError, match="holds 4 per-fold BrainMAE encoders, not one"):
+        BrainMAE.load(chain / "w.pt")
+    single = models[0].save(chain / "single.pt")
+    with pytest.raises(InputError, match="a single BrainMAE encoder .*re-run pretrain_brainmae"):
+        load_fold_models(single)
+
+
+def test_pretrain_resumes_at_the_fold_it_was_in(chain, tmp_path, monkeypatch):
+    """Killed while fitting encoder 2: folds 0 and 1 keep their finished checkpoints, the rerun returns them at once,
+    trains folds 2 and 3 afresh, ends with the uninterrupted run's encoders and removes every checkpoint."""
+    ckpt = tmp_path / "ck" / "pre.pt"
+    outs = {"weights": tmp_path / "w.pt", "fit": tmp_path / "fit.nc"}
+    real_fit = BrainMAE.fit
+    calls: list[str] = []
+
+    def killed_at_fold_2(self, X, X_val=None, checkpoint=None, **kw):
+        calls.append(str(checkpoint))
+        if len(calls) == 3:
+            raise KeyboardInterrupt("preempted")
+        return real_fit(self, X, X_val, checkpoint=checkpoint, **kw)
+
+    monkeypatch.setattr(BrainMAE, "fit", killed_at_fold_2)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_brainmae.run({"clean": chain / "clean.nc"}, outs, dict(MODEL, checkpoint=str(ckpt)))
+    assert sorted(p.name for p in ckpt.parent.glob("*.pt")) == ["pre.pt.fold-0.pt", "pre.pt.fold-1.pt"]
+    assert not outs["weights"].exists() and not outs["fit"].exists()
+    resumed: list = []
+
+    def spy(self, *a, **kw):
+        out = real_fit(self, *a, **kw)
+        resumed.append(self.resumed_from_step_)
+        return out
+
+    monkeypatch.setattr(BrainMAE, "fit", spy)
+    pretrain_brainmae.run({"clean": chain / "clean.nc"}, outs, dict(MODEL, checkpoint=str(ckpt)))
+    assert resumed[0] is not None and resumed[1] is not None and resumed[2:] == [None, None]
+    assert not list(ckpt.parent.glob("*.pt"))
+    again, ref = read(outs["fit"], "model_fit"), read(chain / "fit.nc", "model_fit")
+    np.testing.assert_array_equal(again["fold_roi_embedding"].values, ref["fold_roi_embedding"].values)
+
+
+def test_evaluate_fine_tunes_encoder_k_without_fold_k(chain, tmp_path, monkeypatch):
+    """Fine-tuning for test fold k starts from encoder k and sees none of fold k's segments; the probe's features
+    for fold k come from encoder k."""
+    clean = read(chain / "clean.nc", "roi_segments")
+    X = np.asarray(clean["signal"].values, dtype=np.float32)
+    seg_fold = np.asarray(clean["segment_fold"].values)
+    seen: list[tuple[int, set, set]] = []
+    transformed: list[int] = []
+    models = load_fold_models(chain / "w.pt")
+    for k, m in enumerate(models):
+        m.tag = k
+
+    def folds_of(rows):
+        hit = (np.asarray(rows)[:, None] == X[None]).all(axis=(2, 3))
+        assert (hit.sum(axis=1) >= 1).all()
+        return set(seg_fold[hit.any(axis=0)].tolist())
+
+    real_finetune, real_transform = BrainMAE.finetune, BrainMAE.transform
+
+    def spy_finetune(self, Xtr, y, task, Xva=None, yva=None, **kw):
+        seen.append((self.tag, folds_of(Xtr), folds_of(Xva)))
+        return real_finetune(self, Xtr, y, task, Xva, yva, **kw)
+
+    def spy_transform(self, Xs, features="similarity"):
+        transformed.append(self.tag)
+        return real_transform(self, Xs, features)
+
+    probed: list[int] = []
+    real_cv = evaluate_brainmae.ev.cross_validate
+
+    def spy_cv(features, y, folds, task, seed=0):
+        expected = [
+            ev.subject_means(real_transform(m, X, "similarity"), clean["segment_subject"].values, len(folds))
+            for m in models
+        ]
+        for k in np.unique(folds):
+            tr, te = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+            Ftr, Fte = features(tr, te)
+            np.testing.assert_allclose(Fte, expected[k][te], rtol=1e-5)
+            np.testing.assert_allclose(Ftr, expected[k][tr], rtol=1e-5)
+            probed.append(int(k))
+        return real_cv(features, y, folds, task, seed=seed)
+
+    monkeypatch.setattr(evaluate_brainmae.ev, "cross_validate", spy_cv)
+    monkeypatch.setattr(evaluate_brainmae, "load_fold_models", lambda path: models)
+    monkeypatch.setattr(BrainMAE, "finetune", spy_finetune)
+    monkeypatch.setattr(BrainMAE, "transform", spy_transform)
+    evaluate_brainmae.run(
+        {
+            "clean": chain / "clean.nc",
+            "weights": chain / "w.pt",
+            "fit": chain / "fit.nc",
+            "baselines": chain / "baselines.nc",
+        },
+        {"metrics": tmp_path / "metrics.nc"},
+        dict(EVAL, finetune={"enabled": True, "max_epochs": 1, "lr": 1e-3, "patience": None}, dataset="tiny"),
+    )
+    assert sorted(transformed) == [0, 1, 2, 3] and probed == [0, 1, 2, 3] * 2
+    assert len(seen) == 8  # 4 folds x (classification, regression)
+    for k, train_folds, val_folds in seen:
+        assert k not in train_folds and k not in val_folds and val_folds == {(k + 1) % 4}
+    assert sorted(k for k, _, _ in seen) == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
 def test_ingest_bad_atlas_leaves_no_output(chain, tmp_path):

@@ -1,5 +1,6 @@
 # The fMRI branch: simulate or read (fMRIPrep / NIfTI + atlas / ROI tables) -> clean + segment -> baselines and
-# BrainMAE (masked pretraining, one fit per variant) -> metrics. Input/params functions: fmri_common.smk.
+# BrainMAE (masked pretraining: one job per variant, one encoder per fold) -> metrics. Input/params functions:
+# fmri_common.smk.
 
 
 include: "fmri_common.smk"

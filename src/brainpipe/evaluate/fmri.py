@@ -5,15 +5,18 @@ tangent + scikit-learn logistic/ridge).
 
 Protocol (shared by the BrainMAE and the baseline stages, so every number is on the same data):
 
-* **Splits** come from the ``roi_segments`` file: ``segment_fold``. Reconstruction is scored on fold 0 (held-out
-  subjects, or a held-out time block for a single-subject dataset); models are fitted on folds >= 2 (fold 1 is the
-  validation set for early stopping).
+* **Splits** come from the ``roi_segments`` file: ``segment_fold`` (``K`` folds). BrainMAE pretrains one encoder
+  per outer fold ``k`` (:func:`fold_split`: test fold ``k``, validation fold ``(k + 1) % K`` for early stopping,
+  training on the rest), so no encoder ever sees the subjects it is tested on. Reconstruction is scored on fold 0
+  (held-out subjects, or a held-out time block for a single-subject dataset) with encoder 0, and the baselines are
+  fitted on the same training folds (>= 2).
 * **Masks**: ``n_patterns`` random ROI masks hiding ``round(mask_ratio * R)`` ROIs, drawn from ``seed``; test segment
   ``i`` gets pattern ``i mod n_patterns``. The ridge baseline is fitted per pattern (predicting the hidden ROIs from
   the visible ones at the same volume) on the training folds' volumes; mean filling predicts each ROI's training
   mean. NMSE = ``sum (x - x_hat)^2 / sum x^2`` over hidden entries (signals are z-scored: predicting 0 scores ~1).
 * **Downstream** (subject-split datasets with labels/targets): k-fold by subject over ``fold(subject)``; features
-  are averaged over each subject's segments; out-of-fold predictions are pooled and scored once.
+  are averaged over each subject's segments; test fold ``k`` uses encoder ``k`` (probe features and fine-tuning);
+  out-of-fold predictions are pooled and scored once.
 """
 
 from __future__ import annotations
@@ -88,10 +91,23 @@ METRICS.update(FMRI_METRICS)
 
 
 # ---- splits and masks ------------------------------------------------------------------------------------------
-def pretrain_split(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boolean (train, validation, test) masks over segments: folds >= 2, fold 1, fold 0."""
+def n_folds(ds: xr.Dataset) -> int:
+    """Number of outer folds of a ``roi_segments`` file (``max(segment_fold) + 1``)."""
+    return int(np.asarray(ds["segment_fold"].values).max()) + 1
+
+
+def fold_split(ds: xr.Dataset, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean (train, validation, test) masks over segments for outer fold ``k`` of ``K``: test = fold ``k``,
+    validation = fold ``(k + 1) % K``, train = every other fold."""
     f = np.asarray(ds["segment_fold"].values)
-    return f >= 2, f == 1, f == 0
+    K = n_folds(ds)
+    te, va = f == k, f == (k + 1) % K
+    return ~te & ~va, va, te
+
+
+def pretrain_split(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Outer fold 0 (:func:`fold_split`): train folds >= 2, validation fold 1, test fold 0."""
+    return fold_split(ds, 0)
 
 
 def eval_masks(

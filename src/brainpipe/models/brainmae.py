@@ -19,7 +19,8 @@ Architecture (one segment ``x`` of ``L`` volumes x ``R`` ROIs):
 
 :class:`BrainMAE` is the scikit-learn-shaped wrapper: ``fit`` (masked pretraining through the shared training loop
 :mod:`brainpipe.training`), ``transform`` (frozen features for a probe), ``reconstruct``, ``score``
-(``1 - NMSE`` on masked ROIs), ``save``/``load`` (weights and hyperparameters, no pickle).
+(``1 - NMSE`` on masked ROIs), ``save``/``load`` (weights and hyperparameters, no pickle);
+:func:`save_fold_models`/:func:`load_fold_models` keep one encoder per outer cross-validation fold in one file.
 """
 
 from __future__ import annotations
@@ -468,38 +469,78 @@ class BrainMAE:
         return np.stack(out) if out else None
 
     # -- save / load (no pickle) ------------------------------------------------------------------------------------
+    def _meta(self) -> dict:
+        return {"params": self.params, "n_rois": self.n_rois_, "seg_len": self.seg_len_, "format": FORMAT}
+
+    def _state(self) -> dict:
+        return {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}
+
+    @classmethod
+    def _from(cls, meta: dict, state: dict, device: str) -> BrainMAE:
+        model = cls(**meta["params"])
+        model.n_rois_, model.seg_len_ = int(meta["n_rois"]), int(meta["seg_len"])
+        model.net_ = BrainMAENet(model.n_rois_, model.seg_len_, model.config_)
+        model.net_.load_state_dict(state)
+        model.net_.to(device).eval()
+        return model
+
     def save(self, path: str | os.PathLike) -> Path:
         """Weights (a state dict of tensors) and hyperparameters (a JSON string) in one torch file."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "params": self.params,
-            "n_rois": self.n_rois_,
-            "seg_len": self.seg_len_,
-            "format": "brainpipe-brainmae/1",
-        }
-        state = {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}
-        tmp = p.with_name(f".{p.name}.tmp")
-        torch.save({"meta": json.dumps(meta), "state_dict": state}, tmp)
-        os.replace(tmp, p)
-        return p
+        return _save_blob(path, {"meta": json.dumps(self._meta()), "state_dict": self._state()})
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> BrainMAE:
         p = Path(path)
-        try:
-            blob = torch.load(p, map_location=device, weights_only=True)
-            meta = json.loads(blob["meta"])
-        except Exception as err:  # torch raises many types on a bad file
+        blob, meta = _load_blob(p, device)
+        if meta.get("format") == FOLDS_FORMAT:
             raise InputError(
-                f"{p}: not a brainpipe BrainMAE weights file ({type(err).__name__}); re-run the pretraining"
-            ) from None
-        model = cls(**meta["params"])
-        model.n_rois_, model.seg_len_ = int(meta["n_rois"]), int(meta["seg_len"])
-        model.net_ = BrainMAENet(model.n_rois_, model.seg_len_, model.config_)
-        model.net_.load_state_dict(blob["state_dict"])
-        model.net_.to(device).eval()
-        return model
+                f"{p}: holds {len(meta['folds'])} per-fold BrainMAE encoders, not one; read it with load_fold_models"
+            )
+        return cls._from(meta, blob["state_dict"], device)
+
+
+FORMAT = "brainpipe-brainmae/1"
+FOLDS_FORMAT = "brainpipe-brainmae-folds/1"
+
+
+def _save_blob(path, blob: dict) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, p)
+    return p
+
+
+def _load_blob(p: Path, device: str) -> tuple[dict, dict]:
+    try:
+        blob = torch.load(p, map_location=device, weights_only=True)
+        meta = json.loads(blob["meta"])
+    except Exception as err:  # torch raises many types on a bad file
+        raise InputError(
+            f"{p}: not a brainpipe BrainMAE weights file ({type(err).__name__}); re-run the pretraining"
+        ) from None
+    return blob, meta
+
+
+def save_fold_models(models: list[BrainMAE], path: str | os.PathLike) -> Path:
+    """One encoder per outer cross-validation fold (``models[k]`` never saw fold ``k``) in one torch file: each
+    encoder's weights (state dict of tensors) and hyperparameters (JSON), no pickle."""
+    meta = {"format": FOLDS_FORMAT, "folds": [m._meta() for m in models]}
+    blob = {"meta": json.dumps(meta), **{f"state_dict_{k}": m._state() for k, m in enumerate(models)}}
+    return _save_blob(path, blob)
+
+
+def load_fold_models(path: str | os.PathLike, device: str = "cpu") -> list[BrainMAE]:
+    """The per-fold encoders written by :func:`save_fold_models` (index = the outer fold each one never saw)."""
+    p = Path(path)
+    blob, meta = _load_blob(p, device)
+    if meta.get("format") != FOLDS_FORMAT:
+        raise InputError(
+            f"{p}: a single BrainMAE encoder (format {meta.get('format')!r}), not per-fold encoders; "
+            "re-run pretrain_brainmae (it now trains one encoder per fold)"
+        )
+    return [BrainMAE._from(m, blob[f"state_dict_{k}"], device) for k, m in enumerate(meta["folds"])]
 
 
 def nmse(X: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> float:

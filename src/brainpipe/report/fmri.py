@@ -106,9 +106,11 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
     parts = [
         '<section id="fmri"><h2>fMRI: BrainMAE</h2>',
         "<p>Masked pretraining of BrainMAE (region-aware graph attention from learned ROI embeddings; hidden-ROI "
-        "reconstruction loss 0.75 x MSE(masked) + 0.25 x MSE(visible)) pooled over the training subjects, "
+        "reconstruction loss 0.75 x MSE(masked) + 0.25 x MSE(visible)) pooled over the training subjects, one "
+        "encoder per outer fold (encoder k never sees fold k's subjects); reconstruction by encoder 0 "
         "scored on held-out subjects (fold 0) against mean filling and ridge regression on the same masks; "
-        "downstream tasks by subject-wise k-fold cross-validation against functional connectivity "
+        "downstream tasks by subject-wise k-fold cross-validation (test fold k: encoder k) against "
+        "functional connectivity "
         "(correlation, tangent) with logistic/ridge regression. Variants are the ablations named in the config. "
         "A dataset without subjects or labels (nitime) is split by time blocks and has no downstream task.</p>",
     ]

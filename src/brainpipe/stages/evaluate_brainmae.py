@@ -1,6 +1,7 @@
-"""Score a pretrained BrainMAE on its dataset: masked-ROI NMSE on held-out fold 0 (and with shuffled ROI
-embeddings), ROI-embedding ARI vs the planted modules (simulated data), linear probes on frozen features and full
-fine-tuning (subject-wise k-fold) for the class label and the phenotype, each against the baselines file.
+"""Score the pretrained per-fold BrainMAE encoders on their dataset: masked-ROI NMSE on held-out fold 0 with encoder
+0 (and with its ROI embeddings shuffled), encoder 0's ROI-embedding ARI vs the planted modules (simulated data),
+linear probes on frozen features and full fine-tuning (subject-wise k-fold: test fold ``k`` uses encoder ``k``,
+which never saw fold ``k``'s subjects) for the class label and the phenotype, each against the baselines file.
 
 params: ``mask_ratio``, ``n_patterns``, ``seed``, ``features`` (probe read-out), ``finetune`` (mapping:
 ``enabled``, ``max_epochs``, ``lr``, ``patience``, ``batch_size``), ``bars``, ``dataset``, ``variant``, optionally
@@ -15,15 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from brainpipe.data import make_provenance, read, write
+from brainpipe.errors import InputError
 from brainpipe.evaluate import fmri as ev
 from brainpipe.evaluate.metrics import metrics_dataset
-from brainpipe.models.brainmae import BrainMAE
+from brainpipe.models.brainmae import load_fold_models
 from brainpipe.stages._runner import cli, stage
 from brainpipe.training import stage_fingerprint
 
 INPUTS = {
     "clean": "roi_segments .nc",
-    "weights": "BrainMAE weights",
+    "weights": "BrainMAE weights, one encoder per outer fold",
     "baselines": "baseline metrics .nc",
     "fit": "model_fit .nc of the pretraining",
     "truth": "optional: planted truth (model_fit)",
@@ -32,7 +34,9 @@ OUTPUTS = {"metrics": "metrics .nc"}
 log_ = logging.getLogger("brainpipe.stages.evaluate_brainmae")
 
 
-def _finetune_cv(model, ds, task, y_sub, ft, ckpt, fp_base):
+def _finetune_cv(models, ds, task, y_sub, ft, ckpt, fp_base):
+    """Fine-tune encoder ``k`` on fold ``k``'s training subjects (validation: fold ``(k + 1) % K``, as in its
+    pretraining) and predict fold ``k``; pooled out-of-fold scores."""
     X = np.asarray(ds["signal"].values, dtype=np.float32)
     seg_sub = np.asarray(ds["segment_subject"].values)
     folds = np.asarray(ds["fold"].values)
@@ -53,6 +57,7 @@ def _finetune_cv(model, ds, task, y_sub, ft, ckpt, fp_base):
         tr, va, te = train_sub[seg_sub], val_sub[seg_sub], test_sub[seg_sub]
         path = f"{ckpt}.finetune-{task}-{k}.pt" if ckpt else None
         fp = dict(fp_base, task=task, fold=k) if ckpt else None
+        model = models[k]
         net = model.finetune(
             X[tr],
             ys[tr],
@@ -90,7 +95,13 @@ def run(inputs, outputs, params, log):
     ds = read(inputs["clean"], "roi_segments")
     base = read(inputs["baselines"], "metrics")
     bvals = {str(k): float(v) for k, v in zip(base["metric"].values, base["value"].values, strict=True)}
-    model = BrainMAE.load(inputs["weights"])
+    models = load_fold_models(inputs["weights"])
+    if len(models) != ev.n_folds(ds):
+        raise InputError(
+            f"{inputs['weights']}: {len(models)} per-fold encoders but {inputs['clean']} has {ev.n_folds(ds)} folds; "
+            "re-run pretrain_brainmae on this clean file"
+        )
+    model = models[0]  # never saw fold 0
     X = np.asarray(ds["signal"].values, dtype=np.float32)
     tr, _, te = ev.pretrain_split(ds)
     seed = int(params["seed"])
@@ -117,9 +128,16 @@ def run(inputs, outputs, params, log):
             values["roi_embedding_ari"] = ev.module_ari(model.roi_embeddings(), modules, seed)
     # downstream: probe on frozen features, then fine-tuning
     feats = params.get("features", "similarity")
-    F = model.transform(X, feats)
-    S = ev.subject_means(F, np.asarray(ds["segment_subject"].values), ds.sizes["subject"])
     folds = np.asarray(ds["fold"].values)
+    seg_sub = np.asarray(ds["segment_subject"].values)
+    S: list = []
+
+    def probe_features(a, b):  # test fold k: encoder k's features
+        k = np.unique(folds[b])
+        if len(k) != 1:
+            raise AssertionError(f"a test set spans folds {k.tolist()}")
+        return S[int(k[0])][a], S[int(k[0])][b]
+
     ft = dict(params.get("finetune") or {})
     fp_base = (
         stage_fingerprint("evaluate_brainmae", params, [inputs["clean"], inputs["weights"]]) if ckpt else {}
@@ -129,8 +147,10 @@ def run(inputs, outputs, params, log):
         tasks.append(("classification", np.asarray(ds["label"].values)))
     if ev.has_target(ds):
         tasks.append(("regression", np.asarray(ds["target"].values, dtype=np.float64)))
+    if tasks:
+        S[:] = [ev.subject_means(m.transform(X, feats), seg_sub, ds.sizes["subject"]) for m in models]
     for task, y in tasks:
-        res = ev.cross_validate(lambda a, b: (S[a], S[b]), y, folds, task, seed=seed)
+        res = ev.cross_validate(probe_features, y, folds, task, seed=seed)
         for k, v in res.items():
             values[f"probe_{k}"] = v
         key = "accuracy" if task == "classification" else "r2"
@@ -138,7 +158,7 @@ def run(inputs, outputs, params, log):
         if fc:
             values[f"probe_{key}_vs_fc"] = values[f"probe_{key}"] - max(fc)
         if ft.get("enabled"):
-            res = _finetune_cv(model, ds, task, y, ft, ckpt, fp_base)
+            res = _finetune_cv(models, ds, task, y, ft, ckpt, fp_base)
             for k, v in res.items():
                 values[f"finetune_{k}"] = v
     fit = read(inputs["fit"], "model_fit")
