@@ -8,7 +8,8 @@
 # State lives in $BRAINPIPE_SLURM_BASE (default /tmp/brainpipe-slurm). The node advertises one generic "gpu"
 # resource (count only, no device file) so rules that request gpu=1 are scheduled as they would be on a GPU node;
 # the jobs then find no CUDA device and run on the CPU. No accounting daemon: the Snakemake profile used by the
-# test sets `slurm-status-command: squeue`, which is reliable here because MinJobAge=300 (see shared notes).
+# test sets `slurm-status-command: squeue`, which is reliable here because MinJobAge=3600 (>= 120 s, see the
+# shared notes) also keeps finished jobs in `squeue -t all` for the test to check after a long run.
 set -euo pipefail
 
 BASE=${BRAINPIPE_SLURM_BASE:-/tmp/brainpipe-slurm}
@@ -67,7 +68,7 @@ GresTypes=gpu
 SlurmctldTimeout=30
 SlurmdTimeout=30
 InactiveLimit=0
-MinJobAge=300
+MinJobAge=3600
 SlurmdParameters=config_overrides
 KillWait=5
 Waittime=0
