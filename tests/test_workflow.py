@@ -523,9 +523,11 @@ def test_slurm_profile_dry_run_shows_resources(tmp_path):
     for b in fits:
         res = re.search(r"resources: (.*)", b).group(1)
         # mem_mb scales with the input's size: <TBD> until the input exists
-        assert "gpu=1" in res and "cpus_per_gpu=2" in res and "runtime=120" in res and "mem_mb=" in res, res
+        # runtime may also show <TBD> in a fresh folder (attempt-scaled expressions are evaluated at submission)
+        assert "gpu=1" in res and "cpus_per_gpu=2" in res and re.search(r"runtime=(120|<TBD>)", res), res
+        assert "mem_mb=" in res, res
     evals = [b for b in blocks if re.match(r"\s*rule evaluate_poisson_glm:", b)]
-    assert evals and all("mem_mb=" in b and "runtime=20" in b for b in evals)
+    assert evals and all("mem_mb=" in b and re.search(r"runtime=(20|<TBD>)", b) for b in evals)
     assert "group spikes_eval" in out or "spikes_eval" in out  # small steps are grouped into shared jobs
     cpu = snakemake(tmp_path, tiny_config(), "-n", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"))
     fit_cpu = [b for b in re.split(r"\n(?=\s*rule \w+:)", cpu.stdout + cpu.stderr) if "rule fit_switching_glm:" in b]
