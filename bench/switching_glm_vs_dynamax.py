@@ -13,8 +13,8 @@ What it does, in one run and back to back (brainpipe first, then dynamax in a su
 3. times (median of ``--repeats``, compile time excluded and reported apart):
    (a) forward-backward alone on one precomputed (B, T, S) log-likelihood: ``brainpipe.models.hmm.forward_backward``
        against ``dynamax.hidden_markov_model.hmm_smoother`` (jitted, vmapped over sequences);
-   (b) one EM iteration from the same start: ours = E-step (``_objective``) + transitions + L-BFGS M-step
-       (``_m_step_lbfgs``, ``m_step_iter`` iterations), dynamax = the ``em_step`` of ``fit_em`` (E-step + 50 Adam steps
+   (b) one EM iteration from the same start: ours = E-step (``_objective``) + transitions + M-step (``_m_step``:
+       Newton per state and neuron by default, ``--m-step lbfgs`` for L-BFGS; at most ``m_step_iter`` passes), dynamax = the ``em_step`` of ``fit_em`` (E-step + 50 Adam steps
        by default), jitted;
    (c) EM under a wall-clock budget (``--budget-s``, EM time only: held-out scoring is not counted), recording
        the held-out marginal log-likelihood after every iteration, then the time each side needed to first come
@@ -25,8 +25,9 @@ dynamax lives in its own venv (jax, optax, tfp-nightly; no torch): ``bench/.venv
 from ``bench/requirements-dynamax.txt`` unless ``--dynamax-python`` names an interpreter that has dynamax.
 Both sides get the same CPU cores (``--cores``, default 2): this process pins itself with ``sched_setaffinity``
 before anything starts threads, and the dynamax subprocess inherits the mask (XLA sizes its thread pool from
-the schedulable CPUs); torch gets ``set_num_threads(cores)``. Both sides compute in float64 (brainpipe's CPU dtype;
-``--dynamax-dtype float32`` for dynamax's default precision).
+the schedulable CPUs); torch gets ``set_num_threads(cores)``. Precision: brainpipe keeps parameters, sums over
+bins and the forward-backward in float64 and its per-bin data term in ``--data-dtype`` (SwitchingGLM's default
+float32); dynamax computes in ``--dynamax-dtype`` (float64 by default; float32 is its own default precision).
 """
 
 from __future__ import annotations
@@ -87,7 +88,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--m-step-iter",
         type=int,
         default=None,
-        help="brainpipe L-BFGS iterations per M-step (default: SwitchingGLM's)",
+        help="brainpipe M-step iterations (passes over the data) per EM iteration (default: SwitchingGLM's)",
+    )
+    ap.add_argument("--m-step", choices=("newton", "lbfgs"), default=None, help="brainpipe M-step (default: SwitchingGLM's)")
+    ap.add_argument(
+        "--data-dtype", choices=("float32", "float64"), default=None, help="brainpipe per-bin data dtype (default: SwitchingGLM's)"
     )
     ap.add_argument(
         "--dynamax-m-step-iters", type=int, default=50, help="Adam steps per dynamax M-step (its default 50)"
@@ -178,7 +183,7 @@ def build_data(args):
     sim = simulate("switching_glm_network", sim_params, args.seed)
     t_sim = time.perf_counter() - t0
     ds = bin_spikes(sim.data, float(sim.truth.attrs["bin_width_s"]))
-    kw = {} if args.m_step_iter is None else {"m_step_iter": args.m_step_iter}
+    kw = {k: v for k, v in (("m_step_iter", args.m_step_iter), ("m_step", args.m_step), ("data_dtype", args.data_dtype)) if v is not None}
     model = SwitchingGLM(n_states=sim_params["n_states"], link=args.link, device="cpu", seed=args.seed, **kw)
     t0 = time.perf_counter()
     train = model.batch(ds, "train")
@@ -191,10 +196,12 @@ def build_data(args):
             )
     # the history features, computed in numpy from the counts, are what both sides use
     phi = exp_basis(model.history_bins, model.history_decay)
-    for b in (train, test):
-        Yb = b.counts.numpy()
+    exact = {}
+    for name, b in (("train", train), ("test", test)):
+        Yb = b.counts.numpy().astype(np.float64)
         Hb = np.stack([history_features(Yb[i], phi) for i in range(Yb.shape[0])])
-        assert np.allclose(Hb, b.history.numpy()), "history features differ from SwitchingGLM.batch's"
+        assert np.allclose(Hb, b.history.numpy(), rtol=1e-6), "history features differ from SwitchingGLM.batch's"
+        exact[name] = (Yb, Hb)  # what dynamax gets: the same features, in float64
     info = {
         "simulate_s": t_sim,
         "batch_s": t_batch,
@@ -202,6 +209,7 @@ def build_data(args):
         "mean_count": float(train.counts.mean()),
         "shape_train": list(train.counts.shape),
         "shape_test": list(test.counts.shape),
+        "exact": exact,
     }
     truth = {
         k: torch.as_tensor(np.asarray(sim.truth[v].values, dtype=np.float64))
@@ -248,7 +256,7 @@ class Ours:
         t1 = time.perf_counter()
         if m.n_states > 1:
             q["log_A"], q["log_pi"] = m._transitions_map(post[1], post[2])
-        m._m_step_lbfgs(q, names, data, post[1], True)
+        m._m_step(q, names, data, post[1], True)
         m._update_shared_prior(q)
         t2 = time.perf_counter()
         return q, total, {"e_step": t1 - t0, "m_step": t2 - t1, "total": t2 - t0}
@@ -307,8 +315,8 @@ def run_em_budget(ours: Ours, p0: dict, budget: float, max_iter: int) -> dict:
 def profile_em_iteration(ours: Ours, p0: dict) -> dict:
     """Where one brainpipe EM iteration spends its time: a measured breakdown, torch-profiler ops, cProfile.
 
-    Implementation-agnostic: the M-step's objective evaluations are counted and timed by wrapping the closure
-    that ``torch.optim.LBFGS.step`` receives, so this works whatever ``_m_step_lbfgs`` computes inside.
+    The M-step's passes over the data are counted and timed by wrapping ``_q_and_grads`` (the closed-form value
+    and gradient that both M-steps evaluate), so this works whichever M-step runs.
     """
     import torch
 
@@ -328,31 +336,28 @@ def profile_em_iteration(ours: Ours, p0: dict) -> dict:
     m._transitions_map(gamma, xi)
     out["transitions_s"] = time.perf_counter() - t0
     calls, in_closure = [0], [0.0]
-    orig_step = torch.optim.LBFGS.step
+    orig = m._q_and_grads
 
-    def step(self, closure):
-        def timed_closure():
-            calls[0] += 1
-            t = time.perf_counter()
-            r = closure()
-            in_closure[0] += time.perf_counter() - t
-            return r
+    def timed(*a, **k):
+        calls[0] += 1
+        t = time.perf_counter()
+        r = orig(*a, **k)
+        in_closure[0] += time.perf_counter() - t
+        return r
 
-        return orig_step(self, timed_closure)
-
-    m._m_step_lbfgs(dict(p0), m._trainable(p0, False), data, gamma, True)  # warm-up (first-call allocations)
-    torch.optim.LBFGS.step = step
+    m._m_step(dict(p0), m._trainable(p0, False), data, gamma, True)  # warm-up (first-call allocations)
+    m._q_and_grads = timed
     try:
         t0 = time.perf_counter()
-        m._m_step_lbfgs(dict(p0), m._trainable(p0, False), data, gamma, True)
+        m._m_step(dict(p0), m._trainable(p0, False), data, gamma, True)
         out["m_step_s"] = time.perf_counter() - t0
     finally:
-        torch.optim.LBFGS.step = orig_step
+        del m._q_and_grads
     out["m_step_evals"] = calls[0]
     out["m_step_in_objective_s"] = in_closure[0]
     out["m_step_outside_objective_s"] = out["m_step_s"] - in_closure[0]
     with torch.profiler.profile() as prof:  # op-level view of one whole M-step
-        m._m_step_lbfgs(dict(p0), m._trainable(p0, False), data, gamma, True)
+        m._m_step(dict(p0), m._trainable(p0, False), data, gamma, True)
     out["m_step_top_ops"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
     pr = cProfile.Profile()
     pr.enable()
@@ -365,7 +370,7 @@ def profile_em_iteration(ours: Ours, p0: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ report
-def print_profile(prof: dict, info: dict) -> None:
+def print_profile(prof: dict, info: dict, model) -> None:
     tot = prof["e_loglik_s"] + prof["e_forward_backward_s"] + prof["transitions_s"] + prof["m_step_s"]
     n_ev = max(prof["m_step_evals"], 1)
     print(f"\n== profile of one brainpipe EM iteration ({tot:.2f} s measured piecewise)")
@@ -374,9 +379,11 @@ def print_profile(prof: dict, info: dict) -> None:
     print(f"  E-step forward-backward:   {prof['e_forward_backward_s']:.3f} s")
     print(f"  transitions (closed form): {prof['transitions_s']:.4f} s")
     print(
-        f"  M-step (L-BFGS):           {prof['m_step_s']:.3f} s = {prof['m_step_evals']} objective+gradient "
-        f"evaluations x {prof['m_step_in_objective_s'] / n_ev:.3f} s + {prof['m_step_outside_objective_s']:.3f} s "
-        "outside them (set-up, L-BFGS updates, line search)"
+        f"  M-step ({model.m_step}):{' ' * (18 - len(model.m_step))}{prof['m_step_s']:.3f} s = {prof['m_step_evals']} "
+        f"objective+gradient passes x {prof['m_step_in_objective_s'] / n_ev:.3f} s + "
+        f"{prof['m_step_outside_objective_s']:.3f} s outside them ("
+        + ("set-up, Fisher information, solves" if model.m_step == "newton" else "set-up, L-BFGS updates, line search")
+        + ")"
     )
     print("  one whole M-step, top ops (torch profiler):")
     print(prof["m_step_top_ops"])
@@ -436,6 +443,7 @@ def main(argv=None) -> dict:
     )
 
     model, train, test, truth, info = build_data(args)
+    exact = info.pop("exact")
     res["data"] = info
     B, T, _ = train.counts.shape
     print(
@@ -453,7 +461,7 @@ def main(argv=None) -> dict:
     ours = Ours(model, train, test)
     if args.profile_only:
         prof = profile_em_iteration(ours, p0)
-        print_profile(prof, info)
+        print_profile(prof, info, model)
         return {"profile": {k: v for k, v in prof.items() if not isinstance(v, str)}, **res}
     dpy = dynamax_python(args.dynamax_python)
     res["heldout_truth"] = ours.heldout(truth)
@@ -515,10 +523,10 @@ def main(argv=None) -> dict:
         npz, js = Path(tmp) / "data.npz", Path(tmp) / "out.json"
         np.savez(
             npz,
-            Y_train=train.counts.numpy(),
-            H_train=train.history.numpy(),
-            Y_test=test.counts.numpy(),
-            H_test=test.history.numpy(),
+            Y_train=exact["train"][0],
+            H_train=exact["train"][1],
+            Y_test=exact["test"][0],
+            H_test=exact["test"][1],
             W0=p0["W"].numpy(),
             b0=p0["b"].numpy(),
             log_A0=p0["log_A"].numpy(),
@@ -621,7 +629,9 @@ def main(argv=None) -> dict:
         f"compile (excluded): dynamax hmm_smoother {dyn['fb']['compile_s']:.2f} s, em_step {dyn['em_iter']['compile_s']:.2f} s"
     )
     print(
-        f"settings: brainpipe float64, L-BFGS M-step max_iter={model.m_step_iter}; dynamax {dyn['dtype']}, "
+        f"settings: brainpipe float64 (data term {model.data_dtype}), {model.m_step} M-step max_iter={model.m_step_iter}"
+        + (f" hessian_rows={model.hessian_rows}" if model.m_step == "newton" else "")
+        + f"; dynamax {dyn['dtype']}, "
         f"{args.dynamax_m_step_iters} Adam steps lr={args.dynamax_lr} "
         f"({'generic' if args.dynamax_generic_loglik else 'einsum'} log-lik); torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), jax {dv['jax']}, dynamax {dv['dynamax']}; cores {cores}; "
@@ -641,7 +651,7 @@ def main(argv=None) -> dict:
     if args.profile:
         prof = profile_em_iteration(ours, p0)
         res["profile"] = {k: v for k, v in prof.items() if not isinstance(v, str)}
-        print_profile(prof, info)
+        print_profile(prof, info, model)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
     return res

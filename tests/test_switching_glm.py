@@ -184,9 +184,11 @@ def test_round_trip_through_dataset(tiny_switch, tiny_fits, tmp_path):
         ds = m.to_dataset(counts)
         write(ds, tmp_path / f"{name}.nc", "model_fit", make_provenance("test"))
         back = SwitchingGLM.from_dataset(read(tmp_path / f"{name}.nc", "model_fit"), device="cpu")
-        assert np.isclose(back.log_likelihood(counts, "test"), m.log_likelihood(counts, "test"), rtol=1e-10)
+        np.testing.assert_allclose(back.weights_, m.weights_, rtol=1e-14, atol=1e-15)
+        # the data term runs in float32: a 1e-16 change of a weight can flip a float32 rounding (1e-7 relative)
+        assert np.isclose(back.log_likelihood(counts, "test"), m.log_likelihood(counts, "test"), rtol=1e-7)
         post, vit = back.decode(counts)
-        np.testing.assert_allclose(post, ds["posterior"].values, atol=1e-8)
+        np.testing.assert_allclose(post, ds["posterior"].values, atol=1e-6)
         np.testing.assert_array_equal(vit, ds["viterbi"].values)
         assert post.shape == (counts.sizes["time"], m.n_states) and np.allclose(post.sum(1), 1)
 
@@ -414,7 +416,7 @@ def test_sigterm_resume_gives_the_uninterrupted_fit(tiny_switch, tmp_path, monke
     base = {"n_states": 2, "link": "sigmoid", "n_iter": 10, "tol": 0.0, "device": "cpu", **kw}
     ref = SwitchingGLM(**base).fit(counts)
     calls = {"n": 0}
-    original = SwitchingGLM._m_step_lbfgs
+    original = SwitchingGLM._m_step
 
     def m_step(self, *a, **k):
         calls["n"] += 1
@@ -424,7 +426,7 @@ def test_sigterm_resume_gives_the_uninterrupted_fit(tiny_switch, tmp_path, monke
 
     ckpt = tmp_path / "fit.pt"
     with monkeypatch.context() as mp:
-        mp.setattr(SwitchingGLM, "_m_step_lbfgs", m_step)
+        mp.setattr(SwitchingGLM, "_m_step", m_step)
         with pytest.raises(Preempted, match="rerun the same command to resume"):
             SwitchingGLM(**base).fit(counts, checkpoint=ckpt, fingerprint={"x": 1}, checkpoint_every_s=1e9)
     assert ckpt.exists()

@@ -53,6 +53,10 @@ from brainpipe.training.checkpoint import Checkpointer, fingerprint_of
 log = logging.getLogger("brainpipe.models.switching_glm")
 PRIORS = ("none", "gaussian", "onehot")
 LINKS = {"softplus": F.softplus, "sigmoid": torch.sigmoid, "exp": torch.exp}
+DATA_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+M_STEPS = ("newton", "lbfgs")
+MIN_RATE = 1e-10  # floor on the Poisson rate per bin (keeps log(rate) finite)
+CHUNK_ELEMENTS = 1 << 19  # bins x (states x neurons) per block of the data term: a few MB, cache-sized
 CATEGORIES = ("inh", "none", "exc")
 
 
@@ -138,13 +142,20 @@ class SwitchingGLM:
         n_restarts: int = 1,
         seed: int = 0,
         device: str = "auto",
+        data_dtype: str = "float32",
+        m_step: str = "newton",
+        hessian_rows: int = 4096,
     ):
         if prior not in PRIORS:
             raise ConfigError(f"SwitchingGLM: prior {prior!r} is not one of {', '.join(PRIORS)}")
         if link not in LINKS:
             raise ConfigError(f"SwitchingGLM: link {link!r} is not one of {', '.join(LINKS)}")
-        if n_states < 1 or history_bins < 1 or n_restarts < 1:
-            raise ConfigError("SwitchingGLM: n_states, history_bins and n_restarts must be >= 1")
+        if data_dtype not in DATA_DTYPES:
+            raise ConfigError(f"SwitchingGLM: data_dtype {data_dtype!r} is not one of {', '.join(DATA_DTYPES)}")
+        if m_step not in M_STEPS:
+            raise ConfigError(f"SwitchingGLM: m_step {m_step!r} is not one of {', '.join(M_STEPS)}")
+        if n_states < 1 or history_bins < 1 or n_restarts < 1 or hessian_rows < 1:
+            raise ConfigError("SwitchingGLM: n_states, history_bins, n_restarts and hessian_rows must be >= 1")
         self.n_states = n_states
         self.prior = prior
         self.link = link
@@ -172,10 +183,21 @@ class SwitchingGLM:
         self.n_restarts = n_restarts
         self.seed = seed
         self.device = device
+        self.data_dtype = data_dtype
+        self.m_step = m_step
+        self.hessian_rows = hessian_rows
 
     # ------------------------------------------------------------------ data
     def _dtype(self, device: torch.device) -> torch.dtype:
-        return torch.float64 if device.type == "cpu" else torch.float32
+        """Parameters, sums over bins and the forward-backward: float64 on CPU, float32 on a GPU (unless the data
+        term is float64 too)."""
+        return torch.float64 if device.type == "cpu" or self.data_dtype == "float64" else torch.float32
+
+    def _data_dtype(self) -> torch.dtype:
+        """The per-bin data term (counts, history features, linear predictors, rates): ``data_dtype``. float32 (the
+        default) halves memory traffic and doubles SIMD width; every sum over bins is accumulated in the
+        parameters' dtype, so objectives stay accurate to about 1e-7 relative."""
+        return DATA_DTYPES[self.data_dtype]
 
     def _covariate_matrix(self, ds: xr.Dataset) -> tuple[np.ndarray, list[str]]:
         cols, names = [], []
@@ -221,9 +243,9 @@ class SwitchingGLM:
             cov[b, :n] = X[rows]
             mask[b, :n] = True
             index[b, :n] = rows
-        as_t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
-        y = as_t(counts)
-        return Batch(y, as_t(hist), as_t(cov), torch.as_tensor(mask, device=device), index, torch.lgamma(y + 1).sum(-1))
+        as_t = lambda a: torch.as_tensor(a, dtype=self._data_dtype(), device=device)  # noqa: E731
+        log_factorial = torch.lgamma(torch.as_tensor(counts, dtype=dtype, device=device) + 1).sum(-1)
+        return Batch(as_t(counts), as_t(hist), as_t(cov), torch.as_tensor(mask, device=device), index, log_factorial)
 
     # ------------------------------------------------------------------ model pieces
     def _weights(self, p: dict[str, torch.Tensor], hard: bool, tau: float | None, gen: torch.Generator | None):
@@ -240,16 +262,61 @@ class SwitchingGLM:
         eye = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
         return W * (1 - eye) + torch.diag_embed(p["self"])
 
+    def _poisson_terms(self, eta: torch.Tensor, y: torch.Tensor, grad: bool):
+        """Per-element Poisson log-likelihood ``y log r - r`` (without log y!) of the linear predictors ``eta``, with
+        ``r = max(f(eta), MIN_RATE)``, and with ``grad`` its derivative with respect to ``eta`` (else None).
+
+        Works in place on ``eta`` (which it consumes) with as few passes over the block as the link allows; ``y``
+        broadcasts against ``eta`` (e.g. (rows, 1, N) against (rows, S, N)).
+        """
+        if self.link == "exp":
+            term = torch.mul(eta.clamp_min(math.log(MIN_RATE)), y)
+            rate = eta.exp_()
+            d = torch.sub(y, rate) if grad else None
+            return term.sub_(rate.clamp_min_(MIN_RATE)), d
+        if self.link == "sigmoid":
+            rate = eta.sigmoid_().clamp_min_(MIN_RATE)  # f'(eta) = f (1 - f)
+            term = torch.log(rate)
+            d = None
+            if grad:
+                d = torch.sub(y, rate)  # (y / f - 1) f (1 - f) = (y - f)(1 - f)
+                d.mul_(torch.sub(1.0, rate))
+            return term.mul_(y).sub_(rate), d
+        rate = F.softplus(eta).clamp_min_(MIN_RATE)  # softplus: f'(eta) = sigmoid(eta)
+        term = torch.log(rate)
+        d = None
+        if grad:
+            d = torch.div(y, rate).sub_(1.0).mul_(eta.sigmoid_())
+        return term.mul_(y).sub_(rate), d
+
+    @torch.no_grad()
     def _log_lik(self, p, W, data: Batch) -> torch.Tensor:
-        """Emission log-likelihood per bin and state, (B, T, S); zero at padding."""
-        eta = p["b"][None, None] + torch.einsum("btm,snm->btsn", data.history, W)
-        if data.covariates.shape[-1]:
-            eta = eta + torch.einsum("btc,snc->btsn", data.covariates, p["U"])
-        rate = LINKS[self.link](eta).clamp_min(1e-10)
-        y = data.counts[:, :, None, :]
-        ll = (y * torch.log(rate) - rate).sum(-1)
-        log_factorial = data.log_factorial if data.log_factorial is not None else torch.lgamma(data.counts + 1).sum(-1)
-        return (ll - log_factorial[:, :, None]) * data.mask[:, :, None]
+        """Emission log-likelihood per bin and state, (B, T, S) in the parameters' dtype; zero at padding.
+
+        Computed block by block over the bins: one matrix product gives every state's linear predictors of a
+        block, (rows, S x N), in the data dtype; the per-bin sums over neurons are accumulated in the parameters'
+        dtype.
+        """
+        B, T, N = data.counts.shape
+        S, C = W.shape[0], data.covariates.shape[-1]
+        dd, pd = data.counts.dtype, p["b"].dtype
+        Wt = W.reshape(S * N, N).T.to(dd)
+        b = p["b"].reshape(S * N).to(dd)
+        Ut = p["U"].reshape(S * N, C).T.to(dd) if C else None
+        Y = data.counts.reshape(B * T, N)
+        H = data.history.reshape(B * T, N)
+        X = data.covariates.reshape(B * T, C)
+        out = torch.empty(B * T, S, dtype=pd, device=Y.device)
+        step = max(1, CHUNK_ELEMENTS // (S * N))
+        for lo in range(0, B * T, step):
+            hi = min(lo + step, B * T)
+            eta = torch.addmm(b, H[lo:hi], Wt)
+            if C:
+                eta.addmm_(X[lo:hi], Ut)
+            term, _ = self._poisson_terms(eta.view(hi - lo, S, N), Y[lo:hi, None, :], grad=False)
+            out[lo:hi] = term.sum(-1, dtype=pd)
+        log_factorial = data.log_factorial if data.log_factorial is not None else torch.lgamma(data.counts.to(pd) + 1).sum(-1)
+        return (out.view(B, T, S) - log_factorial[:, :, None]) * data.mask[:, :, None]
 
     def _log_prior(self, p, W) -> torch.Tensor:
         """Log prior of the emission parameters (up to constants), the term added to Q in the M-step."""
@@ -287,7 +354,8 @@ class SwitchingGLM:
     # ------------------------------------------------------------------ fitting
     def _init_params(self, data: Batch, rng: np.random.Generator, glm: dict | None) -> dict[str, torch.Tensor]:
         S, N, C = self.n_states, data.counts.shape[-1], data.covariates.shape[-1]
-        dev, dt = data.counts.device, data.counts.dtype
+        dev = data.counts.device
+        dt = self._dtype(dev)
         as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=dt, device=dev)  # noqa: E731
         W0, b0, U0 = glm["W"], glm["b"], glm["U"]
         noise = rng.normal(0, self.init_noise, (S, N, N)) if S > 1 else np.zeros((1, N, N))
@@ -328,7 +396,9 @@ class SwitchingGLM:
         return names + (["logits", "strength", "self"] if onehot_phase else ["strength", "self"])
 
     def _state_rows(self, data: Batch, gamma: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-        """Per state, the bins that carry posterior weight: (weights, counts, history, covariates).
+        """Per state, the bins that carry posterior weight: (weights, counts, history, covariates, weighted history,
+        weighted covariates), in the data dtype; the weighted copies (times the posterior weight) turn the gradient
+        into one matrix product per block.
 
         Bins whose posterior weight for a state is below ``m_step_min_weight`` are left out of that state's
         M-step (their share of Q is below that weight times the bin's log-likelihood). With sticky states the
@@ -342,45 +412,198 @@ class SwitchingGLM:
         X = data.covariates.reshape(n, data.covariates.shape[-1])[valid]
         rows = []
         for s in range(g.shape[1]):
-            keep = g[:, s] > self.m_step_min_weight
-            idx = torch.nonzero(keep).squeeze(1)
-            rows.append((g[idx, s], Y[idx], H[idx], X[idx]))
+            idx = torch.nonzero(g[:, s] > self.m_step_min_weight).squeeze(1)
+            gs, hs, xs = g[idx, s], H[idx], X[idx]
+            w = gs.to(H.dtype)[:, None]
+            rows.append((gs, Y[idx], hs, xs, hs * w, xs * w))
         return rows
 
-    def _q_and_grads(self, W, b, U, rows, chunk: int = 16384):
-        """Expected complete-data log-likelihood (without the constant log y!) and its gradients w.r.t. the
-        per-state weights, biases and covariate weights, computed in closed form in cache-sized chunks."""
+    def _q_and_grads(self, W, b, U, rows):
+        """Expected complete-data log-likelihood (without the constant log y!) per (state, neuron), (S, N), and its
+        gradients w.r.t. the per-state weights, biases and covariate weights, in closed form, block by block over
+        the bins.
+
+        The linear predictors, rates and derivatives are computed in the data dtype; every sum over bins is
+        accumulated in the parameters' dtype (value, gradients).
+        """
         dW, db, dU = torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(U)
-        value = W.new_zeros(())
-        for s, (g, Y, H, X) in enumerate(rows):
-            for lo in range(0, g.shape[0], chunk):
-                gs, ys, hs, xs = g[lo : lo + chunk], Y[lo : lo + chunk], H[lo : lo + chunk], X[lo : lo + chunk]
-                eta = torch.addmm(b[s], hs, W[s].T)
-                if xs.shape[1]:
-                    eta = eta.addmm_(xs, U[s].T)
-                if self.link == "exp":
-                    f = eta.exp()
-                    term = ys * eta - f
-                    d = ys - f
-                elif self.link == "sigmoid":
-                    f = torch.sigmoid(eta)
-                    term = -ys * F.softplus(-eta) - f
-                    d = ys * (1 - f) - f * (1 - f)
-                else:  # softplus
-                    f = F.softplus(eta).clamp_min(1e-10)
-                    term = ys * f.log() - f
-                    d = (ys / f - 1) * torch.sigmoid(eta)
-                value = value + (gs[:, None] * term).sum()
-                d = d * gs[:, None]
-                dW[s].addmm_(d.T, hs)
-                db[s] += d.sum(0)
-                if xs.shape[1]:
-                    dU[s].addmm_(d.T, xs)
+        value = torch.zeros_like(b)  # per (state, neuron): the M-step's objective is a sum of independent parts
+        N = W.shape[-1]
+        for s, (g, Y, H, X, Hg, Xg) in enumerate(rows):
+            dd = H.dtype
+            Wt, bs, Ut = W[s].T.to(dd), b[s].to(dd), U[s].T.to(dd)
+            gd = g.to(dd)
+            step = max(1, CHUNK_ELEMENTS // N)
+            for lo in range(0, g.shape[0], step):
+                hi = min(lo + step, g.shape[0])
+                eta = torch.addmm(bs, H[lo:hi], Wt)
+                if X.shape[1]:
+                    eta.addmm_(X[lo:hi], Ut)
+                term, d = self._poisson_terms(eta, Y[lo:hi], grad=True)
+                value[s] += torch.mv(term.T, gd[lo:hi]).to(value.dtype)
+                dW[s] += (d.T @ Hg[lo:hi]).to(dW.dtype)  # sum_t g_t d_t h_t^T
+                db[s] += torch.mv(d.T, gd[lo:hi]).to(db.dtype)
+                if X.shape[1]:
+                    dU[s] += (d.T @ Xg[lo:hi]).to(dU.dtype)
         return value, dW, db, dU
 
+    def _loss_and_grad(self, q: dict, rows, scale: float, hard: bool, tau=None, gen=None, extra=None) -> torch.Tensor:
+        """``-(Q + log prior) * scale (+ extra)``, with its gradient accumulated into the leaf tensors of ``q``.
+
+        The data term and its gradient w.r.t. (W, b, U) are closed-form (:meth:`_q_and_grads`, no autograd over
+        the bins); autograd only carries them through the (small) parametrisation of W, the prior and ``extra``.
+        """
+        W = self._weights(q, hard=hard, tau=tau, gen=gen)
+        value, dW, db, dU = self._q_and_grads(W.detach(), q["b"].detach(), q["U"].detach(), rows)
+        value = value.sum()
+        rest = -self._log_prior(q, W) * scale
+        if extra is not None:
+            rest = rest + extra
+        torch.autograd.backward([W, q["b"], q["U"], rest], [-dW * scale, -db * scale, -dU * scale, None])
+        return (-value * scale + rest).detach()
+
+    def _m_step(self, p, names, data: Batch, gamma: torch.Tensor, hard: bool) -> None:
+        """The emission M-step: Newton (``m_step="newton"``) where the weights are free parameters (no or Gaussian
+        prior, and the single-state initialisation), else L-BFGS (the one-hot prior's parametrisation)."""
+        if self.m_step == "newton" and sorted(names) == ["U", "W", "b"] and self.prior in ("none", "gaussian"):
+            self._m_step_newton(p, data, gamma)
+        else:
+            self._m_step_lbfgs(p, names, data, gamma, hard)
+
+    def _prior_gaussian(self, p, S: int, N: int, C: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The log prior of the emission parameters as independent Gaussians per (state, neuron) on
+        ``theta = [W_sn (N), b_sn, U_sn (C)]``: precision (N, D) and mean (S, N, D), with D = N + 1 + C."""
+        ref = p["b"]
+        prec = torch.full((N, N + 1 + C), self.l2, dtype=ref.dtype, device=ref.device)
+        mean = torch.zeros(S, N, N + 1 + C, dtype=ref.dtype, device=ref.device)
+        if self.prior == "gaussian":
+            off = ~torch.eye(N, dtype=torch.bool, device=ref.device)
+            prec[:, :N][off] = 1.0 / self.gaussian_sigma**2
+            mean[:, :, :N] = p["W_bar"][None]
+        return prec, mean
+
+    def _fisher_design(self, rows, D: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
+        """Per state, the bins the Fisher information is estimated from: (weights, design ``z = [h, 1, x]``, the
+        upper triangle of each bin's outer product ``z z^T``); fixed for a whole M-step, so built once.
+
+        At most ``hessian_rows`` bins per state, chosen by systematic sampling along the cumulative posterior
+        weight (deterministic; each chosen bin stands for an equal share of the weight). The gradient is always
+        exact; the Hessian only has to be good enough for Newton's steps to contract.
+        """
+        iu = None
+        out = []
+        for g, _, H, X, _, _ in rows:
+            n = g.shape[0]
+            if n == 0:
+                out.append(None)
+                continue
+            if n > self.hessian_rows:
+                m = self.hessian_rows
+                cum = torch.cumsum(g, 0)
+                total = cum[-1]
+                at = (torch.arange(m, dtype=g.dtype, device=g.device) + 0.5) * (total / m)
+                idx = torch.searchsorted(cum, at).clamp_max(n - 1)
+                w = torch.full((m,), float(total / m), dtype=H.dtype, device=H.device)
+            else:
+                idx = torch.arange(n, device=g.device)
+                w = g.to(H.dtype)
+            Z = torch.cat([H[idx], torch.ones(idx.shape[0], 1, dtype=H.dtype, device=H.device), X[idx]], 1)
+            K = torch.empty(Z.shape[0], D * (D + 1) // 2, dtype=H.dtype, device=H.device)
+            at = 0
+            for i in range(D):  # row-major upper triangle, the order of torch.triu_indices
+                torch.mul(Z[:, i:], Z[:, i : i + 1], out=K[:, at : at + D - i])
+                at += D - i
+            out.append((w, Z, K))
+        return out
+
+    def _fisher_blocks(self, theta: torch.Tensor, design) -> torch.Tensor:
+        """Expected (Fisher) information of each (state, neuron)'s Poisson GLM at ``theta``, (S, N, D, D) in the
+        parameters' dtype: ``sum_t g_t f'(eta)^2 / f(eta) z_t z_t^T`` over the bins of :meth:`_fisher_design`,
+        every neuron at once as one matrix product (N, m) @ (m, D(D+1)/2) per state."""
+        S, N, D = theta.shape
+        out = torch.zeros(S, N, D, D, dtype=theta.dtype, device=theta.device)
+        iu = torch.triu_indices(D, D, device=theta.device)
+        for s, item in enumerate(design):
+            if item is None:
+                continue
+            w, Z, K = item
+            eta = Z @ theta[s].T.to(Z.dtype)  # (m, N)
+            if self.link == "exp":
+                info = eta.clamp_max_(80.0).exp_().clamp_min_(MIN_RATE)
+            elif self.link == "sigmoid":
+                f = torch.sigmoid(eta)
+                info = f.clamp_min(MIN_RATE) * (1 - f) ** 2
+            else:
+                info = torch.sigmoid(eta) ** 2 / F.softplus(eta).clamp_min(MIN_RATE)
+            info.mul_(w[:, None])
+            upper = (info.T @ K).to(theta.dtype)
+            out[s][:, iu[0], iu[1]] = upper
+            out[s][:, iu[1], iu[0]] = upper
+        return out
+
+    # Levenberg-Marquardt damping of the Newton M-step, per (state, neuron), relative to the Fisher diagonal:
+    # start, factor after a rejected step, factor after an accepted one (measured on the bench's first M-step,
+    # the hardest: from the noisy initialisation, damping 1e-3 wasted 3 passes on rejected steps, 1.0 none)
+    _lm_start, _lm_up, _lm_down = 1.0, 4.0, 0.25
+
+    def _m_step_newton(self, p, data: Batch, gamma: torch.Tensor) -> None:
+        """Newton M-step, independently for each (state, neuron): the expected complete-data log-likelihood plus
+        the log prior is a sum of one Poisson GLM per (state, neuron) over ``theta = [W_sn, b_sn, U_sn]``
+        (the Gaussian prior's shared mean is held fixed during the M-step).
+
+        Each iteration costs one pass over the data (exact values and gradients, :meth:`_q_and_grads`): the
+        direction solves with the Fisher information (:meth:`_fisher_blocks`, computed once per M-step) plus the
+        prior precision; each (state, neuron) keeps its step where it raises its own objective enough (Armijo),
+        else halves its step for the next pass. At most ``m_step_iter`` passes; stops early when the predicted
+        gain of the remaining Newton steps is below 1e-9 of the objective.
+        """
+        W, b, U = p["W"], p["b"], p["U"]
+        S, N, C = W.shape[0], W.shape[-1], U.shape[-1]
+        rows = self._state_rows(data, gamma)
+        prec, mean = self._prior_gaussian(p, S, N, C)
+
+        def evaluate(theta):
+            value, dW, db, dU = self._q_and_grads(theta[..., :N], theta[..., N], theta[..., N + 1 :], rows)
+            diff = theta - mean
+            value = value - 0.5 * (prec * diff**2).sum(-1)
+            grad = torch.cat([dW, db[..., None], dU], -1) - prec * diff
+            return value, grad
+
+        theta = torch.cat([W, b[..., None], U], -1)
+        value, grad = evaluate(theta)
+        prior_h = torch.diag_embed(prec)[None]
+        design = self._fisher_design(rows, theta.shape[-1])
+        info = self._fisher_blocks(theta, design) + prior_h
+        damp = torch.full((S, N), self._lm_start, dtype=theta.dtype, device=theta.device)
+        eye = torch.eye(theta.shape[-1], dtype=theta.dtype, device=theta.device)
+
+        def solve(info, damp, grad):
+            # Levenberg-Marquardt: (I + damp * diag(I)) d = grad; damp grows where a step failed
+            scaled = info + damp[..., None, None] * torch.diag_embed(torch.diagonal(info, dim1=-2, dim2=-1))
+            chol, bad = torch.linalg.cholesky_ex(scaled)
+            if bool(bad.any()):
+                chol = torch.linalg.cholesky(scaled + 1e-8 * eye)
+            return torch.cholesky_solve(grad[..., None], chol)[..., 0]
+
+        direction = solve(info, damp, grad)
+        for _ in range(self.m_step_iter):
+            gain = (grad * direction).sum(-1)  # >= 0: an ascent direction
+            if float(gain.sum()) * 0.5 < 0.1 * self.tol * (float(value.abs().sum()) + 1.0):
+                break  # what Newton could still gain is below a tenth of EM's own stopping tolerance
+            trial = theta + direction
+            v_new, g_new = evaluate(trial)
+            ok = v_new >= value + 1e-4 * gain
+            theta = torch.where(ok[..., None], trial, theta)
+            value = torch.where(ok, v_new, value)
+            grad = torch.where(ok[..., None], g_new, grad)
+            damp = torch.where(ok, damp * self._lm_down, damp * self._lm_up).clamp(1e-12, 1e12)
+            if bool(ok.any()):  # the Fisher information where the parameters moved
+                info = torch.where(ok[..., None, None], self._fisher_blocks(theta, design) + prior_h, info)
+            direction = solve(info, damp, grad)
+        p["W"], p["b"], p["U"] = theta[..., :N].contiguous(), theta[..., N].contiguous(), theta[..., N + 1 :].contiguous()
+
     def _m_step_lbfgs(self, p, names, data: Batch, gamma: torch.Tensor, hard: bool) -> None:
-        """L-BFGS on -(Q + log prior) / n_bins. The data term and its gradient are closed-form (no autograd over
-        the bins); autograd only carries them through the (small) parametrisation and the prior."""
+        """L-BFGS on -(Q + log prior) / n_bins (see :meth:`_loss_and_grad`)."""
         params = [p[k].detach().clone().requires_grad_(True) for k in names]
         scale = 1.0 / max(data.n_bins, 1)
         rows = self._state_rows(data, gamma)
@@ -391,13 +614,7 @@ class SwitchingGLM:
             opt.zero_grad()
             q = dict(p)
             q.update(zip(names, params, strict=True))
-            W = self._weights(q, hard=hard, tau=None, gen=None)
-            value, dW, db, dU = self._q_and_grads(W.detach(), q["b"].detach(), q["U"].detach(), rows)
-            prior = self._log_prior(q, W)
-            loss = -(value + prior) * scale
-            # d loss / d(W, b, U) from the data term, then through the parametrisation and the prior by autograd
-            torch.autograd.backward([W, q["b"], q["U"], -prior * scale], [-dW * scale, -db * scale, -dU * scale, None])
-            return loss.detach()
+            return self._loss_and_grad(q, rows, scale, hard)
 
         opt.step(closure)
         for k, v in zip(names, params, strict=True):
@@ -444,7 +661,7 @@ class SwitchingGLM:
             log_norm, gamma, xi = post
             if self.n_states > 1:
                 p["log_A"], p["log_pi"] = self._transitions_map(gamma, xi)
-            self._m_step_lbfgs(p, names, data, gamma, hard)
+            self._m_step(p, names, data, gamma, hard)
             self._update_shared_prior(p)
             obj, total, post = self._objective(p, data, hard)
             objs.append(obj)
@@ -470,15 +687,14 @@ class SwitchingGLM:
                 log_norm, gamma, xi = hmm.forward_backward(self._log_lik(q, W, data), p["log_pi"], p["log_A"], data.mask)
             if self.n_states > 1:
                 p["log_A"], p["log_pi"] = self._transitions_map(gamma, xi)
+            rows = self._state_rows(data, gamma)
             for _ in range(self.onehot_steps):
                 opt.zero_grad()
                 q = dict(p)
                 q.update(params)
-                W = self._weights(q, hard=False, tau=tau, gen=gen)
                 cross, entropy = self._onehot_prior_terms(q)
-                loss = -((gamma * self._log_lik(q, W, data)).sum() + self._log_prior(q, W) + cross) * scale
-                loss = loss + self.entropy_weight * entropy * scale
-                loss.backward()
+                extra = (self.entropy_weight * entropy - cross) * scale
+                self._loss_and_grad(q, rows, scale, hard=False, tau=tau, gen=gen, extra=extra)
                 opt.step()
             for k in names:
                 p[k] = params[k].detach()
@@ -494,16 +710,17 @@ class SwitchingGLM:
     def _single_glm(self, data: Batch) -> dict[str, np.ndarray]:
         """Single-state GLM fit (the initialisation): same emission model, one state, L-BFGS."""
         single = SwitchingGLM(n_states=1, prior="none", link=self.link, history_bins=self.history_bins,
-                              history_decay=self.history_decay, m_step_iter=100, l2=self.l2, device=self.device)
+                              history_decay=self.history_decay, m_step_iter=100, l2=self.l2, device=self.device,
+                              data_dtype=self.data_dtype, m_step=self.m_step, hessian_rows=self.hessian_rows)
         N, C = data.counts.shape[-1], data.covariates.shape[-1]
-        rate = (data.counts.sum((0, 1)) / data.n_bins).clamp_min(1e-3)
+        rate = (data.counts.sum((0, 1), dtype=self._dtype(data.counts.device)) / data.n_bins).clamp_min(1e-3)
         inv = {"softplus": lambda r: torch.log(torch.expm1(r)), "exp": torch.log,
                "sigmoid": lambda r: torch.logit(r.clamp_max(0.99))}[self.link]
         zero = torch.zeros
         p = {"b": inv(rate)[None], "U": zero(1, N, C, dtype=rate.dtype, device=rate.device),
              "W": zero(1, N, N, dtype=rate.dtype, device=rate.device)}
         gamma = data.mask[:, :, None].to(rate.dtype)
-        single._m_step_lbfgs(p, ["b", "U", "W"], data, gamma, hard=True)
+        single._m_step(p, ["b", "U", "W"], data, gamma, hard=True)
         return {k: p[k][0].cpu().numpy() for k in ("W", "b", "U")}
 
     def get_params(self) -> dict:
