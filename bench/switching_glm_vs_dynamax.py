@@ -14,7 +14,8 @@ What it does, in one run and back to back (brainpipe first, then dynamax in a su
    (a) forward-backward alone on one precomputed (B, T, S) log-likelihood: ``brainpipe.models.hmm.forward_backward``
        against ``dynamax.hidden_markov_model.hmm_smoother`` (jitted, vmapped over sequences);
    (b) one EM iteration from the same start: ours = E-step (``_objective``) + transitions + M-step (``_m_step``:
-       Newton per state and neuron by default, ``--m-step lbfgs`` for L-BFGS; at most ``m_step_iter`` passes), dynamax = the ``em_step`` of ``fit_em`` (E-step + 50 Adam steps
+       Newton per state and neuron by default, at most ``newton_iter`` steps; ``--m-step lbfgs`` for L-BFGS), dynamax = the
+       ``em_step`` of ``fit_em`` (E-step + 50 Adam steps
        by default), jitted;
    (c) EM under a wall-clock budget (``--budget-s``, EM time only: held-out scoring is not counted), recording
        the held-out marginal log-likelihood after every iteration, then the time each side needed to first come
@@ -88,9 +89,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--m-step-iter",
         type=int,
         default=None,
-        help="brainpipe M-step iterations (passes over the data) per EM iteration (default: SwitchingGLM's)",
+        help="brainpipe L-BFGS iterations per M-step with --m-step lbfgs (default: SwitchingGLM's)",
     )
     ap.add_argument("--m-step", choices=("newton", "lbfgs"), default=None, help="brainpipe M-step (default: SwitchingGLM's)")
+    ap.add_argument("--newton-iter", type=int, default=None, help="brainpipe Newton steps per M-step (default: SwitchingGLM's)")
     ap.add_argument(
         "--data-dtype", choices=("float32", "float64"), default=None, help="brainpipe per-bin data dtype (default: SwitchingGLM's)"
     )
@@ -183,7 +185,16 @@ def build_data(args):
     sim = simulate("switching_glm_network", sim_params, args.seed)
     t_sim = time.perf_counter() - t0
     ds = bin_spikes(sim.data, float(sim.truth.attrs["bin_width_s"]))
-    kw = {k: v for k, v in (("m_step_iter", args.m_step_iter), ("m_step", args.m_step), ("data_dtype", args.data_dtype)) if v is not None}
+    kw = {
+        k: v
+        for k, v in (
+            ("m_step_iter", args.m_step_iter),
+            ("m_step", args.m_step),
+            ("newton_iter", args.newton_iter),
+            ("data_dtype", args.data_dtype),
+        )
+        if v is not None
+    }
     model = SwitchingGLM(n_states=sim_params["n_states"], link=args.link, device="cpu", seed=args.seed, **kw)
     t0 = time.perf_counter()
     train = model.batch(ds, "train")
@@ -629,8 +640,12 @@ def main(argv=None) -> dict:
         f"compile (excluded): dynamax hmm_smoother {dyn['fb']['compile_s']:.2f} s, em_step {dyn['em_iter']['compile_s']:.2f} s"
     )
     print(
-        f"settings: brainpipe float64 (data term {model.data_dtype}), {model.m_step} M-step max_iter={model.m_step_iter}"
-        + (f" hessian_rows={model.hessian_rows}" if model.m_step == "newton" else "")
+        f"settings: brainpipe float64 (data term {model.data_dtype}), {model.m_step} M-step "
+        + (
+            f"newton_iter={model.newton_iter} hessian_rows={model.hessian_rows}"
+            if model.m_step == "newton"
+            else f"max_iter={model.m_step_iter}"
+        )
         + f"; dynamax {dyn['dtype']}, "
         f"{args.dynamax_m_step_iters} Adam steps lr={args.dynamax_lr} "
         f"({'generic' if args.dynamax_generic_loglik else 'einsum'} log-lik); torch {torch.__version__} "

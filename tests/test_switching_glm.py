@@ -215,6 +215,149 @@ def test_bad_hyperparameters():
         SwitchingGLM(prior="laplace")
     with pytest.raises(ConfigError, match="link 'relu'"):
         SwitchingGLM(link="relu")
+    with pytest.raises(ConfigError, match="data_dtype 'float16' is not one of float32, float64"):
+        SwitchingGLM(data_dtype="float16")
+    with pytest.raises(ConfigError, match="m_step 'adam' is not one of newton, lbfgs"):
+        SwitchingGLM(m_step="adam")
+    with pytest.raises(ConfigError, match="newton_iter and hessian_rows must be >= 1"):
+        SwitchingGLM(hessian_rows=0)
+
+
+# -- the fitting machinery: closed-form gradients, Newton M-step, precision ------------------------------------
+def _fitting_setup(counts, link, data_dtype="float64", **kw):
+    m = SwitchingGLM(n_states=2, link=link, device="cpu", data_dtype=data_dtype, **kw)
+    m.cov_mean_, m.cov_std_ = np.zeros(0), np.ones(0)
+    data = m.batch(counts, "train")
+    rng = np.random.default_rng(0)
+    N = data.counts.shape[-1]
+    glm = {"W": rng.normal(0, 0.3, (N, N)), "b": rng.normal(-1.5, 0.3, N), "U": np.zeros((N, 0))}
+    p = m._init_params(data, rng, glm)
+    gamma = torch.as_tensor(rng.dirichlet([1.0, 1.0], size=data.counts.shape[:2]))
+    return m, data, p, gamma
+
+
+@pytest.mark.parametrize("link", ["sigmoid", "softplus", "exp"])
+def test_closed_form_q_and_gradients_match_autograd(tiny_switch, link):
+    """The M-step's value per (state, neuron) and its gradients, in closed form, against autograd of the plain
+    formula sum_t g_t (y log r - r), r = max(f(eta), 1e-10), in float64."""
+    _, counts = tiny_switch
+    m, data, p, gamma = _fitting_setup(counts, link)
+    rows = m._state_rows(data, gamma)
+    value, dW, db, dU = m._q_and_grads(p["W"], p["b"], p["U"], rows)
+    W, b = p["W"].clone().requires_grad_(True), p["b"].clone().requires_grad_(True)
+    eta = b[None, None] + torch.einsum("btm,snm->btsn", data.history, W)
+    rate = {"sigmoid": torch.sigmoid, "softplus": torch.nn.functional.softplus, "exp": torch.exp}[link](eta)
+    rate = rate.clamp_min(1e-10)
+    term = data.counts[:, :, None, :] * torch.log(rate) - rate
+    ref = (gamma[..., None] * term).sum((0, 1))  # (S, N)
+    ref.sum().backward()
+    np.testing.assert_allclose(value.numpy(), ref.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(dW.numpy(), W.grad.numpy(), rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(db.numpy(), b.grad.numpy(), rtol=1e-8, atol=1e-8)
+    # the float32 data term agrees to float32 precision (sums accumulated in float64)
+    m32, data32, p32, gamma32 = _fitting_setup(counts, link, "float32")
+    v32 = m32._q_and_grads(p32["W"], p32["b"], p32["U"], m32._state_rows(data32, gamma32))[0]
+    assert v32.dtype == torch.float64
+    np.testing.assert_allclose(v32.numpy(), value.numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("link", "prior"), [("sigmoid", "none"), ("softplus", "gaussian"), ("exp", "none")])
+def test_newton_m_step_reaches_the_lbfgs_optimum(tiny_switch, link, prior):
+    """Run to convergence, the Newton M-step (subsampled Fisher information, damped) and L-BFGS find the same
+    maximum of Q + log prior; Newton needs far fewer passes over the data."""
+    _, counts = tiny_switch
+    out = {}
+    for kind in ("newton", "lbfgs"):
+        m, data, p, gamma = _fitting_setup(
+            counts, link, prior=prior, m_step=kind, newton_iter=60, m_step_iter=500, hessian_rows=300, tol=1e-12
+        )
+        if prior == "gaussian":
+            p["W_bar"] = p["W"].mean(0) * (1 - torch.eye(p["W"].shape[-1], dtype=p["W"].dtype))
+        calls = {"n": 0}
+        orig = m._q_and_grads
+
+        def counted(*a, orig=orig, calls=calls):
+            calls["n"] += 1
+            return orig(*a)
+
+        m._q_and_grads = counted
+        m._m_step(p, ["b", "U", "W"], data, gamma, hard=True)
+        del m._q_and_grads
+        q = m._q_and_grads(p["W"], p["b"], p["U"], m._state_rows(data, gamma))[0].sum() + m._log_prior(p, p["W"])
+        out[kind] = (float(q), p["W"].numpy(), calls["n"])
+    assert out["newton"][0] >= out["lbfgs"][0] - 1e-6 * abs(out["lbfgs"][0])
+    np.testing.assert_allclose(out["newton"][1], out["lbfgs"][1], atol=2e-3)
+    assert out["newton"][2] < out["lbfgs"][2]
+
+
+def test_subsampled_fisher_information_approximates_the_full_one(tiny_switch):
+    _, counts = tiny_switch
+    m, data, p, gamma = _fitting_setup(counts, "sigmoid")
+    rows = m._state_rows(data, gamma)
+    theta = torch.cat([p["W"], p["b"][..., None], p["U"]], -1)
+    D = theta.shape[-1]
+    full = m._fisher_blocks(theta, m._fisher_design(rows, D))
+    m.hessian_rows = 400  # of 1,920 training bins per state
+    sub = m._fisher_blocks(theta, m._fisher_design(rows, D))
+    assert not torch.equal(sub, full)
+    rel = torch.linalg.matrix_norm(sub - full) / torch.linalg.matrix_norm(full)
+    assert float(rel.max()) < 0.25, rel
+    # for the canonical (exp) link the Fisher information is the Hessian of -Q itself: check one block by autograd
+    m, data, p, gamma = _fitting_setup(counts, "exp")
+    assert data.covariates.shape[-1] == 0  # theta = [W_sn, b_sn]
+    rows = m._state_rows(data, gamma)
+    theta = torch.cat([p["W"], p["b"][..., None], p["U"]], -1)
+    info = m._fisher_blocks(theta, m._fisher_design(rows, D))
+    H = data.history.reshape(-1, D - 1)
+    y = data.counts.reshape(-1, D - 1)[:, 2]
+    g = gamma.reshape(-1, 2)[:, 1]
+
+    def neg_q(th):  # state 1, neuron 2
+        eta = H @ th[:-1] + th[-1]
+        return -(g * (y * eta - torch.exp(eta))).sum()
+
+    hess = torch.autograd.functional.hessian(neg_q, theta[1, 2].clone())
+    np.testing.assert_allclose(info[1, 2].numpy(), hess.numpy(), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize(("rare", "spread", "log_semiring"), [(1e-12, 3000.0, False), (1e-300, 50.0, True)])
+def test_forward_backward_survives_extreme_likelihoods(rng, monkeypatch, rare, spread, log_semiring):
+    """Log-likelihood gaps of thousands of nats between states (likelihood factors underflow to 0) and rare
+    transitions: the scaled linear-domain recursions (row-wise scales) stay exact; with transition or initial
+    probabilities of 1e-300 the call goes to the log semiring (in the linear domain it would lose mass)."""
+    B, T, S = 2, 400, 3
+    ll = torch.tensor(rng.normal(size=(B, T, S)) * spread)
+    log_pi = torch.log(torch.tensor([rare, 0.5, 0.5], dtype=torch.float64))
+    A = np.full((S, S), rare)
+    np.fill_diagonal(A, 1.0)
+    A[0, 1] = A[1, 2] = A[2, 0] = 1e-3
+    log_A = torch.tensor(np.log(A / A.sum(1, keepdims=True)))
+    calls = []
+    for name in ("_forward_backward_log", "_log_marginal_log"):
+        monkeypatch.setattr(hmm, name, lambda *a, f=getattr(hmm, name): calls.append(1) or f(*a))
+    log_norm, gamma, xi = hmm.forward_backward(ll, log_pi, log_A)
+    assert bool(calls) == log_semiring
+    for b in range(B):
+        z, g, x = hmm.forward_backward_reference(ll[b].numpy(), log_pi.numpy(), log_A.numpy())
+        np.testing.assert_allclose(log_norm[b].item(), z, rtol=1e-12)
+        np.testing.assert_allclose(gamma[b].numpy(), g, atol=1e-7)
+    np.testing.assert_allclose(hmm.log_marginal(ll, log_pi, log_A).numpy(), log_norm.numpy(), rtol=1e-12)
+    assert len(calls) == 2 * log_semiring
+    assert torch.isfinite(xi).all() and np.isclose(float(xi.sum()), B * (T - 1))
+
+
+@pytest.mark.parametrize("prior", ["none", "gaussian"])
+def test_float32_data_term_fits_like_float64(tiny_switch, prior):
+    _, counts = tiny_switch
+    fits = {
+        dt: SwitchingGLM(n_states=2, prior=prior, link="sigmoid", device="cpu", data_dtype=dt).fit(counts)
+        for dt in ("float32", "float64")
+    }
+    a, b = fits["float32"], fits["float64"]
+    assert a.weights_.dtype == np.float64 and a.objective_.dtype == np.float64
+    np.testing.assert_allclose(a.objective_[-1], b.objective_[-1], rtol=1e-6)
+    np.testing.assert_allclose(a.log_likelihood(counts, "test"), b.log_likelihood(counts, "test"), rtol=1e-5)
+    np.testing.assert_allclose(a.weights_, b.weights_, atol=0.02)
 
 
 def test_units_must_match(tiny_switch, tiny_fits):

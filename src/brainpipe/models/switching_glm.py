@@ -144,6 +144,7 @@ class SwitchingGLM:
         device: str = "auto",
         data_dtype: str = "float32",
         m_step: str = "newton",
+        newton_iter: int = 4,
         hessian_rows: int = 4096,
     ):
         if prior not in PRIORS:
@@ -154,8 +155,8 @@ class SwitchingGLM:
             raise ConfigError(f"SwitchingGLM: data_dtype {data_dtype!r} is not one of {', '.join(DATA_DTYPES)}")
         if m_step not in M_STEPS:
             raise ConfigError(f"SwitchingGLM: m_step {m_step!r} is not one of {', '.join(M_STEPS)}")
-        if n_states < 1 or history_bins < 1 or n_restarts < 1 or hessian_rows < 1:
-            raise ConfigError("SwitchingGLM: n_states, history_bins, n_restarts and hessian_rows must be >= 1")
+        if n_states < 1 or history_bins < 1 or n_restarts < 1 or hessian_rows < 1 or newton_iter < 1:
+            raise ConfigError("SwitchingGLM: n_states, history_bins, n_restarts, newton_iter and hessian_rows must be >= 1")
         self.n_states = n_states
         self.prior = prior
         self.link = link
@@ -185,6 +186,7 @@ class SwitchingGLM:
         self.device = device
         self.data_dtype = data_dtype
         self.m_step = m_step
+        self.newton_iter = newton_iter
         self.hessian_rows = hessian_rows
 
     # ------------------------------------------------------------------ data
@@ -279,8 +281,8 @@ class SwitchingGLM:
             term = torch.log(rate)
             d = None
             if grad:
-                d = torch.sub(y, rate)  # (y / f - 1) f (1 - f) = (y - f)(1 - f)
-                d.mul_(torch.sub(1.0, rate))
+                d = torch.sub(y, rate)  # (y / f - 1) f (1 - f) = (y - f)(1 - f) = d - d f
+                d.addcmul_(d, rate, value=-1.0)
             return term.mul_(y).sub_(rate), d
         rate = F.softplus(eta).clamp_min_(MIN_RATE)  # softplus: f'(eta) = sigmoid(eta)
         term = torch.log(rate)
@@ -412,10 +414,15 @@ class SwitchingGLM:
         X = data.covariates.reshape(n, data.covariates.shape[-1])[valid]
         rows = []
         for s in range(g.shape[1]):
-            idx = torch.nonzero(g[:, s] > self.m_step_min_weight).squeeze(1)
-            gs, hs, xs = g[idx, s], H[idx], X[idx]
+            keep = g[:, s] > self.m_step_min_weight
+            n_keep = int(keep.sum())
+            if n_keep > 0.8 * keep.shape[0]:  # a diffuse posterior: copying the kept bins costs more than it saves
+                gs, ys, hs, xs = torch.where(keep, g[:, s], 0.0), Y, H, X
+            else:
+                idx = torch.nonzero(keep).squeeze(1)
+                gs, ys, hs, xs = g[idx, s], Y[idx], H[idx], X[idx]
             w = gs.to(H.dtype)[:, None]
-            rows.append((gs, Y[idx], hs, xs, hs * w, xs * w))
+            rows.append((gs, ys, hs, xs, hs * w, xs * w))
         return rows
 
     def _q_and_grads(self, W, b, U, rows):
@@ -551,11 +558,16 @@ class SwitchingGLM:
         the log prior is a sum of one Poisson GLM per (state, neuron) over ``theta = [W_sn, b_sn, U_sn]``
         (the Gaussian prior's shared mean is held fixed during the M-step).
 
-        Each iteration costs one pass over the data (exact values and gradients, :meth:`_q_and_grads`): the
-        direction solves with the Fisher information (:meth:`_fisher_blocks`, computed once per M-step) plus the
-        prior precision; each (state, neuron) keeps its step where it raises its own objective enough (Armijo),
-        else halves its step for the next pass. At most ``m_step_iter`` passes; stops early when the predicted
-        gain of the remaining Newton steps is below 1e-9 of the objective.
+        Each step costs one pass over the data (exact values and gradients, :meth:`_q_and_grads`; one more pass
+        at the start): the direction solves with the Fisher information (:meth:`_fisher_blocks`, estimated from a
+        fixed sample of bins per M-step) plus the prior precision, damped Levenberg-Marquardt style per (state, neuron): a step is kept where it raises that
+        (state, neuron)'s objective enough (Armijo), and the damping shrinks there; elsewhere the step is refused
+        and the damping grows. The Fisher information is refreshed where the parameters moved.
+
+        At most ``newton_iter`` steps (default 4): this is generalised EM, where an M-step need only raise Q,
+        and early posteriors change too much for an exact M-step to pay (bench: time to the best held-out
+        log-likelihood 3.5 s with 4 passes, 6.2 s with up to 20, 4.7 s with 2). Stops early when the
+        predicted gain of further Newton steps is below a tenth of EM's tolerance ``tol``.
         """
         W, b, U = p["W"], p["b"], p["U"]
         S, N, C = W.shape[0], W.shape[-1], U.shape[-1]
@@ -586,7 +598,7 @@ class SwitchingGLM:
             return torch.cholesky_solve(grad[..., None], chol)[..., 0]
 
         direction = solve(info, damp, grad)
-        for _ in range(self.m_step_iter):
+        for it in range(self.newton_iter):
             gain = (grad * direction).sum(-1)  # >= 0: an ascent direction
             if float(gain.sum()) * 0.5 < 0.1 * self.tol * (float(value.abs().sum()) + 1.0):
                 break  # what Newton could still gain is below a tenth of EM's own stopping tolerance
@@ -597,6 +609,8 @@ class SwitchingGLM:
             value = torch.where(ok, v_new, value)
             grad = torch.where(ok[..., None], g_new, grad)
             damp = torch.where(ok, damp * self._lm_down, damp * self._lm_up).clamp(1e-12, 1e12)
+            if it + 1 == self.newton_iter:
+                break  # no further step: skip its Fisher information and direction
             if bool(ok.any()):  # the Fisher information where the parameters moved
                 info = torch.where(ok[..., None, None], self._fisher_blocks(theta, design) + prior_h, info)
             direction = solve(info, damp, grad)
@@ -710,7 +724,7 @@ class SwitchingGLM:
     def _single_glm(self, data: Batch) -> dict[str, np.ndarray]:
         """Single-state GLM fit (the initialisation): same emission model, one state, L-BFGS."""
         single = SwitchingGLM(n_states=1, prior="none", link=self.link, history_bins=self.history_bins,
-                              history_decay=self.history_decay, m_step_iter=100, l2=self.l2, device=self.device,
+                              history_decay=self.history_decay, m_step_iter=100, newton_iter=50, l2=self.l2, device=self.device,
                               data_dtype=self.data_dtype, m_step=self.m_step, hessian_rows=self.hessian_rows)
         N, C = data.counts.shape[-1], data.covariates.shape[-1]
         rate = (data.counts.sum((0, 1), dtype=self._dtype(data.counts.device)) / data.n_bins).clamp_min(1e-3)
