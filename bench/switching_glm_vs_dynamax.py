@@ -653,7 +653,10 @@ def main(argv=None) -> dict:
         f"load average {res['loadavg_start'][0]:.2f} -> {res['loadavg_end'][0]:.2f}; brainpipe code {res['code']}"
     )
     goal = "goal >= 10x"
-    print(f"\nforward-backward: brainpipe {fmt_s(o)}, dynamax {fmt_s(d)}, ratio {ratio(d, o)} ({goal})")
+    print(
+        f"\nforward-backward: brainpipe {fmt_s(o)}, dynamax {fmt_s(d)}, ratio {ratio(d, o)} "
+        "(printed for reference: the issue's goal is the EM iteration)"
+    )
     print(
         f"switching GLM EM iteration: brainpipe {fmt_s(o_em)}, dynamax {fmt_s(d_em)}, ratio {ratio(d_em, o_em)} ({goal})"
     )
