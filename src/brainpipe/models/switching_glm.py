@@ -499,7 +499,6 @@ class SwitchingGLM:
         weight (deterministic; each chosen bin stands for an equal share of the weight). The gradient is always
         exact; the Hessian only has to be good enough for Newton's steps to contract.
         """
-        iu = None
         out = []
         for g, _, H, X, _, _ in rows:
             n = g.shape[0]
