@@ -350,6 +350,17 @@ def test_forward_backward_survives_extreme_likelihoods(rng, monkeypatch, rare, s
     assert torch.isfinite(xi).all() and np.isclose(float(xi.sum()), B * (T - 1))
 
 
+def test_float32_parameters_fit_as_on_a_gpu(tiny_switch, monkeypatch):
+    """On CUDA the parameters and sums are float32 too: the same code path, run here on CPU."""
+    sim, counts = tiny_switch
+    monkeypatch.setattr(SwitchingGLM, "_dtype", lambda self, device: torch.float32)
+    m = SwitchingGLM(n_states=2, link="sigmoid", device="cpu").fit(counts)
+    assert m.params_["W"].dtype == torch.float32
+    assert np.all(np.isfinite(m.objective_)) and m.objective_[-1] > m.objective_[0]
+    values = switching_metrics(m.to_dataset(counts), counts, sim.truth)
+    assert values["state_accuracy"] >= 0.85 and values["weight_corr"] >= 0.9
+
+
 @pytest.mark.parametrize("prior", ["none", "gaussian"])
 def test_float32_data_term_fits_like_float64(tiny_switch, prior):
     _, counts = tiny_switch

@@ -592,12 +592,17 @@ class SwitchingGLM:
         eye = torch.eye(theta.shape[-1], dtype=theta.dtype, device=theta.device)
 
         def solve(info, damp, grad):
-            # Levenberg-Marquardt: (I + damp * diag(I)) d = grad; damp grows where a step failed
-            scaled = info + damp[..., None, None] * torch.diag_embed(torch.diagonal(info, dim1=-2, dim2=-1))
+            # Levenberg-Marquardt: (I + damp * diag(I)) d = grad; damp grows where a step failed. In float64 even
+            # where the parameters are float32 (GPU): S x N small systems, and float32 Cholesky of an information
+            # matrix with a 1e-3 ridge can fail
+            info64 = info.double()
+            diag = torch.diagonal(info64, dim1=-2, dim2=-1)
+            scaled = info64 + damp.double()[..., None, None] * torch.diag_embed(diag)
             chol, bad = torch.linalg.cholesky_ex(scaled)
-            if bool(bad.any()):
-                chol = torch.linalg.cholesky(scaled + 1e-8 * eye)
-            return torch.cholesky_solve(grad[..., None], chol)[..., 0]
+            if bool(bad.any()):  # a (state, neuron) without data and without penalty: a relative jitter
+                jitter = 1e-10 * diag.mean(-1).clamp_min(1e-12)[..., None, None] * eye.double()
+                chol = torch.linalg.cholesky(scaled + jitter)
+            return torch.cholesky_solve(grad.double()[..., None], chol)[..., 0].to(grad.dtype)
 
         direction = solve(info, damp, grad)
         for it in range(self.newton_iter):
