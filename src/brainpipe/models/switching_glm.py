@@ -147,7 +147,7 @@ class SwitchingGLM:
         data_dtype: str = "float32",
         m_step: str = "newton",
         newton_iter: int = 3,
-        hessian_rows: int = 4096,
+        hessian_rows: int = 1024,
     ):
         if prior not in PRIORS:
             raise ConfigError(f"SwitchingGLM: prior {prior!r} is not one of {', '.join(PRIORS)}")
@@ -497,7 +497,10 @@ class SwitchingGLM:
 
         At most ``hessian_rows`` bins per state, chosen by systematic sampling along the cumulative posterior
         weight (deterministic; each chosen bin stands for an equal share of the weight). The gradient is always
-        exact; the Hessian only has to be good enough for Newton's steps to contract.
+        exact; the Hessian only has to be good enough for Newton's steps to contract. Default 1,024: on the bench
+        (N=50, 51 parameters per state and neuron, 3 steps per M-step) 1,024, 2,048 and 4,096 bins need the same
+        EM iterations to the best held-out log-likelihood, and 1,024 is the cheapest (first EM iteration 0.36 s
+        against 0.41-0.54 s and 0.46-0.55 s over two seeds).
         """
         out = []
         for g, _, H, X, _, _ in rows:
