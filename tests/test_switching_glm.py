@@ -292,7 +292,7 @@ def test_newton_m_step_reaches_the_lbfgs_optimum(tiny_switch, link, prior):
 
 def test_subsampled_fisher_information_approximates_the_full_one(tiny_switch):
     _, counts = tiny_switch
-    m, data, p, gamma = _fitting_setup(counts, "sigmoid")
+    m, data, p, gamma = _fitting_setup(counts, "sigmoid", hessian_rows=10**6)  # every bin
     rows = m._state_rows(data, gamma)
     theta = torch.cat([p["W"], p["b"][..., None], p["U"]], -1)
     D = theta.shape[-1]
@@ -303,7 +303,7 @@ def test_subsampled_fisher_information_approximates_the_full_one(tiny_switch):
     rel = torch.linalg.matrix_norm(sub - full) / torch.linalg.matrix_norm(full)
     assert float(rel.max()) < 0.25, rel
     # for the canonical (exp) link the Fisher information is the Hessian of -Q itself: check one block by autograd
-    m, data, p, gamma = _fitting_setup(counts, "exp")
+    m, data, p, gamma = _fitting_setup(counts, "exp", hessian_rows=10**6)
     assert data.covariates.shape[-1] == 0  # theta = [W_sn, b_sn]
     rows = m._state_rows(data, gamma)
     theta = torch.cat([p["W"], p["b"][..., None], p["U"]], -1)
