@@ -54,7 +54,7 @@ from brainpipe.training.checkpoint import Checkpointer, fingerprint_of
 
 log = logging.getLogger("brainpipe.models.switching_glm")
 PRIORS = ("none", "gaussian", "onehot")
-LINKS = {"softplus": F.softplus, "sigmoid": torch.sigmoid, "exp": torch.exp}
+LINKS = ("softplus", "sigmoid", "exp")  # the rate functions themselves live in _poisson_terms and _fisher_blocks
 DATA_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 M_STEPS = ("newton", "lbfgs")
 MIN_RATE = 1e-10  # floor on the Poisson rate per bin (keeps log(rate) finite)
@@ -594,7 +594,6 @@ class SwitchingGLM:
         design = self._fisher_design(rows, theta.shape[-1])
         info = self._fisher_blocks(theta, design) + prior_h
         damp = torch.full((S, N), self._lm_start, dtype=theta.dtype, device=theta.device)
-        eye = torch.eye(theta.shape[-1], dtype=theta.dtype, device=theta.device)
 
         def solve(info, damp, grad):
             # Levenberg-Marquardt: (I + damp * diag(I)) d = grad; damp grows where a step failed. In float64 even
@@ -605,7 +604,8 @@ class SwitchingGLM:
             scaled = info64 + damp.double()[..., None, None] * torch.diag_embed(diag)
             chol, bad = torch.linalg.cholesky_ex(scaled)
             if bool(bad.any()):  # a (state, neuron) without data and without penalty: a relative jitter
-                jitter = 1e-10 * diag.mean(-1).clamp_min(1e-12)[..., None, None] * eye.double()
+                eye = torch.eye(diag.shape[-1], dtype=diag.dtype, device=diag.device)
+                jitter = 1e-10 * diag.mean(-1).clamp_min(1e-12)[..., None, None] * eye
                 chol = torch.linalg.cholesky(scaled + jitter)
             return torch.cholesky_solve(grad.double()[..., None], chol)[..., 0].to(grad.dtype)
 
