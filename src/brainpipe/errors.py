@@ -32,3 +32,7 @@ class ContractError(BrainpipeError):
 
 class InputError(BrainpipeError):
     """An input file is missing, unreadable or not in the expected format."""
+
+
+class OutputError(BrainpipeError):
+    """An output path cannot be written: it holds something brainpipe did not write, or another stage's output."""

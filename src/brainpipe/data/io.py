@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import xarray as xr
 
 from brainpipe.data import contracts as _c
 from brainpipe.data import provenance as _prov
+from brainpipe.data.atomic import atomic_output
 from brainpipe.errors import ContractError, InputError
 
 
@@ -53,7 +52,8 @@ def write(ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mappin
     """Validate ``ds`` against contract ``kind`` and write it atomically to ``path`` (.nc or .zarr).
 
     When ``provenance`` is given, the contract/CF/provenance attributes are stamped first. Raises
-    :class:`~brainpipe.errors.ContractError` (nothing written) when the dataset violates its contract.
+    :class:`~brainpipe.errors.ContractError` (nothing written) when the dataset violates its contract, and
+    :class:`~brainpipe.errors.OutputError` when ``path`` holds a file or folder that brainpipe did not write.
     """
     path = Path(path)
     if kind not in _c.CONTRACTS:
@@ -63,12 +63,9 @@ def write(ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mappin
     problems = _c.check(ds, kind)
     if problems:
         raise ContractError(str(path), problems)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ds = _encodable(ds)
-    zarr_store = path.suffix == ".zarr"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)) / path.name
-    try:
-        if zarr_store:
+    with atomic_output(path) as tmp:
+        if path.suffix == ".zarr":
             ds.to_zarr(tmp, mode="w", consolidated=True)
         else:
             encoding = {
@@ -77,11 +74,6 @@ def write(ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mappin
                 if var.dtype.kind in "fiub" and var.ndim >= 1 and var.size > 1024
             }
             ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding, invalid_netcdf=False)
-        if path.is_dir():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
     return path
 
 

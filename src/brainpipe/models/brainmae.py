@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from brainpipe.data.atomic import atomic_output
 from brainpipe.errors import ConfigError, InputError
 
 FEATURES = ("similarity", "tokens", "mean")
@@ -505,10 +506,8 @@ FOLDS_FORMAT = "brainpipe-brainmae-folds/1"
 
 def _save_blob(path, blob: dict) -> Path:
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, p)
+    with atomic_output(p) as tmp:
+        torch.save(blob, tmp)
     return p
 
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ import xarray as xr
 from scipy.ndimage import gaussian_filter1d
 from scipy.optimize import linear_sum_assignment
 
+from brainpipe.data.atomic import atomic_output
 from brainpipe.errors import ConfigError, InputError
 
 LOG = logging.getLogger("brainpipe.models.connectome")
@@ -265,11 +264,8 @@ def write_tensor_zarr(
     from brainpipe.errors import ContractError
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp = tmpdir / path.name
     attrs = {"affinity": affinity, "window_s": float(window_s), "stride_s": float(stride_s)}
-    try:
+    with atomic_output(path) as tmp:
         first = True
         for meta, win, chunk in _tensor_chunks(animals, affinity, params or {}, window_s, stride_s, memory_mb=memory_mb):
             ds = _tensor_dataset(meta, win, chunk, [a.name for a in animals], attrs)
@@ -285,11 +281,6 @@ def write_tensor_zarr(
                 ds.drop_vars(["pair_i", "pair_j", "mask", "pair", "animal", "neuron"]).to_zarr(
                     tmp, append_dim="window", consolidated=True, zarr_format=2
                 )
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
     return path
 
 

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -34,6 +33,7 @@ import xarray as xr
 
 import brainpipe
 from brainpipe.data import provenance_of, read
+from brainpipe.data.atomic import atomic_output
 from brainpipe.data.provenance import git_sha
 from brainpipe.errors import InputError
 
@@ -1055,14 +1055,6 @@ def write_report(
         branches=branches,
     )
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(out, stage="report") as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return out

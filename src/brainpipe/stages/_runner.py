@@ -13,7 +13,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +22,7 @@ from typing import Any
 import yaml
 
 import brainpipe
+from brainpipe.data.atomic import check_replaceable, identity, remove_if_new
 from brainpipe.errors import BrainpipeError, InputError
 
 PathLike = str | os.PathLike
@@ -41,13 +41,6 @@ def _flatten(value: Path | list[Path] | None) -> list[Path]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink(missing_ok=True)
 
 
 class _StageLog:
@@ -81,7 +74,13 @@ class _StageLog:
 
 
 def stage(func: Callable[..., None]) -> Callable[..., None]:
-    """Decorate a stage's ``run``: check inputs exist, log to ``log``, remove outputs if it fails."""
+    """Decorate a stage's ``run``: check inputs and outputs, log to ``log``, remove what it wrote if it fails.
+
+    Before the stage runs, every input must exist and every output path must be free or hold this stage's own
+    earlier output (:func:`brainpipe.data.atomic.check_replaceable`): a user's file or folder at an output path is
+    refused with one line, and nothing is computed. When the stage fails, only the outputs it created or replaced
+    in this run are removed; whatever was there before and was not replaced stays as it was.
+    """
     module = sys.modules[func.__module__]
     name = _stage_name(module)
 
@@ -93,14 +92,15 @@ def stage(func: Callable[..., None]) -> Callable[..., None]:
         with _StageLog(log_path) as logger:
             t0 = time.perf_counter()
             logger.info("stage %s (brainpipe %s) params=%s", name, brainpipe.__version__, json.dumps(params, default=str))
+            before = {p: identity(p) for v in outs.values() for p in _flatten(v)}
             try:
                 _check_paths(module, name, ins, outs)
                 func(ins, outs, dict(params or {}), log_path)
             except BaseException as err:
-                # whatever went wrong, no output is left behind: a stale file is never taken for a fresh one
-                for v in outs.values():
-                    for p in _flatten(v):
-                        _remove(p)
+                # no output of this failed run is left behind (a stale file is never taken for a fresh one), and
+                # nothing that was there before the run and was not replaced by it is touched
+                for p, was in before.items():
+                    remove_if_new(p, was)
                 msg = str(err) if isinstance(err, BrainpipeError) else f"{type(err).__name__}: {err}"
                 logger.error("stage %s failed: %s", name, msg, exc_info=not isinstance(err, BrainpipeError))
                 raise
@@ -122,6 +122,9 @@ def _check_paths(module: Any, name: str, ins: dict, outs: dict) -> None:
         for p in _flatten(v):
             if not p.exists():
                 raise InputError(f"{p}: input '{k}' of stage {name} does not exist (check the path)")
+    for k, v in outs.items():
+        for p in _flatten(v):
+            check_replaceable(p, name, what=f"output '{k}' of stage {name}")
 
 
 def _stage_name(module: Any) -> str:

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from brainpipe.data import make_provenance, write
+from brainpipe.data.atomic import atomic_output
 from brainpipe.errors import InputError
 from brainpipe.io.fmri import iter_runs, run_id
 from brainpipe.stages._runner import cli, stage
@@ -41,8 +42,12 @@ log_ = logging.getLogger("brainpipe.stages.ingest_fmri")
 @stage
 def run(inputs, outputs, params, log):
     src = Path(params.get("path") or inputs["source"])
-    out = Path(outputs["roi"])
-    out.mkdir(parents=True, exist_ok=True)
+    with atomic_output(outputs["roi"], stage="ingest_fmri", folder=True) as out:
+        n = _ingest(src, out, params)
+    log_.info("ingested %d run(s) from %s", n, src)
+
+
+def _ingest(src: Path, out: Path, params: dict) -> int:
     opts = {k: params[k] for k in READER_KEYS if params.get(k) is not None}
     extra = [v for k, v in opts.items() if k in ("atlas", "atlas_labels", "participants")]
     n = 0
@@ -63,7 +68,7 @@ def run(inputs, outputs, params, log):
             ds.sizes["roi"],
             ds.attrs["repetition_time_s"],
         )
-    log_.info("ingested %d run(s) from %s", n, src)
+    return n
 
 
 if __name__ == "__main__":

@@ -5,14 +5,11 @@ The table is what ``snakemake --report`` shows next to the study page; the numbe
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from brainpipe.data import read
+from brainpipe.data.atomic import METRICS_TABLE_HEADER, atomic_output
 from brainpipe.stages._runner import cli, stage
 
 INPUTS = {"metrics": "optional: metrics .nc files"}
@@ -34,7 +31,7 @@ def metrics_frame(paths) -> pd.DataFrame:
                 "value": float(ds["value"].values[i]), "bar_op": op[i], "bar": float(bar[i]),
                 "status": STATUS[int(passed[i])], "file": str(p),
             })
-    cols = ["dataset", "model", "metric", "value", "bar_op", "bar", "status", "file"]
+    cols = METRICS_TABLE_HEADER.split("\t")
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -42,15 +39,8 @@ def metrics_frame(paths) -> pd.DataFrame:
 def run(inputs, outputs, params, log):
     metrics = inputs.get("metrics") or []
     frame = metrics_frame(metrics if isinstance(metrics, list) else [metrics])
-    out = Path(outputs["table"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_output(outputs["table"], stage="metrics_table") as tmp:
         frame.to_csv(tmp, sep="\t", index=False, float_format="%.10g")
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

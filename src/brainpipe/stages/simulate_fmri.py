@@ -7,11 +7,9 @@ params: ``generator`` (``fmri_modular_cohort``), ``seed``, ``params`` (the gener
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-from pathlib import Path
 
 from brainpipe.data import make_provenance, write
+from brainpipe.data.atomic import atomic_output
 from brainpipe.errors import ConfigError
 from brainpipe.simulate import get_generator
 from brainpipe.simulate.fmri import write_derivatives
@@ -34,16 +32,8 @@ def run(inputs, outputs, params, log):
         raise ConfigError(f"stage simulate_fmri: simulator {gen.name!r} is not an fMRI simulator")
     seed = int(params["seed"])
     sim = gen(params.get("params", {}), seed)
-    out = Path(outputs["source"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:  # written beside, then renamed: never a half-written tree under the final name
-        write_derivatives(sim, tmp, seed)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_output(outputs["source"], stage="simulate_fmri", folder=True) as tmp:
+        write_derivatives(sim, tmp, seed)  # written beside, then renamed: never a half-written tree
     log_.info("simulated %s: %s", gen.name, dict(sim.data.sizes))
     prov = make_provenance("simulate_fmri", params, seed=seed, device="cpu")
     write(sim.truth, outputs["truth"], "model_fit", prov)

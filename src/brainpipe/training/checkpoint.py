@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from typing import Any
 
 import torch
 
+from brainpipe.data.atomic import atomic_output
 from brainpipe.errors import BrainpipeError, InputError
 
 FORMAT = "brainpipe-checkpoint/1"
@@ -46,17 +46,12 @@ def fingerprint_of(obj: Any) -> str:
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], fingerprint: str = "") -> Path:
     """Write ``state`` atomically to ``path`` (the folder is created)."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    # written every epoch: the path is derived by brainpipe from an output it was allowed to write, so the
+    # ownership check (which reads the previous checkpoint's metadata) is skipped
+    with atomic_output(out, check=False) as tmp:
         torch.save({"format": FORMAT, "fingerprint": fingerprint, "state": dict(state)}, tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 
