@@ -455,7 +455,7 @@ def test_missing_input_raises_and_removes_output(study, tmp_path):
     ins["metrics"] = [ins["metrics"][0], tmp_path / "nope" / "poisson_glm" / "metrics.nc"]
     with pytest.raises(InputError, match="does not exist"):
         report.run(ins, {"html": out}, {"title": "x"}, None)
-    assert not out.exists()
+    assert out.read_text() == "stale page"  # not written by this run (nor by brainpipe): never removed
 
 
 def test_unmatched_files_are_an_input_error(study):
