@@ -14,7 +14,7 @@ from brainpipe.data import check
 from brainpipe.errors import ConfigError, InputError
 from brainpipe.io import (
     FORMATS,
-    detect_format,
+    detect,
     read_matclust,
     read_nwb,
     read_phy,
@@ -240,7 +240,7 @@ def test_nelpy_nwb_matches_matclust_and_phy():
     ids=["nwb", "phy", "trialized_npz", "matclust"],
 )
 def test_read_spikes_auto(path, fmt, options):
-    assert detect_format(path) == fmt
+    assert detect(path, "spikes") == fmt
     ds = _valid(read_spikes(path, **options))
     assert ds.attrs["format"] == fmt and ds.attrs["source"] == str(path)
     same = read_spikes(path, format=fmt, **options)
@@ -263,7 +263,7 @@ def test_read_spikes_auto_table(tmp_path, suffix):
         path.write_text(
             f"unit{sep}time\n" + "".join(f"{u}{sep}{t}\n" for u, t in zip(units, times, strict=True))
         )
-    assert detect_format(path) == "table"
+    assert detect(path, "spikes") == "table"
     ds = _valid(read_spikes(path))
     assert list(ds["unit"].values) == ["a", "b", "c"]
     np.testing.assert_array_equal(ds["spike_time"].values, [0.1, 0.5, 0.75, 1.25])
@@ -455,6 +455,7 @@ def test_missing_path(tmp_path, reader, name):
         (read_nwb, "bad.nwb", "cannot be opened as an NWB (HDF5) file"),
         (read_trialized_npz, "bad.npz", "cannot be read as an .npz archive"),
         (read_spike_table, "bad.npz", "cannot be read as an .npz archive"),
+        (read_spikes, "bad.npz", "cannot be read as an .npz archive"),  # detection says so too
         (read_matclust, "bad.mat", "cannot be read as a MATLAB .mat file"),
     ],
 )
@@ -593,7 +594,14 @@ def test_npz_neither_format(tmp_path):
     with pytest.raises(InputError) as err:
         read_spikes(path)
     msg = _one_line(err, path)
-    assert "is neither a trialized .npz" in msg and "found spks(2, 3), other(3,)" in msg
+    assert (
+        "is an .npz archive with spks(2, 3), other(3,), which matches none of the spike formats tried" in msg
+    )
+    assert (
+        "trialized_npz: an .npz with a 3-D counts array" in msg
+        and "an .npz with arrays 'unit' and 'time'" in msg
+    )
+    assert "set 'format:' for this dataset to one of nwb, phy, trialized_npz, table, matclust" in msg
     with pytest.raises(InputError) as err:
         read_trialized_npz(path)
     assert "has no 3-D array 'spks'" in _one_line(err, path)
@@ -610,7 +618,9 @@ def test_unknown_format(tmp_path):
     odd.write_text("")
     with pytest.raises(InputError) as err:
         read_spikes(odd)
-    assert "unknown spike data suffix '.xyz'" in _one_line(err, odd)
+    msg = _one_line(err, odd)
+    assert "is a '.xyz' file, which matches none of the spike formats tried (nwb: a .nwb file; " in msg
+    assert "set 'format:' for this dataset" in msg
 
 
 def test_other_bad_inputs(tmp_path):
@@ -618,7 +628,8 @@ def test_other_bad_inputs(tmp_path):
     folder.mkdir()
     with pytest.raises(InputError) as err:
         read_spikes(folder)
-    assert "not a phy/Kilosort folder" in _one_line(err, folder)
+    assert "is an empty folder, which matches none of the spike formats tried" in _one_line(err, folder)
+    assert "phy: a folder holding spike_times.npy" in str(err.value)
     mat = tmp_path / "m.mat"
     scipy.io.savemat(mat, {"other": np.arange(3)})
     with pytest.raises(InputError) as err:

@@ -1,9 +1,10 @@
-"""Shared helpers of the spike readers: one-line errors and the assembly of a ``spike_times`` dataset."""
+"""Shared helpers of the readers: one-line errors, .npz headers and the assembly of a ``spike_times`` dataset."""
 
 from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -44,6 +45,50 @@ def require_dir(path: str | os.PathLike, kind: str) -> Path:
     if not p.is_dir():
         raise fail(p, f"is a file, not a {kind}", "give the folder that holds spike_times.npy")
     return p
+
+
+def npz_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """The shape of every array in an ``.npz`` archive, read from the array headers (no data loaded, no pickle).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        An existing ``.npz`` file.
+
+    Returns
+    -------
+    dict
+        ``{array name: shape}`` in archive order.
+
+    Raises
+    ------
+    InputError
+        The file is not a readable ``.npz`` archive.
+    """
+    fmt = np.lib.format
+    out: dict[str, tuple[int, ...]] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for member in zf.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                with zf.open(member) as fh:
+                    version = fmt.read_magic(fh)
+                    if version == (1, 0):
+                        shape = fmt.read_array_header_1_0(fh)[0]
+                    elif version == (2, 0):
+                        shape = fmt.read_array_header_2_0(fh)[0]
+                    else:  # a newer header version: let numpy read the array itself
+                        with np.load(path, allow_pickle=False) as z:
+                            shape = z[member[:-4]].shape
+                out[member[:-4]] = tuple(int(n) for n in shape)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise fail(
+            path,
+            f"cannot be read as an .npz archive ({' '.join(str(err).split())})",
+            "give an uncorrupted .npz written by numpy.savez (object arrays are not accepted)",
+        ) from None
+    return out
 
 
 def short(items: Sequence, n: int = 5) -> str:

@@ -5,6 +5,10 @@ Every reader needs a frame rate: from the ``frame_rate_hz`` argument (config), e
 ``frame_rate_hz``), else (NWB) from the series' ``rate`` or timestamps. ``ops.npy`` is a pickle and is never
 loaded unless ``allow_ops_pickle=True`` is given explicitly (then its ``fs`` is used).
 
+Readers: :func:`read_suite2p` (``"suite2p"``), :func:`read_nwb_ophys` (``"nwb"``), :func:`read_array` (``"npy"``,
+``"csv"``, ``"hdf5"``), registered in :mod:`brainpipe.io._registry` at the end of this module; every result goes
+through :func:`check_cells` (option ``drop_bad_cells``).
+
 >>> from brainpipe.io.calcium import read_calcium
 """
 
@@ -19,9 +23,9 @@ import numpy as np
 import xarray as xr
 
 from brainpipe.errors import InputError
+from brainpipe.io._registry import has_suffix, read, register, register_modality
 
 LOG = logging.getLogger("brainpipe.io.calcium")
-CALCIUM_FORMATS = ("auto", "suite2p", "nwb", "npy", "csv", "hdf5")
 
 
 def _fail(path, what: str, todo: str) -> InputError:
@@ -248,26 +252,48 @@ def read_array(path, frame_rate_hz: float | None = None, key: str | None = None,
     return _traces(F.astype(np.float64), rate, cells, f"array:{p}", neuropil)
 
 
-def detect_calcium_format(path) -> str:
-    p = Path(path)
-    if p.is_dir():
-        return "suite2p"
-    s = p.suffix.lower()
-    return {".nwb": "nwb", ".npy": "npy", ".csv": "csv", ".h5": "hdf5", ".hdf5": "hdf5"}.get(s, "unknown")
+# -- registration (detection tries them in this order) -----------------------------------------------------------
+def _is_folder(path: Path) -> bool:
+    # a folder can only be a suite2p plane: the reader then says what the folder lacks (F.npy, Fneu.npy)
+    return path.is_dir()
+
+
+register_modality("calcium", finish=check_cells)
+register(read_suite2p, name="suite2p", modality="calcium", detect=_is_folder,
+         looks_for="a suite2p plane folder (F.npy, Fneu.npy)")
+register(read_nwb_ophys, name="nwb", modality="calcium", detect=has_suffix(".nwb"), looks_for="a .nwb file")
+register(read_array, name="npy", modality="calcium", detect=has_suffix(".npy"), looks_for="a .npy array")
+register(read_array, name="csv", modality="calcium", detect=has_suffix(".csv"), looks_for="a .csv table")
+register(read_array, name="hdf5", modality="calcium", detect=has_suffix(".h5", ".hdf5"),
+         looks_for="an .h5/.hdf5 file")
 
 
 def read_calcium(path, format: str = "auto", frame_rate_hz: float | None = None, options: dict[str, Any] | None = None,
                  drop_bad_cells: bool = False) -> xr.Dataset:
-    """Read any supported calcium source into a ``calcium_traces`` dataset (without file attributes); all-NaN or
-    constant ROIs are an error, or dropped with ``drop_bad_cells`` (see :func:`check_cells`)."""
-    options = dict(options or {})
-    fmt = detect_calcium_format(path) if format == "auto" else format
-    if fmt == "suite2p":
-        ds = read_suite2p(path, frame_rate_hz, **options)
-    elif fmt == "nwb":
-        ds = read_nwb_ophys(path, frame_rate_hz, **options)
-    elif fmt in ("npy", "csv", "hdf5"):
-        ds = read_array(path, frame_rate_hz, **options)
-    else:
-        raise _fail(path, f"cannot tell the calcium format ({fmt})", f"set format to one of {', '.join(CALCIUM_FORMATS[1:])}")
-    return check_cells(path, ds, drop_bad_cells)
+    """Read any supported calcium source into a ``calcium_traces`` dataset (the calcium case of
+    :func:`brainpipe.io.read`).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A suite2p plane folder or a file.
+    format : str
+        ``"auto"`` (a folder -> ``suite2p``, else from the suffix: :func:`brainpipe.io.detect`) or one of
+        ``brainpipe.io.formats("calcium")``.
+    frame_rate_hz : float, optional
+        The frame rate; default: the source's sidecar or NWB series (see each reader).
+    options : dict, optional
+        The reader's other keyword options (an option it lacks is a :class:`~brainpipe.errors.ConfigError`).
+    drop_bad_cells : bool
+        Drop all-NaN or constant ROIs (logged) instead of failing (see :func:`check_cells`).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``calcium_traces`` without file attributes.
+    """
+    opts = dict(options or {})
+    if frame_rate_hz is not None:
+        opts["frame_rate_hz"] = frame_rate_hz
+    opts["drop_bad_cells"] = drop_bad_cells
+    return read(path, "calcium", format, **opts)

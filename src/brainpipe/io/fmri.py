@@ -14,6 +14,9 @@ grid (shape and affine): resampling silently would hide a wrong atlas, so a mism
 
 Bad input stops with one line naming the file, what is wrong and what to do: atlas/bold grids differ, no TR,
 confound rows != volumes, a NaN or constant ROI, an atlas label with no voxels.
+
+Readers: :func:`iter_fmriprep` (``"fmriprep"``), :func:`iter_nifti` (``"nifti"``), :func:`iter_tables`
+(``"table"``), registered in :mod:`brainpipe.io._registry` near the end of this module; :func:`iter_runs` picks one.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 import xarray as xr
 
 from brainpipe.errors import InputError
+from brainpipe.io._registry import has_suffix, read, register, register_modality
 
 LOG = logging.getLogger("brainpipe.io.fmri")
 TABLE_SUFFIXES = (".csv", ".tsv", ".1d", ".npy", ".txt")
@@ -554,17 +558,94 @@ def find_tables(path: str | os.PathLike) -> list[Path]:
     return out
 
 
-# ---- one entry point ----------------------------------------------------------------------------------------------
-def iter_runs(path: str | os.PathLike, format: str = "auto", **options) -> Iterator[xr.Dataset]:
-    """Every run of a dataset as ``roi_timeseries`` datasets, one at a time.
+def iter_nifti(
+    path: str | os.PathLike,
+    atlas: str | os.PathLike,
+    atlas_labels: str | os.PathLike | None = None,
+    participants: str | os.PathLike | None = None,
+    repetition_time_s: float | None = None,
+) -> Iterator[xr.Dataset]:
+    """Each 4D NIfTI (one image, or every ``.nii``/``.nii.gz`` in a folder, sorted) as a ``roi_timeseries`` run.
 
-    ``format``: ``fmriprep`` (a derivatives folder; needs ``atlas``), ``nifti`` (one 4D image or a folder of them;
-    needs ``atlas``), ``table`` (a table or a folder of tables; needs ``repetition_time_s``), or ``auto`` (a folder
-    with ``*_desc-preproc_bold`` files -> fmriprep; a .nii/.nii.gz -> nifti; else table).
-    Options: ``atlas``, ``atlas_labels``, ``participants``, ``confounds`` (fmriprep), ``task``, ``space``,
-    ``session`` (fmriprep filters), ``repetition_time_s``, ``roi_names``, ``confound_columns``, ``drop_columns``
-    (tables).
+    Parameters
+    ----------
+    path : str or PathLike
+        A 4D image or a folder of them.
+    atlas, atlas_labels
+        The labels atlas and its optional ``index``/``name`` table (see :func:`load_atlas`).
+    participants : str or PathLike, optional
+        A ``participants.tsv``; each run gets its subject's row.
+    repetition_time_s : float, optional
+        The TR (default: the BIDS sidecar, else the NIfTI header).
+
+    Returns
+    -------
+    iterator of xarray.Dataset
+        One run at a time.
     """
+    p = Path(path)
+    table = read_participants(participants)
+    files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.name.endswith((".nii", ".nii.gz")))
+    if not files:
+        raise fail(p, "no .nii/.nii.gz image found", "point 'path' at a 4D NIfTI or a folder of them")
+    for f in files:
+        sub = bids_entities(f.name).get("sub", "")
+        yield read_nifti(f, atlas, atlas_labels, repetition_time_s, table.get(sub, {}))
+
+
+def iter_tables(
+    path: str | os.PathLike,
+    repetition_time_s: float | None = None,
+    roi_names: Sequence[str] | None = None,
+    confound_columns: Sequence[str] = (),
+    drop_columns: Sequence[str] = (),
+    participants: str | os.PathLike | None = None,
+) -> Iterator[xr.Dataset]:
+    """Each ROI table (one file, or every table in a folder but ``participants.tsv``) as a ``roi_timeseries`` run.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A table or a folder of tables (:data:`TABLE_SUFFIXES`).
+    repetition_time_s : float
+        The TR (tables carry none; a missing TR is an error naming the table).
+    roi_names, confound_columns, drop_columns
+        As in :func:`read_table`.
+    participants : str or PathLike, optional
+        A ``participants.tsv``; each run gets its subject's row.
+
+    Returns
+    -------
+    iterator of xarray.Dataset
+        One run at a time.
+    """
+    table = read_participants(participants)
+    for f in find_tables(path):
+        sub = bids_entities(f.name).get("sub", "")
+        yield read_table(f, repetition_time_s, roi_names, confound_columns, drop_columns, table.get(sub, {}))
+
+
+# ---- registration (detection tries them in this order) -------------------------------------------------------------
+def _is_fmriprep(path: Path) -> bool:
+    return path.is_dir() and next(iter(path.rglob("*_desc-preproc_bold.nii*")), None) is not None
+
+
+def _is_nifti(path: Path) -> bool:
+    if path.is_dir():
+        return any(f.name.endswith((".nii", ".nii.gz")) for f in path.iterdir())
+    return has_suffix(".nii", ".nii.gz")(path)
+
+
+def _is_table(path: Path) -> bool:
+    if path.is_dir():
+        return any(
+            f.suffix.lower() in TABLE_SUFFIXES and f.name != "participants.tsv" for f in path.iterdir()
+        )
+    return has_suffix(*TABLE_SUFFIXES)(path)
+
+
+def _stream(path: str | os.PathLike, runs: Iterator[xr.Dataset]) -> Iterator[xr.Dataset]:
+    """The fMRI finishing step: hand the runs on one at a time, with cheap garbage collections meanwhile."""
     import gc
 
     # nilearn forces a full garbage collection on every image access; with a large heap (torch, xarray imported)
@@ -575,62 +656,58 @@ def iter_runs(path: str | os.PathLike, format: str = "auto", **options) -> Itera
     gc.collect()
     gc.freeze()
     try:
-        yield from _iter_runs(Path(path), format, dict(options))
+        yield from runs
     finally:
         gc.unfreeze()
 
 
-def _iter_runs(p: Path, format: str, opts: dict) -> Iterator[xr.Dataset]:
-    fmt = detect_format(p) if format == "auto" else format
-    if fmt in ("fmriprep", "nifti") and not opts.get("atlas"):
-        raise fail(
-            p, f"format '{fmt}' needs a labels atlas", "set 'atlas' (a 3D labels NIfTI) for this dataset"
-        )
-    if fmt == "fmriprep":
-        keys = (
-            "atlas",
-            "atlas_labels",
-            "participants",
-            "confounds",
-            "task",
-            "space",
-            "session",
-            "repetition_time_s",
-        )
-        yield from iter_fmriprep(p, **{k: opts[k] for k in keys if k in opts})
-        return
-    table = read_participants(opts.get("participants"))
-    if fmt == "nifti":
-        files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.name.endswith((".nii", ".nii.gz")))
-        if not files:
-            raise fail(p, "no .nii/.nii.gz image found", "point 'path' at a 4D NIfTI or a folder of them")
-        for f in files:
-            sub = bids_entities(f.name).get("sub", "")
-            yield read_nifti(
-                f, opts["atlas"], opts.get("atlas_labels"), opts.get("repetition_time_s"), table.get(sub, {})
-            )
-        return
-    if fmt != "table":
-        raise fail(p, f"unknown fMRI format '{format}'", "use auto, fmriprep, nifti or table")
-    for f in find_tables(p):
-        sub = bids_entities(f.name).get("sub", "")
-        yield read_table(
-            f,
-            opts.get("repetition_time_s"),
-            opts.get("roi_names"),
-            opts.get("confound_columns", ()),
-            opts.get("drop_columns", ()),
-            table.get(sub, {}),
-        )
+register_modality("fmri", finish=_stream, shared_options=True)
+register(
+    iter_fmriprep,
+    name="fmriprep",
+    modality="fmri",
+    detect=_is_fmriprep,
+    looks_for="a folder with *_desc-preproc_bold.nii[.gz] images (fMRIPrep derivatives)",
+)
+register(
+    iter_nifti,
+    name="nifti",
+    modality="fmri",
+    detect=_is_nifti,
+    looks_for="a .nii/.nii.gz image or a folder of them",
+)
+register(
+    iter_tables,
+    name="table",
+    modality="fmri",
+    detect=_is_table,
+    looks_for=f"a {'/'.join(TABLE_SUFFIXES)} ROI table or a folder of them",
+)
 
 
-def detect_format(p: Path) -> str:
-    if p.is_dir():
-        if next(iter(p.rglob("*_desc-preproc_bold.nii*")), None) is not None:
-            return "fmriprep"
-        if any(f.name.endswith((".nii", ".nii.gz")) for f in p.iterdir()):
-            return "nifti"
-        return "table"
-    if p.name.endswith((".nii", ".nii.gz")):
-        return "nifti"
-    return "table"
+# ---- one entry point ----------------------------------------------------------------------------------------------
+def iter_runs(path: str | os.PathLike, format: str = "auto", **options) -> Iterator[xr.Dataset]:
+    """Every run of a dataset as ``roi_timeseries`` datasets, one at a time (the fMRI case of
+    :func:`brainpipe.io.read`).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        An fMRIPrep derivatives folder, a 4D NIfTI or a folder of them, a table or a folder of tables.
+    format : str
+        ``fmriprep`` (:func:`iter_fmriprep`; needs ``atlas``), ``nifti`` (:func:`iter_nifti`; needs ``atlas``),
+        ``table`` (:func:`iter_tables`; needs ``repetition_time_s``), or ``auto`` (a folder with
+        ``*_desc-preproc_bold`` files -> fmriprep; a .nii/.nii.gz or a folder of them -> nifti; a table or a folder
+        of tables -> table).
+    **options
+        ``atlas``, ``atlas_labels``, ``participants``, ``confounds`` (fmriprep), ``task``, ``space``, ``session``
+        (fmriprep filters), ``repetition_time_s``, ``roi_names``, ``confound_columns``, ``drop_columns`` (tables).
+        The options of another fMRI format are left out (logged); any other name is a
+        :class:`~brainpipe.errors.ConfigError`.
+
+    Returns
+    -------
+    iterator of xarray.Dataset
+        One run in memory at a time.
+    """
+    return read(path, "fmri", format, **options)

@@ -17,30 +17,29 @@ Units without spikes are kept and logged (logger ``brainpipe.io.spikes``). Bad i
 
 Readers: :func:`read_nwb` (``"nwb"``), :func:`read_phy` (``"phy"``), :func:`read_trialized_npz`
 (``"trialized_npz"``), :func:`read_spike_table` (``"table"``), :func:`read_matclust` (``"matclust"``);
-:func:`read_spikes` picks one from the path.
+:func:`read_spikes` picks one from the path. Each is registered in :mod:`brainpipe.io._registry` (name, detection,
+options from its signature) at the end of this module.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from brainpipe.errors import ConfigError, InputError
-from brainpipe.io._common import LOG, assemble, check_train, fail, require_file
+from brainpipe.errors import InputError
+from brainpipe.io._common import LOG, assemble, check_train, fail, npz_shapes, require_file
 from brainpipe.io._matclust import read_matclust, read_position_tracking
 from brainpipe.io._nwb import read_nwb
 from brainpipe.io._phy import read_phy
+from brainpipe.io._registry import formats, has_suffix, read, register
 
 __all__ = [
     "FORMATS",
-    "detect_format",
     "read_matclust",
     "read_nwb",
     "read_phy",
@@ -265,82 +264,67 @@ def read_trialized_npz(
     )
 
 
-# -- dispatch ------------------------------------------------------------------------------------------------------
-READERS: dict[str, Callable[..., xr.Dataset]] = {
-    "nwb": read_nwb,
-    "phy": read_phy,
-    "trialized_npz": read_trialized_npz,
-    "table": read_spike_table,
-    "matclust": read_matclust,
-}
-FORMATS: tuple[str, ...] = tuple(READERS)
+# -- registration (detection tries them in this order) -----------------------------------------------------------
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
 
 
-def detect_format(path: str | os.PathLike, counts_key: str = "spks") -> str:
-    """The reader name for ``path``: a folder with spike_times.npy -> ``phy``; ``.nwb`` -> ``nwb``; ``.npz``
-    with a 3-D ``counts_key`` array -> ``trialized_npz``, with ``unit`` and ``time`` -> ``table``;
-    ``.csv``/``.tsv``/``.tab`` -> ``table``; ``.mat`` -> ``matclust``."""
-    p = Path(path)
-    if not p.exists():
-        raise fail(
-            p,
-            "spike data path does not exist",
-            "check the path (relative paths are taken from the working directory)",
-        )
-    if p.is_dir():
-        if (p / "spike_times.npy").is_file():
-            return "phy"
-        raise fail(
-            p,
-            "is a folder without spike_times.npy, so not a phy/Kilosort folder",
-            "give a phy folder or a spike data file",
-        )
-    suffix = p.suffix.lower()
-    if suffix == ".nwb":
-        return "nwb"
-    if suffix == ".mat":
-        return "matclust"
-    if suffix in TABLE_SUFFIXES:
-        return "table"
-    if suffix == ".npz":
-        arrays = _load_npz(p)
-        if counts_key in arrays and arrays[counts_key].ndim == 3:
-            return "trialized_npz"
-        if {"unit", "time"} <= set(arrays):
-            return "table"
-        have = ", ".join(f"{k}{tuple(v.shape)}" for k, v in arrays.items()) or "none"
-        raise fail(
-            p,
-            f"is neither a trialized .npz (3-D '{counts_key}' counts) nor a spike table .npz ('unit' and 'time' arrays); found {have}",
-            "give one of those layouts, or choose format= and its keys",
-        )
-    raise fail(
-        p,
-        f"has an unknown spike data suffix '{p.suffix}'",
-        f"use .nwb, .npz, {', '.join(TABLE_SUFFIXES)}, .mat or a phy folder, or give format= (one of {', '.join(FORMATS)})",
-    )
+def _is_phy(path: Path) -> bool:
+    return path.is_dir() and (path / "spike_times.npy").is_file()
+
+
+def _is_trialized_npz(path: Path, counts_key: str = "spks") -> bool:
+    return has_suffix(".npz")(path) and len(npz_shapes(path).get(counts_key, ())) == 3
+
+
+def _is_spike_table(path: Path) -> bool:
+    if has_suffix(*TABLE_SUFFIXES)(path):
+        return True
+    return has_suffix(".npz")(path) and {"unit", "time"} <= set(npz_shapes(path))
+
+
+register(read_nwb, name="nwb", modality="spikes", detect=has_suffix(".nwb"), looks_for="a .nwb file")
+register(
+    read_phy, name="phy", modality="spikes", detect=_is_phy, looks_for="a folder holding spike_times.npy"
+)
+register(
+    read_trialized_npz,
+    name="trialized_npz",
+    modality="spikes",
+    detect=_is_trialized_npz,
+    looks_for="an .npz with a 3-D counts array (counts_key, default 'spks')",
+)
+register(
+    read_spike_table,
+    name="table",
+    modality="spikes",
+    detect=_is_spike_table,
+    looks_for=f"a {'/'.join(TABLE_SUFFIXES)} table, or an .npz with arrays 'unit' and 'time'",
+)
+register(
+    read_matclust, name="matclust", modality="spikes", detect=has_suffix(".mat"), looks_for="a .mat file"
+)
+
+#: The spike data formats, in detection order (``format:`` may also be ``auto``).
+FORMATS: tuple[str, ...] = formats("spikes")
 
 
 def read_spikes(path: str | os.PathLike, format: str = "auto", **options) -> xr.Dataset:
-    """Read spike data in any supported format (``format="auto"``: from the suffix or folder contents).
+    """Read spike data in any supported format (the spike case of :func:`brainpipe.io.read`).
 
-    ``options`` go to the reader (see each reader's keyword arguments); an option the reader lacks is a
-    :class:`~brainpipe.errors.ConfigError`.
+    Parameters
+    ----------
+    path : str or PathLike
+        The recording: a file or a phy folder.
+    format : str
+        ``"auto"`` (detected from the suffix or the folder contents: :func:`brainpipe.io.detect`) or one of
+        :data:`FORMATS`.
+    **options
+        The reader's keyword options (see each reader); an option the reader lacks is a
+        :class:`~brainpipe.errors.ConfigError` naming it.
+
+    Returns
+    -------
+    xarray.Dataset
+        A ``spike_times`` dataset without provenance attributes.
     """
-    if format == "auto":
-        name = detect_format(path, options.get("counts_key", "spks"))
-    elif format in READERS:
-        name = format
-    else:
-        raise InputError(
-            f"{path}: unknown spike data format {format!r}; choose one of auto, {', '.join(FORMATS)}"
-        )
-    reader = READERS[name]
-    allowed = list(inspect.signature(reader).parameters)[1:]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"spike reader '{name}' ({path}) has no option(s) {', '.join(unknown)}; its options: {', '.join(allowed)}"
-        )
-    return reader(path, **options)
+    return read(path, "spikes", format, **options)
