@@ -1,5 +1,49 @@
-"""Preprocessing: pure functions Dataset -> Dataset, one module per modality."""
+"""Preprocessing: pure functions Dataset -> Dataset, one module per modality (fMRI, calcium, spikes)."""
 
-from brainpipe.preprocess.spikes import bin_spikes, segments, time_block_split, unit_qc
+from brainpipe.preprocess.calcium import (
+    bad_cells,
+    deconvolve,
+    estimate_g,
+    events_to_counts,
+    noise_sd,
+    oasis_ar1,
+    preprocess_calcium,
+    running_percentile,
+)
+from brainpipe.preprocess.fmri import (
+    assemble_cohort,
+    check_length,
+    clean_run,
+    segment_length,
+    segment_run,
+    subject_folds,
+)
+from brainpipe.preprocess.spikes import (
+    bin_spikes,
+    observed_duration,
+    segments,
+    time_block_split,
+    unit_qc,
+)
 
-__all__ = ["bin_spikes", "segments", "time_block_split", "unit_qc"]
+__all__ = [
+    "assemble_cohort",
+    "bad_cells",
+    "bin_spikes",
+    "check_length",
+    "clean_run",
+    "deconvolve",
+    "estimate_g",
+    "events_to_counts",
+    "noise_sd",
+    "oasis_ar1",
+    "observed_duration",
+    "preprocess_calcium",
+    "running_percentile",
+    "segment_length",
+    "segment_run",
+    "segments",
+    "subject_folds",
+    "time_block_split",
+    "unit_qc",
+]

@@ -1,22 +1,13 @@
 """Stages: one module per Snakemake rule, each with ``run(inputs, outputs, params, log)``.
 
-Every stage is also a command: ``python -m brainpipe.stages.<name> --help``.
+Every stage is also a command: ``python -m brainpipe.stages.<name> --help``. :data:`STAGES` names every stage
+module of this package (private helpers start with ``_``), found from the package itself, so a new stage is listed
+(and its command tested) as soon as its module exists.
 """
 
-STAGES = (
-    "simulate",
-    "ingest_spikes",
-    "bin_spikes",
-    "fit_poisson_glm",
-    "evaluate_poisson_glm",
-    "fit_switching_glm",
-    "evaluate_switching_glm",
-    "report",
-    "metrics_table",
-    "ingest_calcium",
-    "preprocess_calcium",
-    "calcium_counts",
-    "build_connectome_tensor",
-    "fit_connectome",
-    "evaluate_connectome",
+import pkgutil
+
+#: Every stage module's name, sorted.
+STAGES: tuple[str, ...] = tuple(
+    sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and not m.ispkg)
 )
