@@ -3,9 +3,12 @@ filling, ROI embeddings recover the modules, shuffling them hurts), save/load wi
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 from brainpipe.errors import ConfigError, InputError
 from brainpipe.evaluate import fmri as ev
@@ -132,14 +135,17 @@ def test_save_load_roundtrip_without_pickle(fitted, cohort, tmp_path):
     X = ds["signal"].values[:5]
     mask = np.zeros((5, X.shape[2]), dtype=bool)
     mask[:, :3] = True
-    p = fitted.save(tmp_path / "w.pt")
-    blob = torch.load(p, weights_only=True)  # plain tensors and strings only
-    assert set(blob) == {"meta", "state_dict"}
+    p = fitted.save(tmp_path / "w.nc")  # a model_fit netCDF file: weights as variables, nothing pickled
+    ds = xr.open_dataset(p, engine="h5netcdf")
+    assert ds.attrs["model"] == "brainmae" and any(k.startswith("w__") for k in ds.data_vars)
     again = BrainMAE.load(p)
     np.testing.assert_allclose(again.reconstruct(X, mask), fitted.reconstruct(X, mask), rtol=1e-5, atol=1e-6)
+    legacy = tmp_path / "w.pt"  # a single encoder in a torch weights file (weights_only) still loads
+    torch.save({"meta": json.dumps(fitted._meta()), "state_dict": fitted._state()}, legacy)
+    np.testing.assert_allclose(BrainMAE.load(legacy).reconstruct(X, mask), fitted.reconstruct(X, mask), rtol=1e-5)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a torch file")
-    with pytest.raises(InputError, match="bad.pt: not a brainpipe BrainMAE weights file"):
+    with pytest.raises(InputError, match="bad.pt: cannot be opened as netCDF4"):
         BrainMAE.load(bad)
 
 

@@ -145,7 +145,7 @@ def test_encoder_of_fold_k_never_trained_on_fold_k(chain):
     assert not np.allclose(models[0].roi_embeddings(), models[1].roi_embeddings())
     with pytest.raises(InputError, match="holds 4 per-fold BrainMAE encoders, not one"):
         BrainMAE.load(chain / "w.pt")
-    single = models[0].save(chain / "single.pt")
+    single = models[0].save(chain / "single.nc")
     with pytest.raises(InputError, match="a single BrainMAE encoder .*re-run pretrain_brainmae"):
         load_fold_models(single)
 

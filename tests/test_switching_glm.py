@@ -210,17 +210,20 @@ def test_more_states_than_data_supports(tiny_switch):
         SwitchingGLM(n_states=5, device="cpu").fit(short)
 
 
-def test_bad_hyperparameters():
-    with pytest.raises(ConfigError, match="prior 'laplace' is not one of none, gaussian, onehot"):
-        SwitchingGLM(prior="laplace")
-    with pytest.raises(ConfigError, match="link 'relu'"):
-        SwitchingGLM(link="relu")
-    with pytest.raises(ConfigError, match="data_dtype 'float16' is not one of float32, float64"):
-        SwitchingGLM(data_dtype="float16")
-    with pytest.raises(ConfigError, match="m_step 'adam' is not one of newton, lbfgs"):
-        SwitchingGLM(m_step="adam")
-    with pytest.raises(ConfigError, match="newton_iter and hessian_rows must be >= 1"):
-        SwitchingGLM(hessian_rows=0)
+def test_bad_hyperparameters(tiny_counts):
+    """Checked in fit (the constructor only stores them), one line naming the parameter and the allowed values."""
+    cases = [
+        ({"prior": "laplace"}, r"prior must be one of none, gaussian, onehot \(got 'laplace'\)"),
+        ({"link": "relu"}, r"link must be one of softplus, sigmoid, exp \(got 'relu'\)"),
+        ({"data_dtype": "float16"}, r"data_dtype must be one of float32, float64 \(got 'float16'\)"),
+        ({"m_step": "adam"}, r"m_step must be one of newton, lbfgs \(got 'adam'\)"),
+        ({"hessian_rows": 0}, r"hessian_rows must be >= 1 \(got 0\)"),
+        ({"onehot_prior_mean": (0.5, 0.5)}, r"onehot_prior_mean must be 3 positive probabilities"),
+    ]
+    for kw, msg in cases:
+        model = SwitchingGLM(**kw)  # stored as given
+        with pytest.raises(ConfigError, match="SwitchingGLM: " + msg):
+            model.fit(tiny_counts)
 
 
 # -- the fitting machinery: closed-form gradients, Newton M-step, precision ------------------------------------

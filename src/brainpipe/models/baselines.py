@@ -20,6 +20,7 @@ from scipy.special import gammaln
 
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import InputError
+from brainpipe.models.base import Estimator
 from brainpipe.simulate.glm_network import exp_history
 
 
@@ -29,7 +30,7 @@ def poisson_log_likelihood(counts: np.ndarray, mean: np.ndarray) -> float:
     return float(np.sum(counts * np.log(mean) - mean - gammaln(counts + 1.0)))
 
 
-class PoissonGLM:
+class PoissonGLM(Estimator):
     """Coupled Poisson GLM, one independent regression per neuron (scikit-learn's ``PoissonRegressor``).
 
     Parameters
@@ -43,6 +44,8 @@ class PoissonGLM:
     (unit x behaviour_var), ``alpha_``, ``bin_width_s_``, ``units_``, ``behaviour_vars_``, ``val_scores_``.
     """
 
+    model_name = "poisson_glm"
+
     def __init__(
         self,
         history_tau_s: float = 0.02,
@@ -54,6 +57,15 @@ class PoissonGLM:
         self.alpha = alpha
         self.use_behaviour = use_behaviour
         self.max_iter = max_iter
+
+    def _check_params(self) -> None:
+        alphas = np.atleast_1d(np.asarray(self.alpha, dtype=float))
+        if alphas.size == 0 or not np.all(alphas >= 0):
+            raise self._param_error("alpha", "must be >= 0 (or a non-empty list of such values)")
+        if not self.history_tau_s > 0:
+            raise self._param_error("history_tau_s", "must be > 0")
+        if int(self.max_iter) < 1:
+            raise self._param_error("max_iter", "must be >= 1")
 
     # -- design ------------------------------------------------------------------------------------------
     def _design(self, ds: xr.Dataset) -> np.ndarray:
@@ -79,7 +91,19 @@ class PoissonGLM:
         return np.array([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
     def fit(self, ds: xr.Dataset) -> PoissonGLM:
-        """Fit on the train split of a ``spike_counts`` dataset."""
+        """Fit on the train split of a ``spike_counts`` dataset.
+
+        Parameters
+        ----------
+        ds : xarray.Dataset
+            A ``spike_counts`` dataset (variables ``counts`` and ``split``; ``behaviour`` optional).
+
+        Returns
+        -------
+        PoissonGLM
+            ``self``, fitted.
+        """
+        self._check_params()
         if "counts" not in ds or "split" not in ds:
             raise InputError("PoissonGLM.fit needs a spike_counts dataset (variables 'counts' and 'split')")
         X = self._design(ds)
@@ -109,6 +133,7 @@ class PoissonGLM:
     # -- prediction and scoring -------------------------------------------------------------------------
     def predict(self, ds: xr.Dataset) -> np.ndarray:
         """Expected counts per bin, (time, unit), for every bin of ``ds``."""
+        self._check_fitted()
         if "unit" in ds.coords and not np.array_equal(np.asarray(ds["unit"].values).astype(str), self.units_):
             raise InputError(
                 f"dataset units ({', '.join(np.asarray(ds['unit'].values).astype(str)[:5])}, ...) differ from the "
@@ -131,6 +156,8 @@ class PoissonGLM:
 
     # -- (de)serialisation: a model_fit dataset, no pickle ----------------------------------------------
     def to_dataset(self) -> xr.Dataset:
+        """The fit as a ``model_fit`` dataset (role fit)."""
+        self._check_fitted()
         units = self.units_
         return xr.Dataset(
             {

@@ -28,17 +28,19 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import xarray as xr
 from torch import nn
 from torch.nn import functional as F
 
 from brainpipe.data.atomic import atomic_output
 from brainpipe.errors import ConfigError, InputError
+from brainpipe.models.base import Estimator, state_to_variables, variables_to_state
 
 FEATURES = ("similarity", "tokens", "mean")
 
@@ -272,37 +274,35 @@ class FineTuneNet(nn.Module):
 
 
 # ---- the scikit-learn-shaped wrapper ------------------------------------------------------------------------------
-@dataclass
-class TrainSettings:
-    max_epochs: int = 40
-    max_steps: int | None = None
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 20
-    grad_clip: float = 1.0
-    patience: int | None = 8
-    min_delta: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    checkpoint_every_s: float = 60.0
-    progress: bool = True
+#: the training settings of BrainMAE: the fields of brainpipe.training.TrainConfig, with BrainMAE's defaults
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 40, "max_steps": None, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.01, "warmup_steps": 20,
+    "grad_clip": 1.0, "patience": 8, "min_delta": 0.0, "seed": 0, "device": "auto", "precision": "auto",
+    "checkpoint_every_s": 60.0, "progress": True,
+}
+NET_KEYS = tuple(f.name for f in fields(BrainMAEConfig))
 
 
-def split_kwargs(params: dict[str, Any]) -> tuple[BrainMAEConfig, TrainSettings]:
-    """Split a flat parameter mapping into network and training settings (unknown names are an error)."""
-    net_keys = {f.name for f in fields(BrainMAEConfig)}
-    train_keys = {f.name for f in fields(TrainSettings)}
-    unknown = sorted(set(params) - net_keys - train_keys)
+def split_kwargs(params: dict[str, Any]):
+    """Check a flat parameter mapping (unknown names, bad values: one-line ``ConfigError``) and split it into the
+    network's :class:`BrainMAEConfig` and the training loop's :class:`~brainpipe.training.TrainConfig`.
+
+    Parameters
+    ----------
+    params : dict
+        Any of :class:`BrainMAE`'s constructor arguments.
+
+    Returns
+    -------
+    (BrainMAEConfig, TrainConfig)
+    """
+    allowed = set(NET_KEYS) | set(TRAIN_DEFAULTS)
+    unknown = sorted(set(params) - allowed)
     if unknown:
-        raise ConfigError(
-            f"BrainMAE: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(net_keys | train_keys))})"
-        )
-    return (
-        BrainMAEConfig(**{k: v for k, v in params.items() if k in net_keys}),
-        TrainSettings(**{k: v for k, v in params.items() if k in train_keys}),
-    )
+        raise ConfigError(f"BrainMAE: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+    model = BrainMAE(**params)
+    model._check_params()
+    return model._net_config(), model._train_config()
 
 
 def _tensor(X) -> torch.Tensor:
@@ -312,17 +312,98 @@ def _tensor(X) -> torch.Tensor:
     return X
 
 
-class BrainMAE:
+class BrainMAE(Estimator):
     """Masked-ROI autoencoder for fMRI segments, scikit-learn style.
 
-    Parameters: every field of :class:`BrainMAEConfig` and :class:`TrainSettings` as keyword arguments.
-    Fitted attributes: ``net_`` (the :class:`BrainMAENet`), ``history_`` (per-epoch losses), ``best_epoch_``,
-    ``device_``, ``precision_``, ``n_rois_``, ``seg_len_``, ``train_seconds_``, ``resumed_from_step_``.
+    Parameters
+    ----------
+    d_model, n_layers, n_heads, mlp_ratio, dropout, attention, self_loops, graph, roi_embedding, masking, mask_ratio, \
+masked_weight
+        The network and its objective: see :class:`BrainMAEConfig` (and ``fmri.brainmae.model`` in config/README.md).
+    max_epochs, max_steps, batch_size, lr, weight_decay, warmup_steps, grad_clip, patience, min_delta, seed, device, \
+precision, checkpoint_every_s, progress
+        The training loop's settings (:class:`brainpipe.training.TrainConfig`; BrainMAE's defaults in
+        :data:`TRAIN_DEFAULTS`). ``seed`` also seeds the initial weights.
+
+    Attributes
+    ----------
+    net_ : BrainMAENet
+    history_ : list of dict
+        Per-epoch losses.
+    best_epoch_, device_, precision_, n_rois_, seg_len_, train_seconds_, resumed_from_step_
+        What the fit did.
     """
 
-    def __init__(self, **params):
-        self.params = dict(params)
-        self.config_, self.train_settings_ = split_kwargs(self.params)
+    model_name = "brainmae"
+
+    def __init__(
+        self,
+        d_model: int = 48,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+        attention: str = "graph",
+        self_loops: bool = False,
+        graph: str = "embedding",
+        roi_embedding: str = "learned",
+        masking: bool = True,
+        mask_ratio: float = 0.5,
+        masked_weight: float = 0.75,
+        max_epochs: int = 40,
+        max_steps: int | None = None,
+        batch_size: int = 32,
+        lr: float = 2e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 20,
+        grad_clip: float = 1.0,
+        patience: int | None = 8,
+        min_delta: float = 0.0,
+        seed: int = 0,
+        device: str = "auto",
+        precision: str = "auto",
+        checkpoint_every_s: float = 60.0,
+        progress: bool = True,
+    ):
+        self.d_model = d_model
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.mlp_ratio = mlp_ratio
+        self.dropout = dropout
+        self.attention = attention
+        self.self_loops = self_loops
+        self.graph = graph
+        self.roi_embedding = roi_embedding
+        self.masking = masking
+        self.mask_ratio = mask_ratio
+        self.masked_weight = masked_weight
+        self.max_epochs = max_epochs
+        self.max_steps = max_steps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.grad_clip = grad_clip
+        self.patience = patience
+        self.min_delta = min_delta
+        self.seed = seed
+        self.device = device
+        self.precision = precision
+        self.checkpoint_every_s = checkpoint_every_s
+        self.progress = progress
+
+    def _net_config(self) -> BrainMAEConfig:
+        return BrainMAEConfig(**{k: getattr(self, k) for k in NET_KEYS})
+
+    def _check_params(self) -> None:
+        self._net_config()  # BrainMAEConfig checks the network's settings
+        self._train_config().check("BrainMAE")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The hyperparameters that differ from the defaults (as given in a study config)."""
+        defaults = type(self)().get_params(deep=False)
+        return {k: v for k, v in self.get_params(deep=False).items() if v != defaults[k]}
 
     # -- fit -------------------------------------------------------------------------------------------------------
     def fit(
@@ -337,11 +418,11 @@ class BrainMAE:
         subjects' segments) drives early stopping. Returns self."""
         from brainpipe.training import train
 
+        self._check_params()
         X = _tensor(X)
-        ts = self.train_settings_
-        torch.manual_seed(ts.seed)  # the initial weights
+        torch.manual_seed(self.seed)  # the initial weights
         self.n_rois_, self.seg_len_ = X.shape[2], X.shape[1]
-        self.net_ = BrainMAENet(self.n_rois_, self.seg_len_, self.config_)
+        self.net_ = BrainMAENet(self.n_rois_, self.seg_len_, self._net_config())
         cfg = self._train_config()
         val = (_tensor(X_val),) if X_val is not None and len(X_val) else None
         res = train(
@@ -363,7 +444,7 @@ class BrainMAE:
     def _train_config(self, **overrides):
         from brainpipe.training import TrainConfig, checkpoint_every_s
 
-        kw = asdict(self.train_settings_)
+        kw = {k: getattr(self, k) for k in TRAIN_DEFAULTS}
         kw.update(overrides)
         kw["checkpoint_every_s"] = checkpoint_every_s(kw["checkpoint_every_s"])
         return TrainConfig(**kw)
@@ -390,7 +471,8 @@ class BrainMAE:
 
         X = _tensor(X)
         n_out = int(np.max(y)) + 1 if task == "classification" else 1
-        torch.manual_seed(self.train_settings_.seed)
+        self._check_fitted()
+        torch.manual_seed(self.seed)
         ft = FineTuneNet(copy.deepcopy(self.net_).cpu().train(), n_out, features)
         yt = torch.as_tensor(np.asarray(y), dtype=torch.long if task == "classification" else torch.float32)
 
@@ -428,6 +510,7 @@ class BrainMAE:
         ).numpy()
 
     def _device(self) -> torch.device:
+        self._check_fitted()
         return next(self.net_.parameters()).device
 
     @torch.no_grad()
@@ -480,24 +563,84 @@ class BrainMAE:
     def _from(cls, meta: dict, state: dict, device: str) -> BrainMAE:
         model = cls(**meta["params"])
         model.n_rois_, model.seg_len_ = int(meta["n_rois"]), int(meta["seg_len"])
-        model.net_ = BrainMAENet(model.n_rois_, model.seg_len_, model.config_)
+        model.net_ = BrainMAENet(model.n_rois_, model.seg_len_, model._net_config())
         model.net_.load_state_dict(state)
         model.net_.to(device).eval()
         return model
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Weights (a state dict of tensors) and hyperparameters (a JSON string) in one torch file."""
-        return _save_blob(path, {"meta": json.dumps(self._meta()), "state_dict": self._state()})
+    def to_dataset(self) -> xr.Dataset:
+        """Weights and hyperparameters as a ``model_fit`` dataset (role fit; no pickle): one variable
+        ``w__<parameter>`` per tensor, the ROI embeddings as ``roi_embedding`` (roi, feature)."""
+        self._check_fitted()
+        emb = self.roi_embeddings().astype(np.float64)
+        ds = xr.Dataset(
+            {
+                **state_to_variables(self.net_.state_dict()),
+                "roi_embedding": (("roi", "feature"), emb, {"long_name": "learned ROI embedding"}),
+            },
+            attrs={
+                "model": self.model_name,
+                "role": "fit",
+                "format": FORMAT,
+                "estimator_params": json.dumps(self.params),
+                "n_rois": int(self.n_rois_),
+                "seg_len": int(self.seg_len_),
+            },
+        )
+        return ds
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> BrainMAE:
+        """Read a fit written by :meth:`save` (netCDF), or a single encoder in a torch weights file.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file.
+        device : str
+            Where the network is placed.
+
+        Returns
+        -------
+        BrainMAE
+        """
         p = Path(path)
-        blob, meta = _load_blob(p, device)
-        if meta.get("format") == FOLDS_FORMAT:
-            raise InputError(
-                f"{p}: holds {len(meta['folds'])} per-fold BrainMAE encoders, not one; read it with load_fold_models"
-            )
-        return cls._from(meta, blob["state_dict"], device)
+        if _is_torch_file(p):
+            blob, meta = _load_blob(p, device)
+            if meta.get("format") == FOLDS_FORMAT:
+                raise InputError(
+                    f"{p}: holds {len(meta['folds'])} per-fold BrainMAE encoders, not one; read it with load_fold_models"
+                )
+            return cls._from(meta, blob["state_dict"], device)
+        return super().load(p, device=device, source=str(p))
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset, device: str = "cpu", source: str = "BrainMAE fit") -> BrainMAE:
+        """Rebuild a fitted model from :meth:`to_dataset`.
+
+        Parameters
+        ----------
+        ds : xarray.Dataset
+            A ``model_fit`` dataset with ``model = "brainmae"``.
+        device : str
+            Where the network is placed.
+        source : str
+            How to name the data in an error message (e.g. its file).
+
+        Returns
+        -------
+        BrainMAE
+        """
+        if ds.attrs.get("model") != cls.model_name or "estimator_params" not in ds.attrs:
+            raise InputError(f"{source}: not a BrainMAE fit written by BrainMAE.to_dataset")
+        meta = {"params": json.loads(ds.attrs["estimator_params"]), "n_rois": ds.attrs["n_rois"],
+                "seg_len": ds.attrs["seg_len"]}
+        model = cls(**meta["params"])
+        model.n_rois_, model.seg_len_ = int(meta["n_rois"]), int(meta["seg_len"])
+        model.net_ = BrainMAENet(model.n_rois_, model.seg_len_, model._net_config())
+        model.net_.load_state_dict(variables_to_state(ds, model.net_.state_dict(), source))
+        model.net_.to(device).eval()
+        return model
 
 
 FORMAT = "brainpipe-brainmae/1"
@@ -509,6 +652,14 @@ def _save_blob(path, blob: dict) -> Path:
     with atomic_output(p) as tmp:
         torch.save(blob, tmp)
     return p
+
+
+def _is_torch_file(p: Path) -> bool:
+    try:
+        with open(p, "rb") as fh:
+            return fh.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
 
 
 def _load_blob(p: Path, device: str) -> tuple[dict, dict]:
@@ -533,6 +684,11 @@ def save_fold_models(models: list[BrainMAE], path: str | os.PathLike) -> Path:
 def load_fold_models(path: str | os.PathLike, device: str = "cpu") -> list[BrainMAE]:
     """The per-fold encoders written by :func:`save_fold_models` (index = the outer fold each one never saw)."""
     p = Path(path)
+    if p.is_file() and not _is_torch_file(p):
+        raise InputError(
+            f"{p}: not a torch file of per-fold encoders (a single BrainMAE encoder is saved as netCDF); "
+            "re-run pretrain_brainmae"
+        )
     blob, meta = _load_blob(p, device)
     if meta.get("format") != FOLDS_FORMAT:
         raise InputError(

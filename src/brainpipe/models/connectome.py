@@ -24,6 +24,7 @@ Order of operations
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -40,6 +41,8 @@ from scipy.optimize import linear_sum_assignment
 
 from brainpipe.data.atomic import atomic_output
 from brainpipe.errors import ConfigError, InputError
+from brainpipe.models.base import Estimator, _plain
+from brainpipe.training.device import resolve_device
 
 LOG = logging.getLogger("brainpipe.models.connectome")
 
@@ -485,13 +488,7 @@ def factor_match_score(
 
 
 # ---- the estimator ----------------------------------------------------------------------------------------
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-class DynamicConnectome:
+class DynamicConnectome(Estimator):
     """Masked non-negative CP over ranks x restarts, rank by replicate stability, communities per component.
 
     Parameters
@@ -510,20 +507,45 @@ class DynamicConnectome:
         n_iter_max: int = 300, tol: float = 1e-6, n_inner: int = 3, dtype: str = "float32", device: str = "auto",
         resolution: float = 1.0, seed: int = 0,
     ):
-        self.ranks = [int(r) for r in ranks]
-        self.restarts = int(restarts)
-        self.stability_threshold = float(stability_threshold)
-        self.n_iter_max = int(n_iter_max)
-        self.tol = float(tol)
-        self.n_inner = int(n_inner)
+        self.ranks = ranks
+        self.restarts = restarts
+        self.stability_threshold = stability_threshold
+        self.n_iter_max = n_iter_max
+        self.tol = tol
+        self.n_inner = n_inner
         self.dtype = dtype
         self.device = device
-        self.resolution = float(resolution)
-        self.seed = int(seed)
+        self.resolution = resolution
+        self.seed = seed
+
+    model_name = "connectome_ntf"
+
+    def _check_params(self) -> None:
+        self._check_choice("dtype", ("float32", "float64"))
+        ranks = [int(r) for r in np.atleast_1d(self.ranks)]
+        if not ranks or min(ranks) < 1:
+            raise self._param_error("ranks", "must be a non-empty list of ranks >= 1")
+        for name in ("restarts", "n_iter_max", "n_inner"):
+            if int(getattr(self, name)) < 1:
+                raise self._param_error(name, "must be >= 1")
+        if not 0.0 <= float(self.stability_threshold) <= 1.0:
+            raise self._param_error("stability_threshold", "must be in [0, 1]")
 
     def fit(self, tensor: xr.Dataset) -> DynamicConnectome:
-        if self.dtype not in ("float32", "float64"):
-            raise ConfigError(f"connectome: dtype {self.dtype!r} (allowed: float32, float64)")
+        """Fit every candidate rank with its restarts, select the rank, find the communities.
+
+        Parameters
+        ----------
+        tensor : xarray.Dataset
+            An ``affinity_tensor`` dataset (``affinity`` pair x window x animal, ``mask`` pair x animal).
+
+        Returns
+        -------
+        DynamicConnectome
+            ``self``, fitted.
+        """
+        self._check_params()
+        ranks = [int(r) for r in np.atleast_1d(self.ranks)]
         dev = resolve_device(self.device)
         dt = getattr(torch, self.dtype)
         X = torch.as_tensor(np.asarray(tensor["affinity"].values), dtype=dt, device=dev)
@@ -534,11 +556,11 @@ class DynamicConnectome:
         self.fits_: dict[int, list[NCPResult]] = {}
         self.stability_: dict[int, float] = {}
         self.best_: dict[int, NCPResult] = {}
-        for R in self.ranks:
+        for R in ranks:
             fits = [
-                masked_ncp_hals(X, R, mask, n_iter_max=self.n_iter_max, tol=self.tol, n_inner=self.n_inner,
-                                seed=self.seed + 1000 * R + k)
-                for k in range(self.restarts)
+                masked_ncp_hals(X, R, mask, n_iter_max=int(self.n_iter_max), tol=float(self.tol),
+                                n_inner=int(self.n_inner), seed=int(self.seed) + 1000 * R + k)
+                for k in range(int(self.restarts))
             ]
             best = min(fits, key=lambda f: f.errors[-1])
             others = [f for f in fits if f is not best]
@@ -548,8 +570,9 @@ class DynamicConnectome:
             self.stability_[R] = float(np.mean(sims)) if sims else 1.0
             LOG.info("rank %d: error %.4f, stability %.3f, iterations %s", R, best.errors[-1], self.stability_[R],
                      [f.n_iter for f in fits])
-        stable = [R for R in self.ranks if self.stability_[R] >= self.stability_threshold]
-        self.rank_ = max(stable) if stable else min(self.ranks)
+        stable = [R for R in ranks if self.stability_[R] >= float(self.stability_threshold)]
+        self.ranks_ = ranks
+        self.rank_ = max(stable) if stable else min(ranks)
         res = self.best_[self.rank_]
         self.weights_ = res.weights
         self.factors_ = res.factors
@@ -557,17 +580,60 @@ class DynamicConnectome:
         self.pair_i_ = np.asarray(tensor["pair_i"].values)
         self.pair_j_ = np.asarray(tensor["pair_j"].values)
         self.membership_, self.community_ = communities(
-            self.factors_[0].cpu().numpy(), self.pair_i_, self.pair_j_, len(self.neurons_), self.resolution, self.seed
+            self.factors_[0].cpu().numpy(), self.pair_i_, self.pair_j_, len(self.neurons_), float(self.resolution),
+            int(self.seed),
         )
+        self.coords_ = {
+            "pair": tensor["pair"].values,
+            "window": tensor["window"].values,
+            "time": np.asarray(tensor["time"].values, dtype=np.float64),
+            "animal": tensor["animal"].values,
+        }
+        self.affinity_ = str(tensor.attrs.get("affinity", ""))
         return self
 
-    def to_dataset(self, tensor: xr.Dataset) -> xr.Dataset:
-        """A ``model_fit`` dataset (role fit): factors of the selected rank, rank diagnostics, communities."""
+    def reconstruct(self) -> np.ndarray:
+        """The fitted low-rank tensor (pair, window, animal) of the selected rank, as float64."""
+        self._check_fitted()
+        w = self.weights_.detach().cpu().double().numpy()
+        A, B, C = (f.detach().cpu().double().numpy() for f in self.factors_)
+        return np.einsum("r,ir,jr,kr->ijk", w, A, B, C)
+
+    def score(self, tensor: xr.Dataset) -> float:
+        """``1 -`` the relative masked reconstruction error of ``tensor`` (higher is better; 1 is exact).
+
+        Parameters
+        ----------
+        tensor : xarray.Dataset
+            An ``affinity_tensor`` with the fitted pairs, windows and animals (e.g. the same recordings, or
+            held-out entries marked in ``mask``).
+
+        Returns
+        -------
+        float
+            ``1 - ||M * (X - X_hat)|| / ||M * X||`` with ``M`` the pair x animal mask.
+        """
+        X_hat = self.reconstruct()
+        X = np.asarray(tensor["affinity"].values, dtype=np.float64)
+        if X.shape != X_hat.shape:
+            raise InputError(
+                f"connectome: tensor of shape {X.shape} (pair, window, animal) differs from the fitted {X_hat.shape}"
+            )
+        M = np.asarray(tensor["mask"].values).astype(bool)[:, None, :]
+        den = np.linalg.norm(np.where(M, X, 0.0))
+        return 1.0 - float(np.linalg.norm(np.where(M, X - X_hat, 0.0)) / max(den, 1e-300))
+
+    def to_dataset(self, tensor: xr.Dataset | None = None) -> xr.Dataset:
+        """A ``model_fit`` dataset (role fit): factors of the selected rank, rank diagnostics, communities.
+
+        ``tensor`` is accepted for compatibility and not needed: the coordinates are kept from ``fit``.
+        """
+        self._check_fitted()
         R = self.rank_
         comp = np.arange(R)
         pair_f, time_f, animal_f = (f.cpu().numpy().astype(np.float64) for f in self.factors_)
-        ranks = np.array(self.ranks)
-        Rmax = max(self.ranks)
+        ranks = np.array(self.ranks_)
+        Rmax = max(self.ranks_)
 
         def padded(mode: int) -> np.ndarray:
             n = self.factors_[mode].shape[0]
@@ -602,10 +668,10 @@ class DynamicConnectome:
             },
             coords={
                 "component": comp,
-                "pair": tensor["pair"].values,
-                "window": tensor["window"].values,
-                "time": ("window", np.asarray(tensor["time"].values, dtype=np.float64), {"units": "s"}),
-                "animal": tensor["animal"].values,
+                "pair": self.coords_["pair"],
+                "window": self.coords_["window"],
+                "time": ("window", self.coords_["time"], {"units": "s"}),
+                "animal": self.coords_["animal"],
                 "neuron": np.asarray(self.neurons_),
                 "rank": ranks,
             },
@@ -617,10 +683,62 @@ class DynamicConnectome:
                 "restarts": self.restarts,
                 "device": str(self.device_),
                 "dtype": self.dtype,
-                "affinity": str(tensor.attrs.get("affinity", "")),
+                "affinity": self.affinity_,
+                "estimator_params": json.dumps(_plain(self.get_params(deep=False))),
             },
         )
         return ds
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset, device: str = "cpu") -> DynamicConnectome:
+        """Rebuild a fitted model from :meth:`to_dataset` (the selected rank's factors and every rank's best fit).
+
+        Parameters
+        ----------
+        ds : xarray.Dataset
+            A ``model_fit`` dataset with ``model = "connectome_ntf"``.
+        device : str
+            Where the factors are placed (``"cpu"``, ``"cuda"``, ``"auto"``).
+
+        Returns
+        -------
+        DynamicConnectome
+            The fitted model (``fits_`` holds only each rank's best restart).
+        """
+        if ds.attrs.get("model") != cls.model_name:
+            raise InputError(f"not a connectome fit (model = {ds.attrs.get('model')!r})")
+        params = json.loads(ds.attrs["estimator_params"]) if "estimator_params" in ds.attrs else {}
+        m = cls(**params)
+        dev = resolve_device(device if device != "auto" else m.device)
+        dt = getattr(torch, str(ds.attrs.get("dtype", "float32")))
+        as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=dt, device=dev)  # noqa: E731
+        m.device_ = dev
+        m.ranks_ = [int(r) for r in ds["rank"].values]
+        m.rank_ = int(ds.attrs["selected_rank"])
+        m.stability_ = {r: float(s) for r, s in zip(m.ranks_, ds["rank_stability"].values, strict=True)}
+        m.best_ = {}
+        for k, r in enumerate(m.ranks_):
+            factors = [as_t(ds[v].values[k, :, :r]) for v in ("all_pair_factor", "all_time_factor", "all_animal_factor")]
+            errors = [float(ds["rank_error"].values[k])]
+            if r == m.rank_:
+                errors = [float(e) for e in ds["error_history"].values]
+            m.best_[r] = NCPResult(as_t(ds["all_weight"].values[k, :r]), factors, errors, int(ds["rank_n_iter"].values[k]))
+        m.fits_ = {r: [f] for r, f in m.best_.items()}
+        m.weights_ = as_t(ds["weight"].values)
+        m.factors_ = [as_t(ds[v].values) for v in ("pair_factor", "time_factor", "animal_factor")]
+        m.neurons_ = [str(n) for n in ds["neuron"].values]
+        m.pair_i_ = np.asarray(ds["pair_i"].values)
+        m.pair_j_ = np.asarray(ds["pair_j"].values)
+        m.membership_ = np.asarray(ds["membership"].values)
+        m.community_ = np.asarray(ds["in_community"].values).astype(bool)
+        m.coords_ = {
+            "pair": ds["pair"].values,
+            "window": ds["window"].values,
+            "time": np.asarray(ds["time"].values, dtype=np.float64),
+            "animal": ds["animal"].values,
+        }
+        m.affinity_ = str(ds.attrs.get("affinity", ""))
+        return m
 
 
 def _density(W: np.ndarray, members) -> float:

@@ -50,6 +50,7 @@ from torch import nn
 
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import ConfigError, InputError
+from brainpipe.models.base import Estimator, state_to_variables, variables_to_state
 
 LOG = logging.getLogger("brainpipe.models.neuroformer")
 MODALITY_SOURCES = ("behaviour", "stimulus")
@@ -499,7 +500,7 @@ def behaviour_loss(model: NeuroformerNet, batch, kind: str = "regression", class
 MODEL_KEYS = ("d_model", "n_heads", "n_layers", "n_past_layers", "dropout", "contrastive_dim")
 
 
-class Neuroformer:
+class Neuroformer(Estimator):
     """Neuroformer in the scikit-learn shape.
 
     Parameters
@@ -528,13 +529,40 @@ class Neuroformer:
         finetune: Mapping[str, object] | None = None,
         seed: int = 0,
     ):
-        self.tokenizer = tokenizer or SpikeTokenizer()
-        self.d_model, self.n_heads, self.n_layers = d_model, n_heads, n_layers
-        self.n_past_layers, self.dropout, self.contrastive_dim = n_past_layers, dropout, contrastive_dim
+        self.tokenizer = tokenizer
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.n_layers = n_layers
+        self.n_past_layers = n_past_layers
+        self.dropout = dropout
+        self.contrastive_dim = contrastive_dim
         self.contrastive_weight = contrastive_weight
-        self.train = dict(train or {})
-        self.finetune = dict(finetune or {})
+        self.train = train
+        self.finetune = finetune
         self.seed = seed
+
+    model_name = "neuroformer"
+
+    def _check_params(self) -> None:
+        from brainpipe.training import TrainConfig
+
+        if int(self.d_model) < 1 or int(self.n_heads) < 1 or int(self.d_model) % int(self.n_heads):
+            raise self._param_error("d_model", f"must be >= 1 and divisible by n_heads ({self.n_heads})")
+        for name in ("n_layers", "n_past_layers"):
+            if int(getattr(self, name)) < 0:
+                raise self._param_error(name, "must be >= 0")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise self._param_error("dropout", "must be in [0, 1)")
+        if float(self.contrastive_weight) < 0 or int(self.contrastive_dim) < 0:
+            raise self._param_error("contrastive_weight", "and contrastive_dim must be >= 0")
+        for name in ("train", "finetune"):
+            TrainConfig.from_dict(getattr(self, name), source=f"Neuroformer: {name}")
+
+    def _tokenizer(self) -> SpikeTokenizer:
+        """The fitted tokenizer, else (a copy of) the one given, else the default one."""
+        if hasattr(self, "tokenizer_"):
+            return self.tokenizer_
+        return copy.deepcopy(self.tokenizer) if self.tokenizer is not None else SpikeTokenizer()
 
     # -- building --------------------------------------------------------------------------------------------
     @property
@@ -568,7 +596,7 @@ class Neuroformer:
 
     def _prepare(self, counts: xr.Dataset, source: str) -> Windows:
         if not hasattr(self, "tokenizer_"):
-            self.tokenizer_ = copy.deepcopy(self.tokenizer).fit(counts, source)
+            self.tokenizer_ = self._tokenizer().fit(counts, source)
         win = self.tokenizer_.transform(counts, source)
         self.token_stats_ = dict(self.tokenizer_.stats_)
         for name in ("train", "validation"):
@@ -590,6 +618,7 @@ class Neuroformer:
         """Pretrain by next-token prediction on the train windows; checkpoint chosen on the validation windows."""
         from brainpipe.training import train
 
+        self._check_params()
         win = self._prepare(counts, source)
         self.net_ = self._build()
         tr, va = win.select(win.split == SPLIT_FLAGS["train"]), win.select(win.split == SPLIT_FLAGS["validation"])
@@ -598,7 +627,7 @@ class Neuroformer:
             self.net_,
             tr.tensors(),
             lambda m, b: pretrain_loss(m, b, cw),
-            self._train_config(self.train),
+            self._train_config(self.train or {}),
             val_data=va.tensors(),
             checkpoint=checkpoint,
             fingerprint=fingerprint,
@@ -638,7 +667,8 @@ class Neuroformer:
         """
         from brainpipe.training import train
 
-        if self.tokenizer.target is None and getattr(self, "tokenizer_", self.tokenizer).target is None:
+        self._check_params()
+        if self._tokenizer().target is None:
             raise ConfigError("neuroformer: fit_behaviour needs a tokenizer target")
         win = self._prepare(counts, source)
         if not from_pretrained or not hasattr(self, "net_"):
@@ -660,7 +690,7 @@ class Neuroformer:
         y = self._targets(win)
         win_y = Windows(**{**win.__dict__, "target": y})
         kind = self.target_kind
-        cfg = dict(self.finetune)
+        cfg = dict(self.finetune or {})
         cw = None
         if kind == "classification":
             freq = np.bincount(win.target[keep, 0].astype(int), minlength=self._behaviour_out()).astype(np.float64)
@@ -686,8 +716,8 @@ class Neuroformer:
 
     def set_target(self, counts: xr.Dataset, target: Mapping[str, object] | None, source: str = "counts") -> Neuroformer:
         """Give a (pretrained) model a decoding target: checks it against the data and sizes a new behaviour head."""
-        self.tokenizer.target = dict(target) if target is not None else None
-        self.tokenizer_.target = self.tokenizer.target
+        self._check_fitted()
+        self.tokenizer_.target = dict(target) if target is not None else None
         self.tokenizer_.fit(counts, source)
         out = self._behaviour_out()
         if hasattr(self, "net_") and self.net_.head_behaviour[-1].out_features != out:
@@ -710,6 +740,7 @@ class Neuroformer:
 
     def predict_behaviour(self, counts: xr.Dataset, split: str = "test", source: str = "counts") -> tuple[np.ndarray, np.ndarray]:
         """(prediction, target) for the windows of one split: values (regression) or class labels."""
+        self._check_fitted()
         self.net_.eval()
         win = self.tokenizer_.transform(counts, source)
         win = win.select((win.split == SPLIT_FLAGS[split]) & np.isfinite(win.target[:, 0]))
@@ -720,11 +751,45 @@ class Neuroformer:
         return p[:, 0] * self.target_std_ + self.target_mean_, win.target[:, 0].astype(np.float64)
 
     def score(self, counts: xr.Dataset, split: str = "test") -> float:
-        """R2 (regression) or accuracy (classification) of behaviour decoding on one split."""
+        """Held-out score of one split, higher is better: R2 (regression) or accuracy (classification) of behaviour
+        decoding when the model has a target, else minus the mean next-token loss (nats per token, ID + dt).
+
+        Parameters
+        ----------
+        counts : xarray.Dataset
+            A ``spike_counts`` dataset with the model's units.
+        split : {"train", "validation", "test"}
+            The split to score.
+
+        Returns
+        -------
+        float
+        """
+        self._check_fitted()
+        if self.tokenizer_.target is None:
+            return -self.token_loss(counts, split)
         p, y = self.predict_behaviour(counts, split)
         if self.target_kind == "classification":
             return float(np.mean(p == y))
         return r2_score(y, p)
+
+    @torch.no_grad()
+    def token_loss(self, counts: xr.Dataset, split: str = "test", source: str = "counts") -> float:
+        """Mean next-token cross-entropy (ID + dt, nats per token, PAD ignored) over the windows of one split."""
+        self._check_fitted()
+        self.net_.eval()
+        win = self.tokenizer_.transform(counts, source)
+        win = win.select(win.split == SPLIT_FLAGS[split])
+        if len(win) == 0:
+            raise InputError(f"{source}: no {split} window to score")
+        dev = next(self.net_.parameters()).device
+        tensors = win.tensors()
+        total, n = 0.0, 0
+        for i in range(0, len(win), 256):
+            b = [t[i : i + 256].to(dev) for t in tensors]
+            total += float(pretrain_loss(self.net_, b)["loss"]) * b[0].shape[0]
+            n += b[0].shape[0]
+        return total / n
 
     # -- connectivity ------------------------------------------------------------------------------------------
     def connectivity(self, counts: xr.Dataset, split: str = "test", by: str = "target", max_windows: int | None = None) -> np.ndarray:
@@ -823,12 +888,9 @@ class Neuroformer:
     # -- (de)serialisation -------------------------------------------------------------------------------------
     def to_dataset(self) -> xr.Dataset:
         """Weights and vocabulary as a ``model_fit`` dataset (no pickle): one variable ``w__<param>`` per tensor."""
+        self._check_fitted()
         tok = self.tokenizer_
-        data = {}
-        for name, t in self.net_.state_dict().items():
-            key = "w__" + name.replace(".", "__")
-            arr = t.detach().float().cpu().numpy()
-            data[key] = ([f"{key}_d{k}" for k in range(arr.ndim)], arr)
+        data = state_to_variables(self.net_.state_dict())
         ds = xr.Dataset(data, coords={"unit": ("unit", tok.units_)})
         ds.attrs.update(
             {
@@ -887,12 +949,7 @@ class Neuroformer:
         model.target_mean_ = float(ds.attrs.get("target_mean", 0.0))
         model.target_std_ = float(ds.attrs.get("target_std", 1.0))
         model.net_ = model._build()
-        state = {}
-        for name in model.net_.state_dict():
-            key = "w__" + name.replace(".", "__")
-            if key not in ds:
-                raise InputError(f"{source}: checkpoint lacks weight {name!r}; it was written by another model layout")
-            state[name] = torch.as_tensor(np.asarray(ds[key].values))
+        state = variables_to_state(ds, model.net_.state_dict(), f"{source}: checkpoint")
         try:
             model.net_.load_state_dict(state)
         except RuntimeError as err:

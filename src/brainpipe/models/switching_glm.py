@@ -46,11 +46,13 @@ import torch.nn.functional as F
 import xarray as xr
 
 from brainpipe.data.contracts import SPLIT_FLAGS
-from brainpipe.errors import ConfigError, InputError
+from brainpipe.errors import InputError
 from brainpipe.models import hmm
+from brainpipe.models.base import Estimator
 from brainpipe.preprocess.spikes import segments
 from brainpipe.simulate.switching_glm import exp_basis
 from brainpipe.training.checkpoint import Checkpointer, fingerprint_of
+from brainpipe.training.device import resolve_device
 
 log = logging.getLogger("brainpipe.models.switching_glm")
 PRIORS = ("none", "gaussian", "onehot")
@@ -60,13 +62,6 @@ M_STEPS = ("newton", "lbfgs")
 MIN_RATE = 1e-10  # floor on the Poisson rate per bin (keeps log(rate) finite)
 CHUNK_ELEMENTS = 1 << 19  # bins x (states x neurons) per block of the data term: a few MB, cache-sized
 CATEGORIES = ("inh", "none", "exc")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _to_device(obj, dev: torch.device):
@@ -106,7 +101,7 @@ class Batch:
         return int(self.mask.sum())
 
 
-class SwitchingGLM:
+class SwitchingGLM(Estimator):
     """Switching Poisson GLM (HMM-GLM) with a ``none``, ``gaussian`` or ``onehot`` prior; see the module doc.
 
     Fitted attributes: ``weights_`` (S, N, N), ``bias_`` (S, N), ``cov_weights_`` (S, N, C), ``log_A_`` (S, S),
@@ -149,16 +144,6 @@ class SwitchingGLM:
         newton_iter: int = 3,
         hessian_rows: int = 1024,
     ):
-        if prior not in PRIORS:
-            raise ConfigError(f"SwitchingGLM: prior {prior!r} is not one of {', '.join(PRIORS)}")
-        if link not in LINKS:
-            raise ConfigError(f"SwitchingGLM: link {link!r} is not one of {', '.join(LINKS)}")
-        if data_dtype not in DATA_DTYPES:
-            raise ConfigError(f"SwitchingGLM: data_dtype {data_dtype!r} is not one of {', '.join(DATA_DTYPES)}")
-        if m_step not in M_STEPS:
-            raise ConfigError(f"SwitchingGLM: m_step {m_step!r} is not one of {', '.join(M_STEPS)}")
-        if n_states < 1 or history_bins < 1 or n_restarts < 1 or hessian_rows < 1 or newton_iter < 1:
-            raise ConfigError("SwitchingGLM: n_states, history_bins, n_restarts, newton_iter and hessian_rows must be >= 1")
         self.n_states = n_states
         self.prior = prior
         self.link = link
@@ -176,7 +161,7 @@ class SwitchingGLM:
         self.tau_start = tau_start
         self.tau_end = tau_end
         self.entropy_weight = entropy_weight
-        self.onehot_prior_mean = tuple(float(x) for x in onehot_prior_mean)
+        self.onehot_prior_mean = onehot_prior_mean
         self.onehot_prior_concentration = onehot_prior_concentration
         self.polish_iter = polish_iter
         self.m_step_min_weight = m_step_min_weight
@@ -190,6 +175,18 @@ class SwitchingGLM:
         self.m_step = m_step
         self.newton_iter = newton_iter
         self.hessian_rows = hessian_rows
+
+    model_name = "switching_glm"
+
+    def _check_params(self) -> None:
+        for name, allowed in (("prior", PRIORS), ("link", LINKS), ("data_dtype", DATA_DTYPES), ("m_step", M_STEPS)):
+            self._check_choice(name, tuple(allowed))
+        for name in ("n_states", "history_bins", "n_restarts", "hessian_rows", "newton_iter"):
+            if int(getattr(self, name)) < 1:
+                raise self._param_error(name, "must be >= 1")
+        mean = np.asarray(self.onehot_prior_mean, dtype=float)
+        if mean.shape != (3,) or np.any(mean <= 0):
+            raise self._param_error("onehot_prior_mean", "must be 3 positive probabilities (inh, none, exc)")
 
     # ------------------------------------------------------------------ data
     def _dtype(self, device: torch.device) -> torch.dtype:
@@ -749,13 +746,6 @@ class SwitchingGLM:
         single._m_step(p, ["b", "U", "W"], data, gamma, hard=True)
         return {k: p[k][0].cpu().numpy() for k in ("W", "b", "U")}
 
-    def get_params(self) -> dict:
-        """The constructor's hyperparameters (scikit-learn style)."""
-        import inspect
-
-        names = [k for k in inspect.signature(type(self).__init__).parameters if k != "self"]
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in ((k, getattr(self, k)) for k in names)}
-
     def fit(
         self,
         ds: xr.Dataset,
@@ -770,6 +760,7 @@ class SwitchingGLM:
         same path, hyperparameters and ``fingerprint`` (e.g. input hashes) resumes where it stopped and ends with
         the same parameters as an uninterrupted fit.
         """
+        self._check_params()
         if "counts" not in ds or "split" not in ds:
             raise InputError("SwitchingGLM needs a spike_counts dataset (variables 'counts' and 'split')")
         X, names = self._covariate_matrix(ds)
@@ -791,7 +782,7 @@ class SwitchingGLM:
         glm = self._single_glm(data)
         ckpt = Checkpointer(
             checkpoint,
-            fingerprint_of({"run": dict(fingerprint or {}), "params": self.get_params(), "n_bins": data.n_bins}),
+            fingerprint_of({"run": dict(fingerprint or {}), "params": self._fingerprint_params(), "n_bins": data.n_bins}),
             every_s=checkpoint_every_s,
         )
         dev = data.counts.device
@@ -879,7 +870,11 @@ class SwitchingGLM:
             self.prior_mean_ = p["W_bar"].cpu().numpy()
 
     # ------------------------------------------------------------------ inference on data
+    def _fingerprint_params(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params(deep=False).items()}
+
     def _check_units(self, ds: xr.Dataset) -> None:
+        self._check_fitted()
         units = np.asarray(ds["unit"].values).astype(str)
         if units.shape != self.units_.shape or np.any(units != self.units_):
             raise InputError("the dataset's units differ from the ones the switching GLM was fitted on")
@@ -895,6 +890,24 @@ class SwitchingGLM:
         data = self.batch(ds, split)
         with torch.no_grad():
             return float(hmm.log_marginal(self._ll_batch(data), self.params_["log_pi"], self.params_["log_A"], data.mask).sum())
+
+    def score(self, ds: xr.Dataset, split: str = "test") -> float:
+        """Held-out marginal log-likelihood per spike (nats) of one split: higher is better.
+
+        Parameters
+        ----------
+        ds : xarray.Dataset
+            A ``spike_counts`` dataset with the units the model was fitted on.
+        split : {"train", "validation", "test"}
+            The split to score.
+
+        Returns
+        -------
+        float
+            :meth:`log_likelihood` divided by the number of spikes in the split.
+        """
+        n = float(np.asarray(ds["counts"].values)[ds["split"].values == SPLIT_FLAGS[split]].sum())
+        return self.log_likelihood(ds, split) / max(n, 1.0)
 
     def decode(self, ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
         """Posterior state probabilities (n_bins, S) and the Viterbi path (n_bins,) for every bin of ``ds``."""
@@ -915,6 +928,7 @@ class SwitchingGLM:
     # ------------------------------------------------------------------ (de)serialisation
     def to_dataset(self, ds: xr.Dataset | None = None) -> xr.Dataset:
         """The fit as a ``model_fit`` dataset; with ``ds`` (the counts), posterior and Viterbi states per bin."""
+        self._check_fitted()
         S = self.weights_.shape[0]
         units = self.units_
         out = xr.Dataset(

@@ -116,7 +116,7 @@ def run(inputs, outputs, params, log):
         if b in bvals:
             values[name] = values["masked_nmse"] - bvals[b]
             values[b] = bvals[b]
-    if model.config_.roi_embedding == "learned":
+    if model.roi_embedding == "learned":
         values["masked_nmse_shuffled_embeddings"] = ev.nmse(
             X[te], model.reconstruct(X[te], masks, shuffle_embeddings=True, seed=seed), masks
         )

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from brainpipe.data import make_provenance, read, write
 from brainpipe.errors import ConfigError
-from brainpipe.models.switching_glm import SwitchingGLM, resolve_device
+from brainpipe.models.switching_glm import SwitchingGLM
 from brainpipe.stages._runner import cli, stage
 from brainpipe.training import checkpoint_every_s, stage_fingerprint
+from brainpipe.training.device import resolve_device
 
 INPUTS = {"counts": "spike_counts .nc"}
 OUTPUTS = {"fit": "model_fit .nc (switching GLM, role fit)"}

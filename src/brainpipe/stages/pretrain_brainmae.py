@@ -161,7 +161,7 @@ def run(inputs, outputs, params, log):
         "pretrain_brainmae",
         params,
         [inputs["clean"]],
-        seed=models[0].train_settings_.seed,
+        seed=models[0].seed,
         device=models[0].device_,
     )
     write(fit_dataset(models, ds, splits), outputs["fit"], "model_fit", prov)
