@@ -79,8 +79,23 @@ def _traces(F: np.ndarray, rate: float, cells, source: str, neuropil: np.ndarray
 
 
 def check_cells(path, ds: xr.Dataset, drop_bad_cells: bool = False) -> xr.Dataset:
-    """An all-NaN or constant ROI is an error naming it (one line), or is dropped (logged) with
-    ``drop_bad_cells``; NaN/inf frames in other ROIs are an error."""
+    """The calcium finishing step of every reader: an all-NaN or constant ROI is an error naming it (one line), or
+    is dropped (logged) with ``drop_bad_cells``; NaN/inf frames in other ROIs are an error.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The source (named in the message).
+    ds : xarray.Dataset
+        A reader's ``calcium_traces`` dataset.
+    drop_bad_cells : bool
+        Drop all-NaN or constant ROIs instead of failing.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``ds``, without the dropped ROIs.
+    """
     from brainpipe.preprocess.calcium import bad_cells
 
     F = np.asarray(ds["fluorescence"].values)
