@@ -10,6 +10,7 @@ import pytest
 import xarray as xr
 
 from brainpipe.data import (
+    CONTRACT_VERSION,
     CONTRACTS,
     check,
     get_contract,
@@ -21,6 +22,8 @@ from brainpipe.data import (
     validate_file,
     write,
 )
+from brainpipe.data.contracts import TIME_UNITS_ON_DISK, UNIT_FIXES, canonical_units
+from brainpipe.data.io import cf_attributes
 from brainpipe.data.provenance import REQUIRED_KEYS
 from brainpipe.errors import ContractError, InputError
 
@@ -124,6 +127,98 @@ def test_stamp_appends_history_and_keeps_title(make_valid, provenance):
 def test_same_major_version_is_accepted(make_valid):
     ds = make_valid("model_fit").assign_attrs(brainpipe_contract_version="1.7")
     assert check(ds) == []
+
+
+# -- CF-1.10 attributes and encodings (the checker itself runs in test_cf_compliance.py) ---------------------
+def test_cf_attributes_sets_long_names_units_and_time_axis(make_valid):
+    ds = make_valid("calcium_traces", stamped=False)
+    ds["dff"].attrs["long_name"] = "dF/F of my own"
+    out = cf_attributes(ds, "calcium_traces")
+    for name, var in out.variables.items():
+        assert str(var.attrs.get("long_name", "")).strip(), name
+    assert out["fluorescence"].attrs["units"] == "1"
+    assert out["fluorescence"].attrs["long_name"] == "raw fluorescence (arbitrary units)"  # the contract's text
+    assert out["dff"].attrs["long_name"] == "dF/F of my own"  # a writer's long_name is kept
+    assert out["cell"].attrs["long_name"] == "cell (ROI) identifier"
+    assert {k: out["time"].attrs[k] for k in ("units", "standard_name", "axis")} == {
+        "units": "s", "standard_name": "time", "axis": "T"}
+    assert out["time"].encoding["_FillValue"] is None and out["cell"].encoding["_FillValue"] is None
+    assert "_FillValue" not in out["fluorescence"].encoding  # data variables keep xarray's default
+    xr.testing.assert_identical(cf_attributes(out, "calcium_traces"), out)  # idempotent
+    # the argument is not modified
+    assert ds["fluorescence"].attrs == {"units": "a.u."} and "long_name" not in ds["time"].attrs
+    assert "_FillValue" not in ds["time"].encoding
+
+
+def test_cf_attributes_unit_fixes_and_fallback_long_name(make_valid):
+    ds = make_valid("model_fit", stamped=False)
+    ds["log_rate"] = ("unit_post", np.array([0.1, 0.2]), {"units": "log(Hz)", "long_name": "log baseline rate"})
+    ds["speed"] = ("unit_post", np.array([1.0, 2.0]), {"units": "mixed"})
+    out = cf_attributes(ds, "model_fit")
+    assert out["log_rate"].attrs["units"] == "1"
+    assert out["log_rate"].attrs["long_name"] == "log baseline rate (natural log of a rate in Hz)"
+    assert "units" not in out["speed"].attrs and out["speed"].attrs["long_name"] == "speed (units differ by column)"
+    assert out["coupling"].attrs["long_name"] == "coupling"  # not in the contract: its name in words
+    assert out["unit_post"].attrs["long_name"] == "unit post"
+    for bad, (good, _) in UNIT_FIXES.items():
+        assert canonical_units(bad) == good
+    assert canonical_units("Hz") == "Hz" and canonical_units(None) is None
+
+
+def test_cf_attributes_cast_flag_values_to_the_variable_dtype(make_valid):
+    ds = make_valid("spike_counts", stamped=False)
+    ds["split"].attrs.update(flag_values=[0, 1, 2], flag_meanings="train validation test")
+    out = cf_attributes(ds, "spike_counts")
+    assert out["split"].attrs["flag_values"].dtype == np.int8 and out["split"].attrs["flag_values"].tolist() == [0, 1, 2]
+    ds["trial"].attrs["flag_values"] = [0.5, 1.0]  # not representable in int32: left as it is
+    assert cf_attributes(ds, "spike_counts")["trial"].attrs["flag_values"] == [0.5, 1.0]
+
+
+def test_netcdf_on_disk_is_cf_and_reads_back_as_written(make_valid, tmp_path, provenance):
+    import h5py
+
+    ds = make_valid("spike_counts", stamped=False)
+    ds["split"].attrs.update(flag_values=[0, 1, 2], flag_meanings="train validation test")
+    path = write(ds, tmp_path / "counts.nc", "spike_counts", provenance("cf"))
+    with h5py.File(path, "r") as fh:
+        time, unit, split = fh["time"], fh["unit"], fh["split"]
+        assert time.attrs["units"] == TIME_UNITS_ON_DISK
+        assert time.attrs["standard_name"] == "time" and time.attrs["axis"] == "T"
+        assert "_FillValue" not in time.attrs and "_FillValue" not in unit.attrs
+        assert unit.dtype == np.dtype("S1") and unit.ndim == 2  # labels as a CF character array
+        assert split.attrs["flag_values"].dtype == np.int8
+        assert "_FillValue" in fh["behaviour"].attrs  # data variables keep their fill value
+    back = read(path, "spike_counts")
+    assert back["time"].dtype == np.float64 and back["time"].attrs["units"] == "s"
+    np.testing.assert_array_equal(back["time"].values, ds["time"].values)
+    assert back["unit"].values.tolist() == ["u0", "u1", "u2"]
+    assert back.sel(unit="u1")["counts"].values.tolist() == ds.sel(unit="u1")["counts"].values.tolist()
+    xr.testing.assert_identical(back.drop_attrs(), ds.drop_attrs())
+    # plain xarray sees a CF time axis (seconds after the placeholder epoch)
+    with xr.open_dataset(path, engine="h5netcdf") as plain:
+        assert plain["time"].dtype.kind == "M"
+
+
+def test_empty_and_unicode_labels_round_trip(make_valid, tmp_path):
+    ds = make_valid("metrics").isel(metric=slice(0, 0))
+    back = read(write(ds, tmp_path / "empty.nc", "metrics"), "metrics")
+    assert back.sizes["metric"] == 0 and back["metric"].dtype.kind in "UO"
+    ds = make_valid("metrics").assign_coords(metric=["corrélation", "mae", "x"])
+    back = read(write(ds, tmp_path / "unicode.nc", "metrics"), "metrics")
+    assert back["metric"].values.tolist() == ["corrélation", "mae", "x"]
+
+
+def test_files_of_contract_1_0_still_read(make_valid, tmp_path):
+    """Files written before the CF encoding (units 'a.u.', time in plain 's', string coordinate variables)."""
+    ds = make_valid("calcium_traces").assign_attrs(brainpipe_contract_version="1.0")
+    assert ds["fluorescence"].attrs["units"] == "1"  # stamp set the CF unit
+    ds["fluorescence"].attrs.update(units="a.u.", long_name="raw fluorescence")
+    ds = ds.assign_coords(cell=[f"c{i}" for i in range(ds.sizes["cell"])])
+    path = tmp_path / "old.nc"
+    ds.to_netcdf(path, engine="h5netcdf")
+    back = read(path, "calcium_traces")
+    assert back["fluorescence"].attrs["units"] == "a.u." and back["time"].attrs["units"] == "s"
+    xr.testing.assert_identical(back.drop_attrs(), ds.drop_attrs())
 
 
 # -- violations ------------------------------------------------------------------------------------------------
@@ -553,7 +648,7 @@ def test_summarize(make_valid, provenance, tmp_path):
         provenance("binning", params={"bw": 0.1}, inputs=[src], seed=5),
     )
     text = summarize(ds)
-    assert "contract: spike_counts v1.0" in text
+    assert f"contract: spike_counts v{CONTRACT_VERSION}" in text
     assert "dims:" in text and "time=30" in text and "unit=3" in text
     assert "variables:" in text
     assert "counts ('time', 'unit') uint8 [1]" in text

@@ -11,6 +11,14 @@ Conventions shared by all contracts
 * Global attributes: ``Conventions`` (CF-1.10), ``title``, ``history``, ``brainpipe_contract``,
   ``brainpipe_contract_version`` and ``provenance`` (a JSON string, see :mod:`brainpipe.data.provenance`).
 * Optional variables are validated when present.
+* CF-1.10 (what ``compliance-checker --test cf:1.10`` checks), set centrally by :func:`brainpipe.data.io.stamp`
+  and :func:`brainpipe.data.io.write`, not by each writer: every variable has a ``long_name`` (the writer's, else
+  the contract's, else its name in words); units are UDUNITS strings (``"1"`` for dimensionless; strings UDUNITS
+  does not know, such as ``"a.u."``, are rewritten by :data:`UNIT_FIXES`); the ``time`` dimension coordinate has
+  ``standard_name: "time"``, ``axis: "T"`` and, on disk only, the CF time units :data:`TIME_UNITS_ON_DISK` (seconds
+  since a placeholder epoch; :func:`brainpipe.data.io.open_dataset` gives it back as float seconds, units ``"s"``);
+  coordinates have no ``_FillValue``; string labels of a dimension are stored as character arrays (CF labels);
+  ``flag_values`` have their variable's dtype.
 
 Kinds
 -----
@@ -58,9 +66,31 @@ from brainpipe.data import provenance as _prov
 
 CONTRACT_ATTR = "brainpipe_contract"
 VERSION_ATTR = "brainpipe_contract_version"
-CONTRACT_VERSION = "1.0"
+CONTRACT_VERSION = "1.1"  # 1.1: CF-1.10 attributes and encodings (files of 1.0 still read)
 COMMON_ATTRS = ("Conventions", "title", "history", CONTRACT_ATTR, VERSION_ATTR, _prov.PROVENANCE_ATTR)
 SPLIT_FLAGS = {"train": 0, "validation": 1, "test": 2}
+
+#: Unit strings that UDUNITS (so CF) does not know, as readers and writers give them, and their CF form:
+#: ``(units, words for the long_name)``; ``units`` None drops the attribute (CF: no units attribute for values
+#: without a physical unit or with several).
+UNIT_FIXES: dict[str, tuple[str | None, str]] = {
+    "a.u.": ("1", "arbitrary units"),
+    "au": ("1", "arbitrary units"),
+    "arbitrary": ("1", "arbitrary units"),
+    "log(Hz)": ("1", "natural log of a rate in Hz"),
+    "px": ("1", "pixels"),
+    "pixel": ("1", "pixels"),
+    "pixels": ("1", "pixels"),
+    "mixed": (None, "units differ by column"),
+}
+#: On disk, the ``time`` dimension coordinate (float seconds in memory, units ``"s"``) carries these CF time units:
+#: CF requires a reference time for a time axis, and brainpipe's clock is relative (seconds from the start of the
+#: recording), so the epoch is a placeholder. :func:`brainpipe.data.io.open_dataset` reads it back as ``"s"``.
+TIME_UNITS_ON_DISK = "s since 1970-01-01 00:00:00"
+TIME_COMMENT = (
+    "seconds from the start of the recording; the reference date of the units on disk is a placeholder "
+    "(brainpipe.data.read gives float seconds, units 's')"
+)
 
 _KIND_NAMES = {"f": "float", "i": "integer", "u": "unsigned integer", "b": "boolean", "U": "string", "O": "string"}
 
@@ -90,6 +120,24 @@ class Contract:
 
 
 TIME = Var(("time",), "f", "s", long_name="time (bin centre or sample time)", dtype="float64")
+
+
+def canonical_units(units: str | None) -> str | None:
+    """The CF form of a unit string: :data:`UNIT_FIXES` applied (None when the units are to be dropped).
+
+    Parameters
+    ----------
+    units : str or None
+        A ``units`` attribute as a reader or writer set it.
+
+    Returns
+    -------
+    str or None
+        ``units`` itself when UDUNITS knows it (or it is None), else its replacement from :data:`UNIT_FIXES`.
+    """
+    if units is None:
+        return None
+    return UNIT_FIXES[units][0] if units in UNIT_FIXES else units
 
 
 def _increasing(coord: str) -> Callable[[xr.Dataset], list[str]]:
@@ -279,8 +327,9 @@ CONTRACTS: dict[str, Contract] = {
             "Calcium imaging traces: one value per cell per frame",
             coords={"time": TIME, "cell": Var(("cell",), "iuUO", long_name="cell (ROI) identifier")},
             data_vars={
-                "fluorescence": Var(("time", "cell"), "f", "a.u.", long_name="raw fluorescence"),
-                "neuropil": Var(("time", "cell"), "f", "a.u.", required=False, long_name="neuropil fluorescence"),
+                "fluorescence": Var(("time", "cell"), "f", "1", long_name="raw fluorescence (arbitrary units)"),
+                "neuropil": Var(("time", "cell"), "f", "1", required=False,
+                                long_name="neuropil fluorescence (arbitrary units)"),
                 "dff": Var(("time", "cell"), "f", "1", required=False, long_name="dF/F"),
                 "events": Var(("time", "cell"), "fiu", "1", required=False, long_name="inferred events"),
             },
@@ -292,15 +341,16 @@ CONTRACTS: dict[str, Contract] = {
             "Spike trains in flat ragged encoding: spike_time(spike) and spike_unit(spike) index into unit",
             coords={
                 "unit": Var(("unit",), "UO", long_name="unit identifier"),
-                "behaviour_time": Var(("behaviour_time",), "f", "s", required=False, dtype="float64"),
-                "behaviour_var": Var(("behaviour_var",), "UO", required=False),
+                "behaviour_time": Var(("behaviour_time",), "f", "s", required=False, long_name="behaviour sample time",
+                                      dtype="float64"),
+                "behaviour_var": Var(("behaviour_var",), "UO", required=False, long_name="behaviour variable"),
             },
             data_vars={
                 "spike_time": Var(("spike",), "f", "s", long_name="spike time", dtype="float64"),
                 "spike_unit": Var(("spike",), "iu", long_name="index of the spike's unit in 'unit'"),
                 "behaviour": Var(("behaviour_time", "behaviour_var"), "f", required=False, long_name="behaviour"),
-                "trial_start": Var(("trial",), "f", "s", required=False, dtype="float64"),
-                "trial_stop": Var(("trial",), "f", "s", required=False, dtype="float64"),
+                "trial_start": Var(("trial",), "f", "s", required=False, long_name="trial start", dtype="float64"),
+                "trial_stop": Var(("trial",), "f", "s", required=False, long_name="trial stop", dtype="float64"),
             },
             attrs=("t_start_s", "t_stop_s"),
             checks=(_spike_times_checks, _unique("unit"), _increasing("behaviour_time"), _finite("behaviour")),
@@ -311,8 +361,8 @@ CONTRACTS: dict[str, Contract] = {
             coords={
                 "time": TIME,
                 "unit": Var(("unit",), "UO", long_name="unit identifier"),
-                "behaviour_var": Var(("behaviour_var",), "UO", required=False),
-                "stimulus_var": Var(("stimulus_var",), "UO", required=False),
+                "behaviour_var": Var(("behaviour_var",), "UO", required=False, long_name="behaviour variable"),
+                "stimulus_var": Var(("stimulus_var",), "UO", required=False, long_name="stimulus variable"),
             },
             data_vars={
                 "counts": Var(("time", "unit"), "iu", "1", long_name="spike count per bin"),
@@ -353,8 +403,8 @@ CONTRACTS: dict[str, Contract] = {
             data_vars={
                 "affinity": Var(("pair", "window", "animal"), "f", "1", long_name="pairwise affinity"),
                 "mask": Var(("pair", "animal"), "iub", long_name="1 if the animal has both neurons of the pair"),
-                "pair_i": Var(("pair",), "iu"),
-                "pair_j": Var(("pair",), "iu"),
+                "pair_i": Var(("pair",), "iu", long_name="index of the pair's first neuron in 'neuron'"),
+                "pair_j": Var(("pair",), "iu", long_name="index of the pair's second neuron in 'neuron'"),
             },
             attrs=("affinity", "window_s", "stride_s", "frame_rate_hz"),
             checks=(_nonnegative("affinity"), _finite("affinity"), _positive_attr("window_s"), _positive_attr("frame_rate_hz")),
@@ -368,7 +418,7 @@ CONTRACTS: dict[str, Contract] = {
                 "bar": Var(("metric",), "f", required=False, long_name="bar the value is held to (NaN: none)"),
                 "bar_op": Var(("metric",), "UO", required=False, long_name="comparison against bar"),
                 "passed": Var(("metric",), "i", required=False, long_name="1 pass, 0 miss, -1 no bar"),
-                "description": Var(("metric",), "UO", required=False),
+                "description": Var(("metric",), "UO", required=False, long_name="what the metric measures"),
             },
             attrs=("model", "dataset"),
             checks=(_unique("metric"), _metrics_checks),
@@ -384,6 +434,26 @@ def get_contract(kind: str) -> Contract:
         raise KeyError(f"unknown contract kind {kind!r}; known: {', '.join(sorted(CONTRACTS))}") from None
 
 
+def long_name_of(kind: str, name: str) -> str:
+    """The contract's description of variable or coordinate ``name`` of contract ``kind`` ("" when it has none).
+
+    Parameters
+    ----------
+    kind : str
+        A contract name (a key of :data:`CONTRACTS`).
+    name : str
+        A variable or coordinate name.
+
+    Returns
+    -------
+    str
+        The ``long_name`` the contract gives ``name``; "" when the contract does not list it.
+    """
+    c = get_contract(kind)
+    spec = c.data_vars.get(name) or c.coords.get(name)
+    return spec.long_name if spec is not None else ""
+
+
 def _check_var(name: str, spec: Var, da: xr.DataArray, what: str) -> list[str]:
     out = []
     if tuple(da.dims) != spec.dims:
@@ -394,7 +464,7 @@ def _check_var(name: str, spec: Var, da: xr.DataArray, what: str) -> list[str]:
         out.append(f"{what} '{name}' has dtype {da.dtype}, expected {allowed}")
     elif spec.dtype and str(da.dtype) != spec.dtype:
         out.append(f"{what} '{name}' has dtype {da.dtype}, expected {spec.dtype}")
-    if spec.units is not None and da.attrs.get("units") != spec.units:
+    if spec.units is not None and canonical_units(da.attrs.get("units")) != spec.units:
         out.append(f"{what} '{name}' has units {da.attrs.get('units')!r}, expected {spec.units!r}")
     return out
 

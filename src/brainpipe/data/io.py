@@ -22,10 +22,78 @@ from brainpipe.data.atomic import atomic_output
 from brainpipe.errors import ContractError, InputError
 
 
-def stamp(ds: xr.Dataset, kind: str, provenance: Mapping[str, Any], title: str | None = None) -> xr.Dataset:
-    """Return ``ds`` with the contract, CF and provenance attributes set."""
-    contract = _c.get_contract(kind)
+def cf_attributes(ds: xr.Dataset, kind: str) -> xr.Dataset:
+    """Return a copy of ``ds`` with the CF-1.10 variable attributes and coordinate encodings of a brainpipe file.
+
+    Idempotent, and it never changes values. Per variable and coordinate:
+
+    * ``long_name``: kept when set; else the contract's description of the variable
+      (:func:`brainpipe.data.contracts.long_name_of`); else the name with spaces for underscores.
+    * ``units``: a string UDUNITS does not know and :data:`~brainpipe.data.contracts.UNIT_FIXES` lists is replaced
+      (``"a.u."`` becomes ``"1"``), and the ``long_name`` says what it was ("... (arbitrary units)").
+    * the ``time`` dimension coordinate: ``standard_name: "time"``, ``axis: "T"`` and a ``comment`` on its relative
+      clock (its units become CF time units on disk only, see :func:`write`).
+    * ``flag_values``/``flag_masks``/``valid_*``: cast to the variable's dtype when they hold the same numbers.
+    * coordinates: encoding ``_FillValue: None`` (CF: no fill value on coordinate variables; a NaN is still
+      written as NaN), which ``write`` and a zarr store written from the returned dataset both honour.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The dataset; not modified.
+    kind : str
+        Its contract (a key of :data:`~brainpipe.data.contracts.CONTRACTS`), for the contract's descriptions.
+
+    Returns
+    -------
+    xarray.Dataset
+        A shallow copy with the attributes set.
+    """
     out = ds.copy()
+    for name in list(out.variables):
+        var = out.variables[name]
+        attrs = dict(var.attrs)
+        if not str(attrs.get("long_name", "")).strip():
+            attrs["long_name"] = _c.long_name_of(kind, str(name)) or str(name).replace("_", " ").strip()
+        units = attrs.get("units")
+        if isinstance(units, str) and units in _c.UNIT_FIXES:
+            new_units, words = _c.UNIT_FIXES[units]
+            if new_units is None:
+                del attrs["units"]
+            else:
+                attrs["units"] = new_units
+            if words not in str(attrs["long_name"]):
+                attrs["long_name"] = f"{attrs['long_name']} ({words})"
+        if name == "time" and var.dims == ("time",) and var.dtype.kind == "f" and attrs.get("units") == "s":
+            attrs.setdefault("standard_name", "time")
+            attrs.setdefault("axis", "T")
+            attrs.setdefault("comment", _c.TIME_COMMENT)
+        for key in ("flag_values", "flag_masks", "valid_min", "valid_max", "valid_range"):
+            if key in attrs and var.dtype.kind in "iuf":
+                attrs[key] = _as_dtype(attrs[key], var.dtype)
+        var.attrs = attrs
+        if name in out.coords:
+            var.encoding = {**var.encoding, "_FillValue": None}
+    return out
+
+
+def _as_dtype(value: Any, dtype: np.dtype) -> Any:
+    """``value`` as an array of ``dtype`` when that keeps its numbers; else ``value`` unchanged."""
+    try:
+        orig = np.asarray(value)
+        cast = orig.astype(dtype)
+    except (TypeError, ValueError):
+        return value
+    if orig.dtype.kind not in "iufb" or not np.array_equal(cast, orig):
+        return value
+    return cast
+
+
+def stamp(ds: xr.Dataset, kind: str, provenance: Mapping[str, Any], title: str | None = None) -> xr.Dataset:
+    """Return ``ds`` with the contract, CF and provenance attributes set (CF variable attributes:
+    :func:`cf_attributes`)."""
+    contract = _c.get_contract(kind)
+    out = cf_attributes(ds, kind)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     out.attrs.setdefault("Conventions", "CF-1.10")
     out.attrs.setdefault("title", title or contract.description)
@@ -38,20 +106,45 @@ def stamp(ds: xr.Dataset, kind: str, provenance: Mapping[str, Any], title: str |
     return out
 
 
-def _encodable(ds: xr.Dataset) -> xr.Dataset:
-    """Make object/str arrays and bools storable in netCDF4 (bools as int8 with a flag attr)."""
+def _encodable(ds: xr.Dataset, netcdf: bool = True) -> xr.Dataset:
+    """Make object arrays storable (as str); for netCDF, give the ``time`` dimension coordinate its CF time units
+    (:data:`~brainpipe.data.contracts.TIME_UNITS_ON_DISK`; :func:`open_dataset` turns them back into ``"s"``)."""
     out = ds.copy()
     for name in list(out.variables):
         var = out.variables[name]
         if var.dtype.kind == "O":
             out[name] = var.astype(str)
+    if netcdf and "time" in out.dims and "time" in out.variables:
+        t = out.variables["time"]
+        if t.dims == ("time",) and t.dtype.kind == "f" and t.attrs.get("units") == "s":
+            t.attrs = {**t.attrs, "units": _c.TIME_UNITS_ON_DISK}
     return out
+
+
+def _netcdf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """The netCDF encoding of each variable: compression of large numeric arrays; no ``_FillValue`` on
+    coordinates (CF); the string labels of a dimension as a character array (a CF label variable: a string
+    coordinate variable is not a CF coordinate variable, and checkers fail on one)."""
+    encoding: dict[str, dict[str, Any]] = {}
+    for name, var in ds.variables.items():
+        enc: dict[str, Any] = {}
+        if var.dtype.kind in "fiub" and var.ndim >= 1 and var.size > 1024:
+            enc.update(zlib=True, complevel=4)
+        if name in ds.coords:
+            enc["_FillValue"] = None
+            if name in ds.dims and var.dims == (name,) and var.dtype.kind in "SU" and var.size:
+                enc["dtype"] = "S1"
+        if enc:
+            encoding[str(name)] = enc
+    return encoding
 
 
 def write(ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mapping[str, Any] | None = None) -> Path:
     """Validate ``ds`` against contract ``kind`` and write it atomically to ``path`` (.nc or .zarr).
 
-    When ``provenance`` is given, the contract/CF/provenance attributes are stamped first. Raises
+    When ``provenance`` is given, the contract/CF/provenance attributes are stamped first; the CF variable
+    attributes (:func:`cf_attributes`) are set in any case, and the netCDF encoding follows CF-1.10 (see
+    :mod:`brainpipe.data.contracts`). Raises
     :class:`~brainpipe.errors.ContractError` (nothing written) when the dataset violates its contract, and
     :class:`~brainpipe.errors.OutputError` when ``path`` holds a file or folder that brainpipe did not write.
     """
@@ -60,19 +153,16 @@ def write(ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mappin
         raise ContractError(str(path), [f"contract {kind!r} is not a known contract ({', '.join(sorted(_c.CONTRACTS))})"])
     if provenance is not None:
         ds = stamp(ds, kind, provenance)
+    ds = cf_attributes(ds, kind)
     problems = _c.check(ds, kind)
     if problems:
         raise ContractError(str(path), problems)
-    ds = _encodable(ds)
+    ds = _encodable(ds, netcdf=path.suffix != ".zarr")
     with atomic_output(path) as tmp:
         if path.suffix == ".zarr":
             ds.to_zarr(tmp, mode="w", consolidated=True)
         else:
-            encoding = {
-                name: {"zlib": True, "complevel": 4}
-                for name, var in ds.variables.items()
-                if var.dtype.kind in "fiub" and var.ndim >= 1 and var.size > 1024
-            }
+            encoding = _netcdf_encoding(ds)
             ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding, invalid_netcdf=False)
     return path
 
@@ -85,8 +175,12 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
     try:
         if path.suffix == ".zarr" or path.is_dir():
             return xr.open_zarr(path)
-        with xr.open_dataset(path, engine="h5netcdf") as ds:
-            return ds.load()
+        # the time axis is stored with CF time units (a placeholder epoch): read it as float seconds
+        with xr.open_dataset(path, engine="h5netcdf", decode_times={"time": False}) as ds:
+            ds = ds.load()
+        if "time" in ds.variables and ds["time"].attrs.get("units") == _c.TIME_UNITS_ON_DISK:
+            ds["time"].attrs["units"] = "s"
+        return ds
     except (OSError, ValueError) as err:
         raise InputError(
             f"{path}: cannot be opened as netCDF4/HDF5 or zarr ({type(err).__name__}: {str(err).splitlines()[0]}); "
