@@ -221,7 +221,7 @@ def _with_events(traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, windo
     out = traces.copy()
     out["dff"] = (("time", "cell"), dff, {"units": "1", "long_name": "dF/F (running-percentile baseline)"})
     out["events"] = (("time", "cell"), events, {"units": "1", "long_name": "inferred events (OASIS AR(1), dF/F units)"})
-    out["baseline"] = (("time", "cell"), F0, {"units": "a.u.", "long_name": "F0: running percentile of F - r Fneu (NaN: given as dF/F)"})
+    out["baseline"] = (("time", "cell"), F0, {"units": "1", "long_name": "F0: running percentile of F - r Fneu (arbitrary units; NaN: given as dF/F)"})
     out["ar1_g"] = ("cell", gs, {"long_name": "AR(1) decay per frame used for deconvolution"})
     out["event_threshold"] = ("cell", smins, {"units": "1", "long_name": "minimum event size (s_min)"})
     out.attrs.update({"neuropil_coef": float(neuropil_coef), "baseline_window_s": float(window_s),

@@ -139,8 +139,8 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
     src = f"simulate:calcium_communities animal {p.animal}"
     data = xr.Dataset(
         {
-            "fluorescence": (("time", "cell"), F[:, keep], {"units": "a.u.", "long_name": "raw fluorescence"}),
-            "neuropil": (("time", "cell"), Fneu[:, keep], {"units": "a.u.", "long_name": "neuropil fluorescence"}),
+            "fluorescence": (("time", "cell"), F[:, keep], {"units": "1", "long_name": "raw fluorescence (arbitrary units)"}),
+            "neuropil": (("time", "cell"), Fneu[:, keep], {"units": "1", "long_name": "neuropil fluorescence (arbitrary units)"}),
         },
         coords={"time": ("time", time, {"units": "s"}), "cell": ("cell", ids[keep])},
         attrs={"frame_rate_hz": fs, "source": src, "animal": int(p.animal)},
@@ -153,7 +153,7 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
             "epoch_stop_s": ("community", edges[1:] / fs, {"units": "s"}),
             "spikes": (("time", "cell"), spikes[:, keep], {"long_name": "planted spike amplitudes per frame"}),
             "dff_true": (("time", "cell"), dff[:, keep], {"units": "1", "long_name": "true dF/F"}),
-            "f0": ("cell", f0[keep], {"units": "a.u.", "long_name": "baseline fluorescence at t=0"}),
+            "f0": ("cell", f0[keep], {"units": "1", "long_name": "baseline fluorescence at t=0 (arbitrary units)"}),
         },
         coords={
             "neuron": ids, "community": np.arange(p.n_communities), "animal": np.arange(p.n_animals),

@@ -140,7 +140,7 @@ def poisson_glm_network(p: PoissonGLMNetworkParams, seed: int) -> Simulation:
         {
             "coupling": (("unit_post", "unit_pre"), W, {"long_name": "coupling weight (log-rate per filtered spike)"}),
             "connected": (("unit_post", "unit_pre"), mask.astype(np.int8), {"long_name": "planted connection"}),
-            "log_baseline_rate": ("unit_post", log_base, {"units": "log(Hz)", "long_name": "log baseline rate"}),
+            "log_baseline_rate": ("unit_post", log_base, {"units": "1", "long_name": "log baseline rate (natural log of a rate in Hz)"}),
             "behaviour_weight": (("unit_post", "behaviour_var"), beta[:, None], {"long_name": "behaviour weight"}),
         },
         coords={"unit_post": units, "unit_pre": units, "behaviour_var": np.array(["speed"])},

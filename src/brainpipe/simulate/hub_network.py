@@ -190,7 +190,7 @@ def hub_network(p: HubNetworkParams, seed: int) -> Simulation:
             "connected": (("unit_post", "unit_pre"), connected.astype(np.int8), {"long_name": "planted connection"}),
             "lag_bins": (("unit_post", "unit_pre"), lag, {"long_name": "connection delay in steps of dt_s (0: none)"}),
             "is_hub": ("unit_post", is_hub, {"long_name": "1 for a hub neuron"}),
-            "log_baseline_rate": ("unit_post", np.log(rates), {"units": "log(Hz)", "long_name": "log baseline rate"}),
+            "log_baseline_rate": ("unit_post", np.log(rates), {"units": "1", "long_name": "log baseline rate (natural log of a rate in Hz)"}),
             "behaviour_weight": (
                 ("unit_post", "behaviour_var"),
                 np.stack([beta, gamma], axis=1),
