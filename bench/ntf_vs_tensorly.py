@@ -33,7 +33,7 @@ def small_tensor(rng: np.random.Generator, rank: int = 8) -> np.ndarray:
 
 
 def worm_tensor(n_neurons: int = 140, n_animals: int = 9, n_windows: int = 200) -> np.ndarray:
-    from brainpipe.models.connectome import AnimalTraces, build_tensor
+    from brainpipe.preprocess.affinity import AnimalTraces, build_tensor
     from brainpipe.preprocess.calcium import preprocess_calcium
     from brainpipe.simulate import simulate
 
@@ -68,7 +68,7 @@ def run_ours(X: np.ndarray, init: list[np.ndarray], rank: int, target: float, dt
              n_inner: int) -> tuple[float, float, int]:
     import torch
 
-    from brainpipe.models.connectome import masked_ncp_hals
+    from brainpipe.models.ncp import masked_ncp_hals
 
     dt_ = getattr(torch, dtype)
     Xt = torch.as_tensor(X, dtype=dt_, device=device)

@@ -18,7 +18,8 @@ import numpy as np
 from scipy.signal import lfilter
 
 from brainpipe.data import make_provenance
-from brainpipe.models.connectome import AnimalTraces, build_tensor, write_tensor_zarr
+from brainpipe.data.affinity_tensor import write_tensor_zarr
+from brainpipe.preprocess.affinity import AnimalTraces, build_tensor
 
 
 def main(argv=None) -> None:

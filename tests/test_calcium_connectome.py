@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorly as tl
 import torch
+from tensorly.cp_tensor import CPTensor, cp_normalize
+from tensorly.metrics import congruence_coefficient
 
 from brainpipe.data import make_provenance, read
+from brainpipe.data.affinity_tensor import write_tensor_zarr
 from brainpipe.errors import InputError
 from brainpipe.evaluate.connectome import connectome_metrics, merge_truths
-from brainpipe.models.connectome import (
-    AnimalTraces,
-    DynamicConnectome,
-    build_tensor,
-    factor_match_score,
-    masked_ncp_hals,
-    write_tensor_zarr,
-)
+from brainpipe.models import NotFittedError
+from brainpipe.models.connectome import DynamicConnectome
+from brainpipe.models.ncp import _hungarian_fms, factor_match_score, masked_ncp_hals
+from brainpipe.preprocess.affinity import AnimalTraces, build_tensor
 from brainpipe.preprocess.calcium import preprocess_calcium
 from brainpipe.simulate import simulate
 
@@ -70,6 +70,71 @@ def test_cuda_output_on_cuda():
     res = masked_ncp_hals(Xc, 3, mask, n_iter_max=500, tol=1e-9, seed=1)
     assert all(f.device.type == "cuda" for f in res.factors) and res.weights.device.type == "cuda"
     assert factor_match_score(factors, [f.cpu().numpy() for f in res.factors])[0] > 0.98
+
+
+# ---- tensorly: CP algebra and the factor match score ---------------------------------------------------------
+def test_cp_tensor_reconstructs_the_same_tensor_as_our_factors():
+    rng = np.random.default_rng(4)
+    _, X = _planted_cp(rng)
+    mask = torch.tensor(rng.random((40, 1, 6)) > 0.2)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):  # ours sums in the factors' dtype
+        res = masked_ncp_hals(torch.tensor(X, dtype=dtype), 3, mask, n_iter_max=100, seed=1)
+        cp = res.to_cp_tensor()
+        assert isinstance(cp, CPTensor) and cp.rank == 3 and cp.shape == X.shape
+        assert cp.weights.dtype == np.float64 and all(isinstance(f, np.ndarray) for f in cp.factors)
+        ours = res.to_tensor().double().numpy()
+        np.testing.assert_allclose(tl.cp_to_tensor(cp), ours, rtol=tol, atol=tol * np.abs(ours).max())
+        # our normalisation is tensorly's (unit columns, norms in the weights), components sorted by weight
+        weights, factors = cp_normalize(cp)
+        np.testing.assert_allclose(weights, cp.weights, rtol=1e-6)
+        for f, g in zip(factors, cp.factors, strict=True):
+            np.testing.assert_allclose(f, g, rtol=1e-6, atol=1e-12)
+        assert np.all(np.diff(cp.weights) <= 0)
+        cp.factors[0][:] = 0.0  # a copy: the solver's tensors are untouched
+        assert float(res.factors[0].abs().sum()) > 0
+
+
+def test_factor_match_score_is_tensorlys_congruence_coefficient():
+    """Where tensorly defines it (same rank, no zero column, no weights) the score is tensorly's, and the
+    Hungarian computation used elsewhere (the previous implementation) gives the same numbers bit for bit."""
+    rng = np.random.default_rng(5)
+    cases = []
+    for _ in range(20):  # random factors, permuted and rescaled copies with noise, float32 and float64
+        a = [rng.random((n, 4)) for n in (30, 20, 5)]
+        order = rng.permutation(4)
+        b = [(f[:, order] * rng.uniform(0.5, 2, 4) + 0.3 * rng.random(f.shape)).astype(np.float32) for f in a]
+        cases.append((a, b))
+    factors, X = _planted_cp(np.random.default_rng(6))
+    fits = [masked_ncp_hals(torch.tensor(X), 3, n_iter_max=30, seed=k).factors for k in range(3)]
+    cases += [(factors, [f.numpy() for f in fits[0]]), ([f.numpy() for f in fits[1]], [f.numpy() for f in fits[2]])]
+    for a, b in cases:
+        score, perm = factor_match_score(a, b)
+        ref, ref_perm = congruence_coefficient([np.asarray(f, float) for f in a], [np.asarray(f, float) for f in b])
+        old, old_perm = _hungarian_fms(a, b, None, None, False, ())
+        assert score == float(ref) == old
+        assert perm.tolist() == [int(k) for k in ref_perm] == old_perm.tolist()
+        # leaving a mode out: tensorly on the other modes
+        s1, _ = factor_match_score(a, b, skip_modes=(2,))
+        assert s1 == float(congruence_coefficient([np.asarray(f, float) for f in a[:2]],
+                                                  [np.asarray(f, float) for f in b[:2]])[0])
+        assert s1 == _hungarian_fms(a, b, None, None, False, (2,))[0]
+
+
+def test_factor_match_score_where_tensorly_has_none():
+    """Different ranks and zero columns: tensorly refuses them; the score matches what is there, the rest is 0."""
+    rng = np.random.default_rng(7)
+    a = [rng.random((n, 3)) for n in (12, 8, 4)]
+    with pytest.raises(ValueError, match="same number of columns"):
+        congruence_coefficient(a, [f[:, :2] for f in a])
+    score, perm = factor_match_score(a, [f[:, [2, 0]] for f in a])
+    assert score == pytest.approx(2 / 3) and perm.tolist() == [1, -1, 0]
+    dead = [f.copy() for f in a]
+    dead[0][:, 1] = 0.0  # a component HALS switched off
+    with pytest.raises(ValueError, match="nonzero"):
+        congruence_coefficient(a, dead)
+    assert factor_match_score(a, dead)[0] == pytest.approx(2 / 3)
+    w = np.array([1.0, 2.0, 4.0])
+    assert factor_match_score(a, a, w, w / 2, consider_weights=True)[0] == pytest.approx(0.5)
 
 
 def _animals(n_animals=3, seed=0, **params):
@@ -133,6 +198,23 @@ def test_connectome_meets_the_bars_on_planted_communities(study):
     assert m["community_jaccard_min"] >= 0.9, m
     assert m["epoch_peak_fraction"] == 1.0, m
     assert model.stability_[4] < 0.9  # one component too many is unstable
+
+
+def test_fitted_model_is_a_tensorly_cp_tensor(study):
+    _, _, tensor = study
+    model = DynamicConnectome(ranks=[2, 3], restarts=2, n_iter_max=50, device="cpu", seed=0).fit(tensor)
+    cp = model.cp_tensor_
+    assert isinstance(cp, CPTensor) and cp.rank == model.rank_
+    assert cp.shape == (tensor.sizes["pair"], tensor.sizes["window"], tensor.sizes["animal"])
+    w = model.weights_.double().numpy()
+    A, B, C = (f.double().numpy() for f in model.factors_)
+    ours = np.einsum("r,ir,jr,kr->ijk", w, A, B, C)
+    np.testing.assert_allclose(tl.cp_to_tensor(cp), ours, rtol=1e-12, atol=1e-12 * ours.max())
+    np.testing.assert_array_equal(model.reconstruct(), tl.cp_to_tensor(cp))
+    back = DynamicConnectome.from_dataset(model.to_dataset())
+    np.testing.assert_allclose(back.reconstruct(), model.reconstruct(), rtol=1e-6, atol=1e-7 * ours.max())
+    with pytest.raises(NotFittedError):
+        DynamicConnectome().cp_tensor_  # noqa: B018
 
 
 def test_shuffled_time_destroys_the_structure():

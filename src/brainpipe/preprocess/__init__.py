@@ -47,3 +47,32 @@ __all__ = [
     "time_block_split",
     "unit_qc",
 ]
+
+# the dynamic connectome's affinities and tensor (calcium)
+from brainpipe.preprocess.affinity import (  # noqa: E402
+    AFFINITIES,
+    Affinity,
+    AnimalTraces,
+    build_tensor,
+    get_affinity,
+    pair_index,
+    register_affinity,
+    smoothed_derivative,
+    tensor_chunks,
+    tensor_dataset,
+    window_frames,
+)
+
+__all__ += [
+    "AFFINITIES",
+    "Affinity",
+    "AnimalTraces",
+    "build_tensor",
+    "get_affinity",
+    "pair_index",
+    "register_affinity",
+    "smoothed_derivative",
+    "tensor_chunks",
+    "tensor_dataset",
+    "window_frames",
+]

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from brainpipe.data import make_provenance, read
+from brainpipe.data.affinity_tensor import write_tensor_zarr
 from brainpipe.errors import InputError
-from brainpipe.models.connectome import AnimalTraces, write_tensor_zarr
+from brainpipe.preprocess.affinity import AnimalTraces
 from brainpipe.stages._runner import cli, stage
 
 INPUTS = {"processed": "processed calcium_traces .nc of each animal"}

@@ -1,0 +1,64 @@
+"""Communities of a weighted pair graph: weighted Louvain (networkx) on each CP component's pair factor, as used by
+the dynamic connectome (:class:`brainpipe.models.connectome.DynamicConnectome`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _density(W: np.ndarray, members) -> float:
+    """Mean within-community weight (0 for a singleton)."""
+    c = sorted(members)
+    if len(c) < 2:
+        return 0.0
+    return float(W[np.ix_(c, c)].sum() / (len(c) * (len(c) - 1)))
+
+
+def communities(
+    pair_factor: np.ndarray, pair_i: np.ndarray, pair_j: np.ndarray, n_neurons: int, resolution: float = 1.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted Louvain (networkx) on each component's pair factor reshaped to neuron x neuron.
+
+    Parameters
+    ----------
+    pair_factor : numpy.ndarray
+        (n_pairs, R) non-negative pair weights, one column per component.
+    pair_i, pair_j : numpy.ndarray
+        (n_pairs,) the two neurons of each pair.
+    n_neurons : int
+        Number of neurons (graph nodes).
+    resolution : float
+        Louvain resolution.
+    seed : int
+        Louvain seed.
+
+    Returns
+    -------
+    membership : numpy.ndarray
+        (R, n_neurons) community labels (communities numbered by decreasing density).
+    in_community : numpy.ndarray
+        (R, n_neurons) bool: the densest community (highest mean within-community weight among communities of
+        at least 2 neurons).
+    """
+    import networkx as nx
+
+    R = pair_factor.shape[1]
+    membership = np.zeros((R, n_neurons), dtype=np.int64)
+    best = np.zeros((R, n_neurons), dtype=bool)
+    for r in range(R):
+        w = pair_factor[:, r]
+        W = np.zeros((n_neurons, n_neurons))
+        W[pair_i, pair_j] = w
+        W = W + W.T
+        g = nx.Graph()
+        g.add_nodes_from(range(n_neurons))
+        keep = w > 1e-9 * max(float(w.max()), 1e-300)
+        g.add_weighted_edges_from(zip(pair_i[keep].tolist(), pair_j[keep].tolist(), w[keep].tolist(), strict=True))
+        comms = nx.algorithms.community.louvain_communities(g, weight="weight", resolution=resolution, seed=seed)
+
+        comms = sorted(comms, key=lambda c, W=W: (-_density(W, c), min(c)))
+        for k, c in enumerate(comms):
+            membership[r, sorted(c)] = k
+        best[r, sorted(comms[0])] = True
+    return membership, best
