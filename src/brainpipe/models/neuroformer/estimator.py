@@ -1,0 +1,532 @@
+"""The Neuroformer estimator: pretraining, behaviour fine-tuning, connectivity from attention, generation, and
+saving as a ``model_fit`` dataset (the model is described in :mod:`brainpipe.models.neuroformer`)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from torch import nn
+
+from brainpipe.data.contracts import SPLIT_FLAGS
+from brainpipe.errors import ConfigError, InputError
+from brainpipe.models.base import Estimator, state_to_variables, variables_to_state
+from brainpipe.models.neuroformer.network import NeuroformerNet, behaviour_loss, pretrain_loss, split_batch
+from brainpipe.models.neuroformer.tokenizer import N_SPECIAL, SpikeTokenizer, Windows
+
+MODEL_KEYS = ("d_model", "n_heads", "n_layers", "n_past_layers", "dropout", "contrastive_dim")
+
+
+class Neuroformer(Estimator):
+    """Neuroformer in the scikit-learn shape.
+
+    Parameters
+    ----------
+    tokenizer : a :class:`SpikeTokenizer` (resolution, windows, block sizes, modalities, target).
+    d_model, n_heads, n_layers, n_past_layers, dropout, contrastive_dim : network size (see :class:`NeuroformerNet`).
+    contrastive_weight : weight of the InfoNCE alignment term in pretraining (0: off).
+    train : dict of :class:`brainpipe.training.TrainConfig` fields for pretraining; ``finetune`` the same for
+        behaviour fine-tuning.
+    seed : seeds everything (model initialisation, batches, label subsets, sampling).
+
+    Fitted attributes: ``net_``, ``tokenizer_``, ``history_`` (pretraining), ``target_mean_``/``target_std_``.
+    """
+
+    def __init__(
+        self,
+        tokenizer: SpikeTokenizer | None = None,
+        d_model: int = 64,
+        n_heads: int = 4,
+        n_layers: int = 2,
+        n_past_layers: int = 1,
+        dropout: float = 0.1,
+        contrastive_dim: int = 0,
+        contrastive_weight: float = 0.0,
+        train: Mapping[str, object] | None = None,
+        finetune: Mapping[str, object] | None = None,
+        seed: int = 0,
+    ):
+        self.tokenizer = tokenizer
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.n_layers = n_layers
+        self.n_past_layers = n_past_layers
+        self.dropout = dropout
+        self.contrastive_dim = contrastive_dim
+        self.contrastive_weight = contrastive_weight
+        self.train = train
+        self.finetune = finetune
+        self.seed = seed
+
+    model_name = "neuroformer"
+
+    def _check_params(self) -> None:
+        from brainpipe.training import TrainConfig
+
+        if int(self.d_model) < 1 or int(self.n_heads) < 1 or int(self.d_model) % int(self.n_heads):
+            raise self._param_error("d_model", f"must be >= 1 and divisible by n_heads ({self.n_heads})")
+        for name in ("n_layers", "n_past_layers"):
+            if int(getattr(self, name)) < 0:
+                raise self._param_error(name, "must be >= 0")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise self._param_error("dropout", "must be in [0, 1)")
+        if float(self.contrastive_weight) < 0 or int(self.contrastive_dim) < 0:
+            raise self._param_error("contrastive_weight", "and contrastive_dim must be >= 0")
+        for name in ("train", "finetune"):
+            TrainConfig.from_dict(getattr(self, name), source=f"Neuroformer: {name}")
+
+    def _tokenizer(self) -> SpikeTokenizer:
+        """The fitted tokenizer, else (a copy of) the one given, else the default one."""
+        if hasattr(self, "tokenizer_"):
+            return self.tokenizer_
+        return copy.deepcopy(self.tokenizer) if self.tokenizer is not None else SpikeTokenizer()
+
+    # -- building --------------------------------------------------------------------------------------------
+    @property
+    def target_kind(self) -> str:
+        t = self.tokenizer_.target
+        return str(t.get("kind", "regression")) if t is not None else "regression"
+
+    def _behaviour_out(self) -> int:
+        if self.tokenizer_.target is not None and self.target_kind == "classification":
+            return int(self.tokenizer_.classes_.size)
+        return 1
+
+    def _build(self) -> NeuroformerNet:
+        tok = self.tokenizer_
+        torch.manual_seed(self.seed)
+        return NeuroformerNet(
+            n_id=tok.vocab["id"],
+            n_dt=tok.vocab["dt"],
+            block_size=tok.block_size,
+            past_block_size=tok.past_block_size,
+            modality_dims=tok.n_modality_vars(),
+            modality_len=tok.past_bins_ + tok.window_bins_,
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            n_layers=self.n_layers,
+            n_past_layers=self.n_past_layers,
+            dropout=self.dropout,
+            behaviour_out=self._behaviour_out(),
+            contrastive_dim=self.contrastive_dim,
+        )
+
+    def _prepare(self, counts: xr.Dataset, source: str) -> Windows:
+        if not hasattr(self, "tokenizer_"):
+            self.tokenizer_ = self._tokenizer().fit(counts, source)
+        win = self.tokenizer_.transform(counts, source)
+        self.token_stats_ = dict(self.tokenizer_.stats_)
+        for name in ("train", "validation"):
+            if not np.any(win.split == SPLIT_FLAGS[name]):
+                raise InputError(
+                    f"{source}: no {name} window ({len(win)} windows of {self.tokenizer_.window_s} s after a past of "
+                    f"{self.tokenizer_.past_window_s} s fit inside the split blocks); use shorter windows or fewer split blocks"
+                )
+        return win
+
+    @staticmethod
+    def _train_config(d: Mapping[str, object], log=None):
+        from brainpipe.training import TrainConfig
+
+        return TrainConfig(**dict(d))
+
+    # -- pretraining -----------------------------------------------------------------------------------------
+    def fit(self, counts: xr.Dataset, source: str = "counts", checkpoint=None, fingerprint=None, log=None) -> Neuroformer:
+        """Pretrain by next-token prediction on the train windows; checkpoint chosen on the validation windows."""
+        from brainpipe.training import train
+
+        self._check_params()
+        win = self._prepare(counts, source)
+        self.net_ = self._build()
+        tr, va = win.select(win.split == SPLIT_FLAGS["train"]), win.select(win.split == SPLIT_FLAGS["validation"])
+        cw = float(self.contrastive_weight)
+        res = train(
+            self.net_,
+            tr.tensors(),
+            lambda m, b: pretrain_loss(m, b, cw),
+            self._train_config(self.train or {}),
+            val_data=va.tensors(),
+            checkpoint=checkpoint,
+            fingerprint=fingerprint,
+            log=log,
+        )
+        self.history_ = list(res.history)
+        self.train_result_ = res
+        self.net_.eval()
+        return self
+
+    # -- behaviour -------------------------------------------------------------------------------------------
+    def _targets(self, win: Windows) -> np.ndarray:
+        y = win.target.astype(np.float32).copy()
+        if self.target_kind == "regression":
+            y = (y - self.target_mean_) / self.target_std_
+        return y
+
+    def fit_behaviour(
+        self,
+        counts: xr.Dataset,
+        label_fraction: float = 1.0,
+        from_pretrained: bool = True,
+        source: str = "counts",
+        checkpoint=None,
+        fingerprint=None,
+        log=None,
+        max_val_windows: int | None = 512,
+        min_epoch_windows: int = 1024,
+    ) -> Neuroformer:
+        """Fine-tune the behaviour head (and the network) on ``label_fraction`` of the labelled train windows.
+
+        The labelled subset is :func:`label_subset`: ``label_fraction`` of the labelled train windows, evenly
+        spaced (at least 8).
+        ``from_pretrained=False`` re-initialises the network (the from-scratch comparison). A small labelled set
+        is repeated so that an epoch (one validation pass) covers at least ``min_epoch_windows`` windows; the
+        validation loss uses at most ``max_val_windows`` labelled validation windows, evenly spread (None: all).
+        """
+        from brainpipe.training import train
+
+        self._check_params()
+        if self._tokenizer().target is None:
+            raise ConfigError("neuroformer: fit_behaviour needs a tokenizer target")
+        win = self._prepare(counts, source)
+        if not from_pretrained or not hasattr(self, "net_"):
+            self.net_ = self._build()
+        lab = np.isfinite(win.target[:, 0])
+        tr = np.flatnonzero((win.split == SPLIT_FLAGS["train"]) & lab)
+        va = (win.split == SPLIT_FLAGS["validation"]) & lab
+        if tr.size == 0 or not va.any():
+            raise InputError(f"{source}: no labelled train or validation windows for the decoding target")
+        keep = self._label_subset(win, tr, label_fraction)
+        self.n_labelled_ = int(keep.size)
+        va_idx = np.flatnonzero(va)
+        if max_val_windows is not None and va_idx.size > max_val_windows:
+            va_idx = va_idx[np.linspace(0, va_idx.size - 1, max_val_windows).round().astype(int)]
+        self.n_validation_ = int(va_idx.size)
+        if self.target_kind == "regression":
+            self.target_mean_ = float(win.target[keep, 0].mean())
+            self.target_std_ = float(win.target[keep, 0].std() + 1e-6)
+        y = self._targets(win)
+        win_y = Windows(**{**win.__dict__, "target": y})
+        kind = self.target_kind
+        cfg = dict(self.finetune or {})
+        cw = None
+        if kind == "classification":
+            freq = np.bincount(win.target[keep, 0].astype(int), minlength=self._behaviour_out()).astype(np.float64)
+            cw = torch.as_tensor(np.where(freq > 0, freq.sum() / np.maximum(freq, 1) / max((freq > 0).sum(), 1), 0.0),
+                                 dtype=torch.float32)
+        reps = max(1, int(np.ceil(min_epoch_windows / max(keep.size, 1))))
+        res = train(
+            self.net_,
+            win_y.select(np.tile(keep, reps)).tensors(),
+            lambda m, b: behaviour_loss(m, b, kind, cw),
+            self._train_config(cfg),
+            val_data=win_y.select(va_idx).tensors(),
+            checkpoint=checkpoint,
+            fingerprint=fingerprint,
+            log=log,
+        )
+        self.finetune_history_ = list(res.history)
+        self.net_.eval()
+        return self
+
+    def _label_subset(self, win: Windows, train_idx: np.ndarray, fraction: float) -> np.ndarray:
+        return label_subset(train_idx, fraction)
+
+    def set_target(self, counts: xr.Dataset, target: Mapping[str, object] | None, source: str = "counts") -> Neuroformer:
+        """Give a (pretrained) model a decoding target: checks it against the data and sizes a new behaviour head."""
+        self._check_fitted()
+        self.tokenizer_.target = dict(target) if target is not None else None
+        self.tokenizer_.fit(counts, source)
+        out = self._behaviour_out()
+        if hasattr(self, "net_") and self.net_.head_behaviour[-1].out_features != out:
+            torch.manual_seed(self.seed)
+            d = self.net_.head_behaviour[-1].in_features
+            self.net_.head_behaviour = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, out)).to(next(self.net_.parameters()).device)
+        return self
+
+    @torch.no_grad()
+    def _forward_windows(self, win: Windows, batch_size: int = 256, need_weights: bool = False):
+        net = self.net_
+        dev = next(net.parameters()).device
+        outs = []
+        for s in range(0, len(win), batch_size):
+            b = [t[s : s + batch_size].to(dev) for t in win.tensors()]
+            x_id, x_dt, y_id, _, past_id, past_dt, modality, _ = split_batch(b)
+            o = net(x_id, x_dt, past_id, past_dt, modality, need_weights=need_weights)
+            outs.append((o, b, y_id))
+        return outs
+
+    def predict_behaviour(self, counts: xr.Dataset, split: str = "test", source: str = "counts") -> tuple[np.ndarray, np.ndarray]:
+        """(prediction, target) for the windows of one split: values (regression) or class labels."""
+        self._check_fitted()
+        self.net_.eval()
+        win = self.tokenizer_.transform(counts, source)
+        win = win.select((win.split == SPLIT_FLAGS[split]) & np.isfinite(win.target[:, 0]))
+        preds = [o["behaviour"].float().cpu().numpy() for o, _, _ in self._forward_windows(win)]
+        p = np.concatenate(preds) if preds else np.zeros((0, self._behaviour_out()))
+        if self.target_kind == "classification":
+            return self.tokenizer_.classes_[p.argmax(1)], self.tokenizer_.classes_[win.target[:, 0].astype(int)]
+        return p[:, 0] * self.target_std_ + self.target_mean_, win.target[:, 0].astype(np.float64)
+
+    def score(self, counts: xr.Dataset, split: str = "test") -> float:
+        """Held-out score of one split, higher is better: R2 (regression) or accuracy (classification) of behaviour
+        decoding when the model has a target, else minus the mean next-token loss (nats per token, ID + dt).
+
+        Parameters
+        ----------
+        counts : xarray.Dataset
+            A ``spike_counts`` dataset with the model's units.
+        split : {"train", "validation", "test"}
+            The split to score.
+
+        Returns
+        -------
+        float
+        """
+        self._check_fitted()
+        if self.tokenizer_.target is None:
+            return -self.token_loss(counts, split)
+        p, y = self.predict_behaviour(counts, split)
+        if self.target_kind == "classification":
+            return float(np.mean(p == y))
+        return r2_score(y, p)
+
+    @torch.no_grad()
+    def token_loss(self, counts: xr.Dataset, split: str = "test", source: str = "counts") -> float:
+        """Mean next-token cross-entropy (ID + dt, nats per token, PAD ignored) over the windows of one split."""
+        self._check_fitted()
+        self.net_.eval()
+        win = self.tokenizer_.transform(counts, source)
+        win = win.select(win.split == SPLIT_FLAGS[split])
+        if len(win) == 0:
+            raise InputError(f"{source}: no {split} window to score")
+        dev = next(self.net_.parameters()).device
+        tensors = win.tensors()
+        total, n = 0.0, 0
+        for i in range(0, len(win), 256):
+            b = [t[i : i + 256].to(dev) for t in tensors]
+            total += float(pretrain_loss(self.net_, b)["loss"]) * b[0].shape[0]
+            n += b[0].shape[0]
+        return total / n
+
+    # -- connectivity ------------------------------------------------------------------------------------------
+    def connectivity(self, counts: xr.Dataset, split: str = "test", by: str = "target", max_windows: int | None = None) -> np.ndarray:
+        """Neuron x neuron (post, pre) matrix from attention rollout, current-window tokens -> past-window tokens.
+
+        Rollout: ``R = prod_self (0.5 I + 0.5 A_self) @ mean_past(A_past)`` (attention averaged over heads), i.e.
+        how much each current position draws on each past token through the cross-attention and the later
+        self-attention layers. ``S[i, j]`` sums ``R`` over current positions whose next token (``by="target"``,
+        the neuron being predicted) or own token (``by="query"``) is neuron ``i`` and past tokens of neuron
+        ``j``; the result is the lift ``(S[i, j] / n_i) / (sum_i S[i, j] / sum_i n_i)``: how much more the model
+        attends to ``j`` when ``i`` comes next than on average (1 = no preference). Also sets
+        ``attention_received_``: the mean attention a single past token of each neuron receives per current
+        position (the model's own hub score: the neurons whose past spikes it draws on most).
+        """
+        win = self.tokenizer_.transform(counts)
+        win = win.select(win.split == SPLIT_FLAGS[split])
+        if max_windows is not None and len(win) > max_windows:
+            win = win.select(np.arange(len(win)) < max_windows)
+        n = self.tokenizer_.vocab["n_units"]
+        S = np.zeros((n, n))
+        cnt = np.zeros(n)
+        n_tok_past, n_win = np.zeros(n), 0
+        self.net_.eval()
+        for o, b, y_id in self._forward_windows(win, batch_size=128, need_weights=True):
+            maps = o["attention"]
+            A = torch.stack(maps["past"]).float().mean(0).mean(1)  # (B, L, P)
+            R = None
+            for w in maps["self"]:
+                a = 0.5 * w.float().mean(1) + 0.5 * torch.eye(w.shape[-1], device=w.device)
+                R = a if R is None else a @ R
+            roll = A if R is None else R @ A
+            key = y_id if by == "target" else b[0][:, :-1]
+            post = F.one_hot(key.clamp(max=n), n + 1)[..., :n].float()  # (B, L, n)
+            pre = F.one_hot(b[2].clamp(max=n), n + 1)[..., :n].float()  # (B, P, n)
+            S += torch.einsum("bli,blp,bpj->ij", post, roll, pre).cpu().numpy()
+            cnt += post.sum((0, 1)).cpu().numpy()
+            n_tok_past += pre.sum((0, 1)).cpu().numpy()
+            n_win += int(pre.shape[0])
+        a = S / np.maximum(cnt, 1)[:, None]
+        base = S.sum(0) / max(cnt.sum(), 1)
+        # attention received per past token of each neuron (the model's own hub score): mean over current positions
+        n_past = np.maximum(n_tok_past / max(n_win, 1), 1e-12)
+        self.attention_received_ = base / n_past
+        return a / np.maximum(base, 1e-12)[None, :]
+
+    # -- generation --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, win: Windows, n_samples: int = 1, temperature: float = 1.0, seed: int = 0, batch_size: int = 512) -> np.ndarray:
+        """Sample current-window spikes autoregressively given each window's past and modalities.
+
+        Returns counts (n_samples, n_windows, n_units) of the sampled ID tokens. Sampling stops at EOS (or a
+        full block); SOS/PAD are never sampled and dt tokens never go backwards in time.
+        """
+        self.net_.eval()
+        sp = self.tokenizer_.special()
+        n_units = self.tokenizer_.vocab["n_units"]
+        n_dtv = self.tokenizer_.window_bins_ // self.tokenizer_.rebin_  # dt values inside the current window
+        dev = next(self.net_.parameters()).device
+        gen = torch.Generator(device=dev).manual_seed(int(seed))
+        B = self.tokenizer_.block_size
+        out = np.zeros((n_samples, len(win), n_units), np.int64)
+        for s in range(n_samples):
+            for lo in range(0, len(win), batch_size):
+                hi = min(lo + batch_size, len(win))
+                past_id = torch.as_tensor(win.past_id[lo:hi], device=dev)
+                past_dt = torch.as_tensor(win.past_dt[lo:hi], device=dev)
+                mod = torch.as_tensor(win.modality[lo:hi], device=dev)
+                nb = hi - lo
+                ids = torch.full((nb, B - 1), sp["pad"], dtype=torch.long, device=dev)
+                dts = torch.full((nb, B - 1), sp["pad_dt"], dtype=torch.long, device=dev)
+                ids[:, 0], dts[:, 0] = sp["sos"], sp["sos_dt"]
+                done = torch.zeros(nb, dtype=torch.bool, device=dev)
+                last_dt = torch.zeros(nb, dtype=torch.long, device=dev)
+                for pos in range(B - 2):
+                    o = self.net_(ids[:, : pos + 1], dts[:, : pos + 1], past_id, past_dt, mod)
+                    li = o["id_logits"][:, pos].float() / temperature
+                    li[:, [sp["sos"], sp["pad"]]] = float("-inf")
+                    nid = torch.multinomial(torch.softmax(li, -1), 1, generator=gen)[:, 0]
+                    ld = o["dt_logits"][:, pos, :n_dtv].float() / temperature
+                    ld = ld.masked_fill(torch.arange(n_dtv, device=dev)[None] < last_dt[:, None], float("-inf"))
+                    ndt = torch.multinomial(torch.softmax(ld, -1), 1, generator=gen)[:, 0]
+                    eos = (nid == sp["eos"]) & ~done
+                    ndt = torch.where(eos, torch.full_like(ndt, sp["eos_dt"]), ndt)
+                    nid = torch.where(done, torch.full_like(nid, sp["pad"]), nid)
+                    ndt = torch.where(done, torch.full_like(ndt, sp["pad_dt"]), ndt)
+                    ids[:, pos + 1], dts[:, pos + 1] = nid, ndt
+                    last_dt = torch.where(eos | done, last_dt, ndt)
+                    done |= eos
+                    if bool(done.all()):
+                        break
+                spikes = ids[:, 1:].cpu().numpy()
+                for u in range(n_units):
+                    out[s, lo:hi, u] = (spikes == u).sum(1)
+        return out
+
+    # -- (de)serialisation -------------------------------------------------------------------------------------
+    def to_dataset(self) -> xr.Dataset:
+        """Weights and vocabulary as a ``model_fit`` dataset (no pickle): one variable ``w__<param>`` per tensor."""
+        self._check_fitted()
+        tok = self.tokenizer_
+        data = state_to_variables(self.net_.state_dict())
+        ds = xr.Dataset(data, coords={"unit": ("unit", tok.units_)})
+        ds.attrs.update(
+            {
+                "model": "neuroformer",
+                "role": "fit",
+                **tok.to_attrs(),
+                "modalities": _json({n: {"source": s, "variables": v} for n, s, v in tok.mod_layout_}),
+                "target": _json(dict(tok.target) if tok.target is not None else None),
+                "classes": _json([float(c) for c in getattr(tok, "classes_", [])]),
+                "target_mean": float(getattr(self, "target_mean_", 0.0)),
+                "target_std": float(getattr(self, "target_std_", 1.0)),
+                "model_params": _json({k: getattr(self, k) for k in MODEL_KEYS}),
+                "seed": int(self.seed),
+            }
+        )
+        return ds
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset, counts: xr.Dataset | None = None, source: str = "checkpoint") -> Neuroformer:
+        """Rebuild a model from :meth:`to_dataset`. With ``counts``, the data's vocabulary (units, dt resolution)
+        must match the checkpoint's, else an :class:`InputError` naming both sizes."""
+        import json
+
+        if ds.attrs.get("model") != "neuroformer":
+            raise InputError(f"{source}: not a neuroformer checkpoint (model = {ds.attrs.get('model')!r})")
+        mp = json.loads(ds.attrs["model_params"])
+        mods = json.loads(ds.attrs["modalities"])
+        target = json.loads(ds.attrs["target"])
+        tok = SpikeTokenizer(
+            dt_s=float(ds.attrs["tok_dt_s"]),
+            window_s=float(ds.attrs["tok_window_s"]),
+            past_window_s=float(ds.attrs["tok_past_window_s"]),
+            stride_s=float(ds.attrs["tok_stride_s"]),
+            block_size=int(ds.attrs["tok_block_size"]),
+            past_block_size=int(ds.attrs["tok_past_block_size"]),
+            modalities=mods,
+            target=target,
+        )
+        model = cls(tokenizer=tok, seed=int(ds.attrs.get("seed", 0)), **mp)
+        units = np.asarray(ds["unit"].values).astype(str)
+        if counts is not None:
+            model.check_vocabulary(ds, counts, source)
+            model.tokenizer_ = copy.deepcopy(tok).fit(counts, source)
+        else:
+            t = copy.deepcopy(tok)
+            t.units_, t.bin_width_s_ = units, float(ds.attrs["tok_bin_width_s"])
+            t.rebin_ = int(round(t.dt_s / t.bin_width_s_))
+            t.window_bins_ = int(round(t.window_s / t.bin_width_s_))
+            t.past_bins_ = int(round(t.past_window_s / t.bin_width_s_))
+            t.stride_bins_ = int(round(t.stride_s / t.bin_width_s_))
+            t.mod_layout_ = [(n, str(s["source"]), list(s["variables"])) for n, s in mods.items()]
+            model.tokenizer_ = t
+        classes = json.loads(ds.attrs.get("classes", "[]"))
+        if classes:
+            model.tokenizer_.classes_ = np.asarray(classes)
+        model.target_mean_ = float(ds.attrs.get("target_mean", 0.0))
+        model.target_std_ = float(ds.attrs.get("target_std", 1.0))
+        model.net_ = model._build()
+        state = variables_to_state(ds, model.net_.state_dict(), f"{source}: checkpoint")
+        try:
+            model.net_.load_state_dict(state)
+        except RuntimeError as err:
+            raise InputError(f"{source}: weights do not fit the model ({' '.join(str(err).split())[:300]})") from None
+        model.net_.eval()
+        return model
+
+    @staticmethod
+    def check_vocabulary(ds: xr.Dataset, counts: xr.Dataset, source: str = "checkpoint") -> None:
+        """The reference's most reported error, made clear: the data's ID/dt vocabulary must equal the checkpoint's."""
+        units = np.asarray(ds["unit"].values).astype(str)
+        data_units = np.asarray(counts["unit"].values).astype(str)
+        n_ck, n_data = int(ds.attrs["vocab_id"]), data_units.size + N_SPECIAL
+        if n_ck != n_data:
+            raise InputError(
+                f"{source}: vocabulary mismatch: the checkpoint's ID vocabulary has {n_ck} tokens ({units.size} units + "
+                f"{N_SPECIAL} special) but the data give {n_data} ({data_units.size} units + {N_SPECIAL}); fine-tune on the "
+                "units the model was pretrained on (same unit QC) or pretrain again on these data"
+            )
+        if not np.array_equal(units, data_units):
+            diff = [u for u in data_units if u not in set(units)][:3]
+            raise InputError(
+                f"{source}: vocabulary mismatch: same size ({n_ck} ID tokens) but different units (e.g. {', '.join(diff) or 'order'}); "
+                "fine-tune on the units the model was pretrained on"
+            )
+        bw = float(counts.attrs["bin_width_s"])
+        if abs(bw - float(ds.attrs["tok_bin_width_s"])) > 1e-12:
+            raise InputError(
+                f"{source}: the checkpoint was trained on {ds.attrs['tok_bin_width_s']} s bins, the data have {bw} s bins; "
+                "bin the spikes as for pretraining"
+            )
+
+
+def label_subset(train_idx: np.ndarray, fraction: float, min_windows: int = 8) -> np.ndarray:
+    """The labelled subset of train windows for a label fraction: evenly spaced over the train windows (every
+    k-th one, deterministic), so a few labels still span the recording's range of behaviour; at least
+    ``min_windows``. Train windows never overlap validation or test windows (time blocks), so spacing them out
+    leaks nothing."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"label fraction {fraction} must be in (0, 1]")
+    if fraction >= 1 or train_idx.size <= min_windows:
+        return train_idx
+    n_keep = max(min_windows, int(round(fraction * train_idx.size)))
+    return train_idx[np.linspace(0, train_idx.size - 1, n_keep).round().astype(int)]
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True)
+
+
+def r2_score(y: np.ndarray, p: np.ndarray) -> float:
+    """Coefficient of determination (1 - SSE/SST); NaN for fewer than 2 samples or constant targets."""
+    y, p = np.asarray(y, float), np.asarray(p, float)
+    sst = float(((y - y.mean()) ** 2).sum()) if y.size else 0.0
+    if y.size < 2 or sst == 0:
+        return float("nan")
+    return 1.0 - float(((y - p) ** 2).sum()) / sst

@@ -1,0 +1,204 @@
+"""Neuroformer's network (:class:`NeuroformerNet`: attention blocks over the current, past and modality tokens)
+and its losses (next-token pretraining with optional contrastive alignment; behaviour decoding)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from brainpipe.errors import ConfigError
+
+
+class Attention(nn.Module):
+    """Multi-head attention with ``F.scaled_dot_product_attention``; explicit weights on request."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        if d % n_heads:
+            raise ConfigError(f"neuroformer model: d_model={d} must be divisible by n_heads={n_heads}")
+        self.h, self.dk, self.p = n_heads, d // n_heads, dropout
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+
+    def forward(self, x, mem, mask=None, causal=False, need_weights=False):
+        B, L, D = x.shape
+        M = mem.shape[1]
+        q = self.q(x).view(B, L, self.h, self.dk).transpose(1, 2)
+        k = self.k(mem).view(B, M, self.h, self.dk).transpose(1, 2)
+        v = self.v(mem).view(B, M, self.h, self.dk).transpose(1, 2)
+        if causal:
+            cm = torch.ones(L, M, dtype=torch.bool, device=x.device).tril()
+            mask = cm[None, None] if mask is None else (mask & cm[None, None])
+        w = None
+        if need_weights:
+            s = (q @ k.transpose(-1, -2)) / math.sqrt(self.dk)
+            if mask is not None:
+                s = s.masked_fill(~mask, float("-inf"))
+            w = torch.softmax(s.float(), dim=-1).to(q.dtype)
+            out = w @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0)
+        return self.o(out.transpose(1, 2).reshape(B, L, D)), w
+
+
+class Block(nn.Module):
+    """Pre-LN block: ``x + Attn(LN(x), LN(mem))``, then ``x + MLP(LN(x))``."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float, cross: bool):
+        super().__init__()
+        self.cross = cross
+        self.ln1 = nn.LayerNorm(d)
+        self.ln_mem = nn.LayerNorm(d) if cross else None
+        self.attn = Attention(d, n_heads, dropout)
+        self.ln2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(dropout))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, mem=None, mask=None, need_weights=False):
+        h = self.ln1(x)
+        m = self.ln_mem(mem) if self.cross else h
+        a, w = self.attn(h, m, mask=mask, causal=not self.cross, need_weights=need_weights)
+        x = x + self.drop(a)
+        return x + self.mlp(self.ln2(x)), w
+
+
+class NeuroformerNet(nn.Module):
+    """The torch module. ``forward(cur_id, cur_dt, past_id, past_dt, modality)`` takes the input part of the
+    current sequence (``block_size - 1`` tokens) and returns a dict with ``id_logits``, ``dt_logits``,
+    ``behaviour`` (head output), ``pooled`` and, when ``need_weights``, the attention maps."""
+
+    def __init__(
+        self,
+        n_id: int,
+        n_dt: int,
+        block_size: int,
+        past_block_size: int,
+        modality_dims: Sequence[int] = (),
+        modality_len: int = 1,
+        d_model: int = 64,
+        n_heads: int = 4,
+        n_layers: int = 2,
+        n_past_layers: int = 1,
+        dropout: float = 0.1,
+        behaviour_out: int = 1,
+        contrastive_dim: int = 0,
+    ):
+        super().__init__()
+        d = d_model
+        self.n_id, self.n_dt, self.pad_id, self.pad_dt = n_id, n_dt, n_id - 1, n_dt - 1
+        self.modality_dims = [int(m) for m in modality_dims]
+        self.tok = nn.Embedding(n_id, d)
+        self.dt = nn.Embedding(n_dt, d)
+        self.pos = nn.Parameter(torch.zeros(1, block_size, d))
+        self.pos_past = nn.Parameter(torch.zeros(1, past_block_size, d))
+        self.past_blocks = nn.ModuleList(Block(d, n_heads, dropout, cross=True) for _ in range(n_past_layers))
+        self.mod_enc = nn.ModuleList(
+            nn.Sequential(nn.Linear(m, d), nn.GELU(), nn.Linear(d, d)) for m in self.modality_dims
+        )
+        self.mod_pos = nn.Parameter(torch.zeros(1, modality_len, d))
+        self.mod_blocks = nn.ModuleList(Block(d, n_heads, dropout, cross=True) for _ in self.modality_dims)
+        self.blocks = nn.ModuleList(Block(d, n_heads, dropout, cross=False) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.head_id = nn.Linear(d, n_id, bias=False)
+        self.head_dt = nn.Linear(d, n_dt, bias=False)
+        self.head_behaviour = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, behaviour_out))
+        self.proj_neural = nn.Linear(d, contrastive_dim) if contrastive_dim else None
+        self.proj_modality = nn.Linear(d, contrastive_dim) if contrastive_dim and self.modality_dims else None
+        self.drop = nn.Dropout(dropout)
+        self.apply(self._init)
+        for p in (self.pos, self.pos_past, self.mod_pos):
+            nn.init.normal_(p, std=0.02)
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def forward(self, cur_id, cur_dt, past_id, past_dt, modality, need_weights=False):
+        L, P = cur_id.shape[1], past_id.shape[1]
+        x = self.drop(self.tok(cur_id) + self.dt(cur_dt) + self.pos[:, :L])
+        past = self.tok(past_id) + self.dt(past_dt) + self.pos_past[:, :P]
+        past_mask = (past_id != self.pad_id)[:, None, None, :]
+        maps: dict[str, list[torch.Tensor]] = {"past": [], "self": []}
+        for blk in self.past_blocks:
+            x, w = blk(x, past, mask=past_mask, need_weights=need_weights)
+            maps["past"].append(w)
+        mod_feats = []
+        start = 0
+        Lm = modality.shape[1]
+        for dim, enc, blk in zip(self.modality_dims, self.mod_enc, self.mod_blocks, strict=True):
+            m = enc(modality[..., start : start + dim].to(x.dtype)) + self.mod_pos[:, :Lm]
+            start += dim
+            mod_feats.append(m)
+            x, _ = blk(x, m)
+        for blk in self.blocks:
+            x, w = blk(x, need_weights=need_weights)
+            maps["self"].append(w)
+        x = self.ln_f(x)
+        real = (cur_id != self.pad_id).to(x.dtype)[..., None]
+        pooled = (x * real).sum(1) / real.sum(1).clamp_min(1.0)
+        out = {
+            "id_logits": self.head_id(x),
+            "dt_logits": self.head_dt(x),
+            "pooled": pooled,
+            "behaviour": self.head_behaviour(pooled),
+        }
+        if self.proj_neural is not None and self.proj_modality is not None and mod_feats:
+            out["z_neural"] = F.normalize(self.proj_neural(pooled), dim=-1)
+            out["z_modality"] = F.normalize(self.proj_modality(torch.stack([f.mean(1) for f in mod_feats]).mean(0)), dim=-1)
+        if need_weights:
+            out["attention"] = maps
+        return out
+
+
+def split_batch(batch):
+    """Inputs and next-token targets of a batch of :meth:`~brainpipe.models.neuroformer.tokenizer.Windows.tensors`
+    (the current tokens shifted by one).
+
+    Parameters
+    ----------
+    batch : sequence of torch.Tensor
+        ``(cur_id, cur_dt, past_id, past_dt, modality, target)``.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(x_id, x_dt, y_id, y_dt, past_id, past_dt, modality, target)``.
+    """
+    cur_id, cur_dt, past_id, past_dt, modality, target = batch
+    return cur_id[:, :-1], cur_dt[:, :-1], cur_id[:, 1:], cur_dt[:, 1:], past_id, past_dt, modality, target
+
+
+def pretrain_loss(model: NeuroformerNet, batch, contrastive_weight: float = 0.0, temperature: float = 0.1):
+    """Next-ID + next-dt cross-entropy (PAD targets ignored; EOS kept), plus optional InfoNCE alignment."""
+    x_id, x_dt, y_id, y_dt, past_id, past_dt, modality, _ = split_batch(batch)
+    out = model(x_id, x_dt, past_id, past_dt, modality)
+    loss_id = F.cross_entropy(out["id_logits"].flatten(0, 1).float(), y_id.flatten(), ignore_index=model.pad_id)
+    loss_dt = F.cross_entropy(out["dt_logits"].flatten(0, 1).float(), y_dt.flatten(), ignore_index=model.pad_dt)
+    loss = loss_id + loss_dt
+    res = {"loss_id": loss_id.detach(), "loss_dt": loss_dt.detach()}
+    if contrastive_weight > 0 and "z_neural" in out and x_id.shape[0] > 1:
+        sim = out["z_neural"].float() @ out["z_modality"].float().T / temperature
+        lab = torch.arange(sim.shape[0], device=sim.device)
+        clip = 0.5 * (F.cross_entropy(sim, lab) + F.cross_entropy(sim.T, lab))
+        loss = loss + contrastive_weight * clip
+        res["loss_contrastive"] = clip.detach()
+    res["loss"] = loss
+    return res
+
+
+def behaviour_loss(model: NeuroformerNet, batch, kind: str = "regression", class_weight: torch.Tensor | None = None):
+    """Behaviour head loss: MSE on standardised targets (regression) or class-weighted cross-entropy
+    (classification; weights inverse to the class frequencies of the labelled windows, so the decoder is trained
+    for balanced accuracy rather than for the majority class)."""
+    x_id, x_dt, _, _, past_id, past_dt, modality, target = split_batch(batch)
+    out = model(x_id, x_dt, past_id, past_dt, modality)
+    if kind == "classification":
+        w = class_weight.to(out["behaviour"].device) if class_weight is not None else None
+        return F.cross_entropy(out["behaviour"].float(), target[:, 0].long(), weight=w)
+    return F.mse_loss(out["behaviour"].float(), target.float())

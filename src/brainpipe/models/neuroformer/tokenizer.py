@@ -1,0 +1,271 @@
+"""Neuroformer's tokeniser: spike counts -> windows of neuron-ID and dt tokens, with aligned modalities and the
+decoding target (the rules are listed in :mod:`brainpipe.models.neuroformer`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import xarray as xr
+
+from brainpipe.errors import ConfigError, InputError
+
+LOG = logging.getLogger("brainpipe.models.neuroformer")
+MODALITY_SOURCES = ("behaviour", "stimulus")
+N_SPECIAL = 3  # SOS, EOS, PAD
+
+
+@dataclass
+class Windows:
+    """Tokenised windows (numpy arrays, first dim = window)."""
+
+    cur_id: np.ndarray  # (n, block_size) int64: [SOS] spikes [EOS] PAD...
+    cur_dt: np.ndarray
+    past_id: np.ndarray  # (n, past_block_size)
+    past_dt: np.ndarray
+    modality: np.ndarray  # (n, n_mod_bins, n_mod_vars) float32 (n_mod_vars may be 0)
+    target: np.ndarray  # (n, 1) float32 (NaN where there is no target)
+    t_start: np.ndarray  # (n,) float64: start time of the current window (s)
+    split: np.ndarray  # (n,) int8
+    window_counts: np.ndarray  # (n, n_units) spike counts of the current window (for generation scoring)
+    start: np.ndarray  # (n,) int64: index of the current window's first bin in the counts
+
+    def __len__(self) -> int:
+        return int(self.cur_id.shape[0])
+
+    def select(self, mask: np.ndarray) -> Windows:
+        return Windows(**{k: v[mask] for k, v in self.__dict__.items()})
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The training tuple (equal first dims): cur_id, cur_dt, past_id, past_dt, modality, target."""
+        return (
+            torch.as_tensor(self.cur_id),
+            torch.as_tensor(self.cur_dt),
+            torch.as_tensor(self.past_id),
+            torch.as_tensor(self.past_dt),
+            torch.as_tensor(self.modality),
+            torch.as_tensor(self.target),
+        )
+
+
+@dataclass
+class SpikeTokenizer:
+    """Spike counts -> token windows (see the module doc for the rules). Fitted attributes end in ``_``."""
+
+    dt_s: float = 0.01
+    window_s: float = 0.05
+    past_window_s: float = 0.1
+    stride_s: float | None = None
+    block_size: int = 64
+    past_block_size: int = 96
+    modalities: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    target: Mapping[str, object] | None = None
+
+    # -- vocabulary ------------------------------------------------------------------------------------------
+    @property
+    def n_dt(self) -> int:
+        """Number of dt values inside the longer of the two windows."""
+        return int(round(max(self.window_s, self.past_window_s) / self.dt_s))
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        n = len(self.units_)
+        return {"id": n + N_SPECIAL, "dt": self.n_dt + N_SPECIAL, "n_units": n}
+
+    def special(self) -> dict[str, int]:
+        n, m = len(self.units_), self.n_dt
+        return {"sos": n, "eos": n + 1, "pad": n + 2, "sos_dt": m, "eos_dt": m + 1, "pad_dt": m + 2}
+
+    # -- checks ----------------------------------------------------------------------------------------------
+    def _ratio(self, a: float, b: float, what: str) -> int:
+        k = a / b
+        if round(k) < 1 or abs(k - round(k)) > 1e-6:
+            raise ConfigError(what)
+        return int(round(k))
+
+    def fit(self, counts: xr.Dataset, source: str = "counts") -> SpikeTokenizer:
+        """Take the units, the bin width and the modality/target layout from a ``spike_counts`` dataset."""
+        bw = float(counts.attrs["bin_width_s"])
+        self.rebin_ = self._ratio(
+            self.dt_s,
+            bw,
+            f"{source}: the tokeniser resolution dt_s={self.dt_s} s is not an integer multiple of the counts' bin width "
+            f"{bw} s; set neuroformer tokeniser dt_s to a multiple of {bw} (e.g. {bw}) or bin the spikes at a divisor of it",
+        )
+        self.window_bins_ = self.rebin_ * self._ratio(
+            self.window_s, self.dt_s, f"tokeniser window_s={self.window_s} must be a multiple of dt_s={self.dt_s}"
+        )
+        self.past_bins_ = self.rebin_ * self._ratio(
+            self.past_window_s, self.dt_s, f"tokeniser past_window_s={self.past_window_s} must be a multiple of dt_s={self.dt_s}"
+        )
+        stride = self.stride_s if self.stride_s is not None else self.window_s
+        self.stride_bins_ = self.rebin_ * self._ratio(stride, self.dt_s, f"tokeniser stride_s={stride} must be a multiple of dt_s")
+        if self.block_size < 3 or self.past_block_size < 2:
+            raise ConfigError(f"tokeniser: block_size {self.block_size} must be >= 3 and past_block_size >= 2")
+        self.bin_width_s_ = bw
+        self.units_ = np.asarray(counts["unit"].values).astype(str)
+        self.mod_layout_ = [(name, str(spec["source"]), [str(v) for v in spec["variables"]]) for name, spec in self.modalities.items()]
+        for name, src, vars_ in self.mod_layout_:
+            self._variables(counts, src, vars_, f"modality '{name}'", source)
+        if self.target is not None:
+            self._variables(counts, str(self.target["source"]), [str(self.target["variable"])], "target", source)
+            if self.target.get("kind", "regression") == "classification":
+                vals = self._variables(counts, str(self.target["source"]), [str(self.target["variable"])], "target", source)
+                self.classes_ = np.unique(vals[:, 0])
+        return self
+
+    @staticmethod
+    def _variables(counts: xr.Dataset, src: str, names: Sequence[str], what: str, source: str) -> np.ndarray:
+        if src not in MODALITY_SOURCES:
+            raise ConfigError(f"{what}: source {src!r} is not one of {', '.join(MODALITY_SOURCES)}")
+        if src not in counts:
+            raise InputError(
+                f"{source}: {what} needs variable '{src}', which this counts file does not have "
+                f"(it has {', '.join(map(str, counts.data_vars))}); remove the {what} or give data with {src}"
+            )
+        have = [str(v) for v in counts[f"{src}_var"].values]
+        missing = [v for v in names if v not in have]
+        if missing:
+            raise InputError(
+                f"{source}: {what} names {src} variable(s) {', '.join(missing)} not in the file "
+                f"(it has {', '.join(have)}); fix the names in the neuroformer config"
+            )
+        vals = np.asarray(counts[src].sel({f"{src}_var": list(names)}).values, dtype=np.float64)
+        if not np.all(np.isfinite(vals)):
+            bad = int((~np.isfinite(vals)).any(axis=1).sum())
+            raise InputError(
+                f"{source}: {what} ({src} {', '.join(names)}) has NaN or infinite values in {bad} bin(s); "
+                "interpolate or drop those samples before tokenising"
+            )
+        return vals
+
+    # -- windows ---------------------------------------------------------------------------------------------
+    def transform(self, counts: xr.Dataset, source: str = "counts") -> Windows:
+        """Tokenise every valid window of ``counts`` (units must be the fitted ones, in the same order)."""
+        from brainpipe.preprocess.spikes import segments
+
+        units = np.asarray(counts["unit"].values).astype(str)
+        if not np.array_equal(units, self.units_):
+            raise InputError(
+                f"{source}: the data have {units.size} units ({', '.join(units[:4])}...) but the tokeniser was fitted on "
+                f"{self.units_.size} ({', '.join(self.units_[:4])}...); use the same units in the same order"
+            )
+        if abs(float(counts.attrs["bin_width_s"]) - self.bin_width_s_) > 1e-12:
+            raise InputError(f"{source}: bin width {counts.attrs['bin_width_s']} s differs from the fitted {self.bin_width_s_} s")
+        y = np.asarray(counts["counts"].values)
+        seg = segments(counts)
+        W, P, S = self.window_bins_, self.past_bins_, self.stride_bins_
+        starts = []
+        for s in np.unique(seg):
+            idx = np.flatnonzero(seg == s)
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            starts.extend(range(lo + P, hi - W + 1, S))
+        starts = np.asarray(starts, dtype=np.int64)
+        sp = self.special()
+        n, B, PB = starts.size, self.block_size, self.past_block_size
+        cur_id = np.full((n, B), sp["pad"], np.int64)
+        cur_dt = np.full((n, B), sp["pad_dt"], np.int64)
+        past_id = np.full((n, PB), sp["pad"], np.int64)
+        past_dt = np.full((n, PB), sp["pad_dt"], np.int64)
+        cur_id[:, 0], cur_dt[:, 0] = sp["sos"], sp["sos_dt"]
+        past_id[:, 0], past_dt[:, 0] = sp["sos"], sp["sos_dt"]
+        stats = {"n_windows": n, "n_truncated_windows": 0, "n_dropped_spikes": 0, "n_past_truncated_windows": 0,
+                 "n_past_dropped_spikes": 0, "n_empty_windows": 0}
+        k = self.rebin_
+        for w, t0 in enumerate(starts):
+            ids, dts = self._tokens(y[t0 : t0 + W], k)
+            if ids.size == 0:
+                stats["n_empty_windows"] += 1
+            if ids.size > B - 2:
+                stats["n_truncated_windows"] += 1
+                stats["n_dropped_spikes"] += int(ids.size - (B - 1))
+                ids, dts = ids[: B - 1], dts[: B - 1]
+                cur_id[w, 1:], cur_dt[w, 1:] = ids, dts
+            else:
+                m = ids.size
+                cur_id[w, 1 : m + 1], cur_dt[w, 1 : m + 1] = ids, dts
+                cur_id[w, m + 1], cur_dt[w, m + 1] = sp["eos"], sp["eos_dt"]
+            ids, dts = self._tokens(y[t0 - P : t0], k)
+            if ids.size > PB - 1:
+                stats["n_past_truncated_windows"] += 1
+                stats["n_past_dropped_spikes"] += int(ids.size - (PB - 1))
+                ids, dts = ids[-(PB - 1) :], dts[-(PB - 1) :]
+            past_id[w, 1 : ids.size + 1], past_dt[w, 1 : ids.size + 1] = ids, dts
+        if stats["n_truncated_windows"]:
+            LOG.info(
+                "%s: %d of %d windows had more than block_size-2=%d spikes (%d later spikes dropped)",
+                source, stats["n_truncated_windows"], n, B - 2, stats["n_dropped_spikes"],
+            )
+        self.stats_ = stats
+        # modalities, sampled at every fine bin of the past + current window
+        span = np.arange(-P, W)
+        mods = [self._variables(counts, src, vars_, f"modality '{name}'", source) for name, src, vars_ in self.mod_layout_]
+        mod_vals = np.concatenate(mods, axis=1) if mods else np.zeros((y.shape[0], 0))
+        modality = mod_vals[starts[:, None] + span[None, :]].astype(np.float32) if n else np.zeros((0, P + W, 0), np.float32)
+        target = np.full((n, 1), np.nan, np.float32)
+        if self.target is not None and n:
+            tv = self._variables(counts, str(self.target["source"]), [str(self.target["variable"])], "target", source)[:, 0]
+            cur = tv[starts[:, None] + np.arange(W)[None, :]]
+            if self.target.get("kind", "regression") == "classification":
+                last = cur[:, -1]
+                lab = np.searchsorted(self.classes_, last)
+                known = (lab < self.classes_.size) & (self.classes_[np.clip(lab, 0, self.classes_.size - 1)] == last)
+                target[:, 0] = np.where(known, lab, np.nan)
+            else:
+                target[:, 0] = cur.mean(axis=1)
+        split = np.asarray(counts["split"].values)[starts] if n else np.zeros(0, np.int8)
+        t_start = np.asarray(counts["time"].values)[starts] - 0.5 * self.bin_width_s_ if n else np.zeros(0)
+        wc = np.stack([y[t0 : t0 + W].sum(axis=0) for t0 in starts]) if n else np.zeros((0, units.size), np.int64)
+        return Windows(cur_id, cur_dt, past_id, past_dt, modality, target, t_start, split.astype(np.int8), wc, starts)
+
+    def n_modality_vars(self) -> list[int]:
+        return [len(v) for _, _, v in self.mod_layout_]
+
+    @staticmethod
+    def _tokens(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """IDs and dt tokens of a (bins, units) count block: time-major, neurons ascending, repeats for counts."""
+        t, u = np.nonzero(block)
+        reps = block[t, u].astype(np.int64)
+        return np.repeat(u, reps).astype(np.int64), (np.repeat(t, reps) // k).astype(np.int64)
+
+    def to_attrs(self) -> dict[str, object]:
+        return {
+            "tok_dt_s": self.dt_s,
+            "tok_window_s": self.window_s,
+            "tok_past_window_s": self.past_window_s,
+            "tok_stride_s": self.stride_s if self.stride_s is not None else self.window_s,
+            "tok_block_size": self.block_size,
+            "tok_past_block_size": self.past_block_size,
+            "tok_bin_width_s": self.bin_width_s_,
+            "vocab_id": self.vocab["id"],
+            "vocab_dt": self.vocab["dt"],
+            "n_units": self.vocab["n_units"],
+        }
+
+
+def align_modality(values: xr.DataArray, time: np.ndarray, name: str, source: str = "modality") -> np.ndarray:
+    """Align a modality sampled on its own clock (``values(time, var)``) to the bin centres ``time``.
+
+    Raises :class:`InputError` when its timestamps do not cover the spike data (more than one of its own sampling
+    steps beyond either end) or when it has NaNs; values are linearly interpolated in between.
+    """
+    tdim = values.dims[0]
+    ts = np.asarray(values[tdim].values, dtype=np.float64)
+    v = np.asarray(values.values, dtype=np.float64).reshape(ts.size, -1)
+    if ts.size < 2 or not np.all(np.diff(ts) > 0):
+        raise InputError(f"{source}: modality '{name}' needs at least 2 samples with increasing timestamps")
+    if not np.all(np.isfinite(v)):
+        raise InputError(
+            f"{source}: modality '{name}' has NaN or infinite values ({int((~np.isfinite(v)).any(axis=1).sum())} samples); "
+            "interpolate or drop them first"
+        )
+    step = float(np.median(np.diff(ts)))
+    if ts[0] > time[0] + step or ts[-1] < time[-1] - step:
+        raise InputError(
+            f"{source}: modality '{name}' covers {ts[0]:.3f}-{ts[-1]:.3f} s but the spike data span {time[0]:.3f}-{time[-1]:.3f} s; "
+            "give a modality recorded over the whole session or restrict the spikes (t_start_s/t_stop_s) to its span"
+        )
+    return np.stack([np.interp(time, ts, v[:, k]) for k in range(v.shape[1])], axis=1)
