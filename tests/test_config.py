@@ -47,3 +47,64 @@ def test_shipped_schema_loads_every_branch():
     schema = load_schema(SCHEMAS / "config.schema.yaml")
     branches = {p.name[: -len(".schema.yaml")] for p in SCHEMAS.glob("*.schema.yaml")} - {"config"}
     assert branches <= set(schema["properties"])
+
+
+# -- the study resolved once into per-step parameters -----------------------------------------------------------
+REPO = Path(__file__).parents[1]
+
+
+def _default_study() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def _validate(cfg):
+    return validate_config(cfg, SCHEMAS / "config.schema.yaml", source="study.yaml", base_dir=REPO)
+
+
+def test_study_resolves_overrides_over_global_values():
+    from brainpipe.config import Study, section_defaults
+
+    cfg = _default_study()
+    name = next(iter(cfg["spikes"]["switching_glm"]["datasets"]))
+    cfg["spikes"]["switching_glm"]["datasets"][name]["model"] = {"link": "sigmoid", "l2": 0.5}
+    cfg["spikes"]["datasets"]["nelpy"]["bin"] = {"bin_width_s": 0.025}
+    study = Study(_validate(cfg))
+    p = study.switching(name, "onehot")
+    assert p["prior"] == "onehot" and p["l2"] == 0.5 and p["link"] == "sigmoid"  # model <- variant <- dataset
+    assert p["hessian_rows"] == section_defaults("spikes.switching_glm.model")["hessian_rows"]  # the schema default
+    b = study.bin("nelpy")
+    assert b["bin_width_s"] == 0.025 and b["split"] == section_defaults("spikes.bin")["split"]
+    assert study.bin("steinmetz1")["bin_width_s"] == cfg["spikes"]["bin"].get("bin_width_s", 0.01)
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (  # a per-dataset split that does not sum to 1 was only checked for the global value
+            lambda c: c["spikes"]["datasets"]["nelpy"].__setitem__(
+                "bin", {"split": {"fractions": {"train": 0.5, "validation": 0.3, "test": 0.3}}}
+            ),
+            "spikes.datasets.nelpy.bin.split.fractions': {'train': 0.5, 'validation': 0.3, 'test': 0.3} sums to 1.1",
+        ),
+        (  # a per-dataset model override the estimator refuses (d_model not divisible by n_heads)
+            lambda c: c["fmri"]["brainmae"]["datasets"][next(iter(c["fmri"]["brainmae"]["datasets"]))].__setitem__(
+                "model", {"n_heads": 5}
+            ),
+            "fmri.brainmae.datasets.simcohort.model': BrainMAE: d_model must be >= 4 and divisible by n_heads",
+        ),
+        (  # a connectome study's dtype the estimator refuses
+            lambda c: c["calcium"]["connectome"]["studies"][next(iter(c["calcium"]["connectome"]["studies"]))].__setitem__(
+                "model", {"dtype": "float16"}
+            ),
+            "calcium.connectome.studies.simcalcium.model': DynamicConnectome: dtype must be one of float32, float64",
+        ),
+    ],
+    ids=["bin-override", "brainmae-override", "connectome-override"],
+)
+def test_bad_override_fails_at_config_time_naming_its_key(change, key):
+    cfg = _default_study()
+    change(cfg)
+    with pytest.raises(ConfigError) as err:
+        _validate(cfg)
+    msg = str(err.value)
+    assert msg.startswith("study.yaml: key '" + key) and "\n" not in msg, msg

@@ -1,7 +1,10 @@
 """The one mechanism every stage goes through: logging, input checks, no partial outputs, one-line errors.
 
 A stage module defines ``INPUTS`` and ``OUTPUTS`` (name -> description; an input description starting with
-"optional" may be absent) and ``run(inputs, outputs, params, log)`` decorated with :func:`stage`. It is then
+"optional" may be absent) and ``run(inputs, outputs, params, log)`` decorated with :func:`stage`. A stage whose
+parameters are one section of the study config names it in ``CONFIG`` (e.g. ``"spikes.bin"``): parameters it is not
+given take the schema's defaults of that section (the workflow passes them all, resolved by
+:class:`brainpipe.config.Study`), so the stage reads them without fallback defaults of its own. It is then
 callable three ways with the same behaviour: from Python, from Snakemake through a shim in
 ``workflow/scripts/`` (:func:`from_snakemake`), and as ``python -m brainpipe.stages.<name>`` (:func:`cli`).
 """
@@ -86,6 +89,7 @@ def stage(func: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(func)
     def run(inputs: Paths, outputs: Paths, params: Mapping[str, Any] | None = None, log: PathLike | None = None):
+        params = _with_defaults(module, params)
         ins = {k: _as_paths(v) for k, v in dict(inputs).items()}
         outs = {k: _as_paths(v) for k, v in dict(outputs).items()}
         log_path = Path(log) if log is not None else None
@@ -108,6 +112,17 @@ def stage(func: Callable[..., None]) -> Callable[..., None]:
 
     run.__stage_name__ = name
     return run
+
+
+def _with_defaults(module: Any, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``params`` over the schema defaults of the stage's config section (``module.CONFIG``), if it has one."""
+    section = getattr(module, "CONFIG", None)
+    if section is None:
+        return dict(params or {})
+    from brainpipe.config import merged, section_defaults
+
+    defaults = {k: v for k, v in section_defaults(section).items() if k != "enabled"}  # a workflow switch
+    return merged(defaults, params)
 
 
 def _check_paths(module: Any, name: str, ins: dict, outs: dict) -> None:

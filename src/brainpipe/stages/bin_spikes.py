@@ -16,23 +16,19 @@ from brainpipe.stages._runner import cli, stage
 
 INPUTS = {"spikes": "spike_times .nc"}
 OUTPUTS = {"counts": "spike_counts .nc"}
+CONFIG = "spikes.bin"
 log_ = logging.getLogger("brainpipe.stages.bin_spikes")
 
 
 @stage
 def run(inputs, outputs, params, log):
     spikes = read(inputs["spikes"], "spike_times")
-    split, qc_params = params.get("split", {}), params.get("qc", {})
-    spikes, qc = unit_qc(
-        spikes,
-        float(qc_params.get("min_rate_hz", 0.0)),
-        float(qc_params.get("refractory_s", 0.002)),
-        qc_params.get("max_units"),
-    )
+    split, qc_params = params["split"], params["qc"]
+    spikes, qc = unit_qc(spikes, float(qc_params["min_rate_hz"]), float(qc_params["refractory_s"]), qc_params["max_units"])
     dropped = [str(u) for u, k in zip(qc["unit"].values, qc["kept"].values, strict=True) if not k]
     log_.info("unit QC: kept %d of %d units%s", int(qc["kept"].sum()), qc.sizes["unit"],
               f" (dropped {', '.join(dropped[:10])}{' ...' if len(dropped) > 10 else ''})" if dropped else "")
-    counts = bin_spikes(spikes, float(params.get("bin_width_s", 0.01)), split.get("fractions"), int(split.get("n_blocks", 5)))
+    counts = bin_spikes(spikes, float(params["bin_width_s"]), split["fractions"], int(split["n_blocks"]))
     counts = counts.merge(qc.rename({"unit": "qc_unit"}).rename({v: f"qc_{v}" for v in qc.data_vars}))
     write(counts, outputs["counts"], "spike_counts", make_provenance("bin_spikes", params, [inputs["spikes"]]))
 

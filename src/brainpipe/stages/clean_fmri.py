@@ -18,6 +18,7 @@ from brainpipe.stages._runner import cli, stage
 
 INPUTS = {"roi": "folder of roi_timeseries .nc files"}
 OUTPUTS = {"clean": "roi_segments .nc"}
+CONFIG = "fmri.clean"
 CLEAN_KEYS = ("detrend", "standardize", "high_pass", "low_pass", "use_confounds", "scrub")
 log_ = logging.getLogger("brainpipe.stages.clean_fmri")
 
@@ -27,12 +28,12 @@ def run(inputs, outputs, params, log):
     files = sorted(Path(inputs["roi"]).glob("*.nc"))
     if not files:
         raise InputError(f"{inputs['roi']}: no roi_timeseries files; check the ingest step")
-    kw = {k: params[k] for k in CLEAN_KEYS if k in params}
+    kw = {k: params[k] for k in CLEAN_KEYS}
 
     def cleaned():
         for f in files:
             raw = read(f, "roi_timeseries")
-            check_length(raw, float(params.get("segment_s", 15.0)))
+            check_length(raw, float(params["segment_s"]))
             ds = clean_run(raw, **kw)
             if ds.attrs.get("n_scrubbed"):
                 log_.info("%s: %d volume(s) scrubbed", f.name, ds.attrs["n_scrubbed"])
@@ -40,12 +41,12 @@ def run(inputs, outputs, params, log):
 
     coh = assemble_cohort(
         cleaned(),
-        float(params.get("segment_s", 15.0)),
-        params.get("classification"),
+        float(params["segment_s"]),
+        params.get("classification"),  # the dataset's targets: absent for a cohort without labels
         params.get("regression"),
-        int(params.get("n_folds", 4)),
-        int(params.get("seed", 0)),
-        params.get("segment_step_s"),
+        int(params["n_folds"]),
+        int(params["seed"]),
+        params["segment_step_s"],
     )
     log_.info(
         "%d segments of %d volumes x %d ROIs from %d subject(s), split by %s",
@@ -55,7 +56,7 @@ def run(inputs, outputs, params, log):
         coh.sizes["subject"],
         coh.attrs["split_by"],
     )
-    prov = make_provenance("clean_fmri", params, files, seed=int(params.get("seed", 0)), device="cpu")
+    prov = make_provenance("clean_fmri", params, files, seed=int(params["seed"]), device="cpu")
     write(coh, outputs["clean"], "roi_segments", prov)
 
 

@@ -17,6 +17,7 @@ from brainpipe.stages._runner import cli, stage
 
 INPUTS = {"tensor": "affinity_tensor .zarr"}
 OUTPUTS = {"fit": "model_fit .nc (connectome_ntf, role fit)"}
+CONFIG = "calcium.connectome.model"
 log_ = logging.getLogger("brainpipe.stages.fit_connectome")
 _ALLOWED = set(inspect.signature(DynamicConnectome.__init__).parameters) - {"self"}
 

@@ -15,18 +15,14 @@ from brainpipe.stages._runner import cli, stage
 
 INPUTS = {"counts": "spike_counts .nc"}
 OUTPUTS = {"fit": "model_fit .nc (role fit)"}
+CONFIG = "spikes.poisson_glm"
 log_ = logging.getLogger("brainpipe.stages.fit_poisson_glm")
 
 
 @stage
 def run(inputs, outputs, params, log):
     counts = read(inputs["counts"], "spike_counts")
-    model = PoissonGLM(
-        history_tau_s=float(params.get("history_tau_s", 0.02)),
-        alpha=params.get("alpha", 1e-4),
-        use_behaviour=bool(params.get("use_behaviour", True)),
-        max_iter=int(params.get("max_iter", 300)),
-    ).fit(counts)
+    model = PoissonGLM(**{k: v for k, v in params.items() if k != "enabled"}).fit(counts)
     ds = model.to_dataset()
     ds.attrs["train_ll_per_spike"] = model.score(counts, "train")
     ds.attrs["validation_ll_per_spike"] = model.score(counts, "validation") if np.any(counts["split"] == 1) else np.nan

@@ -24,6 +24,7 @@ from brainpipe.training.device import resolve_device
 
 INPUTS = {"counts": "spike_counts .nc"}
 OUTPUTS = {"fit": "model_fit .nc (switching GLM, role fit)"}
+CONFIG = "spikes.switching_glm.model"
 log_ = logging.getLogger("brainpipe.stages.fit_switching_glm")
 _ALLOWED = set(inspect.signature(SwitchingGLM.__init__).parameters) - {"self"}
 

@@ -15,21 +15,22 @@ from brainpipe.stages._runner import cli, stage
 
 INPUTS = {"traces": "calcium_traces .nc (raw)"}
 OUTPUTS = {"processed": "calcium_traces .nc with dff and events"}
+CONFIG = "calcium.preprocess"
 log_ = logging.getLogger("brainpipe.stages.preprocess_calcium")
 
 
 @stage
 def run(inputs, outputs, params, log):
     traces = read(inputs["traces"], "calcium_traces")
-    base, dec = params.get("baseline", {}), params.get("deconvolve", {})
+    base, dec = params["baseline"], params["deconvolve"]
     out = preprocess_calcium(
         traces,
-        neuropil_coef=float(params.get("neuropil_coef", 0.7)),
-        window_s=float(base.get("window_s", 60.0)),
-        percentile=float(base.get("percentile", 10.0)),
-        tau_s=dec.get("tau_s"),
-        min_event_snr=float(dec.get("min_event_snr", 3.0)),
-        drop_bad_cells=bool(params.get("drop_bad_cells", False)),
+        neuropil_coef=float(params["neuropil_coef"]),
+        window_s=float(base["window_s"]),
+        percentile=float(base["percentile"]),
+        tau_s=dec["tau_s"],
+        min_event_snr=float(dec["min_event_snr"]),
+        drop_bad_cells=bool(params["drop_bad_cells"]),
         source=str(inputs["traces"]),
     )
     n_ev = int((out["events"] > 0).sum())

@@ -20,6 +20,43 @@ import yaml
 from brainpipe.errors import ConfigError
 
 DEFAULT_SCHEMA = Path("workflow") / "schemas" / "config.schema.yaml"
+# the repository's schema, for code run from another folder (the package is installed from the repository)
+_REPO_SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def schema_path() -> Path:
+    """The study schema: ``workflow/schemas/config.schema.yaml`` in the current folder, else the repository's."""
+    return DEFAULT_SCHEMA if DEFAULT_SCHEMA.exists() else _REPO_SCHEMA
+
+
+def section_defaults(section: str, schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The defaults the schema gives the keys of one section (e.g. ``"spikes.bin"``), nested.
+
+    Parameters
+    ----------
+    section : str
+        Dotted key of a section of the study config.
+    schema : mapping, optional
+        The merged study schema (default: :func:`load_schema`).
+
+    Returns
+    -------
+    dict
+        The section as an empty study gets it after validation (``{}`` for a section without defaults).
+    """
+    sch = dict(schema) if schema is not None else load_schema()
+    node: Any = sch
+    for part in section.split("."):
+        while isinstance(node, Mapping) and "$ref" in node:
+            node = sch["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+        node = node.get("properties", {}).get(part) if isinstance(node, Mapping) else None
+        if node is None:
+            raise KeyError(f"no section {section!r} in the study schema")
+    out: dict[str, Any] = {}
+    defaulting = _Validator({"$defs": sch.get("$defs", {}), **dict(node)})
+    for _ in defaulting.iter_errors(out):  # filling defaults is a side effect of validation
+        pass
+    return out
 PATH_OPTIONS = ("position",)  # reader options that name files (checked like 'path', and tracked as inputs)
 
 
@@ -45,7 +82,7 @@ def load_schema(path: str | os.PathLike | None = None) -> dict[str, Any]:
     Each ``<branch>.schema.yaml`` next to ``config.schema.yaml`` describes the top-level key ``<branch>`` (e.g.
     ``calcium.schema.yaml`` -> ``calcium:``); its ``$defs`` join the root's (so ``#/$defs/...`` references work).
     """
-    p = Path(str(path)) if path else DEFAULT_SCHEMA
+    p = Path(str(path)) if path else schema_path()
     with open(p) as fh:
         schema = yaml.safe_load(fh)
     if p.name != "config.schema.yaml":
@@ -132,11 +169,9 @@ def validate_config(
     _check_datasets(cfg, source, Path(base_dir), check_paths)
     _check_fmri(cfg, source, Path(base_dir), check_paths)
     _check_calcium(cfg, source, Path(base_dir), check_paths)
-    fr = cfg.get("spikes", {}).get("bin", {}).get("split", {}).get("fractions")
-    if fr and abs(sum(fr.values()) - 1.0) > 1e-6:
-        raise ConfigError(
-            f"{source}: key 'spikes.bin.split.fractions': {fr} sums to {sum(fr.values()):.4g} (allowed: sum of 1)"
-        )
+    from brainpipe.config._study import Study
+
+    Study(cfg, source=source, check=True)  # every step's resolved parameters, overrides included
     return cfg
 
 

@@ -1,0 +1,357 @@
+"""A study resolved once into per-step parameters, every cross-check run on the resolved values.
+
+:class:`Study` takes a validated config (schema defaults filled in) and answers, for every step of the workflow,
+the parameters that step gets: the global keys of its section, deep-merged with the dataset's (or study's,
+variant's) overrides. The Snakemake rules call it (``workflow/rules/*_common.smk``), so what a rule passes to its
+stage is computed in one place, in Python; a stage reads its parameters without fallback defaults.
+
+Because the checks run on the resolved parameters of every (dataset, variant) the workflow will run, a bad
+per-dataset override fails at config time with its full key, like a bad global value.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from brainpipe.errors import ConfigError
+
+
+def merged(base: Mapping[str, Any] | None, override: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Deep merge of two config mappings (``override`` wins; neither is changed).
+
+    Parameters
+    ----------
+    base, override : mapping or None
+
+    Returns
+    -------
+    dict
+    """
+    out = copy.deepcopy(dict(base or {}))
+    for k, v in (override or {}).items():
+        out[k] = merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+    return out
+
+
+def _pick(d: Mapping[str, Any], keys) -> dict[str, Any]:
+    return {k: copy.deepcopy(v) for k, v in d.items() if k in keys}
+
+
+SPIKE_INGEST_KEYS = ("path", "format", "options", "t_start_s", "t_stop_s")
+CALCIUM_INGEST_KEYS = ("path", "format", "frame_rate_hz", "options", "drop_bad_cells")
+FMRI_READER_KEYS = (
+    "path", "format", "atlas", "atlas_labels", "participants", "confounds", "task", "space", "session",
+    "repetition_time_s", "roi_names", "confound_columns", "drop_columns",
+)
+FMRI_FILE_KEYS = ("atlas", "atlas_labels", "participants")
+NF_SECTIONS = ("tokenizer", "model", "pretrain", "finetune", "evaluate", "bars")
+
+
+class Study:
+    """A validated study config, resolved into the parameters of each step.
+
+    Parameters
+    ----------
+    config : mapping
+        A config returned by :func:`brainpipe.config.validate_config` (defaults filled in).
+    source : str
+        How to name the config in error messages (its file names).
+    check : bool, default True
+        Run :meth:`check` (every cross-check on the resolved parameters) now.
+
+    Examples
+    --------
+    >>> from brainpipe.config import load_study
+    >>> study = load_study("config/config.yaml")  # doctest: +SKIP
+    >>> study.bin("stein")["bin_width_s"]  # doctest: +SKIP
+    0.01
+    """
+
+    def __init__(self, config: Mapping[str, Any], source: str = "config", check: bool = True):
+        self.config = copy.deepcopy(dict(config))
+        self.source = source
+        if check:
+            self.check()
+
+    # -- spikes -----------------------------------------------------------------------------------------------------
+    @property
+    def _spikes(self) -> dict[str, Any]:
+        return self.config.get("spikes", {})
+
+    def spike_datasets(self) -> dict[str, Any]:
+        """Spike dataset name -> its entry."""
+        return self._spikes.get("datasets", {})
+
+    def simulate(self, dataset: str) -> dict[str, Any]:
+        """``simulate`` (spikes): generator, seed, params."""
+        return copy.deepcopy(self.spike_datasets()[dataset]["simulate"])
+
+    def ingest(self, dataset: str) -> dict[str, Any]:
+        """``ingest_spikes``: the reader keys of the dataset."""
+        return _pick(self.spike_datasets()[dataset], SPIKE_INGEST_KEYS)
+
+    def bin(self, dataset: str) -> dict[str, Any]:
+        """``bin_spikes`` and ``calcium_counts``: ``spikes.bin`` merged with ``spikes.datasets.<dataset>.bin``."""
+        return merged(self._spikes.get("bin"), self.spike_datasets()[dataset].get("bin"))
+
+    def poisson_glm(self) -> dict[str, Any]:
+        """``fit_poisson_glm``: ``spikes.poisson_glm`` without ``enabled``."""
+        return {k: v for k, v in copy.deepcopy(self._spikes.get("poisson_glm", {})).items() if k != "enabled"}
+
+    def evaluate(self, dataset: str) -> dict[str, Any]:
+        """``evaluate_poisson_glm``: ``spikes.evaluate`` and the dataset name."""
+        return dict(copy.deepcopy(self._spikes.get("evaluate", {})), dataset=dataset)
+
+    @property
+    def _switching(self) -> dict[str, Any]:
+        return self._spikes.get("switching_glm", {})
+
+    def switching_variants(self, dataset: str) -> list[str]:
+        """The switching-GLM variants fitted on ``dataset``."""
+        sw = self._switching
+        return list(sw["datasets"][dataset].get("variants", sorted(sw.get("variants", {}))))
+
+    def switching(self, dataset: str, variant: str) -> dict[str, Any]:
+        """``fit_switching_glm``: ``model`` <- ``variants.<variant>`` <- ``datasets.<dataset>.model``."""
+        sw = self._switching
+        return merged(merged(sw.get("model"), sw["variants"][variant]), sw["datasets"][dataset].get("model"))
+
+    def switching_evaluate(self, dataset: str, variant: str) -> dict[str, Any]:
+        """``evaluate_switching_glm``: bars (global <- dataset's), dataset and variant names."""
+        sw = self._switching
+        bars = merged(sw.get("bars"), sw["datasets"][dataset].get("bars"))
+        return {"bars": bars, "dataset": dataset, "variant": variant}
+
+    # -- fMRI -------------------------------------------------------------------------------------------------------
+    @property
+    def _fmri(self) -> dict[str, Any]:
+        return self.config.get("fmri", {})
+
+    def fmri_datasets(self) -> dict[str, Any]:
+        """fMRI dataset name -> its entry."""
+        return self._fmri.get("datasets", {})
+
+    def fmri_clean(self, dataset: str) -> dict[str, Any]:
+        """``clean_fmri``: ``fmri.clean`` <- ``fmri.datasets.<dataset>.clean``, and the dataset's targets."""
+        ds = self.fmri_datasets()[dataset]
+        out = merged(self._fmri.get("clean"), ds.get("clean"))
+        out.update(classification=ds.get("classification"), regression=ds.get("regression"))
+        return out
+
+    def fmri_evaluate(self, dataset: str) -> dict[str, Any]:
+        """``fmri_baselines``: ``fmri.brainmae.evaluate`` and the dataset name."""
+        return dict(copy.deepcopy(self._fmri.get("brainmae", {}).get("evaluate", {})), dataset=dataset)
+
+    def brainmae_evaluate(self, dataset: str, variant: str) -> dict[str, Any]:
+        """``evaluate_brainmae``: evaluation settings, fine-tuning (on for the listed variants), bars, names."""
+        bm = self._fmri.get("brainmae", {})
+        entry = bm.get("datasets", {}).get(dataset, {})
+        ft = copy.deepcopy(dict(bm.get("finetune", {})))
+        ft["enabled"] = bool(ft.get("enabled")) and variant in ft.pop("variants", [])
+        return dict(
+            copy.deepcopy(bm.get("evaluate", {})),
+            finetune=ft,
+            bars=merged(bm.get("bars"), entry.get("bars")),
+            dataset=dataset,
+            variant=variant,
+        )
+
+    def brainmae(self, dataset: str, variant: str) -> dict[str, Any]:
+        """``pretrain_brainmae``: ``brainmae.model`` <- ``variants.<variant>`` <- ``datasets.<dataset>.model``."""
+        bm = self._fmri.get("brainmae", {})
+        entry = bm.get("datasets", {}).get(dataset, {})
+        return merged(merged(bm.get("model"), bm.get("variants", {})[variant]), entry.get("model"))
+
+    def brainmae_variants(self, dataset: str) -> list[str]:
+        """The BrainMAE variants pretrained on ``dataset``."""
+        bm = self._fmri.get("brainmae", {})
+        return list(bm.get("datasets", {}).get(dataset, {}).get("variants", sorted(bm.get("variants", {}))))
+
+    # -- calcium ----------------------------------------------------------------------------------------------------
+    @property
+    def _calcium(self) -> dict[str, Any]:
+        return self.config.get("calcium", {})
+
+    def calcium_datasets(self) -> dict[str, Any]:
+        """Calcium dataset name -> its entry."""
+        return self._calcium.get("datasets", {})
+
+    def calcium_ingest(self, dataset: str) -> dict[str, Any]:
+        """``ingest_calcium``: the reader keys of the dataset."""
+        return _pick(self.calcium_datasets()[dataset], CALCIUM_INGEST_KEYS)
+
+    def calcium_preprocess(self, dataset: str) -> dict[str, Any]:
+        """``preprocess_calcium``: ``calcium.preprocess`` <- ``calcium.datasets.<dataset>.preprocess``."""
+        return merged(self._calcium.get("preprocess"), self.calcium_datasets()[dataset].get("preprocess"))
+
+    @property
+    def _connectome(self) -> dict[str, Any]:
+        return self._calcium.get("connectome", {})
+
+    def connectome_tensor(self, study: str | None = None) -> dict[str, Any]:
+        """``build_connectome_tensor``: the affinity and the memory bound."""
+        c = self._connectome
+        return {"affinity": copy.deepcopy(c.get("affinity", {})), "memory_mb": c.get("memory_mb")}
+
+    def connectome(self, study: str) -> dict[str, Any]:
+        """``fit_connectome``: ``connectome.model`` <- ``connectome.studies.<study>.model``."""
+        c = self._connectome
+        return merged(c.get("model"), c["studies"][study].get("model"))
+
+    def connectome_evaluate(self, study: str) -> dict[str, Any]:
+        """``evaluate_connectome``: bars (global <- study's) and the study name."""
+        c = self._connectome
+        return {"bars": merged(c.get("bars"), c["studies"][study].get("bars")), "study": study}
+
+    # -- Neuroformer ------------------------------------------------------------------------------------------------
+    @property
+    def _nf(self) -> dict[str, Any]:
+        return self.config.get("neuroformer", {})
+
+    def neuroformer(self, dataset: str) -> dict[str, Any]:
+        """The dataset's whole Neuroformer config: every section merged with the dataset's own."""
+        nf = self._nf
+        entry = nf["datasets"][dataset]
+        out = {k: merged(nf.get(k), entry.get(k)) for k in NF_SECTIONS}
+        out["modalities"] = {m: copy.deepcopy(nf.get("modalities", {})[m]) for m in entry.get("modalities", [])}
+        out["target"] = copy.deepcopy(entry.get("target"))
+        out["seed"] = nf.get("seed", 0)
+        out["dataset"] = dataset
+        return out
+
+    def neuroformer_pretrain(self, dataset: str) -> dict[str, Any]:
+        """``neuroformer_pretrain``: tokenizer, model, pretrain, modalities, seed."""
+        return _pick(self.neuroformer(dataset), ("tokenizer", "model", "pretrain", "modalities", "seed"))
+
+    def neuroformer_finetune(self, dataset: str) -> dict[str, Any]:
+        """``neuroformer_finetune``: finetune, target, seed, dataset."""
+        return _pick(self.neuroformer(dataset), ("finetune", "target", "seed", "dataset"))
+
+    def neuroformer_evaluate(self, dataset: str) -> dict[str, Any]:
+        """``neuroformer_evaluate``: evaluate, bars, seed, dataset, pretrain (its device)."""
+        return _pick(self.neuroformer(dataset), ("evaluate", "bars", "seed", "dataset", "pretrain"))
+
+    # -- every cross-check, on the resolved parameters --------------------------------------------------------------
+    def _fail(self, key: str, err: Exception | str) -> ConfigError:
+        msg = str(err)
+        return ConfigError(f"{self.source}: key '{key}': {msg}")
+
+    def check(self) -> None:
+        """Check the parameters of every step the workflow will run (one-line :class:`ConfigError`).
+
+        Each (dataset, variant) pair is resolved and checked by the code that will use it: the split fractions of
+        each dataset's binning sum to 1; each switching-GLM, BrainMAE, Neuroformer and connectome configuration
+        passes its estimator's own hyperparameter check. The key named is where the dataset's own value lives when
+        it overrides the global one.
+        """
+        for name in self.spike_datasets():
+            p = self.bin(name)
+            fr = p.get("split", {}).get("fractions")
+            if fr and abs(sum(fr.values()) - 1.0) > 1e-6:
+                own = "fractions" in self.spike_datasets()[name].get("bin", {}).get("split", {})
+                key = f"spikes.datasets.{name}.bin.split.fractions" if own else "spikes.bin.split.fractions"
+                raise self._fail(key, f"{fr} sums to {sum(fr.values()):.4g} (allowed: sum of 1)")
+        self._check_switching()
+        self._check_brainmae()
+        self._check_neuroformer()
+        self._check_connectome()
+
+    def _check_switching(self) -> None:
+        from brainpipe.models import SwitchingGLM
+
+        sw = self._switching
+        if not sw.get("enabled", True):
+            return
+        for name in sw.get("datasets", {}):
+            if name not in self.spike_datasets():
+                continue  # reported by validate_config
+            for v in self.switching_variants(name):
+                if v not in sw.get("variants", {}):
+                    continue
+                own = "model" in sw["datasets"][name]
+                key = f"spikes.switching_glm.datasets.{name}.model" if own else f"spikes.switching_glm.variants.{v}"
+                self._check_estimator(SwitchingGLM, self.switching(name, v), key)
+
+    def _check_brainmae(self) -> None:
+        from brainpipe.models.brainmae import split_kwargs
+
+        bm = self._fmri.get("brainmae", {})
+        for name, entry in bm.get("datasets", {}).items():
+            for v in self.brainmae_variants(name):
+                if v not in bm.get("variants", {}):
+                    continue
+                key = f"fmri.brainmae.datasets.{name}.model" if "model" in entry else f"fmri.brainmae.variants.{v}"
+                try:
+                    split_kwargs(self.brainmae(name, v))
+                except ConfigError as err:
+                    raise self._fail(key, err) from None
+
+    def _check_neuroformer(self) -> None:
+        nf = self._nf
+        if not nf.get("enabled", True):
+            return
+        for name, entry in nf.get("datasets", {}).items():
+            if name not in self.spike_datasets():
+                continue
+            p = self.neuroformer(name)
+            own = [k for k in ("model", "pretrain", "finetune", "tokenizer") if k in entry]
+            key = f"neuroformer.datasets.{name}" + (f".{own[0]}" if len(own) == 1 else "")
+            try:
+                from brainpipe.stages._neuroformer import build_model
+
+                build_model(p, with_target=bool(p.get("target")))._check_params()
+            except ConfigError as err:
+                raise self._fail(key, err) from None
+
+    def _check_connectome(self) -> None:
+        from brainpipe.models import DynamicConnectome
+
+        c = self._connectome
+        if not c.get("enabled", True):
+            return
+        for study, entry in c.get("studies", {}).items():
+            key = f"calcium.connectome.studies.{study}.model" if "model" in entry else "calcium.connectome.model"
+            self._check_estimator(DynamicConnectome, self.connectome(study), key)
+
+    def _check_estimator(self, cls, params: dict[str, Any], key: str) -> None:
+        import inspect
+
+        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise self._fail(key, f"unknown parameter(s) {', '.join(unknown)} of {cls.__name__}")
+        try:
+            cls(**params)._check_params()
+        except ConfigError as err:
+            raise self._fail(key, err) from None
+
+
+def load_study(
+    path: str | os.PathLike, schema: str | os.PathLike | None = None, base_dir: str | os.PathLike | None = None,
+    check_paths: bool = True,
+) -> Study:
+    """Read, validate and resolve a study config file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The study's YAML file.
+    schema : str or path-like, optional
+        The study schema (default: the repository's ``workflow/schemas/config.schema.yaml``).
+    base_dir : str or path-like, optional
+        Folder that relative data paths are taken from (default: the current folder).
+    check_paths : bool
+        Check that data paths exist.
+
+    Returns
+    -------
+    Study
+    """
+    from brainpipe.config._validate import load_config
+
+    cfg = load_config(path, schema, base_dir=base_dir or Path("."), check_paths=check_paths)
+    return Study(cfg, source=str(path))
