@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -11,9 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from brainpipe import layout
 from brainpipe.data import read
 from brainpipe.errors import InputError
-from brainpipe.report import build_report, collect, collect_switching, dataset_name, read_benchmarks
+from brainpipe.report import (
+    branch_files,
+    build_report,
+    collect,
+    collect_switching,
+    dataset_name,
+    read_benchmarks,
+)
 from brainpipe.stages import (
     bin_spikes,
     evaluate_poisson_glm,
@@ -125,7 +134,8 @@ def _switching_dataset(root: Path, name: str, seed: int) -> dict:
     return files
 
 
-def _inputs(study, switching: bool = True) -> dict[str, list[Path]]:
+def _spikes(study, switching: bool = True) -> dict[str, list[Path]]:
+    """The spike branch's files of the test study (keys of brainpipe.report.spikes.sections)."""
     sim, rec, sw = study["sim"], study["rec"], study["sw"]
     ins = {
         "metrics": [sim["metrics"], rec["metrics"]],
@@ -141,6 +151,11 @@ def _inputs(study, switching: bool = True) -> dict[str, list[Path]]:
         ins["switching_metrics"] = sw["switching_metrics"]
         ins["switching_fits"] = sw["switching_fits"]
     return ins
+
+
+def _inputs(study, switching: bool = True) -> dict[str, list[Path]]:
+    """The report stage's inputs (``spikes__<key>``)."""
+    return {f"spikes__{k}": v for k, v in _spikes(study, switching).items()}
 
 
 @pytest.fixture(scope="module")
@@ -227,8 +242,11 @@ def test_page_is_written_with_every_section(page):
 def test_page_is_self_contained(page):
     _, text = page
     low = text.lower()
-    assert "<script" not in low and "<link" not in low and "@import" not in low and "url(" not in low
+    assert low.count("<script") == 1 and "<script>" in low  # one inline script (the table filter), no src
+    assert "<link" not in low and "@import" not in low and "url(" not in low
     assert 'src="http' not in low and 'href="http' not in low
+    # brainpipe.data.atomic.owner() recognises the page by its generator tag in the first 4,096 bytes
+    assert b'<meta name="generator" content="brainpipe' in text.encode("utf-8")[:4096]
 
 
 def _metrics_files(study) -> list[Path]:
@@ -304,8 +322,11 @@ def test_images_are_embedded_pngs(page):
 
 def test_dataset_without_truth_still_renders(page):
     rec = _section(page[1], "ds-rec")
-    assert "no planted ground truth" in rec and "No planted truth" in rec
-    assert rec.count("<img ") == 3
+    assert "no planted ground truth" in rec
+    assert rec.count("<img ") == 2  # raster and unit QC; the coupling figure is its key figure, shown at the top
+    assert rec.count('class="note keyref"') == 1
+    results = _section(page[1], "results")
+    assert 'alt="coupling of poisson_glm on rec"' in results and "No planted truth" in results
     metrics = {r["metric"] for r in _parse(page[1]).rows if r["dataset"] == "rec"}
     assert metrics == {"test_bits_per_spike"}
 
@@ -326,7 +347,7 @@ def test_dataset_name_from_paths():
 
 
 def test_files_are_matched_by_dataset_folder(study):
-    ins = _inputs(study, switching=False)
+    ins = _spikes(study, switching=False)
     entries = collect(ins["metrics"], ins["fits"][::-1], ins["counts"][::-1], ins["truths"])
     by_name = {e.dataset: e for e in entries}
     assert (
@@ -367,8 +388,10 @@ def test_switching_subsection(page, study):
     assert 'id="ds-sw-switching"' in sw and "Switching GLM" in sw
     part = sw[sw.index('id="ds-sw-switching"') :]
     imgs = _parse(part).imgs
-    assert len(imgs) == 3 and all(_decodes_as_png(src) for src in imgs)  # states, couplings, bits + EM
-    assert 'alt="decoded states of sw"' in part and 'alt="per-state couplings of none on sw"' in part
+    assert len(imgs) == 2 and all(_decodes_as_png(src) for src in imgs)  # couplings, bits + EM
+    assert 'alt="per-state couplings of none on sw"' in part
+    # the decoded states are the key figure of the best variant: at the top, linked from here
+    assert 'alt="decoded states of sw"' in _section(page[1], "results") and 'class="note keyref"' in part
     # the variant table: baseline first, the multi-state fit marked best, numbers those of the files
     table = part[
         part.index('<table class="variants"') : part.index("</table>", part.index('<table class="variants"'))
@@ -382,8 +405,9 @@ def test_switching_subsection(page, study):
         assert f'data-metric="{metric}" data-value="{values[metric]!r}"' in none_row, metric
     cell = none_row[none_row.index('data-metric="state_accuracy"') - 30 :]
     assert '<td class="num miss" data-metric="state_accuracy"' in cell  # the bar of the file: missed
-    # the Poisson GLM's figure is not compared with a switching truth
-    assert "not compared here" in sw and "planted switching_glm_network" in sw
+    # the Poisson GLM's figure (its key figure, at the top) is not compared with a switching truth
+    assert "planted switching_glm_network" in sw
+    assert "not compared here" in _section(page[1], "results")
 
 
 def test_datasets_without_switching_fits_have_no_switching_subsection(page):
@@ -405,14 +429,13 @@ def test_switching_only_study_and_cli(study, tmp_path):
     from brainpipe.cli import main
 
     sw = study["sw"]
-    text = build_report(
-        [],
-        [],
-        [sw["counts"]],
-        [sw["truth"]],
-        switching_metrics=sw["switching_metrics"],
-        switching_fits=sw["switching_fits"],
-    )
+    spikes = {
+        "counts": [sw["counts"]],
+        "truths": [sw["truth"]],
+        "switching_metrics": sw["switching_metrics"],
+        "switching_fits": sw["switching_fits"],
+    }
+    text = build_report({"spikes": spikes})
     rows = _parse(text).rows
     assert {r["model"] for r in rows} == {"switching_glm/single", "switching_glm/none"}
     assert 'id="ds-sw-switching"' in text
@@ -421,9 +444,7 @@ def test_switching_only_study_and_cli(study, tmp_path):
     )
     assert [e.fit_path for e in entries] == sw["switching_fits"]  # matched by folder, not position
     with pytest.raises(InputError, match="cannot match a counts file"):
-        build_report(
-            [], [], [], switching_metrics=sw["switching_metrics"], switching_fits=sw["switching_fits"]
-        )
+        build_report({"spikes": {k: v for k, v in spikes.items() if k.startswith("switching")}})
 
     out = tmp_path / "cli" / "index.html"
     results = study["root"] / "results"
@@ -452,18 +473,20 @@ def test_missing_input_raises_and_removes_output(study, tmp_path):
     out.parent.mkdir()
     out.write_text("stale page")
     ins = _inputs(study)
-    ins["metrics"] = [ins["metrics"][0], tmp_path / "nope" / "poisson_glm" / "metrics.nc"]
+    ins["spikes__metrics"] = [ins["spikes__metrics"][0], tmp_path / "nope" / "poisson_glm" / "metrics.nc"]
     with pytest.raises(InputError, match="does not exist"):
         report.run(ins, {"html": out}, {"title": "x"}, None)
     assert out.read_text() == "stale page"  # not written by this run (nor by brainpipe): never removed
 
 
 def test_unmatched_files_are_an_input_error(study):
-    ins = _inputs(study)
+    ins = _spikes(study)
     with pytest.raises(InputError, match="cannot match"):
-        build_report(ins["metrics"], ins["fits"][:1], ins["counts"], ins["truths"])
-    empty = build_report([], [], [])  # a study with no model enabled still gets a page that says so
+        build_report({"spikes": {**ins, "fits": ins["fits"][:1]}})
+    empty = build_report({})  # a study with no model enabled still gets a page that says so
     assert "no model results yet" in empty and "<img" not in empty
+    with pytest.raises(InputError, match="input 'metrics' names no branch"):
+        branch_files({"metrics": []})
 
 
 def test_cli_help():
@@ -474,7 +497,9 @@ def test_cli_help():
         timeout=120,
     )
     assert res.returncode == 0, res.stderr
-    assert "--metrics" in res.stdout and "--html-out" in res.stdout
+    assert "--spikes--metrics" in res.stdout and "--html-out" in res.stdout
+    for branch in ("fmri", "calcium", "neuroformer"):
+        assert f"--{branch}--metrics" in res.stdout
 
 
 def test_branch_sections_are_added_with_their_metrics(study, tmp_path, monkeypatch):
@@ -483,7 +508,8 @@ def test_branch_sections_are_added_with_their_metrics(study, tmp_path, monkeypat
 
     from brainpipe.data import make_provenance, write
     from brainpipe.evaluate.metrics import metrics_dataset
-    from brainpipe.report.html import BranchSection, metrics_table
+    from brainpipe.report.base import BranchSection
+    from brainpipe.report.tables import metrics_table
 
     m = metrics_dataset({"test_bits_per_spike": 0.5}, {"test_bits_per_spike": 0.1}, model="thing", dataset="ext")
     path = write(m, tmp_path / "ext" / "thing" / "metrics.nc", "metrics", make_provenance("test", {}))
@@ -507,4 +533,89 @@ def test_branch_sections_are_added_with_their_metrics(study, tmp_path, monkeypat
 
 def test_unknown_branch_is_one_line(study, tmp_path):
     with pytest.raises(InputError, match="no report module for branch 'nosuchbranch'"):
-        build_report([], [], [], branches={"nosuchbranch": {"metrics": [tmp_path / "x.nc"]}})
+        build_report({"nosuchbranch": {"metrics": [tmp_path / "x.nc"]}})
+
+
+def test_layout_paths_round_trip(tmp_path):
+    """Every result path of brainpipe.layout reads back to its fields; patterns keep the rules' wildcards."""
+    assert layout.path("counts") == "results/spikes/{dataset}/counts.nc"
+    assert layout.path("switching_fit", dataset="a") == "results/spikes/a/switching_glm/{variant}/fit.nc"
+    assert layout.path("report_page", root=tmp_path) == f"{tmp_path.as_posix()}/report/index.html"
+    for name in layout.TEMPLATES:
+        values = {f: f"x{i}" for i, f in enumerate(layout.fields(name))}
+        p = layout.path(name, root=tmp_path / "res", **values)
+        assert layout.match(name, p) == (tmp_path / "res", values), name
+    assert layout.match("counts", "results/spikes/a/poisson_glm/fit.nc") is None
+    assert layout.paths("switching_metrics", [("a", "none")]) == ["results/spikes/a/switching_glm/none/metrics.nc"]
+    with pytest.raises(TypeError, match="no field"):
+        layout.path("counts", variant="none")
+
+
+def test_layout_discovers_the_study(study):
+    """What a study ran, read back from the results folder, names the files the page is built from."""
+    res = study["root"] / "results"
+    runs = layout.discover(res)
+    assert runs.glm == ["rec", "sim", "sw"] and runs.switching == [("sw", "none"), ("sw", "single")]
+    assert runs.spike_truths == ["sim", "sw"] and runs.fmri == [] and runs.neuroformer == []
+    ins = layout.report_inputs(runs, root=res)
+    assert [Path(p) for p in ins["spikes__fits"]] == [study["rec"]["fit"], study["sim"]["fit"], study["sw"]["glm_fit"]]
+    assert [Path(p) for p in ins["spikes__truths"]] == [study["sim"]["truth"], study["sw"]["truth"]]
+    assert ins["fmri__metrics"] == [] and ins["calcium__metrics"] == []
+
+
+def test_headlines_lead_the_page(page, study):
+    """Results first: a headline per dataset and model (main metric, best baseline, difference, bar), then every
+    metric in a folded table; the numbers are the files'."""
+    text = page[1]
+    assert text.index('id="results"') < text.index('id="summary"') < text.index('id="ds-sim"')
+    summary = _section(text, "summary")
+    assert '<details id="all-metrics">' in summary and 'id="metric-filter"' in summary
+    results = _section(text, "results")
+    rows = re.findall(r'<tr data-dataset="([^"]+)" data-model="([^"]+)" data-metric="([^"]+)">(.*?)</tr>', results)
+    assert [(d, m) for d, m, _, _ in rows] == [
+        ("sim", "poisson_glm"),
+        ("rec", "poisson_glm"),
+        ("sw", "poisson_glm"),
+        ("sw", "switching_glm/single"),
+        ("sw", "switching_glm/none"),
+    ]
+    assert {metric for _, _, metric, _ in rows} == {"test_bits_per_spike"}
+
+    def value(path, metric):
+        m = read(path, "metrics")
+        return float(m["value"].sel(metric=metric))
+
+    sw = study["sw"]
+    none = sw["variants"]["none"]["metrics"]
+    bits = value(none, "test_bits_per_spike")
+    candidates = {
+        "single-state GLM": bits - value(none, "bits_vs_single"),
+        "Poisson GLM": value(sw["glm_metrics"], "test_bits_per_spike"),
+        "homogeneous Poisson": 0.0,
+    }
+    label, base = max(candidates.items(), key=lambda kv: kv[1])
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows[-1][3])
+    assert cells[2] == f"{bits:.4g}" and cells[3] == label and cells[4] == f"{base:.4g}"
+    assert cells[5].startswith(f"{bits - base:+.4g}")
+    assert cells[5].endswith("better" if bits > base else "worse")
+    assert cells[6].startswith("PASS")  # test_bits_per_spike >= -100
+    sim = re.findall(r"<td[^>]*>(.*?)</td>", rows[0][3])
+    rec = re.findall(r"<td[^>]*>(.*?)</td>", rows[1][3])
+    assert sim[3] == "homogeneous Poisson" and sim[6] == "no bar"  # the sim dataset's file: no bar on bits/spike
+    assert rec[6] == "PASS (&gt;= -100)"  # the rec dataset's file: a bar, met
+    # each key figure is shown once, at the top, and linked from its section
+    assert text.count('alt="coupling of poisson_glm on sim"') == 1 and 'href="#key-figure-1"' in text
+
+
+def test_two_datasets_under_one_name_are_an_input_error(study, tmp_path):
+    from brainpipe.data import write
+
+    m = read(study["rec"]["metrics"], "metrics")
+    m.attrs["dataset"] = "sim"  # another folder claiming to be 'sim'
+    other = tmp_path / "results" / "spikes" / "other" / "poisson_glm" / "metrics.nc"
+    write(m, other, "metrics")
+    ins = _spikes(study, switching=False)
+    ins["metrics"] = [study["sim"]["metrics"], other]
+    ins["counts"] = [study["sim"]["counts"], study["rec"]["counts"]]
+    with pytest.raises(InputError, match="both name dataset 'sim'"):
+        build_report({"spikes": ins})

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import brainpipe
-from brainpipe.errors import BrainpipeError
+from brainpipe.errors import BrainpipeError, InputError
 
 
 def _cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -55,35 +55,18 @@ def _cmd_info(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
-    from brainpipe.report import write_report
+    from brainpipe import layout
+    from brainpipe.report import branch_files, write_report
 
     res = Path(args.results)
-    metrics = sorted(res.glob("spikes/*/poisson_glm/metrics.nc"))
-    switching = sorted(res.glob("spikes/*/switching_glm/*/metrics.nc"))
-    if not metrics and not switching:
-        print(
-            f"brainpipe: error: no metrics files under {res}/spikes/*/poisson_glm/ or {res}/spikes/*/switching_glm/*/; "
-            "run the study first",
-            file=sys.stderr,
-        )
-        return 1
-    fits = [m.parent / "fit.nc" for m in metrics]
-    switching_fits = [m.parent / "fit.nc" for m in switching]
-    names = sorted({m.parent.parent.name for m in metrics} | {m.parent.parent.parent.name for m in switching})
-    counts = [res / "spikes" / n / "counts.nc" for n in names]
-    truths = [p for p in (res / "spikes" / n / "truth.nc" for n in names) if p.exists()]
-    out = Path(args.output or res / "report" / "index.html")
-    write_report(
-        out,
-        metrics,
-        fits,
-        counts,
-        truth_paths=truths,
-        title=args.title,
-        benchmarks_dir=args.benchmarks,
-        switching_metrics=switching,
-        switching_fits=switching_fits,
-    )
+    if not res.is_dir():
+        raise InputError(f"{res}: no such results folder; run the study first or pass --results DIR")
+    # the same inputs the workflow's report rule gets (brainpipe.layout), for what exists under the results folder
+    inputs = layout.report_inputs(layout.discover(res), root=res)
+    if not any(v for k, v in inputs.items() if k.endswith("metrics")):
+        raise InputError(f"{res}: no metrics files in the results layout (see brainpipe.layout); run the study first")
+    out = Path(args.output or layout.path("report_page", root=res))
+    write_report(out, branch_files(inputs), title=args.title, benchmarks_dir=args.benchmarks)
     print(out)
     return 0
 

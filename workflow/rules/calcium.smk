@@ -8,8 +8,8 @@ include: "calcium_common.smk"
 
 rule simulate_calcium:
     output:
-        data="results/calcium/{cadataset}/traces.nc",
-        truth="results/calcium/{cadataset}/truth.nc",
+        data=layout.path("calcium_traces"),
+        truth=layout.path("calcium_truth"),
     log:
         "logs/simulate_calcium/{cadataset}.log",
     benchmark:
@@ -29,7 +29,7 @@ rule ingest_calcium:
     input:
         source=ca_source,
     output:
-        traces="results/calcium/{cadataset}/traces.nc",
+        traces=layout.path("calcium_traces"),
     log:
         "logs/ingest_calcium/{cadataset}.log",
     benchmark:
@@ -47,9 +47,9 @@ rule ingest_calcium:
 
 rule preprocess_calcium:
     input:
-        traces="results/calcium/{cadataset}/traces.nc",
+        traces=layout.path("calcium_traces"),
     output:
-        processed="results/calcium/{cadataset}/processed.nc",
+        processed=layout.path("calcium_processed"),
     log:
         "logs/preprocess_calcium/{cadataset}.log",
     benchmark:
@@ -67,7 +67,7 @@ rule build_connectome_tensor:
     input:
         processed=ca_study_processed,
     output:
-        tensor=directory("results/calcium/{study}/connectome/tensor.zarr"),
+        tensor=directory(layout.path("connectome_tensor")),
     log:
         "logs/build_connectome_tensor/{study}.log",
     benchmark:
@@ -83,9 +83,9 @@ rule build_connectome_tensor:
 
 rule fit_connectome:
     input:
-        tensor="results/calcium/{study}/connectome/tensor.zarr",
+        tensor=layout.path("connectome_tensor"),
     output:
-        fit="results/calcium/{study}/connectome/fit.nc",
+        fit=layout.path("connectome_fit"),
     log:
         "logs/fit_connectome/{study}.log",
     benchmark:
@@ -104,11 +104,11 @@ rule fit_connectome:
 
 rule evaluate_connectome:
     input:
-        fit="results/calcium/{study}/connectome/fit.nc",
-        tensor="results/calcium/{study}/connectome/tensor.zarr",
+        fit=layout.path("connectome_fit"),
+        tensor=layout.path("connectome_tensor"),
         truths=ca_study_truths,
     output:
-        metrics="results/calcium/{study}/connectome/metrics.nc",
+        metrics=layout.path("connectome_metrics"),
     log:
         "logs/evaluate_connectome/{study}.log",
     benchmark:
@@ -126,7 +126,7 @@ rule calcium_counts:
     input:
         processed=ca_counts_input,
     output:
-        counts="results/spikes/{dataset}/counts.nc",
+        counts=layout.path("counts"),
     log:
         "logs/calcium_counts/{dataset}.log",
     benchmark:

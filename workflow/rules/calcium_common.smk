@@ -34,16 +34,15 @@ def ca_source(wildcards):
 
 
 def ca_study_processed(wildcards):
-    return expand(
-        "results/calcium/{d}/processed.nc",
-        d=CONNECTOME["studies"][wildcards.study]["datasets"],
+    return layout.paths(
+        "calcium_processed", CONNECTOME["studies"][wildcards.study]["datasets"]
     )
 
 
 def ca_study_truths(wildcards):
     names = CONNECTOME["studies"][wildcards.study]["datasets"]
     if all(d in CA_SIMULATED for d in names):
-        return expand("results/calcium/{d}/truth.nc", d=names)
+        return layout.paths("calcium_truth", names)
     return []
 
 
@@ -71,25 +70,18 @@ def ca_eval_params(wildcards):
 
 
 def ca_counts_input(wildcards):
-    return f"results/calcium/{SPIKE_DATASETS[wildcards.dataset]['from_calcium']}/processed.nc"
-
-
-def calcium_metrics():
-    return expand("results/calcium/{s}/connectome/metrics.nc", s=CA_STUDIES)
-
-
-def calcium_final_outputs():
-    return (
-        expand("results/calcium/{d}/processed.nc", d=sorted(CA_DATASETS))
-        + calcium_metrics()
+    return layout.path(
+        "calcium_processed", cadataset=SPIKE_DATASETS[wildcards.dataset]["from_calcium"]
     )
 
 
+def calcium_metrics():
+    return layout.paths("connectome_metrics", CA_STUDIES)
+
+
+def calcium_final_outputs():
+    return layout.paths("calcium_processed", sorted(CA_DATASETS)) + calcium_metrics()
+
+
 def calcium_report_inputs():
-    return {
-        "calcium__metrics": calcium_metrics(),
-        "calcium__fits": expand("results/calcium/{s}/connectome/fit.nc", s=CA_STUDIES),
-        "calcium__processed": expand(
-            "results/calcium/{d}/processed.nc", d=sorted(CA_DATASETS)
-        ),
-    }
+    return layout.calcium_report_inputs(sorted(CA_DATASETS), CA_STUDIES)

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from brainpipe import __version__ as VERSION
+from brainpipe import layout
 from brainpipe.config import PATH_OPTIONS, validate_config
 from brainpipe.errors import ConfigError
 from snakemake.exceptions import WorkflowError
@@ -134,14 +135,12 @@ def switching_references(wildcards):
         for r in SWITCHING["references"]
         if r != wildcards.variant and r in switching_variants(wildcards.dataset)
     ]
-    return expand(
-        "results/spikes/{d}/switching_glm/{v}/fit.nc", d=wildcards.dataset, v=names
-    )
+    return layout.paths("switching_fit", [(wildcards.dataset, v) for v in names])
 
 
 def truth_of(wildcards):
     if wildcards.dataset in SIMULATED:
-        return f"results/spikes/{wildcards.dataset}/truth.nc"
+        return layout.path("spike_truth", dataset=wildcards.dataset)
     return []
 
 
@@ -149,25 +148,16 @@ def glm_datasets():
     return sorted(SPIKE_DATASETS) if config["spikes"]["poisson_glm"]["enabled"] else []
 
 
+def spike_report_inputs():
+    return layout.spike_report_inputs(glm_datasets(), switching_runs(), SIMULATED)
+
+
 def report_inputs(wildcards):
-    names = glm_datasets()
-    runs = switching_runs()
-    used = sorted(set(names) | {d for d, _ in runs})
+    """Every input of the report page, named <branch>__<key> (paths: brainpipe.layout)."""
     return {
-        "metrics": expand("results/spikes/{d}/poisson_glm/metrics.nc", d=names),
-        "fits": expand("results/spikes/{d}/poisson_glm/fit.nc", d=names),
-        "counts": expand("results/spikes/{d}/counts.nc", d=used),
-        "truths": expand(
-            "results/spikes/{d}/truth.nc", d=[n for n in used if n in SIMULATED]
-        ),
-        "switching_metrics": [
-            f"results/spikes/{d}/switching_glm/{v}/metrics.nc" for d, v in runs
-        ],
-        "switching_fits": [
-            f"results/spikes/{d}/switching_glm/{v}/fit.nc" for d, v in runs
-        ],
-        **calcium_report_inputs(),
+        **spike_report_inputs(),
         **fmri_report_inputs(wildcards),
+        **calcium_report_inputs(),
         **nf_report_inputs(),
     }
 
@@ -175,8 +165,8 @@ def report_inputs(wildcards):
 def all_metrics(wildcards):
     ins = report_inputs(wildcards)
     return (
-        ins["metrics"]
-        + ins["switching_metrics"]
+        ins["spikes__metrics"]
+        + ins["spikes__switching_metrics"]
         + calcium_metrics()
         + fmri_metrics()
         + ins["neuroformer__metrics"]
@@ -184,11 +174,11 @@ def all_metrics(wildcards):
 
 
 def final_outputs():
-    out = expand("results/spikes/{d}/counts.nc", d=sorted(SPIKE_DATASETS))
+    out = layout.paths("counts", sorted(SPIKE_DATASETS))
     ins = report_inputs(None)
-    out += ins["metrics"] + ins["switching_metrics"]
+    out += ins["spikes__metrics"] + ins["spikes__switching_metrics"]
     out += fmri_final_outputs()
     out += calcium_final_outputs()
     out += nf_outputs()
-    out += ["results/report/index.html", "results/report/metrics.tsv"]
+    out += [layout.path("report_page"), layout.path("metrics_table")]
     return out

@@ -8,8 +8,8 @@ include: "fmri_common.smk"
 
 rule simulate_fmri:
     output:
-        source=directory("results/fmri/{fmri_dataset}/source"),
-        truth="results/fmri/{fmri_dataset}/truth.nc",
+        source=directory(layout.path("fmri_source")),
+        truth=layout.path("fmri_truth"),
     log:
         "logs/simulate_fmri/{fmri_dataset}.log",
     benchmark:
@@ -28,7 +28,7 @@ rule ingest_fmri:
         source=fmri_source,
         extra=fmri_extra_files,
     output:
-        roi=directory("results/fmri/{fmri_dataset}/roi"),
+        roi=directory(layout.path("fmri_roi")),
     log:
         "logs/ingest_fmri/{fmri_dataset}.log",
     benchmark:
@@ -44,9 +44,9 @@ rule ingest_fmri:
 
 rule clean_fmri:
     input:
-        roi="results/fmri/{fmri_dataset}/roi",
+        roi=layout.path("fmri_roi"),
     output:
-        clean="results/fmri/{fmri_dataset}/clean.nc",
+        clean=layout.path("fmri_clean"),
     log:
         "logs/clean_fmri/{fmri_dataset}.log",
     benchmark:
@@ -62,9 +62,9 @@ rule clean_fmri:
 
 rule fmri_baselines:
     input:
-        clean="results/fmri/{fmri_dataset}/clean.nc",
+        clean=layout.path("fmri_clean"),
     output:
-        metrics="results/fmri/{fmri_dataset}/baselines/metrics.nc",
+        metrics=layout.path("fmri_baselines"),
     log:
         "logs/fmri_baselines/{fmri_dataset}.log",
     benchmark:
@@ -80,10 +80,10 @@ rule fmri_baselines:
 
 rule pretrain_brainmae:
     input:
-        clean="results/fmri/{fmri_dataset}/clean.nc",
+        clean=layout.path("fmri_clean"),
     output:
-        weights="results/fmri/{fmri_dataset}/brainmae/{fmri_variant}/weights.pt",
-        fit="results/fmri/{fmri_dataset}/brainmae/{fmri_variant}/fit.nc",
+        weights=layout.path("brainmae_weights"),
+        fit=layout.path("brainmae_fit"),
     log:
         "logs/pretrain_brainmae/{fmri_dataset}/{fmri_variant}.log",
     benchmark:
@@ -103,13 +103,13 @@ rule pretrain_brainmae:
 
 rule evaluate_brainmae:
     input:
-        clean="results/fmri/{fmri_dataset}/clean.nc",
-        weights="results/fmri/{fmri_dataset}/brainmae/{fmri_variant}/weights.pt",
-        fit="results/fmri/{fmri_dataset}/brainmae/{fmri_variant}/fit.nc",
-        baselines="results/fmri/{fmri_dataset}/baselines/metrics.nc",
+        clean=layout.path("fmri_clean"),
+        weights=layout.path("brainmae_weights"),
+        fit=layout.path("brainmae_fit"),
+        baselines=layout.path("fmri_baselines"),
         truth=fmri_truth,
     output:
-        metrics="results/fmri/{fmri_dataset}/brainmae/{fmri_variant}/metrics.nc",
+        metrics=layout.path("brainmae_metrics"),
     log:
         "logs/evaluate_brainmae/{fmri_dataset}/{fmri_variant}.log",
     benchmark:

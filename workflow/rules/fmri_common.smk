@@ -37,7 +37,7 @@ def fmri_sim_params(wildcards):
 def fmri_source(wildcards):
     ds = FMRI_DATASETS[wildcards.fmri_dataset]
     if "simulate" in ds:
-        return f"results/fmri/{wildcards.fmri_dataset}/source"
+        return layout.path("fmri_source", fmri_dataset=wildcards.fmri_dataset)
     return ds["path"]
 
 
@@ -52,7 +52,7 @@ def fmri_ingest_params(wildcards):
     out = {k: v for k, v in ds.items() if k in FMRI_READER_KEYS}
     # the simulated tree: fMRIPrep derivatives + atlas, or the ROI tables
     if "simulate" in ds:
-        root = f"results/fmri/{name}/source"
+        root = layout.path("fmri_source", fmri_dataset=name)
         if ds["simulate"].get("source", "fmriprep") == "fmriprep":
             out.update(
                 path=f"{root}/derivatives/fmriprep",
@@ -110,7 +110,7 @@ def brainmae_eval_params(wildcards):
 
 def fmri_truth(wildcards):
     if wildcards.fmri_dataset in FMRI_SIMULATED:
-        return f"results/fmri/{wildcards.fmri_dataset}/truth.nc"
+        return layout.path("fmri_truth", fmri_dataset=wildcards.fmri_dataset)
     return []
 
 
@@ -125,15 +125,9 @@ def brainmae_runs():
 
 
 def fmri_report_inputs(wildcards=None):
-    runs = brainmae_runs()
-    names = sorted(FMRI_DATASETS)
-    return {
-        "fmri__metrics": [f"results/fmri/{d}/brainmae/{v}/metrics.nc" for d, v in runs],
-        "fmri__fits": [f"results/fmri/{d}/brainmae/{v}/fit.nc" for d, v in runs],
-        "fmri__baselines": expand("results/fmri/{d}/baselines/metrics.nc", d=names),
-        "fmri__clean": expand("results/fmri/{d}/clean.nc", d=names),
-        "fmri__truths": expand("results/fmri/{d}/truth.nc", d=FMRI_SIMULATED),
-    }
+    return layout.fmri_report_inputs(
+        sorted(FMRI_DATASETS), brainmae_runs(), FMRI_SIMULATED
+    )
 
 
 def fmri_metrics():

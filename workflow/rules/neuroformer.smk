@@ -5,9 +5,9 @@
 
 rule neuroformer_pretrain:
     input:
-        counts="results/spikes/{dataset}/counts.nc",
+        counts=layout.path("counts"),
     output:
-        model="results/spikes/{dataset}/neuroformer/pretrained.nc",
+        model=layout.path("neuroformer_pretrained"),
     log:
         "logs/neuroformer_pretrain/{dataset}.log",
     benchmark:
@@ -27,10 +27,10 @@ rule neuroformer_pretrain:
 
 rule neuroformer_finetune:
     input:
-        counts="results/spikes/{dataset}/counts.nc",
-        pretrained="results/spikes/{dataset}/neuroformer/pretrained.nc",
+        counts=layout.path("counts"),
+        pretrained=layout.path("neuroformer_pretrained"),
     output:
-        finetune="results/spikes/{dataset}/neuroformer/finetune.nc",
+        finetune=layout.path("neuroformer_finetune"),
     log:
         "logs/neuroformer_finetune/{dataset}.log",
     benchmark:
@@ -50,13 +50,13 @@ rule neuroformer_finetune:
 
 rule neuroformer_evaluate:
     input:
-        counts="results/spikes/{dataset}/counts.nc",
-        pretrained="results/spikes/{dataset}/neuroformer/pretrained.nc",
+        counts=layout.path("counts"),
+        pretrained=layout.path("neuroformer_pretrained"),
         finetune=nf_finetune_of,
         truth=truth_of,
     output:
-        metrics="results/spikes/{dataset}/neuroformer/metrics.nc",
-        connectivity="results/spikes/{dataset}/neuroformer/connectivity.nc",
+        metrics=layout.path("neuroformer_metrics"),
+        connectivity=layout.path("neuroformer_connectivity"),
     log:
         "logs/neuroformer_evaluate/{dataset}.log",
     benchmark:

@@ -44,33 +44,15 @@ def nf_gpus(which):
 
 def nf_finetune_of(wildcards):
     if wildcards.dataset in NF_DECODED:
-        return f"results/spikes/{wildcards.dataset}/neuroformer/finetune.nc"
+        return layout.path("neuroformer_finetune", dataset=wildcards.dataset)
     return []
 
 
 def nf_outputs():
-    return expand(
-        "results/spikes/{d}/neuroformer/{f}.nc",
-        d=NF_DATASETS,
-        f=["metrics", "connectivity"],
+    return layout.paths("neuroformer_metrics", NF_DATASETS) + layout.paths(
+        "neuroformer_connectivity", NF_DATASETS
     )
 
 
 def nf_report_inputs():
-    return {
-        "neuroformer__metrics": expand(
-            "results/spikes/{d}/neuroformer/metrics.nc", d=NF_DATASETS
-        ),
-        "neuroformer__connectivity": expand(
-            "results/spikes/{d}/neuroformer/connectivity.nc", d=NF_DATASETS
-        ),
-        "neuroformer__pretrained": expand(
-            "results/spikes/{d}/neuroformer/pretrained.nc", d=NF_DATASETS
-        ),
-        "neuroformer__finetune": expand(
-            "results/spikes/{d}/neuroformer/finetune.nc", d=NF_DECODED
-        ),
-        "neuroformer__truths": expand(
-            "results/spikes/{d}/truth.nc", d=[d for d in NF_DATASETS if d in SIMULATED]
-        ),
-    }
+    return layout.neuroformer_report_inputs(NF_DATASETS, NF_DECODED, SIMULATED)

@@ -6,7 +6,7 @@ rule report:
         unpack(report_inputs),
     output:
         html=report(
-            "results/report/index.html",
+            layout.path("report_page"),
             caption="../report/index.rst",
             category="Study report",
             labels={"page": "index"},
@@ -29,7 +29,7 @@ rule metrics_table:
         metrics=all_metrics,
     output:
         table=report(
-            "results/report/metrics.tsv",
+            layout.path("metrics_table"),
             caption="../report/metrics.rst",
             category="Metrics",
             labels={"table": "all metrics"},

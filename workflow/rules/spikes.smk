@@ -4,8 +4,8 @@
 
 rule simulate_spikes:
     output:
-        data="results/spikes/{dataset}/spike_times.nc",
-        truth="results/spikes/{dataset}/truth.nc",
+        data=layout.path("spike_times"),
+        truth=layout.path("spike_truth"),
     log:
         "logs/simulate_spikes/{dataset}.log",
     benchmark:
@@ -26,7 +26,7 @@ rule ingest_spikes:
         source=spike_source,
         extra=spike_extra_files,
     output:
-        spikes="results/spikes/{dataset}/spike_times.nc",
+        spikes=layout.path("spike_times"),
     log:
         "logs/ingest_spikes/{dataset}.log",
     benchmark:
@@ -44,9 +44,9 @@ rule ingest_spikes:
 
 rule bin_spikes:
     input:
-        spikes="results/spikes/{dataset}/spike_times.nc",
+        spikes=layout.path("spike_times"),
     output:
-        counts="results/spikes/{dataset}/counts.nc",
+        counts=layout.path("counts"),
     log:
         "logs/bin_spikes/{dataset}.log",
     benchmark:
@@ -64,9 +64,9 @@ rule bin_spikes:
 
 rule fit_poisson_glm:
     input:
-        counts="results/spikes/{dataset}/counts.nc",
+        counts=layout.path("counts"),
     output:
-        fit="results/spikes/{dataset}/poisson_glm/fit.nc",
+        fit=layout.path("poisson_glm_fit"),
     log:
         "logs/fit_poisson_glm/{dataset}.log",
     benchmark:
@@ -83,11 +83,11 @@ rule fit_poisson_glm:
 
 rule evaluate_poisson_glm:
     input:
-        fit="results/spikes/{dataset}/poisson_glm/fit.nc",
-        counts="results/spikes/{dataset}/counts.nc",
+        fit=layout.path("poisson_glm_fit"),
+        counts=layout.path("counts"),
         truth=truth_of,
     output:
-        metrics="results/spikes/{dataset}/poisson_glm/metrics.nc",
+        metrics=layout.path("poisson_glm_metrics"),
     log:
         "logs/evaluate_poisson_glm/{dataset}.log",
     benchmark:

@@ -4,9 +4,9 @@
 
 rule fit_switching_glm:
     input:
-        counts="results/spikes/{dataset}/counts.nc",
+        counts=layout.path("counts"),
     output:
-        fit="results/spikes/{dataset}/switching_glm/{variant}/fit.nc",
+        fit=layout.path("switching_fit"),
     log:
         "logs/fit_switching_glm/{dataset}/{variant}.log",
     benchmark:
@@ -26,12 +26,12 @@ rule fit_switching_glm:
 
 rule evaluate_switching_glm:
     input:
-        fit="results/spikes/{dataset}/switching_glm/{variant}/fit.nc",
-        counts="results/spikes/{dataset}/counts.nc",
+        fit=layout.path("switching_fit"),
+        counts=layout.path("counts"),
         truth=truth_of,
         references=switching_references,
     output:
-        metrics="results/spikes/{dataset}/switching_glm/{variant}/metrics.nc",
+        metrics=layout.path("switching_metrics"),
     log:
         "logs/evaluate_switching_glm/{dataset}/{variant}.log",
     benchmark:

@@ -1,7 +1,10 @@
 """The fMRI section of the study report: BrainMAE variants against the baselines, per dataset.
 
-Fed by the report rule's inputs ``fmri__metrics`` / ``fmri__fits`` (one per dataset and variant,
-``results/fmri/<dataset>/brainmae/<variant>/``), ``fmri__baselines``, ``fmri__clean`` and ``fmri__truths``.
+Fed by the report rule's inputs ``fmri__metrics`` / ``fmri__fits`` (parallel, one per dataset and variant,
+``results/fmri/<dataset>/brainmae/<variant>/``), ``fmri__baselines``, ``fmri__clean`` and ``fmri__truths`` (paths:
+:mod:`brainpipe.layout`). Datasets and variants are named by the metrics files' ``dataset`` and ``model``
+(``brainmae/<variant>``) attributes; cleaned segments and truths are matched to a dataset by their place in the
+layout.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from brainpipe.data import read
-from brainpipe.report.html import BranchSection, metrics_table
+from brainpipe import layout
+from brainpipe.report.base import BranchSection, Reader, attr, img
+from brainpipe.report.headline import headline
+from brainpipe.report.tables import metrics_table
 
 COLUMNS = (
     ("masked NMSE", "masked_nmse"),
@@ -34,15 +39,23 @@ BASELINES = (
     ("FC corr. R2", "fc_correlation_r2"),
     ("FC tangent R2", "fc_tangent_r2"),
 )
+#: the headline of a BrainMAE variant: masked-ROI reconstruction error against the best reconstruction baseline
+MAIN = ("masked_nmse", (("ridge regression", "nmse_ridge"), ("mean filling", "nmse_mean_fill")), False)
 
 
-def _where(path: Path) -> tuple[str, str]:
-    """(dataset, variant) of ``results/fmri/<dataset>/brainmae/<variant>/<file>``."""
-    return path.parent.parent.parent.name, path.parent.name
+def _variant(m) -> str:
+    """The variant of a BrainMAE metrics file, from its ``model`` attribute (``brainmae/<variant>``)."""
+    model = attr(m, "model", "brainmae")
+    return model.split("/", 1)[1] if "/" in model else model
 
 
-def _values(path: Path) -> dict[str, tuple[float, int]]:
-    m = read(path, "metrics")
+def _dataset_of(name: str, path: Path) -> str:
+    """The dataset folder of a file that follows the layout (result ``name``), else its parent folder's name."""
+    hit = layout.match(name, path)
+    return hit[1]["fmri_dataset"] if hit else path.parent.name
+
+
+def _values(m) -> dict[str, tuple[float, int]]:
     passed = m["passed"].values if "passed" in m else np.full(m.sizes["metric"], -1)
     return {
         str(k): (float(v), int(p))
@@ -58,51 +71,42 @@ def _cell(vals: dict[str, tuple[float, int]], key: str) -> str:
     return f"<td{mark}>{v:.3f}{' ✓' if p == 1 else ' ✗' if p == 0 else ''}</td>"
 
 
-def _figure(fit_path: Path, truth_path: Path | None, title: str) -> str:
+def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
+    """The fMRI section (``id="fmri"``): per dataset its segments, a table of the variants against the baselines
+    and the figure of one fit; all its metrics.
+
+    Parameters
+    ----------
+    files : dict
+        ``metrics``, ``fits`` (parallel), ``baselines``, ``clean``, ``truths``: lists of paths.
+
+    Returns
+    -------
+    list of BranchSection
+        One section, with a headline per BrainMAE variant.
+    """
     from brainpipe.report import figures
 
-    fit = read(fit_path, "model_fit")
-    E = fit["roi_embedding"].values
-    En = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
-    order = np.arange(E.shape[0])
-    if truth_path is not None:
-        truth = read(truth_path, "model_fit")
-        if "module" in truth:
-            order = np.argsort(truth["module"].sel(roi=fit["roi"].values).values, kind="stable")
-    with figures.plt.rc_context(figures._STYLE):
-        n = 3 if "graph_attention" in fit else 2
-        fig, axes = figures.plt.subplots(1, n, figsize=(4.6 * n, 3.8), constrained_layout=True)
-        sim = (En @ En.T)[np.ix_(order, order)]
-        im = axes[0].imshow(sim, cmap=figures._CMAP, vmin=-1, vmax=1)
-        axes[0].set_title("ROI-embedding cosine similarity")
-        axes[0].set_xlabel("ROI (by planted module)" if truth_path else "ROI")
-        fig.colorbar(im, ax=axes[0], fraction=0.046)
-        k = 1
-        if "graph_attention" in fit:
-            a = fit["graph_attention"].values[np.ix_(order, order)]
-            im = axes[1].imshow(a, cmap="viridis")
-            axes[1].set_title("graph attention (mean of layers, heads)")
-            fig.colorbar(im, ax=axes[1], fraction=0.046)
-            k = 2
-        ep = fit["epoch"].values
-        for name in ("history_train_loss", "history_val_loss"):
-            if name in fit:
-                axes[k].plot(ep, fit[name].values, label=name.replace("history_", "").replace("_", " "))
-        axes[k].set_xlabel("epoch")
-        axes[k].set_ylabel("masked-pretraining loss")
-        axes[k].legend(frameon=False)
-        fig.suptitle(title)
-        uri = figures.data_uri(figures.to_png(fig))
-    return f'<figure><img src="{uri}" alt="{escape(title)}"><figcaption>{escape(title)}</figcaption></figure>'
-
-
-def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
+    reader = Reader()
     metrics = [Path(p) for p in files.get("metrics", [])]
-    fits = {_where(Path(p)): Path(p) for p in files.get("fits", [])}
-    baselines = {Path(p).parent.parent.name: Path(p) for p in files.get("baselines", [])}
-    truths = {Path(p).parent.name: Path(p) for p in files.get("truths", [])}
-    clean = {Path(p).parent.name: Path(p) for p in files.get("clean", [])}
-    datasets = sorted({_where(p)[0] for p in metrics} | set(baselines))
+    fit_paths = [Path(p) for p in files.get("fits", [])]
+    by_metrics = {p: reader(p, "metrics") for p in metrics}
+    # a fit belongs to the metrics file at its position (parallel lists), else to the one in its folder
+    fit_of = {}
+    for i, p in enumerate(metrics):
+        if len(fit_paths) == len(metrics):
+            fit_of[p] = fit_paths[i]
+        else:
+            fit_of[p] = next((f for f in fit_paths if f.parent == p.parent), None)
+    baselines = {attr(reader(p, "metrics"), "dataset", "?"): Path(p) for p in files.get("baselines", [])}
+    # folder -> dataset name: the metrics files say which folder is which dataset
+    name_of = {_dataset_of("brainmae_metrics", p): attr(m, "dataset", "?") for p, m in by_metrics.items()}
+    name_of.update({_dataset_of("fmri_baselines", p): d for d, p in baselines.items()})
+    truths = {name_of.get(_dataset_of("fmri_truth", Path(p)), _dataset_of("fmri_truth", Path(p))): Path(p)
+              for p in files.get("truths", [])}
+    clean = {name_of.get(_dataset_of("fmri_clean", Path(p)), _dataset_of("fmri_clean", Path(p))): Path(p)
+             for p in files.get("clean", [])}
+    datasets = sorted({attr(m, "dataset", "?") for m in by_metrics.values()} | set(baselines))
     parts = [
         '<section id="fmri"><h2>fMRI: BrainMAE</h2>',
         "<p>Masked pretraining of BrainMAE (region-aware graph attention from learned ROI embeddings; hidden-ROI "
@@ -114,37 +118,62 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
         "(correlation, tangent) with logistic/ridge regression. Variants are the ablations named in the config. "
         "A dataset without subjects or labels (nitime) is split by time blocks and has no downstream task.</p>",
     ]
+    heads = []
+    inputs: list[tuple[str, str, Path, str]] = []
     for d in datasets:
+        anchor = f"fmri-{d}"
         parts.append(f"<h3>{escape(d)}</h3>")
         if d in clean:
-            c = read(clean[d], "roi_segments")
+            c = reader(clean[d], "roi_segments")
+            inputs.append((d, "segments", clean[d], "roi_segments"))
             parts.append(
                 f"<p>{c.sizes['subject']} subject(s), {c.sizes['roi']} ROIs, {c.sizes['segment']} segments of "
                 f"{c.attrs['segment_length_s']:g} s ({c.sizes['lag']} volumes at TR {c.attrs['repetition_time_s']:g} s), "
                 f"split by {escape(str(c.attrs.get('split_by', 'subject')))}.</p>"
             )
-        rows = [p for p in metrics if _where(p)[0] == d]
+        if d in truths:
+            inputs.append((d, "truth", truths[d], "model_fit"))
+        rows = sorted(
+            (p for p, m in by_metrics.items() if attr(m, "dataset", "?") == d),
+            key=lambda p: (_variant(by_metrics[p]) != "base", _variant(by_metrics[p])),
+        )
         head = "".join(f"<th>{escape(h)}</th>" for h, _ in COLUMNS)
         body = ""
-        for p in sorted(rows, key=lambda p: (_where(p)[1] != "base", _where(p)[1])):
-            vals = _values(p)
+        for p in rows:
+            vals = _values(by_metrics[p])
             body += (
-                f"<tr><td>{escape(_where(p)[1])}</td>" + "".join(_cell(vals, k) for _, k in COLUMNS) + "</tr>"
+                f"<tr><td>{escape(_variant(by_metrics[p]))}</td>" + "".join(_cell(vals, k) for _, k in COLUMNS) + "</tr>"
             )
         if d in baselines:
-            bv = _values(baselines[d])
+            bv = _values(reader(baselines[d], "metrics"))
             text = "; ".join(
                 f"{escape(h)} {bv[k][0]:.3f}" for h, k in BASELINES if k in bv and np.isfinite(bv[k][0])
             )
             body += f'<tr><td><em>baselines</em></td><td colspan="{len(COLUMNS)}">{text}</td></tr>'
+            inputs.append((d, "metrics", baselines[d], "metrics"))
         parts.append(
-            f'<table class="metrics"><thead><tr><th>variant</th>{head}</tr></thead><tbody>{body}</tbody></table>'
+            f'<table class="metrics" id="{escape(anchor)}"><thead><tr><th>variant</th>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>"
         )
-        fit = fits.get((d, "base")) or next((f for (dd, _), f in sorted(fits.items()) if dd == d), None)
-        if fit is not None:
-            parts.append(_figure(fit, truths.get(d), f"{d} · BrainMAE {_where(fit)[1]}"))
+        shown = next((p for p in rows if _variant(by_metrics[p]) == "base" and fit_of.get(p)), None)
+        shown = shown or next((p for p in sorted(rows, key=lambda p: _variant(by_metrics[p])) if fit_of.get(p)), None)
+        figure = ""
+        if shown is not None:
+            title = f"{d} · BrainMAE {_variant(by_metrics[shown])}"
+            truth = reader(truths[d], "model_fit") if d in truths else None
+            png = figures.brainmae_figure(reader(fit_of[shown], "model_fit"), truth, title)
+            figure = img(figures.data_uri(png), title, title)
+            parts.append(figure)
+        for p in rows:
+            main, base, higher = MAIN
+            h = headline(by_metrics[p], main, base, higher, anchor=anchor, figure=figure if p == shown else "")
+            if h is not None:
+                heads.append(h)
+            inputs.append((d, "metrics", p, "metrics"))
+            if fit_of.get(p):
+                inputs.append((d, "fit", fit_of[p], "model_fit"))
     all_metrics = [baselines[d] for d in datasets if d in baselines] + metrics
     if all_metrics:
-        parts.append("<h3>All fMRI metrics</h3>" + metrics_table(all_metrics))
+        parts.append("<h3>All fMRI metrics</h3>" + metrics_table(all_metrics, reader=reader))
     parts.append("</section>")
-    return [BranchSection("fmri", "fMRI", "".join(parts), metrics=all_metrics)]
+    return [BranchSection("fmri", "fMRI", "".join(parts), metrics=all_metrics, headlines=heads, inputs=inputs)]

@@ -1,10 +1,10 @@
-"""Build the study report: one self-contained HTML page from the metrics, fits, truths and counts of a study.
+"""Build the study report: one self-contained HTML page from every branch's results.
 
-Metrics and fits are parallel lists (one entry per dataset and model); counts are matched by dataset folder
-(or parallel to the metrics); truths exist for simulated datasets only and are matched by dataset folder
-(``results/spikes/{dataset}/truth.nc``). Switching GLMs come as two more parallel lists, ``switching_metrics``
-and ``switching_fits`` (one entry per dataset and variant, ``results/spikes/{dataset}/switching_glm/{variant}/``);
-the counts must include their datasets'.
+Inputs are named ``<branch>__<key>`` and go to that branch's report module (``brainpipe.report.<branch>.sections``)
+as ``files[key]`` (see :class:`brainpipe.report.BranchSection`); the workflow's report rule and ``brainpipe report``
+both name them with :func:`brainpipe.layout.report_inputs`. Branches: ``spikes`` (``metrics``/``fits``: Poisson
+GLMs, parallel; ``switching_metrics``/``switching_fits``: switching GLMs, parallel; ``counts``; ``truths``),
+``fmri``, ``calcium``, ``neuroformer``.
 
 params: ``title`` (page title), ``benchmarks_dir`` (folder of Snakemake benchmark TSVs, default ``benchmarks``;
 ``<rule>/<dataset>.tsv`` or ``<rule>/<dataset>/<variant>.tsv``), ``config`` (optional study config, shown as YAML).
@@ -13,62 +13,44 @@ params: ``title`` (page title), ``benchmarks_dir`` (folder of Snakemake benchmar
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from brainpipe.report import DEFAULT_TITLE, write_report
+from brainpipe import layout
+from brainpipe.report import DEFAULT_TITLE, branch_files, write_report
 from brainpipe.stages._runner import cli, stage
 
-INPUTS = {
-    "metrics": "optional: metrics .nc files, one per dataset and model (none: a page saying so)",
-    "fits": "optional: model_fit .nc files (role fit), parallel to metrics",
-    "truths": "optional: planted truth model_fit .nc files (simulated datasets only), matched by dataset folder",
-    "counts": "optional: spike_counts .nc files of every dataset reported (matched by folder), or parallel to metrics",
-    "switching_metrics": "optional: switching-GLM metrics .nc files, one per dataset and variant",
-    "switching_fits": "optional: switching-GLM model_fit .nc files, parallel to switching_metrics",
+_SPIKES = {
+    "spikes__metrics": "optional: Poisson-GLM metrics .nc files, one per dataset (none at all: a page saying so)",
+    "spikes__fits": "optional: Poisson-GLM model_fit .nc files, parallel to spikes__metrics",
+    "spikes__counts": "optional: spike_counts .nc files of every spike dataset reported",
+    "spikes__truths": "optional: planted-truth model_fit .nc files of the simulated spike datasets",
+    "spikes__switching_metrics": "optional: switching-GLM metrics .nc files, one per dataset and variant",
+    "spikes__switching_fits": "optional: switching-GLM model_fit .nc files, parallel to spikes__switching_metrics",
 }
-# Inputs named ``<branch>__<key>`` (e.g. ``calcium__metrics``) go to that branch's report module
-# (brainpipe.report.<branch>.sections) as files[key]; see brainpipe.report.html.BranchSection.
+# every input the workflow gives the page (brainpipe.layout.report_inputs); the runner also passes any other input
+# named <branch>__<key>
+INPUTS = {
+    k: _SPIKES.get(k, f"optional: {k.split('__')[0]} report input '{k.split('__')[1]}' (.nc files)")
+    for k in layout.report_inputs(layout.StudyRuns())
+}
 OUTPUTS = {"html": "self-contained HTML report (e.g. results/report/index.html)"}
 log_ = logging.getLogger("brainpipe.stages.report")
 
 
-def _as_list(value) -> list[Path]:
-    if value is None:
-        return []
-    return [Path(v) for v in value] if isinstance(value, (list, tuple)) else [Path(value)]
-
-
-def _branches(inputs) -> dict[str, dict[str, list[Path]]]:
-    out: dict[str, dict[str, list[Path]]] = {}
-    for key in inputs.keys():
-        if "__" in key:
-            branch, name = key.split("__", 1)
-            out.setdefault(branch, {})[name] = _as_list(inputs.get(key))
-    return out
-
-
 @stage
 def run(inputs, outputs, params, log):
-    metrics = _as_list(inputs.get("metrics"))
-    switching = _as_list(inputs.get("switching_metrics"))
+    files = branch_files({k: v for k, v in inputs.items() if v is not None})
     path = write_report(
         outputs["html"],
-        metrics,
-        _as_list(inputs.get("fits")),
-        _as_list(inputs.get("counts")),
-        _as_list(inputs.get("truths")),
+        files,
         title=str(params.get("title") or DEFAULT_TITLE),
         benchmarks_dir=params.get("benchmarks_dir", "benchmarks"),
         config=params.get("config"),
-        switching_metrics=switching,
-        switching_fits=_as_list(inputs.get("switching_fits")),
-        branches=_branches(inputs),
     )
+    n = {b: sum(len(v) for k, v in f.items() if k.endswith("metrics")) for b, f in files.items()}
     log_.info(
-        "wrote %s (%d metrics file(s), %d switching metrics file(s), %.0f kB)",
+        "wrote %s (metrics files: %s; %.0f kB)",
         path,
-        len(metrics),
-        len(switching),
+        ", ".join(f"{b} {k}" for b, k in n.items()) or "none",
         path.stat().st_size / 1024,
     )
 

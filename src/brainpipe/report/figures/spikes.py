@@ -1,63 +1,22 @@
-"""Figures of the study report, rendered off-screen (Agg) to PNG bytes.
-
-Every function builds one matplotlib figure, saves it to PNG and closes it, so a report over many datasets
-does not accumulate open figures. :func:`data_uri` turns the bytes into a ``data:`` URI for embedding.
-"""
+"""Figures of a spike dataset: data QC (raster, covariates, rates), unit QC, and fitted vs planted couplings."""
 
 from __future__ import annotations
 
-import base64
-import io
 from dataclasses import dataclass
 
-import matplotlib
+import numpy as np
+import xarray as xr
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from brainpipe.data.contracts import SPLIT_FLAGS  # noqa: E402
-
-DPI = 100
-MAX_LABELLED_UNITS = 30
-_CMAP = "RdBu_r"
-_STYLE = {
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.labelsize": 9,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-}
-
-
-def to_png(fig: Figure) -> bytes:
-    """PNG bytes of ``fig``; the figure is closed whatever happens."""
-    try:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
-
-
-def data_uri(png: bytes) -> str:
-    """``data:image/png;base64,...`` for an ``<img src>``."""
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _with_gaps(t: np.ndarray, y: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
-    """Insert NaN rows where consecutive samples are more than 1.5 steps apart, so lines break at gaps."""
-    if t.size < 2:
-        return t, y
-    breaks = np.flatnonzero(np.diff(t) > 1.5 * step) + 1
-    if breaks.size == 0:
-        return t, y
-    t2 = np.insert(t.astype(float), breaks, np.nan)
-    y2 = np.insert(y.astype(float), breaks, np.nan, axis=0)
-    return t2, y2
+from brainpipe.data.contracts import SPLIT_FLAGS
+from brainpipe.report.figures.base import (
+    CMAP,
+    MAX_LABELLED_UNITS,
+    STYLE,
+    color_limit,
+    plt,
+    to_png,
+    unit_ticks,
+)
 
 
 def _break_at(x: np.ndarray, y: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -222,14 +181,14 @@ def data_qc_figure(counts: xr.Dataset, window_s: float = 10.0, max_units: int = 
 
     raster_h = float(np.clip(0.22 * n_show, 1.6, 6.0))
     heights = [raster_h] + [1.2] * len(covs)
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         fig = plt.figure(figsize=(10.0, sum(heights) + 0.9))
         gs = fig.add_gridspec(len(heights), 2, height_ratios=heights, width_ratios=[5, 1.2], hspace=0.12, wspace=0.05)
         ax = fig.add_subplot(gs[0, 0])
         positions = [x[y[:, k] > 0] for k in range(n_show)]
         ax.eventplot(positions, lineoffsets=np.arange(n_show), linelengths=0.75, linewidths=0.9, colors="#1f2328")
         ax.set_ylim(n_show - 0.5, -0.5)
-        _unit_ticks(ax, units[:n_show], axis="y")
+        unit_ticks(ax, units[:n_show], axis="y")
         ax.set_ylabel("unit")
         shown = f"{n_show} of {len(units)} units" if n_show < len(units) else f"{n_show} units"
         n_seg = ax_j.n_segments
@@ -290,7 +249,7 @@ def unit_qc_figure(counts: xr.Dataset, min_rate_hz: float | None = None) -> byte
     order = np.argsort(-rate, kind="stable")
     has_viol = bool(np.isfinite(viol).any())
     colors = np.where(kept[order], "#4c72b0", "#b8c0c8")
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         n_panels = 2 if has_viol else 1
         fig, axes = plt.subplots(1, n_panels, figsize=(10.0 if has_viol else 6.5, 2.4), squeeze=False,
                                  gridspec_kw={"wspace": 0.25})
@@ -358,20 +317,6 @@ def _segment_ticks(t: np.ndarray, x: np.ndarray, bw: float, n_ticks: int = 8) ->
     return np.asarray(merged_t), merged_l
 
 
-def _unit_ticks(ax, labels: list[str], axis: str) -> None:
-    n = len(labels)
-    if n <= MAX_LABELLED_UNITS:
-        ticks, text = np.arange(n), labels
-    else:
-        ticks = np.linspace(0, n - 1, 10).round().astype(int)
-        text = [labels[i] for i in ticks]
-    size = 8 if n <= 15 else 6
-    if axis == "y":
-        ax.set_yticks(ticks, text, fontsize=size)
-    else:
-        ax.set_xticks(ticks, text, fontsize=size, rotation=90)
-
-
 def coupling_matrix(ds: xr.Dataset) -> xr.DataArray | None:
     """The connectivity-like weights of a ``model_fit``: ``coupling``, else any (unit_post, unit_pre) variable."""
     if "coupling" in ds:
@@ -402,21 +347,6 @@ def aligned_couplings(fit: xr.Dataset, truth: xr.Dataset | None) -> tuple[list[s
     return common, fitted, planted
 
 
-def _color_limit(*mats: np.ndarray) -> float:
-    """Symmetric colour limit from the off-diagonal weights (the diagonal holds self-history weights)."""
-    vals = []
-    for m in mats:
-        off = ~np.eye(m.shape[0], m.shape[1], dtype=bool)
-        vals.append(np.abs(m[off]) if off.any() else np.abs(m).ravel())
-    v = np.concatenate(vals) if vals else np.array([])
-    v = v[np.isfinite(v)]
-    lim = float(v.max()) if v.size else 0.0
-    if lim <= 0:
-        allv = np.concatenate([np.abs(m).ravel() for m in mats])
-        allv = allv[np.isfinite(allv)]
-        lim = float(allv.max()) if allv.size else 0.0
-    return lim if lim > 0 else 1.0
-
 
 def model_figure(fit: xr.Dataset, truth: xr.Dataset | None = None, connected: np.ndarray | None = None) -> bytes:
     """Fitted coupling heatmap; with ``truth``, the planted one beside it on the same symmetric colour scale
@@ -429,10 +359,10 @@ def model_figure(fit: xr.Dataset, truth: xr.Dataset | None = None, connected: np
         )
         connected = np.asarray(c.sel(unit_post=units, unit_pre=units).values).astype(bool)
     mats = [fitted] + ([planted] if planted is not None else [])
-    lim = _color_limit(*mats)
+    lim = color_limit(*mats)
     clipped = any(bool(np.nanmax(np.abs(m)) > lim) for m in mats if m.size)
     n_panels = 3 if planted is not None else 1
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         fig = plt.figure(figsize=(4.4 * n_panels + 1.4, 4.2))
         if n_panels == 1:  # fitted | colour bar
             gs, cbar_col = fig.add_gridspec(1, 2, width_ratios=[1, 0.05], wspace=0.1), 1
@@ -442,10 +372,10 @@ def model_figure(fit: xr.Dataset, truth: xr.Dataset | None = None, connected: np
         im = None
         for k, (name, m) in enumerate(panels):
             ax = fig.add_subplot(gs[0, k])
-            im = ax.imshow(m, cmap=_CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
+            im = ax.imshow(m, cmap=CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
             ax.set_title(name, loc="left")
-            _unit_ticks(ax, units, axis="y")
-            _unit_ticks(ax, units, axis="x")
+            unit_ticks(ax, units, axis="y")
+            unit_ticks(ax, units, axis="x")
             if k == 0:
                 ax.set_ylabel("post (target) unit")
             ax.set_xlabel("pre (source) unit")
@@ -474,286 +404,4 @@ def model_figure(fit: xr.Dataset, truth: xr.Dataset | None = None, connected: np
             ax.set_xlabel("planted weight")
             ax.set_ylabel("fitted weight")
             ax.legend(loc="upper left", fontsize=8, frameon=False)
-        return to_png(fig)
-
-
-# ------------------------------------------------------------------------------------------- switching GLMs
-
-STATE_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#ccb974", "#64b5cd")
-_ADJ_COLORS = ("#2166ac", "#f6f8fa", "#b2182b")  # inh, none, exc
-
-
-def state_color(k: int) -> str:
-    return STATE_COLORS[k % len(STATE_COLORS)]
-
-
-def posterior(fit: xr.Dataset, counts: xr.Dataset) -> np.ndarray | None:
-    """The fit's posterior state probabilities on the bins of ``counts`` (n_bins, S); None when the fit has no
-    posterior or its bins are not those of ``counts``."""
-    if "posterior" not in fit:
-        return None
-    post = np.asarray(fit["posterior"].values, dtype=np.float64)
-    n = counts.sizes.get("time", 0)
-    if post.shape[0] == n and ("time" not in fit.coords or np.allclose(fit["time"].values, counts["time"].values)):
-        return post
-    if "time" not in fit.coords or post.shape[0] == 0:
-        return None
-    ft, ct = np.asarray(fit["time"].values), np.asarray(counts["time"].values)
-    i = np.clip(np.searchsorted(ft, ct), 0, ft.size - 1)
-    if not np.all(np.abs(ft[i] - ct) < 0.5 * float(counts.attrs["bin_width_s"])):
-        return None
-    return post[i]
-
-
-def held_out_bins(counts: xr.Dataset) -> np.ndarray:
-    """Indices of the test bins (all bins when there is no test split)."""
-    split = np.asarray(counts["split"].values)
-    test = np.flatnonzero(split == SPLIT_FLAGS["test"])
-    return test if test.size else np.arange(split.size)
-
-
-def planted_states(truth: xr.Dataset, counts: xr.Dataset, idx: np.ndarray) -> np.ndarray:
-    """The planted state of bins ``idx`` of ``counts`` (the truth's state nearest in time)."""
-    from brainpipe.evaluate.switching import truth_states_at
-
-    return truth_states_at(truth, np.asarray(counts["time"].values)[idx])
-
-
-def state_matching(post: np.ndarray, counts: xr.Dataset, truth: xr.Dataset | None = None,
-                   reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Match a fit's states (posterior ``post``) to the planted states (``truth``), else to a reference fit's
-    states (its posterior ``reference``), on the test bins by :func:`brainpipe.evaluate.switching.match_states`
-    (Hungarian matching of posterior argmaxes, as in the metrics).
-
-    Returns ``(perm, colour, accuracy)``: ``perm[k]`` the fitted state matched to reference state ``k`` (-1 if
-    none), ``colour[j]`` the colour index of fitted state ``j`` (that of its matched reference state; unmatched
-    states get the indices after the reference's), and the matched accuracy (NaN without truth or reference).
-    """
-    from brainpipe.evaluate.switching import match_states
-
-    S = post.shape[1]
-    idx = held_out_bins(counts)
-    est = post[idx].argmax(1)
-    if truth is not None:
-        ref, n_ref = planted_states(truth, counts, idx), int(truth.sizes["state"])
-    elif reference is not None:
-        ref, n_ref = reference[idx].argmax(1), int(reference.shape[1])
-    else:
-        return np.arange(S), np.arange(S), float("nan")
-    perm, acc = match_states(ref, est, n_ref, S)
-    colour = np.full(S, -1, dtype=np.int64)
-    for k, j in enumerate(perm):
-        if j >= 0:
-            colour[j] = k
-    extra = n_ref
-    for j in range(S):
-        if colour[j] < 0:
-            colour[j] = extra
-            extra += 1
-    return perm, colour, acc
-
-
-def switching_states_figure(
-    counts: xr.Dataset,
-    fits: list[tuple[str, xr.Dataset]],
-    truth: xr.Dataset | None = None,
-    reference: str | None = None,
-    labels: dict[str, str] | None = None,
-) -> bytes:
-    """Decoded states over time for a few test sequences (:func:`decode_window`): one row of stacked posterior
-    bands per multi-state fit, with the planted states on top when ``truth`` is given. States are matched to the
-    planted ones (else to the fit named ``reference``) so that one colour is one state in every row.
-    """
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
-    idx = decode_window(counts)
-    ax_j = joined_axis(counts, idx)
-    x, bw = ax_j.x, ax_j.bw
-    posts = [(name, posterior(fit, counts)) for name, fit in fits]
-    posts = [(name, p) for name, p in posts if p is not None]
-    ref_post = dict(posts).get(reference) if truth is None else None
-    rows = (["planted"] if truth is not None else []) + [name for name, _ in posts]
-    n_colours = int(truth.sizes["state"]) if truth is not None else 0
-    with plt.rc_context(_STYLE):
-        fig, axes = plt.subplots(len(rows), 1, figsize=(10.0, 0.75 * len(rows) + 1.1), sharex=True, squeeze=False)
-        axes = axes[:, 0]
-        k = 0
-        if truth is not None:
-            z = planted_states(truth, counts, idx)
-            S_true = int(truth.sizes["state"])
-            cmap = ListedColormap([state_color(s) for s in range(S_true)])
-            ext = (x[0] - bw / 2, x[-1] + bw / 2, 0, 1) if x.size else (0, 1, 0, 1)
-            axes[0].imshow(z[None, :], aspect="auto", cmap=cmap, vmin=-0.5, vmax=S_true - 0.5, extent=ext,
-                           interpolation="nearest")
-            axes[0].set_yticks([])
-            axes[0].set_ylabel("planted", rotation=0, ha="right", va="center")
-            k = 1
-        for name, post in posts:
-            ax = axes[k]
-            k += 1
-            _, colour, _ = state_matching(post, counts, truth, ref_post if name != reference else None)
-            n_colours = max(n_colours, int(colour.max()) + 1)
-            ax.imshow(_posterior_bands(post[idx], colour), aspect="auto", interpolation="nearest", origin="lower",
-                      extent=(x[0] - bw / 2, x[-1] + bw / 2, 0, 1) if x.size else (0, 1, 0, 1))
-            ax.set_ylim(0, 1)
-            ax.set_yticks([0, 1], ["0", "1"], fontsize=7)
-            text = name + (f"\n{labels[name]}" if labels and name in labels else "")
-            ax.set_ylabel(text, rotation=0, ha="right", va="center")
-        for ax in axes:
-            for s in ax.spines.values():
-                s.set_visible(True)
-        ax_j.set_xaxis(axes[-1])
-        ax_j.draw_joins(*axes, color="#1f2328")
-        what = "planted state" if truth is not None else "state"
-        handles = [Patch(color=state_color(c), label=f"{what} {c}") for c in range(n_colours)]
-        axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-                       handlelength=1.2)
-        axes[0].set_title(f"Decoded states, {idx.size * bw:.3g} s of test data (bands: posterior probability "
-                          "of each state)", loc="left")
-        fig.subplots_adjust(hspace=0.15)
-        return to_png(fig)
-
-
-def _posterior_bands(post: np.ndarray, colour: np.ndarray, height: int = 48) -> np.ndarray:
-    """RGB image (height, n_bins, 3) of stacked posterior bands: in each column, state ``j`` fills a share
-    ``post[:, j]`` of the height in the colour ``colour[j]`` (stacked in colour order, bottom up)."""
-    from matplotlib.colors import to_rgb
-
-    order = np.argsort(colour, kind="stable")
-    cum = np.cumsum(post[:, order], axis=1)  # (n_bins, S) upper edge of each band
-    cum[:, -1] = np.maximum(cum[:, -1], 1.0)
-    levels = (np.arange(height) + 0.5) / height  # pixel centres, bottom up
-    band = (levels[:, None, None] > cum[None, :, :]).sum(-1)  # (height, n_bins) index into order
-    band = np.minimum(band, len(order) - 1)
-    rgb = np.array([to_rgb(state_color(int(colour[j]))) for j in order])
-    return rgb[band]
-
-
-def switching_weights_figure(fit: xr.Dataset, truth: xr.Dataset, perm: np.ndarray, name: str = "") -> bytes:
-    """Planted vs fitted coupling weights of every planted state (fitted state ``perm[k]`` beside planted
-    state ``k``) on one symmetric colour scale, and planted vs fitted adjacency (inh / none / exc) with the
-    fitted errors crossed out."""
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
-    units = [str(u) for u in fit["unit_post"].values]
-    truth = truth.assign_coords(unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str))
-    t = truth.sel(unit_post=units, unit_pre=units)
-    S = int(truth.sizes["state"])
-    Wt = np.asarray(t["weights"].values, dtype=np.float64)
-    Wf_all = np.asarray(fit["weights"].values, dtype=np.float64)
-    At = np.asarray(t["adjacency"].values)
-    Af_all = np.asarray(fit["adjacency"].values) if "adjacency" in fit else None
-    Wf = [Wf_all[j] if j >= 0 else None for j in perm]
-    Af = [Af_all[j] if (j >= 0 and Af_all is not None) else None for j in perm]
-    lim = _color_limit(*Wt, *[w for w in Wf if w is not None])
-    off = ~np.eye(len(units), dtype=bool)
-    adj_cmap = ListedColormap(_ADJ_COLORS)
-    with plt.rc_context(_STYLE):
-        size = 2.3
-        fig = plt.figure(figsize=(size * S + 1.6, size * 4 + 0.6))
-        gs = fig.add_gridspec(4, S + 1, width_ratios=[1] * S + [0.07], hspace=0.45, wspace=0.12)
-        im = None
-        for k in range(S):
-            panels = [
-                (0, f"planted state {k}: W", Wt[k], "w"),
-                (1, f"fitted state {perm[k]}: W" if perm[k] >= 0 else "no matched fitted state", Wf[k], "w"),
-                (2, f"planted state {k}: adjacency", At[k], "a"),
-                (3, "fitted adjacency", Af[k], "a"),
-            ]
-            for row, title, m, kind in panels:
-                ax = fig.add_subplot(gs[row, k])
-                if m is None:
-                    ax.axis("off")
-                    ax.set_title(title, loc="left", fontsize=8)
-                    continue
-                if kind == "w":
-                    im = ax.imshow(m, cmap=_CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
-                else:
-                    shown = np.where(off, m, 0)
-                    ax.imshow(shown, cmap=adj_cmap, vmin=-1.5, vmax=1.5, interpolation="nearest")
-                    if row == 3:
-                        wrong = off & (m != At[k])
-                        r, c = np.nonzero(wrong)
-                        ax.plot(c, r, "x", color="#1f2328", ms=5, mew=1.2)
-                        acc = float(np.mean(m[off] == At[k][off])) if off.any() else float("nan")
-                        title = f"fitted adj. ({int(wrong.sum())} wrong, {acc:.0%})"
-                ax.set_title(title, loc="left", fontsize=8)
-                if k == 0:
-                    _unit_ticks(ax, units, axis="y")
-                    ax.set_ylabel("post unit")
-                else:
-                    ax.set_yticks([])
-                if row == 3:
-                    _unit_ticks(ax, units, axis="x")
-                    ax.set_xlabel("pre unit")
-                else:
-                    ax.set_xticks([])
-                for s in ax.spines.values():
-                    s.set_visible(True)
-        cax = fig.add_subplot(gs[0:2, S])
-        clipped = any(bool(np.nanmax(np.abs(m)) > lim) for m in [*Wt, *[w for w in Wf if w is not None]] if m.size)
-        cb = fig.colorbar(im, cax=cax, extend="both" if clipped else "neither")
-        cb.set_label("weight" + (" (diagonal clipped)" if clipped else ""))
-        lax = fig.add_subplot(gs[2:4, S])
-        lax.axis("off")
-        lax.legend(handles=[Patch(facecolor=c, edgecolor="#8c959f", label=lb)
-                            for c, lb in zip(_ADJ_COLORS, ("inh", "none", "exc"), strict=True)]
-                   + [plt.Line2D([], [], ls="", marker="x", color="#1f2328", label="wrong")],
-                   loc="center left", fontsize=8, frameon=False)
-        return to_png(fig)
-
-
-def switching_summary_figure(
-    variants: list[dict],
-    oracle_bits: float | None = None,
-) -> bytes:
-    """Test bits/spike per variant (bars; the planted model's as a dashed line) and the EM objective per
-    iteration of each variant. ``variants``: dicts with ``name``, ``n_states``, ``bits`` (may be NaN),
-    ``objective`` (array, may be empty) and ``best`` (bool)."""
-    with plt.rc_context(_STYLE):
-        fig, (axb, axo) = plt.subplots(1, 2, figsize=(10.0, 0.35 * len(variants) + 2.2),
-                                       gridspec_kw={"width_ratios": [1, 1.3], "wspace": 0.45})
-        names = [v["name"] for v in variants]
-        bits = np.array([v["bits"] for v in variants], dtype=np.float64)
-        pos = np.arange(len(variants))
-        colors = ["#8c959f" if v["n_states"] <= 1 else ("#1a7f37" if v.get("best") else "#4c72b0") for v in variants]
-        axb.barh(pos, np.nan_to_num(bits), color=colors, height=0.6)
-        for p, b in zip(pos, bits, strict=True):
-            axb.text(b if np.isfinite(b) else 0, p, f" {b:.4g}" if np.isfinite(b) else " NaN", va="center",
-                     ha="left" if not np.isfinite(b) or b >= 0 else "right", fontsize=8)
-        axb.set_yticks(pos, names)
-        axb.axvline(0, color="#1f2328", lw=0.8)
-        if oracle_bits is not None and np.isfinite(oracle_bits):
-            axb.axvline(oracle_bits, color="#cf222e", lw=1.0, ls="--", label=f"planted model ({oracle_bits:.4g})")
-            axb.legend(loc="upper right", fontsize=8, frameon=False)
-            axb.set_ylim(len(variants) - 0.4, -1.3)
-        else:
-            axb.set_ylim(len(variants) - 0.4, -0.6)
-        finite = bits[np.isfinite(bits)]
-        hi = max([0.0, *finite.tolist()] + ([oracle_bits] if oracle_bits is not None and np.isfinite(oracle_bits) else []))
-        lo = min([0.0, *finite.tolist()])
-        axb.set_xlim(lo - 0.05 * (hi - lo or 1), hi + 0.3 * (hi - lo or 1))
-        axb.set_xlabel("test bits/spike (vs homogeneous Poisson)")
-        axb.set_title("held-out fit per variant", loc="left")
-        from matplotlib.ticker import MaxNLocator
-
-        palette = ("#4c72b0", "#55a868", "#8172b3", "#dd8452", "#937860", "#64b5cd")
-        k = 0
-        for v in variants:
-            obj = np.asarray(v.get("objective", []), dtype=np.float64)
-            if v["n_states"] <= 1:
-                color = "#8c959f"
-            else:
-                color, k = palette[k % len(palette)], k + 1
-            if obj.size:
-                axo.plot(np.arange(obj.size), obj, marker="o", ms=2.5, lw=1.2, color=color,
-                         label=f"{v['name']} ({obj.size - 1} it.)")
-        axo.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axo.set_xlabel("EM iteration")
-        axo.set_ylabel("objective (train, nats)")
-        axo.set_title("EM objective per iteration", loc="left")
-        axo.legend(loc="lower right", fontsize=8, frameon=False)
-        axo.ticklabel_format(axis="y", style="plain", useOffset=False)
         return to_png(fig)

@@ -1,0 +1,185 @@
+"""The study page: every branch's sections assembled through one interface, results first.
+
+Order of the page: header and navigation; the results (a headline per dataset and model with the key figures,
+:mod:`brainpipe.report.headline`); the table of every metric, folded, with a filter
+(:mod:`brainpipe.report.tables`); each branch's sections in :data:`BRANCH_ORDER` (the spike branch's one per
+dataset); provenance (:mod:`brainpipe.report.provenance`). Figures are embedded as base64 PNG ``data:`` URIs and
+the CSS and the one script are inline, so the page opens offline and can be mailed as one file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import brainpipe
+from brainpipe.data.atomic import atomic_output
+from brainpipe.data.provenance import git_sha
+from brainpipe.errors import InputError
+from brainpipe.report.base import DEFAULT_TITLE, BranchSection, PathLike, Reader, as_list
+from brainpipe.report.headline import headline_section
+from brainpipe.report.provenance import provenance_section, short_sha
+from brainpipe.report.style import CSS, SCRIPT
+from brainpipe.report.tables import all_metrics_section, row_source
+
+#: branches in page order; any other branch follows, by name
+BRANCH_ORDER = ("spikes", "fmri", "calcium", "neuroformer")
+
+
+def branch_sections(branches: Mapping[str, Mapping[str, Iterable[PathLike]]] | None) -> list[BranchSection]:
+    """Every branch's sections, in :data:`BRANCH_ORDER` (others after, by name).
+
+    Parameters
+    ----------
+    branches : mapping
+        Branch name -> its named file lists (``{"calcium": {"metrics": [...], ...}}``); each is rendered by
+        ``brainpipe.report.<branch>.sections``. A branch whose lists are all empty adds nothing.
+
+    Returns
+    -------
+    list of BranchSection
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        For a branch without a report module.
+    """
+    out: list[BranchSection] = []
+    names = sorted(branches or {}, key=lambda b: (BRANCH_ORDER.index(b) if b in BRANCH_ORDER else len(BRANCH_ORDER), b))
+    for name in names:
+        files = {k: as_list(v) for k, v in branches[name].items()}
+        if not any(files.values()):
+            continue
+        try:
+            module = importlib.import_module(f"brainpipe.report.{name}")
+        except ModuleNotFoundError:
+            raise InputError(
+                f"report: no report module for branch {name!r} (expected brainpipe.report.{name}); name report "
+                "inputs <branch>__<key> after an existing branch"
+            ) from None
+        out.extend(module.sections(files))
+    return out
+
+
+def _key_figures_once(sections: list[BranchSection]) -> list[BranchSection]:
+    """Show each key figure once: with its headline at the top of the page, and a link to it where its section had
+    it (a section's own HTML keeps its figures, so a section stands alone)."""
+    out = []
+    n = 0
+    for s in sections:
+        html, heads = s.html, []
+        for h in s.headlines:
+            if h.figure and h.figure in html:
+                n += 1
+                anchor = f"key-figure-{n}"
+                html = html.replace(
+                    h.figure,
+                    f'<p class="note keyref">Figure: <a href="#{anchor}">shown with the results at the top of the '
+                    f"page</a> ({escape(h.dataset)} · {escape(h.model)}).</p>",
+                    1,
+                )
+                h = replace(h, figure=f'<div class="keyfig" id="{anchor}">{h.figure}</div>')
+            heads.append(h)
+        out.append(replace(s, html=html, headlines=heads))
+    return out
+
+
+def build_report(
+    branches: Mapping[str, Mapping[str, Iterable[PathLike]]] | None,
+    title: str = DEFAULT_TITLE,
+    benchmarks_dir: PathLike | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> str:
+    """The report page (HTML text) for existing results; models are not re-run.
+
+    Parameters
+    ----------
+    branches : mapping
+        Branch name -> named file lists, e.g. ``{"spikes": {"metrics": [...], "fits": [...], "counts": [...]},
+        "fmri": {...}}`` (the report rule's inputs ``<branch>__<key>``; :func:`brainpipe.layout.report_inputs`).
+    title : str
+        Page title.
+    benchmarks_dir : path-like, optional
+        Folder of Snakemake benchmark TSVs (run times in the provenance).
+    config : mapping, optional
+        Study configuration, shown as YAML in the provenance.
+
+    Returns
+    -------
+    str
+        The page.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        A missing or unmatched file, or an unknown branch.
+    brainpipe.errors.ContractError
+        A file that breaks its contract.
+    """
+    reader = Reader()
+    sections = _key_figures_once(branch_sections(branches))
+    rows = [row_source(reader(Path(p), "metrics")) for s in sections for p in s.metrics]
+    sha = git_sha()
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    nav = " ".join(
+        ['<a href="#results">Results</a>', '<a href="#summary">All metrics</a>']
+        + [f'<a href="#{escape(s.anchor)}">{escape(s.title)}</a>' for s in sections]
+        + ['<a href="#provenance">Provenance</a>']
+    )
+    body = [
+        "<header>",
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="meta">brainpipe <code>{escape(brainpipe.__version__)}</code> · git '
+        f'<code title="{escape(sha or "")}">{escape(short_sha(sha))}</code> · created <code>{escape(created)}</code></p>',
+        f"<nav>{nav}</nav>",
+        "</header>",
+        headline_section([h for s in sections for h in s.headlines]),
+        all_metrics_section(rows),
+        *(s.html for s in sections),
+        provenance_section([i for s in sections for i in s.inputs], reader, benchmarks_dir, config),
+    ]
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="generator" content="brainpipe {escape(brainpipe.__version__)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>\n{CSS}\n</style></head>\n<body>\n"
+        + "\n".join(body)
+        + f"\n<script>\n{SCRIPT}\n</script>\n</body></html>\n"
+    )
+
+
+def write_report(
+    path: PathLike,
+    branches: Mapping[str, Mapping[str, Iterable[PathLike]]] | None,
+    title: str = DEFAULT_TITLE,
+    benchmarks_dir: PathLike | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Build the report (:func:`build_report`) and write it atomically to ``path``.
+
+    The page is built in memory first and written through :func:`brainpipe.data.atomic.atomic_output`: a failure
+    never leaves a partial or half-updated page, and a file brainpipe did not write is never replaced.
+
+    Parameters
+    ----------
+    path : path-like
+        The page (e.g. ``results/report/index.html``).
+    branches, title, benchmarks_dir, config
+        As for :func:`build_report`.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    text = build_report(branches, title, benchmarks_dir, config)
+    out = Path(path)
+    with atomic_output(out, stage="report") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return out
