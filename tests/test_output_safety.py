@@ -260,3 +260,25 @@ def test_snakemake_shim_refuses_and_keeps_user_data(tmp_path, spikes_file, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "brainpipe did not write" in err[0] and str(folder) in err[0]
     assert _tree(folder) == before
+
+
+# -- stale results: downstream files of an input that changed ---------------------------------------------------
+def test_stale_results_are_flagged_through_the_chain(tmp_path, spikes_file):
+    import time
+
+    from brainpipe.data.stale import stale_files, stale_reasons
+    from brainpipe.stages import fit_poisson_glm as fit_stage
+
+    counts, fit = tmp_path / "counts.nc", tmp_path / "fit.nc"
+    bin_stage.run({"spikes": spikes_file}, {"counts": counts}, {"bin_width_s": 0.01})
+    fit_stage.run({"counts": counts}, {"fit": fit}, {"max_iter": 20})
+    assert stale_reasons(fit) == [] and stale_reasons(counts) == []
+    assert stale_reasons(tmp_path / "not-brainpipe.txt") == []
+    time.sleep(0.05)
+    # the upstream file is replaced (a rerun of the simulation with another seed), the downstream ones are not
+    sim_stage.run({}, {"data": spikes_file, "truth": spikes_file.with_name("truth.nc")}, {**SIM, "seed": 2})
+    assert stale_reasons(counts) == [f"input {spikes_file} changed after this file was written"]
+    assert stale_reasons(fit) == [f"input {counts} is stale (input {spikes_file} changed after this file was written)"]
+    assert set(stale_files([counts, fit, spikes_file])) == {str(counts), str(fit)}
+    spikes_file.unlink()
+    assert stale_reasons(counts) == [f"input {spikes_file} is gone"]
