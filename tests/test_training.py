@@ -234,3 +234,22 @@ def test_gpu_claim_leaves_slurm_allocations_alone(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert claim_gpus(1) is None  # no GPU visible: nothing to do
+
+
+def test_gpu_lock_dir_is_the_users_own(tmp_path, monkeypatch):
+    from brainpipe.training.gpus import lock_dir
+
+    monkeypatch.delenv("BRAINPIPE_GPU_LOCK_DIR", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    d = lock_dir()
+    assert d == tmp_path / "run" / "brainpipe-gpu-locks"
+    assert d.stat().st_mode & 0o777 == 0o700 and d.stat().st_uid == os.getuid()
+    # a runtime folder that cannot be written: the next folder of the user's own
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o500)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "ro"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    if os.getuid() != 0:  # root writes anywhere
+        assert lock_dir() == tmp_path / "home" / ".cache" / "brainpipe" / "gpu-locks"
+    monkeypatch.setenv("BRAINPIPE_GPU_LOCK_DIR", str(tmp_path / "mine"))
+    assert lock_dir() == tmp_path / "mine"

@@ -2,7 +2,8 @@
 
 Snakemake counts a ``gpu`` resource but does not say *which* device a job may use, so two GPU jobs running at once
 on a multi-GPU workstation would both land on device 0. :func:`claim_gpus` gives each job its own: it takes an
-exclusive lock file per device (``$BRAINPIPE_GPU_LOCK_DIR``, default ``<tmp>/brainpipe-gpu-locks``), held until the
+exclusive lock file per device (in :func:`lock_dir`: ``$BRAINPIPE_GPU_LOCK_DIR``, else a folder of the user's own, so
+users sharing a machine never block or break each other's jobs through their lock files), held until the
 process exits (even by ``kill -9``: the kernel drops ``flock`` locks with the process), and sets
 ``CUDA_VISIBLE_DEVICES`` to the claimed ids before CUDA is initialised. Under SLURM, where the scheduler already
 sets ``CUDA_VISIBLE_DEVICES`` for the job's allocation, nothing is changed.
@@ -40,9 +41,40 @@ def visible_gpus() -> list[str]:
 
 
 def lock_dir() -> Path:
-    d = Path(os.environ.get("BRAINPIPE_GPU_LOCK_DIR") or Path(tempfile.gettempdir()) / "brainpipe-gpu-locks")
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    """The folder of the GPU lock files, created readable by the user alone (mode 0700).
+
+    ``$BRAINPIPE_GPU_LOCK_DIR`` when set; else ``$XDG_RUNTIME_DIR/brainpipe-gpu-locks`` (the user's runtime folder,
+    emptied at logout); else ``~/.cache/brainpipe/gpu-locks``; else ``<tmp>/brainpipe-gpu-locks-<uid>``.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from brainpipe.errors import ConfigError
+
+    explicit = os.environ.get("BRAINPIPE_GPU_LOCK_DIR")
+    if explicit:
+        candidates = [Path(explicit)]
+    else:
+        candidates = []
+        if os.environ.get("XDG_RUNTIME_DIR"):
+            candidates.append(Path(os.environ["XDG_RUNTIME_DIR"]) / "brainpipe-gpu-locks")
+        candidates.append(Path.home() / ".cache" / "brainpipe" / "gpu-locks")
+        candidates.append(Path(tempfile.gettempdir()) / f"brainpipe-gpu-locks-{os.getuid()}")
+    for d in candidates:
+        try:
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if d.stat().st_uid != os.getuid():
+                continue  # someone else's folder: never share lock files across users
+            if not os.access(d, os.W_OK):
+                continue
+            return d
+        except OSError:
+            continue
+    raise ConfigError(
+        f"no writable folder of your own for GPU lock files (tried {', '.join(map(str, candidates))}); "
+        "set BRAINPIPE_GPU_LOCK_DIR to one"
+    )
 
 
 def claim_gpus(n: int, wait_s: float = 3600.0, poll_s: float = 1.0) -> list[str] | None:
@@ -61,7 +93,7 @@ def claim_gpus(n: int, wait_s: float = 3600.0, poll_s: float = 1.0) -> list[str]
     while True:
         got: list[tuple[str, int]] = []
         for dev in ids:
-            fd = os.open(d / f"gpu-{dev}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+            fd = os.open(d / f"gpu-{dev}.lock", os.O_CREAT | os.O_RDWR, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
