@@ -165,8 +165,8 @@ def code_version() -> str:
     except OSError:
         head = "?"
     h = hashlib.sha1()
-    for f in ("models/switching_glm.py", "models/hmm.py"):
-        path = root / "src" / "brainpipe" / f
+    models = root / "src" / "brainpipe" / "models"
+    for path in (*sorted((models / "switching_glm").glob("*.py")), models / "hmm.py"):  # the package, then hmm
         h.update(path.read_bytes() if path.exists() else b"")
     return f"{head}+{h.hexdigest()[:8]}"
 

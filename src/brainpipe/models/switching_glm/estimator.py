@@ -1,0 +1,475 @@
+"""The switching GLM estimator: initialisation, generalised EM with restarts and checkpoints, inference on data
+(log-likelihood, posterior and Viterbi states) and saving as a ``model_fit`` dataset (the model is described in
+:mod:`brainpipe.models.switching_glm`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import numpy as np
+import torch
+import xarray as xr
+
+from brainpipe.data.contracts import SPLIT_FLAGS
+from brainpipe.errors import InputError
+from brainpipe.models import hmm
+from brainpipe.models.base import Estimator
+from brainpipe.models.switching_glm.data import DATA_DTYPES, Batch, SequenceData
+from brainpipe.models.switching_glm.mstep import LINKS, M_STEPS, EmissionMSteps
+from brainpipe.models.switching_glm.priors import CATEGORIES, PRIORS, CouplingPriors
+from brainpipe.training.checkpoint import Checkpointer, fingerprint_of
+from brainpipe.training.device import resolve_device
+
+log = logging.getLogger("brainpipe.models.switching_glm")
+
+
+def _to_device(obj, dev: torch.device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(dev)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, dev) for k, v in obj.items()}
+    return obj
+
+
+def _ckpt_state(restart: int, phase: int, p: dict, objs, lls, best) -> dict:
+    """What a resumed fit needs: where it was (restart, phase), the parameters there, the objective so far, and
+    the best restart so far (tensors, floats and dicts only: loaded without pickle)."""
+    return {
+        "cursor": {"restart": restart, "phase": phase},
+        "p": {k: v.detach() for k, v in p.items()},
+        "objs": [float(x) for x in objs],
+        "lls": [float(x) for x in lls],
+        "best": best,
+    }
+
+
+class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
+    """Switching Poisson GLM (HMM-GLM) with a ``none``, ``gaussian`` or ``onehot`` prior; see
+    :mod:`brainpipe.models.switching_glm`.
+
+    Fitted attributes: ``weights_`` (S, N, N), ``bias_`` (S, N), ``cov_weights_`` (S, N, C), ``log_A_`` (S, S),
+    ``log_pi_`` (S,), ``prior_mean_`` (N, N; gaussian), ``prior_probs_`` (N, N, 3; onehot), ``adjacency_``
+    (S, N, N) in {-1, 0, 1}, ``objective_`` (MAP objective per EM iteration), ``log_likelihood_`` (per
+    iteration), ``n_iter_``, ``units_``, ``covariate_names_``, ``cov_mean_``/``cov_std_``, ``bin_width_s_``.
+    """
+
+    def __init__(
+        self,
+        n_states: int = 3,
+        prior: str = "none",
+        link: str = "softplus",
+        history_bins: int = 5,
+        history_decay: float = 1.0,
+        use_covariates: bool = True,
+        n_iter: int = 100,
+        tol: float = 1e-6,
+        m_step_iter: int = 20,
+        l2: float = 1e-3,
+        gaussian_sigma: float = 0.5,
+        onehot_iter: int = 10,
+        onehot_steps: int = 10,
+        onehot_lr: float = 0.05,
+        tau_start: float = 1.0,
+        tau_end: float = 0.2,
+        entropy_weight: float = 0.1,
+        onehot_prior_mean: tuple[float, float, float] = (0.1, 0.8, 0.1),
+        onehot_prior_concentration: float = 1.0,
+        polish_iter: int = 30,
+        m_step_min_weight: float = 1e-6,
+        adjacency_threshold: float = 0.5,
+        transition_pseudocount: float = 1.0,
+        init_noise: float = 0.5,
+        n_restarts: int = 1,
+        seed: int = 0,
+        device: str = "auto",
+        data_dtype: str = "float32",
+        m_step: str = "newton",
+        newton_iter: int = 3,
+        hessian_rows: int = 1024,
+    ):
+        self.n_states = n_states
+        self.prior = prior
+        self.link = link
+        self.history_bins = history_bins
+        self.history_decay = history_decay
+        self.use_covariates = use_covariates
+        self.n_iter = n_iter
+        self.tol = tol
+        self.m_step_iter = m_step_iter
+        self.l2 = l2
+        self.gaussian_sigma = gaussian_sigma
+        self.onehot_iter = onehot_iter
+        self.onehot_steps = onehot_steps
+        self.onehot_lr = onehot_lr
+        self.tau_start = tau_start
+        self.tau_end = tau_end
+        self.entropy_weight = entropy_weight
+        self.onehot_prior_mean = onehot_prior_mean
+        self.onehot_prior_concentration = onehot_prior_concentration
+        self.polish_iter = polish_iter
+        self.m_step_min_weight = m_step_min_weight
+        self.adjacency_threshold = adjacency_threshold
+        self.transition_pseudocount = transition_pseudocount
+        self.init_noise = init_noise
+        self.n_restarts = n_restarts
+        self.seed = seed
+        self.device = device
+        self.data_dtype = data_dtype
+        self.m_step = m_step
+        self.newton_iter = newton_iter
+        self.hessian_rows = hessian_rows
+
+    model_name = "switching_glm"
+
+    def _check_params(self) -> None:
+        for name, allowed in (("prior", PRIORS), ("link", LINKS), ("data_dtype", DATA_DTYPES), ("m_step", M_STEPS)):
+            self._check_choice(name, tuple(allowed))
+        for name in ("n_states", "history_bins", "n_restarts", "hessian_rows", "newton_iter"):
+            if int(getattr(self, name)) < 1:
+                raise self._param_error(name, "must be >= 1")
+        mean = np.asarray(self.onehot_prior_mean, dtype=float)
+        if mean.shape != (3,) or np.any(mean <= 0):
+            raise self._param_error("onehot_prior_mean", "must be 3 positive probabilities (inh, none, exc)")
+
+    def _init_params(self, data: Batch, rng: np.random.Generator, glm: dict | None) -> dict[str, torch.Tensor]:
+        S, N, C = self.n_states, data.counts.shape[-1], data.covariates.shape[-1]
+        dev = data.counts.device
+        dt = self._dtype(dev)
+        as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=dt, device=dev)  # noqa: E731
+        W0, b0, U0 = glm["W"], glm["b"], glm["U"]
+        noise = rng.normal(0, self.init_noise, (S, N, N)) if S > 1 else np.zeros((1, N, N))
+        W = W0[None] + noise
+        p = {
+            "b": as_t(b0[None] + (rng.normal(0, 0.1, (S, N)) if S > 1 else 0.0)),
+            "U": as_t(np.repeat(U0[None], S, 0) + (rng.normal(0, 0.1, (S, N, C)) if S > 1 else 0.0)),
+        }
+        stay = 0.95 if S > 1 else 1.0
+        A = np.full((S, S), (1 - stay) / max(S - 1, 1))
+        np.fill_diagonal(A, stay)
+        p["log_A"], p["log_pi"] = as_t(np.log(A)), as_t(np.full(S, -math.log(S)))
+        if self.prior == "onehot":
+            p.update(self._onehot_params(as_t(W)))
+        else:
+            p["W"] = as_t(W)
+            if self.prior == "gaussian":
+                p["W_bar"] = as_t(W.mean(0) * ~np.eye(N, dtype=bool))
+        return p
+
+    def _objective(self, p, data: Batch, hard: bool = True) -> tuple[float, float, tuple]:
+        with torch.no_grad():
+            W = self._weights(p, hard=hard, tau=None, gen=None)
+            ll = self._log_lik(p, W, data)
+            log_norm, gamma, xi = hmm.forward_backward(ll, p["log_pi"], p["log_A"], data.mask)
+            total = float(log_norm.sum())
+            obj = total + float(self._log_prior(p, W)) + float(self._transition_log_prior(p["log_A"]))
+        return obj, total, (log_norm, gamma, xi)
+
+    def _em(
+        self, p: dict, data: Batch, n_iter: int, hard: bool, names: list[str],
+        objs: list[float] | None = None, lls: list[float] | None = None, tick=None,
+    ) -> tuple[list[float], list[float]]:
+        """EM iterations from ``p`` (updated in place). ``objs``/``lls`` continue a run that was checkpointed
+        (the objective of ``p`` is then already their last entry); ``tick()`` is called after every iteration."""
+        objs, lls = list(objs or []), list(lls or [])
+        obj, total, post = self._objective(p, data, hard)
+        if not objs:
+            objs.append(obj)
+            lls.append(total)
+        elif len(objs) > 1 and abs(objs[-1] - objs[-2]) < self.tol * abs(objs[-2]):
+            return objs, lls  # it had converged just before the checkpoint
+        for _ in range(n_iter - (len(objs) - 1)):
+            log_norm, gamma, xi = post
+            if self.n_states > 1:
+                p["log_A"], p["log_pi"] = self._transitions_map(gamma, xi)
+            self._m_step(p, names, data, gamma, hard)
+            self._update_shared_prior(p)
+            obj, total, post = self._objective(p, data, hard)
+            objs.append(obj)
+            lls.append(total)
+            if tick is not None:
+                tick(objs, lls)
+            if abs(objs[-1] - objs[-2]) < self.tol * abs(objs[-2]):
+                break
+        return objs, lls
+
+    def _single_glm(self, data: Batch) -> dict[str, np.ndarray]:
+        """Single-state GLM fit (the initialisation): same emission model, one state, L-BFGS."""
+        single = SwitchingGLM(n_states=1, prior="none", link=self.link, history_bins=self.history_bins,
+                              history_decay=self.history_decay, m_step_iter=100, newton_iter=50, l2=self.l2, device=self.device,
+                              data_dtype=self.data_dtype, m_step=self.m_step, hessian_rows=self.hessian_rows)
+        N, C = data.counts.shape[-1], data.covariates.shape[-1]
+        rate = (data.counts.sum((0, 1), dtype=self._dtype(data.counts.device)) / data.n_bins).clamp_min(1e-3)
+        inv = {"softplus": lambda r: torch.log(torch.expm1(r)), "exp": torch.log,
+               "sigmoid": lambda r: torch.logit(r.clamp_max(0.99))}[self.link]
+        zero = torch.zeros
+        p = {"b": inv(rate)[None], "U": zero(1, N, C, dtype=rate.dtype, device=rate.device),
+             "W": zero(1, N, N, dtype=rate.dtype, device=rate.device)}
+        gamma = data.mask[:, :, None].to(rate.dtype)
+        single._m_step(p, ["b", "U", "W"], data, gamma, hard=True)
+        return {k: p[k][0].cpu().numpy() for k in ("W", "b", "U")}
+
+    def fit(
+        self,
+        ds: xr.Dataset,
+        checkpoint: str | os.PathLike | None = None,
+        fingerprint: dict | None = None,
+        checkpoint_every_s: float = 60.0,
+    ) -> SwitchingGLM:
+        """Fit on the train split of a ``spike_counts`` dataset (sequences = contiguous train segments).
+
+        With ``checkpoint`` (a file path), the fit is checkpointed every ``checkpoint_every_s`` seconds, between
+        phases and on SIGTERM (then :class:`~brainpipe.training.Preempted` is raised); a fit started again with the
+        same path, hyperparameters and ``fingerprint`` (e.g. input hashes) resumes where it stopped and ends with
+        the same parameters as an uninterrupted fit.
+        """
+        self._check_params()
+        if "counts" not in ds or "split" not in ds:
+            raise InputError("SwitchingGLM needs a spike_counts dataset (variables 'counts' and 'split')")
+        X, names = self._covariate_matrix(ds)
+        train = ds["split"].values == SPLIT_FLAGS["train"]
+        if X.shape[1]:
+            self.cov_mean_ = X[train].mean(0)
+            self.cov_std_ = X[train].std(0) + 1e-12
+        else:
+            self.cov_mean_, self.cov_std_ = np.zeros(0), np.ones(0)
+        self.covariate_names_ = names
+        self.units_ = np.asarray(ds["unit"].values).astype(str)
+        self.bin_width_s_ = float(ds.attrs["bin_width_s"])
+        data = self.batch(ds, "train")
+        if data.n_bins < 10 * self.n_states:
+            raise InputError(
+                f"{data.n_bins} training bins cannot support {self.n_states} states; use fewer states or more data"
+            )
+        torch.manual_seed(self.seed)
+        glm = self._single_glm(data)
+        ckpt = Checkpointer(
+            checkpoint,
+            fingerprint_of({"run": dict(fingerprint or {}), "params": self._fingerprint_params(), "n_bins": data.n_bins}),
+            every_s=checkpoint_every_s,
+        )
+        dev = data.counts.device
+        saved = ckpt.load()
+        cur = saved["cursor"] if saved else {"restart": 0, "phase": 0}
+        best = _to_device(saved["best"], dev) if saved else None
+        phases = ("warm", "relax", "polish") if self.prior == "onehot" else ("em",)
+        with ckpt.guard():
+            for r in range(cur["restart"], self.n_restarts):
+                rng = np.random.default_rng([self.seed, r])
+                if saved is not None and r == cur["restart"]:  # resume inside this restart
+                    p, objs, lls = _to_device(saved["p"], dev), saved["objs"], saved["lls"]
+                    first = cur["phase"]
+                else:
+                    p, objs, lls, first = self._initial(data, rng, glm), [], [], 0
+                for k in range(first, len(phases)):
+
+                    def tick(o, ll, k=k, p=p, r=r, b=best):
+                        ckpt.maybe_save(lambda: _ckpt_state(r, k, p, o, ll, b))
+
+                    objs, lls = self._run_phase(phases[k], p, data, r, objs, lls, tick)
+                    if k + 1 < len(phases):
+                        objs, lls = [], []
+                        ckpt.maybe_save(lambda k=k, p=p, r=r, b=best: _ckpt_state(r, k + 1, p, [], [], b), force=True)
+                log.info("restart %d: objective %.3f after %d EM iterations", r, objs[-1], len(objs) - 1)
+                if best is None or objs[-1] > best["objs"][-1]:
+                    best = {"p": p, "objs": objs, "lls": lls}
+                if r + 1 < self.n_restarts:
+                    ckpt.maybe_save(lambda r=r, b=best: _ckpt_state(r + 1, 0, {}, [], [], b), force=True)
+        self.checkpoint_saves_ = ckpt.saves
+        p, objs, lls = best["p"], best["objs"], best["lls"]
+        self._set_fitted(p)
+        self.objective_, self.log_likelihood_ = np.array(objs), np.array(lls)
+        self.n_iter_ = len(objs) - 1
+        self.train_log_likelihood_ = lls[-1]
+        return self
+
+    def _initial(self, data: Batch, rng: np.random.Generator, glm: dict) -> dict[str, torch.Tensor]:
+        """Initial parameters of a restart (the one-hot prior starts from the free model's: see _run_phase)."""
+        if self.prior != "onehot":
+            return self._init_params(data, rng, glm)
+        self.prior = "none"
+        try:
+            return self._init_params(data, rng, glm)
+        finally:
+            self.prior = "onehot"
+
+    def _run_phase(self, phase: str, p: dict, data: Batch, r: int, objs, lls, tick) -> tuple[list[float], list[float]]:
+        """One phase of a restart, updating ``p`` in place: "em" (no or Gaussian prior), or for the one-hot prior
+        "warm" (the free HMM-GLM, whose weights seed the one-hot structure), "relax" (Gumbel-softmax relaxation;
+        rerun from its start after an interruption: its random stream is seeded per restart) and "polish"."""
+        if phase == "em":
+            return self._em(p, data, self.n_iter, True, self._trainable(p, False), objs, lls, tick)
+        if phase == "warm":
+            self.prior = "none"
+            try:
+                self._em(p, data, self.n_iter, True, self._trainable(p, False), objs, lls, tick)
+            finally:
+                self.prior = "onehot"
+            p.update(self._onehot_params(p.pop("W")))
+            p["prior_probs"] = self._onehot_prior_update(p)
+            return [], []
+        if phase == "relax":
+            self._onehot_relaxation(p, data, torch.Generator().manual_seed(self.seed * 1000 + r))
+            return [], []
+        return self._em(p, data, self.polish_iter, True, self._trainable(p, False), objs, lls, tick)
+
+    def _set_fitted(self, p: dict) -> None:
+        self.params_ = p
+        W = self._weights(p, hard=True, tau=None, gen=None)
+        self.weights_ = W.detach().cpu().numpy()
+        self.bias_ = p["b"].cpu().numpy()
+        self.cov_weights_ = p["U"].cpu().numpy()
+        self.log_A_ = p["log_A"].cpu().numpy()
+        self.log_pi_ = p["log_pi"].cpu().numpy()
+        N = self.weights_.shape[-1]
+        off = ~np.eye(N, dtype=bool)
+        if self.prior == "onehot":
+            self.adjacency_ = ((p["logits"].argmax(-1) - 1).cpu().numpy() * off).astype(np.int8)
+            self.prior_probs_ = p["prior_probs"].cpu().numpy()
+        else:
+            thr = self.adjacency_threshold
+            self.adjacency_ = (np.sign(self.weights_) * (np.abs(self.weights_) > thr) * off).astype(np.int8)
+        if self.prior == "gaussian":
+            self.prior_mean_ = p["W_bar"].cpu().numpy()
+
+    def _fingerprint_params(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params(deep=False).items()}
+
+    def _check_units(self, ds: xr.Dataset) -> None:
+        self._check_fitted()
+        units = np.asarray(ds["unit"].values).astype(str)
+        if units.shape != self.units_.shape or np.any(units != self.units_):
+            raise InputError("the dataset's units differ from the ones the switching GLM was fitted on")
+
+    def _ll_batch(self, data: Batch) -> torch.Tensor:
+        with torch.no_grad():
+            W = self._weights(self.params_, hard=True, tau=None, gen=None)
+            return self._log_lik(self.params_, W, data)
+
+    def log_likelihood(self, ds: xr.Dataset, split: str = "test") -> float:
+        """Marginal log-likelihood (nats) of the sequences of one split (forward algorithm)."""
+        self._check_units(ds)
+        data = self.batch(ds, split)
+        with torch.no_grad():
+            return float(hmm.log_marginal(self._ll_batch(data), self.params_["log_pi"], self.params_["log_A"], data.mask).sum())
+
+    def score(self, ds: xr.Dataset, split: str = "test") -> float:
+        """Held-out marginal log-likelihood per spike (nats) of one split: higher is better.
+
+        Parameters
+        ----------
+        ds : xarray.Dataset
+            A ``spike_counts`` dataset with the units the model was fitted on.
+        split : {"train", "validation", "test"}
+            The split to score.
+
+        Returns
+        -------
+        float
+            :meth:`log_likelihood` divided by the number of spikes in the split.
+        """
+        n = float(np.asarray(ds["counts"].values)[ds["split"].values == SPLIT_FLAGS[split]].sum())
+        return self.log_likelihood(ds, split) / max(n, 1.0)
+
+    def decode(self, ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior state probabilities (n_bins, S) and the Viterbi path (n_bins,) for every bin of ``ds``."""
+        self._check_units(ds)
+        data = self.batch(ds, None)
+        ll = self._ll_batch(data)
+        with torch.no_grad():
+            _, gamma, _ = hmm.forward_backward(ll, self.params_["log_pi"], self.params_["log_A"], data.mask)
+        path = hmm.viterbi(ll, self.params_["log_pi"], self.params_["log_A"], data.mask)
+        n = ds.sizes["time"]
+        post = np.zeros((n, self.n_states))
+        vit = np.full(n, -1, dtype=np.int64)
+        valid = data.index >= 0
+        post[data.index[valid]] = gamma.cpu().numpy()[valid]
+        vit[data.index[valid]] = path[valid]
+        return post, vit
+
+    def to_dataset(self, ds: xr.Dataset | None = None) -> xr.Dataset:
+        """The fit as a ``model_fit`` dataset; with ``ds`` (the counts), posterior and Viterbi states per bin."""
+        self._check_fitted()
+        S = self.weights_.shape[0]
+        units = self.units_
+        out = xr.Dataset(
+            {
+                "weights": (("state", "unit_post", "unit_pre"), self.weights_, {"long_name": "coupling weight"}),
+                "bias": (("state", "unit_post"), self.bias_),
+                "covariate_weight": (("state", "unit_post", "covariate"), self.cov_weights_),
+                "covariate_mean": ("covariate", np.asarray(self.cov_mean_, float)),
+                "covariate_std": ("covariate", np.asarray(self.cov_std_, float)),
+                "adjacency": (("state", "unit_post", "unit_pre"), self.adjacency_, {"long_name": "-1 inh, 0 none, 1 exc"}),
+                "transition": (("state_from", "state_to"), np.exp(self.log_A_)),
+                "initial": ("state", np.exp(self.log_pi_)),
+                "objective": ("em_iteration", self.objective_, {"long_name": "MAP objective (train)"}),
+                "train_log_likelihood": ("em_iteration", self.log_likelihood_, {"units": "nat"}),
+            },
+            coords={
+                "state": np.arange(S),
+                "unit_post": units,
+                "unit_pre": units,
+                "covariate": np.array(self.covariate_names_, dtype=str),
+                "state_from": np.arange(S),
+                "state_to": np.arange(S),
+                "em_iteration": np.arange(len(self.objective_)),
+            },
+            attrs={
+                "model": "switching_glm",
+                "role": "fit",
+                "prior": self.prior,
+                "link": self.link,
+                "n_states": S,
+                "history_bins": self.history_bins,
+                "history_decay": self.history_decay,
+                "bin_width_s": self.bin_width_s_,
+                "use_covariates": int(self.use_covariates),
+                "adjacency_threshold": self.adjacency_threshold,
+                "gaussian_sigma": self.gaussian_sigma,
+                "n_iter": int(self.n_iter_),
+            },
+        )
+        if self.prior == "gaussian":
+            out["prior_mean"] = (("unit_post", "unit_pre"), self.prior_mean_)
+        if self.prior == "onehot":
+            out["prior_probs"] = (("unit_post", "unit_pre", "category"), self.prior_probs_)
+            out = out.assign_coords(category=np.array(CATEGORIES))
+        if ds is not None:
+            post, vit = self.decode(ds)
+            out["posterior"] = (("time", "state"), post, {"long_name": "posterior state probability"})
+            out["viterbi"] = ("time", vit, {"long_name": "most probable state path"})
+            out = out.assign_coords(time=("time", ds["time"].values, {"units": "s", "long_name": "bin centre"}))
+        return out
+
+    @classmethod
+    def from_dataset(cls, fit: xr.Dataset, device: str = "auto") -> SwitchingGLM:
+        """Rebuild a fitted model (hard one-hot structure) from :meth:`to_dataset` or a planted truth."""
+        a = fit.attrs
+        S = fit.sizes["state"]
+        m = cls(n_states=S, prior="none", link=str(a["link"]), history_bins=int(a["history_bins"]),
+                history_decay=float(a.get("history_decay", 1.0)), device=device)
+        m.prior = str(a.get("prior", "none")) if a.get("role") == "fit" else "none"
+        dev = resolve_device(device)
+        dt = m._dtype(dev)
+        as_t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=dt, device=dev)  # noqa: E731
+        W = np.asarray(fit["weights"].values, dtype=np.float64)
+        N = W.shape[-1]
+        U = np.asarray(fit["covariate_weight"].values) if "covariate_weight" in fit else np.zeros((S, N, 0))
+        m.use_covariates = U.shape[-1] > 0
+        m.covariate_names_ = [str(c) for c in fit["covariate"].values] if "covariate" in fit.coords else []
+        m.cov_mean_ = np.asarray(fit["covariate_mean"].values) if "covariate_mean" in fit else np.zeros(0)
+        m.cov_std_ = np.asarray(fit["covariate_std"].values) if "covariate_std" in fit else np.ones(0)
+        p = {"W": as_t(W), "b": as_t(fit["bias"].values), "U": as_t(U),
+             "log_A": as_t(np.log(np.clip(fit["transition"].values, 1e-300, None))),
+             "log_pi": as_t(np.log(np.clip(fit["initial"].values, 1e-300, None)))}
+        prior_kind, m.prior = m.prior, "none"  # the stored weights are already the hard ones
+        m._set_fitted(p)
+        m.prior = prior_kind
+        m.adjacency_ = np.asarray(fit["adjacency"].values).astype(np.int8)
+        m.units_ = np.asarray(fit["unit_post"].values).astype(str)
+        m.bin_width_s_ = float(a.get("bin_width_s", np.nan))
+        m.objective_ = np.asarray(fit["objective"].values) if "objective" in fit else np.zeros(0)
+        m.log_likelihood_ = np.asarray(fit["train_log_likelihood"].values) if "train_log_likelihood" in fit else np.zeros(0)
+        m.n_iter_ = int(a.get("n_iter", 0))
+        return m
