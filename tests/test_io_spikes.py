@@ -452,10 +452,10 @@ def test_missing_path(tmp_path, reader, name):
 @pytest.mark.parametrize(
     ("reader", "name", "expected"),
     [
-        (read_nwb, "bad.nwb", "cannot be opened as an NWB (HDF5) file"),
-        (read_trialized_npz, "bad.npz", "cannot be read as an .npz archive"),
-        (read_spike_table, "bad.npz", "cannot be read as an .npz archive"),
-        (read_spikes, "bad.npz", "cannot be read as an .npz archive"),  # detection says so too
+        (read_nwb, "bad.nwb", "is not an NWB (HDF5) file (no HDF5 signature)"),
+        (read_trialized_npz, "bad.npz", "is not an .npz archive (not a zip file)"),
+        (read_spike_table, "bad.npz", "is not an .npz archive (not a zip file)"),
+        (read_spikes, "bad.npz", "is not an .npz archive (not a zip file)"),  # detection says so too
         (read_matclust, "bad.mat", "cannot be read as a MATLAB .mat file"),
     ],
 )
@@ -496,7 +496,9 @@ def test_corrupt_phy_npy(tmp_path):
     (folder / "spike_clusters.npy").write_bytes(b"not a npy file")
     with pytest.raises(InputError) as err:
         read_phy(folder, groups=None)
-    assert "cannot be read as a .npy array" in _one_line(err, folder / "spike_clusters.npy")
+    assert "is not a .npy array (it does not start with the NumPy magic string)" in _one_line(
+        err, folder / "spike_clusters.npy"
+    )
 
 
 def test_negative_spike_times(tmp_path):

@@ -168,29 +168,78 @@ def write(ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mappin
 
 
 def open_dataset(path: str | os.PathLike) -> xr.Dataset:
-    """Open a brainpipe file (netCDF or zarr) without validation; fully loaded into memory for .nc files."""
+    """Open a brainpipe file (netCDF or zarr) without validation; fully loaded into memory for .nc files.
+
+    Every failure is one :class:`~brainpipe.errors.InputError` line naming the file and the cause: it does not
+    exist, is empty, is not HDF5, is truncated (the sizes), is damaged (what the library said), or is a zarr store
+    whose metadata is unreadable. A zarr store opens lazily: :func:`read` reads its every chunk once.
+    """
+    import json
+    import re
+
+    def _line(err: BaseException) -> str:
+        return (" ".join(str(err).split()) or type(err).__name__)[:200]
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file does not exist (check the path, or run the stage that makes it)")
-    try:
-        if path.suffix == ".zarr" or path.is_dir():
+    again = "run the stage that makes it again"
+    if path.suffix == ".zarr" or path.is_dir():
+        try:
             return xr.open_zarr(path)
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as err:  # zarr: metadata problems
+            raise InputError(
+                f"{path}: cannot be opened as a zarr store ({type(err).__name__}: {_line(err)}); its metadata is "
+                f"missing or damaged, or it is not a brainpipe output: {again}"
+            ) from None
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"{path}: cannot be opened as netCDF4/HDF5: it is empty (0 bytes); {again}")
+    try:
         # the time axis is stored with CF time units (a placeholder epoch): read it as float seconds
         with xr.open_dataset(path, engine="h5netcdf", decode_times={"time": False}) as ds:
             ds = ds.load()
-        if "time" in ds.variables and ds["time"].attrs.get("units") == _c.TIME_UNITS_ON_DISK:
-            ds["time"].attrs["units"] = "s"
-        return ds
-    except (OSError, ValueError) as err:
+    except OSError as err:  # h5py: not HDF5, truncated, a damaged header or chunk
+        text = _line(err)
+        cut = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+        if cut:
+            why = f"it is truncated (its HDF5 superblock says {cut.group(2)} bytes but the file holds {cut.group(1)})"
+        elif "file signature not found" in text:
+            why = "it is not an HDF5 file (no HDF5 signature); is it a brainpipe output?"
+        else:
+            why = f"it is damaged ({type(err).__name__}: {text})"
+        raise InputError(f"{path}: cannot be opened as netCDF4/HDF5 or zarr: {why}; {again}") from None
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as err:  # h5netcdf/xarray decoding
         raise InputError(
-            f"{path}: cannot be opened as netCDF4/HDF5 or zarr ({type(err).__name__}: {str(err).splitlines()[0]}); "
-            "is it a brainpipe output?"
+            f"{path}: cannot be opened as netCDF4/HDF5 or zarr: its netCDF structure is damaged or not a brainpipe "
+            f"output ({type(err).__name__}: {_line(err)}); {again}"
         ) from None
+    if "time" in ds.variables and ds["time"].attrs.get("units") == _c.TIME_UNITS_ON_DISK:
+        ds["time"].attrs["units"] = "s"
+    return ds
 
 
 def read(path: str | os.PathLike, kind: str | None = None) -> xr.Dataset:
-    """Open and validate a brainpipe file; ``kind`` (if given) must match the file's contract."""
+    """Open and validate a brainpipe file; ``kind`` (if given) must match the file's contract.
+
+    A zarr store has every chunk read once (one chunk at a time) before the contract check, so a damaged or
+    cut-short chunk is one :class:`~brainpipe.errors.InputError` line naming the variable, not an error later.
+    """
     ds = open_dataset(path)
+    if Path(path).suffix == ".zarr" or Path(path).is_dir():
+        for name, var in ds.variables.items():
+            data = var.data
+            try:
+                if hasattr(data, "blocks"):  # dask: one chunk at a time
+                    for idx in np.ndindex(*data.numblocks):
+                        data.blocks[idx].compute()
+                else:
+                    np.asarray(data)
+            except (RuntimeError, ValueError, OSError, TypeError, KeyError) as err:  # numcodecs, zarr, numpy
+                raise InputError(
+                    f"{path}: variable '{name}' cannot be read from the zarr store ({type(err).__name__}: "
+                    f"{' '.join(str(err).split())[:200]}); a chunk is damaged or cut short: run the stage that makes it again"
+                ) from None
     problems = _c.check(ds, kind)
     if problems:
         raise ContractError(str(path), problems)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import re
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +24,22 @@ def fail(path: str | os.PathLike, what: str, todo: str) -> InputError:
     return InputError(f"{path}: {what}; {todo}")
 
 
-def require_file(path: str | os.PathLike, kind: str) -> Path:
+def require_file(path: str | os.PathLike, kind: str, *, allow_empty: bool = False) -> Path:
+    """``path`` as a Path, or a one-line :class:`InputError`: it does not exist, is a folder, or is empty.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file.
+    kind : str
+        What the file is, in a few words (``"spike table"``), for the message.
+    allow_empty : bool
+        Accept a zero-byte file.
+
+    Returns
+    -------
+    Path
+    """
     p = Path(path)
     if not p.exists():
         raise fail(
@@ -29,12 +47,29 @@ def require_file(path: str | os.PathLike, kind: str) -> Path:
             f"{kind} does not exist",
             "check the path (relative paths are taken from the working directory)",
         )
-    if not p.is_file():
+    if p.is_dir():
         raise fail(p, f"is a folder, not a {kind}", "give the file itself")
+    if not allow_empty and p.stat().st_size == 0:
+        raise fail(p, f"is empty (0 bytes), so the {kind} was not written completely", "export or copy it again")
     return p
 
 
-def require_dir(path: str | os.PathLike, kind: str) -> Path:
+def require_dir(path: str | os.PathLike, kind: str, holds: str = "spike_times.npy") -> Path:
+    """``path`` as a Path, or a one-line :class:`InputError`: it does not exist or is a file.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The folder.
+    kind : str
+        What the folder is (``"phy folder"``), for the message.
+    holds : str
+        A file the folder should hold, named in the message when ``path`` is a file.
+
+    Returns
+    -------
+    Path
+    """
     p = Path(path)
     if not p.exists():
         raise fail(
@@ -43,8 +78,153 @@ def require_dir(path: str | os.PathLike, kind: str) -> Path:
             "check the path (relative paths are taken from the working directory)",
         )
     if not p.is_dir():
-        raise fail(p, f"is a file, not a {kind}", "give the folder that holds spike_times.npy")
+        raise fail(p, f"is a file, not a {kind}", f"give the folder that holds {holds}")
     return p
+
+
+def oneline(err: BaseException, n: int = 160) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _npy_header(fh, where: str, size: int) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """(shape, dtype, fortran_order, data bytes needed) from the header of a ``.npy`` stream of ``size`` bytes.
+
+    Raises a one-line :class:`InputError` naming ``where``: not a ``.npy`` (no magic string), a header cut short,
+    an unreadable header, Python objects (which would need unpickling), or fewer data bytes than the header says.
+    """
+    fmt = np.lib.format
+    head = fh.read(len(_NPY_MAGIC))
+    if not head.startswith(_NPY_MAGIC[: len(head)]) or not head:
+        raise InputError(
+            f"{where}: is not a .npy array (it does not start with the NumPy magic string); give an array saved with "
+            "numpy.save"
+        )
+    if len(head) < len(_NPY_MAGIC):
+        raise InputError(f"{where}: is truncated (the .npy header is incomplete); export or copy it again")
+    fh.seek(fh.tell() - len(_NPY_MAGIC))
+    try:
+        version = fmt.read_magic(fh)
+        reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = reader(fh)
+    except ValueError as err:
+        cut = "EOF" in str(err)
+        what = "is truncated (the .npy header is incomplete)" if cut else f"has a damaged .npy header ({oneline(err)})"
+        raise InputError(f"{where}: {what}; export or copy it again") from None
+    if dtype.hasobject:
+        raise InputError(
+            f"{where}: holds Python objects (dtype {dtype}), which only unpickling could read and brainpipe never "
+            "unpickles files; save a plain numeric or string array (e.g. arr.astype(float) or arr.astype(str))"
+        )
+    need = int(np.prod([int(n) for n in shape], dtype=object)) * dtype.itemsize
+    have = size - fh.tell()
+    if have < need:
+        raise InputError(
+            f"{where}: is truncated or damaged: its .npy header says shape {tuple(shape)} {dtype} ({need} bytes of "
+            f"data) but it holds {max(have, 0)} bytes; export or copy it again"
+        )
+    return tuple(int(n) for n in shape), dtype, bool(fortran), need
+
+
+def _check_kinds(where: str, arr: np.ndarray, kinds: str | None, what: str) -> np.ndarray:
+    if kinds is not None and arr.dtype.kind not in kinds:
+        words = "numbers" if set(kinds) <= set("biuf") else f"dtype kind(s) {kinds!r}"
+        raise InputError(f"{where}: holds {arr.dtype} values, not {words}; {what}")
+    return arr
+
+
+def load_npy(path: str | os.PathLike, kind: str, kinds: str | None = "biuf", todo: str = "") -> np.ndarray:
+    """A ``.npy`` array, loaded without pickle after its header is checked; every failure is one line.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The ``.npy`` file.
+    kind : str
+        What the file holds (``"fluorescence (F.npy)"``), for the messages.
+    kinds : str or None
+        Accepted ``dtype.kind`` letters (default numbers: ``"biuf"``); None accepts any non-object dtype.
+    todo : str
+        What to do when the dtype is not accepted (default: save a numeric array).
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Raises
+    ------
+    InputError
+        Missing, a folder, empty, not a ``.npy``, truncated (fewer data bytes than the header says), an object
+        array (never unpickled), or values of another dtype kind.
+    """
+    p = require_file(path, kind)
+    size = p.stat().st_size
+    with open(p, "rb") as fh:
+        _npy_header(fh, str(p), size)
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:  # the header was fine: the data does not fit it
+        raise fail(p, f"cannot be read as a .npy array ({oneline(err)})", "export or copy it again") from None
+    return _check_kinds(str(p), arr, kinds, todo or f"give the {kind} as a numeric array")
+
+
+def _zip_error(p: Path, err: BaseException) -> InputError:
+    with open(p, "rb") as fh:
+        zipped = fh.read(4) == b"PK\x03\x04"
+    if isinstance(err, zipfile.BadZipFile) and "not a zip file" in str(err) and not zipped:
+        return fail(p, "is not an .npz archive (not a zip file)", "give an archive written by numpy.savez")
+    what = "is truncated (the zip directory at its end is missing)" if "not a zip file" in str(err) else (
+        f"is a damaged .npz archive ({type(err).__name__}: {oneline(err)})"
+    )
+    return fail(p, what, "export or copy it again")
+
+
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError)
+
+
+def load_npz(path: str | os.PathLike, kind: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive, each header checked before it is read, never unpickled.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The ``.npz`` file.
+    kind : str
+        What the archive is (``"spike table .npz"``), for the messages.
+
+    Returns
+    -------
+    dict
+        ``{array name: array}`` in archive order.
+
+    Raises
+    ------
+    InputError
+        Missing, a folder, empty, not a zip archive, truncated or damaged (zip CRC, compression), an array that is
+        not a ``.npy``, or an object array (named; never unpickled).
+    """
+    p = require_file(path, kind)
+    out: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(p) as zf:
+            for member in zf.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                raw = zf.read(member)  # checks the CRC: a damaged member fails here
+                where = f"{p} (array '{member[:-4]}')"
+                fh = io.BytesIO(raw)
+                _npy_header(fh, where, len(raw))
+                fh.seek(0)
+                try:
+                    out[member[:-4]] = np.lib.format.read_array(fh, allow_pickle=False)
+                except (ValueError, EOFError) as err:
+                    raise InputError(f"{where}: cannot be read as a .npy array ({oneline(err)}); export it again") from None
+    except _ZIP_ERRORS as err:
+        raise _zip_error(p, err) from None
+    return out
 
 
 def npz_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
@@ -63,32 +243,34 @@ def npz_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     Raises
     ------
     InputError
-        The file is not a readable ``.npz`` archive.
+        The file is empty, not a zip archive, truncated or damaged, or an array header is unreadable.
     """
-    fmt = np.lib.format
+    p = require_file(path, ".npz archive")
     out: dict[str, tuple[int, ...]] = {}
     try:
-        with zipfile.ZipFile(path) as zf:
-            for member in zf.namelist():
+        with zipfile.ZipFile(p) as zf:
+            for info in zf.infolist():
+                member = info.filename
                 if not member.endswith(".npy"):
                     continue
-                with zf.open(member) as fh:
-                    version = fmt.read_magic(fh)
-                    if version == (1, 0):
-                        shape = fmt.read_array_header_1_0(fh)[0]
-                    elif version == (2, 0):
-                        shape = fmt.read_array_header_2_0(fh)[0]
-                    else:  # a newer header version: let numpy read the array itself
-                        with np.load(path, allow_pickle=False) as z:
-                            shape = z[member[:-4]].shape
-                out[member[:-4]] = tuple(int(n) for n in shape)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise fail(
-            path,
-            f"cannot be read as an .npz archive ({' '.join(str(err).split())})",
-            "give an uncorrupted .npz written by numpy.savez (object arrays are not accepted)",
-        ) from None
+                with zf.open(info) as fh:
+                    head = io.BytesIO(fh.read(65536 + 16))  # the header only (a .npy header is < 64 KiB)
+                out[member[:-4]] = _npy_header_shape(head, f"{p} (array '{member[:-4]}')", info.file_size)
+    except _ZIP_ERRORS as err:
+        raise _zip_error(p, err) from None
     return out
+
+
+def _npy_header_shape(fh, where: str, size: int) -> tuple[int, ...]:
+    """The shape in a ``.npy`` header (object arrays and cut-short data are fine here: only the shape is read)."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape = reader(fh)[0]
+    except ValueError as err:
+        raise InputError(f"{where}: has a damaged .npy header ({oneline(err)}); export or copy it again") from None
+    return tuple(int(n) for n in shape)
 
 
 def short(items: Sequence, n: int = 5) -> str:
@@ -279,3 +461,114 @@ def increasing_mask(t: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     prev_max = np.maximum.accumulate(t)
     return np.concatenate([[True], t[1:] > prev_max[:-1]])
+
+
+def hdf5_error(path: str | os.PathLike, err: BaseException, kind: str) -> InputError:
+    """One line for an error h5py raised on ``path``: not HDF5, truncated (with the sizes), or damaged.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file.
+    err : BaseException
+        What h5py (or a library on top of it) raised.
+    kind : str
+        What the file should be (``"an NWB (HDF5) file"``), for the message.
+
+    Returns
+    -------
+    InputError
+    """
+    text = " ".join(str(err).split())
+    cut = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+    if cut:
+        return fail(
+            path,
+            f"is truncated: its HDF5 superblock says {cut.group(2)} bytes but the file holds {cut.group(1)}",
+            "copy or export the file again",
+        )
+    if "file signature not found" in text:
+        return fail(path, f"is not {kind} (no HDF5 signature)", f"give {kind}")
+    if "bad byte number in an address" in text or "Unable to synchronously open file" in text:
+        return fail(path, f"cannot be opened as {kind}: its HDF5 header is damaged or cut short ({oneline(err)})",
+                    "copy or export the file again")
+    return fail(path, f"is a damaged HDF5 file ({type(err).__name__}: {oneline(err)})", "copy or export the file again")
+
+
+def _gzip_size(p: Path) -> int | None:
+    """The uncompressed size a gzip file records in its trailer (modulo 2**32), or None when it has none."""
+    size = p.stat().st_size
+    if size < 18:
+        return None
+    with open(p, "rb") as fh:
+        fh.seek(size - 4)
+        return int.from_bytes(fh.read(4), "little")
+
+
+def load_nifti(path: str | os.PathLike, kind: str):
+    """A NIfTI image (``.nii``/``.nii.gz``) with its data read into memory; every failure is one line.
+
+    The header is checked against the file before the data is read, so a header that claims more data than the
+    file holds (a truncated file, or a damaged dimension field) is refused with both sizes instead of an
+    allocation of what the header claims.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The image.
+    kind : str
+        What the image is (``"bold image"``, ``"atlas image"``), for the messages.
+
+    Returns
+    -------
+    nibabel.nifti1.Nifti1Image
+        The image with its data in memory (same affine and header).
+
+    Raises
+    ------
+    InputError
+        Missing, a folder, empty, not NIfTI, a damaged header, truncated, or damaged compressed data.
+    """
+    import gzip
+
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
+
+    p = require_file(path, kind)
+    gz = p.name.lower().endswith(".gz")
+    again = "copy or export the image again"
+    try:
+        img = nib.load(p)
+    except (ImageFileError, HeaderDataError) as err:
+        raise fail(p, f"cannot be read as a NIfTI image ({oneline(err)})", f"give the {kind} as .nii/.nii.gz") from None
+    except EOFError:
+        raise fail(p, "is truncated (it ends inside the NIfTI header)", again) from None
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise fail(p, f"is damaged (gzip: {oneline(err)})", again) from None
+    except (OSError, ValueError) as err:
+        raise fail(p, f"cannot be read as a NIfTI image ({type(err).__name__}: {oneline(err)})", again) from None
+    header = img.header
+    try:
+        shape = tuple(int(n) for n in img.shape)
+        dtype = np.dtype(header.get_data_dtype())
+        offset = int(header.get_data_offset())
+    except (HeaderDataError, TypeError, ValueError) as err:
+        raise fail(p, f"has a damaged NIfTI header ({oneline(err)})", again) from None
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    size = p.stat().st_size
+    said = f"its header says shape {shape} {dtype} ({need} bytes of data from byte {offset})"
+    if not gz and offset + need > size:
+        raise fail(p, f"is truncated or its header is damaged: {said} but the file holds {size} bytes", again)
+    if gz and (need > 1100 * size or (offset + need < 2**32 and (_gzip_size(p) or 0) < offset + need)):
+        # deflate expands at most ~1032:1; the gzip trailer records the uncompressed size (mod 2**32)
+        raise fail(p, f"is truncated or its header is damaged: {said}, more than the compressed file holds", again)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except EOFError as err:
+        raise fail(p, f"is truncated (the compressed data ends early: {oneline(err)})", again) from None
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise fail(p, f"is damaged (gzip: {oneline(err)})", again) from None
+    except (OSError, ValueError) as err:
+        raise fail(p, f"is truncated or damaged: {said} but it could not be read ({oneline(err)})", again) from None
+    return img.__class__(data, img.affine, header)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from brainpipe.io._common import (
     check_finite,
     check_train,
     fail,
+    hdf5_error,
     increasing_mask,
     require_file,
     short,
@@ -268,16 +270,36 @@ def read_nwb(
     ``session_description`` and ``time_resolution_s`` (the Units ``resolution``, when set).
     """
     p = require_file(path, "NWB file")
+    with open_nwb(p) as nwbfile:
+        try:
+            return _read_open(p, nwbfile, units, behaviour, trials)
+        except OSError as err:  # h5py, reading a damaged dataset lazily
+            raise hdf5_error(p, err, "an NWB (HDF5) file") from None
+
+
+#: What pynwb/hdmf raise on a file that is HDF5 but not (valid) NWB: a missing version or type attribute
+#: (TypeError, KeyError), a bad value or namespace (ValueError), a damaged specification (ConstructError).
+def _nwb_errors() -> tuple[type[BaseException], ...]:
+    from hdmf.build.errors import BuildError, ConstructError
+
+    return (ValueError, TypeError, KeyError, IndexError, ConstructError, BuildError)
+
+
+@contextlib.contextmanager
+def open_nwb(p: Path):
+    """The NWBFile of ``p`` (read-only), closed on exit; an unreadable file is one line (:func:`hdf5_error`)."""
     from pynwb import NWBHDF5IO
 
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Ignoring cached namespace")  # version notices of hdmf
             io = NWBHDF5IO(str(p), mode="r", load_namespaces=True)
-    except Exception as err:  # h5py raises OSError, hdmf a zoo of others
+    except OSError as err:  # h5py: not HDF5, truncated, damaged superblock
+        raise hdf5_error(p, err, "an NWB (HDF5) file") from None
+    except _nwb_errors() as err:  # HDF5 but not NWB (a missing or damaged namespace)
         raise fail(
             p,
-            f"cannot be opened as an NWB (HDF5) file ({type(err).__name__}: {_oneline(err)})",
+            f"cannot be opened as an NWB file ({type(err).__name__}: {_oneline(err)})",
             "check that it is a complete NWB 2 file",
         ) from None
     try:
@@ -285,13 +307,15 @@ def read_nwb(
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Ignoring cached namespace")
                 nwbfile = io.read()
-        except Exception as err:
+        except OSError as err:
+            raise hdf5_error(p, err, "an NWB (HDF5) file") from None
+        except _nwb_errors() as err:
             raise fail(
                 p,
                 f"cannot be read as NWB ({type(err).__name__}: {_oneline(err)})",
                 "check that it is a valid NWB 2 file (e.g. with nwbinspector)",
             ) from None
-        return _read_open(p, nwbfile, units, behaviour, trials)
+        yield nwbfile
     finally:
         io.close()
 

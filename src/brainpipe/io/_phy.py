@@ -11,20 +11,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from brainpipe.io._common import LOG, assemble, check_train, fail, require_dir, short, window
+from brainpipe.io._common import LOG, assemble, check_train, fail, load_npy, require_dir, short, window
 
 # Label files, weakest first: later ones override earlier ones cluster by cluster.
 _LABEL_FILES = ("cluster_KSLabel.tsv", "cluster_info.tsv", "cluster_group.tsv")
 UNLABELLED = "unsorted"  # phy's group of a cluster no label file names
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise fail(
-            path, f"cannot be read as a .npy array ({' '.join(str(err).split())})", "re-export the phy folder"
-        ) from None
+def _load_npy(path: Path, kinds: str = "iuf") -> np.ndarray:
+    return load_npy(path, f"phy {path.name}", kinds, "re-export the phy folder (sample numbers / cluster ids)")
 
 
 def params_value(path: Path, name: str):
@@ -195,7 +190,7 @@ def read_phy(
                 "give a complete phy/Kilosort folder",
             )
         LOG.warning("%s: no spike_clusters.npy; using the Kilosort templates as units", folder)
-    clusters = _load_npy(cl_path)
+    clusters = _load_npy(cl_path, "iu")
     clusters = clusters.reshape(-1) if clusters.ndim == 2 and clusters.shape[1] == 1 else clusters
     if clusters.ndim != 1 or clusters.dtype.kind not in "iu":
         raise fail(

@@ -23,6 +23,8 @@ import numpy as np
 import xarray as xr
 
 from brainpipe.errors import InputError
+from brainpipe.io._common import hdf5_error, load_npy, require_file
+from brainpipe.io._nwb import open_nwb
 from brainpipe.io._registry import has_suffix, read, register, register_modality
 
 LOG = logging.getLogger("brainpipe.io.calcium")
@@ -33,12 +35,7 @@ def _fail(path, what: str, todo: str) -> InputError:
 
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise _fail(path, f"{what} holds Python objects (a pickle) or is malformed ({err})", "save it as a plain numeric array") from None
-    except OSError as err:
-        raise _fail(path, f"{what} cannot be read ({err})", "check that it is a .npy file") from None
+    return load_npy(path, what, "biuf", "save it as a plain numeric array")
 
 
 def _sidecar_rate(paths: list[Path]) -> tuple[float | None, str | None]:
@@ -46,21 +43,25 @@ def _sidecar_rate(paths: list[Path]) -> tuple[float | None, str | None]:
         if p.exists():
             try:
                 data = json.loads(p.read_text())
-            except (OSError, json.JSONDecodeError) as err:
-                raise _fail(p, f"frame-rate sidecar is not valid JSON ({err})", "fix or remove it") from None
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise _fail(p, f"frame-rate sidecar is not valid JSON ({' '.join(str(err).split())})",
+                            "fix or remove it") from None
             for key in ("frame_rate_hz", "fs"):
                 if isinstance(data, dict) and key in data:
-                    return float(data[key]), f"{p.name}:{key}"
+                    return _check_rate(data[key], p, f"'{key}' in this sidecar"), f"{p.name}:{key}"
     return None, None
 
 
-def _check_rate(rate, path) -> float:
+def _check_rate(rate, path, where: str = "") -> float:
+    given = rate
     try:
         rate = float(rate)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         rate = float("nan")
     if not (np.isfinite(rate) and rate > 0):
-        raise _fail(path, f"frame rate {rate!r} is not a positive number", "set frame_rate_hz in the dataset's config")
+        todo = f"fix {where} or set frame_rate_hz" if where else "set frame_rate_hz"
+        raise _fail(path, f"frame rate {given!r}{' (' + where + ')' if where else ''} is not a positive number",
+                    f"{todo} in the dataset's config")
     return rate
 
 
@@ -99,6 +100,11 @@ def check_cells(path, ds: xr.Dataset, drop_bad_cells: bool = False) -> xr.Datase
     from brainpipe.preprocess.calcium import bad_cells
 
     F = np.asarray(ds["fluorescence"].values)
+    if F.shape[1] == 0:
+        raise _fail(path, f"holds no ROIs (fluorescence has shape {F.shape}, time x ROI)", "give a recording with ROIs")
+    if F.shape[0] == 0:
+        raise _fail(path, f"holds no frames (fluorescence has shape {F.shape}, time x ROI)",
+                    "give a recording with at least one frame")
     cells = np.asarray(ds["cell"].values)
     all_nan, constant = bad_cells(F)
     bad = all_nan | constant
@@ -126,20 +132,29 @@ def read_suite2p(path, frame_rate_hz: float | None = None, use_iscell: bool = Tr
     """
     d = Path(path)
     if not d.is_dir():
-        raise _fail(d, "suite2p plane folder does not exist" if not d.exists() else "is not a folder", "give the folder holding F.npy (e.g. suite2p/plane0)")
+        raise _fail(d, "suite2p plane folder does not exist" if not d.exists() else "is a file, not a suite2p plane folder",
+                    "give the folder holding F.npy (e.g. suite2p/plane0)")
     for name, what in (("F.npy", "fluorescence"), ("Fneu.npy", "neuropil")):
         if not (d / name).exists():
             raise _fail(d, f"suite2p folder has no {name} ({what})", f"export {name} from suite2p or give the plane folder that holds it")
-    F = _load_npy(d / "F.npy", "F.npy")
-    Fneu = _load_npy(d / "Fneu.npy", "Fneu.npy")
+    F = _load_npy(d / "F.npy", "suite2p fluorescence (F.npy)")
     if F.ndim != 2:
         raise _fail(d / "F.npy", f"has shape {F.shape}, expected (ROIs, frames)", "give suite2p's F.npy")
+    if F.shape[0] == 0:
+        raise _fail(d / "F.npy", f"holds no ROIs (shape {F.shape}, ROIs x frames)",
+                    "give a plane in which suite2p detected ROIs")
+    if F.shape[1] == 0:
+        raise _fail(d / "F.npy", f"holds no frames (shape {F.shape}, ROIs x frames)",
+                    "give the F.npy of a run that recorded frames")
+    Fneu = _load_npy(d / "Fneu.npy", "suite2p neuropil (Fneu.npy)")
     if Fneu.shape != F.shape:
         raise _fail(d / "Fneu.npy", f"has shape {Fneu.shape} but F.npy has {F.shape}", "give the Fneu.npy of the same run")
     keep = np.ones(F.shape[0], dtype=bool)
     if use_iscell and (d / "iscell.npy").exists():
-        isc = _load_npy(d / "iscell.npy", "iscell.npy")
+        isc = _load_npy(d / "iscell.npy", "suite2p cell classification (iscell.npy)")
         isc = isc.reshape(-1, 1) if isc.ndim == 1 else isc
+        if isc.ndim != 2 or isc.shape[1] == 0:
+            raise _fail(d / "iscell.npy", f"has shape {isc.shape}, expected (ROIs, 2)", "give suite2p's iscell.npy")
         if isc.shape[0] != F.shape[0]:
             raise _fail(d / "iscell.npy", f"has {isc.shape[0]} rows but F.npy has {F.shape[0]} ROIs", "give the iscell.npy of the same suite2p run")
         keep = isc[:, 1] >= min_iscell_prob if (min_iscell_prob is not None and isc.shape[1] > 1) else isc[:, 0] > 0.5
@@ -147,8 +162,7 @@ def read_suite2p(path, frame_rate_hz: float | None = None, use_iscell: bool = Tr
             raise _fail(d / "iscell.npy", "marks no ROI as a cell", "curate the ROIs in suite2p or set use_iscell: false")
     rate, src = (frame_rate_hz, "config") if frame_rate_hz else _sidecar_rate([d / "frame_rate.json", d / "ops_summary.json"])
     if rate is None and allow_ops_pickle and (d / "ops.npy").exists():
-        ops = np.load(d / "ops.npy", allow_pickle=True).item()  # explicit opt-in only: ops.npy is a pickle
-        rate, src = ops.get("fs"), "ops.npy:fs"
+        rate, src = _ops_rate(d / "ops.npy"), "ops.npy:fs"
     if rate is None:
         raise _fail(d, "no frame rate (not in the config, no frame_rate.json/ops_summary.json with 'fs')",
                     "set frame_rate_hz for this dataset in calcium.datasets (ops.npy is a pickle and is not read)")
@@ -159,7 +173,7 @@ def read_suite2p(path, frame_rate_hz: float | None = None, use_iscell: bool = Tr
     Fk = F[rows].T.astype(np.float64)
     extra = {}
     if (d / "spks.npy").exists():
-        sp = _load_npy(d / "spks.npy", "spks.npy")
+        sp = _load_npy(d / "spks.npy", "suite2p deconvolved activity (spks.npy)")
         if sp.shape == F.shape:
             extra["suite2p_spks"] = (("time", "cell"), sp[rows].T.astype(np.float64), {"long_name": "suite2p deconvolved activity"})
     ds = _traces(Fk, rate, cells, f"suite2p:{d}", Fneu[rows].T, extra)
@@ -167,92 +181,100 @@ def read_suite2p(path, frame_rate_hz: float | None = None, use_iscell: bool = Tr
     return ds
 
 
+def _ops_rate(path: Path):
+    """``fs`` of a suite2p ``ops.npy`` (a pickled dict): read only on the explicit ``allow_ops_pickle`` opt-in."""
+    import pickle
+
+    try:
+        ops = np.load(path, allow_pickle=True).item()  # explicit opt-in only: ops.npy is a pickle
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as err:
+        raise _fail(path, f"cannot be read as suite2p's ops.npy ({type(err).__name__}: {' '.join(str(err).split())[:120]})",
+                    "set frame_rate_hz for this dataset instead") from None
+    if not isinstance(ops, dict):
+        raise _fail(path, f"holds a {type(ops).__name__}, not suite2p's ops dict", "set frame_rate_hz for this dataset")
+    return ops.get("fs")
+
+
 def read_nwb_ophys(path, frame_rate_hz: float | None = None, series: str | None = None) -> xr.Dataset:
     """An NWB file's ophys ``Fluorescence`` (or ``DfOverF``) RoiResponseSeries, with ROI ids from its table
     region. A series named ``Neuropil`` in the same container (if any) becomes ``neuropil``."""
-    from pynwb import NWBHDF5IO
-
-    p = Path(path)
-    if not p.is_file():
-        raise _fail(p, "NWB file does not exist", "check the path")
-    try:
-        io = NWBHDF5IO(str(p), "r")
-        nwb = io.read()
-    except Exception as err:  # pynwb raises many kinds
-        raise _fail(p, f"cannot be read as NWB ({type(err).__name__}: {str(err).splitlines()[0][:120]})", "check that it is an NWB 2 file") from None
-    try:
-        ophys = nwb.processing.get("ophys") if nwb.processing else None
-        if ophys is None:
-            raise _fail(p, "has no 'ophys' processing module", "give an NWB file with optical physiology traces")
-        container = None
-        for name in ("Fluorescence", "DfOverF"):
-            if name in ophys.data_interfaces:
-                container = ophys.data_interfaces[name]
-                break
-        if container is None:
-            raise _fail(p, "ophys module has neither Fluorescence nor DfOverF", "store the traces as RoiResponseSeries")
-        names = list(container.roi_response_series)
-        if series is None:
-            series = next((n for n in names if n.lower() != "neuropil"), None)
-        if series not in container.roi_response_series:
-            raise _fail(p, f"no RoiResponseSeries {series!r} (found: {', '.join(names)})", "set options.series to one of them")
-        rrs = container.roi_response_series[series]
-        data = np.asarray(rrs.data[:], dtype=np.float64)
+    p = require_file(path, "NWB file")
+    with open_nwb(p) as nwb:
         try:
-            ids = np.asarray(rrs.rois.table.id[:])[np.asarray(rrs.rois.data[:])]
-        except Exception:
-            ids = np.arange(data.shape[1])
-        if data.ndim != 2 or data.shape[1] != ids.size:
-            raise _fail(p, f"series {series!r} has shape {data.shape} for {ids.size} ROIs", "store (time, ROI) data")
-        rate = frame_rate_hz or rrs.rate
-        if rate is None and rrs.timestamps is not None:
-            ts = np.asarray(rrs.timestamps[:])
-            rate = 1.0 / float(np.median(np.diff(ts))) if ts.size > 1 else None
-        if rate is None:
-            raise _fail(p, "no frame rate (series has neither rate nor timestamps, none in config)", "set frame_rate_hz for this dataset")
-        rate = _check_rate(rate, p)
-        neuropil = None
-        if "Neuropil" in container.roi_response_series and series != "Neuropil":
-            neuropil = np.asarray(container.roi_response_series["Neuropil"].data[:], dtype=np.float64)
-            if neuropil.shape != data.shape:
-                neuropil = None
-        cells = np.array([f"roi{i}" for i in ids])
-        ds = _traces(data, rate, cells, f"nwb:{p}:{series}", neuropil)
-        if container.name == "DfOverF":
-            ds.attrs["already_dff"] = 1
-        return ds
-    finally:
-        io.close()
+            return _ophys(p, nwb, frame_rate_hz, series)
+        except OSError as err:  # h5py, reading a damaged dataset lazily
+            raise hdf5_error(p, err, "an NWB (HDF5) file") from None
+
+
+def _ophys(p: Path, nwb, frame_rate_hz, series) -> xr.Dataset:
+    ophys = nwb.processing.get("ophys") if nwb.processing else None
+    if ophys is None:
+        raise _fail(p, "has no 'ophys' processing module", "give an NWB file with optical physiology traces")
+    container = None
+    for name in ("Fluorescence", "DfOverF"):
+        if name in ophys.data_interfaces:
+            container = ophys.data_interfaces[name]
+            break
+    if container is None:
+        raise _fail(p, "ophys module has neither Fluorescence nor DfOverF", "store the traces as RoiResponseSeries")
+    names = list(container.roi_response_series)
+    if series is None:
+        series = next((n for n in names if n.lower() != "neuropil"), None)
+    if series not in container.roi_response_series:
+        raise _fail(p, f"no RoiResponseSeries {series!r} (found: {', '.join(names) or 'none'})",
+                    "set options.series to one of them")
+    rrs = container.roi_response_series[series]
+    if np.dtype(rrs.data.dtype).kind not in "biuf":
+        raise _fail(p, f"series {series!r} holds {rrs.data.dtype} values, not numbers", "store numeric (time, ROI) data")
+    data = np.asarray(rrs.data[:], dtype=np.float64)
+    if data.ndim == 1:
+        data = data[:, None]
+    if data.ndim != 2:
+        raise _fail(p, f"series {series!r} has shape {data.shape}", "store (time, ROI) data")
+    ids = np.arange(data.shape[1])
+    region = getattr(rrs, "rois", None)
+    if region is not None:
+        rows = np.asarray(region.data[:])
+        table_ids = np.asarray(region.table.id[:])
+        if rows.dtype.kind not in "iu" or (rows.size and (rows.min() < 0 or rows.max() >= table_ids.size)):
+            raise _fail(p, f"series {series!r}: its ROI region points outside the ROI table ({table_ids.size} rows)",
+                        "store a region of the plane segmentation's rows")
+        ids = table_ids[rows]
+    if data.shape[1] != ids.size:
+        raise _fail(p, f"series {series!r} has shape {data.shape} for {ids.size} ROIs", "store (time, ROI) data")
+    rate = frame_rate_hz or rrs.rate
+    if rate is None and rrs.timestamps is not None:
+        ts = np.asarray(rrs.timestamps[:], dtype=np.float64)
+        step = float(np.median(np.diff(ts))) if ts.size > 1 else float("nan")
+        rate = 1.0 / step if np.isfinite(step) and step > 0 else None
+    if rate is None:
+        raise _fail(p, "no frame rate (series has neither rate nor increasing timestamps, none in config)",
+                    "set frame_rate_hz for this dataset")
+    rate = _check_rate(rate, p)
+    neuropil = None
+    if "Neuropil" in container.roi_response_series and series != "Neuropil":
+        neuropil = np.asarray(container.roi_response_series["Neuropil"].data[:], dtype=np.float64)
+        if neuropil.shape != data.shape:
+            neuropil = None
+    cells = np.array([f"roi{i}" for i in ids])
+    ds = _traces(data, rate, cells, f"nwb:{p}:{series}", neuropil)
+    if container.name == "DfOverF":
+        ds.attrs["already_dff"] = 1
+    return ds
 
 
 def read_array(path, frame_rate_hz: float | None = None, key: str | None = None, neuropil_key: str | None = None) -> xr.Dataset:
     """A plain (time, neuron) array: ``.npy``, ``.csv`` (header row of cell names optional) or HDF5 (``key``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise _fail(p, "array file does not exist", "check the path")
+    p = require_file(path, "calcium array file")
     neuropil = None
     cells = None
     suffix = p.suffix.lower()
     if suffix == ".npy":
-        F = _load_npy(p, "array")
+        F = _load_npy(p, "calcium array (time x neuron)")
     elif suffix == ".csv":
-        import pandas as pd
-
-        df = pd.read_csv(p)
-        if all(str(c).replace(".", "").replace("-", "").isdigit() for c in df.columns):
-            df = pd.read_csv(p, header=None)
-        F = df.to_numpy(dtype=np.float64)
-        cells = [str(c) for c in df.columns]
+        F, cells = _read_csv(p)
     elif suffix in (".h5", ".hdf5"):
-        import h5py
-
-        with h5py.File(p, "r") as fh:
-            k = key or next((n for n in fh if isinstance(fh[n], h5py.Dataset)), None)
-            if k is None or k not in fh:
-                raise _fail(p, f"no dataset {key!r} in the HDF5 file", "set options.key to the (time, neuron) dataset")
-            F = np.asarray(fh[k][()], dtype=np.float64)
-            if neuropil_key:
-                neuropil = np.asarray(fh[neuropil_key][()], dtype=np.float64)
+        F, neuropil = _read_hdf5(p, key, neuropil_key)
     else:
         raise _fail(p, f"unknown array format {suffix!r}", "use .npy, .csv or .h5/.hdf5 (time x neuron)")
     if F.ndim != 2:
@@ -265,6 +287,50 @@ def read_array(path, frame_rate_hz: float | None = None, key: str | None = None,
     rate = _check_rate(rate, p)
     cells = cells or [f"n{i:03d}" for i in range(F.shape[1])]
     return _traces(F.astype(np.float64), rate, cells, f"array:{p}", neuropil)
+
+
+def _read_csv(p: Path) -> tuple[np.ndarray, list[str]]:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(p)
+        if all(str(c).replace(".", "").replace("-", "").isdigit() for c in df.columns):
+            df = pd.read_csv(p, header=None)
+    except pd.errors.EmptyDataError:
+        raise _fail(p, "holds no table (no header row, no values)", "give a time x neuron table") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise _fail(p, f"cannot be read as a CSV table ({type(err).__name__}: {' '.join(str(err).split())[:120]})",
+                    "give a comma-separated time x neuron table") from None
+    bad = [str(c) for c in df.columns if df[c].dtype.kind not in "biuf"]
+    if bad:
+        raise _fail(p, f"column(s) {', '.join(bad[:5])} hold non-numeric values",
+                    "give numbers only (one column per neuron, an optional header row of names)")
+    return df.to_numpy(dtype=np.float64), [str(c) for c in df.columns]
+
+
+def _read_hdf5(p: Path, key, neuropil_key):
+    import h5py
+
+    try:
+        fh = h5py.File(p, "r")
+    except OSError as err:
+        raise hdf5_error(p, err, "an HDF5 file") from None
+    with fh:
+        def dataset(k, option):
+            obj = fh.get(k) if k is not None else None
+            if not isinstance(obj, h5py.Dataset):
+                raise _fail(p, f"no dataset {k!r} in the HDF5 file", f"set options.{option} to the (time, neuron) dataset")
+            if obj.dtype.kind not in "biuf":
+                raise _fail(p, f"dataset {k!r} holds {obj.dtype} values, not numbers", "store a numeric (time, neuron) array")
+            try:
+                return np.asarray(obj[()], dtype=np.float64)
+            except OSError as err:
+                raise hdf5_error(p, err, "an HDF5 file") from None
+
+        k = key or next((n for n in fh if isinstance(fh[n], h5py.Dataset)), None)
+        F = dataset(k, "key")
+        neuropil = dataset(neuropil_key, "neuropil_key") if neuropil_key else None
+    return F, neuropil
 
 
 # -- registration (detection tries them in this order) -----------------------------------------------------------

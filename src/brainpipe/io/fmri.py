@@ -21,6 +21,7 @@ Readers: :func:`iter_fmriprep` (``"fmriprep"``), :func:`iter_nifti` (``"nifti"``
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ import numpy as np
 import xarray as xr
 
 from brainpipe.errors import InputError
+from brainpipe.io._common import load_nifti, load_npy, oneline, require_file
 from brainpipe.io._registry import has_suffix, read, register, register_modality
 
 LOG = logging.getLogger("brainpipe.io.fmri")
@@ -68,14 +70,12 @@ def read_participants(path: str | os.PathLike | None) -> dict[str, dict[str, Any
         return {}
     import pandas as pd
 
-    p = Path(path)
-    if not p.is_file():
-        raise fail(p, "participants table does not exist", "check the path, or remove the 'participants' key")
+    p = require_file(path, "participants table")
     try:
         df = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError) as err:  # EmptyDataError, ParserError, UnicodeDecodeError are ValueErrors
         raise fail(
-            p, f"cannot be read as a table ({type(err).__name__})", "write it as a BIDS participants.tsv"
+            p, f"cannot be read as a table ({type(err).__name__}: {oneline(err)})", "write it as a BIDS participants.tsv"
         ) from None
     if "participant_id" not in df.columns:
         raise fail(
@@ -177,26 +177,17 @@ def run_id(ds: xr.Dataset) -> str:
 def load_atlas(atlas: str | os.PathLike, labels: str | os.PathLike | None = None):
     """The labels atlas image and its (index, name) pairs: from a TSV/CSV with columns ``index`` and ``name``
     when given (every listed label must have voxels), else every non-zero integer in the image (``roi-<k>``)."""
-    import nibabel as nib
-
     ap = Path(atlas)
-    if not ap.is_file():
-        raise fail(ap, "atlas image does not exist", "check the 'atlas' path")
-    try:
-        img = nib.load(ap)
-        vals = np.asarray(img.dataobj)
-    except Exception as err:  # nibabel raises many types on a bad file
-        raise fail(
-            ap,
-            f"cannot be read as a NIfTI image ({type(err).__name__})",
-            "give a 3D labels image (.nii/.nii.gz)",
-        ) from None
+    img = load_nifti(ap, "atlas image")
+    vals = np.asarray(img.dataobj)
     if vals.ndim == 4 and vals.shape[3] == 1:
         vals = vals[..., 0]
     if vals.ndim != 3:
         raise fail(
             ap, f"atlas has {vals.ndim} dimensions", "give a 3D labels image (one integer label per voxel)"
         )
+    if vals.dtype.kind not in "biuf" or not np.all(np.isfinite(vals)):
+        raise fail(ap, f"atlas holds {vals.dtype} values with NaN/inf or non-numbers", "give a labels atlas (integers)")
     if not np.allclose(vals, np.round(vals)):
         raise fail(
             ap,
@@ -209,17 +200,22 @@ def load_atlas(atlas: str | os.PathLike, labels: str | os.PathLike | None = None
     else:
         import pandas as pd
 
-        lp = Path(labels)
-        if not lp.is_file():
-            raise fail(lp, "atlas labels table does not exist", "check the 'atlas_labels' path")
-        df = pd.read_csv(lp, sep=None, engine="python")
+        lp = require_file(labels, "atlas labels table")
+        try:
+            df = pd.read_csv(lp, sep=None, engine="python")
+        except (ValueError, OSError, csv.Error) as err:  # EmptyDataError, ParserError, UnicodeDecodeError
+            raise fail(lp, f"cannot be read as a table ({type(err).__name__}: {oneline(err)})",
+                       "write a TSV/CSV with columns index and name") from None
         if not {"index", "name"} <= set(df.columns):
             raise fail(
                 lp,
                 f"needs columns 'index' and 'name' (has {', '.join(map(str, df.columns))})",
                 "rename the columns",
             )
-        table = [(int(i), str(n)) for i, n in zip(df["index"], df["name"], strict=True) if int(i) != 0]
+        index = pd.to_numeric(df["index"], errors="coerce").to_numpy(dtype=np.float64)
+        if not np.all(np.isfinite(index) & (index == np.round(index))):
+            raise fail(lp, "column 'index' holds values that are not whole numbers", "give one integer label per row")
+        table = [(int(i), str(n)) for i, n in zip(index, df["name"], strict=True) if int(i) != 0]
         empty = [f"{n} (label {i})" for i, n in table if i not in present]
         if empty:
             raise fail(
@@ -260,11 +256,19 @@ def read_tr(bold_path: str | os.PathLike, img=None, override: float | None = Non
             side = p.with_name(name[: -len(suf)] + ".json")
             if side.is_file():
                 try:
-                    tr = json.loads(side.read_text()).get("RepetitionTime")
-                except json.JSONDecodeError:
-                    raise fail(side, "sidecar is not valid JSON", "fix or remove it") from None
-                if tr is not None and float(tr) > 0:
-                    return float(tr)
+                    meta = json.loads(side.read_text())
+                except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+                    raise fail(side, f"sidecar is not valid JSON ({oneline(err)})", "fix or remove it") from None
+                tr = meta.get("RepetitionTime") if isinstance(meta, dict) else None
+                if tr is not None:
+                    try:
+                        tr = float(tr)
+                    except (TypeError, ValueError):
+                        tr = float("nan")
+                    if not (np.isfinite(tr) and tr > 0):
+                        raise fail(side, f"RepetitionTime {meta['RepetitionTime']!r} is not a positive number of "
+                                   "seconds", "fix the sidecar, or set 'repetition_time_s' for this dataset")
+                    return tr
     if img is not None and len(img.shape) == 4:
         zooms = img.header.get_zooms()
         units = img.header.get_xyzt_units()[1] if hasattr(img.header, "get_xyzt_units") else "sec"
@@ -284,16 +288,13 @@ def extract_rois(bold_path, atlas_path, labels_path=None, img=None):
 
     bp = Path(bold_path)
     if img is None:
-        try:
-            img = nib.load(bp)
-        except Exception as err:
-            raise fail(
-                bp,
-                f"cannot be read as a NIfTI image ({type(err).__name__})",
-                "give a 4D NIfTI (.nii/.nii.gz)",
-            ) from None
+        img = load_nifti(bp, "bold image")
     if len(img.shape) != 4:
         raise fail(bp, f"is a {len(img.shape)}D image", "give a 4D bold image (x, y, z, time)")
+    if img.shape[3] == 0:
+        raise fail(bp, f"holds no volumes (shape {tuple(img.shape)})", "give a 4D bold image with volumes")
+    if np.asarray(img.dataobj).dtype.kind not in "biuf":
+        raise fail(bp, f"holds {np.asarray(img.dataobj).dtype} values, not numbers", "give a numeric 4D bold image")
     atlas_img, table = load_atlas(atlas_path, labels_path)
     _check_grid(bp, img, atlas_path, atlas_img)
     atlas_data = np.asarray(atlas_img.dataobj).reshape(atlas_img.shape[:3]).astype(np.int32)
@@ -385,7 +386,13 @@ def fmriprep_confounds(
             "keep fMRIPrep's confounds file with its bold image, or set confounds.strategy to [] for this dataset",
         )
     raw = candidates[0]
-    n_rows = len(pd.read_csv(raw, sep="\t", usecols=[0]))
+    if raw.stat().st_size == 0:
+        raise fail(raw, "is empty (0 bytes)", "use the confounds file fMRIPrep wrote for this run")
+    try:
+        n_rows = len(pd.read_csv(raw, sep="\t", usecols=[0]))
+    except (ValueError, OSError) as err:  # EmptyDataError, ParserError, UnicodeDecodeError are ValueErrors
+        raise fail(raw, f"cannot be read as a TSV table ({type(err).__name__}: {oneline(err)})",
+                   "use the confounds file fMRIPrep wrote for this run") from None
     if n_rows != n_volumes:
         raise fail(
             raw,
@@ -396,13 +403,17 @@ def fmriprep_confounds(
         return np.zeros((n_volumes, 0)), [], np.ones(n_volumes, dtype=bool)
     try:
         conf, mask = load_confounds(str(bp), strategy=strategy, **opts)
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, TypeError) as err:
         msg = " ".join(str(err).split())[:200]
         raise fail(
             raw,
-            f"nilearn load_confounds failed ({msg})",
+            f"nilearn load_confounds failed ({type(err).__name__}: {msg})",
             "check the confound strategy in the config matches the columns in this file",
         ) from None
+    bad = [str(c) for c in conf.columns if conf[c].dtype.kind not in "biuf" or not np.isfinite(conf[c]).all()]
+    if bad:
+        raise fail(raw, f"confound column(s) {', '.join(bad[:5])} hold non-numeric, NaN or infinite values",
+                   "use the confounds file fMRIPrep wrote for this run")
     keep = np.ones(n_volumes, dtype=bool)
     if mask is not None:
         keep[:] = False
@@ -461,9 +472,7 @@ def read_table(
     ``confounds``; ``drop_columns`` are ignored. The TR must be given (tables carry none)."""
     import pandas as pd
 
-    p = Path(path)
-    if not p.is_file():
-        raise fail(p, "ROI table does not exist", "check the path")
+    p = require_file(path, "ROI table")
     if repetition_time_s is None:
         raise fail(
             p,
@@ -472,36 +481,29 @@ def read_table(
         )
     suf = p.suffix.lower()
     if suf == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except ValueError as err:
-            raise fail(
-                p,
-                f"cannot be read as a numeric .npy array ({err})",
-                "save a plain 2D float array (time x ROI)",
-            ) from None
-        if arr.ndim != 2 or arr.dtype.kind not in "fiu":
+        arr = load_npy(p, "ROI table (.npy)", "biuf", "save a plain 2D float array (time x ROI)")
+        if arr.ndim != 2 or arr.dtype.kind not in "biuf":
             raise fail(p, f"holds a {arr.ndim}D {arr.dtype} array", "save a 2D float array (time x ROI)")
-        names = list(roi_names) if roi_names else [f"roi-{k + 1}" for k in range(arr.shape[1])]
+        names = _table_names(p, roi_names, arr.shape[1])
         df = pd.DataFrame(arr.astype(np.float64), columns=names)
     elif suf in (".1d", ".txt"):
         try:
             arr = np.loadtxt(p, comments="#", ndmin=2)
-        except ValueError as err:
+        except (ValueError, UnicodeDecodeError) as err:
             raise fail(
                 p,
                 f"is not a numeric whitespace table ({' '.join(str(err).split())[:120]})",
                 "write one row per volume, one column per ROI",
             ) from None
-        names = list(roi_names) if roi_names else [f"roi-{k + 1}" for k in range(arr.shape[1])]
+        names = _table_names(p, roi_names, arr.shape[1])
         df = pd.DataFrame(arr, columns=names)
     elif suf in (".csv", ".tsv"):
         try:
             df = pd.read_csv(p, sep="\t" if suf == ".tsv" else ",", na_values=["n/a"])
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError) as err:  # EmptyDataError, ParserError, UnicodeDecodeError are ValueErrors
             raise fail(
                 p,
-                f"cannot be read as a table ({type(err).__name__})",
+                f"cannot be read as a table ({type(err).__name__}: {oneline(err)})",
                 "write a CSV/TSV with a header row of ROI names",
             ) from None
         nonnum = [c for c in df.columns if df[c].dtype.kind not in "fiu" and c not in drop_columns]
@@ -512,13 +514,15 @@ def read_table(
                 "remove them or list them in 'drop_columns'",
             )
         if roi_names:
+            if len(roi_names) != df.shape[1]:
+                raise fail(
+                    p, f"has {df.shape[1]} columns but {len(roi_names)} ROI names are configured", "fix 'roi_names'"
+                )
             df.columns = list(roi_names)
     else:
         raise fail(p, f"unknown ROI table type '{p.suffix}'", f"use one of {', '.join(TABLE_SUFFIXES)}")
-    if roi_names is not None and len(roi_names) != df.shape[1] and suf in (".npy", ".1d", ".txt"):
-        raise fail(
-            p, f"has {df.shape[1]} columns but {len(roi_names)} ROI names are configured", "fix 'roi_names'"
-        )
+    if df.shape[0] == 0:
+        raise fail(p, f"has no rows (no volumes; {df.shape[1]} column(s))", "give one row per volume")
     missing = [c for c in list(confound_columns) + list(drop_columns) if c not in df.columns]
     if missing:
         raise fail(
@@ -540,6 +544,14 @@ def read_table(
         confounds=conf,
         confound_names=list(confound_columns),
     )
+
+
+def _table_names(p: Path, roi_names: Sequence[str] | None, n_cols: int) -> list[str]:
+    if not roi_names:
+        return [f"roi-{k + 1}" for k in range(n_cols)]
+    if len(roi_names) != n_cols:
+        raise fail(p, f"has {n_cols} columns but {len(roi_names)} ROI names are configured", "fix 'roi_names'")
+    return list(roi_names)
 
 
 def find_tables(path: str | os.PathLike) -> list[Path]:

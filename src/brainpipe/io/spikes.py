@@ -32,7 +32,7 @@ import pandas as pd
 import xarray as xr
 
 from brainpipe.errors import InputError
-from brainpipe.io._common import LOG, assemble, check_train, fail, npz_shapes, require_file
+from brainpipe.io._common import LOG, assemble, check_train, fail, load_npz, npz_shapes, require_file
 from brainpipe.io._matclust import read_matclust, read_position_tracking
 from brainpipe.io._nwb import read_nwb
 from brainpipe.io._phy import read_phy
@@ -52,19 +52,12 @@ __all__ = [
 _RESERVED_ATTRS = ("t_start_s", "t_stop_s", "source", "format", "observed", "time_resolution_s")
 
 
-def _load_npz(p: Path) -> dict[str, np.ndarray]:
-    try:
-        z = np.load(p, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError("it is a single .npy array, not an .npz archive")
-        with z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise fail(
-            p,
-            f"cannot be read as an .npz archive ({' '.join(str(err).split())})",
-            "give an uncorrupted .npz written by numpy.savez (object arrays are not accepted)",
-        ) from None
+def _load_npz(p: Path, kind: str) -> dict[str, np.ndarray]:
+    if p.is_file() and p.stat().st_size and zipfile.is_zipfile(p) is False:
+        with open(p, "rb") as fh:
+            if fh.read(6) == b"\x93NUMPY":
+                raise fail(p, "is a single .npy array, not an .npz archive", "save the arrays with numpy.savez")
+    return load_npz(p, kind)
 
 
 # -- unit/time tables -----------------------------------------------------------------------------------------
@@ -81,7 +74,7 @@ def read_spike_table(path, t_start_s=None, t_stop_s=None, sep=None) -> xr.Datase
     """
     if str(path).endswith(".npz"):
         p = require_file(path, "spike table")
-        arrays = _load_npz(p)
+        arrays = _load_npz(p, "spike table .npz")
         missing = {"unit", "time"} - set(arrays)
         if missing:
             raise InputError(
@@ -168,7 +161,7 @@ def read_trialized_npz(
     ``time_resolution_s`` (the bin width), ``time_base = "bin centres"`` and the scalar keys.
     """
     p = require_file(path, "trialized .npz file")
-    arrays = _load_npz(p)
+    arrays = _load_npz(p, "trialized .npz file")
     for key, nd in ((counts_key, 3), (time_key, 2)):
         if key not in arrays or arrays[key].ndim != nd:
             have = ", ".join(f"{k}{tuple(v.shape)}" for k, v in arrays.items()) or "none"
