@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -407,8 +408,64 @@ def test_broken_intermediate_is_named_and_leaves_nothing(tiny_run, tmp_path):
     assert not list(fit.parent.glob(".fit.nc*"))
 
 
+class _PageFacts(HTMLParser):
+    """What a report page shows: its sections, every metric of the all-metrics table, the headlines, the figures and
+    the input files named in the provenance (relative to the results folder)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sections: list[str] = []
+        self.metrics: dict[tuple[str, str, str], str] = {}
+        self.headlines: list[tuple[str, str, str]] = []
+        self.figures: list[str] = []
+        self.files: set[str] = set()
+        self._row: tuple[str, str, str] | None = None
+        self._table = ""
+        self._code: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(a["id"])
+        elif tag == "table":
+            self._table = a.get("class", "")
+        elif tag == "tr" and "data-metric" in a:
+            key = (a["data-dataset"], a["data-model"], a["data-metric"])
+            if self._table == "headline":
+                self.headlines.append(key)
+            elif self.sections[-1] == "summary":
+                self._row = key
+        elif tag == "td" and self._row and "data-value" in a:
+            self.metrics[self._row] = a["data-value"]
+            self._row = None
+        elif tag == "img":
+            self.figures.append(a.get("alt", ""))
+        elif tag == "code" and self._table == "prov":
+            self._code = []
+
+    def handle_endtag(self, tag):
+        if tag == "code" and self._code is not None:
+            text = "".join(self._code)
+            if "results/" in text:
+                self.files.add(text.split("results/", 1)[1])
+            self._code = None
+        elif tag == "table":
+            self._table = ""
+
+    def handle_data(self, data):
+        if self._code is not None:
+            self._code.append(data)
+
+
+def _page_facts(path: Path) -> _PageFacts:
+    facts = _PageFacts()
+    facts.feed(path.read_text(encoding="utf-8"))
+    return facts
+
+
 def test_report_rebuild_cli(tiny_run, tmp_path):
-    out = tmp_path / "page.html"
+    """`brainpipe report` rebuilds the workflow's page: the same sections, metrics, headlines, figures and inputs."""
+    out = tmp_path / "other.html"
     proc = subprocess.run(
         [
             sys.executable,
@@ -427,8 +484,50 @@ def test_report_rebuild_cli(tiny_run, tmp_path):
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
-    html = out.read_text()
-    assert "tinysim" in html and "table" in html
+    workflow, rebuilt = _page_facts(tiny_run / "results" / "report" / "index.html"), _page_facts(out)
+    assert rebuilt.sections == workflow.sections
+    assert {"results", "summary", "ds-tinysim", "ds-stein", "fmri", "calcium", "neuroformer", "provenance"} <= set(
+        workflow.sections
+    )
+    assert rebuilt.metrics == workflow.metrics
+    datasets = {d for d, _, _ in workflow.metrics}
+    assert {"tinysim", "tinyswitch", "table", "stein", "tinyca", "tinycohort", "tinyconn"} <= datasets
+    assert len(workflow.metrics) == sum(
+        read(f, "metrics").sizes["metric"] for f in (tiny_run / "results").rglob("metrics.nc")
+    )
+    assert rebuilt.headlines == workflow.headlines and len(workflow.headlines) >= 10
+    assert sorted(rebuilt.figures) == sorted(workflow.figures) and len(workflow.figures) >= 20
+    assert rebuilt.files == workflow.files and "fmri/tinycohort/clean.nc" in workflow.files
+    # the page's results come first: the headlines, then the table of every metric (folded), then the sections
+    assert workflow.sections[:2] == ["results", "summary"]
+    missing = subprocess.run(
+        [sys.executable, "-m", "brainpipe.cli", "report", "--results", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "no such results folder" in missing.stderr
+
+
+def test_layout_names_the_workflow_outputs(tiny_run):
+    """Every result the tiny run wrote is a brainpipe.layout result, and what `brainpipe report` finds on disk is
+    what the workflow's report rule was given (its inputs, named by the same function)."""
+    from brainpipe import layout
+
+    res = tiny_run / "results"
+    files = [p for p in res.rglob("*") if p.is_file() and ".zarr" not in p.as_posix() and "/source/" not in p.as_posix()]
+    files = [p for p in files if p.parent.name != "roi"]  # one file per run inside the roi folder (a result)
+    unnamed = [p for p in files if not any(layout.match(n, p) for n in layout.TEMPLATES)]
+    assert unnamed == []
+    found = layout.report_inputs(layout.discover(res), root=res)
+    proc = snakemake(tiny_run, tiny_config(), "-n", "--forcerun", "report", "report")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    job = re.search(r"rule report:\n\s+input: (.*)\n", proc.stdout + proc.stderr)
+    assert job, proc.stdout[-2000:]
+    rule_inputs = set(job.group(1).split(", "))
+    assert {str(Path(p).relative_to(tiny_run)) for v in found.values() for p in v} == rule_inputs
+    assert {k for k, v in found.items() if v} >= {"spikes__metrics", "spikes__switching_metrics", "fmri__metrics",
+                                                   "calcium__metrics", "neuroformer__metrics"}
 
 
 def test_validate_and_info_cli(tiny_run, tmp_path):
