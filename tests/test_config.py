@@ -108,3 +108,71 @@ def test_bad_override_fails_at_config_time_naming_its_key(change, key):
         _validate(cfg)
     msg = str(err.value)
     assert msg.startswith("study.yaml: key '" + key) and "\n" not in msg, msg
+
+
+# -- types and sizes, with the key named --------------------------------------------------------------------------
+SIM_KEY = "spikes.datasets.simglm.simulate.params"
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("n_neurons: 1e7", "parameter n_neurons must be a whole number (got '1e7'); YAML reads a number like 1e7"),
+        ("n_neurons: 2.5", "parameter n_neurons must be a whole number (got 2.5)"),
+        ("duration_s: '60'", "parameter duration_s must be a number (got '60'); YAML reads"),
+        ("n_neurons: 10000000", "need about"),
+        ("n_neurons: 30000", "need about"),  # about 30 GiB: refused before anything is allocated
+    ],
+)
+def test_simulator_types_and_sizes_are_checked_at_config_time(text, fragment, monkeypatch):
+    monkeypatch.delenv("BRAINPIPE_MAX_MEMORY_FRACTION", raising=False)
+    cfg = _default_study()
+    cfg["spikes"]["datasets"]["simglm"]["simulate"]["params"].update(yaml.safe_load(text))
+    with pytest.raises(ConfigError) as err:
+        _validate(cfg)
+    msg = str(err.value)
+    assert msg.startswith(f"study.yaml: key '{SIM_KEY}': simulator 'poisson_glm_network': ") and fragment in msg, msg
+
+
+def test_memory_budget_is_configurable(monkeypatch):
+    from brainpipe.simulate import get_generator
+    from brainpipe.simulate.base import memory_budget, total_memory
+
+    gen = get_generator("poisson_glm_network")
+    monkeypatch.setenv("BRAINPIPE_MAX_MEMORY_FRACTION", "1e-6")
+    assert memory_budget() < total_memory() / 1e5
+    with pytest.raises(ConfigError, match="lower n_neurons or raise BRAINPIPE_MAX_MEMORY_FRACTION"):
+        gen.parse_params({})
+    monkeypatch.setenv("BRAINPIPE_MAX_MEMORY_FRACTION", "2")
+    with pytest.raises(ConfigError, match=r"BRAINPIPE_MAX_MEMORY_FRACTION='2' must be in \(0, 1\]"):
+        gen.parse_params({})
+    monkeypatch.delenv("BRAINPIPE_MAX_MEMORY_FRACTION")
+    assert gen.parse_params({"n_neurons": 4.0}).n_neurons == 4.0  # a whole float is a whole number
+
+
+def test_number_written_as_yaml_text_gets_the_hint():
+    cfg = _default_study()
+    cfg["spikes"]["switching_glm"]["model"]["tol"] = yaml.safe_load("tol: 1e-6")["tol"]
+    with pytest.raises(ConfigError, match=r"key 'spikes.switching_glm.model.tol': '1e-6' is invalid .*write it with"):
+        _validate(cfg)
+
+
+def test_stage_error_names_the_key_that_set_the_value(tmp_path):
+    """A per-dataset bin width that leaves too few bins: the error names the dataset's own key."""
+    from brainpipe.config import Study
+    from brainpipe.data import make_provenance, write
+    from brainpipe.simulate import simulate
+    from brainpipe.stages import bin_spikes as bin_stage
+
+    cfg = _default_study()
+    cfg["spikes"]["datasets"]["nelpy"]["bin"] = {"bin_width_s": 5.0}
+    study = Study(_validate(cfg))
+    where = study.where("bin", "nelpy")
+    assert where["bin_width_s"] == "spikes.datasets.nelpy.bin.bin_width_s"
+    assert where["split.n_blocks"] == "spikes.bin.split.n_blocks"
+    sim = simulate("poisson_glm_network", {"n_neurons": 3, "duration_s": 10.0}, seed=0)
+    spikes = write(sim.data, tmp_path / "spikes.nc", "spike_times", make_provenance("test"))
+    with pytest.raises(ConfigError) as err:
+        bin_stage.run({"spikes": spikes}, {"counts": tmp_path / "c.nc"}, {**study.bin("nelpy"), "where": where})
+    assert str(err.value).startswith("key 'spikes.datasets.nelpy.bin.bin_width_s': bin_width_s=5.0 leaves 2 bins")
+    assert not (tmp_path / "c.nc").exists()

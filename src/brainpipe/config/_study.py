@@ -235,6 +235,58 @@ class Study:
         """``neuroformer_evaluate``: evaluate, bars, seed, dataset, pretrain (its device)."""
         return _pick(self.neuroformer(dataset), ("evaluate", "bars", "seed", "dataset", "pretrain"))
 
+    # -- where each value comes from ----------------------------------------------------------------------------------
+    _LAYERS = {  # step -> the config keys its parameters are merged from, global first
+        "bin": lambda s, d: ["spikes.bin", f"spikes.datasets.{d}.bin"],
+        "switching": lambda s, d, v: [
+            "spikes.switching_glm.model", f"spikes.switching_glm.variants.{v}", f"spikes.switching_glm.datasets.{d}.model"
+        ],
+        "fmri_clean": lambda s, d: ["fmri.clean", f"fmri.datasets.{d}.clean"],
+        "brainmae": lambda s, d, v: [
+            "fmri.brainmae.model", f"fmri.brainmae.variants.{v}", f"fmri.brainmae.datasets.{d}.model"
+        ],
+        "calcium_preprocess": lambda s, d: ["calcium.preprocess", f"calcium.datasets.{d}.preprocess"],
+        "connectome": lambda s, st: ["calcium.connectome.model", f"calcium.connectome.studies.{st}.model"],
+    }
+
+    def _get(self, key: str) -> Any:
+        node: Any = self.config
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    def where(self, step: str, *names: str) -> dict[str, str]:
+        """Each parameter of a step -> the full config key its value comes from (the last layer that sets it).
+
+        Parameters
+        ----------
+        step : str
+            One of ``bin``, ``switching``, ``fmri_clean``, ``brainmae``, ``calcium_preprocess``, ``connectome``.
+        *names : str
+            The dataset (and variant) or study, as for the step's method.
+
+        Returns
+        -------
+        dict
+            Dotted parameter path (e.g. ``"split.n_blocks"``) -> config key (e.g.
+            ``"spikes.datasets.nelpy.bin.split.n_blocks"``). The workflow passes it to the stage, so that an error
+            about a value names the key to change.
+        """
+        out: dict[str, str] = {}
+
+        def walk(node: Any, prefix: str, key: str) -> None:
+            if isinstance(node, Mapping) and node:
+                for k, v in node.items():
+                    walk(v, f"{prefix}{k}.", f"{key}.{k}")
+            elif prefix:
+                out[prefix[:-1]] = key
+
+        for layer in self._LAYERS[step](self, *names):
+            walk(self._get(layer), "", layer)
+        return out
+
     # -- every cross-check, on the resolved parameters --------------------------------------------------------------
     def _fail(self, key: str, err: Exception | str) -> ConfigError:
         msg = str(err)

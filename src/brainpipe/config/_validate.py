@@ -143,7 +143,20 @@ def _message(err: jsonschema.ValidationError) -> str:
         return f"key '{key}': {err.instance!r} is not allowed ({_allowed(err.schema)})"
     if err.validator in ("oneOf", "anyOf") and err.schema.get("oneOf"):
         return f"key '{key}': {err.instance!r} is not valid ({_allowed(err.schema)})"
-    return f"key '{key}': {err.instance!r} is invalid ({_allowed(err.schema)})"
+    hint = ""
+    if isinstance(err.instance, str) and _numeric_text(err.instance):
+        from brainpipe.simulate.base import YAML_NUMBER_HINT
+
+        hint = f"; {YAML_NUMBER_HINT}"
+    return f"key '{key}': {err.instance!r} is invalid ({_allowed(err.schema)}){hint}"
+
+
+def _numeric_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def validate_config(

@@ -8,6 +8,7 @@ same names work from Python, from the config file and from the command line.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -67,9 +68,107 @@ def simulate(name: str, params: Mapping[str, Any] | None = None, seed: int = 0) 
 
 
 def parse_params(cls: type, params: Mapping[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from a dict, rejecting unknown keys with the list of allowed ones."""
+    """Build dataclass ``cls`` from a dict: unknown keys, wrong types and sizes the machine cannot hold are refused.
+
+    Parameters
+    ----------
+    cls : type
+        The generator's parameter dataclass. Its field annotations give the types (``int`` refuses 2.5 and text,
+        ``float`` refuses text with a hint on how YAML writes numbers, ``bool`` refuses anything but true/false). A
+        ``memory_bytes()`` method, when it has one, estimates what the simulation allocates: more than
+        :func:`memory_budget` is refused before anything is allocated.
+    params : mapping
+        Parameter name -> value, as written in the study config.
+    where : str
+        How to name the simulator in the message.
+
+    Returns
+    -------
+    object
+        An instance of ``cls``.
+    """
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - fields)
     if unknown:
         raise ConfigError(f"{where}: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(fields))})")
-    return cls(**params)
+    hints = typing.get_type_hints(cls)
+    for name, value in params.items():
+        _check_type(where, name, value, hints.get(name))
+    obj = cls(**params)
+    estimate = getattr(obj, "memory_bytes", None)
+    if estimate is not None:
+        need, keys = estimate()
+        budget = memory_budget()
+        if need > budget:
+            raise ConfigError(
+                f"{where}: these parameters need about {_gib(need)} of memory ({keys}), more than the "
+                f"{_gib(budget)} allowed ({MEMORY_FRACTION_ENV}={memory_fraction():g} of this machine's "
+                f"{_gib(total_memory())}); lower {keys.split(' x ')[0]} or raise {MEMORY_FRACTION_ENV}"
+            )
+    return obj
+
+
+YAML_NUMBER_HINT = (
+    "YAML reads a number like 1e7 or 1e-6 as text: write it with a decimal point and a signed exponent "
+    "(1.0e+7, 1.0e-6) or in full (10000000)"
+)
+
+
+def _check_type(where: str, name: str, value: Any, hint: Any) -> None:
+    """One-line ConfigError when ``value`` is not of the annotated type (int, float, bool; others unchecked)."""
+    args = typing.get_args(hint)
+    allowed = set(args) if args else {hint}
+    if value is None and type(None) in allowed:
+        return
+    text = isinstance(value, str)
+    if int in allowed and float not in allowed:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            tip = f"; {YAML_NUMBER_HINT}" if text else ""
+            raise ConfigError(f"{where}: parameter {name} must be a whole number (got {value!r}){tip}")
+    elif float in allowed:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            tip = f"; {YAML_NUMBER_HINT}" if text else ""
+            raise ConfigError(f"{where}: parameter {name} must be a number (got {value!r}){tip}")
+    elif bool in allowed and not isinstance(value, bool):
+        raise ConfigError(f"{where}: parameter {name} must be true or false (got {value!r})")
+
+
+# -- memory guard ---------------------------------------------------------------------------------------------------
+MEMORY_FRACTION_ENV = "BRAINPIPE_MAX_MEMORY_FRACTION"
+DEFAULT_MEMORY_FRACTION = 0.5
+
+
+def total_memory() -> int:
+    """This machine's physical memory in bytes (``os.sysconf``; 16 GiB when it cannot be read)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 16 << 30
+
+
+def memory_fraction() -> float:
+    """The fraction of the machine's memory one simulation or model may use (``$BRAINPIPE_MAX_MEMORY_FRACTION``,
+    default 0.5)."""
+    import os
+
+    raw = os.environ.get(MEMORY_FRACTION_ENV)
+    if raw is None:
+        return DEFAULT_MEMORY_FRACTION
+    try:
+        f = float(raw)
+    except ValueError:
+        raise ConfigError(f"{MEMORY_FRACTION_ENV}={raw!r} is not a number (a fraction of memory, e.g. 0.5)") from None
+    if not 0 < f <= 1:
+        raise ConfigError(f"{MEMORY_FRACTION_ENV}={raw!r} must be in (0, 1]")
+    return f
+
+
+def memory_budget() -> int:
+    """Bytes one simulation or model may allocate: :func:`memory_fraction` of :func:`total_memory`."""
+    return int(memory_fraction() * total_memory())
+
+
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):.3g} GiB" if n < (1 << 50) else f"{n / (1 << 40):.3g} TiB"

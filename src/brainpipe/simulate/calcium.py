@@ -57,6 +57,11 @@ class CalciumCommunitiesParams:
     neuropil_coef: float = 0.7
     bleach_fraction: float = 0.1
 
+    def memory_bytes(self) -> tuple[float, str]:
+        """Estimated peak allocation (bytes) and the keys that drive it: float64 (frame, neuron) traces of one animal
+        (fluorescence, neuropil, spikes, calcium and noise)."""
+        return 8.0 * 8 * float(self.n_neurons) * float(self.n_frames), "n_neurons x n_frames"
+
     def __post_init__(self):
         checks = [
             (self.n_animals >= 1 and 0 <= self.animal < self.n_animals, "need 0 <= animal < n_animals"),

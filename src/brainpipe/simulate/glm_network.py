@@ -31,6 +31,12 @@ class PoissonGLMNetworkParams:
     behaviour_tau_s: float = 1.0
     max_rate_hz: float = 200.0
 
+    def memory_bytes(self) -> tuple[float, str]:
+        """Estimated peak allocation (bytes) and the keys that drive it: the int32 counts and float64 drive per (step,
+        neuron), and the neuron x neuron coupling with its random draws."""
+        n, steps = float(self.n_neurons), float(self.duration_s) / float(self.dt_s)
+        return 12.0 * steps * n + 25.0 * n * n, "n_neurons x duration_s / dt_s"
+
     def __post_init__(self):
         checks = [
             (self.n_neurons >= 2, "n_neurons must be >= 2"),

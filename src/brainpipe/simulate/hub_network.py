@@ -44,6 +44,12 @@ class HubNetworkParams:
     stimulus_duration_s: float = 0.3
     max_rate_hz: float = 200.0
 
+    def memory_bytes(self) -> tuple[float, str]:
+        """Estimated peak allocation (bytes) and the keys that drive it: a few float64 (time, neuron) arrays and the
+        lagged coupling kernels."""
+        n, steps = float(self.n_neurons), float(self.duration_s) / float(self.dt_s)
+        return 12.0 * steps * n + 8.0 * (self.kernel_bins + 3) * n * n, "n_neurons x duration_s / dt_s"
+
     def __post_init__(self):
         n_other = self.n_neurons - self.n_hubs
         checks = [

@@ -59,6 +59,13 @@ class SwitchingGLMParams:
     link: str = "sigmoid"
     max_count: int = 20
 
+    def memory_bytes(self) -> tuple[float, str]:
+        """Estimated peak allocation (bytes) and the keys that drive it: float64 (bin, neuron) arrays over every
+        sequence and the per-state coupling."""
+        n = float(self.n_neurons)
+        bins = float(self.n_sequences + self.n_test_sequences) * float(self.sequence_length)
+        return 8.0 * (6 * bins * n + 3 * self.n_states * n * n), "n_neurons x n_sequences x sequence_length"
+
     def __post_init__(self):
         self.prior_mean = tuple(float(x) for x in self.prior_mean)
         checks = [

@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +27,7 @@ import yaml
 
 import brainpipe
 from brainpipe.data.atomic import check_replaceable, identity, remove_if_new
-from brainpipe.errors import BrainpipeError, InputError
+from brainpipe.errors import BrainpipeError, ConfigError, InputError
 
 PathLike = str | os.PathLike
 Paths = Mapping[str, PathLike | list[PathLike] | None]
@@ -90,6 +91,7 @@ def stage(func: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(func)
     def run(inputs: Paths, outputs: Paths, params: Mapping[str, Any] | None = None, log: PathLike | None = None):
         params = _with_defaults(module, params)
+        where = params.pop(WHERE_KEY, None) or {}  # parameter -> the config key that set it (from the workflow)
         ins = {k: _as_paths(v) for k, v in dict(inputs).items()}
         outs = {k: _as_paths(v) for k, v in dict(outputs).items()}
         log_path = Path(log) if log is not None else None
@@ -100,18 +102,34 @@ def stage(func: Callable[..., None]) -> Callable[..., None]:
             try:
                 _check_paths(module, name, ins, outs)
                 func(ins, outs, dict(params or {}), log_path)
-            except BaseException as err:
+            except BaseException as caught:
+                err = _name_key(caught, where) if isinstance(caught, ConfigError) and where else caught
                 # no output of this failed run is left behind (a stale file is never taken for a fresh one), and
                 # nothing that was there before the run and was not replaced by it is touched
                 for p, was in before.items():
                     remove_if_new(p, was)
                 msg = str(err) if isinstance(err, BrainpipeError) else f"{type(err).__name__}: {err}"
                 logger.error("stage %s failed: %s", name, msg, exc_info=not isinstance(err, BrainpipeError))
+                if err is not caught:
+                    raise err from None
                 raise
             logger.info("stage %s done in %.2f s", name, time.perf_counter() - t0)
 
     run.__stage_name__ = name
     return run
+
+
+WHERE_KEY = "where"  # a parameter the workflow adds: parameter path -> the study config key that set it
+
+
+def _name_key(err: BrainpipeError, where: Mapping[str, str]) -> BrainpipeError:
+    """The error again, led by the config key of the parameter it is about (the first one its message names)."""
+    msg = str(err)
+    for path, key in sorted(where.items(), key=lambda kv: -len(kv[0].rsplit(".", 1)[-1])):
+        leaf = path.rsplit(".", 1)[-1]
+        if re.search(rf"\b{re.escape(leaf)}\b", msg):
+            return type(err)(f"key '{key}': {msg}")
+    return err
 
 
 def _with_defaults(module: Any, params: Mapping[str, Any] | None) -> dict[str, Any]:
