@@ -500,6 +500,9 @@ def test_report_rebuild_cli(tiny_run, tmp_path):
     assert rebuilt.files == workflow.files and "fmri/tinycohort/clean.nc" in workflow.files
     # the page's results come first: the headlines, then the table of every metric (folded), then the sections
     assert workflow.sections[:2] == ["results", "summary"]
+    titles = {re.search(r"<title>(.*?)</title>", p.read_text(encoding="utf-8")).group(1)
+              for p in (out, tiny_run / "results" / "report" / "index.html")}
+    assert titles == {"tiny test study"}  # the rebuild keeps the study's title
     missing = subprocess.run(
         [sys.executable, "-m", "brainpipe.cli", "report", "--results", str(tmp_path / "none")],
         capture_output=True,

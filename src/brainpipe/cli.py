@@ -54,9 +54,22 @@ def _cmd_info(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _page_title(page: Path) -> str | None:
+    """The title of an existing study page (the one the workflow wrote), so a rebuild keeps the study's title."""
+    import html
+    import re
+
+    try:
+        head = page.read_bytes()[:8192].decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    m = re.search(r"<title>(.*?)</title>", head, re.S)
+    return html.unescape(m.group(1)).strip() or None if m else None
+
+
 def _cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
     from brainpipe import layout
-    from brainpipe.report import branch_files, write_report
+    from brainpipe.report import DEFAULT_TITLE, branch_files, write_report
 
     res = Path(args.results)
     if not res.is_dir():
@@ -66,7 +79,8 @@ def _cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
     if not any(v for k, v in inputs.items() if k.endswith("metrics")):
         raise InputError(f"{res}: no metrics files in the results layout (see brainpipe.layout); run the study first")
     out = Path(args.output or layout.path("report_page", root=res))
-    write_report(out, branch_files(inputs), title=args.title, benchmarks_dir=args.benchmarks)
+    title = args.title or _page_title(Path(layout.path("report_page", root=res))) or DEFAULT_TITLE
+    write_report(out, branch_files(inputs), title=title, benchmarks_dir=args.benchmarks)
     print(out)
     return 0
 
@@ -97,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results", default="results")
     rep.add_argument("--output", default=None, help="default: RESULTS/report/index.html")
     rep.add_argument("--benchmarks", default="benchmarks")
-    rep.add_argument("--title", default="brainpipe study report")
+    rep.add_argument("--title", default=None, help="default: the title of RESULTS/report/index.html, if there is one")
     rep.set_defaults(func=_cmd_report)
     c = sub.add_parser("check-config", help="validate a study config file")
     c.add_argument("config", nargs="?", default="config/config.yaml")
