@@ -137,6 +137,7 @@ rule calcium_counts:
         "../envs/brainpipe.yaml"
     params:
         config=bin_params,
+        where=bin_where,
         version=VERSION,
     script:
         "../scripts/calcium_counts.py"

@@ -14,19 +14,15 @@ wildcard_constraints:
 
 
 def ca_simulate_params(wildcards):
-    return CA_DATASETS[wildcards.cadataset]["simulate"]
+    return STUDY.calcium_simulate(wildcards.cadataset)
 
 
 def ca_ingest_params(wildcards):
-    ds = CA_DATASETS[wildcards.cadataset]
-    keys = ("path", "format", "frame_rate_hz", "options", "drop_bad_cells")
-    return {k: v for k, v in ds.items() if k in keys}
+    return STUDY.calcium_ingest(wildcards.cadataset)
 
 
 def ca_preprocess_params(wildcards):
-    return merged(
-        CALCIUM["preprocess"], CA_DATASETS[wildcards.cadataset].get("preprocess", {})
-    )
+    return STUDY.calcium_preprocess(wildcards.cadataset)
 
 
 def ca_source(wildcards):
@@ -47,13 +43,11 @@ def ca_study_truths(wildcards):
 
 
 def ca_tensor_params(wildcards):
-    return {"affinity": CONNECTOME["affinity"], "memory_mb": CONNECTOME["memory_mb"]}
+    return STUDY.connectome_tensor(wildcards.study)
 
 
 def ca_fit_params(wildcards):
-    return merged(
-        CONNECTOME["model"], CONNECTOME["studies"][wildcards.study].get("model", {})
-    )
+    return STUDY.connectome(wildcards.study)
 
 
 def ca_fit_gpus(wildcards):
@@ -62,11 +56,7 @@ def ca_fit_gpus(wildcards):
 
 
 def ca_eval_params(wildcards):
-    entry = CONNECTOME["studies"][wildcards.study]
-    return {
-        "bars": merged(CONNECTOME["bars"], entry.get("bars", {})),
-        "study": wildcards.study,
-    }
+    return STUDY.connectome_evaluate(wildcards.study)
 
 
 def ca_counts_input(wildcards):

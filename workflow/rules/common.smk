@@ -3,7 +3,7 @@ from pathlib import Path
 
 from brainpipe import __version__ as VERSION
 from brainpipe import layout
-from brainpipe.config import PATH_OPTIONS, validate_config
+from brainpipe.config import PATH_OPTIONS, Study, validate_config
 from brainpipe.errors import ConfigError
 from snakemake.exceptions import WorkflowError
 
@@ -29,6 +29,12 @@ def _validated_config():
 
 
 config.update(_validated_config())
+# every rule's parameters are resolved here, in Python (validate_config ran every cross-check on them)
+STUDY = Study(
+    config,
+    source=", ".join(str(p) for p in workflow.configfiles) or "config",
+    check=False,
+)
 
 SPIKE_DATASETS = config["spikes"]["datasets"]
 SIMULATED = sorted(k for k, v in SPIKE_DATASETS.items() if "simulate" in v)
@@ -49,44 +55,26 @@ wildcard_constraints:
     variant=names_regex(SWITCHING_VARIANTS),
 
 
-def merged(base, override):
-    """Deep merge of two config mappings (override wins)."""
-    out = dict(base)
-    for k, v in (override or {}).items():
-        out[k] = (
-            merged(out[k], v)
-            if isinstance(v, dict) and isinstance(out.get(k), dict)
-            else v
-        )
-    return out
-
-
 # ---- params: each rule gets only its own config subtree ------------------------------------------
 def simulate_params(wildcards):
-    return SPIKE_DATASETS[wildcards.dataset]["simulate"]
+    return STUDY.simulate(wildcards.dataset)
 
 
 def ingest_params(wildcards):
-    ds = SPIKE_DATASETS[wildcards.dataset]
-    return {
-        k: v
-        for k, v in ds.items()
-        if k in ("path", "format", "options", "t_start_s", "t_stop_s")
-    }
+    return STUDY.ingest(wildcards.dataset)
 
 
 def bin_params(wildcards):
-    return merged(
-        config["spikes"]["bin"], SPIKE_DATASETS[wildcards.dataset].get("bin", {})
-    )
+    return STUDY.bin(wildcards.dataset)
+
+
+def bin_where(wildcards):
+    """Each binning parameter -> the config key that set it (named in the stage's errors)."""
+    return STUDY.where("bin", wildcards.dataset)
 
 
 def switching_params(wildcards):
-    entry = SWITCHING["datasets"][wildcards.dataset]
-    return merged(
-        merged(SWITCHING["model"], SWITCHING["variants"][wildcards.variant]),
-        entry.get("model", {}),
-    )
+    return STUDY.switching(wildcards.dataset, wildcards.variant)
 
 
 def switching_gpus(wildcards):
@@ -95,16 +83,11 @@ def switching_gpus(wildcards):
 
 
 def switching_eval_params(wildcards):
-    entry = SWITCHING["datasets"][wildcards.dataset]
-    return {
-        "bars": merged(SWITCHING["bars"], entry.get("bars", {})),
-        "dataset": wildcards.dataset,
-        "variant": wildcards.variant,
-    }
+    return STUDY.switching_evaluate(wildcards.dataset, wildcards.variant)
 
 
 def evaluate_params(wildcards):
-    return dict(config["spikes"]["evaluate"], dataset=wildcards.dataset)
+    return STUDY.evaluate(wildcards.dataset)
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
@@ -118,7 +101,7 @@ def spike_extra_files(wildcards):
 
 
 def switching_variants(dataset):
-    return SWITCHING["datasets"][dataset].get("variants", SWITCHING_VARIANTS)
+    return STUDY.switching_variants(dataset)
 
 
 def switching_runs():

@@ -72,22 +72,15 @@ def fmri_ingest_params(wildcards):
 
 
 def fmri_clean_params(wildcards):
-    ds = FMRI_DATASETS[wildcards.fmri_dataset]
-    out = merged(FMRI["clean"], ds.get("clean", {}))
-    out.update(classification=ds.get("classification"), regression=ds.get("regression"))
-    return out
+    return STUDY.fmri_clean(wildcards.fmri_dataset)
 
 
 def fmri_eval_params(wildcards):
-    return dict(BRAINMAE["evaluate"], dataset=wildcards.fmri_dataset)
+    return STUDY.fmri_evaluate(wildcards.fmri_dataset)
 
 
 def brainmae_params(wildcards):
-    entry = BRAINMAE["datasets"].get(wildcards.fmri_dataset, {})
-    return merged(
-        merged(BRAINMAE["model"], BRAINMAE["variants"][wildcards.fmri_variant]),
-        entry.get("model", {}),
-    )
+    return STUDY.brainmae(wildcards.fmri_dataset, wildcards.fmri_variant)
 
 
 def brainmae_gpus(wildcards):
@@ -96,16 +89,7 @@ def brainmae_gpus(wildcards):
 
 
 def brainmae_eval_params(wildcards):
-    entry = BRAINMAE["datasets"].get(wildcards.fmri_dataset, {})
-    ft = dict(BRAINMAE["finetune"])
-    ft["enabled"] = bool(ft["enabled"]) and wildcards.fmri_variant in ft.pop("variants")
-    return dict(
-        BRAINMAE["evaluate"],
-        finetune=ft,
-        bars=merged(BRAINMAE["bars"], entry.get("bars", {})),
-        dataset=wildcards.fmri_dataset,
-        variant=wildcards.fmri_variant,
-    )
+    return STUDY.brainmae_evaluate(wildcards.fmri_dataset, wildcards.fmri_variant)
 
 
 def fmri_truth(wildcards):

@@ -6,31 +6,19 @@ NF_DECODED = [d for d in NF_DATASETS if NEUROFORMER["datasets"][d].get("target")
 
 def nf_params(wildcards):
     """The dataset's resolved neuroformer config (global keys merged with its own)."""
-    entry = NEUROFORMER["datasets"][wildcards.dataset]
-    out = {
-        k: merged(NEUROFORMER[k], entry.get(k, {}))
-        for k in ("tokenizer", "model", "pretrain", "finetune", "evaluate", "bars")
-    }
-    out["modalities"] = {m: NEUROFORMER["modalities"][m] for m in entry["modalities"]}
-    out["target"] = entry.get("target")
-    out["seed"] = NEUROFORMER["seed"]
-    out["dataset"] = wildcards.dataset
-    return out
+    return STUDY.neuroformer(wildcards.dataset)
 
 
 def nf_pretrain_params(wildcards):
-    p = nf_params(wildcards)
-    return {k: p[k] for k in ("tokenizer", "model", "pretrain", "modalities", "seed")}
+    return STUDY.neuroformer_pretrain(wildcards.dataset)
 
 
 def nf_finetune_params(wildcards):
-    p = nf_params(wildcards)
-    return {k: p[k] for k in ("finetune", "target", "seed", "dataset")}
+    return STUDY.neuroformer_finetune(wildcards.dataset)
 
 
 def nf_evaluate_params(wildcards):
-    p = nf_params(wildcards)
-    return {k: p[k] for k in ("evaluate", "bars", "seed", "dataset", "pretrain")}
+    return STUDY.neuroformer_evaluate(wildcards.dataset)
 
 
 def nf_gpus(which):

@@ -57,6 +57,7 @@ rule bin_spikes:
         "../envs/brainpipe.yaml"
     params:
         config=bin_params,
+        where=bin_where,
         version=VERSION,
     script:
         "../scripts/bin_spikes.py"
@@ -75,7 +76,7 @@ rule fit_poisson_glm:
         "../envs/brainpipe.yaml"
     threads: 1
     params:
-        config=config["spikes"]["poisson_glm"],
+        config=STUDY.poisson_glm(),
         version=VERSION,
     script:
         "../scripts/fit_poisson_glm.py"

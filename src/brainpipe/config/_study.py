@@ -180,6 +180,10 @@ class Study:
         """Calcium dataset name -> its entry."""
         return self._calcium.get("datasets", {})
 
+    def calcium_simulate(self, dataset: str) -> dict[str, Any]:
+        """``simulate`` (calcium): generator, seed, params."""
+        return copy.deepcopy(self.calcium_datasets()[dataset]["simulate"])
+
     def calcium_ingest(self, dataset: str) -> dict[str, Any]:
         """``ingest_calcium``: the reader keys of the dataset."""
         return _pick(self.calcium_datasets()[dataset], CALCIUM_INGEST_KEYS)
