@@ -9,7 +9,7 @@
 results files only, so the page can be rebuilt without re-running any model. Every branch adds its part through
 ``brainpipe.report.<branch>.sections(files) -> list[BranchSection]`` (:mod:`brainpipe.report.base`); modules:
 :mod:`~brainpipe.report.page` (assembly), :mod:`~.style` (CSS, script), :mod:`~.headline`, :mod:`~.tables`,
-:mod:`~.provenance`, the branches :mod:`~.spikes` (with :mod:`~.switching`), :mod:`~.fmri`, :mod:`~.calcium`,
+:mod:`~.provenance`, the branches :mod:`~.spikes` (with :mod:`~.spike_files`, :mod:`~.switching`), :mod:`~.fmri`, :mod:`~.calcium`,
 :mod:`~.neuroformer`, and :mod:`~.figures` (one module per branch; matplotlib loads only when a page is built).
 """
 
@@ -22,7 +22,7 @@ from brainpipe.errors import InputError
 from brainpipe.report.base import DEFAULT_TITLE, BranchSection, Headline
 from brainpipe.report.page import BRANCH_ORDER, branch_sections, build_report, write_report
 from brainpipe.report.provenance import read_benchmarks
-from brainpipe.report.spikes import collect, collect_switching, dataset_name
+from brainpipe.report.spike_files import collect, collect_switching, dataset_name
 
 
 def branch_files(inputs: Mapping[str, Iterable]) -> dict[str, dict[str, list[Path]]]:

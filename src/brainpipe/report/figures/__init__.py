@@ -1,7 +1,7 @@
 """Figures of the study report, rendered off-screen (Agg) to PNG bytes; one module per branch.
 
-:mod:`~brainpipe.report.figures.base` (style, PNG encoding, axis helpers), :mod:`~.spikes` (data and unit QC,
-couplings), :mod:`~.switching` (switching GLMs), :mod:`~.fmri` (BrainMAE), :mod:`~.calcium` (connectomes) and
+:mod:`~brainpipe.report.figures.base` (style, PNG encoding, axis helpers), :mod:`~.timeaxis` (trials and test
+blocks side by side), :mod:`~.qc` (data and unit QC), :mod:`~.spikes` (couplings), :mod:`~.switching` (switching GLMs), :mod:`~.fmri` (BrainMAE), :mod:`~.calcium` (connectomes) and
 :mod:`~.neuroformer`. The names below are re-exported for ``from brainpipe.report import figures``.
 """
 
@@ -9,19 +9,8 @@ from brainpipe.report.figures.base import CMAP, DPI, MAX_LABELLED_UNITS, STYLE, 
 from brainpipe.report.figures.calcium import factors_figure, rank_figure, traces_figure
 from brainpipe.report.figures.fmri import brainmae_figure
 from brainpipe.report.figures.neuroformer import neuroformer_figure
-from brainpipe.report.figures.spikes import (
-    JoinedAxis,
-    aligned_couplings,
-    coupling_matrix,
-    data_qc_figure,
-    decode_window,
-    firing_rates_hz,
-    joined_axis,
-    model_figure,
-    qc_window,
-    unit_qc_arrays,
-    unit_qc_figure,
-)
+from brainpipe.report.figures.qc import data_qc_figure, firing_rates_hz, unit_qc_arrays, unit_qc_figure
+from brainpipe.report.figures.spikes import aligned_couplings, coupling_matrix, model_figure
 from brainpipe.report.figures.switching import (
     STATE_COLORS,
     held_out_bins,
@@ -33,6 +22,7 @@ from brainpipe.report.figures.switching import (
     switching_summary_figure,
     switching_weights_figure,
 )
+from brainpipe.report.figures.timeaxis import JoinedAxis, decode_window, joined_axis, qc_window
 
 __all__ = [
     "CMAP",

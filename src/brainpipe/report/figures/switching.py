@@ -7,7 +7,7 @@ import xarray as xr
 
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.report.figures.base import CMAP, STYLE, color_limit, plt, to_png, unit_ticks
-from brainpipe.report.figures.spikes import decode_window, joined_axis
+from brainpipe.report.figures.timeaxis import decode_window, joined_axis
 
 STATE_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#ccb974", "#64b5cd")
 _ADJ_COLORS = ("#2166ac", "#f6f8fa", "#b2182b")  # inh, none, exc
