@@ -39,7 +39,7 @@ blocks and losses) and :mod:`~brainpipe.models.neuroformer.estimator` (:class:`N
 importable from here.
 """
 
-from brainpipe.models.neuroformer.estimator import MODEL_KEYS, Neuroformer, label_subset, r2_score
+from brainpipe.models.neuroformer.estimator import MODEL_KEYS, Neuroformer, r2_score
 from brainpipe.models.neuroformer.network import (
     Attention,
     Block,
@@ -54,6 +54,7 @@ from brainpipe.models.neuroformer.tokenizer import (
     SpikeTokenizer,
     Windows,
     align_modality,
+    label_subset,
 )
 
 __all__ = [

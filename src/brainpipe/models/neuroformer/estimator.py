@@ -16,7 +16,7 @@ from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import ConfigError, InputError
 from brainpipe.models.base import Estimator, state_to_variables, variables_to_state
 from brainpipe.models.neuroformer.network import NeuroformerNet, behaviour_loss, pretrain_loss, split_batch
-from brainpipe.models.neuroformer.tokenizer import N_SPECIAL, SpikeTokenizer, Windows
+from brainpipe.models.neuroformer.tokenizer import N_SPECIAL, SpikeTokenizer, Windows, label_subset
 
 MODEL_KEYS = ("d_model", "n_heads", "n_layers", "n_past_layers", "dropout", "contrastive_dim")
 
@@ -504,19 +504,6 @@ class Neuroformer(Estimator):
             )
 
 
-def label_subset(train_idx: np.ndarray, fraction: float, min_windows: int = 8) -> np.ndarray:
-    """The labelled subset of train windows for a label fraction: evenly spaced over the train windows (every
-    k-th one, deterministic), so a few labels still span the recording's range of behaviour; at least
-    ``min_windows``. Train windows never overlap validation or test windows (time blocks), so spacing them out
-    leaks nothing."""
-    if not 0 < fraction <= 1:
-        raise ConfigError(f"label fraction {fraction} must be in (0, 1]")
-    if fraction >= 1 or train_idx.size <= min_windows:
-        return train_idx
-    n_keep = max(min_windows, int(round(fraction * train_idx.size)))
-    return train_idx[np.linspace(0, train_idx.size - 1, n_keep).round().astype(int)]
-
-
 def _json(obj) -> str:
     import json
 
@@ -524,7 +511,18 @@ def _json(obj) -> str:
 
 
 def r2_score(y: np.ndarray, p: np.ndarray) -> float:
-    """Coefficient of determination (1 - SSE/SST); NaN for fewer than 2 samples or constant targets."""
+    """Coefficient of determination (1 - SSE/SST); NaN for fewer than 2 samples or constant targets.
+
+    Parameters
+    ----------
+    y, p : numpy.ndarray
+        Targets and predictions.
+
+    Returns
+    -------
+    float
+        R^2.
+    """
     y, p = np.asarray(y, float), np.asarray(p, float)
     sst = float(((y - y.mean()) ** 2).sum()) if y.size else 0.0
     if y.size < 2 or sst == 0:

@@ -175,7 +175,24 @@ def split_batch(batch):
 
 
 def pretrain_loss(model: NeuroformerNet, batch, contrastive_weight: float = 0.0, temperature: float = 0.1):
-    """Next-ID + next-dt cross-entropy (PAD targets ignored; EOS kept), plus optional InfoNCE alignment."""
+    """Next-ID + next-dt cross-entropy (PAD targets ignored; EOS kept), plus optional InfoNCE alignment.
+
+    Parameters
+    ----------
+    model : NeuroformerNet
+        The network.
+    batch : sequence of torch.Tensor
+        A batch of :meth:`~brainpipe.models.neuroformer.tokenizer.Windows.tensors`.
+    contrastive_weight : float
+        Weight of the InfoNCE term between pooled neural and modality embeddings (0: off).
+    temperature : float
+        InfoNCE temperature.
+
+    Returns
+    -------
+    dict of torch.Tensor
+        ``loss`` (with gradient), and detached ``loss_id``, ``loss_dt`` and (when used) ``loss_contrastive``.
+    """
     x_id, x_dt, y_id, y_dt, past_id, past_dt, modality, _ = split_batch(batch)
     out = model(x_id, x_dt, past_id, past_dt, modality)
     loss_id = F.cross_entropy(out["id_logits"].flatten(0, 1).float(), y_id.flatten(), ignore_index=model.pad_id)
@@ -195,7 +212,24 @@ def pretrain_loss(model: NeuroformerNet, batch, contrastive_weight: float = 0.0,
 def behaviour_loss(model: NeuroformerNet, batch, kind: str = "regression", class_weight: torch.Tensor | None = None):
     """Behaviour head loss: MSE on standardised targets (regression) or class-weighted cross-entropy
     (classification; weights inverse to the class frequencies of the labelled windows, so the decoder is trained
-    for balanced accuracy rather than for the majority class)."""
+    for balanced accuracy rather than for the majority class).
+
+    Parameters
+    ----------
+    model : NeuroformerNet
+        The network (with its behaviour head).
+    batch : sequence of torch.Tensor
+        A batch of :meth:`~brainpipe.models.neuroformer.tokenizer.Windows.tensors`.
+    kind : {"regression", "classification"}
+        The target's kind.
+    class_weight : torch.Tensor, optional
+        Per-class weights of the cross-entropy.
+
+    Returns
+    -------
+    torch.Tensor
+        The scalar loss.
+    """
     x_id, x_dt, _, _, past_id, past_dt, modality, target = split_batch(batch)
     out = model(x_id, x_dt, past_id, past_dt, modality)
     if kind == "classification":

@@ -1,5 +1,6 @@
 """Neuroformer's tokeniser: spike counts -> windows of neuron-ID and dt tokens, with aligned modalities and the
-decoding target (the rules are listed in :mod:`brainpipe.models.neuroformer`)."""
+decoding target (the rules are listed in :mod:`brainpipe.models.neuroformer`), and the labelled subset of the
+train windows for fine-tuning with a fraction of the labels."""
 
 from __future__ import annotations
 
@@ -251,6 +252,22 @@ def align_modality(values: xr.DataArray, time: np.ndarray, name: str, source: st
 
     Raises :class:`InputError` when its timestamps do not cover the spike data (more than one of its own sampling
     steps beyond either end) or when it has NaNs; values are linearly interpolated in between.
+
+    Parameters
+    ----------
+    values : xarray.DataArray
+        (time, var) samples; the first dimension is its time in seconds.
+    time : numpy.ndarray
+        Bin centres (s) to align to.
+    name : str
+        The modality's name (for messages).
+    source : str
+        The file it came from (for messages).
+
+    Returns
+    -------
+    numpy.ndarray
+        (len(time), n_var) float32.
     """
     tdim = values.dims[0]
     ts = np.asarray(values[tdim].values, dtype=np.float64)
@@ -269,3 +286,31 @@ def align_modality(values: xr.DataArray, time: np.ndarray, name: str, source: st
             "give a modality recorded over the whole session or restrict the spikes (t_start_s/t_stop_s) to its span"
         )
     return np.stack([np.interp(time, ts, v[:, k]) for k in range(v.shape[1])], axis=1)
+
+
+def label_subset(train_idx: np.ndarray, fraction: float, min_windows: int = 8) -> np.ndarray:
+    """The labelled subset of train windows for a label fraction: evenly spaced over the train windows (every
+    k-th one, deterministic), so a few labels still span the recording's range of behaviour; at least
+    ``min_windows``. Train windows never overlap validation or test windows (time blocks), so spacing them out
+    leaks nothing.
+
+    Parameters
+    ----------
+    train_idx : numpy.ndarray
+        Indices of the train windows, in time order.
+    fraction : float
+        Fraction of them to label, in (0, 1].
+    min_windows : int
+        Fewest labelled windows.
+
+    Returns
+    -------
+    numpy.ndarray
+        The labelled subset of ``train_idx``.
+    """
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"label fraction {fraction} must be in (0, 1]")
+    if fraction >= 1 or train_idx.size <= min_windows:
+        return train_idx
+    n_keep = max(min_windows, int(round(fraction * train_idx.size)))
+    return train_idx[np.linspace(0, train_idx.size - 1, n_keep).round().astype(int)]
