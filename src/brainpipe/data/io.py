@@ -175,7 +175,6 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
     whose metadata is unreadable. A zarr store opens lazily: :func:`read` reads its every chunk once.
     """
     import json
-    import re
 
     def _line(err: BaseException) -> str:
         return (" ".join(str(err).split()) or type(err).__name__)[:200]
@@ -192,6 +191,11 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
                 f"{path}: cannot be opened as a zarr store ({type(err).__name__}: {_line(err)}); its metadata is "
                 f"missing or damaged, or it is not a brainpipe output: {again}"
             ) from None
+        except RuntimeError as err:  # numcodecs/zarr codecs: a coordinate chunk (read on open) does not decode
+            raise InputError(
+                f"{path}: cannot be opened as a zarr store: a coordinate chunk is damaged or cut short "
+                f"({type(err).__name__}: {_line(err)}); {again}"
+            ) from None
     size = path.stat().st_size
     if size == 0:
         raise InputError(f"{path}: cannot be opened as netCDF4/HDF5: it is empty (0 bytes); {again}")
@@ -199,16 +203,13 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
         # the time axis is stored with CF time units (a placeholder epoch): read it as float seconds
         with xr.open_dataset(path, engine="h5netcdf", decode_times={"time": False}) as ds:
             ds = ds.load()
-    except OSError as err:  # h5py: not HDF5, truncated, a damaged header or chunk
-        text = _line(err)
-        cut = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
-        if cut:
-            why = f"it is truncated (its HDF5 superblock says {cut.group(2)} bytes but the file holds {cut.group(1)})"
-        elif "file signature not found" in text:
-            why = "it is not an HDF5 file (no HDF5 signature); is it a brainpipe output?"
-        else:
-            why = f"it is damaged ({type(err).__name__}: {text})"
-        raise InputError(f"{path}: cannot be opened as netCDF4/HDF5 or zarr: {why}; {again}") from None
+    except (OSError, RuntimeError) as err:  # h5py: not HDF5, truncated, a damaged header, checksum or chunk
+        from brainpipe.io._common import hdf5_problem
+
+        why = hdf5_problem(path, err)
+        if why.startswith("is not"):
+            why += "; is it a brainpipe output?"
+        raise InputError(f"{path}: cannot be opened as netCDF4/HDF5 or zarr: it {why}; {again}") from None
     except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as err:  # h5netcdf/xarray decoding
         raise InputError(
             f"{path}: cannot be opened as netCDF4/HDF5 or zarr: its netCDF structure is damaged or not a brainpipe "
@@ -228,8 +229,8 @@ def read(path: str | os.PathLike, kind: str | None = None) -> xr.Dataset:
     ds = open_dataset(path)
     if Path(path).suffix == ".zarr" or Path(path).is_dir():
         for name, var in ds.variables.items():
-            data = var.data
             try:
+                data = var.data  # an index variable is read here
                 if hasattr(data, "blocks"):  # dask: one chunk at a time
                     for idx in np.ndindex(*data.numblocks):
                         data.blocks[idx].compute()

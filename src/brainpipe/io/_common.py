@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -463,8 +462,57 @@ def increasing_mask(t: np.ndarray) -> np.ndarray:
     return np.concatenate([[True], t[1:] > prev_max[:-1]])
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _hdf5_stored_eof(head: bytes) -> int | None:
+    """The end-of-file address an HDF5 superblock at the start of ``head`` records (None: ``head`` is too short).
+
+    Superblock versions 0 and 1 store it after the base and free-space addresses; versions 2 and 3 after the base
+    and superblock-extension addresses (the HDF5 file format specification, section II.A).
+    """
+    if len(head) < 14:
+        return None
+    version, size = head[8], head[13] if head[8] < 2 else head[9]
+    start = {0: 24, 1: 28}.get(version, 12)
+    at = start + 2 * size
+    if size not in (2, 4, 8) or len(head) < at + size:
+        return None
+    return int.from_bytes(head[at : at + size], "little")
+
+
+def hdf5_problem(path: str | os.PathLike, err: BaseException) -> str:
+    """What is wrong with an HDF5 file h5py could not open or read: a few words for a one-line message.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file.
+    err : BaseException
+        What h5py (or a library on top of it) raised.
+
+    Returns
+    -------
+    str
+        ``"is not an HDF5 file (...)"``, ``"is truncated: ..."`` (with the sizes, from the superblock) or ``"is
+        damaged (...)"``.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    with open(p, "rb") as fh:
+        head = fh.read(64)
+    if not head.startswith(_HDF5_SIGNATURE):
+        return "is not an HDF5 file (no HDF5 signature at its start)"
+    eof = _hdf5_stored_eof(head)
+    if eof is None:
+        return f"is truncated (it ends inside its HDF5 superblock, after {size} bytes)"
+    if eof > size:
+        return f"is truncated: its HDF5 superblock says {eof} bytes but the file holds {size}"
+    return f"is damaged ({type(err).__name__}: {oneline(err)})"
+
+
 def hdf5_error(path: str | os.PathLike, err: BaseException, kind: str) -> InputError:
-    """One line for an error h5py raised on ``path``: not HDF5, truncated (with the sizes), or damaged.
+    """One line for an error h5py raised on ``path`` (see :func:`hdf5_problem`).
 
     Parameters
     ----------
@@ -479,20 +527,9 @@ def hdf5_error(path: str | os.PathLike, err: BaseException, kind: str) -> InputE
     -------
     InputError
     """
-    text = " ".join(str(err).split())
-    cut = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
-    if cut:
-        return fail(
-            path,
-            f"is truncated: its HDF5 superblock says {cut.group(2)} bytes but the file holds {cut.group(1)}",
-            "copy or export the file again",
-        )
-    if "file signature not found" in text:
-        return fail(path, f"is not {kind} (no HDF5 signature)", f"give {kind}")
-    if "bad byte number in an address" in text or "Unable to synchronously open file" in text:
-        return fail(path, f"cannot be opened as {kind}: its HDF5 header is damaged or cut short ({oneline(err)})",
-                    "copy or export the file again")
-    return fail(path, f"is a damaged HDF5 file ({type(err).__name__}: {oneline(err)})", "copy or export the file again")
+    problem = hdf5_problem(path, err)
+    todo = f"give {kind}" if problem.startswith("is not") else "copy or export the file again"
+    return fail(path, problem.replace("an HDF5 file", kind, 1) if problem.startswith("is not") else problem, todo)
 
 
 def _gzip_size(p: Path) -> int | None:
@@ -503,6 +540,35 @@ def _gzip_size(p: Path) -> int | None:
     with open(p, "rb") as fh:
         fh.seek(size - 4)
         return int.from_bytes(fh.read(4), "little")
+
+
+def _gzip_problem(p: Path) -> str | None:
+    """What is wrong with the gzip stream of ``p`` (read to its end), or None when it decompresses whole."""
+    import gzip
+
+    try:
+        with gzip.open(p, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    except EOFError:
+        return "is truncated (its gzip stream ends early)"
+    except (gzip.BadGzipFile, zlib.error, OSError) as err:
+        return f"is damaged (gzip: {oneline(err)})"
+    return None
+
+
+def _nifti_header_error(p: Path, err: BaseException, gz: bool, kind: str) -> InputError:
+    again = "copy or export the image again"
+    problem = _gzip_problem(p) if gz else None
+    if problem is not None:
+        return fail(p, problem, again)
+    if not gz and p.stat().st_size < 348:  # the NIfTI-1 header is 348 bytes
+        return fail(p, f"is truncated (it holds {p.stat().st_size} bytes, less than a NIfTI header)", again)
+    return fail(
+        p,
+        f"cannot be read as a NIfTI image ({type(err).__name__}: {oneline(err)})",
+        f"give the {kind} as .nii/.nii.gz (a damaged header cannot be read either: {again})",
+    )
 
 
 def load_nifti(path: str | os.PathLike, kind: str):
@@ -540,14 +606,9 @@ def load_nifti(path: str | os.PathLike, kind: str):
     again = "copy or export the image again"
     try:
         img = nib.load(p)
-    except (ImageFileError, HeaderDataError) as err:
-        raise fail(p, f"cannot be read as a NIfTI image ({oneline(err)})", f"give the {kind} as .nii/.nii.gz") from None
-    except EOFError:
-        raise fail(p, "is truncated (it ends inside the NIfTI header)", again) from None
-    except (gzip.BadGzipFile, zlib.error) as err:
-        raise fail(p, f"is damaged (gzip: {oneline(err)})", again) from None
-    except (OSError, ValueError) as err:
-        raise fail(p, f"cannot be read as a NIfTI image ({type(err).__name__}: {oneline(err)})", again) from None
+    except (ImageFileError, HeaderDataError, EOFError, OSError, ValueError, zlib.error) as err:
+        # nibabel reads the header through the decompressor: a cut or damaged stream surfaces as any of these
+        raise _nifti_header_error(p, err, gz, kind) from None
     header = img.header
     try:
         shape = tuple(int(n) for n in img.shape)
@@ -560,6 +621,8 @@ def load_nifti(path: str | os.PathLike, kind: str):
     said = f"its header says shape {shape} {dtype} ({need} bytes of data from byte {offset})"
     if not gz and offset + need > size:
         raise fail(p, f"is truncated or its header is damaged: {said} but the file holds {size} bytes", again)
+    if need == 0:  # nothing to read (e.g. no volumes): the caller names what is missing
+        return img
     if gz and (need > 1100 * size or (offset + need < 2**32 and (_gzip_size(p) or 0) < offset + need)):
         # deflate expands at most ~1032:1; the gzip trailer records the uncompressed size (mod 2**32)
         raise fail(p, f"is truncated or its header is damaged: {said}, more than the compressed file holds", again)

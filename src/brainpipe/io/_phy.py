@@ -32,6 +32,8 @@ def params_value(path: Path, name: str):
             f"cannot be parsed as Python text ({type(err).__name__}: {' '.join(str(err).split())})",
             "fix params.py (plain name = value lines)",
         ) from None
+    if not tree.body and path.stat().st_size == 0:
+        raise fail(path, "is empty (0 bytes)", f"write '{name} = ...' in it, or copy the phy folder again")
     value = None
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
@@ -89,6 +91,8 @@ def _labels(folder: Path) -> dict[int, str] | None:
         p = folder / name
         if not p.is_file():
             continue
+        if p.stat().st_size == 0:
+            raise fail(p, "is empty (0 bytes)", "re-export it from phy, or remove it")
         try:
             df = pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
         except (OSError, ValueError, pd.errors.ParserError) as err:
@@ -180,6 +184,9 @@ def read_phy(
             f"has shape {samples.shape} and dtype {samples.dtype}",
             "spike_times.npy holds (n,) or (n, 1) sample numbers",
         )
+    if samples.size == 0:
+        raise fail(folder, f"holds no spikes ({st_path.name} has shape {samples.shape})",
+                   "give the output of a sorting that found spikes")
     cl_path = folder / "spike_clusters.npy"
     if not cl_path.is_file():
         cl_path = folder / "spike_templates.npy"

@@ -41,6 +41,8 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
 def _sidecar_rate(paths: list[Path]) -> tuple[float | None, str | None]:
     for p in paths:
         if p.exists():
+            if p.is_file() and p.stat().st_size == 0:
+                raise _fail(p, "frame-rate sidecar is empty (0 bytes)", "write {\"frame_rate_hz\": <Hz>} in it, or remove it")
             try:
                 data = json.loads(p.read_text())
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -301,6 +303,9 @@ def _read_csv(p: Path) -> tuple[np.ndarray, list[str]]:
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise _fail(p, f"cannot be read as a CSV table ({type(err).__name__}: {' '.join(str(err).split())[:120]})",
                     "give a comma-separated time x neuron table") from None
+    if df.shape[0] == 0:
+        raise _fail(p, f"holds no frames (a header row of {df.shape[1]} column(s) and no values)",
+                    "give one row per frame")
     bad = [str(c) for c in df.columns if df[c].dtype.kind not in "biuf"]
     if bad:
         raise _fail(p, f"column(s) {', '.join(bad[:5])} hold non-numeric values",

@@ -254,6 +254,8 @@ def read_tr(bold_path: str | os.PathLike, img=None, override: float | None = Non
     for suf in (".nii.gz", ".nii"):
         if name.endswith(suf):
             side = p.with_name(name[: -len(suf)] + ".json")
+            if side.is_file() and side.stat().st_size == 0:
+                raise fail(side, "sidecar is empty (0 bytes)", "write the BIDS sidecar again, or remove it")
             if side.is_file():
                 try:
                     meta = json.loads(side.read_text())
@@ -506,6 +508,8 @@ def read_table(
                 f"cannot be read as a table ({type(err).__name__}: {oneline(err)})",
                 "write a CSV/TSV with a header row of ROI names",
             ) from None
+        if df.shape[0] == 0:
+            raise fail(p, f"has no rows (no volumes; a header of {df.shape[1]} column(s))", "give one row per volume")
         nonnum = [c for c in df.columns if df[c].dtype.kind not in "fiu" and c not in drop_columns]
         if nonnum:
             raise fail(

@@ -90,8 +90,7 @@ def read_spike_table(path, t_start_s=None, t_stop_s=None, sep=None) -> xr.Datase
         df = pd.DataFrame({"unit": unit.astype(str), "time": time})
     else:
         sep = sep or ("\t" if str(path).endswith((".tsv", ".tab")) else ",")
-        if not Path(path).is_file():
-            require_file(path, "spike table")
+        require_file(path, "spike table")
         try:
             df = pd.read_csv(path, sep=sep, dtype={"unit": str})
         except (OSError, ValueError, pd.errors.ParserError) as err:
@@ -170,8 +169,15 @@ def read_trialized_npz(
                 f"has no {nd}-D array '{key}' (found {have})",
                 f"a trialized .npz needs '{counts_key}' (trials x units x bins) and '{time_key}' (trials x bins)",
             )
-    counts, time = arrays[counts_key], arrays[time_key].astype(np.float64)
+    counts, time = arrays[counts_key], arrays[time_key]
     n_trials, n_units, n_bins = counts.shape
+    for n, what in ((n_trials, "trials"), (n_units, "units"), (n_bins, "bins")):
+        if n == 0:
+            raise fail(p, f"holds no {what} ('{counts_key}' has shape {counts.shape}, trials x units x bins)",
+                       "give the counts of a session with trials, units and bins")
+    if time.dtype.kind not in "biuf":
+        raise fail(p, f"'{time_key}' holds {time.dtype} values, not seconds", "give the bin centres in seconds")
+    time = time.astype(np.float64)
     if time.shape != (n_trials, n_bins):
         raise fail(
             p,
