@@ -452,7 +452,7 @@ def test_missing_path(tmp_path, reader, name):
 @pytest.mark.parametrize(
     ("reader", "name", "expected"),
     [
-        (read_nwb, "bad.nwb", "is not an NWB (HDF5) file (no HDF5 signature)"),
+        (read_nwb, "bad.nwb", "is not an NWB (HDF5) file (no HDF5 signature at its start)"),
         (read_trialized_npz, "bad.npz", "is not an .npz archive (not a zip file)"),
         (read_spike_table, "bad.npz", "is not an .npz archive (not a zip file)"),
         (read_spikes, "bad.npz", "is not an .npz archive (not a zip file)"),  # detection says so too

@@ -47,7 +47,7 @@ def require_file(path: str | os.PathLike, kind: str, *, allow_empty: bool = Fals
             "check the path (relative paths are taken from the working directory)",
         )
     if p.is_dir():
-        raise fail(p, f"is a folder, not a {kind}", "give the file itself")
+        raise fail(p, f"is a folder where the {kind} (a file) is expected", "give the file itself")
     if not allow_empty and p.stat().st_size == 0:
         raise fail(p, f"is empty (0 bytes), so the {kind} was not written completely", "export or copy it again")
     return p
@@ -77,7 +77,7 @@ def require_dir(path: str | os.PathLike, kind: str, holds: str = "spike_times.np
             "check the path (relative paths are taken from the working directory)",
         )
     if not p.is_dir():
-        raise fail(p, f"is a file, not a {kind}", f"give the folder that holds {holds}")
+        raise fail(p, f"is a file where the {kind} (a folder) is expected", f"give the folder that holds {holds}")
     return p
 
 
@@ -613,7 +613,7 @@ def load_nifti(path: str | os.PathLike, kind: str):
     try:
         shape = tuple(int(n) for n in img.shape)
         dtype = np.dtype(header.get_data_dtype())
-        offset = int(header.get_data_offset())
+        offset = int(getattr(img.dataobj, "offset", header.get_data_offset()))
     except (HeaderDataError, TypeError, ValueError) as err:
         raise fail(p, f"has a damaged NIfTI header ({oneline(err)})", again) from None
     need = int(np.prod(shape, dtype=object)) * dtype.itemsize

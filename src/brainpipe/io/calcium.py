@@ -134,7 +134,7 @@ def read_suite2p(path, frame_rate_hz: float | None = None, use_iscell: bool = Tr
     """
     d = Path(path)
     if not d.is_dir():
-        raise _fail(d, "suite2p plane folder does not exist" if not d.exists() else "is a file, not a suite2p plane folder",
+        raise _fail(d, "suite2p plane folder does not exist" if not d.exists() else "is a file where the suite2p plane folder is expected",
                     "give the folder holding F.npy (e.g. suite2p/plane0)")
     for name, what in (("F.npy", "fluorescence"), ("Fneu.npy", "neuropil")):
         if not (d / name).exists():
