@@ -25,6 +25,23 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+__all__ = [
+    "RESULTS",
+    "TEMPLATES",
+    "StudyRuns",
+    "calcium_report_inputs",
+    "discover",
+    "fields",
+    "find",
+    "fmri_report_inputs",
+    "match",
+    "neuroformer_report_inputs",
+    "path",
+    "paths",
+    "report_inputs",
+    "spike_report_inputs",
+]
+
 #: the results folder of a study, relative to the working folder
 RESULTS = "results"
 
@@ -111,6 +128,23 @@ def path(name: str, root: str | os.PathLike = RESULTS, **wildcards: str) -> str:
     -------
     str
         ``root/<template>`` with the given fields filled in.
+
+    Raises
+    ------
+    KeyError
+        ``name`` is not a result of :data:`TEMPLATES`.
+    TypeError
+        A wildcard is not a field of the template.
+
+    Examples
+    --------
+    >>> from brainpipe import layout
+    >>> layout.path("counts")                      # a rule's pattern: wildcards left in place
+    'results/spikes/{dataset}/counts.nc'
+    >>> layout.path("switching_fit", dataset="sim", variant="prior")
+    'results/spikes/sim/switching_glm/prior/fit.nc'
+    >>> layout.path("report_page", root="out")
+    'out/report/index.html'
     """
     unknown = set(wildcards) - set(fields(name))
     if unknown:
@@ -135,6 +169,11 @@ def paths(name: str, values: list, root: str | os.PathLike = RESULTS) -> list[st
     -------
     list of str
         One path per entry, in the given order.
+
+    Examples
+    --------
+    >>> paths("switching_metrics", [("sim", "none"), ("sim", "prior")])
+    ['results/spikes/sim/switching_glm/none/metrics.nc', 'results/spikes/sim/switching_glm/prior/metrics.nc']
     """
     names = fields(name)
     out = []
@@ -161,6 +200,13 @@ def match(name: str, file: str | os.PathLike) -> tuple[Path, dict[str, str]] | N
     (Path, dict) or None
         The results folder the file sits in and its field values, e.g.
         ``(Path("results"), {"dataset": "sim"})`` for ``results/spikes/sim/counts.nc``.
+
+    Examples
+    --------
+    >>> match("counts", "out/results/spikes/sim/counts.nc")
+    (PosixPath('out/results'), {'dataset': 'sim'})
+    >>> match("counts", "results/spikes/sim/fit.nc") is None
+    True
     """
     parts = re.split(r"\{(\w+)\}", _template(name))
     regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(parts))
@@ -211,6 +257,31 @@ class StudyRuns:
     pairs), ``fmri_truths`` (simulated datasets). Calcium: ``calcium`` (datasets), ``connectomes`` (studies).
     Neuroformer: ``neuroformer`` (datasets), ``neuroformer_decoded`` (those with a decoding target),
     ``neuroformer_truths`` (simulated ones).
+
+    Parameters
+    ----------
+    glm : list of str
+        Spike datasets with a Poisson GLM.
+    switching : list of (str, str)
+        (dataset, variant) of every switching GLM.
+    spike_truths : list of str
+        Simulated spike datasets among those.
+    fmri : list of str
+        fMRI datasets.
+    brainmae : list of (str, str)
+        (dataset, variant) of every BrainMAE run.
+    fmri_truths : list of str
+        Simulated fMRI datasets.
+    calcium : list of str
+        Calcium datasets.
+    connectomes : list of str
+        Dynamic-connectome studies.
+    neuroformer : list of str
+        Spike datasets with a Neuroformer.
+    neuroformer_decoded : list of str
+        Those with a decoding target.
+    neuroformer_truths : list of str
+        Those with a planted truth.
     """
 
     glm: list[str] = field(default_factory=list)

@@ -428,6 +428,23 @@ CONTRACTS: dict[str, Contract] = {
 
 
 def get_contract(kind: str) -> Contract:
+    """The data contract named ``kind``.
+
+    Parameters
+    ----------
+    kind : str
+        A key of :data:`CONTRACTS` (e.g. ``"spike_counts"``).
+
+    Returns
+    -------
+    Contract
+        The contract.
+
+    Raises
+    ------
+    KeyError
+        No contract has that name (the message lists those that exist).
+    """
     try:
         return CONTRACTS[kind]
     except KeyError:

@@ -257,6 +257,18 @@ def validate_file(path: str | os.PathLike, kind: str | None = None) -> list[str]
 
 
 def provenance_of(ds: xr.Dataset) -> dict[str, Any]:
+    """The provenance a dataset carries, parsed from its JSON ``provenance`` attr.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A dataset written by :func:`write` (or stamped by :func:`stamp`).
+
+    Returns
+    -------
+    dict
+        Stage, package version, git sha, params, inputs with their sha256, seed, device.
+    """
     return _prov.parse(ds.attrs[_prov.PROVENANCE_ATTR])
 
 

@@ -540,6 +540,13 @@ precision, checkpoint_every_s, progress
         return 1.0 - nmse(np.asarray(X), self.reconstruct(X, mask), mask)
 
     def roi_embeddings(self) -> np.ndarray:
+        """The learned ROI embeddings.
+
+        Returns
+        -------
+        numpy.ndarray
+            (roi, embedding) float array, on the CPU.
+        """
         return self.net_.roi_emb.detach().float().cpu().numpy()
 
     def graph_attention(self) -> np.ndarray | None:

@@ -20,7 +20,19 @@ from brainpipe.errors import ConfigError
 
 @dataclass
 class Simulation:
-    """Output of a generator: ``data`` (e.g. a spike_times dataset) and ``truth`` (a model_fit, role 'truth')."""
+    """Output of a generator: the simulated data and the planted truth.
+
+    Parameters
+    ----------
+    data : xarray.Dataset
+        The simulated data (e.g. a ``spike_times`` dataset).
+    truth : xarray.Dataset
+        The planted parameters (a ``model_fit`` dataset, role ``truth``).
+    data_kind : str
+        The data contract of ``data``.
+    truth_kind : str, default "model_fit"
+        The data contract of ``truth``.
+    """
 
     data: xr.Dataset
     truth: xr.Dataset
@@ -30,6 +42,22 @@ class Simulation:
 
 @dataclass(frozen=True)
 class Generator:
+    """A registered simulator (see :func:`register`); calling it runs the simulation.
+
+    Parameters
+    ----------
+    name : str
+        The simulator's name (the config's ``simulate.generator``).
+    func : callable
+        ``func(params, seed) -> Simulation``, with ``params`` an instance of ``params_cls``.
+    params_cls : type
+        The dataclass of its parameters.
+    modality : str
+        ``"spikes"``, ``"calcium"`` or ``"fmri"``.
+    description : str
+        One line: the first line of ``func``'s docstring.
+    """
+
     name: str
     func: Callable[[Any, int], Simulation]
     params_cls: type
@@ -37,6 +65,18 @@ class Generator:
     description: str
 
     def parse_params(self, params: Mapping[str, Any] | None) -> Any:
+        """Check ``params`` against the generator's parameter dataclass and build it (see :func:`parse_params`).
+
+        Parameters
+        ----------
+        params : mapping or None
+            Parameter values by name; None or missing keys take the dataclass's defaults.
+
+        Returns
+        -------
+        object
+            An instance of ``params_cls``.
+        """
         return parse_params(self.params_cls, params or {}, where=f"simulator '{self.name}'")
 
     def __call__(self, params: Mapping[str, Any] | None = None, seed: int = 0) -> Simulation:
@@ -47,7 +87,22 @@ GENERATORS: dict[str, Generator] = {}
 
 
 def register(name: str, params_cls: type, modality: str):
-    """Decorator: register ``func(params, seed) -> Simulation`` as generator ``name``."""
+    """Register ``func(params, seed) -> Simulation`` as generator ``name`` (a decorator factory).
+
+    Parameters
+    ----------
+    name : str
+        The name the generator is called by (:func:`simulate`, the config's ``generator``).
+    params_cls : type
+        The dataclass of its parameters (validated by :func:`parse_params`).
+    modality : str
+        ``"spikes"``, ``"calcium"`` or ``"fmri"``.
+
+    Returns
+    -------
+    callable
+        The decorator: it adds a :class:`Generator` to :data:`GENERATORS` and returns ``func`` unchanged.
+    """
 
     def deco(func):
         GENERATORS[name] = Generator(name, func, params_cls, modality, (func.__doc__ or "").strip().splitlines()[0])
@@ -57,13 +112,55 @@ def register(name: str, params_cls: type, modality: str):
 
 
 def get_generator(name: str) -> Generator:
+    """The registered generator ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`GENERATORS`.
+
+    Returns
+    -------
+    Generator
+        The generator.
+
+    Raises
+    ------
+    brainpipe.errors.ConfigError
+        No generator has that name (the message lists those that exist).
+    """
     if name not in GENERATORS:
         raise ConfigError(f"unknown simulator {name!r} (allowed: {', '.join(sorted(GENERATORS))})")
     return GENERATORS[name]
 
 
 def simulate(name: str, params: Mapping[str, Any] | None = None, seed: int = 0) -> Simulation:
-    """Run generator ``name`` with ``params`` (dict of its parameters) and an explicit ``seed``."""
+    """Run generator ``name`` with ``params`` (dict of its parameters) and an explicit ``seed``.
+
+    Parameters
+    ----------
+    name : str
+        A registered generator (:data:`GENERATORS`), e.g. ``"poisson_glm_network"``.
+    params : mapping, optional
+        Its parameters by name (the fields of its parameter dataclass); unknown keys and wrong types are refused,
+        missing ones take their defaults.
+    seed : int, default 0
+        Seed of the random number generator; the same seed gives the same data.
+
+    Returns
+    -------
+    Simulation
+        The data and the planted truth.
+
+    Examples
+    --------
+    >>> from brainpipe.simulate import simulate
+    >>> sim = simulate("poisson_glm_network", {"n_neurons": 5, "duration_s": 10}, seed=0)
+    >>> sim.data_kind, sim.truth_kind
+    ('spike_times', 'model_fit')
+    >>> sim.truth["coupling"].shape
+    (5, 5)
+    """
     return get_generator(name)(params, seed)
 
 

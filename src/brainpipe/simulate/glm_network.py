@@ -13,7 +13,37 @@ from brainpipe.simulate.base import Simulation, register
 
 @dataclass
 class PoissonGLMNetworkParams:
-    """Parameters of :func:`poisson_glm_network` (all times in seconds, rates in Hz)."""
+    """Parameters of :func:`poisson_glm_network` (all times in seconds, rates in Hz).
+
+    Parameters
+    ----------
+    n_neurons : int, default 20
+        Number of neurons (>= 2).
+    duration_s : float, default 600.0
+        Length of the recording.
+    dt_s : float, default 0.01
+        Simulation time step.
+    rate_min_hz, rate_max_hz : float, default 2.0, 10.0
+        Baseline rates are drawn uniformly in this range.
+    connection_density : float, default 0.15
+        Probability of a coupling between two distinct neurons.
+    weight_min, weight_max : float, default 0.6, 1.5
+        Range of the couplings' magnitudes.
+    excitatory_fraction : float, default 0.5
+        Probability that a coupling is positive.
+    self_history_weight : float, default -2.0
+        The spike-history weight of every neuron on itself (refractoriness).
+    history_tau_s : float, default 0.02
+        Time constant of the exponential history kernel.
+    behaviour_fraction : float, default 0.5
+        Fraction of the neurons driven by the behaviour (``speed``).
+    behaviour_weight_max : float, default 1.0
+        Largest magnitude of a behaviour weight.
+    behaviour_tau_s : float, default 1.0
+        Time constant of the Ornstein-Uhlenbeck behaviour.
+    max_rate_hz : float, default 200.0
+        Cap on the instantaneous rate.
+    """
 
     n_neurons: int = 20
     duration_s: float = 600.0
@@ -32,8 +62,18 @@ class PoissonGLMNetworkParams:
     max_rate_hz: float = 200.0
 
     def memory_bytes(self) -> tuple[float, str]:
-        """Estimated peak allocation (bytes) and the keys that drive it: the int32 counts and float64 drive per (step,
-        neuron), and the neuron x neuron coupling with its random draws."""
+        """Estimate the peak allocation of the simulation.
+
+        It counts the int32 counts and float64 drive per (step, neuron), and the neuron x neuron coupling with its
+        random draws.
+
+        Returns
+        -------
+        bytes : float
+            Estimated peak allocation, in bytes.
+        keys : str
+            The parameters that drive it (for the error message).
+        """
         n, steps = float(self.n_neurons), float(self.duration_s) / float(self.dt_s)
         return 12.0 * steps * n + 25.0 * n * n, "n_neurons x duration_s / dt_s"
 
@@ -82,7 +122,7 @@ def ou_process(n: int, dt_s: float, tau_s: float, rng: np.random.Generator) -> n
 
 @register("poisson_glm_network", PoissonGLMNetworkParams, modality="spikes")
 def poisson_glm_network(p: PoissonGLMNetworkParams, seed: int) -> Simulation:
-    """Coupled Poisson GLM network (exp link, exponential history kernel) with a behaviour drive.
+    """Simulate a coupled Poisson GLM network (exp link, exponential history kernel) with a behaviour drive.
 
     Model, per time step ``dt_s`` and neuron ``i``::
 
@@ -94,6 +134,19 @@ def poisson_glm_network(p: PoissonGLMNetworkParams, seed: int) -> Simulation:
     ``connection_density`` (sign excitatory with probability ``excitatory_fraction``, magnitude uniform in
     [weight_min, weight_max]), and ``speed`` a standardised Ornstein-Uhlenbeck process driving a random
     ``behaviour_fraction`` of neurons. Spike times are placed uniformly within their step.
+
+    Parameters
+    ----------
+    p : PoissonGLMNetworkParams
+        The parameters.
+    seed : int
+        Seed of the random number generator; the same seed gives the same data.
+
+    Returns
+    -------
+    Simulation
+        ``spike_times`` data (with the ``speed`` behaviour) and the truth: ``coupling`` (unit_post, unit_pre),
+        ``connected``, ``log_baseline_rate`` and ``behaviour_weight``.
     """
     rng = np.random.default_rng(seed)
     n, dt = p.n_neurons, p.dt_s

@@ -16,7 +16,53 @@ from brainpipe.simulate.glm_network import ou_process
 
 @dataclass
 class HubNetworkParams:
-    """Parameters of :func:`hub_network` (times in seconds, rates in Hz, lags in steps of ``dt_s``)."""
+    """Parameters of :func:`hub_network` (times in seconds, rates in Hz, lags in steps of ``dt_s``).
+
+    Parameters
+    ----------
+    n_neurons : int, default 20
+        Number of neurons (>= 3).
+    n_hubs : int, default 3
+        Number of hub neurons.
+    hub_out_degree : int, default 8
+        Number of non-hubs each hub projects to.
+    n_other_connections : int, default 6
+        Number of further random connections among non-hubs.
+    duration_s : float, default 200.0
+        Length of the recording.
+    dt_s : float, default 0.01
+        Simulation time step.
+    rate_min_hz, rate_max_hz : float, default 5.0, 10.0
+        Range of the non-hubs' baseline rates.
+    hub_rate_hz : float, default 20.0
+        Baseline rate of the hubs.
+    weight_min, weight_max : float, default 0.8, 1.2
+        Range of the (excitatory) connection weights.
+    lag_min_bins, lag_max_bins : int, default 1, 3
+        Range of the connections' lags, in steps.
+    kernel_tau_bins : float, default 2.0
+        Decay of the coupling kernel, in steps.
+    kernel_bins : int, default 6
+        Length of the coupling kernel, in steps.
+    self_history_weight : float, default -2.0
+        Weight of a neuron's previous step on itself (refractoriness).
+    behaviour_fraction : float, default 0.4
+        Fraction of the neurons driven by the ``speed`` behaviour.
+    behaviour_weight_min, behaviour_weight_max : float, default 0.5, 0.8
+        Range of the behaviour weights' magnitudes.
+    behaviour_tau_s : float, default 2.0
+        Time constant of the Ornstein-Uhlenbeck behaviour.
+    stimulus_fraction : float, default 0.25
+        Fraction of the neurons driven by the ``flash`` stimulus.
+    stimulus_weight : float, default 1.5
+        Weight of the stimulus.
+    stimulus_rate_hz : float, default 0.5
+        Rate of the flashes.
+    stimulus_duration_s : float, default 0.3
+        Length of a flash.
+    max_rate_hz : float, default 200.0
+        Cap on the instantaneous rate.
+    """
 
     n_neurons: int = 20
     n_hubs: int = 3
@@ -45,8 +91,17 @@ class HubNetworkParams:
     max_rate_hz: float = 200.0
 
     def memory_bytes(self) -> tuple[float, str]:
-        """Estimated peak allocation (bytes) and the keys that drive it: a few float64 (time, neuron) arrays and the
-        lagged coupling kernels."""
+        """Estimate the peak allocation of the simulation.
+
+        It counts a few float64 (time, neuron) arrays and the lagged coupling kernels.
+
+        Returns
+        -------
+        bytes : float
+            Estimated peak allocation, in bytes.
+        keys : str
+            The parameters that drive it (for the error message).
+        """
         n, steps = float(self.n_neurons), float(self.duration_s) / float(self.dt_s)
         return 12.0 * steps * n + 8.0 * (self.kernel_bins + 3) * n * n, "n_neurons x duration_s / dt_s"
 

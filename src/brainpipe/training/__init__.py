@@ -1,7 +1,8 @@
 """The one training loop for the torch models, and the checkpoint machinery every iterative fit shares.
 
 >>> from brainpipe.training import TrainConfig, train
->>> result = train(model, (x_train, y_train), lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(),
+>>> result = train(model,  # doctest: +SKIP
+...                (x_train, y_train), lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(),
 ...                TrainConfig(max_epochs=20, seed=0), val_data=(x_val, y_val), checkpoint="ckpt/run.pt")
 
 See :mod:`brainpipe.training.loop` (the loop), :mod:`brainpipe.training.checkpoint` (atomic, pickle-free,

@@ -38,13 +38,39 @@ class Preempted(BrainpipeError):
 
 
 def fingerprint_of(obj: Any) -> str:
-    """A stable hash of a JSON-able description of a run (params, input hashes, version)."""
+    """A stable hash of a JSON-able description of a run (params, input hashes, version).
+
+    Parameters
+    ----------
+    obj : object
+        Anything JSON can write (keys are sorted; other objects are written as their ``str``).
+
+    Returns
+    -------
+    str
+        32 hex digits of its sha256.
+    """
     text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], fingerprint: str = "") -> Path:
-    """Write ``state`` atomically to ``path`` (the folder is created)."""
+    """Write ``state`` atomically to ``path`` (the folder is created).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint file.
+    state : mapping
+        Tensors, numbers, strings, lists and dicts only (read back without unpickling).
+    fingerprint : str, default ""
+        The run's fingerprint (:func:`fingerprint_of`), checked by :func:`load_checkpoint`.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
     out = Path(path)
     # written every epoch: the path is derived by brainpipe from an output it was allowed to write, so the
     # ownership check (which reads the previous checkpoint's metadata) is skipped
@@ -56,8 +82,25 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], fingerpri
 
 
 def load_checkpoint(path: str | os.PathLike, fingerprint: str | None = None) -> dict[str, Any] | None:
-    """The state saved at ``path``; ``None`` when there is no file or (with ``fingerprint``) it belongs to another
-    run. A file that is not a brainpipe checkpoint is an :class:`~brainpipe.errors.InputError`."""
+    """Read the state saved at ``path``, unless it is missing or belongs to another run.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint file.
+    fingerprint : str, optional
+        The run's fingerprint; a checkpoint with another one is ignored (None: not checked).
+
+    Returns
+    -------
+    dict or None
+        The saved state; None when there is no file or it belongs to another run.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        The file is not a readable brainpipe checkpoint.
+    """
     p = Path(path)
     if not p.exists():
         return None
@@ -78,15 +121,24 @@ def load_checkpoint(path: str | os.PathLike, fingerprint: str | None = None) -> 
 class Checkpointer:
     """When and where an iterative fit checkpoints, and SIGTERM handling.
 
-    >>> ckpt = Checkpointer("checkpoints/fit.pt", fingerprint=fingerprint_of(params), every_s=60)
-    >>> state = ckpt.load()                      # None: start afresh
-    >>> with ckpt.guard():                       # SIGTERM -> checkpoint at the next safe point, then Preempted
+    >>> ckpt = Checkpointer("checkpoints/fit.pt", fingerprint=fingerprint_of(params), every_s=60)  # doctest: +SKIP
+    >>> state = ckpt.load()                      # None: start afresh  # doctest: +SKIP
+    >>> with ckpt.guard():                       # SIGTERM -> checkpoint, then Preempted  # doctest: +SKIP
     ...     for it in range(start, n_iter):
     ...         step()
     ...         ckpt.maybe_save(lambda: {...})   # every ``every_s`` seconds, or now if SIGTERM arrived
-    >>> ckpt.done()                              # remove the file once the outputs are written
+    >>> ckpt.done()                              # remove the file once the outputs are written  # doctest: +SKIP
 
     With ``path=None`` every method is a no-op (and SIGTERM keeps its default meaning).
+
+    Parameters
+    ----------
+    path : str or os.PathLike or None
+        The checkpoint file (None: no checkpoints).
+    fingerprint : str, default ""
+        The run's fingerprint (:func:`fingerprint_of`); a checkpoint of another run is not resumed.
+    every_s : float, default 60.0
+        Seconds between periodic saves by :meth:`maybe_save`.
     """
 
     def __init__(self, path: str | os.PathLike | None, fingerprint: str = "", every_s: float = 60.0):
@@ -106,10 +158,17 @@ class Checkpointer:
         return self._stop.is_set()
 
     def request_stop(self) -> None:
-        """What the SIGTERM handler does (callable directly in tests)."""
+        """Ask the fit to stop at its next safe point, as the SIGTERM handler does (callable directly in tests)."""
         self._stop.set()
 
     def load(self) -> dict[str, Any] | None:
+        """Read this run's checkpoint, if there is one (see :func:`load_checkpoint`).
+
+        Returns
+        -------
+        dict or None
+            The saved state, or None: start afresh.
+        """
         if self.path is None:
             return None
         state = load_checkpoint(self.path, self.fingerprint)
@@ -118,6 +177,13 @@ class Checkpointer:
         return state
 
     def save(self, state: Mapping[str, Any]) -> None:
+        """Write ``state`` now (atomically, see :func:`save_checkpoint`).
+
+        Parameters
+        ----------
+        state : mapping
+            Tensors, numbers, strings, lists and dicts only.
+        """
         if self.path is None:
             return
         save_checkpoint(self.path, state, self.fingerprint)
@@ -125,8 +191,22 @@ class Checkpointer:
         self.saves += 1
 
     def maybe_save(self, make_state, force: bool = False) -> None:
-        """Save ``make_state()`` if ``every_s`` has passed, ``force`` is set or a stop was requested; after a stop
-        request, raise :class:`Preempted` once saved."""
+        """Save ``make_state()`` if ``every_s`` has passed, ``force`` is set or a stop was requested.
+
+        After a stop request it raises :class:`Preempted` once saved.
+
+        Parameters
+        ----------
+        make_state : callable
+            Returns the state to save (called only when saving).
+        force : bool, default False
+            Save now whatever the time since the last save.
+
+        Raises
+        ------
+        Preempted
+            A stop was requested (SIGTERM).
+        """
         if self.path is None:
             if self._stop.is_set():
                 raise Preempted("stopped by SIGTERM (no checkpoint configured: a rerun starts afresh)")
@@ -142,8 +222,16 @@ class Checkpointer:
             self.path.unlink(missing_ok=True)
 
     def guard(self):
-        """Context manager: while inside, SIGTERM requests a stop instead of killing the process (main thread only;
-        elsewhere it is a no-op)."""
+        """Turn SIGTERM into a stop request while inside this context manager.
+
+        Only in the main thread; elsewhere it is a no-op.
+
+        Returns
+        -------
+        contextlib.AbstractContextManager
+            Entering it installs the SIGTERM handler (and yields this checkpointer); leaving it restores the
+            previous one.
+        """
         return _SigtermGuard(self)
 
 
@@ -172,8 +260,24 @@ class _SigtermGuard:
 
 
 def checkpoint_every_s(default: float = 60.0) -> float:
-    """Seconds between periodic checkpoints: ``BRAINPIPE_CHECKPOINT_EVERY_S`` (a runtime setting, e.g. in a
-    cluster profile's environment), else ``default``."""
+    """Seconds between periodic checkpoints, from the environment or the default.
+
+    Parameters
+    ----------
+    default : float, default 60.0
+        The value when ``BRAINPIPE_CHECKPOINT_EVERY_S`` (a runtime setting, e.g. in a cluster profile's
+        environment) is unset or empty.
+
+    Returns
+    -------
+    float
+        The seconds.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        The variable is not a number >= 0.
+    """
     raw = os.environ.get("BRAINPIPE_CHECKPOINT_EVERY_S")
     if raw is None or raw == "":
         return default
@@ -187,7 +291,22 @@ def checkpoint_every_s(default: float = 60.0) -> float:
 
 
 def stage_fingerprint(stage: str, params: Mapping[str, Any], inputs) -> dict[str, Any]:
-    """What identifies a stage's run: stage name, params, package version and the sha256 of every input file."""
+    """What identifies a stage's run: stage name, params, package version and the sha256 of every input file.
+
+    Parameters
+    ----------
+    stage : str
+        The stage's name.
+    params : mapping
+        Its parameters.
+    inputs : str, os.PathLike or list of them
+        Its input files.
+
+    Returns
+    -------
+    dict
+        ``stage``, ``params``, ``version`` and ``inputs`` (the files' sha256), for a fit's ``fingerprint``.
+    """
     import brainpipe
     from brainpipe.data.provenance import sha256_file
 

@@ -12,8 +12,23 @@ from brainpipe.errors import ConfigError
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` (or None): the current CUDA device when one is present, else the CPU. A named CUDA device that is
-    not present is a :class:`~brainpipe.errors.ConfigError` (one line saying what there is)."""
+    """Pick the device to compute on: ``"auto"`` (or None) is CUDA when present, else the CPU.
+
+    Parameters
+    ----------
+    device : str, torch.device or None, default "auto"
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``.
+
+    Returns
+    -------
+    torch.device
+        The device.
+
+    Raises
+    ------
+    brainpipe.errors.ConfigError
+        A name that is not a device, or a CUDA device that is not present (one line saying what there is).
+    """
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     try:
@@ -32,8 +47,27 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"``: ``"bf16"`` on a CUDA device that supports it, else ``"fp32"``. ``"bf16"`` on the CPU is refused
-    (CPU bf16 autocast is slow and changes results; the loop is fp32 there)."""
+    """Pick the precision: ``"auto"`` is ``"bf16"`` on a CUDA device that supports it, else ``"fp32"``.
+
+    ``"bf16"`` on the CPU is refused (CPU bf16 autocast is slow and changes results; the loop is fp32 there).
+
+    Parameters
+    ----------
+    precision : {"auto", "fp32", "bf16"}
+        The requested precision.
+    device : torch.device
+        The resolved device (:func:`resolve_device`).
+
+    Returns
+    -------
+    str
+        ``"fp32"`` or ``"bf16"``.
+
+    Raises
+    ------
+    brainpipe.errors.ConfigError
+        An unknown precision, or bf16 on the CPU.
+    """
     if precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"precision {precision!r} is not one of auto, fp32, bf16")
     if precision == "auto":
@@ -46,14 +80,42 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The autocast context for a resolved precision (a no-op for fp32)."""
+    """The autocast context for a resolved precision (a no-op for fp32).
+
+    Parameters
+    ----------
+    device : torch.device
+        The device computed on.
+    precision : {"fp32", "bf16"}
+        A resolved precision (:func:`resolve_precision`).
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        ``torch.autocast`` to bfloat16 for bf16, else a context that does nothing.
+    """
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Move a batch (tensor, or nested tuple/list/dict of tensors; other leaves unchanged) to ``device``."""
+    """Move a batch (tensor, or nested tuple/list/dict of tensors; other leaves unchanged) to ``device``.
+
+    Parameters
+    ----------
+    batch : object
+        A tensor, or a (named) tuple, list or mapping of them, nested at will.
+    device : torch.device
+        Where to move the tensors.
+    non_blocking : bool, default False
+        Passed to ``Tensor.to``.
+
+    Returns
+    -------
+    object
+        The same structure (same container types), its tensors on ``device``.
+    """
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=non_blocking)
     if isinstance(batch, Mapping):

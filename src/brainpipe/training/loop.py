@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from brainpipe._docs import fill_doc
 from brainpipe.errors import BrainpipeError, ConfigError, InputError
 from brainpipe.training.checkpoint import Checkpointer, fingerprint_of
 from brainpipe.training.device import autocast, resolve_device, resolve_precision, to_device
@@ -37,9 +38,40 @@ log_ = logging.getLogger("brainpipe.training")
 _RUNTIME_ONLY = ("device", "progress", "checkpoint_every_s")  # settings that do not change what is computed
 
 
+@fill_doc
 @dataclass
 class TrainConfig:
-    """Hyperparameters of :func:`train` (all have defaults; ``from_dict`` rejects unknown keys in one line)."""
+    """Hyperparameters of :func:`train` (all have defaults; ``from_dict`` rejects unknown keys in one line).
+
+    Parameters
+    ----------
+    max_epochs : int, default 50
+        Most passes over the training data.
+    max_steps : int, optional
+        Most optimizer steps in all (None: no limit but ``max_epochs``).
+    batch_size : int, default 32
+        Examples per mini-batch.
+    lr : float, default 1e-3
+        AdamW learning rate (after the warm-up).
+    weight_decay : float, default 0.01
+        AdamW weight decay.
+    warmup_steps : int, default 0
+        Steps of linear learning-rate warm-up.
+    grad_clip : float, optional
+        Largest gradient norm (None: no clipping).
+    patience : int, optional
+        Epochs without validation improvement before stopping early (None: no early stopping).
+    min_delta : float, default 0.0
+        How much the validation loss must fall to count as an improvement.
+    %(seed)s
+    %(device)s
+    precision : {"auto", "fp32", "bf16"}
+        ``"auto"``: bf16 autocast on a CUDA device that supports it, else fp32.
+    checkpoint_every_s : float, default 60.0
+        Seconds between periodic checkpoints.
+    progress : bool, default True
+        Show a progress bar (on a terminal).
+    """
 
     max_epochs: int = 50
     max_steps: int | None = None
@@ -57,7 +89,26 @@ class TrainConfig:
     progress: bool = True
 
     @classmethod
+    @fill_doc
     def from_dict(cls, d: Mapping[str, Any] | None, source: str = "training") -> TrainConfig:
+        """Build a checked configuration from a dict of settings.
+
+        Parameters
+        ----------
+        d : mapping or None
+            Settings by name; missing ones take their defaults.
+        %(source)s
+
+        Returns
+        -------
+        TrainConfig
+            The configuration.
+
+        Raises
+        ------
+        brainpipe.errors.ConfigError
+            An unknown key or a value out of range (one line naming ``source``).
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(d or {}) - names)
         if bad:
@@ -66,7 +117,19 @@ class TrainConfig:
         cfg.check(source)
         return cfg
 
+    @fill_doc
     def check(self, source: str = "training") -> None:
+        """Check that every setting is in range.
+
+        Parameters
+        ----------
+        %(source)s
+
+        Raises
+        ------
+        brainpipe.errors.ConfigError
+            A setting out of range (one line naming ``source``).
+        """
         if self.max_epochs < 1 or self.batch_size < 1 or (self.max_steps is not None and self.max_steps < 1):
             raise ConfigError(f"{source}: max_epochs, batch_size and max_steps must be >= 1")
         if not (self.lr > 0) or self.weight_decay < 0 or self.warmup_steps < 0:
@@ -75,12 +138,45 @@ class TrainConfig:
             raise ConfigError(f"{source}: patience must be >= 1 or null (no early stopping)")
 
     def computed(self) -> dict[str, Any]:
-        """The settings that change the result (the checkpoint fingerprint uses these)."""
+        """The settings that change the result (the checkpoint fingerprint uses these).
+
+        Returns
+        -------
+        dict
+            Every setting but the runtime-only ones (``device``, ``progress``, ``checkpoint_every_s``).
+        """
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUNTIME_ONLY}
 
 
 @dataclass
 class TrainResult:
+    """What :func:`train` reports about a run.
+
+    Parameters
+    ----------
+    history : list of dict
+        One row per epoch: ``epoch``, ``step``, ``train_loss``, ``val_loss`` (with validation) and the extra
+        entries ``loss_fn`` returned.
+    best_epoch : int
+        The epoch of the best validation loss (-1 without validation).
+    best_val : float
+        The best validation loss (NaN without validation).
+    stopped_early : bool
+        Whether early stopping ended the run.
+    resumed_from_step : int or None
+        The step the run resumed from (None: started afresh).
+    steps : int
+        Optimizer steps taken in all.
+    epochs_run : int
+        Epochs completed.
+    device : str
+        The device trained on.
+    precision : str
+        ``"fp32"`` or ``"bf16"``.
+    seconds : float
+        Wall time of this call.
+    """
+
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
     best_val: float = math.nan
@@ -188,8 +284,46 @@ def train(
     collate_fn: Callable | None = None,
     log: logging.Logger | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place; see the module docstring. Returns a :class:`TrainResult`; on return the model
-    holds its best-validation weights (the last ones without validation) and stays on the training device."""
+    """Train ``model`` in place with mini-batch AdamW; see the module docstring for the checkpoints and seeds.
+
+    On return the model holds its best-validation weights (the last ones without validation) and stays on the
+    training device.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model, with its initial weights (seed before building it).
+    train_data : torch.Tensor, tuple of torch.Tensor or torch.utils.data.Dataset
+        The training examples: tensors with equal first dimension, or a map-style dataset.
+    loss_fn : callable
+        ``loss_fn(model, batch)`` -> a scalar tensor, or a dict with a ``"loss"`` entry (its other entries are
+        logged in the history).
+    config : TrainConfig or mapping, optional
+        The hyperparameters (None: the defaults).
+    val_data : torch.Tensor, tuple of torch.Tensor or torch.utils.data.Dataset, optional
+        Validation examples, scored with ``loss_fn`` at every epoch end (early stopping, best weights).
+    val_fn : callable, optional
+        ``val_fn(model)`` -> the validation loss; used instead of ``val_data`` when given.
+    %(checkpoint)s
+    %(fingerprint)s
+    parameters : iterable of torch.nn.Parameter, optional
+        The parameters to train (default: every parameter of ``model`` that requires a gradient).
+    collate_fn : callable, optional
+        Builds a batch from a dataset's examples (default: torch's ``default_collate``).
+    %(log)s
+
+    Returns
+    -------
+    TrainResult
+        The history, best epoch and validation loss, steps, device and precision of the run.
+
+    Raises
+    ------
+    brainpipe.training.Preempted
+        SIGTERM arrived: a checkpoint was written and the same call resumes from it.
+    brainpipe.errors.InputError
+        The training data is empty or not tensors/a dataset.
+    """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg.check()
     logger = log or log_

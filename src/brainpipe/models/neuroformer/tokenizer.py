@@ -77,6 +77,13 @@ class SpikeTokenizer:
         return {"id": n + N_SPECIAL, "dt": self.n_dt + N_SPECIAL, "n_units": n}
 
     def special(self) -> dict[str, int]:
+        """The ids of the special tokens (they follow the unit ids and the dt values).
+
+        Returns
+        -------
+        dict
+            ``sos``, ``eos``, ``pad`` (id vocabulary) and ``sos_dt``, ``eos_dt``, ``pad_dt`` (dt vocabulary).
+        """
         n, m = len(self.units_), self.n_dt
         return {"sos": n, "eos": n + 1, "pad": n + 2, "sos_dt": m, "eos_dt": m + 1, "pad_dt": m + 2}
 
@@ -223,6 +230,13 @@ class SpikeTokenizer:
         return Windows(cur_id, cur_dt, past_id, past_dt, modality, target, t_start, split.astype(np.int8), wc, starts)
 
     def n_modality_vars(self) -> list[int]:
+        """The number of variables of each modality, in the fitted modality order.
+
+        Returns
+        -------
+        list of int
+            One count per modality.
+        """
         return [len(v) for _, _, v in self.mod_layout_]
 
     @staticmethod
@@ -233,6 +247,13 @@ class SpikeTokenizer:
         return np.repeat(u, reps).astype(np.int64), (np.repeat(t, reps) // k).astype(np.int64)
 
     def to_attrs(self) -> dict[str, object]:
+        """The tokenizer's settings and fitted bin width as dataset attrs (``tok_*``), for a checkpoint file.
+
+        Returns
+        -------
+        dict
+            Attr name -> value.
+        """
         return {
             "tok_dt_s": self.dt_s,
             "tok_window_s": self.window_s,

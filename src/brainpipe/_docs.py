@@ -1,0 +1,112 @@
+"""Parameter texts shared by many docstrings, written once and filled in (nilearn's ``_utils/docs.py``).
+
+A docstring names a shared text with a ``%(name)s`` placeholder on a line of its own, at the indentation of its
+``Parameters`` entries; :func:`fill_doc` replaces it with ``DOCDICT[name]``, re-indented to fit:
+
+>>> from brainpipe._docs import fill_doc
+>>> @fill_doc
+... def f(seed=0):
+...     '''Do nothing.
+...
+...     Parameters
+...     ----------
+...     %(seed)s
+...     '''
+>>> print(f.__doc__.splitlines()[4])
+    seed : int
+
+Only ``%(name)s`` placeholders are replaced, so other ``%`` signs need no escaping.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T", bound=Callable)
+
+#: name -> "<parameter> : <type>" line, then its description indented by 4 spaces (no base indentation)
+DOCDICT: dict[str, str] = {}
+
+DOCDICT["counts"] = """counts : xarray.Dataset
+    A ``spike_counts`` dataset (:data:`brainpipe.data.CONTRACTS`): ``counts`` (time x unit), the ``split``
+    flag per bin, and optionally ``behaviour`` (time x behaviour_var); ``bin_width_s`` in its attrs."""
+
+DOCDICT["split"] = """split : {"train", "val", "test"}
+    Which bins (or windows) to use, by the dataset's ``split`` flags."""
+
+DOCDICT["seed"] = """seed : int
+    Seed of the random number generator; the same seed gives the same result."""
+
+DOCDICT["device"] = """device : str or torch.device
+    Where to compute: ``"auto"`` (CUDA when present, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``."""
+
+DOCDICT["path"] = """path : str or os.PathLike
+    The file to read or write."""
+
+DOCDICT["source"] = """source : str
+    What the data is called in error messages (e.g. its file name), so that an error names it."""
+
+DOCDICT["bin_width_s"] = """bin_width_s : float
+    Width of a time bin, in seconds."""
+
+DOCDICT["checkpoint"] = """checkpoint : str or os.PathLike, optional
+    A checkpoint file: written as the fit goes (atomically, without pickle) and, when a file written with the same
+    settings and ``fingerprint`` is there, resumed from. None (the default) checkpoints nothing."""
+
+DOCDICT["fingerprint"] = """fingerprint : dict, optional
+    What else identifies the run (e.g. the inputs' hashes); a checkpoint written with another fingerprint is not
+    resumed."""
+
+DOCDICT["log"] = """log : logging.Logger, optional
+    Where progress is logged (the module's logger when None)."""
+
+DOCDICT["provenance"] = """provenance : dict, optional
+    Provenance to store in the file's ``provenance`` attr (see :func:`brainpipe.data.make_provenance`)."""
+
+DOCDICT["kind"] = """kind : str
+    The name of a data contract (a key of :data:`brainpipe.data.CONTRACTS`, e.g. ``"spike_counts"``)."""
+
+DOCDICT["fit_ds"] = """ds : xarray.Dataset
+    A ``model_fit`` dataset written by :meth:`to_dataset`."""
+
+_PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s[ \t]*$", re.MULTILINE)
+
+
+def _indent(text: str, indent: str) -> str:
+    return "\n".join(indent + line if line else line for line in text.splitlines())
+
+
+def fill_doc(obj: T) -> T:
+    """Fill the ``%(name)s`` placeholders of a docstring with the shared texts of :data:`DOCDICT`.
+
+    Each placeholder stands alone on its line; every line of the text gets that line's indentation.
+
+    Parameters
+    ----------
+    obj : callable or type
+        A function, method or class whose ``__doc__`` has placeholders.
+
+    Returns
+    -------
+    callable or type
+        ``obj`` itself, its docstring filled in.
+
+    Raises
+    ------
+    KeyError
+        A placeholder names no text of :data:`DOCDICT` (the message names the object and the placeholder).
+    """
+    doc = obj.__doc__
+    if not doc:
+        return obj
+
+    def fill(m: re.Match) -> str:
+        indent, name = m.group(1), m.group(2)
+        if name not in DOCDICT:
+            raise KeyError(f"{getattr(obj, '__qualname__', obj)}: no shared docstring text {name!r} in DOCDICT")
+        return _indent(DOCDICT[name], indent)
+
+    obj.__doc__ = _PLACEHOLDER.sub(fill, doc)
+    return obj
