@@ -97,7 +97,23 @@ _KIND_NAMES = {"f": "float", "i": "integer", "u": "unsigned integer", "b": "bool
 
 @dataclass(frozen=True)
 class Var:
-    """One variable or coordinate of a contract."""
+    """One variable or coordinate of a contract.
+
+    Parameters
+    ----------
+    dims : tuple of str
+        Its dimensions, in order.
+    kinds : str
+        The numpy dtype kinds allowed, e.g. ``"f"``, ``"iu"``, ``"UO"``.
+    units : str, optional
+        The units it must carry (None: no rule).
+    required : bool, default True
+        Whether a dataset of the contract must have it.
+    long_name : str, default ""
+        What it is, in words (its CF ``long_name``).
+    dtype : str, optional
+        An exact dtype required (e.g. ``"float64"`` for time).
+    """
 
     dims: tuple[str, ...]
     kinds: str  # numpy dtype kinds allowed, e.g. "f", "iu", "UO"
@@ -109,6 +125,28 @@ class Var:
 
 @dataclass(frozen=True)
 class Contract:
+    """The schema of one intermediate kind: dims, coords, variables, dtypes, units and required attrs.
+
+    Parameters
+    ----------
+    name : str
+        The contract's name (the ``brainpipe_contract`` attr of its files).
+    description : str
+        One line: what a file of this kind holds (its default CF ``title``).
+    coords : dict of str to Var
+        Its coordinates.
+    data_vars : dict of str to Var
+        Its data variables.
+    attrs : tuple of str
+        Attrs a file must have (besides the common ones).
+    checks : tuple of callable
+        Further checks, ``check(ds) -> list of problems``.
+    version : str
+        The contract version written into files.
+    min_data_vars : int, default 0
+        The fewest data variables a file may have.
+    """
+
     name: str
     description: str
     coords: dict[str, Var] = field(default_factory=dict)
@@ -489,7 +527,19 @@ def _check_var(name: str, spec: Var, da: xr.DataArray, what: str) -> list[str]:
 def check(ds: xr.Dataset, kind: str | None = None, require_provenance: bool = True) -> list[str]:
     """All violations of ``ds`` against its contract (``kind``, or the one named in its attrs).
 
-    Returns a list of one-line problems, each naming the variable/attribute and the rule; empty when valid.
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The dataset to check.
+    kind : str, optional
+        The contract to check against (default: the one its ``brainpipe_contract`` attr names).
+    require_provenance : bool, default True
+        Whether the common attrs (contract, CF, provenance) are required.
+
+    Returns
+    -------
+    list of str
+        One-line problems, each naming the variable or attribute and the rule; empty when valid.
     """
     stated = ds.attrs.get(CONTRACT_ATTR)
     if kind is None:

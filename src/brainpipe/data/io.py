@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.data import contracts as _c
 from brainpipe.data import provenance as _prov
 from brainpipe.data.atomic import atomic_output
@@ -89,9 +90,25 @@ def _as_dtype(value: Any, dtype: np.dtype) -> Any:
     return cast
 
 
+@fill_doc
 def stamp(ds: xr.Dataset, kind: str, provenance: Mapping[str, Any], title: str | None = None) -> xr.Dataset:
-    """Return ``ds`` with the contract, CF and provenance attributes set (CF variable attributes:
-    :func:`cf_attributes`)."""
+    """Return ``ds`` with the contract, CF and provenance attributes set (CF variable attributes: :func:`cf_attributes`).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The dataset.
+    %(kind)s
+    provenance : mapping
+        Its provenance record (:func:`brainpipe.data.make_provenance`).
+    title : str, optional
+        Its CF ``title`` when it has none (default: the contract's description).
+
+    Returns
+    -------
+    xarray.Dataset
+        A copy with the attributes set and a line added to its ``history``.
+    """
     contract = _c.get_contract(kind)
     out = cf_attributes(ds, kind)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -139,14 +156,45 @@ def _netcdf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     return encoding
 
 
+@fill_doc
 def write(ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mapping[str, Any] | None = None) -> Path:
     """Validate ``ds`` against contract ``kind`` and write it atomically to ``path`` (.nc or .zarr).
 
     When ``provenance`` is given, the contract/CF/provenance attributes are stamped first; the CF variable
     attributes (:func:`cf_attributes`) are set in any case, and the netCDF encoding follows CF-1.10 (see
-    :mod:`brainpipe.data.contracts`). Raises
-    :class:`~brainpipe.errors.ContractError` (nothing written) when the dataset violates its contract, and
-    :class:`~brainpipe.errors.OutputError` when ``path`` holds a file or folder that brainpipe did not write.
+    :mod:`brainpipe.data.contracts`).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The dataset to write.
+    path : str or os.PathLike
+        The file to write: ``.zarr`` for a zarr store, else netCDF (the folder is created).
+    %(kind)s
+    provenance : mapping, optional
+        Its provenance record (:func:`brainpipe.data.make_provenance`); None: ``ds`` must already carry one.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    brainpipe.errors.ContractError
+        The dataset violates its contract (nothing is written).
+    brainpipe.errors.OutputError
+        ``path`` holds a file or folder that brainpipe did not write.
+
+    Examples
+    --------
+    >>> from brainpipe.data import make_provenance, read, write
+    >>> from brainpipe.simulate import simulate
+    >>> sim = simulate("poisson_glm_network", {"n_neurons": 5, "duration_s": 10}, seed=0)
+    >>> write(sim.data, "spikes.nc", "spike_times", provenance=make_provenance("example", seed=0))
+    PosixPath('spikes.nc')
+    >>> read("spikes.nc", "spike_times").sizes["unit"]
+    5
     """
     path = Path(path)
     if kind not in _c.CONTRACTS:
@@ -170,9 +218,23 @@ def write(ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mappin
 def open_dataset(path: str | os.PathLike) -> xr.Dataset:
     """Open a brainpipe file (netCDF or zarr) without validation; fully loaded into memory for .nc files.
 
-    Every failure is one :class:`~brainpipe.errors.InputError` line naming the file and the cause: it does not
-    exist, is empty, is not HDF5, is truncated (the sizes), is damaged (what the library said), or is a zarr store
-    whose metadata is unreadable. A zarr store opens lazily: :func:`read` reads its every chunk once.
+    A zarr store opens lazily: :func:`read` reads its every chunk once.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.nc`` file or a ``.zarr`` store.
+
+    Returns
+    -------
+    xarray.Dataset
+        The dataset, its ``time`` coordinate in float seconds.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        One line naming the file and the cause: it does not exist, is empty, is not HDF5, is truncated (the sizes),
+        is damaged (what the library said), or is a zarr store whose metadata is unreadable.
     """
     import json
 
@@ -225,6 +287,38 @@ def read(path: str | os.PathLike, kind: str | None = None) -> xr.Dataset:
 
     A zarr store has every chunk read once (one chunk at a time) before the contract check, so a damaged or
     cut-short chunk is one :class:`~brainpipe.errors.InputError` line naming the variable, not an error later.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.nc`` file or a ``.zarr`` store written by :func:`write`.
+    kind : str, optional
+        The contract the file must have (a key of :data:`brainpipe.data.CONTRACTS`); None: the one it names.
+
+    Returns
+    -------
+    xarray.Dataset
+        The validated dataset.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        The file cannot be read (see :func:`open_dataset`).
+    brainpipe.errors.ContractError
+        The dataset violates its contract (every problem, one line each).
+
+    Examples
+    --------
+    >>> from brainpipe.data import make_provenance, read, write
+    >>> from brainpipe.simulate import simulate
+    >>> sim = simulate("poisson_glm_network", {"n_neurons": 5, "duration_s": 10}, seed=0)
+    >>> path = write(sim.truth, "truth.nc", "model_fit", provenance=make_provenance("example", seed=0))
+    >>> truth = read("truth.nc", "model_fit")
+    >>> truth["coupling"].dims
+    ('unit_post', 'unit_pre')
+    >>> read("truth.nc", "spike_counts")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    brainpipe.errors.ContractError: ...
     """
     ds = open_dataset(path)
     if Path(path).suffix == ".zarr" or Path(path).is_dir():
@@ -248,7 +342,20 @@ def read(path: str | os.PathLike, kind: str | None = None) -> xr.Dataset:
 
 
 def validate_file(path: str | os.PathLike, kind: str | None = None) -> list[str]:
-    """Problems of a file against its contract, one line each (empty list when valid)."""
+    """Problems of a file against its contract, one line each (empty list when valid).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    kind : str, optional
+        The contract to check against (default: the one the file names).
+
+    Returns
+    -------
+    list of str
+        The problems, each prefixed with the path; a file that cannot be read gives one line.
+    """
     try:
         ds = open_dataset(path)
     except InputError as err:
@@ -273,7 +380,19 @@ def provenance_of(ds: xr.Dataset) -> dict[str, Any]:
 
 
 def summarize(ds: xr.Dataset) -> str:
-    """A human-readable summary (dims, variables, provenance) for ``brainpipe info``."""
+    """A human-readable summary (dims, variables, provenance) for ``brainpipe info``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A brainpipe dataset.
+
+    Returns
+    -------
+    str
+        Several lines: contract and version, dims, each coordinate and variable with its dims, dtype, units and
+        range, the attrs, and the provenance.
+    """
     lines = [
         f"contract: {ds.attrs.get(_c.CONTRACT_ATTR, '?')} v{ds.attrs.get(_c.VERSION_ATTR, '?')}",
         "dims: " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()),

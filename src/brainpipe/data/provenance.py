@@ -27,7 +27,20 @@ _TRACKED_PACKAGES = ("numpy", "scipy", "xarray", "torch", "scikit-learn", "snake
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, or of every file under a directory (zarr stores), in sorted path order."""
+    """SHA-256 of a file, or of every file under a directory (zarr stores), in sorted path order.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file or a directory.
+    chunk : int, default 1 MiB
+        Bytes read at a time.
+
+    Returns
+    -------
+    str
+        The hex digest.
+    """
     p = Path(path)
     h = hashlib.sha256()
     files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
@@ -91,7 +104,29 @@ def make_provenance(
     device: str = "cpu",
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build the provenance record of an output. Input files are hashed here."""
+    """Build the provenance record of an output. Input files are hashed here.
+
+    Parameters
+    ----------
+    stage : str
+        The stage that made the output.
+    params : mapping, optional
+        Its parameters (written as JSON).
+    inputs : iterable of str or os.PathLike
+        Its input files; each is hashed (:func:`sha256_file`).
+    seed : int, optional
+        The seed it used.
+    device : str, default "cpu"
+        The device it ran on.
+    extra : mapping, optional
+        More entries, added to the record.
+
+    Returns
+    -------
+    dict
+        Stage, package and version, git sha, params, inputs with their sha256, seed, device, creation time,
+        Python version, host, SLURM job id and the versions of the main packages.
+    """
     rec: dict[str, Any] = {
         "stage": stage,
         "package": "brainpipe",
