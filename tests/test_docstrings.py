@@ -150,11 +150,6 @@ PENDING: dict[str, str] = {
     "brainpipe.preprocess.unit_qc": "PR01 RT01",
     "brainpipe.preprocess.Affinity": "GL02 PR01",
     "brainpipe.preprocess.AnimalTraces": "PR01",
-    "brainpipe.evaluate.auroc": "PR01 RT01",
-    "brainpipe.evaluate.bits_per_spike": "PR01 RT01",
-    "brainpipe.evaluate.glm_metrics": "PR01 RT01",
-    "brainpipe.evaluate.metrics_dataset": "PR01 RT01",
-    "brainpipe.evaluate.communities": "GL02",
     "brainpipe.training.train": "GL02 PR01 RT01",
 }
 
@@ -184,9 +179,12 @@ def _public_objects() -> list[tuple[str, object]]:
     return out
 
 
-def _failures(name: str) -> list[str]:
+def _failures(name: str, obj: object) -> list[str]:
     codes = ENFORCED | ({"EX01"} if name in MAIN_ENTRY_POINTS else set())
-    return sorted({code for code, _ in validate(name)["errors"] if code in codes})
+    # validated where it is defined: a public name can be shadowed by a module of the same name
+    # (brainpipe.evaluate.communities), and an inherited method is the base class's
+    where = f"{obj.__module__}.{obj.__qualname__}"
+    return sorted({code for code, _ in validate(where)["errors"] if code in codes})
 
 
 def test_public_api_docstrings():
@@ -194,8 +192,8 @@ def test_public_api_docstrings():
     assert MAIN_ENTRY_POINTS <= objects.keys(), MAIN_ENTRY_POINTS - objects.keys()
     assert PENDING.keys() <= objects.keys(), f"PENDING names objects outside the API: {PENDING.keys() - objects.keys()}"
     failing, done = {}, []
-    for name in objects:
-        codes = _failures(name)
+    for name, obj in objects.items():
+        codes = _failures(name, obj)
         if name in PENDING:
             if not codes:
                 done.append(name)

@@ -1,5 +1,6 @@
 """Communities of a weighted pair graph: weighted Louvain (networkx) on each CP component's pair factor, as used by
-the dynamic connectome (:class:`brainpipe.models.connectome.DynamicConnectome`)."""
+the dynamic connectome (:class:`brainpipe.models.connectome.DynamicConnectome`).
+"""
 
 from __future__ import annotations
 

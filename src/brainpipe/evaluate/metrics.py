@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.models.baselines import PoissonGLM, poisson_log_likelihood
 
@@ -47,7 +48,25 @@ METRICS: dict[str, MetricInfo] = {
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with midranks); NaN when one class is empty."""
+    """Area under the ROC curve (Mann-Whitney U with midranks); NaN when one class is empty.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        True (positive) or False per item.
+    scores : numpy.ndarray
+        A score per item (higher: more likely positive).
+
+    Returns
+    -------
+    float
+        The AUROC in [0, 1] (ties count one half), or NaN.
+
+    Examples
+    --------
+    >>> auroc([True, True, False, False], [0.9, 0.4, 0.5, 0.1])
+    0.75
+    """
     from scipy.stats import rankdata
 
     labels = np.asarray(labels, bool)
@@ -65,8 +84,23 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+@fill_doc
 def bits_per_spike(counts: xr.Dataset, expected: np.ndarray, split: str = "test") -> float:
-    """Held-out log-likelihood gain over per-neuron mean rates estimated on the train split, in bits/spike."""
+    """Held-out log-likelihood gain over per-neuron mean rates estimated on the train split, in bits/spike.
+
+    Parameters
+    ----------
+    %(counts)s
+    expected : numpy.ndarray
+        (time, unit) the model's expected count per bin (all bins; those of ``split`` are used).
+    %(split)s
+
+    Returns
+    -------
+    float
+        Poisson log-likelihood of the model minus that of the train mean rates, over the spikes of ``split``, in
+        bits.
+    """
     y = np.asarray(counts["counts"].values, dtype=np.float64)
     s = counts["split"].values
     tr, te = s == SPLIT_FLAGS["train"], s == SPLIT_FLAGS[split]
@@ -75,8 +109,26 @@ def bits_per_spike(counts: xr.Dataset, expected: np.ndarray, split: str = "test"
     return float(gain / max(y[te].sum(), 1.0) / np.log(2))
 
 
+@fill_doc
 def glm_metrics(fit: xr.Dataset, counts: xr.Dataset, truth: xr.Dataset | None = None) -> dict[str, float]:
-    """Metrics of a fitted coupled GLM (``model_fit`` with ``coupling``) on held-out counts and vs truth."""
+    """Metrics of a fitted coupled GLM (``model_fit`` with ``coupling``) on held-out counts and vs truth.
+
+    Parameters
+    ----------
+    fit : xarray.Dataset
+        A :class:`~brainpipe.models.PoissonGLM` fit (``model_fit``).
+    %(counts)s
+    truth : xarray.Dataset, optional
+        The planted truth of a simulated dataset; the truth-based metrics are computed only when it has a
+        ``coupling``.
+
+    Returns
+    -------
+    dict
+        ``test_bits_per_spike``; with a truth also ``oracle_test_bits_per_spike`` (the true model's, when it is a
+        GLM), ``coupling_corr``, ``coupling_auroc``, ``coupling_sign_accuracy``, ``history_weight_mae`` and
+        ``behaviour_weight_corr`` (see :data:`METRICS`).
+    """
     model = PoissonGLM.from_dataset(fit)
     out = {"test_bits_per_spike": bits_per_spike(counts, model.predict(counts))}
     if truth is None or "coupling" not in truth:  # no truth, or the truth of another model family
@@ -112,7 +164,25 @@ def _passes(value: float, op: str, bar: float) -> bool:
 def metrics_dataset(
     values: Mapping[str, float], bars: Mapping[str, float] | None, model: str, dataset: str
 ) -> xr.Dataset:
-    """A ``metrics`` dataset: values, bars (NaN where none), comparison, pass/miss, descriptions."""
+    """A ``metrics`` dataset: values, bars (NaN where none), comparison, pass/miss, descriptions.
+
+    Parameters
+    ----------
+    values : mapping
+        Metric name -> value.
+    bars : mapping, optional
+        Metric name -> the value it must reach (its direction from :data:`METRICS`, else ``>=``).
+    model : str
+        The model's name (an attr).
+    dataset : str
+        The dataset's name (an attr).
+
+    Returns
+    -------
+    xarray.Dataset
+        Along ``metric``: ``value``, ``bar``, ``bar_op``, ``passed`` (1 pass, 0 miss, -1 no bar) and
+        ``description``.
+    """
     bars = bars or {}
     names = list(values)
     vals = np.array([values[n] for n in names], dtype=np.float64)
