@@ -34,9 +34,23 @@ from brainpipe.errors import ConfigError, InputError
 # ---- affinities --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Affinity:
-    """A pluggable affinity: ``transform(x, params)`` is applied once to a whole (time, n) dF/F recording (so window
-    chunks see the same signal), then ``window(w, params)`` maps a stack of windows (n_windows, window, n) of the
-    transformed signal to non-negative (n_windows, n, n) affinities with a zero diagonal."""
+    """A pluggable affinity between the cells of a recording, window by window.
+
+    ``transform(x, params)`` is applied once to a whole (time, n) dF/F recording (so window chunks see the same
+    signal), then ``window(w, params)`` maps a stack of windows (n_windows, window, n) of the transformed signal to
+    non-negative (n_windows, n, n) affinities with a zero diagonal.
+
+    Parameters
+    ----------
+    name : str
+        The name the config uses (``calcium.connectome.affinity.name``).
+    transform : callable
+        ``transform(x, params)``: (time, n) dF/F -> (time, n) signal.
+    window : callable
+        ``window(w, params)``: (n_windows, window, n) -> (n_windows, n, n).
+    description : str
+        One line for the report.
+    """
 
     name: str
     transform: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
@@ -205,7 +219,19 @@ def pair_index(neurons: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 # ---- the tensor ----------------------------------------------------------------------------------------
 @dataclass
 class AnimalTraces:
-    """One animal's dF/F (time, cell) with cell identities (shared across animals) and its frame rate."""
+    """One animal's dF/F (time, cell) with cell identities (shared across animals) and its frame rate.
+
+    Parameters
+    ----------
+    name : str
+        The animal (or recording) name, used in messages.
+    dff : numpy.ndarray
+        (time, cell) dF/F.
+    cells : list of str
+        Cell identities, shared across animals.
+    frame_rate_hz : float
+        Frames per second.
+    """
 
     name: str
     dff: np.ndarray

@@ -26,6 +26,7 @@ import math
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.errors import InputError
 
 LOG = logging.getLogger("brainpipe.preprocess.calcium")
@@ -37,7 +38,20 @@ def _short(items, n=5) -> str:
 
 
 def bad_cells(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks over cells: (all NaN, constant over time ignoring NaNs)."""
+    """Find the cells without signal: all NaN, or constant over time (ignoring NaNs).
+
+    Parameters
+    ----------
+    F : numpy.ndarray
+        (time, cell) fluorescence.
+
+    Returns
+    -------
+    all_nan : numpy.ndarray
+        (cell,) bool: every frame is NaN.
+    constant : numpy.ndarray
+        (cell,) bool: one value over time (NaNs ignored), and not all NaN.
+    """
     finite = np.isfinite(F)
     all_nan = ~finite.any(axis=0)
     hi = np.where(finite, F, -np.inf).max(axis=0, initial=-np.inf)
@@ -50,7 +64,24 @@ def running_percentile(x: np.ndarray, window: int, percentile: float, step: int 
     """Running percentile of each column of x (time, n) over a centred window of ``window`` frames.
 
     Evaluated every ``step`` frames (default window // 20) and linearly interpolated; near the edges the
-    nearest full window is used. Memory: one block of (n_centres, window) per column chunk."""
+    nearest full window is used. Memory: one block of (n_centres, window) per column chunk.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        (time, n) signals.
+    window : int
+        Window length in frames (clipped to [1, time]).
+    percentile : float
+        The percentile, in [0, 100].
+    step : int, optional
+        Frames between evaluated windows (default ``window // 20``, at least 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        (time, n) float64 running percentile.
+    """
     T, n = x.shape
     window = int(min(max(window, 1), T))
     step = int(step or max(1, window // 20))
@@ -71,15 +102,39 @@ def running_percentile(x: np.ndarray, window: int, percentile: float, step: int 
 
 
 def noise_sd(y: np.ndarray) -> np.ndarray:
-    """Noise SD per column from the median absolute first difference (robust to sparse events):
-    sd = median|dy| / (0.6745 * sqrt(2))."""
+    """Noise SD per column from the median absolute first difference (robust to sparse events).
+
+    ``sd = median|dy| / (0.6745 * sqrt(2))``.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        (time, n) signals, or (time,) one signal.
+
+    Returns
+    -------
+    numpy.ndarray
+        The noise SD of each column.
+    """
     d = np.diff(y, axis=0)
     return np.median(np.abs(d), axis=0) / (0.6745 * math.sqrt(2.0))
 
 
 def estimate_g(y: np.ndarray) -> float:
-    """AR(1) decay from the autocovariance at lags 1 and 2 (lag 0 carries the noise): g = acov(2)/acov(1),
-    clipped to [0.5, 0.995]."""
+    """Estimate the AR(1) decay from the autocovariance at lags 1 and 2 (lag 0 carries the noise).
+
+    ``g = acov(2) / acov(1)``, clipped to [0.5, 0.995]; 0.9 when ``acov(1) <= 0``.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        (time,) one signal.
+
+    Returns
+    -------
+    float
+        The decay per frame.
+    """
     y = y - y.mean()
     a1 = float(np.dot(y[1:], y[:-1]))
     a2 = float(np.dot(y[2:], y[:-2]))
@@ -94,7 +149,24 @@ def oasis_ar1(y: np.ndarray, g: float, lam: float = 0.0, s_min: float = 0.0) -> 
     Solves min_c 1/2 ||c - y||^2 + lam ||s||_1 with s_t = c_t - g c_{t-1} >= 0 (and s_t >= ``s_min`` where s_t > 0,
     the thresholded variant) by pool-adjacent-violators: each pool is a run where c decays freely from a value v;
     a new pool merges into the previous one while it violates v_new >= g^len v_prev + s_min.
-    Returns (c, s), both of y's length.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        (time,) one trace.
+    g : float
+        AR(1) decay per frame.
+    lam : float, default 0.0
+        L1 penalty on the events.
+    s_min : float, default 0.0
+        Smallest non-zero event.
+
+    Returns
+    -------
+    c : numpy.ndarray
+        (time,) the denoised calcium.
+    s : numpy.ndarray
+        (time,) the events, 0 or >= ``s_min``.
     """
     y = np.asarray(y, dtype=np.float64)
     T = y.size
@@ -141,7 +213,34 @@ def oasis_ar1(y: np.ndarray, g: float, lam: float = 0.0, s_min: float = 0.0) -> 
 
 def deconvolve(dff: np.ndarray, frame_rate_hz: float, tau_s: float | None = None, min_event_snr: float = 3.0,
                lam: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Run :func:`oasis_ar1` on each column of dF/F. Returns (events, denoised calcium, g per cell, s_min per cell)."""
+    """Run :func:`oasis_ar1` on each column of dF/F.
+
+    Each cell's noise floor (its 25th percentile + 0.674 noise SD) is subtracted first.
+
+    Parameters
+    ----------
+    dff : numpy.ndarray
+        (time, cell) dF/F.
+    frame_rate_hz : float
+        Frames per second.
+    tau_s : float, optional
+        Indicator decay time constant; None: the decay is estimated per cell (:func:`estimate_g`).
+    min_event_snr : float, default 3.0
+        Smallest event, in units of the cell's noise SD (:func:`noise_sd`).
+    lam : float, default 0.0
+        L1 penalty on the events.
+
+    Returns
+    -------
+    events : numpy.ndarray
+        (time, cell) inferred events.
+    calcium : numpy.ndarray
+        (time, cell) denoised calcium.
+    g : numpy.ndarray
+        (cell,) AR(1) decay used per cell.
+    s_min : numpy.ndarray
+        (cell,) minimum event size per cell.
+    """
     T, n = dff.shape
     sd = noise_sd(dff)
     events = np.zeros_like(dff, dtype=np.float64)
@@ -158,6 +257,7 @@ def deconvolve(dff: np.ndarray, frame_rate_hz: float, tau_s: float | None = None
     return events, calcium, gs, smins
 
 
+@fill_doc
 def preprocess_calcium(
     traces: xr.Dataset,
     neuropil_coef: float = 0.7,
@@ -168,7 +268,38 @@ def preprocess_calcium(
     drop_bad_cells: bool = False,
     source: str = "traces",
 ) -> xr.Dataset:
-    """A ``calcium_traces`` dataset with ``dff`` and ``events`` added (see the module docstring for the order)."""
+    """A ``calcium_traces`` dataset with ``dff`` and ``events`` added (see the module docstring for the order).
+
+    Parameters
+    ----------
+    traces : xarray.Dataset
+        A ``calcium_traces`` dataset: ``fluorescence`` (time x cell), optionally ``neuropil``; ``frame_rate_hz`` in
+        its attrs.
+    neuropil_coef : float, default 0.7
+        Neuropil subtraction coefficient.
+    window_s : float, default 60.0
+        Length of the running baseline window, in seconds.
+    percentile : float, default 10.0
+        Percentile of the running baseline.
+    tau_s : float, optional
+        Indicator decay time constant (None: estimated per cell).
+    min_event_snr : float, default 3.0
+        Smallest event, in units of the cell's noise SD.
+    drop_bad_cells : bool, default False
+        Drop all-NaN or constant cells (with a log line) instead of raising.
+    %(source)s
+
+    Returns
+    -------
+    xarray.Dataset
+        ``traces`` with ``dff``, ``events``, ``baseline`` (time x cell), ``ar1_g`` and ``event_threshold`` (cell)
+        added, and the parameters in its attrs.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        Bad cells (unless dropped), NaN frames, a baseline window longer than the recording or a baseline <= 0.
+    """
     fs = float(traces.attrs["frame_rate_hz"])
     F = np.asarray(traces["fluorescence"].values, dtype=np.float64)
     cells = np.asarray(traces["cell"].values)
@@ -230,8 +361,27 @@ def _with_events(traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, windo
 
 
 def events_to_counts(processed: xr.Dataset, bin_frames: int, fractions, n_blocks: int) -> xr.Dataset:
-    """``spike_counts`` from the inferred events: per bin of ``bin_frames`` frames, the number of frames with an
-    event (events are 0 or >= the cell's threshold), plus a time-block split as bin_spikes makes."""
+    """Count the inferred events into a ``spike_counts`` dataset, with a time-block split as bin_spikes makes.
+
+    Per bin of ``bin_frames`` frames, the count is the number of frames with an event (events are 0 or >= the
+    cell's threshold); a last partial bin is dropped.
+
+    Parameters
+    ----------
+    processed : xarray.Dataset
+        A ``calcium_traces`` dataset with ``events`` (:func:`preprocess_calcium`).
+    bin_frames : int
+        Frames per bin.
+    fractions : mapping
+        ``train``/``validation``/``test`` fractions of the split.
+    n_blocks : int
+        Number of time blocks of the split (:func:`~brainpipe.preprocess.time_block_split`).
+
+    Returns
+    -------
+    xarray.Dataset
+        A ``spike_counts`` dataset: ``counts`` (time x unit, one unit per cell) and ``split``.
+    """
     from brainpipe.preprocess.spikes import time_block_split
 
     fs = float(processed.attrs["frame_rate_hz"])

@@ -38,8 +38,32 @@ def clean_run(
     use_confounds: bool = True,
     scrub: bool = True,
 ) -> xr.Dataset:
-    """Clean one ``roi_timeseries`` run (see the module docstring for the order). Returns a ``roi_timeseries``
-    with only the kept volumes (their original times), without ``confounds``/``sample_mask``."""
+    """Clean one ``roi_timeseries`` run with :func:`nilearn.signal.clean` (see the module docstring for the order).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``roi_timeseries`` run: ``signal`` (time x roi), optionally ``confounds`` and ``sample_mask``;
+        ``repetition_time_s`` in its attrs.
+    detrend : bool, default True
+        Remove a linear trend per ROI.
+    standardize : {"zscore_sample", "psc", False}
+        How each ROI is standardised.
+    high_pass : float or None, default 0.01
+        High-pass cutoff in Hz (None: none).
+    low_pass : float or None, default None
+        Low-pass cutoff in Hz (None: none).
+    use_confounds : bool, default True
+        Regress out the run's ``confounds``.
+    scrub : bool, default True
+        Censor the volumes whose ``sample_mask`` is False.
+
+    Returns
+    -------
+    xarray.Dataset
+        A ``roi_timeseries`` with only the kept volumes (their original times), without ``confounds`` and
+        ``sample_mask``.
+    """
     from nilearn.signal import clean
 
     tr = float(ds.attrs["repetition_time_s"])
@@ -113,7 +137,20 @@ def _clean(clean, x, detrend, standardize, conf, high_pass, low_pass, tr, kw):
 
 
 def check_length(ds: xr.Dataset, segment_s: float) -> None:
-    """One clear line when a run has fewer (kept) volumes than one segment."""
+    """Check that a run has at least one segment's worth of (kept) volumes.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``roi_timeseries`` run.
+    segment_s : float
+        Segment length, in seconds.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        Fewer volumes than one segment (one line naming the run).
+    """
     tr = float(ds.attrs["repetition_time_s"])
     L = segment_length(segment_s, tr)
     n = int(np.asarray(ds["sample_mask"].values).sum()) if "sample_mask" in ds else ds.sizes["time"]
@@ -125,15 +162,46 @@ def check_length(ds: xr.Dataset, segment_s: float) -> None:
 
 
 def segment_length(segment_s: float, tr: float) -> int:
-    """Volumes per segment: ``round(segment_s / tr)`` (at least 2)."""
+    """Compute the number of volumes per segment: ``round(segment_s / tr)`` (at least 2).
+
+    Parameters
+    ----------
+    segment_s : float
+        Segment length, in seconds.
+    tr : float
+        Repetition time, in seconds.
+
+    Returns
+    -------
+    int
+        Volumes per segment.
+    """
     return max(2, int(round(segment_s / tr)))
 
 
 def segment_run(
     ds: xr.Dataset, segment_s: float, step_s: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Segments ``(n, L, roi)`` and their start times, within consecutive kept volumes; a new segment starts every
-    ``step_s`` seconds (converted with the run's TR; default ``segment_s``: non-overlapping)."""
+    """Cut a cleaned run into fixed-length segments, within stretches of consecutive kept volumes.
+
+    A new segment starts every ``step_s`` seconds (converted with the run's TR).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A cleaned ``roi_timeseries`` run (:func:`clean_run`).
+    segment_s : float
+        Segment length, in seconds.
+    step_s : float, optional
+        Seconds between segment starts (default ``segment_s``: non-overlapping).
+
+    Returns
+    -------
+    segments : numpy.ndarray
+        (n, L, roi) the segments.
+    starts : numpy.ndarray
+        (n,) their start times, in seconds.
+    """
     tr = float(ds.attrs["repetition_time_s"])
     L = segment_length(segment_s, tr)
     step = L if step_s is None else max(1, int(round(step_s / tr)))
@@ -158,7 +226,24 @@ def segment_run(
 
 
 def subject_folds(labels: np.ndarray | None, n_subjects: int, n_folds: int, seed: int) -> np.ndarray:
-    """Subject-wise folds 0..k-1, stratified by class when labels are known (balanced sizes otherwise)."""
+    """Assign subjects to folds 0..k-1, stratified by class when labels are known (balanced sizes otherwise).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray or None
+        (n_subjects,) class label per subject, or None.
+    n_subjects : int
+        Number of subjects.
+    n_folds : int
+        Number of folds (at most ``n_subjects``).
+    seed : int
+        Seed of the random number generator (the order of subjects within each class).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_subjects,) fold index per subject.
+    """
     rng = np.random.default_rng(seed)
     k = max(1, min(n_folds, n_subjects))
     fold = np.empty(n_subjects, dtype=np.int64)
@@ -189,6 +274,29 @@ def assemble_cohort(
     ``classification`` / ``regression`` name participants.tsv columns (the run attr ``participant``) used as the class
     label and the continuous target; a subject without a value for a named column is an error (one line naming
     the run's file). Every run must share the ROI names and the TR.
+
+    Parameters
+    ----------
+    runs : iterable of xarray.Dataset
+        Cleaned ``roi_timeseries`` runs (:func:`clean_run`), each with its ``subject`` attr.
+    segment_s : float
+        Segment length, in seconds.
+    classification : str, optional
+        The participants.tsv column used as the class label.
+    regression : str, optional
+        The participants.tsv column used as the continuous target.
+    n_folds : int, default 4
+        Number of subject-wise folds (:func:`subject_folds`).
+    seed : int, default 0
+        Seed of the fold assignment.
+    segment_step_s : float, optional
+        Seconds between segment starts (default ``segment_s``: non-overlapping).
+
+    Returns
+    -------
+    xarray.Dataset
+        A ``roi_segments`` dataset: ``signal`` (segment x lag x roi), each segment's subject, start and run, the
+        subjects' folds and labels.
     """
     subjects: list[str] = []
     info: dict[str, dict[str, Any]] = {}

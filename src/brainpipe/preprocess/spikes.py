@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import ConfigError, InputError
 
@@ -33,6 +34,30 @@ def time_block_split(n_bins: int, fractions: Mapping[str, float], n_blocks: int)
     a validation and a test block with the given fractions. Blocks are contiguous (neighbouring bins are
     strongly correlated, so random bins would leak) and interleaved across the recording (so slow drifts
     affect every split alike). ``n_blocks=1`` gives one train block, then validation, then test.
+
+    Parameters
+    ----------
+    n_bins : int
+        Number of bins (at least 3 per block).
+    fractions : mapping
+        ``train``, ``validation`` and ``test`` fractions (>= 0, summing to 1; train and test > 0).
+    n_blocks : int
+        Number of chunks the recording is cut into.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_bins,) int8 split flags (:data:`brainpipe.data.SPLIT_FLAGS`).
+
+    Raises
+    ------
+    brainpipe.errors.ConfigError
+        Fractions that do not sum to 1, or too few bins for the blocks.
+
+    Examples
+    --------
+    >>> time_block_split(10, {"train": 0.6, "validation": 0.2, "test": 0.2}, n_blocks=1)
+    array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2], dtype=int8)
     """
     fr = np.array([fractions.get(k, 0.0) for k in ("train", "validation", "test")], dtype=float)
     if np.any(fr < 0) or not np.isclose(fr.sum(), 1.0) or fr[0] <= 0 or fr[2] <= 0:
@@ -112,7 +137,42 @@ def bin_spikes(
     fractions: Mapping[str, float] | None = None,
     n_blocks: int = 5,
 ) -> xr.Dataset:
-    """Bin a ``spike_times`` dataset into a ``spike_counts`` dataset (see the module doc for the order)."""
+    """Bin a ``spike_times`` dataset into a ``spike_counts`` dataset (see the module doc for the order).
+
+    Parameters
+    ----------
+    spikes : xarray.Dataset
+        A ``spike_times`` dataset (after :func:`unit_qc`, typically), with its behaviour and trials if any.
+    bin_width_s : float
+        Width of a time bin, in seconds.
+    fractions : mapping, optional
+        ``train``/``validation``/``test`` fractions of the split (default 0.6/0.2/0.2).
+    n_blocks : int, default 5
+        Number of time blocks of the split (:func:`time_block_split`); for trial data, at most a third of the
+        number of trials.
+
+    Returns
+    -------
+    xarray.Dataset
+        A ``spike_counts`` dataset: ``counts`` (time x unit), ``split`` per bin, ``behaviour`` (time x
+        behaviour_var) and the trial variables when the data have them; ``bin_width_s`` in its attrs.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        Behaviour that does not cover the binned span, or too few bins for the split.
+
+    Examples
+    --------
+    >>> from brainpipe.preprocess import bin_spikes
+    >>> from brainpipe.simulate import simulate
+    >>> sim = simulate("poisson_glm_network", {"n_neurons": 5, "duration_s": 10}, seed=0)
+    >>> counts = bin_spikes(sim.data, bin_width_s=0.05)
+    >>> dict(counts.sizes)
+    {'time': 200, 'unit': 5, 'behaviour_var': 1}
+    >>> list(counts.data_vars)
+    ['counts', 'split', 'behaviour']
+    """
     if not bin_width_s > 0:
         raise ConfigError(f"bin_width_s must be > 0 (got {bin_width_s})")
     has_trials = "trial_start" in spikes and spikes.sizes.get("trial", 0) > 0
@@ -190,12 +250,22 @@ def bin_spikes(
     return ds
 
 
+@fill_doc
 def segments(counts: xr.Dataset) -> np.ndarray:
     """Label each bin of a ``spike_counts`` dataset with the index of its contiguous segment.
 
     A new segment starts where the split changes, where the trial changes (if ``trial`` is present), and at a
     gap in time (a step larger than one bin). Models with spike history restart the history at each segment;
     sequence models (HMMs) treat each segment as an independent sequence.
+
+    Parameters
+    ----------
+    %(counts)s
+
+    Returns
+    -------
+    numpy.ndarray
+        (time,) int64 segment index per bin, from 0.
     """
     n = counts.sizes["time"]
     if n == 0:
@@ -214,7 +284,18 @@ def segments(counts: xr.Dataset) -> np.ndarray:
 
 
 def observed_duration(spikes: xr.Dataset) -> float:
-    """Seconds of recording actually observed (the trials' total length for trial data)."""
+    """Seconds of recording actually observed (the trials' total length for trial data).
+
+    Parameters
+    ----------
+    spikes : xarray.Dataset
+        A ``spike_times`` dataset.
+
+    Returns
+    -------
+    float
+        ``t_stop_s - t_start_s``, or the summed trial lengths when only the trials were observed.
+    """
     if spikes.attrs.get("observed") == "trials" and "trial_start" in spikes:
         return float((spikes["trial_stop"] - spikes["trial_start"]).sum())
     return float(spikes.attrs["t_stop_s"]) - float(spikes.attrs["t_start_s"])
@@ -229,8 +310,25 @@ def unit_qc(
     shorter than ``refractory_s`` (NaN where the data's time resolution, attr ``time_resolution_s``, is coarser
     than ``refractory_s``: violations cannot be seen then); (3) units below ``min_rate_hz`` are dropped;
     (4) of the rest, the ``max_units`` most active are kept (None: all). Violations are reported, not used to
-    drop units. Returns ``(kept spikes, qc)`` where ``qc`` has per-unit ``rate_hz``,
-    ``refractory_violation_fraction`` and ``kept`` for every input unit.
+    drop units.
+
+    Parameters
+    ----------
+    spikes : xarray.Dataset
+        A ``spike_times`` dataset.
+    min_rate_hz : float, default 0.0
+        Units with a lower mean rate are dropped.
+    refractory_s : float, default 0.002
+        The refractory period: shorter inter-spike intervals are violations.
+    max_units : int, optional
+        Keep at most this many units, the most active (None: all).
+
+    Returns
+    -------
+    kept : xarray.Dataset
+        ``spikes`` with the kept units only.
+    qc : xarray.Dataset
+        Per input unit: ``rate_hz``, ``refractory_violation_fraction`` and ``kept``.
     """
     n_units = spikes.sizes["unit"]
     t = spikes["spike_time"].values
