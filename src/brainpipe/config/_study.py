@@ -26,10 +26,18 @@ def merged(base: Mapping[str, Any] | None, override: Mapping[str, Any] | None) -
     Parameters
     ----------
     base, override : mapping or None
+        The two mappings; nested mappings are merged key by key, any other value of ``override`` replaces
+        ``base``'s.
 
     Returns
     -------
     dict
+        A new, deep-copied mapping.
+
+    Examples
+    --------
+    >>> merged({"bin": {"bin_width_s": 0.05, "n_blocks": 5}}, {"bin": {"bin_width_s": 0.01}})
+    {'bin': {'bin_width_s': 0.01, 'n_blocks': 5}}
     """
     out = copy.deepcopy(dict(base or {}))
     for k, v in (override or {}).items():
@@ -67,7 +75,7 @@ class Study:
     --------
     >>> from brainpipe.config import load_study
     >>> study = load_study("config/config.yaml")  # doctest: +SKIP
-    >>> study.bin("stein")["bin_width_s"]  # doctest: +SKIP
+    >>> study.bin("steinmetz1")["bin_width_s"]  # doctest: +SKIP
     0.01
     """
 
@@ -83,27 +91,83 @@ class Study:
         return self.config.get("spikes", {})
 
     def spike_datasets(self) -> dict[str, Any]:
-        """Spike dataset name -> its entry."""
+        """Spike dataset name -> its entry.
+
+        Returns
+        -------
+        dict
+            Name -> the dataset's config entry.
+        """
         return self._spikes.get("datasets", {})
 
     def simulate(self, dataset: str) -> dict[str, Any]:
-        """``simulate`` (spikes): generator, seed, params."""
+        """``simulate`` (spikes): generator, seed, params.
+
+        Parameters
+        ----------
+        dataset : str
+            A spike dataset (a key of ``spikes.datasets``).
+
+        Returns
+        -------
+        dict
+            ``generator``, ``seed`` and ``params`` of the dataset's simulator.
+        """
         return copy.deepcopy(self.spike_datasets()[dataset]["simulate"])
 
     def ingest(self, dataset: str) -> dict[str, Any]:
-        """``ingest_spikes``: the reader keys of the dataset."""
+        """``ingest_spikes``: the reader keys of the dataset.
+
+        Parameters
+        ----------
+        dataset : str
+            A spike dataset (a key of ``spikes.datasets``).
+
+        Returns
+        -------
+        dict
+            The dataset's reader keys (``path``, ``format``, ``options``, ``t_start_s``, ``t_stop_s``) it has.
+        """
         return _pick(self.spike_datasets()[dataset], SPIKE_INGEST_KEYS)
 
     def bin(self, dataset: str) -> dict[str, Any]:
-        """``bin_spikes`` and ``calcium_counts``: ``spikes.bin`` merged with ``spikes.datasets.<dataset>.bin``."""
+        """``bin_spikes`` and ``calcium_counts``: ``spikes.bin`` merged with ``spikes.datasets.<dataset>.bin``.
+
+        Parameters
+        ----------
+        dataset : str
+            A spike dataset (a key of ``spikes.datasets``).
+
+        Returns
+        -------
+        dict
+            The binning, split and unit-QC parameters.
+        """
         return merged(self._spikes.get("bin"), self.spike_datasets()[dataset].get("bin"))
 
     def poisson_glm(self) -> dict[str, Any]:
-        """``fit_poisson_glm``: ``spikes.poisson_glm`` without ``enabled``."""
+        """``fit_poisson_glm``: ``spikes.poisson_glm`` without ``enabled``.
+
+        Returns
+        -------
+        dict
+            The :class:`~brainpipe.models.PoissonGLM` hyperparameters.
+        """
         return {k: v for k, v in copy.deepcopy(self._spikes.get("poisson_glm", {})).items() if k != "enabled"}
 
     def evaluate(self, dataset: str) -> dict[str, Any]:
-        """``evaluate_poisson_glm``: ``spikes.evaluate`` and the dataset name."""
+        """``evaluate_poisson_glm``: ``spikes.evaluate`` and the dataset name.
+
+        Parameters
+        ----------
+        dataset : str
+            A spike dataset (a key of ``spikes.datasets``).
+
+        Returns
+        -------
+        dict
+            The evaluation settings and bars, with ``dataset``.
+        """
         return dict(copy.deepcopy(self._spikes.get("evaluate", {})), dataset=dataset)
 
     @property
@@ -111,17 +175,54 @@ class Study:
         return self._spikes.get("switching_glm", {})
 
     def switching_variants(self, dataset: str) -> list[str]:
-        """The switching-GLM variants fitted on ``dataset``."""
+        """The switching-GLM variants fitted on ``dataset``.
+
+        Parameters
+        ----------
+        dataset : str
+            A spike dataset (a key of ``spikes.datasets``).
+
+        Returns
+        -------
+        list of str
+            The variants, in order.
+        """
         sw = self._switching
         return list(sw["datasets"][dataset].get("variants", sorted(sw.get("variants", {}))))
 
     def switching(self, dataset: str, variant: str) -> dict[str, Any]:
-        """``fit_switching_glm``: ``model`` <- ``variants.<variant>`` <- ``datasets.<dataset>.model``."""
+        """``fit_switching_glm``: ``model`` <- ``variants.<variant>`` <- ``datasets.<dataset>.model``.
+
+        Parameters
+        ----------
+        dataset : str
+            A spike dataset (a key of ``spikes.datasets``).
+        variant : str
+            A switching-GLM variant (a key of ``spikes.switching_glm.variants``).
+
+        Returns
+        -------
+        dict
+            The :class:`~brainpipe.models.SwitchingGLM` hyperparameters.
+        """
         sw = self._switching
         return merged(merged(sw.get("model"), sw["variants"][variant]), sw["datasets"][dataset].get("model"))
 
     def switching_evaluate(self, dataset: str, variant: str) -> dict[str, Any]:
-        """``evaluate_switching_glm``: bars (global <- dataset's), dataset and variant names."""
+        """``evaluate_switching_glm``: bars (global <- dataset's), dataset and variant names.
+
+        Parameters
+        ----------
+        dataset : str
+            A spike dataset (a key of ``spikes.datasets``).
+        variant : str
+            A switching-GLM variant (a key of ``spikes.switching_glm.variants``).
+
+        Returns
+        -------
+        dict
+            ``bars``, ``dataset`` and ``variant``.
+        """
         sw = self._switching
         bars = merged(sw.get("bars"), sw["datasets"][dataset].get("bars"))
         return {"bars": bars, "dataset": dataset, "variant": variant}
@@ -132,22 +233,63 @@ class Study:
         return self.config.get("fmri", {})
 
     def fmri_datasets(self) -> dict[str, Any]:
-        """fMRI dataset name -> its entry."""
+        """fMRI dataset name -> its entry.
+
+        Returns
+        -------
+        dict
+            Name -> the dataset's config entry.
+        """
         return self._fmri.get("datasets", {})
 
     def fmri_clean(self, dataset: str) -> dict[str, Any]:
-        """``clean_fmri``: ``fmri.clean`` <- ``fmri.datasets.<dataset>.clean``, and the dataset's targets."""
+        """``clean_fmri``: ``fmri.clean`` <- ``fmri.datasets.<dataset>.clean``, and the dataset's targets.
+
+        Parameters
+        ----------
+        dataset : str
+            An fMRI dataset (a key of ``fmri.datasets``).
+
+        Returns
+        -------
+        dict
+            The cleaning and segmenting parameters, with ``classification`` and ``regression``.
+        """
         ds = self.fmri_datasets()[dataset]
         out = merged(self._fmri.get("clean"), ds.get("clean"))
         out.update(classification=ds.get("classification"), regression=ds.get("regression"))
         return out
 
     def fmri_evaluate(self, dataset: str) -> dict[str, Any]:
-        """``fmri_baselines``: ``fmri.brainmae.evaluate`` and the dataset name."""
+        """``fmri_baselines``: ``fmri.brainmae.evaluate`` and the dataset name.
+
+        Parameters
+        ----------
+        dataset : str
+            An fMRI dataset (a key of ``fmri.datasets``).
+
+        Returns
+        -------
+        dict
+            The evaluation settings, with ``dataset``.
+        """
         return dict(copy.deepcopy(self._fmri.get("brainmae", {}).get("evaluate", {})), dataset=dataset)
 
     def brainmae_evaluate(self, dataset: str, variant: str) -> dict[str, Any]:
-        """``evaluate_brainmae``: evaluation settings, fine-tuning (on for the listed variants), bars, names."""
+        """``evaluate_brainmae``: evaluation settings, fine-tuning (on for the listed variants), bars, names.
+
+        Parameters
+        ----------
+        dataset : str
+            An fMRI dataset (a key of ``fmri.datasets``).
+        variant : str
+            A BrainMAE variant (a key of ``fmri.brainmae.variants``).
+
+        Returns
+        -------
+        dict
+            The evaluation settings, ``finetune``, ``bars``, ``dataset`` and ``variant``.
+        """
         bm = self._fmri.get("brainmae", {})
         entry = bm.get("datasets", {}).get(dataset, {})
         ft = copy.deepcopy(dict(bm.get("finetune", {})))
@@ -161,13 +303,37 @@ class Study:
         )
 
     def brainmae(self, dataset: str, variant: str) -> dict[str, Any]:
-        """``pretrain_brainmae``: ``brainmae.model`` <- ``variants.<variant>`` <- ``datasets.<dataset>.model``."""
+        """``pretrain_brainmae``: ``brainmae.model`` <- ``variants.<variant>`` <- ``datasets.<dataset>.model``.
+
+        Parameters
+        ----------
+        dataset : str
+            An fMRI dataset (a key of ``fmri.datasets``).
+        variant : str
+            A BrainMAE variant (a key of ``fmri.brainmae.variants``).
+
+        Returns
+        -------
+        dict
+            The :class:`~brainpipe.models.BrainMAE` model and training parameters.
+        """
         bm = self._fmri.get("brainmae", {})
         entry = bm.get("datasets", {}).get(dataset, {})
         return merged(merged(bm.get("model"), bm.get("variants", {})[variant]), entry.get("model"))
 
     def brainmae_variants(self, dataset: str) -> list[str]:
-        """The BrainMAE variants pretrained on ``dataset``."""
+        """The BrainMAE variants pretrained on ``dataset``.
+
+        Parameters
+        ----------
+        dataset : str
+            An fMRI dataset (a key of ``fmri.datasets``).
+
+        Returns
+        -------
+        list of str
+            The variants, in order.
+        """
         bm = self._fmri.get("brainmae", {})
         return list(bm.get("datasets", {}).get(dataset, {}).get("variants", sorted(bm.get("variants", {}))))
 
@@ -177,19 +343,58 @@ class Study:
         return self.config.get("calcium", {})
 
     def calcium_datasets(self) -> dict[str, Any]:
-        """Calcium dataset name -> its entry."""
+        """Calcium dataset name -> its entry.
+
+        Returns
+        -------
+        dict
+            Name -> the dataset's config entry.
+        """
         return self._calcium.get("datasets", {})
 
     def calcium_simulate(self, dataset: str) -> dict[str, Any]:
-        """``simulate`` (calcium): generator, seed, params."""
+        """``simulate`` (calcium): generator, seed, params.
+
+        Parameters
+        ----------
+        dataset : str
+            A calcium dataset (a key of ``calcium.datasets``).
+
+        Returns
+        -------
+        dict
+            ``generator``, ``seed`` and ``params`` of the dataset's simulator.
+        """
         return copy.deepcopy(self.calcium_datasets()[dataset]["simulate"])
 
     def calcium_ingest(self, dataset: str) -> dict[str, Any]:
-        """``ingest_calcium``: the reader keys of the dataset."""
+        """``ingest_calcium``: the reader keys of the dataset.
+
+        Parameters
+        ----------
+        dataset : str
+            A calcium dataset (a key of ``calcium.datasets``).
+
+        Returns
+        -------
+        dict
+            The dataset's reader keys it has.
+        """
         return _pick(self.calcium_datasets()[dataset], CALCIUM_INGEST_KEYS)
 
     def calcium_preprocess(self, dataset: str) -> dict[str, Any]:
-        """``preprocess_calcium``: ``calcium.preprocess`` <- ``calcium.datasets.<dataset>.preprocess``."""
+        """``preprocess_calcium``: ``calcium.preprocess`` <- ``calcium.datasets.<dataset>.preprocess``.
+
+        Parameters
+        ----------
+        dataset : str
+            A calcium dataset (a key of ``calcium.datasets``).
+
+        Returns
+        -------
+        dict
+            The :func:`~brainpipe.preprocess.preprocess_calcium` parameters.
+        """
         return merged(self._calcium.get("preprocess"), self.calcium_datasets()[dataset].get("preprocess"))
 
     @property
@@ -197,17 +402,50 @@ class Study:
         return self._calcium.get("connectome", {})
 
     def connectome_tensor(self, study: str | None = None) -> dict[str, Any]:
-        """``build_connectome_tensor``: the affinity and the memory bound."""
+        """``build_connectome_tensor``: the affinity and the memory bound.
+
+        Parameters
+        ----------
+        study : str, optional
+            A connectome study; unused (every study shares the tensor settings).
+
+        Returns
+        -------
+        dict
+            ``affinity`` (its name and parameters) and ``memory_mb``.
+        """
         c = self._connectome
         return {"affinity": copy.deepcopy(c.get("affinity", {})), "memory_mb": c.get("memory_mb")}
 
     def connectome(self, study: str) -> dict[str, Any]:
-        """``fit_connectome``: ``connectome.model`` <- ``connectome.studies.<study>.model``."""
+        """``fit_connectome``: ``connectome.model`` <- ``connectome.studies.<study>.model``.
+
+        Parameters
+        ----------
+        study : str
+            A connectome study (a key of ``calcium.connectome.studies``).
+
+        Returns
+        -------
+        dict
+            The :class:`~brainpipe.models.DynamicConnectome` hyperparameters.
+        """
         c = self._connectome
         return merged(c.get("model"), c["studies"][study].get("model"))
 
     def connectome_evaluate(self, study: str) -> dict[str, Any]:
-        """``evaluate_connectome``: bars (global <- study's) and the study name."""
+        """``evaluate_connectome``: bars (global <- study's) and the study name.
+
+        Parameters
+        ----------
+        study : str
+            A connectome study (a key of ``calcium.connectome.studies``).
+
+        Returns
+        -------
+        dict
+            ``bars`` and ``study``.
+        """
         c = self._connectome
         return {"bars": merged(c.get("bars"), c["studies"][study].get("bars")), "study": study}
 
@@ -217,7 +455,19 @@ class Study:
         return self.config.get("neuroformer", {})
 
     def neuroformer(self, dataset: str) -> dict[str, Any]:
-        """The dataset's whole Neuroformer config: every section merged with the dataset's own."""
+        """The dataset's whole Neuroformer config: every section merged with the dataset's own.
+
+        Parameters
+        ----------
+        dataset : str
+            A spike dataset with a Neuroformer (a key of ``neuroformer.datasets``).
+
+        Returns
+        -------
+        dict
+            ``tokenizer``, ``model``, ``pretrain``, ``finetune``, ``evaluate``, ``bars``, ``modalities``, ``target``,
+            ``seed`` and ``dataset``.
+        """
         nf = self._nf
         entry = nf["datasets"][dataset]
         out = {k: merged(nf.get(k), entry.get(k)) for k in NF_SECTIONS}
@@ -228,15 +478,48 @@ class Study:
         return out
 
     def neuroformer_pretrain(self, dataset: str) -> dict[str, Any]:
-        """``neuroformer_pretrain``: tokenizer, model, pretrain, modalities, seed."""
+        """``neuroformer_pretrain``: tokenizer, model, pretrain, modalities, seed.
+
+        Parameters
+        ----------
+        dataset : str
+            A spike dataset with a Neuroformer (a key of ``neuroformer.datasets``).
+
+        Returns
+        -------
+        dict
+            ``tokenizer``, ``model``, ``pretrain``, ``modalities`` and ``seed``.
+        """
         return _pick(self.neuroformer(dataset), ("tokenizer", "model", "pretrain", "modalities", "seed"))
 
     def neuroformer_finetune(self, dataset: str) -> dict[str, Any]:
-        """``neuroformer_finetune``: finetune, target, seed, dataset."""
+        """``neuroformer_finetune``: finetune, target, seed, dataset.
+
+        Parameters
+        ----------
+        dataset : str
+            A spike dataset with a Neuroformer (a key of ``neuroformer.datasets``).
+
+        Returns
+        -------
+        dict
+            ``finetune``, ``target``, ``seed`` and ``dataset``.
+        """
         return _pick(self.neuroformer(dataset), ("finetune", "target", "seed", "dataset"))
 
     def neuroformer_evaluate(self, dataset: str) -> dict[str, Any]:
-        """``neuroformer_evaluate``: evaluate, bars, seed, dataset, pretrain (its device)."""
+        """``neuroformer_evaluate``: evaluate, bars, seed, dataset, pretrain (its device).
+
+        Parameters
+        ----------
+        dataset : str
+            A spike dataset with a Neuroformer (a key of ``neuroformer.datasets``).
+
+        Returns
+        -------
+        dict
+            ``evaluate``, ``bars``, ``seed``, ``dataset`` and ``pretrain``.
+        """
         return _pick(self.neuroformer(dataset), ("evaluate", "bars", "seed", "dataset", "pretrain"))
 
     # -- where each value comes from ----------------------------------------------------------------------------------
@@ -400,12 +683,29 @@ def load_study(
         The study schema (default: the repository's ``workflow/schemas/config.schema.yaml``).
     base_dir : str or path-like, optional
         Folder that relative data paths are taken from (default: the current folder).
-    check_paths : bool
+    check_paths : bool, default True
         Check that data paths exist.
 
     Returns
     -------
     Study
+        The study, every cross-check run.
+
+    Raises
+    ------
+    brainpipe.errors.ConfigError
+        The file cannot be read or the config is not valid (one line naming the key).
+
+    Examples
+    --------
+    From the repository's folder:
+
+    >>> from brainpipe.config import load_study
+    >>> study = load_study("config/config.yaml", check_paths=False)  # doctest: +SKIP
+    >>> study.bin("steinmetz1")["bin_width_s"]  # doctest: +SKIP
+    0.01
+    >>> study.switching_variants("simswitch")  # doctest: +SKIP
+    ['gaussian', 'none', 'onehot', 'single']
     """
     from brainpipe.config._validate import load_config
 

@@ -25,7 +25,13 @@ _REPO_SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "c
 
 
 def schema_path() -> Path:
-    """The study schema: ``workflow/schemas/config.schema.yaml`` in the current folder, else the repository's."""
+    """The study schema: ``workflow/schemas/config.schema.yaml`` in the current folder, else the repository's.
+
+    Returns
+    -------
+    pathlib.Path
+        The schema file.
+    """
     return DEFAULT_SCHEMA if DEFAULT_SCHEMA.exists() else _REPO_SCHEMA
 
 
@@ -81,6 +87,22 @@ def load_schema(path: str | os.PathLike | None = None) -> dict[str, Any]:
 
     Each ``<branch>.schema.yaml`` next to ``config.schema.yaml`` describes the top-level key ``<branch>`` (e.g.
     ``calcium.schema.yaml`` -> ``calcium:``); its ``$defs`` join the root's (so ``#/$defs/...`` references work).
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The schema file (default: :func:`schema_path`); branch schemas are merged only into a
+        ``config.schema.yaml``.
+
+    Returns
+    -------
+    dict
+        The merged JSON Schema.
+
+    Raises
+    ------
+    brainpipe.errors.ConfigError
+        A branch schema defines a name the root already has.
     """
     p = Path(str(path)) if path else schema_path()
     with open(p) as fh:
@@ -168,7 +190,31 @@ def validate_config(
 ) -> dict[str, Any]:
     """Validate a study config and return a copy with every default filled in.
 
-    Raises :class:`ConfigError` with one line: ``<source>: <what key> <what is wrong> (allowed ...)``.
+    Besides the schema, it checks what a schema cannot express: simulator parameters, paths, names that refer to
+    each other, and every step's resolved parameters (through :class:`~brainpipe.config.Study`).
+
+    Parameters
+    ----------
+    config : mapping
+        The study config, as read from YAML.
+    schema : str, os.PathLike or mapping, optional
+        The schema file or the loaded schema (default: :func:`load_schema`).
+    source : str, default "config"
+        How to name the config in error messages (its file name).
+    base_dir : str or os.PathLike, default "."
+        Folder that relative data paths are taken from.
+    check_paths : bool, default True
+        Check that data paths exist.
+
+    Returns
+    -------
+    dict
+        A copy of ``config`` with every default filled in.
+
+    Raises
+    ------
+    brainpipe.errors.ConfigError
+        One line: ``<source>: <what key> <what is wrong> (allowed ...)``.
     """
     sch = schema if isinstance(schema, Mapping) else load_schema(schema)
     cfg = copy.deepcopy(dict(config or {}))
@@ -320,7 +366,27 @@ def _check_neuroformer(cfg: dict[str, Any], source: str) -> None:
 
 
 def load_config(path: str | os.PathLike, schema: str | os.PathLike | None = None, **kw) -> dict[str, Any]:
-    """Read a YAML config file and validate it (see :func:`validate_config`)."""
+    """Read a YAML config file and validate it (see :func:`validate_config`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The YAML file.
+    schema : str or os.PathLike, optional
+        The schema file (default: :func:`load_schema`).
+    **kw
+        ``base_dir`` and ``check_paths``, passed to :func:`validate_config`.
+
+    Returns
+    -------
+    dict
+        The validated config, defaults filled in.
+
+    Raises
+    ------
+    brainpipe.errors.ConfigError
+        The file cannot be read, is not YAML or not a mapping, or the config is not valid.
+    """
     try:
         with open(path) as fh:
             data = yaml.safe_load(fh) or {}
