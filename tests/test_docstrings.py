@@ -97,7 +97,6 @@ PENDING: dict[str, str] = {
     "brainpipe.models.SwitchingGLM.log_likelihood": "PR01 RT01",
     "brainpipe.models.SwitchingGLM.to_dataset": "PR01 RT01",
     "brainpipe.models.poisson_log_likelihood": "PR01 RT01",
-    "brainpipe.training.train": "GL02 PR01 RT01",
 }
 
 

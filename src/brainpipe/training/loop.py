@@ -271,6 +271,7 @@ def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+@fill_doc
 def train(
     model: nn.Module,
     train_data,
