@@ -36,6 +36,29 @@ class Headline:
     (``baseline`` label and ``baseline_value``; None without a baseline), the main metric's bar (``bar_text``)
     and ``passed`` (1 met, 0 missed, -1 no bar). ``figure`` is the key figure's HTML (``<figure>``), ``""`` for none;
     ``anchor`` the id of the part of the page with the details.
+
+    Parameters
+    ----------
+    dataset, model : str
+        What the line is about (the metrics file's attributes).
+    metric : str
+        The main metric.
+    value : float
+        Its value.
+    higher_better : bool
+        Its direction.
+    baseline : str or None
+        The best baseline's label.
+    baseline_value : float or None
+        Its value.
+    bar_text : str
+        The main metric's bar (e.g. ``>= 0``), ``""`` without one.
+    passed : int
+        1 bar met, 0 missed, -1 no bar.
+    figure : str
+        The key figure's HTML.
+    anchor : str
+        Id of the details on the page.
     """
 
     dataset: str
@@ -73,6 +96,21 @@ class BranchSection:
     ``anchor`` (HTML id), ``title`` (navigation label), ``html`` (a complete ``<section id=anchor>...</section>``),
     the metrics files it reports (they join the table of all metrics, in this order), its headlines (shown first on
     the page) and ``inputs``: every file it read, as (dataset, role, path, contract kind), for the provenance table.
+
+    Parameters
+    ----------
+    anchor : str
+        HTML id of the section.
+    title : str
+        Navigation label.
+    html : str
+        The section, ``<section id=anchor>...</section>``.
+    metrics : list of Path
+        Its metrics files, in page order.
+    headlines : list of Headline
+        Its headlines.
+    inputs : list of (str, str, Path, str)
+        (dataset, role, path, contract kind) of every file it read.
     """
 
     anchor: str

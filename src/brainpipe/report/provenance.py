@@ -24,6 +24,16 @@ def read_benchmarks(folder: PathLike | None) -> tuple[list[dict[str, Any]], list
     ``<rule>/<dataset>.tsv``), ``runs``, ``s`` (mean wall seconds over repeats) and ``max_rss``
     (largest MB over repeats; NaN when not measured). Files that cannot be read are skipped and named in the
     second list, so a half-written or foreign TSV never breaks the report.
+
+    Parameters
+    ----------
+    folder : path-like or None
+        The benchmarks folder (None or a missing folder: no rows).
+
+    Returns
+    -------
+    (list of dict, list of str)
+        The rows, and the skipped files with the reason.
     """
     import pandas as pd
 

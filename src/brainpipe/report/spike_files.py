@@ -28,6 +28,18 @@ def dataset_name(path: PathLike, kind: str | None = None) -> str:
     (``results/spikes/{dataset}/counts.nc``), ``"fit"``/``"metrics"`` in a model folder below it
     (``results/spikes/{dataset}/{model}/fit.nc``). Without ``kind`` the file name decides (``counts.nc``,
     ``truth.nc``, ``spike_times.nc`` are dataset-level; anything else model-level).
+
+    Parameters
+    ----------
+    path : path-like
+        A results file.
+    kind : str, optional
+        ``"counts"``, ``"truth"``, ``"spikes"``, ``"data"`` (dataset level) or ``"fit"``, ``"metrics"``.
+
+    Returns
+    -------
+    str
+        The dataset folder's name.
     """
     p = Path(path)
     if kind is None:

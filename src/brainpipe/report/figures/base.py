@@ -31,7 +31,18 @@ STYLE = {
 
 
 def to_png(fig: Figure) -> bytes:
-    """PNG bytes of ``fig``; the figure is closed whatever happens."""
+    """PNG bytes of ``fig``; the figure is closed whatever happens.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure (closed afterwards).
+
+    Returns
+    -------
+    bytes
+        PNG.
+    """
     try:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
@@ -41,7 +52,18 @@ def to_png(fig: Figure) -> bytes:
 
 
 def data_uri(png: bytes) -> str:
-    """``data:image/png;base64,...`` for an ``<img src>``."""
+    """``data:image/png;base64,...`` for an ``<img src>``.
+
+    Parameters
+    ----------
+    png : bytes
+        PNG bytes.
+
+    Returns
+    -------
+    str
+        The URI.
+    """
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 

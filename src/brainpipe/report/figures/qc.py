@@ -11,7 +11,18 @@ from brainpipe.report.figures.timeaxis import break_at, joined_axis, qc_window
 
 
 def firing_rates_hz(counts: xr.Dataset) -> np.ndarray:
-    """Mean firing rate of every unit over the whole recording, in Hz."""
+    """Mean firing rate of every unit over the whole recording, in Hz.
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        Spike counts.
+
+    Returns
+    -------
+    numpy.ndarray
+        One rate per unit.
+    """
     y = np.asarray(counts["counts"].values)
     bw = float(counts.attrs["bin_width_s"])
     n = max(y.shape[0], 1)
@@ -34,6 +45,20 @@ def data_qc_figure(counts: xr.Dataset, window_s: float = 10.0, max_units: int = 
 
     Test blocks and trials are drawn side by side on one axis (tick labels give recording time, or the trial
     index when many trials are shown); a dashed line marks each join between them.
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        Spike counts.
+    window_s : float
+        Seconds of the raster.
+    max_units : int
+        Units shown.
+
+    Returns
+    -------
+    bytes
+        PNG.
     """
     idx, where = qc_window(counts, window_s)
     ax_j = joined_axis(counts, idx)
@@ -89,7 +114,18 @@ def data_qc_figure(counts: xr.Dataset, window_s: float = 10.0, max_units: int = 
 
 def unit_qc_arrays(counts: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None:
     """Per-unit QC of a counts file (every input unit): rate (Hz), kept (bool), refractory-violation fraction
-    (NaN where not assessable) and unit names; None when the file carries no QC variables."""
+    (NaN where not assessable) and unit names; None when the file carries no QC variables.
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        Spike counts.
+
+    Returns
+    -------
+    tuple or None
+        ``(rate, kept, violation, names)``.
+    """
     if "qc_rate_hz" not in counts:
         return None
     rate = np.asarray(counts["qc_rate_hz"].values, dtype=np.float64)
@@ -106,6 +142,18 @@ def unit_qc_arrays(counts: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def unit_qc_figure(counts: xr.Dataset, min_rate_hz: float | None = None) -> bytes | None:
     """Unit QC of a counts file that carries ``qc_*`` variables: every input unit's rate (sorted, kept vs
     dropped; log scale) and, where assessable, its refractory-violation fraction. None without QC variables.
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        Spike counts with ``qc_*`` variables.
+    min_rate_hz : float, optional
+        The selection's minimum rate (a dashed line).
+
+    Returns
+    -------
+    bytes or None
+        PNG.
     """
     arrays = unit_qc_arrays(counts)
     if arrays is None:

@@ -9,7 +9,17 @@ from brainpipe.report.figures.base import CMAP, STYLE, color_limit, plt, to_png,
 
 
 def coupling_matrix(ds: xr.Dataset) -> xr.DataArray | None:
-    """The connectivity-like weights of a ``model_fit``: ``coupling``, else any (unit_post, unit_pre) variable."""
+    """The connectivity-like weights of a ``model_fit``: ``coupling``, else any (unit_post, unit_pre) variable.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``model_fit``.
+
+    Returns
+    -------
+    xarray.DataArray or None
+    """
     if "coupling" in ds:
         return ds["coupling"]
     for var in ds.data_vars.values():
@@ -19,7 +29,20 @@ def coupling_matrix(ds: xr.Dataset) -> xr.DataArray | None:
 
 
 def aligned_couplings(fit: xr.Dataset, truth: xr.Dataset | None) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-    """Fitted (and planted, when ``truth`` is given) weight matrices on the units both share."""
+    """Fitted (and planted, when ``truth`` is given) weight matrices on the units both share.
+
+    Parameters
+    ----------
+    fit : xarray.Dataset
+        The fit.
+    truth : xarray.Dataset or None
+        The planted truth.
+
+    Returns
+    -------
+    (list of str, numpy.ndarray, numpy.ndarray or None)
+        Unit names, fitted and planted weights.
+    """
     wf = coupling_matrix(fit)
     if wf is None:
         raise ValueError("fit has no coupling matrix")
@@ -42,6 +65,20 @@ def aligned_couplings(fit: xr.Dataset, truth: xr.Dataset | None) -> tuple[list[s
 def model_figure(fit: xr.Dataset, truth: xr.Dataset | None = None, connected: np.ndarray | None = None) -> bytes:
     """Fitted coupling heatmap; with ``truth``, the planted one beside it on the same symmetric colour scale
     and a scatter of fitted vs planted off-diagonal weights with the identity line.
+
+    Parameters
+    ----------
+    fit : xarray.Dataset
+        The fit.
+    truth : xarray.Dataset, optional
+        The planted truth.
+    connected : numpy.ndarray, optional
+        Planted connections (default: the truth's ``connected``, else non-zero weights).
+
+    Returns
+    -------
+    bytes
+        PNG.
     """
     units, fitted, planted = aligned_couplings(fit, truth)
     if planted is not None and connected is None and truth is not None and "connected" in truth:

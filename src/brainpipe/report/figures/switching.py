@@ -14,12 +14,36 @@ _ADJ_COLORS = ("#2166ac", "#f6f8fa", "#b2182b")  # inh, none, exc
 
 
 def state_color(k: int) -> str:
+    """The colour of state ``k`` (the palette repeats after nine states).
+
+    Parameters
+    ----------
+    k : int
+        State index.
+
+    Returns
+    -------
+    str
+        A colour.
+    """
     return STATE_COLORS[k % len(STATE_COLORS)]
 
 
 def posterior(fit: xr.Dataset, counts: xr.Dataset) -> np.ndarray | None:
     """The fit's posterior state probabilities on the bins of ``counts`` (n_bins, S); None when the fit has no
-    posterior or its bins are not those of ``counts``."""
+    posterior or its bins are not those of ``counts``.
+
+    Parameters
+    ----------
+    fit : xarray.Dataset
+        A switching-GLM fit.
+    counts : xarray.Dataset
+        The counts it was fitted on.
+
+    Returns
+    -------
+    numpy.ndarray or None
+    """
     if "posterior" not in fit:
         return None
     post = np.asarray(fit["posterior"].values, dtype=np.float64)
@@ -36,14 +60,38 @@ def posterior(fit: xr.Dataset, counts: xr.Dataset) -> np.ndarray | None:
 
 
 def held_out_bins(counts: xr.Dataset) -> np.ndarray:
-    """Indices of the test bins (all bins when there is no test split)."""
+    """Indices of the test bins (all bins when there is no test split).
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        Spike counts.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     split = np.asarray(counts["split"].values)
     test = np.flatnonzero(split == SPLIT_FLAGS["test"])
     return test if test.size else np.arange(split.size)
 
 
 def planted_states(truth: xr.Dataset, counts: xr.Dataset, idx: np.ndarray) -> np.ndarray:
-    """The planted state of bins ``idx`` of ``counts`` (the truth's state nearest in time)."""
+    """The planted state of bins ``idx`` of ``counts`` (the truth's state nearest in time).
+
+    Parameters
+    ----------
+    truth : xarray.Dataset
+        The planted switching network.
+    counts : xarray.Dataset
+        Spike counts.
+    idx : numpy.ndarray
+        Bin indices.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     from brainpipe.evaluate.switching import truth_states_at
 
     return truth_states_at(truth, np.asarray(counts["time"].values)[idx])
@@ -58,6 +106,22 @@ def state_matching(post: np.ndarray, counts: xr.Dataset, truth: xr.Dataset | Non
     Returns ``(perm, colour, accuracy)``: ``perm[k]`` the fitted state matched to reference state ``k`` (-1 if
     none), ``colour[j]`` the colour index of fitted state ``j`` (that of its matched reference state; unmatched
     states get the indices after the reference's), and the matched accuracy (NaN without truth or reference).
+
+    Parameters
+    ----------
+    post : numpy.ndarray
+        The fit's posterior (bins x states).
+    counts : xarray.Dataset
+        Spike counts.
+    truth : xarray.Dataset, optional
+        The planted truth.
+    reference : numpy.ndarray, optional
+        A reference fit's posterior.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, float)
+        ``perm``, ``colour`` and the matched accuracy.
     """
     from brainpipe.evaluate.switching import match_states
 
@@ -93,6 +157,24 @@ def switching_states_figure(
     """Decoded states over time for a few test sequences (:func:`decode_window`): one row of stacked posterior
     bands per multi-state fit, with the planted states on top when ``truth`` is given. States are matched to the
     planted ones (else to the fit named ``reference``) so that one colour is one state in every row.
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        Spike counts.
+    fits : list of (str, xarray.Dataset)
+        Named switching-GLM fits.
+    truth : xarray.Dataset, optional
+        The planted truth.
+    reference : str, optional
+        The fit other fits are matched to without a truth.
+    labels : dict, optional
+        Text beside each fit's row.
+
+    Returns
+    -------
+    bytes
+        PNG.
     """
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
@@ -163,7 +245,24 @@ def _posterior_bands(post: np.ndarray, colour: np.ndarray, height: int = 48) -> 
 def switching_weights_figure(fit: xr.Dataset, truth: xr.Dataset, perm: np.ndarray, name: str = "") -> bytes:
     """Planted vs fitted coupling weights of every planted state (fitted state ``perm[k]`` beside planted
     state ``k``) on one symmetric colour scale, and planted vs fitted adjacency (inh / none / exc) with the
-    fitted errors crossed out."""
+    fitted errors crossed out.
+
+    Parameters
+    ----------
+    fit : xarray.Dataset
+        The fit.
+    truth : xarray.Dataset
+        The planted truth.
+    perm : numpy.ndarray
+        Fitted state matched to each planted state (-1: none).
+    name : str
+        The variant (unused in the drawing).
+
+    Returns
+    -------
+    bytes
+        PNG.
+    """
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -241,7 +340,20 @@ def switching_summary_figure(
 ) -> bytes:
     """Test bits/spike per variant (bars; the planted model's as a dashed line) and the EM objective per
     iteration of each variant. ``variants``: dicts with ``name``, ``n_states``, ``bits`` (may be NaN),
-    ``objective`` (array, may be empty) and ``best`` (bool)."""
+    ``objective`` (array, may be empty) and ``best`` (bool).
+
+    Parameters
+    ----------
+    variants : list of dict
+        One per variant.
+    oracle_bits : float, optional
+        The planted model's test bits/spike.
+
+    Returns
+    -------
+    bytes
+        PNG.
+    """
     with plt.rc_context(STYLE):
         fig, (axb, axo) = plt.subplots(1, 2, figsize=(10.0, 0.35 * len(variants) + 2.2),
                                        gridspec_kw={"width_ratios": [1, 1.3], "wspace": 0.45})

@@ -25,6 +25,23 @@ class JoinedAxis:
     ``t`` recording times of the bins, ``x`` their joined positions (one bin width apart), ``starts`` the index of
     each segment's first bin, ``joins`` the x positions of the boundaries between segments, ``trial`` the trial
     index of every bin (None without trials) and ``what`` a word for a segment ("trial" or "block").
+
+    Parameters
+    ----------
+    t : numpy.ndarray
+        Recording time of each bin.
+    x : numpy.ndarray
+        Joined position of each bin.
+    bw : float
+        Bin width (s).
+    starts : numpy.ndarray
+        Index of each segment's first bin.
+    joins : numpy.ndarray
+        Positions of the joins.
+    trial : numpy.ndarray or None
+        Trial of each bin.
+    what : str
+        ``"trial"`` or ``"block"``.
     """
 
     t: np.ndarray
@@ -40,7 +57,15 @@ class JoinedAxis:
         return int(self.starts.size)
 
     def set_xaxis(self, ax, n_ticks: int = 8) -> None:
-        """Limits, tick labels (recording time, or trial index when many trials) and x label of ``ax``."""
+        """Limits, tick labels (recording time, or trial index when many trials) and x label of ``ax``.
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes
+            The bottom axes.
+        n_ticks : int
+            About how many ticks.
+        """
         if not self.t.size:
             ax.set_xlabel("recording time (s)")
             return
@@ -62,6 +87,15 @@ class JoinedAxis:
             ax.set_xlabel("recording time (s)" + join_txt)
 
     def draw_joins(self, *axes, color: str = "#8c959f") -> None:
+        """A dashed line at each join between segments on every axes (fainter when there are many).
+
+        Parameters
+        ----------
+        *axes : matplotlib.axes.Axes
+            Axes to draw on.
+        color : str
+            Line colour.
+        """
         many = self.joins.size > 12  # many short trials: fainter lines, or they hide the data
         for a in axes:
             for j in self.joins:
@@ -69,7 +103,20 @@ class JoinedAxis:
 
 
 def joined_axis(counts: xr.Dataset, idx: np.ndarray) -> JoinedAxis:
-    """The :class:`JoinedAxis` of bins ``idx`` of ``counts``: a new segment at every time gap or trial change."""
+    """The :class:`JoinedAxis` of bins ``idx`` of ``counts``: a new segment at every time gap or trial change.
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        Spike counts.
+    idx : numpy.ndarray
+        Indices of the bins drawn, in order.
+
+    Returns
+    -------
+    JoinedAxis
+        The axis of those bins.
+    """
     t = np.asarray(counts["time"].values, dtype=np.float64)[idx]
     bw = float(counts.attrs["bin_width_s"])
     x = t[0] + bw * np.arange(t.size) if t.size else t
@@ -89,6 +136,18 @@ def qc_window(counts: xr.Dataset, window_s: float = 10.0) -> tuple[np.ndarray, s
     The test split is made of time blocks (or trials), so the bins may span gaps. Falls back to the first
     ``window_s`` seconds of the recording when there is no test split. Returns the indices and a label saying
     which split they come from.
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        Spike counts.
+    window_s : float
+        Seconds shown.
+
+    Returns
+    -------
+    (numpy.ndarray, str)
+        Bin indices and where they come from.
     """
     n = counts.sizes.get("time", 0)
     if n == 0:
@@ -111,6 +170,24 @@ def decode_window(
     Up to ``max_segments`` sequences and at most ``max_s`` seconds; short trials are added beyond
     ``max_segments`` until ``min_s`` seconds are shown. Continuous data (test blocks, no trials): the first
     ``continuous_s`` seconds of test bins.
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        Spike counts.
+    max_segments : int
+        Sequences shown (more while under ``min_s``).
+    max_s : float
+        Most seconds shown.
+    min_s : float
+        Least seconds shown when trials are short.
+    continuous_s : float
+        Seconds shown of continuous data.
+
+    Returns
+    -------
+    numpy.ndarray
+        Bin indices.
     """
     from brainpipe.preprocess.spikes import segments
 
