@@ -70,7 +70,6 @@ PENDING: dict[str, str] = {
     "brainpipe.models.BrainMAE.transform": "PR01 RT01",
     "brainpipe.models.DynamicConnectome": "EX01 PR01 PR02 PR07 PR10",
     "brainpipe.models.DynamicConnectome.to_dataset": "PR01 RT01",
-    "brainpipe.models.Estimator.from_dataset": "PR01",
     "brainpipe.models.Neuroformer": "EX01 PR01 PR02 PR07 PR10",
     "brainpipe.models.Neuroformer.check_vocabulary": "PR01",
     "brainpipe.models.Neuroformer.connectivity": "PR01 RT01",
@@ -82,11 +81,6 @@ PENDING: dict[str, str] = {
     "brainpipe.models.Neuroformer.set_target": "PR01 RT01",
     "brainpipe.models.Neuroformer.to_dataset": "RT01",
     "brainpipe.models.Neuroformer.token_loss": "PR01 RT01",
-    "brainpipe.models.PoissonGLM": "EX01 PR02 PR07 PR10",
-    "brainpipe.models.PoissonGLM.from_dataset": "PR01",
-    "brainpipe.models.PoissonGLM.predict": "PR01 RT01",
-    "brainpipe.models.PoissonGLM.score": "PR01 RT01",
-    "brainpipe.models.PoissonGLM.to_dataset": "RT01",
     "brainpipe.models.SpikeTokenizer": "PR01",
     "brainpipe.models.SpikeTokenizer.fit": "PR01 RT01",
     "brainpipe.models.SpikeTokenizer.transform": "PR01 RT01",
@@ -96,7 +90,6 @@ PENDING: dict[str, str] = {
     "brainpipe.models.SwitchingGLM.from_dataset": "PR01",
     "brainpipe.models.SwitchingGLM.log_likelihood": "PR01 RT01",
     "brainpipe.models.SwitchingGLM.to_dataset": "PR01 RT01",
-    "brainpipe.models.poisson_log_likelihood": "PR01 RT01",
 }
 
 

@@ -33,6 +33,10 @@ DOCDICT["counts"] = """counts : xarray.Dataset
     A ``spike_counts`` dataset (:data:`brainpipe.data.CONTRACTS`): ``counts`` (time x unit), the ``split``
     flag per bin, and optionally ``behaviour`` (time x behaviour_var); ``bin_width_s`` in its attrs."""
 
+DOCDICT["counts_ds"] = """ds : xarray.Dataset
+    A ``spike_counts`` dataset (:data:`brainpipe.data.CONTRACTS`): ``counts`` (time x unit), the ``split``
+    flag per bin, and optionally ``behaviour`` (time x behaviour_var); ``bin_width_s`` in its attrs."""
+
 DOCDICT["split"] = """split : {"train", "validation", "test"}
     Which bins (or windows) to use, by the dataset's ``split`` flags (:data:`brainpipe.data.SPLIT_FLAGS`)."""
 

@@ -73,12 +73,29 @@ class Estimator(BaseEstimator):
 
     # -- saving without pickle ------------------------------------------------------------------------------------
     def to_dataset(self) -> xr.Dataset:  # pragma: no cover - every model overrides it
-        """The fit as a ``model_fit`` dataset."""
+        """The fit as a ``model_fit`` dataset.
+
+        Returns
+        -------
+        xarray.Dataset
+            The fitted parameters, the hyperparameters in its attrs (no pickle).
+        """
         raise NotImplementedError
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset) -> Estimator:  # pragma: no cover - every model overrides it
-        """Rebuild a fitted model from :meth:`to_dataset`."""
+        """Rebuild a fitted model from :meth:`to_dataset`.
+
+        Parameters
+        ----------
+        ds : xarray.Dataset
+            A ``model_fit`` dataset written by :meth:`to_dataset`.
+
+        Returns
+        -------
+        Estimator
+            The fitted model.
+        """
         raise NotImplementedError
 
     def save(self, path: str | os.PathLike, provenance: dict[str, Any] | None = None) -> Path:

@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import gammaln
 
+from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import InputError
 from brainpipe.models.base import Estimator
@@ -25,7 +26,20 @@ from brainpipe.simulate.glm_network import exp_history
 
 
 def poisson_log_likelihood(counts: np.ndarray, mean: np.ndarray) -> float:
-    """Total Poisson log-likelihood (nats) of ``counts`` under per-bin means ``mean`` (same shape)."""
+    """Total Poisson log-likelihood (nats) of ``counts`` under per-bin means ``mean`` (same shape).
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        Observed counts.
+    mean : numpy.ndarray
+        Expected counts, same shape (floored at 1e-12).
+
+    Returns
+    -------
+    float
+        ``sum(counts * log(mean) - mean - log(counts!))``.
+    """
     mean = np.maximum(mean, 1e-12)
     return float(np.sum(counts * np.log(mean) - mean - gammaln(counts + 1.0)))
 
@@ -35,13 +49,49 @@ class PoissonGLM(Estimator):
 
     Parameters
     ----------
-    history_tau_s : time constant of the exponential spike-history/coupling basis (seconds).
-    alpha : L2 strength, or a list of strengths to choose from on the validation split.
-    use_behaviour : include the dataset's behaviour variables as covariates.
-    max_iter : L-BFGS iterations per neuron.
+    history_tau_s : float, default 0.02
+        Time constant of the exponential spike-history/coupling basis, in seconds.
+    alpha : float or sequence of float, default 1e-4
+        L2 strength, or a list of strengths to choose from on the validation split.
+    use_behaviour : bool, default True
+        Include the dataset's behaviour variables as covariates.
+    max_iter : int, default 300
+        L-BFGS iterations per neuron.
 
-    Fitted attributes: ``coupling_`` (post x pre), ``intercept_`` (per-bin log mean), ``behaviour_weight_``
-    (unit x behaviour_var), ``alpha_``, ``bin_width_s_``, ``units_``, ``behaviour_vars_``, ``val_scores_``.
+    Attributes
+    ----------
+    coupling_ : numpy.ndarray
+        (unit_post, unit_pre) coupling weights; the diagonal is the spike-history term.
+    intercept_ : numpy.ndarray
+        (unit,) log mean count per bin.
+    behaviour_weight_ : numpy.ndarray
+        (unit, behaviour_var) behaviour weights.
+    alpha_ : float
+        The L2 strength kept.
+    bin_width_s_ : float
+        The bin width of the fitted data.
+    units_ : numpy.ndarray
+        The unit names, in order.
+    behaviour_vars_ : numpy.ndarray
+        The behaviour variables used.
+    val_scores_ : dict
+        Validation log-likelihood per spike of each strength tried (when ``alpha`` is a list).
+
+    Examples
+    --------
+    >>> from brainpipe.models import PoissonGLM
+    >>> from brainpipe.preprocess import bin_spikes
+    >>> from brainpipe.simulate import simulate
+    >>> sim = simulate("poisson_glm_network", {"n_neurons": 5, "duration_s": 60}, seed=0)
+    >>> counts = bin_spikes(sim.data, bin_width_s=0.01)
+    >>> glm = PoissonGLM(history_tau_s=0.02).fit(counts)
+    >>> glm.coupling_.shape
+    (5, 5)
+    >>> round(float(glm.score(counts, split="test")), 1)  # held-out log-likelihood per spike, in nats
+    -4.0
+    >>> path = glm.save("glm.nc")                   # a model_fit netCDF file, no pickle
+    >>> PoissonGLM.load("glm.nc").units_.tolist() == glm.units_.tolist()
+    True
     """
 
     model_name = "poisson_glm"
@@ -90,13 +140,13 @@ class PoissonGLM(Estimator):
         pairs = [self._fit_one(X, Y[:, i], alpha) for i in range(Y.shape[1])]
         return np.array([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
+    @fill_doc
     def fit(self, ds: xr.Dataset) -> PoissonGLM:
         """Fit on the train split of a ``spike_counts`` dataset.
 
         Parameters
         ----------
-        ds : xarray.Dataset
-            A ``spike_counts`` dataset (variables ``counts`` and ``split``; ``behaviour`` optional).
+        %(counts_ds)s
 
         Returns
         -------
@@ -131,8 +181,20 @@ class PoissonGLM(Estimator):
         return self
 
     # -- prediction and scoring -------------------------------------------------------------------------
+    @fill_doc
     def predict(self, ds: xr.Dataset) -> np.ndarray:
-        """Expected counts per bin, (time, unit), for every bin of ``ds``."""
+        """Expected counts per bin, (time, unit), for every bin of ``ds``.
+
+        Parameters
+        ----------
+        %(counts_ds)s
+            Same units (in the same order) and behaviour variables as the fitted data.
+
+        Returns
+        -------
+        numpy.ndarray
+            (time, unit) expected counts.
+        """
         self._check_fitted()
         if "unit" in ds.coords and not np.array_equal(np.asarray(ds["unit"].values).astype(str), self.units_):
             raise InputError(
@@ -148,15 +210,33 @@ class PoissonGLM(Estimator):
             )
         return np.exp(np.clip(self.intercept_ + X @ W.T, -50, 50))
 
+    @fill_doc
     def score(self, ds: xr.Dataset, split: str = "test") -> float:
-        """Log-likelihood per spike (nats) on one split."""
+        """Log-likelihood per spike (nats) on one split.
+
+        Parameters
+        ----------
+        %(counts_ds)s
+        %(split)s
+
+        Returns
+        -------
+        float
+            The Poisson log-likelihood of the split's counts divided by its number of spikes (higher is better).
+        """
         sel = ds["split"].values == SPLIT_FLAGS[split]
         y = np.asarray(ds["counts"].values, dtype=np.float64)[sel]
         return poisson_log_likelihood(y, self.predict(ds)[sel]) / max(y.sum(), 1.0)
 
     # -- (de)serialisation: a model_fit dataset, no pickle ----------------------------------------------
     def to_dataset(self) -> xr.Dataset:
-        """The fit as a ``model_fit`` dataset (role fit)."""
+        """The fit as a ``model_fit`` dataset (role fit).
+
+        Returns
+        -------
+        xarray.Dataset
+            ``coupling``, ``log_baseline_rate`` (log Hz) and ``behaviour_weight``; the hyperparameters in its attrs.
+        """
         self._check_fitted()
         units = self.units_
         return xr.Dataset(
@@ -184,7 +264,19 @@ class PoissonGLM(Estimator):
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset) -> PoissonGLM:
-        """Rebuild a fitted model from :meth:`to_dataset` (or a planted truth with the same variables)."""
+        """Rebuild a fitted model from :meth:`to_dataset` (or a planted truth with the same variables).
+
+        Parameters
+        ----------
+        ds : xarray.Dataset
+            A ``model_fit`` dataset with ``coupling``, ``log_baseline_rate`` and ``behaviour_weight``, and
+            ``history_tau_s`` and ``bin_width_s`` (or ``dt_s``) in its attrs.
+
+        Returns
+        -------
+        PoissonGLM
+            The fitted model.
+        """
         bw = float(ds.attrs.get("bin_width_s", ds.attrs.get("dt_s")))
         m = cls(history_tau_s=float(ds.attrs["history_tau_s"]), alpha=float(ds.attrs.get("alpha", 0.0)))
         m.use_behaviour = ds.sizes.get("behaviour_var", 0) > 0
