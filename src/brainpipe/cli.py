@@ -3,7 +3,8 @@
     brainpipe run [SNAKEMAKE ARGS...]   run the workflow (defaults: the repo's Snakefile and default profile)
     brainpipe validate FILE...          check files against their contracts (one line per problem)
     brainpipe info FILE                 dims, variables, attributes and provenance of a file
-    brainpipe report [--results DIR]    rebuild results/report/index.html from existing results
+    brainpipe report [--results DIR]    rebuild RESULTS/report/index.html from every branch's results found there
+                                        (brainpipe.layout; the same inputs the workflow's report rule gets)
     brainpipe check-config [FILE]       validate a study config (one line per problem)
 """
 
