@@ -84,12 +84,6 @@ PENDING: dict[str, str] = {
     "brainpipe.models.SpikeTokenizer": "PR01",
     "brainpipe.models.SpikeTokenizer.fit": "PR01 RT01",
     "brainpipe.models.SpikeTokenizer.transform": "PR01 RT01",
-    "brainpipe.models.SwitchingGLM": "EX01 PR01",
-    "brainpipe.models.SwitchingGLM.decode": "PR01 RT01",
-    "brainpipe.models.SwitchingGLM.fit": "PR01 RT01",
-    "brainpipe.models.SwitchingGLM.from_dataset": "PR01",
-    "brainpipe.models.SwitchingGLM.log_likelihood": "PR01 RT01",
-    "brainpipe.models.SwitchingGLM.to_dataset": "PR01 RT01",
 }
 
 

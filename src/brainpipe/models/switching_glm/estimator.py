@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import InputError
 from brainpipe.models import hmm
@@ -45,14 +46,116 @@ def _ckpt_state(restart: int, phase: int, p: dict, objs, lls, best) -> dict:
     }
 
 
+@fill_doc
 class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
-    """Switching Poisson GLM (HMM-GLM) with a ``none``, ``gaussian`` or ``onehot`` prior; see
-    :mod:`brainpipe.models.switching_glm`.
+    """Switching Poisson GLM (HMM-GLM) with a ``none``, ``gaussian`` or ``onehot`` prior.
 
-    Fitted attributes: ``weights_`` (S, N, N), ``bias_`` (S, N), ``cov_weights_`` (S, N, C), ``log_A_`` (S, S),
-    ``log_pi_`` (S,), ``prior_mean_`` (N, N; gaussian), ``prior_probs_`` (N, N, 3; onehot), ``adjacency_``
-    (S, N, N) in {-1, 0, 1}, ``objective_`` (MAP objective per EM iteration), ``log_likelihood_`` (per
-    iteration), ``n_iter_``, ``units_``, ``covariate_names_``, ``cov_mean_``/``cov_std_``, ``bin_width_s_``.
+    See :mod:`brainpipe.models.switching_glm` for the model, the priors and the EM.
+
+    Parameters
+    ----------
+    n_states : int, default 3
+        Number of hidden states.
+    prior : {"none", "gaussian", "onehot"}
+        Prior on the per-state couplings: L2 only, Gaussian around a learned shared mean, or a per-pair categorical
+        over inh/none/exc shared across states.
+    link : {"softplus", "sigmoid", "exp"}
+        Link function.
+    history_bins : int, default 5
+        Length of the exponential spike-history basis, in bins.
+    history_decay : float, default 1.0
+        Decay of the history basis.
+    use_covariates : bool, default True
+        Include the behaviour and stimulus variables (z-scored on the train split).
+    n_iter : int, default 100
+        Most EM iterations.
+    tol : float, default 1e-6
+        Stop when the objective changes by less than this (relative).
+    m_step_iter : int, default 20
+        L-BFGS iterations per M-step (``m_step="lbfgs"``, and the one-hot polish phase).
+    l2 : float, default 1e-3
+        L2 penalty on biases, covariate weights and (prior ``none``) couplings.
+    gaussian_sigma : float, default 0.5
+        Prior SD of the per-state weights around their shared mean (prior ``gaussian``).
+    onehot_iter, onehot_steps : int, default 10, 10
+        One-hot relaxation: EM iterations, and Adam steps per iteration.
+    onehot_lr : float, default 0.05
+        One-hot relaxation: Adam learning rate.
+    tau_start, tau_end : float, default 1.0, 0.2
+        Gumbel-softmax temperature, annealed geometrically.
+    entropy_weight : float, default 0.1
+        Weight of the entropy term that sharpens the category probabilities.
+    onehot_prior_mean : tuple of float, default (0.1, 0.8, 0.1)
+        Mean of the Dirichlet hyperprior on the shared per-pair prior (inh, none, exc).
+    onehot_prior_concentration : float, default 1.0
+        Concentration of that hyperprior.
+    polish_iter : int, default 30
+        Exact EM iterations after the one-hot structure is frozen.
+    m_step_min_weight : float, default 1e-6
+        A bin whose posterior weight for a state is below this is left out of that state's M-step (0: every bin).
+    adjacency_threshold : float, default 0.5
+        ``|weight|`` above which a free weight counts as a connection, and below which a one-hot pair becomes
+        "none".
+    transition_pseudocount : float, default 1.0
+        Dirichlet pseudo-count on transitions (1: maximum likelihood).
+    init_noise : float, default 0.5
+        Noise added to the single-state GLM weights to initialise each state.
+    n_restarts : int, default 1
+        Random restarts; the best training objective is kept.
+    %(seed)s
+    %(device)s
+    data_dtype : {"float32", "float64"}
+        dtype of the per-bin data term; parameters, sums over bins and the forward-backward stay float64 on CPU.
+    m_step : {"newton", "lbfgs"}
+        Emission M-step: damped Newton per (state, neuron), or L-BFGS.
+    newton_iter : int, default 3
+        Newton steps per M-step.
+    hessian_rows : int, default 1024
+        Bins per state the Newton M-step estimates the Fisher information from.
+
+    Attributes
+    ----------
+    weights_ : numpy.ndarray
+        (S, N, N) per-state couplings (post x pre; the diagonal is the self-history weight).
+    bias_ : numpy.ndarray
+        (S, N) per-state biases.
+    cov_weights_ : numpy.ndarray
+        (S, N, C) per-state covariate weights.
+    log_A_, log_pi_ : numpy.ndarray
+        (S, S) log transition matrix and (S,) log initial distribution.
+    prior_mean_ : numpy.ndarray
+        (N, N) shared mean of the couplings (prior ``gaussian``).
+    prior_probs_ : numpy.ndarray
+        (N, N, 3) per-pair inh/none/exc probabilities (prior ``onehot``).
+    adjacency_ : numpy.ndarray
+        (S, N, N) structure in {-1, 0, 1}.
+    objective_, log_likelihood_ : numpy.ndarray
+        The MAP objective and the training log-likelihood per EM iteration.
+    n_iter_ : int
+        EM iterations run.
+    units_ : numpy.ndarray
+        The unit names, in order.
+    covariate_names_ : list of str
+        The covariates used.
+    cov_mean_, cov_std_ : numpy.ndarray
+        The covariates' train mean and SD (for z-scoring).
+    bin_width_s_ : float
+        The bin width of the fitted data.
+
+    Examples
+    --------
+    >>> from brainpipe.models import SwitchingGLM
+    >>> from brainpipe.preprocess import bin_spikes
+    >>> from brainpipe.simulate import simulate
+    >>> params = {"n_neurons": 5, "n_states": 2, "n_sequences": 6, "n_test_sequences": 2, "sequence_length": 300}
+    >>> sim = simulate("switching_glm_network", params, seed=0)
+    >>> counts = bin_spikes(sim.data, bin_width_s=0.02)
+    >>> model = SwitchingGLM(n_states=2, prior="gaussian", n_iter=20, device="cpu")
+    >>> model = model.fit(counts)  # doctest: +SKIP
+    >>> model.weights_.shape  # doctest: +SKIP
+    (2, 5, 5)
+    >>> posterior, viterbi = model.decode(counts)  # doctest: +SKIP
+    >>> bits = model.score(counts, split="test")  # held-out log-likelihood per spike (nats)  # doctest: +SKIP
     """
 
     def __init__(
@@ -210,6 +313,7 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         single._m_step(p, ["b", "U", "W"], data, gamma, hard=True)
         return {k: p[k][0].cpu().numpy() for k in ("W", "b", "U")}
 
+    @fill_doc
     def fit(
         self,
         ds: xr.Dataset,
@@ -223,6 +327,19 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         phases and on SIGTERM (then :class:`~brainpipe.training.Preempted` is raised); a fit started again with the
         same path, hyperparameters and ``fingerprint`` (e.g. input hashes) resumes where it stopped and ends with
         the same parameters as an uninterrupted fit.
+
+        Parameters
+        ----------
+        %(counts_ds)s
+        %(checkpoint)s
+        %(fingerprint)s
+        checkpoint_every_s : float, default 60.0
+            Seconds between periodic checkpoints.
+
+        Returns
+        -------
+        SwitchingGLM
+            ``self``, fitted.
         """
         self._check_params()
         if "counts" not in ds or "split" not in ds:
@@ -347,8 +464,21 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
             W = self._weights(self.params_, hard=True, tau=None, gen=None)
             return self._log_lik(self.params_, W, data)
 
+    @fill_doc
     def log_likelihood(self, ds: xr.Dataset, split: str = "test") -> float:
-        """Marginal log-likelihood (nats) of the sequences of one split (forward algorithm)."""
+        """Marginal log-likelihood (nats) of the sequences of one split (forward algorithm).
+
+        Parameters
+        ----------
+        %(counts_ds)s
+            With the units the model was fitted on.
+        %(split)s
+
+        Returns
+        -------
+        float
+            The sum over the split's sequences.
+        """
         self._check_units(ds)
         data = self.batch(ds, split)
         with torch.no_grad():
@@ -372,8 +502,22 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         n = float(np.asarray(ds["counts"].values)[ds["split"].values == SPLIT_FLAGS[split]].sum())
         return self.log_likelihood(ds, split) / max(n, 1.0)
 
+    @fill_doc
     def decode(self, ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior state probabilities (n_bins, S) and the Viterbi path (n_bins,) for every bin of ``ds``."""
+        """Posterior state probabilities and the Viterbi path for every bin of ``ds``.
+
+        Parameters
+        ----------
+        %(counts_ds)s
+            With the units the model was fitted on; each segment is one sequence.
+
+        Returns
+        -------
+        posterior : numpy.ndarray
+            (n_bins, S) posterior state probabilities.
+        viterbi : numpy.ndarray
+            (n_bins,) the most likely state path.
+        """
         self._check_units(ds)
         data = self.batch(ds, None)
         ll = self._ll_batch(data)
@@ -389,7 +533,19 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         return post, vit
 
     def to_dataset(self, ds: xr.Dataset | None = None) -> xr.Dataset:
-        """The fit as a ``model_fit`` dataset; with ``ds`` (the counts), posterior and Viterbi states per bin."""
+        """The fit as a ``model_fit`` dataset; with ``ds`` (the counts), posterior and Viterbi states per bin.
+
+        Parameters
+        ----------
+        ds : xarray.Dataset, optional
+            The ``spike_counts`` dataset to decode (:meth:`decode`) into ``posterior`` and ``viterbi``.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``weights``, ``bias``, covariate weights and z-scoring, ``adjacency``, ``transition``, ``initial``,
+            the EM traces, and (with ``ds``) ``posterior`` and ``viterbi``; the hyperparameters in its attrs.
+        """
         self._check_fitted()
         S = self.weights_.shape[0]
         units = self.units_
@@ -443,8 +599,21 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         return out
 
     @classmethod
+    @fill_doc
     def from_dataset(cls, fit: xr.Dataset, device: str = "auto") -> SwitchingGLM:
-        """Rebuild a fitted model (hard one-hot structure) from :meth:`to_dataset` or a planted truth."""
+        """Rebuild a fitted model (hard one-hot structure) from :meth:`to_dataset` or a planted truth.
+
+        Parameters
+        ----------
+        fit : xarray.Dataset
+            A ``model_fit`` dataset of a switching GLM (a fit, or a simulator's truth).
+        %(device)s
+
+        Returns
+        -------
+        SwitchingGLM
+            The fitted model.
+        """
         a = fit.attrs
         S = fit.sizes["state"]
         m = cls(n_states=S, prior="none", link=str(a["link"]), history_bins=int(a["history_bins"]),
