@@ -68,8 +68,6 @@ PENDING: dict[str, str] = {
     "brainpipe.models.BrainMAE.score": "PR01 RT01",
     "brainpipe.models.BrainMAE.to_dataset": "GL02 RT01",
     "brainpipe.models.BrainMAE.transform": "PR01 RT01",
-    "brainpipe.models.DynamicConnectome": "EX01 PR01 PR02 PR07 PR10",
-    "brainpipe.models.DynamicConnectome.to_dataset": "PR01 RT01",
     "brainpipe.models.Neuroformer": "EX01 PR01 PR02 PR07 PR10",
     "brainpipe.models.Neuroformer.check_vocabulary": "PR01",
     "brainpipe.models.Neuroformer.connectivity": "PR01 RT01",

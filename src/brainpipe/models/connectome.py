@@ -81,17 +81,52 @@ class DynamicConnectome(Estimator):
 
     Parameters
     ----------
-    ranks : candidate ranks.
-    restarts : random restarts per rank (seeds ``seed + k``).
-    stability_threshold : the selected rank is the largest whose stability (mean FMS of the other restarts
-        against the best one) reaches it; the smallest rank if none does.
-    n_iter_max, tol, n_inner : HALS settings (see :func:`masked_ncp_hals`).
-    dtype : "float32" or "float64".  device : "auto", "cpu", "cuda".
-    resolution : Louvain resolution.  seed : base seed (restarts and Louvain).
+    ranks : sequence of int, default (2, 3, 4, 5)
+        Candidate ranks.
+    restarts : int, default 5
+        Random restarts per rank.
+    stability_threshold : float, default 0.95
+        The selected rank is the largest whose stability (mean FMS of the other restarts against the best one)
+        reaches it; the smallest rank if none does.
+    n_iter_max : int, default 300
+        Most HALS iterations per fit (see :func:`masked_ncp_hals`).
+    tol : float, default 1e-6
+        HALS convergence tolerance.
+    n_inner : int, default 3
+        HALS column sweeps per factor and iteration.
+    dtype : {"float32", "float64"}
+        dtype of the tensor and factors.
+    device : str, default "auto"
+        ``"auto"`` (CUDA when present, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``.
+    resolution : float, default 1.0
+        Louvain resolution.
+    seed : int, default 0
+        Base seed of the restarts and of Louvain.
 
-    Fitted attributes: ``rank_``, ``weights_`` (R,) and ``factors_`` [pair (P, R), window (W, R), animal (A, R)]
-    (torch, on ``device_``) of the selected rank, and ``cp_tensor_``, the same as a tensorly ``CPTensor`` of
-    float64 numpy arrays; ``best_``/``fits_``/``stability_`` per rank; ``membership_``/``community_``.
+    Attributes
+    ----------
+    rank_ : int
+        The selected rank.
+    weights_ : torch.Tensor
+        (R,) component weights of the selected rank, on ``device_``.
+    factors_ : list of torch.Tensor
+        Pair (P, R), window (W, R) and animal (A, R) factors of the selected rank, on ``device_``.
+    cp_tensor_ : tensorly.cp_tensor.CPTensor
+        The same, as float64 numpy arrays.
+    best_, fits_, stability_ : dict
+        Per rank: the best fit, every restart's fit, and the stability.
+    membership_, community_ : numpy.ndarray
+        Per component: every neuron's community, and the densest community (:func:`brainpipe.evaluate.communities`).
+
+    Examples
+    --------
+    >>> from brainpipe.data import read
+    >>> from brainpipe.models import DynamicConnectome
+    >>> tensor = read("results/calcium/study/connectome/tensor.zarr", "affinity_tensor")  # doctest: +SKIP
+    >>> model = DynamicConnectome(ranks=[2, 3], restarts=3, device="cpu").fit(tensor)  # doctest: +SKIP
+    >>> model.rank_ in (2, 3)  # doctest: +SKIP
+    True
+    >>> path = model.save("fit.nc")  # doctest: +SKIP
     """
 
     def __init__(
@@ -229,7 +264,16 @@ class DynamicConnectome(Estimator):
     def to_dataset(self, tensor: xr.Dataset | None = None) -> xr.Dataset:
         """A ``model_fit`` dataset (role fit): factors of the selected rank, rank diagnostics, communities.
 
-        ``tensor`` is accepted for compatibility and not needed: the coordinates are kept from ``fit``.
+        Parameters
+        ----------
+        tensor : xarray.Dataset, optional
+            Accepted for compatibility and not needed: the coordinates are kept from ``fit``.
+
+        Returns
+        -------
+        xarray.Dataset
+            The selected rank's factors and weights, every rank's best fit and stability, and the communities; the
+            hyperparameters in its attrs.
         """
         self._check_fitted()
         R = self.rank_
