@@ -38,6 +38,7 @@ import xarray as xr
 from torch import nn
 from torch.nn import functional as F
 
+from brainpipe._docs import fill_doc
 from brainpipe.data.atomic import atomic_output
 from brainpipe.errors import ConfigError, InputError
 from brainpipe.models.base import Estimator, state_to_variables, variables_to_state
@@ -332,6 +333,23 @@ precision, checkpoint_every_s, progress
         Per-epoch losses.
     best_epoch_, device_, precision_, n_rois_, seg_len_, train_seconds_, resumed_from_step_
         What the fit did.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from brainpipe.models import BrainMAE
+    >>> X = np.random.default_rng(0).standard_normal((32, 20, 6)).astype("float32")  # segment x time x ROI
+    >>> model = BrainMAE(d_model=8, n_heads=2, max_epochs=2, batch_size=8, device="cpu", progress=False)
+    >>> model = model.fit(X[:24], X_val=X[24:])
+    >>> model.roi_embeddings().shape
+    (6, 8)
+    >>> mask = np.zeros((32, 6), dtype=bool)
+    >>> mask[:, 0] = True                                     # hide ROI 0 of every segment
+    >>> model.reconstruct(X, mask).shape
+    (32, 20, 6)
+    >>> score = model.score(X, mask)                           # 1 - NMSE on the hidden ROIs
+    >>> model.transform(X).shape                               # ROI-token similarities, upper triangle
+    (32, 15)
     """
 
     model_name = "brainmae"
@@ -406,6 +424,7 @@ precision, checkpoint_every_s, progress
         return {k: v for k, v in self.get_params(deep=False).items() if v != defaults[k]}
 
     # -- fit -------------------------------------------------------------------------------------------------------
+    @fill_doc
     def fit(
         self,
         X,
@@ -414,8 +433,23 @@ precision, checkpoint_every_s, progress
         fingerprint: dict | None = None,
         log=None,
     ):
-        """Masked pretraining on segments ``X`` (segment, time, roi), pooled over subjects; ``X_val`` (held-out
-        subjects' segments) drives early stopping. Returns self."""
+        """Pretrain by masked-ROI reconstruction on segments pooled over subjects.
+
+        Parameters
+        ----------
+        X : array-like
+            (segment, time, roi) training segments.
+        X_val : array-like, optional
+            Held-out subjects' segments; their loss drives early stopping and the best weights.
+        %(checkpoint)s
+        %(fingerprint)s
+        %(log)s
+
+        Returns
+        -------
+        BrainMAE
+            ``self``, fitted.
+        """
         from brainpipe.training import train
 
         self._check_params()
@@ -449,6 +483,7 @@ precision, checkpoint_every_s, progress
         kw["checkpoint_every_s"] = checkpoint_every_s(kw["checkpoint_every_s"])
         return TrainConfig(**kw)
 
+    @fill_doc
     def finetune(
         self,
         X,
@@ -462,9 +497,34 @@ precision, checkpoint_every_s, progress
         log=None,
         **train_overrides,
     ) -> FineTuneNet:
-        """Full fine-tuning: a copy of the pretrained encoder plus a linear head on the ``features`` read-out,
-        trained end-to-end on segments ``X`` with per-segment targets ``y`` (class indices for ``task =
-        "classification"``, standardised values for ``"regression"``). The pretrained model is not changed."""
+        """Fine-tune a copy of the pretrained encoder plus a linear head on the ``features`` read-out, end to end.
+
+        The pretrained model is not changed.
+
+        Parameters
+        ----------
+        X : array-like
+            (segment, time, roi) training segments.
+        y : array-like
+            (segment,) targets: class indices for ``task="classification"``, standardised values for
+            ``"regression"``.
+        task : {"classification", "regression"}
+            The kind of target.
+        X_val, y_val : array-like, optional
+            Validation segments and targets (early stopping).
+        features : {"similarity", "tokens", "mean"}
+            The read-out the head sees (:func:`segment_features`).
+        %(checkpoint)s
+        %(fingerprint)s
+        %(log)s
+        **train_overrides
+            Training settings that replace the model's (e.g. ``lr``, ``max_epochs``).
+
+        Returns
+        -------
+        FineTuneNet
+            The fine-tuned network (use :meth:`predict_finetuned`).
+        """
         import copy
 
         from brainpipe.training import train
@@ -501,7 +561,22 @@ precision, checkpoint_every_s, progress
     @staticmethod
     @torch.no_grad()
     def predict_finetuned(ft: FineTuneNet, X, batch: int = 256) -> np.ndarray:
-        """Outputs of a fine-tuned network (logits, or standardised values in column 0) for segments ``X``."""
+        """Outputs of a fine-tuned network for segments ``X``.
+
+        Parameters
+        ----------
+        ft : FineTuneNet
+            A network returned by :meth:`finetune`.
+        X : array-like
+            (segment, time, roi) segments.
+        batch : int, default 256
+            Segments per forward pass.
+
+        Returns
+        -------
+        numpy.ndarray
+            (segment, n_out): class logits, or the standardised value in column 0.
+        """
         X = _tensor(X)
         dev = next(ft.parameters()).device
         ft.eval()
@@ -522,12 +597,41 @@ precision, checkpoint_every_s, progress
         return torch.cat(outs).numpy()
 
     def transform(self, X, features: str = "similarity") -> np.ndarray:
-        """Frozen features of every segment (no masking): see :func:`segment_features`."""
+        """Frozen features of every segment (no masking): see :func:`segment_features`.
+
+        Parameters
+        ----------
+        X : array-like
+            (segment, time, roi) segments.
+        features : {"similarity", "tokens", "mean"}
+            The read-out.
+
+        Returns
+        -------
+        numpy.ndarray
+            (segment, feature) features.
+        """
         return self._batched(lambda x, i: segment_features(self.net_.encode(x), features), X)
 
     def reconstruct(self, X, mask: np.ndarray, shuffle_embeddings: bool = False, seed: int = 0) -> np.ndarray:
-        """Reconstruction (segment, time, roi) of segments with ROIs ``mask`` (segment, roi; True = hidden) hidden.
-        ``shuffle_embeddings`` permutes the ROI embeddings (a control: reconstruction should get worse)."""
+        """Reconstruct segments with some of their ROIs hidden.
+
+        Parameters
+        ----------
+        X : array-like
+            (segment, time, roi) segments.
+        mask : numpy.ndarray
+            (segment, roi) bool: True = hidden.
+        shuffle_embeddings : bool, default False
+            Permute the ROI embeddings (a control: reconstruction should get worse).
+        seed : int, default 0
+            Seed of the permutation.
+
+        Returns
+        -------
+        numpy.ndarray
+            (segment, time, roi) reconstruction.
+        """
         m = torch.as_tensor(np.asarray(mask, dtype=bool))
         emb = None
         if shuffle_embeddings:
@@ -536,7 +640,20 @@ precision, checkpoint_every_s, progress
         return self._batched(lambda x, i: self.net_(x, m[i : i + len(x)].to(x.device), emb), X)
 
     def score(self, X, mask: np.ndarray) -> float:
-        """``1 - NMSE`` on the hidden ROIs (higher is better; see :func:`nmse`)."""
+        """``1 - NMSE`` on the hidden ROIs (higher is better; see :func:`nmse`).
+
+        Parameters
+        ----------
+        X : array-like
+            (segment, time, roi) segments.
+        mask : numpy.ndarray
+            (segment, roi) bool: True = hidden.
+
+        Returns
+        -------
+        float
+            The score.
+        """
         return 1.0 - nmse(np.asarray(X), self.reconstruct(X, mask), mask)
 
     def roi_embeddings(self) -> np.ndarray:
@@ -550,7 +667,13 @@ precision, checkpoint_every_s, progress
         return self.net_.roi_emb.detach().float().cpu().numpy()
 
     def graph_attention(self) -> np.ndarray | None:
-        """(layer, head, R, R) embedding-derived attention, or None without graph attention."""
+        """The embedding-derived graph attention of every graph-attention layer.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            (layer, head, R, R) attention, or None without graph attention.
+        """
         out = []
         with torch.no_grad():
             for blk in self.net_.blocks:
@@ -576,8 +699,14 @@ precision, checkpoint_every_s, progress
         return model
 
     def to_dataset(self) -> xr.Dataset:
-        """Weights and hyperparameters as a ``model_fit`` dataset (role fit; no pickle): one variable
-        ``w__<parameter>`` per tensor, the ROI embeddings as ``roi_embedding`` (roi, feature)."""
+        """Weights and hyperparameters as a ``model_fit`` dataset (role fit; no pickle).
+
+        Returns
+        -------
+        xarray.Dataset
+            One variable ``w__<parameter>`` per tensor, the ROI embeddings as ``roi_embedding`` (roi, feature),
+            the hyperparameters in its attrs.
+        """
         self._check_fitted()
         emb = self.roi_embeddings().astype(np.float64)
         ds = xr.Dataset(
