@@ -282,3 +282,14 @@ def test_stale_results_are_flagged_through_the_chain(tmp_path, spikes_file):
     assert set(stale_files([counts, fit, spikes_file])) == {str(counts), str(fit)}
     spikes_file.unlink()
     assert stale_reasons(counts) == [f"input {spikes_file} is gone"]
+
+
+def test_stale_inputs_found_from_another_folder(tmp_path, spikes_file, monkeypatch):
+    """Provenance records input paths relative to where the workflow ran: checked from elsewhere, they still resolve."""
+    from brainpipe.data.stale import stale_reasons
+
+    monkeypatch.chdir(tmp_path)
+    rel = spikes_file.relative_to(tmp_path)
+    bin_stage.run({"spikes": rel}, {"counts": "out/counts.nc"}, {"bin_width_s": 0.01})
+    monkeypatch.chdir(spikes_file.parent)  # somewhere else
+    assert stale_reasons(tmp_path / "out" / "counts.nc") == []

@@ -161,7 +161,7 @@ def _inputs(study, switching: bool = True) -> dict[str, list[Path]]:
 @pytest.fixture(scope="module")
 def page(study) -> tuple[Path, str]:
     out = study["root"] / "results" / "report" / "index.html"
-    params = {"title": TITLE, "benchmarks_dir": str(study["bench"]), "config": CONFIG}
+    params = {"title": TITLE, "benchmarks_dir": str(study["bench"]), "study": CONFIG}
     report.run(_inputs(study), {"html": out}, params, None)
     return out, out.read_text(encoding="utf-8")
 
@@ -619,3 +619,26 @@ def test_two_datasets_under_one_name_are_an_input_error(study, tmp_path):
     ins["counts"] = [study["sim"]["counts"], study["rec"]["counts"]]
     with pytest.raises(InputError, match="both name dataset 'sim'"):
         build_report({"spikes": ins})
+
+
+def test_stale_results_are_flagged_on_the_page(tmp_path):
+    """After an upstream rerun (the counts replaced), the page warns that the older fit and metrics are stale."""
+    import time
+
+    from brainpipe.data import make_provenance, write
+    from brainpipe.report.page import stale_section
+    from brainpipe.simulate import simulate
+    from brainpipe.stages import bin_spikes as bin_stage
+    from brainpipe.stages import fit_poisson_glm as fit_stage
+
+    sim = simulate("poisson_glm_network", {"n_neurons": 3, "duration_s": 5.0}, seed=0)
+    spikes = write(sim.data, tmp_path / "spikes.nc", "spike_times", make_provenance("simulate"))
+    counts, fit = tmp_path / "counts.nc", tmp_path / "fit.nc"
+    bin_stage.run({"spikes": spikes}, {"counts": counts}, {"bin_width_s": 0.01})
+    fit_stage.run({"counts": counts}, {"fit": fit}, {"max_iter": 20})
+    assert stale_section([fit, counts]) == ""
+    time.sleep(0.05)
+    bin_stage.run({"spikes": spikes}, {"counts": counts}, {"bin_width_s": 0.02})  # a rerun, then stopped
+    html = stale_section([fit, counts])
+    assert 'id="stale"' in html and str(fit) in html and f"input {counts} changed" in html
+    assert str(counts) + "</code>" not in html  # the new counts are fresh

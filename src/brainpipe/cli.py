@@ -48,10 +48,13 @@ def _cmd_validate(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _cmd_info(args: argparse.Namespace, extra: list[str]) -> int:
     from brainpipe.data import open_dataset, summarize
+    from brainpipe.data.stale import stale_reasons
 
     for f in args.files:
         ds = open_dataset(f)
         print(f"{f}\n{summarize(ds)}")
+        reasons = stale_reasons(f)
+        print("stale: " + "; ".join(reasons) + " (re-run the workflow)" if reasons else "stale: no (up to date with its inputs)")
     return 0
 
 

@@ -19,6 +19,7 @@ rule report:
         "../envs/brainpipe.yaml"
     params:
         config=config["report"],
+        study=config,
         version=VERSION,
     script:
         "../scripts/report.py"

@@ -45,6 +45,17 @@ def _mtime(path: Path) -> float:
     return path.stat().st_mtime
 
 
+def _resolve(q: Path, recorder: Path) -> Path:
+    """An input path as recorded (relative to the folder the workflow ran in): from the current folder, else from
+    the nearest folder above the file that recorded it where it exists (a report built from another folder)."""
+    if q.is_absolute() or q.exists():
+        return q
+    for parent in recorder.resolve().parents:
+        if (parent / q).exists():
+            return parent / q
+    return q
+
+
 def stale_reasons(path: str | os.PathLike, _seen: dict[str, list[str]] | None = None) -> list[str]:
     """Why ``path`` is stale (an empty list when it is up to date with every input it records).
 
@@ -74,7 +85,7 @@ def stale_reasons(path: str | os.PathLike, _seen: dict[str, list[str]] | None = 
     if rec is not None:
         written = _mtime(p)
         for inp in rec.get("inputs", []):
-            q = Path(str(inp.get("path", "")))
+            q = _resolve(Path(str(inp.get("path", ""))), p)
             if not q.exists():
                 reasons.append(f"input {q} is gone")
                 continue

@@ -89,6 +89,36 @@ def _key_figures_once(sections: list[BranchSection]) -> list[BranchSection]:
     return out
 
 
+def stale_section(paths: Iterable[PathLike]) -> str:
+    """A warning listing the files on the page whose inputs changed (or went) since they were written.
+
+    After a rerun failed upstream (say a recording replaced by a corrupted copy), the previous run's downstream
+    results are still on disk; this says which ones no longer follow from their inputs
+    (:func:`brainpipe.data.stale.stale_files`). Empty when every file is up to date.
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+        The files the page reports.
+
+    Returns
+    -------
+    str
+        HTML (an empty string when nothing is stale).
+    """
+    from brainpipe.data.stale import stale_files
+
+    stale = stale_files(dict.fromkeys(Path(p) for p in paths))
+    if not stale:
+        return ""
+    items = "".join(f"<li><code>{escape(p)}</code>: {escape('; '.join(r))}</li>" for p, r in sorted(stale.items()))
+    return (
+        '<section id="stale" class="stale"><h2>Stale results</h2><p>These files no longer follow from their inputs '
+        "(an input changed or is gone since they were written, probably by a rerun that failed): their numbers "
+        f"below are from the earlier run. Re-run the workflow.</p><ul>{items}</ul></section>"
+    )
+
+
 def build_report(
     branches: Mapping[str, Mapping[str, Iterable[PathLike]]] | None,
     title: str = DEFAULT_TITLE,
@@ -138,6 +168,7 @@ def build_report(
         f'<code title="{escape(sha or "")}">{escape(short_sha(sha))}</code> · created <code>{escape(created)}</code></p>',
         f"<nav>{nav}</nav>",
         "</header>",
+        stale_section([*(p for s in sections for p in s.metrics), *(i[2] for s in sections for i in s.inputs)]),
         headline_section([h for s in sections for h in s.headlines]),
         all_metrics_section(rows),
         *(s.html for s in sections),

@@ -26,6 +26,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 td.desc { color: var(--muted); font-size: 13px; }
 td.pass, td.miss, td.nobar { font-weight: 600; text-align: center; white-space: nowrap; font-size: 13px; }
 td.pass { color: var(--pass); background: var(--pass-bg); }
+section.stale { border: 2px solid var(--miss); background: var(--miss-bg); padding: 4px 16px; }
 td.miss { color: var(--miss); background: var(--miss-bg); }
 td.nobar { color: var(--nobar); background: var(--nobar-bg); font-weight: 400; }
 table.prov { font-size: 12px; }

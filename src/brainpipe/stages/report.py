@@ -7,7 +7,8 @@ GLMs, parallel; ``switching_metrics``/``switching_fits``: switching GLMs, parall
 ``fmri``, ``calcium``, ``neuroformer``.
 
 params: ``title`` (page title), ``benchmarks_dir`` (folder of Snakemake benchmark TSVs, default ``benchmarks``;
-``<rule>/<dataset>.tsv`` or ``<rule>/<dataset>/<variant>.tsv``), ``config`` (optional study config, shown as YAML).
+``<rule>/<dataset>.tsv`` or ``<rule>/<dataset>/<variant>.tsv``), ``study`` (optional: the whole study config, shown
+as YAML; the workflow passes it).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def run(inputs, outputs, params, log):
         files,
         title=str(params.get("title") or DEFAULT_TITLE),
         benchmarks_dir=params.get("benchmarks_dir", "benchmarks"),
-        config=params.get("config"),
+        config=params.get("study"),
     )
     n = {b: sum(len(v) for k, v in f.items() if k.endswith("metrics")) for b, f in files.items()}
     log_.info(
