@@ -5,22 +5,8 @@ FMRI_DATASETS = FMRI["datasets"]
 FMRI_SIMULATED = sorted(k for k, v in FMRI_DATASETS.items() if "simulate" in v)
 BRAINMAE = FMRI["brainmae"]
 BRAINMAE_VARIANTS = sorted(BRAINMAE["variants"])
-FMRI_READER_KEYS = (
-    "path",
-    "format",
-    "atlas",
-    "atlas_labels",
-    "participants",
-    "confounds",
-    "task",
-    "space",
-    "session",
-    "repetition_time_s",
-    "roi_names",
-    "confound_columns",
-    "drop_columns",
-)
-FMRI_FILE_KEYS = ("atlas", "atlas_labels", "participants")
+# the dataset keys the fMRI readers take, and those naming files: one list, in brainpipe.config
+from brainpipe.config import FMRI_FILE_KEYS, FMRI_READER_KEYS
 
 
 wildcard_constraints:

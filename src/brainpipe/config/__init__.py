@@ -10,7 +10,7 @@ then resolved into per-step parameters by :class:`Study`, on which every cross-c
   parameters it is not given).
 """
 
-from brainpipe.config._study import Study, load_study, merged
+from brainpipe.config._study import FMRI_FILE_KEYS, FMRI_READER_KEYS, Study, load_study, merged
 from brainpipe.config._validate import (
     DEFAULT_SCHEMA,
     PATH_OPTIONS,
@@ -23,6 +23,8 @@ from brainpipe.config._validate import (
 
 __all__ = [
     "DEFAULT_SCHEMA",
+    "FMRI_FILE_KEYS",
+    "FMRI_READER_KEYS",
     "PATH_OPTIONS",
     "Study",
     "load_config",

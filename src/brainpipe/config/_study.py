@@ -51,6 +51,7 @@ def _pick(d: Mapping[str, Any], keys) -> dict[str, Any]:
 
 SPIKE_INGEST_KEYS = ("path", "format", "options", "t_start_s", "t_stop_s")
 CALCIUM_INGEST_KEYS = ("path", "format", "frame_rate_hz", "options", "drop_bad_cells")
+#: the fMRI dataset keys the readers take (the rules pass them; the ingest stage gives all but path/format to the reader)
 FMRI_READER_KEYS = (
     "path", "format", "atlas", "atlas_labels", "participants", "confounds", "task", "space", "session",
     "repetition_time_s", "roi_names", "confound_columns", "drop_columns",

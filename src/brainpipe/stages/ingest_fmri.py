@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from brainpipe.config import FMRI_READER_KEYS
 from brainpipe.data import make_provenance, write
 from brainpipe.data.atomic import atomic_output
 from brainpipe.errors import InputError
@@ -23,19 +24,7 @@ INPUTS = {
     "extra": "optional: atlas, labels, participants files",
 }
 OUTPUTS = {"roi": "folder of roi_timeseries .nc files, one per run"}
-READER_KEYS = (
-    "atlas",
-    "atlas_labels",
-    "participants",
-    "confounds",
-    "task",
-    "space",
-    "session",
-    "repetition_time_s",
-    "roi_names",
-    "confound_columns",
-    "drop_columns",
-)
+READER_KEYS = tuple(k for k in FMRI_READER_KEYS if k not in ("path", "format"))  # the reader's options
 log_ = logging.getLogger("brainpipe.stages.ingest_fmri")
 
 
