@@ -59,20 +59,6 @@ MAIN_ENTRY_POINTS = {
 #: objects whose docstrings are not done yet (name -> the codes they failed on when listed); each is still checked for a docstring (GL08). Remove an
 #: entry once its docstring passes (the test fails on entries that pass, so this list only shrinks).
 PENDING: dict[str, str] = {
-    "brainpipe.models.Neuroformer": "EX01 PR01 PR02 PR07 PR10",
-    "brainpipe.models.Neuroformer.check_vocabulary": "PR01",
-    "brainpipe.models.Neuroformer.connectivity": "PR01 RT01",
-    "brainpipe.models.Neuroformer.fit": "PR01 RT01",
-    "brainpipe.models.Neuroformer.fit_behaviour": "PR01 RT01",
-    "brainpipe.models.Neuroformer.from_dataset": "GL02 PR01",
-    "brainpipe.models.Neuroformer.generate": "PR01 RT01",
-    "brainpipe.models.Neuroformer.predict_behaviour": "PR01 RT01",
-    "brainpipe.models.Neuroformer.set_target": "PR01 RT01",
-    "brainpipe.models.Neuroformer.to_dataset": "RT01",
-    "brainpipe.models.Neuroformer.token_loss": "PR01 RT01",
-    "brainpipe.models.SpikeTokenizer": "PR01",
-    "brainpipe.models.SpikeTokenizer.fit": "PR01 RT01",
-    "brainpipe.models.SpikeTokenizer.transform": "PR01 RT01",
 }
 
 

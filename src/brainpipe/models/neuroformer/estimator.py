@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 
+from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import ConfigError, InputError
 from brainpipe.models.base import Estimator, state_to_variables, variables_to_state
@@ -26,14 +27,50 @@ class Neuroformer(Estimator):
 
     Parameters
     ----------
-    tokenizer : a :class:`SpikeTokenizer` (resolution, windows, block sizes, modalities, target).
-    d_model, n_heads, n_layers, n_past_layers, dropout, contrastive_dim : network size (see :class:`NeuroformerNet`).
-    contrastive_weight : weight of the InfoNCE alignment term in pretraining (0: off).
-    train : dict of :class:`brainpipe.training.TrainConfig` fields for pretraining; ``finetune`` the same for
-        behaviour fine-tuning.
-    seed : seeds everything (model initialisation, batches, label subsets, sampling).
+    tokenizer : SpikeTokenizer, optional
+        Resolution, windows, block sizes, modalities and target (default: ``SpikeTokenizer()``).
+    d_model, n_heads, n_layers, n_past_layers : int, default 64, 4, 2, 1
+        Network size: width, attention heads, self-attention layers of the current window, layers of the past
+        window's encoder (see :class:`NeuroformerNet`).
+    dropout : float, default 0.1
+        Dropout probability.
+    contrastive_dim : int, default 0
+        Size of the contrastive projection (0: none).
+    contrastive_weight : float, default 0.0
+        Weight of the InfoNCE alignment term in pretraining (0: off).
+    train : mapping, optional
+        :class:`brainpipe.training.TrainConfig` fields for pretraining.
+    finetune : mapping, optional
+        The same for behaviour fine-tuning.
+    seed : int, default 0
+        Seeds everything (model initialisation, batches, label subsets, sampling).
 
-    Fitted attributes: ``net_``, ``tokenizer_``, ``history_`` (pretraining), ``target_mean_``/``target_std_``.
+    Attributes
+    ----------
+    net_ : NeuroformerNet
+        The network.
+    tokenizer_ : SpikeTokenizer
+        The fitted tokenizer (units, bin width, modality and target layout).
+    history_ : list of dict
+        Per-epoch losses of pretraining.
+    target_mean_, target_std_ : float
+        Standardisation of a regression target.
+
+    Examples
+    --------
+    >>> from brainpipe.models import Neuroformer, SpikeTokenizer
+    >>> from brainpipe.preprocess import bin_spikes
+    >>> from brainpipe.simulate import simulate
+    >>> sim = simulate("poisson_glm_network", {"n_neurons": 5, "duration_s": 60}, seed=0)
+    >>> counts = bin_spikes(sim.data, bin_width_s=0.01)
+    >>> model = Neuroformer(
+    ...     tokenizer=SpikeTokenizer(block_size=16, past_block_size=32), d_model=16, n_heads=2, n_layers=1,
+    ...     train={"max_epochs": 1, "batch_size": 16, "device": "cpu", "progress": False},
+    ... )
+    >>> model = model.fit(counts)                  # next-token pretraining (seconds)  # doctest: +SKIP
+    >>> loss = model.token_loss(counts, split="test")  # doctest: +SKIP
+    >>> model.connectivity(counts).shape           # attention rollout, post x pre  # doctest: +SKIP
+    (5, 5)
     """
 
     def __init__(
@@ -135,8 +172,23 @@ class Neuroformer(Estimator):
         return TrainConfig(**dict(d))
 
     # -- pretraining -----------------------------------------------------------------------------------------
+    @fill_doc
     def fit(self, counts: xr.Dataset, source: str = "counts", checkpoint=None, fingerprint=None, log=None) -> Neuroformer:
-        """Pretrain by next-token prediction on the train windows; checkpoint chosen on the validation windows."""
+        """Pretrain by next-token prediction on the train windows; checkpoint chosen on the validation windows.
+
+        Parameters
+        ----------
+        %(counts)s
+        %(source)s
+        %(checkpoint)s
+        %(fingerprint)s
+        %(log)s
+
+        Returns
+        -------
+        Neuroformer
+            ``self``, fitted.
+        """
         from brainpipe.training import train
 
         self._check_params()
@@ -166,6 +218,7 @@ class Neuroformer(Estimator):
             y = (y - self.target_mean_) / self.target_std_
         return y
 
+    @fill_doc
     def fit_behaviour(
         self,
         counts: xr.Dataset,
@@ -185,6 +238,28 @@ class Neuroformer(Estimator):
         ``from_pretrained=False`` re-initialises the network (the from-scratch comparison). A small labelled set
         is repeated so that an epoch (one validation pass) covers at least ``min_epoch_windows`` windows; the
         validation loss uses at most ``max_val_windows`` labelled validation windows, evenly spread (None: all).
+
+        Parameters
+        ----------
+        %(counts)s
+            It carries the target variable (see :meth:`set_target`).
+        label_fraction : float, default 1.0
+            Fraction of the labelled train windows used.
+        from_pretrained : bool, default True
+            Start from the pretrained weights (False: re-initialise the network).
+        %(source)s
+        %(checkpoint)s
+        %(fingerprint)s
+        %(log)s
+        max_val_windows : int or None, default 512
+            Most labelled validation windows in the validation loss.
+        min_epoch_windows : int, default 1024
+            Fewest windows per epoch (a small labelled set is repeated).
+
+        Returns
+        -------
+        Neuroformer
+            ``self``, fine-tuned.
         """
         from brainpipe.training import train
 
@@ -235,8 +310,23 @@ class Neuroformer(Estimator):
     def _label_subset(self, win: Windows, train_idx: np.ndarray, fraction: float) -> np.ndarray:
         return label_subset(train_idx, fraction)
 
+    @fill_doc
     def set_target(self, counts: xr.Dataset, target: Mapping[str, object] | None, source: str = "counts") -> Neuroformer:
-        """Give a (pretrained) model a decoding target: checks it against the data and sizes a new behaviour head."""
+        """Give a (pretrained) model a decoding target: checks it against the data and sizes a new behaviour head.
+
+        Parameters
+        ----------
+        %(counts)s
+        target : mapping or None
+            ``source`` (``behaviour`` or ``stimulus``), ``variable`` and ``kind`` (``regression`` or
+            ``classification``); None removes the target.
+        %(source)s
+
+        Returns
+        -------
+        Neuroformer
+            ``self``.
+        """
         self._check_fitted()
         self.tokenizer_.target = dict(target) if target is not None else None
         self.tokenizer_.fit(counts, source)
@@ -259,8 +349,23 @@ class Neuroformer(Estimator):
             outs.append((o, b, y_id))
         return outs
 
+    @fill_doc
     def predict_behaviour(self, counts: xr.Dataset, split: str = "test", source: str = "counts") -> tuple[np.ndarray, np.ndarray]:
-        """(prediction, target) for the windows of one split: values (regression) or class labels."""
+        """Decode the target in the labelled windows of one split.
+
+        Parameters
+        ----------
+        %(counts)s
+        %(split)s
+        %(source)s
+
+        Returns
+        -------
+        prediction : numpy.ndarray
+            (window,) predicted values (regression) or class labels.
+        target : numpy.ndarray
+            (window,) the true ones.
+        """
         self._check_fitted()
         self.net_.eval()
         win = self.tokenizer_.transform(counts, source)
@@ -272,8 +377,10 @@ class Neuroformer(Estimator):
         return p[:, 0] * self.target_std_ + self.target_mean_, win.target[:, 0].astype(np.float64)
 
     def score(self, counts: xr.Dataset, split: str = "test") -> float:
-        """Held-out score of one split, higher is better: R2 (regression) or accuracy (classification) of behaviour
-        decoding when the model has a target, else minus the mean next-token loss (nats per token, ID + dt).
+        """Held-out score of one split, higher is better.
+
+        R2 (regression) or accuracy (classification) of behaviour decoding when the model has a target, else minus
+        the mean next-token loss (nats per token, ID + dt).
 
         Parameters
         ----------
@@ -285,6 +392,7 @@ class Neuroformer(Estimator):
         Returns
         -------
         float
+            The score.
         """
         self._check_fitted()
         if self.tokenizer_.target is None:
@@ -295,8 +403,21 @@ class Neuroformer(Estimator):
         return r2_score(y, p)
 
     @torch.no_grad()
+    @fill_doc
     def token_loss(self, counts: xr.Dataset, split: str = "test", source: str = "counts") -> float:
-        """Mean next-token cross-entropy (ID + dt, nats per token, PAD ignored) over the windows of one split."""
+        """Mean next-token cross-entropy (ID + dt, nats per token, PAD ignored) over the windows of one split.
+
+        Parameters
+        ----------
+        %(counts)s
+        %(split)s
+        %(source)s
+
+        Returns
+        -------
+        float
+            The loss, in nats per token.
+        """
         self._check_fitted()
         self.net_.eval()
         win = self.tokenizer_.transform(counts, source)
@@ -313,6 +434,7 @@ class Neuroformer(Estimator):
         return total / n
 
     # -- connectivity ------------------------------------------------------------------------------------------
+    @fill_doc
     def connectivity(self, counts: xr.Dataset, split: str = "test", by: str = "target", max_windows: int | None = None) -> np.ndarray:
         """Neuron x neuron (post, pre) matrix from attention rollout, current-window tokens -> past-window tokens.
 
@@ -324,6 +446,20 @@ class Neuroformer(Estimator):
         attends to ``j`` when ``i`` comes next than on average (1 = no preference). Also sets
         ``attention_received_``: the mean attention a single past token of each neuron receives per current
         position (the model's own hub score: the neurons whose past spikes it draws on most).
+
+        Parameters
+        ----------
+        %(counts)s
+        %(split)s
+        by : {"target", "query"}
+            Attribute a current position to the neuron it predicts next, or to its own token's neuron.
+        max_windows : int, optional
+            Use at most the first this many windows of the split (None: all).
+
+        Returns
+        -------
+        numpy.ndarray
+            (post, pre) attention lift; 1 = no preference.
         """
         win = self.tokenizer_.transform(counts)
         win = win.select(win.split == SPLIT_FLAGS[split])
@@ -361,8 +497,25 @@ class Neuroformer(Estimator):
     def generate(self, win: Windows, n_samples: int = 1, temperature: float = 1.0, seed: int = 0, batch_size: int = 512) -> np.ndarray:
         """Sample current-window spikes autoregressively given each window's past and modalities.
 
-        Returns counts (n_samples, n_windows, n_units) of the sampled ID tokens. Sampling stops at EOS (or a
-        full block); SOS/PAD are never sampled and dt tokens never go backwards in time.
+        Sampling stops at EOS (or a full block); SOS/PAD are never sampled and dt tokens never go backwards in time.
+
+        Parameters
+        ----------
+        win : Windows
+            Tokenised windows (:meth:`SpikeTokenizer.transform`); their past and modalities condition the samples.
+        n_samples : int, default 1
+            Samples per window.
+        temperature : float, default 1.0
+            Softmax temperature.
+        seed : int, default 0
+            Seed of the sampling.
+        batch_size : int, default 512
+            Windows per forward pass.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n_samples, n_windows, n_units) counts of the sampled ID tokens.
         """
         self.net_.eval()
         sp = self.tokenizer_.special()
@@ -408,7 +561,13 @@ class Neuroformer(Estimator):
 
     # -- (de)serialisation -------------------------------------------------------------------------------------
     def to_dataset(self) -> xr.Dataset:
-        """Weights and vocabulary as a ``model_fit`` dataset (no pickle): one variable ``w__<param>`` per tensor."""
+        """Weights and vocabulary as a ``model_fit`` dataset (no pickle): one variable ``w__<param>`` per tensor.
+
+        Returns
+        -------
+        xarray.Dataset
+            The weights, the units and the tokenizer settings; the hyperparameters in its attrs.
+        """
         self._check_fitted()
         tok = self.tokenizer_
         data = state_to_variables(self.net_.state_dict())
@@ -431,8 +590,27 @@ class Neuroformer(Estimator):
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset, counts: xr.Dataset | None = None, source: str = "checkpoint") -> Neuroformer:
-        """Rebuild a model from :meth:`to_dataset`. With ``counts``, the data's vocabulary (units, dt resolution)
-        must match the checkpoint's, else an :class:`InputError` naming both sizes."""
+        """Rebuild a model from :meth:`to_dataset`.
+
+        Parameters
+        ----------
+        ds : xarray.Dataset
+            A ``model_fit`` dataset written by :meth:`to_dataset`.
+        counts : xarray.Dataset, optional
+            Data the model will see: its vocabulary (units, dt resolution) must match the checkpoint's.
+        source : str, default "checkpoint"
+            What the checkpoint is called in error messages (e.g. its file name).
+
+        Returns
+        -------
+        Neuroformer
+            The fitted model.
+
+        Raises
+        ------
+        brainpipe.errors.InputError
+            Not a Neuroformer checkpoint, or a vocabulary that differs from the data's (naming both sizes).
+        """
         import json
 
         if ds.attrs.get("model") != "neuroformer":
@@ -480,7 +658,22 @@ class Neuroformer(Estimator):
 
     @staticmethod
     def check_vocabulary(ds: xr.Dataset, counts: xr.Dataset, source: str = "checkpoint") -> None:
-        """The reference's most reported error, made clear: the data's ID/dt vocabulary must equal the checkpoint's."""
+        """Check that the data's ID/dt vocabulary equals the checkpoint's (the reference's most reported error).
+
+        Parameters
+        ----------
+        ds : xarray.Dataset
+            A Neuroformer ``model_fit`` dataset.
+        counts : xarray.Dataset
+            The ``spike_counts`` dataset to use it on.
+        source : str, default "checkpoint"
+            What the checkpoint is called in error messages.
+
+        Raises
+        ------
+        brainpipe.errors.InputError
+            The vocabularies differ (naming both sizes).
+        """
         units = np.asarray(ds["unit"].values).astype(str)
         data_units = np.asarray(counts["unit"].values).astype(str)
         n_ck, n_data = int(ds.attrs["vocab_id"]), data_units.size + N_SPECIAL

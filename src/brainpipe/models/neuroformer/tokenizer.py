@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.errors import ConfigError, InputError
 
 LOG = logging.getLogger("brainpipe.models.neuroformer")
@@ -54,7 +55,27 @@ class Windows:
 
 @dataclass
 class SpikeTokenizer:
-    """Spike counts -> token windows (see the module doc for the rules). Fitted attributes end in ``_``."""
+    """Spike counts -> token windows (see the module doc for the rules). Fitted attributes end in ``_``.
+
+    Parameters
+    ----------
+    dt_s : float, default 0.01
+        Time resolution of the dt tokens (an integer multiple of the counts' bin width).
+    window_s : float, default 0.05
+        The current window (a multiple of ``dt_s``).
+    past_window_s : float, default 0.1
+        The past window right before it.
+    stride_s : float, optional
+        Step between windows (None: ``window_s``).
+    block_size : int, default 64
+        Tokens of the current sequence (SOS + spikes + EOS + PAD).
+    past_block_size : int, default 96
+        Tokens of the past sequence (SOS + spikes + PAD).
+    modalities : mapping
+        Name -> ``{"source": "behaviour" or "stimulus", "variables": [...]}``.
+    target : mapping, optional
+        The decoding target: ``source``, ``variable`` and ``kind`` (``regression`` or ``classification``).
+    """
 
     dt_s: float = 0.01
     window_s: float = 0.05
@@ -94,8 +115,20 @@ class SpikeTokenizer:
             raise ConfigError(what)
         return int(round(k))
 
+    @fill_doc
     def fit(self, counts: xr.Dataset, source: str = "counts") -> SpikeTokenizer:
-        """Take the units, the bin width and the modality/target layout from a ``spike_counts`` dataset."""
+        """Take the units, the bin width and the modality/target layout from a ``spike_counts`` dataset.
+
+        Parameters
+        ----------
+        %(counts)s
+        %(source)s
+
+        Returns
+        -------
+        SpikeTokenizer
+            ``self``, fitted.
+        """
         bw = float(counts.attrs["bin_width_s"])
         self.rebin_ = self._ratio(
             self.dt_s,
@@ -151,8 +184,20 @@ class SpikeTokenizer:
         return vals
 
     # -- windows ---------------------------------------------------------------------------------------------
+    @fill_doc
     def transform(self, counts: xr.Dataset, source: str = "counts") -> Windows:
-        """Tokenise every valid window of ``counts`` (units must be the fitted ones, in the same order)."""
+        """Tokenise every valid window of ``counts`` (units must be the fitted ones, in the same order).
+
+        Parameters
+        ----------
+        %(counts)s
+        %(source)s
+
+        Returns
+        -------
+        Windows
+            The current and past token sequences, modalities, target, start time and split of every window.
+        """
         from brainpipe.preprocess.spikes import segments
 
         units = np.asarray(counts["unit"].values).astype(str)
