@@ -26,7 +26,8 @@ from typing import TypeVar
 
 T = TypeVar("T", bound=Callable)
 
-#: name -> "<parameter> : <type>" line, then its description indented by 4 spaces (no base indentation)
+#: name -> "<parameter> : <type>" line, then its description indented by 4 spaces (no base indentation); an entry
+#: may hold several parameters in a row (``train_config``)
 DOCDICT: dict[str, str] = {}
 
 DOCDICT["counts"] = """counts : xarray.Dataset
@@ -71,6 +72,36 @@ DOCDICT["provenance"] = """provenance : dict, optional
 
 DOCDICT["kind"] = """kind : str
     The name of a data contract (a key of :data:`brainpipe.data.CONTRACTS`, e.g. ``"spike_counts"``)."""
+
+#: the settings of the one training loop (:class:`brainpipe.training.TrainConfig`), which the torch models also take
+DOCDICT["train_config"] = """max_epochs : int
+    Most passes over the training data.
+max_steps : int or None
+    Most optimizer steps in all (None: no limit but ``max_epochs``).
+batch_size : int
+    Examples per mini-batch.
+lr : float
+    AdamW learning rate (after the warm-up).
+weight_decay : float
+    AdamW weight decay.
+warmup_steps : int
+    Steps of linear learning-rate warm-up.
+grad_clip : float or None
+    Largest gradient norm (None: no clipping).
+patience : int or None
+    Epochs without validation improvement before stopping early (None: no early stopping).
+min_delta : float
+    How much the validation loss must fall to count as an improvement.
+seed : int
+    Seed of the random number generator; the same seed gives the same result.
+device : str or torch.device
+    Where to compute: ``"auto"`` (CUDA when present, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``.
+precision : {"auto", "fp32", "bf16"}
+    ``"auto"``: bf16 autocast on a CUDA device that supports it, else fp32.
+checkpoint_every_s : float
+    Seconds between periodic checkpoints.
+progress : bool
+    Show a progress bar (on a terminal)."""
 
 DOCDICT["fit_ds"] = """ds : xarray.Dataset
     A ``model_fit`` dataset written by :meth:`to_dataset`."""

@@ -267,7 +267,7 @@ class StudyRuns:
     spike_truths : list of str
         Simulated spike datasets among those.
     fmri : list of str
-        fMRI datasets.
+        The fMRI datasets.
     brainmae : list of (str, str)
         (dataset, variant) of every BrainMAE run.
     fmri_truths : list of str
@@ -339,7 +339,7 @@ def fmri_report_inputs(
     Parameters
     ----------
     datasets : list of str
-        fMRI datasets (each has cleaned segments and baselines).
+        The fMRI datasets (each has cleaned segments and baselines).
     brainmae : list of (str, str)
         (dataset, variant) of every BrainMAE run.
     truths : list of str

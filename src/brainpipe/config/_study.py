@@ -234,7 +234,7 @@ class Study:
         return self.config.get("fmri", {})
 
     def fmri_datasets(self) -> dict[str, Any]:
-        """fMRI dataset name -> its entry.
+        """The fMRI datasets: name -> entry.
 
         Returns
         -------

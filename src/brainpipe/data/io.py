@@ -342,7 +342,7 @@ def read(path: str | os.PathLike, kind: str | None = None) -> xr.Dataset:
 
 
 def validate_file(path: str | os.PathLike, kind: str | None = None) -> list[str]:
-    """Problems of a file against its contract, one line each (empty list when valid).
+    """List the problems of a file against its contract, one line each (empty list when valid).
 
     Parameters
     ----------

@@ -111,7 +111,7 @@ def bits_per_spike(counts: xr.Dataset, expected: np.ndarray, split: str = "test"
 
 @fill_doc
 def glm_metrics(fit: xr.Dataset, counts: xr.Dataset, truth: xr.Dataset | None = None) -> dict[str, float]:
-    """Metrics of a fitted coupled GLM (``model_fit`` with ``coupling``) on held-out counts and vs truth.
+    """Compute the metrics of a fitted coupled GLM (``model_fit`` with ``coupling``) on held-out counts and vs truth.
 
     Parameters
     ----------

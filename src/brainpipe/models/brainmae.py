@@ -313,22 +313,46 @@ def _tensor(X) -> torch.Tensor:
     return X
 
 
+@fill_doc
 class BrainMAE(Estimator):
     """Masked-ROI autoencoder for fMRI segments, scikit-learn style.
 
+    The network and its objective are those of :class:`BrainMAEConfig` (and ``fmri.brainmae.model`` in
+    config/README.md); the training settings are the shared loop's (:class:`brainpipe.training.TrainConfig`, with
+    BrainMAE's defaults in :data:`TRAIN_DEFAULTS`), and ``seed`` also seeds the initial weights.
+
     Parameters
     ----------
-    d_model, n_layers, n_heads, mlp_ratio, dropout, attention, self_loops, graph, roi_embedding, masking, mask_ratio, \
-masked_weight
-        The network and its objective: see :class:`BrainMAEConfig` (and ``fmri.brainmae.model`` in config/README.md).
-    max_epochs, max_steps, batch_size, lr, weight_decay, warmup_steps, grad_clip, patience, min_delta, seed, device, \
-precision, checkpoint_every_s, progress
-        The training loop's settings (:class:`brainpipe.training.TrainConfig`; BrainMAE's defaults in
-        :data:`TRAIN_DEFAULTS`). ``seed`` also seeds the initial weights.
+    d_model : int, default 48
+        Width of the tokens and ROI embeddings (divisible by ``n_heads``).
+    n_layers : int, default 2
+        Encoder blocks.
+    n_heads : int, default 4
+        Attention heads.
+    mlp_ratio : float, default 2.0
+        Hidden size of the blocks' MLP, relative to ``d_model``.
+    dropout : float, default 0.0
+        Dropout probability.
+    attention : {"graph", "self", "both"}
+        Region-aware graph attention from the ROI embeddings, plain self-attention, or both.
+    self_loops : bool, default False
+        Let a ROI attend to itself in graph attention.
+    graph : {"embedding", "projected"}
+        Graph attention ``softmax(E E^T)`` per head, or learned query/key maps of the embeddings.
+    roi_embedding : {"learned", "fixed"}
+        Learned ROI embeddings, or fixed sinusoidal codes.
+    masking : bool, default True
+        Hide ROIs during pretraining (False: a plain autoencoder).
+    mask_ratio : float, default 0.5
+        Fraction of ROIs hidden per segment.
+    masked_weight : float, default 0.75
+        Loss weight of the hidden ROIs (the visible ones get the rest).
+    %(train_config)s
 
     Attributes
     ----------
     net_ : BrainMAENet
+        The network.
     history_ : list of dict
         Per-epoch losses.
     best_epoch_, device_, precision_, n_rois_, seg_len_, train_seconds_, resumed_from_step_
@@ -561,7 +585,7 @@ precision, checkpoint_every_s, progress
     @staticmethod
     @torch.no_grad()
     def predict_finetuned(ft: FineTuneNet, X, batch: int = 256) -> np.ndarray:
-        """Outputs of a fine-tuned network for segments ``X``.
+        """Compute the outputs of a fine-tuned network for segments ``X``.
 
         Parameters
         ----------
@@ -699,7 +723,7 @@ precision, checkpoint_every_s, progress
         return model
 
     def to_dataset(self) -> xr.Dataset:
-        """Weights and hyperparameters as a ``model_fit`` dataset (role fit; no pickle).
+        """Return the weights and hyperparameters as a ``model_fit`` dataset (role fit; no pickle).
 
         Returns
         -------

@@ -74,10 +74,6 @@ def register_affinity(name: str, transform, window, description: str) -> None:
         ``window(w, params)``: (n_windows, window, n) -> non-negative (n_windows, n, n), zero diagonal.
     description : str
         One line for the report and the docs.
-
-    Returns
-    -------
-    None
     """
     AFFINITIES[name] = Affinity(name, transform, window, description)
 
@@ -369,8 +365,10 @@ def build_tensor(
     animals: Sequence[AnimalTraces], affinity: str = "softthresh_dcorr", params: Mapping[str, Any] | None = None,
     window_s: float = 5.0, stride_s: float = 2.5,
 ) -> xr.Dataset:
-    """The whole (pair, window, animal) affinity tensor in memory (an ``affinity_tensor`` dataset without the
-    file attributes). For large data use :func:`brainpipe.data.affinity_tensor.write_tensor_zarr`.
+    """Build the whole (pair, window, animal) affinity tensor in memory.
+
+    It is an ``affinity_tensor`` dataset without the file attributes. For large data use
+    :func:`brainpipe.data.affinity_tensor.write_tensor_zarr`.
 
     Parameters
     ----------

@@ -284,7 +284,7 @@ def segments(counts: xr.Dataset) -> np.ndarray:
 
 
 def observed_duration(spikes: xr.Dataset) -> float:
-    """Seconds of recording actually observed (the trials' total length for trial data).
+    """Compute the seconds of recording actually observed (the trials' total length for trial data).
 
     Parameters
     ----------

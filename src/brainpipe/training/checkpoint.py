@@ -260,7 +260,7 @@ class _SigtermGuard:
 
 
 def checkpoint_every_s(default: float = 60.0) -> float:
-    """Seconds between periodic checkpoints, from the environment or the default.
+    """Read the seconds between periodic checkpoints from the environment, else take the default.
 
     Parameters
     ----------

@@ -43,34 +43,11 @@ _RUNTIME_ONLY = ("device", "progress", "checkpoint_every_s")  # settings that do
 class TrainConfig:
     """Hyperparameters of :func:`train` (all have defaults; ``from_dict`` rejects unknown keys in one line).
 
+    The defaults are in the signature; BrainMAE and Neuroformer take the same settings with their own defaults.
+
     Parameters
     ----------
-    max_epochs : int, default 50
-        Most passes over the training data.
-    max_steps : int, optional
-        Most optimizer steps in all (None: no limit but ``max_epochs``).
-    batch_size : int, default 32
-        Examples per mini-batch.
-    lr : float, default 1e-3
-        AdamW learning rate (after the warm-up).
-    weight_decay : float, default 0.01
-        AdamW weight decay.
-    warmup_steps : int, default 0
-        Steps of linear learning-rate warm-up.
-    grad_clip : float, optional
-        Largest gradient norm (None: no clipping).
-    patience : int, optional
-        Epochs without validation improvement before stopping early (None: no early stopping).
-    min_delta : float, default 0.0
-        How much the validation loss must fall to count as an improvement.
-    %(seed)s
-    %(device)s
-    precision : {"auto", "fp32", "bf16"}
-        ``"auto"``: bf16 autocast on a CUDA device that supports it, else fp32.
-    checkpoint_every_s : float, default 60.0
-        Seconds between periodic checkpoints.
-    progress : bool, default True
-        Show a progress bar (on a terminal).
+    %(train_config)s
     """
 
     max_epochs: int = 50

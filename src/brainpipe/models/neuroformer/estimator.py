@@ -561,7 +561,7 @@ class Neuroformer(Estimator):
 
     # -- (de)serialisation -------------------------------------------------------------------------------------
     def to_dataset(self) -> xr.Dataset:
-        """Weights and vocabulary as a ``model_fit`` dataset (no pickle): one variable ``w__<param>`` per tensor.
+        """Return the weights and vocabulary as a ``model_fit`` dataset (no pickle): one variable ``w__<param>`` per tensor.
 
         Returns
         -------
