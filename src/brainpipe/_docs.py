@@ -48,7 +48,7 @@ DOCDICT["device"] = """device : str or torch.device
     Where to compute: ``"auto"`` (CUDA when present, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``."""
 
 DOCDICT["path"] = """path : str or os.PathLike
-    The file to read or write."""
+    A brainpipe file: a ``.nc`` netCDF file or a ``.zarr`` store."""
 
 DOCDICT["source"] = """source : str
     What the data is called in error messages (e.g. its file name), so that an error names it."""
@@ -67,8 +67,9 @@ DOCDICT["fingerprint"] = """fingerprint : dict, optional
 DOCDICT["log"] = """log : logging.Logger, optional
     Where progress is logged (the module's logger when None)."""
 
-DOCDICT["provenance"] = """provenance : dict, optional
-    Provenance to store in the file's ``provenance`` attr (see :func:`brainpipe.data.make_provenance`)."""
+DOCDICT["provenance"] = """provenance : mapping, optional
+    The provenance record stored in the file's ``provenance`` attr (:func:`brainpipe.data.make_provenance`: stage,
+    version, params, inputs with their sha256, seed, device)."""
 
 DOCDICT["kind"] = """kind : str
     The name of a data contract (a key of :data:`brainpipe.data.CONTRACTS`, e.g. ``"spike_counts"``)."""

@@ -171,8 +171,8 @@ def write(ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mappin
     path : str or os.PathLike
         The file to write: ``.zarr`` for a zarr store, else netCDF (the folder is created).
     %(kind)s
-    provenance : mapping, optional
-        Its provenance record (:func:`brainpipe.data.make_provenance`); None: ``ds`` must already carry one.
+    %(provenance)s
+        None: ``ds`` must already carry one.
 
     Returns
     -------
@@ -215,6 +215,7 @@ def write(ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mappin
     return path
 
 
+@fill_doc
 def open_dataset(path: str | os.PathLike) -> xr.Dataset:
     """Open a brainpipe file (netCDF or zarr) without validation; fully loaded into memory for .nc files.
 
@@ -222,8 +223,7 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
 
     Parameters
     ----------
-    path : str or os.PathLike
-        A ``.nc`` file or a ``.zarr`` store.
+    %(path)s
 
     Returns
     -------
@@ -341,13 +341,13 @@ def read(path: str | os.PathLike, kind: str | None = None) -> xr.Dataset:
     return ds
 
 
+@fill_doc
 def validate_file(path: str | os.PathLike, kind: str | None = None) -> list[str]:
     """List the problems of a file against its contract, one line each (empty list when valid).
 
     Parameters
     ----------
-    path : str or os.PathLike
-        The file.
+    %(path)s
     kind : str, optional
         The contract to check against (default: the one the file names).
 

@@ -30,6 +30,7 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError as _SkNotFittedError
 
+from brainpipe._docs import fill_doc
 from brainpipe.errors import BrainpipeError, ConfigError
 
 
@@ -83,13 +84,13 @@ class Estimator(BaseEstimator):
         raise NotImplementedError
 
     @classmethod
+    @fill_doc
     def from_dataset(cls, ds: xr.Dataset) -> Estimator:  # pragma: no cover - every model overrides it
         """Rebuild a fitted model from :meth:`to_dataset`.
 
         Parameters
         ----------
-        ds : xarray.Dataset
-            A ``model_fit`` dataset written by :meth:`to_dataset`.
+        %(fit_ds)s
 
         Returns
         -------
@@ -98,6 +99,7 @@ class Estimator(BaseEstimator):
         """
         raise NotImplementedError
 
+    @fill_doc
     def save(self, path: str | os.PathLike, provenance: dict[str, Any] | None = None) -> Path:
         """Write the fit as a ``model_fit`` netCDF file (contract-checked, atomic, no pickle).
 
@@ -105,8 +107,8 @@ class Estimator(BaseEstimator):
         ----------
         path : str or path-like
             The file to write (``.nc``). An existing file is replaced only if brainpipe wrote it.
-        provenance : dict, optional
-            The provenance record (default: made here from the hyperparameters).
+        %(provenance)s
+            None: made here from the hyperparameters.
 
         Returns
         -------

@@ -775,21 +775,20 @@ class BrainMAE(Estimator):
         return super().load(p, device=device, source=str(p))
 
     @classmethod
+    @fill_doc
     def from_dataset(cls, ds: xr.Dataset, device: str = "cpu", source: str = "BrainMAE fit") -> BrainMAE:
         """Rebuild a fitted model from :meth:`to_dataset`.
 
         Parameters
         ----------
-        ds : xarray.Dataset
-            A ``model_fit`` dataset with ``model = "brainmae"``.
-        device : str
-            Where the network is placed.
-        source : str
-            How to name the data in an error message (e.g. its file).
+        %(fit_ds)s
+        %(device)s
+        %(source)s
 
         Returns
         -------
         BrainMAE
+            The fitted model, on ``device``.
         """
         if ds.attrs.get("model") != cls.model_name or "estimator_params" not in ds.attrs:
             raise InputError(f"{source}: not a BrainMAE fit written by BrainMAE.to_dataset")

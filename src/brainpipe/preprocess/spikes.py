@@ -131,6 +131,7 @@ def _bin_grid(spikes: xr.Dataset, bin_width_s: float, trials_only: bool) -> tupl
     return lo, np.concatenate(trial) if trial else np.zeros(0, np.int32)
 
 
+@fill_doc
 def bin_spikes(
     spikes: xr.Dataset,
     bin_width_s: float,
@@ -143,8 +144,7 @@ def bin_spikes(
     ----------
     spikes : xarray.Dataset
         A ``spike_times`` dataset (after :func:`unit_qc`, typically), with its behaviour and trials if any.
-    bin_width_s : float
-        Width of a time bin, in seconds.
+    %(bin_width_s)s
     fractions : mapping, optional
         ``train``/``validation``/``test`` fractions of the split (default 0.6/0.2/0.2).
     n_blocks : int, default 5

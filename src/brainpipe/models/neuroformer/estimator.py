@@ -589,13 +589,13 @@ class Neuroformer(Estimator):
         return ds
 
     @classmethod
+    @fill_doc
     def from_dataset(cls, ds: xr.Dataset, counts: xr.Dataset | None = None, source: str = "checkpoint") -> Neuroformer:
         """Rebuild a model from :meth:`to_dataset`.
 
         Parameters
         ----------
-        ds : xarray.Dataset
-            A ``model_fit`` dataset written by :meth:`to_dataset`.
+        %(fit_ds)s
         counts : xarray.Dataset, optional
             Data the model will see: its vocabulary (units, dt resolution) must match the checkpoint's.
         source : str, default "checkpoint"
