@@ -201,6 +201,11 @@ def segment_run(
         (n, L, roi) the segments.
     starts : numpy.ndarray
         (n,) their start times, in seconds.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        The run has no unbroken stretch as long as one segment (one line naming the run).
     """
     tr = float(ds.attrs["repetition_time_s"])
     L = segment_length(segment_s, tr)
@@ -235,7 +240,7 @@ def subject_folds(labels: np.ndarray | None, n_subjects: int, n_folds: int, seed
     n_subjects : int
         Number of subjects.
     n_folds : int
-        Number of folds (at most ``n_subjects``).
+        Number of folds (clipped to [1, ``n_subjects``]).
     seed : int
         Seed of the random number generator (the order of subjects within each class).
 
