@@ -30,6 +30,7 @@ MODULES = [
     "brainpipe.evaluate",
     "brainpipe.training",
     "brainpipe.layout",
+    "brainpipe.report",
 ]
 
 #: numpydoc codes that fail the test (every code numpydoc checks, except those of IGNORED):

@@ -43,6 +43,7 @@ def branch_sections(branches: Mapping[str, Mapping[str, Iterable[PathLike]]] | N
     Returns
     -------
     list of BranchSection
+        The sections, branch by branch.
 
     Raises
     ------
@@ -201,7 +202,13 @@ def write_report(
     ----------
     path : path-like
         The page (e.g. ``results/report/index.html``).
-    branches, title, benchmarks_dir, config
+    branches : mapping
+        As for :func:`build_report`.
+    title : str
+        As for :func:`build_report`.
+    benchmarks_dir : path-like, optional
+        As for :func:`build_report`.
+    config : mapping, optional
         As for :func:`build_report`.
 
     Returns

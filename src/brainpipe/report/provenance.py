@@ -17,9 +17,9 @@ from brainpipe.report.base import PathLike, Reader, fmt
 
 
 def read_benchmarks(folder: PathLike | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Snakemake benchmark TSVs under ``folder`` (``<rule>/<dataset>.tsv`` or, for rules with more wildcards,
-    ``<rule>/<dataset>/<variant>.tsv``): one row per file.
+    """Read the Snakemake benchmark TSVs under a folder, one row per file.
 
+    The files are ``<rule>/<dataset>.tsv`` or, for rules with more wildcards, ``<rule>/<dataset>/<variant>.tsv``.
     Each row has ``rule``, ``dataset``, ``variant`` (the rest of the path below the dataset folder; "" for
     ``<rule>/<dataset>.tsv``), ``runs``, ``s`` (mean wall seconds over repeats) and ``max_rss``
     (largest MB over repeats; NaN when not measured). Files that cannot be read are skipped and named in the

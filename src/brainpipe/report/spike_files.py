@@ -182,9 +182,11 @@ def collect_switching(
     truth_paths: Iterable[PathLike] = (),
     reader: Reader | None = None,
 ) -> list[Entry]:
-    """Pair every switching-GLM metrics file (``results/spikes/{dataset}/switching_glm/{variant}/metrics.nc``)
-    with its fit (same dataset and variant folder, else the same position: parallel lists), the dataset's
-    counts (by dataset folder) and truth (by dataset folder, when there is one).
+    """Pair every switching-GLM metrics file with its fit, the dataset's counts and its truth.
+
+    Metrics files are ``results/spikes/{dataset}/switching_glm/{variant}/metrics.nc``; each is paired with its fit
+    (same dataset and variant folder, else the same position: parallel lists), the dataset's counts (by dataset
+    folder) and truth (by dataset folder, when there is one).
 
     Parameters
     ----------
