@@ -336,6 +336,13 @@ def _(tmp):
     return Case(p, "spikes", p)
 
 
+@case("spike_table_unknown_option")
+def _(tmp):
+    p = tmp / "spikes.csv"
+    p.write_text("unit,time\na,0.5\n")
+    return Case(p, "spikes", p, {"colour": "red"})
+
+
 @case("matclust_empty")
 def _(tmp):
     p = tmp / "spikes.mat"

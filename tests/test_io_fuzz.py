@@ -385,7 +385,7 @@ FORMATS: dict[str, Format] = {
         Format("table_npz", build_table_npz, _spikes, S, (Member("spikes.npz", True),)),
         Format(
             "matclust", build_matclust, _matclust, S,
-            (Member("spikes.mat", False), Member("pos.videoPositionTracking", False)),
+            (Member("spikes.mat", True), Member("pos.videoPositionTracking", False)),
         ),
         Format(
             "nifti_gz", build_nifti_gz, _atlas, F,

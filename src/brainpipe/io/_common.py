@@ -172,7 +172,8 @@ def load_npy(path: str | os.PathLike, kind: str, kinds: str | None = "biuf", tod
 
 def _zip_error(p: Path, err: BaseException) -> InputError:
     with open(p, "rb") as fh:
-        zipped = fh.read(4) == b"PK\x03\x04"
+        head = fh.read(4)
+    zipped = b"PK\x03\x04".startswith(head) if len(head) < 4 else head == b"PK\x03\x04"
     if isinstance(err, zipfile.BadZipFile) and "not a zip file" in str(err) and not zipped:
         return fail(p, "is not an .npz archive (not a zip file)", "give an archive written by numpy.savez")
     what = "is truncated (the zip directory at its end is missing)" if "not a zip file" in str(err) else (
@@ -501,6 +502,8 @@ def hdf5_problem(path: str | os.PathLike, err: BaseException) -> str:
     size = p.stat().st_size
     with open(p, "rb") as fh:
         head = fh.read(64)
+    if len(head) < len(_HDF5_SIGNATURE) and _HDF5_SIGNATURE.startswith(head):
+        return f"is truncated (it ends inside the HDF5 signature, after {size} bytes)"
     if not head.startswith(_HDF5_SIGNATURE):
         return "is not an HDF5 file (no HDF5 signature at its start)"
     eof = _hdf5_stored_eof(head)
@@ -571,6 +574,34 @@ def _nifti_header_error(p: Path, err: BaseException, gz: bool, kind: str) -> Inp
     )
 
 
+def _gz_data(p: Path, img, offset: int, need: int) -> np.ndarray:
+    """The scaled data of a ``.nii.gz``, read through the whole gzip stream so that its end is checked too.
+
+    nibabel stops reading at the last byte of the data, so a file cut inside the gzip trailer (or with a bad CRC)
+    would read as whole; reading on to the end of the stream makes gzip check the trailer (EOFError when it is cut,
+    BadGzipFile on a CRC or length mismatch).
+    """
+    import gzip
+
+    from nibabel.volumeutils import apply_read_scaling
+
+    buf = bytearray(offset + need)
+    with gzip.open(p, "rb") as fh:
+        got = fh.readinto(buf)
+        if got < len(buf):
+            raise EOFError(f"the data stops after {got - offset} of {need} bytes")
+        while fh.read(1 << 20):  # to the end of the stream: gzip checks the CRC and length there
+            pass
+    proxy = img.dataobj  # nibabel's ArrayProxy: dtype, memory order and scaling as nibabel applies them
+    dtype = np.dtype(proxy.dtype)
+    arr = np.frombuffer(buf, dtype=dtype, count=need // dtype.itemsize, offset=offset)
+    arr = arr.reshape(img.shape, order=getattr(proxy, "order", "F"))
+    slope, inter = np.asanyarray(proxy.slope), np.asanyarray(proxy.inter)
+    if np.can_cast(inter, slope.dtype):
+        inter = inter.astype(slope.dtype)
+    return apply_read_scaling(arr, slope, inter)
+
+
 def load_nifti(path: str | os.PathLike, kind: str):
     """A NIfTI image (``.nii``/``.nii.gz``) with its data read into memory; every failure is one line.
 
@@ -627,7 +658,7 @@ def load_nifti(path: str | os.PathLike, kind: str):
         # deflate expands at most ~1032:1; the gzip trailer records the uncompressed size (mod 2**32)
         raise fail(p, f"is truncated or its header is damaged: {said}, more than the compressed file holds", again)
     try:
-        data = np.asanyarray(img.dataobj)
+        data = _gz_data(p, img, offset, need) if gz else np.asanyarray(img.dataobj)
     except EOFError as err:
         raise fail(p, f"is truncated (the compressed data ends early: {oneline(err)})", again) from None
     except (gzip.BadGzipFile, zlib.error) as err:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import struct
+import zlib
 
 import numpy as np
 import xarray as xr
@@ -62,6 +64,28 @@ def _as_float(x) -> np.ndarray:
     if a.ndim == 2 and a.shape[1] > 1 and a.shape[0] > 1:
         a = a[:, 0]
     return a.astype(np.float64).ravel()
+
+
+def _mat_truncated(p) -> tuple[int, int] | None:
+    """(bytes the top-level data elements of a MATLAB v5 file declare, file size) when they run past its end."""
+    size = os.path.getsize(p)
+    with open(p, "rb") as fh:
+        raw = fh.read()
+    if size < 128 and raw.startswith(b"MATLAB"[: min(size, 6)]):
+        return 128, size  # it ends inside the 128-byte header
+    if size < 128 or raw[126:128] not in (b"IM", b"MI"):
+        return None
+    order = "<" if raw[126:128] == b"IM" else ">"
+    at = 128
+    while at < size:
+        if at + 8 > size:
+            return at + 8, size
+        kind, n = struct.unpack(order + "II", raw[at : at + 8])
+        step = 8 if kind >> 16 else 8 + n + (-n % 8 if kind != 15 else 0)  # small elements fit in their tag
+        if at + step > size and at + 8 + n > size:
+            return at + 8 + n, size
+        at += step
+    return None
 
 
 def read_position_tracking(path: str | os.PathLike, ticks_per_s: float = 30000.0) -> dict:
@@ -136,19 +160,28 @@ def read_matclust(
     """
     p = require_file(path, "MatClust spikes file")
     import scipy.io
+    from scipy.io.matlab import MatReadError
 
     try:
         mat = scipy.io.loadmat(p, squeeze_me=False, struct_as_record=True)
     except NotImplementedError:
         raise fail(p, "is a MATLAB v7.3 (HDF5) file", "save it in MATLAB with save(..., '-v7')") from None
-    except Exception as err:  # scipy raises ValueError, MatReadError, OSError, TypeError on bad files
+    except (MatReadError, ValueError, TypeError, OSError, EOFError, zlib.error, KeyError, IndexError,
+            struct.error) as err:  # what scipy raises on a cut or damaged file, by where the damage is
+        cut = _mat_truncated(p)
+        if cut is not None:
+            raise fail(p, f"is truncated: its variables need {cut[0]} bytes but the file holds {cut[1]}",
+                       "copy or export the file again") from None
         raise fail(
             p,
-            f"cannot be read as a MATLAB .mat file ({type(err).__name__}: {' '.join(str(err).split())})",
-            "check that it is a complete MatClust spikes file",
+            f"cannot be read as a MATLAB .mat file ({type(err).__name__}: {' '.join(str(err).split())[:160]})",
+            "check that it is a complete, undamaged MatClust spikes file",
         ) from None
     if "spikes" not in mat:
         found = [k for k in mat if not k.startswith("__")]
+        if not found and p.stat().st_size <= 128:
+            raise fail(p, "is truncated: it holds the 128-byte .mat header and no variables",
+                       "copy or export the file again")
         raise fail(
             p, f"has no variable 'spikes' (found {', '.join(found) or 'none'})", "give a MatClust spikes.mat"
         )

@@ -273,7 +273,7 @@ def read_nwb(
     with open_nwb(p) as nwbfile:
         try:
             return _read_open(p, nwbfile, units, behaviour, trials)
-        except OSError as err:  # h5py, reading a damaged dataset lazily
+        except (OSError, RuntimeError) as err:  # h5py (HDF5 errors), reading a damaged dataset lazily
             raise hdf5_error(p, err, "an NWB (HDF5) file") from None
 
 
@@ -294,7 +294,7 @@ def open_nwb(p: Path):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Ignoring cached namespace")  # version notices of hdmf
             io = NWBHDF5IO(str(p), mode="r", load_namespaces=True)
-    except OSError as err:  # h5py: not HDF5, truncated, damaged superblock
+    except (OSError, RuntimeError) as err:  # h5py: not HDF5, truncated, a damaged superblock or header
         raise hdf5_error(p, err, "an NWB (HDF5) file") from None
     except _nwb_errors() as err:  # HDF5 but not NWB (a missing or damaged namespace)
         raise fail(
@@ -307,7 +307,7 @@ def open_nwb(p: Path):
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Ignoring cached namespace")
                 nwbfile = io.read()
-        except OSError as err:
+        except (OSError, RuntimeError) as err:  # h5py: a damaged object header or attribute
             raise hdf5_error(p, err, "an NWB (HDF5) file") from None
         except _nwb_errors() as err:
             raise fail(

@@ -204,7 +204,7 @@ def read_nwb_ophys(path, frame_rate_hz: float | None = None, series: str | None 
     with open_nwb(p) as nwb:
         try:
             return _ophys(p, nwb, frame_rate_hz, series)
-        except OSError as err:  # h5py, reading a damaged dataset lazily
+        except (OSError, RuntimeError) as err:  # h5py (HDF5 errors), reading a damaged dataset lazily
             raise hdf5_error(p, err, "an NWB (HDF5) file") from None
 
 
@@ -318,7 +318,7 @@ def _read_hdf5(p: Path, key, neuropil_key):
 
     try:
         fh = h5py.File(p, "r")
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # h5py: not HDF5, truncated, damaged
         raise hdf5_error(p, err, "an HDF5 file") from None
     with fh:
         def dataset(k, option):
@@ -329,7 +329,7 @@ def _read_hdf5(p: Path, key, neuropil_key):
                 raise _fail(p, f"dataset {k!r} holds {obj.dtype} values, not numbers", "store a numeric (time, neuron) array")
             try:
                 return np.asarray(obj[()], dtype=np.float64)
-            except OSError as err:
+            except (OSError, RuntimeError) as err:
                 raise hdf5_error(p, err, "an HDF5 file") from None
 
         k = key or next((n for n in fh if isinstance(fh[n], h5py.Dataset)), None)

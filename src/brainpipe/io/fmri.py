@@ -216,6 +216,8 @@ def load_atlas(atlas: str | os.PathLike, labels: str | os.PathLike | None = None
         if not np.all(np.isfinite(index) & (index == np.round(index))):
             raise fail(lp, "column 'index' holds values that are not whole numbers", "give one integer label per row")
         table = [(int(i), str(n)) for i, n in zip(index, df["name"], strict=True) if int(i) != 0]
+        if not table:
+            raise fail(lp, "lists no atlas labels (no row with an index > 0)", "give one row per label of the atlas")
         empty = [f"{n} (label {i})" for i, n in table if i not in present]
         if empty:
             raise fail(
