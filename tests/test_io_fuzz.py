@@ -613,6 +613,26 @@ def _shape_case(root: Path, case: str, n: int) -> tuple[Callable[[], object], Pa
         zero_rois = case == "calcium_npy_zero_rois"
         np.save(p, traces[:n, :0] if zero_rois else traces[:0, :n])
         return lambda: read(p, "calcium", frame_rate_hz=10.0), p, "holds no ROIs" if zero_rois else "holds no frames"
+    if case.startswith("calcium_h5"):
+        import h5py
+
+        p = root / "traces.h5"
+        traces = np.load(DATA / "calcium_traces.npy", allow_pickle=False)
+        with h5py.File(p, "w") as fh:
+            if case == "calcium_h5_strings":
+                fh["F"] = np.array([[f"x{k}"] * 5 for k in range(n)], dtype="S4")
+            else:
+                fh["F"] = traces[:0, :n]
+        frag = "holds |S4 values, not numbers" if case == "calcium_h5_strings" else "holds no frames"
+        return lambda: read(p, "calcium", frame_rate_hz=10.0), p, frag
+    if case == "matclust_zero_units":
+        import scipy.io
+
+        p = root / "spikes.mat"
+        cells = np.empty((1, n), dtype=object)
+        cells[0, :] = [np.zeros((0, 0)) for _ in range(n)]  # tetrodes with nothing sorted
+        scipy.io.savemat(p, {"spikes": cells})
+        return lambda: read(p, "spikes"), p, "holds no units"
     if case == "calcium_csv_zero_frames":
         p = root / "traces.csv"
         p.write_text(",".join(f"c{k}" for k in range(n)) + "\n")
@@ -692,7 +712,8 @@ def _shape_case(root: Path, case: str, n: int) -> tuple[Callable[[], object], Pa
 
 SHAPE_CASES = (
     "suite2p_zero_rois", "suite2p_zero_frames", "suite2p_object_F", "calcium_npy_object", "calcium_npy_zero_rois",
-    "calcium_npy_zero_frames", "calcium_csv_zero_frames", "phy_zero_spikes", "phy_object_times",
+    "calcium_npy_zero_frames", "calcium_csv_zero_frames", "calcium_h5_zero_frames", "calcium_h5_strings",
+    "matclust_zero_units", "phy_zero_spikes", "phy_object_times",
     "trialized_zero_trials", "trialized_zero_units", "trialized_zero_bins", "trialized_object_spks",
     "table_npz_object_unit", "table_npz_zero_units", "table_csv_zero_units", "nwb_zero_units", "roi_npy_object",
     "roi_npy_zero_frames", "roi_csv_zero_frames", "nifti_zero_volumes",

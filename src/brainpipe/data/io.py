@@ -272,7 +272,8 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
         if why.startswith("is not"):
             why += "; is it a brainpipe output?"
         raise InputError(f"{path}: cannot be opened as netCDF4/HDF5 or zarr: it {why}; {again}") from None
-    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as err:  # h5netcdf/xarray decoding
+    except (ValueError, LookupError, TypeError, UnicodeDecodeError) as err:  # h5netcdf/xarray decoding (a damaged
+        # attribute: a bad value, a missing key, an unknown text encoding named in the file)
         raise InputError(
             f"{path}: cannot be opened as netCDF4/HDF5 or zarr: its netCDF structure is damaged or not a brainpipe "
             f"output ({type(err).__name__}: {_line(err)}); {again}"

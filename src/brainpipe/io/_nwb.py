@@ -278,11 +278,12 @@ def read_nwb(
 
 
 #: What pynwb/hdmf raise on a file that is HDF5 but not (valid) NWB: a missing version or type attribute
-#: (TypeError, KeyError), a bad value or namespace (ValueError), a damaged specification (ConstructError).
+#: (TypeError, KeyError), a bad value or namespace (ValueError), an unknown text encoding (LookupError), a damaged
+#: specification (ConstructError).
 def _nwb_errors() -> tuple[type[BaseException], ...]:
     from hdmf.build.errors import BuildError, ConstructError
 
-    return (ValueError, TypeError, KeyError, IndexError, ConstructError, BuildError)
+    return (ValueError, TypeError, LookupError, ConstructError, BuildError)  # LookupError: KeyError, IndexError, a bad encoding
 
 
 @contextlib.contextmanager
