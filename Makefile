@@ -27,13 +27,14 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check src tests workflow/scripts
+	$(BIN)/ruff check src tests workflow/scripts bench
+	$(BIN)/ruff format --check src tests workflow/scripts bench
 	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/snakemake --lint
 
 format: setup
-	$(BIN)/ruff check --fix src tests workflow/scripts
-	$(BIN)/ruff format src tests workflow/scripts
+	$(BIN)/ruff check --fix src tests workflow/scripts bench
+	$(BIN)/ruff format src tests workflow/scripts bench
 	$(BIN)/snakefmt Snakefile workflow
 
 report: setup

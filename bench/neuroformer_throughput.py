@@ -45,10 +45,14 @@ def _sync(dev):
         torch.cuda.synchronize(dev)
 
 
-def model_flops(d: int, L: int, P: int, M: int, n_layers: int, n_past: int, n_mod: int, n_id: int, n_dt: int) -> float:
+def model_flops(
+    d: int, L: int, P: int, M: int, n_layers: int, n_past: int, n_mod: int, n_id: int, n_dt: int
+) -> float:
     """Forward FLOPs of one example: L current tokens, P past tokens, M modality tokens."""
     mlp = 2 * L * (2 * d * 4 * d)
-    self_blk = 2 * L * 4 * d * d + 2 * 2 * L * L * d + mlp  # q,k,v,o + scores/values (full, not causal-halved)
+    self_blk = (
+        2 * L * 4 * d * d + 2 * 2 * L * L * d + mlp
+    )  # q,k,v,o + scores/values (full, not causal-halved)
     cross = lambda m: 2 * L * 2 * d * d + 2 * m * 2 * d * d + 2 * 2 * L * m * d + mlp  # noqa: E731
     enc = n_mod * 2 * M * 2 * d * d
     heads = 2 * L * d * (n_id + n_dt)
@@ -70,15 +74,18 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto")
-    ap.add_argument("--peak-n", type=int, default=0, help="matmul size for the peak (0: 2048 on CPU, 8192 on CUDA)")
+    ap.add_argument(
+        "--peak-n", type=int, default=0, help="matmul size for the peak (0: 2048 on CPU, 8192 on CUDA)"
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     dev = resolve_device(a.device)
     prec = resolve_precision(a.precision, dev)
     torch.manual_seed(0)
     n_id, n_dt = a.units + 3, a.n_dt + 3
-    net = NeuroformerNet(n_id, n_dt, a.block, a.past_block, [1], a.modality_len, a.d_model, a.n_heads, a.n_layers,
-                         dropout=0.0).to(dev)
+    net = NeuroformerNet(
+        n_id, n_dt, a.block, a.past_block, [1], a.modality_len, a.d_model, a.n_heads, a.n_layers, dropout=0.0
+    ).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     B = a.batch
     batch = (
@@ -110,7 +117,8 @@ def main(argv=None) -> int:
     dtype = torch.bfloat16 if prec == "bf16" else torch.float32
     peak = matmul_peak(dev, dtype, a.peak_n or (8192 if dev.type == "cuda" else 2048))
     res = {
-        "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else f" ({a.threads} threads)"),
+        "device": str(dev)
+        + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else f" ({a.threads} threads)"),
         "precision": prec,
         "params": sum(p.numel() for p in net.parameters()),
         "batch": B,

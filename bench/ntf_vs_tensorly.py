@@ -39,8 +39,14 @@ def worm_tensor(n_neurons: int = 140, n_animals: int = 9, n_windows: int = 200) 
 
     window, stride = 50, 25
     n_frames = window + stride * (n_windows - 1)
-    params = {"n_neurons": n_neurons, "n_animals": n_animals, "n_communities": 6, "community_size": 12,
-              "n_frames": n_frames, "present_fraction": 1.0}
+    params = {
+        "n_neurons": n_neurons,
+        "n_animals": n_animals,
+        "n_communities": 6,
+        "community_size": 12,
+        "n_frames": n_frames,
+        "present_fraction": 1.0,
+    }
     animals = []
     for a in range(n_animals):
         sim = simulate("calcium_communities", {**params, "animal": a}, seed=0)
@@ -64,8 +70,9 @@ def run_tensorly(X: np.ndarray, init: list[np.ndarray], rank: int, iters: int) -
     return dt, rel
 
 
-def run_ours(X: np.ndarray, init: list[np.ndarray], rank: int, target: float, dtype: str, device: str,
-             n_inner: int) -> tuple[float, float, int]:
+def run_ours(
+    X: np.ndarray, init: list[np.ndarray], rank: int, target: float, dtype: str, device: str, n_inner: int
+) -> tuple[float, float, int]:
     import torch
 
     from brainpipe.models.ncp import masked_ncp_hals
@@ -88,7 +95,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tensor", choices=["small", "worm", "both"], default="both")
     ap.add_argument("--rank", type=int, default=8)
-    ap.add_argument("--tl-iters", type=int, default=50, help="tensorly outer iterations (defines the target error)")
+    ap.add_argument(
+        "--tl-iters", type=int, default=50, help="tensorly outer iterations (defines the target error)"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -102,12 +111,16 @@ def main(argv=None) -> None:
     rng = np.random.default_rng(args.seed)
     names = ["small", "worm"] if args.tensor == "both" else [args.tensor]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"threads={args.threads} rank={args.rank} tensorly iterations={args.tl_iters} repeats={args.repeats} "
-          f"torch={torch.__version__} cuda={torch.cuda.is_available()}")
+    print(
+        f"threads={args.threads} rank={args.rank} tensorly iterations={args.tl_iters} repeats={args.repeats} "
+        f"torch={torch.__version__} cuda={torch.cuda.is_available()}"
+    )
     for name in names:
         t0 = time.perf_counter()
         X = small_tensor(rng, args.rank) if name == "small" else worm_tensor()
-        print(f"\n[{name}] tensor {X.shape} ({X.size / 1e6:.1f} M entries) built in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"\n[{name}] tensor {X.shape} ({X.size / 1e6:.1f} M entries) built in {time.perf_counter() - t0:.1f} s"
+        )
         scale = (np.linalg.norm(X) / np.sqrt(args.rank)) ** (1 / 3) / np.sqrt(np.mean(X.shape))
         init = [rng.random((n, args.rank)) * scale for n in X.shape]
         tl_times, tl_err = [], None
@@ -115,7 +128,9 @@ def main(argv=None) -> None:
             dt, tl_err = run_tensorly(X, init, args.rank, args.tl_iters)
             tl_times.append(dt)
         t_tl = statistics.median(tl_times)
-        print(f"  tensorly numpy HALS: {t_tl:8.3f} s for {args.tl_iters} iterations, relative error {tl_err:.6f}")
+        print(
+            f"  tensorly numpy HALS: {t_tl:8.3f} s for {args.tl_iters} iterations, relative error {tl_err:.6f}"
+        )
         configs = [("float64", "cpu", 5), ("float64", "cpu", 3), ("float32", "cpu", 3)]
         configs += [("float32", "cuda", 3)] if "cuda" in devices else []
         for dtype, device, n_inner in configs:
@@ -124,8 +139,10 @@ def main(argv=None) -> None:
                 dt, err, n_it = run_ours(X, init, args.rank, tl_err, dtype, device, n_inner)
                 times.append(dt)
             t = statistics.median(times)
-            print(f"  ours torch {dtype:7s} {device:4s} n_inner={n_inner}: {t:8.3f} s for {n_it:4d} iterations to "
-                  f"error {err:.6f}  -> speed-up x{t_tl / t:.1f}")
+            print(
+                f"  ours torch {dtype:7s} {device:4s} n_inner={n_inner}: {t:8.3f} s for {n_it:4d} iterations to "
+                f"error {err:.6f}  -> speed-up x{t_tl / t:.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -91,10 +91,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="brainpipe L-BFGS iterations per M-step with --m-step lbfgs (default: SwitchingGLM's)",
     )
-    ap.add_argument("--m-step", choices=("newton", "lbfgs"), default=None, help="brainpipe M-step (default: SwitchingGLM's)")
-    ap.add_argument("--newton-iter", type=int, default=None, help="brainpipe Newton steps per M-step (default: SwitchingGLM's)")
     ap.add_argument(
-        "--data-dtype", choices=("float32", "float64"), default=None, help="brainpipe per-bin data dtype (default: SwitchingGLM's)"
+        "--m-step",
+        choices=("newton", "lbfgs"),
+        default=None,
+        help="brainpipe M-step (default: SwitchingGLM's)",
+    )
+    ap.add_argument(
+        "--newton-iter",
+        type=int,
+        default=None,
+        help="brainpipe Newton steps per M-step (default: SwitchingGLM's)",
+    )
+    ap.add_argument(
+        "--data-dtype",
+        choices=("float32", "float64"),
+        default=None,
+        help="brainpipe per-bin data dtype (default: SwitchingGLM's)",
     )
     ap.add_argument(
         "--dynamax-m-step-iters", type=int, default=50, help="Adam steps per dynamax M-step (its default 50)"
@@ -166,7 +179,10 @@ def code_version() -> str:
         head = "?"
     h = hashlib.sha1()
     models = root / "src" / "brainpipe" / "models"
-    for path in (*sorted((models / "switching_glm").glob("*.py")), models / "hmm.py"):  # the package, then hmm
+    for path in (
+        *sorted((models / "switching_glm").glob("*.py")),
+        models / "hmm.py",
+    ):  # the package, then hmm
         h.update(path.read_bytes() if path.exists() else b"")
     return f"{head}+{h.hexdigest()[:8]}"
 
@@ -211,7 +227,9 @@ def build_data(args):
     for name, b in (("train", train), ("test", test)):
         Yb = b.counts.numpy().astype(np.float64)
         Hb = np.stack([history_features(Yb[i], phi) for i in range(Yb.shape[0])])
-        assert np.allclose(Hb, b.history.numpy(), rtol=1e-6), "history features differ from SwitchingGLM.batch's"
+        assert np.allclose(Hb, b.history.numpy(), rtol=1e-6), (
+            "history features differ from SwitchingGLM.batch's"
+        )
         exact[name] = (Yb, Hb)  # what dynamax gets: the same features, in float64
     info = {
         "simulate_s": t_sim,
@@ -393,7 +411,11 @@ def print_profile(prof: dict, info: dict, model) -> None:
         f"  M-step ({model.m_step}):{' ' * (18 - len(model.m_step))}{prof['m_step_s']:.3f} s = {prof['m_step_evals']} "
         f"objective+gradient passes x {prof['m_step_in_objective_s'] / n_ev:.3f} s + "
         f"{prof['m_step_outside_objective_s']:.3f} s outside them ("
-        + ("set-up, Fisher information, solves" if model.m_step == "newton" else "set-up, L-BFGS updates, line search")
+        + (
+            "set-up, Fisher information, solves"
+            if model.m_step == "newton"
+            else "set-up, L-BFGS updates, line search"
+        )
         + ")"
     )
     print("  one whole M-step, top ops (torch profiler):")

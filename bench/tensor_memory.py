@@ -41,15 +41,19 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     if args.mode == "zarr":
         with tempfile.TemporaryDirectory() as d:
-            write_tensor_zarr(Path(d) / "t.zarr", animals, make_provenance("bench", {}), memory_mb=args.memory_mb)
+            write_tensor_zarr(
+                Path(d) / "t.zarr", animals, make_provenance("bench", {}), memory_mb=args.memory_mb
+            )
     else:
         build_tensor(animals)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pairs = args.neurons * (args.neurons - 1) // 2
     n_win = (args.frames - 50) // 25 + 1
-    print(f"{args.mode}: tensor {pairs} pairs x {n_win} windows x {args.animals} animals = "
-          f"{pairs * n_win * args.animals * 4 / 2**20:.0f} MiB float32; traces {base:.0f} MiB peak before the build, "
-          f"{peak:.0f} MiB after (+{peak - base:.0f} MiB); {time.perf_counter() - t0:.1f} s")
+    print(
+        f"{args.mode}: tensor {pairs} pairs x {n_win} windows x {args.animals} animals = "
+        f"{pairs * n_win * args.animals * 4 / 2**20:.0f} MiB float32; traces {base:.0f} MiB peak before the build, "
+        f"{peak:.0f} MiB after (+{peak - base:.0f} MiB); {time.perf_counter() - t0:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -150,7 +150,10 @@ def affinity_tensor() -> xr.Dataset:
             "pair_j": ("pair", jj),
         },
         coords={
-            "pair": np.arange(3), "window": np.arange(4), "animal": ["a1", "a2"], "neuron": ["n0", "n1", "n2"],
+            "pair": np.arange(3),
+            "window": np.arange(4),
+            "animal": ["a1", "a2"],
+            "neuron": ["n0", "n1", "n2"],
             "time": ("window", np.arange(4) * 2.5 + 2.5, {"units": "s"}),
         },
         attrs={"affinity": "softthresh_dcorr", "window_s": 5.0, "stride_s": 2.5, "frame_rate_hz": 10.0},

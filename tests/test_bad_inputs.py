@@ -399,8 +399,11 @@ def run_api(c: Case, tmp: Path) -> str:
     return msg
 
 
-_STAGES = {"calcium": ("ingest_calcium", "--traces-out"), "spikes": ("ingest_spikes", "--spikes-out"),
-           "fmri": ("ingest_fmri", "--roi-out")}
+_STAGES = {
+    "calcium": ("ingest_calcium", "--traces-out"),
+    "spikes": ("ingest_spikes", "--spikes-out"),
+    "fmri": ("ingest_fmri", "--roi-out"),
+}
 
 
 def _stage_params(c: Case) -> dict[str, Any]:
@@ -417,8 +420,17 @@ def run_cli(c: Case, tmp: Path) -> str:
     """Run ``python -m brainpipe.stages.ingest_<modality>``; stderr must be one ``brainpipe: error:`` line, exit 1."""
     stage, flag = _STAGES[c.modality]
     out = tmp / "out" / "result.nc"
-    cmd = [sys.executable, "-m", f"brainpipe.stages.{stage}", "--source", str(c.source), flag, str(out),
-           "--params", json.dumps(_stage_params(c))]
+    cmd = [
+        sys.executable,
+        "-m",
+        f"brainpipe.stages.{stage}",
+        "--source",
+        str(c.source),
+        flag,
+        str(out),
+        "--params",
+        json.dumps(_stage_params(c)),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp)
     lines = proc.stderr.splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("brainpipe: error: "), proc.stderr
@@ -440,8 +452,12 @@ ROWS = _rows()
 
 def test_table_is_well_formed():
     assert ROWS and all(set(r) == {"case", "entry", "expected"} for r in ROWS)
-    assert all(r["case"] in CASES and r["entry"] in ENTRY_POINTS and "{file}" in r["expected"] for r in ROWS), [
-        r for r in ROWS if r["case"] not in CASES or r["entry"] not in ENTRY_POINTS or "{file}" not in r["expected"]
+    assert all(
+        r["case"] in CASES and r["entry"] in ENTRY_POINTS and "{file}" in r["expected"] for r in ROWS
+    ), [
+        r
+        for r in ROWS
+        if r["case"] not in CASES or r["entry"] not in ENTRY_POINTS or "{file}" not in r["expected"]
     ]
     assert len({(r["case"], r["entry"]) for r in ROWS}) == len(ROWS), "a (case, entry) row repeats"
     assert set(CASES) <= {r["case"] for r in ROWS}, "a builder without a row in the table"

@@ -106,17 +106,25 @@ def test_factor_match_score_is_tensorlys_congruence_coefficient():
         cases.append((a, b))
     factors, X = _planted_cp(np.random.default_rng(6))
     fits = [masked_ncp_hals(torch.tensor(X), 3, n_iter_max=30, seed=k).factors for k in range(3)]
-    cases += [(factors, [f.numpy() for f in fits[0]]), ([f.numpy() for f in fits[1]], [f.numpy() for f in fits[2]])]
+    cases += [
+        (factors, [f.numpy() for f in fits[0]]),
+        ([f.numpy() for f in fits[1]], [f.numpy() for f in fits[2]]),
+    ]
     for a, b in cases:
         score, perm = factor_match_score(a, b)
-        ref, ref_perm = congruence_coefficient([np.asarray(f, float) for f in a], [np.asarray(f, float) for f in b])
+        ref, ref_perm = congruence_coefficient(
+            [np.asarray(f, float) for f in a], [np.asarray(f, float) for f in b]
+        )
         old, old_perm = _hungarian_fms(a, b, None, None, False, ())
         assert score == float(ref) == old
         assert perm.tolist() == [int(k) for k in ref_perm] == old_perm.tolist()
         # leaving a mode out: tensorly on the other modes
         s1, _ = factor_match_score(a, b, skip_modes=(2,))
-        assert s1 == float(congruence_coefficient([np.asarray(f, float) for f in a[:2]],
-                                                  [np.asarray(f, float) for f in b[:2]])[0])
+        assert s1 == float(
+            congruence_coefficient(
+                [np.asarray(f, float) for f in a[:2]], [np.asarray(f, float) for f in b[:2]]
+            )[0]
+        )
         assert s1 == _hungarian_fms(a, b, None, None, False, (2,))[0]
 
 
@@ -142,7 +150,10 @@ def _animals(n_animals=3, seed=0, **params):
     base.update(params)
     sims = [simulate("calcium_communities", {**base, "animal": a}, seed=seed) for a in range(n_animals)]
     procs = [preprocess_calcium(s.data, window_s=60) for s in sims]
-    animals = [AnimalTraces(f"a{k}", p["dff"].values, [str(c) for c in p["cell"].values], 10.0) for k, p in enumerate(procs)]
+    animals = [
+        AnimalTraces(f"a{k}", p["dff"].values, [str(c) for c in p["cell"].values], 10.0)
+        for k, p in enumerate(procs)
+    ]
     return sims, animals
 
 
@@ -182,7 +193,9 @@ def test_window_longer_than_recording_is_one_line(study, tmp_path):
     with pytest.raises(InputError) as err:
         write_tensor_zarr(tmp_path / "t.zarr", animals, make_provenance("test", {}), window_s=400.0)
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith("a0: affinity window 400.0 s (4000 frames) is longer than the recording (3000 frames")
+    assert "\n" not in msg and msg.startswith(
+        "a0: affinity window 400.0 s (4000 frames) is longer than the recording (3000 frames"
+    )
     assert "set calcium.connectome.affinity.window_s below 300 s" in msg
     assert not list(tmp_path.iterdir())  # nothing left behind
 

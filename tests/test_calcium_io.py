@@ -63,14 +63,20 @@ def test_suite2p_missing_fneu_is_one_line(tmp_path):
     d = _suite2p(tmp_path, fneu=False)
     with pytest.raises(InputError) as err:
         read_suite2p(d, frame_rate_hz=30)
-    assert _one_line(err) == f"{d}: suite2p folder has no Fneu.npy (neuropil); export Fneu.npy from suite2p or give the plane folder that holds it"
+    assert (
+        _one_line(err)
+        == f"{d}: suite2p folder has no Fneu.npy (neuropil); export Fneu.npy from suite2p or give the plane folder that holds it"
+    )
 
 
 def test_suite2p_iscell_rows_mismatch_is_one_line(tmp_path):
     d = _suite2p(tmp_path, iscell_rows=3)
     with pytest.raises(InputError) as err:
         read_suite2p(d, frame_rate_hz=30)
-    assert _one_line(err) == f"{d / 'iscell.npy'}: has 3 rows but F.npy has 4 ROIs; give the iscell.npy of the same suite2p run"
+    assert (
+        _one_line(err)
+        == f"{d / 'iscell.npy'}: has 3 rows but F.npy has 4 ROIs; give the iscell.npy of the same suite2p run"
+    )
 
 
 def test_no_frame_rate_anywhere_is_one_line(tmp_path):
@@ -130,8 +136,16 @@ def test_nwb_ophys_fluorescence(tmp_path):
     nwb = NWBFile("calcium test", "id1", datetime(2024, 1, 1, tzinfo=timezone.utc))
     dev = nwb.create_device("scope")
     ch = OpticalChannel(name="green", description="green", emission_lambda=500.0)
-    plane = nwb.create_imaging_plane(name="plane0", optical_channel=ch, description="x", device=dev,
-                                     excitation_lambda=600.0, imaging_rate=30.0, indicator="GCaMP6f", location="V1")
+    plane = nwb.create_imaging_plane(
+        name="plane0",
+        optical_channel=ch,
+        description="x",
+        device=dev,
+        excitation_lambda=600.0,
+        imaging_rate=30.0,
+        indicator="GCaMP6f",
+        location="V1",
+    )
     seg = ImageSegmentation()
     ps = seg.create_plane_segmentation("cells", plane, name="PlaneSegmentation")
     for k in range(3):
@@ -162,7 +176,9 @@ def test_ingest_stage_writes_a_valid_file(tmp_path):
     assert ds.sizes["cell"] == 5
 
 
-@pytest.mark.skipif(not SHARED_S2P.exists(), reason="needs ../shared/data/calcium (GPL suite2p example, not bundled)")
+@pytest.mark.skipif(
+    not SHARED_S2P.exists(), reason="needs ../shared/data/calcium (GPL suite2p example, not bundled)"
+)
 def test_real_suite2p_folder(tmp_path):
     """The fissa-suite2p example (GPL-3.0, read in place): 23 ROIs x 864 frames; its ops fs is suite2p's default."""
     ds = read_suite2p(SHARED_S2P, frame_rate_hz=None)  # fs from ops_summary.json (no pickle read)

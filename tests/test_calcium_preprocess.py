@@ -75,12 +75,18 @@ def test_running_percentile_tracks_a_drift():
 
 
 def test_preprocess_matches_the_planted_dff_and_events():
-    sim = simulate("calcium_communities", {"n_neurons": 12, "n_communities": 2, "community_size": 4, "n_frames": 3000,
-                                           "n_animals": 1}, seed=4)
+    sim = simulate(
+        "calcium_communities",
+        {"n_neurons": 12, "n_communities": 2, "community_size": 4, "n_frames": 3000, "n_animals": 1},
+        seed=4,
+    )
     out = preprocess_calcium(sim.data, neuropil_coef=0.7, window_s=60, percentile=10)
     assert contracts.check(out, "calcium_traces", require_provenance=False) == []
     truth = sim.truth
-    r = [np.corrcoef(out["dff"].values[:, k], truth["dff_true"].values[:, k])[0, 1] for k in range(out.sizes["cell"])]
+    r = [
+        np.corrcoef(out["dff"].values[:, k], truth["dff_true"].values[:, k])[0, 1]
+        for k in range(out.sizes["cell"])
+    ]
     assert min(r) > 0.9, r
     true_ev = truth["spikes"].values > 0.5
     recall, precision = _recall_precision(true_ev, out["events"].values > 0)
@@ -89,13 +95,19 @@ def test_preprocess_matches_the_planted_dff_and_events():
     assert np.median(out["ar1_g"].values) == pytest.approx(truth.attrs["ar1_g"], abs=0.04)
     # without neuropil subtraction the shared neuropil leaks into dF/F: worse fit to the truth
     raw = preprocess_calcium(sim.data, neuropil_coef=0.0, window_s=60)
-    r_raw = [np.corrcoef(raw["dff"].values[:, k], truth["dff_true"].values[:, k])[0, 1] for k in range(out.sizes["cell"])]
+    r_raw = [
+        np.corrcoef(raw["dff"].values[:, k], truth["dff_true"].values[:, k])[0, 1]
+        for k in range(out.sizes["cell"])
+    ]
     assert np.mean(r_raw) < np.mean(r)
 
 
 def test_events_to_counts_is_a_spike_counts_dataset():
-    sim = simulate("calcium_communities", {"n_neurons": 6, "n_communities": 1, "community_size": 3, "n_frames": 600,
-                                           "n_animals": 1}, seed=1)
+    sim = simulate(
+        "calcium_communities",
+        {"n_neurons": 6, "n_communities": 1, "community_size": 3, "n_frames": 600, "n_animals": 1},
+        seed=1,
+    )
     out = preprocess_calcium(sim.data, window_s=20)
     counts = events_to_counts(out, 2, {"train": 0.6, "validation": 0.2, "test": 0.2}, 3)
     assert contracts.check(counts, "spike_counts", require_provenance=False) == []
@@ -110,7 +122,10 @@ def _traces(F, neuropil=None):
 
     ds = xr.Dataset(
         {"fluorescence": (("time", "cell"), F, {"units": "a.u."})},
-        coords={"time": ("time", np.arange(F.shape[0]) / 10.0, {"units": "s"}), "cell": [f"c{i}" for i in range(F.shape[1])]},
+        coords={
+            "time": ("time", np.arange(F.shape[0]) / 10.0, {"units": "s"}),
+            "cell": [f"c{i}" for i in range(F.shape[1])],
+        },
         attrs={"frame_rate_hz": 10.0},
     )
     if neuropil is not None:
@@ -122,7 +137,9 @@ def test_constant_or_nan_cell_is_one_line_or_dropped():
     rng = np.random.default_rng(0)
     F = 100 + rng.standard_normal((600, 3))
     F[:, 1] = 50.0
-    with pytest.raises(InputError, match=r"constant cell\(s\) c1: no signal to normalise.*drop_bad_cells") as err:
+    with pytest.raises(
+        InputError, match=r"constant cell\(s\) c1: no signal to normalise.*drop_bad_cells"
+    ) as err:
         preprocess_calcium(_traces(F), window_s=20, source="x.nc")
     assert "\n" not in str(err.value) and str(err.value).startswith("x.nc: ")
     out = preprocess_calcium(_traces(F), window_s=20, drop_bad_cells=True)
@@ -137,13 +154,18 @@ def test_nonpositive_baseline_is_one_line():
     F = 100 + rng.standard_normal((600, 2))
     neuropil = np.full((600, 2), 100.0)
     neuropil[:, 0] = 200.0  # 100 - 0.7 * 200 < 0
-    with pytest.raises(InputError, match=r"baseline F0 <= 0 in cell\(s\) c0 after neuropil subtraction with coefficient 0\.7; lower calcium\.preprocess\.neuropil_coef"):
+    with pytest.raises(
+        InputError,
+        match=r"baseline F0 <= 0 in cell\(s\) c0 after neuropil subtraction with coefficient 0\.7; lower calcium\.preprocess\.neuropil_coef",
+    ):
         preprocess_calcium(_traces(F, neuropil), window_s=20)
 
 
 def test_baseline_window_longer_than_recording_is_one_line():
     F = 100 + np.random.default_rng(0).standard_normal((100, 2))
-    with pytest.raises(InputError, match=r"baseline window 60\.0 s = 600 frames but the recording has 100 frames"):
+    with pytest.raises(
+        InputError, match=r"baseline window 60\.0 s = 600 frames but the recording has 100 frames"
+    ):
         preprocess_calcium(_traces(F), window_s=60)
 
 

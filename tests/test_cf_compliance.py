@@ -118,7 +118,9 @@ def test_unit_fixes_flags_and_labels_pass(make_valid, provenance, tmp_path):
 
 
 def test_cf_errors_reports_each_file(make_valid, provenance, tmp_path):
-    good = write(make_valid("metrics", stamped=False), tmp_path / "good.nc", "metrics", provenance("cf-check"))
+    good = write(
+        make_valid("metrics", stamped=False), tmp_path / "good.nc", "metrics", provenance("cf-check")
+    )
     bad = tmp_path / "bad.nc"
     xr.Dataset({"v": ("x", np.arange(3.0))}, coords={"x": np.arange(3.0)}).to_netcdf(bad, engine="h5netcdf")
     errors = cf_errors([good, bad])

@@ -71,7 +71,9 @@ def test_study_resolves_overrides_over_global_values():
     study = Study(_validate(cfg))
     p = study.switching(name, "onehot")
     assert p["prior"] == "onehot" and p["l2"] == 0.5 and p["link"] == "sigmoid"  # model <- variant <- dataset
-    assert p["hessian_rows"] == section_defaults("spikes.switching_glm.model")["hessian_rows"]  # the schema default
+    assert (
+        p["hessian_rows"] == section_defaults("spikes.switching_glm.model")["hessian_rows"]
+    )  # the schema default
     b = study.bin("nelpy")
     assert b["bin_width_s"] == 0.025 and b["split"] == section_defaults("spikes.bin")["split"]
     assert study.bin("steinmetz1")["bin_width_s"] == cfg["spikes"]["bin"].get("bin_width_s", 0.01)
@@ -87,15 +89,15 @@ def test_study_resolves_overrides_over_global_values():
             "spikes.datasets.nelpy.bin.split.fractions': {'train': 0.5, 'validation': 0.3, 'test': 0.3} sums to 1.1",
         ),
         (  # a per-dataset model override the estimator refuses (d_model not divisible by n_heads)
-            lambda c: c["fmri"]["brainmae"]["datasets"][next(iter(c["fmri"]["brainmae"]["datasets"]))].__setitem__(
-                "model", {"n_heads": 5}
-            ),
+            lambda c: c["fmri"]["brainmae"]["datasets"][
+                next(iter(c["fmri"]["brainmae"]["datasets"]))
+            ].__setitem__("model", {"n_heads": 5}),
             "fmri.brainmae.datasets.simcohort.model': BrainMAE: d_model must be >= 4 and divisible by n_heads",
         ),
         (  # a connectome study's dtype the estimator refuses
-            lambda c: c["calcium"]["connectome"]["studies"][next(iter(c["calcium"]["connectome"]["studies"]))].__setitem__(
-                "model", {"dtype": "float16"}
-            ),
+            lambda c: c["calcium"]["connectome"]["studies"][
+                next(iter(c["calcium"]["connectome"]["studies"]))
+            ].__setitem__("model", {"dtype": "float16"}),
             "calcium.connectome.studies.simcalcium.model': DynamicConnectome: dtype must be one of float32, float64",
         ),
     ],
@@ -117,7 +119,10 @@ SIM_KEY = "spikes.datasets.simglm.simulate.params"
 @pytest.mark.parametrize(
     "text, fragment",
     [
-        ("n_neurons: 1e7", "parameter n_neurons must be a whole number (got '1e7'); YAML reads a number like 1e7"),
+        (
+            "n_neurons: 1e7",
+            "parameter n_neurons must be a whole number (got '1e7'); YAML reads a number like 1e7",
+        ),
         ("n_neurons: 2.5", "parameter n_neurons must be a whole number (got 2.5)"),
         ("duration_s: '60'", "parameter duration_s must be a number (got '60'); YAML reads"),
         ("n_neurons: 10000000", "need about"),
@@ -131,7 +136,9 @@ def test_simulator_types_and_sizes_are_checked_at_config_time(text, fragment, mo
     with pytest.raises(ConfigError) as err:
         _validate(cfg)
     msg = str(err.value)
-    assert msg.startswith(f"study.yaml: key '{SIM_KEY}': simulator 'poisson_glm_network': ") and fragment in msg, msg
+    assert (
+        msg.startswith(f"study.yaml: key '{SIM_KEY}': simulator 'poisson_glm_network': ") and fragment in msg
+    ), msg
 
 
 def test_memory_budget_is_configurable(monkeypatch):
@@ -153,7 +160,9 @@ def test_memory_budget_is_configurable(monkeypatch):
 def test_number_written_as_yaml_text_gets_the_hint():
     cfg = _default_study()
     cfg["spikes"]["switching_glm"]["model"]["tol"] = yaml.safe_load("tol: 1e-6")["tol"]
-    with pytest.raises(ConfigError, match=r"key 'spikes.switching_glm.model.tol': '1e-6' is invalid .*write it with"):
+    with pytest.raises(
+        ConfigError, match=r"key 'spikes.switching_glm.model.tol': '1e-6' is invalid .*write it with"
+    ):
         _validate(cfg)
 
 
@@ -173,6 +182,10 @@ def test_stage_error_names_the_key_that_set_the_value(tmp_path):
     sim = simulate("poisson_glm_network", {"n_neurons": 3, "duration_s": 10.0}, seed=0)
     spikes = write(sim.data, tmp_path / "spikes.nc", "spike_times", make_provenance("test"))
     with pytest.raises(ConfigError) as err:
-        bin_stage.run({"spikes": spikes}, {"counts": tmp_path / "c.nc"}, {**study.bin("nelpy"), "where": where})
-    assert str(err.value).startswith("key 'spikes.datasets.nelpy.bin.bin_width_s': bin_width_s=5.0 leaves 2 bins")
+        bin_stage.run(
+            {"spikes": spikes}, {"counts": tmp_path / "c.nc"}, {**study.bin("nelpy"), "where": where}
+        )
+    assert str(err.value).startswith(
+        "key 'spikes.datasets.nelpy.bin.bin_width_s': bin_width_s=5.0 leaves 2 bins"
+    )
     assert not (tmp_path / "c.nc").exists()

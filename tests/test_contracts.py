@@ -137,11 +137,16 @@ def test_cf_attributes_sets_long_names_units_and_time_axis(make_valid):
     for name, var in out.variables.items():
         assert str(var.attrs.get("long_name", "")).strip(), name
     assert out["fluorescence"].attrs["units"] == "1"
-    assert out["fluorescence"].attrs["long_name"] == "raw fluorescence (arbitrary units)"  # the contract's text
+    assert (
+        out["fluorescence"].attrs["long_name"] == "raw fluorescence (arbitrary units)"
+    )  # the contract's text
     assert out["dff"].attrs["long_name"] == "dF/F of my own"  # a writer's long_name is kept
     assert out["cell"].attrs["long_name"] == "cell (ROI) identifier"
     assert {k: out["time"].attrs[k] for k in ("units", "standard_name", "axis")} == {
-        "units": "s", "standard_name": "time", "axis": "T"}
+        "units": "s",
+        "standard_name": "time",
+        "axis": "T",
+    }
     assert out["time"].encoding["_FillValue"] is None and out["cell"].encoding["_FillValue"] is None
     assert "_FillValue" not in out["fluorescence"].encoding  # data variables keep xarray's default
     xr.testing.assert_identical(cf_attributes(out, "calcium_traces"), out)  # idempotent
@@ -152,12 +157,19 @@ def test_cf_attributes_sets_long_names_units_and_time_axis(make_valid):
 
 def test_cf_attributes_unit_fixes_and_fallback_long_name(make_valid):
     ds = make_valid("model_fit", stamped=False)
-    ds["log_rate"] = ("unit_post", np.array([0.1, 0.2]), {"units": "log(Hz)", "long_name": "log baseline rate"})
+    ds["log_rate"] = (
+        "unit_post",
+        np.array([0.1, 0.2]),
+        {"units": "log(Hz)", "long_name": "log baseline rate"},
+    )
     ds["speed"] = ("unit_post", np.array([1.0, 2.0]), {"units": "mixed"})
     out = cf_attributes(ds, "model_fit")
     assert out["log_rate"].attrs["units"] == "1"
     assert out["log_rate"].attrs["long_name"] == "log baseline rate (natural log of a rate in Hz)"
-    assert "units" not in out["speed"].attrs and out["speed"].attrs["long_name"] == "speed (units differ by column)"
+    assert (
+        "units" not in out["speed"].attrs
+        and out["speed"].attrs["long_name"] == "speed (units differ by column)"
+    )
     assert out["coupling"].attrs["long_name"] == "coupling"  # not in the contract: its name in words
     assert out["unit_post"].attrs["long_name"] == "unit post"
     for bad, (good, _) in UNIT_FIXES.items():
@@ -169,7 +181,9 @@ def test_cf_attributes_cast_flag_values_to_the_variable_dtype(make_valid):
     ds = make_valid("spike_counts", stamped=False)
     ds["split"].attrs.update(flag_values=[0, 1, 2], flag_meanings="train validation test")
     out = cf_attributes(ds, "spike_counts")
-    assert out["split"].attrs["flag_values"].dtype == np.int8 and out["split"].attrs["flag_values"].tolist() == [0, 1, 2]
+    assert out["split"].attrs["flag_values"].dtype == np.int8 and out["split"].attrs[
+        "flag_values"
+    ].tolist() == [0, 1, 2]
     ds["trial"].attrs["flag_values"] = [0.5, 1.0]  # not representable in int32: left as it is
     assert cf_attributes(ds, "spike_counts")["trial"].attrs["flag_values"] == [0.5, 1.0]
 

@@ -36,15 +36,38 @@ MODULES = [
 #: numpydoc codes that fail the test (every code numpydoc checks, except those of IGNORED):
 ENFORCED = {
     "GL08",  # no docstring
-    "SS01", "SS02", "SS03", "SS04", "SS06",  # a one-line summary, capitalised, ending with a period
-    "GL01", "GL02", "GL03", "GL05",  # blank lines and quotes where they belong, no tabs
-    "GL06", "GL07", "GL09", "GL10",  # known sections in numpydoc's order, well-formed directives
-    "PR01", "PR02", "PR03",  # every parameter documented, none that does not exist, in the signature's order
-    "PR04", "PR05", "PR06", "PR10",  # each with a type ("x : int", not "x: int"; "int", not "integer")
-    "PR07", "PR08", "PR09",  # and a description: capitalised, ending with a period
-    "RT01", "RT02", "RT03", "RT04", "RT05",  # a Returns section for a function that returns, each value described
+    "SS01",
+    "SS02",
+    "SS03",
+    "SS04",
+    "SS06",  # a one-line summary, capitalised, ending with a period
+    "GL01",
+    "GL02",
+    "GL03",
+    "GL05",  # blank lines and quotes where they belong, no tabs
+    "GL06",
+    "GL07",
+    "GL09",
+    "GL10",  # known sections in numpydoc's order, well-formed directives
+    "PR01",
+    "PR02",
+    "PR03",  # every parameter documented, none that does not exist, in the signature's order
+    "PR04",
+    "PR05",
+    "PR06",
+    "PR10",  # each with a type ("x : int", not "x: int"; "int", not "integer")
+    "PR07",
+    "PR08",
+    "PR09",  # and a description: capitalised, ending with a period
+    "RT01",
+    "RT02",
+    "RT03",
+    "RT04",
+    "RT05",  # a Returns section for a function that returns, each value described
     "YD01",  # a Yields section for a generator
-    "SA02", "SA03", "SA04",  # See Also entries, where there are some, described
+    "SA02",
+    "SA03",
+    "SA04",  # See Also entries, where there are some, described
 }
 #: not enforced: SA01 (a See Also section) and ES01 (an extended summary), which a short function rarely needs;
 #: SS05 (summary starting with an infinitive verb), a heuristic that also flags nouns ending in "s" ("Metrics of
@@ -90,7 +113,11 @@ def _public_objects() -> list[tuple[str, object]]:
                     continue
                 raw = inspect.getattr_static(obj, attr)
                 func = raw.__func__ if isinstance(raw, (classmethod, staticmethod)) else raw
-                if not inspect.isfunction(func) or not func.__module__.startswith("brainpipe") or id(func) in seen:
+                if (
+                    not inspect.isfunction(func)
+                    or not func.__module__.startswith("brainpipe")
+                    or id(func) in seen
+                ):
                     continue  # properties, attributes, methods of other libraries', ones already validated
                 seen.add(id(func))
                 out.append((f"{modname}.{name}.{attr}", func))
@@ -108,7 +135,9 @@ def _failures(name: str, obj: object) -> list[str]:
 def test_public_api_docstrings():
     objects = dict(_public_objects())
     assert MAIN_ENTRY_POINTS <= objects.keys(), MAIN_ENTRY_POINTS - objects.keys()
-    assert PENDING.keys() <= objects.keys(), f"PENDING names objects outside the API: {PENDING.keys() - objects.keys()}"
+    assert PENDING.keys() <= objects.keys(), (
+        f"PENDING names objects outside the API: {PENDING.keys() - objects.keys()}"
+    )
     failing, done = {}, []
     for name, obj in objects.items():
         codes = _failures(name, obj)
@@ -128,7 +157,9 @@ def test_every_numpydoc_code_is_enforced_or_ignored():
     from numpydoc.validate import ERROR_MSGS
 
     assert not ENFORCED & IGNORED
-    assert set(ERROR_MSGS) == ENFORCED | IGNORED, f"decide on numpydoc's new codes: {set(ERROR_MSGS) - ENFORCED - IGNORED}"
+    assert set(ERROR_MSGS) == ENFORCED | IGNORED, (
+        f"decide on numpydoc's new codes: {set(ERROR_MSGS) - ENFORCED - IGNORED}"
+    )
 
 
 def test_all_lists_exist():
@@ -162,7 +193,9 @@ def test_fill_doc_indents_shared_texts():
     assert "%(" not in doc and "100% fitted" in doc
     lines = doc.splitlines()
     assert "            counts : xarray.Dataset" in lines
-    assert "                Seed of the random number generator; the same seed gives the same result." in lines
+    assert (
+        "                Seed of the random number generator; the same seed gives the same result." in lines
+    )
     params = FunctionDoc(Model.fit)["Parameters"]
     assert [(p.name, p.type) for p in params] == [("counts", "xarray.Dataset"), ("seed", "int")]
     assert fill_doc(lambda: None)  # no docstring: left as it is
@@ -194,7 +227,9 @@ def test_shared_texts_are_numpydoc_entries():
                 entries.append([line])
         for head, *body in entries:
             assert body, f"{name}: {head!r} has no description"
-            assert body[-1].rstrip().endswith("."), f"{name}: the description of {head!r} does not end with a period"
+            assert body[-1].rstrip().endswith("."), (
+                f"{name}: the description of {head!r} does not end with a period"
+            )
 
 
 # -- the examples ---------------------------------------------------------------------------------------------------
@@ -214,4 +249,6 @@ def test_doctests(modname, tmp_path, monkeypatch):
     mod = importlib.import_module(modname)
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     result = doctest.testmod(mod, optionflags=flags, verbose=False, report=False)
-    assert result.failed == 0, f"{modname}: {result.failed} of {result.attempted} doctest examples failed (see above)"
+    assert result.failed == 0, (
+        f"{modname}: {result.failed} of {result.attempted} doctest examples failed (see above)"
+    )

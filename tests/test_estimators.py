@@ -35,7 +35,14 @@ from brainpipe.models import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_TRAIN = {"max_epochs": 1, "max_steps": 4, "batch_size": 16, "patience": None, "device": "cpu", "progress": False}
+TINY_TRAIN = {
+    "max_epochs": 1,
+    "max_steps": 4,
+    "batch_size": 16,
+    "patience": None,
+    "device": "cpu",
+    "progress": False,
+}
 
 
 def _planted_tensor():
@@ -69,7 +76,15 @@ CASES = {
     ),
     "BrainMAE": (
         BrainMAE,
-        {"d_model": 8, "n_heads": 2, "n_layers": 1, "max_epochs": 1, "batch_size": 8, "device": "cpu", "progress": False},
+        {
+            "d_model": 8,
+            "n_heads": 2,
+            "n_layers": 1,
+            "max_epochs": 1,
+            "batch_size": 8,
+            "device": "cpu",
+            "progress": False,
+        },
         {"mask_ratio": 1.5},
         "segments",
         "segments",
@@ -126,7 +141,11 @@ def fitted(tiny_counts):
 
 
 def test_every_estimator_is_covered():
-    found = {c for c in vars(models).values() if isinstance(c, type) and issubclass(c, Estimator) and c is not Estimator}
+    found = {
+        c
+        for c in vars(models).values()
+        if isinstance(c, type) and issubclass(c, Estimator) and c is not Estimator
+    }
     assert found == set(ESTIMATORS) == {c for c, *_ in CASES.values()}
 
 
@@ -208,8 +227,10 @@ def _props(schema: dict, node: dict) -> set[str]:
 
 
 def _config_keys() -> dict[type, set[str]]:
-    main, fmri, calcium, nf = (_schema(f) for f in ("config.schema.yaml", "fmri.schema.yaml", "calcium.schema.yaml",
-                                                    "neuroformer.schema.yaml"))
+    main, fmri, calcium, nf = (
+        _schema(f)
+        for f in ("config.schema.yaml", "fmri.schema.yaml", "calcium.schema.yaml", "neuroformer.schema.yaml")
+    )
     spikes = main["properties"]["spikes"]["properties"]
     nf_top = set(nf["properties"])
     return {

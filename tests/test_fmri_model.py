@@ -142,7 +142,9 @@ def test_save_load_roundtrip_without_pickle(fitted, cohort, tmp_path):
     np.testing.assert_allclose(again.reconstruct(X, mask), fitted.reconstruct(X, mask), rtol=1e-5, atol=1e-6)
     legacy = tmp_path / "w.pt"  # a single encoder in a torch weights file (weights_only) still loads
     torch.save({"meta": json.dumps(fitted._meta()), "state_dict": fitted._state()}, legacy)
-    np.testing.assert_allclose(BrainMAE.load(legacy).reconstruct(X, mask), fitted.reconstruct(X, mask), rtol=1e-5)
+    np.testing.assert_allclose(
+        BrainMAE.load(legacy).reconstruct(X, mask), fitted.reconstruct(X, mask), rtol=1e-5
+    )
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a torch file")
     with pytest.raises(InputError, match="bad.pt: cannot be opened as netCDF4"):

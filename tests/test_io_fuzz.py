@@ -124,8 +124,14 @@ def build_nwb_ophys(root: Path) -> str:
     dev = nwb.create_device("scope")
     ch = OpticalChannel(name="green", description="green", emission_lambda=500.0)
     plane = nwb.create_imaging_plane(
-        name="plane0", optical_channel=ch, description="x", device=dev, excitation_lambda=600.0,
-        imaging_rate=10.0, indicator="GCaMP6f", location="V1",
+        name="plane0",
+        optical_channel=ch,
+        description="x",
+        device=dev,
+        excitation_lambda=600.0,
+        imaging_rate=10.0,
+        indicator="GCaMP6f",
+        location="V1",
     )
     seg = ImageSegmentation()
     ps = seg.create_plane_segmentation("cells", plane, name="PlaneSegmentation")
@@ -214,7 +220,9 @@ def build_table_csv(root: Path) -> str:
 
 
 def build_table_tsv(root: Path) -> str:
-    pd.read_csv(DATA / "spike_table.csv", dtype={"unit": str}).to_csv(root / "spikes.tsv", sep="\t", index=False)
+    pd.read_csv(DATA / "spike_table.csv", dtype={"unit": str}).to_csv(
+        root / "spikes.tsv", sep="\t", index=False
+    )
     return "spikes.tsv"
 
 
@@ -326,7 +334,9 @@ def build_calcium_npy(root: Path) -> str:
 
 def build_calcium_csv(root: Path) -> str:
     traces = np.load(DATA / "calcium_traces.npy", allow_pickle=False)
-    pd.DataFrame(traces, columns=[f"c{k}" for k in range(traces.shape[1])]).to_csv(root / "traces.csv", index=False)
+    pd.DataFrame(traces, columns=[f"c{k}" for k in range(traces.shape[1])]).to_csv(
+        root / "traces.csv", index=False
+    )
     (root / "traces.csv.json").write_text(json.dumps({"frame_rate_hz": 10.0}))
     return "traces.csv"
 
@@ -365,41 +375,78 @@ FORMATS: dict[str, Format] = {
         Format("nwb_units", build_nwb_units, _spikes, S, (Member("units.nwb", True),)),
         Format("nwb_ophys", build_nwb_ophys, _calcium, C, (Member("ophys.nwb", True),)),
         Format(
-            "phy", build_phy, lambda r, p: _spikes(r, p), S,
-            (Member("phy/spike_times.npy", True), Member("phy/spike_clusters.npy", True),
-             Member("phy/cluster_group.tsv", False), Member("phy/params.py", False)),
+            "phy",
+            build_phy,
+            lambda r, p: _spikes(r, p),
+            S,
+            (
+                Member("phy/spike_times.npy", True),
+                Member("phy/spike_clusters.npy", True),
+                Member("phy/cluster_group.tsv", False),
+                Member("phy/params.py", False),
+            ),
         ),
         Format(
-            "kilosort", build_kilosort, lambda r, p: _spikes(r, p), S,
-            (Member("ks/spike_times.npy", True), Member("ks/spike_templates.npy", True),
-             Member("ks/cluster_KSLabel.tsv", False)),
+            "kilosort",
+            build_kilosort,
+            lambda r, p: _spikes(r, p),
+            S,
+            (
+                Member("ks/spike_times.npy", True),
+                Member("ks/spike_templates.npy", True),
+                Member("ks/cluster_KSLabel.tsv", False),
+            ),
         ),
         Format(
-            "suite2p", build_suite2p, _calcium, C,
-            (Member("plane0/F.npy", True), Member("plane0/Fneu.npy", True), Member("plane0/iscell.npy", True),
-             Member("plane0/spks.npy", True), Member("plane0/frame_rate.json", False)),
+            "suite2p",
+            build_suite2p,
+            _calcium,
+            C,
+            (
+                Member("plane0/F.npy", True),
+                Member("plane0/Fneu.npy", True),
+                Member("plane0/iscell.npy", True),
+                Member("plane0/spks.npy", True),
+                Member("plane0/frame_rate.json", False),
+            ),
         ),
         Format("trialized_npz", build_trialized, _spikes, S, (Member("trials.npz", True),)),
         Format("table_csv", build_table_csv, _spikes, S, (Member("spikes.csv", False),)),
         Format("table_tsv", build_table_tsv, _spikes, S, (Member("spikes.tsv", False),)),
         Format("table_npz", build_table_npz, _spikes, S, (Member("spikes.npz", True),)),
         Format(
-            "matclust", build_matclust, _matclust, S,
+            "matclust",
+            build_matclust,
+            _matclust,
+            S,
             (Member("spikes.mat", True), Member("pos.videoPositionTracking", False)),
         ),
         Format(
-            "nifti_gz", build_nifti_gz, _atlas, F,
-            (Member("bold.nii.gz", True), Member("atlas/atlas.nii.gz", True), Member("atlas/atlas.tsv", False)),
+            "nifti_gz",
+            build_nifti_gz,
+            _atlas,
+            F,
+            (
+                Member("bold.nii.gz", True),
+                Member("atlas/atlas.nii.gz", True),
+                Member("atlas/atlas.tsv", False),
+            ),
             examples=12,
         ),
         Format("nifti", build_nifti, _atlas, F, (Member("bold.nii", True),), examples=8),
         Format(
-            "fmriprep", build_fmriprep, _fmriprep, F,
-            tuple(Member(f"fmriprep/sub-01/func/{n}", strict) for n, strict in (
-                ("sub-01_task-rest_space-sim_desc-preproc_bold.nii.gz", True),
-                ("sub-01_task-rest_space-sim_desc-preproc_bold.json", False),
-                ("sub-01_task-rest_desc-confounds_timeseries.tsv", False),
-            )),
+            "fmriprep",
+            build_fmriprep,
+            _fmriprep,
+            F,
+            tuple(
+                Member(f"fmriprep/sub-01/func/{n}", strict)
+                for n, strict in (
+                    ("sub-01_task-rest_space-sim_desc-preproc_bold.nii.gz", True),
+                    ("sub-01_task-rest_space-sim_desc-preproc_bold.json", False),
+                    ("sub-01_task-rest_desc-confounds_timeseries.tsv", False),
+                )
+            ),
             examples=12,
         ),
         Format("roi_csv", build_roi_csv, _roi_table, F, (Member("rois.csv", False),), examples=8),
@@ -407,21 +454,34 @@ FORMATS: dict[str, Format] = {
         Format("roi_1d", build_roi_1d, _roi_table, F, (Member("rois.1D", False),), examples=8),
         Format("roi_npy", build_roi_npy, _roi_table, F, (Member("rois.npy", True),), examples=8),
         Format(
-            "calcium_npy", build_calcium_npy, _calcium, C,
+            "calcium_npy",
+            build_calcium_npy,
+            _calcium,
+            C,
             (Member("traces.npy", True), Member("traces.npy.json", False)),
         ),
         Format("calcium_csv", build_calcium_csv, _calcium, C, (Member("traces.csv", False),)),
         Format("calcium_h5", build_calcium_h5, _calcium, C, (Member("traces.h5", True),)),
         *(
-            Format(f"netcdf_{k}", _intermediate(k), _read_intermediate(k), k, (Member(f"{k}.nc", True),),
-                   (InputError, ContractError))
+            Format(
+                f"netcdf_{k}",
+                _intermediate(k),
+                _read_intermediate(k),
+                k,
+                (Member(f"{k}.nc", True),),
+                (InputError, ContractError),
+            )
             for k in ("calcium_traces", "roi_timeseries", "spike_times", "spike_counts", "metrics")
         ),
     )
 }
 ZARR = Format(
-    "zarr_affinity_tensor", _intermediate("affinity_tensor", ".zarr"), _read_intermediate("affinity_tensor"),
-    "affinity_tensor", (), (InputError, ContractError),
+    "zarr_affinity_tensor",
+    _intermediate("affinity_tensor", ".zarr"),
+    _read_intermediate("affinity_tensor"),
+    "affinity_tensor",
+    (),
+    (InputError, ContractError),
 )
 
 
@@ -502,8 +562,10 @@ def damage(draw, fmt: Format):
     if how == "cut":
         return member, how, draw(st.floats(0.0, 0.999))
     if how == "flip":
-        return member, how, draw(
-            st.lists(st.tuples(st.floats(0.0, 0.999), st.integers(1, 255)), min_size=1, max_size=4)
+        return (
+            member,
+            how,
+            draw(st.lists(st.tuples(st.floats(0.0, 0.999), st.integers(1, 255)), min_size=1, max_size=4)),
         )
     return member, how, None
 
@@ -533,7 +595,9 @@ def _fuzz_one(pristine, scratch, fmt: Format, member: Member, how: str, arg) -> 
         assert msg is not None, f"{fmt.name}: a cut {member.rel} was read as if whole"
         assert any(w in msg for w in CUT_WORDS), f"{fmt.name}: a cut {member.rel} gave another cause: {msg}"
     if how == "empty":
-        assert msg is not None and str(target) in msg and "empty" in msg, f"{fmt.name}: emptied {member.rel}: {msg}"
+        assert msg is not None and str(target) in msg and "empty" in msg, (
+            f"{fmt.name}: emptied {member.rel}: {msg}"
+        )
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
@@ -552,7 +616,9 @@ def test_damaged_file_is_one_line(name, pristine, scratch):
 def test_damaged_zarr_store_is_one_line(pristine, scratch):
     src_root, rel = pristine(ZARR)
     files = sorted(str(p.relative_to(src_root)) for p in (src_root / rel).rglob("*") if p.is_file())
-    fmt = Format(ZARR.name, ZARR.build, ZARR.read, ZARR.kind, tuple(Member(f, False) for f in files), ZARR.errors)
+    fmt = Format(
+        ZARR.name, ZARR.build, ZARR.read, ZARR.kind, tuple(Member(f, False) for f in files), ZARR.errors
+    )
 
     @fuzz_settings(20)
     @given(damage(fmt))
@@ -612,7 +678,11 @@ def _shape_case(root: Path, case: str, n: int) -> tuple[Callable[[], object], Pa
             return lambda: read(p, "calcium", frame_rate_hz=10.0), p, "holds Python objects"
         zero_rois = case == "calcium_npy_zero_rois"
         np.save(p, traces[:n, :0] if zero_rois else traces[:0, :n])
-        return lambda: read(p, "calcium", frame_rate_hz=10.0), p, "holds no ROIs" if zero_rois else "holds no frames"
+        return (
+            lambda: read(p, "calcium", frame_rate_hz=10.0),
+            p,
+            "holds no ROIs" if zero_rois else "holds no frames",
+        )
     if case.startswith("calcium_h5"):
         import h5py
 
@@ -693,9 +763,10 @@ def _shape_case(root: Path, case: str, n: int) -> tuple[Callable[[], object], Pa
             rows.iloc[:0].to_csv(p, index=False)
         elif case == "roi_csv_zero_rois":
             p.write_text("".join("\n" for _ in range(n)))
-        frag = {"roi_npy_object": "holds Python objects", "roi_csv_zero_rois": "cannot be read as a table"}.get(
-            case, "has no rows"
-        )
+        frag = {
+            "roi_npy_object": "holds Python objects",
+            "roi_csv_zero_rois": "cannot be read as a table",
+        }.get(case, "has no rows")
         return lambda: list(read(p, "fmri", repetition_time_s=2.0)), p, frag
     if case == "nifti_zero_volumes":
         import nibabel as nib
@@ -711,12 +782,30 @@ def _shape_case(root: Path, case: str, n: int) -> tuple[Callable[[], object], Pa
 
 
 SHAPE_CASES = (
-    "suite2p_zero_rois", "suite2p_zero_frames", "suite2p_object_F", "calcium_npy_object", "calcium_npy_zero_rois",
-    "calcium_npy_zero_frames", "calcium_csv_zero_frames", "calcium_h5_zero_frames", "calcium_h5_strings",
-    "matclust_zero_units", "phy_zero_spikes", "phy_object_times",
-    "trialized_zero_trials", "trialized_zero_units", "trialized_zero_bins", "trialized_object_spks",
-    "table_npz_object_unit", "table_npz_zero_units", "table_csv_zero_units", "nwb_zero_units", "roi_npy_object",
-    "roi_npy_zero_frames", "roi_csv_zero_frames", "nifti_zero_volumes",
+    "suite2p_zero_rois",
+    "suite2p_zero_frames",
+    "suite2p_object_F",
+    "calcium_npy_object",
+    "calcium_npy_zero_rois",
+    "calcium_npy_zero_frames",
+    "calcium_csv_zero_frames",
+    "calcium_h5_zero_frames",
+    "calcium_h5_strings",
+    "matclust_zero_units",
+    "phy_zero_spikes",
+    "phy_object_times",
+    "trialized_zero_trials",
+    "trialized_zero_units",
+    "trialized_zero_bins",
+    "trialized_object_spks",
+    "table_npz_object_unit",
+    "table_npz_zero_units",
+    "table_csv_zero_units",
+    "nwb_zero_units",
+    "roi_npy_object",
+    "roi_npy_zero_frames",
+    "roi_csv_zero_frames",
+    "nifti_zero_volumes",
 )
 
 

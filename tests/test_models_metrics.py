@@ -89,8 +89,13 @@ def test_glm_metrics_on_planted_data(planted):
     fit = model.to_dataset()
     m = glm_metrics(fit, counts, sim.truth)
     assert set(m) == {
-        "test_bits_per_spike", "oracle_test_bits_per_spike", "coupling_corr", "coupling_auroc",
-        "coupling_sign_accuracy", "history_weight_mae", "behaviour_weight_corr",
+        "test_bits_per_spike",
+        "oracle_test_bits_per_spike",
+        "coupling_corr",
+        "coupling_auroc",
+        "coupling_sign_accuracy",
+        "history_weight_mae",
+        "behaviour_weight_corr",
     }
     assert set(m) <= set(METRICS)  # every metric has a registered direction and description
     W_true, W_fit = sim.truth["coupling"].values, model.coupling_

@@ -22,7 +22,14 @@ from brainpipe.models.neuroformer import (
 from brainpipe.preprocess import bin_spikes
 from brainpipe.simulate import simulate
 
-TINY_TRAIN = {"max_epochs": 3, "batch_size": 32, "lr": 3e-3, "patience": None, "device": "cpu", "progress": False}
+TINY_TRAIN = {
+    "max_epochs": 3,
+    "batch_size": 32,
+    "lr": 3e-3,
+    "patience": None,
+    "device": "cpu",
+    "progress": False,
+}
 
 
 def counts_ds(y: np.ndarray, bw: float = 0.01, split=None, behaviour=None) -> xr.Dataset:
@@ -33,7 +40,10 @@ def counts_ds(y: np.ndarray, bw: float = 0.01, split=None, behaviour=None) -> xr
             "counts": (("time", "unit"), y.astype(np.uint8), {"units": "1"}),
             "split": ("time", np.zeros(n_t, np.int8) if split is None else np.asarray(split, np.int8)),
         },
-        coords={"time": ("time", (np.arange(n_t) + 0.5) * bw, {"units": "s"}), "unit": [f"u{i}" for i in range(n_u)]},
+        coords={
+            "time": ("time", (np.arange(n_t) + 0.5) * bw, {"units": "s"}),
+            "unit": [f"u{i}" for i in range(n_u)],
+        },
         attrs={"bin_width_s": bw},
     )
     if behaviour is not None:
@@ -50,14 +60,22 @@ def test_tokens_time_then_neuron_with_repeats_and_specials():
     y[4, 0] = 2  # two spikes of unit 0 in one bin: two tokens
     y[5, 1] = 1
     y[1, 1] = 1  # in the past window
-    tok = SpikeTokenizer(dt_s=0.01, window_s=0.02, past_window_s=0.04, block_size=8, past_block_size=4).fit(counts_ds(y))
+    tok = SpikeTokenizer(dt_s=0.01, window_s=0.02, past_window_s=0.04, block_size=8, past_block_size=4).fit(
+        counts_ds(y)
+    )
     win = tok.transform(counts_ds(y))
     assert len(win) == 1 and win.start[0] == 4
     sp = tok.special()
-    assert (sp["sos"], sp["eos"], sp["pad"]) == (3, 4, 5) and tok.vocab == {"id": 6, "dt": 4 + 3, "n_units": 3}
+    assert (sp["sos"], sp["eos"], sp["pad"]) == (3, 4, 5) and tok.vocab == {
+        "id": 6,
+        "dt": 4 + 3,
+        "n_units": 3,
+    }
     assert win.cur_id[0].tolist() == [3, 0, 0, 2, 1, 4, 5, 5]
     assert win.cur_dt[0].tolist() == [sp["sos_dt"], 0, 0, 0, 1, sp["eos_dt"], sp["pad_dt"], sp["pad_dt"]]
-    assert win.past_id[0].tolist() == [3, 1, 5, 5] and win.past_dt[0, 1] == 1  # bin 1 of the past window (bins 0..3)
+    assert (
+        win.past_id[0].tolist() == [3, 1, 5, 5] and win.past_dt[0, 1] == 1
+    )  # bin 1 of the past window (bins 0..3)
     assert win.window_counts[0].tolist() == [2, 1, 1]
 
 
@@ -71,7 +89,9 @@ def test_truncation_keeps_earliest_and_is_counted_and_empty_windows_are_sos_eos(
     assert win.cur_id[0, 1:].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0]  # the earliest 9 spikes, no EOS
     assert win.cur_dt[0, 1:].tolist() == [0] * 6 + [1] * 3
     sp = tok.special()
-    assert win.cur_id[2, :3].tolist() == [sp["sos"], sp["eos"], sp["pad"]] and tok.stats_["n_empty_windows"] == 2
+    assert (
+        win.cur_id[2, :3].tolist() == [sp["sos"], sp["eos"], sp["pad"]] and tok.stats_["n_empty_windows"] == 2
+    )
     # the past of window 2 (bins 10..14) is empty; of window 1 (bins 5..9): 30 spikes, the latest 3 kept
     assert win.past_id[2].tolist() == [sp["sos"], sp["pad"], sp["pad"], sp["pad"]]
     assert tok.stats_["n_past_truncated_windows"] == 1 and win.past_dt[1, 1:].tolist() == [4, 4, 4]
@@ -94,7 +114,9 @@ def test_rebin_by_integer_factor_and_clear_error_otherwise():
     tok = SpikeTokenizer(dt_s=0.02, window_s=0.04, past_window_s=0.08, block_size=6, past_block_size=4)
     win = tok.fit(counts_ds(y)).transform(counts_ds(y))
     assert tok.rebin_ == 2 and win.cur_dt[0, 1:3].tolist() == [0, 1]  # bins 8 and 11 -> dt 0 and 1 (20 ms)
-    with pytest.raises(ConfigError, match=r"dt_s=0.015 s is not an integer multiple of the counts' bin width 0.01 s"):
+    with pytest.raises(
+        ConfigError, match=r"dt_s=0.015 s is not an integer multiple of the counts' bin width 0.01 s"
+    ):
         SpikeTokenizer(dt_s=0.015, window_s=0.03, past_window_s=0.03).fit(counts_ds(y))
 
 
@@ -110,7 +132,9 @@ def test_label_subset_is_evenly_spaced_train_windows():
 def test_modality_not_covering_the_spikes_is_one_line():
     t_bins = np.arange(0, 100) * 0.01 + 0.005
     speed = xr.DataArray(np.ones((50, 1)), dims=("t", "var"), coords={"t": np.arange(50) * 0.01})
-    with pytest.raises(InputError, match=r"modality 'speed' covers 0.000-0.490 s but the spike data span 0.005-0.995 s"):
+    with pytest.raises(
+        InputError, match=r"modality 'speed' covers 0.000-0.490 s but the spike data span 0.005-0.995 s"
+    ):
         align_modality(speed, t_bins, "speed", "beh.nc")
     ok = xr.DataArray(np.arange(120.0)[:, None], dims=("t", "var"), coords={"t": np.arange(120) * 0.01})
     assert np.allclose(align_modality(ok, t_bins, "speed")[:, 0], t_bins * 100)
@@ -125,44 +149,86 @@ def test_behaviour_with_nans_is_one_line():
     beh = np.ones(40)
     beh[7] = np.nan
     tok = SpikeTokenizer(window_s=0.02, past_window_s=0.02, target={"source": "behaviour", "variable": "b0"})
-    with pytest.raises(InputError, match=r"x.nc: target \(behaviour b0\) has NaN or infinite values in 1 bin"):
+    with pytest.raises(
+        InputError, match=r"x.nc: target \(behaviour b0\) has NaN or infinite values in 1 bin"
+    ):
         tok.fit(counts_ds(y, behaviour=beh), "x.nc")
-    tok = SpikeTokenizer(window_s=0.02, past_window_s=0.02, modalities={"speed": {"source": "behaviour", "variables": ["b9"]}})
-    with pytest.raises(InputError, match=r"modality 'speed' names behaviour variable\(s\) b9 not in the file \(it has b0\)"):
+    tok = SpikeTokenizer(
+        window_s=0.02, past_window_s=0.02, modalities={"speed": {"source": "behaviour", "variables": ["b9"]}}
+    )
+    with pytest.raises(
+        InputError, match=r"modality 'speed' names behaviour variable\(s\) b9 not in the file \(it has b0\)"
+    ):
         tok.fit(counts_ds(y, behaviour=np.ones(40)), "x.nc")
 
 
 def _cfg(**nf):
     return {
-        "spikes": {"datasets": {"sim": {"simulate": {"generator": "hub_network", "params": {"n_neurons": 12}}}}},
+        "spikes": {
+            "datasets": {"sim": {"simulate": {"generator": "hub_network", "params": {"n_neurons": 12}}}}
+        },
         "neuroformer": {"modalities": {"flash": {"source": "behaviour", "variables": ["flash"]}}, **nf},
     }
 
 
 def test_config_cross_checks():
-    validate_config(_cfg(datasets={"sim": {"modalities": ["flash"], "target": {"source": "behaviour", "variable": "speed"}}}))
-    with pytest.raises(ConfigError, match=r"neuroformer.datasets.sim.modalities': unknown modality 'speeed' \(defined in neuroformer.modalities: flash\)"):
+    validate_config(
+        _cfg(
+            datasets={
+                "sim": {"modalities": ["flash"], "target": {"source": "behaviour", "variable": "speed"}}
+            }
+        )
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"neuroformer.datasets.sim.modalities': unknown modality 'speeed' \(defined in neuroformer.modalities: flash\)",
+    ):
         validate_config(_cfg(datasets={"sim": {"modalities": ["speeed"]}}))
     with pytest.raises(ConfigError, match=r"no spike dataset named 'other' \(allowed: sim\)"):
         validate_config(_cfg(datasets={"other": {}}))
-    with pytest.raises(ConfigError, match="is also in input modality 'flash', so the decoder would see its own target"):
-        validate_config(_cfg(datasets={"sim": {"modalities": ["flash"], "target": {"source": "behaviour", "variable": "flash"}}}))
+    with pytest.raises(
+        ConfigError, match="is also in input modality 'flash', so the decoder would see its own target"
+    ):
+        validate_config(
+            _cfg(
+                datasets={
+                    "sim": {"modalities": ["flash"], "target": {"source": "behaviour", "variable": "flash"}}
+                }
+            )
+        )
     with pytest.raises(ConfigError, match=r"unknown key 'neuroformer.model.d_modle'"):
         validate_config(_cfg(model={"d_modle": 3}))
 
 
 # ---- network, save/load, vocabulary ----------------------------------------------------------------------------
 def _sim_counts(n=6, duration=40.0, seed=0, **params):
-    sim = simulate("hub_network", {"n_neurons": n, "n_hubs": 1, "hub_out_degree": 3, "n_other_connections": 1,
-                                   "duration_s": duration, **params}, seed=seed)
+    sim = simulate(
+        "hub_network",
+        {
+            "n_neurons": n,
+            "n_hubs": 1,
+            "hub_out_degree": 3,
+            "n_other_connections": 1,
+            "duration_s": duration,
+            **params,
+        },
+        seed=seed,
+    )
     return bin_spikes(sim.data, 0.01, n_blocks=2), sim.truth
 
 
 def _tiny(**kw):
-    tok = SpikeTokenizer(window_s=0.02, past_window_s=0.04, block_size=16, past_block_size=24,
-                         modalities={"flash": {"source": "behaviour", "variables": ["flash"]}},
-                         target=kw.pop("target", None))
-    return Neuroformer(tok, d_model=16, n_heads=2, n_layers=1, dropout=0.0, train=TINY_TRAIN, finetune=TINY_TRAIN, **kw)
+    tok = SpikeTokenizer(
+        window_s=0.02,
+        past_window_s=0.04,
+        block_size=16,
+        past_block_size=24,
+        modalities={"flash": {"source": "behaviour", "variables": ["flash"]}},
+        target=kw.pop("target", None),
+    )
+    return Neuroformer(
+        tok, d_model=16, n_heads=2, n_layers=1, dropout=0.0, train=TINY_TRAIN, finetune=TINY_TRAIN, **kw
+    )
 
 
 def test_zero_spike_windows_give_finite_loss():
@@ -194,7 +260,10 @@ def test_save_load_roundtrip_and_vocabulary_mismatch_names_both_sizes(tmp_path):
         a2 = back.net_(b[0][:, :-1], b[1][:, :-1], b[2], b[3], b[4])["id_logits"]
     assert torch.equal(a1, a2)
     other, _ = _sim_counts(n=7)
-    with pytest.raises(InputError, match=r"m.nc: vocabulary mismatch: the checkpoint's ID vocabulary has 9 tokens \(6 units \+ 3 special\) but the data give 10 \(7 units \+ 3\)"):
+    with pytest.raises(
+        InputError,
+        match=r"m.nc: vocabulary mismatch: the checkpoint's ID vocabulary has 9 tokens \(6 units \+ 3 special\) but the data give 10 \(7 units \+ 3\)",
+    ):
         Neuroformer.from_dataset(ds, other, source=str(path))
     renamed = counts.assign_coords(unit=[f"x{i}" for i in range(6)])
     with pytest.raises(InputError, match="same size \\(9 ID tokens\\) but different units"):
@@ -203,8 +272,18 @@ def test_save_load_roundtrip_and_vocabulary_mismatch_names_both_sizes(tmp_path):
 
 def test_sdpa_matches_explicit_attention():
     torch.manual_seed(0)
-    net = NeuroformerNet(n_id=8, n_dt=7, block_size=10, past_block_size=6, modality_dims=[2], modality_len=5,
-                         d_model=16, n_heads=2, n_layers=2, dropout=0.0).eval()
+    net = NeuroformerNet(
+        n_id=8,
+        n_dt=7,
+        block_size=10,
+        past_block_size=6,
+        modality_dims=[2],
+        modality_len=5,
+        d_model=16,
+        n_heads=2,
+        n_layers=2,
+        dropout=0.0,
+    ).eval()
     ids = torch.randint(0, 5, (3, 9))
     dts = torch.randint(0, 4, (3, 9))
     pid = torch.randint(0, 5, (3, 6))
@@ -224,8 +303,16 @@ def test_sdpa_matches_explicit_attention():
 @pytest.fixture(scope="module")
 def trained():
     # a strong speed drive on most non-hubs, so that a 60 ms window carries the speed (ridge R2 about 0.84)
-    counts, truth = _sim_counts(n=6, duration=60.0, behaviour_fraction=0.8, stimulus_fraction=0.0,
-                                behaviour_weight_min=1.0, behaviour_weight_max=1.5, rate_min_hz=10, rate_max_hz=20)
+    counts, truth = _sim_counts(
+        n=6,
+        duration=60.0,
+        behaviour_fraction=0.8,
+        stimulus_fraction=0.0,
+        behaviour_weight_min=1.0,
+        behaviour_weight_max=1.5,
+        rate_min_hz=10,
+        rate_max_hz=20,
+    )
     m = _tiny(target={"source": "behaviour", "variable": "speed"})
     m.train = {**TINY_TRAIN, "max_epochs": 4}
     m.fit(counts)
@@ -295,7 +382,9 @@ def test_calcium_like_events_at_frame_rate():
     y = rng.poisson(0.4, (300, 4)).astype(np.int32)
     ds = counts_ds(y, bw=1 / 30)
     ds["counts"] = ds["counts"].astype(np.int32)
-    tok = SpikeTokenizer(dt_s=1 / 30, window_s=2 / 30, past_window_s=4 / 30, block_size=32, past_block_size=32).fit(ds)
+    tok = SpikeTokenizer(
+        dt_s=1 / 30, window_s=2 / 30, past_window_s=4 / 30, block_size=32, past_block_size=32
+    ).fit(ds)
     win = tok.transform(ds)
     assert tok.rebin_ == 1 and len(win) == (300 - 4) // 2
     assert np.array_equal(win.window_counts, np.stack([y[s : s + 2].sum(0) for s in win.start]))
@@ -305,10 +394,27 @@ def test_calcium_like_events_at_frame_rate():
 
 def test_contrastive_term_aligns_neural_and_modality_embeddings():
     torch.manual_seed(0)
-    net = NeuroformerNet(n_id=8, n_dt=7, block_size=10, past_block_size=6, modality_dims=[2], modality_len=5,
-                         d_model=16, n_heads=2, n_layers=1, dropout=0.0, contrastive_dim=8)
-    batch = (torch.randint(0, 5, (6, 10)), torch.randint(0, 4, (6, 10)), torch.randint(0, 5, (6, 6)),
-             torch.randint(0, 4, (6, 6)), torch.randn(6, 5, 2), torch.zeros(6, 1))
+    net = NeuroformerNet(
+        n_id=8,
+        n_dt=7,
+        block_size=10,
+        past_block_size=6,
+        modality_dims=[2],
+        modality_len=5,
+        d_model=16,
+        n_heads=2,
+        n_layers=1,
+        dropout=0.0,
+        contrastive_dim=8,
+    )
+    batch = (
+        torch.randint(0, 5, (6, 10)),
+        torch.randint(0, 4, (6, 10)),
+        torch.randint(0, 5, (6, 6)),
+        torch.randint(0, 4, (6, 6)),
+        torch.randn(6, 5, 2),
+        torch.zeros(6, 1),
+    )
     out = pretrain_loss(net, batch, contrastive_weight=0.5)
     assert "loss_contrastive" in out and out["loss_contrastive"] > 0
     out["loss"].backward()
@@ -325,7 +431,9 @@ def test_pretraining_resumes_from_its_checkpoint(tmp_path):
         m = _tiny()
         m.train = {**TINY_TRAIN, "max_epochs": 1, "max_steps": 6}
         m.fit(counts, checkpoint=str(ck), fingerprint=fp)
-        runs.append((m.train_result_.resumed_from_step, {k: v.clone() for k, v in m.net_.state_dict().items()}))
+        runs.append(
+            (m.train_result_.resumed_from_step, {k: v.clone() for k, v in m.net_.state_dict().items()})
+        )
     assert runs[0][0] in (None, 0) and runs[1][0] == 6 and runs[2][0] in (None, 0)
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
 
@@ -333,9 +441,15 @@ def test_pretraining_resumes_from_its_checkpoint(tmp_path):
 def test_binning_refuses_behaviour_that_does_not_cover_the_spikes():
     """In the workflow, modalities come from the counts file: binning must not extrapolate a behaviour that stops
     early (it used to fill the rest with its last value)."""
-    sim = simulate("hub_network", {"n_neurons": 5, "n_hubs": 1, "hub_out_degree": 2, "n_other_connections": 1,
-                                   "duration_s": 10.0}, seed=0)
+    sim = simulate(
+        "hub_network",
+        {"n_neurons": 5, "n_hubs": 1, "hub_out_degree": 2, "n_other_connections": 1, "duration_s": 10.0},
+        seed=0,
+    )
     half = sim.data.isel(behaviour_time=slice(0, 500))  # behaviour for the first 5 s of 10
-    with pytest.raises(InputError, match=r"simulate:hub_network: behaviour covers 0.005-4.995 s but the spikes are binned over 0.000-10.000 s"):
+    with pytest.raises(
+        InputError,
+        match=r"simulate:hub_network: behaviour covers 0.005-4.995 s but the spikes are binned over 0.000-10.000 s",
+    ):
         bin_spikes(half, 0.01)
     bin_spikes(sim.data.isel(behaviour_time=slice(1, -1)), 0.01)  # a sample short at either end is fine

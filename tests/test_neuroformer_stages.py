@@ -14,7 +14,13 @@ from brainpipe.stages import neuroformer_evaluate, neuroformer_finetune, neurofo
 
 TRAIN = {"max_epochs": 2, "batch_size": 32, "lr": 0.003, "patience": None, "device": "cpu", "progress": False}
 PARAMS = {
-    "tokenizer": {"dt_s": 0.01, "window_s": 0.02, "past_window_s": 0.04, "block_size": 16, "past_block_size": 24},
+    "tokenizer": {
+        "dt_s": 0.01,
+        "window_s": 0.02,
+        "past_window_s": 0.04,
+        "block_size": 16,
+        "past_block_size": 24,
+    },
     "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "dropout": 0.0},
     "pretrain": TRAIN,
     "finetune": {**TRAIN, "fractions": [0.1, 1.0], "scratch": True, "max_steps": 15},
@@ -30,19 +36,35 @@ PARAMS = {
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("nf") / "hub"
-    sim = simulate("hub_network", {"n_neurons": 6, "n_hubs": 1, "hub_out_degree": 3, "n_other_connections": 1,
-                                   "duration_s": 40.0}, seed=0)
+    sim = simulate(
+        "hub_network",
+        {"n_neurons": 6, "n_hubs": 1, "hub_out_degree": 3, "n_other_connections": 1, "duration_s": 40.0},
+        seed=0,
+    )
     prov = make_provenance("test", {})
     write(bin_spikes(sim.data, 0.01, n_blocks=2), d / "counts.nc", "spike_counts", prov)
     write(sim.truth, d / "truth.nc", "model_fit", prov)
     nf = d / "neuroformer"
-    neuroformer_pretrain.run({"counts": d / "counts.nc"}, {"model": nf / "pretrained.nc"},
-                             {**PARAMS, "checkpoint": str(d / "ck" / "pre.pt")})
-    neuroformer_finetune.run({"counts": d / "counts.nc", "pretrained": nf / "pretrained.nc"},
-                             {"finetune": nf / "finetune.nc"}, {**PARAMS, "checkpoint": str(d / "ck" / "ft.pt")})
+    neuroformer_pretrain.run(
+        {"counts": d / "counts.nc"},
+        {"model": nf / "pretrained.nc"},
+        {**PARAMS, "checkpoint": str(d / "ck" / "pre.pt")},
+    )
+    neuroformer_finetune.run(
+        {"counts": d / "counts.nc", "pretrained": nf / "pretrained.nc"},
+        {"finetune": nf / "finetune.nc"},
+        {**PARAMS, "checkpoint": str(d / "ck" / "ft.pt")},
+    )
     neuroformer_evaluate.run(
-        {"counts": d / "counts.nc", "pretrained": nf / "pretrained.nc", "finetune": nf / "finetune.nc", "truth": d / "truth.nc"},
-        {"metrics": nf / "metrics.nc", "connectivity": nf / "connectivity.nc"}, PARAMS)
+        {
+            "counts": d / "counts.nc",
+            "pretrained": nf / "pretrained.nc",
+            "finetune": nf / "finetune.nc",
+            "truth": d / "truth.nc",
+        },
+        {"metrics": nf / "metrics.nc", "connectivity": nf / "connectivity.nc"},
+        PARAMS,
+    )
     return d
 
 
@@ -53,15 +75,30 @@ def test_outputs_validate_with_provenance(run_dir):
     assert pre.attrs["tokens_n_windows"] > 0 and provenance_of(pre)["stage"] == "neuroformer_pretrain"
     assert not list((run_dir / "ck").glob("*.pt"))  # checkpoints removed on success
     ft = read(nf / "finetune.nc", "model_fit")
-    assert list(ft["run"].values) == ["pretrained_10pct", "scratch_10pct", "pretrained_100pct", "scratch_100pct"]
+    assert list(ft["run"].values) == [
+        "pretrained_10pct",
+        "scratch_10pct",
+        "pretrained_100pct",
+        "scratch_100pct",
+    ]
     assert set(np.unique(ft["window_split"].values)) == {1, 2}
     conn = read(nf / "connectivity.nc", "model_fit")
     assert conn["attention"].dims == ("unit_post", "unit_pre") and conn.sizes["unit_post"] == 6
     m = read(nf / "metrics.nc", "metrics")
     names = set(m["metric"].values)
-    expected = {"connectivity_auroc", "connectivity_auroc_xcorr", "connectivity_auroc_glm", "hub_recall", "generation_f1",
-                "generation_f1_glm", "decode_r2_pretrained_10pct", "decode_r2_scratch_100pct", "decode_r2_ridge_10pct",
-                "decode_r2_pretrained_vs_scratch_10pct", "pretrain_test_loss"}
+    expected = {
+        "connectivity_auroc",
+        "connectivity_auroc_xcorr",
+        "connectivity_auroc_glm",
+        "hub_recall",
+        "generation_f1",
+        "generation_f1_glm",
+        "decode_r2_pretrained_10pct",
+        "decode_r2_scratch_100pct",
+        "decode_r2_ridge_10pct",
+        "decode_r2_pretrained_vs_scratch_10pct",
+        "pretrain_test_loss",
+    }
     assert expected <= names
     assert int(m["passed"].sel(metric="connectivity_auroc_xcorr")) == 1  # a bar from params
     assert all(d for d in m["description"].values)
@@ -73,34 +110,64 @@ def test_report_section(run_dir):
     from brainpipe.report.neuroformer import sections
 
     nf = run_dir / "neuroformer"
-    secs = sections({"metrics": [nf / "metrics.nc"], "connectivity": [nf / "connectivity.nc"],
-                     "pretrained": [nf / "pretrained.nc"], "finetune": [nf / "finetune.nc"], "truths": [run_dir / "truth.nc"]})
+    secs = sections(
+        {
+            "metrics": [nf / "metrics.nc"],
+            "connectivity": [nf / "connectivity.nc"],
+            "pretrained": [nf / "pretrained.nc"],
+            "finetune": [nf / "finetune.nc"],
+            "truths": [run_dir / "truth.nc"],
+        }
+    )
     assert len(secs) == 1 and secs[0].anchor == "neuroformer" and secs[0].metrics == [nf / "metrics.nc"]
     assert "data:image/png;base64," in secs[0].html and "connectivity_auroc" in secs[0].html
 
 
 def test_finetune_on_other_units_names_both_vocabulary_sizes_and_leaves_nothing(run_dir, tmp_path):
-    sim = simulate("hub_network", {"n_neurons": 8, "n_hubs": 1, "hub_out_degree": 3, "n_other_connections": 1,
-                                   "duration_s": 20.0}, seed=1)
-    other = write(bin_spikes(sim.data, 0.01, n_blocks=2), tmp_path / "o" / "counts.nc", "spike_counts", make_provenance("t", {}))
+    sim = simulate(
+        "hub_network",
+        {"n_neurons": 8, "n_hubs": 1, "hub_out_degree": 3, "n_other_connections": 1, "duration_s": 20.0},
+        seed=1,
+    )
+    other = write(
+        bin_spikes(sim.data, 0.01, n_blocks=2),
+        tmp_path / "o" / "counts.nc",
+        "spike_counts",
+        make_provenance("t", {}),
+    )
     out = tmp_path / "o" / "neuroformer" / "finetune.nc"
-    with pytest.raises(InputError, match=r"vocabulary mismatch: the checkpoint's ID vocabulary has 9 tokens \(6 units \+ 3 special\) but the data give 11 \(8 units"):
-        neuroformer_finetune.run({"counts": other, "pretrained": run_dir / "neuroformer" / "pretrained.nc"},
-                                 {"finetune": out}, PARAMS)
+    with pytest.raises(
+        InputError,
+        match=r"vocabulary mismatch: the checkpoint's ID vocabulary has 9 tokens \(6 units \+ 3 special\) but the data give 11 \(8 units",
+    ):
+        neuroformer_finetune.run(
+            {"counts": other, "pretrained": run_dir / "neuroformer" / "pretrained.nc"},
+            {"finetune": out},
+            PARAMS,
+        )
     assert not out.exists()
 
 
 def test_unknown_model_key_and_missing_target(run_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"neuroformer model: unknown key\(s\) d_modle"):
-        neuroformer_pretrain.run({"counts": run_dir / "counts.nc"}, {"model": tmp_path / "p.nc"},
-                                 {**PARAMS, "model": {"d_modle": 8}})
+        neuroformer_pretrain.run(
+            {"counts": run_dir / "counts.nc"},
+            {"model": tmp_path / "p.nc"},
+            {**PARAMS, "model": {"d_modle": 8}},
+        )
     with pytest.raises(ConfigError, match="has no decoding target"):
-        neuroformer_finetune.run({"counts": run_dir / "counts.nc", "pretrained": run_dir / "neuroformer" / "pretrained.nc"},
-                                 {"finetune": tmp_path / "f.nc"}, {**PARAMS, "target": None})
+        neuroformer_finetune.run(
+            {"counts": run_dir / "counts.nc", "pretrained": run_dir / "neuroformer" / "pretrained.nc"},
+            {"finetune": tmp_path / "f.nc"},
+            {**PARAMS, "target": None},
+        )
     assert not (tmp_path / "p.nc").exists() and not (tmp_path / "f.nc").exists()
 
 
 def test_modality_missing_from_the_counts_is_one_line(run_dir, tmp_path):
     params = {**PARAMS, "modalities": {"speed2": {"source": "stimulus", "variables": ["contrast"]}}}
-    with pytest.raises(InputError, match=r"counts.nc: modality 'speed2' needs variable 'stimulus', which this counts file does not have"):
+    with pytest.raises(
+        InputError,
+        match=r"counts.nc: modality 'speed2' needs variable 'stimulus', which this counts file does not have",
+    ):
         neuroformer_pretrain.run({"counts": run_dir / "counts.nc"}, {"model": tmp_path / "p.nc"}, params)

@@ -69,7 +69,12 @@ def test_owner_recognises_brainpipe_outputs_only(tmp_path, spikes_file, make_val
     # a contract file, and a zarr store
     write(make_valid("metrics"), tmp_path / "m.nc", "metrics")
     assert owner(tmp_path / "m.nc") == "unit-test"
-    write(make_valid("affinity_tensor"), tmp_path / "t.zarr", "affinity_tensor", provenance("build_connectome_tensor"))
+    write(
+        make_valid("affinity_tensor"),
+        tmp_path / "t.zarr",
+        "affinity_tensor",
+        provenance("build_connectome_tensor"),
+    )
     assert owner(tmp_path / "t.zarr") == "build_connectome_tensor"
     # a truncated file is unreadable, hence not recognised
     raw = spikes_file.read_bytes()
@@ -121,7 +126,9 @@ def test_failed_run_removes_only_what_it_wrote(tmp_path, spikes_file, monkeypatc
     out = tmp_path / "counts.nc"
     bin_stage.run({"spikes": spikes_file}, {"counts": out}, {"bin_width_s": 0.01})
     old = out.read_bytes()
-    with pytest.raises(BrainpipeError):  # fails before writing: the earlier output is not this run's, so it stays
+    with pytest.raises(
+        BrainpipeError
+    ):  # fails before writing: the earlier output is not this run's, so it stays
         bin_stage.run({"spikes": spikes_file}, {"counts": out}, {"bin_width_s": -1.0})
     assert out.read_bytes() == old
 
@@ -186,7 +193,10 @@ def test_folder_outputs_carry_a_marker_and_are_replaced_whole(tmp_path):
     assert json.loads((target / MARKER).read_text())["stage"] == "simulate_fmri"
     with atomic_output(target, stage="simulate_fmri", folder=True) as tmp:
         (tmp / "b.txt").write_text("2")
-    assert sorted(p.name for p in target.iterdir()) == [MARKER, "b.txt"]  # nothing of the old tree is mixed in
+    assert sorted(p.name for p in target.iterdir()) == [
+        MARKER,
+        "b.txt",
+    ]  # nothing of the old tree is mixed in
     with pytest.raises(OutputError, match="written by stage simulate_fmri, not ingest_fmri"):
         check_replaceable(target, "ingest_fmri")
     with pytest.raises(RuntimeError), atomic_output(target, stage="simulate_fmri", folder=True) as tmp:
@@ -220,7 +230,15 @@ def test_cli_refuses_and_keeps_user_data(tmp_path, spikes_file):
     for spikes in (tmp_path / "missing.nc", spikes_file):  # the reported case, then a valid input
         for out in (folder, user_file):
             proc = subprocess.run(
-                [sys.executable, "-m", "brainpipe.stages.bin_spikes", "--spikes", str(spikes), "--counts-out", str(out)],
+                [
+                    sys.executable,
+                    "-m",
+                    "brainpipe.stages.bin_spikes",
+                    "--spikes",
+                    str(spikes),
+                    "--counts-out",
+                    str(out),
+                ],
                 capture_output=True,
                 text=True,
                 env=env,
@@ -278,7 +296,9 @@ def test_stale_results_are_flagged_through_the_chain(tmp_path, spikes_file):
     # the upstream file is replaced (a rerun of the simulation with another seed), the downstream ones are not
     sim_stage.run({}, {"data": spikes_file, "truth": spikes_file.with_name("truth.nc")}, {**SIM, "seed": 2})
     assert stale_reasons(counts) == [f"input {spikes_file} changed after this file was written"]
-    assert stale_reasons(fit) == [f"input {counts} is stale (input {spikes_file} changed after this file was written)"]
+    assert stale_reasons(fit) == [
+        f"input {counts} is stale (input {spikes_file} changed after this file was written)"
+    ]
     assert set(stale_files([counts, fit, spikes_file])) == {str(counts), str(fit)}
     spikes_file.unlink()
     assert stale_reasons(counts) == [f"input {spikes_file} is gone"]

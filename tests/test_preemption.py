@@ -23,25 +23,37 @@ N_ITER = 60
 
 
 def _setup(workdir):
-    cfg = tiny_config(**{"spikes.switching_glm.model.n_iter": N_ITER, "spikes.switching_glm.model.tol": 1e-15})
+    cfg = tiny_config(
+        **{"spikes.switching_glm.model.n_iter": N_ITER, "spikes.switching_glm.model.tol": 1e-15}
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "study.yaml").write_text(yaml.safe_dump(cfg))
     return SNAKEMAKE + ["-d", str(workdir), "--configfile", str(workdir / "study.yaml"), "--cores", "2"]
 
 
 def _env():
-    return dict(os.environ, BRAINPIPE_CHECKPOINT_EVERY_S="0", OMP_NUM_THREADS="1")  # checkpoint every iteration
+    return dict(
+        os.environ, BRAINPIPE_CHECKPOINT_EVERY_S="0", OMP_NUM_THREADS="1"
+    )  # checkpoint every iteration
 
 
 def test_kill_9_halfway_then_rerun_resumes_with_identical_metrics(tmp_path):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    proc = subprocess.run(_setup(ref) + [TARGET], capture_output=True, text=True, cwd=REPO, env=_env(), timeout=600)
+    proc = subprocess.run(
+        _setup(ref) + [TARGET], capture_output=True, text=True, cwd=REPO, env=_env(), timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (ref / CKPT).exists()  # removed once the fit's output is written
 
     cmd = _setup(cut) + [TARGET]
-    run = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
+    run = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     done_at_kill = None
     deadline = time.monotonic() + 300
     while run.poll() is None and time.monotonic() < deadline:
@@ -59,7 +71,9 @@ def test_kill_9_halfway_then_rerun_resumes_with_identical_metrics(tmp_path):
     assert done_at_kill < N_ITER and not (cut / TARGET).exists()
     assert not (cut / "results/spikes/tinyswitch/switching_glm/none/fit.nc").exists()
 
-    subprocess.run(_setup(cut) + ["--unlock"], capture_output=True, cwd=REPO, timeout=300)  # kill -9 left the lock
+    subprocess.run(
+        _setup(cut) + ["--unlock"], capture_output=True, cwd=REPO, timeout=300
+    )  # kill -9 left the lock
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (cut / "logs/fit_switching_glm/tinyswitch/none.log").read_text()

@@ -323,7 +323,9 @@ def test_images_are_embedded_pngs(page):
 def test_dataset_without_truth_still_renders(page):
     rec = _section(page[1], "ds-rec")
     assert "no planted ground truth" in rec
-    assert rec.count("<img ") == 2  # raster and unit QC; the coupling figure is its key figure, shown at the top
+    assert (
+        rec.count("<img ") == 2
+    )  # raster and unit QC; the coupling figure is its key figure, shown at the top
     assert rec.count('class="note keyref"') == 1
     results = _section(page[1], "results")
     assert 'alt="coupling of poisson_glm on rec"' in results and "No planted truth" in results
@@ -511,7 +513,9 @@ def test_branch_sections_are_added_with_their_metrics(study, tmp_path, monkeypat
     from brainpipe.report.base import BranchSection
     from brainpipe.report.tables import metrics_table
 
-    m = metrics_dataset({"test_bits_per_spike": 0.5}, {"test_bits_per_spike": 0.1}, model="thing", dataset="ext")
+    m = metrics_dataset(
+        {"test_bits_per_spike": 0.5}, {"test_bits_per_spike": 0.1}, model="thing", dataset="ext"
+    )
     path = write(m, tmp_path / "ext" / "thing" / "metrics.nc", "metrics", make_provenance("test", {}))
     seen = {}
 
@@ -546,7 +550,9 @@ def test_layout_paths_round_trip(tmp_path):
         p = layout.path(name, root=tmp_path / "res", **values)
         assert layout.match(name, p) == (tmp_path / "res", values), name
     assert layout.match("counts", "results/spikes/a/poisson_glm/fit.nc") is None
-    assert layout.paths("switching_metrics", [("a", "none")]) == ["results/spikes/a/switching_glm/none/metrics.nc"]
+    assert layout.paths("switching_metrics", [("a", "none")]) == [
+        "results/spikes/a/switching_glm/none/metrics.nc"
+    ]
     with pytest.raises(TypeError, match="no field"):
         layout.path("counts", variant="none")
 
@@ -558,7 +564,11 @@ def test_layout_discovers_the_study(study):
     assert runs.glm == ["rec", "sim", "sw"] and runs.switching == [("sw", "none"), ("sw", "single")]
     assert runs.spike_truths == ["sim", "sw"] and runs.fmri == [] and runs.neuroformer == []
     ins = layout.report_inputs(runs, root=res)
-    assert [Path(p) for p in ins["spikes__fits"]] == [study["rec"]["fit"], study["sim"]["fit"], study["sw"]["glm_fit"]]
+    assert [Path(p) for p in ins["spikes__fits"]] == [
+        study["rec"]["fit"],
+        study["sim"]["fit"],
+        study["sw"]["glm_fit"],
+    ]
     assert [Path(p) for p in ins["spikes__truths"]] == [study["sim"]["truth"], study["sw"]["truth"]]
     assert ins["fmri__metrics"] == [] and ins["calcium__metrics"] == []
 
@@ -571,7 +581,9 @@ def test_headlines_lead_the_page(page, study):
     summary = _section(text, "summary")
     assert '<details id="all-metrics">' in summary and 'id="metric-filter"' in summary
     results = _section(text, "results")
-    rows = re.findall(r'<tr data-dataset="([^"]+)" data-model="([^"]+)" data-metric="([^"]+)">(.*?)</tr>', results)
+    rows = re.findall(
+        r'<tr data-dataset="([^"]+)" data-model="([^"]+)" data-metric="([^"]+)">(.*?)</tr>', results
+    )
     assert [(d, m) for d, m, _, _ in rows] == [
         ("sim", "poisson_glm"),
         ("rec", "poisson_glm"),
@@ -601,7 +613,9 @@ def test_headlines_lead_the_page(page, study):
     assert cells[6].startswith("PASS")  # test_bits_per_spike >= -100
     sim = re.findall(r"<td[^>]*>(.*?)</td>", rows[0][3])
     rec = re.findall(r"<td[^>]*>(.*?)</td>", rows[1][3])
-    assert sim[3] == "homogeneous Poisson" and sim[6] == "no bar"  # the sim dataset's file: no bar on bits/spike
+    assert (
+        sim[3] == "homogeneous Poisson" and sim[6] == "no bar"
+    )  # the sim dataset's file: no bar on bits/spike
     assert rec[6] == "PASS (&gt;= -100)"  # the rec dataset's file: a bar, met
     # each key figure is shown once, at the top, and linked from its section
     assert text.count('alt="coupling of poisson_glm on sim"') == 1 and 'href="#key-figure-1"' in text

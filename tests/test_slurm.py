@@ -50,20 +50,46 @@ def test_tiny_study_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path
     targets = ["results/report/metrics.tsv"]
     for wd in (local, remote):
         _study(wd)
-    proc = subprocess.run(SNAKEMAKE + ["-d", str(local), "--configfile", str(local / "study.yaml"), "--cores", "2",
-                                       *targets], capture_output=True, text=True, cwd=REPO, timeout=900)
+    proc = subprocess.run(
+        SNAKEMAKE + ["-d", str(local), "--configfile", str(local / "study.yaml"), "--cores", "2", *targets],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    cmd = ["timeout", "-s", "INT", "-k", "30", "1200", *SNAKEMAKE, "-d", str(remote), "--configfile",
-           str(remote / "study.yaml"), "--workflow-profile", str(PROFILE), "--jobs", "4",
-           "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
-           "--slurm-keep-successful-logs", *targets]
+    cmd = [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "30",
+        "1200",
+        *SNAKEMAKE,
+        "-d",
+        str(remote),
+        "--configfile",
+        str(remote / "study.yaml"),
+        "--workflow-profile",
+        str(PROFILE),
+        "--jobs",
+        "4",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--slurm-keep-successful-logs",
+        *targets,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Job stats" in proc.stdout + proc.stderr
 
     files = sorted(p.relative_to(local) for p in (local / "results").rglob("*.nc"))
     assert len(files) >= 15
-    squeue = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
+    squeue = subprocess.run(
+        ["squeue", "-t", "all", "-h", "-o", "%i %T"], capture_output=True, text=True
+    ).stdout
     jobs = {line.split()[0]: line.split()[1:] for line in squeue.splitlines() if line.strip()}
     seen_ids = set()
     for rel in files:
@@ -86,8 +112,11 @@ def test_tiny_study_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path
     # grouping: small per-dataset steps shared cluster jobs, so there are fewer jobs than rules run
     assert len(seen_ids) < len(files)
     # the switching fits asked for a GPU and got the node's gpu resource
-    fits = [provenance_of(xr.load_dataset(remote / r))["slurm_job_id"]
-            for r in files if r.name == "fit.nc" and "switching_glm" in r.parts]
+    fits = [
+        provenance_of(xr.load_dataset(remote / r))["slurm_job_id"]
+        for r in files
+        if r.name == "fit.nc" and "switching_glm" in r.parts
+    ]
     assert fits
     for i in fits:
         info = subprocess.run(["scontrol", "show", "job", i], capture_output=True, text=True).stdout

@@ -268,7 +268,9 @@ def test_evaluate_with_other_units_fails_and_leaves_no_output(chain, tmp_path, h
             unit=("unit", [f"z{i}" for i in range(counts.sizes["unit"])], counts["unit"].attrs)
         )
     other_path = write(other, tmp_path / "other.nc", "spike_counts", provenance("test"))
-    out = tmp_path / "metrics.nc"  # (a file there that brainpipe did not write is refused: test_output_safety.py)
+    out = (
+        tmp_path / "metrics.nc"
+    )  # (a file there that brainpipe did not write is refused: test_output_safety.py)
     log = tmp_path / "eval.log"
     with pytest.raises(InputError, match="units"):
         eval_stage.run({"fit": chain["files"]["fit"], "counts": other_path}, {"metrics": out}, {}, log)

@@ -272,7 +272,14 @@ def test_newton_m_step_reaches_the_lbfgs_optimum(tiny_switch, link, prior):
     out = {}
     for kind in ("newton", "lbfgs"):
         m, data, p, gamma = _fitting_setup(
-            counts, link, prior=prior, m_step=kind, newton_iter=60, m_step_iter=500, hessian_rows=300, tol=1e-12
+            counts,
+            link,
+            prior=prior,
+            m_step=kind,
+            newton_iter=60,
+            m_step_iter=500,
+            hessian_rows=300,
+            tol=1e-12,
         )
         if prior == "gaussian":
             p["W_bar"] = p["W"].mean(0) * (1 - torch.eye(p["W"].shape[-1], dtype=p["W"].dtype))
@@ -286,7 +293,9 @@ def test_newton_m_step_reaches_the_lbfgs_optimum(tiny_switch, link, prior):
         m._q_and_grads = counted
         m._m_step(p, ["b", "U", "W"], data, gamma, hard=True)
         del m._q_and_grads
-        q = m._q_and_grads(p["W"], p["b"], p["U"], m._state_rows(data, gamma))[0].sum() + m._log_prior(p, p["W"])
+        q = m._q_and_grads(p["W"], p["b"], p["U"], m._state_rows(data, gamma))[0].sum() + m._log_prior(
+            p, p["W"]
+        )
         out[kind] = (float(q), p["W"].numpy(), calls["n"])
     assert out["newton"][0] >= out["lbfgs"][0] - 1e-6 * abs(out["lbfgs"][0])
     np.testing.assert_allclose(out["newton"][1], out["lbfgs"][1], atol=2e-3)
@@ -563,8 +572,14 @@ def test_reader_keys_do_not_go_with_a_simulator():
     ("kw", "stop_at"),
     [
         ({"prior": "none", "n_restarts": 2}, 13),  # second restart, mid-EM
-        ({"prior": "onehot", "n_iter": 6, "polish_iter": 6, "onehot_iter": 3, "onehot_steps": 3}, 9),  # polish phase
-        ({"prior": "onehot", "n_iter": 6, "polish_iter": 6, "onehot_iter": 3, "onehot_steps": 3}, 3),  # warm phase
+        (
+            {"prior": "onehot", "n_iter": 6, "polish_iter": 6, "onehot_iter": 3, "onehot_steps": 3},
+            9,
+        ),  # polish phase
+        (
+            {"prior": "onehot", "n_iter": 6, "polish_iter": 6, "onehot_iter": 3, "onehot_steps": 3},
+            3,
+        ),  # warm phase
     ],
 )
 def test_sigterm_resume_gives_the_uninterrupted_fit(tiny_switch, tmp_path, monkeypatch, kw, stop_at):

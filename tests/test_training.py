@@ -41,7 +41,16 @@ def _mse(model, batch):
     return {"loss": ((model(x) - y) ** 2)[mask].mean(), "masked_fraction": 1 - mask.float().mean()}
 
 
-CFG = dict(max_epochs=12, batch_size=32, lr=0.05, weight_decay=0.0, seed=3, device="cpu", progress=False, patience=None)
+CFG = dict(
+    max_epochs=12,
+    batch_size=32,
+    lr=0.05,
+    weight_decay=0.0,
+    seed=3,
+    device="cpu",
+    progress=False,
+    patience=None,
+)
 
 
 def test_loop_recovers_planted_weights_and_logs_history():
@@ -84,15 +93,24 @@ def _run(tmp_path, stop_at=None, fingerprint=None):
             os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends before preempting a job
         return _mse(m, b)
 
-    res = train(model, (x[:200], y[:200]), loss, TrainConfig(**(CFG | {"checkpoint_every_s": 1e9})),
-                val_data=(x[200:], y[200:]), checkpoint=tmp_path / "ckpt.pt", fingerprint=fingerprint or {"a": 1})
+    res = train(
+        model,
+        (x[:200], y[:200]),
+        loss,
+        TrainConfig(**(CFG | {"checkpoint_every_s": 1e9})),
+        val_data=(x[200:], y[200:]),
+        checkpoint=tmp_path / "ckpt.pt",
+        fingerprint=fingerprint or {"a": 1},
+    )
     return model, res
 
 
 def test_sigterm_checkpoints_and_a_rerun_resumes_bit_identically(tmp_path):
     ref, ref_res = _run(tmp_path / "ref")
     with pytest.raises(Preempted, match="rerun the same command to resume"):
-        _run(tmp_path / "cut", stop_at=30)  # 7 train + 2 validation calls per epoch: call 30 is epoch 3, batch 3
+        _run(
+            tmp_path / "cut", stop_at=30
+        )  # 7 train + 2 validation calls per epoch: call 30 is epoch 3, batch 3
     assert (tmp_path / "cut" / "ckpt.pt").exists()
     model, res = _run(tmp_path / "cut")
     assert res.resumed_from_step == 24
@@ -151,8 +169,13 @@ def test_kill_9_then_rerun_resumes_from_the_last_periodic_checkpoint(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
 
     def run(ckpt, kill_at):
-        return subprocess.run([sys.executable, str(script), str(ckpt), str(kill_at)], env=env, capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, str(script), str(ckpt), str(kill_at)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     ref = run(tmp_path / "ref.pt", 0)
     assert ref.returncode == 0, ref.stderr[-2000:]
@@ -160,7 +183,11 @@ def test_kill_9_then_rerun_resumes_from_the_last_periodic_checkpoint(tmp_path):
     assert killed.returncode == -signal.SIGKILL
     assert (tmp_path / "cut.pt").exists() and not (tmp_path / "cut.pt.final").exists()
     loop = load_checkpoint(tmp_path / "cut.pt")["loop"]
-    assert (loop["epoch"], loop["batch"], loop["step"]) == (4, 3, 31)  # call 40 = epoch 4, batch 4: died inside it
+    assert (loop["epoch"], loop["batch"], loop["step"]) == (
+        4,
+        3,
+        31,
+    )  # call 40 = epoch 4, batch 4: died inside it
     resumed = run(tmp_path / "cut.pt", 0)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = torch.load(tmp_path / "ref.pt.final", weights_only=True)
@@ -170,8 +197,11 @@ def test_kill_9_then_rerun_resumes_from_the_last_periodic_checkpoint(tmp_path):
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"learning_rate": 1.0}, "unknown training key 'learning_rate'"), ({"batch_size": 0}, "must be >= 1"),
-     ({"precision": "bf16", "device": "cpu"}, "needs a CUDA device")],
+    [
+        ({"learning_rate": 1.0}, "unknown training key 'learning_rate'"),
+        ({"batch_size": 0}, "must be >= 1"),
+        ({"precision": "bf16", "device": "cpu"}, "needs a CUDA device"),
+    ],
 )
 def test_bad_training_config_is_one_line(change, message):
     x, y, _ = _data()
@@ -189,7 +219,9 @@ def test_empty_training_data_is_one_line():
 def test_gpu_training_uses_bf16_and_learns(tmp_path):
     x, y, w = _data()
     model = _Net()
-    res = train(model, (x, y), _mse, CFG | {"device": "auto", "precision": "auto"}, checkpoint=tmp_path / "c.pt")
+    res = train(
+        model, (x, y), _mse, CFG | {"device": "auto", "precision": "auto"}, checkpoint=tmp_path / "c.pt"
+    )
     assert res.device.startswith("cuda") and res.precision == "bf16"
     assert next(model.parameters()).device.type == "cuda"
     got = model.lin.weight.detach().float().cpu().ravel()
@@ -213,7 +245,10 @@ def test_concurrent_jobs_claim_distinct_gpus(tmp_path, monkeypatch):
         assert claim_gpus(1, wait_s=0) == ["1"] and os.environ["CUDA_VISIBLE_DEVICES"] == "1"
         release_gpus()
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-        assert claim_gpus(2, wait_s=0) == ["0", "1"]  # both busy-or-taken: shares after the wait, with a warning
+        assert claim_gpus(2, wait_s=0) == [
+            "0",
+            "1",
+        ]  # both busy-or-taken: shares after the wait, with a warning
         release_gpus()
         holder.kill()  # kill -9 releases its lock
         holder.wait()

@@ -72,20 +72,57 @@ def job_counts(text: str) -> dict[str, int]:
 MATRIX = {
     "default": (
         None,
-        {"simulate_spikes": 4, "ingest_spikes": 2, "bin_spikes": 6, "fit_poisson_glm": 7, "fit_switching_glm": 16,
-         "evaluate_switching_glm": 16, "report": 1, "metrics_table": 1, "simulate_calcium": 3,
-         "preprocess_calcium": 3, "build_connectome_tensor": 1, "fit_connectome": 1, "evaluate_connectome": 1,
-         "calcium_counts": 1,
-         "simulate_fmri": 1, "ingest_fmri": 2, "clean_fmri": 2, "fmri_baselines": 2, "pretrain_brainmae": 4,
-         "evaluate_brainmae": 4, "neuroformer_pretrain": 3, "neuroformer_finetune": 3, "neuroformer_evaluate": 3},
+        {
+            "simulate_spikes": 4,
+            "ingest_spikes": 2,
+            "bin_spikes": 6,
+            "fit_poisson_glm": 7,
+            "fit_switching_glm": 16,
+            "evaluate_switching_glm": 16,
+            "report": 1,
+            "metrics_table": 1,
+            "simulate_calcium": 3,
+            "preprocess_calcium": 3,
+            "build_connectome_tensor": 1,
+            "fit_connectome": 1,
+            "evaluate_connectome": 1,
+            "calcium_counts": 1,
+            "simulate_fmri": 1,
+            "ingest_fmri": 2,
+            "clean_fmri": 2,
+            "fmri_baselines": 2,
+            "pretrain_brainmae": 4,
+            "evaluate_brainmae": 4,
+            "neuroformer_pretrain": 3,
+            "neuroformer_finetune": 3,
+            "neuroformer_evaluate": 3,
+        },
     ),
     "tiny": (
         "tiny",
-        {"simulate_spikes": 2, "ingest_spikes": 2, "bin_spikes": 4, "fit_poisson_glm": 5, "fit_switching_glm": 4,
-         "evaluate_switching_glm": 4, "simulate_calcium": 2, "preprocess_calcium": 2, "build_connectome_tensor": 1,
-         "fit_connectome": 1, "evaluate_connectome": 1, "calcium_counts": 1,
-         "simulate_fmri": 1, "ingest_fmri": 1, "clean_fmri": 1, "fmri_baselines": 1, "pretrain_brainmae": 2,
-         "evaluate_brainmae": 2, "neuroformer_pretrain": 3, "neuroformer_finetune": 2, "neuroformer_evaluate": 3},
+        {
+            "simulate_spikes": 2,
+            "ingest_spikes": 2,
+            "bin_spikes": 4,
+            "fit_poisson_glm": 5,
+            "fit_switching_glm": 4,
+            "evaluate_switching_glm": 4,
+            "simulate_calcium": 2,
+            "preprocess_calcium": 2,
+            "build_connectome_tensor": 1,
+            "fit_connectome": 1,
+            "evaluate_connectome": 1,
+            "calcium_counts": 1,
+            "simulate_fmri": 1,
+            "ingest_fmri": 1,
+            "clean_fmri": 1,
+            "fmri_baselines": 1,
+            "pretrain_brainmae": 2,
+            "evaluate_brainmae": 2,
+            "neuroformer_pretrain": 3,
+            "neuroformer_finetune": 2,
+            "neuroformer_evaluate": 3,
+        },
     ),
     "neuroformer_off": ({"neuroformer.enabled": False}, {"bin_spikes": 4, "fit_switching_glm": 4}),
     "neuroformer_no_target": (
@@ -93,31 +130,66 @@ MATRIX = {
         {"neuroformer_pretrain": 3, "neuroformer_finetune": 1, "neuroformer_evaluate": 3},
     ),
     "brainmae_off": ({"fmri.brainmae.enabled": False}, {"clean_fmri": 1, "fmri_baselines": 1}),
-    "fmri_tables": ({"fmri.datasets.tinycohort.simulate.source": "tables"}, {"ingest_fmri": 1, "pretrain_brainmae": 2}),
-    "glm_off": ({"spikes.poisson_glm.enabled": False}, {"simulate_spikes": 2, "bin_spikes": 4, "fit_switching_glm": 4}),
+    "fmri_tables": (
+        {"fmri.datasets.tinycohort.simulate.source": "tables"},
+        {"ingest_fmri": 1, "pretrain_brainmae": 2},
+    ),
+    "glm_off": (
+        {"spikes.poisson_glm.enabled": False},
+        {"simulate_spikes": 2, "bin_spikes": 4, "fit_switching_glm": 4},
+    ),
     "switching_off": ({"spikes.switching_glm.enabled": False}, {"bin_spikes": 4, "fit_poisson_glm": 5}),
     "table_only": (
-        {"spikes.datasets.tinysim": None, "spikes.datasets.tinyswitch": None, "spikes.datasets.stein": None,
-         "spikes.datasets.tinyca": None, "spikes.switching_glm.datasets": {}, "calcium": {}, "neuroformer.datasets": {}},
+        {
+            "spikes.datasets.tinysim": None,
+            "spikes.datasets.tinyswitch": None,
+            "spikes.datasets.stein": None,
+            "spikes.datasets.tinyca": None,
+            "spikes.switching_glm.datasets": {},
+            "calcium": {},
+            "neuroformer.datasets": {},
+        },
         {"ingest_spikes": 1, "fit_poisson_glm": 1},
     ),
     "no_datasets": (
-        {"spikes.datasets": {}, "spikes.switching_glm.datasets": {}, "calcium": {}, "fmri.datasets": {},
-         "neuroformer.datasets": {}},
+        {
+            "spikes.datasets": {},
+            "spikes.switching_glm.datasets": {},
+            "calcium": {},
+            "fmri.datasets": {},
+            "neuroformer.datasets": {},
+        },
         {"report": 1},
     ),
     "calcium_only": (
-        {"spikes.datasets": {"tinyca": {"from_calcium": "tinyca_a1"}}, "spikes.switching_glm.datasets": {},
-         "neuroformer.datasets": {"tinyca": TINY["neuroformer"]["datasets"]["tinyca"]}},
-        {"simulate_calcium": 2, "preprocess_calcium": 2, "fit_connectome": 1, "calcium_counts": 1, "fit_poisson_glm": 1,
-         "neuroformer_pretrain": 1, "neuroformer_evaluate": 1},
+        {
+            "spikes.datasets": {"tinyca": {"from_calcium": "tinyca_a1"}},
+            "spikes.switching_glm.datasets": {},
+            "neuroformer.datasets": {"tinyca": TINY["neuroformer"]["datasets"]["tinyca"]},
+        },
+        {
+            "simulate_calcium": 2,
+            "preprocess_calcium": 2,
+            "fit_connectome": 1,
+            "calcium_counts": 1,
+            "fit_poisson_glm": 1,
+            "neuroformer_pretrain": 1,
+            "neuroformer_evaluate": 1,
+        },
     ),
     "connectome_off": ({"calcium.connectome.enabled": False}, {"preprocess_calcium": 2, "calcium_counts": 1}),
     "calcium_from_file": (
-        {"calcium.datasets.arr": {"path": str(REPO / "tests" / "data" / "calcium_traces.npy")},
-         "calcium.connectome.studies.filestudy": {"datasets": ["arr", "tinyca_a1"]}},
-        {"ingest_calcium": 1, "simulate_calcium": 2, "preprocess_calcium": 3, "fit_connectome": 2,
-         "evaluate_connectome": 2},
+        {
+            "calcium.datasets.arr": {"path": str(REPO / "tests" / "data" / "calcium_traces.npy")},
+            "calcium.connectome.studies.filestudy": {"datasets": ["arr", "tinyca_a1"]},
+        },
+        {
+            "ingest_calcium": 1,
+            "simulate_calcium": 2,
+            "preprocess_calcium": 3,
+            "fit_connectome": 2,
+            "evaluate_connectome": 2,
+        },
     ),
 }
 
@@ -257,7 +329,10 @@ def test_tiny_run_outputs_validate(tiny_run):
             assert f"spikes/{d}/{f}" in names
     for d in ("tinyswitch", "stein"):
         for v in ("single", "none"):
-            assert f"spikes/{d}/switching_glm/{v}/fit.nc" in names and f"spikes/{d}/switching_glm/{v}/metrics.nc" in names
+            assert (
+                f"spikes/{d}/switching_glm/{v}/fit.nc" in names
+                and f"spikes/{d}/switching_glm/{v}/metrics.nc" in names
+            )
     assert "spikes/tinysim/truth.nc" in names and "spikes/table/truth.nc" not in names
     for f in files:
         assert validate_file(f) == [], f
@@ -272,9 +347,19 @@ def test_tiny_run_outputs_validate(tiny_run):
     assert (tiny_run / "results" / "report" / "index.html").stat().st_size > 10_000
     html = (tiny_run / "results" / "report" / "index.html").read_text(encoding="utf-8")
     assert '<section id="neuroformer">' in html and 'href="#neuroformer"' in html  # the branch section
-    rules = ("simulate_spikes", "ingest_spikes", "bin_spikes", "fit_poisson_glm", "evaluate_poisson_glm",
-             "fit_switching_glm", "evaluate_switching_glm", "neuroformer_pretrain", "neuroformer_finetune",
-             "neuroformer_evaluate", "report")
+    rules = (
+        "simulate_spikes",
+        "ingest_spikes",
+        "bin_spikes",
+        "fit_poisson_glm",
+        "evaluate_poisson_glm",
+        "fit_switching_glm",
+        "evaluate_switching_glm",
+        "neuroformer_pretrain",
+        "neuroformer_finetune",
+        "neuroformer_evaluate",
+        "report",
+    )
     for rule in rules:
         assert list((tiny_run / "benchmarks" / rule).rglob("*.tsv")), rule
         assert list((tiny_run / "logs" / rule).rglob("*.log")), rule
@@ -328,11 +413,23 @@ def test_tiny_run_fmri(tiny_run):
     runs = sorted((res / "roi").glob("*.nc"))
     assert len(runs) == 8 and read(runs[0], "roi_timeseries").sizes["roi"] == 12
     clean = read(res / "clean.nc", "roi_segments")
-    assert clean.sizes["lag"] == 10 and clean.attrs["split_by"] == "subject" and "label" in clean and "target" in clean
+    assert (
+        clean.sizes["lag"] == 10
+        and clean.attrs["split_by"] == "subject"
+        and "label" in clean
+        and "target" in clean
+    )
     base = read(res / "brainmae" / "base" / "metrics.nc", "metrics")
     names = set(base["metric"].values.tolist())
-    assert {"masked_nmse", "masked_nmse_vs_ridge", "roi_embedding_ari", "probe_accuracy", "probe_r2",
-            "finetune_accuracy", "finetune_r2"} <= names
+    assert {
+        "masked_nmse",
+        "masked_nmse_vs_ridge",
+        "roi_embedding_ari",
+        "probe_accuracy",
+        "probe_r2",
+        "finetune_accuracy",
+        "finetune_r2",
+    } <= names
     assert int(base["passed"].sel(metric="roi_embedding_ari")) == 1
     no_mask = read(res / "brainmae" / "no_mask" / "metrics.nc", "metrics")
     assert "finetune_accuracy" not in set(no_mask["metric"].values.tolist())  # fine-tuning: base variant only
@@ -342,6 +439,8 @@ def test_tiny_run_fmri(tiny_run):
     assert not list((tiny_run / "checkpoints").rglob("*.pt")) if (tiny_run / "checkpoints").exists() else True
     html = (tiny_run / "results" / "report" / "index.html").read_text()
     assert '<section id="fmri">' in html and "tinycohort" in html
+
+
 def test_tiny_run_calcium(tiny_run):
     """Calcium branch in the tiny study: connectome bars, calcium events as spike counts, report section."""
     res = tiny_run / "results"
@@ -358,8 +457,14 @@ def test_tiny_run_calcium(tiny_run):
     assert (res / "spikes/tinyca/poisson_glm/metrics.nc").exists()
     html = (res / "report" / "index.html").read_text()
     assert '<section id="calcium">' in html and 'href="#calcium"' in html
-    for rule in ("simulate_calcium", "preprocess_calcium", "build_connectome_tensor", "fit_connectome",
-                 "evaluate_connectome", "calcium_counts"):
+    for rule in (
+        "simulate_calcium",
+        "preprocess_calcium",
+        "build_connectome_tensor",
+        "fit_connectome",
+        "evaluate_connectome",
+        "calcium_counts",
+    ):
         assert list((tiny_run / "benchmarks" / rule).rglob("*.tsv")), rule
 
 
@@ -372,14 +477,18 @@ def test_second_run_is_noop(tiny_run):
 def test_param_change_reruns_only_downstream(tiny_run):
     proc = snakemake(tiny_run, tiny_config(**{"spikes.poisson_glm.alpha": 0.001}), "-n")
     jobs = job_counts(proc.stdout + proc.stderr)
-    assert jobs.get("fit_poisson_glm") == 5 and jobs.get("evaluate_poisson_glm") == 5 and jobs.get("report") == 1
+    assert (
+        jobs.get("fit_poisson_glm") == 5 and jobs.get("evaluate_poisson_glm") == 5 and jobs.get("report") == 1
+    )
     assert "simulate_spikes" not in jobs and "bin_spikes" not in jobs and "ingest_spikes" not in jobs
     assert "fit_switching_glm" not in jobs
     proc = snakemake(tiny_run, tiny_config(**{"spikes.evaluate.bars": {"coupling_auroc": 0.95}}), "-n")
     jobs = job_counts(proc.stdout + proc.stderr)
     assert jobs.get("evaluate_poisson_glm") == 5 and "fit_poisson_glm" not in jobs
     # a switching hyperparameter of one dataset re-runs that dataset's switching fits only
-    proc = snakemake(tiny_run, tiny_config(**{"spikes.switching_glm.datasets.stein.model": {"l2": 0.01}}), "-n")
+    proc = snakemake(
+        tiny_run, tiny_config(**{"spikes.switching_glm.datasets.stein.model": {"l2": 0.01}}), "-n"
+    )
     jobs = job_counts(proc.stdout + proc.stderr)
     assert jobs.get("fit_switching_glm") == 2 and jobs.get("evaluate_switching_glm") == 2
     assert "fit_poisson_glm" not in jobs and "bin_spikes" not in jobs
@@ -486,9 +595,16 @@ def test_report_rebuild_cli(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     workflow, rebuilt = _page_facts(tiny_run / "results" / "report" / "index.html"), _page_facts(out)
     assert rebuilt.sections == workflow.sections
-    assert {"results", "summary", "ds-tinysim", "ds-stein", "fmri", "calcium", "neuroformer", "provenance"} <= set(
-        workflow.sections
-    )
+    assert {
+        "results",
+        "summary",
+        "ds-tinysim",
+        "ds-stein",
+        "fmri",
+        "calcium",
+        "neuroformer",
+        "provenance",
+    } <= set(workflow.sections)
     assert rebuilt.metrics == workflow.metrics
     datasets = {d for d, _, _ in workflow.metrics}
     assert {"tinysim", "tinyswitch", "table", "stein", "tinyca", "tinycohort", "tinyconn"} <= datasets
@@ -500,8 +616,10 @@ def test_report_rebuild_cli(tiny_run, tmp_path):
     assert rebuilt.files == workflow.files and "fmri/tinycohort/clean.nc" in workflow.files
     # the page's results come first: the headlines, then the table of every metric (folded), then the sections
     assert workflow.sections[:2] == ["results", "summary"]
-    titles = {re.search(r"<title>(.*?)</title>", p.read_text(encoding="utf-8")).group(1)
-              for p in (out, tiny_run / "results" / "report" / "index.html")}
+    titles = {
+        re.search(r"<title>(.*?)</title>", p.read_text(encoding="utf-8")).group(1)
+        for p in (out, tiny_run / "results" / "report" / "index.html")
+    }
     assert titles == {"tiny test study"}  # the rebuild keeps the study's title
     missing = subprocess.run(
         [sys.executable, "-m", "brainpipe.cli", "report", "--results", str(tmp_path / "none")],
@@ -509,7 +627,11 @@ def test_report_rebuild_cli(tiny_run, tmp_path):
         text=True,
         cwd=REPO,
     )
-    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "no such results folder" in missing.stderr
+    assert (
+        missing.returncode == 1
+        and missing.stderr.count("\n") == 1
+        and "no such results folder" in missing.stderr
+    )
 
 
 def test_layout_names_the_workflow_outputs(tiny_run):
@@ -518,7 +640,11 @@ def test_layout_names_the_workflow_outputs(tiny_run):
     from brainpipe import layout
 
     res = tiny_run / "results"
-    files = [p for p in res.rglob("*") if p.is_file() and ".zarr" not in p.as_posix() and "/source/" not in p.as_posix()]
+    files = [
+        p
+        for p in res.rglob("*")
+        if p.is_file() and ".zarr" not in p.as_posix() and "/source/" not in p.as_posix()
+    ]
     files = [p for p in files if p.parent.name != "roi"]  # one file per run inside the roi folder (a result)
     unnamed = [p for p in files if not any(layout.match(n, p) for n in layout.TEMPLATES)]
     assert unnamed == []
@@ -529,8 +655,13 @@ def test_layout_names_the_workflow_outputs(tiny_run):
     assert job, proc.stdout[-2000:]
     rule_inputs = set(job.group(1).split(", "))
     assert {str(Path(p).relative_to(tiny_run)) for v in found.values() for p in v} == rule_inputs
-    assert {k for k, v in found.items() if v} >= {"spikes__metrics", "spikes__switching_metrics", "fmri__metrics",
-                                                   "calcium__metrics", "neuroformer__metrics"}
+    assert {k for k, v in found.items() if v} >= {
+        "spikes__metrics",
+        "spikes__switching_metrics",
+        "fmri__metrics",
+        "calcium__metrics",
+        "neuroformer__metrics",
+    }
 
 
 def test_validate_and_info_cli(tiny_run, tmp_path):
@@ -586,18 +717,32 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     if exe is None:
         pytest.skip("no chromium on this machine (.ci/run installs Debian's chromium)")
     page_path = tiny_run / "results" / "report" / "index.html"
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"]
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+    ]
     problems: list[str] = []
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=args)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on(
+                "console",
+                lambda m: (
+                    problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None
+                ),
+            )
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url[:80]}"))
             page.goto(page_path.as_uri(), wait_until="load")
-            images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])")
+            images = page.evaluate(
+                "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])"
+            )
             title = page.title()
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=True)
@@ -649,6 +794,19 @@ def test_slurm_profile_dry_run_shows_resources(tmp_path):
     evals = [b for b in blocks if re.match(r"\s*rule evaluate_poisson_glm:", b)]
     assert evals and all("mem_mb=" in b and re.search(r"runtime=(20|<TBD>)", b) for b in evals)
     assert "group spikes_eval" in out or "spikes_eval" in out  # small steps are grouped into shared jobs
-    cpu = snakemake(tmp_path, tiny_config(), "-n", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"))
-    fit_cpu = [b for b in re.split(r"\n(?=\s*rule \w+:)", cpu.stdout + cpu.stderr) if "rule fit_switching_glm:" in b]
+    cpu = snakemake(
+        tmp_path, tiny_config(), "-n", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm")
+    )
+    fit_cpu = [
+        b for b in re.split(r"\n(?=\s*rule \w+:)", cpu.stdout + cpu.stderr) if "rule fit_switching_glm:" in b
+    ]
     assert fit_cpu and all("gpu=0" in re.search(r"resources: (.*)", b).group(1) for b in fit_cpu)
+
+
+def test_code_is_linted_and_formatted():
+    """`make lint`'s Python half: ruff's checks and its formatting, over the package, tests, shims and benchmarks."""
+    ruff = Path(sys.executable).with_name("ruff")
+    paths = ["src", "tests", "workflow/scripts", "bench"]
+    for args in (["check", *paths], ["format", "--check", *paths]):
+        proc = subprocess.run([str(ruff), *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert proc.returncode == 0, f"ruff {args[0]}: " + proc.stdout[-3000:] + proc.stderr[-1000:]

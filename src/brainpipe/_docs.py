@@ -141,7 +141,9 @@ def fill_doc(obj: T) -> T:
     def fill(m: re.Match) -> str:
         indent, name = m.group(1), m.group(2)
         if name not in DOCDICT:
-            raise KeyError(f"{getattr(obj, '__qualname__', obj)}: no shared docstring text {name!r} in DOCDICT")
+            raise KeyError(
+                f"{getattr(obj, '__qualname__', obj)}: no shared docstring text {name!r} in DOCDICT"
+            )
         return _indent(DOCDICT[name], indent)
 
     obj.__doc__ = _PLACEHOLDER.sub(fill, doc)

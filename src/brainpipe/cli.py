@@ -1,11 +1,11 @@
 """The ``brainpipe`` command: run the study, validate and inspect intermediate files, rebuild the report.
 
-    brainpipe run [SNAKEMAKE ARGS...]   run the workflow (defaults: the repo's Snakefile and default profile)
-    brainpipe validate FILE...          check files against their contracts (one line per problem)
-    brainpipe info FILE                 dims, variables, attributes and provenance of a file
-    brainpipe report [--results DIR]    rebuild RESULTS/report/index.html from every branch's results found there
-                                        (brainpipe.layout; the same inputs the workflow's report rule gets)
-    brainpipe check-config [FILE]       validate a study config (one line per problem)
+brainpipe run [SNAKEMAKE ARGS...]   run the workflow (defaults: the repo's Snakefile and default profile)
+brainpipe validate FILE...          check files against their contracts (one line per problem)
+brainpipe info FILE                 dims, variables, attributes and provenance of a file
+brainpipe report [--results DIR]    rebuild RESULTS/report/index.html from every branch's results found there
+                                    (brainpipe.layout; the same inputs the workflow's report rule gets)
+brainpipe check-config [FILE]       validate a study config (one line per problem)
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from brainpipe.errors import BrainpipeError, InputError
 def _cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     cmd = [sys.executable, "-m", "snakemake"]
     if not any(a in ("-s", "--snakefile") for a in extra) and not Path("Snakefile").exists():
-        print("brainpipe: error: no Snakefile here; run from the brainpipe checkout or pass --snakefile", file=sys.stderr)
+        print(
+            "brainpipe: error: no Snakefile here; run from the brainpipe checkout or pass --snakefile",
+            file=sys.stderr,
+        )
         return 2
     if not any(a.startswith(("--cores", "-c", "--jobs", "-j", "--executor", "-e")) for a in extra):
         cmd += ["--cores", "all"]
@@ -54,7 +57,11 @@ def _cmd_info(args: argparse.Namespace, extra: list[str]) -> int:
         ds = open_dataset(f)
         print(f"{f}\n{summarize(ds)}")
         reasons = stale_reasons(f)
-        print("stale: " + "; ".join(reasons) + " (re-run the workflow)" if reasons else "stale: no (up to date with its inputs)")
+        print(
+            "stale: " + "; ".join(reasons) + " (re-run the workflow)"
+            if reasons
+            else "stale: no (up to date with its inputs)"
+        )
     return 0
 
 
@@ -81,7 +88,9 @@ def _cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
     # the same inputs the workflow's report rule gets (brainpipe.layout), for what exists under the results folder
     inputs = layout.report_inputs(layout.discover(res), root=res)
     if not any(v for k, v in inputs.items() if k.endswith("metrics")):
-        raise InputError(f"{res}: no metrics files in the results layout (see brainpipe.layout); run the study first")
+        raise InputError(
+            f"{res}: no metrics files in the results layout (see brainpipe.layout); run the study first"
+        )
     out = Path(args.output or layout.path("report_page", root=res))
     title = args.title or _page_title(Path(layout.path("report_page", root=res))) or DEFAULT_TITLE
     write_report(out, branch_files(inputs), title=title, benchmarks_dir=args.benchmarks)
@@ -98,7 +107,9 @@ def _cmd_check_config(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="brainpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="brainpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--version", action="version", version=f"brainpipe {brainpipe.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the workflow with snakemake; other arguments go to snakemake")
@@ -115,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results", default="results")
     rep.add_argument("--output", default=None, help="default: RESULTS/report/index.html")
     rep.add_argument("--benchmarks", default="benchmarks")
-    rep.add_argument("--title", default=None, help="default: the title of RESULTS/report/index.html, if there is one")
+    rep.add_argument(
+        "--title", default=None, help="default: the title of RESULTS/report/index.html, if there is one"
+    )
     rep.set_defaults(func=_cmd_report)
     c = sub.add_parser("check-config", help="validate a study config file")
     c.add_argument("config", nargs="?", default="config/config.yaml")

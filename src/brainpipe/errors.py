@@ -26,7 +26,11 @@ class ContractError(BrainpipeError):
         self.path = str(path)
         self.problems = list(problems)
         first = problems[0] if problems else "unknown problem"
-        more = f" (and {len(problems) - 1} more problem(s); run 'brainpipe validate {path}')" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more problem(s); run 'brainpipe validate {path}')"
+            if len(problems) > 1
+            else ""
+        )
         super().__init__(f"{path}: {first}{more}")
 
 

@@ -440,7 +440,9 @@ def report_inputs(runs: StudyRuns, root: str | os.PathLike = RESULTS) -> dict[st
         **spike_report_inputs(runs.glm, runs.switching, runs.spike_truths, root),
         **fmri_report_inputs(runs.fmri, runs.brainmae, runs.fmri_truths, root),
         **calcium_report_inputs(runs.calcium, runs.connectomes, root),
-        **neuroformer_report_inputs(runs.neuroformer, runs.neuroformer_decoded, runs.neuroformer_truths, root),
+        **neuroformer_report_inputs(
+            runs.neuroformer, runs.neuroformer_decoded, runs.neuroformer_truths, root
+        ),
     }
 
 

@@ -41,7 +41,11 @@ def merged(base: Mapping[str, Any] | None, override: Mapping[str, Any] | None) -
     """
     out = copy.deepcopy(dict(base or {}))
     for k, v in (override or {}).items():
-        out[k] = merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+        out[k] = (
+            merged(out[k], v)
+            if isinstance(v, Mapping) and isinstance(out.get(k), Mapping)
+            else copy.deepcopy(v)
+        )
     return out
 
 
@@ -53,8 +57,19 @@ SPIKE_INGEST_KEYS = ("path", "format", "options", "t_start_s", "t_stop_s")
 CALCIUM_INGEST_KEYS = ("path", "format", "frame_rate_hz", "options", "drop_bad_cells")
 #: the fMRI dataset keys the readers take (the rules pass them; the ingest stage gives all but path/format to the reader)
 FMRI_READER_KEYS = (
-    "path", "format", "atlas", "atlas_labels", "participants", "confounds", "task", "space", "session",
-    "repetition_time_s", "roi_names", "confound_columns", "drop_columns",
+    "path",
+    "format",
+    "atlas",
+    "atlas_labels",
+    "participants",
+    "confounds",
+    "task",
+    "space",
+    "session",
+    "repetition_time_s",
+    "roi_names",
+    "confound_columns",
+    "drop_columns",
 )
 FMRI_FILE_KEYS = ("atlas", "atlas_labels", "participants")
 NF_SECTIONS = ("tokenizer", "model", "pretrain", "finetune", "evaluate", "bars")
@@ -472,7 +487,9 @@ class Study:
         nf = self._nf
         entry = nf["datasets"][dataset]
         out = {k: merged(nf.get(k), entry.get(k)) for k in NF_SECTIONS}
-        out["modalities"] = {m: copy.deepcopy(nf.get("modalities", {})[m]) for m in entry.get("modalities", [])}
+        out["modalities"] = {
+            m: copy.deepcopy(nf.get("modalities", {})[m]) for m in entry.get("modalities", [])
+        }
         out["target"] = copy.deepcopy(entry.get("target"))
         out["seed"] = nf.get("seed", 0)
         out["dataset"] = dataset
@@ -527,11 +544,15 @@ class Study:
     _LAYERS = {  # step -> the config keys its parameters are merged from, global first
         "bin": lambda s, d: ["spikes.bin", f"spikes.datasets.{d}.bin"],
         "switching": lambda s, d, v: [
-            "spikes.switching_glm.model", f"spikes.switching_glm.variants.{v}", f"spikes.switching_glm.datasets.{d}.model"
+            "spikes.switching_glm.model",
+            f"spikes.switching_glm.variants.{v}",
+            f"spikes.switching_glm.datasets.{d}.model",
         ],
         "fmri_clean": lambda s, d: ["fmri.clean", f"fmri.datasets.{d}.clean"],
         "brainmae": lambda s, d, v: [
-            "fmri.brainmae.model", f"fmri.brainmae.variants.{v}", f"fmri.brainmae.datasets.{d}.model"
+            "fmri.brainmae.model",
+            f"fmri.brainmae.variants.{v}",
+            f"fmri.brainmae.datasets.{d}.model",
         ],
         "calcium_preprocess": lambda s, d: ["calcium.preprocess", f"calcium.datasets.{d}.preprocess"],
         "connectome": lambda s, st: ["calcium.connectome.model", f"calcium.connectome.studies.{st}.model"],
@@ -613,7 +634,11 @@ class Study:
                 if v not in sw.get("variants", {}):
                     continue
                 own = "model" in sw["datasets"][name]
-                key = f"spikes.switching_glm.datasets.{name}.model" if own else f"spikes.switching_glm.variants.{v}"
+                key = (
+                    f"spikes.switching_glm.datasets.{name}.model"
+                    if own
+                    else f"spikes.switching_glm.variants.{v}"
+                )
                 self._check_estimator(SwitchingGLM, self.switching(name, v), key)
 
     def _check_brainmae(self) -> None:
@@ -624,7 +649,11 @@ class Study:
             for v in self.brainmae_variants(name):
                 if v not in bm.get("variants", {}):
                     continue
-                key = f"fmri.brainmae.datasets.{name}.model" if "model" in entry else f"fmri.brainmae.variants.{v}"
+                key = (
+                    f"fmri.brainmae.datasets.{name}.model"
+                    if "model" in entry
+                    else f"fmri.brainmae.variants.{v}"
+                )
                 try:
                     split_kwargs(self.brainmae(name, v))
                 except ConfigError as err:
@@ -654,7 +683,11 @@ class Study:
         if not c.get("enabled", True):
             return
         for study, entry in c.get("studies", {}).items():
-            key = f"calcium.connectome.studies.{study}.model" if "model" in entry else "calcium.connectome.model"
+            key = (
+                f"calcium.connectome.studies.{study}.model"
+                if "model" in entry
+                else "calcium.connectome.model"
+            )
             self._check_estimator(DynamicConnectome, self.connectome(study), key)
 
     def _check_estimator(self, cls, params: dict[str, Any], key: str) -> None:
@@ -671,7 +704,9 @@ class Study:
 
 
 def load_study(
-    path: str | os.PathLike, schema: str | os.PathLike | None = None, base_dir: str | os.PathLike | None = None,
+    path: str | os.PathLike,
+    schema: str | os.PathLike | None = None,
+    base_dir: str | os.PathLike | None = None,
     check_paths: bool = True,
 ) -> Study:
     """Read, validate and resolve a study config file.

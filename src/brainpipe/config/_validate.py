@@ -63,6 +63,8 @@ def section_defaults(section: str, schema: Mapping[str, Any] | None = None) -> d
     for _ in defaulting.iter_errors(out):  # filling defaults is a side effect of validation
         pass
     return out
+
+
 PATH_OPTIONS = ("position",)  # reader options that name files (checked like 'path', and tracked as inputs)
 
 
@@ -118,7 +120,9 @@ def load_schema(path: str | os.PathLike | None = None) -> dict[str, Any]:
         defs = sub.pop("$defs", {})
         clash = (set(defs) & set(schema.setdefault("$defs", {}))) | ({branch} & set(schema["properties"]))
         if clash:
-            raise ConfigError(f"{part}: defines {', '.join(sorted(clash))} again; rename it in one of the schemas")
+            raise ConfigError(
+                f"{part}: defines {', '.join(sorted(clash))} again; rename it in one of the schemas"
+            )
         schema["$defs"].update(defs)
         sub.pop("$schema", None)
         schema["properties"][branch] = sub
@@ -219,7 +223,9 @@ def validate_config(
     sch = schema if isinstance(schema, Mapping) else load_schema(schema)
     cfg = copy.deepcopy(dict(config or {}))
     validator = _Validator(sch)
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
+    )
     if errors:
         err = errors[0]
         if err.context:  # oneOf/anyOf: report the most specific sub-error
@@ -260,7 +266,9 @@ def _check_datasets(cfg: dict[str, Any], source: str, base: Path, check_paths: b
     for name, ds in cfg.get("spikes", {}).get("datasets", {}).items():
         key = f"spikes.datasets.{name}"
         if sum(k in ds for k in ("simulate", "path", "from_calcium")) != 1:
-            raise ConfigError(f"{source}: key '{key}' needs exactly one of 'simulate', 'path' or 'from_calcium'")
+            raise ConfigError(
+                f"{source}: key '{key}' needs exactly one of 'simulate', 'path' or 'from_calcium'"
+            )
         if "from_calcium" in ds:
             continue  # checked with the calcium branch (_check_calcium)
         if "simulate" in ds and ({"format", "options"} & set(ds)):
@@ -269,7 +277,9 @@ def _check_datasets(cfg: dict[str, Any], source: str, base: Path, check_paths: b
             _check_simulator(source, key, ds["simulate"])
         elif check_paths:
             paths = {f"{key}.path": ds["path"]}
-            paths.update({f"{key}.options.{k}": v for k, v in ds.get("options", {}).items() if k in PATH_OPTIONS})
+            paths.update(
+                {f"{key}.options.{k}": v for k, v in ds.get("options", {}).items() if k in PATH_OPTIONS}
+            )
             for k, v in paths.items():
                 _check_exists(source, k, v, base)
     _check_switching(cfg, source)
@@ -289,10 +299,14 @@ def _check_switching(cfg: dict[str, Any], source: str) -> None:
     for name, entry in sw.get("datasets", {}).items():
         key = f"spikes.switching_glm.datasets.{name}"
         if name not in names:
-            raise ConfigError(f"{source}: key '{key}': no spike dataset named {name!r} (allowed: {', '.join(sorted(names))})")
+            raise ConfigError(
+                f"{source}: key '{key}': no spike dataset named {name!r} (allowed: {', '.join(sorted(names))})"
+            )
         for v in entry.get("variants", []):
             if v not in variants:
-                raise ConfigError(f"{source}: key '{key}.variants': {v!r} is not a variant (allowed: {', '.join(sorted(variants))})")
+                raise ConfigError(
+                    f"{source}: key '{key}.variants': {v!r} is not a variant (allowed: {', '.join(sorted(variants))})"
+                )
 
 
 def _check_fmri(cfg: dict[str, Any], source: str, base: Path, check_paths: bool) -> None:
@@ -312,9 +326,13 @@ def _check_fmri(cfg: dict[str, Any], source: str, base: Path, check_paths: bool)
         path = str(ds["path"])
         is_nifti = path.endswith((".nii", ".nii.gz"))
         if (fmt in ("fmriprep", "nifti") or (fmt == "auto" and is_nifti)) and "atlas" not in ds:
-            raise ConfigError(f"{source}: key '{key}.atlas' is needed for format '{fmt}' (a 3D labels NIfTI in the bold images' space)")
+            raise ConfigError(
+                f"{source}: key '{key}.atlas' is needed for format '{fmt}' (a 3D labels NIfTI in the bold images' space)"
+            )
         if fmt == "table" and "repetition_time_s" not in ds:
-            raise ConfigError(f"{source}: key '{key}.repetition_time_s' is needed for ROI tables (they carry no TR)")
+            raise ConfigError(
+                f"{source}: key '{key}.repetition_time_s' is needed for ROI tables (they carry no TR)"
+            )
         if check_paths:
             for k in ("path", "atlas", "atlas_labels", "participants"):
                 if k in ds:
@@ -330,13 +348,21 @@ def _check_fmri(cfg: dict[str, Any], source: str, base: Path, check_paths: bool)
     for name, entry in bm.get("datasets", {}).items():
         key = f"fmri.brainmae.datasets.{name}"
         if name not in names:
-            raise ConfigError(f"{source}: key '{key}': no fMRI dataset named {name!r} (allowed: {', '.join(sorted(names)) or 'none'})")
+            raise ConfigError(
+                f"{source}: key '{key}': no fMRI dataset named {name!r} (allowed: {', '.join(sorted(names)) or 'none'})"
+            )
         for v in entry.get("variants", []):
             if v not in variants:
-                raise ConfigError(f"{source}: key '{key}.variants': {v!r} is not a variant (allowed: {', '.join(sorted(variants))})")
+                raise ConfigError(
+                    f"{source}: key '{key}.variants': {v!r} is not a variant (allowed: {', '.join(sorted(variants))})"
+                )
     for v in bm.get("finetune", {}).get("variants", []):
         if v not in variants:
-            raise ConfigError(f"{source}: key 'fmri.brainmae.finetune.variants': {v!r} is not a variant (allowed: {', '.join(sorted(variants))})")
+            raise ConfigError(
+                f"{source}: key 'fmri.brainmae.finetune.variants': {v!r} is not a variant (allowed: {', '.join(sorted(variants))})"
+            )
+
+
 def _check_neuroformer(cfg: dict[str, Any], source: str) -> None:
     """Neuroformer datasets must be spike datasets; their modalities must be defined; a decoding target must
     not also be an input modality (it would leak into the decoder)."""
@@ -346,7 +372,9 @@ def _check_neuroformer(cfg: dict[str, Any], source: str) -> None:
     for name, entry in nf.get("datasets", {}).items():
         key = f"neuroformer.datasets.{name}"
         if name not in names:
-            raise ConfigError(f"{source}: key '{key}': no spike dataset named {name!r} (allowed: {', '.join(sorted(names)) or 'none'})")
+            raise ConfigError(
+                f"{source}: key '{key}': no spike dataset named {name!r} (allowed: {', '.join(sorted(names)) or 'none'})"
+            )
         for m in entry.get("modalities", []):
             if m not in mods:
                 raise ConfigError(
@@ -362,7 +390,9 @@ def _check_neuroformer(cfg: dict[str, Any], source: str) -> None:
                         f"{m!r}, so the decoder would see its own target; remove it from the modality or pick another target"
                     )
         if not t and entry.get("finetune"):
-            raise ConfigError(f"{source}: key '{key}.finetune' is set but the dataset has no 'target' to fine-tune on")
+            raise ConfigError(
+                f"{source}: key '{key}.finetune' is set but the dataset has no 'target' to fine-tune on"
+            )
 
 
 def load_config(path: str | os.PathLike, schema: str | os.PathLike | None = None, **kw) -> dict[str, Any]:
@@ -411,7 +441,9 @@ def _check_calcium(cfg: dict[str, Any], source: str, base: Path, check_paths: bo
             raise ConfigError(f"{source}: key '{key}' needs exactly one of 'simulate' or 'path'")
         if "simulate" in ds:
             if {"format", "options", "frame_rate_hz"} & set(ds):
-                raise ConfigError(f"{source}: key '{key}': 'format', 'options' and 'frame_rate_hz' go with 'path', not 'simulate'")
+                raise ConfigError(
+                    f"{source}: key '{key}': 'format', 'options' and 'frame_rate_hz' go with 'path', not 'simulate'"
+                )
             _check_simulator(source, key, ds["simulate"])
         elif check_paths:
             _check_exists(source, f"{key}.path", ds["path"], base)
@@ -423,7 +455,9 @@ def _check_calcium(cfg: dict[str, Any], source: str, base: Path, check_paths: bo
                     f"(allowed: {', '.join(sorted(names)) or 'none defined'})"
                 )
         if len(set(entry["datasets"])) != len(entry["datasets"]):
-            raise ConfigError(f"{source}: key 'calcium.connectome.studies.{study}.datasets' lists a dataset twice")
+            raise ConfigError(
+                f"{source}: key 'calcium.connectome.studies.{study}.datasets' lists a dataset twice"
+            )
     for name, ds in cfg.get("spikes", {}).get("datasets", {}).items():
         if "from_calcium" in ds:
             if ds["from_calcium"] not in names:
@@ -432,4 +466,6 @@ def _check_calcium(cfg: dict[str, Any], source: str, base: Path, check_paths: bo
                     f"{ds['from_calcium']!r} (allowed: {', '.join(sorted(names)) or 'none defined'})"
                 )
             if {"format", "options", "t_start_s", "t_stop_s"} & set(ds):
-                raise ConfigError(f"{source}: key 'spikes.datasets.{name}': 'format', 'options', 't_start_s' and 't_stop_s' go with 'path', not 'from_calcium'")
+                raise ConfigError(
+                    f"{source}: key 'spikes.datasets.{name}': 'format', 'options', 't_start_s' and 't_stop_s' go with 'path', not 'from_calcium'"
+                )

@@ -16,9 +16,14 @@ from brainpipe.preprocess.affinity import AnimalTraces, tensor_chunks, tensor_da
 
 
 def write_tensor_zarr(
-    path: str | os.PathLike, animals: Sequence[AnimalTraces], provenance: Mapping[str, Any],
-    affinity: str = "softthresh_dcorr", params: Mapping[str, Any] | None = None, window_s: float = 5.0,
-    stride_s: float = 2.5, memory_mb: float = 256.0,
+    path: str | os.PathLike,
+    animals: Sequence[AnimalTraces],
+    provenance: Mapping[str, Any],
+    affinity: str = "softthresh_dcorr",
+    params: Mapping[str, Any] | None = None,
+    window_s: float = 5.0,
+    stride_s: float = 2.5,
+    memory_mb: float = 256.0,
 ) -> Path:
     """Build the tensor window chunk by window chunk and append each to a zarr store (memory bounded by about
     ``memory_mb``); validated against the ``affinity_tensor`` contract chunk by chunk; written to a temporary
@@ -50,13 +55,17 @@ def write_tensor_zarr(
     attrs = {"affinity": affinity, "window_s": float(window_s), "stride_s": float(stride_s)}
     with atomic_output(path) as tmp:
         first = True
-        for meta, win, chunk in tensor_chunks(animals, affinity, params or {}, window_s, stride_s, memory_mb=memory_mb):
+        for meta, win, chunk in tensor_chunks(
+            animals, affinity, params or {}, window_s, stride_s, memory_mb=memory_mb
+        ):
             ds = tensor_dataset(meta, win, chunk, [a.name for a in animals], attrs)
             ds = stamp(ds, "affinity_tensor", provenance)
             problems = _c.check(ds, "affinity_tensor")
             if problems:
                 raise ContractError(str(path), problems)
-            enc = {"affinity": {"chunks": (chunk.shape[0], chunk.shape[1], chunk.shape[2])}} if first else None
+            enc = (
+                {"affinity": {"chunks": (chunk.shape[0], chunk.shape[1], chunk.shape[2])}} if first else None
+            )
             if first:
                 ds.to_zarr(tmp, mode="w", encoding=enc, consolidated=True, zarr_format=2)
                 first = False

@@ -40,7 +40,9 @@ ANY_STAGE = "*"
 METRICS_TABLE_HEADER = "dataset\tmodel\tmetric\tvalue\tbar_op\tbar\tstatus\tfile"
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_CONTRACT_ATTR = "brainpipe_contract"  # == brainpipe.data.contracts.CONTRACT_ATTR (no import: contracts imports io)
+_CONTRACT_ATTR = (
+    "brainpipe_contract"  # == brainpipe.data.contracts.CONTRACT_ATTR (no import: contracts imports io)
+)
 
 
 def owner(path: str | os.PathLike) -> str | None:
@@ -198,7 +200,9 @@ def atomic_output(
             tmp.mkdir()
             import brainpipe
 
-            (tmp / MARKER).write_text(json.dumps({"stage": stage or ANY_STAGE, "version": brainpipe.__version__}) + "\n")
+            (tmp / MARKER).write_text(
+                json.dumps({"stage": stage or ANY_STAGE, "version": brainpipe.__version__}) + "\n"
+            )
         yield tmp
         if not (tmp.exists() or tmp.is_symlink()):
             raise FileNotFoundError(f"{path}: the writer produced nothing")

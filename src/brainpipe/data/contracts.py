@@ -92,7 +92,14 @@ TIME_COMMENT = (
     "(brainpipe.data.read gives float seconds, units 's')"
 )
 
-_KIND_NAMES = {"f": "float", "i": "integer", "u": "unsigned integer", "b": "boolean", "U": "string", "O": "string"}
+_KIND_NAMES = {
+    "f": "float",
+    "i": "integer",
+    "u": "unsigned integer",
+    "b": "boolean",
+    "U": "string",
+    "O": "string",
+}
 
 
 @dataclass(frozen=True)
@@ -188,7 +195,9 @@ def _increasing(coord: str) -> Callable[[xr.Dataset], list[str]]:
         if not np.all(np.isfinite(v)):
             return [f"coordinate '{coord}' has non-finite values (rule: finite, strictly increasing seconds)"]
         if v.size > 1 and not np.all(np.diff(v) > 0):
-            return [f"coordinate '{coord}' is not strictly increasing (rule: finite, strictly increasing seconds)"]
+            return [
+                f"coordinate '{coord}' is not strictly increasing (rule: finite, strictly increasing seconds)"
+            ]
         return []
 
     check.__name__ = f"increasing_{coord}"
@@ -230,7 +239,9 @@ def _nonnegative(var: str) -> Callable[[xr.Dataset], list[str]]:
 def _finite(var: str) -> Callable[[xr.Dataset], list[str]]:
     def check(ds: xr.Dataset) -> list[str]:
         if var in ds and ds[var].dtype.kind == "f" and not bool(np.isfinite(ds[var].values).all()):
-            return [f"variable '{var}' has NaN or infinite values (rule: finite values; mask or drop bad samples)"]
+            return [
+                f"variable '{var}' has NaN or infinite values (rule: finite values; mask or drop bad samples)"
+            ]
         return []
 
     return check
@@ -248,7 +259,9 @@ def _spike_times_checks(ds: xr.Dataset) -> list[str]:
     elif t.size > 1 and np.any(np.diff(t) < 0):
         out.append("variable 'spike_time' is not sorted (rule: spikes sorted by time)")
     if u.size and (u.min() < 0 or u.max() >= n_units):
-        out.append(f"variable 'spike_unit' has indices outside [0, {n_units}) (rule: index into the 'unit' coordinate)")
+        out.append(
+            f"variable 'spike_unit' has indices outside [0, {n_units}) (rule: index into the 'unit' coordinate)"
+        )
     t0, t1 = ds.attrs.get("t_start_s"), ds.attrs.get("t_stop_s")
     try:
         t0, t1 = float(t0), float(t1)
@@ -257,7 +270,9 @@ def _spike_times_checks(ds: xr.Dataset) -> list[str]:
     if not t1 > t0:
         out.append(f"attribute 't_stop_s' ({t1}) must be greater than 't_start_s' ({t0})")
     elif t.size and np.all(np.isfinite(t)) and (t.min() < t0 or t.max() > t1):
-        out.append(f"variable 'spike_time' has spikes outside the window [t_start_s, t_stop_s] = [{t0}, {t1}]")
+        out.append(
+            f"variable 'spike_time' has spikes outside the window [t_start_s, t_stop_s] = [{t0}, {t1}]"
+        )
     if "trial_start" in ds and "trial_stop" in ds and bool((ds["trial_stop"] <= ds["trial_start"]).any()):
         out.append("variables 'trial_start'/'trial_stop': every trial must stop after it starts")
     return out
@@ -297,7 +312,9 @@ def _segments_checks(ds: xr.Dataset) -> list[str]:
     if "segment_subject" in ds and ds["segment_subject"].size:
         s = np.asarray(ds["segment_subject"].values)
         if s.min() < 0 or s.max() >= n_sub:
-            out.append(f"variable 'segment_subject' has indices outside [0, {n_sub}) (rule: index into 'subject')")
+            out.append(
+                f"variable 'segment_subject' has indices outside [0, {n_sub}) (rule: index into 'subject')"
+            )
     if "fold" in ds and ds["fold"].size and int(ds["fold"].min()) < 0:
         out.append("variable 'fold' has negative values (rule: folds are 0..k-1)")
     return out
@@ -336,7 +353,12 @@ CONTRACTS: dict[str, Contract] = {
                 "sample_mask": Var(("time",), "b", required=False, long_name="volume kept after scrubbing"),
             },
             attrs=("repetition_time_s",),
-            checks=(_increasing("time"), _unique("roi"), _positive_attr("repetition_time_s"), _finite("signal")),
+            checks=(
+                _increasing("time"),
+                _unique("roi"),
+                _positive_attr("repetition_time_s"),
+                _finite("signal"),
+            ),
         ),
         Contract(
             "roi_segments",
@@ -352,46 +374,87 @@ CONTRACTS: dict[str, Contract] = {
                 "segment_start": Var(("segment",), "f", "s", long_name="segment start in its run"),
                 "segment_run": Var(("segment",), "UO", long_name="run the segment comes from"),
                 "fold": Var(("subject",), "iu", long_name="subject-wise cross-validation fold"),
-                "segment_fold": Var(("segment",), "iu", long_name="fold of each segment (0 test, 1 validation)"),
+                "segment_fold": Var(
+                    ("segment",), "iu", long_name="fold of each segment (0 test, 1 validation)"
+                ),
                 "label": Var(("subject",), "i", required=False, long_name="class index (-1: unknown)"),
-                "target": Var(("subject",), "f", required=False, long_name="continuous phenotype (NaN: unknown)"),
+                "target": Var(
+                    ("subject",), "f", required=False, long_name="continuous phenotype (NaN: unknown)"
+                ),
             },
             attrs=("repetition_time_s", "segment_length_s"),
-            checks=(_increasing("lag"), _unique("roi"), _unique("subject"), _positive_attr("repetition_time_s"),
-                    _finite("signal"), _segments_checks),
+            checks=(
+                _increasing("lag"),
+                _unique("roi"),
+                _unique("subject"),
+                _positive_attr("repetition_time_s"),
+                _finite("signal"),
+                _segments_checks,
+            ),
         ),
         Contract(
             "calcium_traces",
             "Calcium imaging traces: one value per cell per frame",
             coords={"time": TIME, "cell": Var(("cell",), "iuUO", long_name="cell (ROI) identifier")},
             data_vars={
-                "fluorescence": Var(("time", "cell"), "f", "1", long_name="raw fluorescence (arbitrary units)"),
-                "neuropil": Var(("time", "cell"), "f", "1", required=False,
-                                long_name="neuropil fluorescence (arbitrary units)"),
+                "fluorescence": Var(
+                    ("time", "cell"), "f", "1", long_name="raw fluorescence (arbitrary units)"
+                ),
+                "neuropil": Var(
+                    ("time", "cell"),
+                    "f",
+                    "1",
+                    required=False,
+                    long_name="neuropil fluorescence (arbitrary units)",
+                ),
                 "dff": Var(("time", "cell"), "f", "1", required=False, long_name="dF/F"),
                 "events": Var(("time", "cell"), "fiu", "1", required=False, long_name="inferred events"),
             },
             attrs=("frame_rate_hz",),
-            checks=(_increasing("time"), _unique("cell"), _positive_attr("frame_rate_hz"), _finite("fluorescence")),
+            checks=(
+                _increasing("time"),
+                _unique("cell"),
+                _positive_attr("frame_rate_hz"),
+                _finite("fluorescence"),
+            ),
         ),
         Contract(
             "spike_times",
             "Spike trains in flat ragged encoding: spike_time(spike) and spike_unit(spike) index into unit",
             coords={
                 "unit": Var(("unit",), "UO", long_name="unit identifier"),
-                "behaviour_time": Var(("behaviour_time",), "f", "s", required=False, long_name="behaviour sample time",
-                                      dtype="float64"),
-                "behaviour_var": Var(("behaviour_var",), "UO", required=False, long_name="behaviour variable"),
+                "behaviour_time": Var(
+                    ("behaviour_time",),
+                    "f",
+                    "s",
+                    required=False,
+                    long_name="behaviour sample time",
+                    dtype="float64",
+                ),
+                "behaviour_var": Var(
+                    ("behaviour_var",), "UO", required=False, long_name="behaviour variable"
+                ),
             },
             data_vars={
                 "spike_time": Var(("spike",), "f", "s", long_name="spike time", dtype="float64"),
                 "spike_unit": Var(("spike",), "iu", long_name="index of the spike's unit in 'unit'"),
-                "behaviour": Var(("behaviour_time", "behaviour_var"), "f", required=False, long_name="behaviour"),
-                "trial_start": Var(("trial",), "f", "s", required=False, long_name="trial start", dtype="float64"),
-                "trial_stop": Var(("trial",), "f", "s", required=False, long_name="trial stop", dtype="float64"),
+                "behaviour": Var(
+                    ("behaviour_time", "behaviour_var"), "f", required=False, long_name="behaviour"
+                ),
+                "trial_start": Var(
+                    ("trial",), "f", "s", required=False, long_name="trial start", dtype="float64"
+                ),
+                "trial_stop": Var(
+                    ("trial",), "f", "s", required=False, long_name="trial stop", dtype="float64"
+                ),
             },
             attrs=("t_start_s", "t_stop_s"),
-            checks=(_spike_times_checks, _unique("unit"), _increasing("behaviour_time"), _finite("behaviour")),
+            checks=(
+                _spike_times_checks,
+                _unique("unit"),
+                _increasing("behaviour_time"),
+                _finite("behaviour"),
+            ),
         ),
         Contract(
             "spike_counts",
@@ -399,7 +462,9 @@ CONTRACTS: dict[str, Contract] = {
             coords={
                 "time": TIME,
                 "unit": Var(("unit",), "UO", long_name="unit identifier"),
-                "behaviour_var": Var(("behaviour_var",), "UO", required=False, long_name="behaviour variable"),
+                "behaviour_var": Var(
+                    ("behaviour_var",), "UO", required=False, long_name="behaviour variable"
+                ),
                 "stimulus_var": Var(("stimulus_var",), "UO", required=False, long_name="stimulus variable"),
             },
             data_vars={
@@ -440,12 +505,19 @@ CONTRACTS: dict[str, Contract] = {
             },
             data_vars={
                 "affinity": Var(("pair", "window", "animal"), "f", "1", long_name="pairwise affinity"),
-                "mask": Var(("pair", "animal"), "iub", long_name="1 if the animal has both neurons of the pair"),
+                "mask": Var(
+                    ("pair", "animal"), "iub", long_name="1 if the animal has both neurons of the pair"
+                ),
                 "pair_i": Var(("pair",), "iu", long_name="index of the pair's first neuron in 'neuron'"),
                 "pair_j": Var(("pair",), "iu", long_name="index of the pair's second neuron in 'neuron'"),
             },
             attrs=("affinity", "window_s", "stride_s", "frame_rate_hz"),
-            checks=(_nonnegative("affinity"), _finite("affinity"), _positive_attr("window_s"), _positive_attr("frame_rate_hz")),
+            checks=(
+                _nonnegative("affinity"),
+                _finite("affinity"),
+                _positive_attr("window_s"),
+                _positive_attr("frame_rate_hz"),
+            ),
         ),
         Contract(
             "metrics",
@@ -453,7 +525,9 @@ CONTRACTS: dict[str, Contract] = {
             coords={"metric": Var(("metric",), "UO", long_name="metric name")},
             data_vars={
                 "value": Var(("metric",), "f", long_name="metric value"),
-                "bar": Var(("metric",), "f", required=False, long_name="bar the value is held to (NaN: none)"),
+                "bar": Var(
+                    ("metric",), "f", required=False, long_name="bar the value is held to (NaN: none)"
+                ),
                 "bar_op": Var(("metric",), "UO", required=False, long_name="comparison against bar"),
                 "passed": Var(("metric",), "i", required=False, long_name="1 pass, 0 miss, -1 no bar"),
                 "description": Var(("metric",), "UO", required=False, long_name="what the metric measures"),
@@ -547,7 +621,9 @@ def check(ds: xr.Dataset, kind: str | None = None, require_provenance: bool = Tr
             return [f"attribute '{CONTRACT_ATTR}' is missing (rule: every brainpipe file names its contract)"]
         kind = str(stated)
     if kind not in CONTRACTS:
-        return [f"attribute '{CONTRACT_ATTR}' = {kind!r} is not a known contract ({', '.join(sorted(CONTRACTS))})"]
+        return [
+            f"attribute '{CONTRACT_ATTR}' = {kind!r} is not a known contract ({', '.join(sorted(CONTRACTS))})"
+        ]
     c = CONTRACTS[kind]
     out: list[str] = []
     if stated is not None and stated != kind:
@@ -578,7 +654,9 @@ def check(ds: xr.Dataset, kind: str | None = None, require_provenance: bool = Tr
     if require_provenance:
         for a in COMMON_ATTRS:
             if a not in ds.attrs and a != CONTRACT_ATTR:
-                out.append(f"attribute '{a}' is missing (rule: every brainpipe file has {', '.join(COMMON_ATTRS)})")
+                out.append(
+                    f"attribute '{a}' is missing (rule: every brainpipe file has {', '.join(COMMON_ATTRS)})"
+                )
         if _prov.PROVENANCE_ATTR in ds.attrs:
             try:
                 _prov.parse(ds.attrs[_prov.PROVENANCE_ATTR])
@@ -588,5 +666,7 @@ def check(ds: xr.Dataset, kind: str | None = None, require_provenance: bool = Tr
         try:
             out += fn(ds)
         except Exception as err:  # a malformed file must give a problem line, not a crash
-            out.append(f"check {getattr(fn, '__name__', 'check')} could not run ({type(err).__name__}: {err})")
+            out.append(
+                f"check {getattr(fn, '__name__', 'check')} could not run ({type(err).__name__}: {err})"
+            )
     return out

@@ -157,7 +157,9 @@ def _netcdf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
 
 
 @fill_doc
-def write(ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mapping[str, Any] | None = None) -> Path:
+def write(
+    ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mapping[str, Any] | None = None
+) -> Path:
     """Validate ``ds`` against contract ``kind`` and write it atomically to ``path`` (.nc or .zarr).
 
     When ``provenance`` is given, the contract/CF/provenance attributes are stamped first; the CF variable
@@ -198,7 +200,9 @@ def write(ds: xr.Dataset, path: str | os.PathLike, kind: str, provenance: Mappin
     """
     path = Path(path)
     if kind not in _c.CONTRACTS:
-        raise ContractError(str(path), [f"contract {kind!r} is not a known contract ({', '.join(sorted(_c.CONTRACTS))})"])
+        raise ContractError(
+            str(path), [f"contract {kind!r} is not a known contract ({', '.join(sorted(_c.CONTRACTS))})"]
+        )
     if provenance is not None:
         ds = stamp(ds, kind, provenance)
     ds = cf_attributes(ds, kind)
@@ -248,12 +252,20 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
     if path.suffix == ".zarr" or path.is_dir():
         try:
             return xr.open_zarr(path)
-        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as err:  # zarr: metadata problems
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            json.JSONDecodeError,
+        ) as err:  # zarr: metadata problems
             raise InputError(
                 f"{path}: cannot be opened as a zarr store ({type(err).__name__}: {_line(err)}); its metadata is "
                 f"missing or damaged, or it is not a brainpipe output: {again}"
             ) from None
-        except RuntimeError as err:  # numcodecs/zarr codecs: a coordinate chunk (read on open) does not decode
+        except (
+            RuntimeError
+        ) as err:  # numcodecs/zarr codecs: a coordinate chunk (read on open) does not decode
             raise InputError(
                 f"{path}: cannot be opened as a zarr store: a coordinate chunk is damaged or cut short "
                 f"({type(err).__name__}: {_line(err)}); {again}"
@@ -272,7 +284,12 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
         if why.startswith("is not"):
             why += "; is it a brainpipe output?"
         raise InputError(f"{path}: cannot be opened as netCDF4/HDF5 or zarr: it {why}; {again}") from None
-    except (ValueError, LookupError, TypeError, UnicodeDecodeError) as err:  # h5netcdf/xarray decoding (a damaged
+    except (
+        ValueError,
+        LookupError,
+        TypeError,
+        UnicodeDecodeError,
+    ) as err:  # h5netcdf/xarray decoding (a damaged
         # attribute: a bad value, a missing key, an unknown text encoding named in the file)
         raise InputError(
             f"{path}: cannot be opened as netCDF4/HDF5 or zarr: its netCDF structure is damaged or not a brainpipe "

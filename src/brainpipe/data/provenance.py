@@ -56,7 +56,9 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def _git(*args: str) -> subprocess.CompletedProcess | None:
     src = Path(brainpipe.__file__).resolve().parent
     try:
-        return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=5, check=False)
+        return subprocess.run(
+            ["git", "-C", str(src), *args], capture_output=True, text=True, timeout=5, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -16,7 +16,11 @@ def _density(W: np.ndarray, members) -> float:
 
 
 def communities(
-    pair_factor: np.ndarray, pair_i: np.ndarray, pair_j: np.ndarray, n_neurons: int, resolution: float = 1.0,
+    pair_factor: np.ndarray,
+    pair_i: np.ndarray,
+    pair_j: np.ndarray,
+    n_neurons: int,
+    resolution: float = 1.0,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weighted Louvain (networkx) on each component's pair factor reshaped to neuron x neuron.
@@ -55,8 +59,12 @@ def communities(
         g = nx.Graph()
         g.add_nodes_from(range(n_neurons))
         keep = w > 1e-9 * max(float(w.max()), 1e-300)
-        g.add_weighted_edges_from(zip(pair_i[keep].tolist(), pair_j[keep].tolist(), w[keep].tolist(), strict=True))
-        comms = nx.algorithms.community.louvain_communities(g, weight="weight", resolution=resolution, seed=seed)
+        g.add_weighted_edges_from(
+            zip(pair_i[keep].tolist(), pair_j[keep].tolist(), w[keep].tolist(), strict=True)
+        )
+        comms = nx.algorithms.community.louvain_communities(
+            g, weight="weight", resolution=resolution, seed=seed
+        )
 
         comms = sorted(comms, key=lambda c, W=W: (-_density(W, c), min(c)))
         for k, c in enumerate(comms):

@@ -16,14 +16,28 @@ from brainpipe.models.connectome import factor_match_score
 
 METRICS.update(
     {
-        "factor_match_score": MetricInfo(">=", "factor match score (mean |cos| product, Hungarian-matched) vs planted factors, at the true rank"),
-        "selected_rank_is_true": MetricInfo(">=", "1 if the replicate-stability rule picked the planted number of communities"),
-        "community_jaccard_min": MetricInfo(">=", "smallest Jaccard index between a planted community and its matched component's densest Louvain community"),
+        "factor_match_score": MetricInfo(
+            ">=",
+            "factor match score (mean |cos| product, Hungarian-matched) vs planted factors, at the true rank",
+        ),
+        "selected_rank_is_true": MetricInfo(
+            ">=", "1 if the replicate-stability rule picked the planted number of communities"
+        ),
+        "community_jaccard_min": MetricInfo(
+            ">=",
+            "smallest Jaccard index between a planted community and its matched component's densest Louvain community",
+        ),
         "community_jaccard_mean": MetricInfo(">=", "mean of the same Jaccard indices"),
-        "epoch_peak_fraction": MetricInfo(">=", "fraction of planted communities whose matched time factor peaks inside its planted epoch"),
+        "epoch_peak_fraction": MetricInfo(
+            ">=", "fraction of planted communities whose matched time factor peaks inside its planted epoch"
+        ),
         "selected_rank": MetricInfo(">=", "rank picked by replicate stability"),
-        "stability_at_selected": MetricInfo(">=", "replicate stability (mean FMS of restarts vs the best) at the selected rank"),
-        "relative_error": MetricInfo("<=", "relative reconstruction error (observed entries) at the selected rank"),
+        "stability_at_selected": MetricInfo(
+            ">=", "replicate stability (mean FMS of restarts vs the best) at the selected rank"
+        ),
+        "relative_error": MetricInfo(
+            "<=", "relative reconstruction error (observed entries) at the selected rank"
+        ),
     }
 )
 
@@ -37,7 +51,9 @@ def planted_factors(tensor: xr.Dataset, truth: xr.Dataset) -> list[np.ndarray]:
     tc = np.asarray(tensor["time"].values)
     half = float(tensor.attrs["window_frames"]) / float(tensor.attrs["frame_rate_hz"]) / 2
     lo, hi = truth["epoch_start_s"].values, truth["epoch_stop_s"].values
-    time = np.clip(np.minimum(tc[:, None] + half, hi[None]) - np.maximum(tc[:, None] - half, lo[None]), 0, None) / (2 * half)
+    time = np.clip(
+        np.minimum(tc[:, None] + half, hi[None]) - np.maximum(tc[:, None] - half, lo[None]), 0, None
+    ) / (2 * half)
     animal = np.ones((tensor.sizes["animal"], mem.shape[1]))
     return [pair, time, animal]
 
@@ -50,7 +66,9 @@ def _factors_at(fit: xr.Dataset, rank: int) -> list[np.ndarray]:
     ]
 
 
-def connectome_metrics(fit: xr.Dataset, tensor: xr.Dataset, truth: xr.Dataset | None = None) -> dict[str, float]:
+def connectome_metrics(
+    fit: xr.Dataset, tensor: xr.Dataset, truth: xr.Dataset | None = None
+) -> dict[str, float]:
     """Rank diagnostics, and with a truth: FMS at the true rank, rank choice, community Jaccard, epoch peaks."""
     R = int(fit.attrs["selected_rank"])
     ranks = [int(r) for r in fit["rank"].values]
@@ -63,7 +81,9 @@ def connectome_metrics(fit: xr.Dataset, tensor: xr.Dataset, truth: xr.Dataset | 
         return out
     true = planted_factors(tensor, truth)
     C = true[0].shape[1]
-    out["factor_match_score"] = factor_match_score(true, _factors_at(fit, C))[0] if C in ranks else float("nan")
+    out["factor_match_score"] = (
+        factor_match_score(true, _factors_at(fit, C))[0] if C in ranks else float("nan")
+    )
     out["selected_rank_is_true"] = float(R == C)
     sel = [np.asarray(fit[v].values) for v in ("pair_factor", "time_factor", "animal_factor")]
     _, perm = factor_match_score(true, sel)
@@ -89,7 +109,9 @@ def connectome_metrics(fit: xr.Dataset, tensor: xr.Dataset, truth: xr.Dataset | 
     return out
 
 
-def connectome_metrics_dataset(values: Mapping[str, float], bars: Mapping[str, float] | None, study: str) -> xr.Dataset:
+def connectome_metrics_dataset(
+    values: Mapping[str, float], bars: Mapping[str, float] | None, study: str
+) -> xr.Dataset:
     return metrics_dataset(values, bars, model="connectome_ntf", dataset=study)
 
 

@@ -25,22 +25,34 @@ class MetricInfo:
 
 METRICS: dict[str, MetricInfo] = {
     "test_bits_per_spike": MetricInfo(
-        ">=", "held-out log-likelihood gain over a homogeneous Poisson model (rates from train), bits per spike"
+        ">=",
+        "held-out log-likelihood gain over a homogeneous Poisson model (rates from train), bits per spike",
     ),
-    "oracle_test_bits_per_spike": MetricInfo(">=", "the same for the planted model: the ceiling on this data"),
+    "oracle_test_bits_per_spike": MetricInfo(
+        ">=", "the same for the planted model: the ceiling on this data"
+    ),
     "coupling_corr": MetricInfo(">=", "Pearson r between fitted and planted off-diagonal coupling weights"),
     "coupling_auroc": MetricInfo(">=", "AUROC of |fitted weight| for planted connections vs absent ones"),
     "coupling_sign_accuracy": MetricInfo(">=", "fraction of planted connections whose fitted sign is right"),
     "history_weight_mae": MetricInfo("<=", "mean absolute error of the self-history weights"),
     "behaviour_weight_corr": MetricInfo(">=", "Pearson r between fitted and planted behaviour weights"),
     # switching GLMs (brainpipe.evaluate.switching)
-    "bits_vs_oracle": MetricInfo(">=", "test bits/spike minus the planted model's (0 = as good as the truth)"),
-    "state_accuracy": MetricInfo(">=", "fraction of test bins whose decoded state (posterior argmax, Hungarian-matched) is the planted one"),
+    "bits_vs_oracle": MetricInfo(
+        ">=", "test bits/spike minus the planted model's (0 = as good as the truth)"
+    ),
+    "state_accuracy": MetricInfo(
+        ">=",
+        "fraction of test bins whose decoded state (posterior argmax, Hungarian-matched) is the planted one",
+    ),
     "oracle_state_accuracy": MetricInfo(">=", "the same decoded with the planted parameters: the ceiling"),
     "state_accuracy_vs_oracle": MetricInfo(">=", "state accuracy minus the oracle's"),
-    "weight_corr": MetricInfo(">=", "Pearson r between fitted and planted off-diagonal weights of all states (matched)"),
+    "weight_corr": MetricInfo(
+        ">=", "Pearson r between fitted and planted off-diagonal weights of all states (matched)"
+    ),
     "weight_rel_error": MetricInfo("<=", "relative Frobenius error of the matched per-state weights"),
-    "adjacency_balanced_accuracy": MetricInfo(">=", "balanced accuracy of the inh/none/exc structure (off-diagonal, matched states)"),
+    "adjacency_balanced_accuracy": MetricInfo(
+        ">=", "balanced accuracy of the inh/none/exc structure (off-diagonal, matched states)"
+    ),
     "bits_vs_single": MetricInfo(">=", "test bits/spike minus the single-state GLM's"),
     "bits_vs_none": MetricInfo(">=", "test bits/spike minus the HMM-GLM without prior"),
     "adjacency_ba_vs_none": MetricInfo(">=", "adjacency balanced accuracy minus the HMM-GLM without prior"),
@@ -189,16 +201,25 @@ def metrics_dataset(
     ops = [METRICS[n].op if n in METRICS else ">=" for n in names]
     bar = np.array([float(bars[n]) if n in bars else np.nan for n in names])
     passed = np.array(
-        [-1 if np.isnan(b) else int(np.isfinite(v) and _passes(v, o, b)) for v, o, b in zip(vals, ops, bar, strict=True)],
+        [
+            -1 if np.isnan(b) else int(np.isfinite(v) and _passes(v, o, b))
+            for v, o, b in zip(vals, ops, bar, strict=True)
+        ],
         dtype=np.int8,
     )
     return xr.Dataset(
         {
             "value": ("metric", vals),
             "bar": ("metric", bar),
-            "bar_op": ("metric", np.array([o if not np.isnan(b) else "" for o, b in zip(ops, bar, strict=True)])),
+            "bar_op": (
+                "metric",
+                np.array([o if not np.isnan(b) else "" for o, b in zip(ops, bar, strict=True)]),
+            ),
             "passed": ("metric", passed),
-            "description": ("metric", np.array([METRICS[n].description if n in METRICS else "" for n in names])),
+            "description": (
+                "metric",
+                np.array([METRICS[n].description if n in METRICS else "" for n in names]),
+            ),
         },
         coords={"metric": np.array(names)},
         attrs={"model": model, "dataset": dataset},

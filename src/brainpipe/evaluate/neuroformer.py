@@ -99,8 +99,14 @@ def connectivity_scores(
 # ---- decoding baselines ------------------------------------------------------------------------------------------
 def window_features(y: np.ndarray, starts: np.ndarray, window_bins: int, past_bins: int) -> np.ndarray:
     """Per-unit spike counts of the current and of the past window (square-root transformed), side by side."""
-    cur = np.stack([y[s : s + window_bins].sum(0) for s in starts]) if starts.size else np.zeros((0, y.shape[1]))
-    past = np.stack([y[s - past_bins : s].sum(0) for s in starts]) if starts.size else np.zeros((0, y.shape[1]))
+    cur = (
+        np.stack([y[s : s + window_bins].sum(0) for s in starts])
+        if starts.size
+        else np.zeros((0, y.shape[1]))
+    )
+    past = (
+        np.stack([y[s - past_bins : s].sum(0) for s in starts]) if starts.size else np.zeros((0, y.shape[1]))
+    )
     return np.sqrt(np.hstack([cur, past]).astype(np.float64))
 
 
@@ -154,8 +160,14 @@ def set_f1(true_counts: np.ndarray, sampled: np.ndarray) -> float:
 
 
 def glm_generate(
-    glm: PoissonGLM, y: np.ndarray, covariates: np.ndarray, starts: np.ndarray, window_bins: int, past_bins: int,
-    n_samples: int, seed: int,
+    glm: PoissonGLM,
+    y: np.ndarray,
+    covariates: np.ndarray,
+    starts: np.ndarray,
+    window_bins: int,
+    past_bins: int,
+    n_samples: int,
+    seed: int,
 ) -> np.ndarray:
     """Sample each current window from a fitted coupled Poisson GLM given the recorded past window only (history
     starts empty at the past window's start, as the Neuroformer sees only that window). (S, n, units) counts."""
@@ -180,7 +192,9 @@ def glm_generate(
     return out
 
 
-def neuroformer_metrics_dataset(values: Mapping[str, float], bars: Mapping[str, float] | None, dataset: str) -> xr.Dataset:
+def neuroformer_metrics_dataset(
+    values: Mapping[str, float], bars: Mapping[str, float] | None, dataset: str
+) -> xr.Dataset:
     """A ``metrics`` dataset for Neuroformer with the descriptions above (every metric: higher is better, except
     ``pretrain_test_loss`` which carries no bar)."""
     bars = {k: v for k, v in (bars or {}).items() if k in values and k != "pretrain_test_loss"}

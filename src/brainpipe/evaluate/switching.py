@@ -14,7 +14,9 @@ from brainpipe.models.baselines import poisson_log_likelihood
 from brainpipe.models.switching_glm import SwitchingGLM
 
 
-def match_states(true_states: np.ndarray, est_states: np.ndarray, n_true: int, n_est: int) -> tuple[np.ndarray, float]:
+def match_states(
+    true_states: np.ndarray, est_states: np.ndarray, n_true: int, n_est: int
+) -> tuple[np.ndarray, float]:
     """Hungarian matching of estimated to true states on their confusion matrix.
 
     Returns ``(perm, accuracy)``: ``perm[k]`` is the estimated state matched to true state ``k`` (-1 when there
@@ -72,14 +74,18 @@ def switching_metrics(
     test = counts["split"].values == SPLIT_FLAGS["test"]
     z = truth_states_at(truth, counts["time"].values[test]) if truth is not None else None
 
-    def fit_metrics(f: xr.Dataset) -> dict[str, float]:  # what depends on the fit only; truth terms computed once
+    def fit_metrics(
+        f: xr.Dataset,
+    ) -> dict[str, float]:  # what depends on the fit only; truth terms computed once
         model = SwitchingGLM.from_dataset(f, device="cpu")
         m = {"test_bits_per_spike": (model.log_likelihood(counts, "test") - null_ll) / denom}
         S = f.sizes["state"]
         if truth is None or S < 2:
             return m
         S_true = truth.sizes["state"]
-        perm, m["state_accuracy"] = match_states(z, np.asarray(f["posterior"].values)[test].argmax(1), S_true, S)
+        perm, m["state_accuracy"] = match_states(
+            z, np.asarray(f["posterior"].values)[test].argmax(1), S_true, S
+        )
         if np.all(perm >= 0):
             units = [str(u) for u in f["unit_post"].values]
             t = truth.sel(unit_post=units, unit_pre=units)
@@ -112,5 +118,7 @@ def switching_metrics(
         ref_metrics = fit_metrics(ref)
         out[f"bits_vs_{name}"] = out["test_bits_per_spike"] - ref_metrics["test_bits_per_spike"]
         if "adjacency_balanced_accuracy" in out and "adjacency_balanced_accuracy" in ref_metrics:
-            out[f"adjacency_ba_vs_{name}"] = out["adjacency_balanced_accuracy"] - ref_metrics["adjacency_balanced_accuracy"]
+            out[f"adjacency_ba_vs_{name}"] = (
+                out["adjacency_balanced_accuracy"] - ref_metrics["adjacency_balanced_accuracy"]
+            )
     return out

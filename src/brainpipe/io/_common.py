@@ -49,7 +49,9 @@ def require_file(path: str | os.PathLike, kind: str, *, allow_empty: bool = Fals
     if p.is_dir():
         raise fail(p, f"is a folder where the {kind} (a file) is expected", "give the file itself")
     if not allow_empty and p.stat().st_size == 0:
-        raise fail(p, f"is empty (0 bytes), so the {kind} was not written completely", "export or copy it again")
+        raise fail(
+            p, f"is empty (0 bytes), so the {kind} was not written completely", "export or copy it again"
+        )
     return p
 
 
@@ -77,7 +79,9 @@ def require_dir(path: str | os.PathLike, kind: str, holds: str = "spike_times.np
             "check the path (relative paths are taken from the working directory)",
         )
     if not p.is_dir():
-        raise fail(p, f"is a file where the {kind} (a folder) is expected", f"give the folder that holds {holds}")
+        raise fail(
+            p, f"is a file where the {kind} (a folder) is expected", f"give the folder that holds {holds}"
+        )
     return p
 
 
@@ -111,7 +115,11 @@ def _npy_header(fh, where: str, size: int) -> tuple[tuple[int, ...], np.dtype, b
         shape, fortran, dtype = reader(fh)
     except ValueError as err:
         cut = "EOF" in str(err)
-        what = "is truncated (the .npy header is incomplete)" if cut else f"has a damaged .npy header ({oneline(err)})"
+        what = (
+            "is truncated (the .npy header is incomplete)"
+            if cut
+            else f"has a damaged .npy header ({oneline(err)})"
+        )
         raise InputError(f"{where}: {what}; export or copy it again") from None
     if dtype.hasobject:
         raise InputError(
@@ -176,13 +184,23 @@ def _zip_error(p: Path, err: BaseException) -> InputError:
     zipped = b"PK\x03\x04".startswith(head) if len(head) < 4 else head == b"PK\x03\x04"
     if isinstance(err, zipfile.BadZipFile) and "not a zip file" in str(err) and not zipped:
         return fail(p, "is not an .npz archive (not a zip file)", "give an archive written by numpy.savez")
-    what = "is truncated (the zip directory at its end is missing)" if "not a zip file" in str(err) else (
-        f"is a damaged .npz archive ({type(err).__name__}: {oneline(err)})"
+    what = (
+        "is truncated (the zip directory at its end is missing)"
+        if "not a zip file" in str(err)
+        else (f"is a damaged .npz archive ({type(err).__name__}: {oneline(err)})")
     )
     return fail(p, what, "export or copy it again")
 
 
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
 
 
 def load_npz(path: str | os.PathLike, kind: str) -> dict[str, np.ndarray]:
@@ -221,7 +239,9 @@ def load_npz(path: str | os.PathLike, kind: str) -> dict[str, np.ndarray]:
                 try:
                     out[member[:-4]] = np.lib.format.read_array(fh, allow_pickle=False)
                 except (ValueError, EOFError) as err:
-                    raise InputError(f"{where}: cannot be read as a .npy array ({oneline(err)}); export it again") from None
+                    raise InputError(
+                        f"{where}: cannot be read as a .npy array ({oneline(err)}); export it again"
+                    ) from None
     except _ZIP_ERRORS as err:
         raise _zip_error(p, err) from None
     return out
@@ -269,7 +289,9 @@ def _npy_header_shape(fh, where: str, size: int) -> tuple[int, ...]:
         reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape = reader(fh)[0]
     except ValueError as err:
-        raise InputError(f"{where}: has a damaged .npy header ({oneline(err)}); export or copy it again") from None
+        raise InputError(
+            f"{where}: has a damaged .npy header ({oneline(err)}); export or copy it again"
+        ) from None
     return tuple(int(n) for n in shape)
 
 
@@ -532,7 +554,9 @@ def hdf5_error(path: str | os.PathLike, err: BaseException, kind: str) -> InputE
     """
     problem = hdf5_problem(path, err)
     todo = f"give {kind}" if problem.startswith("is not") else "copy or export the file again"
-    return fail(path, problem.replace("an HDF5 file", kind, 1) if problem.startswith("is not") else problem, todo)
+    return fail(
+        path, problem.replace("an HDF5 file", kind, 1) if problem.startswith("is not") else problem, todo
+    )
 
 
 def _gzip_size(p: Path) -> int | None:
@@ -656,7 +680,9 @@ def load_nifti(path: str | os.PathLike, kind: str):
         return img
     if gz and (need > 1100 * size or (offset + need < 2**32 and (_gzip_size(p) or 0) < offset + need)):
         # deflate expands at most ~1032:1; the gzip trailer records the uncompressed size (mod 2**32)
-        raise fail(p, f"is truncated or its header is damaged: {said}, more than the compressed file holds", again)
+        raise fail(
+            p, f"is truncated or its header is damaged: {said}, more than the compressed file holds", again
+        )
     try:
         data = _gz_data(p, img, offset, need) if gz else np.asanyarray(img.dataobj)
     except EOFError as err:
@@ -664,5 +690,7 @@ def load_nifti(path: str | os.PathLike, kind: str):
     except (gzip.BadGzipFile, zlib.error) as err:
         raise fail(p, f"is damaged (gzip: {oneline(err)})", again) from None
     except (OSError, ValueError) as err:
-        raise fail(p, f"is truncated or damaged: {said} but it could not be read ({oneline(err)})", again) from None
+        raise fail(
+            p, f"is truncated or damaged: {said} but it could not be read ({oneline(err)})", again
+        ) from None
     return img.__class__(data, img.affine, header)

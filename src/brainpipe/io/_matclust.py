@@ -166,12 +166,24 @@ def read_matclust(
         mat = scipy.io.loadmat(p, squeeze_me=False, struct_as_record=True)
     except NotImplementedError:
         raise fail(p, "is a MATLAB v7.3 (HDF5) file", "save it in MATLAB with save(..., '-v7')") from None
-    except (MatReadError, ValueError, TypeError, OSError, EOFError, zlib.error, KeyError, IndexError,
-            struct.error) as err:  # what scipy raises on a cut or damaged file, by where the damage is
+    except (
+        MatReadError,
+        ValueError,
+        TypeError,
+        OSError,
+        EOFError,
+        zlib.error,
+        KeyError,
+        IndexError,
+        struct.error,
+    ) as err:  # what scipy raises on a cut or damaged file, by where the damage is
         cut = _mat_truncated(p)
         if cut is not None:
-            raise fail(p, f"is truncated: its variables need {cut[0]} bytes but the file holds {cut[1]}",
-                       "copy or export the file again") from None
+            raise fail(
+                p,
+                f"is truncated: its variables need {cut[0]} bytes but the file holds {cut[1]}",
+                "copy or export the file again",
+            ) from None
         raise fail(
             p,
             f"cannot be read as a MATLAB .mat file ({type(err).__name__}: {' '.join(str(err).split())[:160]})",
@@ -180,8 +192,11 @@ def read_matclust(
     if "spikes" not in mat:
         found = [k for k in mat if not k.startswith("__")]
         if not found and p.stat().st_size <= 128:
-            raise fail(p, "is truncated: it holds the 128-byte .mat header and no variables",
-                       "copy or export the file again")
+            raise fail(
+                p,
+                "is truncated: it holds the 128-byte .mat header and no variables",
+                "copy or export the file again",
+            )
         raise fail(
             p, f"has no variable 'spikes' (found {', '.join(found) or 'none'})", "give a MatClust spikes.mat"
         )

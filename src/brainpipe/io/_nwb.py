@@ -283,7 +283,13 @@ def read_nwb(
 def _nwb_errors() -> tuple[type[BaseException], ...]:
     from hdmf.build.errors import BuildError, ConstructError
 
-    return (ValueError, TypeError, LookupError, ConstructError, BuildError)  # LookupError: KeyError, IndexError, a bad encoding
+    return (
+        ValueError,
+        TypeError,
+        LookupError,
+        ConstructError,
+        BuildError,
+    )  # LookupError: KeyError, IndexError, a bad encoding
 
 
 @contextlib.contextmanager

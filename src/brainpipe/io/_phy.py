@@ -19,7 +19,9 @@ UNLABELLED = "unsorted"  # phy's group of a cluster no label file names
 
 
 def _load_npy(path: Path, kinds: str = "iuf") -> np.ndarray:
-    return load_npy(path, f"phy {path.name}", kinds, "re-export the phy folder (sample numbers / cluster ids)")
+    return load_npy(
+        path, f"phy {path.name}", kinds, "re-export the phy folder (sample numbers / cluster ids)"
+    )
 
 
 def params_value(path: Path, name: str):
@@ -185,8 +187,11 @@ def read_phy(
             "spike_times.npy holds (n,) or (n, 1) sample numbers",
         )
     if samples.size == 0:
-        raise fail(folder, f"holds no spikes ({st_path.name} has shape {samples.shape})",
-                   "give the output of a sorting that found spikes")
+        raise fail(
+            folder,
+            f"holds no spikes ({st_path.name} has shape {samples.shape})",
+            "give the output of a sorting that found spikes",
+        )
     cl_path = folder / "spike_clusters.npy"
     if not cl_path.is_file():
         cl_path = folder / "spike_templates.npy"

@@ -42,12 +42,19 @@ def _sidecar_rate(paths: list[Path]) -> tuple[float | None, str | None]:
     for p in paths:
         if p.exists():
             if p.is_file() and p.stat().st_size == 0:
-                raise _fail(p, "frame-rate sidecar is empty (0 bytes)", "write {\"frame_rate_hz\": <Hz>} in it, or remove it")
+                raise _fail(
+                    p,
+                    "frame-rate sidecar is empty (0 bytes)",
+                    'write {"frame_rate_hz": <Hz>} in it, or remove it',
+                )
             try:
                 data = json.loads(p.read_text())
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise _fail(p, f"frame-rate sidecar is not valid JSON ({' '.join(str(err).split())})",
-                            "fix or remove it") from None
+                raise _fail(
+                    p,
+                    f"frame-rate sidecar is not valid JSON ({' '.join(str(err).split())})",
+                    "fix or remove it",
+                ) from None
             for key in ("frame_rate_hz", "fs"):
                 if isinstance(data, dict) and key in data:
                     return _check_rate(data[key], p, f"'{key}' in this sidecar"), f"{p.name}:{key}"
@@ -62,20 +69,38 @@ def _check_rate(rate, path, where: str = "") -> float:
         rate = float("nan")
     if not (np.isfinite(rate) and rate > 0):
         todo = f"fix {where} or set frame_rate_hz" if where else "set frame_rate_hz"
-        raise _fail(path, f"frame rate {given!r}{' (' + where + ')' if where else ''} is not a positive number",
-                    f"{todo} in the dataset's config")
+        raise _fail(
+            path,
+            f"frame rate {given!r}{' (' + where + ')' if where else ''} is not a positive number",
+            f"{todo} in the dataset's config",
+        )
     return rate
 
 
-def _traces(F: np.ndarray, rate: float, cells, source: str, neuropil: np.ndarray | None = None, extra=None) -> xr.Dataset:
+def _traces(
+    F: np.ndarray, rate: float, cells, source: str, neuropil: np.ndarray | None = None, extra=None
+) -> xr.Dataset:
     T = F.shape[0]
     ds = xr.Dataset(
-        {"fluorescence": (("time", "cell"), F.astype(np.float64), {"units": "a.u.", "long_name": "raw fluorescence"})},
-        coords={"time": ("time", np.arange(T, dtype=np.float64) / rate, {"units": "s"}), "cell": ("cell", np.asarray(cells))},
+        {
+            "fluorescence": (
+                ("time", "cell"),
+                F.astype(np.float64),
+                {"units": "a.u.", "long_name": "raw fluorescence"},
+            )
+        },
+        coords={
+            "time": ("time", np.arange(T, dtype=np.float64) / rate, {"units": "s"}),
+            "cell": ("cell", np.asarray(cells)),
+        },
         attrs={"frame_rate_hz": float(rate), "source": source},
     )
     if neuropil is not None:
-        ds["neuropil"] = (("time", "cell"), neuropil.astype(np.float64), {"units": "a.u.", "long_name": "neuropil fluorescence"})
+        ds["neuropil"] = (
+            ("time", "cell"),
+            neuropil.astype(np.float64),
+            {"units": "a.u.", "long_name": "neuropil fluorescence"},
+        )
     for k, v in (extra or {}).items():
         ds[k] = v
     return ds
@@ -103,19 +128,35 @@ def check_cells(path, ds: xr.Dataset, drop_bad_cells: bool = False) -> xr.Datase
 
     F = np.asarray(ds["fluorescence"].values)
     if F.shape[1] == 0:
-        raise _fail(path, f"holds no ROIs (fluorescence has shape {F.shape}, time x ROI)", "give a recording with ROIs")
+        raise _fail(
+            path,
+            f"holds no ROIs (fluorescence has shape {F.shape}, time x ROI)",
+            "give a recording with ROIs",
+        )
     if F.shape[0] == 0:
-        raise _fail(path, f"holds no frames (fluorescence has shape {F.shape}, time x ROI)",
-                    "give a recording with at least one frame")
+        raise _fail(
+            path,
+            f"holds no frames (fluorescence has shape {F.shape}, time x ROI)",
+            "give a recording with at least one frame",
+        )
     cells = np.asarray(ds["cell"].values)
     all_nan, constant = bad_cells(F)
     bad = all_nan | constant
     if bad.any():
-        names = ", ".join(str(c) for c in cells[bad][:5]) + (f" ... ({int(bad.sum())} in all)" if bad.sum() > 5 else "")
-        kind = "all-NaN" if all_nan.any() and not constant.any() else ("constant" if not all_nan.any() else "all-NaN or constant")
+        names = ", ".join(str(c) for c in cells[bad][:5]) + (
+            f" ... ({int(bad.sum())} in all)" if bad.sum() > 5 else ""
+        )
+        kind = (
+            "all-NaN"
+            if all_nan.any() and not constant.any()
+            else ("constant" if not all_nan.any() else "all-NaN or constant")
+        )
         if not drop_bad_cells:
-            raise _fail(path, f"ROI(s) {names} are {kind} (no signal)",
-                        "exclude them (suite2p: iscell.npy; arrays: drop the columns) or set drop_bad_cells: true")
+            raise _fail(
+                path,
+                f"ROI(s) {names} are {kind} (no signal)",
+                "exclude them (suite2p: iscell.npy; arrays: drop the columns) or set drop_bad_cells: true",
+            )
         LOG.warning("%s: dropping %s ROI(s) %s", path, kind, names)
         if bad.all():
             raise _fail(path, "every ROI is all-NaN or constant", "check the recording")
@@ -125,8 +166,13 @@ def check_cells(path, ds: xr.Dataset, drop_bad_cells: bool = False) -> xr.Datase
     return ds
 
 
-def read_suite2p(path, frame_rate_hz: float | None = None, use_iscell: bool = True, allow_ops_pickle: bool = False,
-                 min_iscell_prob: float | None = None) -> xr.Dataset:
+def read_suite2p(
+    path,
+    frame_rate_hz: float | None = None,
+    use_iscell: bool = True,
+    allow_ops_pickle: bool = False,
+    min_iscell_prob: float | None = None,
+) -> xr.Dataset:
     """A suite2p plane folder (F.npy, Fneu.npy, iscell.npy; spks.npy is carried when present).
 
     F and Fneu are (ROI, frame); ``iscell.npy`` (ROI, 2) selects cells (column 0, or column 1 >= ``min_iscell_prob``).
@@ -134,42 +180,84 @@ def read_suite2p(path, frame_rate_hz: float | None = None, use_iscell: bool = Tr
     """
     d = Path(path)
     if not d.is_dir():
-        raise _fail(d, "suite2p plane folder does not exist" if not d.exists() else "is a file where the suite2p plane folder is expected",
-                    "give the folder holding F.npy (e.g. suite2p/plane0)")
+        raise _fail(
+            d,
+            "suite2p plane folder does not exist"
+            if not d.exists()
+            else "is a file where the suite2p plane folder is expected",
+            "give the folder holding F.npy (e.g. suite2p/plane0)",
+        )
     for name, what in (("F.npy", "fluorescence"), ("Fneu.npy", "neuropil")):
         if not (d / name).exists():
-            raise _fail(d, f"suite2p folder has no {name} ({what})", f"export {name} from suite2p or give the plane folder that holds it")
+            raise _fail(
+                d,
+                f"suite2p folder has no {name} ({what})",
+                f"export {name} from suite2p or give the plane folder that holds it",
+            )
     F = _load_npy(d / "F.npy", "suite2p fluorescence (F.npy)")
     if F.ndim != 2:
         raise _fail(d / "F.npy", f"has shape {F.shape}, expected (ROIs, frames)", "give suite2p's F.npy")
     if F.shape[0] == 0:
-        raise _fail(d / "F.npy", f"holds no ROIs (shape {F.shape}, ROIs x frames)",
-                    "give a plane in which suite2p detected ROIs")
+        raise _fail(
+            d / "F.npy",
+            f"holds no ROIs (shape {F.shape}, ROIs x frames)",
+            "give a plane in which suite2p detected ROIs",
+        )
     if F.shape[1] == 0:
-        raise _fail(d / "F.npy", f"holds no frames (shape {F.shape}, ROIs x frames)",
-                    "give the F.npy of a run that recorded frames")
+        raise _fail(
+            d / "F.npy",
+            f"holds no frames (shape {F.shape}, ROIs x frames)",
+            "give the F.npy of a run that recorded frames",
+        )
     Fneu = _load_npy(d / "Fneu.npy", "suite2p neuropil (Fneu.npy)")
     if Fneu.shape != F.shape:
-        raise _fail(d / "Fneu.npy", f"has shape {Fneu.shape} but F.npy has {F.shape}", "give the Fneu.npy of the same run")
+        raise _fail(
+            d / "Fneu.npy",
+            f"has shape {Fneu.shape} but F.npy has {F.shape}",
+            "give the Fneu.npy of the same run",
+        )
     keep = np.ones(F.shape[0], dtype=bool)
     if use_iscell and (d / "iscell.npy").exists():
         isc = _load_npy(d / "iscell.npy", "suite2p cell classification (iscell.npy)")
         isc = isc.reshape(-1, 1) if isc.ndim == 1 else isc
         if isc.ndim != 2 or isc.shape[1] == 0:
-            raise _fail(d / "iscell.npy", f"has shape {isc.shape}, expected (ROIs, 2)", "give suite2p's iscell.npy")
+            raise _fail(
+                d / "iscell.npy", f"has shape {isc.shape}, expected (ROIs, 2)", "give suite2p's iscell.npy"
+            )
         if isc.shape[0] != F.shape[0]:
-            raise _fail(d / "iscell.npy", f"has {isc.shape[0]} rows but F.npy has {F.shape[0]} ROIs", "give the iscell.npy of the same suite2p run")
-        keep = isc[:, 1] >= min_iscell_prob if (min_iscell_prob is not None and isc.shape[1] > 1) else isc[:, 0] > 0.5
+            raise _fail(
+                d / "iscell.npy",
+                f"has {isc.shape[0]} rows but F.npy has {F.shape[0]} ROIs",
+                "give the iscell.npy of the same suite2p run",
+            )
+        keep = (
+            isc[:, 1] >= min_iscell_prob
+            if (min_iscell_prob is not None and isc.shape[1] > 1)
+            else isc[:, 0] > 0.5
+        )
         if not keep.any():
-            raise _fail(d / "iscell.npy", "marks no ROI as a cell", "curate the ROIs in suite2p or set use_iscell: false")
-    rate, src = (frame_rate_hz, "config") if frame_rate_hz else _sidecar_rate([d / "frame_rate.json", d / "ops_summary.json"])
+            raise _fail(
+                d / "iscell.npy",
+                "marks no ROI as a cell",
+                "curate the ROIs in suite2p or set use_iscell: false",
+            )
+    rate, src = (
+        (frame_rate_hz, "config")
+        if frame_rate_hz
+        else _sidecar_rate([d / "frame_rate.json", d / "ops_summary.json"])
+    )
     if rate is None and allow_ops_pickle and (d / "ops.npy").exists():
         rate, src = _ops_rate(d / "ops.npy"), "ops.npy:fs"
     if rate is None:
-        raise _fail(d, "no frame rate (not in the config, no frame_rate.json/ops_summary.json with 'fs')",
-                    "set frame_rate_hz for this dataset in calcium.datasets (ops.npy is a pickle and is not read)")
+        raise _fail(
+            d,
+            "no frame rate (not in the config, no frame_rate.json/ops_summary.json with 'fs')",
+            "set frame_rate_hz for this dataset in calcium.datasets (ops.npy is a pickle and is not read)",
+        )
     rate = _check_rate(rate, d)
-    LOG.info("%s: %d of %d ROIs are cells; frame rate %g Hz from %s", d, int(keep.sum()), F.shape[0], rate, src)
+    LOG.info(
+        "%s: %d of %d ROIs are cells; frame rate %g Hz from %s", d, int(keep.sum()), F.shape[0], rate, src
+    )
     rows = np.flatnonzero(keep)
     cells = np.array([f"roi{r}" for r in rows])
     Fk = F[rows].T.astype(np.float64)
@@ -177,7 +265,11 @@ def read_suite2p(path, frame_rate_hz: float | None = None, use_iscell: bool = Tr
     if (d / "spks.npy").exists():
         sp = _load_npy(d / "spks.npy", "suite2p deconvolved activity (spks.npy)")
         if sp.shape == F.shape:
-            extra["suite2p_spks"] = (("time", "cell"), sp[rows].T.astype(np.float64), {"long_name": "suite2p deconvolved activity"})
+            extra["suite2p_spks"] = (
+                ("time", "cell"),
+                sp[rows].T.astype(np.float64),
+                {"long_name": "suite2p deconvolved activity"},
+            )
     ds = _traces(Fk, rate, cells, f"suite2p:{d}", Fneu[rows].T, extra)
     ds.attrs["frame_rate_source"] = str(src)
     return ds
@@ -190,10 +282,17 @@ def _ops_rate(path: Path):
     try:
         ops = np.load(path, allow_pickle=True).item()  # explicit opt-in only: ops.npy is a pickle
     except (ValueError, OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as err:
-        raise _fail(path, f"cannot be read as suite2p's ops.npy ({type(err).__name__}: {' '.join(str(err).split())[:120]})",
-                    "set frame_rate_hz for this dataset instead") from None
+        raise _fail(
+            path,
+            f"cannot be read as suite2p's ops.npy ({type(err).__name__}: {' '.join(str(err).split())[:120]})",
+            "set frame_rate_hz for this dataset instead",
+        ) from None
     if not isinstance(ops, dict):
-        raise _fail(path, f"holds a {type(ops).__name__}, not suite2p's ops dict", "set frame_rate_hz for this dataset")
+        raise _fail(
+            path,
+            f"holds a {type(ops).__name__}, not suite2p's ops dict",
+            "set frame_rate_hz for this dataset",
+        )
     return ops.get("fs")
 
 
@@ -218,16 +317,25 @@ def _ophys(p: Path, nwb, frame_rate_hz, series) -> xr.Dataset:
             container = ophys.data_interfaces[name]
             break
     if container is None:
-        raise _fail(p, "ophys module has neither Fluorescence nor DfOverF", "store the traces as RoiResponseSeries")
+        raise _fail(
+            p, "ophys module has neither Fluorescence nor DfOverF", "store the traces as RoiResponseSeries"
+        )
     names = list(container.roi_response_series)
     if series is None:
         series = next((n for n in names if n.lower() != "neuropil"), None)
     if series not in container.roi_response_series:
-        raise _fail(p, f"no RoiResponseSeries {series!r} (found: {', '.join(names) or 'none'})",
-                    "set options.series to one of them")
+        raise _fail(
+            p,
+            f"no RoiResponseSeries {series!r} (found: {', '.join(names) or 'none'})",
+            "set options.series to one of them",
+        )
     rrs = container.roi_response_series[series]
     if np.dtype(rrs.data.dtype).kind not in "biuf":
-        raise _fail(p, f"series {series!r} holds {rrs.data.dtype} values, not numbers", "store numeric (time, ROI) data")
+        raise _fail(
+            p,
+            f"series {series!r} holds {rrs.data.dtype} values, not numbers",
+            "store numeric (time, ROI) data",
+        )
     data = np.asarray(rrs.data[:], dtype=np.float64)
     if data.ndim == 1:
         data = data[:, None]
@@ -239,19 +347,27 @@ def _ophys(p: Path, nwb, frame_rate_hz, series) -> xr.Dataset:
         rows = np.asarray(region.data[:])
         table_ids = np.asarray(region.table.id[:])
         if rows.dtype.kind not in "iu" or (rows.size and (rows.min() < 0 or rows.max() >= table_ids.size)):
-            raise _fail(p, f"series {series!r}: its ROI region points outside the ROI table ({table_ids.size} rows)",
-                        "store a region of the plane segmentation's rows")
+            raise _fail(
+                p,
+                f"series {series!r}: its ROI region points outside the ROI table ({table_ids.size} rows)",
+                "store a region of the plane segmentation's rows",
+            )
         ids = table_ids[rows]
     if data.shape[1] != ids.size:
-        raise _fail(p, f"series {series!r} has shape {data.shape} for {ids.size} ROIs", "store (time, ROI) data")
+        raise _fail(
+            p, f"series {series!r} has shape {data.shape} for {ids.size} ROIs", "store (time, ROI) data"
+        )
     rate = frame_rate_hz or rrs.rate
     if rate is None and rrs.timestamps is not None:
         ts = np.asarray(rrs.timestamps[:], dtype=np.float64)
         step = float(np.median(np.diff(ts))) if ts.size > 1 else float("nan")
         rate = 1.0 / step if np.isfinite(step) and step > 0 else None
     if rate is None:
-        raise _fail(p, "no frame rate (series has neither rate nor increasing timestamps, none in config)",
-                    "set frame_rate_hz for this dataset")
+        raise _fail(
+            p,
+            "no frame rate (series has neither rate nor increasing timestamps, none in config)",
+            "set frame_rate_hz for this dataset",
+        )
     rate = _check_rate(rate, p)
     neuropil = None
     if "Neuropil" in container.roi_response_series and series != "Neuropil":
@@ -265,7 +381,9 @@ def _ophys(p: Path, nwb, frame_rate_hz, series) -> xr.Dataset:
     return ds
 
 
-def read_array(path, frame_rate_hz: float | None = None, key: str | None = None, neuropil_key: str | None = None) -> xr.Dataset:
+def read_array(
+    path, frame_rate_hz: float | None = None, key: str | None = None, neuropil_key: str | None = None
+) -> xr.Dataset:
     """A plain (time, neuron) array: ``.npy``, ``.csv`` (header row of cell names optional) or HDF5 (``key``)."""
     p = require_file(path, "calcium array file")
     neuropil = None
@@ -280,12 +398,18 @@ def read_array(path, frame_rate_hz: float | None = None, key: str | None = None,
     else:
         raise _fail(p, f"unknown array format {suffix!r}", "use .npy, .csv or .h5/.hdf5 (time x neuron)")
     if F.ndim != 2:
-        raise _fail(p, f"has shape {F.shape}, expected (time, neuron)", "save a 2-D array, one column per neuron")
+        raise _fail(
+            p, f"has shape {F.shape}, expected (time, neuron)", "save a 2-D array, one column per neuron"
+        )
     rate = frame_rate_hz
     if rate is None:
         rate, _ = _sidecar_rate([p.with_suffix(p.suffix + ".json"), p.with_suffix(".json")])
     if rate is None:
-        raise _fail(p, "no frame rate (none in the config, no JSON sidecar with frame_rate_hz)", "set frame_rate_hz for this dataset")
+        raise _fail(
+            p,
+            "no frame rate (none in the config, no JSON sidecar with frame_rate_hz)",
+            "set frame_rate_hz for this dataset",
+        )
     rate = _check_rate(rate, p)
     cells = cells or [f"n{i:03d}" for i in range(F.shape[1])]
     return _traces(F.astype(np.float64), rate, cells, f"array:{p}", neuropil)
@@ -301,15 +425,24 @@ def _read_csv(p: Path) -> tuple[np.ndarray, list[str]]:
     except pd.errors.EmptyDataError:
         raise _fail(p, "holds no table (no header row, no values)", "give a time x neuron table") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise _fail(p, f"cannot be read as a CSV table ({type(err).__name__}: {' '.join(str(err).split())[:120]})",
-                    "give a comma-separated time x neuron table") from None
+        raise _fail(
+            p,
+            f"cannot be read as a CSV table ({type(err).__name__}: {' '.join(str(err).split())[:120]})",
+            "give a comma-separated time x neuron table",
+        ) from None
     if df.shape[0] == 0:
-        raise _fail(p, f"holds no frames (a header row of {df.shape[1]} column(s) and no values)",
-                    "give one row per frame")
+        raise _fail(
+            p,
+            f"holds no frames (a header row of {df.shape[1]} column(s) and no values)",
+            "give one row per frame",
+        )
     bad = [str(c) for c in df.columns if df[c].dtype.kind not in "biuf"]
     if bad:
-        raise _fail(p, f"column(s) {', '.join(bad[:5])} hold non-numeric values",
-                    "give numbers only (one column per neuron, an optional header row of names)")
+        raise _fail(
+            p,
+            f"column(s) {', '.join(bad[:5])} hold non-numeric values",
+            "give numbers only (one column per neuron, an optional header row of names)",
+        )
     return df.to_numpy(dtype=np.float64), [str(c) for c in df.columns]
 
 
@@ -321,12 +454,21 @@ def _read_hdf5(p: Path, key, neuropil_key):
     except (OSError, RuntimeError) as err:  # h5py: not HDF5, truncated, damaged
         raise hdf5_error(p, err, "an HDF5 file") from None
     with fh:
+
         def dataset(k, option):
             obj = fh.get(k) if k is not None else None
             if not isinstance(obj, h5py.Dataset):
-                raise _fail(p, f"no dataset {k!r} in the HDF5 file", f"set options.{option} to the (time, neuron) dataset")
+                raise _fail(
+                    p,
+                    f"no dataset {k!r} in the HDF5 file",
+                    f"set options.{option} to the (time, neuron) dataset",
+                )
             if obj.dtype.kind not in "biuf":
-                raise _fail(p, f"dataset {k!r} holds {obj.dtype} values, not numbers", "store a numeric (time, neuron) array")
+                raise _fail(
+                    p,
+                    f"dataset {k!r} holds {obj.dtype} values, not numbers",
+                    "store a numeric (time, neuron) array",
+                )
             try:
                 return np.asarray(obj[()], dtype=np.float64)
             except (OSError, RuntimeError) as err:
@@ -345,17 +487,32 @@ def _is_folder(path: Path) -> bool:
 
 
 register_modality("calcium", finish=check_cells)
-register(read_suite2p, name="suite2p", modality="calcium", detect=_is_folder,
-         looks_for="a suite2p plane folder (F.npy, Fneu.npy)")
+register(
+    read_suite2p,
+    name="suite2p",
+    modality="calcium",
+    detect=_is_folder,
+    looks_for="a suite2p plane folder (F.npy, Fneu.npy)",
+)
 register(read_nwb_ophys, name="nwb", modality="calcium", detect=has_suffix(".nwb"), looks_for="a .nwb file")
 register(read_array, name="npy", modality="calcium", detect=has_suffix(".npy"), looks_for="a .npy array")
 register(read_array, name="csv", modality="calcium", detect=has_suffix(".csv"), looks_for="a .csv table")
-register(read_array, name="hdf5", modality="calcium", detect=has_suffix(".h5", ".hdf5"),
-         looks_for="an .h5/.hdf5 file")
+register(
+    read_array,
+    name="hdf5",
+    modality="calcium",
+    detect=has_suffix(".h5", ".hdf5"),
+    looks_for="an .h5/.hdf5 file",
+)
 
 
-def read_calcium(path, format: str = "auto", frame_rate_hz: float | None = None, options: dict[str, Any] | None = None,
-                 drop_bad_cells: bool = False) -> xr.Dataset:
+def read_calcium(
+    path,
+    format: str = "auto",
+    frame_rate_hz: float | None = None,
+    options: dict[str, Any] | None = None,
+    drop_bad_cells: bool = False,
+) -> xr.Dataset:
     """Read any supported calcium source into a ``calcium_traces`` dataset (the calcium case of
     :func:`brainpipe.io.read`).
 

@@ -75,7 +75,9 @@ def read_participants(path: str | os.PathLike | None) -> dict[str, dict[str, Any
         df = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
     except (ValueError, OSError) as err:  # EmptyDataError, ParserError, UnicodeDecodeError are ValueErrors
         raise fail(
-            p, f"cannot be read as a table ({type(err).__name__}: {oneline(err)})", "write it as a BIDS participants.tsv"
+            p,
+            f"cannot be read as a table ({type(err).__name__}: {oneline(err)})",
+            "write it as a BIDS participants.tsv",
         ) from None
     if "participant_id" not in df.columns:
         raise fail(
@@ -187,7 +189,11 @@ def load_atlas(atlas: str | os.PathLike, labels: str | os.PathLike | None = None
             ap, f"atlas has {vals.ndim} dimensions", "give a 3D labels image (one integer label per voxel)"
         )
     if vals.dtype.kind not in "biuf" or not np.all(np.isfinite(vals)):
-        raise fail(ap, f"atlas holds {vals.dtype} values with NaN/inf or non-numbers", "give a labels atlas (integers)")
+        raise fail(
+            ap,
+            f"atlas holds {vals.dtype} values with NaN/inf or non-numbers",
+            "give a labels atlas (integers)",
+        )
     if not np.allclose(vals, np.round(vals)):
         raise fail(
             ap,
@@ -204,8 +210,11 @@ def load_atlas(atlas: str | os.PathLike, labels: str | os.PathLike | None = None
         try:
             df = pd.read_csv(lp, sep=None, engine="python")
         except (ValueError, OSError, csv.Error) as err:  # EmptyDataError, ParserError, UnicodeDecodeError
-            raise fail(lp, f"cannot be read as a table ({type(err).__name__}: {oneline(err)})",
-                       "write a TSV/CSV with columns index and name") from None
+            raise fail(
+                lp,
+                f"cannot be read as a table ({type(err).__name__}: {oneline(err)})",
+                "write a TSV/CSV with columns index and name",
+            ) from None
         if not {"index", "name"} <= set(df.columns):
             raise fail(
                 lp,
@@ -214,10 +223,14 @@ def load_atlas(atlas: str | os.PathLike, labels: str | os.PathLike | None = None
             )
         index = pd.to_numeric(df["index"], errors="coerce").to_numpy(dtype=np.float64)
         if not np.all(np.isfinite(index) & (index == np.round(index))):
-            raise fail(lp, "column 'index' holds values that are not whole numbers", "give one integer label per row")
+            raise fail(
+                lp, "column 'index' holds values that are not whole numbers", "give one integer label per row"
+            )
         table = [(int(i), str(n)) for i, n in zip(index, df["name"], strict=True) if int(i) != 0]
         if not table:
-            raise fail(lp, "lists no atlas labels (no row with an index > 0)", "give one row per label of the atlas")
+            raise fail(
+                lp, "lists no atlas labels (no row with an index > 0)", "give one row per label of the atlas"
+            )
         empty = [f"{n} (label {i})" for i, n in table if i not in present]
         if empty:
             raise fail(
@@ -262,7 +275,9 @@ def read_tr(bold_path: str | os.PathLike, img=None, override: float | None = Non
                 try:
                     meta = json.loads(side.read_text())
                 except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
-                    raise fail(side, f"sidecar is not valid JSON ({oneline(err)})", "fix or remove it") from None
+                    raise fail(
+                        side, f"sidecar is not valid JSON ({oneline(err)})", "fix or remove it"
+                    ) from None
                 tr = meta.get("RepetitionTime") if isinstance(meta, dict) else None
                 if tr is not None:
                     try:
@@ -270,8 +285,11 @@ def read_tr(bold_path: str | os.PathLike, img=None, override: float | None = Non
                     except (TypeError, ValueError):
                         tr = float("nan")
                     if not (np.isfinite(tr) and tr > 0):
-                        raise fail(side, f"RepetitionTime {meta['RepetitionTime']!r} is not a positive number of "
-                                   "seconds", "fix the sidecar, or set 'repetition_time_s' for this dataset")
+                        raise fail(
+                            side,
+                            f"RepetitionTime {meta['RepetitionTime']!r} is not a positive number of seconds",
+                            "fix the sidecar, or set 'repetition_time_s' for this dataset",
+                        )
                     return tr
     if img is not None and len(img.shape) == 4:
         zooms = img.header.get_zooms()
@@ -298,7 +316,9 @@ def extract_rois(bold_path, atlas_path, labels_path=None, img=None):
     if img.shape[3] == 0:
         raise fail(bp, f"holds no volumes (shape {tuple(img.shape)})", "give a 4D bold image with volumes")
     if np.asarray(img.dataobj).dtype.kind not in "biuf":
-        raise fail(bp, f"holds {np.asarray(img.dataobj).dtype} values, not numbers", "give a numeric 4D bold image")
+        raise fail(
+            bp, f"holds {np.asarray(img.dataobj).dtype} values, not numbers", "give a numeric 4D bold image"
+        )
     atlas_img, table = load_atlas(atlas_path, labels_path)
     _check_grid(bp, img, atlas_path, atlas_img)
     atlas_data = np.asarray(atlas_img.dataobj).reshape(atlas_img.shape[:3]).astype(np.int32)
@@ -395,8 +415,11 @@ def fmriprep_confounds(
     try:
         n_rows = len(pd.read_csv(raw, sep="\t", usecols=[0]))
     except (ValueError, OSError) as err:  # EmptyDataError, ParserError, UnicodeDecodeError are ValueErrors
-        raise fail(raw, f"cannot be read as a TSV table ({type(err).__name__}: {oneline(err)})",
-                   "use the confounds file fMRIPrep wrote for this run") from None
+        raise fail(
+            raw,
+            f"cannot be read as a TSV table ({type(err).__name__}: {oneline(err)})",
+            "use the confounds file fMRIPrep wrote for this run",
+        ) from None
     if n_rows != n_volumes:
         raise fail(
             raw,
@@ -416,8 +439,11 @@ def fmriprep_confounds(
         ) from None
     bad = [str(c) for c in conf.columns if conf[c].dtype.kind not in "biuf" or not np.isfinite(conf[c]).all()]
     if bad:
-        raise fail(raw, f"confound column(s) {', '.join(bad[:5])} hold non-numeric, NaN or infinite values",
-                   "use the confounds file fMRIPrep wrote for this run")
+        raise fail(
+            raw,
+            f"confound column(s) {', '.join(bad[:5])} hold non-numeric, NaN or infinite values",
+            "use the confounds file fMRIPrep wrote for this run",
+        )
     keep = np.ones(n_volumes, dtype=bool)
     if mask is not None:
         keep[:] = False
@@ -504,14 +530,19 @@ def read_table(
     elif suf in (".csv", ".tsv"):
         try:
             df = pd.read_csv(p, sep="\t" if suf == ".tsv" else ",", na_values=["n/a"])
-        except (ValueError, OSError) as err:  # EmptyDataError, ParserError, UnicodeDecodeError are ValueErrors
+        except (
+            ValueError,
+            OSError,
+        ) as err:  # EmptyDataError, ParserError, UnicodeDecodeError are ValueErrors
             raise fail(
                 p,
                 f"cannot be read as a table ({type(err).__name__}: {oneline(err)})",
                 "write a CSV/TSV with a header row of ROI names",
             ) from None
         if df.shape[0] == 0:
-            raise fail(p, f"has no rows (no volumes; a header of {df.shape[1]} column(s))", "give one row per volume")
+            raise fail(
+                p, f"has no rows (no volumes; a header of {df.shape[1]} column(s))", "give one row per volume"
+            )
         nonnum = [c for c in df.columns if df[c].dtype.kind not in "fiu" and c not in drop_columns]
         if nonnum:
             raise fail(
@@ -522,7 +553,9 @@ def read_table(
         if roi_names:
             if len(roi_names) != df.shape[1]:
                 raise fail(
-                    p, f"has {df.shape[1]} columns but {len(roi_names)} ROI names are configured", "fix 'roi_names'"
+                    p,
+                    f"has {df.shape[1]} columns but {len(roi_names)} ROI names are configured",
+                    "fix 'roi_names'",
                 )
             df.columns = list(roi_names)
     else:
@@ -556,7 +589,9 @@ def _table_names(p: Path, roi_names: Sequence[str] | None, n_cols: int) -> list[
     if not roi_names:
         return [f"roi-{k + 1}" for k in range(n_cols)]
     if len(roi_names) != n_cols:
-        raise fail(p, f"has {n_cols} columns but {len(roi_names)} ROI names are configured", "fix 'roi_names'")
+        raise fail(
+            p, f"has {n_cols} columns but {len(roi_names)} ROI names are configured", "fix 'roi_names'"
+        )
     return list(roi_names)
 
 

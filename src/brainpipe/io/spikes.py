@@ -56,7 +56,9 @@ def _load_npz(p: Path, kind: str) -> dict[str, np.ndarray]:
     if p.is_file() and p.stat().st_size and zipfile.is_zipfile(p) is False:
         with open(p, "rb") as fh:
             if fh.read(6) == b"\x93NUMPY":
-                raise fail(p, "is a single .npy array, not an .npz archive", "save the arrays with numpy.savez")
+                raise fail(
+                    p, "is a single .npy array, not an .npz archive", "save the arrays with numpy.savez"
+                )
     return load_npz(p, kind)
 
 
@@ -173,10 +175,15 @@ def read_trialized_npz(
     n_trials, n_units, n_bins = counts.shape
     for n, what in ((n_trials, "trials"), (n_units, "units"), (n_bins, "bins")):
         if n == 0:
-            raise fail(p, f"holds no {what} ('{counts_key}' has shape {counts.shape}, trials x units x bins)",
-                       "give the counts of a session with trials, units and bins")
+            raise fail(
+                p,
+                f"holds no {what} ('{counts_key}' has shape {counts.shape}, trials x units x bins)",
+                "give the counts of a session with trials, units and bins",
+            )
     if time.dtype.kind not in "biuf":
-        raise fail(p, f"'{time_key}' holds {time.dtype} values, not seconds", "give the bin centres in seconds")
+        raise fail(
+            p, f"'{time_key}' holds {time.dtype} values, not seconds", "give the bin centres in seconds"
+        )
     time = time.astype(np.float64)
     if time.shape != (n_trials, n_bins):
         raise fail(

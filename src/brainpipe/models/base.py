@@ -70,7 +70,9 @@ class Estimator(BaseEstimator):
     def _check_fitted(self) -> None:
         """Raise :class:`NotFittedError` when the model has not been fitted (or loaded) yet."""
         if not self.__sklearn_is_fitted__():
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit (or load a saved fit) first")
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet: call fit (or load a saved fit) first"
+            )
 
     # -- saving without pickle ------------------------------------------------------------------------------------
     def to_dataset(self) -> xr.Dataset:  # pragma: no cover - every model overrides it
@@ -169,7 +171,9 @@ def _plain(v: Any) -> Any:
 WEIGHT_PREFIX = "w__"
 
 
-def state_to_variables(state: dict[str, Any], prefix: str = WEIGHT_PREFIX) -> dict[str, tuple[list[str], np.ndarray]]:
+def state_to_variables(
+    state: dict[str, Any], prefix: str = WEIGHT_PREFIX
+) -> dict[str, tuple[list[str], np.ndarray]]:
     """A torch ``state_dict`` as dataset variables: ``w__<name with __ for .>`` with dims ``<key>_d<k>``.
 
     Parameters

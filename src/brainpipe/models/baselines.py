@@ -132,7 +132,9 @@ class PoissonGLM(Estimator):
             return float(np.log(1e-6)), np.zeros(X.shape[1])
         reg = PoissonRegressor(alpha=alpha, max_iter=self.max_iter, tol=1e-6)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ConvergenceWarning on near-silent units: the fit is still usable
+            warnings.simplefilter(
+                "ignore"
+            )  # ConvergenceWarning on near-silent units: the fit is still usable
             reg.fit(X, y)
         return float(reg.intercept_), reg.coef_.copy()
 
@@ -165,7 +167,9 @@ class PoissonGLM(Estimator):
         if len(alphas) > 1 and va.any():
             for a in alphas:
                 b, w = self._fit_all(X[tr], Y[tr], a)
-                self.val_scores_[a] = poisson_log_likelihood(Y[va], np.exp(b + X[va] @ w.T)) / max(Y[va].sum(), 1)
+                self.val_scores_[a] = poisson_log_likelihood(Y[va], np.exp(b + X[va] @ w.T)) / max(
+                    Y[va].sum(), 1
+                )
             best = max(self.val_scores_, key=self.val_scores_.get)
         else:
             best = alphas[0]
@@ -177,7 +181,9 @@ class PoissonGLM(Estimator):
         self.bin_width_s_ = float(ds.attrs["bin_width_s"])
         self.units_ = np.asarray(ds["unit"].values).astype(str)
         use_beh = self.use_behaviour and "behaviour" in ds
-        self.behaviour_vars_ = np.asarray(ds["behaviour_var"].values).astype(str) if use_beh else np.array([], str)
+        self.behaviour_vars_ = (
+            np.asarray(ds["behaviour_var"].values).astype(str) if use_beh else np.array([], str)
+        )
         return self
 
     # -- prediction and scoring -------------------------------------------------------------------------
@@ -284,7 +290,11 @@ class PoissonGLM(Estimator):
         m.bin_width_s_ = bw
         m.coupling_ = np.asarray(ds["coupling"].values, dtype=np.float64)
         m.intercept_ = np.asarray(ds["log_baseline_rate"].values, dtype=np.float64) + np.log(bw)
-        m.behaviour_weight_ = np.asarray(ds["behaviour_weight"].values, dtype=np.float64).reshape(len(m.intercept_), -1)
+        m.behaviour_weight_ = np.asarray(ds["behaviour_weight"].values, dtype=np.float64).reshape(
+            len(m.intercept_), -1
+        )
         m.units_ = np.asarray(ds["unit_post"].values).astype(str)
-        m.behaviour_vars_ = np.asarray(ds["behaviour_var"].values).astype(str) if "behaviour_var" in ds else np.array([])
+        m.behaviour_vars_ = (
+            np.asarray(ds["behaviour_var"].values).astype(str) if "behaviour_var" in ds else np.array([])
+        )
         return m

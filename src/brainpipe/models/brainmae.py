@@ -277,9 +277,20 @@ class FineTuneNet(nn.Module):
 # ---- the scikit-learn-shaped wrapper ------------------------------------------------------------------------------
 #: the training settings of BrainMAE: the fields of brainpipe.training.TrainConfig, with BrainMAE's defaults
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "max_epochs": 40, "max_steps": None, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.01, "warmup_steps": 20,
-    "grad_clip": 1.0, "patience": 8, "min_delta": 0.0, "seed": 0, "device": "auto", "precision": "auto",
-    "checkpoint_every_s": 60.0, "progress": True,
+    "max_epochs": 40,
+    "max_steps": None,
+    "batch_size": 32,
+    "lr": 2e-3,
+    "weight_decay": 0.01,
+    "warmup_steps": 20,
+    "grad_clip": 1.0,
+    "patience": 8,
+    "min_delta": 0.0,
+    "seed": 0,
+    "device": "auto",
+    "precision": "auto",
+    "checkpoint_every_s": 60.0,
+    "progress": True,
 }
 NET_KEYS = tuple(f.name for f in fields(BrainMAEConfig))
 
@@ -300,7 +311,9 @@ def split_kwargs(params: dict[str, Any]):
     allowed = set(NET_KEYS) | set(TRAIN_DEFAULTS)
     unknown = sorted(set(params) - allowed)
     if unknown:
-        raise ConfigError(f"BrainMAE: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+        raise ConfigError(
+            f"BrainMAE: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
+        )
     model = BrainMAE(**params)
     model._check_params()
     return model._net_config(), model._train_config()
@@ -792,8 +805,11 @@ class BrainMAE(Estimator):
         """
         if ds.attrs.get("model") != cls.model_name or "estimator_params" not in ds.attrs:
             raise InputError(f"{source}: not a BrainMAE fit written by BrainMAE.to_dataset")
-        meta = {"params": json.loads(ds.attrs["estimator_params"]), "n_rois": ds.attrs["n_rois"],
-                "seg_len": ds.attrs["seg_len"]}
+        meta = {
+            "params": json.loads(ds.attrs["estimator_params"]),
+            "n_rois": ds.attrs["n_rois"],
+            "seg_len": ds.attrs["seg_len"],
+        }
         model = cls(**meta["params"])
         model.n_rois_, model.seg_len_ = int(meta["n_rois"]), int(meta["seg_len"])
         model.net_ = BrainMAENet(model.n_rois_, model.seg_len_, model._net_config())

@@ -130,9 +130,17 @@ class DynamicConnectome(Estimator):
     """
 
     def __init__(
-        self, ranks: Sequence[int] = (2, 3, 4, 5), restarts: int = 5, stability_threshold: float = 0.95,
-        n_iter_max: int = 300, tol: float = 1e-6, n_inner: int = 3, dtype: str = "float32", device: str = "auto",
-        resolution: float = 1.0, seed: int = 0,
+        self,
+        ranks: Sequence[int] = (2, 3, 4, 5),
+        restarts: int = 5,
+        stability_threshold: float = 0.95,
+        n_iter_max: int = 300,
+        tol: float = 1e-6,
+        n_inner: int = 3,
+        dtype: str = "float32",
+        device: str = "auto",
+        resolution: float = 1.0,
+        seed: int = 0,
     ):
         self.ranks = ranks
         self.restarts = restarts
@@ -178,15 +186,24 @@ class DynamicConnectome(Estimator):
         X = torch.as_tensor(np.asarray(tensor["affinity"].values), dtype=dt, device=dev)
         mask = torch.as_tensor(np.asarray(tensor["mask"].values).astype(bool), device=dev)[:, None, :]
         if float(torch.linalg.norm(X)) == 0.0:
-            raise InputError("connectome: every affinity is 0 (no co-active pairs); lower null_z or check the traces")
+            raise InputError(
+                "connectome: every affinity is 0 (no co-active pairs); lower null_z or check the traces"
+            )
         self.device_ = dev
         self.fits_: dict[int, list[NCPResult]] = {}
         self.stability_: dict[int, float] = {}
         self.best_: dict[int, NCPResult] = {}
         for R in ranks:
             fits = [
-                masked_ncp_hals(X, R, mask, n_iter_max=int(self.n_iter_max), tol=float(self.tol),
-                                n_inner=int(self.n_inner), seed=int(self.seed) + 1000 * R + k)
+                masked_ncp_hals(
+                    X,
+                    R,
+                    mask,
+                    n_iter_max=int(self.n_iter_max),
+                    tol=float(self.tol),
+                    n_inner=int(self.n_inner),
+                    seed=int(self.seed) + 1000 * R + k,
+                )
                 for k in range(int(self.restarts))
             ]
             best = min(fits, key=lambda f: f.errors[-1])
@@ -195,8 +212,13 @@ class DynamicConnectome(Estimator):
             sims = [factor_match_score(bf, [f.cpu().numpy() for f in o.factors])[0] for o in others]
             self.fits_[R], self.best_[R] = fits, best
             self.stability_[R] = float(np.mean(sims)) if sims else 1.0
-            LOG.info("rank %d: error %.4f, stability %.3f, iterations %s", R, best.errors[-1], self.stability_[R],
-                     [f.n_iter for f in fits])
+            LOG.info(
+                "rank %d: error %.4f, stability %.3f, iterations %s",
+                R,
+                best.errors[-1],
+                self.stability_[R],
+                [f.n_iter for f in fits],
+            )
         stable = [R for R in ranks if self.stability_[R] >= float(self.stability_threshold)]
         self.ranks_ = ranks
         self.rank_ = max(stable) if stable else min(ranks)
@@ -207,7 +229,11 @@ class DynamicConnectome(Estimator):
         self.pair_i_ = np.asarray(tensor["pair_i"].values)
         self.pair_j_ = np.asarray(tensor["pair_j"].values)
         self.membership_, self.community_ = communities(
-            self.factors_[0].cpu().numpy(), self.pair_i_, self.pair_j_, len(self.neurons_), float(self.resolution),
+            self.factors_[0].cpu().numpy(),
+            self.pair_i_,
+            self.pair_j_,
+            len(self.neurons_),
+            float(self.resolution),
             int(self.seed),
         )
         self.coords_ = {
@@ -298,14 +324,24 @@ class DynamicConnectome(Estimator):
                 "pair_factor": (("pair", "component"), pair_f),
                 "time_factor": (("window", "component"), time_f),
                 "animal_factor": (("animal", "component"), animal_f),
-                "membership": (("component", "neuron"), self.membership_.astype(np.int32),
-                               {"long_name": "Louvain community of each neuron on the component's pair factor"}),
-                "in_community": (("component", "neuron"), self.community_.astype(np.int8),
-                                 {"long_name": "1 if the neuron is in the component's densest community"}),
+                "membership": (
+                    ("component", "neuron"),
+                    self.membership_.astype(np.int32),
+                    {"long_name": "Louvain community of each neuron on the component's pair factor"},
+                ),
+                "in_community": (
+                    ("component", "neuron"),
+                    self.community_.astype(np.int8),
+                    {"long_name": "1 if the neuron is in the component's densest community"},
+                ),
                 "rank_stability": ("rank", np.array([self.stability_[r] for r in ranks])),
                 "rank_error": ("rank", np.array([self.best_[r].errors[-1] for r in ranks])),
                 "rank_n_iter": ("rank", np.array([self.best_[r].n_iter for r in ranks], dtype=np.int64)),
-                "all_weight": (("rank", "kcomponent"), all_w, {"long_name": "best fit's weights at each rank (NaN-padded)"}),
+                "all_weight": (
+                    ("rank", "kcomponent"),
+                    all_w,
+                    {"long_name": "best fit's weights at each rank (NaN-padded)"},
+                ),
                 "all_pair_factor": (("rank", "pair", "kcomponent"), padded(0)),
                 "all_time_factor": (("rank", "window", "kcomponent"), padded(1)),
                 "all_animal_factor": (("rank", "animal", "kcomponent"), padded(2)),
@@ -365,11 +401,16 @@ class DynamicConnectome(Estimator):
         m.stability_ = {r: float(s) for r, s in zip(m.ranks_, ds["rank_stability"].values, strict=True)}
         m.best_ = {}
         for k, r in enumerate(m.ranks_):
-            factors = [as_t(ds[v].values[k, :, :r]) for v in ("all_pair_factor", "all_time_factor", "all_animal_factor")]
+            factors = [
+                as_t(ds[v].values[k, :, :r])
+                for v in ("all_pair_factor", "all_time_factor", "all_animal_factor")
+            ]
             errors = [float(ds["rank_error"].values[k])]
             if r == m.rank_:
                 errors = [float(e) for e in ds["error_history"].values]
-            m.best_[r] = NCPResult(as_t(ds["all_weight"].values[k, :r]), factors, errors, int(ds["rank_n_iter"].values[k]))
+            m.best_[r] = NCPResult(
+                as_t(ds["all_weight"].values[k, :r]), factors, errors, int(ds["rank_n_iter"].values[k])
+            )
         m.fits_ = {r: [f] for r, f in m.best_.items()}
         m.weights_ = as_t(ds["weight"].values)
         m.factors_ = [as_t(ds[v].values) for v in ("pair_factor", "time_factor", "animal_factor")]

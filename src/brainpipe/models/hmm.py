@@ -209,7 +209,11 @@ def forward_backward(
     a0 = torch.exp(log_pi)[None, :] * P[:, 0]  # (B, S); every sequence has >= 1 valid step
     if T == 1:
         z = a0.sum(-1)
-        return torch.log(z) + shift[:, 0], (a0 / z[:, None])[:, None], torch.zeros(S, S, dtype=log_lik.dtype, device=log_lik.device)
+        return (
+            torch.log(z) + shift[:, 0],
+            (a0 / z[:, None])[:, None],
+            torch.zeros(S, S, dtype=log_lik.dtype, device=log_lik.device),
+        )
     steps = mats[:, 1:]  # M_1 .. M_{T-1}
     alpha_rest, log_last = _scaled_messages(a0, steps)
     alpha = torch.cat([(a0 / a0.amax(-1, keepdim=True))[:, None], alpha_rest], dim=1)
@@ -224,12 +228,18 @@ def forward_backward(
     xi = alpha[:, :-1, :, None] * steps * beta[:, 1:, None, :]
     xi = xi / xi.sum((-2, -1), keepdim=True)
     xi_sum = torch.where(mask[:, 1:, None, None], xi, torch.zeros_like(xi)).sum(dim=(0, 1))
-    if not (bool(torch.isfinite(log_norm).all()) and bool(torch.isfinite(gamma).all()) and bool(torch.isfinite(xi_sum).all())):
+    if not (
+        bool(torch.isfinite(log_norm).all())
+        and bool(torch.isfinite(gamma).all())
+        and bool(torch.isfinite(xi_sum).all())
+    ):
         return _forward_backward_log(log_lik, log_pi, log_A, mask)
     return log_norm, gamma, xi_sum
 
 
-def log_marginal(log_lik: torch.Tensor, log_pi: torch.Tensor, log_A: torch.Tensor, mask: torch.Tensor | None = None):
+def log_marginal(
+    log_lik: torch.Tensor, log_pi: torch.Tensor, log_A: torch.Tensor, mask: torch.Tensor | None = None
+):
     """Log marginal likelihood of each sequence (forward pass only), (B,); linear domain as
     :func:`forward_backward`, with the same fallback to the log semiring."""
     mask = _full_mask(log_lik, mask)
@@ -273,7 +283,9 @@ def _log_marginal_log(log_lik, log_pi, log_A, mask):
     return torch.logsumexp(last, dim=-1)
 
 
-def viterbi(log_lik: torch.Tensor, log_pi: torch.Tensor, log_A: torch.Tensor, mask: torch.Tensor | None = None) -> np.ndarray:
+def viterbi(
+    log_lik: torch.Tensor, log_pi: torch.Tensor, log_A: torch.Tensor, mask: torch.Tensor | None = None
+) -> np.ndarray:
     """Most probable state path of each sequence, (B, T) int64 (-1 at padded steps).
 
     The max-product messages come from the (max, +) chunked scan; back-pointers are then computed for all t at

@@ -56,7 +56,9 @@ class NCPResult:
         return to_cp_tensor(self.weights, self.factors)
 
 
-def to_cp_tensor(weights: torch.Tensor | np.ndarray, factors: Sequence[torch.Tensor | np.ndarray]) -> CPTensor:
+def to_cp_tensor(
+    weights: torch.Tensor | np.ndarray, factors: Sequence[torch.Tensor | np.ndarray]
+) -> CPTensor:
     """A tensorly ``CPTensor`` of float64 numpy copies of CP weights and factors (torch tensors on any device, or
     arrays).
 
@@ -221,12 +223,19 @@ def masked_ncp_hals(
         M2 = torch.einsum("rjk,jr->kr", Z, Bn)
         _hals_sweeps(Cn, (An.T @ An) * (Bn.T @ Bn), M2, n_inner)
         # observed-entry error of the HALS point: Gram identity on the imputed X, minus the imputed entries' share
-        sq_n = xsq() - 2 * torch.sum(Cn.double() * M2.double()) + _model_sq(An, Bn, Cn) - missing_residual(An, Bn, Cn)
+        sq_n = (
+            xsq()
+            - 2 * torch.sum(Cn.double() * M2.double())
+            + _model_sq(An, Bn, Cn)
+            - missing_residual(An, Bn, Cn)
+        )
         _rebalance(An, Bn, Cn)
         err = rel(sq_n)
         accepted = False
         if extrapolate and prev is not None:
-            Ae, Be, Ce = (torch.clamp(x + beta * (x - p), min=0.0) for x, p in zip((An, Bn, Cn), prev, strict=True))
+            Ae, Be, Ce = (
+                torch.clamp(x + beta * (x - p), min=0.0) for x, p in zip((An, Bn, Cn), prev, strict=True)
+            )
             impute(Ae, Be, Ce)
             M0e = mttkrp0(Be, Ce)  # the next iteration's mode-0 MTTKRP doubles as the error check
             sq_e = xsq() - 2 * torch.sum(Ae.double() * M0e.double()) + _model_sq(Ae, Be, Ce)
@@ -270,7 +279,11 @@ def _unit(f: np.ndarray) -> np.ndarray:
 
 
 def _hungarian_fms(
-    factors_a: Sequence[np.ndarray], factors_b: Sequence[np.ndarray], weights_a, weights_b, consider_weights: bool,
+    factors_a: Sequence[np.ndarray],
+    factors_b: Sequence[np.ndarray],
+    weights_a,
+    weights_b,
+    consider_weights: bool,
     skip_modes: Sequence[int],
 ) -> tuple[float, np.ndarray]:
     """The factor match score where tensorly's congruence coefficient is not defined (different ranks, a zero
@@ -302,8 +315,12 @@ def _congruence_defined(fa: Sequence[np.ndarray], fb: Sequence[np.ndarray]) -> b
 
 
 def factor_match_score(
-    factors_a: Sequence[np.ndarray], factors_b: Sequence[np.ndarray], weights_a=None, weights_b=None,
-    consider_weights: bool = False, skip_modes: Sequence[int] = (),
+    factors_a: Sequence[np.ndarray],
+    factors_b: Sequence[np.ndarray],
+    weights_a=None,
+    weights_b=None,
+    consider_weights: bool = False,
+    skip_modes: Sequence[int] = (),
 ) -> tuple[float, np.ndarray]:
     """Factor match score (Tomasi & Bro): components matched by the Hungarian method on the product over modes
     of |cosine|; the score is the mean over matched components.

@@ -125,12 +125,16 @@ def _softthresh(w: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
 
 
 register_affinity(
-    "softthresh_dcorr", smoothed_derivative, _softthresh,
+    "softthresh_dcorr",
+    smoothed_derivative,
+    _softthresh,
     "stand-in for the paper's differential affinity: d_i = Gaussian-smoothed (smooth_frames) first difference of "
     "dF/F_i; per window the Pearson r_ij of d_i, d_j; a_ij = max(0, (r_ij - r0) / (1 - r0)), r0 = null_z / sqrt(window)",
 )
 register_affinity(
-    "pos_corr", lambda x, p: np.asarray(x, dtype=np.float64), lambda w, p: _zero_diag(np.clip(_corr(w), 0.0, None)),
+    "pos_corr",
+    lambda x, p: np.asarray(x, dtype=np.float64),
+    lambda w, p: _zero_diag(np.clip(_corr(w), 0.0, None)),
     "positive part of the windowed Pearson correlation of dF/F (no derivative, no threshold)",
 )
 
@@ -142,7 +146,9 @@ def _rectified_z(x: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
 
 
 register_affinity(
-    "coactivation", _rectified_z, lambda w, p: _zero_diag(np.einsum("wti,wtj->wij", w, w) / w.shape[1]),
+    "coactivation",
+    _rectified_z,
+    lambda w, p: _zero_diag(np.einsum("wti,wtj->wij", w, w) / w.shape[1]),
     "the instantaneous variant averaged per window: mean of max(0, z'_i) max(0, z'_j), z' the smoothed derivative "
     "z-scored over the whole recording (high when both rise together)",
 )
@@ -166,7 +172,9 @@ def get_affinity(name: str) -> Affinity:
     return AFFINITIES[name]
 
 
-def window_frames(frame_rate_hz: float, window_s: float, stride_s: float, n_frames: int, where: str = "") -> tuple[int, int]:
+def window_frames(
+    frame_rate_hz: float, window_s: float, stride_s: float, n_frames: int, where: str = ""
+) -> tuple[int, int]:
     """Window and stride in frames; an error when the window is longer than the recording.
 
     Parameters
@@ -254,8 +262,13 @@ def _layout(animals: Sequence[AnimalTraces], window_s: float, stride_s: float):
 
 
 def tensor_chunks(
-    animals: Sequence[AnimalTraces], affinity: str, params: Mapping[str, Any], window_s: float, stride_s: float,
-    chunk_windows: int | None = None, memory_mb: float = 256.0,
+    animals: Sequence[AnimalTraces],
+    affinity: str,
+    params: Mapping[str, Any],
+    window_s: float,
+    stride_s: float,
+    chunk_windows: int | None = None,
+    memory_mb: float = 256.0,
 ) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
     """The affinity tensor, window chunk by window chunk.
 
@@ -303,8 +316,14 @@ def tensor_chunks(
         per_window = n_pairs * len(animals) * 4 + sum(len(a.cells) ** 2 * 8 * 3 for a in animals)
         chunk_windows = max(1, int(memory_mb * 2**20 // max(per_window, 1)))
     meta = {
-        "frame_rate_hz": rate, "window_frames": w, "stride_frames": s, "n_windows": n_windows,
-        "neurons": neurons, "pair_i": ii, "pair_j": jj, "mask": mask,
+        "frame_rate_hz": rate,
+        "window_frames": w,
+        "stride_frames": s,
+        "n_windows": n_windows,
+        "neurons": neurons,
+        "pair_i": ii,
+        "pair_j": jj,
+        "mask": mask,
     }
     for lo in range(0, n_windows, chunk_windows):
         hi = min(n_windows, lo + chunk_windows)
@@ -343,7 +362,11 @@ def tensor_dataset(meta, windows: np.ndarray, chunk: np.ndarray, animal_names, a
     t0 = (windows * s) / rate
     ds = xr.Dataset(
         {
-            "affinity": (("pair", "window", "animal"), chunk, {"units": "1", "long_name": "pairwise affinity"}),
+            "affinity": (
+                ("pair", "window", "animal"),
+                chunk,
+                {"units": "1", "long_name": "pairwise affinity"},
+            ),
             "window_start_s": (("window",), t0.astype(np.float64), {"units": "s"}),
         },
         coords={
@@ -351,19 +374,38 @@ def tensor_dataset(meta, windows: np.ndarray, chunk: np.ndarray, animal_names, a
             "pair": ("pair", np.arange(meta["pair_i"].size, dtype=np.int64)),
             "animal": ("animal", np.asarray(animal_names)),
             "neuron": ("neuron", neurons),
-            "time": ("window", (t0 + 0.5 * w / rate).astype(np.float64), {"units": "s", "long_name": "window centre"}),
+            "time": (
+                "window",
+                (t0 + 0.5 * w / rate).astype(np.float64),
+                {"units": "s", "long_name": "window centre"},
+            ),
         },
         attrs={**attrs, "frame_rate_hz": rate, "window_frames": w, "stride_frames": s},
     )
-    ds["pair_i"] = ("pair", meta["pair_i"].astype(np.int64), {"long_name": "index into 'neuron' of the first neuron"})
-    ds["pair_j"] = ("pair", meta["pair_j"].astype(np.int64), {"long_name": "index into 'neuron' of the second neuron"})
-    ds["mask"] = (("pair", "animal"), meta["mask"], {"long_name": "1 if the animal has both neurons of the pair"})
+    ds["pair_i"] = (
+        "pair",
+        meta["pair_i"].astype(np.int64),
+        {"long_name": "index into 'neuron' of the first neuron"},
+    )
+    ds["pair_j"] = (
+        "pair",
+        meta["pair_j"].astype(np.int64),
+        {"long_name": "index into 'neuron' of the second neuron"},
+    )
+    ds["mask"] = (
+        ("pair", "animal"),
+        meta["mask"],
+        {"long_name": "1 if the animal has both neurons of the pair"},
+    )
     return ds
 
 
 def build_tensor(
-    animals: Sequence[AnimalTraces], affinity: str = "softthresh_dcorr", params: Mapping[str, Any] | None = None,
-    window_s: float = 5.0, stride_s: float = 2.5,
+    animals: Sequence[AnimalTraces],
+    affinity: str = "softthresh_dcorr",
+    params: Mapping[str, Any] | None = None,
+    window_s: float = 5.0,
+    stride_s: float = 2.5,
 ) -> xr.Dataset:
     """Build the whole (pair, window, animal) affinity tensor in memory.
 
@@ -390,5 +432,3 @@ def build_tensor(
     meta, win, chunk = parts[0]
     attrs = {"affinity": affinity, "window_s": float(window_s), "stride_s": float(stride_s)}
     return tensor_dataset(meta, win, chunk, [a.name for a in animals], attrs)
-
-

@@ -211,8 +211,13 @@ def oasis_ar1(y: np.ndarray, g: float, lam: float = 0.0, s_min: float = 0.0) -> 
     return c, s
 
 
-def deconvolve(dff: np.ndarray, frame_rate_hz: float, tau_s: float | None = None, min_event_snr: float = 3.0,
-               lam: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def deconvolve(
+    dff: np.ndarray,
+    frame_rate_hz: float,
+    tau_s: float | None = None,
+    min_event_snr: float = 3.0,
+    lam: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Run :func:`oasis_ar1` on each column of dF/F.
 
     Each cell's noise floor (its 25th percentile + 0.674 noise SD) is subtracted first.
@@ -307,7 +312,9 @@ def preprocess_calcium(
     bad = all_nan | constant
     if bad.any():
         what = ("all-NaN cell(s) " + _short(cells[all_nan]) if all_nan.any() else "") + (
-            ("; " if all_nan.any() else "") + "constant cell(s) " + _short(cells[constant]) if constant.any() else ""
+            ("; " if all_nan.any() else "") + "constant cell(s) " + _short(cells[constant])
+            if constant.any()
+            else ""
         )
         if not drop_bad_cells:
             raise InputError(
@@ -322,7 +329,9 @@ def preprocess_calcium(
             raise InputError(f"{source}: no cell left after dropping bad cells; check the recording")
     if not np.isfinite(F).all():
         bad_c = cells[~np.isfinite(F).all(axis=0)]
-        raise InputError(f"{source}: NaN/inf frames in cell(s) {_short(bad_c)}; interpolate or drop those frames upstream")
+        raise InputError(
+            f"{source}: NaN/inf frames in cell(s) {_short(bad_c)}; interpolate or drop those frames upstream"
+        )
     if int(traces.attrs.get("already_dff", 0)):  # e.g. an NWB DfOverF series: steps 2-4 were done upstream
         dff, F0 = F, np.full_like(F, np.nan)
         return _with_events(traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile)
@@ -347,16 +356,35 @@ def preprocess_calcium(
     return _with_events(traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile)
 
 
-def _with_events(traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile) -> xr.Dataset:
+def _with_events(
+    traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile
+) -> xr.Dataset:
     events, _, gs, smins = deconvolve(dff, fs, tau_s, min_event_snr)
     out = traces.copy()
     out["dff"] = (("time", "cell"), dff, {"units": "1", "long_name": "dF/F (running-percentile baseline)"})
-    out["events"] = (("time", "cell"), events, {"units": "1", "long_name": "inferred events (OASIS AR(1), dF/F units)"})
-    out["baseline"] = (("time", "cell"), F0, {"units": "1", "long_name": "F0: running percentile of F - r Fneu (arbitrary units; NaN: given as dF/F)"})
+    out["events"] = (
+        ("time", "cell"),
+        events,
+        {"units": "1", "long_name": "inferred events (OASIS AR(1), dF/F units)"},
+    )
+    out["baseline"] = (
+        ("time", "cell"),
+        F0,
+        {
+            "units": "1",
+            "long_name": "F0: running percentile of F - r Fneu (arbitrary units; NaN: given as dF/F)",
+        },
+    )
     out["ar1_g"] = ("cell", gs, {"long_name": "AR(1) decay per frame used for deconvolution"})
     out["event_threshold"] = ("cell", smins, {"units": "1", "long_name": "minimum event size (s_min)"})
-    out.attrs.update({"neuropil_coef": float(neuropil_coef), "baseline_window_s": float(window_s),
-                      "baseline_percentile": float(percentile), "min_event_snr": float(min_event_snr)})
+    out.attrs.update(
+        {
+            "neuropil_coef": float(neuropil_coef),
+            "baseline_window_s": float(window_s),
+            "baseline_percentile": float(percentile),
+            "min_event_snr": float(min_event_snr),
+        }
+    )
     return out
 
 
@@ -394,11 +422,23 @@ def events_to_counts(processed: xr.Dataset, bin_frames: int, fractions, n_blocks
     split = time_block_split(counts.shape[0], fractions, n_blocks)
     return xr.Dataset(
         {
-            "counts": (("time", "unit"), counts, {"units": "1", "long_name": "inferred calcium events per bin"}),
+            "counts": (
+                ("time", "unit"),
+                counts,
+                {"units": "1", "long_name": "inferred calcium events per bin"},
+            ),
             "split": ("time", split, {"flag_values": [0, 1, 2], "flag_meanings": "train validation test"}),
         },
-        coords={"time": ("time", time.astype(np.float64), {"units": "s"}), "unit": np.asarray(processed["cell"].values).astype(str)},
-        attrs={"bin_width_s": bw, "source": "calcium events", "observed": "continuous",
-               "split_n_blocks": int(n_blocks), "split_fractions": " ".join(f"{k}={v}" for k, v in dict(fractions).items()),
-               "split_rule": "time blocks"},
+        coords={
+            "time": ("time", time.astype(np.float64), {"units": "s"}),
+            "unit": np.asarray(processed["cell"].values).astype(str),
+        },
+        attrs={
+            "bin_width_s": bw,
+            "source": "calcium events",
+            "observed": "continuous",
+            "split_n_blocks": int(n_blocks),
+            "split_fractions": " ".join(f"{k}={v}" for k, v in dict(fractions).items()),
+            "split_rule": "time blocks",
+        },
     )

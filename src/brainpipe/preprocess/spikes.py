@@ -61,7 +61,9 @@ def time_block_split(n_bins: int, fractions: Mapping[str, float], n_blocks: int)
     """
     fr = np.array([fractions.get(k, 0.0) for k in ("train", "validation", "test")], dtype=float)
     if np.any(fr < 0) or not np.isclose(fr.sum(), 1.0) or fr[0] <= 0 or fr[2] <= 0:
-        raise ConfigError(f"split fractions {dict(fractions)} must be >= 0, sum to 1, with train and test > 0")
+        raise ConfigError(
+            f"split fractions {dict(fractions)} must be >= 0, sum to 1, with train and test > 0"
+        )
     if n_blocks < 1 or n_bins < 3 * n_blocks:
         raise ConfigError(f"split: n_blocks={n_blocks} needs at least 3 bins per block ({n_bins} bins)")
     split = np.empty(n_bins, dtype=np.int8)
@@ -108,7 +110,10 @@ def _trial_covariates(spikes: xr.Dataset) -> list[str]:
     return [
         str(v)
         for v in spikes.data_vars
-        if str(v).startswith("trial_") and v not in skip and spikes[v].dims == ("trial",) and spikes[v].dtype.kind in "fiub"
+        if str(v).startswith("trial_")
+        and v not in skip
+        and spikes[v].dims == ("trial",)
+        and spikes[v].dtype.kind in "fiub"
     ]
 
 
@@ -127,7 +132,9 @@ def _bin_grid(spikes: xr.Dataset, bin_width_s: float, trials_only: bool) -> tupl
     order_ok = all(np.all(np.diff(np.r_[x]) > 0) for x in starts)
     lo = np.concatenate(starts) if starts else np.zeros(0)
     if not order_ok or (lo.size > 1 and np.any(np.diff(lo) < bin_width_s * (1 - 1e-9))):
-        raise ConfigError("trials overlap or are not sorted by start time: cannot bin them as separate windows")
+        raise ConfigError(
+            "trials overlap or are not sorted by start time: cannot bin them as separate windows"
+        )
     return lo, np.concatenate(trial) if trial else np.zeros(0, np.int32)
 
 
@@ -180,7 +187,9 @@ def bin_spikes(
     lo, bin_trial = _bin_grid(spikes, float(bin_width_s), trials_only)
     n_bins = lo.size
     if n_bins < 3:
-        raise ConfigError(f"bin_width_s={bin_width_s} leaves {n_bins} bins in the recording (need at least 3)")
+        raise ConfigError(
+            f"bin_width_s={bin_width_s} leaves {n_bins} bins in the recording (need at least 3)"
+        )
     hi = lo + bin_width_s
     centres = lo + 0.5 * bin_width_s
     n_units = spikes.sizes["unit"]
@@ -193,9 +202,13 @@ def bin_spikes(
     fractions = fractions or {"train": 0.6, "validation": 0.2, "test": 0.2}
 
     if has_trials and not trials_only:  # label continuous bins with the trial containing their centre
-        for k, (a, z) in enumerate(zip(spikes["trial_start"].values, spikes["trial_stop"].values, strict=True)):
+        for k, (a, z) in enumerate(
+            zip(spikes["trial_start"].values, spikes["trial_stop"].values, strict=True)
+        ):
             bin_trial[(centres >= a) & (centres < z)] = k
-    if trials_only and "trial_split" in spikes:  # the data define their own split (e.g. simulated test sequences)
+    if (
+        trials_only and "trial_split" in spikes
+    ):  # the data define their own split (e.g. simulated test sequences)
         split = np.asarray(spikes["trial_split"].values, dtype=np.int8)[bin_trial]
         rule = "predefined per trial"
     elif trials_only:  # blocks of whole trials
@@ -208,7 +221,11 @@ def bin_spikes(
     dtype = np.uint8 if counts.max(initial=0) < 255 else np.int32
     ds = xr.Dataset(
         {
-            "counts": (("time", "unit"), counts.astype(dtype), {"units": "1", "long_name": "spike count per bin"}),
+            "counts": (
+                ("time", "unit"),
+                counts.astype(dtype),
+                {"units": "1", "long_name": "spike count per bin"},
+            ),
             "split": (
                 "time",
                 split.astype(np.int8),
@@ -233,7 +250,9 @@ def bin_spikes(
         },
     )
     if "behaviour" in spikes:
-        _check_coverage(spikes["behaviour_time"].values, lo, hi, str(spikes.attrs.get("source", "spike data")))
+        _check_coverage(
+            spikes["behaviour_time"].values, lo, hi, str(spikes.attrs.get("source", "spike data"))
+        )
         beh = _bin_mean(spikes["behaviour_time"].values, spikes["behaviour"].values, lo, hi)
         ds["behaviour"] = (("time", "behaviour_var"), beh, dict(spikes["behaviour"].attrs))
         ds = ds.assign_coords(behaviour_var=spikes["behaviour_var"].values)
@@ -241,7 +260,9 @@ def bin_spikes(
         ds["trial"] = ("time", bin_trial, {"long_name": "trial index (-1 outside trials)"})
         names = _trial_covariates(spikes)
         if trials_only and names:
-            stim = np.stack([np.asarray(spikes[v].values, dtype=np.float64)[bin_trial] for v in names], axis=1)
+            stim = np.stack(
+                [np.asarray(spikes[v].values, dtype=np.float64)[bin_trial] for v in names], axis=1
+            )
             ds["stimulus"] = (("time", "stimulus_var"), stim, {"long_name": "per-trial covariates"})
             ds = ds.assign_coords(stimulus_var=np.array([v[len("trial_") :] for v in names]))
     for key in ("source", "format"):
@@ -351,11 +372,17 @@ def unit_qc(
         keep = np.zeros(n_units, bool)
         keep[ranked] = True
     if not keep.any():
-        raise ConfigError(f"unit QC: no unit reaches min_rate_hz={min_rate_hz} (highest rate {rate.max(initial=0):.3g} Hz)")
+        raise ConfigError(
+            f"unit QC: no unit reaches min_rate_hz={min_rate_hz} (highest rate {rate.max(initial=0):.3g} Hz)"
+        )
     units = np.asarray(spikes["unit"].values)
     qc = xr.Dataset(
         {
-            "rate_hz": ("unit", rate, {"units": "Hz", "long_name": "mean firing rate over the observed time"}),
+            "rate_hz": (
+                "unit",
+                rate,
+                {"units": "Hz", "long_name": "mean firing rate over the observed time"},
+            ),
             "refractory_violation_fraction": (
                 "unit",
                 viol,

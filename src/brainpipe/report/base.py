@@ -198,4 +198,8 @@ def img(uri: str, alt: str, caption: str, anchor: str = "") -> str:
 
 def facts(items: Iterable[tuple[str, str]]) -> str:
     """A definition list of (label, text) pairs."""
-    return '<dl class="facts">' + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items) + "</dl>"
+    return (
+        '<dl class="facts">'
+        + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items)
+        + "</dl>"
+    )

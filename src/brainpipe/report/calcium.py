@@ -48,10 +48,12 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
     metrics = [Path(p) for p in files.get("metrics", [])]
     fits = [Path(p) for p in files.get("fits", [])]
     processed = [Path(p) for p in files.get("processed", [])]
-    parts = ['<section id="calcium"><h2>Calcium: dynamic functional connectomes</h2>',
-             "<p>Pairwise affinities of neuron pairs per time window, stacked over animals, factorised by masked "
-             "non-negative CP (HALS); the rank is the largest whose restarts agree (replicate stability); each "
-             "component's pair factor is split into communities by weighted Louvain.</p>"]
+    parts = [
+        '<section id="calcium"><h2>Calcium: dynamic functional connectomes</h2>',
+        "<p>Pairwise affinities of neuron pairs per time window, stacked over animals, factorised by masked "
+        "non-negative CP (HALS); the rank is the largest whose restarts agree (replicate stability); each "
+        "component's pair factor is split into communities by weighted Louvain.</p>",
+    ]
     if metrics:
         parts.append(metrics_table(metrics, reader=reader))
     by_folder = {p.parent: p for p in metrics}
@@ -64,12 +66,20 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
         study = attr(m, "dataset", "?") if m is not None else _name(f, "connectome_fit", "study")
         anchor = f"calcium-{study}"
         parts.append(f'<h3 id="{escape(anchor)}">{escape(study)}</h3>')
-        parts.append(_img(rank_figure(fit), f"{study} rank diagnostics",
-                          f"Selected rank {fit.attrs['selected_rank']} of {', '.join(map(str, fit['rank'].values))} "
-                          f"({fit.attrs.get('restarts')} restarts each; affinity {fit.attrs.get('affinity')})."))
-        figure = _img(factors_figure(fit), f"{study} factors",
-                      "Time and animal factors of the selected fit; each pair factor as a neuron x neuron matrix, "
-                      "neurons ordered by their Louvain community.")
+        parts.append(
+            _img(
+                rank_figure(fit),
+                f"{study} rank diagnostics",
+                f"Selected rank {fit.attrs['selected_rank']} of {', '.join(map(str, fit['rank'].values))} "
+                f"({fit.attrs.get('restarts')} restarts each; affinity {fit.attrs.get('affinity')}).",
+            )
+        )
+        figure = _img(
+            factors_figure(fit),
+            f"{study} factors",
+            "Time and animal factors of the selected fit; each pair factor as a neuron x neuron matrix, "
+            "neurons ordered by their Louvain community.",
+        )
         parts.append(figure)
         inputs.append((study, "fit", f, "model_fit"))
         if m is not None:
@@ -84,4 +94,6 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
     for p in processed:
         inputs.append((_name(p, "calcium_processed", "cadataset"), "traces", p, "calcium_traces"))
     parts.append("</section>")
-    return [BranchSection("calcium", "Calcium", "".join(parts), metrics=metrics, headlines=heads, inputs=inputs)]
+    return [
+        BranchSection("calcium", "Calcium", "".join(parts), metrics=metrics, headlines=heads, inputs=inputs)
+    ]

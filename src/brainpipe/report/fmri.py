@@ -102,10 +102,14 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
     # folder -> dataset name: the metrics files say which folder is which dataset
     name_of = {_dataset_of("brainmae_metrics", p): attr(m, "dataset", "?") for p, m in by_metrics.items()}
     name_of.update({_dataset_of("fmri_baselines", p): d for d, p in baselines.items()})
-    truths = {name_of.get(_dataset_of("fmri_truth", Path(p)), _dataset_of("fmri_truth", Path(p))): Path(p)
-              for p in files.get("truths", [])}
-    clean = {name_of.get(_dataset_of("fmri_clean", Path(p)), _dataset_of("fmri_clean", Path(p))): Path(p)
-             for p in files.get("clean", [])}
+    truths = {
+        name_of.get(_dataset_of("fmri_truth", Path(p)), _dataset_of("fmri_truth", Path(p))): Path(p)
+        for p in files.get("truths", [])
+    }
+    clean = {
+        name_of.get(_dataset_of("fmri_clean", Path(p)), _dataset_of("fmri_clean", Path(p))): Path(p)
+        for p in files.get("clean", [])
+    }
     datasets = sorted({attr(m, "dataset", "?") for m in by_metrics.values()} | set(baselines))
     parts = [
         '<section id="fmri"><h2>fMRI: BrainMAE</h2>',
@@ -142,7 +146,9 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
         for p in rows:
             vals = _values(by_metrics[p])
             body += (
-                f"<tr><td>{escape(_variant(by_metrics[p]))}</td>" + "".join(_cell(vals, k) for _, k in COLUMNS) + "</tr>"
+                f"<tr><td>{escape(_variant(by_metrics[p]))}</td>"
+                + "".join(_cell(vals, k) for _, k in COLUMNS)
+                + "</tr>"
             )
         if d in baselines:
             bv = _values(reader(baselines[d], "metrics"))
@@ -156,7 +162,9 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
             f"<tbody>{body}</tbody></table>"
         )
         shown = next((p for p in rows if _variant(by_metrics[p]) == "base" and fit_of.get(p)), None)
-        shown = shown or next((p for p in sorted(rows, key=lambda p: _variant(by_metrics[p])) if fit_of.get(p)), None)
+        shown = shown or next(
+            (p for p in sorted(rows, key=lambda p: _variant(by_metrics[p])) if fit_of.get(p)), None
+        )
         figure = ""
         if shown is not None:
             title = f"{d} · BrainMAE {_variant(by_metrics[shown])}"
@@ -166,7 +174,9 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
             parts.append(figure)
         for p in rows:
             main, base, higher = MAIN
-            h = headline(by_metrics[p], main, base, higher, anchor=anchor, figure=figure if p == shown else "")
+            h = headline(
+                by_metrics[p], main, base, higher, anchor=anchor, figure=figure if p == shown else ""
+            )
             if h is not None:
                 heads.append(h)
             inputs.append((d, "metrics", p, "metrics"))
@@ -176,4 +186,6 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
     if all_metrics:
         parts.append("<h3>All fMRI metrics</h3>" + metrics_table(all_metrics, reader=reader))
     parts.append("</section>")
-    return [BranchSection("fmri", "fMRI", "".join(parts), metrics=all_metrics, headlines=heads, inputs=inputs)]
+    return [
+        BranchSection("fmri", "fMRI", "".join(parts), metrics=all_metrics, headlines=heads, inputs=inputs)
+    ]

@@ -143,7 +143,9 @@ def headline_section(headlines: Sequence[Headline]) -> str:
     )
     for dataset, group in by_dataset.items():
         parts.append(f'<div class="card"><h3>{escape(dataset)}</h3>')
-        parts.append(f'<table class="headline">{head}<tbody>' + "".join(_row(h) for h in group) + "</tbody></table>")
+        parts.append(
+            f'<table class="headline">{head}<tbody>' + "".join(_row(h) for h in group) + "</tbody></table>"
+        )
         figs = [h.figure for h in group if h.figure]
         if figs:
             parts.append('<div class="keyfigs">' + "".join(figs) + "</div>")

@@ -50,11 +50,15 @@ def main_metric(names: list[str]) -> tuple[str, list[tuple[str, str]]] | None:
         m = _DECODE.fullmatch(n)
         if m:
             s = m.group(1)
-            return n, [(label, f"decode_{s}_{key}_100pct") for label, key in
-                       (("ridge", "ridge"), ("logistic", "logistic"), ("from scratch", "scratch"))]
+            return n, [
+                (label, f"decode_{s}_{key}_100pct")
+                for label, key in (("ridge", "ridge"), ("logistic", "logistic"), ("from scratch", "scratch"))
+            ]
     if "connectivity_auroc" in names:
-        return "connectivity_auroc", [("cross-correlation", "connectivity_auroc_xcorr"),
-                                      ("Poisson GLM", "connectivity_auroc_glm")]
+        return "connectivity_auroc", [
+            ("cross-correlation", "connectivity_auroc_xcorr"),
+            ("Poisson GLM", "connectivity_auroc_glm"),
+        ]
     if "generation_f1" in names:
         return "generation_f1", [("Poisson GLM", "generation_f1_glm")]
     return None
@@ -104,7 +108,12 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
         name = attr(m, "dataset", folder)
         anchor = f"neuroformer-{name}"
         inputs.append((name, "metrics", mp, "metrics"))
-        for role, table in (("connectivity", conns), ("pretrained", pres), ("finetune", fines), ("truth", truths)):
+        for role, table in (
+            ("connectivity", conns),
+            ("pretrained", pres),
+            ("finetune", fines),
+            ("truth", truths),
+        ):
             if folder in table:
                 inputs.append((name, role, table[folder], "model_fit"))
         conn = reader(conns[folder], "model_fit") if folder in conns else None
@@ -113,7 +122,7 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
         figure = ""
         if conn is not None:
             png = figures.neuroformer_figure(name, m, conn, pre, truth)
-            stats = {k[len("tokens_"):]: v for k, v in m.attrs.items() if k.startswith("tokens_")}
+            stats = {k[len("tokens_") :]: v for k, v in m.attrs.items() if k.startswith("tokens_")}
             caption = (
                 f"{name}: pretraining loss; decoding score against the label fraction; connectivity matrices "
                 f"(post x pre, diagonal blank). Tokeniser on all windows: "
@@ -123,9 +132,14 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
             parts.append(f'<h3 id="{escape(anchor)}">{escape(name)}</h3>' + figure)
         spec = main_metric([str(x) for x in m["metric"].values])
         if spec is not None:
-            h = headline(m, spec[0], spec[1], True, anchor=anchor if conn is not None else "neuroformer", figure=figure)
+            h = headline(
+                m, spec[0], spec[1], True, anchor=anchor if conn is not None else "neuroformer", figure=figure
+            )
             if h is not None:
                 heads.append(h)
     parts.append("</section>")
-    return [BranchSection("neuroformer", "Neuroformer", "".join(parts), metrics=metrics, headlines=heads,
-                          inputs=inputs)]
+    return [
+        BranchSection(
+            "neuroformer", "Neuroformer", "".join(parts), metrics=metrics, headlines=heads, inputs=inputs
+        )
+    ]

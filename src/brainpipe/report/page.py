@@ -51,7 +51,9 @@ def branch_sections(branches: Mapping[str, Mapping[str, Iterable[PathLike]]] | N
         For a branch without a report module.
     """
     out: list[BranchSection] = []
-    names = sorted(branches or {}, key=lambda b: (BRANCH_ORDER.index(b) if b in BRANCH_ORDER else len(BRANCH_ORDER), b))
+    names = sorted(
+        branches or {}, key=lambda b: (BRANCH_ORDER.index(b) if b in BRANCH_ORDER else len(BRANCH_ORDER), b)
+    )
     for name in names:
         files = {k: as_list(v) for k, v in branches[name].items()}
         if not any(files.values()):
@@ -112,7 +114,9 @@ def stale_section(paths: Iterable[PathLike]) -> str:
     stale = stale_files(dict.fromkeys(Path(p) for p in paths))
     if not stale:
         return ""
-    items = "".join(f"<li><code>{escape(p)}</code>: {escape('; '.join(r))}</li>" for p, r in sorted(stale.items()))
+    items = "".join(
+        f"<li><code>{escape(p)}</code>: {escape('; '.join(r))}</li>" for p, r in sorted(stale.items())
+    )
     return (
         '<section id="stale" class="stale"><h2>Stale results</h2><p>These files no longer follow from their inputs '
         "(an input changed or is gone since they were written, probably by a rerun that failed): their numbers "
@@ -169,7 +173,9 @@ def build_report(
         f'<code title="{escape(sha or "")}">{escape(short_sha(sha))}</code> · created <code>{escape(created)}</code></p>',
         f"<nav>{nav}</nav>",
         "</header>",
-        stale_section([*(p for s in sections for p in s.metrics), *(i[2] for s in sections for i in s.inputs)]),
+        stale_section(
+            [*(p for s in sections for p in s.metrics), *(i[2] for s in sections for i in s.inputs)]
+        ),
         headline_section([h for s in sections for h in s.headlines]),
         all_metrics_section(rows),
         *(s.html for s in sections),

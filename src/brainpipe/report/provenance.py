@@ -46,7 +46,13 @@ def read_benchmarks(folder: PathLike | None) -> tuple[list[dict[str, Any]], list
         rel = f.relative_to(root)
         try:
             df = pd.read_csv(f, sep="\t")
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, UnicodeDecodeError, ValueError) as err:
+        except (
+            pd.errors.EmptyDataError,
+            pd.errors.ParserError,
+            OSError,
+            UnicodeDecodeError,
+            ValueError,
+        ) as err:
             skipped.append(f"{rel}: {type(err).__name__}")
             continue
         cols = {str(c).strip(): c for c in df.columns}
@@ -60,7 +66,9 @@ def read_benchmarks(folder: PathLike | None) -> tuple[list[dict[str, Any]], list
             return pd.to_numeric(df[cols[name]], errors="coerce").to_numpy(dtype=np.float64)
 
         s, rss = col("s"), col("max_rss")
-        folders = rel.parent.parts  # <rule>/<dataset>.tsv, or <rule>/<dataset>/<variant>.tsv (wildcard folders)
+        folders = (
+            rel.parent.parts
+        )  # <rule>/<dataset>.tsv, or <rule>/<dataset>/<variant>.tsv (wildcard folders)
         rows.append(
             {
                 "rule": folders[0] if folders else "-",
@@ -89,7 +97,7 @@ def _params_cell(params: str, limit: int = 150) -> str:
     if len(params) <= limit:
         return f'<span class="label">params</span> <code>{escape(params)}</code>'
     return (
-        f'<details><summary><span class="label">params</span> <code>{escape(params[:limit - 40])}…</code></summary>'
+        f'<details><summary><span class="label">params</span> <code>{escape(params[: limit - 40])}…</code></summary>'
         f"<code>{escape(params)}</code></details>"
     )
 
@@ -132,7 +140,11 @@ def provenance_section(
         except (KeyError, ValueError) as err:
             rec = {"stage": f"(unreadable provenance: {err})"}
         stage_name = str(rec.get("stage", "?"))
-        for pkg, ver in {"python": rec.get("python"), "brainpipe": rec.get("version"), **rec.get("packages", {})}.items():
+        for pkg, ver in {
+            "python": rec.get("python"),
+            "brainpipe": rec.get("version"),
+            **rec.get("packages", {}),
+        }.items():
             if ver:
                 software.setdefault((pkg, str(ver)), set()).add(stage_name)
         params = json.dumps(rec.get("params", {}), sort_keys=True, default=str)
@@ -160,24 +172,30 @@ def provenance_section(
     ]
     if software:
         parts.append("<h3>Software</h3>")
-        parts.append('<p class="note">Versions recorded in the files\' provenance (a package listed twice was not the '
-                     "same version for every stage).</p>")
-        parts.append('<table class="software"><thead><tr><th>package</th><th>version</th><th>stages</th></tr></thead><tbody>')
+        parts.append(
+            '<p class="note">Versions recorded in the files\' provenance (a package listed twice was not the '
+            "same version for every stage).</p>"
+        )
+        parts.append(
+            '<table class="software"><thead><tr><th>package</th><th>version</th><th>stages</th></tr></thead><tbody>'
+        )
         for (pkg, ver), stages in sorted(software.items()):
-            parts.append(f"<tr><td>{escape(pkg)}</td><td><code>{escape(ver)}</code></td>"
-                         f"<td>{escape(', '.join(sorted(stages)))}</td></tr>")
+            parts.append(
+                f"<tr><td>{escape(pkg)}</td><td><code>{escape(ver)}</code></td>"
+                f"<td>{escape(', '.join(sorted(stages)))}</td></tr>"
+            )
         parts.append("</tbody></table>")
     bench, skipped = read_benchmarks(benchmarks_dir)
     parts.append("<h3>Run times</h3>")
     if bench:
         parts.append(
-            "<table class=\"bench\"><thead><tr><th>rule</th><th>dataset</th><th>variant</th><th>runs</th>"
+            '<table class="bench"><thead><tr><th>rule</th><th>dataset</th><th>variant</th><th>runs</th>'
             "<th>wall time (s)</th><th>max RSS (MB)</th></tr></thead><tbody>"
         )
         for b in bench:
             parts.append(
                 f"<tr><td>{escape(b['rule'])}</td><td>{escape(b['dataset'])}</td>"
-                f"<td>{escape(b.get('variant') or '—')}</td><td class=\"num\">{b['runs']}</td>"
+                f'<td>{escape(b.get("variant") or "—")}</td><td class="num">{b["runs"]}</td>'
                 f'<td class="num">{escape(fmt(b["s"]))}</td><td class="num">{escape(fmt(b["max_rss"]))}</td></tr>'
             )
         parts.append("</tbody></table>")
@@ -189,8 +207,9 @@ def provenance_section(
     if config:
         import yaml
 
-        text = yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False, allow_unicode=True)
+        text = yaml.safe_dump(
+            json.loads(json.dumps(config, default=str)), sort_keys=False, allow_unicode=True
+        )
         parts += ["<h3>Study configuration</h3>", f"<pre>{escape(text)}</pre>"]
     parts.append("</section>")
     return "".join(parts)
-

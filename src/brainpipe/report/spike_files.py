@@ -49,7 +49,9 @@ def dataset_name(path: PathLike, kind: str | None = None) -> str:
     elif kind in _MODEL_LEVEL_KINDS:
         folder = p.parent.parent
     else:
-        raise ValueError(f"unknown file kind {kind!r}; expected one of {_DATASET_LEVEL_KINDS + _MODEL_LEVEL_KINDS}")
+        raise ValueError(
+            f"unknown file kind {kind!r}; expected one of {_DATASET_LEVEL_KINDS + _MODEL_LEVEL_KINDS}"
+        )
     return folder.name or str(folder)
 
 
@@ -88,7 +90,9 @@ class Entry:
         return self.variant is not None
 
 
-def _pick(candidates: Sequence[Path], i: int, n: int, folder: str, what: str, kind: str, model: str | None = None) -> Path:
+def _pick(
+    candidates: Sequence[Path], i: int, n: int, folder: str, what: str, kind: str, model: str | None = None
+) -> Path:
     """The file of list ``candidates`` for entry ``i`` of ``n``: by dataset (and model) folder, else by position."""
     if model is not None:
         named = [p for p in candidates if dataset_name(p, kind) == folder and model_name(p) == model]
@@ -219,7 +223,9 @@ def collect_switching(
         folder, variant = switching_location(mp)
         label, model = attr(ds, "dataset", folder), attr(ds, "model", f"switching_glm/{variant}")
         named = {os.fspath(p) for p, at in zip(fits, fit_at, strict=True) if at == (folder, variant)}
-        fit = Path(named.pop()) if len(named) == 1 else fits[i]  # by folders, else by position (parallel lists)
+        fit = (
+            Path(named.pop()) if len(named) == 1 else fits[i]
+        )  # by folders, else by position (parallel lists)
         named_counts = sorted({os.fspath(p) for p in counts if dataset_name(p, "counts") == folder})
         if len(named_counts) != 1:
             raise InputError(
@@ -227,5 +233,7 @@ def collect_switching(
                 f"{len(named_counts)} counts file(s) named so): pass results/spikes/{folder}/counts.nc in the counts"
             )
         truth = truth_by_folder.get(folder, truth_by_folder.get(label))
-        entries.append(Entry(label, folder, model, Path(mp), fit, Path(named_counts[0]), truth, ds, variant=variant))
+        entries.append(
+            Entry(label, folder, model, Path(mp), fit, Path(named_counts[0]), truth, ds, variant=variant)
+        )
     return entries

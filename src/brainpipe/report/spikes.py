@@ -62,11 +62,11 @@ def _unit_qc_part(counts: xr.Dataset, name: str) -> str:
         rules.append(f"rate ≥ {fmt(min_rate)} Hz")
     if qc.get("max_units"):
         rules.append(f"the {qc['max_units']} most active")
-    kept_txt = f"{int(kept.sum())} of {rate.size}" + (f" ({'; '.join(rules)})" if rules else " (no selection rule)")
-    kr = rate[kept]
-    rate_txt = (
-        f"{fmt(kr.min())} – {fmt(kr.max())} Hz (median {fmt(np.median(kr))})" if kr.size else "—"
+    kept_txt = f"{int(kept.sum())} of {rate.size}" + (
+        f" ({'; '.join(rules)})" if rules else " (no selection rule)"
     )
+    kr = rate[kept]
+    rate_txt = f"{fmt(kr.min())} – {fmt(kr.max())} Hz (median {fmt(np.median(kr))})" if kr.size else "—"
     refr = qc.get("refractory_s")
     isi = f"ISIs < {float(refr) * 1e3:g} ms" if refr else "ISIs below the refractory period"
     ok = np.isfinite(viol)
@@ -83,7 +83,9 @@ def _unit_qc_part(counts: xr.Dataset, name: str) -> str:
         )
     parts = [
         "<h3>Unit QC</h3>",
-        facts([("units kept", kept_txt), ("rate of kept units", rate_txt), ("refractory violations", viol_txt)]),
+        facts(
+            [("units kept", kept_txt), ("rate of kept units", rate_txt), ("refractory violations", viol_txt)]
+        ),
     ]
     png = figures.unit_qc_figure(counts, float(min_rate) if min_rate else None)
     if png is not None:
@@ -92,7 +94,11 @@ def _unit_qc_part(counts: xr.Dataset, name: str) -> str:
                 figures.data_uri(png),
                 f"unit QC of {name}",
                 "Every recorded unit's mean rate, sorted (blue: kept, grey: dropped; dashed: the minimum rate)"
-                + (", and the fraction of its inter-spike intervals shorter than the refractory period" if ok.any() else "")
+                + (
+                    ", and the fraction of its inter-spike intervals shorter than the refractory period"
+                    if ok.any()
+                    else ""
+                )
                 + ". Look for: dropped units that are not clearly below the kept ones; violation fractions of a few "
                 "percent or more suggest multi-unit activity.",
             )
@@ -107,7 +113,9 @@ def _unit_qc_part(counts: xr.Dataset, name: str) -> str:
     return "".join(parts)
 
 
-def _dataset_section(anchor: str, name: str, group: Sequence[Entry], reader: Reader) -> tuple[str, list[Headline]]:
+def _dataset_section(
+    anchor: str, name: str, group: Sequence[Entry], reader: Reader
+) -> tuple[str, list[Headline]]:
     """One dataset's section and the headlines of its models (each with its key figure)."""
     from brainpipe.data.contracts import SPLIT_FLAGS
     from brainpipe.report import figures
@@ -132,9 +140,14 @@ def _dataset_section(anchor: str, name: str, group: Sequence[Entry], reader: Rea
     if "trial" in counts:
         tr = np.asarray(counts["trial"].values)
         n_tr = np.unique(tr[tr >= 0]).size
-        trials = f"{n_tr} trial(s)" + (" (only the trials were recorded)" if counts.attrs.get("observed") == "trials" else "")
+        trials = f"{n_tr} trial(s)" + (
+            " (only the trials were recorded)" if counts.attrs.get("observed") == "trials" else ""
+        )
     items = [
-        ("units", f"{counts.sizes.get('unit', 0)} (mean rate {fmt(rates.mean() if rates.size else np.nan)} Hz)"),
+        (
+            "units",
+            f"{counts.sizes.get('unit', 0)} (mean rate {fmt(rates.mean() if rates.size else np.nan)} Hz)",
+        ),
         ("duration", f"{n_bins * bw:.4g} s in {n_bins} bins of {bw * 1e3:g} ms"),
         ("split", split_txt + (f" ({counts.attrs['split_rule']})" if counts.attrs.get("split_rule") else "")),
     ]
@@ -147,9 +160,15 @@ def _dataset_section(anchor: str, name: str, group: Sequence[Entry], reader: Rea
         ("truth", truth_txt),
         ("counts file", str(first.counts_path)),
     ]
-    parts = [f'<section id="{escape(anchor)}"><h2>Dataset: {escape(name)}</h2>', facts(items), "<h3>Data quality</h3>"]
+    parts = [
+        f'<section id="{escape(anchor)}"><h2>Dataset: {escape(name)}</h2>',
+        facts(items),
+        "<h3>Data quality</h3>",
+    ]
     qc = figures.data_uri(figures.data_qc_figure(counts))
-    covs = " and ".join(x for x in ("behaviour" if beh else "", "stimulus (per trial, steps)" if stim else "") if x)
+    covs = " and ".join(
+        x for x in ("behaviour" if beh else "", "stimulus (per trial, steps)" if stim else "") if x
+    )
     joined = "trials" if counts.attrs.get("observed") == "trials" else "test blocks"
     parts.append(
         img(
@@ -198,7 +217,9 @@ def _dataset_section(anchor: str, name: str, group: Sequence[Entry], reader: Rea
         html, key_figure, key_variant = switching_part(anchor, name, switching, counts, reader)
         parts.append(html)
         for e in sorted(switching, key=lambda e: variant_rank(e.variant)):
-            heads.append(_headline(e, group, f"{anchor}-switching", key_figure if e.variant == key_variant else ""))
+            heads.append(
+                _headline(e, group, f"{anchor}-switching", key_figure if e.variant == key_variant else "")
+            )
     parts.append("</section>")
     return "".join(parts), [h for h in heads if h is not None]
 
@@ -210,7 +231,10 @@ def _headline(e: Entry, group: Sequence[Entry], anchor: str, figure: str) -> Hea
     extra: dict[str, float] = {}
     baselines: list[tuple[str, str | float]] = []
     if e.switching:
-        vals = {str(k): float(v) for k, v in zip(e.metrics["metric"].values, e.metrics["value"].values, strict=True)}
+        vals = {
+            str(k): float(v)
+            for k, v in zip(e.metrics["metric"].values, e.metrics["value"].values, strict=True)
+        }
         if "bits_vs_single" in vals and "test_bits_per_spike" in vals:
             extra["single_bits"] = vals["test_bits_per_spike"] - vals["bits_vs_single"]
             baselines.append(("single-state GLM", "single_bits"))
@@ -220,7 +244,14 @@ def _headline(e: Entry, group: Sequence[Entry], anchor: str, figure: str) -> Hea
             baselines.append(("Poisson GLM", "glm_bits"))
     baselines.append(("homogeneous Poisson", 0.0))
     return headline(
-        e.metrics, "test_bits_per_spike", baselines, True, model=e.model, anchor=anchor, figure=figure, extra=extra
+        e.metrics,
+        "test_bits_per_spike",
+        baselines,
+        True,
+        model=e.model,
+        anchor=anchor,
+        figure=figure,
+        extra=extra,
     )
 
 
@@ -249,7 +280,9 @@ def sections(files: Mapping[str, Iterable[PathLike]]) -> list[BranchSection]:
     get = {k: as_list(v) for k, v in files.items()}
     counts, truths = get.get("counts", []), get.get("truths", [])
     entries = collect(get.get("metrics", []), get.get("fits", []), counts, truths, reader, allow_empty=True)
-    entries += collect_switching(get.get("switching_metrics", []), get.get("switching_fits", []), counts, truths, reader)
+    entries += collect_switching(
+        get.get("switching_metrics", []), get.get("switching_fits", []), counts, truths, reader
+    )
     check_names(entries)
     groups: dict[str, list[Entry]] = {}
     for e in entries:

@@ -86,7 +86,11 @@ def switching_part(
     for e in entries:
         fit = fits[e.variant]
         prior = str(e.metrics.attrs.get("prior", "") or fit.attrs.get("prior", "")) or "—"
-        n_it = fit.sizes.get("em_iteration", 0) - 1 if "em_iteration" in fit.dims else fit.attrs.get("n_iter", "—")
+        n_it = (
+            fit.sizes.get("em_iteration", 0) - 1
+            if "em_iteration" in fit.dims
+            else fit.attrs.get("n_iter", "—")
+        )
         is_best = best is not None and e is best
         tag = '<span class="tag">best</span>' if is_best else ""
         rows.append(
@@ -109,8 +113,12 @@ def switching_part(
         + "".join(rows)
         + "</tbody></table>",
     ]
-    oracle = next((v["oracle_test_bits_per_spike"][0] for v in vals.values() if "oracle_test_bits_per_spike" in v), None)
-    oracle_acc = next((v["oracle_state_accuracy"][0] for v in vals.values() if "oracle_state_accuracy" in v), None)
+    oracle = next(
+        (v["oracle_test_bits_per_spike"][0] for v in vals.values() if "oracle_test_bits_per_spike" in v), None
+    )
+    oracle_acc = next(
+        (v["oracle_state_accuracy"][0] for v in vals.values() if "oracle_state_accuracy" in v), None
+    )
     if oracle is not None:
         parts.append(
             f'<p class="note">Planted model on the same test data: {escape(fmt(oracle))} bits/spike'
@@ -133,7 +141,9 @@ def switching_part(
             counts, [(e.variant, fits[e.variant]) for e in with_post], truth, reference=ref, labels=labels
         )
         trials = counts.attrs.get("observed") == "trials"
-        where = "whole test sequences (trials), side by side" if trials else "the first 60 s of the test split"
+        where = (
+            "whole test sequences (trials), side by side" if trials else "the first 60 s of the test split"
+        )
         matched = (
             "the planted states (top strip)" if truth is not None else f"those of the best variant ({ref})"
         )
@@ -144,7 +154,11 @@ def switching_part(
             f"Posterior probability of each state over {where}, one row of stacked bands per multi-state "
             f"variant (a solid colour: one confident state). States are matched to {matched} by Hungarian "
             "matching on the test bins, as for the state accuracy, so a colour is the same state in every row; "
-            + ("beside each row its state accuracy. " if truth is not None else "beside each row its test bits/spike. ")
+            + (
+                "beside each row its state accuracy. "
+                if truth is not None
+                else "beside each row its test bits/spike. "
+            )
             + "Look for: bands that switch where the "
             + ("planted strip switches" if truth is not None else "other variants switch")
             + "; mixed or flickering bands mean the states are not identifiable.",
@@ -171,13 +185,17 @@ def switching_part(
             "name": e.variant or e.model,
             "n_states": n_states(e),
             "bits": bits(e),
-            "objective": np.asarray(fits[e.variant]["objective"].values) if "objective" in fits[e.variant] else [],
+            "objective": np.asarray(fits[e.variant]["objective"].values)
+            if "objective" in fits[e.variant]
+            else [],
             "best": best is not None and e is best,
         }
         for e in entries
     ]
     png = figures.switching_summary_figure(summary, oracle)
-    priors = {str(e.metrics.attrs.get("prior", "") or fits[e.variant].attrs.get("prior", "")) for e in entries}
+    priors = {
+        str(e.metrics.attrs.get("prior", "") or fits[e.variant].attrs.get("prior", "")) for e in entries
+    }
     parts.append(
         img(
             figures.data_uri(png),
@@ -187,8 +205,11 @@ def switching_part(
             + "); higher is better. Right: the training objective (log-likelihood + log prior, nats) per EM "
             "iteration; it should rise and flatten."
             + (" Priors differ, so the curves are not on one scale." if len(priors - {""}) > 1 else "")
-            + (" The one-hot curve covers only its final exact-EM polish, after the relaxation phase."
-               if "onehot" in priors else ""),
+            + (
+                " The one-hot curve covers only its final exact-EM polish, after the relaxation phase."
+                if "onehot" in priors
+                else ""
+            ),
         )
     )
     return "".join(parts), key_figure, key_variant

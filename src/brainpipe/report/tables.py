@@ -23,7 +23,9 @@ _HEAD = (
 
 def row_source(m: xr.Dataset, model: str | None = None) -> SimpleNamespace:
     """A metrics file as a row source: ``dataset`` and ``model`` from its attributes (``model`` may be overridden)."""
-    return SimpleNamespace(dataset=attr(m, "dataset", "?"), model=model or attr(m, "model", "model"), metrics=m)
+    return SimpleNamespace(
+        dataset=attr(m, "dataset", "?"), model=model or attr(m, "model", "model"), metrics=m
+    )
 
 
 def metric_rows(entries: Sequence) -> tuple[list[str], dict[int, int]]:
@@ -70,7 +72,9 @@ def metric_rows(entries: Sequence) -> tuple[list[str], dict[int, int]]:
     return rows, tally
 
 
-def metrics_table(paths: Sequence[PathLike], labels: Sequence[str] | None = None, reader: Reader | None = None) -> str:
+def metrics_table(
+    paths: Sequence[PathLike], labels: Sequence[str] | None = None, reader: Reader | None = None
+) -> str:
     """An HTML table of every metric of the given metrics files (value, bar, status, description).
 
     Parameters
@@ -128,9 +132,7 @@ def all_metrics_section(entries: Sequence) -> str:
         "a model, a metric or MISS).</p>"
         '<p class="filter"><input type="search" id="metric-filter" placeholder="filter rows" '
         'aria-label="filter the metrics table"> <span id="metric-count"></span></p>'
-        f'<table class="metrics">{_HEAD}<tbody>'
-        + "".join(rows)
-        + "</tbody></table></details></section>"
+        f'<table class="metrics">{_HEAD}<tbody>' + "".join(rows) + "</tbody></table></details></section>"
     )
 
 

@@ -105,7 +105,9 @@ def register(name: str, params_cls: type, modality: str):
     """
 
     def deco(func):
-        GENERATORS[name] = Generator(name, func, params_cls, modality, (func.__doc__ or "").strip().splitlines()[0])
+        GENERATORS[name] = Generator(
+            name, func, params_cls, modality, (func.__doc__ or "").strip().splitlines()[0]
+        )
         return func
 
     return deco
@@ -187,7 +189,9 @@ def parse_params(cls: type, params: Mapping[str, Any], where: str) -> Any:
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(fields))})")
+        raise ConfigError(
+            f"{where}: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(fields))})"
+        )
     hints = typing.get_type_hints(cls)
     for name, value in params.items():
         _check_type(where, name, value, hints.get(name))
@@ -219,7 +223,9 @@ def _check_type(where: str, name: str, value: Any, hint: Any) -> None:
         return
     text = isinstance(value, str)
     if int in allowed and float not in allowed:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
             tip = f"; {YAML_NUMBER_HINT}" if text else ""
             raise ConfigError(f"{where}: parameter {name} must be a whole number (got {value!r}){tip}")
     elif float in allowed:
@@ -256,7 +262,9 @@ def memory_fraction() -> float:
     try:
         f = float(raw)
     except ValueError:
-        raise ConfigError(f"{MEMORY_FRACTION_ENV}={raw!r} is not a number (a fraction of memory, e.g. 0.5)") from None
+        raise ConfigError(
+            f"{MEMORY_FRACTION_ENV}={raw!r} is not a number (a fraction of memory, e.g. 0.5)"
+        ) from None
     if not 0 < f <= 1:
         raise ConfigError(f"{MEMORY_FRACTION_ENV}={raw!r} must be in (0, 1]")
     return f

@@ -65,15 +65,24 @@ class CalciumCommunitiesParams:
     def __post_init__(self):
         checks = [
             (self.n_animals >= 1 and 0 <= self.animal < self.n_animals, "need 0 <= animal < n_animals"),
-            (self.n_communities >= 1 and self.community_size >= 2, "need n_communities >= 1 and community_size >= 2"),
+            (
+                self.n_communities >= 1 and self.community_size >= 2,
+                "need n_communities >= 1 and community_size >= 2",
+            ),
             (self.n_communities * self.community_size <= self.n_neurons, "communities must fit in n_neurons"),
             (0 < self.present_fraction <= 1, "present_fraction must be in (0, 1]"),
             (self.n_frames >= 10 * self.n_communities, "n_frames must be >= 10 per community epoch"),
             (self.frame_rate_hz > 0 and self.tau_s > 0, "frame_rate_hz and tau_s must be > 0"),
             (self.private_rate_hz >= 0 and self.shared_rate_hz >= 0, "rates must be >= 0"),
-            (max(self.private_rate_hz, self.shared_rate_hz) < self.frame_rate_hz, "rates must be below the frame rate"),
+            (
+                max(self.private_rate_hz, self.shared_rate_hz) < self.frame_rate_hz,
+                "rates must be below the frame rate",
+            ),
             (0 < self.participation <= 1, "participation must be in (0, 1]"),
-            (self.noise_sd >= 0 and self.neuropil_coef >= 0 and 0 <= self.bleach_fraction < 1, "noise_sd, neuropil_coef >= 0; bleach_fraction in [0, 1)"),
+            (
+                self.noise_sd >= 0 and self.neuropil_coef >= 0 and 0 <= self.bleach_fraction < 1,
+                "noise_sd, neuropil_coef >= 0; bleach_fraction in [0, 1)",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -135,7 +144,11 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
     shared_np = gaussian_filter1d(rng.standard_normal(T), 5 * fs) * np.sqrt(10 * fs)
     own_np = gaussian_filter1d(rng.standard_normal((T, N)), 2 * fs, axis=0) * np.sqrt(4 * fs)
     neuropil = 60.0 + 8.0 * shared_np[:, None] + 4.0 * own_np
-    F = f0 * (1.0 + dff) * bleach[:, None] + p.neuropil_coef * neuropil + p.noise_sd * f0 * rng.standard_normal((T, N))
+    F = (
+        f0 * (1.0 + dff) * bleach[:, None]
+        + p.neuropil_coef * neuropil
+        + p.noise_sd * f0 * rng.standard_normal((T, N))
+    )
     Fneu = neuropil + 1.0 * rng.standard_normal((T, N))
 
     keep = np.flatnonzero(present[p.animal])
@@ -144,29 +157,62 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
     src = f"simulate:calcium_communities animal {p.animal}"
     data = xr.Dataset(
         {
-            "fluorescence": (("time", "cell"), F[:, keep], {"units": "1", "long_name": "raw fluorescence (arbitrary units)"}),
-            "neuropil": (("time", "cell"), Fneu[:, keep], {"units": "1", "long_name": "neuropil fluorescence (arbitrary units)"}),
+            "fluorescence": (
+                ("time", "cell"),
+                F[:, keep],
+                {"units": "1", "long_name": "raw fluorescence (arbitrary units)"},
+            ),
+            "neuropil": (
+                ("time", "cell"),
+                Fneu[:, keep],
+                {"units": "1", "long_name": "neuropil fluorescence (arbitrary units)"},
+            ),
         },
         coords={"time": ("time", time, {"units": "s"}), "cell": ("cell", ids[keep])},
         attrs={"frame_rate_hz": fs, "source": src, "animal": int(p.animal)},
     )
     truth = xr.Dataset(
         {
-            "membership": (("neuron", "community"), membership, {"long_name": "1 if the neuron is in the community"}),
-            "present": (("animal", "neuron"), present.astype(np.int8), {"long_name": "1 if the animal has the neuron"}),
+            "membership": (
+                ("neuron", "community"),
+                membership,
+                {"long_name": "1 if the neuron is in the community"},
+            ),
+            "present": (
+                ("animal", "neuron"),
+                present.astype(np.int8),
+                {"long_name": "1 if the animal has the neuron"},
+            ),
             "epoch_start_s": ("community", edges[:-1] / fs, {"units": "s"}),
             "epoch_stop_s": ("community", edges[1:] / fs, {"units": "s"}),
-            "spikes": (("time", "cell"), spikes[:, keep], {"long_name": "planted spike amplitudes per frame"}),
+            "spikes": (
+                ("time", "cell"),
+                spikes[:, keep],
+                {"long_name": "planted spike amplitudes per frame"},
+            ),
             "dff_true": (("time", "cell"), dff[:, keep], {"units": "1", "long_name": "true dF/F"}),
-            "f0": ("cell", f0[keep], {"units": "1", "long_name": "baseline fluorescence at t=0 (arbitrary units)"}),
+            "f0": (
+                "cell",
+                f0[keep],
+                {"units": "1", "long_name": "baseline fluorescence at t=0 (arbitrary units)"},
+            ),
         },
         coords={
-            "neuron": ids, "community": np.arange(p.n_communities), "animal": np.arange(p.n_animals),
-            "time": ("time", time, {"units": "s"}), "cell": ids[keep],
+            "neuron": ids,
+            "community": np.arange(p.n_communities),
+            "animal": np.arange(p.n_animals),
+            "time": ("time", time, {"units": "s"}),
+            "cell": ids[keep],
         },
         attrs={
-            "model": "calcium_communities", "role": "truth", "animal_index": int(p.animal), "ar1_g": float(g),
-            "tau_s": p.tau_s, "frame_rate_hz": fs, "neuropil_coef": p.neuropil_coef, "params": str(asdict(p)),
+            "model": "calcium_communities",
+            "role": "truth",
+            "animal_index": int(p.animal),
+            "ar1_g": float(g),
+            "tau_s": p.tau_s,
+            "frame_rate_hz": fs,
+            "neuropil_coef": p.neuropil_coef,
+            "params": str(asdict(p)),
         },
     )
     return Simulation(data=data, truth=truth, data_kind="calcium_traces")

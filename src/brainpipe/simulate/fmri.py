@@ -61,9 +61,13 @@ class FMRICohortParams:
         """Estimated peak allocation (bytes) and the keys that drive it: one subject's 4D image (the voxel grid of
         every ROI over the volumes) and the cohort's ROI time series, float64."""
         rois = float(self.n_modules * self.rois_per_module)
-        voxels = rois * float(self.voxels_per_roi_side) ** 3 * 8  # the grid holds empty space between the ROIs
+        voxels = (
+            rois * float(self.voxels_per_roi_side) ** 3 * 8
+        )  # the grid holds empty space between the ROIs
         per_subject = 3 * voxels * float(self.n_volumes)
-        return 8.0 * (per_subject + 4 * self.n_subjects * self.n_volumes * rois), "n_volumes x rois_per_module x n_subjects"
+        return 8.0 * (
+            per_subject + 4 * self.n_subjects * self.n_volumes * rois
+        ), "n_volumes x rois_per_module x n_subjects"
 
     def __post_init__(self):
         checks = [

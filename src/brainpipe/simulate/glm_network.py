@@ -159,7 +159,9 @@ def poisson_glm_network(p: PoissonGLMNetworkParams, seed: int) -> Simulation:
     np.fill_diagonal(W, p.self_history_weight)
     driven = rng.permutation(n)[: int(round(p.behaviour_fraction * n))]
     beta = np.zeros(n)
-    beta[driven] = rng.choice([-1.0, 1.0], driven.size) * rng.uniform(0.3, 1.0, driven.size) * p.behaviour_weight_max
+    beta[driven] = (
+        rng.choice([-1.0, 1.0], driven.size) * rng.uniform(0.3, 1.0, driven.size) * p.behaviour_weight_max
+    )
     speed = ou_process(n_steps, dt, p.behaviour_tau_s, rng)
 
     a = np.exp(-dt / p.history_tau_s)
@@ -184,23 +186,47 @@ def poisson_glm_network(p: PoissonGLMNetworkParams, seed: int) -> Simulation:
 
     data = xr.Dataset(
         {
-            "spike_time": ("spike", spike_time[order].astype(np.float64), {"units": "s", "long_name": "spike time"}),
+            "spike_time": (
+                "spike",
+                spike_time[order].astype(np.float64),
+                {"units": "s", "long_name": "spike time"},
+            ),
             "spike_unit": ("spike", unit_idx[order].astype(np.int32), {"long_name": "index into unit"}),
             "behaviour": (("behaviour_time", "behaviour_var"), speed[:, None], {"long_name": "behaviour"}),
         },
         coords={
             "unit": ("unit", units, {"long_name": "unit identifier"}),
-            "behaviour_time": ("behaviour_time", t_behaviour, {"units": "s", "long_name": "behaviour sample time"}),
+            "behaviour_time": (
+                "behaviour_time",
+                t_behaviour,
+                {"units": "s", "long_name": "behaviour sample time"},
+            ),
             "behaviour_var": ("behaviour_var", np.array(["speed"])),
         },
         attrs={"t_start_s": 0.0, "t_stop_s": float(n_steps * dt), "source": "simulate:poisson_glm_network"},
     )
     truth = xr.Dataset(
         {
-            "coupling": (("unit_post", "unit_pre"), W, {"long_name": "coupling weight (log-rate per filtered spike)"}),
-            "connected": (("unit_post", "unit_pre"), mask.astype(np.int8), {"long_name": "planted connection"}),
-            "log_baseline_rate": ("unit_post", log_base, {"units": "1", "long_name": "log baseline rate (natural log of a rate in Hz)"}),
-            "behaviour_weight": (("unit_post", "behaviour_var"), beta[:, None], {"long_name": "behaviour weight"}),
+            "coupling": (
+                ("unit_post", "unit_pre"),
+                W,
+                {"long_name": "coupling weight (log-rate per filtered spike)"},
+            ),
+            "connected": (
+                ("unit_post", "unit_pre"),
+                mask.astype(np.int8),
+                {"long_name": "planted connection"},
+            ),
+            "log_baseline_rate": (
+                "unit_post",
+                log_base,
+                {"units": "1", "long_name": "log baseline rate (natural log of a rate in Hz)"},
+            ),
+            "behaviour_weight": (
+                ("unit_post", "behaviour_var"),
+                beta[:, None],
+                {"long_name": "behaviour weight"},
+            ),
         },
         coords={"unit_post": units, "unit_pre": units, "behaviour_var": np.array(["speed"])},
         attrs={

@@ -111,27 +111,47 @@ class HubNetworkParams:
             (self.n_neurons >= 3, "n_neurons must be >= 3"),
             (1 <= self.n_hubs < self.n_neurons, "need 1 <= n_hubs < n_neurons"),
             (0 <= self.hub_out_degree <= n_other, "hub_out_degree must be in [0, n_neurons - n_hubs]"),
-            (0 <= self.n_other_connections <= n_other * (n_other - 1), "n_other_connections: too many for the non-hubs"),
+            (
+                0 <= self.n_other_connections <= n_other * (n_other - 1),
+                "n_other_connections: too many for the non-hubs",
+            ),
             (self.duration_s > 0 and self.dt_s > 0, "duration_s and dt_s must be > 0"),
             (self.duration_s / self.dt_s >= 100, "duration_s must cover at least 100 steps of dt_s"),
             (0 < self.rate_min_hz <= self.rate_max_hz, "need 0 < rate_min_hz <= rate_max_hz"),
             (self.hub_rate_hz > 0, "hub_rate_hz must be > 0"),
             (0 <= self.weight_min <= self.weight_max, "need 0 <= weight_min <= weight_max"),
             (1 <= self.lag_min_bins <= self.lag_max_bins, "need 1 <= lag_min_bins <= lag_max_bins"),
-            (self.kernel_bins >= 1 and self.kernel_tau_bins > 0, "need kernel_bins >= 1 and kernel_tau_bins > 0"),
+            (
+                self.kernel_bins >= 1 and self.kernel_tau_bins > 0,
+                "need kernel_bins >= 1 and kernel_tau_bins > 0",
+            ),
             (0 <= self.behaviour_fraction and 0 <= self.stimulus_fraction, "fractions must be >= 0"),
-            (self.behaviour_fraction + self.stimulus_fraction <= 1, "behaviour_fraction + stimulus_fraction must be <= 1"),
-            (0 <= self.behaviour_weight_min <= self.behaviour_weight_max, "need 0 <= behaviour_weight_min <= max"),
+            (
+                self.behaviour_fraction + self.stimulus_fraction <= 1,
+                "behaviour_fraction + stimulus_fraction must be <= 1",
+            ),
+            (
+                0 <= self.behaviour_weight_min <= self.behaviour_weight_max,
+                "need 0 <= behaviour_weight_min <= max",
+            ),
             (self.behaviour_tau_s > 0, "behaviour_tau_s must be > 0"),
-            (self.stimulus_rate_hz >= 0 and self.stimulus_duration_s > 0, "need stimulus_rate_hz >= 0, duration > 0"),
-            (self.max_rate_hz > max(self.rate_max_hz, self.hub_rate_hz), "max_rate_hz must exceed the baseline rates"),
+            (
+                self.stimulus_rate_hz >= 0 and self.stimulus_duration_s > 0,
+                "need stimulus_rate_hz >= 0, duration > 0",
+            ),
+            (
+                self.max_rate_hz > max(self.rate_max_hz, self.hub_rate_hz),
+                "max_rate_hz must exceed the baseline rates",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"simulator 'hub_network': {msg}")
 
 
-def _flashes(n_steps: int, dt: float, rate_hz: float, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+def _flashes(
+    n_steps: int, dt: float, rate_hz: float, duration_s: float, rng: np.random.Generator
+) -> np.ndarray:
     """A 0/1 stimulus: flashes of ``duration_s`` starting as a Poisson process of ``rate_hz`` (no overlap)."""
     stim = np.zeros(n_steps)
     width = max(1, int(round(duration_s / dt)))
@@ -230,7 +250,11 @@ def hub_network(p: HubNetworkParams, seed: int) -> Simulation:
     is_hub[hubs] = 1
     data = xr.Dataset(
         {
-            "spike_time": ("spike", spike_time[order].astype(np.float64), {"units": "s", "long_name": "spike time"}),
+            "spike_time": (
+                "spike",
+                spike_time[order].astype(np.float64),
+                {"units": "s", "long_name": "spike time"},
+            ),
             "spike_unit": ("spike", unit_idx[order].astype(np.int32), {"long_name": "index into unit"}),
             "behaviour": (
                 ("behaviour_time", "behaviour_var"),
@@ -247,11 +271,27 @@ def hub_network(p: HubNetworkParams, seed: int) -> Simulation:
     )
     truth = xr.Dataset(
         {
-            "weights": (("unit_post", "unit_pre"), W, {"long_name": "connection weight (log-rate per lagged spike)"}),
-            "connected": (("unit_post", "unit_pre"), connected.astype(np.int8), {"long_name": "planted connection"}),
-            "lag_bins": (("unit_post", "unit_pre"), lag, {"long_name": "connection delay in steps of dt_s (0: none)"}),
+            "weights": (
+                ("unit_post", "unit_pre"),
+                W,
+                {"long_name": "connection weight (log-rate per lagged spike)"},
+            ),
+            "connected": (
+                ("unit_post", "unit_pre"),
+                connected.astype(np.int8),
+                {"long_name": "planted connection"},
+            ),
+            "lag_bins": (
+                ("unit_post", "unit_pre"),
+                lag,
+                {"long_name": "connection delay in steps of dt_s (0: none)"},
+            ),
             "is_hub": ("unit_post", is_hub, {"long_name": "1 for a hub neuron"}),
-            "log_baseline_rate": ("unit_post", np.log(rates), {"units": "1", "long_name": "log baseline rate (natural log of a rate in Hz)"}),
+            "log_baseline_rate": (
+                "unit_post",
+                np.log(rates),
+                {"units": "1", "long_name": "log baseline rate (natural log of a rate in Hz)"},
+            ),
             "behaviour_weight": (
                 ("unit_post", "behaviour_var"),
                 np.stack([beta, gamma], axis=1),
@@ -259,7 +299,12 @@ def hub_network(p: HubNetworkParams, seed: int) -> Simulation:
             ),
             "kernel": ("kernel_lag", kernel, {"long_name": "connection kernel after the delay (peak 1)"}),
         },
-        coords={"unit_post": units, "unit_pre": units, "behaviour_var": beh_vars, "kernel_lag": np.arange(p.kernel_bins)},
+        coords={
+            "unit_post": units,
+            "unit_pre": units,
+            "behaviour_var": beh_vars,
+            "kernel_lag": np.arange(p.kernel_bins),
+        },
         attrs={
             "model": "hub_network",
             "role": "truth",

@@ -70,10 +70,16 @@ class SwitchingGLMParams:
         self.prior_mean = tuple(float(x) for x in self.prior_mean)
         checks = [
             (self.n_neurons >= 2 and self.n_states >= 1, "need n_neurons >= 2 and n_states >= 1"),
-            (self.n_sequences >= 1 and self.n_test_sequences >= 0, "need n_sequences >= 1, n_test_sequences >= 0"),
+            (
+                self.n_sequences >= 1 and self.n_test_sequences >= 0,
+                "need n_sequences >= 1, n_test_sequences >= 0",
+            ),
             (self.sequence_length >= 2 and self.dt_s > 0, "need sequence_length >= 2 and dt_s > 0"),
             (0 <= self.stay_probability <= 1, "stay_probability must be in [0, 1]"),
-            (len(self.prior_mean) == 3 and min(self.prior_mean) > 0, "prior_mean: three positive weights (inh, none, exc)"),
+            (
+                len(self.prior_mean) == 3 and min(self.prior_mean) > 0,
+                "prior_mean: three positive weights (inh, none, exc)",
+            ),
             (self.prior_concentration > 0, "prior_concentration must be > 0"),
             (0 <= self.strength_min <= self.strength_max, "need 0 <= strength_min <= strength_max"),
             (self.bias_min <= self.bias_max, "need bias_min <= bias_max"),
@@ -153,10 +159,22 @@ def switching_glm_network(p: SwitchingGLMParams, seed: int) -> Simulation:
     split = np.r_[np.zeros(p.n_sequences), np.full(p.n_test_sequences, 2.0)]
     data = xr.Dataset(
         {
-            "spike_time": ("spike", spike_time[order].astype(np.float64), {"units": "s", "long_name": "spike time"}),
+            "spike_time": (
+                "spike",
+                spike_time[order].astype(np.float64),
+                {"units": "s", "long_name": "spike time"},
+            ),
             "spike_unit": ("spike", unit_idx[order].astype(np.int32), {"long_name": "index into unit"}),
-            "trial_start": ("trial", starts.astype(np.float64), {"units": "s", "long_name": "sequence start"}),
-            "trial_stop": ("trial", (starts + L * dt).astype(np.float64), {"units": "s", "long_name": "sequence stop"}),
+            "trial_start": (
+                "trial",
+                starts.astype(np.float64),
+                {"units": "s", "long_name": "sequence start"},
+            ),
+            "trial_stop": (
+                "trial",
+                (starts + L * dt).astype(np.float64),
+                {"units": "s", "long_name": "sequence stop"},
+            ),
             "trial_split": ("trial", split, {"long_name": "predefined split (0 train, 2 test)"}),
         },
         coords={"unit": ("unit", units, {"long_name": "unit identifier"})},
@@ -170,10 +188,22 @@ def switching_glm_network(p: SwitchingGLMParams, seed: int) -> Simulation:
     state_time = (np.arange(n_seq * L) + 0.5) * dt
     truth = xr.Dataset(
         {
-            "weights": (("state", "unit_post", "unit_pre"), weights, {"long_name": "coupling weight per state"}),
+            "weights": (
+                ("state", "unit_post", "unit_pre"),
+                weights,
+                {"long_name": "coupling weight per state"},
+            ),
             "bias": (("state", "unit_post"), bias, {"long_name": "bias (pre-link)"}),
-            "adjacency": (("state", "unit_post", "unit_pre"), adjacency, {"long_name": "-1 inh, 0 none, 1 exc"}),
-            "prior_probs": (("unit_post", "unit_pre", "category"), prior, {"long_name": "shared one-hot prior"}),
+            "adjacency": (
+                ("state", "unit_post", "unit_pre"),
+                adjacency,
+                {"long_name": "-1 inh, 0 none, 1 exc"},
+            ),
+            "prior_probs": (
+                ("unit_post", "unit_pre", "category"),
+                prior,
+                {"long_name": "shared one-hot prior"},
+            ),
             "transition": (("state_from", "state_to"), A),
             "initial": ("state", pi0),
             "true_state": ("state_time", states.reshape(-1), {"long_name": "planted state per bin"}),

@@ -18,15 +18,28 @@ from brainpipe.models.neuroformer import MODEL_KEYS, Neuroformer, SpikeTokenizer
 TOKENIZER_KEYS = ("dt_s", "window_s", "past_window_s", "stride_s", "block_size", "past_block_size")
 FINETUNE_EXTRA = ("fractions", "scratch", "max_val_windows", "min_epoch_windows")
 TRAIN_KEYS = (
-    "max_epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "patience",
-    "min_delta", "device", "precision", "checkpoint_every_s", "progress",
+    "max_epochs",
+    "max_steps",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "grad_clip",
+    "patience",
+    "min_delta",
+    "device",
+    "precision",
+    "checkpoint_every_s",
+    "progress",
 )
 
 
 def _pick(d: Mapping, keys, where: str) -> dict:
     unknown = sorted(set(d) - set(keys))
     if unknown:
-        raise ConfigError(f"neuroformer {where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(keys)})")
+        raise ConfigError(
+            f"neuroformer {where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(keys)})"
+        )
     return {k: d[k] for k in keys if k in d}
 
 

@@ -89,15 +89,24 @@ def stage(func: Callable[..., None]) -> Callable[..., None]:
     name = _stage_name(module)
 
     @functools.wraps(func)
-    def run(inputs: Paths, outputs: Paths, params: Mapping[str, Any] | None = None, log: PathLike | None = None):
+    def run(
+        inputs: Paths, outputs: Paths, params: Mapping[str, Any] | None = None, log: PathLike | None = None
+    ):
         params = _with_defaults(module, params)
-        where = params.pop(WHERE_KEY, None) or {}  # parameter -> the config key that set it (from the workflow)
+        where = (
+            params.pop(WHERE_KEY, None) or {}
+        )  # parameter -> the config key that set it (from the workflow)
         ins = {k: _as_paths(v) for k, v in dict(inputs).items()}
         outs = {k: _as_paths(v) for k, v in dict(outputs).items()}
         log_path = Path(log) if log is not None else None
         with _StageLog(log_path) as logger:
             t0 = time.perf_counter()
-            logger.info("stage %s (brainpipe %s) params=%s", name, brainpipe.__version__, json.dumps(params, default=str))
+            logger.info(
+                "stage %s (brainpipe %s) params=%s",
+                name,
+                brainpipe.__version__,
+                json.dumps(params, default=str),
+            )
             before = {p: identity(p) for v in outs.values() for p in _flatten(v)}
             try:
                 _check_paths(module, name, ins, outs)
@@ -235,10 +244,20 @@ def cli(module_name: str, argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for k, desc in module.INPUTS.items():
-        parser.add_argument(f"--{k.replace('_', '-')}", dest=f"in_{k}", nargs="+", metavar="PATH", help=f"input: {desc}")
+        parser.add_argument(
+            f"--{k.replace('_', '-')}", dest=f"in_{k}", nargs="+", metavar="PATH", help=f"input: {desc}"
+        )
     for k, desc in module.OUTPUTS.items():
-        parser.add_argument(f"--{k.replace('_', '-')}-out", dest=f"out_{k}", metavar="PATH", required=True, help=f"output: {desc}")
-    parser.add_argument("--params", default="{}", help="stage parameters: a YAML/JSON file or an inline JSON object")
+        parser.add_argument(
+            f"--{k.replace('_', '-')}-out",
+            dest=f"out_{k}",
+            metavar="PATH",
+            required=True,
+            help=f"output: {desc}",
+        )
+    parser.add_argument(
+        "--params", default="{}", help="stage parameters: a YAML/JSON file or an inline JSON object"
+    )
     parser.add_argument("--log", default=None, help="log file (default: no log file)")
     args = parser.parse_args(argv)
     try:
@@ -258,7 +277,11 @@ def cli(module_name: str, argv: list[str] | None = None) -> int:
 def _load_params(text: str) -> dict[str, Any]:
     p = Path(text)
     try:
-        data = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml", ".json") and p.exists() else json.loads(text)
+        data = (
+            yaml.safe_load(p.read_text())
+            if p.suffix in (".yaml", ".yml", ".json") and p.exists()
+            else json.loads(text)
+        )
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise InputError(f"--params: not a YAML/JSON file or inline JSON object ({err})") from None
     if not isinstance(data, dict):

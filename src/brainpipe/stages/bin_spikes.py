@@ -24,13 +24,21 @@ log_ = logging.getLogger("brainpipe.stages.bin_spikes")
 def run(inputs, outputs, params, log):
     spikes = read(inputs["spikes"], "spike_times")
     split, qc_params = params["split"], params["qc"]
-    spikes, qc = unit_qc(spikes, float(qc_params["min_rate_hz"]), float(qc_params["refractory_s"]), qc_params["max_units"])
+    spikes, qc = unit_qc(
+        spikes, float(qc_params["min_rate_hz"]), float(qc_params["refractory_s"]), qc_params["max_units"]
+    )
     dropped = [str(u) for u, k in zip(qc["unit"].values, qc["kept"].values, strict=True) if not k]
-    log_.info("unit QC: kept %d of %d units%s", int(qc["kept"].sum()), qc.sizes["unit"],
-              f" (dropped {', '.join(dropped[:10])}{' ...' if len(dropped) > 10 else ''})" if dropped else "")
+    log_.info(
+        "unit QC: kept %d of %d units%s",
+        int(qc["kept"].sum()),
+        qc.sizes["unit"],
+        f" (dropped {', '.join(dropped[:10])}{' ...' if len(dropped) > 10 else ''})" if dropped else "",
+    )
     counts = bin_spikes(spikes, float(params["bin_width_s"]), split["fractions"], int(split["n_blocks"]))
     counts = counts.merge(qc.rename({"unit": "qc_unit"}).rename({v: f"qc_{v}" for v in qc.data_vars}))
-    write(counts, outputs["counts"], "spike_counts", make_provenance("bin_spikes", params, [inputs["spikes"]]))
+    write(
+        counts, outputs["counts"], "spike_counts", make_provenance("bin_spikes", params, [inputs["spikes"]])
+    )
 
 
 if __name__ == "__main__":

@@ -32,13 +32,21 @@ def run(inputs, outputs, params, log):
         if "dff" not in ds:
             raise InputError(f"{p}: has no 'dff'; run preprocess_calcium on it first")
         name = Path(p).parent.name
-        animals.append(AnimalTraces(name, np.asarray(ds["dff"].values, dtype=np.float32), [str(c) for c in ds["cell"].values],
-                                    float(ds.attrs["frame_rate_hz"])))
+        animals.append(
+            AnimalTraces(
+                name,
+                np.asarray(ds["dff"].values, dtype=np.float32),
+                [str(c) for c in ds["cell"].values],
+                float(ds.attrs["frame_rate_hz"]),
+            )
+        )
     aff = dict(params.get("affinity", {}))
     name = aff.pop("name", "softthresh_dcorr")
     window_s, stride_s = float(aff.pop("window_s", 5.0)), float(aff.pop("stride_s", 2.5))
     prov = make_provenance("build_connectome_tensor", params, paths)
-    write_tensor_zarr(outputs["tensor"], animals, prov, name, aff, window_s, stride_s, float(params.get("memory_mb", 256)))
+    write_tensor_zarr(
+        outputs["tensor"], animals, prov, name, aff, window_s, stride_s, float(params.get("memory_mb", 256))
+    )
     log_.info("tensor of %d animals written to %s", len(animals), outputs["tensor"])
 
 

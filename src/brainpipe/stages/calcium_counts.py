@@ -29,8 +29,15 @@ def run(inputs, outputs, params, log):
     split = params.get("split", {})
     fractions = split.get("fractions", {"train": 0.6, "validation": 0.2, "test": 0.2})
     counts = events_to_counts(proc, bin_frames, fractions, int(split.get("n_blocks", 5)))
-    log_.info("%d bins of %d frame(s), %d events", counts.sizes["time"], bin_frames, int(counts["counts"].sum()))
-    write(counts, outputs["counts"], "spike_counts", make_provenance("calcium_counts", params, [inputs["processed"]]))
+    log_.info(
+        "%d bins of %d frame(s), %d events", counts.sizes["time"], bin_frames, int(counts["counts"].sum())
+    )
+    write(
+        counts,
+        outputs["counts"],
+        "spike_counts",
+        make_provenance("calcium_counts", params, [inputs["processed"]]),
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,11 @@ from brainpipe.data import make_provenance, read, write
 from brainpipe.evaluate import glm_metrics, metrics_dataset
 from brainpipe.stages._runner import cli, stage
 
-INPUTS = {"fit": "model_fit .nc", "counts": "spike_counts .nc", "truth": "optional: planted truth (model_fit .nc)"}
+INPUTS = {
+    "fit": "model_fit .nc",
+    "counts": "spike_counts .nc",
+    "truth": "optional: planted truth (model_fit .nc)",
+}
 OUTPUTS = {"metrics": "metrics .nc"}
 log_ = logging.getLogger("brainpipe.stages.evaluate_poisson_glm")
 

@@ -45,7 +45,11 @@ def run(inputs, outputs, params, log):
     ds = metrics_dataset(values, bars, model=f"switching_glm/{variant}", dataset=dataset)
     ds.attrs["prior"] = fit.attrs.get("prior", "")
     ds.attrs["n_states"] = int(fit.sizes["state"])
-    used = [inputs["fit"], inputs["counts"]] + ([inputs["truth"]] if inputs.get("truth") else []) + _as_list(inputs.get("references"))
+    used = (
+        [inputs["fit"], inputs["counts"]]
+        + ([inputs["truth"]] if inputs.get("truth") else [])
+        + _as_list(inputs.get("references"))
+    )
     write(ds, outputs["metrics"], "metrics", make_provenance("evaluate_switching_glm", params, used))
 
 

@@ -26,11 +26,17 @@ _ALLOWED = set(inspect.signature(DynamicConnectome.__init__).parameters) - {"sel
 def run(inputs, outputs, params, log):
     unknown = sorted(set(params) - _ALLOWED)
     if unknown:
-        raise ConfigError(f"connectome: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_ALLOWED))})")
+        raise ConfigError(
+            f"connectome: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_ALLOWED))})"
+        )
     tensor = read(inputs["tensor"], "affinity_tensor").load()
     model = DynamicConnectome(**params).fit(tensor)
-    log_.info("selected rank %d; stability %s", model.rank_, {r: round(s, 3) for r, s in model.stability_.items()})
-    prov = make_provenance("fit_connectome", params, [inputs["tensor"]], seed=model.seed, device=str(model.device_))
+    log_.info(
+        "selected rank %d; stability %s", model.rank_, {r: round(s, 3) for r, s in model.stability_.items()}
+    )
+    prov = make_provenance(
+        "fit_connectome", params, [inputs["tensor"]], seed=model.seed, device=str(model.device_)
+    )
     write(model.to_dataset(tensor), outputs["fit"], "model_fit", prov)
 
 

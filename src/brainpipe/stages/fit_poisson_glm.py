@@ -25,7 +25,9 @@ def run(inputs, outputs, params, log):
     model = PoissonGLM(**{k: v for k, v in params.items() if k != "enabled"}).fit(counts)
     ds = model.to_dataset()
     ds.attrs["train_ll_per_spike"] = model.score(counts, "train")
-    ds.attrs["validation_ll_per_spike"] = model.score(counts, "validation") if np.any(counts["split"] == 1) else np.nan
+    ds.attrs["validation_ll_per_spike"] = (
+        model.score(counts, "validation") if np.any(counts["split"] == 1) else np.nan
+    )
     log_.info("alpha=%g validation scores=%s", model.alpha_, model.val_scores_)
     write(ds, outputs["fit"], "model_fit", make_provenance("fit_poisson_glm", params, [inputs["counts"]]))
 

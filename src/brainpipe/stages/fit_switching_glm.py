@@ -32,7 +32,9 @@ _ALLOWED = set(inspect.signature(SwitchingGLM.__init__).parameters) - {"self"}
 def build_model(params: dict) -> SwitchingGLM:
     unknown = sorted(set(params) - _ALLOWED)
     if unknown:
-        raise ConfigError(f"switching GLM: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_ALLOWED))})")
+        raise ConfigError(
+            f"switching GLM: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_ALLOWED))})"
+        )
     kw = dict(params)
     for k in ("onehot_prior_mean",):
         if k in kw:
@@ -50,9 +52,13 @@ def run(inputs, outputs, params, log):
     log_.info("fitting %s on %s", {k: v for k, v in params.items()}, device)
     fingerprint = stage_fingerprint("fit_switching_glm", params, [inputs["counts"]]) if ckpt else None
     model.fit(counts, checkpoint=ckpt, fingerprint=fingerprint, checkpoint_every_s=checkpoint_every_s())
-    log_.info("EM: %d iterations, objective %.3f -> %.3f", model.n_iter_, model.objective_[0], model.objective_[-1])
+    log_.info(
+        "EM: %d iterations, objective %.3f -> %.3f", model.n_iter_, model.objective_[0], model.objective_[-1]
+    )
     ds = model.to_dataset(counts)
-    prov = make_provenance("fit_switching_glm", params, [inputs["counts"]], seed=model.seed, device=str(device))
+    prov = make_provenance(
+        "fit_switching_glm", params, [inputs["counts"]], seed=model.seed, device=str(device)
+    )
     write(ds, outputs["fit"], "model_fit", prov)
     if ckpt:
         Path(ckpt).unlink(missing_ok=True)

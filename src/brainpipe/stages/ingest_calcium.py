@@ -28,8 +28,12 @@ def run(inputs, outputs, params, log):
         params.get("options", {}),
         bool(params.get("drop_bad_cells", False)),
     )
-    log_.info("read %d cells x %d frames at %g Hz", ds.sizes["cell"], ds.sizes["time"], ds.attrs["frame_rate_hz"])
-    write(ds, outputs["traces"], "calcium_traces", make_provenance("ingest_calcium", params, [inputs["source"]]))
+    log_.info(
+        "read %d cells x %d frames at %g Hz", ds.sizes["cell"], ds.sizes["time"], ds.attrs["frame_rate_hz"]
+    )
+    write(
+        ds, outputs["traces"], "calcium_traces", make_provenance("ingest_calcium", params, [inputs["source"]])
+    )
 
 
 if __name__ == "__main__":

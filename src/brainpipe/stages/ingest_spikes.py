@@ -29,7 +29,13 @@ def run(inputs, outputs, params, log):
         if params.get(k) is not None:
             options[k] = params[k]
     ds = read_spikes(inputs["source"], params.get("format", "auto"), **options)
-    log_.info("read %s (%s): %d units, %d spikes", inputs["source"], ds.attrs.get("format"), ds.sizes["unit"], ds.sizes["spike"])
+    log_.info(
+        "read %s (%s): %d units, %d spikes",
+        inputs["source"],
+        ds.attrs.get("format"),
+        ds.sizes["unit"],
+        ds.sizes["spike"],
+    )
     extra = inputs.get("extra") or []
     used = [inputs["source"], *(extra if isinstance(extra, list) else [extra])]
     write(ds, outputs["spikes"], "spike_times", make_provenance("ingest_spikes", params, used))

@@ -26,11 +26,18 @@ def metrics_frame(paths) -> pd.DataFrame:
         op = ds["bar_op"].values.astype(str) if "bar_op" in ds else np.full(n, "")
         passed = ds["passed"].values if "passed" in ds else np.full(n, -1)
         for i, name in enumerate(ds["metric"].values.astype(str)):
-            rows.append({
-                "dataset": ds.attrs["dataset"], "model": ds.attrs["model"], "metric": name,
-                "value": float(ds["value"].values[i]), "bar_op": op[i], "bar": float(bar[i]),
-                "status": STATUS[int(passed[i])], "file": str(p),
-            })
+            rows.append(
+                {
+                    "dataset": ds.attrs["dataset"],
+                    "model": ds.attrs["model"],
+                    "metric": name,
+                    "value": float(ds["value"].values[i]),
+                    "bar_op": op[i],
+                    "bar": float(bar[i]),
+                    "status": STATUS[int(passed[i])],
+                    "file": str(p),
+                }
+            )
     cols = METRICS_TABLE_HEADER.split("\t")
     return pd.DataFrame(rows, columns=cols)
 

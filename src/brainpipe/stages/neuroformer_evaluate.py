@@ -66,7 +66,11 @@ def decoding_metrics(ft: xr.Dataset, counts: xr.Dataset, model: Neuroformer) -> 
     lab = np.isfinite(win.target[:, 0])
     yc = np.asarray(counts["counts"].values)
     X = window_features(yc, win.start, tok.window_bins_, tok.past_bins_)
-    tgt = win.target[:, 0] if kind != "classification" else tok.classes_[np.nan_to_num(win.target[:, 0]).astype(int)]
+    tgt = (
+        win.target[:, 0]
+        if kind != "classification"
+        else tok.classes_[np.nan_to_num(win.target[:, 0]).astype(int)]
+    )
     tr_idx = np.flatnonzero((win.split == SPLIT_FLAGS["train"]) & lab)
     va = (win.split == SPLIT_FLAGS["validation"]) & lab
     tem = (win.split == SPLIT_FLAGS["test"]) & lab
@@ -91,8 +95,14 @@ def _glm(counts: xr.Dataset, model: Neuroformer, params: dict) -> tuple[PoissonG
     ds = counts[["counts", "split"]]
     if cov:
         X = np.concatenate(cov, axis=1)
-        ds = ds.assign(behaviour=(("time", "behaviour_var"), X)).assign_coords(behaviour_var=[f"v{i}" for i in range(X.shape[1])])
-    glm = PoissonGLM(history_tau_s=float(ev.get("glm_history_tau_s", 0.02)), alpha=float(ev.get("glm_alpha", 1e-4)), max_iter=200)
+        ds = ds.assign(behaviour=(("time", "behaviour_var"), X)).assign_coords(
+            behaviour_var=[f"v{i}" for i in range(X.shape[1])]
+        )
+    glm = PoissonGLM(
+        history_tau_s=float(ev.get("glm_history_tau_s", 0.02)),
+        alpha=float(ev.get("glm_alpha", 1e-4)),
+        max_iter=200,
+    )
     glm.fit(ds)
     return glm, (np.concatenate(cov, axis=1) if cov else np.zeros((counts.sizes["time"], 0)))
 
@@ -118,30 +128,46 @@ def run(inputs, outputs, params, log):
     test = win.select(win.split == SPLIT_FLAGS["test"])
     max_w = int(ev.get("max_windows", 400))
     if len(test) > max_w:  # evenly spread over the test blocks
-        test = test.select(np.isin(np.arange(len(test)), np.linspace(0, len(test) - 1, max_w).round().astype(int)))
+        test = test.select(
+            np.isin(np.arange(len(test)), np.linspace(0, len(test) - 1, max_w).round().astype(int))
+        )
     with torch.no_grad():
-        losses = [float(pretrain_loss(model.net_, [t[i : i + 256].to(dev) for t in test.tensors()])["loss"]) * min(256, len(test) - i)
-                  for i in range(0, len(test), 256)]
+        losses = [
+            float(pretrain_loss(model.net_, [t[i : i + 256].to(dev) for t in test.tensors()])["loss"])
+            * min(256, len(test) - i)
+            for i in range(0, len(test), 256)
+        ]
     values["pretrain_test_loss"] = float(np.sum(losses) / max(len(test), 1))
 
     # connectivity
     units = np.asarray(counts["unit"].values).astype(str)
     cw = ev.get("connectivity_windows")
-    att = model.connectivity(counts, "test", by=str(ev.get("connectivity_by", "target")), max_windows=None if cw is None else int(cw))
+    att = model.connectivity(
+        counts,
+        "test",
+        by=str(ev.get("connectivity_by", "target")),
+        max_windows=None if cw is None else int(cw),
+    )
     xc = xcorr_connectivity(counts["counts"].values, counts["split"].values, tok.past_bins_)
     glm, cov = _glm(counts, model, params)
     mats = {"attention": att, "xcorr": xc, "glm": glm.coupling_}
     truth = read(inputs["truth"], "model_fit") if inputs.get("truth") else None
     if truth is not None and "connected" in truth:
-        t = truth.assign_coords(unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str))
+        t = truth.assign_coords(
+            unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str)
+        )
         conn = np.asarray(t["connected"].sel(unit_post=units, unit_pre=units).values)
         hub = np.asarray(t["is_hub"].sel(unit_post=units).values) if "is_hub" in t else None
-        w = next((t[v] for v in ("weights", "coupling") if v in t and t[v].dims == ("unit_post", "unit_pre")), None)
+        w = next(
+            (t[v] for v in ("weights", "coupling") if v in t and t[v].dims == ("unit_post", "unit_pre")), None
+        )
         wv = np.asarray(w.sel(unit_post=units, unit_pre=units).values) if w is not None else np.zeros(1)
         signed = not bool((wv[conn.astype(bool)] < 0).any())  # excitatory-only truth: signed scores
         for name, suffix in (("attention", ""), ("xcorr", "_xcorr"), ("glm", "_glm")):
             hs = model.attention_received_ if name == "attention" else None
-            auc, rec = connectivity_scores(mats[name], conn, hub, hs, signed=signed, centre=1.0 if name == "attention" else 0.0)
+            auc, rec = connectivity_scores(
+                mats[name], conn, hub, hs, signed=signed, centre=1.0 if name == "attention" else 0.0
+            )
             values[f"connectivity_auroc{suffix}"] = auc
             if hub is not None:
                 values[f"hub_recall{suffix}"] = rec
@@ -170,14 +196,26 @@ def run(inputs, outputs, params, log):
         used.append(inputs["truth"])
     prov = make_provenance("neuroformer_evaluate", params, used, seed=seed, device=str(dev))
     cds = xr.Dataset(
-        {k: (("unit_post", "unit_pre"), v.astype(np.float64), {"long_name": d}) for (k, v), d in zip(
-            mats.items(),
-            ["attention-rollout lift, current -> past tokens", "summed lagged cross-correlation", "Poisson-GLM coupling"],
-            strict=True)},
+        {
+            k: (("unit_post", "unit_pre"), v.astype(np.float64), {"long_name": d})
+            for (k, v), d in zip(
+                mats.items(),
+                [
+                    "attention-rollout lift, current -> past tokens",
+                    "summed lagged cross-correlation",
+                    "Poisson-GLM coupling",
+                ],
+                strict=True,
+            )
+        },
         coords={"unit_post": units, "unit_pre": units},
         attrs={"model": "neuroformer_connectivity", "role": "fit", "dataset": dataset},
     )
-    cds["attention_received"] = ("unit_pre", model.attention_received_, {"long_name": "attention per past token (hub score)"})
+    cds["attention_received"] = (
+        "unit_pre",
+        model.attention_received_,
+        {"long_name": "attention per past token (hub score)"},
+    )
     write(cds, outputs["connectivity"], "model_fit", prov)
     write(m, outputs["metrics"], "metrics", prov)
 

@@ -31,8 +31,15 @@ def run(inputs, outputs, params, log):
     fp = fingerprint("neuroformer_pretrain", params, [inputs["counts"]])
     model.fit(counts, source=str(inputs["counts"]), checkpoint=ckpt, fingerprint=fp, log=log_)
     res = model.train_result_
-    log_.info("pretrained on %s (%s): best epoch %s, validation loss %.4f, %.1f s; tokens: %s",
-              res.device, res.precision, res.best_epoch, res.best_val, res.seconds, model.token_stats_)
+    log_.info(
+        "pretrained on %s (%s): best epoch %s, validation loss %.4f, %.1f s; tokens: %s",
+        res.device,
+        res.precision,
+        res.best_epoch,
+        res.best_val,
+        res.seconds,
+        model.token_stats_,
+    )
     ds = model.to_dataset()
     hist = model.history_
     for key in ("train_loss", "val_loss", "loss_id", "loss_dt"):
@@ -40,11 +47,20 @@ def run(inputs, outputs, params, log):
             ds[f"history_{key}"] = ("epoch", np.array([float(h.get(key, np.nan)) for h in hist]))
     ds = ds.assign_coords(epoch=np.array([int(h.get("epoch", i)) for i, h in enumerate(hist)]))
     ds.attrs.update({f"tokens_{k}": int(v) for k, v in model.token_stats_.items()})
-    ds.attrs.update(best_epoch=int(res.best_epoch), best_val_loss=float(res.best_val), train_seconds=float(res.seconds),
-                    device=str(res.device), precision=str(res.precision))
-    prov = make_provenance("neuroformer_pretrain", params, [inputs["counts"]], seed=model.seed, device=str(res.device))
+    ds.attrs.update(
+        best_epoch=int(res.best_epoch),
+        best_val_loss=float(res.best_val),
+        train_seconds=float(res.seconds),
+        device=str(res.device),
+        precision=str(res.precision),
+    )
+    prov = make_provenance(
+        "neuroformer_pretrain", params, [inputs["counts"]], seed=model.seed, device=str(res.device)
+    )
     write(ds, outputs["model"], "model_fit", prov)
-    if ckpt:  # the training loop keeps its finished checkpoint (a re-run returns at once); the output now holds it
+    if (
+        ckpt
+    ):  # the training loop keeps its finished checkpoint (a re-run returns at once); the output now holds it
         Path(ckpt).unlink(missing_ok=True)
 
 

@@ -34,8 +34,15 @@ def run(inputs, outputs, params, log):
         source=str(inputs["traces"]),
     )
     n_ev = int((out["events"] > 0).sum())
-    log_.info("%d cells: %d events, median AR(1) g %.3f", out.sizes["cell"], n_ev, float(out["ar1_g"].median()))
-    write(out, outputs["processed"], "calcium_traces", make_provenance("preprocess_calcium", params, [inputs["traces"]]))
+    log_.info(
+        "%d cells: %d events, median AR(1) g %.3f", out.sizes["cell"], n_ev, float(out["ar1_g"].median())
+    )
+    write(
+        out,
+        outputs["processed"],
+        "calcium_traces",
+        make_provenance("preprocess_calcium", params, [inputs["traces"]]),
+    )
 
 
 if __name__ == "__main__":

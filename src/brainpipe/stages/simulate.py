@@ -14,7 +14,10 @@ from brainpipe.simulate import get_generator
 from brainpipe.stages._runner import cli, stage
 
 INPUTS: dict[str, str] = {}
-OUTPUTS = {"data": "simulated data (.nc; contract depends on the generator)", "truth": "planted truth (model_fit .nc)"}
+OUTPUTS = {
+    "data": "simulated data (.nc; contract depends on the generator)",
+    "truth": "planted truth (model_fit .nc)",
+}
 log_ = logging.getLogger("brainpipe.stages.simulate")
 
 

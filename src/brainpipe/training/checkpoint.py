@@ -111,9 +111,13 @@ def load_checkpoint(path: str | os.PathLike, fingerprint: str | None = None) -> 
             f"{p}: not a readable brainpipe checkpoint ({type(err).__name__}); delete it to start the fit afresh"
         ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InputError(f"{p}: not a brainpipe checkpoint (no '{FORMAT}' header); delete it to start the fit afresh")
+        raise InputError(
+            f"{p}: not a brainpipe checkpoint (no '{FORMAT}' header); delete it to start the fit afresh"
+        )
     if fingerprint is not None and data.get("fingerprint") != fingerprint:
-        log_.warning("%s: checkpoint of another run (different params, inputs or version): starting afresh", p)
+        log_.warning(
+            "%s: checkpoint of another run (different params, inputs or version): starting afresh", p
+        )
         return None
     return data["state"]
 
@@ -214,7 +218,9 @@ class Checkpointer:
         if force or self._stop.is_set() or time.monotonic() - self._last >= self.every_s:
             self.save(make_state())
         if self._stop.is_set():
-            raise Preempted(f"stopped by SIGTERM; checkpoint written to {self.path}: rerun the same command to resume")
+            raise Preempted(
+                f"stopped by SIGTERM; checkpoint written to {self.path}: rerun the same command to resume"
+            )
 
     def done(self) -> None:
         """The fit finished and its outputs are written: the checkpoint is no longer needed."""

@@ -34,13 +34,17 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r} is not a device name (use 'auto', 'cpu', 'cuda' or 'cuda:N')") from None
+        raise ConfigError(
+            f"device {device!r} is not a device name (use 'auto', 'cpu', 'cuda' or 'cuda:N')"
+        ) from None
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
             raise ConfigError(f"device {device!r}: no CUDA device is present here (use 'auto' or 'cpu')")
         if dev.index is not None and dev.index >= n:
-            raise ConfigError(f"device {device!r}: only {n} CUDA device(s) are visible (cuda:0..cuda:{n - 1})")
+            raise ConfigError(
+                f"device {device!r}: only {n} CUDA device(s) are visible (cuda:0..cuda:{n - 1})"
+            )
     elif dev.type != "cpu":
         raise ConfigError(f"device {device!r} is not supported (use 'auto', 'cpu', 'cuda' or 'cuda:N')")
     return dev

@@ -89,7 +89,9 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(d or {}) - names)
         if bad:
-            raise ConfigError(f"{source}: unknown training key '{bad[0]}' (allowed: {', '.join(sorted(names))})")
+            raise ConfigError(
+                f"{source}: unknown training key '{bad[0]}' (allowed: {', '.join(sorted(names))})"
+            )
         cfg = cls(**dict(d or {}))
         cfg.check(source)
         return cfg
@@ -205,7 +207,11 @@ def _loss_of(out) -> tuple[torch.Tensor, dict[str, float]]:
     if isinstance(out, torch.Tensor):
         return out, {}
     if isinstance(out, Mapping) and "loss" in out:
-        extra = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items() if k != "loss"}
+        extra = {
+            k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+            for k, v in out.items()
+            if k != "loss"
+        }
         return out["loss"], extra
     raise BrainpipeError("loss_fn must return a scalar tensor or a dict with a 'loss' entry")
 
@@ -311,7 +317,9 @@ def train(
     src, collate = _source(train_data, collate_fn)
     n = len(src)
     if n == 0:
-        raise InputError("training data is empty: no examples to train on (check the split and segment length)")
+        raise InputError(
+            "training data is empty: no examples to train on (check the split and segment length)"
+        )
     val = None
     val_collate = None
     if val_data is not None and val_fn is None:
@@ -319,7 +327,9 @@ def train(
         if len(val) == 0:
             val = None
     model.to(dev)
-    params = list(parameters) if parameters is not None else [p for p in model.parameters() if p.requires_grad]
+    params = (
+        list(parameters) if parameters is not None else [p for p in model.parameters() if p.requires_grad]
+    )
     if not params:
         raise BrainpipeError("training: the model has no trainable parameters")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -333,7 +343,16 @@ def train(
     bs = cfg.batch_size
     n_batches = math.ceil(n / bs)
     res = TrainResult(device=str(dev), precision=prec)
-    st = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "loss_n": 0, "extra": {}, "bad": 0, "best": None}
+    st = {
+        "epoch": 0,
+        "batch": 0,
+        "step": 0,
+        "loss_sum": 0.0,
+        "loss_n": 0,
+        "extra": {},
+        "bad": 0,
+        "best": None,
+    }
     best_state: dict[str, torch.Tensor] | None = None
     torch.manual_seed(cfg.seed)
     saved = ckpt.load()
@@ -366,8 +385,13 @@ def train(
     if cfg.progress and sys.stderr.isatty():
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.max_epochs * n_batches, initial=st["epoch"] * n_batches + st["batch"], desc="train",
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_epochs * n_batches,
+            initial=st["epoch"] * n_batches + st["batch"],
+            desc="train",
+            leave=False,
+            dynamic_ncols=True,
+        )
     model.train()
     done = cfg.max_steps is not None and st["step"] >= cfg.max_steps
     try:
@@ -404,7 +428,11 @@ def train(
                         done = True
                         break
                     ckpt.maybe_save(state)
-                row = {"epoch": st["epoch"], "step": st["step"], "train_loss": st["loss_sum"] / max(st["loss_n"], 1)}
+                row = {
+                    "epoch": st["epoch"],
+                    "step": st["step"],
+                    "train_loss": st["loss_sum"] / max(st["loss_n"], 1),
+                }
                 row.update({k: v / max(st["loss_n"], 1) for k, v in st["extra"].items()})
                 if val is not None or val_fn is not None:
                     v = _evaluate(model, val, val_collate, loss_fn, val_fn, cfg, dev, prec)
@@ -448,6 +476,12 @@ def _finish(model, best_state, res: TrainResult, st: dict, t0: float, logger) ->
     res.steps = st["step"]
     res.epochs_run = st["epoch"]
     res.seconds = time.perf_counter() - t0
-    logger.info("training done: %d step(s), %d epoch(s), %.1f s on %s (%s)", res.steps, res.epochs_run, res.seconds,
-                res.device, res.precision)
+    logger.info(
+        "training done: %d step(s), %d epoch(s), %.1f s on %s (%s)",
+        res.steps,
+        res.epochs_run,
+        res.seconds,
+        res.device,
+        res.precision,
+    )
     return res

@@ -173,7 +173,9 @@ class Neuroformer(Estimator):
 
     # -- pretraining -----------------------------------------------------------------------------------------
     @fill_doc
-    def fit(self, counts: xr.Dataset, source: str = "counts", checkpoint=None, fingerprint=None, log=None) -> Neuroformer:
+    def fit(
+        self, counts: xr.Dataset, source: str = "counts", checkpoint=None, fingerprint=None, log=None
+    ) -> Neuroformer:
         """Pretrain by next-token prediction on the train windows; checkpoint chosen on the validation windows.
 
         Parameters
@@ -194,7 +196,10 @@ class Neuroformer(Estimator):
         self._check_params()
         win = self._prepare(counts, source)
         self.net_ = self._build()
-        tr, va = win.select(win.split == SPLIT_FLAGS["train"]), win.select(win.split == SPLIT_FLAGS["validation"])
+        tr, va = (
+            win.select(win.split == SPLIT_FLAGS["train"]),
+            win.select(win.split == SPLIT_FLAGS["validation"]),
+        )
         cw = float(self.contrastive_weight)
         res = train(
             self.net_,
@@ -289,9 +294,13 @@ class Neuroformer(Estimator):
         cfg = dict(self.finetune or {})
         cw = None
         if kind == "classification":
-            freq = np.bincount(win.target[keep, 0].astype(int), minlength=self._behaviour_out()).astype(np.float64)
-            cw = torch.as_tensor(np.where(freq > 0, freq.sum() / np.maximum(freq, 1) / max((freq > 0).sum(), 1), 0.0),
-                                 dtype=torch.float32)
+            freq = np.bincount(win.target[keep, 0].astype(int), minlength=self._behaviour_out()).astype(
+                np.float64
+            )
+            cw = torch.as_tensor(
+                np.where(freq > 0, freq.sum() / np.maximum(freq, 1) / max((freq > 0).sum(), 1), 0.0),
+                dtype=torch.float32,
+            )
         reps = max(1, int(np.ceil(min_epoch_windows / max(keep.size, 1))))
         res = train(
             self.net_,
@@ -311,7 +320,9 @@ class Neuroformer(Estimator):
         return label_subset(train_idx, fraction)
 
     @fill_doc
-    def set_target(self, counts: xr.Dataset, target: Mapping[str, object] | None, source: str = "counts") -> Neuroformer:
+    def set_target(
+        self, counts: xr.Dataset, target: Mapping[str, object] | None, source: str = "counts"
+    ) -> Neuroformer:
         """Give a (pretrained) model a decoding target: checks it against the data and sizes a new behaviour head.
 
         Parameters
@@ -334,7 +345,9 @@ class Neuroformer(Estimator):
         if hasattr(self, "net_") and self.net_.head_behaviour[-1].out_features != out:
             torch.manual_seed(self.seed)
             d = self.net_.head_behaviour[-1].in_features
-            self.net_.head_behaviour = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, out)).to(next(self.net_.parameters()).device)
+            self.net_.head_behaviour = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, out)).to(
+                next(self.net_.parameters()).device
+            )
         return self
 
     @torch.no_grad()
@@ -350,7 +363,9 @@ class Neuroformer(Estimator):
         return outs
 
     @fill_doc
-    def predict_behaviour(self, counts: xr.Dataset, split: str = "test", source: str = "counts") -> tuple[np.ndarray, np.ndarray]:
+    def predict_behaviour(
+        self, counts: xr.Dataset, split: str = "test", source: str = "counts"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Decode the target in the labelled windows of one split.
 
         Parameters
@@ -373,7 +388,9 @@ class Neuroformer(Estimator):
         preds = [o["behaviour"].float().cpu().numpy() for o, _, _ in self._forward_windows(win)]
         p = np.concatenate(preds) if preds else np.zeros((0, self._behaviour_out()))
         if self.target_kind == "classification":
-            return self.tokenizer_.classes_[p.argmax(1)], self.tokenizer_.classes_[win.target[:, 0].astype(int)]
+            return self.tokenizer_.classes_[p.argmax(1)], self.tokenizer_.classes_[
+                win.target[:, 0].astype(int)
+            ]
         return p[:, 0] * self.target_std_ + self.target_mean_, win.target[:, 0].astype(np.float64)
 
     def score(self, counts: xr.Dataset, split: str = "test") -> float:
@@ -435,7 +452,9 @@ class Neuroformer(Estimator):
 
     # -- connectivity ------------------------------------------------------------------------------------------
     @fill_doc
-    def connectivity(self, counts: xr.Dataset, split: str = "test", by: str = "target", max_windows: int | None = None) -> np.ndarray:
+    def connectivity(
+        self, counts: xr.Dataset, split: str = "test", by: str = "target", max_windows: int | None = None
+    ) -> np.ndarray:
         """Neuron x neuron (post, pre) matrix from attention rollout, current-window tokens -> past-window tokens.
 
         Rollout: ``R = prod_self (0.5 I + 0.5 A_self) @ mean_past(A_past)`` (attention averaged over heads), i.e.
@@ -494,7 +513,9 @@ class Neuroformer(Estimator):
 
     # -- generation --------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, win: Windows, n_samples: int = 1, temperature: float = 1.0, seed: int = 0, batch_size: int = 512) -> np.ndarray:
+    def generate(
+        self, win: Windows, n_samples: int = 1, temperature: float = 1.0, seed: int = 0, batch_size: int = 512
+    ) -> np.ndarray:
         """Sample current-window spikes autoregressively given each window's past and modalities.
 
         Sampling stops at EOS (or a full block); SOS/PAD are never sampled and dt tokens never go backwards in time.
@@ -543,7 +564,9 @@ class Neuroformer(Estimator):
                     li[:, [sp["sos"], sp["pad"]]] = float("-inf")
                     nid = torch.multinomial(torch.softmax(li, -1), 1, generator=gen)[:, 0]
                     ld = o["dt_logits"][:, pos, :n_dtv].float() / temperature
-                    ld = ld.masked_fill(torch.arange(n_dtv, device=dev)[None] < last_dt[:, None], float("-inf"))
+                    ld = ld.masked_fill(
+                        torch.arange(n_dtv, device=dev)[None] < last_dt[:, None], float("-inf")
+                    )
                     ndt = torch.multinomial(torch.softmax(ld, -1), 1, generator=gen)[:, 0]
                     eos = (nid == sp["eos"]) & ~done
                     ndt = torch.where(eos, torch.full_like(ndt, sp["eos_dt"]), ndt)
@@ -590,7 +613,9 @@ class Neuroformer(Estimator):
 
     @classmethod
     @fill_doc
-    def from_dataset(cls, ds: xr.Dataset, counts: xr.Dataset | None = None, source: str = "checkpoint") -> Neuroformer:
+    def from_dataset(
+        cls, ds: xr.Dataset, counts: xr.Dataset | None = None, source: str = "checkpoint"
+    ) -> Neuroformer:
         """Rebuild a model from :meth:`to_dataset`.
 
         Parameters
@@ -652,7 +677,9 @@ class Neuroformer(Estimator):
         try:
             model.net_.load_state_dict(state)
         except RuntimeError as err:
-            raise InputError(f"{source}: weights do not fit the model ({' '.join(str(err).split())[:300]})") from None
+            raise InputError(
+                f"{source}: weights do not fit the model ({' '.join(str(err).split())[:300]})"
+            ) from None
         model.net_.eval()
         return model
 

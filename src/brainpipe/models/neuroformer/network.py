@@ -40,7 +40,9 @@ class Attention(nn.Module):
             w = torch.softmax(s.float(), dim=-1).to(q.dtype)
             out = w @ v
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0
+            )
         return self.o(out.transpose(1, 2).reshape(B, L, D)), w
 
 
@@ -150,7 +152,9 @@ class NeuroformerNet(nn.Module):
         }
         if self.proj_neural is not None and self.proj_modality is not None and mod_feats:
             out["z_neural"] = F.normalize(self.proj_neural(pooled), dim=-1)
-            out["z_modality"] = F.normalize(self.proj_modality(torch.stack([f.mean(1) for f in mod_feats]).mean(0)), dim=-1)
+            out["z_modality"] = F.normalize(
+                self.proj_modality(torch.stack([f.mean(1) for f in mod_feats]).mean(0)), dim=-1
+            )
         if need_weights:
             out["attention"] = maps
         return out
@@ -195,8 +199,12 @@ def pretrain_loss(model: NeuroformerNet, batch, contrastive_weight: float = 0.0,
     """
     x_id, x_dt, y_id, y_dt, past_id, past_dt, modality, _ = split_batch(batch)
     out = model(x_id, x_dt, past_id, past_dt, modality)
-    loss_id = F.cross_entropy(out["id_logits"].flatten(0, 1).float(), y_id.flatten(), ignore_index=model.pad_id)
-    loss_dt = F.cross_entropy(out["dt_logits"].flatten(0, 1).float(), y_dt.flatten(), ignore_index=model.pad_dt)
+    loss_id = F.cross_entropy(
+        out["id_logits"].flatten(0, 1).float(), y_id.flatten(), ignore_index=model.pad_id
+    )
+    loss_dt = F.cross_entropy(
+        out["dt_logits"].flatten(0, 1).float(), y_dt.flatten(), ignore_index=model.pad_dt
+    )
     loss = loss_id + loss_dt
     res = {"loss_id": loss_id.detach(), "loss_dt": loss_dt.detach()}
     if contrastive_weight > 0 and "z_neural" in out and x_id.shape[0] > 1:
@@ -209,7 +217,9 @@ def pretrain_loss(model: NeuroformerNet, batch, contrastive_weight: float = 0.0,
     return res
 
 
-def behaviour_loss(model: NeuroformerNet, batch, kind: str = "regression", class_weight: torch.Tensor | None = None):
+def behaviour_loss(
+    model: NeuroformerNet, batch, kind: str = "regression", class_weight: torch.Tensor | None = None
+):
     """Behaviour head loss: MSE on standardised targets (regression) or class-weighted cross-entropy
     (classification; weights inverse to the class frequencies of the labelled windows, so the decoder is trained
     for balanced accuracy rather than for the majority class).

@@ -137,24 +137,39 @@ class SpikeTokenizer:
             f"{bw} s; set neuroformer tokeniser dt_s to a multiple of {bw} (e.g. {bw}) or bin the spikes at a divisor of it",
         )
         self.window_bins_ = self.rebin_ * self._ratio(
-            self.window_s, self.dt_s, f"tokeniser window_s={self.window_s} must be a multiple of dt_s={self.dt_s}"
+            self.window_s,
+            self.dt_s,
+            f"tokeniser window_s={self.window_s} must be a multiple of dt_s={self.dt_s}",
         )
         self.past_bins_ = self.rebin_ * self._ratio(
-            self.past_window_s, self.dt_s, f"tokeniser past_window_s={self.past_window_s} must be a multiple of dt_s={self.dt_s}"
+            self.past_window_s,
+            self.dt_s,
+            f"tokeniser past_window_s={self.past_window_s} must be a multiple of dt_s={self.dt_s}",
         )
         stride = self.stride_s if self.stride_s is not None else self.window_s
-        self.stride_bins_ = self.rebin_ * self._ratio(stride, self.dt_s, f"tokeniser stride_s={stride} must be a multiple of dt_s")
+        self.stride_bins_ = self.rebin_ * self._ratio(
+            stride, self.dt_s, f"tokeniser stride_s={stride} must be a multiple of dt_s"
+        )
         if self.block_size < 3 or self.past_block_size < 2:
-            raise ConfigError(f"tokeniser: block_size {self.block_size} must be >= 3 and past_block_size >= 2")
+            raise ConfigError(
+                f"tokeniser: block_size {self.block_size} must be >= 3 and past_block_size >= 2"
+            )
         self.bin_width_s_ = bw
         self.units_ = np.asarray(counts["unit"].values).astype(str)
-        self.mod_layout_ = [(name, str(spec["source"]), [str(v) for v in spec["variables"]]) for name, spec in self.modalities.items()]
+        self.mod_layout_ = [
+            (name, str(spec["source"]), [str(v) for v in spec["variables"]])
+            for name, spec in self.modalities.items()
+        ]
         for name, src, vars_ in self.mod_layout_:
             self._variables(counts, src, vars_, f"modality '{name}'", source)
         if self.target is not None:
-            self._variables(counts, str(self.target["source"]), [str(self.target["variable"])], "target", source)
+            self._variables(
+                counts, str(self.target["source"]), [str(self.target["variable"])], "target", source
+            )
             if self.target.get("kind", "regression") == "classification":
-                vals = self._variables(counts, str(self.target["source"]), [str(self.target["variable"])], "target", source)
+                vals = self._variables(
+                    counts, str(self.target["source"]), [str(self.target["variable"])], "target", source
+                )
                 self.classes_ = np.unique(vals[:, 0])
         return self
 
@@ -207,7 +222,9 @@ class SpikeTokenizer:
                 f"{self.units_.size} ({', '.join(self.units_[:4])}...); use the same units in the same order"
             )
         if abs(float(counts.attrs["bin_width_s"]) - self.bin_width_s_) > 1e-12:
-            raise InputError(f"{source}: bin width {counts.attrs['bin_width_s']} s differs from the fitted {self.bin_width_s_} s")
+            raise InputError(
+                f"{source}: bin width {counts.attrs['bin_width_s']} s differs from the fitted {self.bin_width_s_} s"
+            )
         y = np.asarray(counts["counts"].values)
         seg = segments(counts)
         W, P, S = self.window_bins_, self.past_bins_, self.stride_bins_
@@ -225,8 +242,14 @@ class SpikeTokenizer:
         past_dt = np.full((n, PB), sp["pad_dt"], np.int64)
         cur_id[:, 0], cur_dt[:, 0] = sp["sos"], sp["sos_dt"]
         past_id[:, 0], past_dt[:, 0] = sp["sos"], sp["sos_dt"]
-        stats = {"n_windows": n, "n_truncated_windows": 0, "n_dropped_spikes": 0, "n_past_truncated_windows": 0,
-                 "n_past_dropped_spikes": 0, "n_empty_windows": 0}
+        stats = {
+            "n_windows": n,
+            "n_truncated_windows": 0,
+            "n_dropped_spikes": 0,
+            "n_past_truncated_windows": 0,
+            "n_past_dropped_spikes": 0,
+            "n_empty_windows": 0,
+        }
         k = self.rebin_
         for w, t0 in enumerate(starts):
             ids, dts = self._tokens(y[t0 : t0 + W], k)
@@ -250,29 +273,50 @@ class SpikeTokenizer:
         if stats["n_truncated_windows"]:
             LOG.info(
                 "%s: %d of %d windows had more than block_size-2=%d spikes (%d later spikes dropped)",
-                source, stats["n_truncated_windows"], n, B - 2, stats["n_dropped_spikes"],
+                source,
+                stats["n_truncated_windows"],
+                n,
+                B - 2,
+                stats["n_dropped_spikes"],
             )
         self.stats_ = stats
         # modalities, sampled at every fine bin of the past + current window
         span = np.arange(-P, W)
-        mods = [self._variables(counts, src, vars_, f"modality '{name}'", source) for name, src, vars_ in self.mod_layout_]
+        mods = [
+            self._variables(counts, src, vars_, f"modality '{name}'", source)
+            for name, src, vars_ in self.mod_layout_
+        ]
         mod_vals = np.concatenate(mods, axis=1) if mods else np.zeros((y.shape[0], 0))
-        modality = mod_vals[starts[:, None] + span[None, :]].astype(np.float32) if n else np.zeros((0, P + W, 0), np.float32)
+        modality = (
+            mod_vals[starts[:, None] + span[None, :]].astype(np.float32)
+            if n
+            else np.zeros((0, P + W, 0), np.float32)
+        )
         target = np.full((n, 1), np.nan, np.float32)
         if self.target is not None and n:
-            tv = self._variables(counts, str(self.target["source"]), [str(self.target["variable"])], "target", source)[:, 0]
+            tv = self._variables(
+                counts, str(self.target["source"]), [str(self.target["variable"])], "target", source
+            )[:, 0]
             cur = tv[starts[:, None] + np.arange(W)[None, :]]
             if self.target.get("kind", "regression") == "classification":
                 last = cur[:, -1]
                 lab = np.searchsorted(self.classes_, last)
-                known = (lab < self.classes_.size) & (self.classes_[np.clip(lab, 0, self.classes_.size - 1)] == last)
+                known = (lab < self.classes_.size) & (
+                    self.classes_[np.clip(lab, 0, self.classes_.size - 1)] == last
+                )
                 target[:, 0] = np.where(known, lab, np.nan)
             else:
                 target[:, 0] = cur.mean(axis=1)
         split = np.asarray(counts["split"].values)[starts] if n else np.zeros(0, np.int8)
         t_start = np.asarray(counts["time"].values)[starts] - 0.5 * self.bin_width_s_ if n else np.zeros(0)
-        wc = np.stack([y[t0 : t0 + W].sum(axis=0) for t0 in starts]) if n else np.zeros((0, units.size), np.int64)
-        return Windows(cur_id, cur_dt, past_id, past_dt, modality, target, t_start, split.astype(np.int8), wc, starts)
+        wc = (
+            np.stack([y[t0 : t0 + W].sum(axis=0) for t0 in starts])
+            if n
+            else np.zeros((0, units.size), np.int64)
+        )
+        return Windows(
+            cur_id, cur_dt, past_id, past_dt, modality, target, t_start, split.astype(np.int8), wc, starts
+        )
 
     def n_modality_vars(self) -> list[int]:
         """The number of variables of each modality, in the fitted modality order.

@@ -112,4 +112,6 @@ class SequenceData:
             index[b, :n] = rows
         as_t = lambda a: torch.as_tensor(a, dtype=self._data_dtype(), device=device)  # noqa: E731
         log_factorial = torch.lgamma(torch.as_tensor(counts, dtype=dtype, device=device) + 1).sum(-1)
-        return Batch(as_t(counts), as_t(hist), as_t(cov), torch.as_tensor(mask, device=device), index, log_factorial)
+        return Batch(
+            as_t(counts), as_t(hist), as_t(cov), torch.as_tensor(mask, device=device), index, log_factorial
+        )

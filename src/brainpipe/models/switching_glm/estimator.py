@@ -227,7 +227,12 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
     model_name = "switching_glm"
 
     def _check_params(self) -> None:
-        for name, allowed in (("prior", PRIORS), ("link", LINKS), ("data_dtype", DATA_DTYPES), ("m_step", M_STEPS)):
+        for name, allowed in (
+            ("prior", PRIORS),
+            ("link", LINKS),
+            ("data_dtype", DATA_DTYPES),
+            ("m_step", M_STEPS),
+        ):
             self._check_choice(name, tuple(allowed))
         for name in ("n_states", "history_bins", "n_restarts", "hessian_rows", "newton_iter"):
             if int(getattr(self, name)) < 1:
@@ -236,7 +241,9 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         if mean.shape != (3,) or np.any(mean <= 0):
             raise self._param_error("onehot_prior_mean", "must be 3 positive probabilities (inh, none, exc)")
 
-    def _init_params(self, data: Batch, rng: np.random.Generator, glm: dict | None) -> dict[str, torch.Tensor]:
+    def _init_params(
+        self, data: Batch, rng: np.random.Generator, glm: dict | None
+    ) -> dict[str, torch.Tensor]:
         S, N, C = self.n_states, data.counts.shape[-1], data.covariates.shape[-1]
         dev = data.counts.device
         dt = self._dtype(dev)
@@ -270,8 +277,15 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         return obj, total, (log_norm, gamma, xi)
 
     def _em(
-        self, p: dict, data: Batch, n_iter: int, hard: bool, names: list[str],
-        objs: list[float] | None = None, lls: list[float] | None = None, tick=None,
+        self,
+        p: dict,
+        data: Batch,
+        n_iter: int,
+        hard: bool,
+        names: list[str],
+        objs: list[float] | None = None,
+        lls: list[float] | None = None,
+        tick=None,
     ) -> tuple[list[float], list[float]]:
         """EM iterations from ``p`` (updated in place). ``objs``/``lls`` continue a run that was checkpointed
         (the objective of ``p`` is then already their last entry); ``tick()`` is called after every iteration."""
@@ -299,16 +313,33 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
 
     def _single_glm(self, data: Batch) -> dict[str, np.ndarray]:
         """Single-state GLM fit (the initialisation): same emission model, one state, L-BFGS."""
-        single = SwitchingGLM(n_states=1, prior="none", link=self.link, history_bins=self.history_bins,
-                              history_decay=self.history_decay, m_step_iter=100, newton_iter=50, l2=self.l2, device=self.device,
-                              data_dtype=self.data_dtype, m_step=self.m_step, hessian_rows=self.hessian_rows)
+        single = SwitchingGLM(
+            n_states=1,
+            prior="none",
+            link=self.link,
+            history_bins=self.history_bins,
+            history_decay=self.history_decay,
+            m_step_iter=100,
+            newton_iter=50,
+            l2=self.l2,
+            device=self.device,
+            data_dtype=self.data_dtype,
+            m_step=self.m_step,
+            hessian_rows=self.hessian_rows,
+        )
         N, C = data.counts.shape[-1], data.covariates.shape[-1]
         rate = (data.counts.sum((0, 1), dtype=self._dtype(data.counts.device)) / data.n_bins).clamp_min(1e-3)
-        inv = {"softplus": lambda r: torch.log(torch.expm1(r)), "exp": torch.log,
-               "sigmoid": lambda r: torch.logit(r.clamp_max(0.99))}[self.link]
+        inv = {
+            "softplus": lambda r: torch.log(torch.expm1(r)),
+            "exp": torch.log,
+            "sigmoid": lambda r: torch.logit(r.clamp_max(0.99)),
+        }[self.link]
         zero = torch.zeros
-        p = {"b": inv(rate)[None], "U": zero(1, N, C, dtype=rate.dtype, device=rate.device),
-             "W": zero(1, N, N, dtype=rate.dtype, device=rate.device)}
+        p = {
+            "b": inv(rate)[None],
+            "U": zero(1, N, C, dtype=rate.dtype, device=rate.device),
+            "W": zero(1, N, N, dtype=rate.dtype, device=rate.device),
+        }
         gamma = data.mask[:, :, None].to(rate.dtype)
         single._m_step(p, ["b", "U", "W"], data, gamma, hard=True)
         return {k: p[k][0].cpu().numpy() for k in ("W", "b", "U")}
@@ -363,7 +394,9 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         glm = self._single_glm(data)
         ckpt = Checkpointer(
             checkpoint,
-            fingerprint_of({"run": dict(fingerprint or {}), "params": self._fingerprint_params(), "n_bins": data.n_bins}),
+            fingerprint_of(
+                {"run": dict(fingerprint or {}), "params": self._fingerprint_params(), "n_bins": data.n_bins}
+            ),
             every_s=checkpoint_every_s,
         )
         dev = data.counts.device
@@ -387,7 +420,9 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
                     objs, lls = self._run_phase(phases[k], p, data, r, objs, lls, tick)
                     if k + 1 < len(phases):
                         objs, lls = [], []
-                        ckpt.maybe_save(lambda k=k, p=p, r=r, b=best: _ckpt_state(r, k + 1, p, [], [], b), force=True)
+                        ckpt.maybe_save(
+                            lambda k=k, p=p, r=r, b=best: _ckpt_state(r, k + 1, p, [], [], b), force=True
+                        )
                 log.info("restart %d: objective %.3f after %d EM iterations", r, objs[-1], len(objs) - 1)
                 if best is None or objs[-1] > best["objs"][-1]:
                     best = {"p": p, "objs": objs, "lls": lls}
@@ -411,7 +446,9 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         finally:
             self.prior = "onehot"
 
-    def _run_phase(self, phase: str, p: dict, data: Batch, r: int, objs, lls, tick) -> tuple[list[float], list[float]]:
+    def _run_phase(
+        self, phase: str, p: dict, data: Batch, r: int, objs, lls, tick
+    ) -> tuple[list[float], list[float]]:
         """One phase of a restart, updating ``p`` in place: "em" (no or Gaussian prior), or for the one-hot prior
         "warm" (the free HMM-GLM, whose weights seed the one-hot structure), "relax" (Gumbel-softmax relaxation;
         rerun from its start after an interruption: its random stream is seeded per restart) and "polish"."""
@@ -482,7 +519,11 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         self._check_units(ds)
         data = self.batch(ds, split)
         with torch.no_grad():
-            return float(hmm.log_marginal(self._ll_batch(data), self.params_["log_pi"], self.params_["log_A"], data.mask).sum())
+            return float(
+                hmm.log_marginal(
+                    self._ll_batch(data), self.params_["log_pi"], self.params_["log_A"], data.mask
+                ).sum()
+            )
 
     def score(self, ds: xr.Dataset, split: str = "test") -> float:
         """Held-out marginal log-likelihood per spike (nats) of one split: higher is better.
@@ -551,12 +592,20 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         units = self.units_
         out = xr.Dataset(
             {
-                "weights": (("state", "unit_post", "unit_pre"), self.weights_, {"long_name": "coupling weight"}),
+                "weights": (
+                    ("state", "unit_post", "unit_pre"),
+                    self.weights_,
+                    {"long_name": "coupling weight"},
+                ),
                 "bias": (("state", "unit_post"), self.bias_),
                 "covariate_weight": (("state", "unit_post", "covariate"), self.cov_weights_),
                 "covariate_mean": ("covariate", np.asarray(self.cov_mean_, float)),
                 "covariate_std": ("covariate", np.asarray(self.cov_std_, float)),
-                "adjacency": (("state", "unit_post", "unit_pre"), self.adjacency_, {"long_name": "-1 inh, 0 none, 1 exc"}),
+                "adjacency": (
+                    ("state", "unit_post", "unit_pre"),
+                    self.adjacency_,
+                    {"long_name": "-1 inh, 0 none, 1 exc"},
+                ),
                 "transition": (("state_from", "state_to"), np.exp(self.log_A_)),
                 "initial": ("state", np.exp(self.log_pi_)),
                 "objective": ("em_iteration", self.objective_, {"long_name": "MAP objective (train)"}),
@@ -595,7 +644,9 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
             post, vit = self.decode(ds)
             out["posterior"] = (("time", "state"), post, {"long_name": "posterior state probability"})
             out["viterbi"] = ("time", vit, {"long_name": "most probable state path"})
-            out = out.assign_coords(time=("time", ds["time"].values, {"units": "s", "long_name": "bin centre"}))
+            out = out.assign_coords(
+                time=("time", ds["time"].values, {"units": "s", "long_name": "bin centre"})
+            )
         return out
 
     @classmethod
@@ -616,8 +667,14 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         """
         a = fit.attrs
         S = fit.sizes["state"]
-        m = cls(n_states=S, prior="none", link=str(a["link"]), history_bins=int(a["history_bins"]),
-                history_decay=float(a.get("history_decay", 1.0)), device=device)
+        m = cls(
+            n_states=S,
+            prior="none",
+            link=str(a["link"]),
+            history_bins=int(a["history_bins"]),
+            history_decay=float(a.get("history_decay", 1.0)),
+            device=device,
+        )
         m.prior = str(a.get("prior", "none")) if a.get("role") == "fit" else "none"
         dev = resolve_device(device)
         dt = m._dtype(dev)
@@ -629,9 +686,13 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         m.covariate_names_ = [str(c) for c in fit["covariate"].values] if "covariate" in fit.coords else []
         m.cov_mean_ = np.asarray(fit["covariate_mean"].values) if "covariate_mean" in fit else np.zeros(0)
         m.cov_std_ = np.asarray(fit["covariate_std"].values) if "covariate_std" in fit else np.ones(0)
-        p = {"W": as_t(W), "b": as_t(fit["bias"].values), "U": as_t(U),
-             "log_A": as_t(np.log(np.clip(fit["transition"].values, 1e-300, None))),
-             "log_pi": as_t(np.log(np.clip(fit["initial"].values, 1e-300, None)))}
+        p = {
+            "W": as_t(W),
+            "b": as_t(fit["bias"].values),
+            "U": as_t(U),
+            "log_A": as_t(np.log(np.clip(fit["transition"].values, 1e-300, None))),
+            "log_pi": as_t(np.log(np.clip(fit["initial"].values, 1e-300, None))),
+        }
         prior_kind, m.prior = m.prior, "none"  # the stored weights are already the hard ones
         m._set_fitted(p)
         m.prior = prior_kind
@@ -639,6 +700,8 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         m.units_ = np.asarray(fit["unit_post"].values).astype(str)
         m.bin_width_s_ = float(a.get("bin_width_s", np.nan))
         m.objective_ = np.asarray(fit["objective"].values) if "objective" in fit else np.zeros(0)
-        m.log_likelihood_ = np.asarray(fit["train_log_likelihood"].values) if "train_log_likelihood" in fit else np.zeros(0)
+        m.log_likelihood_ = (
+            np.asarray(fit["train_log_likelihood"].values) if "train_log_likelihood" in fit else np.zeros(0)
+        )
         m.n_iter_ = int(a.get("n_iter", 0))
         return m

@@ -11,7 +11,11 @@ import torch.nn.functional as F
 
 from brainpipe.models.switching_glm.data import Batch
 
-LINKS = ("softplus", "sigmoid", "exp")  # the rate functions themselves live in _poisson_terms and _fisher_blocks
+LINKS = (
+    "softplus",
+    "sigmoid",
+    "exp",
+)  # the rate functions themselves live in _poisson_terms and _fisher_blocks
 M_STEPS = ("newton", "lbfgs")
 MIN_RATE = 1e-10  # floor on the Poisson rate per bin (keeps log(rate) finite)
 CHUNK_ELEMENTS = 1 << 19  # bins x (states x neurons) per block of the data term: a few MB, cache-sized
@@ -76,7 +80,11 @@ class EmissionMSteps:
                 eta.addmm_(X[lo:hi], Ut)
             term, _ = self._poisson_terms(eta.view(hi - lo, S, N), Y[lo:hi, None, :], grad=False)
             out[lo:hi] = term.sum(-1, dtype=pd)
-        log_factorial = data.log_factorial if data.log_factorial is not None else torch.lgamma(data.counts.to(pd) + 1).sum(-1)
+        log_factorial = (
+            data.log_factorial
+            if data.log_factorial is not None
+            else torch.lgamma(data.counts.to(pd) + 1).sum(-1)
+        )
         return (out.view(B, T, S) - log_factorial[:, :, None]) * data.mask[:, :, None]
 
     def _state_rows(self, data: Batch, gamma: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
@@ -98,7 +106,9 @@ class EmissionMSteps:
         for s in range(g.shape[1]):
             keep = g[:, s] > self.m_step_min_weight
             n_keep = int(keep.sum())
-            if n_keep > 0.8 * keep.shape[0]:  # a diffuse posterior: copying the kept bins costs more than it saves
+            if (
+                n_keep > 0.8 * keep.shape[0]
+            ):  # a diffuse posterior: copying the kept bins costs more than it saves
                 gs, ys, hs, xs = torch.where(keep, g[:, s], 0.0), Y, H, X
             else:
                 idx = torch.nonzero(keep).squeeze(1)
@@ -116,7 +126,9 @@ class EmissionMSteps:
         accumulated in the parameters' dtype (value, gradients).
         """
         dW, db, dU = torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(U)
-        value = torch.zeros_like(b)  # per (state, neuron): the M-step's objective is a sum of independent parts
+        value = torch.zeros_like(
+            b
+        )  # per (state, neuron): the M-step's objective is a sum of independent parts
         N = W.shape[-1]
         for s, (g, Y, H, X, Hg, Xg) in enumerate(rows):
             dd = H.dtype
@@ -136,7 +148,9 @@ class EmissionMSteps:
                     dU[s] += (d.T @ Xg[lo:hi]).to(dU.dtype)
         return value, dW, db, dU
 
-    def _loss_and_grad(self, q: dict, rows, scale: float, hard: bool, tau=None, gen=None, extra=None) -> torch.Tensor:
+    def _loss_and_grad(
+        self, q: dict, rows, scale: float, hard: bool, tau=None, gen=None, extra=None
+    ) -> torch.Tensor:
         """``-(Q + log prior) * scale (+ extra)``, with its gradient accumulated into the leaf tensors of ``q``.
 
         The data term and its gradient w.r.t. (W, b, U) are closed-form (:meth:`_q_and_grads`, no autograd over
@@ -154,7 +168,11 @@ class EmissionMSteps:
     def _m_step(self, p, names, data: Batch, gamma: torch.Tensor, hard: bool) -> None:
         """The emission M-step: Newton (``m_step="newton"``) where the weights are free parameters (no or Gaussian
         prior, and the single-state initialisation), else L-BFGS (the one-hot prior's parametrisation)."""
-        if self.m_step == "newton" and sorted(names) == ["U", "W", "b"] and self.prior in ("none", "gaussian"):
+        if (
+            self.m_step == "newton"
+            and sorted(names) == ["U", "W", "b"]
+            and self.prior in ("none", "gaussian")
+        ):
             self._m_step_newton(p, data, gamma)
         else:
             self._m_step_lbfgs(p, names, data, gamma, hard)
@@ -294,15 +312,25 @@ class EmissionMSteps:
             if bool(ok.any()):  # the Fisher information where the parameters moved
                 info = torch.where(ok[..., None, None], self._fisher_blocks(theta, design) + prior_h, info)
             direction = solve(info, damp, grad)
-        p["W"], p["b"], p["U"] = theta[..., :N].contiguous(), theta[..., N].contiguous(), theta[..., N + 1 :].contiguous()
+        p["W"], p["b"], p["U"] = (
+            theta[..., :N].contiguous(),
+            theta[..., N].contiguous(),
+            theta[..., N + 1 :].contiguous(),
+        )
 
     def _m_step_lbfgs(self, p, names, data: Batch, gamma: torch.Tensor, hard: bool) -> None:
         """L-BFGS on -(Q + log prior) / n_bins (see :meth:`_loss_and_grad`)."""
         params = [p[k].detach().clone().requires_grad_(True) for k in names]
         scale = 1.0 / max(data.n_bins, 1)
         rows = self._state_rows(data, gamma)
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=self.m_step_iter, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-9, tolerance_change=1e-12)
+        opt = torch.optim.LBFGS(
+            params,
+            lr=1.0,
+            max_iter=self.m_step_iter,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+        )
 
         def closure():
             opt.zero_grad()

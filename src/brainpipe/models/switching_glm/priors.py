@@ -21,7 +21,9 @@ class CouplingPriors:
     ``onehot_*``, ``tau_start``/``tau_end``, ``entropy_weight``, ``n_states`` and the M-step methods
     (:class:`~brainpipe.models.switching_glm.mstep.EmissionMSteps`)."""
 
-    def _weights(self, p: dict[str, torch.Tensor], hard: bool, tau: float | None, gen: torch.Generator | None):
+    def _weights(
+        self, p: dict[str, torch.Tensor], hard: bool, tau: float | None, gen: torch.Generator | None
+    ):
         """Per-state coupling matrices (S, N, N) from the parameters (one-hot: relaxed or hard)."""
         if self.prior != "onehot" or "logits" not in p:  # free weights, or a one-hot fit loaded from disk
             return p["W"]
@@ -29,7 +31,13 @@ class CouplingPriors:
         if hard:
             a = F.one_hot(logits.argmax(-1), 3).to(logits.dtype)
         else:
-            g = -torch.log(-torch.log(torch.rand(logits.shape, generator=gen, dtype=logits.dtype).to(logits.device).clamp_min(1e-20)))
+            g = -torch.log(
+                -torch.log(
+                    torch.rand(logits.shape, generator=gen, dtype=logits.dtype)
+                    .to(logits.device)
+                    .clamp_min(1e-20)
+                )
+            )
             a = torch.softmax((logits + g) / tau, dim=-1)
         W = (a[..., 2] - a[..., 0]) * F.softplus(p["strength"])
         eye = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
@@ -126,7 +134,9 @@ class CouplingPriors:
             q.update(params)
             with torch.no_grad():  # E-step with the current hard structure
                 W = self._weights(q, hard=True, tau=None, gen=None)
-                log_norm, gamma, xi = hmm.forward_backward(self._log_lik(q, W, data), p["log_pi"], p["log_A"], data.mask)
+                log_norm, gamma, xi = hmm.forward_backward(
+                    self._log_lik(q, W, data), p["log_pi"], p["log_A"], data.mask
+                )
             if self.n_states > 1:
                 p["log_A"], p["log_pi"] = self._transitions_map(gamma, xi)
             rows = self._state_rows(data, gamma)

@@ -82,7 +82,6 @@ def unit_ticks(ax, labels: list[str], axis: str) -> None:
         ax.set_xticks(ticks, text, fontsize=size, rotation=90)
 
 
-
 def color_limit(*mats: np.ndarray) -> float:
     """Symmetric colour limit from the off-diagonal weights (the diagonal holds self-history weights)."""
     vals = []
@@ -97,4 +96,3 @@ def color_limit(*mats: np.ndarray) -> float:
         allv = allv[np.isfinite(allv)]
         lim = float(allv.max()) if allv.size else 0.0
     return lim if lim > 0 else 1.0
-

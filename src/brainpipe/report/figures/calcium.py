@@ -29,7 +29,9 @@ def rank_figure(fit: xr.Dataset) -> bytes:
     thr = float(fit.attrs.get("stability_threshold", np.nan))
     axes[1].axhline(thr, ls="--", color="#999", lw=1)
     axes[1].axvline(int(fit.attrs["selected_rank"]), color="#d62728", lw=1)
-    axes[1].set(xlabel="rank", ylabel="replicate stability", title="stability (selected rank in red)", ylim=(0, 1.05))
+    axes[1].set(
+        xlabel="rank", ylabel="replicate stability", title="stability (selected rank in red)", ylim=(0, 1.05)
+    )
     for ax in axes:
         ax.set_xticks(ranks)
     fig.tight_layout()

@@ -30,11 +30,16 @@ def neuroformer_figure(name: str, metrics, conn, pre, truth) -> bytes:
         PNG.
     """
     vals = {str(k): float(v) for k, v in zip(metrics["metric"].values, metrics["value"].values, strict=True)}
-    mats = [("attention rollout (lift)", conn["attention"].values), ("lagged cross-correlation", conn["xcorr"].values),
-            ("Poisson-GLM coupling", conn["glm"].values)]
+    mats = [
+        ("attention rollout (lift)", conn["attention"].values),
+        ("lagged cross-correlation", conn["xcorr"].values),
+        ("Poisson-GLM coupling", conn["glm"].values),
+    ]
     if truth is not None and "weights" in truth:
         units = [str(u) for u in conn["unit_post"].values]
-        t = truth.assign_coords(unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str))
+        t = truth.assign_coords(
+            unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str)
+        )
         mats.append(("planted weights", np.asarray(t["weights"].sel(unit_post=units, unit_pre=units).values)))
     n = 2 + len(mats)
     with plt.rc_context(STYLE):

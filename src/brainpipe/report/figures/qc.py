@@ -32,7 +32,10 @@ def firing_rates_hz(counts: xr.Dataset) -> np.ndarray:
 def _covariate_panels(counts: xr.Dataset) -> list[tuple[str, str, str]]:
     """(variable, its dim, panel label) for each covariate block present: behaviour, then stimulus."""
     out = []
-    for var, dim, label in (("behaviour", "behaviour_var", "behaviour"), ("stimulus", "stimulus_var", "stimulus")):
+    for var, dim, label in (
+        ("behaviour", "behaviour_var", "behaviour"),
+        ("stimulus", "stimulus_var", "stimulus"),
+    ):
         if var in counts and counts.sizes.get(dim, 0) > 0:
             out.append((var, dim, label))
     return out
@@ -73,16 +76,24 @@ def data_qc_figure(counts: xr.Dataset, window_s: float = 10.0, max_units: int = 
     heights = [raster_h] + [1.2] * len(covs)
     with plt.rc_context(STYLE):
         fig = plt.figure(figsize=(10.0, sum(heights) + 0.9))
-        gs = fig.add_gridspec(len(heights), 2, height_ratios=heights, width_ratios=[5, 1.2], hspace=0.12, wspace=0.05)
+        gs = fig.add_gridspec(
+            len(heights), 2, height_ratios=heights, width_ratios=[5, 1.2], hspace=0.12, wspace=0.05
+        )
         ax = fig.add_subplot(gs[0, 0])
         positions = [x[y[:, k] > 0] for k in range(n_show)]
-        ax.eventplot(positions, lineoffsets=np.arange(n_show), linelengths=0.75, linewidths=0.9, colors="#1f2328")
+        ax.eventplot(
+            positions, lineoffsets=np.arange(n_show), linelengths=0.75, linewidths=0.9, colors="#1f2328"
+        )
         ax.set_ylim(n_show - 0.5, -0.5)
         unit_ticks(ax, units[:n_show], axis="y")
         ax.set_ylabel("unit")
         shown = f"{n_show} of {len(units)} units" if n_show < len(units) else f"{n_show} units"
         n_seg = ax_j.n_segments
-        span = (f"{t.size * bw:.3g} s" + (f" from {n_seg} {ax_j.what}s" if n_seg > 1 else "")) if t.size else "empty"
+        span = (
+            (f"{t.size * bw:.3g} s" + (f" from {n_seg} {ax_j.what}s" if n_seg > 1 else ""))
+            if t.size
+            else "empty"
+        )
         ax.set_title(f"Spike raster, {where} ({span}; {shown}; bin {bw * 1e3:g} ms)", loc="left")
         axes = [ax]
         for k, (var, dim, label) in enumerate(covs):
@@ -94,12 +105,20 @@ def data_qc_figure(counts: xr.Dataset, window_s: float = 10.0, max_units: int = 
             for j, name in enumerate(names):
                 if var == "stimulus":  # per-trial values: constant within a trial, drawn as steps
                     # thinner lines on top of thicker ones, so variables with equal values stay visible
-                    axc.step(xb, vals[:, j], where="mid", lw=2.8 - 2.0 * j / max(len(names) - 1, 1), label=name)
+                    axc.step(
+                        xb, vals[:, j], where="mid", lw=2.8 - 2.0 * j / max(len(names) - 1, 1), label=name
+                    )
                 else:
                     axc.plot(xb, vals[:, j], lw=1.0, label=name)
             axc.set_ylabel(label)
-            axc.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False,
-                       title=f"{label} variable" + ("s" if len(names) > 1 else ""), title_fontsize=8)
+            axc.legend(
+                loc="center left",
+                bbox_to_anchor=(1.01, 0.5),
+                fontsize=8,
+                frameon=False,
+                title=f"{label} variable" + ("s" if len(names) > 1 else ""),
+                title_fontsize=8,
+            )
             axes.append(axc)
         ax_j.set_xaxis(axes[-1])
         ax_j.draw_joins(*axes)
@@ -129,13 +148,19 @@ def unit_qc_arrays(counts: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarr
     if "qc_rate_hz" not in counts:
         return None
     rate = np.asarray(counts["qc_rate_hz"].values, dtype=np.float64)
-    kept = np.asarray(counts["qc_kept"].values).astype(bool) if "qc_kept" in counts else np.ones(rate.size, bool)
+    kept = (
+        np.asarray(counts["qc_kept"].values).astype(bool) if "qc_kept" in counts else np.ones(rate.size, bool)
+    )
     viol = (
         np.asarray(counts["qc_refractory_violation_fraction"].values, dtype=np.float64)
         if "qc_refractory_violation_fraction" in counts
         else np.full(rate.size, np.nan)
     )
-    names = [str(u) for u in counts["qc_unit"].values] if "qc_unit" in counts.coords else [str(i) for i in range(rate.size)]
+    names = (
+        [str(u) for u in counts["qc_unit"].values]
+        if "qc_unit" in counts.coords
+        else [str(i) for i in range(rate.size)]
+    )
     return rate, kept, viol, names
 
 
@@ -164,8 +189,9 @@ def unit_qc_figure(counts: xr.Dataset, min_rate_hz: float | None = None) -> byte
     colors = np.where(kept[order], "#4c72b0", "#b8c0c8")
     with plt.rc_context(STYLE):
         n_panels = 2 if has_viol else 1
-        fig, axes = plt.subplots(1, n_panels, figsize=(10.0 if has_viol else 6.5, 2.4), squeeze=False,
-                                 gridspec_kw={"wspace": 0.25})
+        fig, axes = plt.subplots(
+            1, n_panels, figsize=(10.0 if has_viol else 6.5, 2.4), squeeze=False, gridspec_kw={"wspace": 0.25}
+        )
         ax = axes[0, 0]
         pos = np.arange(rate.size)
         pos_rates = rate[rate > 0]
@@ -187,7 +213,10 @@ def unit_qc_figure(counts: xr.Dataset, min_rate_hz: float | None = None) -> byte
         if rate.size <= MAX_LABELLED_UNITS:
             ax.set_xticks(pos, [names[i] for i in order], rotation=90, fontsize=7)
         else:
-            ax.set_xlabel("units, sorted by rate" + (" (silent units drawn at the floor)" if log and (rate <= 0).any() else ""))
+            ax.set_xlabel(
+                "units, sorted by rate"
+                + (" (silent units drawn at the floor)" if log and (rate <= 0).any() else "")
+            )
             ax.set_xticks([])
         if has_viol:
             axv = axes[0, 1]

@@ -28,7 +28,9 @@ def coupling_matrix(ds: xr.Dataset) -> xr.DataArray | None:
     return None
 
 
-def aligned_couplings(fit: xr.Dataset, truth: xr.Dataset | None) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+def aligned_couplings(
+    fit: xr.Dataset, truth: xr.Dataset | None
+) -> tuple[list[str], np.ndarray, np.ndarray | None]:
     """Fitted (and planted, when ``truth`` is given) weight matrices on the units both share.
 
     Parameters
@@ -61,8 +63,9 @@ def aligned_couplings(fit: xr.Dataset, truth: xr.Dataset | None) -> tuple[list[s
     return common, fitted, planted
 
 
-
-def model_figure(fit: xr.Dataset, truth: xr.Dataset | None = None, connected: np.ndarray | None = None) -> bytes:
+def model_figure(
+    fit: xr.Dataset, truth: xr.Dataset | None = None, connected: np.ndarray | None = None
+) -> bytes:
     """Fitted coupling heatmap; with ``truth``, the planted one beside it on the same symmetric colour scale
     and a scatter of fitted vs planted off-diagonal weights with the identity line.
 
@@ -96,7 +99,9 @@ def model_figure(fit: xr.Dataset, truth: xr.Dataset | None = None, connected: np
             gs, cbar_col = fig.add_gridspec(1, 2, width_ratios=[1, 0.05], wspace=0.1), 1
         else:  # fitted | planted | colour bar | scatter
             gs, cbar_col = fig.add_gridspec(1, 5, width_ratios=[1, 1, 0.05, 0.3, 1.1], wspace=0.3), 2
-        panels = [("fitted coupling", fitted)] + ([("planted coupling", planted)] if planted is not None else [])
+        panels = [("fitted coupling", fitted)] + (
+            [("planted coupling", planted)] if planted is not None else []
+        )
         im = None
         for k, (name, m) in enumerate(panels):
             ax = fig.add_subplot(gs[0, k])
@@ -123,11 +128,17 @@ def model_figure(fit: xr.Dataset, truth: xr.Dataset | None = None, connected: np
             lo = float(min(x[finite].min(), y[finite].min())) if finite.any() else -1.0
             hi = float(max(x[finite].max(), y[finite].max())) if finite.any() else 1.0
             pad = 0.05 * (hi - lo or 1.0)
-            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#1f2328", lw=0.8, ls="--", label="identity")
+            ax.plot(
+                [lo - pad, hi + pad], [lo - pad, hi + pad], color="#1f2328", lw=0.8, ls="--", label="identity"
+            )
             ax.set_xlim(lo - pad, hi + pad)
             ax.set_ylim(lo - pad, hi + pad)
             ax.set_aspect("equal", adjustable="box")
-            r = np.corrcoef(x[finite], y[finite])[0, 1] if finite.sum() > 1 and np.std(x[finite]) > 0 else np.nan
+            r = (
+                np.corrcoef(x[finite], y[finite])[0, 1]
+                if finite.sum() > 1 and np.std(x[finite]) > 0
+                else np.nan
+            )
             ax.set_title(f"off-diagonal weights (r = {r:.3f})", loc="left")
             ax.set_xlabel("planted weight")
             ax.set_ylabel("fitted weight")

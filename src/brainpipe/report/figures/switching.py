@@ -9,7 +9,17 @@ from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.report.figures.base import CMAP, STYLE, color_limit, plt, to_png, unit_ticks
 from brainpipe.report.figures.timeaxis import decode_window, joined_axis
 
-STATE_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#ccb974", "#64b5cd")
+STATE_COLORS = (
+    "#4c72b0",
+    "#dd8452",
+    "#55a868",
+    "#c44e52",
+    "#8172b3",
+    "#937860",
+    "#da8bc3",
+    "#ccb974",
+    "#64b5cd",
+)
 _ADJ_COLORS = ("#2166ac", "#f6f8fa", "#b2182b")  # inh, none, exc
 
 
@@ -48,7 +58,9 @@ def posterior(fit: xr.Dataset, counts: xr.Dataset) -> np.ndarray | None:
         return None
     post = np.asarray(fit["posterior"].values, dtype=np.float64)
     n = counts.sizes.get("time", 0)
-    if post.shape[0] == n and ("time" not in fit.coords or np.allclose(fit["time"].values, counts["time"].values)):
+    if post.shape[0] == n and (
+        "time" not in fit.coords or np.allclose(fit["time"].values, counts["time"].values)
+    ):
         return post
     if "time" not in fit.coords or post.shape[0] == 0:
         return None
@@ -97,8 +109,9 @@ def planted_states(truth: xr.Dataset, counts: xr.Dataset, idx: np.ndarray) -> np
     return truth_states_at(truth, np.asarray(counts["time"].values)[idx])
 
 
-def state_matching(post: np.ndarray, counts: xr.Dataset, truth: xr.Dataset | None = None,
-                   reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def state_matching(
+    post: np.ndarray, counts: xr.Dataset, truth: xr.Dataset | None = None, reference: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Match a fit's states (posterior ``post``) to the planted states (``truth``), else to a reference fit's
     states (its posterior ``reference``), on the test bins by :func:`brainpipe.evaluate.switching.match_states`
     (Hungarian matching of posterior argmaxes, as in the metrics).
@@ -188,7 +201,9 @@ def switching_states_figure(
     rows = (["planted"] if truth is not None else []) + [name for name, _ in posts]
     n_colours = int(truth.sizes["state"]) if truth is not None else 0
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(rows), 1, figsize=(10.0, 0.75 * len(rows) + 1.1), sharex=True, squeeze=False)
+        fig, axes = plt.subplots(
+            len(rows), 1, figsize=(10.0, 0.75 * len(rows) + 1.1), sharex=True, squeeze=False
+        )
         axes = axes[:, 0]
         k = 0
         if truth is not None:
@@ -196,8 +211,15 @@ def switching_states_figure(
             S_true = int(truth.sizes["state"])
             cmap = ListedColormap([state_color(s) for s in range(S_true)])
             ext = (x[0] - bw / 2, x[-1] + bw / 2, 0, 1) if x.size else (0, 1, 0, 1)
-            axes[0].imshow(z[None, :], aspect="auto", cmap=cmap, vmin=-0.5, vmax=S_true - 0.5, extent=ext,
-                           interpolation="nearest")
+            axes[0].imshow(
+                z[None, :],
+                aspect="auto",
+                cmap=cmap,
+                vmin=-0.5,
+                vmax=S_true - 0.5,
+                extent=ext,
+                interpolation="nearest",
+            )
             axes[0].set_yticks([])
             axes[0].set_ylabel("planted", rotation=0, ha="right", va="center")
             k = 1
@@ -206,8 +228,13 @@ def switching_states_figure(
             k += 1
             _, colour, _ = state_matching(post, counts, truth, ref_post if name != reference else None)
             n_colours = max(n_colours, int(colour.max()) + 1)
-            ax.imshow(_posterior_bands(post[idx], colour), aspect="auto", interpolation="nearest", origin="lower",
-                      extent=(x[0] - bw / 2, x[-1] + bw / 2, 0, 1) if x.size else (0, 1, 0, 1))
+            ax.imshow(
+                _posterior_bands(post[idx], colour),
+                aspect="auto",
+                interpolation="nearest",
+                origin="lower",
+                extent=(x[0] - bw / 2, x[-1] + bw / 2, 0, 1) if x.size else (0, 1, 0, 1),
+            )
             ax.set_ylim(0, 1)
             ax.set_yticks([0, 1], ["0", "1"], fontsize=7)
             text = name + (f"\n{labels[name]}" if labels and name in labels else "")
@@ -219,10 +246,19 @@ def switching_states_figure(
         ax_j.draw_joins(*axes, color="#1f2328")
         what = "planted state" if truth is not None else "state"
         handles = [Patch(color=state_color(c), label=f"{what} {c}") for c in range(n_colours)]
-        axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-                       handlelength=1.2)
-        axes[0].set_title(f"Decoded states, {idx.size * bw:.3g} s of test data (bands: posterior probability "
-                          "of each state)", loc="left")
+        axes[0].legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize=8,
+            frameon=False,
+            handlelength=1.2,
+        )
+        axes[0].set_title(
+            f"Decoded states, {idx.size * bw:.3g} s of test data (bands: posterior probability "
+            "of each state)",
+            loc="left",
+        )
         fig.subplots_adjust(hspace=0.15)
         return to_png(fig)
 
@@ -267,7 +303,9 @@ def switching_weights_figure(fit: xr.Dataset, truth: xr.Dataset, perm: np.ndarra
     from matplotlib.patches import Patch
 
     units = [str(u) for u in fit["unit_post"].values]
-    truth = truth.assign_coords(unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str))
+    truth = truth.assign_coords(
+        unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str)
+    )
     t = truth.sel(unit_post=units, unit_pre=units)
     S = int(truth.sizes["state"])
     Wt = np.asarray(t["weights"].values, dtype=np.float64)
@@ -322,15 +360,23 @@ def switching_weights_figure(fit: xr.Dataset, truth: xr.Dataset, perm: np.ndarra
                 for s in ax.spines.values():
                     s.set_visible(True)
         cax = fig.add_subplot(gs[0:2, S])
-        clipped = any(bool(np.nanmax(np.abs(m)) > lim) for m in [*Wt, *[w for w in Wf if w is not None]] if m.size)
+        clipped = any(
+            bool(np.nanmax(np.abs(m)) > lim) for m in [*Wt, *[w for w in Wf if w is not None]] if m.size
+        )
         cb = fig.colorbar(im, cax=cax, extend="both" if clipped else "neither")
         cb.set_label("weight" + (" (diagonal clipped)" if clipped else ""))
         lax = fig.add_subplot(gs[2:4, S])
         lax.axis("off")
-        lax.legend(handles=[Patch(facecolor=c, edgecolor="#8c959f", label=lb)
-                            for c, lb in zip(_ADJ_COLORS, ("inh", "none", "exc"), strict=True)]
-                   + [plt.Line2D([], [], ls="", marker="x", color="#1f2328", label="wrong")],
-                   loc="center left", fontsize=8, frameon=False)
+        lax.legend(
+            handles=[
+                Patch(facecolor=c, edgecolor="#8c959f", label=lb)
+                for c, lb in zip(_ADJ_COLORS, ("inh", "none", "exc"), strict=True)
+            ]
+            + [plt.Line2D([], [], ls="", marker="x", color="#1f2328", label="wrong")],
+            loc="center left",
+            fontsize=8,
+            frameon=False,
+        )
         return to_png(fig)
 
 
@@ -355,26 +401,43 @@ def switching_summary_figure(
         PNG.
     """
     with plt.rc_context(STYLE):
-        fig, (axb, axo) = plt.subplots(1, 2, figsize=(10.0, 0.35 * len(variants) + 2.2),
-                                       gridspec_kw={"width_ratios": [1, 1.3], "wspace": 0.45})
+        fig, (axb, axo) = plt.subplots(
+            1,
+            2,
+            figsize=(10.0, 0.35 * len(variants) + 2.2),
+            gridspec_kw={"width_ratios": [1, 1.3], "wspace": 0.45},
+        )
         names = [v["name"] for v in variants]
         bits = np.array([v["bits"] for v in variants], dtype=np.float64)
         pos = np.arange(len(variants))
-        colors = ["#8c959f" if v["n_states"] <= 1 else ("#1a7f37" if v.get("best") else "#4c72b0") for v in variants]
+        colors = [
+            "#8c959f" if v["n_states"] <= 1 else ("#1a7f37" if v.get("best") else "#4c72b0") for v in variants
+        ]
         axb.barh(pos, np.nan_to_num(bits), color=colors, height=0.6)
         for p, b in zip(pos, bits, strict=True):
-            axb.text(b if np.isfinite(b) else 0, p, f" {b:.4g}" if np.isfinite(b) else " NaN", va="center",
-                     ha="left" if not np.isfinite(b) or b >= 0 else "right", fontsize=8)
+            axb.text(
+                b if np.isfinite(b) else 0,
+                p,
+                f" {b:.4g}" if np.isfinite(b) else " NaN",
+                va="center",
+                ha="left" if not np.isfinite(b) or b >= 0 else "right",
+                fontsize=8,
+            )
         axb.set_yticks(pos, names)
         axb.axvline(0, color="#1f2328", lw=0.8)
         if oracle_bits is not None and np.isfinite(oracle_bits):
-            axb.axvline(oracle_bits, color="#cf222e", lw=1.0, ls="--", label=f"planted model ({oracle_bits:.4g})")
+            axb.axvline(
+                oracle_bits, color="#cf222e", lw=1.0, ls="--", label=f"planted model ({oracle_bits:.4g})"
+            )
             axb.legend(loc="upper right", fontsize=8, frameon=False)
             axb.set_ylim(len(variants) - 0.4, -1.3)
         else:
             axb.set_ylim(len(variants) - 0.4, -0.6)
         finite = bits[np.isfinite(bits)]
-        hi = max([0.0, *finite.tolist()] + ([oracle_bits] if oracle_bits is not None and np.isfinite(oracle_bits) else []))
+        hi = max(
+            [0.0, *finite.tolist()]
+            + ([oracle_bits] if oracle_bits is not None and np.isfinite(oracle_bits) else [])
+        )
         lo = min([0.0, *finite.tolist()])
         axb.set_xlim(lo - 0.05 * (hi - lo or 1), hi + 0.3 * (hi - lo or 1))
         axb.set_xlabel("test bits/spike (vs homogeneous Poisson)")
@@ -390,8 +453,15 @@ def switching_summary_figure(
             else:
                 color, k = palette[k % len(palette)], k + 1
             if obj.size:
-                axo.plot(np.arange(obj.size), obj, marker="o", ms=2.5, lw=1.2, color=color,
-                         label=f"{v['name']} ({obj.size - 1} it.)")
+                axo.plot(
+                    np.arange(obj.size),
+                    obj,
+                    marker="o",
+                    ms=2.5,
+                    lw=1.2,
+                    color=color,
+                    label=f"{v['name']} ({obj.size - 1} it.)",
+                )
         axo.xaxis.set_major_locator(MaxNLocator(integer=True))
         axo.set_xlabel("EM iteration")
         axo.set_ylabel("objective (train, nats)")

@@ -75,8 +75,10 @@ class JoinedAxis:
             keep = self.starts[:: max(1, int(np.ceil(self.n_segments / n_ticks)))]
             ax.set_xticks(self.x[keep] - self.bw / 2, [str(int(self.trial[i])) for i in keep])
             seg_s = np.diff(np.r_[self.starts, self.t.size]) * self.bw
-            ax.set_xlabel(f"trial (index at its start; {self.n_segments} trials of ~{np.median(seg_s):.2g} s "
-                          f"side by side{join_txt})")
+            ax.set_xlabel(
+                f"trial (index at its start; {self.n_segments} trials of ~{np.median(seg_s):.2g} s "
+                f"side by side{join_txt})"
+            )
         elif self.n_segments > 4:
             keep = self.starts[:: max(1, int(np.ceil(self.n_segments / n_ticks)))]
             ax.set_xticks(self.x[keep] - self.bw / 2, [f"{self.t[i] - self.bw / 2:.5g}" for i in keep])
@@ -99,7 +101,9 @@ class JoinedAxis:
         many = self.joins.size > 12  # many short trials: fainter lines, or they hide the data
         for a in axes:
             for j in self.joins:
-                a.axvline(j, color=color, lw=0.5 if many else 0.8, ls="--", alpha=0.45 if many else 1.0, zorder=3)
+                a.axvline(
+                    j, color=color, lw=0.5 if many else 0.8, ls="--", alpha=0.45 if many else 1.0, zorder=3
+                )
 
 
 def joined_axis(counts: xr.Dataset, idx: np.ndarray) -> JoinedAxis:
@@ -163,7 +167,11 @@ def qc_window(counts: xr.Dataset, window_s: float = 10.0) -> tuple[np.ndarray, s
 
 
 def decode_window(
-    counts: xr.Dataset, max_segments: int = 4, max_s: float = 80.0, min_s: float = 15.0, continuous_s: float = 60.0
+    counts: xr.Dataset,
+    max_segments: int = 4,
+    max_s: float = 80.0,
+    min_s: float = 15.0,
+    continuous_s: float = 60.0,
 ) -> np.ndarray:
     """Bins shown in the decoded-states figure: whole test sequences (trials or test blocks), in order.
 
