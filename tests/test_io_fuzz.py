@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -537,20 +539,58 @@ def scratch() -> Iterator[Callable[[], Path]]:
         d.cleanup()
 
 
+#: The longest a read of a damaged copy may take (it runs in a forked child that is killed past it).
+READ_LIMIT_S = 60.0
+
+
+def _read_in_child(fmt: Format, copy: Copy, send) -> None:
+    """The child's side of :func:`outcome`: read, and send back what happened as plain strings."""
+    try:
+        result = fmt.read(copy.root, copy.path)
+        runs = result if isinstance(result, list) else [result]
+        problems = [
+            p
+            for ds in runs
+            for p in check(ds, fmt.kind, require_provenance=fmt.name.startswith(("netcdf", "zarr")))
+        ]
+        send(("read", problems))
+    except fmt.errors as err:
+        send(("error", str(err)))
+    except BaseException:  # noqa: BLE001 - any other exception is the failure this test looks for
+        send(("crash", traceback.format_exc()))
+
+
 def outcome(fmt: Format, copy: Copy, named: list[Path]) -> str | None:
     """Read the damaged copy: None when it reads (and passes its contract), else the one-line message.
 
-    Any exception but the format's one-line errors propagates (and fails the test with its traceback).
+    The read runs in a forked child, so that a read that never ends (a library spinning on a damaged file) fails
+    the example after :data:`READ_LIMIT_S` instead of hanging the run. Any exception but the format's one-line
+    errors fails the test with the child's traceback.
     """
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_read_in_child, args=(fmt, copy, send.send), daemon=True)
+    child.start()
+    send.close()
     try:
-        result = fmt.read(copy.root, copy.path)
-    except fmt.errors as err:
-        msg = str(err)
-        assert "\n" not in msg, msg
-        assert any(str(p) in msg for p in named), f"the message names none of {named}: {msg}"
-        return msg
-    _assert_valid(fmt, result)
-    return None
+        if not receive.poll(READ_LIMIT_S):
+            pytest.fail(f"{fmt.name}: reading the damaged copy did not end within {READ_LIMIT_S:.0f} s")
+        what, detail = receive.recv()
+    except EOFError:
+        pytest.fail(f"{fmt.name}: the reading process died (exit code {child.exitcode}) without an answer")
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+    if what == "crash":
+        pytest.fail(f"{fmt.name}: a damaged copy raised an exception that is not one line:\n{detail}")
+    if what == "read":
+        assert not detail, f"{fmt.name}: a read that did not fail gave an invalid {fmt.kind}: {detail}"
+        return None
+    msg = detail
+    assert "\n" not in msg, msg
+    assert any(str(p) in msg for p in named), f"the message names none of {named}: {msg}"
+    return msg
 
 
 # -- mutations --------------------------------------------------------------------------------------------------------
