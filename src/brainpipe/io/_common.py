@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -91,6 +92,8 @@ def oneline(err: BaseException, n: int = 160) -> str:
 
 
 _NPY_MAGIC = b"\x93NUMPY"
+#: What numpy raises on a damaged .npy header (it parses the header dict as Python text).
+_NPY_HEADER_ERRORS = (ValueError, TypeError, SyntaxError, tokenize.TokenError)
 
 
 def _npy_header(fh, where: str, size: int) -> tuple[tuple[int, ...], np.dtype, bool, int]:
@@ -113,7 +116,7 @@ def _npy_header(fh, where: str, size: int) -> tuple[tuple[int, ...], np.dtype, b
         version = fmt.read_magic(fh)
         reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, fortran, dtype = reader(fh)
-    except ValueError as err:
+    except _NPY_HEADER_ERRORS as err:
         cut = "EOF" in str(err)
         what = (
             "is truncated (the .npy header is incomplete)"
@@ -288,7 +291,7 @@ def _npy_header_shape(fh, where: str, size: int) -> tuple[int, ...]:
         version = fmt.read_magic(fh)
         reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape = reader(fh)[0]
-    except ValueError as err:
+    except _NPY_HEADER_ERRORS as err:
         raise InputError(
             f"{where}: has a damaged .npy header ({oneline(err)}); export or copy it again"
         ) from None
