@@ -259,3 +259,13 @@ def test_config_forwards_every_constructor_argument(cls):
     args = {k for k in inspect.signature(cls.__init__).parameters if k != "self"}
     missing = sorted(args - keys - RUNTIME.get(cls, set()))
     assert not missing, f"{cls.__name__}: constructor argument(s) the study config cannot set: {missing}"
+
+
+@pytest.mark.parametrize("name", ["SwitchingGLM", "DynamicConnectome"])
+def test_fit_too_big_for_the_machine_is_refused_before_allocating(name, tiny_counts, monkeypatch):
+    cls, kw, _, fit_kind, _ = CASES[name]
+    monkeypatch.setenv("BRAINPIPE_MAX_MEMORY_FRACTION", "1e-9")  # a few bytes
+    with pytest.raises(
+        ConfigError, match=rf"{name}: this fit needs about .* raise BRAINPIPE_MAX_MEMORY_FRACTION"
+    ):
+        cls(**kw).fit(*_data(fit_kind, tiny_counts))

@@ -63,6 +63,38 @@ class Estimator(BaseEstimator):
         if getattr(self, name) not in allowed:
             raise self._param_error(name, f"must be one of {', '.join(map(str, allowed))}")
 
+    def _check_memory(self, need: float, drivers: str) -> None:
+        """Refuse, before allocating, a fit that would need more than the memory budget.
+
+        Parameters
+        ----------
+        need : float
+            Estimated peak allocation of the fit, in bytes.
+        drivers : str
+            What drives it, named for the user (e.g. ``"n_states x units x bins"``).
+
+        Raises
+        ------
+        brainpipe.errors.ConfigError
+            When ``need`` exceeds :func:`brainpipe.simulate.base.memory_budget` (a fraction of the machine's
+            memory, ``BRAINPIPE_MAX_MEMORY_FRACTION``).
+        """
+        from brainpipe.simulate.base import (
+            MEMORY_FRACTION_ENV,
+            _gib,
+            memory_budget,
+            memory_fraction,
+            total_memory,
+        )
+
+        budget = memory_budget()
+        if need > budget:
+            raise ConfigError(
+                f"{type(self).__name__}: this fit needs about {_gib(need)} of memory ({drivers}), more than the "
+                f"{_gib(budget)} allowed ({MEMORY_FRACTION_ENV}={memory_fraction():g} of this machine's "
+                f"{_gib(total_memory())}); use fewer units, states or bins, or raise {MEMORY_FRACTION_ENV}"
+            )
+
     # -- fitted state ---------------------------------------------------------------------------------------------
     def __sklearn_is_fitted__(self) -> bool:
         return any(k.endswith("_") and not k.startswith("__") for k in vars(self))

@@ -182,6 +182,10 @@ class DynamicConnectome(Estimator):
         self._check_params()
         ranks = [int(r) for r in np.atleast_1d(self.ranks)]
         dev = resolve_device(self.device)
+        n_elem = float(np.prod(tensor["affinity"].shape))
+        itemsize = 4 if self.dtype == "float32" else 8
+        # the tensor and its mask on the device, the HALS model and residual, one restart at a time
+        self._check_memory(4.0 * n_elem * itemsize, "pairs x windows x animals of the affinity tensor")
         dt = getattr(torch, self.dtype)
         X = torch.as_tensor(np.asarray(tensor["affinity"].values), dtype=dt, device=dev)
         mask = torch.as_tensor(np.asarray(tensor["mask"].values).astype(bool), device=dev)[:, None, :]

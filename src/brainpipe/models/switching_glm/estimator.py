@@ -376,6 +376,7 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         if "counts" not in ds or "split" not in ds:
             raise InputError("SwitchingGLM needs a spike_counts dataset (variables 'counts' and 'split')")
         X, names = self._covariate_matrix(ds)
+        self._check_memory(*self._memory_estimate(ds.sizes["time"], ds.sizes["unit"], X.shape[1]))
         train = ds["split"].values == SPLIT_FLAGS["train"]
         if X.shape[1]:
             self.cov_mean_ = X[train].mean(0)
@@ -486,6 +487,15 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
             self.adjacency_ = (np.sign(self.weights_) * (np.abs(self.weights_) > thr) * off).astype(np.int8)
         if self.prior == "gaussian":
             self.prior_mean_ = p["W_bar"].cpu().numpy()
+
+    def _memory_estimate(self, n_bins: int, n_units: int, n_cov: int) -> tuple[float, str]:
+        """Peak bytes of a fit (float64): padded counts, history and covariates with their device copies, the
+        per-state data term and posteriors, and the Newton M-step's per-neuron Fisher blocks."""
+        S, T, N, D = float(self.n_states), float(n_bins), float(n_units), float(n_units + n_cov + 1)
+        data = 4 * T * (2 * N + n_cov)
+        states = 6 * T * S * (S + 1) + 3 * S * N * N
+        fisher = S * N * D * D if self.m_step == "newton" else 4 * S * N * D
+        return 8.0 * (data + states + fisher), "n_states x units^3 (Newton M-step) and bins x units"
 
     def _fingerprint_params(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params(deep=False).items()}
