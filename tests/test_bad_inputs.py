@@ -439,7 +439,75 @@ def run_cli(c: Case, tmp: Path) -> str:
     return lines[0].removeprefix("brainpipe: error: ")
 
 
-ENTRY_POINTS: dict[str, Callable[[Case, Path], str]] = {"api": run_api, "cli": run_cli}
+# -- study configs (entry points ``config``: brainpipe.config.load_config; ``check-config``: the command) -------------
+def _study(tmp: Path, change: Callable[[dict], None]) -> Case:
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    change(cfg)
+    f = tmp / "my-study.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    return Case(f, "config", f)
+
+
+def _sim_params(**values) -> Callable[[dict], None]:
+    return lambda c: c["spikes"]["datasets"]["simglm"]["simulate"]["params"].update(values)
+
+
+@case("config_count_as_yaml_text")
+def _(tmp):  # n_neurons: 1e7 (YAML reads it as the text '1e7')
+    return _study(tmp, _sim_params(n_neurons="1e7"))
+
+
+@case("config_count_not_whole")
+def _(tmp):
+    return _study(tmp, _sim_params(n_neurons=2.5))
+
+
+@case("config_simulation_too_big")
+def _(tmp):
+    return _study(tmp, _sim_params(n_neurons=10_000_000))
+
+
+@case("config_number_as_yaml_text")
+def _(tmp):  # tol: 1e-6 (YAML text)
+    return _study(tmp, lambda c: c["spikes"]["switching_glm"]["model"].__setitem__("tol", "1e-6"))
+
+
+@case("config_bad_dataset_override")
+def _(tmp):  # a dataset's own split that does not sum to 1
+    fr = {"train": 0.5, "validation": 0.3, "test": 0.3}
+    return _study(
+        tmp, lambda c: c["spikes"]["datasets"]["nelpy"].__setitem__("bin", {"split": {"fractions": fr}})
+    )
+
+
+def run_config(c: Case, tmp: Path) -> str:
+    """:func:`brainpipe.config.load_config` on the study file (paths relative to the repository)."""
+    from brainpipe.config import load_config
+
+    with pytest.raises(BrainpipeError) as err:
+        load_config(c.source, REPO / "workflow" / "schemas" / "config.schema.yaml", base_dir=REPO)
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+def run_check_config(c: Case, tmp: Path) -> str:
+    """``brainpipe check-config FILE`` (from the repository): one ``brainpipe: error:`` line on stderr, exit 1."""
+    cmd = [sys.executable, "-m", "brainpipe.cli", "check-config", str(c.source)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith("brainpipe: error: "), proc.stderr
+    return lines[0].removeprefix("brainpipe: error: ")
+
+
+ENTRY_POINTS: dict[str, Callable[[Case, Path], str]] = {
+    "api": run_api,
+    "cli": run_cli,
+    "config": run_config,
+    "check-config": run_check_config,
+}
 
 
 def _rows() -> list[dict[str, str]]:
