@@ -503,7 +503,7 @@ def test_broken_intermediate_is_named_and_leaves_nothing(tiny_run, tmp_path):
     wd = tmp_path / "copy"
     shutil.copytree(tiny_run, wd, ignore=shutil.ignore_patterns(".snakemake"))
     counts = wd / "results/spikes/tinysim/counts.nc"
-    with xr.open_dataset(counts, engine="h5netcdf") as ds:
+    with xr.open_dataset(counts, engine="h5netcdf", decode_times=False) as ds:  # as stored (CF time units)
         broken = ds.load().drop_vars("split")
     broken.to_netcdf(counts, engine="h5netcdf")
     fit = wd / "results/spikes/tinysim/poisson_glm/fit.nc"
@@ -688,7 +688,11 @@ def test_validate_and_info_cli(tiny_run, tmp_path):
         [sys.executable, "-m", "brainpipe.cli", "info", str(good)], capture_output=True, text=True
     )
     assert info.returncode == 0
-    assert "contract: spike_counts v1.0" in info.stdout and "stage: bin_spikes" in info.stdout
+    assert (
+        "contract: spike_counts v1.1" in info.stdout
+        and "stale: no" in info.stdout
+        and "stage: bin_spikes" in info.stdout
+    )
     assert "counts ('time', 'unit')" in info.stdout
 
 
