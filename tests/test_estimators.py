@@ -261,7 +261,7 @@ def test_config_forwards_every_constructor_argument(cls):
     assert not missing, f"{cls.__name__}: constructor argument(s) the study config cannot set: {missing}"
 
 
-@pytest.mark.parametrize("name", ["SwitchingGLM", "DynamicConnectome"])
+@pytest.mark.parametrize("name", CASES)
 def test_fit_too_big_for_the_machine_is_refused_before_allocating(name, tiny_counts, monkeypatch):
     cls, kw, _, fit_kind, _ = CASES[name]
     monkeypatch.setenv("BRAINPIPE_MAX_MEMORY_FRACTION", "1e-9")  # a few bytes

@@ -158,6 +158,10 @@ class PoissonGLM(Estimator):
         self._check_params()
         if "counts" not in ds or "split" not in ds:
             raise InputError("PoissonGLM.fit needs a spike_counts dataset (variables 'counts' and 'split')")
+        T, N = ds["counts"].shape
+        K = ds.sizes.get("behaviour_var", 0) if self.use_behaviour else 0
+        # the design (history and behaviour), the counts, and the solver's copies of the design, float64
+        self._check_memory(8.0 * T * (4 * (N + K) + N), "bins x (units + behaviour variables)")
         X = self._design(ds)
         Y = np.asarray(ds["counts"].values, dtype=np.float64)
         split = ds["split"].values

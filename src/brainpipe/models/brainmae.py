@@ -491,6 +491,11 @@ class BrainMAE(Estimator):
 
         self._check_params()
         X = _tensor(X)
+        S, L, R = (float(n) for n in X.shape)
+        B, d, layers = float(self.batch_size), float(self.d_model), float(self.n_layers)
+        # the segments (and a device copy), activations kept for the backward pass, the ROI x ROI attention
+        need = 8 * S * L * R + 4 * 16 * B * R * (d + L) * layers + 4 * 2 * B * self.n_heads * R * R * layers
+        self._check_memory(need, "segments x volumes x ROIs, batch_size x ROIs^2 x n_layers")
         torch.manual_seed(self.seed)  # the initial weights
         self.n_rois_, self.seg_len_ = X.shape[2], X.shape[1]
         self.net_ = BrainMAENet(self.n_rois_, self.seg_len_, self._net_config())

@@ -155,6 +155,7 @@ class Neuroformer(Estimator):
     def _prepare(self, counts: xr.Dataset, source: str) -> Windows:
         if not hasattr(self, "tokenizer_"):
             self.tokenizer_ = self._tokenizer().fit(counts, source)
+        self._check_memory(*self._memory_estimate(counts))
         win = self.tokenizer_.transform(counts, source)
         self.token_stats_ = dict(self.tokenizer_.stats_)
         for name in ("train", "validation"):
@@ -164,6 +165,22 @@ class Neuroformer(Estimator):
                     f"{self.tokenizer_.past_window_s} s fit inside the split blocks); use shorter windows or fewer split blocks"
                 )
         return win
+
+    def _memory_estimate(self, counts: xr.Dataset) -> tuple[float, str]:
+        """Peak bytes of tokenising and training: the token windows (ID, dt and targets, int64, with their tensor
+        copies) and one batch's activations and attention maps (float32)."""
+        tok = self.tokenizer_
+        stride = float(tok.stride_s or tok.window_s)
+        n_win = counts.sizes.get("time", 0) * float(counts.attrs.get("bin_width_s", tok.dt_s)) / stride
+        tokens = float(tok.block_size + tok.past_block_size)
+        batch = float(dict(self.train or {}).get("batch_size", 32))
+        layers = float(self.n_layers + self.n_past_layers)
+        windows = 8 * 6 * n_win * tokens
+        acts = (
+            4 * 16 * batch * tokens * self.d_model * layers
+            + 4 * 2 * batch * self.n_heads * tokens**2 * layers
+        )
+        return windows + acts, "recording length / stride_s x block sizes, batch_size x block_size^2"
 
     @staticmethod
     def _train_config(d: Mapping[str, object], log=None):
