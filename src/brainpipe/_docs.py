@@ -38,6 +38,18 @@ DOCDICT["counts_ds"] = """ds : xarray.Dataset
     A ``spike_counts`` dataset (:data:`brainpipe.data.CONTRACTS`): ``counts`` (time x unit), the ``split``
     flag per bin, and optionally ``behaviour`` (time x behaviour_var); ``bin_width_s`` in its attrs."""
 
+DOCDICT["spike_dataset"] = """dataset : str
+    A spike dataset (a key of ``spikes.datasets``)."""
+
+DOCDICT["fmri_dataset"] = """dataset : str
+    An fMRI dataset (a key of ``fmri.datasets``)."""
+
+DOCDICT["calcium_dataset"] = """dataset : str
+    A calcium dataset (a key of ``calcium.datasets``)."""
+
+DOCDICT["connectome_study"] = """study : str
+    A connectome study (a key of ``calcium.connectome.studies``)."""
+
 DOCDICT["split"] = """split : {"train", "validation", "test"}
     Which bins (or windows) to use, by the dataset's ``split`` flags (:data:`brainpipe.data.SPLIT_FLAGS`)."""
 

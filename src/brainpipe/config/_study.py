@@ -121,8 +121,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            A spike dataset (a key of ``spikes.datasets``).
+        %(spike_dataset)s
 
         Returns
         -------
@@ -136,8 +135,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            A spike dataset (a key of ``spikes.datasets``).
+        %(spike_dataset)s
 
         Returns
         -------
@@ -151,8 +149,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            A spike dataset (a key of ``spikes.datasets``).
+        %(spike_dataset)s
 
         Returns
         -------
@@ -176,8 +173,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            A spike dataset (a key of ``spikes.datasets``).
+        %(spike_dataset)s
 
         Returns
         -------
@@ -195,8 +191,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            A spike dataset (a key of ``spikes.datasets``).
+        %(spike_dataset)s
 
         Returns
         -------
@@ -211,8 +206,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            A spike dataset (a key of ``spikes.datasets``).
+        %(spike_dataset)s
         variant : str
             A switching-GLM variant (a key of ``spikes.switching_glm.variants``).
 
@@ -229,8 +223,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            A spike dataset (a key of ``spikes.datasets``).
+        %(spike_dataset)s
         variant : str
             A switching-GLM variant (a key of ``spikes.switching_glm.variants``).
 
@@ -263,8 +256,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            An fMRI dataset (a key of ``fmri.datasets``).
+        %(fmri_dataset)s
 
         Returns
         -------
@@ -281,8 +273,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            An fMRI dataset (a key of ``fmri.datasets``).
+        %(fmri_dataset)s
 
         Returns
         -------
@@ -296,8 +287,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            An fMRI dataset (a key of ``fmri.datasets``).
+        %(fmri_dataset)s
         variant : str
             A BrainMAE variant (a key of ``fmri.brainmae.variants``).
 
@@ -323,8 +313,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            An fMRI dataset (a key of ``fmri.datasets``).
+        %(fmri_dataset)s
         variant : str
             A BrainMAE variant (a key of ``fmri.brainmae.variants``).
 
@@ -342,8 +331,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            An fMRI dataset (a key of ``fmri.datasets``).
+        %(fmri_dataset)s
 
         Returns
         -------
@@ -373,8 +361,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            A calcium dataset (a key of ``calcium.datasets``).
+        %(calcium_dataset)s
 
         Returns
         -------
@@ -388,8 +375,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            A calcium dataset (a key of ``calcium.datasets``).
+        %(calcium_dataset)s
 
         Returns
         -------
@@ -403,8 +389,7 @@ class Study:
 
         Parameters
         ----------
-        dataset : str
-            A calcium dataset (a key of ``calcium.datasets``).
+        %(calcium_dataset)s
 
         Returns
         -------
@@ -438,8 +423,7 @@ class Study:
 
         Parameters
         ----------
-        study : str
-            A connectome study (a key of ``calcium.connectome.studies``).
+        %(connectome_study)s
 
         Returns
         -------
@@ -454,8 +438,7 @@ class Study:
 
         Parameters
         ----------
-        study : str
-            A connectome study (a key of ``calcium.connectome.studies``).
+        %(connectome_study)s
 
         Returns
         -------
@@ -747,3 +730,16 @@ def load_study(
 
     cfg = load_config(path, schema, base_dir=base_dir or Path("."), check_paths=check_paths)
     return Study(cfg, source=str(path))
+
+
+def _fill_method_docs(cls: type) -> type:
+    """Fill the shared parameter texts (:mod:`brainpipe._docs`) in the docstrings of ``cls``'s methods."""
+    from brainpipe._docs import fill_doc
+
+    for member in vars(cls).values():
+        if callable(member) and "%(" in (member.__doc__ or ""):
+            fill_doc(member)
+    return cls
+
+
+_fill_method_docs(Study)
