@@ -189,3 +189,27 @@ def test_stage_error_names_the_key_that_set_the_value(tmp_path):
         "key 'spikes.datasets.nelpy.bin.bin_width_s': bin_width_s=5.0 leaves 2 bins"
     )
     assert not (tmp_path / "c.nc").exists()
+
+
+def test_where_names_a_key_for_every_parameter_of_every_step():
+    from brainpipe.config import Study
+
+    cfg = _default_study()
+    study = Study(_validate(cfg))
+    sw = next(iter(cfg["spikes"]["switching_glm"]["datasets"]))
+    fm = next(iter(cfg["fmri"]["brainmae"]["datasets"]))
+    ca = next(iter(cfg["calcium"]["datasets"]))
+    st = next(iter(cfg["calcium"]["connectome"]["studies"]))
+    cases = {
+        ("switching", sw, "onehot"): study.switching(sw, "onehot"),
+        ("fmri_clean", fm): study.fmri_clean(fm),
+        ("brainmae", fm, "base"): study.brainmae(fm, "base"),
+        ("calcium_preprocess", ca): study.calcium_preprocess(ca),
+        ("connectome", st): study.connectome(st),
+    }
+    for (step, *names), params in cases.items():
+        where = study.where(step, *names)
+        leaves = {k.split(".")[0] for k in where}
+        assert leaves >= {k for k, v in params.items() if k not in ("classification", "regression")}, step
+        assert all(v.endswith(k) for k, v in where.items()), step
+    assert study.where("switching", sw, "onehot")["prior"] == "spikes.switching_glm.variants.onehot.prior"

@@ -58,6 +58,7 @@ rule preprocess_calcium:
         "../envs/brainpipe.yaml"
     params:
         config=ca_preprocess_params,
+        where=lambda w: STUDY.where("calcium_preprocess", w.cadataset),
         version=VERSION,
     script:
         "../scripts/preprocess_calcium.py"
@@ -97,6 +98,7 @@ rule fit_connectome:
         gpu=ca_fit_gpus,
     params:
         config=ca_fit_params,
+        where=lambda w: STUDY.where("connectome", w.study),
         version=VERSION,
     script:
         "../scripts/fit_connectome.py"

@@ -55,6 +55,7 @@ rule clean_fmri:
         "../envs/brainpipe.yaml"
     params:
         config=fmri_clean_params,
+        where=lambda w: STUDY.where("fmri_clean", w.fmri_dataset),
         version=VERSION,
     script:
         "../scripts/clean_fmri.py"
@@ -95,6 +96,7 @@ rule pretrain_brainmae:
         gpu=brainmae_gpus,
     params:
         config=brainmae_params,
+        where=lambda w: STUDY.where("brainmae", w.fmri_dataset, w.fmri_variant),
         version=VERSION,
         checkpoint="checkpoints/pretrain_brainmae/{fmri_dataset}/{fmri_variant}.pt",
     script:

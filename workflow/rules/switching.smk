@@ -18,6 +18,7 @@ rule fit_switching_glm:
         gpu=switching_gpus,
     params:
         config=switching_params,
+        where=lambda w: STUDY.where("switching", w.dataset, w.variant),
         version=VERSION,
         checkpoint="checkpoints/fit_switching_glm/{dataset}/{variant}.pt",
     script:
