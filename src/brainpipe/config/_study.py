@@ -74,6 +74,21 @@ FMRI_READER_KEYS = (
 FMRI_FILE_KEYS = ("atlas", "atlas_labels", "participants")
 NF_SECTIONS = ("tokenizer", "model", "pretrain", "finetune", "evaluate", "bars")
 
+#: step -> the config keys its parameters are merged from, global first (``{0}``, ``{1}``: the dataset or study,
+#: then the variant); :meth:`Study.where` names the layer each value comes from
+LAYERS: dict[str, tuple[str, ...]] = {
+    "bin": ("spikes.bin", "spikes.datasets.{0}.bin"),
+    "switching": (
+        "spikes.switching_glm.model",
+        "spikes.switching_glm.variants.{1}",
+        "spikes.switching_glm.datasets.{0}.model",
+    ),
+    "fmri_clean": ("fmri.clean", "fmri.datasets.{0}.clean"),
+    "brainmae": ("fmri.brainmae.model", "fmri.brainmae.variants.{1}", "fmri.brainmae.datasets.{0}.model"),
+    "calcium_preprocess": ("calcium.preprocess", "calcium.datasets.{0}.preprocess"),
+    "connectome": ("calcium.connectome.model", "calcium.connectome.studies.{0}.model"),
+}
+
 
 class Study:
     """A validated study config, resolved into the parameters of each step.
@@ -156,7 +171,7 @@ class Study:
         dict
             The binning, split and unit-QC parameters.
         """
-        return merged(self._spikes.get("bin"), self.spike_datasets()[dataset].get("bin"))
+        return self._merged("bin", dataset)
 
     def poisson_glm(self) -> dict[str, Any]:
         """``fit_poisson_glm``: ``spikes.poisson_glm`` without ``enabled``.
@@ -215,8 +230,7 @@ class Study:
         dict
             The :class:`~brainpipe.models.SwitchingGLM` hyperparameters.
         """
-        sw = self._switching
-        return merged(merged(sw.get("model"), sw["variants"][variant]), sw["datasets"][dataset].get("model"))
+        return self._merged("switching", dataset, variant)
 
     def switching_evaluate(self, dataset: str, variant: str) -> dict[str, Any]:
         """``evaluate_switching_glm``: bars (global <- dataset's), dataset and variant names.
@@ -264,7 +278,7 @@ class Study:
             The cleaning and segmenting parameters, with ``classification`` and ``regression``.
         """
         ds = self.fmri_datasets()[dataset]
-        out = merged(self._fmri.get("clean"), ds.get("clean"))
+        out = self._merged("fmri_clean", dataset)
         out.update(classification=ds.get("classification"), regression=ds.get("regression"))
         return out
 
@@ -322,9 +336,7 @@ class Study:
         dict
             The :class:`~brainpipe.models.BrainMAE` model and training parameters.
         """
-        bm = self._fmri.get("brainmae", {})
-        entry = bm.get("datasets", {}).get(dataset, {})
-        return merged(merged(bm.get("model"), bm.get("variants", {})[variant]), entry.get("model"))
+        return self._merged("brainmae", dataset, variant)
 
     def brainmae_variants(self, dataset: str) -> list[str]:
         """The BrainMAE variants pretrained on ``dataset``.
@@ -396,7 +408,7 @@ class Study:
         dict
             The :func:`~brainpipe.preprocess.preprocess_calcium` parameters.
         """
-        return merged(self._calcium.get("preprocess"), self.calcium_datasets()[dataset].get("preprocess"))
+        return self._merged("calcium_preprocess", dataset)
 
     @property
     def _connectome(self) -> dict[str, Any]:
@@ -430,8 +442,7 @@ class Study:
         dict
             The :class:`~brainpipe.models.DynamicConnectome` hyperparameters.
         """
-        c = self._connectome
-        return merged(c.get("model"), c["studies"][study].get("model"))
+        return self._merged("connectome", study)
 
     def connectome_evaluate(self, study: str) -> dict[str, Any]:
         """``evaluate_connectome``: bars (global <- study's) and the study name.
@@ -524,23 +535,6 @@ class Study:
         return _pick(self.neuroformer(dataset), ("evaluate", "bars", "seed", "dataset", "pretrain"))
 
     # -- where each value comes from ----------------------------------------------------------------------------------
-    _LAYERS = {  # step -> the config keys its parameters are merged from, global first
-        "bin": lambda s, d: ["spikes.bin", f"spikes.datasets.{d}.bin"],
-        "switching": lambda s, d, v: [
-            "spikes.switching_glm.model",
-            f"spikes.switching_glm.variants.{v}",
-            f"spikes.switching_glm.datasets.{d}.model",
-        ],
-        "fmri_clean": lambda s, d: ["fmri.clean", f"fmri.datasets.{d}.clean"],
-        "brainmae": lambda s, d, v: [
-            "fmri.brainmae.model",
-            f"fmri.brainmae.variants.{v}",
-            f"fmri.brainmae.datasets.{d}.model",
-        ],
-        "calcium_preprocess": lambda s, d: ["calcium.preprocess", f"calcium.datasets.{d}.preprocess"],
-        "connectome": lambda s, st: ["calcium.connectome.model", f"calcium.connectome.studies.{st}.model"],
-    }
-
     def _get(self, key: str) -> Any:
         node: Any = self.config
         for part in key.split("."):
@@ -575,8 +569,18 @@ class Study:
             elif prefix:
                 out[prefix[:-1]] = key
 
-        for layer in self._LAYERS[step](self, *names):
+        for layer in self._layers(step, *names):
             walk(self._get(layer), "", layer)
+        return out
+
+    def _layers(self, step: str, *names: str) -> list[str]:
+        return [t.format(*names) for t in LAYERS[step]]
+
+    def _merged(self, step: str, *names: str) -> dict[str, Any]:
+        """The step's parameters: its layers (:data:`LAYERS`) deep-merged, later ones winning."""
+        out: dict[str, Any] = {}
+        for layer in self._layers(step, *names):
+            out = merged(out, self._get(layer))
         return out
 
     # -- every cross-check, on the resolved parameters --------------------------------------------------------------
