@@ -499,9 +499,9 @@ def test_cli_help():
         timeout=120,
     )
     assert res.returncode == 0, res.stderr
-    assert "--spikes--metrics" in res.stdout and "--html-out" in res.stdout
+    assert "--spikes.metrics" in res.stdout and "--html-out" in res.stdout
     for branch in ("fmri", "calcium", "neuroformer"):
-        assert f"--{branch}--metrics" in res.stdout
+        assert f"--{branch}.metrics" in res.stdout
 
 
 def test_branch_sections_are_added_with_their_metrics(study, tmp_path, monkeypatch):

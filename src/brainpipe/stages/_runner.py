@@ -244,9 +244,9 @@ def cli(module_name: str, argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for k, desc in module.INPUTS.items():
-        parser.add_argument(
-            f"--{k.replace('_', '-')}", dest=f"in_{k}", nargs="+", metavar="PATH", help=f"input: {desc}"
-        )
+        # a branch's input ``<branch>__<key>`` (the report's) is ``--<branch>.<key>`` on the command line
+        flag = "--" + ".".join(part.replace("_", "-") for part in k.split("__"))
+        parser.add_argument(flag, dest=f"in_{k}", nargs="+", metavar="PATH", help=f"input: {desc}")
     for k, desc in module.OUTPUTS.items():
         parser.add_argument(
             f"--{k.replace('_', '-')}-out",
