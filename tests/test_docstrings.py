@@ -215,15 +215,21 @@ def test_fill_doc_unknown_name():
 
 
 def test_shared_texts_are_numpydoc_entries():
-    # each text is one or more "parameter : type" lines, each followed by its description indented by 4
+    # each text is one or more "parameter : type" lines, each followed by its description indented by 4, after
+    # a section title and its underline where the text is a whole section
     for name, text in DOCDICT.items():
         entries: list[list[str]] = []
-        for line in text.splitlines():
+        lines, section = text.splitlines(), "Parameters"
+        if lines[1:2] and set(lines[1]) == {"-"}:
+            section, lines = lines[0], lines[2:]
+            assert section in ("Parameters", "Returns") and len(text.splitlines()[1]) == len(section), name
+        for line in lines:
             if line.startswith("    "):
                 assert entries, f"{name}: starts with a description, not 'parameter : type'"
                 entries[-1].append(line)
             else:
-                assert " : " in line, f"{name}: {line!r} is not 'parameter : type'"
+                # a Returns entry is its type alone (numpydoc's RT02 where one value is returned)
+                assert section == "Returns" or " : " in line, f"{name}: {line!r} is not 'parameter : type'"
                 entries.append([line])
         for head, *body in entries:
             assert body, f"{name}: {head!r} has no description"

@@ -15,7 +15,9 @@ A docstring names a shared text with a ``%(name)s`` placeholder on a line of its
 >>> print(f.__doc__.splitlines()[4])
     seed : int
 
-Only ``%(name)s`` placeholders are replaced, so other ``%`` signs need no escaping.
+A text may also be a whole section (``spike_dataset_parameters``: the ``Parameters`` title, its underline and
+the entries of the Study methods that take a spike dataset), so that methods of one kind state their common
+section once. Only ``%(name)s`` placeholders are replaced, so other ``%`` signs need no escaping.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import TypeVar
 T = TypeVar("T", bound=Callable)
 
 #: name -> "<parameter> : <type>" line, then its description indented by 4 spaces (no base indentation); an entry
-#: may hold several parameters in a row (``train_config``)
+#: may hold several parameters in a row (``train_config``), or be a whole section: its title and underline, then
+#: its entries (``*_parameters``, ``*_returns``; a Returns entry is its type alone)
 DOCDICT: dict[str, str] = {}
 
 DOCDICT["counts"] = """counts : xarray.Dataset
@@ -49,6 +52,45 @@ DOCDICT["calcium_dataset"] = """dataset : str
 
 DOCDICT["connectome_study"] = """study : str
     A connectome study (a key of ``calcium.connectome.studies``)."""
+
+DOCDICT["neuroformer_dataset"] = """dataset : str
+    A spike dataset with a Neuroformer (a key of ``neuroformer.datasets``)."""
+
+DOCDICT["switching_variant"] = """variant : str
+    A switching-GLM variant (a key of ``spikes.switching_glm.variants``)."""
+
+DOCDICT["brainmae_variant"] = """variant : str
+    A BrainMAE variant (a key of ``fmri.brainmae.variants``)."""
+
+
+# whole Parameters sections: those of the Study step methods, one per kind of step
+def _parameters(*names: str) -> str:
+    return "\n".join(["Parameters", "----------", *(DOCDICT[name] for name in names)])
+
+
+DOCDICT["spike_dataset_parameters"] = _parameters("spike_dataset")
+DOCDICT["switching_parameters"] = _parameters("spike_dataset", "switching_variant")
+DOCDICT["fmri_dataset_parameters"] = _parameters("fmri_dataset")
+DOCDICT["brainmae_parameters"] = _parameters("fmri_dataset", "brainmae_variant")
+DOCDICT["calcium_dataset_parameters"] = _parameters("calcium_dataset")
+DOCDICT["connectome_study_parameters"] = _parameters("connectome_study")
+DOCDICT["neuroformer_dataset_parameters"] = _parameters("neuroformer_dataset")
+
+#: whole Returns sections that several Study methods share
+DOCDICT["datasets_returns"] = """Returns
+-------
+dict
+    Name -> the dataset's config entry."""
+
+DOCDICT["simulate_returns"] = """Returns
+-------
+dict
+    ``generator``, ``seed`` and ``params`` of the dataset's simulator."""
+
+DOCDICT["variants_returns"] = """Returns
+-------
+list of str
+    The variants, in order."""
 
 DOCDICT["split"] = """split : {"train", "validation", "test"}
     Which bins (or windows) to use, by the dataset's ``split`` flags (:data:`brainpipe.data.SPLIT_FLAGS`)."""

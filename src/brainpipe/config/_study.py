@@ -124,33 +124,23 @@ class Study:
     def spike_datasets(self) -> dict[str, Any]:
         """Spike dataset name -> its entry.
 
-        Returns
-        -------
-        dict
-            Name -> the dataset's config entry.
+        %(datasets_returns)s
         """
         return self._spikes.get("datasets", {})
 
     def simulate(self, dataset: str) -> dict[str, Any]:
         """``simulate`` (spikes): generator, seed, params.
 
-        Parameters
-        ----------
-        %(spike_dataset)s
+        %(spike_dataset_parameters)s
 
-        Returns
-        -------
-        dict
-            ``generator``, ``seed`` and ``params`` of the dataset's simulator.
+        %(simulate_returns)s
         """
         return copy.deepcopy(self.spike_datasets()[dataset]["simulate"])
 
     def ingest(self, dataset: str) -> dict[str, Any]:
         """``ingest_spikes``: the reader keys of the dataset.
 
-        Parameters
-        ----------
-        %(spike_dataset)s
+        %(spike_dataset_parameters)s
 
         Returns
         -------
@@ -162,9 +152,7 @@ class Study:
     def bin(self, dataset: str) -> dict[str, Any]:
         """``bin_spikes`` and ``calcium_counts``: ``spikes.bin`` merged with ``spikes.datasets.<dataset>.bin``.
 
-        Parameters
-        ----------
-        %(spike_dataset)s
+        %(spike_dataset_parameters)s
 
         Returns
         -------
@@ -186,9 +174,7 @@ class Study:
     def evaluate(self, dataset: str) -> dict[str, Any]:
         """``evaluate_poisson_glm``: ``spikes.evaluate`` and the dataset name.
 
-        Parameters
-        ----------
-        %(spike_dataset)s
+        %(spike_dataset_parameters)s
 
         Returns
         -------
@@ -204,14 +190,9 @@ class Study:
     def switching_variants(self, dataset: str) -> list[str]:
         """The switching-GLM variants fitted on ``dataset``.
 
-        Parameters
-        ----------
-        %(spike_dataset)s
+        %(spike_dataset_parameters)s
 
-        Returns
-        -------
-        list of str
-            The variants, in order.
+        %(variants_returns)s
         """
         sw = self._switching
         return list(sw["datasets"][dataset].get("variants", sorted(sw.get("variants", {}))))
@@ -219,11 +200,7 @@ class Study:
     def switching(self, dataset: str, variant: str) -> dict[str, Any]:
         """``fit_switching_glm``: ``model`` <- ``variants.<variant>`` <- ``datasets.<dataset>.model``.
 
-        Parameters
-        ----------
-        %(spike_dataset)s
-        variant : str
-            A switching-GLM variant (a key of ``spikes.switching_glm.variants``).
+        %(switching_parameters)s
 
         Returns
         -------
@@ -235,11 +212,7 @@ class Study:
     def switching_evaluate(self, dataset: str, variant: str) -> dict[str, Any]:
         """``evaluate_switching_glm``: bars (global <- dataset's), dataset and variant names.
 
-        Parameters
-        ----------
-        %(spike_dataset)s
-        variant : str
-            A switching-GLM variant (a key of ``spikes.switching_glm.variants``).
+        %(switching_parameters)s
 
         Returns
         -------
@@ -258,19 +231,14 @@ class Study:
     def fmri_datasets(self) -> dict[str, Any]:
         """The fMRI datasets: name -> entry.
 
-        Returns
-        -------
-        dict
-            Name -> the dataset's config entry.
+        %(datasets_returns)s
         """
         return self._fmri.get("datasets", {})
 
     def fmri_clean(self, dataset: str) -> dict[str, Any]:
         """``clean_fmri``: ``fmri.clean`` <- ``fmri.datasets.<dataset>.clean``, and the dataset's targets.
 
-        Parameters
-        ----------
-        %(fmri_dataset)s
+        %(fmri_dataset_parameters)s
 
         Returns
         -------
@@ -285,9 +253,7 @@ class Study:
     def fmri_evaluate(self, dataset: str) -> dict[str, Any]:
         """``fmri_baselines``: ``fmri.brainmae.evaluate`` and the dataset name.
 
-        Parameters
-        ----------
-        %(fmri_dataset)s
+        %(fmri_dataset_parameters)s
 
         Returns
         -------
@@ -299,11 +265,7 @@ class Study:
     def brainmae_evaluate(self, dataset: str, variant: str) -> dict[str, Any]:
         """``evaluate_brainmae``: evaluation settings, fine-tuning (on for the listed variants), bars, names.
 
-        Parameters
-        ----------
-        %(fmri_dataset)s
-        variant : str
-            A BrainMAE variant (a key of ``fmri.brainmae.variants``).
+        %(brainmae_parameters)s
 
         Returns
         -------
@@ -325,11 +287,7 @@ class Study:
     def brainmae(self, dataset: str, variant: str) -> dict[str, Any]:
         """``pretrain_brainmae``: ``brainmae.model`` <- ``variants.<variant>`` <- ``datasets.<dataset>.model``.
 
-        Parameters
-        ----------
-        %(fmri_dataset)s
-        variant : str
-            A BrainMAE variant (a key of ``fmri.brainmae.variants``).
+        %(brainmae_parameters)s
 
         Returns
         -------
@@ -341,14 +299,9 @@ class Study:
     def brainmae_variants(self, dataset: str) -> list[str]:
         """The BrainMAE variants pretrained on ``dataset``.
 
-        Parameters
-        ----------
-        %(fmri_dataset)s
+        %(fmri_dataset_parameters)s
 
-        Returns
-        -------
-        list of str
-            The variants, in order.
+        %(variants_returns)s
         """
         bm = self._fmri.get("brainmae", {})
         return list(bm.get("datasets", {}).get(dataset, {}).get("variants", sorted(bm.get("variants", {}))))
@@ -361,33 +314,23 @@ class Study:
     def calcium_datasets(self) -> dict[str, Any]:
         """Calcium dataset name -> its entry.
 
-        Returns
-        -------
-        dict
-            Name -> the dataset's config entry.
+        %(datasets_returns)s
         """
         return self._calcium.get("datasets", {})
 
     def calcium_simulate(self, dataset: str) -> dict[str, Any]:
         """``simulate`` (calcium): generator, seed, params.
 
-        Parameters
-        ----------
-        %(calcium_dataset)s
+        %(calcium_dataset_parameters)s
 
-        Returns
-        -------
-        dict
-            ``generator``, ``seed`` and ``params`` of the dataset's simulator.
+        %(simulate_returns)s
         """
         return copy.deepcopy(self.calcium_datasets()[dataset]["simulate"])
 
     def calcium_ingest(self, dataset: str) -> dict[str, Any]:
         """``ingest_calcium``: the reader keys of the dataset.
 
-        Parameters
-        ----------
-        %(calcium_dataset)s
+        %(calcium_dataset_parameters)s
 
         Returns
         -------
@@ -399,9 +342,7 @@ class Study:
     def calcium_preprocess(self, dataset: str) -> dict[str, Any]:
         """``preprocess_calcium``: ``calcium.preprocess`` <- ``calcium.datasets.<dataset>.preprocess``.
 
-        Parameters
-        ----------
-        %(calcium_dataset)s
+        %(calcium_dataset_parameters)s
 
         Returns
         -------
@@ -433,9 +374,7 @@ class Study:
     def connectome(self, study: str) -> dict[str, Any]:
         """``fit_connectome``: ``connectome.model`` <- ``connectome.studies.<study>.model``.
 
-        Parameters
-        ----------
-        %(connectome_study)s
+        %(connectome_study_parameters)s
 
         Returns
         -------
@@ -447,9 +386,7 @@ class Study:
     def connectome_evaluate(self, study: str) -> dict[str, Any]:
         """``evaluate_connectome``: bars (global <- study's) and the study name.
 
-        Parameters
-        ----------
-        %(connectome_study)s
+        %(connectome_study_parameters)s
 
         Returns
         -------
@@ -467,10 +404,7 @@ class Study:
     def neuroformer(self, dataset: str) -> dict[str, Any]:
         """The dataset's whole Neuroformer config: every section merged with the dataset's own.
 
-        Parameters
-        ----------
-        dataset : str
-            A spike dataset with a Neuroformer (a key of ``neuroformer.datasets``).
+        %(neuroformer_dataset_parameters)s
 
         Returns
         -------
@@ -492,10 +426,7 @@ class Study:
     def neuroformer_pretrain(self, dataset: str) -> dict[str, Any]:
         """``neuroformer_pretrain``: tokenizer, model, pretrain, modalities, seed.
 
-        Parameters
-        ----------
-        dataset : str
-            A spike dataset with a Neuroformer (a key of ``neuroformer.datasets``).
+        %(neuroformer_dataset_parameters)s
 
         Returns
         -------
@@ -507,10 +438,7 @@ class Study:
     def neuroformer_finetune(self, dataset: str) -> dict[str, Any]:
         """``neuroformer_finetune``: finetune, target, seed, dataset.
 
-        Parameters
-        ----------
-        dataset : str
-            A spike dataset with a Neuroformer (a key of ``neuroformer.datasets``).
+        %(neuroformer_dataset_parameters)s
 
         Returns
         -------
@@ -522,10 +450,7 @@ class Study:
     def neuroformer_evaluate(self, dataset: str) -> dict[str, Any]:
         """``neuroformer_evaluate``: evaluate, bars, seed, dataset, pretrain (its device).
 
-        Parameters
-        ----------
-        dataset : str
-            A spike dataset with a Neuroformer (a key of ``neuroformer.datasets``).
+        %(neuroformer_dataset_parameters)s
 
         Returns
         -------
