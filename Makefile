@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 SNAKEMAKE_ARGS ?=
 
-.PHONY: setup run test lint format report clean
+.PHONY: setup run test lint format report clean config-docs
 
 $(BIN)/.brainpipe-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ format: setup
 
 report: setup
 	$(BIN)/brainpipe report
+
+# config/README.md is generated from the schemas' descriptions and the simulators' parameter docstrings
+config-docs: setup
+	$(BIN)/brainpipe config-docs
 
 clean:
 	rm -rf results logs benchmarks .snakemake

@@ -106,6 +106,21 @@ def _cmd_check_config(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _cmd_config_docs(args: argparse.Namespace, extra: list[str]) -> int:
+    from brainpipe.config._reference import check_reference, reference_path, write_reference
+
+    out = Path(args.output) if args.output else reference_path()
+    if args.check:
+        problem = check_reference(out)
+        if problem:
+            print(f"brainpipe: {problem}", file=sys.stderr)
+            return 1
+        print(f"{out}: up to date")
+        return 0
+    print(write_reference(out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="brainpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -134,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("config", nargs="?", default="config/config.yaml")
     c.add_argument("--schema", default="workflow/schemas/config.schema.yaml")
     c.set_defaults(func=_cmd_check_config)
+    d = sub.add_parser("config-docs", help="regenerate config/README.md from the schemas' descriptions")
+    d.add_argument("--check", action="store_true", help="only check: exit 1 when the committed file differs")
+    d.add_argument("--output", default=None, help="default: config/README.md beside the schema")
+    d.set_defaults(func=_cmd_config_docs)
     return p
 
 

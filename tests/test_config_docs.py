@@ -1,0 +1,58 @@
+"""config/README.md is generated from the schemas and the simulators (brainpipe.config._reference): the committed
+file matches, every key it lists has a description, and the simulator tables list exactly each parameter class."""
+
+from __future__ import annotations
+
+import pytest
+
+from brainpipe.cli import main
+from brainpipe.config import load_schema
+from brainpipe.config._reference import (
+    check_reference,
+    iter_keys,
+    reference_path,
+    render_reference,
+    type_text,
+)
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return load_schema()
+
+
+@pytest.fixture(scope="module")
+def text(schema):
+    return render_reference(schema)
+
+
+def test_committed_reference_is_generated(text):
+    committed = reference_path().read_text(encoding="utf-8")
+    assert committed == text, "config/README.md is out of date with the schemas: run `make config-docs`"
+
+
+def test_config_docs_check_and_write(tmp_path, capsys):
+    out = tmp_path / "README.md"
+    out.write_text("# hand-edited\n")
+    assert main(["config-docs", "--check", "--output", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "make config-docs" in err and str(out) in err
+    assert main(["config-docs", "--output", str(out)]) == 0
+    assert main(["config-docs", "--check", "--output", str(out)]) == 0
+    assert check_reference(out) is None
+
+
+def test_type_and_default_columns_come_from_the_schema(schema):
+    assert type_text({"type": "number", "exclusiveMinimum": 0, "maximum": 10}, schema) == "number in (0, 10]"
+    assert type_text({"type": ["integer", "null"], "minimum": 1}, schema) == "integer >= 1 or null"
+    assert type_text({"enum": ["auto", False]}, schema) == "`auto`, `false`"
+    keys = {k.dotted: k for k in iter_keys(schema)}
+    fractions = keys["spikes.bin.split.fractions.train"]  # a default given by the mapping above it
+    assert (
+        fractions.node["default"]
+        == schema["properties"]["spikes"]["properties"]["bin"]["properties"]["split"]["properties"][
+            "fractions"
+        ]["default"]["train"]
+    )
+    row = next(line for line in render_reference(schema).splitlines() if "`spikes.bin.bin_width_s`" in line)
+    assert "number in (0, 10]" in row and "`0.01`" in row
