@@ -1,11 +1,18 @@
-# brainpipe: the study workflow. Study content is in config/config.yaml (documented in config/README.md);
+# brainpipe: the study workflow. The default study is config/config.yaml (keys documented in config/README.md);
 # runtime settings are in workflow/profiles/. Run `snakemake` (or `brainpipe run`) from this folder.
+#
+# A study is one file. `snakemake --configfile my-study.yaml` runs exactly my-study.yaml: the default study is read
+# only when no --configfile is given (snakemake would otherwise merge the user's file into it, and every default
+# dataset would run too). `--config key=value` alone still changes the default study. Jobs that snakemake spawns
+# (cluster, groups) get the same --configfiles, so they see the same study.
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"
