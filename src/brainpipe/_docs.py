@@ -63,7 +63,7 @@ DOCDICT["brainmae_variant"] = """variant : str
     A BrainMAE variant (a key of ``fmri.brainmae.variants``)."""
 
 
-# whole Parameters sections: those of the Study step methods, one per kind of step
+# whole Parameters sections: those of the Study step methods, one per kind of step, and of other families
 def _parameters(*names: str) -> str:
     return "\n".join(["Parameters", "----------", *(DOCDICT[name] for name in names)])
 
@@ -75,6 +75,8 @@ DOCDICT["brainmae_parameters"] = _parameters("fmri_dataset", "brainmae_variant")
 DOCDICT["calcium_dataset_parameters"] = _parameters("calcium_dataset")
 DOCDICT["connectome_study_parameters"] = _parameters("connectome_study")
 DOCDICT["neuroformer_dataset_parameters"] = _parameters("neuroformer_dataset")
+#: that of a function of one spike-counts dataset
+DOCDICT["counts_parameters"] = _parameters("counts")
 
 #: whole Returns sections that several Study methods share
 DOCDICT["datasets_returns"] = """Returns
@@ -103,6 +105,11 @@ DOCDICT["device"] = """device : str or torch.device
 
 DOCDICT["path"] = """path : str or os.PathLike
     A brainpipe file: a ``.nc`` netCDF file or a ``.zarr`` store."""
+
+DOCDICT["h5py_failure"] = """path : str or os.PathLike
+    The HDF5 file h5py could not open or read.
+err : BaseException
+    What h5py (or a library on top of it) raised."""
 
 DOCDICT["source"] = """source : str
     What the data is called in error messages (e.g. its file name), so that an error names it."""
@@ -160,6 +167,17 @@ progress : bool
 
 DOCDICT["fit_ds"] = """ds : xarray.Dataset
     A ``model_fit`` dataset written by :meth:`to_dataset`."""
+
+#: the Parameters sections of a method of one spike-counts dataset (SpikeTokenizer.fit/transform), and of one of
+#: its splits (Neuroformer.predict_behaviour/token_loss)
+DOCDICT["counts_source_parameters"] = _parameters("counts", "source")
+DOCDICT["counts_split_source_parameters"] = _parameters("counts", "split", "source")
+
+#: segments and the ROIs hidden in each (BrainMAE.reconstruct/score)
+DOCDICT["segments_mask"] = """X : array-like
+    (segment, time, roi) segments.
+mask : numpy.ndarray
+    (segment, roi) bool: True = hidden."""
 
 _PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s[ \t]*$", re.MULTILINE)
 

@@ -6,17 +6,16 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.report.figures.base import MAX_LABELLED_UNITS, STYLE, plt, to_png, unit_ticks
 from brainpipe.report.figures.timeaxis import break_at, joined_axis, qc_window
 
 
+@fill_doc
 def firing_rates_hz(counts: xr.Dataset) -> np.ndarray:
     """Mean firing rate of every unit over the whole recording, in Hz.
 
-    Parameters
-    ----------
-    counts : xarray.Dataset
-        Spike counts.
+    %(counts_parameters)s
 
     Returns
     -------
@@ -41,6 +40,7 @@ def _covariate_panels(counts: xr.Dataset) -> list[tuple[str, str, str]]:
     return out
 
 
+@fill_doc
 def data_qc_figure(counts: xr.Dataset, window_s: float = 10.0, max_units: int = 30) -> bytes:
     """Spike raster of the first ``window_s`` s of the test split (up to ``max_units`` units), the behaviour
     trace(s) and the stimulus covariates (step style) in the same window when present, and each shown unit's
@@ -51,8 +51,7 @@ def data_qc_figure(counts: xr.Dataset, window_s: float = 10.0, max_units: int = 
 
     Parameters
     ----------
-    counts : xarray.Dataset
-        Spike counts.
+    %(counts)s
     window_s : float
         Seconds of the raster.
     max_units : int
@@ -131,14 +130,12 @@ def data_qc_figure(counts: xr.Dataset, window_s: float = 10.0, max_units: int = 
         return to_png(fig)
 
 
+@fill_doc
 def unit_qc_arrays(counts: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None:
     """Per-unit QC of a counts file (every input unit): rate (Hz), kept (bool), refractory-violation fraction
     (NaN where not assessable) and unit names; None when the file carries no QC variables.
 
-    Parameters
-    ----------
-    counts : xarray.Dataset
-        Spike counts.
+    %(counts_parameters)s
 
     Returns
     -------

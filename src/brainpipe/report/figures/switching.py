@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.report.figures.base import CMAP, STYLE, color_limit, plt, to_png, unit_ticks
 from brainpipe.report.figures.timeaxis import decode_window, joined_axis
@@ -71,23 +72,23 @@ def posterior(fit: xr.Dataset, counts: xr.Dataset) -> np.ndarray | None:
     return post[i]
 
 
+@fill_doc
 def held_out_bins(counts: xr.Dataset) -> np.ndarray:
     """Indices of the test bins (all bins when there is no test split).
 
-    Parameters
-    ----------
-    counts : xarray.Dataset
-        Spike counts.
+    %(counts_parameters)s
 
     Returns
     -------
     numpy.ndarray
+        Bin indices, in time order.
     """
     split = np.asarray(counts["split"].values)
     test = np.flatnonzero(split == SPLIT_FLAGS["test"])
     return test if test.size else np.arange(split.size)
 
 
+@fill_doc
 def planted_states(truth: xr.Dataset, counts: xr.Dataset, idx: np.ndarray) -> np.ndarray:
     """The planted state of bins ``idx`` of ``counts`` (the truth's state nearest in time).
 
@@ -95,8 +96,7 @@ def planted_states(truth: xr.Dataset, counts: xr.Dataset, idx: np.ndarray) -> np
     ----------
     truth : xarray.Dataset
         The planted switching network.
-    counts : xarray.Dataset
-        Spike counts.
+    %(counts)s
     idx : numpy.ndarray
         Bin indices.
 
@@ -109,6 +109,7 @@ def planted_states(truth: xr.Dataset, counts: xr.Dataset, idx: np.ndarray) -> np
     return truth_states_at(truth, np.asarray(counts["time"].values)[idx])
 
 
+@fill_doc
 def state_matching(
     post: np.ndarray, counts: xr.Dataset, truth: xr.Dataset | None = None, reference: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, float]:
@@ -124,8 +125,7 @@ def state_matching(
     ----------
     post : numpy.ndarray
         The fit's posterior (bins x states).
-    counts : xarray.Dataset
-        Spike counts.
+    %(counts)s
     truth : xarray.Dataset, optional
         The planted truth.
     reference : numpy.ndarray, optional
@@ -160,6 +160,7 @@ def state_matching(
     return perm, colour, acc
 
 
+@fill_doc
 def switching_states_figure(
     counts: xr.Dataset,
     fits: list[tuple[str, xr.Dataset]],
@@ -173,8 +174,7 @@ def switching_states_figure(
 
     Parameters
     ----------
-    counts : xarray.Dataset
-        Spike counts.
+    %(counts)s
     fits : list of (str, xarray.Dataset)
         Named switching-GLM fits.
     truth : xarray.Dataset, optional

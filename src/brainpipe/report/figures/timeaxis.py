@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
 
 
@@ -106,13 +107,13 @@ class JoinedAxis:
                 )
 
 
+@fill_doc
 def joined_axis(counts: xr.Dataset, idx: np.ndarray) -> JoinedAxis:
     """The :class:`JoinedAxis` of bins ``idx`` of ``counts``: a new segment at every time gap or trial change.
 
     Parameters
     ----------
-    counts : xarray.Dataset
-        Spike counts.
+    %(counts)s
     idx : numpy.ndarray
         Indices of the bins drawn, in order.
 
@@ -134,6 +135,7 @@ def joined_axis(counts: xr.Dataset, idx: np.ndarray) -> JoinedAxis:
     return JoinedAxis(t, x, bw, starts.astype(int), joins, trial, what)
 
 
+@fill_doc
 def qc_window(counts: xr.Dataset, window_s: float = 10.0) -> tuple[np.ndarray, str]:
     """Indices of the bins shown in the raster: the first ``window_s`` seconds of test-split data.
 
@@ -143,8 +145,7 @@ def qc_window(counts: xr.Dataset, window_s: float = 10.0) -> tuple[np.ndarray, s
 
     Parameters
     ----------
-    counts : xarray.Dataset
-        Spike counts.
+    %(counts)s
     window_s : float
         Seconds shown.
 
@@ -166,6 +167,7 @@ def qc_window(counts: xr.Dataset, window_s: float = 10.0) -> tuple[np.ndarray, s
     return use[:n_bins], label
 
 
+@fill_doc
 def decode_window(
     counts: xr.Dataset,
     max_segments: int = 4,
@@ -181,8 +183,7 @@ def decode_window(
 
     Parameters
     ----------
-    counts : xarray.Dataset
-        Spike counts.
+    %(counts)s
     max_segments : int
         Sequences shown (more while under ``min_s``).
     max_s : float
