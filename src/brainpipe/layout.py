@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,8 +219,10 @@ def match(name: str, file: str | os.PathLike) -> tuple[Path, dict[str, str]] | N
     return Path(root), dict(m.groupdict())
 
 
-def find(name: str, root: str | os.PathLike = RESULTS) -> list[tuple]:
-    """Field values of every existing result ``name`` below ``root``, sorted.
+def find(
+    name: str, root: str | os.PathLike = RESULTS, files: Iterable[str | os.PathLike] | None = None
+) -> list[tuple]:
+    """Field values of every existing result ``name`` below ``root`` (or among ``files``), sorted.
 
     Parameters
     ----------
@@ -227,6 +230,8 @@ def find(name: str, root: str | os.PathLike = RESULTS) -> list[tuple]:
         A key of :data:`TEMPLATES`.
     root : str or path-like
         The results folder to search.
+    files : iterable of path-like, optional
+        Search these paths instead of the folder (e.g. the results a run finished).
 
     Returns
     -------
@@ -236,7 +241,7 @@ def find(name: str, root: str | os.PathLike = RESULTS) -> list[tuple]:
     names = fields(name)
     pattern = _template(name).format_map({f: "*" for f in names})
     out = []
-    for p in sorted(Path(root).glob(pattern)):
+    for p in sorted(Path(root).glob(pattern)) if files is None else [Path(f) for f in files]:
         hit = match(name, p)
         if hit is None:
             continue
@@ -446,36 +451,41 @@ def report_inputs(runs: StudyRuns, root: str | os.PathLike = RESULTS) -> dict[st
     }
 
 
-def discover(root: str | os.PathLike = RESULTS) -> StudyRuns:
+def discover(
+    root: str | os.PathLike = RESULTS, files: Iterable[str | os.PathLike] | None = None
+) -> StudyRuns:
     """What a study ran, from the results on disk: a model counts when its metrics file exists.
 
     Parameters
     ----------
     root : str or path-like
         The results folder of a study.
+    files : iterable of path-like, optional
+        Only these results count (e.g. those a failed run finished), instead of every file below ``root``.
 
     Returns
     -------
     StudyRuns
         Names found below ``root``; truths where the planted-truth file exists.
     """
-    glm = find("poisson_glm_metrics", root)
-    switching = find("switching_metrics", root)
+    files = None if files is None else list(files)
+    glm = find("poisson_glm_metrics", root, files)
+    switching = find("switching_metrics", root, files)
     used = set(glm) | {d for d, _ in switching}
-    nf = find("neuroformer_metrics", root)
-    spike_truths = set(find("spike_truth", root))
-    brainmae = find("brainmae_metrics", root)
-    fmri = sorted(set(find("fmri_baselines", root)) | {d for d, _ in brainmae})
+    nf = find("neuroformer_metrics", root, files)
+    spike_truths = set(find("spike_truth", root, files))
+    brainmae = find("brainmae_metrics", root, files)
+    fmri = sorted(set(find("fmri_baselines", root, files)) | {d for d, _ in brainmae})
     return StudyRuns(
         glm=glm,
         switching=switching,
         spike_truths=sorted(used & spike_truths),
         fmri=fmri,
         brainmae=brainmae,
-        fmri_truths=[d for d in find("fmri_truth", root) if d in fmri],
-        calcium=find("calcium_processed", root),
-        connectomes=find("connectome_metrics", root),
+        fmri_truths=[d for d in find("fmri_truth", root, files) if d in fmri],
+        calcium=find("calcium_processed", root, files),
+        connectomes=find("connectome_metrics", root, files),
         neuroformer=nf,
-        neuroformer_decoded=[d for d in find("neuroformer_finetune", root) if d in nf],
+        neuroformer_decoded=[d for d in find("neuroformer_finetune", root, files) if d in nf],
         neuroformer_truths=sorted(set(nf) & spike_truths),
     )
