@@ -1,11 +1,14 @@
 """The ``brainpipe`` command: run the study, validate and inspect intermediate files, rebuild the report.
 
-brainpipe run [SNAKEMAKE ARGS...]   run the workflow (defaults: the repo's Snakefile and default profile)
+brainpipe run [SNAKEMAKE ARGS...]   run the workflow (defaults: the repo's Snakefile and default profile);
+                                    --configfile F runs exactly the study F
 brainpipe validate FILE...          check files against their contracts (one line per problem)
 brainpipe info FILE                 dims, variables, attributes and provenance of a file
 brainpipe report [--results DIR]    rebuild RESULTS/report/index.html from every branch's results found there
                                     (brainpipe.layout; the same inputs the workflow's report rule gets)
 brainpipe check-config [FILE]       validate a study config (one line per problem)
+brainpipe init DIR... [--out FILE]  find the datasets in folders and write a commented study file (brainpipe.scan);
+                                    exit code 0 only when the study validates and nothing it needs is missing
 """
 
 from __future__ import annotations
@@ -19,6 +22,22 @@ import brainpipe
 from brainpipe.errors import BrainpipeError, InputError
 
 
+def _configfiles(extra: list[str]) -> list[str]:
+    """The study files named in snakemake arguments (``--configfile A B``, ``--configfiles=A``)."""
+    out: list[str] = []
+    taking = False
+    for a in extra:
+        name, eq, value = a.partition("=")
+        if name in ("--configfile", "--configfiles"):
+            taking = not eq
+            out += [value] if eq else []
+        elif taking and not a.startswith("-"):
+            out.append(a)
+        else:
+            taking = False
+    return out
+
+
 def _cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     cmd = [sys.executable, "-m", "snakemake"]
     if not any(a in ("-s", "--snakefile") for a in extra) and not Path("Snakefile").exists():
@@ -27,6 +46,15 @@ def _cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    # --configfile F runs exactly the study F (the Snakefile reads config/config.yaml only without one)
+    for f in _configfiles(extra):
+        if not Path(f).is_file():
+            print(
+                f"brainpipe: error: --configfile {f}: no such study file; give the path of your study YAML "
+                "(e.g. a copy of config/config.yaml)",
+                file=sys.stderr,
+            )
+            return 2
     if not any(a.startswith(("--cores", "-c", "--jobs", "-j", "--executor", "-e")) for a in extra):
         cmd += ["--cores", "all"]
     cmd += extra
@@ -121,6 +149,46 @@ def _cmd_config_docs(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _cmd_init(args: argparse.Namespace, extra: list[str]) -> int:
+    from brainpipe.scan import check_study, scan, study_yaml
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        print(
+            f"brainpipe: error: {out} exists; pass --force to overwrite it or choose another --out",
+            file=sys.stderr,
+        )
+        return 2
+    name = args.name or (out.name[: -len(".yaml")] if out.name.endswith(".yaml") else out.stem) or "my-study"
+    found = scan(args.dirs)
+    text = study_yaml(found, name=name, sources=args.dirs)
+    from brainpipe.data.atomic import atomic_output
+
+    with atomic_output(out, check=False) as tmp:  # --force was checked above; a study is the user's own file
+        Path(tmp).write_text(text)
+    width = max([len(f.name) for f in found] + [4])
+    print(f"{'name':<{width}}  {'modality':<8}  {'format':<13}  what the files say")
+    for f in found:
+        what = f.summary if f.modality else "could be " + " or ".join(f"{m} {fmt}" for m, fmt in f.choices)
+        print(f"{f.name:<{width}}  {f.modality or '?':<8}  {f.format or '?':<13}  {what}")
+    print(f"{len(found)} dataset(s) found, {len(found.skipped)} path(s) skipped; study written to {out}")
+    problems = [
+        f"{out}: {m}.datasets.{f.name}.{q.key}: not in the files ({q.hint}); set it"
+        for f in found
+        for m in [f.modality]
+        if m
+        for q in f.missing
+    ]
+    if not problems:
+        problems = check_study(text, source=str(out))
+    for line in problems:
+        print(line)
+    if problems:
+        return 1
+    print(f"{out}: ok (brainpipe check-config {out}; snakemake --configfile {out} -n)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="brainpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -149,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("config", nargs="?", default="config/config.yaml")
     c.add_argument("--schema", default="workflow/schemas/config.schema.yaml")
     c.set_defaults(func=_cmd_check_config)
+    ini = sub.add_parser("init", help="find the datasets in folders and write a commented study file")
+    ini.add_argument("dirs", nargs="+", metavar="DIR", help="folders (or files) holding recordings")
+    ini.add_argument("--out", default="study.yaml", help="the study file to write (default: study.yaml)")
+    ini.add_argument("--name", default=None, help="study name (default: from --out)")
+    ini.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    ini.set_defaults(func=_cmd_init)
     d = sub.add_parser("config-docs", help="regenerate config/README.md from the schemas' descriptions")
     d.add_argument("--check", action="store_true", help="only check: exit 1 when the committed file differs")
     d.add_argument("--output", default=None, help="default: config/README.md beside the schema")
