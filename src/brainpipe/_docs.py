@@ -179,6 +179,17 @@ DOCDICT["segments_mask"] = """X : array-like
 mask : numpy.ndarray
     (segment, roi) bool: True = hidden."""
 
+#: the Parameters sections of a method of one spike-counts dataset (SpikeTokenizer.fit/transform), and of one of
+#: its splits (Neuroformer.predict_behaviour/token_loss)
+DOCDICT["counts_source_parameters"] = _parameters("counts", "source")
+DOCDICT["counts_split_source_parameters"] = _parameters("counts", "split", "source")
+
+#: segments and the ROIs hidden in each (BrainMAE.reconstruct/score)
+DOCDICT["segments_mask"] = """X : array-like
+    (segment, time, roi) segments.
+mask : numpy.ndarray
+    (segment, roi) bool: True = hidden."""
+
 _PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s[ \t]*$", re.MULTILINE)
 
 

@@ -655,15 +655,13 @@ class BrainMAE(Estimator):
         """
         return self._batched(lambda x, i: segment_features(self.net_.encode(x), features), X)
 
+    @fill_doc
     def reconstruct(self, X, mask: np.ndarray, shuffle_embeddings: bool = False, seed: int = 0) -> np.ndarray:
         """Reconstruct segments with some of their ROIs hidden.
 
         Parameters
         ----------
-        X : array-like
-            (segment, time, roi) segments.
-        mask : numpy.ndarray
-            (segment, roi) bool: True = hidden.
+        %(segments_mask)s
         shuffle_embeddings : bool, default False
             Permute the ROI embeddings (a control: reconstruction should get worse).
         seed : int, default 0
@@ -681,15 +679,13 @@ class BrainMAE(Estimator):
             emb = self.net_.roi_emb.detach()[perm.to(self._device())]
         return self._batched(lambda x, i: self.net_(x, m[i : i + len(x)].to(x.device), emb), X)
 
+    @fill_doc
     def score(self, X, mask: np.ndarray) -> float:
         """``1 - NMSE`` on the hidden ROIs (higher is better; see :func:`nmse`).
 
         Parameters
         ----------
-        X : array-like
-            (segment, time, roi) segments.
-        mask : numpy.ndarray
-            (segment, roi) bool: True = hidden.
+        %(segments_mask)s
 
         Returns
         -------

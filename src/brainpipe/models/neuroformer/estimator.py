@@ -4,7 +4,7 @@ saving as a ``model_fit`` dataset (the model is described in :mod:`brainpipe.mod
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -385,11 +385,45 @@ class Neuroformer(Estimator):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Decode the target in the labelled windows of one split.
 
+        %(counts_split_source_parameters)s
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(prediction, target)`` in those windows, as :meth:`decode` gives them.
+        """
+        return self.decode(self.labelled_windows(counts, split, source))
+
+    @fill_doc
+    def labelled_windows(
+        self, counts: xr.Dataset, split: str | Sequence[str] = "test", source: str = "counts"
+    ) -> Windows:
+        """The windows of one or more splits that carry a value of the decoding target.
+
         Parameters
         ----------
         %(counts)s
-        %(split)s
+        split : str or sequence of str, default "test"
+            The split(s) (``train``, ``validation``, ``test``) whose windows to keep.
         %(source)s
+
+        Returns
+        -------
+        Windows
+            The labelled windows, in time order.
+        """
+        self._check_fitted()
+        win = self.tokenizer_.transform(counts, source)
+        flags = [SPLIT_FLAGS[s] for s in ([split] if isinstance(split, str) else split)]
+        return win.select(np.isin(win.split, flags) & np.isfinite(win.target[:, 0]))
+
+    def decode(self, win: Windows) -> tuple[np.ndarray, np.ndarray]:
+        """Decode the target in labelled windows (those of :meth:`labelled_windows`).
+
+        Parameters
+        ----------
+        win : Windows
+            Tokenised windows with a target.
 
         Returns
         -------
@@ -400,8 +434,6 @@ class Neuroformer(Estimator):
         """
         self._check_fitted()
         self.net_.eval()
-        win = self.tokenizer_.transform(counts, source)
-        win = win.select((win.split == SPLIT_FLAGS[split]) & np.isfinite(win.target[:, 0]))
         preds = [o["behaviour"].float().cpu().numpy() for o, _, _ in self._forward_windows(win)]
         p = np.concatenate(preds) if preds else np.zeros((0, self._behaviour_out()))
         if self.target_kind == "classification":
@@ -441,11 +473,7 @@ class Neuroformer(Estimator):
     def token_loss(self, counts: xr.Dataset, split: str = "test", source: str = "counts") -> float:
         """Mean next-token cross-entropy (ID + dt, nats per token, PAD ignored) over the windows of one split.
 
-        Parameters
-        ----------
-        %(counts)s
-        %(split)s
-        %(source)s
+        %(counts_split_source_parameters)s
 
         Returns
         -------

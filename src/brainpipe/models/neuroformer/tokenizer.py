@@ -119,10 +119,7 @@ class SpikeTokenizer:
     def fit(self, counts: xr.Dataset, source: str = "counts") -> SpikeTokenizer:
         """Take the units, the bin width and the modality/target layout from a ``spike_counts`` dataset.
 
-        Parameters
-        ----------
-        %(counts)s
-        %(source)s
+        %(counts_source_parameters)s
 
         Returns
         -------
@@ -203,10 +200,7 @@ class SpikeTokenizer:
     def transform(self, counts: xr.Dataset, source: str = "counts") -> Windows:
         """Tokenise every valid window of ``counts`` (units must be the fitted ones, in the same order).
 
-        Parameters
-        ----------
-        %(counts)s
-        %(source)s
+        %(counts_source_parameters)s
 
         Returns
         -------
