@@ -64,7 +64,7 @@ def test_schema_format_enum_is_the_registry(modality):
 
 def test_every_modality_has_readers():
     assert set(MODALITIES) == {"spikes", "calcium", "fmri"}
-    assert formats("spikes") == ("nwb", "phy", "trialized_npz", "table", "matclust")
+    assert formats("spikes") == ("nwb", "phy", "trialized_npz", "binned", "table", "matclust")
     assert formats("calcium") == ("suite2p", "nwb", "npy", "csv", "hdf5")
     assert formats("fmri") == ("fmriprep", "nifti", "table")
     assert len(readers()) == sum(len(formats(m)) for m in MODALITIES)

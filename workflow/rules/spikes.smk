@@ -1,5 +1,16 @@
 # Spike branch: simulated or recorded spike times (NWB, phy, trial arrays, tables, MatClust) -> unit QC and binned
-# counts -> baseline coupled Poisson GLM -> metrics. Switching GLMs: workflow/rules/switching.smk.
+# counts -> baseline coupled Poisson GLM -> metrics. Already-binned counts (format binned) go straight to counts
+# (ingest_counts: no re-binning). Switching GLMs: workflow/rules/switching.smk.
+from brainpipe.io.binned import binned_datasets
+
+BINNED = binned_datasets(SPIKE_DATASETS)  # read by ingest_counts; the other recordings by ingest_spikes + bin_spikes
+SPIKE_TIMES_FROM_FILE = [d for d in FROM_FILE if d not in BINNED]
+
+
+def binned_params(wildcards):
+    """The reader keys of the dataset and its binning parameters (spikes.bin <- the dataset's bin)."""
+    return {**STUDY.ingest(wildcards.dataset), **STUDY.bin(wildcards.dataset)}
+
 
 
 rule simulate_spikes:
@@ -32,7 +43,7 @@ rule ingest_spikes:
     benchmark:
         "benchmarks/ingest_spikes/{dataset}.tsv"
     wildcard_constraints:
-        dataset=names_regex(FROM_FILE),
+        dataset=names_regex(SPIKE_TIMES_FROM_FILE),
     conda:
         "../envs/brainpipe.yaml"
     params:
@@ -52,7 +63,7 @@ rule bin_spikes:
     benchmark:
         "benchmarks/bin_spikes/{dataset}.tsv"
     wildcard_constraints:
-        dataset=names_regex(SIMULATED + FROM_FILE),
+        dataset=names_regex(SIMULATED + SPIKE_TIMES_FROM_FILE),
     conda:
         "../envs/brainpipe.yaml"
     params:
@@ -61,6 +72,27 @@ rule bin_spikes:
         version=VERSION,
     script:
         "../scripts/bin_spikes.py"
+
+
+rule ingest_counts:
+    input:
+        source=spike_source,
+    output:
+        counts=layout.path("counts"),
+    log:
+        "logs/ingest_counts/{dataset}.log",
+    benchmark:
+        "benchmarks/ingest_counts/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=names_regex(BINNED),
+    conda:
+        "../envs/brainpipe.yaml"
+    params:
+        config=binned_params,
+        where=bin_where,
+        version=VERSION,
+    script:
+        "../scripts/ingest_counts.py"
 
 
 rule fit_poisson_glm:

@@ -37,6 +37,7 @@ from brainpipe.io.fmri import (
 )
 from brainpipe.io.spikes import (
     FORMATS,
+    read_binned,
     read_matclust,
     read_nwb,
     read_phy,
@@ -61,6 +62,7 @@ __all__ = [
     "iter_tables",
     "read",
     "read_array",
+    "read_binned",
     "read_calcium",
     "read_matclust",
     "read_nifti",

@@ -26,7 +26,7 @@ refused.
 
 >>> from brainpipe.io import detect, formats, read
 >>> formats("spikes")
-('nwb', 'phy', 'trialized_npz', 'table', 'matclust')
+('nwb', 'phy', 'trialized_npz', 'binned', 'table', 'matclust')
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ Units without spikes are kept and logged (logger ``brainpipe.io.spikes``). Bad i
 :class:`~brainpipe.errors.InputError` with a one-line message ``"<path>: <what is wrong>; <what to do>"``.
 
 Readers: :func:`read_nwb` (``"nwb"``), :func:`read_phy` (``"phy"``), :func:`read_trialized_npz`
-(``"trialized_npz"``), :func:`read_spike_table` (``"table"``), :func:`read_matclust` (``"matclust"``);
+(``"trialized_npz"``), :func:`read_spike_table` (``"table"``), :func:`read_matclust` (``"matclust"``), and
+:func:`~brainpipe.io.binned.read_binned` (``"binned"``: already-binned counts, which it returns as binned counts
+(see :mod:`brainpipe.io.binned`), not spike times);
 :func:`read_spikes` picks one from the path. Each is registered in :mod:`brainpipe.io._registry` (name, detection,
 options from its signature) at the end of this module.
 """
@@ -37,9 +39,11 @@ from brainpipe.io._matclust import read_matclust, read_position_tracking
 from brainpipe.io._nwb import read_nwb
 from brainpipe.io._phy import read_phy
 from brainpipe.io._registry import formats, has_suffix, read, register
+from brainpipe.io.binned import is_binned, read_binned
 
 __all__ = [
     "FORMATS",
+    "read_binned",
     "read_matclust",
     "read_nwb",
     "read_phy",
@@ -104,7 +108,8 @@ def read_spike_table(path, t_start_s=None, t_stop_s=None, sep=None) -> xr.Datase
         if missing:
             raise InputError(
                 f"{path}: missing column(s) {', '.join(sorted(missing))} (found {', '.join(map(str, df.columns))}); "
-                "a spike table needs columns 'unit' and 'time' (seconds)"
+                "a spike table needs columns 'unit' and 'time' (seconds); for binned counts (one column per unit, "
+                "one row per bin) set format: binned"
             )
     t = pd.to_numeric(df["time"], errors="coerce").to_numpy(dtype=np.float64)
     if df.empty:
@@ -298,6 +303,14 @@ register(
     modality="spikes",
     detect=_is_trialized_npz,
     looks_for="an .npz with a 3-D counts array (counts_key, default 'spks')",
+)
+register(
+    read_binned,
+    name="binned",
+    modality="spikes",
+    detect=is_binned,
+    looks_for="an .npz with a 2-D counts array (counts_key, default 'counts') and its bin width (CSV/TSV and NWB "
+    "counts: set format: binned)",
 )
 register(
     read_spike_table,

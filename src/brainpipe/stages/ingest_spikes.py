@@ -1,4 +1,5 @@
 """Read recorded spikes into the spike_times contract: NWB, phy/Kilosort, trial arrays, spike tables, MatClust.
+Binned counts (format ``binned``) are refused here: :mod:`brainpipe.stages.ingest_counts` reads them.
 
 params: ``path`` (the recording; also the input ``source``), ``format`` (``auto`` or one of
 :data:`brainpipe.io.spikes.FORMATS`), ``options`` (keyword options of the reader, e.g. ``position`` for
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from brainpipe.data import make_provenance, write
+from brainpipe.io.binned import binned_error
 from brainpipe.io.spikes import read_spikes
 from brainpipe.stages._runner import cli, stage
 
@@ -29,6 +31,8 @@ def run(inputs, outputs, params, log):
         if params.get(k) is not None:
             options[k] = params[k]
     ds = read_spikes(inputs["source"], params.get("format", "auto"), **options)
+    if "counts" in ds:  # already binned: the ingest_counts stage writes its spike_counts
+        raise binned_error(inputs["source"])
     log_.info(
         "read %s (%s): %d units, %d spikes",
         inputs["source"],
