@@ -173,10 +173,9 @@ def _cmd_init(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"{f.name:<{width}}  {f.modality or '?':<8}  {f.format or '?':<13}  {what}")
     print(f"{len(found)} dataset(s) found, {len(found.skipped)} path(s) skipped; study written to {out}")
     problems = [
-        f"{out}: {m}.datasets.{f.name}.{q.key}: not in the files ({q.hint}); set it"
+        f"{out}: key '{f.modality}.datasets.{f.name}.{q.key}': could not determine: {q.hint}"
         for f in found
-        for m in [f.modality]
-        if m
+        if f.modality
         for q in f.missing
     ]
     if not problems:

@@ -235,14 +235,12 @@ def _duration(s: float) -> str:
 
 
 def _npy_shape(p: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of a ``.npy`` from its header (no data read, no pickle)."""
+    """Shape and dtype of a ``.npy`` from its header (memory-mapped: no data read, no pickle)."""
     try:
-        with open(p, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            shape, _, dtype = np.lib.format._read_array_header(fh, version)  # noqa: SLF001 (numpy's header parser)
-    except (OSError, ValueError, SyntaxError, TypeError) as err:
+        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, SyntaxError, TypeError, EOFError) as err:
         raise InputError(f"{p}: not a readable .npy array ({' '.join(str(err).split())[:100]})") from None
-    return tuple(shape), np.dtype(dtype)
+    return tuple(arr.shape), arr.dtype
 
 
 def _json(p: Path) -> dict[str, Any] | None:
@@ -981,7 +979,11 @@ def _sniff_fmri_table(reader: Reader, p: Path) -> FoundDataset | None:
         tables = sorted(
             f
             for f in p.iterdir()
-            if f.is_file() and f.suffix.lower() in TABLE_SUFFIXES and f.name != "participants.tsv"
+            if f.is_file()
+            and f.suffix.lower() in TABLE_SUFFIXES
+            and f.name != "participants.tsv"
+            and not f.name.startswith(".")
+            and not _is_doc(f)
         )
         if len(tables) < 2 and not (p / "participants.tsv").is_file():
             return None  # one table: the file is the dataset (named after it)
@@ -1016,6 +1018,19 @@ def _sniff_fmri_table(reader: Reader, p: Path) -> FoundDataset | None:
             f"one signal column ({', '.join(kept)}) and labels: not an ROI table for the fMRI models"
         )
     found.sure = "fmri" in kinds or p.is_dir()
+    if p.is_dir():
+        from brainpipe.io.fmri import find_tables
+
+        extra = [f.name for f in find_tables(p) if f not in tables]
+        if extra:  # the reader takes every table-suffixed file of the folder
+            found.questions.append(
+                Question(
+                    "path",
+                    "<a folder of the ROI tables only>",
+                    f"the reader would read {', '.join(extra)} as ROI tables too; move them out of {p}",
+                    required=True,
+                )
+            )
     return found
 
 
@@ -1372,9 +1387,18 @@ def study_yaml(found: Sequence[FoundDataset], name: str = "my-study", sources: S
             )
         out.append("")
     if by["calcium"]:
+        from brainpipe.config import section_defaults
+
+        window = section_defaults("calcium.preprocess")["baseline"]["window_s"]
         out += ["calcium:", "  datasets:"]
         for f in by["calcium"]:
             out += _entry(f, relative, "    ")
+            duration = f.facts.get("duration_s")
+            if duration is not None and duration < 2 * window:
+                out.append(
+                    f"      preprocess: {{baseline: {{window_s: {max(round(duration / 4, 1), 0.1):g}}}}}   # a "
+                    f"{duration:.0f} s recording: the default {window:g} s running baseline does not fit"
+                )
         out += ["  connectome:", "    enabled: true", "    studies:"]
         groups: dict[str, list[FoundDataset]] = {}
         for f in by["calcium"]:
