@@ -10,6 +10,7 @@ from brainpipe.config import load_schema
 from brainpipe.config._reference import (
     check_reference,
     iter_keys,
+    missing_descriptions,
     reference_path,
     render_reference,
     type_text,
@@ -56,3 +57,20 @@ def test_type_and_default_columns_come_from_the_schema(schema):
     )
     row = next(line for line in render_reference(schema).splitlines() if "`spikes.bin.bin_width_s`" in line)
     assert "number in (0, 10]" in row and "`0.01`" in row
+
+
+def test_every_listed_key_has_a_description(schema):
+    missing = missing_descriptions(schema)
+    assert not missing, (
+        f"{len(missing)} config key(s) without a description in workflow/schemas/*.schema.yaml: "
+        f"{', '.join(missing)}; add one (then run `make config-docs`)"
+    )
+
+
+def test_parameters_of_gives_code_defaults_and_descriptions(schema):
+    keys = {k.dotted: k for k in iter_keys(schema)}
+    lr = keys["fmri.brainmae.model.lr"].node  # x-parameters-of: brainpipe.models.BrainMAE
+    assert lr["default"] == 2e-3 and lr["description"]
+    assert (
+        keys["neuroformer.pretrain.max_epochs"].node["default"] == 8
+    )  # the schema's default wins over the code's

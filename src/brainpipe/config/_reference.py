@@ -22,6 +22,7 @@ import dataclasses
 import inspect
 import os
 import re
+import textwrap
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -183,8 +184,41 @@ def _expands(raw: Mapping[str, Any], node: Mapping[str, Any], schema: Mapping[st
     return _has_keys(entries) or _named_entries(entries) is not None
 
 
+def _import(target: str) -> Any:
+    import importlib
+
+    module, _, name = target.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def code_descriptions(target: str) -> dict[str, str]:
+    """The parameter descriptions of a class named by its dotted path (a schema's ``x-parameters-of``).
+
+    Parameters
+    ----------
+    target : str
+        E.g. ``"brainpipe.training.TrainConfig"``: a class with a numpydoc ``Parameters`` section.
+
+    Returns
+    -------
+    dict
+        Parameter name -> its description, as a table cell (first letter lower-cased, no final period).
+    """
+    return {name: _as_cell(desc) for names, desc in docstring_parameters(_import(target)) for name in names}
+
+
+def _as_cell(text: str) -> str:
+    """A docstring sentence in the style of the schema's descriptions: ``Dropout probability.`` -> ``dropout
+    probability``."""
+    text = text.strip().removesuffix(".")
+    word = text.split(" ", 1)[0]
+    if len(word) > 1 and word[0].isupper() and word[1:].isalpha() and word[1:].islower():
+        text = text[0].lower() + text[1:]
+    return text
+
+
 def code_defaults(target: str) -> dict[str, Any]:
-    """The parameter defaults of a callable named by its dotted path (a schema's ``x-defaults-from``).
+    """The parameter defaults of a callable named by its dotted path (a schema's ``x-parameters-of``).
 
     Parameters
     ----------
@@ -196,10 +230,7 @@ def code_defaults(target: str) -> dict[str, Any]:
     dict
         Parameter name -> default, for the parameters that have one.
     """
-    import importlib
-
-    module, _, name = target.rpartition(".")
-    obj = getattr(importlib.import_module(module), name)
+    obj = _import(target)
     return {
         p.name: p.default
         for p in inspect.signature(obj).parameters.values()
@@ -222,27 +253,33 @@ def iter_keys(schema: Mapping[str, Any] | None = None) -> Iterator[Key]:
     """
     sch = load_schema() if schema is None else schema
 
-    def walk(path: tuple[str, ...], raw: Mapping[str, Any], required: bool, inherited: Any) -> Iterator[Key]:
+    def walk(
+        path: tuple[str, ...], raw: Mapping[str, Any], required: bool, inherited: Any, doc: str | None
+    ) -> Iterator[Key]:
         node = _resolve(raw, sch)
         if "default" not in node and inherited is not _NONE:
             node["default"] = inherited  # given by the default of the mapping above it
+        if "description" not in node and doc:
+            node["description"] = doc
         expands = _expands(raw, node, sch)
         yield Key(path, node, required, not expands)
         if not expands:
             return
         req = set(node.get("required", ()))
         given = node.get("default")
-        if "x-defaults-from" in node:  # keys without a schema default take the defaults of this callable
-            given = {**code_defaults(node["x-defaults-from"]), **(given or {})}
+        docs: dict[str, str] = {}
+        if "x-parameters-of" in node:  # keys without a default or description take those of this callable
+            given = {**code_defaults(node["x-parameters-of"]), **(given or {})}
+            docs = code_descriptions(node["x-parameters-of"])
         for name, sub in node.get("properties", {}).items():
             sub_default = given.get(name, _NONE) if isinstance(given, Mapping) else _NONE
-            yield from walk((*path, name), sub, name in req, sub_default)
+            yield from walk((*path, name), sub, name in req, sub_default, docs.get(name))
         entries = _named_entries(node)
         if entries is not None and not _has_keys(node):
-            yield from walk((*path, NAME), entries, False, _NONE)
+            yield from walk((*path, NAME), entries, False, _NONE, None)
 
     for name, sub in sch["properties"].items():
-        yield from walk((name,), sub, False, _NONE)
+        yield from walk((name,), sub, False, _NONE, None)
 
 
 # -- rendering of types, ranges and defaults --------------------------------------------------------------------
@@ -367,8 +404,32 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _paragraphs(text: str) -> str:
-    return text.strip()
+_LIST_ITEM = re.compile(r"^([-+*] |\d+[.)] )")
+_RISKY_START = re.compile(
+    r"^(>|#|[-+*] |\d+[.)] |\|)"
+)  # a wrapped line must not start a quote, heading or list
+
+
+def _prose(text: str, width: int = 116) -> str:
+    """Markdown paragraphs re-wrapped at ``width``; list items (``- ``, ``1. ``) keep their own lines."""
+    out = []
+    for para in text.strip().split("\n\n"):
+        items: list[str] = []
+        for line in para.splitlines():
+            if items and not _LIST_ITEM.match(line.strip()):
+                items[-1] += " " + line.strip()
+            else:
+                items.append(line.strip())
+        lines: list[str] = []
+        for item in items:
+            wrapped = textwrap.wrap(item, width, break_long_words=False, break_on_hyphens=False)
+            for w in wrapped:
+                if lines and w is not wrapped[0] and _RISKY_START.match(w) and " " in lines[-1]:
+                    head, last = lines[-1].rsplit(" ", 1)  # keep it off the start of a line
+                    lines[-1], w = head, f"{last} {w}"
+                lines.append(w)
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
 
 # -- simulators ---------------------------------------------------------------------------------------------------
@@ -460,14 +521,14 @@ def simulator_table(name: str) -> str:
     out = [f"#### Simulator `{name}`", "", _markdown(gen.description)]
     intro = _extended_summary(cls)
     if intro:
-        out += ["", _markdown(intro)]
+        out += ["", _prose(_markdown(intro))]
     out += ["", "| parameter | type | default | meaning |", "|---|---|---|---|"]
     for names, desc in docstring_parameters(cls):
         types = {_field_type(hints[n]) for n in names if n in hints}
         defaults = ", ".join(_inline(fields[n].default) for n in names if n in fields)
         label = ", ".join(f"`{n}`" for n in names)
         out.append(
-            f"| {label} | {_cell(' / '.join(sorted(types)))} | {_cell(defaults)} | {_cell(_markdown(desc))} |"
+            f"| {label} | {_cell(' / '.join(sorted(types)))} | {_cell(defaults)} | {_cell(_markdown(_as_cell(desc)))} |"
         )
     return "\n".join(out)
 
@@ -524,7 +585,7 @@ def render_reference(schema: Mapping[str, Any] | None = None) -> str:
     for top in tops:
         blocks.append(_heading(top, 2))
         if top.node.get("description"):
-            blocks.append(_markdown(top.node["description"]).strip())
+            blocks.append(_prose(_markdown(top.node["description"])))
         below = [k for k in keys if k.path[0] == top.path[0] and len(k.path) > 1]
         direct = [k for k in below if len(k.path) == 2 and k.leaf]
         if top.leaf or direct:
@@ -532,7 +593,7 @@ def render_reference(schema: Mapping[str, Any] | None = None) -> str:
         for sub in (k for k in below if len(k.path) == 2 and not k.leaf):
             blocks.append(_heading(sub, 3))
             if sub.node.get("description"):
-                blocks.append(_markdown(sub.node["description"]).strip())
+                blocks.append(_prose(_markdown(sub.node["description"])))
             inner = [k for k in below if k.path[:2] == sub.path and len(k.path) > 2 and _listed(k)]
             if inner:
                 blocks.append(_table([_row(k, sch) for k in inner]))
