@@ -106,6 +106,15 @@ DOCDICT["device"] = """device : str or torch.device
 DOCDICT["path"] = """path : str or os.PathLike
     A brainpipe file: a ``.nc`` netCDF file or a ``.zarr`` store."""
 
+DOCDICT["animals"] = """animals : sequence of AnimalTraces
+    The recordings (one frame rate)."""
+
+DOCDICT["affinity_name"] = """affinity : str
+    A name in :data:`~brainpipe.preprocess.affinity.AFFINITIES`."""
+
+DOCDICT["windows_s"] = """window_s, stride_s : float
+    Window length and stride in seconds."""
+
 DOCDICT["h5py_failure"] = """path : str or os.PathLike
     The HDF5 file h5py could not open or read.
 err : BaseException
@@ -167,17 +176,6 @@ progress : bool
 
 DOCDICT["fit_ds"] = """ds : xarray.Dataset
     A ``model_fit`` dataset written by :meth:`to_dataset`."""
-
-#: the Parameters sections of a method of one spike-counts dataset (SpikeTokenizer.fit/transform), and of one of
-#: its splits (Neuroformer.predict_behaviour/token_loss)
-DOCDICT["counts_source_parameters"] = _parameters("counts", "source")
-DOCDICT["counts_split_source_parameters"] = _parameters("counts", "split", "source")
-
-#: segments and the ROIs hidden in each (BrainMAE.reconstruct/score)
-DOCDICT["segments_mask"] = """X : array-like
-    (segment, time, roi) segments.
-mask : numpy.ndarray
-    (segment, roi) bool: True = hidden."""
 
 #: the Parameters sections of a method of one spike-counts dataset (SpikeTokenizer.fit/transform), and of one of
 #: its splits (Neuroformer.predict_behaviour/token_loss)

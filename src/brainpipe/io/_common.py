@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.errors import InputError
 
 LOG = logging.getLogger("brainpipe.io.spikes")
@@ -22,6 +23,18 @@ LOG = logging.getLogger("brainpipe.io.spikes")
 def fail(path: str | os.PathLike, what: str, todo: str) -> InputError:
     """An :class:`InputError` reading ``"<path>: <what>; <todo>"`` (one line)."""
     return InputError(f"{path}: {what}; {todo}")
+
+
+def _existing(path: str | os.PathLike, kind: str) -> Path:
+    """``path`` as a Path, or a one-line :class:`InputError` when nothing is there."""
+    p = Path(path)
+    if not p.exists():
+        raise fail(
+            p,
+            f"{kind} does not exist",
+            "check the path (relative paths are taken from the working directory)",
+        )
+    return p
 
 
 def require_file(path: str | os.PathLike, kind: str, *, allow_empty: bool = False) -> Path:
@@ -39,14 +52,9 @@ def require_file(path: str | os.PathLike, kind: str, *, allow_empty: bool = Fals
     Returns
     -------
     Path
+        ``path``, a file.
     """
-    p = Path(path)
-    if not p.exists():
-        raise fail(
-            p,
-            f"{kind} does not exist",
-            "check the path (relative paths are taken from the working directory)",
-        )
+    p = _existing(path, kind)
     if p.is_dir():
         raise fail(p, f"is a folder where the {kind} (a file) is expected", "give the file itself")
     if not allow_empty and p.stat().st_size == 0:
@@ -71,14 +79,9 @@ def require_dir(path: str | os.PathLike, kind: str, holds: str = "spike_times.np
     Returns
     -------
     Path
+        ``path``, a folder.
     """
-    p = Path(path)
-    if not p.exists():
-        raise fail(
-            p,
-            f"{kind} does not exist",
-            "check the path (relative paths are taken from the working directory)",
-        )
+    p = _existing(path, kind)
     if not p.is_dir():
         raise fail(
             p, f"is a file where the {kind} (a folder) is expected", f"give the folder that holds {holds}"
@@ -507,15 +510,13 @@ def _hdf5_stored_eof(head: bytes) -> int | None:
     return int.from_bytes(head[at : at + size], "little")
 
 
+@fill_doc
 def hdf5_problem(path: str | os.PathLike, err: BaseException) -> str:
     """What is wrong with an HDF5 file h5py could not open or read: a few words for a one-line message.
 
     Parameters
     ----------
-    path : str or PathLike
-        The file.
-    err : BaseException
-        What h5py (or a library on top of it) raised.
+    %(h5py_failure)s
 
     Returns
     -------
@@ -539,15 +540,13 @@ def hdf5_problem(path: str | os.PathLike, err: BaseException) -> str:
     return f"is damaged ({type(err).__name__}: {oneline(err)})"
 
 
+@fill_doc
 def hdf5_error(path: str | os.PathLike, err: BaseException, kind: str) -> InputError:
     """One line for an error h5py raised on ``path`` (see :func:`hdf5_problem`).
 
     Parameters
     ----------
-    path : str or PathLike
-        The file.
-    err : BaseException
-        What h5py (or a library on top of it) raised.
+    %(h5py_failure)s
     kind : str
         What the file should be (``"an NWB (HDF5) file"``), for the message.
 

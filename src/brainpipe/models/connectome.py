@@ -41,36 +41,19 @@ from brainpipe.errors import InputError
 from brainpipe.evaluate.communities import communities
 from brainpipe.models.base import Estimator, _plain
 from brainpipe.models.ncp import NCPResult, factor_match_score, masked_ncp_hals, to_cp_tensor
-from brainpipe.preprocess.affinity import (
-    AFFINITIES,
-    Affinity,
-    AnimalTraces,
-    build_tensor,
-    get_affinity,
-    pair_index,
-    register_affinity,
-    smoothed_derivative,
-    window_frames,
-)
+from brainpipe.preprocess import affinity as _affinity
+from brainpipe.preprocess.affinity import *  # noqa: F403  (step 1's names, importable from here too)
 from brainpipe.training.device import resolve_device
 
 __all__ = [
-    "AFFINITIES",
-    "Affinity",
-    "AnimalTraces",
     "DynamicConnectome",
     "NCPResult",
-    "build_tensor",
     "communities",
     "factor_match_score",
-    "get_affinity",
     "masked_ncp_hals",
-    "pair_index",
-    "register_affinity",
-    "smoothed_derivative",
     "to_cp_tensor",
-    "window_frames",
     "write_tensor_zarr",
+    *_affinity.__all__,
 ]
 
 LOG = logging.getLogger("brainpipe.models.connectome")

@@ -48,31 +48,8 @@ __all__ = [
     "unit_qc",
 ]
 
-# the dynamic connectome's affinities and tensor (calcium)
-from brainpipe.preprocess.affinity import (  # noqa: E402
-    AFFINITIES,
-    Affinity,
-    AnimalTraces,
-    build_tensor,
-    get_affinity,
-    pair_index,
-    register_affinity,
-    smoothed_derivative,
-    tensor_chunks,
-    tensor_dataset,
-    window_frames,
-)
+# the dynamic connectome's affinities and tensor (calcium): every public name of brainpipe.preprocess.affinity
+from brainpipe.preprocess import affinity as _affinity  # noqa: E402
+from brainpipe.preprocess.affinity import *  # noqa: E402, F403
 
-__all__ += [
-    "AFFINITIES",
-    "Affinity",
-    "AnimalTraces",
-    "build_tensor",
-    "get_affinity",
-    "pair_index",
-    "register_affinity",
-    "smoothed_derivative",
-    "tensor_chunks",
-    "tensor_dataset",
-    "window_frames",
-]
+__all__ += _affinity.__all__

@@ -28,7 +28,23 @@ import numpy as np
 import xarray as xr
 from scipy.ndimage import gaussian_filter1d
 
+from brainpipe._docs import fill_doc
 from brainpipe.errors import ConfigError, InputError
+
+#: the public names (:mod:`brainpipe.preprocess` and :mod:`brainpipe.models.connectome` export them all)
+__all__ = [
+    "AFFINITIES",
+    "Affinity",
+    "AnimalTraces",
+    "build_tensor",
+    "get_affinity",
+    "pair_index",
+    "register_affinity",
+    "smoothed_derivative",
+    "tensor_chunks",
+    "tensor_dataset",
+    "window_frames",
+]
 
 
 # ---- affinities --------------------------------------------------------------------------------------
@@ -261,6 +277,7 @@ def _layout(animals: Sequence[AnimalTraces], window_s: float, stride_s: float):
     return rate, w, s, n_windows, neurons
 
 
+@fill_doc
 def tensor_chunks(
     animals: Sequence[AnimalTraces],
     affinity: str,
@@ -274,14 +291,11 @@ def tensor_chunks(
 
     Parameters
     ----------
-    animals : sequence of AnimalTraces
-        The recordings (one frame rate).
-    affinity : str
-        A name in :data:`AFFINITIES`.
+    %(animals)s
+    %(affinity_name)s
     params : mapping
         The affinity's parameters.
-    window_s, stride_s : float
-        Window length and stride in seconds.
+    %(windows_s)s
     chunk_windows : int, optional
         Windows per chunk; by default as many as fit in about ``memory_mb``.
     memory_mb : float
@@ -400,6 +414,7 @@ def tensor_dataset(meta, windows: np.ndarray, chunk: np.ndarray, animal_names, a
     return ds
 
 
+@fill_doc
 def build_tensor(
     animals: Sequence[AnimalTraces],
     affinity: str = "softthresh_dcorr",
@@ -414,14 +429,11 @@ def build_tensor(
 
     Parameters
     ----------
-    animals : sequence of AnimalTraces
-        The recordings (one frame rate).
-    affinity : str
-        A name in :data:`AFFINITIES`.
+    %(animals)s
+    %(affinity_name)s
     params : mapping, optional
         The affinity's parameters.
-    window_s, stride_s : float
-        Window length and stride in seconds.
+    %(windows_s)s
 
     Returns
     -------

@@ -41,16 +41,9 @@ def metric_rows(entries: Sequence) -> tuple[list[str], dict[int, int]]:
         first_of_entry = True
         prev = (e.dataset, e.model)
         m = e.metrics
-        n = m.sizes.get("metric", 0)
-        names = [str(x) for x in m["metric"].values]
-        values = np.asarray(m["value"].values, dtype=np.float64)
-        bars = np.asarray(m["bar"].values, dtype=np.float64) if "bar" in m else np.full(n, np.nan)
-        ops = [str(x) for x in m["bar_op"].values] if "bar_op" in m else [""] * n
-        passed = [int(x) for x in m["passed"].values] if "passed" in m else [-1] * n
-        descs = [str(x) for x in m["description"].values] if "description" in m else [""] * n
-        for name, value, bar, op, ok, desc in zip(names, values, bars, ops, passed, descs, strict=True):
-            if np.isnan(bar):
-                ok = -1
+        records = metric_records(m)
+        descs = [str(x) for x in m["description"].values] if "description" in m else [""] * len(records)
+        for (name, value, bar, op, ok), desc in zip(records, descs, strict=True):
             cls, label = STATUS.get(ok, STATUS[-1])
             tally[ok if ok in tally else -1] += 1
             bar_txt = "—" if np.isnan(bar) else f"{op} {fmt(bar)}".strip()
@@ -136,6 +129,32 @@ def all_metrics_section(entries: Sequence) -> str:
     )
 
 
+def metric_records(m: xr.Dataset) -> list[tuple[str, float, float, str, int]]:
+    """(metric, value, bar, bar_op, passed) of every metric of a metrics file, in order.
+
+    Parameters
+    ----------
+    m : xarray.Dataset
+        A ``metrics`` file.
+
+    Returns
+    -------
+    list of tuple
+        One per metric; without a bar, the bar is NaN, ``bar_op`` empty and ``passed`` -1 (also where a file
+        has a ``passed`` value for a NaN bar).
+    """
+    n = m.sizes.get("metric", 0)
+    names = [str(x) for x in m["metric"].values]
+    values = np.asarray(m["value"].values, dtype=np.float64)
+    bars = np.asarray(m["bar"].values, dtype=np.float64) if "bar" in m else np.full(n, np.nan)
+    ops = [str(x) for x in m["bar_op"].values] if "bar_op" in m else [""] * n
+    passed = [int(x) for x in m["passed"].values] if "passed" in m else [-1] * n
+    return [
+        (k, float(v), float(b), op, -1 if np.isnan(b) else ok)
+        for k, v, b, op, ok in zip(names, values, bars, ops, passed, strict=True)
+    ]
+
+
 def metric_values(m: xr.Dataset) -> dict[str, tuple[float, float, str, int]]:
     """metric -> (value, bar, bar_op, passed) of a metrics file (bar NaN and passed -1 without a bar).
 
@@ -147,17 +166,9 @@ def metric_values(m: xr.Dataset) -> dict[str, tuple[float, float, str, int]]:
     Returns
     -------
     dict
+        See :func:`metric_records`.
     """
-    n = m.sizes.get("metric", 0)
-    names = [str(x) for x in m["metric"].values]
-    values = np.asarray(m["value"].values, dtype=np.float64)
-    bars = np.asarray(m["bar"].values, dtype=np.float64) if "bar" in m else np.full(n, np.nan)
-    ops = [str(x) for x in m["bar_op"].values] if "bar_op" in m else [""] * n
-    passed = [int(x) for x in m["passed"].values] if "passed" in m else [-1] * n
-    return {
-        k: (float(v), float(b), op, -1 if np.isnan(b) else ok)
-        for k, v, b, op, ok in zip(names, values, bars, ops, passed, strict=True)
-    }
+    return {name: tuple(rest) for name, *rest in metric_records(m)}
 
 
 def metric_cell(vals: Mapping[str, tuple[float, float, str, int]], metric: str) -> str:
