@@ -3,18 +3,23 @@ file matches, every key it lists has a description, and the simulator tables lis
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from brainpipe.cli import main
 from brainpipe.config import load_schema
 from brainpipe.config._reference import (
     check_reference,
+    docstring_parameters,
     iter_keys,
     missing_descriptions,
     reference_path,
     render_reference,
+    simulator_table,
     type_text,
 )
+from brainpipe.simulate import GENERATORS
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +79,24 @@ def test_parameters_of_gives_code_defaults_and_descriptions(schema):
     assert (
         keys["neuroformer.pretrain.max_epochs"].node["default"] == 8
     )  # the schema's default wins over the code's
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_simulator_table_lists_exactly_its_parameters(name, text):
+    cls = GENERATORS[name].params_cls
+    fields = [f.name for f in dataclasses.fields(cls)]
+    documented = [n for names, _ in docstring_parameters(cls) for n in names]
+    assert documented == fields, (
+        f"{cls.__name__}: the Parameters section of its docstring must document its fields in order "
+        f"(missing: {sorted(set(fields) - set(documented))}, extra: {sorted(set(documented) - set(fields))})"
+    )
+    table = simulator_table(name)
+    assert table in text
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    listed = [n.strip(" `") for line in rows for n in line.split(" | ")[0].removeprefix("| ").split(",")]
+    assert listed == fields
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    first = rows[0].split(" | ")
+    assert first[2].replace("`", "") == ", ".join(
+        str(defaults[n]) for n in listed[: first[0].count("`") // 2]
+    )

@@ -525,7 +525,7 @@ def simulator_table(name: str) -> str:
     out += ["", "| parameter | type | default | meaning |", "|---|---|---|---|"]
     for names, desc in docstring_parameters(cls):
         types = {_field_type(hints[n]) for n in names if n in hints}
-        defaults = ", ".join(_inline(fields[n].default) for n in names if n in fields)
+        defaults = ", ".join(f"`{_inline(fields[n].default)}`" for n in names if n in fields)
         label = ", ".join(f"`{n}`" for n in names)
         out.append(
             f"| {label} | {_cell(' / '.join(sorted(types)))} | {_cell(defaults)} | {_cell(_markdown(_as_cell(desc)))} |"

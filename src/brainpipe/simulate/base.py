@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from brainpipe.errors import ConfigError
@@ -84,6 +85,68 @@ class Generator:
 
 
 GENERATORS: dict[str, Generator] = {}
+
+
+class StepMemory:
+    """Memory estimate of a spiking simulation stepped over ``duration_s / dt_s`` steps of ``n_neurons`` neurons.
+
+    A mixin for parameter dataclasses with ``n_neurons``, ``duration_s`` and ``dt_s`` fields: 12 bytes per (step,
+    neuron) (int32 counts and a float64 drive) plus :meth:`_pair_bytes` per neuron pair (couplings, their draws).
+    """
+
+    def _pair_bytes(self) -> float:
+        return 25.0
+
+    def memory_bytes(self) -> tuple[float, str]:
+        """Estimate the peak allocation of the simulation.
+
+        Returns
+        -------
+        bytes : float
+            Estimated peak allocation, in bytes.
+        keys : str
+            The parameters that drive it (for the error message).
+        """
+        n, steps = float(self.n_neurons), float(self.duration_s) / float(self.dt_s)
+        return 12.0 * steps * n + self._pair_bytes() * n * n, "n_neurons x duration_s / dt_s"
+
+
+def spike_times_from_counts(
+    counts: np.ndarray, dt_s: float, rng: np.random.Generator
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``spike_times`` variables of simulated counts: each spike placed uniformly within its bin.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        Spike counts, (bin, unit); bins are consecutive steps of ``dt_s`` from time 0.
+    dt_s : float
+        Bin width (s).
+    rng : numpy.random.Generator
+        Draws the position of each spike within its bin.
+
+    Returns
+    -------
+    data_vars : dict
+        ``spike_time`` (s) and ``spike_unit`` (index into ``unit``), sorted by time then unit.
+    coords : dict
+        The ``unit`` coordinate (``n000``, ``n001``, ...).
+    """
+    t_idx, unit_idx = np.nonzero(counts)
+    reps = counts[t_idx, unit_idx]
+    t_idx, unit_idx = np.repeat(t_idx, reps), np.repeat(unit_idx, reps)
+    spike_time = (t_idx + rng.random(t_idx.size)) * dt_s
+    order = np.lexsort((unit_idx, spike_time))
+    units = np.array([f"n{i:03d}" for i in range(counts.shape[1])])
+    data_vars = {
+        "spike_time": (
+            "spike",
+            spike_time[order].astype(np.float64),
+            {"units": "s", "long_name": "spike time"},
+        ),
+        "spike_unit": ("spike", unit_idx[order].astype(np.int32), {"long_name": "index into unit"}),
+    }
+    return data_vars, {"unit": ("unit", units, {"long_name": "unit identifier"})}
 
 
 def register(name: str, params_cls: type, modality: str):

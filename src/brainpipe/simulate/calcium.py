@@ -37,7 +37,50 @@ from brainpipe.simulate.base import Simulation, register
 
 @dataclass
 class CalciumCommunitiesParams:
-    """Parameters of :func:`calcium_communities` (times in seconds, rates in Hz)."""
+    """Parameters of :func:`calcium_communities` (times in seconds, rates in Hz).
+
+    One animal of a multi-animal study; the network (neuron identities ``n000``..., communities, epochs) comes from
+    the seed alone, the rest from the seed and ``animal``; truth in ``truth.nc``.
+
+    Parameters
+    ----------
+    animal : int
+        Which animal (0-based).
+    n_animals : int
+        Animals in the study.
+    n_neurons : int
+        Neuron identities in the network (each animal has about ``present_fraction`` of them).
+    n_communities : int
+        Planted communities; community r is co-active only in epoch r (the session cut in ``n_communities`` equal
+        epochs).
+    community_size : int
+        Neurons per community.
+    present_fraction : float
+        Fraction of the neurons each animal has (a different subset per animal: missing pairs in the tensor; at
+        most a quarter of a community is missing).
+    n_frames : int
+        Length in frames.
+    frame_rate_hz : float
+        Frame rate.
+    private_rate_hz : float
+        Rate of private events per neuron.
+    shared_rate_hz : float
+        Rate of shared events of the active community.
+    participation : float
+        Probability that a member joins a shared event.
+    jitter_frames : int
+        Jitter (frames) of a member's event in a shared event.
+    tau_s : float
+        GCaMP-like decay time constant.
+    dff_per_spike : float
+        dF/F per unit event.
+    noise_sd : float
+        Shot noise, in units of F0.
+    neuropil_coef : float
+        Neuropil contamination of the ROI signal (the true coefficient).
+    bleach_fraction : float
+        Linear bleaching of F0 over the session.
+    """
 
     animal: int = 0
     n_animals: int = 3

@@ -36,7 +36,49 @@ MOTION = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 
 @dataclass
 class FMRICohortParams:
-    """Parameters of :func:`fmri_modular_cohort` (times in seconds)."""
+    """Parameters of :func:`fmri_modular_cohort` (times in seconds).
+
+    Subjects with ROIs in modules; two classes differ in the coupling of modules 0 and 1, a continuous phenotype in
+    [-1, 1] sets the coupling of modules 2 and 3; HRF-convolved BOLD with measurement noise, drift and a motion
+    artefact; truth in ``truth.nc``.
+
+    Parameters
+    ----------
+    n_subjects : int
+        Subjects (half in each class).
+    n_modules : int
+        Modules (>= 4).
+    rois_per_module : int
+        ROIs in each module; ROIs are listed in random module order.
+    n_volumes : int
+        Volumes per run.
+    tr_s : float
+        Repetition time (s).
+    ar_coef : float
+        AR(1) coefficient of module and private signals (per TR).
+    loading_min, loading_max : float
+        Range of each ROI's loading on its module signal.
+    coupling_base : float
+        Innovation correlation of modules 0-1 in class 0 (base + effect x class).
+    class_effect : float
+        Added to the innovation correlation of modules 0-1 in class 1.
+    phenotype_effect : float
+        Innovation correlation of modules 2-3 = effect x phenotype.
+    snr : float
+        Signal-to-noise variance ratio of the BOLD.
+    motion_scale : float
+        Weight of the motion artefact.
+    drift_scale : float
+        Weight of the linear drift.
+    high_motion_fraction : float
+        Fraction of subjects with high-motion volumes (FD > 0.5 mm and a BOLD spike).
+    n_high_motion_volumes : int
+        High-motion volumes of each of those subjects.
+    voxels_per_roi_side : int
+        Each ROI is a cube of this many voxels a side in the NIfTI.
+    voxel_noise : float
+        Voxel noise relative to the ROI signal.
+    """
 
     n_subjects: int = 40
     n_modules: int = 4

@@ -8,40 +8,43 @@ import numpy as np
 import xarray as xr
 
 from brainpipe.errors import ConfigError
-from brainpipe.simulate.base import Simulation, register
+from brainpipe.simulate.base import Simulation, StepMemory, register, spike_times_from_counts
 
 
 @dataclass
-class PoissonGLMNetworkParams:
+class PoissonGLMNetworkParams(StepMemory):
     """Parameters of :func:`poisson_glm_network` (all times in seconds, rates in Hz).
+
+    A coupled Poisson GLM network with an exponential spike-history kernel and a behaviour variable, ``speed``,
+    driving part of the population; the planted parameters are written to ``truth.nc``.
 
     Parameters
     ----------
-    n_neurons : int, default 20
+    n_neurons : int
         Number of neurons (>= 2).
-    duration_s : float, default 600.0
+    duration_s : float
         Length of the recording.
-    dt_s : float, default 0.01
+    dt_s : float
         Simulation time step.
-    rate_min_hz, rate_max_hz : float, default 2.0, 10.0
+    rate_min_hz, rate_max_hz : float
         Baseline rates are drawn uniformly in this range.
-    connection_density : float, default 0.15
+    connection_density : float
         Probability of a coupling between two distinct neurons.
-    weight_min, weight_max : float, default 0.6, 1.5
+    weight_min, weight_max : float
         Range of the couplings' magnitudes.
-    excitatory_fraction : float, default 0.5
+    excitatory_fraction : float
         Probability that a coupling is positive.
-    self_history_weight : float, default -2.0
+    self_history_weight : float
         The spike-history weight of every neuron on itself (refractoriness).
-    history_tau_s : float, default 0.02
+    history_tau_s : float
         Time constant of the exponential history kernel.
-    behaviour_fraction : float, default 0.5
+    behaviour_fraction : float
         Fraction of the neurons driven by the behaviour (``speed``).
-    behaviour_weight_max : float, default 1.0
+    behaviour_weight_max : float
         Largest magnitude of a behaviour weight.
-    behaviour_tau_s : float, default 1.0
+    behaviour_tau_s : float
         Time constant of the Ornstein-Uhlenbeck behaviour.
-    max_rate_hz : float, default 200.0
+    max_rate_hz : float
         Cap on the instantaneous rate.
     """
 
@@ -61,21 +64,8 @@ class PoissonGLMNetworkParams:
     behaviour_tau_s: float = 1.0
     max_rate_hz: float = 200.0
 
-    def memory_bytes(self) -> tuple[float, str]:
-        """Estimate the peak allocation of the simulation.
-
-        It counts the int32 counts and float64 drive per (step, neuron), and the neuron x neuron coupling with its
-        random draws.
-
-        Returns
-        -------
-        bytes : float
-            Estimated peak allocation, in bytes.
-        keys : str
-            The parameters that drive it (for the error message).
-        """
-        n, steps = float(self.n_neurons), float(self.duration_s) / float(self.dt_s)
-        return 12.0 * steps * n + 25.0 * n * n, "n_neurons x duration_s / dt_s"
+    def _pair_bytes(self) -> float:
+        return 25.0  # the coupling matrix with its random draws
 
     def __post_init__(self):
         checks = [
@@ -176,26 +166,17 @@ def poisson_glm_network(p: PoissonGLMNetworkParams, seed: int) -> Simulation:
         eta = np.minimum(drive[t] + W @ h, cap)
         counts[t] = rng.poisson(np.exp(eta) * dt)
 
-    t_idx, unit_idx = np.nonzero(counts)
-    reps = counts[t_idx, unit_idx]
-    t_idx, unit_idx = np.repeat(t_idx, reps), np.repeat(unit_idx, reps)
-    spike_time = (t_idx + rng.random(t_idx.size)) * dt
-    order = np.lexsort((unit_idx, spike_time))
-    units = np.array([f"n{i:03d}" for i in range(n)])
+    spikes, unit_coord = spike_times_from_counts(counts, dt, rng)
+    units = unit_coord["unit"][1]
     t_behaviour = (np.arange(n_steps) + 0.5) * dt
 
     data = xr.Dataset(
         {
-            "spike_time": (
-                "spike",
-                spike_time[order].astype(np.float64),
-                {"units": "s", "long_name": "spike time"},
-            ),
-            "spike_unit": ("spike", unit_idx[order].astype(np.int32), {"long_name": "index into unit"}),
+            **spikes,
             "behaviour": (("behaviour_time", "behaviour_var"), speed[:, None], {"long_name": "behaviour"}),
         },
         coords={
-            "unit": ("unit", units, {"long_name": "unit identifier"}),
+            **unit_coord,
             "behaviour_time": (
                 "behaviour_time",
                 t_behaviour,

@@ -10,57 +10,63 @@ import numpy as np
 import xarray as xr
 
 from brainpipe.errors import ConfigError
-from brainpipe.simulate.base import Simulation, register
+from brainpipe.simulate.base import Simulation, StepMemory, register, spike_times_from_counts
 from brainpipe.simulate.glm_network import ou_process
 
 
 @dataclass
-class HubNetworkParams:
+class HubNetworkParams(StepMemory):
     """Parameters of :func:`hub_network` (times in seconds, rates in Hz, lags in steps of ``dt_s``).
+
+    Neuroformer's planted truth: a Poisson network with an exp link in which a few hub neurons drive many others
+    through directed, lagged excitatory connections, a standardised speed (Ornstein-Uhlenbeck) drives one subset and
+    a 0/1 flash stimulus another; behaviour variables ``speed`` and ``flash``; ``truth.nc`` holds ``weights``,
+    ``connected``, ``lag_bins`` (unit_post, unit_pre), ``is_hub``, ``log_baseline_rate``, ``behaviour_weight``
+    (speed, flash) and the connection ``kernel``.
 
     Parameters
     ----------
-    n_neurons : int, default 20
+    n_neurons : int
         Number of neurons (>= 3).
-    n_hubs : int, default 3
+    n_hubs : int
         Number of hub neurons.
-    hub_out_degree : int, default 8
+    hub_out_degree : int
         Number of non-hubs each hub projects to.
-    n_other_connections : int, default 6
+    n_other_connections : int
         Number of further random connections among non-hubs.
-    duration_s : float, default 200.0
+    duration_s : float
         Length of the recording.
-    dt_s : float, default 0.01
+    dt_s : float
         Simulation time step.
-    rate_min_hz, rate_max_hz : float, default 5.0, 10.0
+    rate_min_hz, rate_max_hz : float
         Range of the non-hubs' baseline rates.
-    hub_rate_hz : float, default 20.0
+    hub_rate_hz : float
         Baseline rate of the hubs.
-    weight_min, weight_max : float, default 0.8, 1.2
+    weight_min, weight_max : float
         Range of the (excitatory) connection weights.
-    lag_min_bins, lag_max_bins : int, default 1, 3
+    lag_min_bins, lag_max_bins : int
         Range of the connections' lags, in steps.
-    kernel_tau_bins : float, default 2.0
+    kernel_tau_bins : float
         Decay of the coupling kernel, in steps.
-    kernel_bins : int, default 6
+    kernel_bins : int
         Length of the coupling kernel, in steps.
-    self_history_weight : float, default -2.0
+    self_history_weight : float
         Weight of a neuron's previous step on itself (refractoriness).
-    behaviour_fraction : float, default 0.4
+    behaviour_fraction : float
         Fraction of the neurons driven by the ``speed`` behaviour.
-    behaviour_weight_min, behaviour_weight_max : float, default 0.5, 0.8
+    behaviour_weight_min, behaviour_weight_max : float
         Range of the behaviour weights' magnitudes.
-    behaviour_tau_s : float, default 2.0
+    behaviour_tau_s : float
         Time constant of the Ornstein-Uhlenbeck behaviour.
-    stimulus_fraction : float, default 0.25
+    stimulus_fraction : float
         Fraction of the neurons driven by the ``flash`` stimulus.
-    stimulus_weight : float, default 1.5
+    stimulus_weight : float
         Weight of the stimulus.
-    stimulus_rate_hz : float, default 0.5
+    stimulus_rate_hz : float
         Rate of the flashes.
-    stimulus_duration_s : float, default 0.3
+    stimulus_duration_s : float
         Length of a flash.
-    max_rate_hz : float, default 200.0
+    max_rate_hz : float
         Cap on the instantaneous rate.
     """
 
@@ -90,20 +96,8 @@ class HubNetworkParams:
     stimulus_duration_s: float = 0.3
     max_rate_hz: float = 200.0
 
-    def memory_bytes(self) -> tuple[float, str]:
-        """Estimate the peak allocation of the simulation.
-
-        It counts a few float64 (time, neuron) arrays and the lagged coupling kernels.
-
-        Returns
-        -------
-        bytes : float
-            Estimated peak allocation, in bytes.
-        keys : str
-            The parameters that drive it (for the error message).
-        """
-        n, steps = float(self.n_neurons), float(self.duration_s) / float(self.dt_s)
-        return 12.0 * steps * n + 8.0 * (self.kernel_bins + 3) * n * n, "n_neurons x duration_s / dt_s"
+    def _pair_bytes(self) -> float:
+        return 8.0 * (self.kernel_bins + 3)  # the lagged coupling kernels, float64
 
     def __post_init__(self):
         n_other = self.n_neurons - self.n_hubs
@@ -238,24 +232,15 @@ def hub_network(p: HubNetworkParams, seed: int) -> Simulation:
         counts[t + depth] = rng.poisson(np.exp(eta) * dt)
     counts = counts[depth:]
 
-    t_idx, unit_idx = np.nonzero(counts)
-    reps = counts[t_idx, unit_idx]
-    t_idx, unit_idx = np.repeat(t_idx, reps), np.repeat(unit_idx, reps)
-    spike_time = (t_idx + rng.random(t_idx.size)) * dt
-    order = np.lexsort((unit_idx, spike_time))
-    units = np.array([f"n{i:03d}" for i in range(n)])
+    spikes, unit_coord = spike_times_from_counts(counts, dt, rng)
+    units = unit_coord["unit"][1]
     t_beh = (np.arange(n_steps) + 0.5) * dt
     beh_vars = np.array(["speed", "flash"])
     is_hub = np.zeros(n, dtype=np.int8)
     is_hub[hubs] = 1
     data = xr.Dataset(
         {
-            "spike_time": (
-                "spike",
-                spike_time[order].astype(np.float64),
-                {"units": "s", "long_name": "spike time"},
-            ),
-            "spike_unit": ("spike", unit_idx[order].astype(np.int32), {"long_name": "index into unit"}),
+            **spikes,
             "behaviour": (
                 ("behaviour_time", "behaviour_var"),
                 np.stack([speed, flash], axis=1),
@@ -263,7 +248,7 @@ def hub_network(p: HubNetworkParams, seed: int) -> Simulation:
             ),
         },
         coords={
-            "unit": ("unit", units, {"long_name": "unit identifier"}),
+            **unit_coord,
             "behaviour_time": ("behaviour_time", t_beh, {"units": "s", "long_name": "behaviour sample time"}),
             "behaviour_var": ("behaviour_var", beh_vars),
         },

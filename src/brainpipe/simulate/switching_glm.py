@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 
 from brainpipe.errors import ConfigError
-from brainpipe.simulate.base import Simulation, register
+from brainpipe.simulate.base import Simulation, register, spike_times_from_counts
 
 CATEGORIES = ("inh", "none", "exc")
 
@@ -38,7 +38,47 @@ LINKS = {
 
 @dataclass
 class SwitchingGLMParams:
-    """Parameters of :func:`switching_glm_network` (bins of ``dt_s`` seconds)."""
+    """Parameters of :func:`switching_glm_network` (bins of ``dt_s`` seconds).
+
+    A sticky Markov chain over states; per-state couplings drawn from a shared one-hot prior over inhibitory / none
+    / excitatory per pair; planted states, weights, structure and prior in ``truth.nc``; sequences concatenated in
+    time, each its own trial, the last ``n_test_sequences`` forming the test split.
+
+    Parameters
+    ----------
+    n_neurons : int
+        Number of neurons (>= 2).
+    n_states : int
+        Number of hidden states.
+    n_sequences : int
+        Training sequences.
+    n_test_sequences : int
+        Test sequences (after the training ones).
+    sequence_length : int
+        Bins per sequence.
+    dt_s : float
+        Bin width (s); bin the data at this width.
+    stay_probability : float
+        Diagonal of the transition matrix (the rest of each row is spread evenly).
+    prior_concentration : float
+        Concentration of the Dirichlet of the shared per-pair (inh, none, exc) prior.
+    prior_mean : tuple of float
+        Mean (inh, none, exc) of that Dirichlet.
+    strength_min, strength_max : float
+        Range of the coupling strengths.
+    bias_min, bias_max : float
+        Range of the per-state biases (pre-link).
+    self_history_weight : float
+        Each neuron's own history weight.
+    history_bins : int
+        Length of the exponential history basis, in bins.
+    history_decay : float
+        Decay per bin of the exponential history basis.
+    link : str
+        ``sigmoid`` (bounded: cannot run away), ``softplus`` or ``exp``.
+    max_count : int
+        Cap on counts per bin (only reached with unbounded links; the number capped is saved).
+    """
 
     n_neurons: int = 10
     n_states: int = 3
@@ -148,23 +188,13 @@ def switching_glm_network(p: SwitchingGLMParams, seed: int) -> Simulation:
             counts[q, t] = np.minimum(y, p.max_count)
 
     # flatten: sequence q occupies [q * L * dt, (q + 1) * L * dt)
-    seq_idx, t_idx, unit_idx = np.nonzero(counts)
-    reps = counts[seq_idx, t_idx, unit_idx]
-    bins = np.repeat(seq_idx * L + t_idx, reps)
-    unit_idx = np.repeat(unit_idx, reps)
-    spike_time = (bins + rng.random(bins.size)) * dt
-    order = np.lexsort((unit_idx, spike_time))
-    units = np.array([f"n{i:03d}" for i in range(N)])
+    spikes, unit_coord = spike_times_from_counts(counts.reshape(n_seq * L, N), dt, rng)
+    units = unit_coord["unit"][1]
     starts = np.arange(n_seq) * L * dt
     split = np.r_[np.zeros(p.n_sequences), np.full(p.n_test_sequences, 2.0)]
     data = xr.Dataset(
         {
-            "spike_time": (
-                "spike",
-                spike_time[order].astype(np.float64),
-                {"units": "s", "long_name": "spike time"},
-            ),
-            "spike_unit": ("spike", unit_idx[order].astype(np.int32), {"long_name": "index into unit"}),
+            **spikes,
             "trial_start": (
                 "trial",
                 starts.astype(np.float64),
@@ -177,7 +207,7 @@ def switching_glm_network(p: SwitchingGLMParams, seed: int) -> Simulation:
             ),
             "trial_split": ("trial", split, {"long_name": "predefined split (0 train, 2 test)"}),
         },
-        coords={"unit": ("unit", units, {"long_name": "unit identifier"})},
+        coords=unit_coord,
         attrs={
             "t_start_s": 0.0,
             "t_stop_s": float(n_seq * L * dt),
