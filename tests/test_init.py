@@ -16,7 +16,7 @@ from brainpipe.cli import main
 from brainpipe.config import load_study, validate_config
 from brainpipe.errors import InputError
 from brainpipe.io.fmri import find_tables
-from brainpipe.scan import NAME_PATTERN, check_study, scan, study_yaml
+from brainpipe.scan import NAME_PATTERN, _schema_has, check_study, scan, study_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path("/work/shared/data")
@@ -185,6 +185,14 @@ def test_written_study_validates_and_enables_the_models(study_folder, tmp_path, 
     assert cfg["spikes"]["datasets"]["ephys_session3"]["bin"] == {"bin_width_s": 0.01}
     assert cfg["calcium"]["connectome"]["studies"] == {"imaging": {"datasets": ["m1", "m2"]}}
     assert "the animals differ (m1 30 Hz, m2 15 Hz)" in text  # the frame-rate question, commented
+    if _schema_has(
+        "calcium", "connectome", "studies", "*", "target_rate_hz"
+    ):  # the stage needs the rate then
+        (q,) = [q for f in found for q in f.missing]
+        assert q.full_key == "calcium.connectome.studies.imaging.target_rate_hz"
+        assert "        # target_rate_hz: <Hz>  # could not determine: one frame rate" in text
+    if _schema_has("calcium", "datasets", "*", "kind"):
+        assert cfg["calcium"]["datasets"]["m1"]["kind"] == "raw_with_neuropil"
     assert cfg["fmri"]["datasets"]["rest"]["classification"] == "group"
     assert study.brainmae_variants("rest") == ["base"]
     assert cfg["fmri"]["datasets"]["task"]["format"] == "nifti"
@@ -262,6 +270,28 @@ def test_csv_is_decided_by_its_header(tmp_path):
     assert by["rois.csv"].keys["confound_columns"] == ["WM", "Vent"] and by["rois.csv"].facts["rois"] == 2
     assert (by["cells.csv"].modality, by["cells.csv"].format) == ("calcium", "csv")
     assert (by["units.csv"].modality, by["units.csv"].format) == ("spikes", "table")
+
+
+def test_binned_counts_npz_and_csv_with_sidecar(tmp_path):
+    rng = np.random.default_rng(9)
+    counts = rng.poisson(1.0, (500, 8))
+    np.savez(tmp_path / "reach.npz", counts=counts, bin_width_s=0.02, hand_x=rng.normal(size=500))
+    rows = "".join(
+        f"{a},{b},{c},{x:.3f}\n" for (a, b, c), x in zip(counts[:, :3], rng.normal(size=500), strict=True)
+    )
+    (tmp_path / "reach2.csv").write_text("u1,u2,u3,hand_x\n" + rows)
+    (tmp_path / "reach2.json").write_text(json.dumps({"bin_width_s": 0.02}))
+    by = _by_name(scan([tmp_path]))
+    assert (by["reach"].format, by["reach"].facts["units"], by["reach"].facts["bin_width_s"]) == (
+        "binned",
+        8,
+        0.02,
+    )
+    assert by["reach2"].keys["options"] == {"behaviour_keys": ["hand_x"]} and by["reach2"].facts["units"] == 3
+    cfg = yaml.safe_load(study_yaml(list(by.values())))
+    assert cfg["spikes"]["datasets"]["reach2"]["bin"] == {"bin_width_s": 0.02}
+    assert cfg["neuroformer"]["datasets"]["reach"]["target"] == {"source": "behaviour", "variable": "hand_x"}
+    validate_config(cfg)
 
 
 def test_names_are_sanitised_and_unique(tmp_path):

@@ -173,7 +173,7 @@ def _cmd_init(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"{f.name:<{width}}  {f.modality or '?':<8}  {f.format or '?':<13}  {what}")
     print(f"{len(found)} dataset(s) found, {len(found.skipped)} path(s) skipped; study written to {out}")
     problems = [
-        f"{out}: key '{f.modality}.datasets.{f.name}.{q.key}': could not determine: {q.hint}"
+        f"{out}: key '{q.full_key or f'{f.modality}.datasets.{f.name}.{q.key}'}': could not determine: {q.hint}"
         for f in found
         if f.modality
         for q in f.missing

@@ -100,12 +100,17 @@ class Question:
         What to look at to find the value.
     required : bool
         True when the dataset cannot be read without it.
+    full_key : str or None
+        The key from the top of the study when it lies outside the dataset's entry.
     """
 
     key: str
     placeholder: str
     hint: str
     required: bool = False
+    full_key: str | None = (
+        None  # a key outside the dataset's entry (a connectome study's), dotted from the top
+    )
 
 
 @dataclass
@@ -345,6 +350,9 @@ def _spike_facts(ds) -> dict[str, Any]:
     t0, t1 = ds.attrs.get("t_start_s"), ds.attrs.get("t_stop_s")
     if t0 is not None and t1 is not None:
         facts["duration_s"] = float(t1) - float(t0)
+    if "counts" in ds and ds.attrs.get("bin_width_s"):  # binned counts: (time, unit) with their bin width
+        facts["bin_width_s"] = float(ds.attrs["bin_width_s"])
+        facts.setdefault("duration_s", ds.sizes.get("time", 0) * facts["bin_width_s"])
     if "trial" in ds.sizes:
         facts["trials"] = int(ds.sizes["trial"])
     if "behaviour_var" in ds.coords:
@@ -561,7 +569,11 @@ def _sniff_suite2p(reader: Reader, p: Path) -> FoundDataset | None:
     if len(shape) != 2:
         return None
     found = FoundDataset(p, "calcium", reader.name)
-    found.facts.update(cells=shape[0], frames=shape[1], kind="raw F + neuropil")
+    found.facts.update(cells=shape[0], frames=shape[1], kind="raw_with_neuropil")
+    sample = np.load(p / "F.npy", mmap_mode="r", allow_pickle=False)[:, : min(shape[1], 2000)]
+    if sample.size and float(np.min(sample)) < 0:  # raw fluorescence is positive; CNMF-E's C is not
+        found.facts["kind"] = "denoised"
+        found.notes.append("F.npy goes negative: denoised traces (e.g. CNMF-E C), not raw fluorescence")
     if (p / "iscell.npy").is_file():
         try:
             isc = np.load(p / "iscell.npy", allow_pickle=False)
@@ -598,7 +610,8 @@ def _sniff_calcium_nwb(reader: Reader, p: Path) -> FoundDataset | None:
     cname, sname, shape, rate = series[0]
     found = FoundDataset(p, "calcium", reader.name)
     found.facts.update(frames=shape[0], cells=shape[1] if len(shape) > 1 else 1)
-    found.facts["kind"] = "dF/F" if cname == "DfOverF" else "raw fluorescence"
+    has_neuropil = any(s[1].lower() == "neuropil" for s in groups["ophys"])
+    found.facts["kind"] = "dff" if cname == "DfOverF" else ("raw_with_neuropil" if has_neuropil else "raw")
     if len(series) > 1:
         found.keys["options"] = {"series": sname}
         found.notes.append("other series: " + ", ".join(s[1] for s in series[1:]) + " (options.series)")
@@ -613,6 +626,13 @@ def _sniff_calcium_nwb(reader: Reader, p: Path) -> FoundDataset | None:
 def _array_found(reader: Reader, p: Path, shape: tuple[int, ...]) -> FoundDataset:
     found = FoundDataset(p, "calcium", reader.name)
     found.facts.update(frames=shape[0], cells=shape[1])
+    found.questions.append(
+        Question(
+            "kind",
+            "<raw|dff|denoised|deconvolved>",
+            "what the array holds (auto reads it as raw fluorescence)",
+        )
+    )
     rate, _ = _sidecar_value(p, ("frame_rate_hz", "fs"))
     if rate:
         found.facts["frame_rate_hz"] = rate
@@ -1063,6 +1083,44 @@ def _sniff_generic(reader: Reader, p: Path) -> FoundDataset | None:
     return found
 
 
+def _content_claims(p: Path) -> set[tuple[str, str]]:
+    """Formats a file's content names although their detector leaves them to ``format:`` (a CSV/TSV of binned
+    counts with a ``bin_width_s`` sidecar)."""
+    if p.is_file() and p.suffix.lower() in (".csv", ".tsv") and _sidecar_value(p, ("bin_width_s",))[0]:
+        return {("spikes", "binned")}
+    return set()
+
+
+def _sniff_binned_table(reader: Reader, p: Path) -> FoundDataset | None:
+    """Binned counts in a CSV/TSV: one column per unit (whole numbers), other numeric columns are behaviour."""
+    width, _ = _sidecar_value(p, ("bin_width_s",))
+    if p.suffix.lower() not in (".csv", ".tsv") or not width:
+        return None if p.suffix.lower() in (".csv", ".tsv") else _sniff_generic(reader, p)
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",", nrows=20000)
+    except (OSError, ValueError) as err:
+        raise Rejected(f"cannot be read as a table ({' '.join(str(err).split())[:100]})") from None
+    special = {"time", "trial", "split"}
+    behaviour = [
+        str(c)
+        for c in df.columns
+        if str(c) not in special
+        and (
+            df[c].dtype.kind == "f"
+            and not np.all(df[c].dropna() == np.round(df[c].dropna()))
+            or df[c].min() < 0
+        )
+    ]
+    found = FoundDataset(p, "spikes", reader.name)
+    if behaviour:
+        found.keys["options"] = {"behaviour_keys": behaviour}
+    found.facts.update(bin_width_s=width)
+    _read_spikes(found)
+    return found
+
+
 #: The look-inside of each known format: ``(modality, format) -> sniff(reader, path)``, returning the dataset or None
 #: when the content is not of that format after all.
 SNIFFERS: dict[tuple[str, str], Callable[[Reader, Path], FoundDataset | None]] = {
@@ -1071,6 +1129,7 @@ SNIFFERS: dict[tuple[str, str], Callable[[Reader, Path], FoundDataset | None]] =
     ("spikes", "trialized_npz"): _sniff_trialized,
     ("spikes", "table"): _sniff_spike_table,
     ("spikes", "matclust"): _sniff_matclust,
+    ("spikes", "binned"): _sniff_binned_table,
     ("calcium", "suite2p"): _sniff_suite2p,
     ("calcium", "nwb"): _sniff_calcium_nwb,
     ("calcium", "npy"): _sniff_calcium_array,
@@ -1098,9 +1157,10 @@ def _claim(p: Path, out: Scan) -> list[FoundDataset]:
     """The datasets at ``p`` (none, one, two for an NWB file with units and ophys, or one undecided)."""
     results: list[FoundDataset] = []
     failed: list[str] = []
+    claimed = _content_claims(p)
     for reader in readers():
         try:
-            if not reader.matches(p):
+            if not (reader.matches(p) or (reader.modality, reader.name) in claimed):
                 continue
             found = SNIFFERS.get((reader.modality, reader.name), _sniff_generic)(reader, p)
         except (InputError, ConfigError, OSError, Rejected) as err:
@@ -1181,6 +1241,7 @@ def scan(paths: Iterable[str | os.PathLike]) -> Scan:
         _visit(p, out, top=True)
     _name(out)
     _group_calcium(out)
+    _study_questions(out)
     used = {}
     for f in out:
         for key, value in [
@@ -1259,6 +1320,48 @@ def _group_calcium(found: Scan) -> None:
             f.group = str(_animal(f.path).parent)
 
 
+def _study_questions(found: Scan) -> None:
+    """A connectome study of animals imaged at different frame rates needs the rate to resample them to."""
+    groups: dict[str, list[FoundDataset]] = {}
+    for f in found:
+        if f.modality == "calcium":
+            groups.setdefault(f.group or "", []).append(f)
+    for folder, members in groups.items():
+        rates = {f.name: f.facts.get("frame_rate_hz") for f in members}
+        known = {r for r in rates.values() if r}
+        if len(known) < 2:
+            continue
+        listed = ", ".join(f"{n} {r:g} Hz" if r else f"{n} unknown" for n, r in rates.items())
+        supported = _schema_has("calcium", "connectome", "studies", "*", "target_rate_hz")
+        members[0].questions.append(
+            Question(
+                "target_rate_hz" if supported else "frame_rate_hz",
+                "<Hz>",
+                f"one frame rate for the study; the animals differ ({listed})"
+                + ("; they are resampled to it" if supported else "; check each dataset's frame_rate_hz"),
+                required=supported,
+                full_key=f"calcium.connectome.studies.{_study_name(folder)}."
+                + ("target_rate_hz" if supported else "datasets"),
+            )
+        )
+
+
+def _study_name(folder: str) -> str:
+    return _sanitise(Path(folder).name or "calcium")
+
+
+def _schema_has(*path: str) -> bool:
+    """Whether the study schema has the key at ``path`` (``*`` steps into a mapping's values)."""
+    from brainpipe.config import load_schema
+
+    node: Any = load_schema()
+    for part in path:
+        node = node.get("additionalProperties") if part == "*" else node.get("properties", {}).get(part)
+        if not isinstance(node, dict):
+            return False
+    return True
+
+
 # ---- the study file ----------------------------------------------------------------------------------------------------
 def _yaml(value: Any) -> str:
     import yaml
@@ -1275,6 +1378,8 @@ def _entry(f: FoundDataset, relative: bool, indent: str) -> list[str]:
     """The YAML lines of one dataset entry (its keys, then its open questions as commented lines)."""
     lines = [f"{indent}{f.name}:" + (f"   # {f.format}: {f.summary}" if f.summary else f"   # {f.format}")]
     keys: dict[str, Any] = {"path": _path_text(f.path, relative), "format": f.format, **f.keys}
+    if f.modality == "calcium" and f.facts.get("kind") and _schema_has("calcium", "datasets", "*", "kind"):
+        keys["kind"] = f.facts["kind"]
     for k, v in keys.items():
         if k in ("atlas", "atlas_labels", "participants"):
             v = _path_text(Path(v), relative)
@@ -1282,6 +1387,8 @@ def _entry(f: FoundDataset, relative: bool, indent: str) -> list[str]:
             v = {o: _path_text(Path(x), relative) if o == "position" else x for o, x in v.items()}
         lines.append(f"{indent}  {k}: {_yaml(v)}")
     for q in f.questions:
+        if q.full_key or (q.key == "kind" and not _schema_has("calcium", "datasets", "*", "kind")):
+            continue
         head, _, sub = q.key.partition(".")
         text = f"{{{sub}: {q.placeholder}}}" if sub else q.placeholder
         lines.append(f"{indent}  # {head}: {text}  # could not determine: {q.hint}")
@@ -1405,22 +1512,16 @@ def study_yaml(found: Sequence[FoundDataset], name: str = "my-study", sources: S
             groups.setdefault(f.group or "", []).append(f)
         used: set[str] = set()
         for folder, members in groups.items():
-            study = _sanitise(Path(folder).name or "calcium")
+            study = _study_name(folder)
             while study in used:
                 study += "_2"
             used.add(study)
-            rates = {f.name: f.facts.get("frame_rate_hz") for f in members}
             out.append(
                 f"      {study}:" + f"   # {len(members)} animal{'s' if len(members) > 1 else ''} in {folder}"
             )
             out.append(f"        datasets: {_yaml([f.name for f in members])}")
-            known = {r for r in rates.values() if r}
-            if len(known) > 1 or (known and None in rates.values()):
-                listed = ", ".join(f"{n} {r:g} Hz" if r else f"{n} unknown" for n, r in rates.items())
-                out.append(
-                    "        # frame_rate_hz: <Hz>  # could not determine: one frame rate for the study; the animals "
-                    f"differ ({listed}). Windows are in seconds, so this runs; check each dataset's frame_rate_hz"
-                )
+            for q in (q for f in members for q in f.questions if q.full_key):
+                out.append(f"        # {q.key}: {q.placeholder}  # could not determine: {q.hint}")
         out.append("")
     if by["fmri"]:
         out += ["fmri:", "  datasets:"]
