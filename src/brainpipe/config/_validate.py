@@ -309,6 +309,22 @@ def _check_switching(cfg: dict[str, Any], source: str) -> None:
                 )
 
 
+def _resolve(path: str, base: Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else base / p
+
+
+def _tables_have_tr(path: Path) -> bool:
+    """Whether every ROI table at ``path`` has a JSON sidecar stating its TR (then no config TR is needed)."""
+    from brainpipe.errors import InputError
+    from brainpipe.io.fmri import find_tables, sidecar_tr
+
+    try:
+        return all(sidecar_tr(t)[0] is not None for t in find_tables(path))
+    except InputError:  # a missing path or a bad file: reported by the path check or the ingest stage
+        return False
+
+
 def _check_fmri(cfg: dict[str, Any], source: str, base: Path, check_paths: bool) -> None:
     """fMRI cross-checks: one source per dataset, what each format needs, files exist, simulator parameters,
     BrainMAE variant and dataset names."""
@@ -329,9 +345,10 @@ def _check_fmri(cfg: dict[str, Any], source: str, base: Path, check_paths: bool)
             raise ConfigError(
                 f"{source}: key '{key}.atlas' is needed for format '{fmt}' (a 3D labels NIfTI in the bold images' space)"
             )
-        if fmt == "table" and "repetition_time_s" not in ds:
+        if fmt == "table" and "repetition_time_s" not in ds and not _tables_have_tr(_resolve(path, base)):
             raise ConfigError(
-                f"{source}: key '{key}.repetition_time_s' is needed for ROI tables (they carry no TR)"
+                f"{source}: key '{key}.repetition_time_s' is needed for ROI tables (they carry no TR) without "
+                "BIDS JSON sidecars (RepetitionTime)"
             )
         if check_paths:
             for k in ("path", "atlas", "atlas_labels", "participants"):

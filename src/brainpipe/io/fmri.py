@@ -13,7 +13,14 @@ no cleaning here: cleaning is :func:`brainpipe.preprocess.fmri.clean_run`). Atla
 grid (shape and affine): resampling silently would hide a wrong atlas, so a mismatch is an error.
 
 Bad input stops with one line naming the file, what is wrong and what to do: atlas/bold grids differ, no TR,
-confound rows != volumes, a NaN or constant ROI, an atlas label with no voxels.
+confound rows != volumes, a NaN or constant ROI, an atlas label with no voxels, a sidecar TR that disagrees with
+the config's ``repetition_time_s`` (unless ``repetition_time_from`` trusts one), a text file in a folder of tables.
+
+Repetition time: each run's own (its BIDS JSON sidecar ``RepetitionTime``, else the config's
+``repetition_time_s``, else for NIfTI the header), so a cohort from sites with different TRs is read run by run,
+each run carrying its TR (``repetition_time_s``); the cleaning stage uses it and resamples to one TR when the runs
+differ (:func:`brainpipe.preprocess.fmri.resample_run`). ``participants.tsv`` is found where BIDS puts it (the
+dataset folder) unless given.
 
 Readers: :func:`iter_fmriprep` (``"fmriprep"``), :func:`iter_nifti` (``"nifti"``), :func:`iter_tables`
 (``"table"``), registered in :mod:`brainpipe.io._registry` near the end of this module; :func:`iter_runs` picks one.
@@ -94,6 +101,30 @@ def read_participants(path: str | os.PathLike | None) -> dict[str, dict[str, Any
             for k, v in row.items()
         }
     return out
+
+
+def find_participants(path: str | os.PathLike, participants: str | os.PathLike | None = None) -> Path | None:
+    """The ``participants.tsv`` of a dataset: ``participants`` when given, else the one BIDS puts at the dataset
+    root (the data folder itself, or the folder of a single data file), else None.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The dataset's data path (a folder, or one file).
+    participants : str or PathLike, optional
+        An explicit participants table (the dataset's ``participants`` key).
+
+    Returns
+    -------
+    Path or None
+        The table to read, or None when there is none.
+    """
+    if participants is not None:
+        return Path(participants)
+    p = Path(path)
+    root = p if p.is_dir() else p.parent
+    found = root / "participants.tsv"
+    return found if found.is_file() else None
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------------
@@ -259,38 +290,148 @@ def _check_grid(bold_path, bold_img, atlas_path, atlas_img) -> None:
         )
 
 
-def read_tr(bold_path: str | os.PathLike, img=None, override: float | None = None) -> float:
-    """Repetition time in seconds: ``override`` (config) if given, else the BIDS sidecar's ``RepetitionTime``, else
-    the NIfTI header (pixdim[4] with time units). Missing everywhere -> one-line error."""
-    if override is not None:
-        return float(override)
-    p = Path(bold_path)
-    name = p.name
+#: Where a run's TR comes from when the config (``repetition_time_s``) and the run's JSON sidecar both give one.
+TR_SOURCES = ("check", "sidecar", "config")
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The BIDS JSON sidecar of a data file: the same name with ``.json`` for its (``.nii.gz``, ``.nii``, table) suffix.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A bold image or an ROI table.
+
+    Returns
+    -------
+    Path
+        The sidecar's path (it may not exist).
+    """
+    p = Path(path)
     for suf in (".nii.gz", ".nii"):
-        if name.endswith(suf):
-            side = p.with_name(name[: -len(suf)] + ".json")
-            if side.is_file() and side.stat().st_size == 0:
-                raise fail(side, "sidecar is empty (0 bytes)", "write the BIDS sidecar again, or remove it")
-            if side.is_file():
-                try:
-                    meta = json.loads(side.read_text())
-                except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
-                    raise fail(
-                        side, f"sidecar is not valid JSON ({oneline(err)})", "fix or remove it"
-                    ) from None
-                tr = meta.get("RepetitionTime") if isinstance(meta, dict) else None
-                if tr is not None:
-                    try:
-                        tr = float(tr)
-                    except (TypeError, ValueError):
-                        tr = float("nan")
-                    if not (np.isfinite(tr) and tr > 0):
-                        raise fail(
-                            side,
-                            f"RepetitionTime {meta['RepetitionTime']!r} is not a positive number of seconds",
-                            "fix the sidecar, or set 'repetition_time_s' for this dataset",
-                        )
-                    return tr
+        if p.name.endswith(suf):
+            return p.with_name(p.name[: -len(suf)] + ".json")
+    return p.with_suffix(".json")
+
+
+def sidecar_tr(path: str | os.PathLike) -> tuple[float | None, Path]:
+    """The repetition time a data file's JSON sidecar states (``RepetitionTime``, else ``1 / SamplingFrequency``).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A bold image or an ROI table (its sidecar: :func:`sidecar_path`).
+
+    Returns
+    -------
+    tr : float or None
+        The TR in seconds; None without a sidecar or without either key.
+    sidecar : Path
+        The sidecar's path.
+
+    Raises
+    ------
+    InputError
+        The sidecar is empty, not JSON, or states a TR that is not a positive number of seconds.
+    """
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None, side
+    if side.stat().st_size == 0:
+        raise fail(side, "sidecar is empty (0 bytes)", "write the BIDS sidecar again, or remove it")
+    try:
+        meta = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        raise fail(side, f"sidecar is not valid JSON ({oneline(err)})", "fix or remove it") from None
+    if not isinstance(meta, dict):
+        return None, side
+    key = (
+        "RepetitionTime"
+        if "RepetitionTime" in meta
+        else "SamplingFrequency"
+        if "SamplingFrequency" in meta
+        else None
+    )
+    if key is None:
+        return None, side
+    try:
+        value = float(meta[key])
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise fail(
+            side,
+            f"{key} {meta[key]!r} is not a positive number",
+            "fix the sidecar, or set 'repetition_time_s' for this dataset",
+        )
+    return (value if key == "RepetitionTime" else 1.0 / value), side
+
+
+def resolve_tr(
+    path: str | os.PathLike, config_tr: float | None, repetition_time_from: str = "check"
+) -> float | None:
+    """A run's TR from its sidecar and the config: the one given, or both when they agree (``check``), or the one
+    ``repetition_time_from`` trusts (``sidecar``: the sidecar wins; ``config``: the config wins).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A bold image or an ROI table (its sidecar: :func:`sidecar_path`).
+    config_tr : float or None
+        ``repetition_time_s`` of the dataset.
+    repetition_time_from : {"check", "sidecar", "config"}
+        What to trust when both give a TR.
+
+    Returns
+    -------
+    float or None
+        The TR in seconds; None when neither gives one.
+
+    Raises
+    ------
+    InputError
+        The sidecar and the config disagree (``check``; one line naming the sidecar and both values).
+    """
+    if repetition_time_from not in TR_SOURCES:
+        raise fail(
+            path, f"repetition_time_from = {repetition_time_from!r}", f"use one of {', '.join(TR_SOURCES)}"
+        )
+    if repetition_time_from == "config" and config_tr is not None:
+        return float(config_tr)
+    tr, side = sidecar_tr(path)
+    if tr is None:
+        return None if config_tr is None else float(config_tr)
+    if config_tr is not None and not np.isclose(tr, float(config_tr), rtol=1e-4, atol=0):
+        if repetition_time_from == "sidecar":
+            LOG.info(
+                "%s: TR %g s from the sidecar (the config's repetition_time_s %g s is not used)",
+                path,
+                tr,
+                config_tr,
+            )
+            return tr
+        raise fail(
+            side,
+            f"sidecar RepetitionTime {tr:g} s disagrees with repetition_time_s {float(config_tr):g} s in the config",
+            "remove repetition_time_s from the dataset (each run's sidecar gives its TR), fix the sidecar, or set "
+            "repetition_time_from: sidecar (or config) for this dataset to trust one",
+        )
+    return tr
+
+
+def read_tr(
+    bold_path: str | os.PathLike,
+    img=None,
+    override: float | None = None,
+    repetition_time_from: str = "check",
+) -> float:
+    """Repetition time in seconds: the BIDS sidecar's ``RepetitionTime`` and the config's ``override``
+    (:func:`resolve_tr`: when both are given they must agree, unless ``repetition_time_from`` trusts one), else the
+    NIfTI header (pixdim[4] with time units). Missing everywhere -> one-line error."""
+    p = Path(bold_path)
+    tr = resolve_tr(p, override, repetition_time_from)
+    if tr is not None:
+        return tr
     if img is not None and len(img.shape) == 4:
         zooms = img.header.get_zooms()
         units = img.header.get_xyzt_units()[1] if hasattr(img.header, "get_xyzt_units") else "sec"
@@ -341,10 +482,11 @@ def read_nifti(
     atlas_labels: str | os.PathLike | None = None,
     repetition_time_s: float | None = None,
     participant: Mapping[str, Any] | None = None,
+    repetition_time_from: str = "check",
 ) -> xr.Dataset:
-    """One 4D NIfTI + labels atlas -> ``roi_timeseries`` (TR from the config, the sidecar or the header)."""
+    """One 4D NIfTI + labels atlas -> ``roi_timeseries`` (TR from the sidecar and the config, or the header)."""
     signal, names, img = extract_rois(path, atlas, atlas_labels)
-    tr = read_tr(path, img, repetition_time_s)
+    tr = read_tr(path, img, repetition_time_s, repetition_time_from)
     return run_dataset(
         signal, names, tr, source=path, entities=bids_entities(Path(path).name), participant=participant
     )
@@ -461,18 +603,14 @@ def iter_fmriprep(
     space: str | None = None,
     session: str | None = None,
     repetition_time_s: float | None = None,
+    repetition_time_from: str = "check",
 ) -> Iterator[xr.Dataset]:
     """Each run of an fMRIPrep derivatives folder as a ``roi_timeseries`` dataset (one at a time)."""
     root = Path(path)
-    part_path = (
-        participants
-        if participants is not None
-        else (root / "participants.tsv" if (root / "participants.tsv").is_file() else None)
-    )
-    table = read_participants(part_path)
+    table = read_participants(find_participants(root, participants))
     for bold in find_bold(root, task, space, session):
         signal, names, img = extract_rois(bold, atlas, atlas_labels)
-        tr = read_tr(bold, img, repetition_time_s)
+        tr = read_tr(bold, img, repetition_time_s, repetition_time_from)
         conf, conf_names, keep = fmriprep_confounds(bold, signal.shape[0], confounds)
         ent = bids_entities(bold.name)
         yield run_dataset(
@@ -496,18 +634,21 @@ def read_table(
     confound_columns: Sequence[str] = (),
     drop_columns: Sequence[str] = (),
     participant: Mapping[str, Any] | None = None,
+    repetition_time_from: str = "check",
 ) -> xr.Dataset:
     """An ROI table (time x ROI): CSV/TSV with a header row of ROI names, AFNI ``.1D`` (whitespace, ``#`` comments,
     no header), or ``.npy`` (2D float array; loaded without pickle). ``confound_columns`` move named columns into
-    ``confounds``; ``drop_columns`` are ignored. The TR must be given (tables carry none)."""
+    ``confounds``; ``drop_columns`` are ignored. The TR comes from the table's JSON sidecar (``<stem>.json`` with
+    ``RepetitionTime``, BIDS) and/or ``repetition_time_s`` (:func:`resolve_tr`); without either it is an error."""
     import pandas as pd
 
     p = require_file(path, "ROI table")
+    repetition_time_s = resolve_tr(p, repetition_time_s, repetition_time_from)
     if repetition_time_s is None:
         raise fail(
             p,
-            "repetition time (TR) is missing (ROI tables carry none)",
-            "set 'repetition_time_s' for this dataset in the config",
+            f"repetition time (TR) is missing (no sidecar {sidecar_path(p).name} with RepetitionTime)",
+            "add the BIDS sidecar, or set 'repetition_time_s' for this dataset in the config",
         )
     suf = p.suffix.lower()
     if suf == ".npy":
@@ -595,17 +736,91 @@ def _table_names(p: Path, roi_names: Sequence[str] | None, n_cols: int) -> list[
     return list(roi_names)
 
 
+#: Files of a data folder that are never data: BIDS metadata and documentation (matched case-insensitively on the
+#: name without its suffix), hidden files, and JSON sidecars.
+NOT_DATA = (
+    "participants",
+    "readme",
+    "changes",
+    "license",
+    "licence",
+    "dataset_description",
+    "citation",
+    "notes",
+)
+
+
+def _not_data(f: Path) -> bool:
+    stem = f.name.split(".")[0].lower()
+    return f.name.startswith((".", "_")) or stem in NOT_DATA or f.suffix.lower() == ".json"
+
+
+def _numeric_line(f: Path) -> str | None:
+    """The first data line of a whitespace table when it is not all numbers (a text file), else None."""
+    try:
+        with open(f, encoding="utf-8", errors="strict") as fh:
+            for line in fh:
+                text = line.split("#", 1)[0].strip()
+                if not text:
+                    continue
+                try:
+                    [float(v) for v in text.split()]
+                except ValueError:
+                    return text[:40]
+                return None
+    except (UnicodeDecodeError, OSError):
+        return "(not UTF-8 text)"
+    return None
+
+
 def find_tables(path: str | os.PathLike) -> list[Path]:
+    """The ROI tables of a dataset: one file, or the data files of a folder, sorted.
+
+    A folder's data files are those with a table suffix (:data:`TABLE_SUFFIXES`) that are not metadata or
+    documentation (:data:`NOT_DATA`: ``participants.tsv``, ``README.txt``, ``LICENSE``, ..., hidden files, JSON
+    sidecars; skipped, logged). Every other file is checked before any is read, so a stray text file stops the
+    ingest at once (nothing written), naming it.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A table or a folder of tables.
+
+    Returns
+    -------
+    list of Path
+        The tables, sorted by name.
+
+    Raises
+    ------
+    InputError
+        The path does not exist, the folder holds no table, or a ``.txt``/``.1D`` file of the folder is not a
+        numeric table (one line naming it: move it out of the data folder).
+    """
     p = Path(path)
     if p.is_file():
         return [p]
     if not p.is_dir():
         raise fail(p, "ROI table file or folder does not exist", "check the dataset's 'path'")
-    out = sorted(
-        f
-        for f in p.iterdir()
-        if f.is_file() and f.suffix.lower() in TABLE_SUFFIXES and f.name != "participants.tsv"
-    )
+    out, skipped = [], []
+    for f in sorted(p.iterdir()):
+        if not f.is_file() or f.suffix.lower() not in TABLE_SUFFIXES:
+            continue
+        if _not_data(f):
+            skipped.append(f.name)
+            continue
+        if f.suffix.lower() in (".txt", ".1d"):
+            bad = _numeric_line(f)
+            if bad is not None:
+                raise fail(
+                    f,
+                    f"is in the data folder but is not an ROI table (first line {bad!r} is not numbers)",
+                    "move it out of the folder (data folders hold tables, their JSON sidecars, participants.tsv and "
+                    "README/LICENSE files), or point 'path' at the tables",
+                )
+        out.append(f)
+    if skipped:
+        LOG.info("%s: not data, skipped: %s", p, ", ".join(skipped))
     if not out:
         raise fail(p, f"folder has no ROI tables ({', '.join(TABLE_SUFFIXES)})", "point 'path' at the tables")
     return out
@@ -617,6 +832,7 @@ def iter_nifti(
     atlas_labels: str | os.PathLike | None = None,
     participants: str | os.PathLike | None = None,
     repetition_time_s: float | None = None,
+    repetition_time_from: str = "check",
 ) -> Iterator[xr.Dataset]:
     """Each 4D NIfTI (one image, or every ``.nii``/``.nii.gz`` in a folder, sorted) as a ``roi_timeseries`` run.
 
@@ -627,9 +843,12 @@ def iter_nifti(
     atlas, atlas_labels
         The labels atlas and its optional ``index``/``name`` table (see :func:`load_atlas`).
     participants : str or PathLike, optional
-        A ``participants.tsv``; each run gets its subject's row.
+        A ``participants.tsv``; each run gets its subject's row (default: ``participants.tsv`` in the folder).
     repetition_time_s : float, optional
-        The TR (default: the BIDS sidecar, else the NIfTI header).
+        The TR (default: the BIDS sidecar, else the NIfTI header; with a sidecar too, see
+        ``repetition_time_from``).
+    repetition_time_from : {"check", "sidecar", "config"}
+        When both a sidecar and ``repetition_time_s`` give a TR: they must agree (``check``), or the one named wins.
 
     Returns
     -------
@@ -637,13 +856,13 @@ def iter_nifti(
         One run at a time.
     """
     p = Path(path)
-    table = read_participants(participants)
+    table = read_participants(find_participants(p, participants))
     files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.name.endswith((".nii", ".nii.gz")))
     if not files:
         raise fail(p, "no .nii/.nii.gz image found", "point 'path' at a 4D NIfTI or a folder of them")
     for f in files:
         sub = bids_entities(f.name).get("sub", "")
-        yield read_nifti(f, atlas, atlas_labels, repetition_time_s, table.get(sub, {}))
+        yield read_nifti(f, atlas, atlas_labels, repetition_time_s, table.get(sub, {}), repetition_time_from)
 
 
 def iter_tables(
@@ -653,29 +872,46 @@ def iter_tables(
     confound_columns: Sequence[str] = (),
     drop_columns: Sequence[str] = (),
     participants: str | os.PathLike | None = None,
+    repetition_time_from: str = "check",
 ) -> Iterator[xr.Dataset]:
-    """Each ROI table (one file, or every table in a folder but ``participants.tsv``) as a ``roi_timeseries`` run.
+    """Each ROI table (one file, or every data file of a folder: :func:`find_tables`) as a ``roi_timeseries`` run.
+
+    Each table's TR comes from its own JSON sidecar (``<stem>.json``, ``RepetitionTime``), so a cohort from sites
+    with different TRs is read correctly, run by run; ``repetition_time_s`` serves the tables without a sidecar.
 
     Parameters
     ----------
     path : str or PathLike
         A table or a folder of tables (:data:`TABLE_SUFFIXES`).
-    repetition_time_s : float
-        The TR (tables carry none; a missing TR is an error naming the table).
+    repetition_time_s : float, optional
+        The TR of the tables without a sidecar (a table with neither is an error naming it).
     roi_names, confound_columns, drop_columns
         As in :func:`read_table`.
     participants : str or PathLike, optional
-        A ``participants.tsv``; each run gets its subject's row.
+        A ``participants.tsv``; each run gets its subject's row (default: ``participants.tsv`` in the folder, where
+        BIDS puts it).
+    repetition_time_from : {"check", "sidecar", "config"}
+        When a table has a sidecar and ``repetition_time_s`` is set: they must agree (``check``: else an error
+        naming both), or the one named wins.
 
     Returns
     -------
     iterator of xarray.Dataset
         One run at a time.
     """
-    table = read_participants(participants)
-    for f in find_tables(path):
+    tables = find_tables(path)  # every file checked before the first run is read
+    table = read_participants(find_participants(path, participants))
+    for f in tables:
         sub = bids_entities(f.name).get("sub", "")
-        yield read_table(f, repetition_time_s, roi_names, confound_columns, drop_columns, table.get(sub, {}))
+        yield read_table(
+            f,
+            repetition_time_s,
+            roi_names,
+            confound_columns,
+            drop_columns,
+            table.get(sub, {}),
+            repetition_time_from,
+        )
 
 
 # ---- registration (detection tries them in this order) -------------------------------------------------------------
@@ -691,9 +927,7 @@ def _is_nifti(path: Path) -> bool:
 
 def _is_table(path: Path) -> bool:
     if path.is_dir():
-        return any(
-            f.suffix.lower() in TABLE_SUFFIXES and f.name != "participants.tsv" for f in path.iterdir()
-        )
+        return any(f.suffix.lower() in TABLE_SUFFIXES and not _not_data(f) for f in path.iterdir())
     return has_suffix(*TABLE_SUFFIXES)(path)
 
 
@@ -754,7 +988,8 @@ def iter_runs(path: str | os.PathLike, format: str = "auto", **options) -> Itera
         of tables -> table).
     **options
         ``atlas``, ``atlas_labels``, ``participants``, ``confounds`` (fmriprep), ``task``, ``space``, ``session``
-        (fmriprep filters), ``repetition_time_s``, ``roi_names``, ``confound_columns``, ``drop_columns`` (tables).
+        (fmriprep filters), ``repetition_time_s``, ``repetition_time_from``, ``roi_names``, ``confound_columns``,
+        ``drop_columns`` (tables).
         The options of another fMRI format are left out (logged); any other name is a
         :class:`~brainpipe.errors.ConfigError`.
 

@@ -10,6 +10,14 @@ Order of operations in :func:`clean_run` (it calls :func:`nilearn.signal.clean`,
    projection, in the same step as the filter, so no frequency is re-introduced;
 5. **standardize** each ROI (``zscore_sample`` by default; ``psc`` or ``False``).
 
+Runs may have different TRs (a cohort from several sites: each run carries its own, read from its sidecar). Every
+step above uses the run's own TR. A model that needs one TR across the cohort (segments of a fixed number of
+volumes, BrainMAE) gets the runs resampled to a common TR after cleaning, :func:`resample_run` (polyphase
+resampling with its anti-aliasing filter, within each unbroken stretch of kept volumes; what a multi-site analysis
+does): the clean_fmri stage uses ``fmri.clean.common_tr_s``, by default the longest TR of the cohort when the runs
+differ (downsampling only: no samples are invented), and each subject's acquisition TR rides in the cohort file
+(``subject_repetition_time(subject)``).
+
 Then :func:`segment_run` cuts the kept volumes into non-overlapping segments of ``segment_s`` seconds, converted
 to volumes with the run's own TR (``round(segment_s / TR)``), inside stretches of consecutive kept volumes only (a
 segment never spans a scrubbed volume); leftovers shorter than a segment are dropped. A run with no whole segment is
@@ -136,6 +144,91 @@ def _clean(clean, x, detrend, standardize, conf, high_pass, low_pass, tr, kw):
         )
 
 
+def resample_run(ds: xr.Dataset, tr: float) -> xr.Dataset:
+    """Resample a cleaned run to repetition time ``tr`` (polyphase, anti-aliased), stretch by stretch.
+
+    Each unbroken stretch of volumes (one TR apart; scrubbing leaves gaps) is resampled on its own with
+    :func:`scipy.signal.resample_poly` (the ratio of the TRs as a fraction with a denominator of at most 100;
+    its FIR filter removes what the new TR cannot represent; the edges are padded with a fitted line), from its
+    first volume's time; samples past the stretch's last volume are not made. A stretch that yields fewer than 2
+    samples is dropped.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A cleaned ``roi_timeseries`` run (:func:`clean_run`) with ``repetition_time_s`` in its attrs.
+    tr : float
+        The new repetition time, in seconds.
+
+    Returns
+    -------
+    xarray.Dataset
+        The run on the new time grid: ``repetition_time_s`` = ``tr``, the acquisition TR in
+        ``acquisition_repetition_time_s`` (kept from an earlier resampling); the same run when its TR is ``tr``.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        No stretch of the run is long enough to give 2 samples at the new TR.
+    """
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    old = float(ds.attrs["repetition_time_s"])
+    if np.isclose(old, tr, rtol=1e-6, atol=0):
+        return ds
+    ratio = Fraction(old / tr).limit_denominator(100)  # new samples per old sample = up / down
+    up, down = ratio.numerator, ratio.denominator
+    t = np.asarray(ds["time"].values)
+    x = np.asarray(ds["signal"].values, dtype=np.float64)
+    breaks = np.flatnonzero(~np.isclose(np.diff(t), old, rtol=1e-3, atol=0)) + 1
+    times, parts = [], []
+    for block in np.split(np.arange(t.size), breaks):
+        n_new = int(np.floor((block.size - 1) * old / tr + 1e-9)) + 1
+        if n_new < 2:
+            continue
+        y = resample_poly(x[block], up, down, axis=0, padtype="line")[:n_new]
+        parts.append(y)
+        times.append(t[block[0]] + np.arange(y.shape[0]) * tr)
+    if not parts:
+        raise InputError(
+            f"{ds.attrs.get('source', 'run')}: no unbroken stretch of the run spans two volumes at TR {tr} s "
+            f"(its TR is {old} s); drop the run or lower fmri.clean.common_tr_s"
+        )
+    out = xr.Dataset(
+        {"signal": (("time", "roi"), np.concatenate(parts), dict(ds["signal"].attrs))},
+        coords={"time": ("time", np.concatenate(times), {"units": "s"}), "roi": ds["roi"].values},
+        attrs=dict(ds.attrs),
+    )
+    out.attrs["acquisition_repetition_time_s"] = float(ds.attrs.get("acquisition_repetition_time_s", old))
+    out.attrs["repetition_time_s"] = float(tr)
+    return out
+
+
+def common_tr(trs: Iterable[float], common_tr_s: float | None = None) -> float | None:
+    """The TR a cohort is resampled to: ``common_tr_s`` when set, else the longest TR when the runs' TRs differ.
+
+    Parameters
+    ----------
+    trs : iterable of float
+        Each run's TR, in seconds.
+    common_tr_s : float, optional
+        The TR asked for (``fmri.clean.common_tr_s``).
+
+    Returns
+    -------
+    float or None
+        The TR to resample every run to; None when every run shares one TR and none is asked for.
+    """
+    trs = [float(v) for v in trs]
+    if common_tr_s is not None:
+        return float(common_tr_s)
+    if trs and not np.allclose(trs, trs[0], rtol=1e-6, atol=0):
+        return max(trs)
+    return None
+
+
 def check_length(ds: xr.Dataset, segment_s: float) -> None:
     """Check that a run has at least one segment's worth of (kept) volumes.
 
@@ -212,7 +305,7 @@ def segment_run(
     step = L if step_s is None else max(1, int(round(step_s / tr)))
     t = np.asarray(ds["time"].values)
     x = np.asarray(ds["signal"].values)
-    breaks = np.flatnonzero(np.diff(t) > 1.5 * tr) + 1
+    breaks = np.flatnonzero(~np.isclose(np.diff(t), tr, rtol=1e-3, atol=0)) + 1  # a step other than one TR
     segs, starts = [], []
     for block in np.split(np.arange(t.size), breaks):
         if block.size < L:
@@ -278,7 +371,9 @@ def assemble_cohort(
 
     ``classification`` / ``regression`` name participants.tsv columns (the run attr ``participant``) used as the class
     label and the continuous target; a subject without a value for a named column is an error (one line naming
-    the run's file). Every run must share the ROI names and the TR.
+    the run's file). Every run must share the ROI names and the TR (runs of different TRs: :func:`resample_run`
+    first); each subject's acquisition TR (a run's ``acquisition_repetition_time_s``, else its
+    ``repetition_time_s``) is kept in ``subject_repetition_time``.
 
     Parameters
     ----------
@@ -301,7 +396,7 @@ def assemble_cohort(
     -------
     xarray.Dataset
         A ``roi_segments`` dataset: ``signal`` (segment x lag x roi), each segment's subject, start and run, the
-        subjects' folds and labels.
+        subjects' folds, labels and acquisition TRs (``subject_repetition_time``, s).
     """
     subjects: list[str] = []
     info: dict[str, dict[str, Any]] = {}
@@ -319,12 +414,23 @@ def assemble_cohort(
             )
         elif not np.isclose(this_tr, tr):
             raise InputError(
-                f"{src}: TR {this_tr} s differs from {tr} s of {src0}; put runs with another TR in a dataset of their own"
+                f"{src}: TR {this_tr} s differs from {tr} s of {src0}; resample the runs to one TR first "
+                "(brainpipe.preprocess.fmri.resample_run; the clean_fmri stage does it, fmri.clean.common_tr_s)"
             )
         sub = ds.attrs.get("subject") or str(src)
+        acq = float(ds.attrs.get("acquisition_repetition_time_s", this_tr))
         if sub not in info:
             subjects.append(sub)
-            info[sub] = {"participant": json.loads(ds.attrs.get("participant", "{}") or "{}"), "source": src}
+            info[sub] = {
+                "participant": json.loads(ds.attrs.get("participant", "{}") or "{}"),
+                "source": src,
+                "tr": acq,
+            }
+        elif not np.isclose(info[sub]["tr"], acq):
+            raise InputError(
+                f"{src}: subject {sub} was scanned at TR {acq} s here but {info[sub]['tr']} s in "
+                f"{info[sub]['source']}; one TR per subject is kept (put the runs of another TR in another dataset)"
+            )
         x, starts = segment_run(ds, segment_s, segment_step_s)
         segs.append(x)
         seg_sub += [subjects.index(sub)] * len(x)
@@ -396,6 +502,11 @@ def assemble_cohort(
             seg_start = [starts_all[keep_seg]]
             seg_run = list(runs_all[keep_seg])
     data["fold"] = ("subject", fold, {"long_name": "subject-wise cross-validation fold"})
+    data["subject_repetition_time"] = (
+        "subject",
+        np.array([info[s]["tr"] for s in subjects], dtype=np.float64),
+        {"units": "s", "long_name": "repetition time of the subject's acquisition (before any resampling)"},
+    )
     data["segment_fold"] = (
         "segment",
         seg_fold,
