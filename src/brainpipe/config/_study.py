@@ -67,6 +67,7 @@ FMRI_READER_KEYS = (
     "space",
     "session",
     "repetition_time_s",
+    "repetition_time_from",
     "roi_names",
     "confound_columns",
     "drop_columns",
