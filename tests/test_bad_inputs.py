@@ -261,6 +261,30 @@ def _(tmp):
     return Case(p, "fmri", p, {"repetition_time_s": 2.0})
 
 
+def _sidecar_table(tmp: Path, tr: float = 1.89) -> Path:
+    """A folder with one ROI table and its BIDS sidecar (TR ``tr``)."""
+    d = tmp / "tables"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    rows = "".join(",".join(f"{v:.4f}" for v in r) + "\n" for r in rng.standard_normal((20, 3)))
+    (d / "sub-01_timeseries.csv").write_text("V1,M1,PFC\n" + rows)
+    (d / "sub-01_timeseries.json").write_text(json.dumps({"RepetitionTime": tr}))
+    return d
+
+
+@case("roi_folder_stray_text")
+def _(tmp):
+    d = _sidecar_table(tmp)
+    (d / "scan_protocol.txt").write_text("Site B used a multiband sequence.\n")
+    return Case(d, "fmri", d / "scan_protocol.txt")
+
+
+@case("roi_sidecar_disagrees")
+def _(tmp):
+    d = _sidecar_table(tmp)
+    return Case(d, "fmri", d / "sub-01_timeseries.json", {"repetition_time_s": 2.0})
+
+
 # -- spikes -----------------------------------------------------------------------------------------------------------
 @case("spike_table_object_unit")
 def _(tmp):
@@ -347,6 +371,13 @@ def _(tmp):
 def _(tmp):
     p = tmp / "spikes.mat"
     p.write_bytes(b"")
+    return Case(p, "spikes", p)
+
+
+@case("binned_without_bin_width")
+def _(tmp):
+    p = tmp / "counts.npz"
+    np.savez(p, counts=np.ones((50, 3), dtype=np.uint8))
     return Case(p, "spikes", p)
 
 
