@@ -31,6 +31,7 @@ MODULES = [
     "brainpipe.training",
     "brainpipe.layout",
     "brainpipe.report",
+    "brainpipe.evaluate.brainmae",
 ]
 
 #: numpydoc codes that fail the test (every code numpydoc checks, except those of IGNORED):
@@ -87,6 +88,9 @@ MAIN_ENTRY_POINTS = {
     "brainpipe.data.write",
     "brainpipe.preprocess.bin_spikes",
     "brainpipe.layout.path",
+    "brainpipe.evaluate.brainmae.pretrain_folds",
+    "brainpipe.evaluate.brainmae.cross_validate_finetune",
+    "brainpipe.evaluate.brainmae.score_encoders",
 }
 
 #: objects whose docstrings are not done yet (name -> the codes they failed on when listed), for a module added to
@@ -222,14 +226,16 @@ def test_shared_texts_are_numpydoc_entries():
         lines, section = text.splitlines(), "Parameters"
         if lines[1:2] and set(lines[1]) == {"-"}:
             section, lines = lines[0], lines[2:]
-            assert section in ("Parameters", "Returns") and len(text.splitlines()[1]) == len(section), name
+            assert section in ("Parameters", "Returns", "Yields", "Raises"), name
+            assert len(text.splitlines()[1]) == len(section), name
         for line in lines:
             if line.startswith("    "):
                 assert entries, f"{name}: starts with a description, not 'parameter : type'"
                 entries[-1].append(line)
             else:
-                # a Returns entry is its type alone (numpydoc's RT02 where one value is returned)
-                assert section == "Returns" or " : " in line, f"{name}: {line!r} is not 'parameter : type'"
+                # a Returns/Yields entry is its type alone (numpydoc's RT02 where one value is returned), a
+                # Raises entry an exception
+                assert section != "Parameters" or " : " in line, f"{name}: {line!r} is not 'parameter : type'"
                 entries.append([line])
         for head, *body in entries:
             assert body, f"{name}: {head!r} has no description"

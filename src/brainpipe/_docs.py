@@ -115,6 +115,10 @@ DOCDICT["affinity_name"] = """affinity : str
 DOCDICT["windows_s"] = """window_s, stride_s : float
     Window length and stride in seconds."""
 
+DOCDICT["metrics_m"] = """m : xarray.Dataset
+    A ``metrics`` file (:data:`brainpipe.data.CONTRACTS`): ``value`` per ``metric``; optionally ``bar``, ``bar_op``,
+    ``passed`` and ``description``."""
+
 DOCDICT["h5py_failure"] = """path : str or os.PathLike
     The HDF5 file h5py could not open or read.
 err : BaseException
@@ -187,6 +191,71 @@ DOCDICT["segments_mask"] = """X : array-like
     (segment, time, roi) segments.
 mask : numpy.ndarray
     (segment, roi) bool: True = hidden."""
+
+# -- the readers (brainpipe.io) ------------------------------------------------------------------------------------
+DOCDICT["modality"] = """modality : {"spikes", "calcium", "fmri"}
+    A data modality (a key of :data:`brainpipe.io.MODALITIES`)."""
+
+DOCDICT["t_start_stop"] = """t_start_s, t_stop_s : float, optional
+    The observation window in seconds (None: from the data); always widened to hold every spike."""
+
+DOCDICT["frame_rate_hz"] = """frame_rate_hz : float, optional
+    The frame rate in Hz (None: from the source, e.g. its JSON sidecar; a source without one is an error)."""
+
+DOCDICT["atlas"] = """atlas : str or os.PathLike
+    A 3D labels atlas image (one integer label per voxel, 0 = background) on the grid of the bold images.
+atlas_labels : str or os.PathLike, optional
+    A TSV/CSV with columns ``index`` and ``name`` naming the atlas labels (every listed label must have voxels);
+    None: every non-zero label, named ``roi-<k>``."""
+
+DOCDICT["participants"] = """participants : str or os.PathLike, optional
+    A ``participants.tsv``; each run gets its subject's row (default: ``participants.tsv`` at the dataset root,
+    where BIDS puts it)."""
+
+DOCDICT["participant"] = """participant : mapping, optional
+    The subject's row of ``participants.tsv`` (column -> value), stored with the run."""
+
+DOCDICT["repetition_time"] = """repetition_time_s : float, optional
+    The TR in seconds, for runs whose JSON sidecar (``RepetitionTime``) gives none.
+repetition_time_from : {"check", "sidecar", "config"}
+    When both a sidecar and ``repetition_time_s`` give a TR: they must agree (``"check"``: else an error naming
+    both), or the one named wins."""
+
+DOCDICT["table_columns"] = """roi_names : sequence of str, optional
+    The ROI names of a table without a header row (default: the header, else ``roi-<k>``).
+confound_columns : sequence of str
+    Columns moved into ``confounds`` (not ROIs).
+drop_columns : sequence of str
+    Columns ignored."""
+
+DOCDICT["spike_times_returns"] = """Returns
+-------
+xarray.Dataset
+    A ``spike_times`` dataset (:data:`brainpipe.data.CONTRACTS`): ``spike_time`` and ``spike_unit`` per spike and
+    the ``unit`` labels; ``t_start_s``, ``t_stop_s``, ``source``, ``format`` and ``observed`` in its attrs."""
+
+DOCDICT["calcium_traces_returns"] = """Returns
+-------
+xarray.Dataset
+    A ``calcium_traces`` dataset (:data:`brainpipe.data.CONTRACTS`): ``fluorescence`` (time x neuron), with the
+    frame rate and source in its attrs."""
+
+DOCDICT["roi_run_returns"] = """Returns
+-------
+xarray.Dataset
+    One run as a ``roi_timeseries`` dataset (:data:`brainpipe.data.CONTRACTS`): ``signal`` (time x roi), its TR
+    and BIDS entities in the attrs."""
+
+DOCDICT["roi_runs_yields"] = """Yields
+------
+xarray.Dataset
+    Each run as a ``roi_timeseries`` dataset (:data:`brainpipe.data.CONTRACTS`), one in memory at a time."""
+
+DOCDICT["reader_raises"] = """Raises
+------
+brainpipe.errors.InputError
+    The source is missing, damaged or not of this format, or holds invalid data (one line naming the file, what
+    is wrong and what to do)."""
 
 _PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s[ \t]*$", re.MULTILINE)
 

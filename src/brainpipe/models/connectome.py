@@ -59,6 +59,16 @@ __all__ = [
 LOG = logging.getLogger("brainpipe.models.connectome")
 
 
+def _coords(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """The pair, window, time (float64 seconds) and animal coordinates of an affinity tensor or of a fit."""
+    return {
+        "pair": ds["pair"].values,
+        "window": ds["window"].values,
+        "time": np.asarray(ds["time"].values, dtype=np.float64),
+        "animal": ds["animal"].values,
+    }
+
+
 class DynamicConnectome(Estimator):
     """Masked non-negative CP over ranks x restarts, rank by replicate stability, communities per component.
 
@@ -223,12 +233,7 @@ class DynamicConnectome(Estimator):
             float(self.resolution),
             int(self.seed),
         )
-        self.coords_ = {
-            "pair": tensor["pair"].values,
-            "window": tensor["window"].values,
-            "time": np.asarray(tensor["time"].values, dtype=np.float64),
-            "animal": tensor["animal"].values,
-        }
+        self.coords_ = _coords(tensor)
         self.affinity_ = str(tensor.attrs.get("affinity", ""))
         return self
 
@@ -406,11 +411,6 @@ class DynamicConnectome(Estimator):
         m.pair_j_ = np.asarray(ds["pair_j"].values)
         m.membership_ = np.asarray(ds["membership"].values)
         m.community_ = np.asarray(ds["in_community"].values).astype(bool)
-        m.coords_ = {
-            "pair": ds["pair"].values,
-            "window": ds["window"].values,
-            "time": np.asarray(ds["time"].values, dtype=np.float64),
-            "animal": ds["animal"].values,
-        }
+        m.coords_ = _coords(ds)
         m.affinity_ = str(ds.attrs.get("affinity", ""))
         return m

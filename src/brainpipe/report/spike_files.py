@@ -108,6 +108,14 @@ def _pick(
     )
 
 
+def _truths_by_folder(truths: Sequence[Path]) -> dict[str, Path]:
+    """Dataset folder -> its planted truth file (the first one given for the folder)."""
+    out: dict[str, Path] = {}
+    for p in truths:
+        out.setdefault(dataset_name(p, "truth"), p)
+    return out
+
+
 def collect(
     metrics_paths: Iterable[PathLike],
     fit_paths: Iterable[PathLike],
@@ -143,9 +151,7 @@ def collect(
             return []
         raise InputError("report: no metrics files given (nothing to report)")
     n = len(metrics)
-    truth_by_folder: dict[str, Path] = {}
-    for p in truths:
-        truth_by_folder.setdefault(dataset_name(p, "truth"), p)
+    truth_by_folder = _truths_by_folder(truths)
     entries = []
     for i, mp in enumerate(metrics):
         ds = reader(mp, "metrics")
@@ -213,9 +219,7 @@ def collect_switching(
         raise InputError(
             f"report: {n} switching metrics file(s) but {len(fits)} switching fit file(s); give parallel lists"
         )
-    truth_by_folder: dict[str, Path] = {}
-    for p in truths:
-        truth_by_folder.setdefault(dataset_name(p, "truth"), p)
+    truth_by_folder = _truths_by_folder(truths)
     entries = []
     fit_at = [switching_location(p) for p in fits]
     for i, mp in enumerate(metrics):

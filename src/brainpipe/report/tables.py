@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.report.base import STATUS, PathLike, Reader, attr, exact, fmt
 
 _HEAD = (
@@ -129,13 +130,13 @@ def all_metrics_section(entries: Sequence) -> str:
     )
 
 
+@fill_doc
 def metric_records(m: xr.Dataset) -> list[tuple[str, float, float, str, int]]:
     """(metric, value, bar, bar_op, passed) of every metric of a metrics file, in order.
 
     Parameters
     ----------
-    m : xarray.Dataset
-        A ``metrics`` file.
+    %(metrics_m)s
 
     Returns
     -------
@@ -155,13 +156,13 @@ def metric_records(m: xr.Dataset) -> list[tuple[str, float, float, str, int]]:
     ]
 
 
+@fill_doc
 def metric_values(m: xr.Dataset) -> dict[str, tuple[float, float, str, int]]:
     """metric -> (value, bar, bar_op, passed) of a metrics file (bar NaN and passed -1 without a bar).
 
     Parameters
     ----------
-    m : xarray.Dataset
-        A ``metrics`` file.
+    %(metrics_m)s
 
     Returns
     -------
