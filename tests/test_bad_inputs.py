@@ -168,6 +168,13 @@ def _(tmp):
     return Case(p, "calcium", tmp / "traces.npy.json")
 
 
+@case("calcium_negative_raw")
+def _(tmp):  # denoised (CNMF-E-like, background removed) traces declared as raw fluorescence
+    p = tmp / "denoised.npy"
+    np.save(p, _traces() - _traces().mean(axis=0))
+    return Case(p, "calcium", p, {"format": "npy", "frame_rate_hz": 10.0, "kind": "raw"})
+
+
 def _cut(path: Path, keep: float = 0.5, n_bytes: int | None = None) -> None:
     """Keep the first ``n_bytes`` bytes of ``path`` (default: the fraction ``keep``)."""
     raw = path.read_bytes()

@@ -54,7 +54,7 @@ def _pick(d: Mapping[str, Any], keys) -> dict[str, Any]:
 
 
 SPIKE_INGEST_KEYS = ("path", "format", "options", "t_start_s", "t_stop_s")
-CALCIUM_INGEST_KEYS = ("path", "format", "frame_rate_hz", "options", "drop_bad_cells")
+CALCIUM_INGEST_KEYS = ("path", "format", "frame_rate_hz", "options", "drop_bad_cells", "kind")
 #: the fMRI dataset keys the readers take (the rules pass them; the ingest stage gives all but path/format to the reader)
 FMRI_READER_KEYS = (
     "path",
@@ -73,6 +73,8 @@ FMRI_READER_KEYS = (
     "drop_columns",
 )
 FMRI_FILE_KEYS = ("atlas", "atlas_labels", "participants")
+#: how a connectome study's animals are put on one clock and one set of neurons (global, or per study)
+CONNECTOME_ALIGN_KEYS = ("target_rate_hz", "rate_tolerance", "match_by")
 NF_SECTIONS = ("tokenizer", "model", "pretrain", "finetune", "evaluate", "bars")
 
 #: step -> the config keys its parameters are merged from, global first (``{0}``, ``{1}``: the dataset or study,
@@ -357,20 +359,29 @@ class Study:
         return self._calcium.get("connectome", {})
 
     def connectome_tensor(self, study: str | None = None) -> dict[str, Any]:
-        """``build_connectome_tensor``: the affinity and the memory bound.
+        """``build_connectome_tensor``: the affinity, the memory bound and how the animals are aligned.
 
         Parameters
         ----------
         study : str, optional
-            A connectome study; unused (every study shares the tensor settings).
+            A connectome study (its ``target_rate_hz``, ``rate_tolerance`` and ``match_by`` override the global
+            ones); None: the global settings.
 
         Returns
         -------
         dict
-            ``affinity`` (its name and parameters) and ``memory_mb``.
+            ``affinity`` (its name and parameters), ``memory_mb``, ``study``, ``target_rate_hz``,
+            ``rate_tolerance`` and ``match_by``.
         """
         c = self._connectome
-        return {"affinity": copy.deepcopy(c.get("affinity", {})), "memory_mb": c.get("memory_mb")}
+        entry = c.get("studies", {}).get(study, {}) if study is not None else {}
+        aligned = {k: copy.deepcopy(entry.get(k, c.get(k))) for k in CONNECTOME_ALIGN_KEYS}
+        return {
+            "affinity": copy.deepcopy(c.get("affinity", {})),
+            "memory_mb": c.get("memory_mb"),
+            "study": study,
+            **aligned,
+        }
 
     def connectome(self, study: str) -> dict[str, Any]:
         """``fit_connectome``: ``connectome.model`` <- ``connectome.studies.<study>.model``.

@@ -12,7 +12,7 @@ from brainpipe.data import contracts as _c
 from brainpipe.data.atomic import atomic_output
 from brainpipe.data.io import stamp
 from brainpipe.errors import ContractError
-from brainpipe.preprocess.affinity import AnimalTraces, tensor_chunks, tensor_dataset
+from brainpipe.preprocess.affinity import Alignment, AnimalTraces, tensor_chunks, tensor_dataset
 
 
 def write_tensor_zarr(
@@ -24,6 +24,7 @@ def write_tensor_zarr(
     window_s: float = 5.0,
     stride_s: float = 2.5,
     memory_mb: float = 256.0,
+    alignment: Alignment | None = None,
 ) -> Path:
     """Build the tensor window chunk by window chunk and append each to a zarr store (memory bounded by about
     ``memory_mb``); validated against the ``affinity_tensor`` contract chunk by chunk; written to a temporary
@@ -45,6 +46,10 @@ def write_tensor_zarr(
         Window length and stride in seconds.
     memory_mb : float
         Memory budget of one window chunk.
+    alignment : Alignment, optional
+        How the animals were put on one frame rate and one set of neurons
+        (:func:`brainpipe.preprocess.affinity.align_animals`): its attributes and per-animal variables
+        (``animal_frame_rate_hz``, ``animal_n_neurons``, ...) are stored with the tensor.
 
     Returns
     -------
@@ -53,12 +58,16 @@ def write_tensor_zarr(
     """
     path = Path(path)
     attrs = {"affinity": affinity, "window_s": float(window_s), "stride_s": float(stride_s)}
+    if alignment is not None:
+        attrs.update(alignment.attrs())
     with atomic_output(path) as tmp:
         first = True
         for meta, win, chunk in tensor_chunks(
             animals, affinity, params or {}, window_s, stride_s, memory_mb=memory_mb
         ):
             ds = tensor_dataset(meta, win, chunk, [a.name for a in animals], attrs)
+            if alignment is not None:
+                ds = ds.assign(alignment.variables())
             ds = stamp(ds, "affinity_tensor", provenance)
             problems = _c.check(ds, "affinity_tensor")
             if problems:
@@ -70,7 +79,8 @@ def write_tensor_zarr(
                 ds.to_zarr(tmp, mode="w", encoding=enc, consolidated=True, zarr_format=2)
                 first = False
             else:
-                ds.drop_vars(["pair_i", "pair_j", "mask", "pair", "animal", "neuron"]).to_zarr(
-                    tmp, append_dim="window", consolidated=True, zarr_format=2
-                )
+                fixed = [
+                    v for v in ds.variables if "window" not in ds[v].dims
+                ]  # written with the first chunk
+                ds.drop_vars(fixed).to_zarr(tmp, append_dim="window", consolidated=True, zarr_format=2)
     return path

@@ -7,7 +7,14 @@ loaded unless ``allow_ops_pickle=True`` is given explicitly (then its ``fs`` is 
 
 Readers: :func:`read_suite2p` (``"suite2p"``), :func:`read_nwb_ophys` (``"nwb"``), :func:`read_array` (``"npy"``,
 ``"csv"``, ``"hdf5"``), registered in :mod:`brainpipe.io._registry` at the end of this module; every result goes
-through :func:`check_cells` (option ``drop_bad_cells``).
+through :func:`check_cells` (option ``drop_bad_cells``) and :func:`check_kind` (option ``kind``: what the traces
+are, :data:`TRACE_KINDS`).
+
+Neuron labels (identities shared across animals, e.g. whole-brain recordings with identified neurons) become a
+``label(cell)`` variable ("" for an unlabelled ROI) when the source carries them: a ``labels.tsv`` beside suite2p's
+``F.npy`` (:data:`SUITE2P_LABELS`), a label column of an NWB ROI table (:data:`NWB_LABEL_COLUMNS`, or
+``label_column``), or ``"labels"`` (one per column) in an array's JSON sidecar. A connectome study matches its
+animals' neurons by these labels (:func:`brainpipe.preprocess.affinity.align_animals`).
 
 >>> from brainpipe.io.calcium import read_calcium
 """
@@ -28,6 +35,22 @@ from brainpipe.io._nwb import open_nwb
 from brainpipe.io._registry import has_suffix, read, register, register_modality
 
 LOG = logging.getLogger("brainpipe.io.calcium")
+
+#: what a calcium dataset's traces are (config ``calcium.datasets.<name>.kind``): ``auto`` (today's default: dF/F
+#: when the source says so, e.g. an NWB DfOverF series, else raw fluorescence, neuropil-corrected when the source
+#: carries a neuropil trace), ``raw`` (raw fluorescence; a neuropil trace, if any, is not subtracted),
+#: ``raw_with_neuropil`` (raw fluorescence with a neuropil trace to subtract), ``dff`` (dF/F already), ``denoised``
+#: (e.g. CNMF-E's denoised C: background removed, may go negative) and ``deconvolved`` (non-negative event/spike
+#: estimates, e.g. suite2p spks or CNMF-E S). :func:`brainpipe.preprocess.calcium.preprocess_calcium` takes the
+#: path of each kind.
+TRACE_KINDS = ("auto", "raw", "raw_with_neuropil", "dff", "denoised", "deconvolved")
+#: the labels file of a suite2p plane folder (beside F.npy): UTF-8, tab-separated, header ``roi<TAB>label``, one
+#: row per labelled ROI (``roi``: its row in F.npy, from 0, before any iscell selection); ROIs not listed, or with
+#: an empty label, are unlabelled
+SUITE2P_LABELS = "labels.tsv"
+#: the NWB ROI-table (PlaneSegmentation) columns read as neuron labels, the first one present (option
+#: ``label_column`` names another)
+NWB_LABEL_COLUMNS = ("label", "labels", "neuron_label", "neuron_name", "ID_labels", "cell_label")
 
 
 def _fail(path, what: str, todo: str) -> InputError:
@@ -75,6 +98,59 @@ def _check_rate(rate, path, where: str = "") -> float:
             f"{todo} in the dataset's config",
         )
     return rate
+
+
+def _labels_var(path, labels) -> tuple:
+    """A ``label(cell)`` variable from one label per cell ("" or None: unlabelled); a label given twice is an
+    error naming it (a label names one neuron)."""
+    out = np.array(["" if v is None else " ".join(str(v).split()) for v in labels], dtype=object)
+    named = out[out != ""]
+    uniq, counts = np.unique(named.astype(str), return_counts=True) if named.size else ([], [])
+    twice = [str(u) for u, c in zip(uniq, counts, strict=True) if c > 1]
+    if twice:
+        raise _fail(
+            path,
+            f"neuron label(s) {', '.join(repr(t) for t in twice[:5])} name more than one ROI",
+            "give each identified neuron one ROI (leave the others unlabelled)",
+        )
+    return (
+        "cell",
+        out.astype(str),
+        {"long_name": "neuron label: identity shared across animals (empty: unlabelled)"},
+    )
+
+
+def _suite2p_labels(p: Path, n_rois: int) -> np.ndarray:
+    """The labels of :data:`SUITE2P_LABELS`, one per suite2p ROI ("" where none is given)."""
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise _fail(
+            p,
+            f"cannot be read as UTF-8 text ({type(err).__name__})",
+            "write it as a tab-separated UTF-8 table with the header roi<TAB>label",
+        ) from None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines or [c.strip().lower() for c in lines[0].split("\t")] != ["roi", "label"]:
+        raise _fail(
+            p,
+            "does not start with the header row roi<TAB>label",
+            "write one tab-separated row per labelled ROI under that header (roi: its row in F.npy, from 0)",
+        )
+    out = np.full(n_rois, "", dtype=object)
+    for k, line in enumerate(lines[1:], start=2):
+        parts = [c.strip() for c in line.split("\t")]
+        roi = parts[0]
+        if len(parts) != 2 or not roi.isdigit() or int(roi) >= n_rois:
+            raise _fail(
+                p,
+                f"line {k} ({line.strip()[:40]!r}) is not 'roi<TAB>label' with roi a row of F.npy (0..{n_rois - 1})",
+                "fix that line",
+            )
+        if out[int(roi)]:
+            raise _fail(p, f"line {k}: ROI {roi} is labelled twice", "keep one label per ROI")
+        out[int(roi)] = parts[1]
+    return out
 
 
 def _traces(
@@ -166,6 +242,123 @@ def check_cells(path, ds: xr.Dataset, drop_bad_cells: bool = False) -> xr.Datase
     return ds
 
 
+def resolve_kind(ds: xr.Dataset, kind: str = "auto") -> str:
+    """The kind of a ``calcium_traces`` dataset's traces, ``auto`` resolved as before kinds existed.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``calcium_traces`` dataset (attr ``already_dff``: the source stores dF/F, e.g. an NWB DfOverF series).
+    kind : str
+        One of :data:`TRACE_KINDS`.
+
+    Returns
+    -------
+    str
+        ``kind`` itself unless ``auto``: then ``dff`` when the source stores dF/F, ``raw_with_neuropil`` when the
+        traces carry ``neuropil``, else ``raw``.
+    """
+    if kind != "auto":
+        return kind
+    if int(ds.attrs.get("already_dff", 0)):
+        return "dff"
+    return "raw_with_neuropil" if "neuropil" in ds else "raw"
+
+
+def check_kind(path, ds: xr.Dataset, kind: str = "auto") -> xr.Dataset:
+    """Check that the traces are what their declared kind says, and record the kind (attr ``trace_kind``).
+
+    Raw fluorescence is never negative (a negative value means denoised, background-subtracted or dF/F traces);
+    ``raw_with_neuropil`` needs a neuropil trace; dF/F hovers around 0 (every cell's 10th percentile >= 1, i.e. a
+    baseline 100 % above zero, is raw fluorescence, not dF/F); deconvolved activity is non-negative; an NWB DfOverF
+    series is dF/F. ``auto`` (today's default) is checked by the dF/F step instead, which names the kinds when the
+    baseline is not positive.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The source (named in the message).
+    ds : xarray.Dataset
+        A reader's ``calcium_traces`` dataset.
+    kind : str
+        One of :data:`TRACE_KINDS` (config ``calcium.datasets.<name>.kind``).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``ds`` with attr ``trace_kind`` (``kind`` with ``auto`` resolved by :func:`resolve_kind`).
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        One line naming the file, what does not fit the kind and which kind would.
+    """
+    from brainpipe.errors import ConfigError
+
+    if kind not in TRACE_KINDS:
+        raise ConfigError(f"calcium kind {kind!r} is not one of {', '.join(TRACE_KINDS)}")
+    F = np.asarray(ds["fluorescence"].values)
+    cells = np.asarray(ds["cell"].values)
+    key = "the dataset's kind (calcium.datasets.<name>.kind)"
+    if kind in ("raw", "raw_with_neuropil") and int(ds.attrs.get("already_dff", 0)):
+        raise _fail(path, f"stores dF/F (an NWB DfOverF series) but kind is {kind!r}", f"set {key} to dff")
+    if kind in ("raw", "raw_with_neuropil"):
+        neg = (F < 0).any(axis=0)
+        if neg.any():
+            names = ", ".join(str(c) for c in cells[neg][:3]) + (" ..." if neg.sum() > 3 else "")
+            raise _fail(
+                path,
+                f"kind is {kind!r} but {int(neg.sum())} of {neg.size} cells ({names}) go negative (min "
+                f"{float(F.min()):.4g}); raw fluorescence is never negative",
+                f"set {key} to denoised (e.g. CNMF-E traces), dff or deconvolved, whichever these are",
+            )
+    if kind == "raw_with_neuropil" and "neuropil" not in ds:
+        raise _fail(
+            path,
+            "kind is 'raw_with_neuropil' but the recording carries no neuropil trace",
+            "give one (suite2p Fneu.npy, an NWB 'Neuropil' series, options.neuropil_key in HDF5) or set "
+            f"{key} to raw",
+        )
+    if kind == "dff" and F.shape[0] > 1 and (np.percentile(F, 10, axis=0) >= 1.0).all():
+        raise _fail(
+            path,
+            f"kind is 'dff' but every cell sits far above 0 (10th percentiles {np.percentile(F, 10):.4g} and up), "
+            "as raw fluorescence does; dF/F hovers around 0",
+            f"set {key} to raw or raw_with_neuropil (or auto)",
+        )
+    if kind == "deconvolved" and (F < 0).any():
+        raise _fail(
+            path,
+            f"kind is 'deconvolved' but the traces go negative (min {float(F.min()):.4g}); deconvolved activity is "
+            "never negative",
+            f"set {key} to denoised or dff, whichever these are",
+        )
+    ds.attrs["trace_kind"] = resolve_kind(ds, kind)
+    return ds
+
+
+def finish_calcium(path, ds: xr.Dataset, drop_bad_cells: bool = False, kind: str = "auto") -> xr.Dataset:
+    """The finishing step of every calcium reader: :func:`check_cells`, then :func:`check_kind`.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The source (named in messages).
+    ds : xarray.Dataset
+        A reader's ``calcium_traces`` dataset.
+    drop_bad_cells : bool
+        Drop all-NaN or constant ROIs instead of failing.
+    kind : str
+        What the traces are, one of :data:`TRACE_KINDS`.
+
+    Returns
+    -------
+    xarray.Dataset
+        The checked dataset with attr ``trace_kind``.
+    """
+    return check_kind(path, check_cells(path, ds, drop_bad_cells), kind)
+
+
 def read_suite2p(
     path,
     frame_rate_hz: float | None = None,
@@ -176,7 +369,8 @@ def read_suite2p(
     """A suite2p plane folder (F.npy, Fneu.npy, iscell.npy; spks.npy is carried when present).
 
     F and Fneu are (ROI, frame); ``iscell.npy`` (ROI, 2) selects cells (column 0, or column 1 >= ``min_iscell_prob``).
-    Cells are named ``roi<index>`` by their suite2p row.
+    Cells are named ``roi<index>`` by their suite2p row; neuron labels come from :data:`SUITE2P_LABELS` beside
+    F.npy when it exists (a ``label`` variable).
     """
     d = Path(path)
     if not d.is_dir():
@@ -270,6 +464,9 @@ def read_suite2p(
                 sp[rows].T.astype(np.float64),
                 {"long_name": "suite2p deconvolved activity"},
             )
+    if (d / SUITE2P_LABELS).exists():
+        labels = _suite2p_labels(d / SUITE2P_LABELS, F.shape[0])
+        extra["label"] = _labels_var(d / SUITE2P_LABELS, labels[rows])
     ds = _traces(Fk, rate, cells, f"suite2p:{d}", Fneu[rows].T, extra)
     ds.attrs["frame_rate_source"] = str(src)
     return ds
@@ -296,18 +493,48 @@ def _ops_rate(path: Path):
     return ops.get("fs")
 
 
-def read_nwb_ophys(path, frame_rate_hz: float | None = None, series: str | None = None) -> xr.Dataset:
+def read_nwb_ophys(
+    path, frame_rate_hz: float | None = None, series: str | None = None, label_column: str | None = None
+) -> xr.Dataset:
     """An NWB file's ophys ``Fluorescence`` (or ``DfOverF``) RoiResponseSeries, with ROI ids from its table
-    region. A series named ``Neuropil`` in the same container (if any) becomes ``neuropil``."""
+    region. A series named ``Neuropil`` in the same container (if any) becomes ``neuropil``; neuron labels come from
+    the ROI table's ``label_column`` (default: the first of :data:`NWB_LABEL_COLUMNS` it has)."""
     p = require_file(path, "NWB file")
     with open_nwb(p) as nwb:
         try:
-            return _ophys(p, nwb, frame_rate_hz, series)
+            return _ophys(p, nwb, frame_rate_hz, series, label_column)
         except (OSError, RuntimeError) as err:  # h5py (HDF5 errors), reading a damaged dataset lazily
             raise hdf5_error(p, err, "an NWB (HDF5) file") from None
 
 
-def _ophys(p: Path, nwb, frame_rate_hz, series) -> xr.Dataset:
+def _nwb_labels(p: Path, table, rows: np.ndarray, column: str | None) -> np.ndarray | None:
+    """The labels of the ROI table's rows ``rows`` from its label column (None when it has none)."""
+    names = list(getattr(table, "colnames", ()) or ())
+    if column is None:
+        column = next((c for c in NWB_LABEL_COLUMNS if c in names), None)
+        if column is None:
+            return None
+    elif column not in names:
+        raise _fail(
+            p,
+            f"ROI table {table.name!r} has no column {column!r} (columns: {', '.join(names) or 'none'})",
+            "set options.label_column to one of them, or leave it out",
+        )
+    values = list(table[column][:])
+    out = []
+    for v in (values[int(r)] for r in rows):
+        v = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+        if not isinstance(v, str):
+            raise _fail(
+                p,
+                f"ROI table column {column!r} holds {type(v).__name__} values, not one text label per ROI",
+                "store one label (text) per ROI, or set options.label_column to such a column",
+            )
+        out.append(v)
+    return np.array(out, dtype=object)
+
+
+def _ophys(p: Path, nwb, frame_rate_hz, series, label_column=None) -> xr.Dataset:
     ophys = nwb.processing.get("ophys") if nwb.processing else None
     if ophys is None:
         raise _fail(p, "has no 'ophys' processing module", "give an NWB file with optical physiology traces")
@@ -342,7 +569,10 @@ def _ophys(p: Path, nwb, frame_rate_hz, series) -> xr.Dataset:
     if data.ndim != 2:
         raise _fail(p, f"series {series!r} has shape {data.shape}", "store (time, ROI) data")
     ids = np.arange(data.shape[1])
+    labels = None
     region = getattr(rrs, "rois", None)
+    if region is None and label_column is not None:
+        raise _fail(p, f"series {series!r} has no ROI table", "leave options.label_column out")
     if region is not None:
         rows = np.asarray(region.data[:])
         table_ids = np.asarray(region.table.id[:])
@@ -353,6 +583,7 @@ def _ophys(p: Path, nwb, frame_rate_hz, series) -> xr.Dataset:
                 "store a region of the plane segmentation's rows",
             )
         ids = table_ids[rows]
+        labels = _nwb_labels(p, region.table, rows, label_column)
     if data.shape[1] != ids.size:
         raise _fail(
             p, f"series {series!r} has shape {data.shape} for {ids.size} ROIs", "store (time, ROI) data"
@@ -375,7 +606,8 @@ def _ophys(p: Path, nwb, frame_rate_hz, series) -> xr.Dataset:
         if neuropil.shape != data.shape:
             neuropil = None
     cells = np.array([f"roi{i}" for i in ids])
-    ds = _traces(data, rate, cells, f"nwb:{p}:{series}", neuropil)
+    extra = {"label": _labels_var(p, labels)} if labels is not None and labels.size == ids.size else None
+    ds = _traces(data, rate, cells, f"nwb:{p}:{series}", neuropil, extra)
     if container.name == "DfOverF":
         ds.attrs["already_dff"] = 1
     return ds
@@ -384,7 +616,10 @@ def _ophys(p: Path, nwb, frame_rate_hz, series) -> xr.Dataset:
 def read_array(
     path, frame_rate_hz: float | None = None, key: str | None = None, neuropil_key: str | None = None
 ) -> xr.Dataset:
-    """A plain (time, neuron) array: ``.npy``, ``.csv`` (header row of cell names optional) or HDF5 (``key``)."""
+    """A plain (time, neuron) array: ``.npy``, ``.csv`` (header row of cell names optional) or HDF5 (``key``).
+
+    Neuron labels: ``"labels"`` (one per column) in the JSON sidecar, when given.
+    """
     p = require_file(path, "calcium array file")
     neuropil = None
     cells = None
@@ -402,8 +637,9 @@ def read_array(
             p, f"has shape {F.shape}, expected (time, neuron)", "save a 2-D array, one column per neuron"
         )
     rate = frame_rate_hz
+    sidecars = [p.with_suffix(p.suffix + ".json"), p.with_suffix(".json")]
     if rate is None:
-        rate, _ = _sidecar_rate([p.with_suffix(p.suffix + ".json"), p.with_suffix(".json")])
+        rate, _ = _sidecar_rate(sidecars)
     if rate is None:
         raise _fail(
             p,
@@ -412,7 +648,31 @@ def read_array(
         )
     rate = _check_rate(rate, p)
     cells = cells or [f"n{i:03d}" for i in range(F.shape[1])]
-    return _traces(F.astype(np.float64), rate, cells, f"array:{p}", neuropil)
+    labels = _sidecar_labels(sidecars, F.shape[1])
+    return _traces(F.astype(np.float64), rate, cells, f"array:{p}", neuropil, labels)
+
+
+def _sidecar_labels(paths: list[Path], n_cells: int) -> dict | None:
+    """``"labels"`` of the first JSON sidecar that exists (one per column, "" or null: unlabelled), as variables."""
+    for sc in paths:
+        if sc.is_file():
+            try:
+                data = json.loads(sc.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise _fail(
+                    sc, f"sidecar is not valid JSON ({' '.join(str(err).split())})", "fix or remove it"
+                ) from None
+            if not isinstance(data, dict) or "labels" not in data:
+                return None
+            labels = data["labels"]
+            if not isinstance(labels, list) or len(labels) != n_cells:
+                raise _fail(
+                    sc,
+                    f"'labels' is not a list of {n_cells} labels (one per column)",
+                    'write "labels": [one text per column, "" for an unlabelled one]',
+                )
+            return {"label": _labels_var(sc, labels)}
+    return None
 
 
 def _read_csv(p: Path) -> tuple[np.ndarray, list[str]]:
@@ -486,7 +746,7 @@ def _is_folder(path: Path) -> bool:
     return path.is_dir()
 
 
-register_modality("calcium", finish=check_cells)
+register_modality("calcium", finish=finish_calcium)
 register(
     read_suite2p,
     name="suite2p",
@@ -512,6 +772,7 @@ def read_calcium(
     frame_rate_hz: float | None = None,
     options: dict[str, Any] | None = None,
     drop_bad_cells: bool = False,
+    kind: str = "auto",
 ) -> xr.Dataset:
     """Read any supported calcium source into a ``calcium_traces`` dataset (the calcium case of
     :func:`brainpipe.io.read`).
@@ -529,6 +790,9 @@ def read_calcium(
         The reader's other keyword options (an option it lacks is a :class:`~brainpipe.errors.ConfigError`).
     drop_bad_cells : bool
         Drop all-NaN or constant ROIs (logged) instead of failing (see :func:`check_cells`).
+    kind : str
+        What the traces are (:data:`TRACE_KINDS`); checked against the values (:func:`check_kind`) and recorded
+        in attr ``trace_kind``.
 
     Returns
     -------
@@ -539,4 +803,5 @@ def read_calcium(
     if frame_rate_hz is not None:
         opts["frame_rate_hz"] = frame_rate_hz
     opts["drop_bad_cells"] = drop_bad_cells
+    opts["kind"] = kind
     return read(path, "calcium", format, **opts)

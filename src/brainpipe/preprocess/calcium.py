@@ -15,7 +15,22 @@ Order of operations in :func:`preprocess_calcium`:
    noise floor is taken as the 25th percentile + 0.674 SD and subtracted first);
 6. :func:`events_to_counts`: events >= ``s_min`` counted per bin of ``bin_frames`` frames (spike_counts).
 
-Traces that are dF/F already (attr ``already_dff``, e.g. an NWB DfOverF series) skip steps 2-4.
+Each kind of trace (``kind``, else the traces' ``trace_kind`` attribute, else ``auto``; see
+:data:`brainpipe.io.calcium.TRACE_KINDS`) takes its own path through steps 2-6:
+
+* ``auto`` (the default, today's path): ``dff`` when the traces are dF/F already (attr ``already_dff``, e.g. an
+  NWB DfOverF series), else ``raw_with_neuropil`` when they carry ``neuropil``, else ``raw``;
+* ``raw``: steps 3-6 on F itself (a neuropil trace, if any, is not subtracted);
+* ``raw_with_neuropil``: steps 2-6;
+* ``dff``: the traces are the dF/F; steps 5-6 only (no baseline, ``baseline`` is NaN);
+* ``denoised`` (e.g. CNMF-E's C: background removed, may go negative, so a ratio to a baseline means nothing):
+  the running-percentile baseline F0 of step 3 is subtracted, not divided by, and the result is scaled to unit
+  standard deviation per cell: ``dff`` = (C - F0) / SD(C - F0) (``units`` "1", SD units); then steps 5-6, with the
+  noise SD at least :data:`DENOISED_NOISE_FLOOR` (a denoised trace has almost no frame-to-frame noise left, so the
+  event threshold would otherwise fall to about 0 and the baseline's small kinks would count as events);
+* ``deconvolved`` (non-negative event or spike estimates): no baseline and no deconvolution; ``dff`` holds the
+  activity as given and ``events`` the activity at or above ``min_event_snr`` x its noise SD (the noise SD of
+  sparse events is about 0, so every positive frame counts); ``ar1_g`` is NaN.
 """
 
 from __future__ import annotations
@@ -30,6 +45,8 @@ from brainpipe._docs import fill_doc
 from brainpipe.errors import InputError
 
 LOG = logging.getLogger("brainpipe.preprocess.calcium")
+#: the smallest noise SD (in units of the trace's SD) of a ``denoised`` trace's event threshold
+DENOISED_NOISE_FLOOR = 0.1
 
 
 def _short(items, n=5) -> str:
@@ -217,6 +234,7 @@ def deconvolve(
     tau_s: float | None = None,
     min_event_snr: float = 3.0,
     lam: float = 0.0,
+    noise_floor: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Run :func:`oasis_ar1` on each column of dF/F.
 
@@ -234,6 +252,8 @@ def deconvolve(
         Smallest event, in units of the cell's noise SD (:func:`noise_sd`).
     lam : float, default 0.0
         L1 penalty on the events.
+    noise_floor : float, default 0.0
+        Smallest noise SD used (for traces with almost no noise left, e.g. denoised ones).
 
     Returns
     -------
@@ -247,7 +267,7 @@ def deconvolve(
         (cell,) minimum event size per cell.
     """
     T, n = dff.shape
-    sd = noise_sd(dff)
+    sd = np.maximum(noise_sd(dff), noise_floor)
     events = np.zeros_like(dff, dtype=np.float64)
     calcium = np.zeros_like(dff, dtype=np.float64)
     gs = np.zeros(n)
@@ -272,6 +292,7 @@ def preprocess_calcium(
     min_event_snr: float = 3.0,
     drop_bad_cells: bool = False,
     source: str = "traces",
+    kind: str | None = None,
 ) -> xr.Dataset:
     """A ``calcium_traces`` dataset with ``dff`` and ``events`` added (see the module docstring for the order).
 
@@ -293,18 +314,30 @@ def preprocess_calcium(
     drop_bad_cells : bool, default False
         Drop all-NaN or constant cells (with a log line) instead of raising.
     %(source)s
+    kind : str, optional
+        What the traces are (:data:`brainpipe.io.calcium.TRACE_KINDS`); default: the traces' ``trace_kind``
+        attribute (set by the readers), else ``auto``.
 
     Returns
     -------
     xarray.Dataset
         ``traces`` with ``dff``, ``events``, ``baseline`` (time x cell), ``ar1_g`` and ``event_threshold`` (cell)
-        added, and the parameters in its attrs.
+        added, and the parameters (and ``trace_kind``, the kind's path taken) in its attrs.
 
     Raises
     ------
     brainpipe.errors.InputError
-        Bad cells (unless dropped), NaN frames, a baseline window longer than the recording or a baseline <= 0.
+        Bad cells (unless dropped), NaN frames, a baseline window longer than the recording, a baseline <= 0
+        (raw kinds) or traces that do not fit their kind (no neuropil for ``raw_with_neuropil``, negative
+        ``deconvolved`` activity).
     """
+    from brainpipe.errors import ConfigError
+    from brainpipe.io.calcium import TRACE_KINDS, resolve_kind
+
+    kind = str(kind or traces.attrs.get("trace_kind") or "auto")
+    if kind not in TRACE_KINDS:
+        raise ConfigError(f"{source}: trace kind {kind!r} is not one of {', '.join(TRACE_KINDS)}")
+    kind = resolve_kind(traces, kind)
     fs = float(traces.attrs["frame_rate_hz"])
     F = np.asarray(traces["fluorescence"].values, dtype=np.float64)
     cells = np.asarray(traces["cell"].values)
@@ -332,11 +365,20 @@ def preprocess_calcium(
         raise InputError(
             f"{source}: NaN/inf frames in cell(s) {_short(bad_c)}; interpolate or drop those frames upstream"
         )
-    if int(traces.attrs.get("already_dff", 0)):  # e.g. an NWB DfOverF series: steps 2-4 were done upstream
+    settings = (fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile, kind)
+    if kind == "dff":  # e.g. an NWB DfOverF series: steps 2-4 were done upstream
         dff, F0 = F, np.full_like(F, np.nan)
-        return _with_events(traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile)
+        return _with_events(traces, dff, F0, *settings)
+    if kind == "deconvolved":
+        return _deconvolved(traces, F, source, *settings)
     Fc = F
-    if "neuropil" in traces and neuropil_coef > 0:
+    subtracted = kind == "raw_with_neuropil" and neuropil_coef > 0
+    if kind == "raw_with_neuropil" and "neuropil" not in traces:
+        raise InputError(
+            f"{source}: trace kind 'raw_with_neuropil' but the traces carry no neuropil; give the neuropil trace "
+            "or set the dataset's kind (calcium.datasets.<name>.kind) to raw"
+        )
+    if subtracted:
         Fc = F - neuropil_coef * np.asarray(traces["neuropil"].values, dtype=np.float64)
     T = Fc.shape[0]
     window = int(round(window_s * fs))
@@ -346,45 +388,121 @@ def preprocess_calcium(
             f"set calcium.preprocess.baseline.window_s between {3 / fs:.3g} and {T / fs:.4g} s"
         )
     F0 = running_percentile(Fc, window, percentile)
+    if kind == "denoised":  # may go negative: subtract the baseline, scale to unit SD (no ratio to F0)
+        d = Fc - F0
+        sd = d.std(axis=0)
+        return _with_events(traces, d / np.where(sd > 0, sd, 1.0), F0, *settings)
     nonpos = ~(F0 > 0).all(axis=0)
     if nonpos.any():
-        raise InputError(
-            f"{source}: baseline F0 <= 0 in cell(s) {_short(cells[nonpos])} after neuropil subtraction with "
-            f"coefficient {neuropil_coef}; lower calcium.preprocess.neuropil_coef or drop those cells"
-        )
+        raise InputError(_nonpositive_baseline(source, cells[nonpos], neuropil_coef, subtracted))
     dff = (Fc - F0) / F0
-    return _with_events(traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile)
+    return _with_events(traces, dff, F0, *settings)
+
+
+def _nonpositive_baseline(source: str, cells, neuropil_coef: float, subtracted: bool) -> str:
+    """The one line for a baseline F0 <= 0; it suggests lowering the neuropil coefficient only where one was used."""
+    kinds = (
+        "if the traces are not raw fluorescence (CNMF-E denoised traces, dF/F, deconvolved activity), set the "
+        "dataset's kind (calcium.datasets.<name>.kind) to denoised, dff or deconvolved"
+    )
+    if subtracted:
+        return (
+            f"{source}: baseline F0 <= 0 in cell(s) {_short(cells)} after neuropil subtraction with coefficient "
+            f"{neuropil_coef}; lower calcium.preprocess.neuropil_coef or drop those cells ({kinds})"
+        )
+    return (
+        f"{source}: baseline F0 <= 0 in cell(s) {_short(cells)} (no neuropil subtracted), but raw fluorescence "
+        f"has a positive baseline; {kinds}, or drop those cells"
+    )
+
+
+def _deconvolved(traces, A, source, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile, kind):
+    """The ``deconvolved`` path: the activity as given; events where it reaches min_event_snr x its noise SD."""
+    if (A < 0).any():
+        bad = (A < 0).any(axis=0)
+        raise InputError(
+            f"{source}: trace kind 'deconvolved' but cell(s) {_short(np.asarray(traces['cell'].values)[bad])} go "
+            "negative, which deconvolved activity never does; set the dataset's kind (calcium.datasets.<name>.kind) "
+            "to denoised or dff"
+        )
+    smins = min_event_snr * noise_sd(A)
+    events = np.where(A >= np.maximum(smins, 1e-12), A, 0.0)
+    nan = np.full(A.shape[1], np.nan)
+    return _assemble(
+        traces,
+        A,
+        events,
+        np.full_like(A, np.nan),
+        nan,
+        smins,
+        *_attrs(neuropil_coef, window_s, percentile, min_event_snr, kind),
+    )
+
+
+def _attrs(neuropil_coef, window_s, percentile, min_event_snr, kind):
+    return (
+        {
+            "neuropil_coef": float(neuropil_coef),
+            "baseline_window_s": float(window_s),
+            "baseline_percentile": float(percentile),
+            "min_event_snr": float(min_event_snr),
+        },
+        kind,
+    )
+
+
+#: the long names of ``dff``, ``events`` and ``baseline`` on the paths of the kinds that differ from dF/F's
+_NAMES = {
+    "denoised": {
+        "dff": "denoised trace minus its running-percentile baseline, in units of its SD",
+        "events": "inferred events (OASIS AR(1), SD units)",
+        "baseline": "F0: running percentile of the denoised trace (its units)",
+    },
+    "deconvolved": {
+        "dff": "deconvolved activity as given",
+        "events": "deconvolved activity at or above the event threshold",
+        "baseline": "no baseline (NaN): deconvolved activity",
+    },
+}
 
 
 def _with_events(
-    traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile
+    traces, dff, F0, fs, tau_s, min_event_snr, neuropil_coef, window_s, percentile, kind="auto"
 ) -> xr.Dataset:
-    events, _, gs, smins = deconvolve(dff, fs, tau_s, min_event_snr)
+    floor = DENOISED_NOISE_FLOOR if kind == "denoised" else 0.0
+    events, _, gs, smins = deconvolve(dff, fs, tau_s, min_event_snr, noise_floor=floor)
+    return _assemble(
+        traces, dff, events, F0, gs, smins, *_attrs(neuropil_coef, window_s, percentile, min_event_snr, kind)
+    )
+
+
+def _assemble(traces, dff, events, F0, gs, smins, attrs, kind) -> xr.Dataset:
     out = traces.copy()
-    out["dff"] = (("time", "cell"), dff, {"units": "1", "long_name": "dF/F (running-percentile baseline)"})
+    names = _NAMES.get(kind, {})
+    out["dff"] = (
+        ("time", "cell"),
+        dff,
+        {"units": "1", "long_name": names.get("dff", "dF/F (running-percentile baseline)")},
+    )
     out["events"] = (
         ("time", "cell"),
         events,
-        {"units": "1", "long_name": "inferred events (OASIS AR(1), dF/F units)"},
+        {"units": "1", "long_name": names.get("events", "inferred events (OASIS AR(1), dF/F units)")},
     )
     out["baseline"] = (
         ("time", "cell"),
         F0,
         {
             "units": "1",
-            "long_name": "F0: running percentile of F - r Fneu (arbitrary units; NaN: given as dF/F)",
+            "long_name": names.get(
+                "baseline", "F0: running percentile of F - r Fneu (arbitrary units; NaN: given as dF/F)"
+            ),
         },
     )
     out["ar1_g"] = ("cell", gs, {"long_name": "AR(1) decay per frame used for deconvolution"})
     out["event_threshold"] = ("cell", smins, {"units": "1", "long_name": "minimum event size (s_min)"})
-    out.attrs.update(
-        {
-            "neuropil_coef": float(neuropil_coef),
-            "baseline_window_s": float(window_s),
-            "baseline_percentile": float(percentile),
-            "min_event_snr": float(min_event_snr),
-        }
-    )
+    out.attrs.update(attrs)
+    out.attrs["trace_kind"] = kind
     return out
 
 

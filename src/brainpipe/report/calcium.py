@@ -1,6 +1,8 @@
 """The calcium branch's report section: per connectome study the metrics, rank diagnostics (error and replicate
 stability per rank), the selected factors (time factor, animal factor, each pair factor as a neuron x neuron
-matrix ordered by community), and a dF/F + events excerpt of each calcium dataset.
+matrix ordered by community), how the study's animals were aligned (frame rates: recorded, common, resampled or
+taken as equal within the tolerance; neurons matched by label or index, how many each animal contributes and how
+many neurons and pairs they share), and a dF/F + events excerpt of each calcium dataset (with what its traces are).
 
 Fed by the report stage with ``files`` = {"metrics": [...], "fits": [...], "processed": [...]} (inputs named
 ``calcium__metrics`` etc.; paths: :mod:`brainpipe.layout`); the metrics join the table of all metrics. A study is
@@ -13,13 +15,18 @@ from html import escape
 from pathlib import Path
 
 from brainpipe import layout
-from brainpipe.report.base import BranchSection, Reader, attr, img
+from brainpipe.report.base import BranchSection, Reader, attr, facts, fmt, img
 from brainpipe.report.figures import data_uri, factors_figure, rank_figure, traces_figure
 from brainpipe.report.headline import headline
 from brainpipe.report.tables import metrics_table
 
 #: the headline of a connectome study: recovery of the planted factors (no baseline model)
 MAIN = "factor_match_score"
+#: the traces figure's title for the kinds of trace whose ``dff`` is not dF/F (the others keep the figure's own)
+TRACE_TITLES = {
+    "denoised": "denoised traces minus baseline (scaled) and inferred events (red)",
+    "deconvolved": "deconvolved activity (scaled) and events (red)",
+}
 
 
 def _img(png: bytes, alt: str, caption: str, anchor: str = "") -> str:
@@ -29,6 +36,58 @@ def _img(png: bytes, alt: str, caption: str, anchor: str = "") -> str:
 def _name(path: Path, result: str, field: str) -> str:
     hit = layout.match(result, path)
     return hit[1][field] if hit else path.parent.name
+
+
+def alignment_html(fit) -> str:
+    """How a connectome fit's animals were put on one frame rate and one set of neurons (empty for a fit made
+    before this was recorded).
+
+    Parameters
+    ----------
+    fit : xarray.Dataset
+        A connectome ``model_fit`` with the tensor's alignment attributes and ``animal_*`` variables
+        (:mod:`brainpipe.stages.fit_connectome`).
+
+    Returns
+    -------
+    str
+        HTML: a fact list (frame-rate handling, neuron matching, shared neurons and pairs) and a table of the
+        animals (recorded frame rate, resampled, cells, neurons contributed).
+    """
+    if "frame_rate_handling" not in fit.attrs:
+        return ""
+    how = attr(fit, "neuron_matching", "?")
+    items = [
+        ("frame rate", f"{fmt(fit.attrs.get('frame_rate_hz'))} Hz: {attr(fit, 'frame_rate_handling')}"),
+        (
+            "neurons matched by",
+            "label (identities shared across animals)" if how == "label" else "ROI index (as the study asks)",
+        ),
+        (
+            "shared",
+            f"{int(fit.attrs.get('n_shared_neurons', 0))} neurons and {int(fit.attrs.get('n_shared_pairs', 0))} "
+            f"pairs in every animal; {int(fit.attrs.get('n_pairs_two_or_more', 0))} pairs in two or more",
+        ),
+    ]
+    if "resample_method" in fit.attrs:
+        items.append(("resampling", attr(fit, "resample_method")))
+    rows = []
+    for k, a in enumerate(fit["animal"].values):
+        cells = [
+            escape(str(a)),
+            fmt(fit["animal_frame_rate_hz"].values[k]) if "animal_frame_rate_hz" in fit else "—",
+            ("yes" if int(fit["animal_resampled"].values[k]) else "no") if "animal_resampled" in fit else "—",
+            str(int(fit["animal_n_cells"].values[k])) if "animal_n_cells" in fit else "—",
+            str(int(fit["animal_n_neurons"].values[k])) if "animal_n_neurons" in fit else "—",
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    table = (
+        '<table class="metrics"><thead><tr><th>animal</th><th>frame rate (Hz)</th><th>resampled</th>'
+        "<th>cells</th><th>neurons in the tensor</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+    return facts(items) + table
 
 
 def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
@@ -81,6 +140,7 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
             "neurons ordered by their Louvain community.",
         )
         parts.append(figure)
+        parts.append(alignment_html(fit))
         inputs.append((study, "fit", f, "model_fit"))
         if m is not None:
             inputs.append((study, "metrics", mp, "metrics"))
@@ -90,7 +150,11 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
     for p in processed[:3]:
         ds = reader(p, "calcium_traces")
         name = _name(p, "calcium_processed", "cadataset")
-        parts.append(_img(traces_figure(ds), f"{name} traces", f"{name}: first cells, first 120 s."))
+        kind = attr(ds, "trace_kind")
+        what = f" (traces: {kind})" if kind else ""
+        title = TRACE_TITLES.get(kind)
+        png = traces_figure(ds, title=title) if title else traces_figure(ds)
+        parts.append(_img(png, f"{name} traces", f"{name}: first cells, first 120 s{what}."))
     for p in processed:
         inputs.append((_name(p, "calcium_processed", "cadataset"), "traces", p, "calcium_traces"))
     parts.append("</section>")

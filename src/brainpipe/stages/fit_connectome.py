@@ -3,6 +3,8 @@ weighted Louvain communities on each pair factor.
 
 params: :class:`brainpipe.models.connectome.DynamicConnectome` hyperparameters (``ranks``, ``restarts``,
 ``stability_threshold``, ``n_iter_max``, ``tol``, ``n_inner``, ``dtype``, ``device``, ``resolution``, ``seed``).
+The fit carries over how the tensor's animals were aligned (frame rates, neuron matching, shared neurons and pairs:
+:data:`ALIGNMENT_ATTRS`, the ``animal_*`` variables), for the report.
 """
 
 from __future__ import annotations
@@ -20,6 +22,17 @@ OUTPUTS = {"fit": "model_fit .nc (connectome_ntf, role fit)"}
 CONFIG = "calcium.connectome.model"
 log_ = logging.getLogger("brainpipe.stages.fit_connectome")
 _ALLOWED = set(inspect.signature(DynamicConnectome.__init__).parameters) - {"self"}
+#: the tensor attributes copied into the fit (written by build_connectome_tensor)
+ALIGNMENT_ATTRS = (
+    "frame_rate_hz",
+    "frame_rate_handling",
+    "rate_tolerance",
+    "resample_method",
+    "neuron_matching",
+    "n_shared_neurons",
+    "n_shared_pairs",
+    "n_pairs_two_or_more",
+)
 
 
 @stage
@@ -37,7 +50,12 @@ def run(inputs, outputs, params, log):
     prov = make_provenance(
         "fit_connectome", params, [inputs["tensor"]], seed=model.seed, device=str(model.device_)
     )
-    write(model.to_dataset(tensor), outputs["fit"], "model_fit", prov)
+    out = model.to_dataset(tensor)
+    out.attrs.update({k: tensor.attrs[k] for k in ALIGNMENT_ATTRS if k in tensor.attrs})
+    for v in tensor.data_vars:
+        if str(v).startswith("animal_") and tensor[v].dims == ("animal",):
+            out[v] = tensor[v].copy()
+    write(out, outputs["fit"], "model_fit", prov)
 
 
 if __name__ == "__main__":

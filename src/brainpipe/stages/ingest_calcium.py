@@ -3,7 +3,9 @@
 
 params: ``path``, ``format`` (auto, suite2p, nwb, npy, csv, hdf5), ``frame_rate_hz`` (else a JSON sidecar /
 the NWB series), ``options`` (reader options: suite2p ``use_iscell``, ``min_iscell_prob``, ``allow_ops_pickle``;
-NWB ``series``; HDF5 ``key``, ``neuropil_key``), ``drop_bad_cells`` (drop all-NaN/constant ROIs instead of failing).
+NWB ``series``, ``label_column``; HDF5 ``key``, ``neuropil_key``), ``drop_bad_cells`` (drop all-NaN/constant ROIs
+instead of failing), ``kind`` (what the traces are: :data:`brainpipe.io.calcium.TRACE_KINDS`; checked against the
+values and recorded in the output's ``trace_kind`` attribute, which preprocess_calcium follows).
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ def run(inputs, outputs, params, log):
         params.get("frame_rate_hz"),
         params.get("options", {}),
         bool(params.get("drop_bad_cells", False)),
+        str(params.get("kind", "auto")),
     )
+    n_labels = int((ds["label"] != "").sum()) if "label" in ds else 0
     log_.info(
-        "read %d cells x %d frames at %g Hz", ds.sizes["cell"], ds.sizes["time"], ds.attrs["frame_rate_hz"]
+        "read %d cells x %d frames at %g Hz; traces: %s; %d labelled neuron(s)",
+        ds.sizes["cell"],
+        ds.sizes["time"],
+        ds.attrs["frame_rate_hz"],
+        ds.attrs["trace_kind"],
+        n_labels,
     )
     write(
         ds, outputs["traces"], "calcium_traces", make_provenance("ingest_calcium", params, [inputs["source"]])

@@ -80,7 +80,12 @@ def factors_figure(fit: xr.Dataset) -> bytes:
     return to_png(fig)
 
 
-def traces_figure(ds: xr.Dataset, n_cells: int = 8, window_s: float = 120.0) -> bytes:
+def traces_figure(
+    ds: xr.Dataset,
+    n_cells: int = 8,
+    window_s: float = 120.0,
+    title: str = "dF/F (scaled) and inferred events (red)",
+) -> bytes:
     """dF/F (each cell scaled to its range) and inferred events of the first cells over the first seconds.
 
     Parameters
@@ -91,6 +96,8 @@ def traces_figure(ds: xr.Dataset, n_cells: int = 8, window_s: float = 120.0) -> 
         Cells shown.
     window_s : float
         Seconds shown from the start.
+    title : str
+        The figure's title (what ``dff`` holds: dF/F, or denoised or deconvolved activity).
 
     Returns
     -------
@@ -109,6 +116,6 @@ def traces_figure(ds: xr.Dataset, n_cells: int = 8, window_s: float = 120.0) -> 
         ax.plot(t[keep][ev], np.full(ev.size, off - 0.15), "|", color="#d62728", ms=4)
     ax.set(xlabel="time (s)", yticks=[1.5 * k for k in range(n)])
     ax.set_yticklabels([str(c) for c in ds["cell"].values[:n]], fontsize=6)
-    ax.set_title("dF/F (scaled) and inferred events (red)", fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return to_png(fig)
