@@ -10,6 +10,7 @@ import zlib
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.io._common import (
     LOG,
     assemble,
@@ -88,11 +89,27 @@ def _mat_truncated(p) -> tuple[int, int] | None:
     return None
 
 
+@fill_doc
 def read_position_tracking(path: str | os.PathLike, ticks_per_s: float = 30000.0) -> dict:
     """Parse a ``.videoPositionTracking`` file: header up to ``<End settings>``, then 12-byte records.
 
-    Returns a behaviour block (time = ticks / ``ticks_per_s``; x, y in pixels, plus x2, y2 when a second LED
-    was tracked). Records whose time is not after every earlier one (exact repeats) are dropped (logged).
+    Records whose time is not after every earlier one (exact repeats) are dropped (logged). A ``clockrate`` in the
+    header that differs from ``ticks_per_s`` is logged; ``ticks_per_s`` is used.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.videoPositionTracking`` file.
+    ticks_per_s : float, default 30000.0
+        Clock ticks per second of the record times.
+
+    Returns
+    -------
+    dict
+        A behaviour block (``time``, ``values``, ``names``, ``units``): time = ticks / ``ticks_per_s``; x, y in
+        pixels, plus x2, y2 when a second LED was tracked.
+
+    %(reader_raises)s
     """
     p = require_file(path, "position tracking file")
     raw = p.read_bytes()
@@ -134,6 +151,7 @@ def read_position_tracking(path: str | os.PathLike, ticks_per_s: float = 30000.0
     return behaviour_block(p, t[keep], values, names, "px")
 
 
+@fill_doc
 def read_matclust(
     path: str | os.PathLike,
     position: str | os.PathLike | None = None,
@@ -145,18 +163,28 @@ def read_matclust(
 
     The file holds a nested cell array ``spikes`` ({day}{epoch}{tetrode}{cell}, 1x1 outer levels for one
     session); each cell is empty (nothing sorted) or a struct with ``time`` (spike times in s), ``timerange``
-    ([start, stop] s) and ``meanrate``. Every struct is a unit, kept even without spikes (logged).
+    ([start, stop] s) and ``meanrate``. Every struct is a unit, kept even without spikes (logged). Unit labels are
+    ``"t{tetrode}u{cell}"``, 1-based MATLAB indices (``t1u1`` is ``spikes{1}{1}{1}{1}``); when a file holds several
+    days/epochs the outer indices are prefixed, ``"e{day}-{epoch}t{tetrode}u{cell}"``. Attrs: ``t_start_s``,
+    ``t_stop_s``, ``source``, ``format = "matclust"``, ``observed = "continuous"``, and ``position_source`` when
+    position was read.
 
-    * Unit labels: ``"t{tetrode}u{cell}"``, 1-based MATLAB indices (``t1u1`` is ``spikes{1}{1}{1}{1}``); when
-      a file holds several days/epochs the outer indices are prefixed, ``"e{day}-{epoch}t{tetrode}u{cell}"``.
-    * Window: ``t_start_s``/``t_stop_s`` when given, else the hull of the units' ``timerange``; widened to hold
-      every spike. ``observed = "continuous"``.
-    * ``position``: a ``.videoPositionTracking`` file (see :func:`read_position_tracking`); gives behaviour
-      ``x``, ``y`` (and ``x2``, ``y2`` when a second LED was tracked) in pixels (units ``"px"``) at
-      ``time = ticks / ticks_per_s``.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A MatClust ``spikes.mat`` (MATLAB v7 or older; v7.3 is HDF5 and refused with what to do).
+    position : str or os.PathLike, optional
+        A ``.videoPositionTracking`` file (:func:`read_position_tracking`): behaviour ``x``, ``y`` (and ``x2``,
+        ``y2`` when a second LED was tracked) in pixels (units ``"px"``) at ``time = ticks / ticks_per_s``.
+    ticks_per_s : float, default 30000.0
+        Clock ticks per second of the position file.
+    t_start_s, t_stop_s : float, optional
+        The observation window in seconds (None: the hull of the units' ``timerange``); always widened to hold
+        every spike.
 
-    Attrs: ``t_start_s``, ``t_stop_s``, ``source``, ``format = "matclust"``, ``observed``, and ``position_source``
-    when position was read.
+    %(spike_times_returns)s
+
+    %(reader_raises)s
     """
     p = require_file(path, "MatClust spikes file")
     import scipy.io

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.io._common import (
     LOG,
     assemble,
@@ -238,6 +239,7 @@ def _trials(nwbfile) -> dict | None:
     }
 
 
+@fill_doc
 def read_nwb(
     path: str | os.PathLike,
     units: str = "units",
@@ -246,28 +248,39 @@ def read_nwb(
 ) -> xr.Dataset:
     """Read spike trains (and behaviour, trials) from an NWB 2 file into a ``spike_times`` dataset.
 
-    * ``units``: the Units table: ``"units"`` (the file's ``units``) or the name of a Units table inside a
-      processing module. Unit labels are the table's ids as strings; ``spike_times`` (ragged) in seconds;
-      each unit's times must be non-decreasing and >= 0.
-    * Observation window (``t_start_s``, ``t_stop_s``): the hull of the units' ``obs_intervals`` (else of the
-      trials), widened to hold every spike. When the union of ``obs_intervals`` is not one contiguous interval
-      (only trial windows were recorded), ``observed = "trials"`` and, without a trials table, those intervals
-      become the trials; otherwise ``observed = "continuous"``.
-    * ``behaviour``: ``True`` (every numeric TimeSeries/SpatialSeries in ``processing``, including those inside
-      containers such as Position; electrophysiology, imaging, ROI, annotation, interval and event series are
-      skipped), ``False``, or a series name / list of names (in that order). Clocks: the first series sets
-      ``behaviour_time``; a series on the same timestamps joins as is; one on another clock is linearly
-      interpolated onto it when it spans that clock (within half a sample), and skipped with a warning
-      otherwise (no extrapolation). Samples of the clock series with a repeated or earlier timestamp are
-      dropped (logged). Values are in the series' units (``data * conversion + offset``); columns are named
-      ``<series>`` (1 column), ``<series>_x``/``_y``/``_z`` (2-3 columns) or ``<series>_<k>``. A NaN is an
-      :class:`~brainpipe.errors.InputError` naming the variable.
-    * ``trials``: read the trials table: ``start_time``/``stop_time`` and every numeric 1-value-per-trial column
-      as ``trial_<name>`` (float64; text and ragged columns are skipped). ``False`` skips the table only:
-      trial windows taken from non-contiguous ``obs_intervals`` are still set, since they bound the recording.
+    Unit labels are the Units table's ids as strings; ``spike_times`` (ragged) in seconds; each unit's times must
+    be non-decreasing and >= 0. The observation window (``t_start_s``, ``t_stop_s``) is the hull of the units'
+    ``obs_intervals`` (else of the trials), widened to hold every spike. When the union of ``obs_intervals`` is not
+    one contiguous interval (only trial windows were recorded), ``observed = "trials"`` and, without a trials
+    table, those intervals become the trials; otherwise ``observed = "continuous"``. Attrs: ``t_start_s``,
+    ``t_stop_s``, ``source``, ``format = "nwb"``, ``observed``, ``identifier``, ``session_description`` and
+    ``time_resolution_s`` (the Units ``resolution``, when set).
 
-    Attrs: ``t_start_s``, ``t_stop_s``, ``source``, ``format = "nwb"``, ``observed``, ``identifier``,
-    ``session_description`` and ``time_resolution_s`` (the Units ``resolution``, when set).
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An NWB 2 (HDF5) file.
+    units : str, default "units"
+        The Units table: ``"units"`` (the file's ``units``) or the name of a Units table inside a processing
+        module.
+    behaviour : bool or str or sequence of str, default True
+        ``True``: every numeric TimeSeries/SpatialSeries in ``processing``, including those inside containers
+        such as Position (electrophysiology, imaging, ROI, annotation, interval and event series are skipped);
+        ``False``: none; or a series name / list of names (in that order). Clocks: the first series sets
+        ``behaviour_time``; a series on the same timestamps joins as is; one on another clock is linearly
+        interpolated onto it when it spans that clock (within half a sample), and skipped with a warning
+        otherwise (no extrapolation). Samples of the clock series with a repeated or earlier timestamp are
+        dropped (logged). Values are in the series' units (``data * conversion + offset``); columns are named
+        ``<series>`` (1 column), ``<series>_x``/``_y``/``_z`` (2-3 columns) or ``<series>_<k>``. A NaN is an
+        :class:`~brainpipe.errors.InputError` naming the variable.
+    trials : bool, default True
+        Read the trials table: ``start_time``/``stop_time`` and every numeric 1-value-per-trial column as
+        ``trial_<name>`` (float64; text and ragged columns are skipped). ``False`` skips the table only: trial
+        windows taken from non-contiguous ``obs_intervals`` are still set, since they bound the recording.
+
+    %(spike_times_returns)s
+
+    %(reader_raises)s
     """
     p = require_file(path, "NWB file")
     with open_nwb(p) as nwbfile:

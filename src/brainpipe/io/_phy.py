@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.io._common import LOG, assemble, check_train, fail, load_npy, require_dir, short, window
 
 # Label files, weakest first: later ones override earlier ones cluster by cluster.
@@ -147,6 +148,7 @@ def _dat_duration(folder: Path, fs: float) -> float | None:
     return n_samples / fs if n_samples > 0 else None
 
 
+@fill_doc
 def read_phy(
     folder: str | os.PathLike,
     groups: Sequence[str] | None = ("good",),
@@ -156,22 +158,32 @@ def read_phy(
 ) -> xr.Dataset:
     """Read a phy/Kilosort output folder into a ``spike_times`` dataset.
 
-    * ``spike_times.npy``: spike times in samples, shape (n,) or (n, 1), sorted ascending (phy requires it);
-      ``spike_clusters.npy`` (or ``spike_templates.npy`` when there are no clusters) of the same length.
-      Loaded with ``allow_pickle=False``.
-    * Sample rate: ``sample_rate`` (Hz) when given, else the literal assigned to ``sample_rate`` in
-      ``params.py``, found by parsing the file as text (``ast``); params.py is never executed.
-    * Groups: from ``cluster_KSLabel.tsv`` (KSLabel), overridden by ``cluster_info.tsv`` (group, else KSLabel),
-      overridden by ``cluster_group.tsv`` (group or KSLabel); a cluster no file names is ``"unsorted"``.
-      Units whose group is in ``groups`` are kept (``None``: every cluster, labelled or not). Labelled clusters
-      without spikes are kept with zero spikes (logged).
-    * Unit labels: the cluster ids as strings, in numeric order. Spike times: samples / sample rate (s).
-    * Window: ``t_start_s``/``t_stop_s`` when given; else 0 .. the raw recording's duration when the
-      ``dat_path`` of params.py exists; else from the first to just after the last spike (of all clusters).
-      Always widened to hold every kept spike.
+    ``spike_times.npy`` holds spike times in samples, shape (n,) or (n, 1), sorted ascending (phy requires it), and
+    ``spike_clusters.npy`` (or ``spike_templates.npy`` when there are no clusters) the cluster of each; both are
+    loaded with ``allow_pickle=False``. Cluster groups come from ``cluster_KSLabel.tsv`` (KSLabel), overridden by
+    ``cluster_info.tsv`` (group, else KSLabel), overridden by ``cluster_group.tsv`` (group or KSLabel); a cluster
+    no file names is ``"unsorted"``. Labelled clusters without spikes are kept with zero spikes (logged). Unit
+    labels are the cluster ids as strings, in numeric order; spike times are samples / sample rate (s). Attrs:
+    ``t_start_s``, ``t_stop_s``, ``source``, ``format = "phy"``, ``observed = "continuous"``, ``sample_rate_hz``,
+    ``time_resolution_s`` (1 / sample rate), ``groups`` (kept groups, "all" for None).
 
-    Attrs: ``t_start_s``, ``t_stop_s``, ``source``, ``format = "phy"``, ``observed = "continuous"``,
-    ``sample_rate_hz``, ``time_resolution_s`` (1 / sample rate), ``groups`` (kept groups, "all" for None).
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The phy/Kilosort output folder.
+    groups : sequence of str or None, default ("good",)
+        The cluster groups kept (None: every cluster, labelled or not).
+    sample_rate : float, optional
+        The sample rate in Hz (None: the literal assigned to ``sample_rate`` in ``params.py``, found by parsing the
+        file as text with ``ast``; params.py is never executed).
+    t_start_s, t_stop_s : float, optional
+        The observation window in seconds (None: 0 .. the raw recording's duration when the ``dat_path`` of
+        params.py exists, else from the first to just after the last spike of all clusters); always widened to
+        hold every kept spike.
+
+    %(spike_times_returns)s
+
+    %(reader_raises)s
     """
     folder = require_dir(folder, "phy folder")
     st_path = folder / "spike_times.npy"

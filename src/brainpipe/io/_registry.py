@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from brainpipe._docs import fill_doc
 from brainpipe.errors import ConfigError, InputError
 from brainpipe.io._common import npz_shapes, short
 
@@ -57,16 +58,16 @@ def _option_names(func: Callable[..., Any], skip: int) -> tuple[tuple[str, ...],
     return tuple(p.name for p in named), tuple(p.name for p in named if p.default is p.empty)
 
 
+@fill_doc
 @dataclass(frozen=True)
 class Reader:
     """One registered reader (see :func:`register`).
 
-    Attributes
+    Parameters
     ----------
     name : str
         The format name (``format:`` in the config).
-    modality : str
-        One of :data:`MODALITIES`.
+    %(modality)s
     function : callable
         ``function(path, **options)``: a Dataset (spikes, calcium) or an iterator of per-run Datasets (fMRI).
     detect : callable
@@ -104,6 +105,7 @@ class Reader:
         Returns
         -------
         bool
+            True when the reader's ``detect`` accepts ``path``.
         """
         hints = _option_names(self.detect, 1)[0]
         given = {k: v for k, v in (options or {}).items() if k in hints and v is not None}
@@ -129,6 +131,7 @@ def _check_modality(modality: str) -> None:
         raise ValueError(f"unknown modality {modality!r}; one of {', '.join(MODALITIES)}")
 
 
+@fill_doc
 def register(
     function: Callable[..., Any], *, name: str, modality: str, detect: Callable[..., bool], looks_for: str
 ) -> Callable[..., Any]:
@@ -141,8 +144,7 @@ def register(
         registered under several names (e.g. one array reader for ``npy``, ``csv`` and ``hdf5``).
     name : str
         The format name; unique within the modality.
-    modality : str
-        One of :data:`MODALITIES`.
+    %(modality)s
     detect : callable
         ``detect(path, **hints) -> bool`` (see the module docstring). Detection tries the readers of a modality in
         registration order.
@@ -168,6 +170,7 @@ def register(
     return function
 
 
+@fill_doc
 def register_modality(
     modality: str, *, finish: Callable[..., Any] | None = None, shared_options: bool = False
 ) -> None:
@@ -175,8 +178,7 @@ def register_modality(
 
     Parameters
     ----------
-    modality : str
-        One of :data:`MODALITIES`.
+    %(modality)s
     finish : callable, optional
         ``finish(path, result, <option>=...) -> result``; its options (after ``path`` and ``result``) are taken
         by :func:`read` for every format of the modality.
@@ -184,9 +186,10 @@ def register_modality(
         True when the datasets of this modality give the options of all its readers as one flat set (fMRI): an
         option of another reader of the modality is then left out (logged) rather than refused.
 
-    Returns
-    -------
-    None
+    Raises
+    ------
+    ValueError
+        A finishing option has the name of a reader option of the modality.
     """
     _check_modality(modality)
     mod = _Modality(finish, shared_options)
@@ -207,6 +210,7 @@ def readers(modality: str | None = None) -> tuple[Reader, ...]:
     Returns
     -------
     tuple of Reader
+        Each with its format name, modality, function, detector and what it looks for.
     """
     if modality is not None:
         _check_modality(modality)
@@ -214,22 +218,30 @@ def readers(modality: str | None = None) -> tuple[Reader, ...]:
     return tuple(r for m in mods for r in _READERS[m].values())
 
 
+@fill_doc
 def formats(modality: str) -> tuple[str, ...]:
     """The format names of ``modality`` in registration order (without ``"auto"``).
 
     Parameters
     ----------
-    modality : str
-        One of :data:`MODALITIES`.
+    %(modality)s
 
     Returns
     -------
     tuple of str
+        The names a dataset's ``format:`` may take besides ``"auto"``.
+
+    Examples
+    --------
+    >>> from brainpipe.io import formats
+    >>> formats("fmri")
+    ('fmriprep', 'nifti', 'table')
     """
     _check_modality(modality)
     return tuple(_READERS[modality])
 
 
+@fill_doc
 def get_reader(path: str | os.PathLike, modality: str, format: str) -> Reader:
     """The reader of ``format`` (a registered name; not ``"auto"``).
 
@@ -237,19 +249,19 @@ def get_reader(path: str | os.PathLike, modality: str, format: str) -> Reader:
     ----------
     path : str or PathLike
         The data path (named in the message).
-    modality : str
-        One of :data:`MODALITIES`.
+    %(modality)s
     format : str
         A format name of ``modality``.
 
     Returns
     -------
     Reader
+        The registered reader.
 
     Raises
     ------
-    InputError
-        ``format`` is not a format of ``modality``.
+    brainpipe.errors.InputError
+        ``format`` is not a format of ``modality`` (one line naming the path and the formats there are).
     """
     _check_modality(modality)
     if format not in _READERS[modality]:
@@ -275,6 +287,7 @@ def _describe(p: Path) -> str:
     return f"a '{suffix}' file" if suffix else "a file without a suffix"
 
 
+@fill_doc
 def detect(path: str | os.PathLike, modality: str, **options: Any) -> str:
     """The format of ``path``: the first reader of ``modality`` (in registration order) whose ``detect`` says yes.
 
@@ -282,8 +295,7 @@ def detect(path: str | os.PathLike, modality: str, **options: Any) -> str:
     ----------
     path : str or PathLike
         A file or folder.
-    modality : str
-        One of :data:`MODALITIES`.
+    %(modality)s
     **options
         Reader options; those a detector names (e.g. ``counts_key`` of the trial-array reader) are passed to it.
 
@@ -350,6 +362,7 @@ def _split_options(path, reader: Reader, options: Mapping[str, Any]) -> tuple[di
     return own, finish
 
 
+@fill_doc
 def read(path: str | os.PathLike, modality: str, format: str = "auto", **options: Any) -> Any:
     """Read ``path`` with the reader of ``format`` (``"auto"``: :func:`detect`), then the modality's finishing step.
 
@@ -357,8 +370,7 @@ def read(path: str | os.PathLike, modality: str, format: str = "auto", **options
     ----------
     path : str or PathLike
         The data (a file or a folder).
-    modality : str
-        One of :data:`MODALITIES`.
+    %(modality)s
     format : str
         ``"auto"`` or a format name of ``modality`` (:func:`formats`).
     **options
