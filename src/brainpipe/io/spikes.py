@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.errors import InputError
 from brainpipe.io._common import LOG, assemble, check_train, fail, load_npz, npz_shapes, require_file
 from brainpipe.io._matclust import read_matclust, read_position_tracking
@@ -67,16 +68,26 @@ def _load_npz(p: Path, kind: str) -> dict[str, np.ndarray]:
 
 
 # -- unit/time tables -----------------------------------------------------------------------------------------
+@fill_doc
 def read_spike_table(path, t_start_s=None, t_stop_s=None, sep=None) -> xr.Dataset:
     """Parse a unit/time table into a spike_times dataset (units sorted by label).
 
-    * CSV/TSV (``sep`` default: tab for ``.tsv``/``.tab``, else comma) with columns ``unit`` (read as strings)
-      and ``time`` (seconds); other columns are ignored.
-    * ``.npz`` with 1-D arrays ``unit`` and ``time`` of equal length (loaded with ``allow_pickle=False``).
+    Attrs: ``t_start_s``, ``t_stop_s``, ``source``, ``format = "table"``, ``observed = "continuous"``.
 
-    Window: ``t_start_s``/``t_stop_s`` when given (not checked here: the contract rejects spikes outside it),
-    else from the first spike to just after the last. Attrs: ``t_start_s``, ``t_stop_s``, ``source``,
-    ``format = "table"``, ``observed = "continuous"``.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A CSV/TSV with columns ``unit`` (read as strings) and ``time`` (seconds), other columns ignored; or an
+        ``.npz`` with 1-D arrays ``unit`` and ``time`` of equal length (loaded with ``allow_pickle=False``).
+    t_start_s, t_stop_s : float, optional
+        The observation window in seconds (not checked here: the contract rejects spikes outside it); None: from
+        the first spike to just after the last.
+    sep : str, optional
+        The CSV/TSV separator (None: tab for ``.tsv``/``.tab``, else comma).
+
+    %(spike_times_returns)s
+
+    %(reader_raises)s
     """
     if str(path).endswith(".npz"):
         p = require_file(path, "spike table")
@@ -345,5 +356,22 @@ def read_spikes(path: str | os.PathLike, format: str = "auto", **options) -> xr.
     -------
     xarray.Dataset
         A ``spike_times`` dataset without provenance attributes.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        The format is unknown or cannot be detected, a required option is missing, or the reader refuses the data
+        (one line naming the file).
+    brainpipe.errors.ConfigError
+        An option the reader does not take (named).
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from brainpipe.io import read_spikes
+    >>> _ = Path("spikes.csv").write_text("unit,time\\na,0.1\\na,0.5\\nb,0.3\\n")
+    >>> ds = read_spikes("spikes.csv")  # detected: a spike table
+    >>> ds.attrs["format"], ds.sizes["spike"], [str(u) for u in ds["unit"].values]
+    ('table', 3, ['a', 'b'])
     """
     return read(path, "spikes", format, **options)
