@@ -45,6 +45,18 @@ from brainpipe.errors import ConfigError, InputError
 from brainpipe.io import readers
 from brainpipe.io._registry import Reader
 
+__all__ = [
+    "FULL_READ_BYTES",
+    "NAME_PATTERN",
+    "SNIFFERS",
+    "FoundDataset",
+    "Question",
+    "Scan",
+    "check_study",
+    "scan",
+    "study_yaml",
+]
+
 #: Spike files up to this size are read with their reader to say what they hold (units, duration, variables);
 #: larger ones only through their headers.
 FULL_READ_BYTES = 64 * 2**20
@@ -215,6 +227,11 @@ class FoundDataset:
 
 class Scan(list):
     """The datasets found by :func:`scan` (a list of :class:`FoundDataset`), with what was skipped.
+
+    Parameters
+    ----------
+    items : iterable of FoundDataset
+        The datasets.
 
     Attributes
     ----------
