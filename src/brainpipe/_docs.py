@@ -237,7 +237,7 @@ xarray.Dataset
 DOCDICT["calcium_traces_returns"] = """Returns
 -------
 xarray.Dataset
-    A ``calcium_traces`` dataset (:data:`brainpipe.data.CONTRACTS`): ``fluorescence`` (time x neuron), with the
+    A ``calcium_traces`` dataset (:data:`brainpipe.data.CONTRACTS`): ``fluorescence`` (time x cell), with the
     frame rate and source in its attrs."""
 
 DOCDICT["roi_run_returns"] = """Returns

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.errors import InputError
 from brainpipe.io._common import hdf5_error, load_npy, require_file
 from brainpipe.io._nwb import open_nwb
@@ -183,8 +184,10 @@ def _traces(
 
 
 def check_cells(path, ds: xr.Dataset, drop_bad_cells: bool = False) -> xr.Dataset:
-    """The calcium finishing step of every reader: an all-NaN or constant ROI is an error naming it (one line), or
-    is dropped (logged) with ``drop_bad_cells``; NaN/inf frames in other ROIs are an error.
+    """Check the ROIs of a calcium reader's result (the calcium finishing step of every reader).
+
+    An all-NaN or constant ROI is an error naming it (one line), or is dropped (logged) with ``drop_bad_cells``;
+    NaN/inf frames in other ROIs are an error.
 
     Parameters
     ----------
@@ -359,6 +362,7 @@ def finish_calcium(path, ds: xr.Dataset, drop_bad_cells: bool = False, kind: str
     return check_kind(path, check_cells(path, ds, drop_bad_cells), kind)
 
 
+@fill_doc
 def read_suite2p(
     path,
     frame_rate_hz: float | None = None,
@@ -366,11 +370,29 @@ def read_suite2p(
     allow_ops_pickle: bool = False,
     min_iscell_prob: float | None = None,
 ) -> xr.Dataset:
-    """A suite2p plane folder (F.npy, Fneu.npy, iscell.npy; spks.npy is carried when present).
+    """Read a suite2p plane folder (F.npy, Fneu.npy, iscell.npy; spks.npy is carried when present).
 
-    F and Fneu are (ROI, frame); ``iscell.npy`` (ROI, 2) selects cells (column 0, or column 1 >= ``min_iscell_prob``).
-    Cells are named ``roi<index>`` by their suite2p row; neuron labels come from :data:`SUITE2P_LABELS` beside
-    F.npy when it exists (a ``label`` variable).
+    F and Fneu are (ROI, frame). Cells are named ``roi<index>`` by their suite2p row; neuron labels come from
+    :data:`SUITE2P_LABELS` beside F.npy when it exists (a ``label`` variable).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The plane folder (e.g. ``suite2p/plane0``).
+    frame_rate_hz : float, optional
+        The frame rate in Hz (None: ``fs`` of ``frame_rate.json`` or ``ops_summary.json`` in the folder).
+    use_iscell : bool, default True
+        Keep only the ROIs ``iscell.npy`` (ROI, 2) marks as cells (when the file is there).
+    allow_ops_pickle : bool, default False
+        Read the frame rate from ``ops.npy`` when nothing else gives it; ops.npy is a pickle, so it is loaded only
+        on this explicit opt-in.
+    min_iscell_prob : float, optional
+        Keep the ROIs whose cell probability (column 1 of ``iscell.npy``) reaches it (None: column 0, suite2p's
+        own decision).
+
+    %(calcium_traces_returns)s
+
+    %(reader_raises)s
     """
     d = Path(path)
     if not d.is_dir():
@@ -493,12 +515,29 @@ def _ops_rate(path: Path):
     return ops.get("fs")
 
 
+@fill_doc
 def read_nwb_ophys(
     path, frame_rate_hz: float | None = None, series: str | None = None, label_column: str | None = None
 ) -> xr.Dataset:
-    """An NWB file's ophys ``Fluorescence`` (or ``DfOverF``) RoiResponseSeries, with ROI ids from its table
-    region. A series named ``Neuropil`` in the same container (if any) becomes ``neuropil``; neuron labels come from
-    the ROI table's ``label_column`` (default: the first of :data:`NWB_LABEL_COLUMNS` it has)."""
+    """Read an NWB file's ophys ``Fluorescence`` (or ``DfOverF``) RoiResponseSeries, with ROI ids from its table.
+
+    A series named ``Neuropil`` in the same container (if any) becomes ``neuropil``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An NWB 2 (HDF5) file with an ophys processing module.
+    frame_rate_hz : float, optional
+        The frame rate in Hz (None: the series' ``rate``, else the median step of its timestamps).
+    series : str, optional
+        The RoiResponseSeries (None: the first one not named ``Neuropil``).
+    label_column : str, optional
+        The ROI table column of neuron labels (None: the first of :data:`NWB_LABEL_COLUMNS` it has).
+
+    %(calcium_traces_returns)s
+
+    %(reader_raises)s
+    """
     p = require_file(path, "NWB file")
     with open_nwb(p) as nwb:
         try:
@@ -613,12 +652,28 @@ def _ophys(p: Path, nwb, frame_rate_hz, series, label_column=None) -> xr.Dataset
     return ds
 
 
+@fill_doc
 def read_array(
     path, frame_rate_hz: float | None = None, key: str | None = None, neuropil_key: str | None = None
 ) -> xr.Dataset:
-    """A plain (time, neuron) array: ``.npy``, ``.csv`` (header row of cell names optional) or HDF5 (``key``).
+    """Read a plain (time, neuron) array: ``.npy``, ``.csv`` (header row of cell names optional) or HDF5.
 
-    Neuron labels: ``"labels"`` (one per column) in the JSON sidecar, when given.
+    The JSON sidecar (``<file>.json`` or ``<stem>.json``) may give ``frame_rate_hz`` and neuron ``"labels"`` (one
+    per column). Cells without a CSV header are named ``n000``, ``n001``, ...
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.npy`` (loaded without pickle), ``.csv`` or ``.h5``/``.hdf5`` file.
+    %(frame_rate_hz)s
+    key : str, optional
+        The (time, neuron) dataset of an HDF5 file (None: its first dataset).
+    neuropil_key : str, optional
+        A (time, neuron) neuropil dataset of an HDF5 file, kept as ``neuropil``.
+
+    %(calcium_traces_returns)s
+
+    %(reader_raises)s
     """
     p = require_file(path, "calcium array file")
     neuropil = None
@@ -774,8 +829,9 @@ def read_calcium(
     drop_bad_cells: bool = False,
     kind: str = "auto",
 ) -> xr.Dataset:
-    """Read any supported calcium source into a ``calcium_traces`` dataset (the calcium case of
-    :func:`brainpipe.io.read`).
+    """Read any supported calcium source into a ``calcium_traces`` dataset.
+
+    The calcium case of :func:`brainpipe.io.read`.
 
     Parameters
     ----------
@@ -798,6 +854,23 @@ def read_calcium(
     -------
     xarray.Dataset
         ``calcium_traces`` without file attributes.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        The format is unknown or cannot be detected, the reader refuses the data, or an ROI is all-NaN or constant
+        (without ``drop_bad_cells``): one line naming the file.
+    brainpipe.errors.ConfigError
+        An option the reader does not take (named).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from brainpipe.io import read_calcium
+    >>> np.save("traces.npy", np.random.default_rng(0).normal(1.0, 0.1, size=(100, 3)))
+    >>> ds = read_calcium("traces.npy", frame_rate_hz=10.0)  # detected: a (time, neuron) array
+    >>> ds.sizes["time"], ds.sizes["cell"], ds.attrs["frame_rate_hz"]
+    (100, 3, 10.0)
     """
     opts = dict(options or {})
     if frame_rate_hz is not None:
