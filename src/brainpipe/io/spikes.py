@@ -158,24 +158,36 @@ def read_spike_table(path, t_start_s=None, t_stop_s=None, sep=None) -> xr.Datase
 
 
 # -- trialized counts (Steinmetz course npz) --------------------------------------------------------------------
+@fill_doc
 def read_trialized_npz(
     path, counts_key: str = "spks", time_key: str = "time", bin_width_s: float | None = None
 ) -> xr.Dataset:
     """Read trial-binned counts (Steinmetz et al. 2019 course npz) as reconstructed spike times.
 
-    * ``counts_key`` (``spks``): counts, trials x units x bins (non-negative integers);
-      ``time_key`` (``time``): trials x bins, the bin CENTRES on the session clock in seconds (the course data
-      description: "time: centers of the time bins for spks"). ``bin_width_s``: default the (regular) step of
-      ``time``.
-    * A count k becomes k identical spike times at the bin centre (resolution = one bin), so re-binning within
-      the trials gives the counts back exactly. Trial windows: ``[first centre - width/2, last centre + width/2]``;
-      ``observed = "trials"``; window ``t_start_s``/``t_stop_s`` = first trial start / last trial stop.
-    * Every other array with one numeric value per trial becomes ``trial_<key>`` (float64); scalar keys
-      (``mouse_name``, ``date_exp``) become attrs; anything else is skipped (logged).
-    * Units are labelled ``u000``, ``u001``, ... (the file has no unit ids).
+    A count k becomes k identical spike times at the bin centre (resolution = one bin), so re-binning within the
+    trials gives the counts back exactly. Trial windows: ``[first centre - width/2, last centre + width/2]``;
+    ``observed = "trials"``; window ``t_start_s``/``t_stop_s`` = first trial start / last trial stop. Every other
+    array with one numeric value per trial becomes ``trial_<key>`` (float64); scalar keys (``mouse_name``,
+    ``date_exp``) become attrs; anything else is skipped (logged). Units are labelled ``u000``, ``u001``, ... (the
+    file has no unit ids). Attrs: ``t_start_s``, ``t_stop_s``, ``source``, ``format = "trialized_npz"``,
+    ``observed = "trials"``, ``time_resolution_s`` (the bin width), ``time_base = "bin centres"`` and the scalar
+    keys.
 
-    Attrs: ``t_start_s``, ``t_stop_s``, ``source``, ``format = "trialized_npz"``, ``observed = "trials"``,
-    ``time_resolution_s`` (the bin width), ``time_base = "bin centres"`` and the scalar keys.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npz`` (loaded without pickle).
+    counts_key : str, default "spks"
+        The counts: trials x units x bins, non-negative integers.
+    time_key : str, default "time"
+        Trials x bins: the bin CENTRES on the session clock in seconds (the course data description: "time:
+        centers of the time bins for spks").
+    bin_width_s : float, optional
+        The bin width in seconds (None: the regular step of ``time``).
+
+    %(spike_times_returns)s
+
+    %(reader_raises)s
     """
     p = require_file(path, "trialized .npz file")
     arrays = _load_npz(p, "trialized .npz file")
