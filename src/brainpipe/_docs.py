@@ -215,14 +215,16 @@ DOCDICT["participants"] = """participants : str or os.PathLike, optional
 DOCDICT["participant"] = """participant : mapping, optional
     The subject's row of ``participants.tsv`` (column -> value), stored with the run."""
 
-DOCDICT["repetition_time"] = """repetition_time_s : float, optional
-    The TR in seconds, for runs whose JSON sidecar (``RepetitionTime``) gives none.
-repetition_time_from : {"check", "sidecar", "config"}
+DOCDICT["repetition_time_s"] = """repetition_time_s : float, optional
+    The TR in seconds, for runs whose JSON sidecar (``RepetitionTime``) gives none (a NIfTI run with neither takes
+    its header's time step; a table with neither is an error)."""
+
+DOCDICT["repetition_time_from"] = """repetition_time_from : {"check", "sidecar", "config"}
     When both a sidecar and ``repetition_time_s`` give a TR: they must agree (``"check"``: else an error naming
     both), or the one named wins."""
 
 DOCDICT["table_columns"] = """roi_names : sequence of str, optional
-    The ROI names of a table without a header row (default: the header, else ``roi-<k>``).
+    Names of the table's columns, one per column (None: the CSV/TSV header; ``roi-<k>`` for ``.1D`` and ``.npy``).
 confound_columns : sequence of str
     Columns moved into ``confounds`` (not ROIs).
 drop_columns : sequence of str

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.errors import InputError
 from brainpipe.io._common import load_nifti, load_npy, oneline, require_file
 from brainpipe.io._registry import has_suffix, read, register, register_modality
@@ -72,7 +73,24 @@ def bids_entities(name: str) -> dict[str, str]:
 
 # ---- participants -------------------------------------------------------------------------------------------
 def read_participants(path: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
-    """``participants.tsv`` as {subject id without 'sub-': {column: value}} (values as in the file; n/a -> None)."""
+    """Read a ``participants.tsv`` as {subject id without 'sub-': {column: value}}.
+
+    Parameters
+    ----------
+    path : str or os.PathLike or None
+        The table (tab-separated for ``.tsv``, else comma) with a ``participant_id`` column; None: no table.
+
+    Returns
+    -------
+    dict
+        Subject id -> its row, values as text as in the file (empty, ``n/a``, ``NA``, ``nan``: None); ``{}`` for
+        None.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        The table is missing, unreadable or has no ``participant_id`` column (one line naming it).
+    """
     if path is None:
         return {}
     import pandas as pd
@@ -197,7 +215,25 @@ def run_dataset(
 
 
 def run_id(ds: xr.Dataset) -> str:
-    """A file-name-safe identifier of a run: ``sub-01_ses-a_task-rest_run-1`` (entities present only)."""
+    """A file-name-safe identifier of a run: ``sub-01_ses-a_task-rest_run-1`` (entities present only).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``roi_timeseries`` run (its ``subject``, ``session``, ``task`` and ``run`` attrs).
+
+    Returns
+    -------
+    str
+        The identifier; without any entity, the stem of the run's ``source``.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> from brainpipe.io import run_id
+    >>> run_id(xr.Dataset(attrs={"subject": "01", "task": "rest", "run": "2"}))
+    'sub-01_task-rest_run-2'
+    """
     parts = [
         f"{k}-{ds.attrs[a]}"
         for k, a in (("sub", "subject"), ("ses", "session"), ("task", "task"), ("run", "run"))
@@ -476,6 +512,7 @@ def extract_rois(bold_path, atlas_path, labels_path=None, img=None):
     return np.asarray(signal, dtype=np.float64)[:, cols], [n for _, n in table], img
 
 
+@fill_doc
 def read_nifti(
     path: str | os.PathLike,
     atlas: str | os.PathLike,
@@ -484,7 +521,23 @@ def read_nifti(
     participant: Mapping[str, Any] | None = None,
     repetition_time_from: str = "check",
 ) -> xr.Dataset:
-    """One 4D NIfTI + labels atlas -> ``roi_timeseries`` (TR from the sidecar and the config, or the header)."""
+    """Read one 4D NIfTI as a ``roi_timeseries`` run: the mean signal of every label of an atlas.
+
+    The TR comes from the JSON sidecar and ``repetition_time_s`` (:func:`resolve_tr`), else the NIfTI header.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A 4D ``.nii``/``.nii.gz`` image.
+    %(atlas)s
+    %(repetition_time_s)s
+    %(participant)s
+    %(repetition_time_from)s
+
+    %(roi_run_returns)s
+
+    %(reader_raises)s
+    """
     signal, names, img = extract_rois(path, atlas, atlas_labels)
     tr = read_tr(path, img, repetition_time_s, repetition_time_from)
     return run_dataset(
@@ -593,6 +646,7 @@ def fmriprep_confounds(
     return conf.to_numpy(dtype=np.float64), [str(c) for c in conf.columns], keep
 
 
+@fill_doc
 def iter_fmriprep(
     path: str | os.PathLike,
     atlas: str | os.PathLike,
@@ -605,7 +659,29 @@ def iter_fmriprep(
     repetition_time_s: float | None = None,
     repetition_time_from: str = "check",
 ) -> Iterator[xr.Dataset]:
-    """Each run of an fMRIPrep derivatives folder as a ``roi_timeseries`` dataset (one at a time)."""
+    """Each run of an fMRIPrep derivatives folder as a ``roi_timeseries`` dataset (one at a time).
+
+    The runs are the ``*_desc-preproc_bold.nii[.gz]`` images under ``path``, sorted; each run's confounds and
+    sample mask come from its ``*_desc-confounds_timeseries.tsv`` (:func:`fmriprep_confounds`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An fMRIPrep derivatives folder.
+    %(atlas)s
+    %(participants)s
+    confounds : mapping, optional
+        Options of :func:`nilearn.interfaces.fmriprep.load_confounds` (``strategy``, ``motion``, ``scrub``, ...)
+        over :data:`DEFAULT_CONFOUNDS`.
+    task, space, session : str, optional
+        Only the runs with these BIDS entities (None: any).
+    %(repetition_time_s)s
+    %(repetition_time_from)s
+
+    %(roi_runs_yields)s
+
+    %(reader_raises)s
+    """
     root = Path(path)
     table = read_participants(find_participants(root, participants))
     for bold in find_bold(root, task, space, session):
@@ -627,6 +703,7 @@ def iter_fmriprep(
 
 
 # ---- ROI tables ---------------------------------------------------------------------------------------------------
+@fill_doc
 def read_table(
     path: str | os.PathLike,
     repetition_time_s: float | None,
@@ -636,10 +713,25 @@ def read_table(
     participant: Mapping[str, Any] | None = None,
     repetition_time_from: str = "check",
 ) -> xr.Dataset:
-    """An ROI table (time x ROI): CSV/TSV with a header row of ROI names, AFNI ``.1D`` (whitespace, ``#`` comments,
-    no header), or ``.npy`` (2D float array; loaded without pickle). ``confound_columns`` move named columns into
-    ``confounds``; ``drop_columns`` are ignored. The TR comes from the table's JSON sidecar (``<stem>.json`` with
-    ``RepetitionTime``, BIDS) and/or ``repetition_time_s`` (:func:`resolve_tr`); without either it is an error."""
+    """Read an ROI table (time x ROI) as one ``roi_timeseries`` run.
+
+    The TR comes from the table's JSON sidecar (``<stem>.json`` with ``RepetitionTime``, BIDS) and/or
+    ``repetition_time_s`` (:func:`resolve_tr`); without either it is an error.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A CSV/TSV with a header row of ROI names, an AFNI ``.1D`` (whitespace, ``#`` comments, no header), or an
+        ``.npy`` (2D float array; loaded without pickle).
+    %(repetition_time_s)s
+    %(table_columns)s
+    %(participant)s
+    %(repetition_time_from)s
+
+    %(roi_run_returns)s
+
+    %(reader_raises)s
+    """
     import pandas as pd
 
     p = require_file(path, "ROI table")
@@ -826,6 +918,7 @@ def find_tables(path: str | os.PathLike) -> list[Path]:
     return out
 
 
+@fill_doc
 def iter_nifti(
     path: str | os.PathLike,
     atlas: str | os.PathLike,
@@ -838,22 +931,16 @@ def iter_nifti(
 
     Parameters
     ----------
-    path : str or PathLike
+    path : str or os.PathLike
         A 4D image or a folder of them.
-    atlas, atlas_labels
-        The labels atlas and its optional ``index``/``name`` table (see :func:`load_atlas`).
-    participants : str or PathLike, optional
-        A ``participants.tsv``; each run gets its subject's row (default: ``participants.tsv`` in the folder).
-    repetition_time_s : float, optional
-        The TR (default: the BIDS sidecar, else the NIfTI header; with a sidecar too, see
-        ``repetition_time_from``).
-    repetition_time_from : {"check", "sidecar", "config"}
-        When both a sidecar and ``repetition_time_s`` give a TR: they must agree (``check``), or the one named wins.
+    %(atlas)s
+    %(participants)s
+    %(repetition_time_s)s
+    %(repetition_time_from)s
 
-    Returns
-    -------
-    iterator of xarray.Dataset
-        One run at a time.
+    %(roi_runs_yields)s
+
+    %(reader_raises)s
     """
     p = Path(path)
     table = read_participants(find_participants(p, participants))
@@ -865,6 +952,7 @@ def iter_nifti(
         yield read_nifti(f, atlas, atlas_labels, repetition_time_s, table.get(sub, {}), repetition_time_from)
 
 
+@fill_doc
 def iter_tables(
     path: str | os.PathLike,
     repetition_time_s: float | None = None,
@@ -881,23 +969,16 @@ def iter_tables(
 
     Parameters
     ----------
-    path : str or PathLike
+    path : str or os.PathLike
         A table or a folder of tables (:data:`TABLE_SUFFIXES`).
-    repetition_time_s : float, optional
-        The TR of the tables without a sidecar (a table with neither is an error naming it).
-    roi_names, confound_columns, drop_columns
-        As in :func:`read_table`.
-    participants : str or PathLike, optional
-        A ``participants.tsv``; each run gets its subject's row (default: ``participants.tsv`` in the folder, where
-        BIDS puts it).
-    repetition_time_from : {"check", "sidecar", "config"}
-        When a table has a sidecar and ``repetition_time_s`` is set: they must agree (``check``: else an error
-        naming both), or the one named wins.
+    %(repetition_time_s)s
+    %(table_columns)s
+    %(participants)s
+    %(repetition_time_from)s
 
-    Returns
-    -------
-    iterator of xarray.Dataset
-        One run at a time.
+    %(roi_runs_yields)s
+
+    %(reader_raises)s
     """
     tables = find_tables(path)  # every file checked before the first run is read
     table = read_participants(find_participants(path, participants))
@@ -974,8 +1055,9 @@ register(
 
 # ---- one entry point ----------------------------------------------------------------------------------------------
 def iter_runs(path: str | os.PathLike, format: str = "auto", **options) -> Iterator[xr.Dataset]:
-    """Every run of a dataset as ``roi_timeseries`` datasets, one at a time (the fMRI case of
-    :func:`brainpipe.io.read`).
+    """Every run of a dataset as ``roi_timeseries`` datasets, one at a time.
+
+    The fMRI case of :func:`brainpipe.io.read`.
 
     Parameters
     ----------
@@ -997,5 +1079,23 @@ def iter_runs(path: str | os.PathLike, format: str = "auto", **options) -> Itera
     -------
     iterator of xarray.Dataset
         One run in memory at a time.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        The format is unknown or cannot be detected, a required option is missing, or a reader refuses a run (one
+        line naming the file).
+    brainpipe.errors.ConfigError
+        An option no fMRI reader takes (named).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from brainpipe.io import iter_runs, run_id
+    >>> signal = np.random.default_rng(0).normal(size=(50, 4))  # 50 volumes x 4 ROIs
+    >>> np.savetxt("sub-01_task-rest_timeseries.csv", signal, delimiter=",", header="a,b,c,d", comments="")
+    >>> for run in iter_runs("sub-01_task-rest_timeseries.csv", repetition_time_s=2.0):  # detected: a table
+    ...     print(run_id(run), dict(run.sizes), run.attrs["repetition_time_s"])
+    sub-01_task-rest {'time': 50, 'roi': 4} 2.0
     """
     return read(path, "fmri", format, **options)
