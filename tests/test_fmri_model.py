@@ -207,3 +207,135 @@ def test_brainmae_on_cuda_outputs_on_the_input_device(cohort):
         feats = segment_features(net.encode(x), "similarity")
     assert out.device == x.device and feats.device == x.device
     assert np.isfinite(model.reconstruct(X[:4], mask.cpu().numpy())).all()
+
+
+# -- the cross-validation protocol as a library (brainpipe.evaluate.brainmae) ---------------------------------------
+def _labelled(cohort):
+    """The cohort with a class label and a phenotype per subject (the planted label, and a noisy copy of it)."""
+    ds, sim = cohort
+    y = sim.truth["label"].values.astype(np.int64)
+    score = y + np.random.default_rng(0).normal(0, 0.5, y.size)
+    return ds.assign(label=("subject", y), target=("subject", score))
+
+
+class _Recorder:
+    """A stand-in encoder for fold ``k``: records the rows it is fine-tuned and stopped on, and predicts each
+    segment's class / value from the subject index planted in the segment itself."""
+
+    def __init__(self, y):
+        self.y, self.fitted_on, self.stopped_on = y, [], []
+
+    def finetune(self, X, y, task, X_val, y_val, **kw):
+        self.fitted_on.append(set(X[:, 0, 0].astype(int).tolist()))
+        self.stopped_on.append(set(X_val[:, 0, 0].astype(int).tolist()))
+        self.task = task
+        self.scale = np.polyfit(
+            self.y[X[:, 0, 0].astype(int)], y, 1
+        )  # the fold's standardisation of the target
+        return None
+
+    def predict_finetuned(self, net, X):
+        sub = X[:, 0, 0].astype(int)
+        if self.task == "classification":
+            return np.eye(2)[self.y[sub]] * 10.0
+        return np.polyval(self.scale, self.y[sub])[:, None]
+
+
+def test_finetune_cv_never_fits_on_the_test_fold(cohort):
+    """Planted: every segment carries its subject index; encoder k is fine-tuned on none of fold k's subjects, stops
+    early on fold k + 1 only, and the pooled out-of-fold predictions are the planted ones."""
+    from brainpipe.evaluate.brainmae import cross_validate_finetune
+
+    ds = _labelled(cohort)
+    sub = ds["segment_subject"].values
+    ds = ds.assign(signal=(ds["signal"].dims, np.broadcast_to(sub[:, None, None], ds["signal"].shape) * 1.0))
+    folds = ds["fold"].values
+    y = ds["label"].values
+    models = [_Recorder(y) for _ in range(4)]
+    res = cross_validate_finetune(models, ds, "classification", y, max_epochs=1, lr=1e-3)
+    assert res["accuracy"] == 1.0 and res["auroc"] == 1.0
+    for k, m in enumerate(models):
+        (fitted,), (stopped,) = m.fitted_on, m.stopped_on
+        assert fitted and not fitted & set(np.flatnonzero(folds == k)), f"encoder {k} fitted on its test fold"
+        assert set(folds[sorted(fitted)]) == set(range(4)) - {k, (k + 1) % 4}
+        assert stopped == set(np.flatnonzero(folds == (k + 1) % 4))
+    target = ds["target"].values
+    models = [_Recorder(target) for _ in range(4)]
+    res = cross_validate_finetune(models, ds, "regression", target, max_epochs=1, lr=1e-3)
+    assert res["r2"] == pytest.approx(1.0) and res["mae"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_probe_cv_tests_fold_k_on_encoder_k(cohort, monkeypatch):
+    """Each test fold's features, and its training subjects', come from that fold's encoder only."""
+    from brainpipe.evaluate import brainmae as evb
+
+    ds = _labelled(cohort)
+    folds, y = ds["fold"].values, ds["label"].values
+    feats = [np.random.default_rng(k).normal(0, 0.1, (len(y), 3)) + y[:, None] for k in range(4)]
+    seen, real_cv = [], ev.cross_validate
+
+    def spy(features, y, folds, task, seed=0):
+        for k in np.unique(folds):
+            tr, te = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+            Ftr, Fte = features(tr, te)
+            np.testing.assert_array_equal(Ftr, feats[k][tr])
+            np.testing.assert_array_equal(Fte, feats[k][te])
+            seen.append(int(k))
+        with pytest.raises(AssertionError, match="a test set spans folds"):
+            features(np.arange(2), np.arange(len(y)))
+        return real_cv(features, y, folds, task, seed=seed)
+
+    monkeypatch.setattr(ev, "cross_validate", spy)
+    res = evb.cross_validate_probe(feats, y, folds, "classification", seed=0)
+    assert seen == [0, 1, 2, 3] and res["accuracy"] >= 0.9
+
+
+def test_public_functions_give_the_stage_metrics(cohort, tmp_path):
+    """pretrain_folds + score_encoders on a dataset in memory give the stages' outputs, number for number."""
+    from brainpipe.data import make_provenance, read, write
+    from brainpipe.evaluate.brainmae import folds_to_dataset, pretrain_folds, score_encoders
+    from brainpipe.evaluate.metrics import metrics_dataset
+    from brainpipe.stages import evaluate_brainmae, pretrain_brainmae
+
+    ds = _labelled(cohort).isel(segment=slice(None, None, 2))
+    prov = make_provenance("test", {})
+    clean = write(ds, tmp_path / "clean.nc", "roi_segments", prov)
+    ds = read(clean, "roi_segments")
+    base = {"nmse_ridge": 0.5, "nmse_mean_fill": 1.0, "fc_tangent_accuracy": 0.5, "fc_correlation_r2": 0.1}
+    write(metrics_dataset(base, {}, "fmri_baselines", "tiny"), tmp_path / "base.nc", "metrics", prov)
+    model = dict(FAST, max_epochs=2)
+    params = {"mask_ratio": 0.5, "n_patterns": 4, "seed": 0, "features": "similarity"}
+    finetune = {"enabled": True, "max_epochs": 1, "lr": 1e-3, "patience": None}
+    pretrain_brainmae.run({"clean": clean}, {"weights": tmp_path / "w.pt", "fit": tmp_path / "fit.nc"}, model)
+    files = {
+        "clean": clean,
+        "weights": tmp_path / "w.pt",
+        "fit": tmp_path / "fit.nc",
+        "baselines": tmp_path / "base.nc",
+    }
+    evaluate_brainmae.run(files, {"metrics": tmp_path / "metrics.nc"}, dict(params, finetune=finetune))
+    models = pretrain_folds(ds, model)
+    stage_fit, fit = read(tmp_path / "fit.nc", "model_fit"), folds_to_dataset(models, ds)
+    for v in ("fold_roi_embedding", "fold_train_subject", "graph_attention", "history_train_loss"):
+        np.testing.assert_array_equal(fit[v].values, stage_fit[v].values)
+    values = score_encoders(ds, models, baselines=base, finetune=finetune, **params)
+    m = read(tmp_path / "metrics.nc", "metrics")
+    stage_values = dict(zip(m["metric"].values.astype(str), m["value"].values, strict=True))
+    assert stage_values.pop("pretrain_seconds") > 0
+    assert {"probe_accuracy", "probe_r2", "finetune_accuracy", "finetune_r2", "masked_nmse_vs_ridge"} <= set(
+        values
+    )
+    assert values == stage_values
+
+
+def test_fold_protocol_bad_inputs(cohort):
+    from brainpipe.evaluate.brainmae import pretrain_folds, score_encoders
+
+    ds, _ = cohort
+    two = ds.assign(segment_fold=ds["segment_fold"] % 2)
+    with pytest.raises(
+        InputError, match="clean.nc: outer fold 0 leaves no training segments .* raise fmri.clean"
+    ):
+        pretrain_folds(two, FAST, source="clean.nc")
+    with pytest.raises(InputError, match="w.pt: 2 per-fold encoders but the roi_segments data has 4 folds"):
+        score_encoders(ds, [BrainMAE(), BrainMAE()], mask_ratio=0.5, n_patterns=4, seed=0, source="w.pt")

@@ -212,7 +212,7 @@ def test_evaluate_fine_tunes_encoder_k_without_fold_k(chain, tmp_path, monkeypat
         return real_transform(self, Xs, features)
 
     probed: list[int] = []
-    real_cv = evaluate_brainmae.ev.cross_validate
+    real_cv = ev.cross_validate
 
     def spy_cv(features, y, folds, task, seed=0):
         expected = [
@@ -227,7 +227,7 @@ def test_evaluate_fine_tunes_encoder_k_without_fold_k(chain, tmp_path, monkeypat
             probed.append(int(k))
         return real_cv(features, y, folds, task, seed=seed)
 
-    monkeypatch.setattr(evaluate_brainmae.ev, "cross_validate", spy_cv)
+    monkeypatch.setattr(ev, "cross_validate", spy_cv)
     monkeypatch.setattr(evaluate_brainmae, "load_fold_models", lambda path: models)
     monkeypatch.setattr(BrainMAE, "finetune", spy_finetune)
     monkeypatch.setattr(BrainMAE, "transform", spy_transform)

@@ -1,0 +1,547 @@
+"""BrainMAE on the fMRI evaluation protocol (:mod:`brainpipe.evaluate.fmri`): one encoder pretrained per outer fold,
+then scored: masked-ROI reconstruction on held-out fold 0, ROI embeddings vs planted modules, and cross-validated
+linear probes and fine-tuning in which test fold ``k`` only ever meets encoder ``k`` (which never saw fold ``k``).
+
+Everything takes a ``roi_segments`` dataset and explicit parameters, and runs without snakemake:
+
+>>> from brainpipe.evaluate.brainmae import pretrain_folds, score_encoders
+>>> models = pretrain_folds(ds, {"d_model": 16, "max_epochs": 3, "device": "cpu"})  # doctest: +SKIP
+>>> values = score_encoders(ds, models, mask_ratio=0.5, n_patterns=4, seed=0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from brainpipe.errors import InputError
+from brainpipe.evaluate import fmri
+from brainpipe.models.brainmae import BrainMAE
+
+__all__ = [
+    "cross_validate_finetune",
+    "cross_validate_probe",
+    "fold_checkpoint",
+    "fold_features",
+    "folds_to_dataset",
+    "pretrain_folds",
+    "score_encoders",
+]
+
+log_ = logging.getLogger("brainpipe.evaluate.brainmae")
+
+
+# ---- pretraining -----------------------------------------------------------------------------------------------
+def fold_checkpoint(checkpoint: str | None, k: int) -> str | None:
+    """The checkpoint file of encoder ``k``.
+
+    Parameters
+    ----------
+    checkpoint : str or None
+        The run's checkpoint path (None: no checkpoints).
+    k : int
+        The outer fold.
+
+    Returns
+    -------
+    str or None
+        ``<checkpoint>.fold-<k>.pt``, or None when ``checkpoint`` is None.
+    """
+    return f"{checkpoint}.fold-{k}.pt" if checkpoint else None
+
+
+def pretrain_folds(
+    ds: xr.Dataset,
+    model_params: Mapping[str, Any],
+    checkpoint: str | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
+    source: str = "roi_segments",
+    log: logging.Logger | None = None,
+) -> list[BrainMAE]:
+    """Pretrain one BrainMAE encoder per outer fold of a ``roi_segments`` dataset.
+
+    Encoder ``k`` trains on the segments of every fold but ``k`` and ``(k + 1) % K`` (segments pooled over
+    subjects), stops early on fold ``(k + 1) % K`` and never sees fold ``k``, its test fold downstream
+    (:func:`brainpipe.evaluate.fmri.fold_split`).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``roi_segments`` dataset (``signal`` (segment, time, roi), ``segment_fold``).
+    model_params : mapping
+        Keyword arguments of :class:`~brainpipe.models.brainmae.BrainMAE` (network and training settings), the
+        same for every encoder.
+    checkpoint : str, optional
+        Encoder ``k`` checkpoints to :func:`fold_checkpoint` of it; a rerun with the same ``fingerprint`` resumes
+        at the fold it was in (finished folds return at once). The files are left for the caller to remove once
+        its outputs are written.
+    fingerprint : mapping, optional
+        What identifies the run (e.g. the input's hash); each fold adds ``fold=k``.
+    source : str, default "roi_segments"
+        What the data is called in error messages (e.g. its file name).
+    log : logging.Logger, optional
+        Where progress is logged (this module's logger when None).
+
+    Returns
+    -------
+    list of BrainMAE
+        The ``K`` fitted encoders, encoder ``k`` at index ``k``.
+
+    Raises
+    ------
+    InputError
+        An outer fold leaves no training segments.
+
+    Examples
+    --------
+    >>> from brainpipe.data import read
+    >>> ds = read("clean.nc", "roi_segments")  # doctest: +SKIP
+    >>> models = pretrain_folds(ds, {"d_model": 16, "n_layers": 1, "max_epochs": 3})  # doctest: +SKIP
+    >>> len(models) == fmri.n_folds(ds)  # doctest: +SKIP
+    True
+    """
+    log = log or log_
+    X = np.asarray(ds["signal"].values, dtype=np.float32)
+    K = fmri.n_folds(ds)
+    splits = [fmri.fold_split(ds, k) for k in range(K)]
+    for k, (tr, _, _) in enumerate(splits):
+        if not tr.any():
+            raise InputError(
+                f"{source}: outer fold {k} leaves no training segments (folds other than {k} and "
+                f"{(k + 1) % K}); add subjects, raise fmri.clean.n_folds or lower fmri.clean.segment_s"
+            )
+    params = dict(model_params)
+    models = []
+    for k, (tr, va, _) in enumerate(splits):
+        model = BrainMAE(**params)
+        log.info(
+            "encoder %d/%d: pretraining on %d segments (validation %d), %s",
+            k + 1,
+            K,
+            tr.sum(),
+            va.sum(),
+            params,
+        )
+        model.fit(
+            X[tr],
+            X[va],
+            checkpoint=fold_checkpoint(checkpoint, k),
+            fingerprint=dict(fingerprint or {}, fold=k) if checkpoint else None,
+            log=log,
+        )
+        log.info(
+            "encoder %d/%d done: best epoch %s, %.1f s on %s (%s)",
+            k + 1,
+            K,
+            model.best_epoch_,
+            model.train_seconds_,
+            model.device_,
+            model.precision_,
+        )
+        models.append(model)
+    return models
+
+
+def folds_to_dataset(models: Sequence[BrainMAE], ds: xr.Dataset) -> xr.Dataset:
+    """The ``model_fit`` dataset of per-fold encoders.
+
+    Parameters
+    ----------
+    models : sequence of BrainMAE
+        The fitted encoders of :func:`pretrain_folds`, encoder ``k`` at index ``k``.
+    ds : xarray.Dataset
+        The ``roi_segments`` dataset they were pretrained on.
+
+    Returns
+    -------
+    xarray.Dataset
+        A ``model_fit`` (model ``brainmae``): encoder 0's ROI embeddings, embedding-derived graph attention, loss
+        history and best epoch; every encoder's ROI embeddings (``fold_roi_embedding``), the subjects it trained
+        and stopped on (``fold_train_subject``, ``fold_validation_subject``), its training segments, best epoch
+        and seconds.
+    """
+    model = models[0]
+    rois = ds["roi"].values
+    seg_sub = np.asarray(ds["segment_subject"].values)
+    n_sub = ds.sizes["subject"]
+    splits = [fmri.fold_split(ds, k) for k in range(len(models))]
+
+    def subjects(mask):
+        return np.isin(np.arange(n_sub), seg_sub[mask]).astype(np.int8)
+
+    hist = model.history_
+    keys = sorted({k for h in hist for k in h if k not in ("epoch",)})
+    data = {
+        "roi_embedding": (("roi", "embedding_dim"), model.roi_embeddings()),
+        **{
+            f"history_{k}": (
+                "epoch",
+                np.array([float(h.get(k, np.nan)) if h.get(k) is not None else np.nan for h in hist]),
+            )
+            for k in keys
+        },
+    }
+    data["fold_roi_embedding"] = (
+        ("fold", "roi", "embedding_dim"),
+        np.stack([m.roi_embeddings() for m in models]),
+    )
+    data["fold_train_subject"] = (
+        ("fold", "subject"),
+        np.stack([subjects(tr) for tr, _, _ in splits]),
+        {"long_name": "1: the subject's segments trained encoder k (never one of fold k's)"},
+    )
+    data["fold_validation_subject"] = (
+        ("fold", "subject"),
+        np.stack([subjects(va) for _, va, _ in splits]),
+        {"long_name": "1: the subject's segments were encoder k's early-stopping set"},
+    )
+    data["fold_n_train_segments"] = ("fold", np.array([int(tr.sum()) for tr, _, _ in splits]))
+    data["fold_best_epoch"] = (
+        "fold",
+        np.array([int(-1 if m.best_epoch_ is None else m.best_epoch_) for m in models]),
+    )
+    data["fold_train_seconds"] = ("fold", np.array([float(m.train_seconds_) for m in models]))
+    att = model.graph_attention()
+    if att is not None:
+        data["graph_attention"] = (
+            ("roi_post", "roi_pre"),
+            att.mean(axis=(0, 1)),
+            {"long_name": "embedding-derived ROI-to-ROI attention, mean over layers and heads"},
+        )
+    return xr.Dataset(
+        data,
+        coords={
+            "roi": rois,
+            "roi_post": rois,
+            "roi_pre": rois,
+            "epoch": np.array([int(h["epoch"]) for h in hist]),
+            "fold": np.arange(len(models)),
+            "subject": ds["subject"].values,
+        },
+        attrs={
+            "model": "brainmae",
+            "role": "fit",
+            "best_epoch": int(model.best_epoch_ if model.best_epoch_ is not None else -1),
+            "device": model.device_,
+            "precision": model.precision_,
+            "train_seconds": float(sum(m.train_seconds_ for m in models)),
+            "n_folds": len(models),
+            "encoders": "one per outer fold k (test fold k, validation fold (k+1) % K, trained on the rest); "
+            "roi_embedding, graph_attention, history and best_epoch are encoder 0's",
+            "segment_length_s": float(ds.attrs["segment_length_s"]),
+            "repetition_time_s": float(ds.attrs["repetition_time_s"]),
+        },
+    )
+
+
+# ---- downstream --------------------------------------------------------------------------------------------------
+def fold_features(
+    models: Sequence[BrainMAE], ds: xr.Dataset, features: str = "similarity"
+) -> list[np.ndarray]:
+    """Each encoder's frozen features of every subject (mean over the subject's segments).
+
+    Parameters
+    ----------
+    models : sequence of BrainMAE
+        The per-fold encoders, encoder ``k`` at index ``k``.
+    ds : xarray.Dataset
+        A ``roi_segments`` dataset.
+    features : {"similarity", "tokens", "mean"}, default "similarity"
+        The read-out (:meth:`brainpipe.models.BrainMAE.transform`).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Per encoder, (subject, feature) features.
+    """
+    X = np.asarray(ds["signal"].values, dtype=np.float32)
+    seg_sub = np.asarray(ds["segment_subject"].values)
+    return [fmri.subject_means(m.transform(X, features), seg_sub, ds.sizes["subject"]) for m in models]
+
+
+def cross_validate_probe(
+    features: Sequence[np.ndarray], y: np.ndarray, folds: np.ndarray, task: str, seed: int = 0
+) -> dict[str, float]:
+    """Linear probe on frozen per-fold features, subject-wise k-fold: test fold ``k`` uses encoder ``k``'s features.
+
+    Parameters
+    ----------
+    features : sequence of numpy.ndarray
+        Per encoder, (subject, feature) features (:func:`fold_features`).
+    y : numpy.ndarray
+        (subject,) class labels (classification) or phenotype values (regression).
+    folds : numpy.ndarray
+        (subject,) outer fold of each subject (``fold`` of the ``roi_segments`` dataset).
+    task : {"classification", "regression"}
+        L2 logistic regression or ridge (:func:`brainpipe.evaluate.fmri.cross_validate`).
+    seed : int, default 0
+        Seed of the inner cross-validation's shuffling.
+
+    Returns
+    -------
+    dict
+        Pooled out-of-fold scores: ``accuracy`` and ``auroc``, or ``r2`` and ``mae``.
+
+    Raises
+    ------
+    AssertionError
+        A test set spans more than one fold (the protocol is broken).
+    """
+    folds = np.asarray(folds)
+
+    def probe_features(a, b):  # test fold k: encoder k's features
+        k = np.unique(folds[b])
+        if len(k) != 1:
+            raise AssertionError(f"a test set spans folds {k.tolist()}")
+        return features[int(k[0])][a], features[int(k[0])][b]
+
+    return fmri.cross_validate(probe_features, y, folds, task, seed=seed)
+
+
+def cross_validate_finetune(
+    models: Sequence[BrainMAE],
+    ds: xr.Dataset,
+    task: str,
+    y: np.ndarray,
+    max_epochs: int,
+    lr: float,
+    patience: int | None = None,
+    batch_size: int = 32,
+    checkpoint: str | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
+    log: logging.Logger | None = None,
+) -> dict[str, float]:
+    """Fine-tune encoder ``k`` on fold ``k``'s training subjects and predict fold ``k``; pooled out-of-fold scores.
+
+    Encoder ``k`` (and a linear head) trains on the segments of the subjects of every fold but ``k`` and
+    ``(k + 1) % K``, stops early on fold ``(k + 1) % K`` (as in its pretraining), and predicts fold ``k``'s segments;
+    a subject's prediction is the mean over its segments (class probabilities, or values). Regression targets are
+    standardised on the training subjects.
+
+    Parameters
+    ----------
+    models : sequence of BrainMAE
+        The per-fold encoders, encoder ``k`` at index ``k`` (each is copied, not changed).
+    ds : xarray.Dataset
+        A ``roi_segments`` dataset (``signal``, ``segment_subject``, ``fold``).
+    task : {"classification", "regression"}
+        The downstream task.
+    y : numpy.ndarray
+        (subject,) class labels or phenotype values.
+    max_epochs : int
+        Most fine-tuning epochs.
+    lr : float
+        Learning rate.
+    patience : int or None, default None
+        Epochs without validation improvement before stopping early (None: never).
+    batch_size : int, default 32
+        Segments per mini-batch.
+    checkpoint : str, optional
+        The run's checkpoint path: fold ``k`` checkpoints to ``<checkpoint>.finetune-<task>-<k>.pt``, removed when
+        the fold is done.
+    fingerprint : mapping, optional
+        What identifies the run; each fold adds ``task`` and ``fold``.
+    log : logging.Logger, optional
+        Where progress is logged (this module's logger when None).
+
+    Returns
+    -------
+    dict
+        ``accuracy`` and ``auroc`` (classification), or ``r2`` and ``mae`` (regression).
+
+    Examples
+    --------
+    >>> from brainpipe.models.brainmae import load_fold_models
+    >>> models = load_fold_models("weights.pt")  # doctest: +SKIP
+    >>> cross_validate_finetune(models, ds, "classification", ds["label"].values, max_epochs=5, lr=1e-3)
+    ... # doctest: +SKIP
+    {'accuracy': 0.75, 'auroc': 0.81}
+    """
+    log = log or log_
+    X = np.asarray(ds["signal"].values, dtype=np.float32)
+    seg_sub = np.asarray(ds["segment_subject"].values)
+    folds = np.asarray(ds["fold"].values)
+    K = int(folds.max()) + 1
+    pred = np.zeros(len(y))
+    score = np.zeros(len(y))
+    for k in range(K):
+        test_sub = folds == k
+        val_sub = folds == (k + 1) % K
+        train_sub = ~test_sub & ~val_sub
+        yk = np.asarray(y, dtype=np.float64)
+        if task == "regression":
+            mu, sd = yk[train_sub].mean(), yk[train_sub].std() + 1e-12
+            yk = (yk - mu) / sd
+        ys = yk[seg_sub]
+        if task == "classification":
+            ys = ys.astype(np.int64)
+        tr, va, te = train_sub[seg_sub], val_sub[seg_sub], test_sub[seg_sub]
+        path = f"{checkpoint}.finetune-{task}-{k}.pt" if checkpoint else None
+        fp = dict(fingerprint or {}, task=task, fold=k) if checkpoint else None
+        model = models[k]
+        net = model.finetune(
+            X[tr],
+            ys[tr],
+            task,
+            X[va],
+            ys[va],
+            checkpoint=path,
+            fingerprint=fp,
+            log=log,
+            max_epochs=int(max_epochs),
+            lr=float(lr),
+            patience=patience,
+            batch_size=int(batch_size),
+            warmup_steps=0,
+        )
+        out = model.predict_finetuned(net, X[te])
+        for s in np.flatnonzero(test_sub):
+            o = out[seg_sub[te] == s]
+            if task == "classification":
+                p = np.exp(o - o.max(1, keepdims=True))
+                p = (p / p.sum(1, keepdims=True)).mean(0)
+                pred[s], score[s] = np.argmax(p), p[-1]
+            else:
+                pred[s] = o[:, 0].mean() * sd + mu
+        if path:
+            Path(path).unlink(missing_ok=True)
+    return fmri.score_predictions(np.asarray(y, dtype=np.float64), pred, score, task)
+
+
+# ---- every metric ------------------------------------------------------------------------------------------------
+def score_encoders(
+    ds: xr.Dataset,
+    models: Sequence[BrainMAE],
+    mask_ratio: float,
+    n_patterns: int,
+    seed: int,
+    features: str = "similarity",
+    baselines: Mapping[str, float] | None = None,
+    modules: np.ndarray | None = None,
+    finetune: Mapping[str, Any] | None = None,
+    checkpoint: str | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
+    source: str = "encoders",
+    log: logging.Logger | None = None,
+) -> dict[str, float]:
+    """Every BrainMAE metric of the fMRI protocol, from the per-fold encoders.
+
+    Masked-ROI NMSE on held-out fold 0 with encoder 0 (the masks of the baselines: :func:`fmri.eval_masks`), and
+    with its ROI embeddings shuffled (learned embeddings); encoder 0's ROI-embedding ARI vs planted ``modules``;
+    for each downstream task of the dataset (class ``label``, phenotype ``target``, subject-split datasets), the
+    linear probe (:func:`cross_validate_probe`) and, when ``finetune["enabled"]``, fine-tuning
+    (:func:`cross_validate_finetune`); each against the ``baselines``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``roi_segments`` dataset.
+    models : sequence of BrainMAE
+        One pretrained encoder per outer fold (:func:`pretrain_folds`).
+    mask_ratio : float
+        Fraction of the ROIs each evaluation mask hides.
+    n_patterns : int
+        Number of evaluation mask patterns.
+    seed : int
+        Seed of the masks, the shuffled embeddings, the clustering and the probes' inner cross-validation.
+    features : {"similarity", "tokens", "mean"}, default "similarity"
+        The probe's read-out.
+    baselines : mapping, optional
+        Baseline metrics of the same data (:func:`fmri.baseline_metrics`): ``nmse_ridge``, ``nmse_mean_fill``,
+        ``fc_<kind>_<score>``; the ``_vs_`` metrics need them.
+    modules : numpy.ndarray, optional
+        (roi,) planted module of each ROI, in the dataset's ROI order (simulated data).
+    finetune : mapping, optional
+        ``enabled``, ``max_epochs``, ``lr``, ``patience``, ``batch_size`` of the fine-tuning.
+    checkpoint : str, optional
+        The fine-tuning runs checkpoint beside it (see :func:`cross_validate_finetune`).
+    fingerprint : mapping, optional
+        What identifies the run, for the checkpoints.
+    source : str, default "encoders"
+        What the encoders are called in error messages (e.g. their file name).
+    log : logging.Logger, optional
+        Where progress is logged (this module's logger when None).
+
+    Returns
+    -------
+    dict
+        Metric name -> value (names in :data:`brainpipe.evaluate.fmri.FMRI_METRICS`).
+
+    Raises
+    ------
+    InputError
+        The number of encoders is not the dataset's number of folds.
+
+    Examples
+    --------
+    >>> from brainpipe.data import read
+    >>> from brainpipe.models.brainmae import load_fold_models
+    >>> ds = read("clean.nc", "roi_segments")  # doctest: +SKIP
+    >>> values = score_encoders(ds, load_fold_models("w.pt"), mask_ratio=0.5, n_patterns=4, seed=0)
+    ... # doctest: +SKIP
+    >>> values["masked_nmse"]  # doctest: +SKIP
+    0.61
+    """
+    if len(models) != fmri.n_folds(ds):
+        raise InputError(
+            f"{source}: {len(models)} per-fold encoders but the roi_segments data has {fmri.n_folds(ds)} folds; "
+            "re-run pretrain_brainmae on this clean file"
+        )
+    bvals = dict(baselines or {})
+    model = models[0]  # never saw fold 0
+    X = np.asarray(ds["signal"].values, dtype=np.float32)
+    _, _, te = fmri.pretrain_split(ds)
+    values: dict[str, float] = {}
+    # reconstruction on held-out data, same masks as the baselines
+    patterns, index = fmri.eval_masks(int(te.sum()), X.shape[2], float(mask_ratio), int(n_patterns), seed)
+    masks = patterns[index]
+    values["masked_nmse"] = fmri.nmse(X[te], model.reconstruct(X[te], masks), masks)
+    for b, name in (("nmse_ridge", "masked_nmse_vs_ridge"), ("nmse_mean_fill", "masked_nmse_vs_mean")):
+        if b in bvals:
+            values[name] = values["masked_nmse"] - bvals[b]
+            values[b] = bvals[b]
+    if model.roi_embedding == "learned":
+        values["masked_nmse_shuffled_embeddings"] = fmri.nmse(
+            X[te], model.reconstruct(X[te], masks, shuffle_embeddings=True, seed=seed), masks
+        )
+    # ROI embeddings vs planted modules
+    if modules is not None:
+        values["roi_embedding_ari"] = fmri.module_ari(model.roi_embeddings(), np.asarray(modules), seed)
+    # downstream: probe on frozen features, then fine-tuning
+    folds = np.asarray(ds["fold"].values)
+    ft = dict(finetune or {})
+    tasks = []
+    if fmri.has_labels(ds):
+        tasks.append(("classification", np.asarray(ds["label"].values)))
+    if fmri.has_target(ds):
+        tasks.append(("regression", np.asarray(ds["target"].values, dtype=np.float64)))
+    feats = fold_features(models, ds, features) if tasks else []
+    for task, y in tasks:
+        for k, v in cross_validate_probe(feats, y, folds, task, seed=seed).items():
+            values[f"probe_{k}"] = v
+        key = "accuracy" if task == "classification" else "r2"
+        fc = [bvals[f"fc_{kind}_{key}"] for kind in ("correlation", "tangent") if f"fc_{kind}_{key}" in bvals]
+        if fc:
+            values[f"probe_{key}_vs_fc"] = values[f"probe_{key}"] - max(fc)
+        if ft.get("enabled"):
+            res = cross_validate_finetune(
+                models,
+                ds,
+                task,
+                y,
+                max_epochs=int(ft["max_epochs"]),
+                lr=float(ft["lr"]),
+                patience=ft.get("patience"),
+                batch_size=int(ft.get("batch_size", 32)),
+                checkpoint=checkpoint,
+                fingerprint=fingerprint,
+                log=log,
+            )
+            for k, v in res.items():
+                values[f"finetune_{k}"] = v
+    return values
