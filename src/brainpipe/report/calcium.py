@@ -82,7 +82,7 @@ def alignment_html(fit) -> str:
         ]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     table = (
-        '<table class="metrics"><thead><tr><th>animal</th><th>frame rate (Hz)</th><th>resampled</th>'
+        '<table class="alignment"><thead><tr><th>animal</th><th>frame rate (Hz)</th><th>resampled</th>'
         "<th>cells</th><th>neurons in the tensor</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table>"
