@@ -19,8 +19,7 @@ from numpydoc.validate import validate
 
 from brainpipe._docs import DOCDICT, fill_doc
 
-#: the public modules whose ``__all__`` is validated. brainpipe.io and brainpipe.report come next (other engineers
-#: are editing them now): add them here when their docstrings are done.
+#: the public modules whose ``__all__`` is validated (brainpipe.io's holds the registry API of brainpipe.io._registry)
 MODULES = [
     "brainpipe.models",
     "brainpipe.config",
@@ -32,6 +31,7 @@ MODULES = [
     "brainpipe.layout",
     "brainpipe.report",
     "brainpipe.evaluate.brainmae",
+    "brainpipe.io",
 ]
 
 #: numpydoc codes that fail the test (every code numpydoc checks, except those of IGNORED):
@@ -91,6 +91,11 @@ MAIN_ENTRY_POINTS = {
     "brainpipe.evaluate.brainmae.pretrain_folds",
     "brainpipe.evaluate.brainmae.cross_validate_finetune",
     "brainpipe.evaluate.brainmae.score_encoders",
+    "brainpipe.io.read_spikes",
+    "brainpipe.io.read_calcium",
+    "brainpipe.io.iter_runs",
+    "brainpipe.io.formats",
+    "brainpipe.report.build_report",
 }
 
 #: objects whose docstrings are not done yet (name -> the codes they failed on when listed), for a module added to

@@ -259,6 +259,20 @@ brainpipe.errors.InputError
     The source is missing, damaged or not of this format, or holds invalid data (one line naming the file, what
     is wrong and what to do)."""
 
+# -- the report (brainpipe.report) ---------------------------------------------------------------------------------
+#: what build_report and write_report take after the page path
+DOCDICT["report_page"] = """branches : mapping
+    Branch name -> named file lists, e.g. ``{"spikes": {"metrics": [...], "fits": [...], "counts": [...]},
+    "fmri": {...}}`` (the report rule's inputs ``<branch>__<key>``; :func:`brainpipe.layout.report_inputs`).
+title : str
+    Page title.
+benchmarks_dir : path-like, optional
+    Folder of Snakemake benchmark TSVs (run times in the provenance).
+config : mapping, optional
+    Study configuration, shown as YAML in the provenance.
+partial : Partial, optional
+    After a run in which jobs failed: what it did not finish (a banner, the failed panel, the missing models)."""
+
 _PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s[ \t]*$", re.MULTILINE)
 
 

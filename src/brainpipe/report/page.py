@@ -23,6 +23,7 @@ from typing import Any
 
 import brainpipe
 from brainpipe import layout
+from brainpipe._docs import fill_doc
 from brainpipe.data.atomic import atomic_output
 from brainpipe.data.provenance import git_sha
 from brainpipe.errors import InputError
@@ -281,6 +282,7 @@ def _with_missing_models(results: str, partial: Partial | None) -> str:
     return results.replace(head, head + note, 1) if results.startswith(head) else note + results
 
 
+@fill_doc
 def build_report(
     branches: Mapping[str, Mapping[str, Iterable[PathLike]]] | None,
     title: str = DEFAULT_TITLE,
@@ -292,17 +294,7 @@ def build_report(
 
     Parameters
     ----------
-    branches : mapping
-        Branch name -> named file lists, e.g. ``{"spikes": {"metrics": [...], "fits": [...], "counts": [...]},
-        "fmri": {...}}`` (the report rule's inputs ``<branch>__<key>``; :func:`brainpipe.layout.report_inputs`).
-    title : str
-        Page title.
-    benchmarks_dir : path-like, optional
-        Folder of Snakemake benchmark TSVs (run times in the provenance).
-    config : mapping, optional
-        Study configuration, shown as YAML in the provenance.
-    partial : Partial, optional
-        After a run in which jobs failed: what it did not finish (a banner, the failed panel, the missing models).
+    %(report_page)s
 
     Returns
     -------
@@ -315,6 +307,21 @@ def build_report(
         A missing or unmatched file, or an unknown branch.
     brainpipe.errors.ContractError
         A file that breaks its contract.
+
+    Examples
+    --------
+    The page of every result the workflow wrote under ``results/`` (:func:`brainpipe.layout.discover`):
+
+    >>> from brainpipe import layout
+    >>> from brainpipe.report import branch_files, build_report
+    >>> inputs = layout.report_inputs(layout.discover("results"))  # doctest: +SKIP
+    >>> html = build_report(branch_files(inputs), title="My study")  # doctest: +SKIP
+
+    A study without results yet still gets a page, which says so:
+
+    >>> html = build_report({}, title="My study")
+    >>> html.startswith("<!DOCTYPE html>"), "<title>My study</title>" in html, "no model results yet" in html
+    (True, True, True)
     """
     reader = Reader()
     sections = _key_figures_once(branch_sections(branches))
@@ -354,6 +361,7 @@ def build_report(
     )
 
 
+@fill_doc
 def write_report(
     path: PathLike,
     branches: Mapping[str, Mapping[str, Iterable[PathLike]]] | None,
@@ -371,16 +379,7 @@ def write_report(
     ----------
     path : path-like
         The page (e.g. ``results/report/index.html``).
-    branches : mapping
-        As for :func:`build_report`.
-    title : str
-        As for :func:`build_report`.
-    benchmarks_dir : path-like, optional
-        As for :func:`build_report`.
-    config : mapping, optional
-        As for :func:`build_report`.
-    partial : Partial, optional
-        As for :func:`build_report`.
+    %(report_page)s
 
     Returns
     -------
