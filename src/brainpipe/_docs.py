@@ -196,9 +196,6 @@ mask : numpy.ndarray
 DOCDICT["modality"] = """modality : {"spikes", "calcium", "fmri"}
     A data modality (a key of :data:`brainpipe.io.MODALITIES`)."""
 
-DOCDICT["t_start_stop"] = """t_start_s, t_stop_s : float, optional
-    The observation window in seconds (None: from the data); always widened to hold every spike."""
-
 DOCDICT["frame_rate_hz"] = """frame_rate_hz : float, optional
     The frame rate in Hz (None: from the source, e.g. its JSON sidecar; a source without one is an error)."""
 
