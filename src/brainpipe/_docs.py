@@ -250,6 +250,20 @@ DOCDICT["roi_runs_yields"] = """Yields
 xarray.Dataset
     Each run as a ``roi_timeseries`` dataset (:data:`brainpipe.data.CONTRACTS`), one in memory at a time."""
 
+DOCDICT["calcium_finish"] = """path : str or os.PathLike
+    The source (named in the message).
+ds : xarray.Dataset
+    A reader's ``calcium_traces`` dataset."""
+
+#: the errors of brainpipe.io.read and of its per-modality forms (read_spikes, read_calcium, iter_runs)
+DOCDICT["read_raises"] = """Raises
+------
+brainpipe.errors.InputError
+    The format is unknown or cannot be detected, a required option is missing, or the reader (or the modality's
+    finishing step) refuses the data: one line naming the file.
+brainpipe.errors.ConfigError
+    An option the reader does not take (named)."""
+
 DOCDICT["reader_raises"] = """Raises
 ------
 brainpipe.errors.InputError

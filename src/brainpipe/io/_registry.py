@@ -382,12 +382,7 @@ def read(path: str | os.PathLike, modality: str, format: str = "auto", **options
         A ``spike_times`` or ``calcium_traces`` dataset (without provenance), or for fMRI an iterator of
         ``roi_timeseries`` datasets, one run at a time.
 
-    Raises
-    ------
-    InputError
-        The format is unknown or cannot be detected, a required option is missing, or the reader refuses the data.
-    ConfigError
-        An option no reader of this format takes (named).
+    %(read_raises)s
     """
     _check_modality(modality)
     name = detect(path, modality, **options) if format == "auto" else format

@@ -183,6 +183,7 @@ def _traces(
     return ds
 
 
+@fill_doc
 def check_cells(path, ds: xr.Dataset, drop_bad_cells: bool = False) -> xr.Dataset:
     """Check the ROIs of a calcium reader's result (the calcium finishing step of every reader).
 
@@ -191,10 +192,7 @@ def check_cells(path, ds: xr.Dataset, drop_bad_cells: bool = False) -> xr.Datase
 
     Parameters
     ----------
-    path : str or PathLike
-        The source (named in the message).
-    ds : xarray.Dataset
-        A reader's ``calcium_traces`` dataset.
+    %(calcium_finish)s
     drop_bad_cells : bool
         Drop all-NaN or constant ROIs instead of failing.
 
@@ -268,6 +266,7 @@ def resolve_kind(ds: xr.Dataset, kind: str = "auto") -> str:
     return "raw_with_neuropil" if "neuropil" in ds else "raw"
 
 
+@fill_doc
 def check_kind(path, ds: xr.Dataset, kind: str = "auto") -> xr.Dataset:
     """Check that the traces are what their declared kind says, and record the kind (attr ``trace_kind``).
 
@@ -279,10 +278,7 @@ def check_kind(path, ds: xr.Dataset, kind: str = "auto") -> xr.Dataset:
 
     Parameters
     ----------
-    path : str or PathLike
-        The source (named in the message).
-    ds : xarray.Dataset
-        A reader's ``calcium_traces`` dataset.
+    %(calcium_finish)s
     kind : str
         One of :data:`TRACE_KINDS` (config ``calcium.datasets.<name>.kind``).
 
@@ -821,6 +817,7 @@ register(
 )
 
 
+@fill_doc
 def read_calcium(
     path,
     format: str = "auto",
@@ -855,13 +852,7 @@ def read_calcium(
     xarray.Dataset
         ``calcium_traces`` without file attributes.
 
-    Raises
-    ------
-    brainpipe.errors.InputError
-        The format is unknown or cannot be detected, the reader refuses the data, or an ROI is all-NaN or constant
-        (without ``drop_bad_cells``): one line naming the file.
-    brainpipe.errors.ConfigError
-        An option the reader does not take (named).
+    %(read_raises)s
 
     Examples
     --------

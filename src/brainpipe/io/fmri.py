@@ -1054,6 +1054,7 @@ register(
 
 
 # ---- one entry point ----------------------------------------------------------------------------------------------
+@fill_doc
 def iter_runs(path: str | os.PathLike, format: str = "auto", **options) -> Iterator[xr.Dataset]:
     """Every run of a dataset as ``roi_timeseries`` datasets, one at a time.
 
@@ -1080,13 +1081,7 @@ def iter_runs(path: str | os.PathLike, format: str = "auto", **options) -> Itera
     iterator of xarray.Dataset
         One run in memory at a time.
 
-    Raises
-    ------
-    brainpipe.errors.InputError
-        The format is unknown or cannot be detected, a required option is missing, or a reader refuses a run (one
-        line naming the file).
-    brainpipe.errors.ConfigError
-        An option no fMRI reader takes (named).
+    %(read_raises)s
 
     Examples
     --------

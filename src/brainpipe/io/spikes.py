@@ -350,6 +350,7 @@ register(
 FORMATS: tuple[str, ...] = formats("spikes")
 
 
+@fill_doc
 def read_spikes(path: str | os.PathLike, format: str = "auto", **options) -> xr.Dataset:
     """Read spike data in any supported format (the spike case of :func:`brainpipe.io.read`).
 
@@ -369,13 +370,7 @@ def read_spikes(path: str | os.PathLike, format: str = "auto", **options) -> xr.
     xarray.Dataset
         A ``spike_times`` dataset without provenance attributes.
 
-    Raises
-    ------
-    brainpipe.errors.InputError
-        The format is unknown or cannot be detected, a required option is missing, or the reader refuses the data
-        (one line naming the file).
-    brainpipe.errors.ConfigError
-        An option the reader does not take (named).
+    %(read_raises)s
 
     Examples
     --------
