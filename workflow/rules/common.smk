@@ -1,4 +1,7 @@
 # Config validation, wildcard constraints and every input/params function. No rules here.
+import os
+import sys
+import time
 from pathlib import Path
 
 from brainpipe import __version__ as VERSION
@@ -40,6 +43,8 @@ SPIKE_DATASETS = config["spikes"]["datasets"]
 SIMULATED = sorted(k for k, v in SPIKE_DATASETS.items() if "simulate" in v)
 FROM_FILE = sorted(k for k, v in SPIKE_DATASETS.items() if "path" in v)
 NEVER = "(?!x)x"  # a regex that matches nothing, for an empty list of names
+# when this run started: a job log older than this is from an earlier run (page_after_failure)
+RUN_STARTED = time.time()
 
 
 def names_regex(names):
@@ -165,3 +170,97 @@ def final_outputs():
     out += nf_outputs()
     out += [layout.path("report_page"), layout.path("metrics_table")]
     return out
+
+
+# ---- after a failed run: the page of what finished (report.smk's onerror) --------------------------------
+
+
+def _failed_upstream(job, failed):
+    """The failed jobs among ``job``'s ancestors in this run's DAG."""
+    seen, todo, out = set(), [job], []
+    while todo:
+        for dep in workflow.dag.dependencies[todo.pop()]:
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+                if dep in failed:
+                    out.append(dep)
+    return out
+
+
+def _as_list(x):
+    return [] if x is None else [x] if isinstance(x, (str, os.PathLike)) else list(x)
+
+
+def _job_name(job):
+    """The rule and what it ran on, e.g. ``fit_switching_glm on sim, none``."""
+    wc = ", ".join(str(v) for v in job.wildcards_dict.values())
+    return f"{job.rule.name} on {wc}" if wc else job.rule.name
+
+
+def page_after_failure(snakemake_log):
+    """onerror: write the page of what finished, with the failed jobs, when this run was to (re)build it.
+
+    Never raises: the run's own failure (and exit status) stays what snakemake reports.
+    """
+    try:
+        _page_after_failure(snakemake_log)
+    except Exception as err:
+        print(
+            f"brainpipe: the page of what finished could not be built: {type(err).__name__}: {err}",
+            file=sys.stderr,
+        )
+
+
+def _page_after_failure(snakemake_log):
+    from brainpipe.report.page import Failure, Partial
+    from brainpipe.stages.report import error_line, write_partial
+
+    dag = workflow.dag
+    page_job = next((j for j in dag.jobs if j.rule.name == "report"), None)
+    if page_job is None or dag.noneedrun_finished(page_job):
+        return  # the page was not a target of this run, or it was built
+    failed = {
+        j
+        for g in workflow.scheduler.failed
+        for j in getattr(g, "jobs", [g])
+        if not dag.finished(j)
+    }
+    unfinished = list(dag.needrun_jobs())  # finished jobs excluded
+    inputs = report_inputs(None)
+    wanted = {p for v in inputs.values() for p in v}
+    missing = {}
+    for job in unfinished:
+        ups = [] if job in failed else _failed_upstream(job, failed)
+        if job in failed:
+            why = f"failed: {_job_name(job)}"
+        elif ups:
+            why = "not run: {}".format(
+                "; ".join(sorted(f"{_job_name(j)} failed" for j in ups))
+            )
+        else:
+            why = "not run (the run stopped)"
+        missing.update({str(f): why for f in job.output if str(f) in wanted})
+    failures = []
+    for j in failed:
+        job_log = str(j.log[0]) if j.log else None
+        error = error_line(job_log, since=RUN_STARTED)
+        failures.append(Failure(j.rule.name, dict(j.wildcards_dict), error, job_log))
+    partial = Partial(
+        failures=failures,
+        missing=missing,
+        keep_going=bool(workflow.execution_settings.keep_going),
+        snakemake_log=", ".join(map(str, _as_list(snakemake_log))) or None,
+    )
+    page = write_partial(
+        layout.path("report_page"),
+        inputs,
+        partial,
+        unfinished=[str(f) for j in unfinished for f in j.output],
+        params={**config["report"], "study": config},
+    )
+    print(
+        f"brainpipe: partial results: {page} shows what finished; {len(failures)} job(s) failed "
+        "(listed on the page with their errors)",
+        file=sys.stderr,
+    )
