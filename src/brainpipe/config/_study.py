@@ -594,9 +594,9 @@ class Study:
             own = [k for k in ("model", "pretrain", "finetune", "tokenizer") if k in entry]
             key = f"neuroformer.datasets.{name}" + (f".{own[0]}" if len(own) == 1 else "")
             try:
-                from brainpipe.stages._neuroformer import build_model
+                from brainpipe.training.neuroformer import build_neuroformer
 
-                build_model(p, with_target=bool(p.get("target")))._check_params()
+                build_neuroformer(p, with_target=bool(p.get("target")))._check_params()
             except ConfigError as err:
                 raise self._fail(key, err) from None
 

@@ -15,6 +15,7 @@ import xarray as xr
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.evaluate.metrics import auroc, metrics_dataset
 from brainpipe.models.baselines import PoissonGLM
+from brainpipe.models.neuroformer import Neuroformer, label_subset, pretrain_loss, r2_score
 
 DESCRIPTIONS = {
     "connectivity_auroc": "AUROC of Neuroformer attention-rollout connectivity (lift, or its distance from 1 when some planted connections are inhibitory) for planted directed connections",
@@ -201,3 +202,253 @@ def neuroformer_metrics_dataset(
     ds = metrics_dataset(values, bars, model="neuroformer", dataset=dataset)
     ds["description"] = ("metric", np.array([describe(str(n)) for n in ds["metric"].values]))
     return ds
+
+
+# ---- every metric of a fitted Neuroformer ----------------------------------------------------------------------
+def _pct(f: float) -> str:
+    return f"{f * 100:g}pct"
+
+
+def decoding_metrics(ft: xr.Dataset, counts: xr.Dataset, model: Neuroformer) -> dict[str, float]:
+    """Test scores of every fine-tuning run, and of ridge/logistic on binned counts with the same labelled windows.
+
+    Parameters
+    ----------
+    ft : xarray.Dataset
+        The fine-tuning runs' ``model_fit`` (:func:`brainpipe.training.neuroformer.finetune_neuroformer`).
+    counts : xarray.Dataset
+        The ``spike_counts`` dataset they were trained on.
+    model : Neuroformer
+        The pretrained model (its tokeniser is given the runs' target and refitted).
+
+    Returns
+    -------
+    dict
+        ``decode_<r2|bacc>_<run init or baseline>_<pct>`` and the ``pretrained_vs_scratch`` and
+        ``pretrained_vs_baseline`` differences, per label fraction.
+    """
+    kind = str(ft.attrs.get("target_kind", "regression"))
+    score_name = "bacc" if kind == "classification" else "r2"
+    score = balanced_accuracy if kind == "classification" else r2_score
+    split = ft["window_split"].values
+    te = split == SPLIT_FLAGS["test"]
+    y = ft["target"].values
+    out: dict[str, float] = {}
+    for r in range(ft.sizes["run"]):
+        init, frac = str(ft["run_init"].values[r]), float(ft["run_fraction"].values[r])
+        out[f"decode_{score_name}_{init}_{_pct(frac)}"] = score(y[te], ft["prediction"].values[r][te])
+    # baseline on binned counts: same windows, same labelled train subset
+    tok = model.tokenizer_
+    tok.target = {"source": ft.attrs["target_source"], "variable": ft.attrs["target_variable"], "kind": kind}
+    tok.fit(counts)
+    win = tok.transform(counts)
+    lab = np.isfinite(win.target[:, 0])
+    yc = np.asarray(counts["counts"].values)
+    X = window_features(yc, win.start, tok.window_bins_, tok.past_bins_)
+    tgt = (
+        win.target[:, 0]
+        if kind != "classification"
+        else tok.classes_[np.nan_to_num(win.target[:, 0]).astype(int)]
+    )
+    tr_idx = np.flatnonzero((win.split == SPLIT_FLAGS["train"]) & lab)
+    va = (win.split == SPLIT_FLAGS["validation"]) & lab
+    tem = (win.split == SPLIT_FLAGS["test"]) & lab
+    base = "logistic" if kind == "classification" else "ridge"
+    for frac in sorted(set(ft["run_fraction"].values.tolist())):
+        keep = label_subset(tr_idx, float(frac))
+        p = linear_decoder(X[keep], tgt[keep], X[va], tgt[va], X[tem], kind)
+        out[f"decode_{score_name}_{base}_{_pct(frac)}"] = score(tgt[tem], p)
+    for frac in sorted(set(ft["run_fraction"].values.tolist())):
+        pk, sk, bk = (f"decode_{score_name}_{m}_{_pct(frac)}" for m in ("pretrained", "scratch", base))
+        if sk in out:
+            out[f"decode_{score_name}_pretrained_vs_scratch_{_pct(frac)}"] = out[pk] - out[sk]
+        out[f"decode_{score_name}_pretrained_vs_baseline_{_pct(frac)}"] = out[pk] - out[bk]
+    return out
+
+
+def glm_baseline(
+    counts: xr.Dataset, model: Neuroformer, history_tau_s: float = 0.02, alpha: float = 1e-4
+) -> tuple[PoissonGLM, np.ndarray]:
+    """A coupled Poisson GLM with the Neuroformer's modality variables as covariates (the same information).
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        A ``spike_counts`` dataset.
+    model : Neuroformer
+        The fitted Neuroformer, whose modalities become the GLM's covariates.
+    history_tau_s : float, default 0.02
+        Time constant of the GLM's spike-history filter, in seconds.
+    alpha : float, default 1e-4
+        The GLM's L2 penalty.
+
+    Returns
+    -------
+    glm : PoissonGLM
+        The GLM, fitted on the train bins.
+    covariates : numpy.ndarray
+        (time, variable) the covariates (no columns without modalities).
+    """
+    tok = model.tokenizer_
+    cov = [tok._variables(counts, src, v, f"modality '{n}'", "counts") for n, src, v in tok.mod_layout_]
+    ds = counts[["counts", "split"]]
+    if cov:
+        X = np.concatenate(cov, axis=1)
+        ds = ds.assign(behaviour=(("time", "behaviour_var"), X)).assign_coords(
+            behaviour_var=[f"v{i}" for i in range(X.shape[1])]
+        )
+    glm = PoissonGLM(history_tau_s=float(history_tau_s), alpha=float(alpha), max_iter=200)
+    glm.fit(ds)
+    return glm, (np.concatenate(cov, axis=1) if cov else np.zeros((counts.sizes["time"], 0)))
+
+
+def score_neuroformer(
+    counts: xr.Dataset,
+    model: Neuroformer,
+    finetune: xr.Dataset | None = None,
+    truth: xr.Dataset | None = None,
+    seed: int = 0,
+    n_samples: int = 5,
+    max_windows: int = 400,
+    connectivity_windows: int | None = None,
+    connectivity_by: str = "target",
+    temperature: float = 1.0,
+    glm_alpha: float = 1e-4,
+    glm_history_tau_s: float = 0.02,
+    source: str = "counts",
+) -> tuple[dict[str, float], xr.Dataset]:
+    """Every Neuroformer metric on the test windows: next-token loss, connectivity, generation and decoding.
+
+    The test windows (at most ``max_windows``, evenly spread over the test blocks) give the pretrained model's
+    next-token loss and the generation F1 (vs a coupled Poisson GLM given the same past, :func:`glm_generate`);
+    attention-rollout connectivity is scored against planted connections with the lagged cross-correlation and
+    the GLM's couplings as baselines (:func:`connectivity_scores`); the fine-tuning runs, when given, against
+    ridge/logistic decoders (:func:`decoding_metrics`).
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        A ``spike_counts`` dataset with the model's units.
+    model : Neuroformer
+        The pretrained model (on the device it should run on).
+    finetune : xarray.Dataset, optional
+        The fine-tuning runs' ``model_fit``; no decoding metrics without it.
+    truth : xarray.Dataset, optional
+        Planted truth (``connected``, optionally ``is_hub`` and ``weights``/``coupling`` on unit_post, unit_pre).
+    seed : int, default 0
+        Seed of the sampled windows.
+    n_samples : int, default 5
+        Samples per window for the generation F1.
+    max_windows : int, default 400
+        Most test windows scored.
+    connectivity_windows : int, optional
+        Most windows in the attention rollout (None: every test window).
+    connectivity_by : str, default "target"
+        How the rollout attributes attention (:meth:`Neuroformer.connectivity`).
+    temperature : float, default 1.0
+        Sampling temperature of the generation.
+    glm_alpha : float, default 1e-4
+        L2 penalty of the GLM baseline.
+    glm_history_tau_s : float, default 0.02
+        History time constant of the GLM baseline, in seconds.
+    source : str, default "counts"
+        What the counts are called in error messages.
+
+    Returns
+    -------
+    values : dict
+        Metric name -> value (:data:`DESCRIPTIONS`).
+    connectivity : xarray.Dataset
+        ``attention``, ``xcorr`` and ``glm`` (unit_post, unit_pre) matrices and ``attention_received(unit_pre)``.
+
+    Examples
+    --------
+    >>> from brainpipe.data import read
+    >>> from brainpipe.models import Neuroformer
+    >>> counts = read("counts.nc", "spike_counts")  # doctest: +SKIP
+    >>> model = Neuroformer.from_dataset(read("pretrained.nc", "model_fit"), counts)  # doctest: +SKIP
+    >>> values, conn = score_neuroformer(counts, model, truth=read("truth.nc", "model_fit"))  # doctest: +SKIP
+    >>> values["connectivity_auroc"]  # doctest: +SKIP
+    0.93
+    """
+    import torch
+
+    dev = next(model.net_.parameters()).device
+    values: dict[str, float] = {}
+    tok = model.tokenizer_
+    win = tok.transform(counts, source)
+    test = win.select(win.split == SPLIT_FLAGS["test"])
+    max_w = int(max_windows)
+    if len(test) > max_w:  # evenly spread over the test blocks
+        test = test.select(
+            np.isin(np.arange(len(test)), np.linspace(0, len(test) - 1, max_w).round().astype(int))
+        )
+    with torch.no_grad():
+        losses = [
+            float(pretrain_loss(model.net_, [t[i : i + 256].to(dev) for t in test.tensors()])["loss"])
+            * min(256, len(test) - i)
+            for i in range(0, len(test), 256)
+        ]
+    values["pretrain_test_loss"] = float(np.sum(losses) / max(len(test), 1))
+
+    # connectivity
+    units = np.asarray(counts["unit"].values).astype(str)
+    att = model.connectivity(
+        counts,
+        "test",
+        by=str(connectivity_by),
+        max_windows=None if connectivity_windows is None else int(connectivity_windows),
+    )
+    xc = xcorr_connectivity(counts["counts"].values, counts["split"].values, tok.past_bins_)
+    glm, cov = glm_baseline(counts, model, glm_history_tau_s, glm_alpha)
+    mats = {"attention": att, "xcorr": xc, "glm": glm.coupling_}
+    if truth is not None and "connected" in truth:
+        t = truth.assign_coords(
+            unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str)
+        )
+        conn = np.asarray(t["connected"].sel(unit_post=units, unit_pre=units).values)
+        hub = np.asarray(t["is_hub"].sel(unit_post=units).values) if "is_hub" in t else None
+        w = next(
+            (t[v] for v in ("weights", "coupling") if v in t and t[v].dims == ("unit_post", "unit_pre")), None
+        )
+        wv = np.asarray(w.sel(unit_post=units, unit_pre=units).values) if w is not None else np.zeros(1)
+        signed = not bool((wv[conn.astype(bool)] < 0).any())  # excitatory-only truth: signed scores
+        for name, suffix in (("attention", ""), ("xcorr", "_xcorr"), ("glm", "_glm")):
+            hs = model.attention_received_ if name == "attention" else None
+            auc, rec = connectivity_scores(
+                mats[name], conn, hub, hs, signed=signed, centre=1.0 if name == "attention" else 0.0
+            )
+            values[f"connectivity_auroc{suffix}"] = auc
+            if hub is not None:
+                values[f"hub_recall{suffix}"] = rec
+
+    # generation
+    sampled = model.generate(test, n_samples=int(n_samples), temperature=float(temperature), seed=seed)
+    values["generation_f1"] = set_f1(test.window_counts, sampled)
+    yc = np.asarray(counts["counts"].values)
+    g = glm_generate(glm, yc, cov, test.start, tok.window_bins_, tok.past_bins_, int(n_samples), seed)
+    values["generation_f1_glm"] = set_f1(test.window_counts, g)
+    values["generation_f1_vs_glm"] = values["generation_f1"] - values["generation_f1_glm"]
+
+    # decoding
+    if finetune is not None:
+        values.update(decoding_metrics(finetune, counts, model))
+    descriptions = [
+        "attention-rollout lift, current -> past tokens",
+        "summed lagged cross-correlation",
+        "Poisson-GLM coupling",
+    ]
+    cds = xr.Dataset(
+        {
+            k: (("unit_post", "unit_pre"), v.astype(np.float64), {"long_name": d})
+            for (k, v), d in zip(mats.items(), descriptions, strict=True)
+        },
+        coords={"unit_post": units, "unit_pre": units},
+        attrs={"model": "neuroformer_connectivity", "role": "fit"},
+    )
+    cds["attention_received"] = (
+        "unit_pre",
+        model.attention_received_,
+        {"long_name": "attention per past token (hub score)"},
+    )
+    return values, cds
