@@ -220,6 +220,9 @@ def test_partial_page_banner_failed_panel_and_missing_models():
     assert "switching_glm/none" in results and "counts" not in results[: results.index("</section>")]
     assert 'href="#failed"' in page[: page.index("</header>")]
     assert 'id="failed"' not in build_report({}, title="t")  # a finished run: no banner
+    stopped = build_report({}, title="t", partial=Partial(missing={}))  # interrupted: no job failed
+    assert "Partial results: the run was stopped before it finished" in stopped
+    assert '<table class="failed">' not in stopped
 
 
 @pytest.mark.workflow

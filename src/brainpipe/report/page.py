@@ -256,14 +256,19 @@ def partial_section(partial: Partial | None) -> str:
         if partial.snakemake_log
         else ""
     )
+    what = f"{n} job(s) failed" if n else "the run was stopped before it finished"
+    table = (
+        '<table class="failed"><thead><tr><th>dataset</th><th>rule</th><th>error</th><th>log</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+        if n
+        else ""
+    )
     return (
         '<section id="failed" class="stale partial"><h2>Partial results: '
-        f"{n} job(s) failed</h2><p><strong>This run did not finish.</strong> The page shows only the results that "
+        f"{what}</h2><p><strong>This run did not finish.</strong> The page shows only the results that "
         f"finished; {len(models)} model result(s) are missing (named in the results below) and the failed jobs are "
         "listed here with the error from their log. Fix the cause and run the workflow again: finished results are "
-        f"kept, and this page is rebuilt.{stopped}{log}</p>"
-        '<table class="failed"><thead><tr><th>dataset</th><th>rule</th><th>error</th><th>log</th></tr></thead>'
-        f"<tbody>{rows}</tbody></table></section>"
+        f"kept, and this page is rebuilt.{stopped}{log}</p>{table}</section>"
     )
 
 
