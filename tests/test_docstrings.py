@@ -31,6 +31,8 @@ MODULES = [
     "brainpipe.layout",
     "brainpipe.report",
     "brainpipe.evaluate.brainmae",
+    "brainpipe.evaluate.neuroformer",
+    "brainpipe.training.neuroformer",
     "brainpipe.io",
 ]
 
@@ -91,6 +93,9 @@ MAIN_ENTRY_POINTS = {
     "brainpipe.evaluate.brainmae.pretrain_folds",
     "brainpipe.evaluate.brainmae.cross_validate_finetune",
     "brainpipe.evaluate.brainmae.score_encoders",
+    "brainpipe.evaluate.neuroformer.score_neuroformer",
+    "brainpipe.training.neuroformer.pretrain_neuroformer",
+    "brainpipe.training.neuroformer.finetune_neuroformer",
     "brainpipe.io.read_spikes",
     "brainpipe.io.read_calcium",
     "brainpipe.io.iter_runs",

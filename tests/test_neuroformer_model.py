@@ -453,3 +453,150 @@ def test_binning_refuses_behaviour_that_does_not_cover_the_spikes():
     ):
         bin_spikes(half, 0.01)
     bin_spikes(sim.data.isel(behaviour_time=slice(1, -1)), 0.01)  # a sample short at either end is fine
+
+
+# ---- the training runs and the scoring as a library (training.neuroformer, evaluate.neuroformer) ------------------
+NF_TRAIN = {
+    "max_epochs": 1,
+    "batch_size": 32,
+    "lr": 0.003,
+    "patience": None,
+    "device": "cpu",
+    "progress": False,
+}
+NF_PARAMS = {
+    "tokenizer": {
+        "dt_s": 0.01,
+        "window_s": 0.02,
+        "past_window_s": 0.04,
+        "block_size": 16,
+        "past_block_size": 24,
+    },
+    "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "dropout": 0.0},
+    "pretrain": NF_TRAIN,
+    "finetune": {
+        **NF_TRAIN,
+        "fractions": [0.5, 1.0],
+        "scratch": True,
+        "max_steps": 4,
+        "min_epoch_windows": 64,
+    },
+    "evaluate": {"n_samples": 2, "max_windows": 30},
+    "modalities": {"flash": {"source": "behaviour", "variables": ["flash"]}},
+    "target": {"source": "behaviour", "variable": "speed"},
+    "seed": 0,
+    "dataset": "hub",
+}
+
+
+def test_finetune_never_trains_on_test_windows(monkeypatch):
+    """Planted: the target is 999 in every test bin; no fine-tuning run trains or stops early on a window that sees
+    it, nor does the ridge baseline, and the test windows are the ones scored."""
+    import brainpipe.training
+    from brainpipe.evaluate import neuroformer as evn
+    from brainpipe.training.neuroformer import finetune_neuroformer, pretrain_neuroformer, pretrained_dataset
+
+    counts, _ = _sim_counts(duration=30.0)
+    test_bins = counts["split"].values == SPLIT_FLAGS["test"]
+    speed = counts["behaviour"].sel(behaviour_var="speed")
+    counts["behaviour"].loc[{"behaviour_var": "speed"}] = xr.where(test_bins, 999.0, speed)
+    pre = pretrained_dataset(pretrain_neuroformer(counts, NF_PARAMS))
+    real_train, real_decoder, seen = brainpipe.training.train, evn.linear_decoder, []
+
+    def spy_train(model, data, loss, cfg, val_data=None, **kw):
+        # targets are standardised on the labelled train windows: a planted window would stand out by far
+        seen.append((float(data[-1].abs().max()), float(val_data[-1].abs().max())))
+        return real_train(model, data, loss, cfg, val_data=val_data, **kw)
+
+    def spy_decoder(X_tr, y_tr, X_va, y_va, X_te, kind):
+        seen.append((float(np.abs(y_tr).max()), float(np.abs(y_va).max())))
+        return real_decoder(X_tr, y_tr, X_va, y_va, X_te, kind)
+
+    monkeypatch.setattr(brainpipe.training, "train", spy_train)
+    monkeypatch.setattr(evn, "linear_decoder", spy_decoder)
+    ft, decoder = finetune_neuroformer(
+        counts, pre, NF_PARAMS["target"], {**NF_TRAIN, "max_steps": 2}, [0.5, 1.0]
+    )
+    assert list(ft["run"].values) == [
+        "pretrained_50pct",
+        "scratch_50pct",
+        "pretrained_100pct",
+        "scratch_100pct",
+    ]
+    assert decoder.n_labelled_ == int(ft["run_n_labelled"].values[2])
+    test = ft["window_split"].values == SPLIT_FLAGS["test"]
+    assert (
+        test.any() and np.all(ft["target"].values[test] == 999.0) and np.all(ft["target"].values[~test] < 999)
+    )
+    evn.decoding_metrics(ft, counts, Neuroformer.from_dataset(pre, counts))
+    assert len(seen) == 6 and max(max(s) for s in seen) < 50, seen
+
+
+def test_public_functions_give_the_stage_outputs(tmp_path):
+    """pretrain_neuroformer, finetune_neuroformer and score_neuroformer give the stages' outputs exactly."""
+    from brainpipe.data import make_provenance, read, write
+    from brainpipe.evaluate.neuroformer import score_neuroformer
+    from brainpipe.stages import neuroformer_evaluate, neuroformer_finetune, neuroformer_pretrain
+    from brainpipe.training.neuroformer import (
+        finetune_neuroformer,
+        pretrain_neuroformer,
+        pretrained_dataset,
+        train_config,
+    )
+
+    counts, truth = _sim_counts(duration=30.0)
+    prov = make_provenance("test", {})
+    files = {"counts": write(counts, tmp_path / "counts.nc", "spike_counts", prov)}
+    files["truth"] = write(truth, tmp_path / "truth.nc", "model_fit", prov)
+    counts, truth = read(files["counts"], "spike_counts"), read(files["truth"], "model_fit")
+    files["pretrained"], files["finetune"] = tmp_path / "pre.nc", tmp_path / "ft.nc"
+    neuroformer_pretrain.run({"counts": files["counts"]}, {"model": files["pretrained"]}, NF_PARAMS)
+    neuroformer_finetune.run(
+        {k: files[k] for k in ("counts", "pretrained")}, {"finetune": files["finetune"]}, NF_PARAMS
+    )
+    outs = {"metrics": tmp_path / "m.nc", "connectivity": tmp_path / "c.nc"}
+    neuroformer_evaluate.run(files, outs, NF_PARAMS)
+
+    pre = pretrained_dataset(pretrain_neuroformer(counts, NF_PARAMS))
+    stage_pre = read(files["pretrained"], "model_fit")
+    for v in stage_pre.data_vars:
+        np.testing.assert_array_equal(pre[v].values, stage_pre[v].values, err_msg=v)
+    ft_params = NF_PARAMS["finetune"]
+    ft, _ = finetune_neuroformer(
+        counts,
+        pre,
+        NF_PARAMS["target"],
+        train_config(NF_PARAMS, "finetune"),
+        ft_params["fractions"],
+        ft_params["scratch"],
+        min_epoch_windows=ft_params["min_epoch_windows"],
+    )
+    stage_ft = read(files["finetune"], "model_fit")
+    for v in ("prediction", "target", "window_split", "run_best_val_loss"):
+        np.testing.assert_array_equal(ft[v].values, stage_ft[v].values, err_msg=v)
+    model = Neuroformer.from_dataset(pre, counts)
+    values, conn = score_neuroformer(counts, model, ft, truth, seed=0, n_samples=2, max_windows=30)
+    m = read(outs["metrics"], "metrics")
+    assert values == dict(zip(m["metric"].values.astype(str), m["value"].values, strict=True))
+    assert {"connectivity_auroc_glm", "generation_f1_vs_glm", "decode_r2_pretrained_vs_scratch_50pct"} <= set(
+        values
+    )
+    stage_conn = read(outs["connectivity"], "model_fit")
+    for v in ("attention", "xcorr", "glm", "attention_received"):
+        np.testing.assert_array_equal(conn[v].values, stage_conn[v].values, err_msg=v)
+
+
+def test_training_config_bad_keys_are_one_line(tmp_path):
+    from brainpipe.training.neuroformer import build_neuroformer, run_checkpoint, train_config
+
+    with pytest.raises(
+        ConfigError, match=r"neuroformer finetune: unknown key\(s\) lrr \(allowed: max_epochs"
+    ):
+        train_config({"finetune": {"lrr": 1.0, "fractions": [1.0]}}, "finetune")
+    with pytest.raises(ConfigError, match=r"neuroformer tokenizer: unknown key\(s\) window"):
+        build_neuroformer({"tokenizer": {"window": 0.02}})
+    assert run_checkpoint(None, "x") is None
+    assert run_checkpoint(str(tmp_path / "ck" / "ft.pt"), "scratch_10pct") == str(
+        tmp_path / "ck" / "ft.scratch_10pct.pt"
+    )
+    assert (tmp_path / "ck").is_dir()

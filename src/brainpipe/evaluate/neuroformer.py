@@ -17,6 +17,23 @@ from brainpipe.evaluate.metrics import auroc, metrics_dataset
 from brainpipe.models.baselines import PoissonGLM
 from brainpipe.models.neuroformer import Neuroformer, label_subset, pretrain_loss, r2_score
 
+__all__ = [
+    "DESCRIPTIONS",
+    "balanced_accuracy",
+    "connectivity_scores",
+    "decoding_metrics",
+    "describe",
+    "glm_baseline",
+    "glm_generate",
+    "hub_scores",
+    "linear_decoder",
+    "neuroformer_metrics_dataset",
+    "score_neuroformer",
+    "set_f1",
+    "window_features",
+    "xcorr_connectivity",
+]
+
 DESCRIPTIONS = {
     "connectivity_auroc": "AUROC of Neuroformer attention-rollout connectivity (lift, or its distance from 1 when some planted connections are inhibitory) for planted directed connections",
     "connectivity_auroc_xcorr": "the same for lagged cross-correlation of the binned counts (baseline)",
@@ -32,6 +49,18 @@ DESCRIPTIONS = {
 
 
 def describe(name: str) -> str:
+    """The description of a Neuroformer metric (also of the ``decode_<score>_<model>_<pct>`` family).
+
+    Parameters
+    ----------
+    name : str
+        The metric's name.
+
+    Returns
+    -------
+    str
+        Its description; ``""`` for a name this module does not know.
+    """
     if name in DESCRIPTIONS:
         return DESCRIPTIONS[name]
     parts = name.split("_")
@@ -52,8 +81,24 @@ def describe(name: str) -> str:
 
 # ---- connectivity ---------------------------------------------------------------------------------------------
 def xcorr_connectivity(counts: np.ndarray, split: np.ndarray, max_lag_bins: int) -> np.ndarray:
-    """Lagged cross-correlation (post, pre): ``C[i, j] = sum_{l=1..L} corr(y_i(t), y_j(t - l))`` over train bins
-    (pairs crossing a split boundary are left out)."""
+    """Lagged cross-correlation (post, pre) of binned counts over the train bins.
+
+    ``C[i, j] = sum_{l=1..L} corr(y_i(t), y_j(t - l))``; pairs of bins crossing a split boundary are left out.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        (time, unit) spike counts.
+    split : numpy.ndarray
+        (time,) split flag of each bin.
+    max_lag_bins : int
+        The largest lag ``L``, in bins.
+
+    Returns
+    -------
+    numpy.ndarray
+        (unit_post, unit_pre) summed lagged correlations.
+    """
     y = np.asarray(counts, dtype=np.float64)
     tr = split == SPLIT_FLAGS["train"]
     mu, sd = y[tr].mean(0), y[tr].std(0) + 1e-12
@@ -66,7 +111,18 @@ def xcorr_connectivity(counts: np.ndarray, split: np.ndarray, max_lag_bins: int)
 
 
 def hub_scores(M: np.ndarray) -> np.ndarray:
-    """Out-strength of each neuron: the sum over targets of its positive, off-diagonal z-scored weights."""
+    """Out-strength of each neuron: the sum over targets of its positive, off-diagonal z-scored weights.
+
+    Parameters
+    ----------
+    M : numpy.ndarray
+        (post, pre) connectivity matrix.
+
+    Returns
+    -------
+    numpy.ndarray
+        (pre,) hub score of each neuron.
+    """
     off = ~np.eye(M.shape[0], dtype=bool)
     v = M[off]
     z = (M - v.mean()) / (v.std() + 1e-12)
@@ -86,6 +142,26 @@ def connectivity_scores(
     The score of a pair is ``M`` itself when ``signed`` (the planted connections are all excitatory), else its
     distance from ``centre`` (|M - centre|: excitatory and inhibitory connections both count). Hubs are ranked by
     ``hub_score`` when given (Neuroformer: attention received per past token), else by :func:`hub_scores` of ``M``.
+
+    Parameters
+    ----------
+    M : numpy.ndarray
+        (post, pre) connectivity scores.
+    connected : numpy.ndarray
+        (post, pre) planted connections (bool or 0/1).
+    is_hub : numpy.ndarray or None
+        (unit,) planted hubs (None: no hub recall).
+    hub_score : numpy.ndarray, optional
+        (unit,) score to rank hubs by.
+    signed : bool, default True
+        Score pairs by ``M`` itself (else by ``|M - centre|``).
+    centre : float, default 0.0
+        The no-connection value of ``M``.
+
+    Returns
+    -------
+    tuple of float
+        ``(auroc, hub_recall)``; hub recall is NaN without hubs.
     """
     off = ~np.eye(M.shape[0], dtype=bool)
     auc = auroc(connected.astype(bool)[off], (M if signed else np.abs(M - centre))[off])
@@ -99,7 +175,24 @@ def connectivity_scores(
 
 # ---- decoding baselines ------------------------------------------------------------------------------------------
 def window_features(y: np.ndarray, starts: np.ndarray, window_bins: int, past_bins: int) -> np.ndarray:
-    """Per-unit spike counts of the current and of the past window (square-root transformed), side by side."""
+    """Per-unit spike counts of the current and of the past window (square-root transformed), side by side.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        (time, unit) spike counts.
+    starts : numpy.ndarray
+        (window,) first bin of each current window.
+    window_bins : int
+        Bins of a current window.
+    past_bins : int
+        Bins of a past window.
+
+    Returns
+    -------
+    numpy.ndarray
+        (window, 2 * unit) features.
+    """
     cur = (
         np.stack([y[s : s + window_bins].sum(0) for s in starts])
         if starts.size
@@ -112,8 +205,31 @@ def window_features(y: np.ndarray, starts: np.ndarray, window_bins: int, past_bi
 
 
 def linear_decoder(X_tr, y_tr, X_va, y_va, X_te, kind: str):
-    """Ridge (regression) or class-balanced L2-logistic (classification) with the penalty chosen on validation
-    (MSE, or balanced accuracy); test predictions."""
+    """Fit a linear decoder, its penalty chosen on validation, and predict the test rows.
+
+    Ridge (regression) or class-balanced L2-logistic (classification) on standardised features; the penalty is the
+    one with the best validation MSE or balanced accuracy.
+
+    Parameters
+    ----------
+    X_tr : numpy.ndarray
+        (n_train, feature) training features.
+    y_tr : numpy.ndarray
+        (n_train,) training targets.
+    X_va : numpy.ndarray
+        (n_validation, feature) validation features.
+    y_va : numpy.ndarray
+        (n_validation,) validation targets.
+    X_te : numpy.ndarray
+        (n_test, feature) test features.
+    kind : {"regression", "classification"}
+        The task.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_test,) predictions (the one training class, when there is only one).
+    """
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.preprocessing import StandardScaler
 
@@ -137,7 +253,20 @@ def linear_decoder(X_tr, y_tr, X_va, y_va, X_te, kind: str):
 
 
 def balanced_accuracy(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean per-class recall over the classes present in ``y``."""
+    """Mean per-class recall over the classes present in ``y``.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        True classes.
+    p : numpy.ndarray
+        Predicted classes.
+
+    Returns
+    -------
+    float
+        The balanced accuracy (NaN for no samples).
+    """
     y, p = np.asarray(y), np.asarray(p)
     classes = np.unique(y)
     if classes.size == 0:
@@ -147,9 +276,23 @@ def balanced_accuracy(y: np.ndarray, p: np.ndarray) -> float:
 
 # ---- generation ------------------------------------------------------------------------------------------------
 def set_f1(true_counts: np.ndarray, sampled: np.ndarray) -> float:
-    """Mean per-window F1 between the set of neurons that fired (``true_counts`` (n, units) > 0) and the set
-    predicted from samples (``sampled`` (S, n, units)): a neuron is predicted when it fires in at least half the
-    samples. Windows where both sets are empty count as F1 = 1."""
+    """Mean per-window F1 between the neurons that fired and those predicted from samples.
+
+    A neuron is predicted when it fires in at least half the samples. Windows where both sets are empty count as
+    F1 = 1.
+
+    Parameters
+    ----------
+    true_counts : numpy.ndarray
+        (window, unit) recorded counts.
+    sampled : numpy.ndarray
+        (sample, window, unit) sampled counts.
+
+    Returns
+    -------
+    float
+        The mean F1 (NaN for no windows).
+    """
     t = np.asarray(true_counts) > 0
     p = (np.asarray(sampled) > 0).mean(0) >= 0.5
     tp = (t & p).sum(1)
@@ -170,8 +313,34 @@ def glm_generate(
     n_samples: int,
     seed: int,
 ) -> np.ndarray:
-    """Sample each current window from a fitted coupled Poisson GLM given the recorded past window only (history
-    starts empty at the past window's start, as the Neuroformer sees only that window). (S, n, units) counts."""
+    """Sample each current window from a fitted coupled Poisson GLM given the recorded past window only.
+
+    The history starts empty at the past window's start, as the Neuroformer sees only that window.
+
+    Parameters
+    ----------
+    glm : PoissonGLM
+        A fitted coupled GLM.
+    y : numpy.ndarray
+        (time, unit) recorded counts.
+    covariates : numpy.ndarray
+        (time, variable) the GLM's covariates (no columns: none).
+    starts : numpy.ndarray
+        (window,) first bin of each current window.
+    window_bins : int
+        Bins of a current window.
+    past_bins : int
+        Bins of a past window.
+    n_samples : int
+        Samples per window.
+    seed : int
+        Seed of the sampling.
+
+    Returns
+    -------
+    numpy.ndarray
+        (sample, window, unit) sampled counts.
+    """
     rng = np.random.default_rng(seed)
     a = np.exp(-glm.bin_width_s_ / glm.history_tau_s)
     n, N = starts.size, y.shape[1]
@@ -196,8 +365,24 @@ def glm_generate(
 def neuroformer_metrics_dataset(
     values: Mapping[str, float], bars: Mapping[str, float] | None, dataset: str
 ) -> xr.Dataset:
-    """A ``metrics`` dataset for Neuroformer with the descriptions above (every metric: higher is better, except
-    ``pretrain_test_loss`` which carries no bar)."""
+    """A ``metrics`` dataset for Neuroformer with the descriptions of :func:`describe`.
+
+    Every metric is higher-is-better, except ``pretrain_test_loss``, which carries no bar.
+
+    Parameters
+    ----------
+    values : mapping
+        Metric name -> value.
+    bars : mapping or None
+        Metric name -> bar.
+    dataset : str
+        The dataset's name.
+
+    Returns
+    -------
+    xarray.Dataset
+        The ``metrics`` dataset (model ``neuroformer``).
+    """
     bars = {k: v for k, v in (bars or {}).items() if k in values and k != "pretrain_test_loss"}
     ds = metrics_dataset(values, bars, model="neuroformer", dataset=dataset)
     ds["description"] = ("metric", np.array([describe(str(n)) for n in ds["metric"].values]))

@@ -267,9 +267,9 @@ def finetune_neuroformer(
     fingerprint: Mapping[str, Any] | None = None,
     log: logging.Logger | None = None,
 ) -> tuple[xr.Dataset, Neuroformer]:
-    """Fine-tune a pretrained Neuroformer to decode behaviour with fractions of the labelled train windows, and
-    train the same network from scratch on the same labels.
+    """Fine-tune a pretrained Neuroformer to decode behaviour, at fractions of the labelled train windows.
 
+    At each fraction the same network is also trained from scratch on the same labels (``scratch``).
     Each run (one per fraction and start: ``pretrained``, then ``scratch``) picks its checkpoint on the validation
     windows and predicts the labelled validation and test windows once; scoring is left to
     :func:`brainpipe.evaluate.neuroformer.decoding_metrics`.
