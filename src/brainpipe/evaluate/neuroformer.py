@@ -326,11 +326,9 @@ def glm_generate(
     covariates : numpy.ndarray
         (time, variable) the GLM's covariates (no columns: none).
     starts : numpy.ndarray
-        (window,) first bin of each current window.
-    window_bins : int
-        Bins of a current window.
-    past_bins : int
-        Bins of a past window.
+        (window,) first bin of each current window, as for :func:`window_features`.
+    window_bins, past_bins : int
+        Bins of a current and of a past window.
     n_samples : int
         Samples per window.
     seed : int
