@@ -3,14 +3,9 @@
 # (ingest_counts: no re-binning). Switching GLMs: workflow/rules/switching.smk.
 from brainpipe.io.binned import binned_datasets
 
-BINNED = binned_datasets(SPIKE_DATASETS)  # read by ingest_counts; the other recordings by ingest_spikes + bin_spikes
+# binned counts are read by ingest_counts; the other recordings by ingest_spikes + bin_spikes
+BINNED = binned_datasets(SPIKE_DATASETS)
 SPIKE_TIMES_FROM_FILE = [d for d in FROM_FILE if d not in BINNED]
-
-
-def binned_params(wildcards):
-    """The reader keys of the dataset and its binning parameters (spikes.bin <- the dataset's bin)."""
-    return {**STUDY.ingest(wildcards.dataset), **STUDY.bin(wildcards.dataset)}
-
 
 
 rule simulate_spikes:
@@ -88,7 +83,7 @@ rule ingest_counts:
     conda:
         "../envs/brainpipe.yaml"
     params:
-        config=binned_params,
+        config=lambda w: {**STUDY.ingest(w.dataset), **STUDY.bin(w.dataset)},  # reader keys + binning
         where=bin_where,
         version=VERSION,
     script:
