@@ -36,12 +36,17 @@ def _phy(folder: Path, rng, groups=("good", "good", "good", "mua", "good")) -> P
     return folder
 
 
-def _suite2p(plane: Path, rng, rate: float | None, n_rois: int = 8, n_frames: int = 600) -> Path:
+def _suite2p(
+    plane: Path, rng, rate: float | None, n_rois: int = 8, n_frames: int = 600, labels: bool = False
+) -> Path:
     plane.mkdir(parents=True)
     F = rng.normal(100, 5, (n_rois, n_frames)).astype(np.float32)
     np.save(plane / "F.npy", F)
     np.save(plane / "Fneu.npy", F * 0.5)
     np.save(plane / "iscell.npy", np.c_[np.r_[np.ones(n_rois - 1), 0], np.full(n_rois, 0.9)])
+    if labels:  # identified neurons: the same names in every animal
+        rows = "".join(f"{i}\tN{i}\n" for i in range(n_rois))
+        (plane / "labels.tsv").write_text("roi\tlabel\n" + rows)
     if rate is not None:
         (plane / "frame_rate.json").write_text(json.dumps({"frame_rate_hz": rate}))
     return plane
@@ -98,8 +103,8 @@ def _study_folder(root: Path) -> Path:
     (root / "ephys" / "tetrode_units.csv").write_text(
         "unit,time\n" + "".join(f"u{rng.integers(0, 4)},{t:.4f}\n" for t in times)
     )
-    _suite2p(root / "imaging" / "m1" / "suite2p" / "plane0", rng, 30.0)
-    _suite2p(root / "imaging" / "m2" / "suite2p" / "plane0", rng, 15.0)
+    _suite2p(root / "imaging" / "m1" / "suite2p" / "plane0", rng, 30.0, labels=True)
+    _suite2p(root / "imaging" / "m2" / "suite2p" / "plane0", rng, 15.0, labels=True)
     _roi_tables(root / "rest", rng)
     (root / "rest" / "README.txt").write_text(
         "Resting-state ROI time series of six subjects from two sites.\n"
@@ -459,8 +464,8 @@ def test_snakemake_dry_run_on_an_initialised_study(tmp_path):
     rng = np.random.default_rng(8)
     data = tmp_path / "data"
     _phy(data / "ephys" / "r1", rng)
-    _suite2p(data / "imaging" / "m1" / "suite2p" / "plane0", rng, 30.0)
-    _suite2p(data / "imaging" / "m2" / "suite2p" / "plane0", rng, 30.0)
+    _suite2p(data / "imaging" / "m1" / "suite2p" / "plane0", rng, 30.0, labels=True)
+    _suite2p(data / "imaging" / "m2" / "suite2p" / "plane0", rng, 30.0, labels=True)
     _roi_tables(data / "rest", rng)
     out = tmp_path / "study.yaml"
     proc = subprocess.run(
@@ -498,3 +503,21 @@ def test_snakemake_dry_run_on_an_initialised_study(tmp_path):
         and jobs["fit_connectome"] == "1"
         and jobs["pretrain_brainmae"] == "1"
     )
+
+
+@pytest.mark.parametrize("labelled", [(True, True), (True, False), (False, False)])
+def test_animals_without_neuron_labels_ask_how_to_match(tmp_path, labelled):
+    rng = np.random.default_rng(11)
+    for i, lab in enumerate(labelled):
+        _suite2p(tmp_path / "imaging" / f"m{i}" / "suite2p" / "plane0", rng, 30.0, labels=lab)
+    found = scan([tmp_path / "imaging"])
+    assert [f.facts["neuron_labels"] for f in sorted(found, key=lambda f: f.name)] == list(labelled)
+    questions = [q for f in found for q in f.questions if q.key == "match_by"]
+    text = study_yaml(found, name="cells")
+    if all(labelled):
+        assert not questions and "match_by" not in text  # matched by label, the default
+    else:
+        assert len(questions) == 1 and questions[0].required
+        assert questions[0].full_key == "calcium.connectome.studies.imaging.match_by"
+        assert ("only" in questions[0].hint) == any(labelled)
+        assert "# match_by: index  # could not determine:" in text

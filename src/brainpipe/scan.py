@@ -222,6 +222,8 @@ class FoundDataset:
             parts.append("per-trial " + ", ".join(f["stimulus"]))
         if f.get("labels"):
             parts.append("participants " + ", ".join(f["labels"]))
+        if f.get("neuron_labels"):
+            parts.append("neuron labels")
         return ", ".join(parts)
 
 
@@ -465,9 +467,29 @@ def _nwb_groups(p: Path) -> dict[str, Any]:
                         series.append((cname, sname, tuple(s["data"].shape), rate))
             if series:
                 out["ophys"] = series
+                out["neuron_labels"] = _nwb_has_labels(ophys)
     except (OSError, RuntimeError, ValueError) as err:
         raise InputError(f"{p}: cannot be opened as NWB/HDF5 ({' '.join(str(err).split())[:100]})") from None
     return out
+
+
+def _nwb_has_labels(ophys: Any) -> bool:
+    """Whether an ophys module's ROI table (a PlaneSegmentation) has a neuron-label column."""
+    import h5py
+
+    from brainpipe.io.calcium import NWB_LABEL_COLUMNS
+
+    found: list[bool] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Group) and obj.attrs.get("neurodata_type") in (
+            "PlaneSegmentation",
+            b"PlaneSegmentation",
+        ):
+            found.append(any(c in obj for c in NWB_LABEL_COLUMNS))
+
+    ophys.visititems(visit)
+    return any(found)
 
 
 def _sniff_phy(reader: Reader, p: Path) -> FoundDataset | None:
@@ -599,6 +621,9 @@ def _sniff_suite2p(reader: Reader, p: Path) -> FoundDataset | None:
             found.facts["cells"] = n
         except (OSError, ValueError, IndexError):
             pass
+    from brainpipe.io.calcium import SUITE2P_LABELS
+
+    found.facts["neuron_labels"] = (p / SUITE2P_LABELS).is_file()
     rate, src = _sidecar_value(p, ("frame_rate_hz", "fs"))
     if rate is None:
         where = "ops.npy is a pickle and is not read" if (p / "ops.npy").is_file() else "no frame_rate.json"
@@ -629,6 +654,7 @@ def _sniff_calcium_nwb(reader: Reader, p: Path) -> FoundDataset | None:
     found.facts.update(frames=shape[0], cells=shape[1] if len(shape) > 1 else 1)
     has_neuropil = any(s[1].lower() == "neuropil" for s in groups["ophys"])
     found.facts["kind"] = "dff" if cname == "DfOverF" else ("raw_with_neuropil" if has_neuropil else "raw")
+    found.facts["neuron_labels"] = bool(groups.get("neuron_labels"))
     if len(series) > 1:
         found.keys["options"] = {"series": sname}
         found.notes.append("other series: " + ", ".join(s[1] for s in series[1:]) + " (options.series)")
@@ -643,6 +669,9 @@ def _sniff_calcium_nwb(reader: Reader, p: Path) -> FoundDataset | None:
 def _array_found(reader: Reader, p: Path, shape: tuple[int, ...]) -> FoundDataset:
     found = FoundDataset(p, "calcium", reader.name)
     found.facts.update(frames=shape[0], cells=shape[1])
+    found.facts["neuron_labels"] = any(
+        isinstance((_json(side) or {}).get("labels"), list) for side in _sidecars(p)
+    )
     found.questions.append(
         Question(
             "kind",
@@ -1344,6 +1373,7 @@ def _study_questions(found: Scan) -> None:
         if f.modality == "calcium":
             groups.setdefault(f.group or "", []).append(f)
     for folder, members in groups.items():
+        _match_question(folder, members)
         rates = {f.name: f.facts.get("frame_rate_hz") for f in members}
         known = {r for r in rates.values() if r}
         if len(known) < 2:
@@ -1361,6 +1391,31 @@ def _study_questions(found: Scan) -> None:
                 + ("target_rate_hz" if supported else "datasets"),
             )
         )
+
+
+def _match_question(folder: str, members: list[FoundDataset]) -> None:
+    """Animals without neuron labels are paired by ROI index only when the study says so: ask for ``match_by``."""
+    if len(members) < 2 or not _schema_has("calcium", "connectome", "studies", "*", "match_by"):
+        return
+    labelled = [f.name for f in members if f.facts.get("neuron_labels")]
+    if len(labelled) == len(members):
+        return  # matched by label (the default, auto)
+    if labelled:
+        hint = (
+            f"neuron labels in {', '.join(labelled)} only; add labels to the others (suite2p: labels.tsv beside "
+            "F.npy) or pair ROIs by index"
+        )
+    else:
+        hint = "no neuron labels in these animals: index pairs ROI i of every animal (right if they are the same cells)"
+    members[0].questions.append(
+        Question(
+            "match_by",
+            "index",
+            hint,
+            required=True,
+            full_key=f"calcium.connectome.studies.{_study_name(folder)}.match_by",
+        )
+    )
 
 
 def _study_name(folder: str) -> str:
