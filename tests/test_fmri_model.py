@@ -339,3 +339,61 @@ def test_fold_protocol_bad_inputs(cohort):
         pretrain_folds(two, FAST, source="clean.nc")
     with pytest.raises(InputError, match="w.pt: 2 per-fold encoders but the roi_segments data has 4 folds"):
         score_encoders(ds, [BrainMAE(), BrainMAE()], mask_ratio=0.5, n_patterns=4, seed=0, source="w.pt")
+
+
+def _lagged(n_seg: int, L: int, R: int, seed: int) -> np.ndarray:
+    """Segments whose ROI ``r`` is ROI ``r - R/2`` one volume later (plus a little noise): only the visible ROIs'
+    neighbouring volumes tell the hidden ones."""
+    rng = np.random.default_rng(seed)
+    h = R // 2
+    src = rng.standard_normal((n_seg, L + 1, h))
+    X = np.concatenate([src[:, 1:], src[:, :-1]], axis=2) + 0.1 * rng.standard_normal((n_seg, L, R))
+    return X
+
+
+def test_segment_ridge_uses_the_whole_segment_and_tunes_its_penalty():
+    """The hidden half is the visible half one volume earlier: the same-volume ridge cannot see it, the segment
+    ridge must; penalties and the PCA size come from inner CV on training groups (recorded)."""
+    L, R = 6, 8
+    X_tr, X_te = _lagged(240, L, R, 0), _lagged(60, L, R, 1)
+    pat = np.zeros((1, R), bool)
+    pat[0, R // 2 :] = True
+    out = ev.reconstruction_baselines(X_tr, X_te, pat, np.zeros(60, int), np.arange(240) % 4)
+    assert out["nmse_ridge_volume"] > 0.9 and out["nmse_ridge"] < 0.4, out
+    assert out["nmse_best_baseline"] == min(
+        out[k] for k in ("nmse_mean_fill", "nmse_ridge", "nmse_ridge_volume", "nmse_pca")
+    )
+    assert np.isfinite(out["ridge_log10_alpha"]) and out["pca_n_components"] >= 1
+
+
+def test_pca_baseline_completes_low_rank_segments():
+    """Rank-2 segments: the linear autoencoder recovers hidden ROIs from visible ones and picks a small size."""
+    rng = np.random.default_rng(0)
+    L, R = 5, 10
+    W = rng.standard_normal((2, L * R))
+
+    def make(n):
+        return (rng.standard_normal((n, 2)) @ W).reshape(n, L, R) + 0.05 * rng.standard_normal((n, L, R))
+
+    patterns, index = ev.eval_masks(40, R, 0.5, 4, 0)
+    out = ev.reconstruction_baselines(make(200), make(40), patterns, index, np.arange(200) % 5)
+    assert out["nmse_pca"] < 0.05 and out["pca_n_components"] <= 4, out
+
+
+def test_inner_splits_hold_whole_groups_out():
+    groups = np.repeat([3, 1, 2, 5], 5)
+    for fit, held in ev.inner_splits(groups):
+        assert not set(groups[fit]) & set(groups[held]) and held.any() and fit.any()
+    one = ev.inner_splits(np.zeros(9, int))  # a single time block: contiguous blocks
+    assert [np.flatnonzero(h).tolist() for _, h in one] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+
+
+def test_fc_clustering_baseline_finds_planted_modules():
+    rng = np.random.default_rng(0)
+    modules = np.repeat([0, 1, 2], 4)
+    latent = rng.standard_normal((50, 20, 3))
+    X = latent[:, :, modules] + 0.7 * rng.standard_normal((50, 20, 12))
+    out = ev.fc_clustering_ari(X, modules, seed=0)
+    assert out["fc_kmeans_ari"] == 1.0 and out["fc_clustering_ari"] == 1.0
+    noise = ev.fc_clustering_ari(rng.standard_normal((50, 20, 12)), modules, seed=0)
+    assert noise["fc_clustering_ari"] < 0.5

@@ -29,7 +29,7 @@ SIM = {
     "seed": 4,
     "params": {"n_subjects": 8, "rois_per_module": 3, "n_volumes": 60, "voxels_per_roi_side": 1},
 }
-EVAL = {"mask_ratio": 0.5, "n_patterns": 4, "seed": 0, "ridge_alpha": 1.0, "features": "similarity"}
+EVAL = {"mask_ratio": 0.5, "n_patterns": 4, "seed": 0, "features": "similarity"}
 MODEL = {
     "d_model": 16,
     "n_layers": 1,
@@ -60,7 +60,11 @@ def chain(tmp_path_factory):
         {"clean": d / "clean.nc"},
         {"segment_s": 10.0, "n_folds": 4, "classification": "group", "regression": "score"},
     )
-    fmri_baselines.run({"clean": d / "clean.nc"}, {"metrics": d / "baselines.nc"}, dict(EVAL, dataset="tiny"))
+    fmri_baselines.run(
+        {"clean": d / "clean.nc", "truth": d / "truth.nc"},
+        {"metrics": d / "baselines.nc"},
+        dict(EVAL, dataset="tiny"),
+    )
     ckpt = d / "ckpt" / "pre.pt"
     pretrain_brainmae.run(
         {"clean": d / "clean.nc"},
@@ -99,9 +103,19 @@ def test_chain_outputs_follow_their_contracts(chain):
     truth = read(chain / "truth.nc", "model_fit")
     assert list(clean["label"].values) == list(truth["label"].values)
     base = read(chain / "baselines.nc", "metrics")
-    assert {"nmse_ridge", "nmse_mean_fill", "fc_tangent_accuracy", "fc_correlation_r2"} <= set(
-        base["metric"].values.tolist()
-    )
+    assert {
+        "nmse_ridge",
+        "nmse_ridge_volume",
+        "nmse_pca",
+        "nmse_best_baseline",
+        "nmse_mean_fill",
+        "ridge_log10_alpha",
+        "pca_n_components",
+        "fc_clustering_ari",
+        "fc_tangent_accuracy",
+        "fc_correlation_r2",
+    } <= set(base["metric"].values.tolist())
+    assert any(p["path"].endswith("truth.nc") for p in provenance_of(base)["inputs"])
     fit = read(chain / "fit.nc", "model_fit")
     assert fit["roi_embedding"].shape == (12, 16) and fit.sizes["epoch"] == 3
     assert fit["fold_roi_embedding"].shape == (4, 12, 16) and fit.attrs["n_folds"] == 4
@@ -111,7 +125,10 @@ def test_chain_outputs_follow_their_contracts(chain):
     assert {
         "masked_nmse",
         "masked_nmse_vs_ridge",
+        "masked_nmse_vs_pca",
+        "masked_nmse_vs_best_baseline",
         "roi_embedding_ari",
+        "roi_embedding_ari_vs_fc_clustering",
         "probe_accuracy",
         "probe_accuracy_vs_fc",
         "finetune_accuracy",

@@ -64,6 +64,7 @@ rule clean_fmri:
 rule fmri_baselines:
     input:
         clean=layout.path("fmri_clean"),
+        truth=fmri_truth,
     output:
         metrics=layout.path("fmri_baselines"),
     log:

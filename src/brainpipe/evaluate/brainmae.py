@@ -452,8 +452,9 @@ def score_encoders(
     features : {"similarity", "tokens", "mean"}, default "similarity"
         The probe's read-out.
     baselines : mapping, optional
-        Baseline metrics of the same data (:func:`fmri.baseline_metrics`): ``nmse_ridge``, ``nmse_mean_fill``,
-        ``fc_<kind>_<score>``; the ``_vs_`` metrics need them.
+        Baseline metrics of the same data (:func:`fmri.baseline_metrics`): ``nmse_<baseline>`` (``best_baseline``,
+        ``ridge``, ``ridge_volume``, ``pca``, ``mean_fill``), ``fc_clustering_ari``, ``fc_<kind>_<score>``; the
+        ``_vs_`` metrics need them.
     modules : numpy.ndarray, optional
         (roi,) planted module of each ROI, in the dataset's ROI order (simulated data).
     finetune : mapping, optional
@@ -501,10 +502,10 @@ def score_encoders(
     patterns, index = fmri.eval_masks(int(te.sum()), X.shape[2], float(mask_ratio), int(n_patterns), seed)
     masks = patterns[index]
     values["masked_nmse"] = fmri.nmse(X[te], model.reconstruct(X[te], masks), masks)
-    for b, name in (("nmse_ridge", "masked_nmse_vs_ridge"), ("nmse_mean_fill", "masked_nmse_vs_mean")):
-        if b in bvals:
-            values[name] = values["masked_nmse"] - bvals[b]
-            values[b] = bvals[b]
+    for b in ("best_baseline", "ridge", "ridge_volume", "pca", "mean_fill"):
+        if f"nmse_{b}" in bvals:
+            values[f"masked_nmse_vs_{b.replace('_fill', '')}"] = values["masked_nmse"] - bvals[f"nmse_{b}"]
+            values[f"nmse_{b}"] = bvals[f"nmse_{b}"]
     if model.roi_embedding == "learned":
         values["masked_nmse_shuffled_embeddings"] = fmri.nmse(
             X[te], model.reconstruct(X[te], masks, shuffle_embeddings=True, seed=seed), masks
@@ -512,6 +513,11 @@ def score_encoders(
     # ROI embeddings vs planted modules
     if modules is not None:
         values["roi_embedding_ari"] = fmri.module_ari(model.roi_embeddings(), np.asarray(modules), seed)
+        if "fc_clustering_ari" in bvals:
+            values["fc_clustering_ari"] = bvals["fc_clustering_ari"]
+            values["roi_embedding_ari_vs_fc_clustering"] = (
+                values["roi_embedding_ari"] - bvals["fc_clustering_ari"]
+            )
     # downstream: probe on frozen features, then fine-tuning
     folds = np.asarray(ds["fold"].values)
     ft = dict(finetune or {})

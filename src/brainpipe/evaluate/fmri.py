@@ -33,9 +33,14 @@ FMRI_METRICS: dict[str, MetricInfo] = {
     "masked_nmse": MetricInfo(
         "<=", "masked-ROI NMSE on held-out data (hidden ROIs reconstructed from the visible ones)"
     ),
-    "masked_nmse_vs_ridge": MetricInfo(
-        "<", "masked-ROI NMSE minus the ridge baseline's (negative: better than ridge)"
+    "masked_nmse_vs_best_baseline": MetricInfo(
+        "<", "masked-ROI NMSE minus the best reconstruction baseline's (negative: better than every baseline)"
     ),
+    "masked_nmse_vs_ridge": MetricInfo(
+        "<", "masked-ROI NMSE minus the segment ridge baseline's (negative: better than ridge)"
+    ),
+    "masked_nmse_vs_ridge_volume": MetricInfo("<", "masked-ROI NMSE minus the same-volume ridge baseline's"),
+    "masked_nmse_vs_pca": MetricInfo("<", "masked-ROI NMSE minus the linear autoencoder (PCA) baseline's"),
     "masked_nmse_vs_mean": MetricInfo("<", "masked-ROI NMSE minus mean filling's"),
     "masked_nmse_shuffled_embeddings": MetricInfo(
         "<=", "masked-ROI NMSE with the ROI embeddings permuted (a control: should be worse)"
@@ -43,7 +48,31 @@ FMRI_METRICS: dict[str, MetricInfo] = {
     "nmse_mean_fill": MetricInfo("<=", "baseline: hidden ROIs filled with their training mean"),
     "nmse_ridge": MetricInfo(
         "<=",
-        "baseline: ridge regression of hidden ROIs on visible ones (same volume), fitted on the training subjects",
+        "baseline: ridge of the hidden ROIs' segment on the visible ROIs' whole segment (penalty by inner CV)",
+    ),
+    "nmse_ridge_volume": MetricInfo(
+        "<=", "baseline: ridge of hidden ROIs on visible ones at the same volume (penalty by inner CV)"
+    ),
+    "nmse_pca": MetricInfo(
+        "<=",
+        "baseline: linear autoencoder (PCA of whole segments, size by inner CV) completing the hidden ROIs",
+    ),
+    "nmse_best_baseline": MetricInfo("<=", "the least NMSE of the reconstruction baselines"),
+    "ridge_log10_alpha": MetricInfo(
+        "<=",
+        "hyperparameter: log10 penalty of the segment ridge (inner CV on training data; median over masks)",
+    ),
+    "ridge_volume_log10_alpha": MetricInfo(
+        "<=", "hyperparameter: log10 penalty of the same-volume ridge (inner CV; median over masks)"
+    ),
+    "pca_n_components": MetricInfo(
+        "<=", "hyperparameter: components of the PCA baseline (inner CV on training data)"
+    ),
+    "fc_kmeans_ari": MetricInfo(">=", "baseline: ARI of k-means on the rows of the training data's FC"),
+    "fc_spectral_ari": MetricInfo(">=", "baseline: ARI of spectral clustering of the training data's FC"),
+    "fc_clustering_ari": MetricInfo(">=", "the better FC-clustering ARI (k-means, spectral)"),
+    "roi_embedding_ari_vs_fc_clustering": MetricInfo(
+        ">=", "ROI-embedding ARI minus the best FC-clustering ARI"
     ),
     "roi_embedding_ari": MetricInfo(
         ">=", "adjusted Rand index of k-means on the ROI embeddings vs the planted modules"
@@ -125,28 +154,208 @@ def nmse(X: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> float:
     return float(((X - pred) ** 2)[m].sum() / max((X**2)[m].sum(), 1e-12))
 
 
-def reconstruction_baselines(
-    X_train: np.ndarray, X_test: np.ndarray, patterns: np.ndarray, index: np.ndarray, alpha: float = 1.0
-) -> dict[str, float]:
-    """NMSE of mean filling and of per-pattern ridge regression (hidden ROIs on visible ones, same volume)."""
-    from sklearn.linear_model import Ridge
+#: the ridge baselines' penalty grid (chosen by inner cross-validation on the training data)
+RIDGE_ALPHAS = np.logspace(-2, 5, 15)
+#: the PCA baseline's numbers of components (chosen by inner cross-validation on the training data)
+PCA_GRID = (1, 2, 4, 8, 16, 32, 64, 128)
 
-    R = X_train.shape[2]
-    A = X_train.reshape(-1, R)
-    mean = X_train.mean(axis=(0, 1))
+
+def inner_splits(groups: np.ndarray, n_splits: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Inner cross-validation folds over training rows, whole groups held out together.
+
+    Parameters
+    ----------
+    groups : numpy.ndarray
+        (row,) group of each row (a subject, or a time block); with a single group, contiguous blocks of rows.
+    n_splits : int, default 3
+        Most inner folds.
+
+    Returns
+    -------
+    list of (numpy.ndarray, numpy.ndarray)
+        (fit, held-out) boolean masks over the rows.
+    """
+    groups = np.asarray(groups)
+    n = len(groups)
+    uniq = np.unique(groups)
+    if len(uniq) < 2:
+        chunks = [np.isin(np.arange(n), b) for b in np.array_split(np.arange(n), n_splits) if len(b)]
+    else:
+        chunks = [np.isin(groups, c) for c in np.array_split(uniq, min(n_splits, len(uniq)))]
+    return [(~c, c) for c in chunks]
+
+
+def _ridge_path(A: np.ndarray, B: np.ndarray, A_new: np.ndarray, alphas) -> list[np.ndarray]:
+    """Ridge predictions for ``A_new`` at every penalty (intercept by centring), from one SVD of ``A``."""
+    mu_a, mu_b = A.mean(0), B.mean(0)
+    U, s, Vt = np.linalg.svd(A - mu_a, full_matrices=False)
+    UtB = U.T @ (B - mu_b)
+    P = (A_new - mu_a) @ Vt.T
+    return [mu_b + (P * (s / (s**2 + a))) @ UtB for a in alphas]
+
+
+def tuned_ridge(
+    A: np.ndarray, B: np.ndarray, groups: np.ndarray, A_new: np.ndarray, alphas=RIDGE_ALPHAS
+) -> tuple[np.ndarray, float]:
+    """Ridge regression with its penalty chosen by grouped inner cross-validation, refitted on every row.
+
+    Parameters
+    ----------
+    A, B : numpy.ndarray
+        (row, feature) inputs and (row, output) targets of the training data.
+    groups : numpy.ndarray
+        (row,) group of each training row (:func:`inner_splits`).
+    A_new : numpy.ndarray
+        (row, feature) inputs to predict.
+    alphas : array-like
+        Penalty grid; the one with the least squared error pooled over the inner folds is kept.
+
+    Returns
+    -------
+    (numpy.ndarray, float)
+        Predictions for ``A_new`` and the chosen penalty.
+    """
+    err = np.zeros(len(alphas))
+    for a, b in inner_splits(groups):
+        for i, p in enumerate(_ridge_path(A[a], B[a], A[b], alphas)):
+            err[i] += float(((B[b] - p) ** 2).sum())
+    best = float(np.asarray(alphas)[int(np.argmin(err))])
+    return _ridge_path(A, B, A_new, [best])[0], best
+
+
+def _pca_basis(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mu = A.mean(0)
+    return mu, np.linalg.svd(A - mu, full_matrices=False)[2].T
+
+
+def _pca_fill(mu: np.ndarray, W: np.ndarray, V: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """Linear-autoencoder completion of rows ``V``: codes by least squares on the visible entries, every entry
+    decoded from the codes."""
+    Z = np.linalg.lstsq(W[~hidden], (V[:, ~hidden] - mu[~hidden]).T, rcond=None)[0]
+    return mu + (W @ Z).T
+
+
+def _segment_pca(
+    X_train: np.ndarray,
+    X_test: np.ndarray,
+    patterns: np.ndarray,
+    index: np.ndarray,
+    groups: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """PCA of whole segments (time x ROI flattened) as a linear autoencoder, its size by inner CV (the training
+    segments cycle through the evaluation patterns)."""
+    n, L, R = X_train.shape
+    A = X_train.reshape(n, -1)
+    flat = np.repeat(patterns[:, None, :], L, axis=1).reshape(len(patterns), -1)
+    train_index = np.arange(n) % len(patterns)
+    n_vis = int((~flat).sum(1).min())
+    grid = [q for q in PCA_GRID if q < n_vis]
+    err = np.zeros(len(grid))
+    for a, b in inner_splits(groups):
+        grid_ok = [q for q in grid if q < a.sum()]
+        mu, W = _pca_basis(A[a])
+        rows = np.flatnonzero(b)
+        for p in np.unique(train_index[rows]):
+            r = rows[train_index[rows] == p]
+            for i, q in enumerate(grid):
+                if q not in grid_ok:
+                    err[i] = np.inf
+                    continue
+                pred = _pca_fill(mu, W[:, :q], A[r], flat[p])
+                err[i] += float(((A[r][:, flat[p]] - pred[:, flat[p]]) ** 2).sum())
+    q = int(grid[int(np.argmin(err))])
+    mu, W = _pca_basis(A)
+    out = np.array(X_test, dtype=np.float64).reshape(len(X_test), -1)
+    for p in np.unique(index):
+        sel = index == p
+        out[sel] = _pca_fill(mu, W[:, :q], out[sel], flat[p])
+    return out.reshape(X_test.shape), q
+
+
+def reconstruction_baselines(
+    X_train: np.ndarray,
+    X_test: np.ndarray,
+    patterns: np.ndarray,
+    index: np.ndarray,
+    groups: np.ndarray | None = None,
+) -> dict[str, float]:
+    """The reconstruction baselines of the masked-ROI task, fitted on training segments only.
+
+    Mean filling (each ROI's training mean); ridge of the hidden ROIs on the visible ones at the same volume
+    (``nmse_ridge_volume``) and on the visible ROIs' whole segment (``nmse_ridge``: what BrainMAE sees); the linear
+    autoencoder (PCA of whole segments, hidden entries completed from the visible ones, ``nmse_pca``). Ridge
+    penalties (per pattern) and the number of components are chosen by inner cross-validation over ``groups``
+    and recorded (``ridge_log10_alpha``, ``ridge_volume_log10_alpha``: medians over patterns;
+    ``pca_n_components``).
+
+    Parameters
+    ----------
+    X_train, X_test : numpy.ndarray
+        (segment, time, roi) training and test segments.
+    patterns : numpy.ndarray
+        (pattern, roi) bool, True: hidden (:func:`eval_masks`).
+    index : numpy.ndarray
+        (test segment,) pattern of each test segment.
+    groups : numpy.ndarray, optional
+        (training segment,) subject or time block of each training segment (inner CV holds a group out together);
+        None: contiguous blocks.
+
+    Returns
+    -------
+    dict
+        ``nmse_mean_fill``, ``nmse_ridge_volume``, ``nmse_ridge``, ``nmse_pca``, ``nmse_best_baseline`` (the least)
+        and the chosen hyperparameters.
+    """
+    n, L, R = X_train.shape
+    groups = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups)
+    X_train = np.asarray(X_train, dtype=np.float64)
     masks = patterns[index]
+    mean = X_train.mean(axis=(0, 1))
     fill = np.broadcast_to(mean, X_test.shape)
-    pred = np.array(X_test, dtype=np.float64, copy=True)
+    vol = np.array(X_test, dtype=np.float64, copy=True)
+    seg = vol.copy()
+    a_vol, a_seg = [], []
     for p, pat in enumerate(patterns):
         sel = index == p
         if not sel.any():
             continue
-        reg = Ridge(alpha=alpha).fit(A[:, ~pat], A[:, pat])
-        B = X_test[sel].reshape(-1, R)
-        out = pred[sel].reshape(-1, R)
-        out[:, pat] = reg.predict(B[:, ~pat])
-        pred[sel] = out.reshape(pred[sel].shape)
-    return {"nmse_mean_fill": nmse(X_test, fill, masks), "nmse_ridge": nmse(X_test, pred, masks)}
+        Xs = X_test[sel]
+        pv, a = tuned_ridge(
+            X_train[:, :, ~pat].reshape(-1, int((~pat).sum())),
+            X_train[:, :, pat].reshape(-1, int(pat.sum())),
+            np.repeat(groups, L),
+            Xs[:, :, ~pat].reshape(-1, int((~pat).sum())),
+        )
+        out = vol[sel]
+        out[:, :, pat] = pv.reshape(len(Xs), L, -1)
+        vol[sel] = out
+        a_vol.append(a)
+        ps, a = tuned_ridge(
+            X_train[:, :, ~pat].reshape(n, -1),
+            X_train[:, :, pat].transpose(0, 2, 1).reshape(n, -1),
+            groups,
+            Xs[:, :, ~pat].reshape(len(Xs), -1),
+        )
+        out = seg[sel]
+        out[:, :, pat] = ps.reshape(len(Xs), -1, L).transpose(0, 2, 1)
+        seg[sel] = out
+        a_seg.append(a)
+    pca, q = _segment_pca(X_train, X_test, patterns, index, groups)
+    out = {
+        "nmse_mean_fill": nmse(X_test, fill, masks),
+        "nmse_ridge_volume": nmse(X_test, vol, masks),
+        "nmse_ridge": nmse(X_test, seg, masks),
+        "nmse_pca": nmse(X_test, pca, masks),
+    }
+    out["nmse_best_baseline"] = min(out.values())
+    out.update(
+        {
+            "ridge_log10_alpha": float(np.median(np.log10(a_seg))),
+            "ridge_volume_log10_alpha": float(np.median(np.log10(a_vol))),
+            "pca_n_components": float(q),
+        }
+    )
+    return out
 
 
 # ---- clustering ------------------------------------------------------------------------------------------------------
@@ -159,6 +368,39 @@ def module_ari(embeddings: np.ndarray, modules: np.ndarray, seed: int = 0) -> fl
     k = len(np.unique(modules))
     pred = KMeans(n_clusters=k, n_init=20, random_state=seed).fit_predict(E)
     return float(adjusted_rand_score(modules, pred))
+
+
+def fc_clustering_ari(X_train: np.ndarray, modules: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """The module-recovery baselines: clustering of the rows of the functional connectivity of training segments.
+
+    Parameters
+    ----------
+    X_train : numpy.ndarray
+        (segment, time, roi) training segments (the data the encoder whose embeddings are scored trained on).
+    modules : numpy.ndarray
+        (roi,) planted module of each ROI.
+    seed : int, default 0
+        Seed of k-means and of the spectral embedding.
+
+    Returns
+    -------
+    dict
+        ``fc_kmeans_ari`` (k-means on the L2-normalised FC rows, as :func:`module_ari` clusters embeddings),
+        ``fc_spectral_ari`` (spectral clustering of the affinity ``(1 + FC) / 2``) and ``fc_clustering_ari`` (the
+        better of the two).
+    """
+    from sklearn.cluster import SpectralClustering
+    from sklearn.metrics import adjusted_rand_score
+
+    R = X_train.shape[2]
+    fc = np.corrcoef(np.asarray(X_train, dtype=np.float64).reshape(-1, R).T)
+    fc = np.nan_to_num(fc)
+    k = len(np.unique(modules))
+    out = {"fc_kmeans_ari": module_ari(fc, modules, seed)}
+    spec = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed, n_init=20)
+    out["fc_spectral_ari"] = float(adjusted_rand_score(modules, spec.fit_predict((1.0 + fc) / 2.0)))
+    out["fc_clustering_ari"] = max(out["fc_kmeans_ari"], out["fc_spectral_ari"])
+    return out
 
 
 # ---- downstream -----------------------------------------------------------------------------------------------------
@@ -264,13 +506,40 @@ def fc_baselines(ds: xr.Dataset, seed: int = 0) -> dict[str, float]:
     return out
 
 
-def baseline_metrics(ds: xr.Dataset, params: Mapping) -> dict[str, float]:
-    """Every baseline of a dataset: reconstruction (mean filling, ridge) and FC downstream."""
+def segment_groups(ds: xr.Dataset) -> np.ndarray:
+    """The inner cross-validation groups of a ``roi_segments`` dataset's segments: the subject (subject-split data)
+    or the outer fold, a time block (single-subject data split in time)."""
+    if ds.attrs.get("split_by", "subject") == "subject":
+        return np.asarray(ds["segment_subject"].values)
+    return np.asarray(ds["segment_fold"].values)
+
+
+def baseline_metrics(ds: xr.Dataset, params: Mapping, modules: np.ndarray | None = None) -> dict[str, float]:
+    """Every baseline of a dataset, on the folds and masks BrainMAE is scored on.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``roi_segments`` dataset.
+    params : mapping
+        ``mask_ratio``, ``n_patterns``, ``seed`` (as for the BrainMAE evaluation).
+    modules : numpy.ndarray, optional
+        (roi,) planted module of each ROI, in the dataset's ROI order (simulated data): adds the FC-clustering ARI.
+
+    Returns
+    -------
+    dict
+        Reconstruction (:func:`reconstruction_baselines`, fitted on encoder 0's training folds, scored on fold 0),
+        FC clustering (:func:`fc_clustering_ari`) and FC downstream (:func:`fc_baselines`) metrics.
+    """
     X = np.asarray(ds["signal"].values, dtype=np.float64)
     tr, _, te = pretrain_split(ds)
+    seed = int(params["seed"])
     patterns, index = eval_masks(
-        int(te.sum()), X.shape[2], float(params["mask_ratio"]), int(params["n_patterns"]), int(params["seed"])
+        int(te.sum()), X.shape[2], float(params["mask_ratio"]), int(params["n_patterns"]), seed
     )
-    out = reconstruction_baselines(X[tr], X[te], patterns, index, float(params.get("ridge_alpha", 1.0)))
-    out.update(fc_baselines(ds, int(params["seed"])))
+    out = reconstruction_baselines(X[tr], X[te], patterns, index, segment_groups(ds)[tr])
+    if modules is not None:
+        out.update(fc_clustering_ari(X[tr], np.asarray(modules), seed))
+    out.update(fc_baselines(ds, seed))
     return out
