@@ -127,7 +127,8 @@ def tiny_switch():
 
 
 @pytest.mark.parametrize(
-    ("prior", "link"), [("none", "sigmoid"), ("gaussian", "sigmoid"), ("none", "softplus")]
+    ("prior", "link"),
+    [("none", "sigmoid"), ("gaussian", "sigmoid"), ("none", "softplus"), ("onehot", "softplus")],
 )
 def test_em_objective_rises_monotonically(tiny_switch, prior, link):
     _, counts = tiny_switch
@@ -167,10 +168,19 @@ def test_onehot_recovers_structure(tiny_switch, tiny_fits):
     sim, counts = tiny_switch
     m = tiny_fits["onehot"]
     assert set(np.unique(m.adjacency_)) <= {-1, 0, 1}
-    values = switching_metrics(m.to_dataset(counts), counts, sim.truth)
+    values = switching_metrics(
+        m.to_dataset(counts), counts, sim.truth, {"none": tiny_fits["none"].to_dataset(counts)}
+    )
     assert values["adjacency_balanced_accuracy"] >= 0.9
+    assert values["shared_mean_corr"] >= 0.9
+    assert values["shared_adjacency_balanced_accuracy"] >= 0.6  # the planted categorical from 2 states' draws
+    assert values["adjacency_ba_vs_none"] >= -0.02
     assert m.prior_probs_.shape == (6, 6, 3)
     np.testing.assert_allclose(m.prior_probs_.sum(-1), 1.0)
+    # the shared categorical is learned (not its hyperprior mean, uniform by default) and sets the shared structure
+    off = ~np.eye(6, dtype=bool)
+    assert np.abs(m.prior_probs_[off] - 1 / 3).max() > 0.2
+    np.testing.assert_array_equal(m.shared_adjacency_[off], m.prior_probs_[off].argmax(-1) - 1)
     # hard structure: a weight is non-zero exactly where the category is inh/exc (off the diagonal)
     off = ~np.eye(6, dtype=bool)
     assert np.all((m.weights_[:, off] != 0) == (m.adjacency_[:, off] != 0))
@@ -572,14 +582,7 @@ def test_reader_keys_do_not_go_with_a_simulator():
     ("kw", "stop_at"),
     [
         ({"prior": "none", "n_restarts": 2}, 13),  # second restart, mid-EM
-        (
-            {"prior": "onehot", "n_iter": 6, "polish_iter": 6, "onehot_iter": 3, "onehot_steps": 3},
-            9,
-        ),  # polish phase
-        (
-            {"prior": "onehot", "n_iter": 6, "polish_iter": 6, "onehot_iter": 3, "onehot_steps": 3},
-            3,
-        ),  # warm phase
+        ({"prior": "onehot", "n_iter": 8}, 5),  # one-hot prior, mid-EM (q, categorical and slab saved too)
     ],
 )
 def test_sigterm_resume_gives_the_uninterrupted_fit(tiny_switch, tmp_path, monkeypatch, kw, stop_at):

@@ -66,8 +66,13 @@ def switching_metrics(
     With a planted truth (simulated data): ``oracle_test_bits_per_spike`` and ``bits_vs_oracle`` (the same for
     the true parameters, and the difference), ``state_accuracy`` (posterior argmax on test bins, Hungarian
     matched), ``oracle_state_accuracy`` and ``state_accuracy_vs_oracle``, ``weight_corr`` (off-diagonal weights of
-    all states, matched), ``weight_rel_error``, ``adjacency_balanced_accuracy`` (inh/none/exc, off-diagonal).
-    With reference fits (e.g. ``single``, ``none``): ``bits_vs_<name>`` and ``adjacency_ba_vs_<name>``.
+    all states, matched), ``weight_rel_error``, ``adjacency_balanced_accuracy`` (inh/none/exc, off-diagonal),
+    and the shared structure (any fit with ``shared_adjacency``/``shared_mean``, the single state included):
+    ``shared_adjacency_balanced_accuracy`` (the fit's shared class per pair against the most probable class of the
+    planted shared categorical) and ``shared_mean_corr`` (the fit's state-constant connectome against the planted
+    weights' mean over states, off-diagonal).
+    With reference fits (e.g. ``single``, ``none``): ``bits_vs_<name>``, ``adjacency_ba_vs_<name>``,
+    ``shared_adjacency_ba_vs_<name>`` and ``shared_mean_corr_vs_<name>``.
     """
     null_ll, n_spikes = null_log_likelihood(counts)
     denom = max(n_spikes, 1.0) * np.log(2)
@@ -80,6 +85,17 @@ def switching_metrics(
         model = SwitchingGLM.from_dataset(f, device="cpu")
         m = {"test_bits_per_spike": (model.log_likelihood(counts, "test") - null_ll) / denom}
         S = f.sizes["state"]
+        if truth is not None and "shared_adjacency" in f and "prior_probs" in truth:
+            units = [str(u) for u in f["unit_post"].values]
+            t = truth.sel(unit_post=units, unit_pre=units)
+            off = ~np.eye(len(units), dtype=bool)
+            planted = np.asarray(t["prior_probs"].values).argmax(-1) - 1
+            m["shared_adjacency_balanced_accuracy"] = balanced_accuracy(
+                planted[off], np.asarray(f["shared_adjacency"].values)[off]
+            )
+            m["shared_mean_corr"] = _corr(
+                np.asarray(t["weights"].values).mean(0)[off], np.asarray(f["shared_mean"].values)[off]
+            )
         if truth is None or S < 2:
             return m
         S_true = truth.sizes["state"]
@@ -111,14 +127,23 @@ def switching_metrics(
         if "state_accuracy" in own:
             out["state_accuracy"] = own["state_accuracy"]
             out["state_accuracy_vs_oracle"] = own["state_accuracy"] - out["oracle_state_accuracy"]
-        for k in ("weight_corr", "weight_rel_error", "adjacency_balanced_accuracy"):
+        for k in (
+            "weight_corr",
+            "weight_rel_error",
+            "adjacency_balanced_accuracy",
+            "shared_adjacency_balanced_accuracy",
+            "shared_mean_corr",
+        ):
             if k in own:
                 out[k] = own[k]
     for name, ref in (references or {}).items():
         ref_metrics = fit_metrics(ref)
         out[f"bits_vs_{name}"] = out["test_bits_per_spike"] - ref_metrics["test_bits_per_spike"]
-        if "adjacency_balanced_accuracy" in out and "adjacency_balanced_accuracy" in ref_metrics:
-            out[f"adjacency_ba_vs_{name}"] = (
-                out["adjacency_balanced_accuracy"] - ref_metrics["adjacency_balanced_accuracy"]
-            )
+        for key, short in (
+            ("adjacency_balanced_accuracy", "adjacency_ba"),
+            ("shared_adjacency_balanced_accuracy", "shared_adjacency_ba"),
+            ("shared_mean_corr", "shared_mean_corr"),
+        ):
+            if key in out and key in ref_metrics:
+                out[f"{short}_vs_{name}"] = out[key] - ref_metrics[key]
     return out

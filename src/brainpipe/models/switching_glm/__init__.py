@@ -14,28 +14,32 @@ Priors on the off-diagonal couplings ``W_s``:
 ``none``      only a small L2 penalty (``l2``).
 ``gaussian``  ``W_s ~ N(W_bar, sigma^2)`` around a learned shared mean ``W_bar`` (the state-constant connectome),
               updated in closed form (the mean over states) after every M-step.
-``onehot``    ``W_{s,n<-m} = (a_exc - a_inh) * softplus(u_{s,n<-m})`` with ``a`` one-hot over (inh, none, exc),
-              ``a_s ~ Categorical(pi_{n<-m})`` shared across states (``pi`` updated in closed form: the mean of
-              the states' category probabilities, under a Dirichlet hyperprior of mean ``onehot_prior_mean`` and
-              concentration ``onehot_prior_concentration``). While training, ``a`` is a Gumbel-softmax sample of per-state
-              logits (temperature annealed from ``tau_start`` to ``tau_end``) and the loss adds the prior term
-              ``-sum q log pi`` and ``entropy_weight * H(q)`` (sharpens ``q`` towards one-hot); then ``a`` is frozen
-              to its argmax (pairs whose strength stayed below ``adjacency_threshold`` become "none") and the
-              strengths are refitted by exact EM (``polish_iter`` iterations).
+``onehot``    a spike-and-slab mixture per state and pair: the class ``a_{s,n<-m}`` in (inh, none, exc) is drawn
+              from a per-pair categorical ``pi_{n<-m}`` shared across states (Dirichlet hyperprior of mean
+              ``onehot_prior_mean``, uniform by default, and concentration ``onehot_prior_concentration``), and
+              ``W_{s,n<-m} | a ~ N(-mu, sd^2), N(0, onehot_spike_sd^2), N(+mu, sd^2)`` with the slab's ``mu``, ``sd``
+              learned. EM treats the classes as latent: after every M-step their posterior (responsibilities) is
+              computed in closed form, then ``pi`` (its MAP) and the slab; the next M-step's prior on each weight
+              is the expected log class density under those responsibilities (a Gaussian). Learned jointly from
+              the first iteration (the same initialisation as the other priors); the structure is each pair's most
+              probable class per state (weights of "none" pairs set to 0), the shared structure ``pi``'s.
 
 Fitting is generalised EM: an exact E-step (:mod:`brainpipe.models.hmm`, batched over sequences, vectorised
 over time), closed-form transitions with a Dirichlet pseudo-count, and for the emission parameters a damped Newton
-M-step per (state, neuron) with closed-form gradients and a subsampled Fisher information (L-BFGS for the
-one-hot parametrisation, Adam during the one-hot relaxation). The per-bin data term runs in ``data_dtype``
-(float32 by default) with every sum over bins in float64. For ``none``/``gaussian`` every step raises the MAP objective
-(log-likelihood + log prior), which ``objective_`` records per iteration. Initialisation: a single-state GLM,
+M-step per (state, neuron) with closed-form gradients and a subsampled Fisher information (or L-BFGS,
+``m_step``). The per-bin data term runs in ``data_dtype``
+(float32 by default) with every sum over bins in float64. Every step raises the MAP objective
+(log-likelihood + log prior; one-hot: the log mixture prior and the hyperprior), which ``objective_`` records per
+iteration. Initialisation: a single-state GLM,
 copied to every state with Gaussian noise (``init_noise``); ``n_restarts`` seeds, best training objective kept.
-The one-hot model starts from the fitted no-prior model (its weights set the initial categories and strengths).
+The one-hot prior's mixture starts fitted to these initial weights (no data pass). Free weights (``none``,
+``gaussian``) get their structure from the same class mixture fitted post hoc to the fitted weights (or from
+``adjacency_threshold`` when set).
 
 Modules: :mod:`~brainpipe.models.switching_glm.data` (sequences as padded batches),
 :mod:`~brainpipe.models.switching_glm.mstep` (the Poisson data term, Fisher information, Newton and L-BFGS
 M-steps), :mod:`~brainpipe.models.switching_glm.priors` (the coupling and transition priors, the one-hot
-relaxation) and :mod:`~brainpipe.models.switching_glm.estimator` (:class:`SwitchingGLM`, which combines them);
+mixture) and :mod:`~brainpipe.models.switching_glm.estimator` (:class:`SwitchingGLM`, which combines them);
 every name is importable from here.
 """
 

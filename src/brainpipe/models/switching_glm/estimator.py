@@ -77,25 +77,18 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         L2 penalty on biases, covariate weights and (prior ``none``) couplings.
     gaussian_sigma : float, default 0.5
         Prior SD of the per-state weights around their shared mean (prior ``gaussian``).
-    onehot_iter, onehot_steps : int, default 10, 10
-        One-hot relaxation: EM iterations, and Adam steps per iteration.
-    onehot_lr : float, default 0.05
-        One-hot relaxation: Adam learning rate.
-    tau_start, tau_end : float, default 1.0, 0.2
-        Gumbel-softmax temperature, annealed geometrically.
-    entropy_weight : float, default 0.1
-        Weight of the entropy term that sharpens the category probabilities.
-    onehot_prior_mean : tuple of float, default (0.1, 0.8, 0.1)
-        Mean of the Dirichlet hyperprior on the shared per-pair prior (inh, none, exc).
+    onehot_prior_mean : tuple of float, default (1/3, 1/3, 1/3)
+        Mean of the Dirichlet hyperprior on the shared per-pair categorical (inh, none, exc).
     onehot_prior_concentration : float, default 1.0
-        Concentration of that hyperprior.
-    polish_iter : int, default 30
-        Exact EM iterations after the one-hot structure is frozen.
+        Concentration of that hyperprior (pseudo-counts added to the states' class posteriors).
+    onehot_spike_sd : float, default 0.05
+        SD of the "none" class's weights (the spike at 0 of the one-hot prior's spike-and-slab mixture; the
+        slab's mean and SD are learned): the one-hot prior's strength.
     m_step_min_weight : float, default 1e-6
         A bin whose posterior weight for a state is below this is left out of that state's M-step (0: every bin).
-    adjacency_threshold : float, default 0.5
-        ``|weight|`` above which a free weight counts as a connection, and below which a one-hot pair becomes
-        "none".
+    adjacency_threshold : float, optional
+        ``|weight|`` above which a free weight (prior ``none``/``gaussian``) counts as a connection; None (the
+        default): the one-hot prior's class mixture fitted to the fitted weights decides.
     transition_pseudocount : float, default 1.0
         Dirichlet pseudo-count on transitions (1: maximum likelihood).
     init_noise : float, default 0.5
@@ -171,17 +164,11 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         m_step_iter: int = 20,
         l2: float = 1e-3,
         gaussian_sigma: float = 0.5,
-        onehot_iter: int = 10,
-        onehot_steps: int = 10,
-        onehot_lr: float = 0.05,
-        tau_start: float = 1.0,
-        tau_end: float = 0.2,
-        entropy_weight: float = 0.1,
-        onehot_prior_mean: tuple[float, float, float] = (0.1, 0.8, 0.1),
+        onehot_prior_mean: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
         onehot_prior_concentration: float = 1.0,
-        polish_iter: int = 30,
+        onehot_spike_sd: float = 0.05,
         m_step_min_weight: float = 1e-6,
-        adjacency_threshold: float = 0.5,
+        adjacency_threshold: float | None = None,
         transition_pseudocount: float = 1.0,
         init_noise: float = 0.5,
         n_restarts: int = 1,
@@ -203,15 +190,9 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         self.m_step_iter = m_step_iter
         self.l2 = l2
         self.gaussian_sigma = gaussian_sigma
-        self.onehot_iter = onehot_iter
-        self.onehot_steps = onehot_steps
-        self.onehot_lr = onehot_lr
-        self.tau_start = tau_start
-        self.tau_end = tau_end
-        self.entropy_weight = entropy_weight
         self.onehot_prior_mean = onehot_prior_mean
         self.onehot_prior_concentration = onehot_prior_concentration
-        self.polish_iter = polish_iter
+        self.onehot_spike_sd = onehot_spike_sd
         self.m_step_min_weight = m_step_min_weight
         self.adjacency_threshold = adjacency_threshold
         self.transition_pseudocount = transition_pseudocount
@@ -240,6 +221,8 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         mean = np.asarray(self.onehot_prior_mean, dtype=float)
         if mean.shape != (3,) or np.any(mean <= 0):
             raise self._param_error("onehot_prior_mean", "must be 3 positive probabilities (inh, none, exc)")
+        if not float(self.onehot_spike_sd) > 0:
+            raise self._param_error("onehot_spike_sd", "must be > 0")
 
     def _init_params(
         self, data: Batch, rng: np.random.Generator, glm: dict | None
@@ -259,12 +242,11 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         A = np.full((S, S), (1 - stay) / max(S - 1, 1))
         np.fill_diagonal(A, stay)
         p["log_A"], p["log_pi"] = as_t(np.log(A)), as_t(np.full(S, -math.log(S)))
-        if self.prior == "onehot":
-            p.update(self._onehot_params(as_t(W)))
-        else:
-            p["W"] = as_t(W)
-            if self.prior == "gaussian":
-                p["W_bar"] = as_t(W.mean(0) * ~np.eye(N, dtype=bool))
+        p["W"] = as_t(W)
+        if self.prior == "gaussian":
+            p["W_bar"] = as_t(W.mean(0) * ~np.eye(N, dtype=bool))
+        elif self.prior == "onehot":
+            self._init_mixture(p, p["W"])
         return p
 
     def _objective(self, p, data: Batch, hard: bool = True) -> tuple[float, float, tuple]:
@@ -404,7 +386,7 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         saved = ckpt.load()
         cur = saved["cursor"] if saved else {"restart": 0, "phase": 0}
         best = _to_device(saved["best"], dev) if saved else None
-        phases = ("warm", "relax", "polish") if self.prior == "onehot" else ("em",)
+        phases = ("em",)
         with ckpt.guard():
             for r in range(cur["restart"], self.n_restarts):
                 rng = np.random.default_rng([self.seed, r])
@@ -412,7 +394,7 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
                     p, objs, lls = _to_device(saved["p"], dev), saved["objs"], saved["lls"]
                     first = cur["phase"]
                 else:
-                    p, objs, lls, first = self._initial(data, rng, glm), [], [], 0
+                    p, objs, lls, first = self._init_params(data, rng, glm), [], [], 0
                 for k in range(first, len(phases)):
 
                     def tick(o, ll, k=k, p=p, r=r, b=best):
@@ -437,37 +419,11 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         self.train_log_likelihood_ = lls[-1]
         return self
 
-    def _initial(self, data: Batch, rng: np.random.Generator, glm: dict) -> dict[str, torch.Tensor]:
-        """Initial parameters of a restart (the one-hot prior starts from the free model's: see _run_phase)."""
-        if self.prior != "onehot":
-            return self._init_params(data, rng, glm)
-        self.prior = "none"
-        try:
-            return self._init_params(data, rng, glm)
-        finally:
-            self.prior = "onehot"
-
     def _run_phase(
         self, phase: str, p: dict, data: Batch, r: int, objs, lls, tick
     ) -> tuple[list[float], list[float]]:
-        """One phase of a restart, updating ``p`` in place: "em" (no or Gaussian prior), or for the one-hot prior
-        "warm" (the free HMM-GLM, whose weights seed the one-hot structure), "relax" (Gumbel-softmax relaxation;
-        rerun from its start after an interruption: its random stream is seeded per restart) and "polish"."""
-        if phase == "em":
-            return self._em(p, data, self.n_iter, True, self._trainable(p, False), objs, lls, tick)
-        if phase == "warm":
-            self.prior = "none"
-            try:
-                self._em(p, data, self.n_iter, True, self._trainable(p, False), objs, lls, tick)
-            finally:
-                self.prior = "onehot"
-            p.update(self._onehot_params(p.pop("W")))
-            p["prior_probs"] = self._onehot_prior_update(p)
-            return [], []
-        if phase == "relax":
-            self._onehot_relaxation(p, data, torch.Generator().manual_seed(self.seed * 1000 + r))
-            return [], []
-        return self._em(p, data, self.polish_iter, True, self._trainable(p, False), objs, lls, tick)
+        """One phase of a restart (every prior has one: "em"), updating ``p`` in place."""
+        return self._em(p, data, self.n_iter, True, self._trainable(p), objs, lls, tick)
 
     def _set_fitted(self, p: dict) -> None:
         self.params_ = p
@@ -479,14 +435,28 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         self.log_pi_ = p["log_pi"].cpu().numpy()
         N = self.weights_.shape[-1]
         off = ~np.eye(N, dtype=bool)
-        if self.prior == "onehot":
-            self.adjacency_ = ((p["logits"].argmax(-1) - 1).cpu().numpy() * off).astype(np.int8)
-            self.prior_probs_ = p["prior_probs"].cpu().numpy()
+        if self.prior == "onehot" and "q" in p:
+            classes, probs = p["q"].argmax(-1), p["prior_probs"]
+            self.adjacency_ = ((classes - 1).cpu().numpy() * off).astype(np.int8)
+            self.weights_ = np.where(
+                off & (self.adjacency_ == 0), 0.0, self.weights_
+            )  # "none" is no coupling
+            self.params_ = dict(p, W=torch.as_tensor(self.weights_, dtype=W.dtype, device=W.device))
+            self.slab_ = p["slab"].cpu().numpy()
         else:
-            thr = self.adjacency_threshold
-            self.adjacency_ = (np.sign(self.weights_) * (np.abs(self.weights_) > thr) * off).astype(np.int8)
-        if self.prior == "gaussian":
+            classes, probs = self._posthoc_structure(W.detach())
+            if self.adjacency_threshold is None:
+                self.adjacency_ = ((classes - 1).cpu().numpy() * off).astype(np.int8)
+            else:
+                thr = self.adjacency_threshold
+                self.adjacency_ = (np.sign(self.weights_) * (np.abs(self.weights_) > thr) * off).astype(
+                    np.int8
+                )
+        self.prior_probs_ = probs.cpu().numpy()
+        self.shared_adjacency_ = ((self.prior_probs_.argmax(-1) - 1) * off).astype(np.int8)
+        if self.prior == "gaussian" and "W_bar" in p:
             self.prior_mean_ = p["W_bar"].cpu().numpy()
+        self.shared_mean_ = self.prior_mean_ if self.prior == "gaussian" else self.weights_.mean(0) * off
 
     def _memory_estimate(self, n_bins: int, n_units: int, n_cov: int) -> tuple[float, str]:
         """Peak bytes of a fit (float64): padded counts, history and covariates with their device copies, the
@@ -640,16 +610,35 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
                 "history_decay": self.history_decay,
                 "bin_width_s": self.bin_width_s_,
                 "use_covariates": int(self.use_covariates),
-                "adjacency_threshold": self.adjacency_threshold,
+                "adjacency_rule": (
+                    "class mixture"
+                    if self.adjacency_threshold is None
+                    else f"|weight| > {self.adjacency_threshold}"
+                ),
                 "gaussian_sigma": self.gaussian_sigma,
                 "n_iter": int(self.n_iter_),
             },
         )
         if self.prior == "gaussian":
             out["prior_mean"] = (("unit_post", "unit_pre"), self.prior_mean_)
-        if self.prior == "onehot":
-            out["prior_probs"] = (("unit_post", "unit_pre", "category"), self.prior_probs_)
-            out = out.assign_coords(category=np.array(CATEGORIES))
+        out["prior_probs"] = (
+            ("unit_post", "unit_pre", "category"),
+            self.prior_probs_,
+            {"long_name": "shared per-pair class probabilities (learned; post hoc for free weights)"},
+        )
+        out["shared_adjacency"] = (
+            ("unit_post", "unit_pre"),
+            self.shared_adjacency_,
+            {"long_name": "shared structure: most probable class, -1 inh, 0 none, 1 exc"},
+        )
+        out["shared_mean"] = (
+            ("unit_post", "unit_pre"),
+            self.shared_mean_,
+            {"long_name": "state-constant connectome (Gaussian prior: its mean; else the mean over states)"},
+        )
+        out = out.assign_coords(category=np.array(CATEGORIES))
+        if self.prior == "onehot" and hasattr(self, "slab_"):
+            out.attrs["slab_mean"], out.attrs["slab_sd"] = float(self.slab_[0]), float(self.slab_[1])
         if ds is not None:
             post, vit = self.decode(ds)
             out["posterior"] = (("time", "state"), post, {"long_name": "posterior state probability"})
@@ -707,6 +696,9 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         m._set_fitted(p)
         m.prior = prior_kind
         m.adjacency_ = np.asarray(fit["adjacency"].values).astype(np.int8)
+        for var in ("prior_probs", "shared_adjacency", "shared_mean"):
+            if var in fit and a.get("role") == "fit":
+                setattr(m, var + "_", np.asarray(fit[var].values))
         m.units_ = np.asarray(fit["unit_post"].values).astype(str)
         m.bin_width_s_ = float(a.get("bin_width_s", np.nan))
         m.objective_ = np.asarray(fit["objective"].values) if "objective" in fit else np.zeros(0)

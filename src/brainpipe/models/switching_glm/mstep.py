@@ -1,6 +1,6 @@
 """The switching GLM's emission M-steps: the Poisson data term per block of bins (values and closed-form
-gradients), the subsampled Fisher information per (state, neuron), the damped Newton M-step (free weights: no or
-Gaussian prior) and the L-BFGS M-step (the one-hot parametrisation)."""
+gradients), the subsampled Fisher information per (state, neuron), the damped Newton M-step and the L-BFGS
+M-step."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ CHUNK_ELEMENTS = 1 << 19  # bins x (states x neurons) per block of the data term
 
 class EmissionMSteps:
     """The emission side of :class:`~brainpipe.models.switching_glm.SwitchingGLM` (a mixin): the Poisson data
-    term, the Fisher information and the M-steps. Reads the hyperparameters ``link``, ``prior``, ``m_step``,
+    term, the Fisher information and the M-steps. Reads the hyperparameters ``link``, ``m_step``,
     ``m_step_iter``, ``m_step_min_weight``, ``hessian_rows``, ``newton_iter``, ``tol`` and the priors' methods
     (:class:`~brainpipe.models.switching_glm.priors.CouplingPriors`)."""
 
@@ -166,13 +166,9 @@ class EmissionMSteps:
         return (-value * scale + rest).detach()
 
     def _m_step(self, p, names, data: Batch, gamma: torch.Tensor, hard: bool) -> None:
-        """The emission M-step: Newton (``m_step="newton"``) where the weights are free parameters (no or Gaussian
-        prior, and the single-state initialisation), else L-BFGS (the one-hot prior's parametrisation)."""
-        if (
-            self.m_step == "newton"
-            and sorted(names) == ["U", "W", "b"]
-            and self.prior in ("none", "gaussian")
-        ):
+        """The emission M-step: Newton (``m_step="newton"``) or L-BFGS, on the free parameters with each prior's
+        Gaussian form (the one-hot prior's: the expected log class density under the current responsibilities)."""
+        if self.m_step == "newton" and sorted(names) == ["U", "W", "b"]:
             self._m_step_newton(p, data, gamma)
         else:
             self._m_step_lbfgs(p, names, data, gamma, hard)
@@ -246,7 +242,8 @@ class EmissionMSteps:
     def _m_step_newton(self, p, data: Batch, gamma: torch.Tensor) -> None:
         """Newton M-step, independently for each (state, neuron): the expected complete-data log-likelihood plus
         the log prior is a sum of one Poisson GLM per (state, neuron) over ``theta = [W_sn, b_sn, U_sn]``
-        (the Gaussian prior's shared mean is held fixed during the M-step).
+        (the Gaussian prior's shared mean and the one-hot prior's class responsibilities are held fixed during the
+        M-step).
 
         Each step costs one pass over the data (exact values and gradients, :meth:`_q_and_grads`; one more pass
         at the start): the direction solves with the Fisher information (:meth:`_fisher_blocks`, estimated from a
@@ -276,7 +273,7 @@ class EmissionMSteps:
 
         theta = torch.cat([W, b[..., None], U], -1)
         value, grad = evaluate(theta)
-        prior_h = torch.diag_embed(prec)[None]
+        prior_h = torch.diag_embed(prec)
         design = self._fisher_design(rows, theta.shape[-1])
         info = self._fisher_blocks(theta, design) + prior_h
         damp = torch.full((S, N), self._lm_start, dtype=theta.dtype, device=theta.device)

@@ -1,47 +1,61 @@
 """The switching GLM's priors on the per-state couplings (none: L2; Gaussian around a shared mean; one-hot
-inh/none/exc with a shared categorical), the Dirichlet prior of the transitions, and the one-hot prior's
-Gumbel-softmax relaxation."""
+inh/none/exc with a shared categorical, as a three-component mixture whose class posteriors are updated in every
+EM iteration), and the Dirichlet prior of the transitions."""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import math
 
-from brainpipe.models import hmm
-from brainpipe.models.switching_glm.data import Batch
+import torch
+
+from brainpipe.models.switching_glm.data import Batch  # noqa: F401  (type of the M-step's data)
 
 PRIORS = ("none", "gaussian", "onehot")
 CATEGORIES = ("inh", "none", "exc")
+_MIXTURE_ITER = 50  # closed-form iterations of the class mixture at initialisation and for post-hoc structure
 
 
 class CouplingPriors:
-    """The prior side of :class:`~brainpipe.models.switching_glm.SwitchingGLM` (a mixin): couplings from the
-    parameters, log priors, closed-form prior and transition updates, and the one-hot relaxation. Reads the
-    hyperparameters ``prior``, ``l2``, ``gaussian_sigma``, ``transition_pseudocount``, ``adjacency_threshold``,
-    ``onehot_*``, ``tau_start``/``tau_end``, ``entropy_weight``, ``n_states`` and the M-step methods
-    (:class:`~brainpipe.models.switching_glm.mstep.EmissionMSteps`)."""
+    """The prior side of :class:`~brainpipe.models.switching_glm.SwitchingGLM` (a mixin): log priors, the
+    Gaussian priors the Newton M-step works with, closed-form prior and transition updates, and the one-hot
+    prior's class mixture. Reads the hyperparameters ``prior``, ``l2``, ``gaussian_sigma``,
+    ``transition_pseudocount``, ``adjacency_threshold``, ``onehot_prior_mean``, ``onehot_prior_concentration``,
+    ``onehot_spike_sd`` and ``n_states``.
 
-    def _weights(
-        self, p: dict[str, torch.Tensor], hard: bool, tau: float | None, gen: torch.Generator | None
-    ):
-        """Per-state coupling matrices (S, N, N) from the parameters (one-hot: relaxed or hard)."""
-        if self.prior != "onehot" or "logits" not in p:  # free weights, or a one-hot fit loaded from disk
-            return p["W"]
-        logits = p["logits"]
-        if hard:
-            a = F.one_hot(logits.argmax(-1), 3).to(logits.dtype)
-        else:
-            g = -torch.log(
-                -torch.log(
-                    torch.rand(logits.shape, generator=gen, dtype=logits.dtype)
-                    .to(logits.device)
-                    .clamp_min(1e-20)
-                )
-            )
-            a = torch.softmax((logits + g) / tau, dim=-1)
-        W = (a[..., 2] - a[..., 0]) * F.softplus(p["strength"])
-        eye = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
-        return W * (1 - eye) + torch.diag_embed(p["self"])
+    The one-hot prior, per state ``s`` and pair ``n<-m`` (off the diagonal)::
+
+        a_{s,n<-m} ~ Categorical(pi_{n<-m})                      over (inh, none, exc), shared across states
+        W_{s,n<-m} | a ~ N(-mu, sd^2), N(0, spike_sd^2), N(+mu, sd^2)
+        pi_{n<-m} ~ Dirichlet(1 + c * onehot_prior_mean)
+
+    with the slab's ``mu`` and ``sd`` learned (shared by every pair) and ``spike_sd`` fixed (``onehot_spike_sd``).
+    EM treats ``a`` as latent: its posterior ``q_{s,n<-m}`` (the responsibilities) is computed in closed form after
+    every M-step, the M-step on the weights is a Gaussian prior of precision ``sum_k q_k / sd_k^2`` (the Newton
+    M-step of the free model, with that prior), and ``pi``, ``mu`` and ``sd`` are updated in closed form from ``q``.
+    Every step raises the MAP objective (log-likelihood + log mixture prior + log hyperprior).
+    """
+
+    def _weights(self, p: dict[str, torch.Tensor], hard: bool = True, tau=None, gen=None):
+        """Per-state coupling matrices (S, N, N) (every prior: free weights ``W``)."""
+        return p["W"]
+
+    def _sds(self, p, ref: torch.Tensor) -> torch.Tensor:
+        """The three class SDs (inh, none, exc)."""
+        sd = p["slab"][1]
+        return torch.stack([sd, sd.new_tensor(self.onehot_spike_sd), sd])
+
+    def _class_log_densities(self, p, W: torch.Tensor) -> torch.Tensor:
+        """``log N(W; mu_k, sd_k^2)`` per class, (S, N, N, 3)."""
+        mu = p["slab"][0]
+        means = torch.stack([-mu, torch.zeros_like(mu), mu])
+        sds = self._sds(p, W)
+        z = (W[..., None] - means) / sds
+        return -0.5 * z**2 - torch.log(sds) - 0.5 * math.log(2 * math.pi)
+
+    def _responsibilities(self, p, W: torch.Tensor) -> torch.Tensor:
+        """Posterior of each pair's class given the weights and the shared categorical, (S, N, N, 3)."""
+        logp = self._class_log_densities(p, W) + torch.log(p["prior_probs"].clamp_min(1e-12))[None]
+        return torch.softmax(logp, dim=-1)
 
     def _log_prior(self, p, W) -> torch.Tensor:
         """Log prior of the emission parameters (up to constants), the term added to Q in the M-step."""
@@ -49,21 +63,19 @@ class CouplingPriors:
         off = 1 - torch.eye(N, dtype=W.dtype, device=W.device)
         out = -0.5 * self.l2 * ((p["b"] ** 2).sum() + (p.get("U", torch.zeros(0, dtype=W.dtype)) ** 2).sum())
         if self.prior == "none":
-            out = out - 0.5 * self.l2 * (W**2).sum()
-        elif self.prior == "gaussian":
-            out = out - 0.5 * (((W - p["W_bar"][None]) * off) ** 2).sum() / self.gaussian_sigma**2
-            out = out - 0.5 * self.l2 * (torch.diagonal(W, dim1=-2, dim2=-1) ** 2).sum()
-        else:
-            out = out - 0.5 * self.l2 * (F.softplus(p["strength"]) ** 2 * off).sum()
-        return out
+            return out - 0.5 * self.l2 * (W**2).sum()
+        out = out - 0.5 * self.l2 * (torch.diagonal(W, dim1=-2, dim2=-1) ** 2).sum()
+        if self.prior == "gaussian":
+            return out - 0.5 * (((W - p["W_bar"][None]) * off) ** 2).sum() / self.gaussian_sigma**2
+        # one-hot: the marginal (mixture) prior of each weight, and the Dirichlet hyperprior of the categorical
+        logp = self._class_log_densities(p, W) + torch.log(p["prior_probs"].clamp_min(1e-12))[None]
+        out = out + (torch.logsumexp(logp, -1) * off).sum()
+        c = self.onehot_prior_concentration * self._prior_mean(W)
+        return out + ((torch.log(p["prior_probs"].clamp_min(1e-12)) * c).sum(-1) * off).sum()
 
-    def _onehot_prior_terms(self, p) -> tuple[torch.Tensor, torch.Tensor]:
-        q = torch.softmax(p["logits"], dim=-1)
-        N = q.shape[1]
-        off = (1 - torch.eye(N, dtype=q.dtype, device=q.device))[None, :, :, None]
-        cross = (q * torch.log(p["prior_probs"].clamp_min(1e-8))[None] * off).sum()
-        entropy = -(q * torch.log(q.clamp_min(1e-12)) * off).sum()
-        return cross, entropy
+    def _prior_mean(self, ref: torch.Tensor) -> torch.Tensor:
+        m = torch.as_tensor(self.onehot_prior_mean, dtype=ref.dtype, device=ref.device)
+        return m / m.sum()
 
     def _transitions_map(self, gamma, xi_sum) -> tuple[torch.Tensor, torch.Tensor]:
         """Closed-form MAP of the transitions (Dirichlet pseudo-count) and of the initial distribution."""
@@ -76,35 +88,28 @@ class CouplingPriors:
         c = self.transition_pseudocount
         return (c - 1.0) * log_A.sum() if c > 1 else log_A.new_zeros(())
 
-    def _onehot_params(self, W: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One-hot parameters whose hard structure and strengths reproduce free weights ``W`` (S, N, N)."""
-        N = W.shape[-1]
-        off = (1 - torch.eye(N, dtype=W.dtype, device=W.device))[None, :, :, None]
-        k = 2.0
-        logits = torch.stack([-k * W, k * (self.adjacency_threshold - W.abs()), k * W], dim=-1) * off
-        return {
-            "logits": logits,
-            "strength": torch.log(torch.expm1(W.abs().clamp_min(0.05))),
-            "self": torch.diagonal(W, dim1=-2, dim2=-1).clone(),
-            "prior_probs": torch.full((N, N, 3), 1.0 / 3, dtype=W.dtype, device=W.device),
-        }
-
-    def _trainable(self, p: dict, onehot_phase: bool) -> list[str]:
-        names = ["b", "U"]
-        if self.prior != "onehot":
-            return names + ["W"]
-        return names + (["logits", "strength", "self"] if onehot_phase else ["strength", "self"])
+    def _trainable(self, p: dict, onehot_phase: bool = False) -> list[str]:
+        return ["b", "U", "W"]
 
     def _prior_gaussian(self, p, S: int, N: int, C: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The log prior of the emission parameters as independent Gaussians per (state, neuron) on
-        ``theta = [W_sn (N), b_sn, U_sn (C)]``: precision (N, D) and mean (S, N, D), with D = N + 1 + C."""
+        ``theta = [W_sn (N), b_sn, U_sn (C)]``: precision and mean, both (S, N, D), with D = N + 1 + C (the
+        one-hot prior: the expected log class density under the current responsibilities)."""
         ref = p["b"]
-        prec = torch.full((N, N + 1 + C), self.l2, dtype=ref.dtype, device=ref.device)
+        prec = torch.full((S, N, N + 1 + C), self.l2, dtype=ref.dtype, device=ref.device)
         mean = torch.zeros(S, N, N + 1 + C, dtype=ref.dtype, device=ref.device)
+        off = ~torch.eye(N, dtype=torch.bool, device=ref.device)
         if self.prior == "gaussian":
-            off = ~torch.eye(N, dtype=torch.bool, device=ref.device)
-            prec[:, :N][off] = 1.0 / self.gaussian_sigma**2
+            prec[:, :, :N][:, off] = 1.0 / self.gaussian_sigma**2
             mean[:, :, :N] = p["W_bar"][None]
+        elif self.prior == "onehot":
+            q = p["q"]
+            mu = p["slab"][0]
+            inv = 1.0 / self._sds(p, ref) ** 2
+            P = (q * inv).sum(-1)
+            M = (q[..., 2] - q[..., 0]) * mu * inv[0] / P
+            prec[:, :, :N][:, off] = P[:, off]
+            mean[:, :, :N][:, off] = M[:, off]
         return prec, mean
 
     def _update_shared_prior(self, p) -> None:
@@ -112,49 +117,42 @@ class CouplingPriors:
             N = p["W"].shape[-1]
             p["W_bar"] = p["W"].mean(0) * (1 - torch.eye(N, dtype=p["W"].dtype, device=p["W"].device))
         elif self.prior == "onehot":
-            p["prior_probs"] = self._onehot_prior_update(p)
+            self._mixture_step(p, p["W"])
 
-    def _onehot_prior_update(self, p) -> torch.Tensor:
-        """MAP of the shared per-pair categorical under a Dirichlet(c * m) hyperprior: (sum_s q_s + c m) / (S + c)."""
-        q = torch.softmax(p["logits"], -1).detach()
-        m = torch.as_tensor(self.onehot_prior_mean, dtype=q.dtype, device=q.device)
-        m = m / m.sum()
-        c = self.onehot_prior_concentration
-        return (q.sum(0) + c * m) / (q.shape[0] + c)
+    def _mixture_step(self, p, W: torch.Tensor) -> None:
+        """One closed-form round of the class mixture at weights ``W``: responsibilities ``q``, then the shared
+        categorical (MAP under its Dirichlet hyperprior), then the slab's mean and SD (floored at twice the
+        spike SD, so the classes stay apart)."""
+        N = W.shape[-1]
+        off = (1 - torch.eye(N, dtype=W.dtype, device=W.device))[None]
+        q = self._responsibilities(p, W) * off[..., None]
+        p["q"] = q
+        c = self.onehot_prior_concentration * self._prior_mean(W)
+        pi = q.sum(0) + c
+        p["prior_probs"] = pi / pi.sum(-1, keepdim=True)
+        w_in, w_ex = q[..., 0], q[..., 2]
+        n_slab = (w_in + w_ex).sum().clamp_min(1e-8)
+        mu = ((w_ex - w_in) * W).sum() / n_slab
+        mu = mu.clamp_min(2 * self.onehot_spike_sd)
+        var = ((w_ex * (W - mu) ** 2) + (w_in * (W + mu) ** 2)).sum() / n_slab
+        sd = var.sqrt().clamp_min(2 * self.onehot_spike_sd)
+        p["slab"] = torch.stack([mu, sd])
 
-    def _onehot_relaxation(self, p: dict, data: Batch, gen: torch.Generator) -> None:
-        names = self._trainable(p, onehot_phase=True)
-        params = {k: p[k].detach().clone().requires_grad_(True) for k in names}
-        opt = torch.optim.Adam(params.values(), lr=self.onehot_lr)
-        scale = 1.0 / max(data.n_bins, 1)
-        for it in range(self.onehot_iter):
-            frac = it / max(self.onehot_iter - 1, 1)
-            tau = self.tau_start * (self.tau_end / self.tau_start) ** frac
-            q = dict(p)
-            q.update(params)
-            with torch.no_grad():  # E-step with the current hard structure
-                W = self._weights(q, hard=True, tau=None, gen=None)
-                log_norm, gamma, xi = hmm.forward_backward(
-                    self._log_lik(q, W, data), p["log_pi"], p["log_A"], data.mask
-                )
-            if self.n_states > 1:
-                p["log_A"], p["log_pi"] = self._transitions_map(gamma, xi)
-            rows = self._state_rows(data, gamma)
-            for _ in range(self.onehot_steps):
-                opt.zero_grad()
-                q = dict(p)
-                q.update(params)
-                cross, entropy = self._onehot_prior_terms(q)
-                extra = (self.entropy_weight * entropy - cross) * scale
-                self._loss_and_grad(q, rows, scale, hard=False, tau=tau, gen=gen, extra=extra)
-                opt.step()
-            for k in names:
-                p[k] = params[k].detach()
-            p["prior_probs"] = self._onehot_prior_update(p)
-        # pairs whose fitted strength stays below the adjacency threshold are "none": where a coupling is too weak
-        # to matter the likelihood cannot tell the categories apart, and the prior's sparse mean decides
-        weak = F.softplus(p["strength"]) < self.adjacency_threshold
-        logits = p["logits"].clone()
-        logits[weak] = torch.tensor([-10.0, 10.0, -10.0], dtype=logits.dtype, device=logits.device)
-        p["logits"] = logits
-        p["prior_probs"] = self._onehot_prior_update(p)
+    def _init_mixture(self, p, W: torch.Tensor) -> None:
+        """The class mixture fitted to initial weights ``W`` (no data pass): the slab starts at the 90th
+        percentile of ``|W|``, the categorical at its hyperprior mean."""
+        N = W.shape[-1]
+        off = ~torch.eye(N, dtype=torch.bool, device=W.device)
+        mags = W[:, off].abs().flatten()
+        mu = torch.quantile(mags, 0.9).clamp_min(4 * self.onehot_spike_sd)
+        p["slab"] = torch.stack([mu, mu / 2])
+        p["prior_probs"] = self._prior_mean(W).expand(N, N, 3).clone()
+        for _ in range(_MIXTURE_ITER):
+            self._mixture_step(p, W)
+
+    def _posthoc_structure(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-state and shared structure of free weights (no or Gaussian prior): the one-hot prior's class mixture
+        fitted to the fitted weights. Returns the per-state classes (S, N, N) and the shared categorical."""
+        p: dict[str, torch.Tensor] = {}
+        self._init_mixture(p, W)
+        return p["q"].argmax(-1), p["prior_probs"]
