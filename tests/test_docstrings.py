@@ -33,6 +33,7 @@ MODULES = [
     "brainpipe.evaluate.brainmae",
     "brainpipe.evaluate.neuroformer",
     "brainpipe.training.neuroformer",
+    "brainpipe.training.distributed",
     "brainpipe.io",
 ]
 

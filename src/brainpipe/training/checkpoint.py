@@ -194,6 +194,16 @@ class Checkpointer:
         self._last = time.monotonic()
         self.saves += 1
 
+    def due(self) -> bool:
+        """Whether ``every_s`` seconds have passed since the last save (False without a checkpoint path).
+
+        Returns
+        -------
+        bool
+            True when a periodic save is due.
+        """
+        return self.path is not None and time.monotonic() - self._last >= self.every_s
+
     def maybe_save(self, make_state, force: bool = False) -> None:
         """Save ``make_state()`` if ``every_s`` has passed, ``force`` is set or a stop was requested.
 

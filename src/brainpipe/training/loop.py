@@ -13,6 +13,15 @@ with validation-based early stopping and automatic checkpoint/resume:
   global RNG (seeded here and saved in checkpoints); validation runs under a fixed seed of its own so its random
   masks are the same every epoch and do not disturb training's RNG stream;
 * the initial weights are the caller's: seed (``torch.manual_seed``) before building the model.
+
+Data-parallel: when a ``torch.distributed`` process group is initialised (see
+:mod:`brainpipe.training.distributed`), every rank trains on its share of each global batch of ``batch_size``
+examples (the same permutation on every rank), gradients are summed over ranks (weighted by each rank's share) and
+the loss history is the global batch's, so the run follows one process's run on the same global batches up to float
+rounding; randomness inside ``loss_fn`` (masks, dropout) comes from a per-rank stream (rank 0's is the
+single-process one), so results are deterministic for a given world size. Rank 0 writes the checkpoints (with
+every rank's RNG state) and computes the validation loss, which every rank receives; every rank restores from a
+checkpoint. A checkpoint of an unfinished run written with another world size is refused in one line.
 """
 
 from __future__ import annotations
@@ -31,8 +40,9 @@ from torch import nn
 
 from brainpipe._docs import fill_doc
 from brainpipe.errors import BrainpipeError, ConfigError, InputError
-from brainpipe.training.checkpoint import Checkpointer, fingerprint_of
+from brainpipe.training.checkpoint import Checkpointer, Preempted, fingerprint_of
 from brainpipe.training.device import autocast, resolve_device, resolve_precision, to_device
+from brainpipe.training.distributed import current as current_comm
 
 log_ = logging.getLogger("brainpipe.training")
 _RUNTIME_ONLY = ("device", "progress", "checkpoint_every_s")  # settings that do not change what is computed
@@ -154,6 +164,10 @@ class TrainResult:
         ``"fp32"`` or ``"bf16"``.
     seconds : float
         Wall time of this call.
+    world_size : int
+        Training processes (1: not distributed).
+    backend : str
+        The ``torch.distributed`` backend (``"gloo"``, ``"nccl"``; ``"none"`` when not distributed).
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
@@ -166,6 +180,8 @@ class TrainResult:
     device: str = "cpu"
     precision: str = "fp32"
     seconds: float = 0.0
+    world_size: int = 1
+    backend: str = "none"
 
 
 class _Tensors:
@@ -313,6 +329,9 @@ def train(
     logger = log or log_
     t0 = time.perf_counter()
     dev = resolve_device(cfg.device)
+    comm = current_comm()
+    if comm is not None and dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", comm.local_rank)
     prec = resolve_precision(cfg.precision, dev)
     src, collate = _source(train_data, collate_fn)
     n = len(src)
@@ -327,6 +346,8 @@ def train(
         if len(val) == 0:
             val = None
     model.to(dev)
+    if comm is not None:
+        comm.broadcast_module(model)
     params = (
         list(parameters) if parameters is not None else [p for p in model.parameters() if p.requires_grad]
     )
@@ -343,6 +364,8 @@ def train(
     bs = cfg.batch_size
     n_batches = math.ceil(n / bs)
     res = TrainResult(device=str(dev), precision=prec)
+    if comm is not None:
+        res.world_size, res.backend = comm.world, comm.backend
     st = {
         "epoch": 0,
         "batch": 0,
@@ -354,13 +377,21 @@ def train(
         "best": None,
     }
     best_state: dict[str, torch.Tensor] | None = None
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed if comm is None else cfg.seed + 7_368_787 * comm.rank)
     saved = ckpt.load()
     if saved is not None:
+        world = 1 if comm is None else comm.world
+        if int(saved.get("world_size", 1)) != world and not saved.get("finished"):
+            raise InputError(
+                f"{ckpt.path}: checkpoint of a run with {int(saved.get('world_size', 1))} training process(es), "
+                f"this run has {world}: set training.distributed back to {int(saved.get('world_size', 1))} "
+                "process(es) to resume it, or delete the file to start afresh"
+            )
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
-        _set_rng_state(saved["rng"], dev)
+        if not saved.get("finished"):
+            _set_rng_state(saved["rng_ranks"][comm.rank] if comm is not None else saved["rng"], dev)
         st.update(saved["loop"])
         res.history = list(saved["history"])
         best_state = saved.get("best_model")
@@ -370,7 +401,7 @@ def train(
             return _finish(model, best_state, res, st, t0, logger)
 
     def state() -> dict[str, Any]:
-        return {
+        out = {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
@@ -380,9 +411,29 @@ def train(
             "best_model": best_state,
             "finished": False,
         }
+        if comm is not None:  # collective: every rank calls it at the same step
+            out["rng_ranks"] = comm.gather_rng(out["rng"])
+            out["world_size"] = comm.world
+            out["backend"] = comm.backend
+        return out
+
+    def save_all(stop: bool, finished: bool = False) -> None:
+        """Distributed: every rank's RNG to rank 0, rank 0 writes, all wait; then Preempted if asked to stop."""
+        if ckpt.enabled:
+            s = state()
+            s["finished"] = finished
+            if comm.is_main:
+                ckpt.save(s)
+            comm.barrier()
+        if stop:
+            raise Preempted(
+                f"stopped by SIGTERM; checkpoint written to {ckpt.path}: rerun the same command to resume"
+                if ckpt.enabled
+                else "stopped by SIGTERM (no checkpoint configured: a rerun starts afresh)"
+            )
 
     bar = None
-    if cfg.progress and sys.stderr.isatty():
+    if cfg.progress and sys.stderr.isatty() and (comm is None or comm.is_main):
         from tqdm.auto import tqdm
 
         bar = tqdm(
@@ -401,6 +452,29 @@ def train(
                 perm = torch.randperm(n, generator=g)
                 for b in range(st["batch"], n_batches):
                     idx = perm[b * bs : (b + 1) * bs]
+                    if comm is not None:
+                        done = _dist_step(
+                            comm,
+                            src,
+                            collate,
+                            idx,
+                            model,
+                            loss_fn,
+                            opt,
+                            sched,
+                            params,
+                            cfg,
+                            dev,
+                            prec,
+                            st,
+                            ckpt,
+                            bar,
+                            b,
+                            save_all,
+                        )
+                        if done:
+                            break
+                        continue
                     batch = to_device(_batch(src, collate, idx), dev)
                     with autocast(dev, prec):
                         loss, extra = _loss_of(loss_fn(model, batch))
@@ -435,7 +509,14 @@ def train(
                 }
                 row.update({k: v / max(st["loss_n"], 1) for k, v in st["extra"].items()})
                 if val is not None or val_fn is not None:
-                    v = _evaluate(model, val, val_collate, loss_fn, val_fn, cfg, dev, prec)
+                    if comm is None:
+                        v = _evaluate(model, val, val_collate, loss_fn, val_fn, cfg, dev, prec)
+                    else:  # rank 0 scores, every rank gets its figure (the same early-stopping decisions)
+                        v = comm.broadcast_float(
+                            _evaluate(model, val, val_collate, loss_fn, val_fn, cfg, dev, prec)
+                            if comm.is_main
+                            else 0.0
+                        )
                     row["val_loss"] = v
                     if st["best"] is None or v < st["best"] - cfg.min_delta:
                         st["best"], st["bad"] = v, 0
@@ -456,14 +537,70 @@ def train(
                     st["stopped_early"] = True
                     logger.info("early stop: no validation improvement in %d epochs", cfg.patience)
                     break
-                ckpt.maybe_save(state, force=True)
-            final = state()
-            final["finished"] = True
-            ckpt.save(final)
+                if comm is None:
+                    ckpt.maybe_save(state, force=True)
+                else:
+                    save_all(stop=comm.all_sum([float(ckpt.stop_requested)])[0] > 0)
+            if comm is None:
+                final = state()
+                final["finished"] = True
+                ckpt.save(final)
+            else:
+                save_all(stop=False, finished=True)
     finally:
         if bar is not None:
             bar.close()
     return _finish(model, best_state, res, st, t0, logger)
+
+
+def _dist_step(
+    comm, src, collate, idx, model, loss_fn, opt, sched, params, cfg, dev, prec, st, ckpt, bar, b, save_all
+) -> bool:
+    """One data-parallel step on the global batch ``idx``; returns True when ``max_steps`` is reached."""
+    local, weight = comm.shard(idx)
+    batch = to_device(_batch(src, collate, local), dev)
+    with autocast(dev, prec):
+        loss, extra = _loss_of(loss_fn(model, batch))
+    keys = sorted(extra)
+    value = float(loss.detach().float())
+    n_eff = len(local) if weight > 0 else 0
+    finite = math.isfinite(value)
+    sums = comm.all_sum(
+        [
+            value * n_eff if finite else 0.0,
+            n_eff,
+            0.0 if finite else 1.0,
+            float(ckpt.stop_requested),
+            float(comm.is_main and ckpt.due()),
+        ]
+        + [extra[k] * n_eff for k in keys]
+    )
+    if sums[2] > 0:
+        raise BrainpipeError(
+            f"training diverged: the loss is not finite on {int(sums[2])} of {comm.world} process(es) at step "
+            f"{st['step']} (epoch {st['epoch']}); lower lr (now {cfg.lr}) or check the inputs for extreme values"
+        )
+    opt.zero_grad(set_to_none=True)
+    (loss * weight).backward()
+    comm.reduce_grads(params)
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt.step()
+    sched.step()
+    st["step"] += 1
+    st["batch"] = b + 1
+    st["loss_sum"] += sums[0]
+    st["loss_n"] += int(round(sums[1]))
+    for k, v in zip(keys, sums[5:], strict=True):
+        st["extra"][k] = st["extra"].get(k, 0.0) + v
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{sums[0] / max(sums[1], 1):.4g}", refresh=False)
+    if cfg.max_steps is not None and st["step"] >= cfg.max_steps:
+        return True
+    if sums[3] > 0 or sums[4] > 0:
+        save_all(stop=sums[3] > 0)
+    return False
 
 
 def _finish(model, best_state, res: TrainResult, st: dict, t0: float, logger) -> TrainResult:

@@ -1,0 +1,571 @@
+"""Data-parallel training with ``torch.distributed``: settings, capacity checks, rendezvous, launching, collectives.
+
+:func:`brainpipe.training.train` trains data-parallel whenever a process group is initialised (:func:`current`):
+every rank takes its share of each global batch (the same seeded permutation everywhere, split with
+``torch.tensor_split``: a distributed sampler whose union over ranks is exactly one process's batch), the local loss
+is weighted by the rank's share of the batch, and the gradients are summed over ranks in one flat all-reduce per
+step, so the step equals one process's step on the global batch up to float rounding. Rank 0 writes the checkpoints
+(atomically, with every rank's RNG state); every rank restores from them. Gloo on CPUs, NCCL on GPUs (one device
+per process, ``cuda:<local rank>``).
+
+The gradients are reduced explicitly rather than by wrapping the model in ``DistributedDataParallel``: the loop's
+``loss_fn(model, batch)`` may call any method of the model (``encode``, ``mask``, a head), and DDP synchronises only
+through ``forward``. One all-reduce of every gradient flattened into one buffer is what DDP's bucketing does without
+the overlap with the backward pass; parameters without a gradient on every rank stay without one (AdamW then skips
+them, as in one process).
+
+Launching: :func:`spawn` starts ``processes`` ranks on this machine (laptop, workstation, tests);
+:func:`rendezvous` reads the rank, world and master address from ``torchrun``'s variables or, under SLURM (one task
+per rank, ``srun``), from SLURM's (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``, ``SLURM_JOB_NODELIST``,
+``SLURM_JOB_ID``), naming any variable that is missing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from brainpipe.errors import ConfigError, InputError
+
+__all__ = [
+    "Comm",
+    "DistributedSettings",
+    "check_capacity",
+    "current",
+    "free_port",
+    "init",
+    "rendezvous",
+    "shutdown",
+    "spawn",
+    "usable_cpus",
+    "wants_cuda",
+]
+
+log_ = logging.getLogger("brainpipe.training")
+KEY = "training.distributed"
+
+
+@dataclass(frozen=True)
+class DistributedSettings:
+    """The study's ``training.distributed`` section.
+
+    Parameters
+    ----------
+    processes_per_node : int
+        Training processes on each node (0 or 1 with ``nodes`` 1: off, one ordinary process).
+    nodes : int
+        Nodes (several only under SLURM).
+    backend : {"auto", "gloo", "nccl"}
+        ``auto``: NCCL when the processes train on CUDA devices, else gloo.
+    """
+
+    processes_per_node: int = 1
+    nodes: int = 1
+    backend: str = "auto"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, source: str = KEY) -> DistributedSettings:
+        """Build checked settings from the config section.
+
+        Parameters
+        ----------
+        d : mapping or None
+            ``processes_per_node``, ``nodes``, ``backend`` (missing ones take their defaults; None: off).
+        source : str, default "training.distributed"
+            The config key named in errors.
+
+        Returns
+        -------
+        DistributedSettings
+            The settings.
+
+        Raises
+        ------
+        brainpipe.errors.ConfigError
+            An unknown key or a value out of range (one line naming the key).
+        """
+        d = dict(d or {})
+        bad = sorted(set(d) - {"processes_per_node", "nodes", "backend"})
+        if bad:
+            raise ConfigError(
+                f"{source}: unknown key '{bad[0]}' (allowed: backend, nodes, processes_per_node)"
+            )
+        s = cls(**d)
+        for key in ("processes_per_node", "nodes"):
+            v = getattr(s, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{source}.{key}: {v!r} is not an integer >= 1")
+        if s.backend not in ("auto", "gloo", "nccl"):
+            raise ConfigError(f"{source}.backend: {s.backend!r} is not one of auto, gloo, nccl")
+        return s
+
+    @property
+    def world_size(self) -> int:
+        """Processes in all (``processes_per_node * nodes``)."""
+        return self.processes_per_node * self.nodes
+
+    @property
+    def enabled(self) -> bool:
+        """Whether training runs in more than one process."""
+        return self.world_size > 1
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask; SLURM's allocation on a cluster).
+
+    Returns
+    -------
+    int
+        The number of cores.
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def wants_cuda(device: str | None) -> bool:
+    """Whether a training ``device`` setting will train on CUDA here.
+
+    Parameters
+    ----------
+    device : str or None
+        ``auto``/None, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Returns
+    -------
+    bool
+        True for ``cuda*``, and for ``auto`` when a CUDA device is present.
+    """
+    if device in (None, "auto"):
+        return torch.cuda.is_available()
+    return str(device).startswith("cuda")
+
+
+def check_capacity(processes: int, device: str | None = "auto", source: str = KEY) -> None:
+    """Refuse more processes on this node than it has devices for.
+
+    On CUDA every process needs its own GPU; on the CPU every process needs at least one core.
+
+    Parameters
+    ----------
+    processes : int
+        Processes requested on this node.
+    device : str or None, default "auto"
+        The training device setting (see :func:`wants_cuda`).
+    source : str, default "training.distributed"
+        The config section named in the message.
+
+    Raises
+    ------
+    brainpipe.errors.ConfigError
+        Fewer GPUs (or CPU cores) than processes: one line naming the key and both counts.
+    """
+    if wants_cuda(device):
+        have, what = torch.cuda.device_count(), "CUDA device(s) are visible"
+    else:
+        have, what = usable_cpus(), "CPU core(s) are usable"
+    if processes > have:
+        raise ConfigError(
+            f"{source}.processes_per_node = {processes}, but only {have} {what} on this node: "
+            f"lower it to {have} or run where there are {processes}"
+        )
+
+
+def _nodelist_head(nodelist: str) -> str:
+    """The first host of a SLURM node list (``node[03-05,9],gpu1`` -> ``node03``), via scontrol when present."""
+    exe = shutil.which("scontrol")
+    if exe is not None:
+        try:
+            out = subprocess.run(
+                [exe, "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30, check=True
+            ).stdout.split()
+            if out:
+                return out[0]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    first = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if first is None:
+        raise InputError(f"SLURM_JOB_NODELIST={nodelist!r}: not a SLURM node list")
+    prefix, ranges = first.group(1), first.group(2)
+    if not ranges:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0]
+
+
+def rendezvous(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Where this process sits in the job: from ``torchrun``'s variables, else from SLURM's.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment (default: ``os.environ``).
+
+    Returns
+    -------
+    dict
+        ``rank``, ``world_size``, ``local_rank``, ``master_addr``, ``master_port``, ``launcher``
+        (``"torchrun"``, ``"slurm"``) — or an empty dict outside any launcher (one ordinary process).
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        Under SLURM (``SLURM_JOB_ID`` set, several tasks), a variable needed to meet the other ranks is missing: one
+        line naming it.
+    """
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return {
+            "rank": int(env["RANK"]),
+            "world_size": int(env["WORLD_SIZE"]),
+            "local_rank": int(env.get("LOCAL_RANK", env["RANK"])),
+            "master_addr": env.get("MASTER_ADDR", "127.0.0.1"),
+            "master_port": int(env.get("MASTER_PORT", 29500)),
+            "launcher": "torchrun",
+        }
+    if not env.get("SLURM_JOB_ID"):
+        return {}
+    need = ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+    for var in need:
+        if not env.get(var):
+            raise InputError(
+                f"SLURM: {var} is not set, so this task cannot meet the other ranks; launch the training "
+                "with srun (one task per process) inside the job"
+            )
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if not nodelist:
+        raise InputError(
+            "SLURM: SLURM_JOB_NODELIST is not set, so the ranks have no master address; launch the training "
+            "with srun inside the job"
+        )
+    job = int(re.sub(r"\D", "", env["SLURM_JOB_ID"]) or 0)
+    return {
+        "rank": int(env["SLURM_PROCID"]),
+        "world_size": int(env["SLURM_NTASKS"]),
+        "local_rank": int(env["SLURM_LOCALID"]),
+        "master_addr": env.get("MASTER_ADDR") or _nodelist_head(nodelist),
+        "master_port": int(env.get("MASTER_PORT") or 20000 + job % 20000),
+        "launcher": "slurm",
+    }
+
+
+class Comm:
+    """This process's view of an initialised process group: rank, world size, backend, and the loop's collectives.
+
+    Parameters
+    ----------
+    local_rank : int, default 0
+        The rank on this node (the CUDA device index with NCCL).
+    """
+
+    def __init__(self, local_rank: int = 0):
+        self.rank = dist.get_rank()
+        self.world = dist.get_world_size()
+        self.local_rank = int(local_rank)
+        self.backend = str(dist.get_backend())
+        self.device = torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes."""
+        return self.rank == 0
+
+    def shard(self, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """This rank's part of a global batch, and its weight (its share of the batch's examples).
+
+        A rank left without an example (a last batch smaller than the world) gets the batch's first example with
+        weight 0, so that it still takes part in the all-reduce without changing the result.
+
+        Parameters
+        ----------
+        idx : torch.Tensor
+            The global batch's example indices.
+
+        Returns
+        -------
+        tuple of (torch.Tensor, float)
+            The local indices and their weight.
+        """
+        local = torch.tensor_split(idx, self.world)[self.rank]
+        if len(local) == 0:
+            return idx[:1], 0.0
+        return local, len(local) / len(idx)
+
+    def all_sum(self, values: Sequence[float]) -> list[float]:
+        """Sum a short vector of floats over ranks (float64).
+
+        Parameters
+        ----------
+        values : sequence of float
+            This rank's values.
+
+        Returns
+        -------
+        list of float
+            The sums, the same on every rank.
+        """
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.cpu().tolist()
+
+    def broadcast_float(self, value: float) -> float:
+        """Rank 0's ``value`` on every rank.
+
+        Parameters
+        ----------
+        value : float
+            The value (used on rank 0 only).
+
+        Returns
+        -------
+        float
+            Rank 0's value.
+        """
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.broadcast(t, 0)
+        return float(t.item())
+
+    def broadcast_module(self, model: torch.nn.Module) -> None:
+        """Give every rank rank 0's parameters and buffers (as DDP does when it wraps a model).
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The model, on this rank's device.
+        """
+        with torch.no_grad():
+            for t in list(model.parameters()) + list(model.buffers()):
+                dist.broadcast(t.data, 0)
+
+    def reduce_grads(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """Sum the gradients over ranks in one flat all-reduce.
+
+        A parameter without a gradient on any rank keeps none; one with a gradient on some ranks only gets the sum
+        (zeros for the others).
+
+        Parameters
+        ----------
+        params : sequence of torch.nn.Parameter
+            The trained parameters (the same order on every rank).
+        """
+        parts, flags = [], []
+        for p in params:
+            g = p.grad
+            flags.append(0.0 if g is None else 1.0)
+            parts.append(
+                torch.zeros(p.numel(), dtype=p.dtype, device=p.device) if g is None else g.reshape(-1)
+            )
+        flat = torch.cat([torch.cat(parts).float(), torch.tensor(flags, device=parts[0].device)])
+        dist.all_reduce(flat)
+        off = 0
+        n_all = len(flat) - len(flags)
+        for i, p in enumerate(params):
+            n = p.numel()
+            if float(flat[n_all + i]) > 0:
+                g = flat[off : off + n].view_as(p).to(p.dtype)
+                if p.grad is None:
+                    p.grad = g.clone()
+                else:
+                    p.grad.copy_(g)
+            off += n
+
+    def gather_rng(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every rank's RNG state, in rank order (for rank 0's checkpoint).
+
+        Parameters
+        ----------
+        state : dict
+            This rank's RNG state (tensors).
+
+        Returns
+        -------
+        list of dict
+            The states of ranks 0..world-1 (on the CPU).
+        """
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, {k: v.cpu() for k, v in state.items()})
+        return out
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+        if self.backend == "nccl":
+            dist.barrier(device_ids=[self.local_rank])
+        else:
+            dist.barrier()
+
+
+_COMM: Comm | None = None
+
+
+def current() -> Comm | None:
+    """The process group this process trains in, or None (one ordinary process).
+
+    Returns
+    -------
+    Comm or None
+        The rank, world size and backend of the initialised group.
+    """
+    global _COMM
+    if not (dist.is_available() and dist.is_initialized()):
+        _COMM = None
+        return None
+    if _COMM is None:
+        _COMM = Comm(int(os.environ.get("LOCAL_RANK", 0)))
+    return _COMM
+
+
+def init(
+    backend: str = "auto",
+    device: str | None = "auto",
+    environ: Mapping[str, str] | None = None,
+    timeout_s: float = 600.0,
+) -> Comm | None:
+    """Join the process group described by the environment (:func:`rendezvous`).
+
+    Parameters
+    ----------
+    backend : {"auto", "gloo", "nccl"}, default "auto"
+        ``auto``: NCCL when training on CUDA (:func:`wants_cuda`), else gloo.
+    device : str or None, default "auto"
+        The training device setting.
+    environ : mapping, optional
+        The environment (default: ``os.environ``).
+    timeout_s : float, default 600.0
+        How long the ranks wait for each other.
+
+    Returns
+    -------
+    Comm or None
+        The group; None outside any launcher.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        A missing rendezvous variable under SLURM.
+    brainpipe.errors.ConfigError
+        NCCL without CUDA, or more processes on this node than devices.
+    """
+    global _COMM
+    if dist.is_initialized():
+        return current()
+    where = rendezvous(environ)
+    if not where:
+        return None
+    cuda = wants_cuda(device)
+    if backend == "auto":
+        backend = "nccl" if cuda else "gloo"
+    if backend == "nccl" and not torch.cuda.is_available():
+        raise ConfigError(f"{KEY}.backend: nccl needs CUDA devices and none is present here (use gloo)")
+    if cuda:
+        n = torch.cuda.device_count()
+        if where["local_rank"] >= n:
+            raise ConfigError(
+                f"{KEY}.processes_per_node: local rank {where['local_rank']} has no GPU of its own "
+                f"(only {n} CUDA device(s) are visible on this node)"
+            )
+        torch.cuda.set_device(where["local_rank"])
+    os.environ["MASTER_ADDR"] = str(where["master_addr"])
+    os.environ["MASTER_PORT"] = str(where["master_port"])
+    os.environ["LOCAL_RANK"] = str(where["local_rank"])
+    dist.init_process_group(
+        backend,
+        init_method="env://",
+        rank=where["rank"],
+        world_size=where["world_size"],
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
+    _COMM = Comm(where["local_rank"])
+    log_.info(
+        "rank %d of %d (%s, %s, master %s:%s)",
+        _COMM.rank,
+        _COMM.world,
+        backend,
+        where["launcher"],
+        where["master_addr"],
+        where["master_port"],
+    )
+    return _COMM
+
+
+def shutdown() -> None:
+    """Leave the process group (no-op when none)."""
+    global _COMM
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _COMM = None
+
+
+def free_port() -> int:
+    """A free TCP port on this machine, for a local rendezvous.
+
+    Returns
+    -------
+    int
+        The port.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rank_main(rank: int, fn: Callable, args: tuple, world: int, port: int, backend: str, device) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    init(backend, device)
+    try:
+        fn(*args)
+    finally:
+        shutdown()
+
+
+def spawn(
+    fn: Callable, args: tuple = (), processes: int = 2, backend: str = "auto", device: str | None = "auto"
+) -> None:
+    """Run ``fn(*args)`` in ``processes`` new processes on this machine, each a rank of one process group.
+
+    Parameters
+    ----------
+    fn : callable
+        A module-level function (it is pickled to the new processes).
+    args : tuple, default ()
+        Its arguments (picklable).
+    processes : int, default 2
+        The world size.
+    backend : {"auto", "gloo", "nccl"}, default "auto"
+        The backend (see :func:`init`).
+    device : str or None, default "auto"
+        The training device setting (capacity is checked against it first).
+
+    Raises
+    ------
+    brainpipe.errors.ConfigError
+        More processes than this machine has devices for (:func:`check_capacity`).
+    torch.multiprocessing.ProcessRaisedException
+        A rank failed (its traceback is in the message).
+    """
+    check_capacity(processes, device)
+    import torch.multiprocessing as mp
+
+    mp.spawn(
+        _rank_main,
+        args=(fn, args, processes, free_port(), backend, device),
+        nprocs=processes,
+        join=True,
+    )

@@ -1,0 +1,210 @@
+"""Data-parallel training (brainpipe.training.distributed) on the CPU with gloo: 2 processes on one global batch
+follow 1 process, a preempted distributed run resumes to the same weights bit for bit, and the bad inputs
+(too many processes, a checkpoint of another world size, a SLURM job without its rendezvous variables).
+
+One spawn of 2 ranks runs every distributed fit in sequence (about 5 s); the single-process references run here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+from brainpipe.errors import ConfigError, InputError
+from brainpipe.training import TrainConfig, train
+from brainpipe.training.checkpoint import Preempted
+from brainpipe.training.distributed import (
+    DistributedSettings,
+    check_capacity,
+    current,
+    rendezvous,
+    spawn,
+    usable_cpus,
+)
+
+# tolerance of the 1-process vs 2-process comparison: the global batch's gradient is the same sum of per-example
+# gradients, added in another order (float32), so losses agree to ~1e-7 relative; 1e-5 leaves room for BLAS paths
+RTOL = 1e-5
+CFG = dict(
+    max_epochs=4,
+    batch_size=8,  # 29 examples: batches of 8, 8, 8 and 5 (the last split 3 + 2 over two ranks)
+    lr=1e-2,
+    patience=None,
+    device="cpu",
+    progress=False,
+    checkpoint_every_s=1e9,
+    seed=3,
+)
+KILL_AT_CALL = 7  # rank 1 gets SIGTERM in its 7th training step: epoch 1, batch 3 of 4 (mid-epoch)
+_CALLS = {"n": 0, "kill": False}
+
+
+def _data():
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(37, 6, generator=g)
+    y = x @ torch.randn(6, 2, generator=g) + 0.1 * torch.randn(37, 2, generator=g)
+    return (x[:29], y[:29]), (x[29:], y[29:])
+
+
+def _model(dropout: float = 0.0) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Dropout(dropout), nn.Linear(16, 2))
+
+
+def _mse(model, batch):
+    x, y = batch
+    if model.training:
+        _CALLS["n"] += 1
+        if _CALLS["kill"] and _CALLS["n"] == KILL_AT_CALL:
+            os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends before preempting: one rank gets it first
+    return ((model(x) - y) ** 2).mean()
+
+
+def _fit(dropout=0.0, checkpoint=None, kill=False):
+    (tr, va) = _data()
+    model = _model(dropout)
+    _CALLS.update(n=0, kill=kill)
+    res = train(model, tr, _mse, TrainConfig(**CFG), val_data=va, checkpoint=checkpoint)
+    return model, res
+
+
+def _worker(out: str, folder: str) -> None:
+    """Every distributed fit of this file, on each of 2 ranks; rank 0 saves what the tests compare."""
+    comm = current()
+    found = {"world": comm.world, "backend": comm.backend}
+    model, res = _fit()
+    found["plain"] = {"history": res.history, "weights": model.state_dict(), "world": res.world_size}
+    model, res = _fit()
+    found["again"] = {"history": res.history, "weights": model.state_dict()}
+    model, res = _fit(dropout=0.3, checkpoint=os.path.join(folder, "full.pt"))
+    found["full"] = {"history": res.history, "weights": model.state_dict()}
+    ckpt = os.path.join(folder, "cut.pt")
+    try:
+        _fit(dropout=0.3, checkpoint=ckpt, kill=comm.rank == 1)
+        found["preempted"] = False
+    except Preempted:
+        found["preempted"] = True
+    if comm.is_main:
+        shutil.copy(ckpt, os.path.join(folder, "cut-world2.pt"))
+    comm.barrier()
+    model, res = _fit(dropout=0.3, checkpoint=ckpt)
+    found["resumed"] = {
+        "history": res.history,
+        "weights": model.state_dict(),
+        "from_step": res.resumed_from_step,
+    }
+    if comm.is_main:
+        torch.save(found, out)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ddp")
+    out = folder / "found.pt"
+    spawn(_worker, (str(out), str(folder)), processes=2, backend="gloo", device="cpu")
+    return torch.load(out, weights_only=True), folder
+
+
+def _close(a, b):
+    return abs(a - b) <= RTOL * max(abs(a), abs(b), 1e-12)
+
+
+def test_two_processes_follow_one_process_on_the_global_batch(two_ranks):
+    found, _ = two_ranks
+    assert found["world"] == 2 and found["backend"] == "gloo" and found["plain"]["world"] == 2
+    model, res = _fit()
+    assert res.world_size == 1 and res.backend == "none"
+    two = found["plain"]["history"]
+    assert len(two) == len(res.history) == CFG["max_epochs"]
+    for r1, r2 in zip(res.history, two, strict=True):
+        assert r1["step"] == r2["step"]
+        assert _close(r1["train_loss"], r2["train_loss"]), (r1, r2)
+        assert _close(r1["val_loss"], r2["val_loss"]), (r1, r2)
+    assert res.history[-1]["train_loss"] < 0.8 * res.history[0]["train_loss"]  # it did learn
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(found["plain"]["weights"][k], v, rtol=RTOL, atol=1e-6)
+
+
+def test_distributed_runs_are_deterministic_for_a_world_size(two_ranks):
+    found, _ = two_ranks
+    assert found["plain"]["history"] == found["again"]["history"]
+    for k, v in found["plain"]["weights"].items():
+        assert torch.equal(v, found["again"]["weights"][k])
+
+
+def test_a_preempted_distributed_run_resumes_to_the_same_weights(two_ranks):
+    found, _ = two_ranks
+    assert found["preempted"]
+    n_batches = 4
+    step = found["resumed"]["from_step"]
+    assert step == KILL_AT_CALL and step % n_batches != 0  # stopped mid-epoch, at the step rank 1 was told to
+    assert found["resumed"]["history"] == found["full"]["history"]
+    for k, v in found["full"]["weights"].items():
+        assert torch.equal(v, found["resumed"]["weights"][k]), k
+    # dropout draws differ per rank: the dropout run is not the plain one (the RNG streams were restored, not reset)
+    assert found["full"]["history"] != found["plain"]["history"]
+
+
+def test_a_checkpoint_of_another_world_size_is_refused_in_one_line(two_ranks):
+    _, folder = two_ranks
+    ckpt = folder / "cut-world2.pt"
+    with pytest.raises(InputError, match=r"cut-world2\.pt: checkpoint of a run with 2 training process") as e:
+        _fit(dropout=0.3, checkpoint=ckpt)
+    assert "\n" not in str(e.value) and "training.distributed" in str(e.value)
+
+
+def test_more_processes_than_devices_is_one_line_naming_key_and_count():
+    n = usable_cpus()
+    with pytest.raises(
+        ConfigError, match=rf"training\.distributed\.processes_per_node = {n + 1}, but only {n} CPU"
+    ):
+        check_capacity(n + 1, "cpu")
+    check_capacity(n, "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"processes_per_node = 2, but only 0 CUDA device"):
+            check_capacity(2, "cuda")
+    with pytest.raises(ConfigError, match=rf"processes_per_node = {n + 1}"):
+        spawn(_worker, ("x", "y"), processes=n + 1, device="cpu")  # refused before any process starts
+
+
+SLURM = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_NTASKS": "4",
+    "SLURM_PROCID": "3",
+    "SLURM_LOCALID": "1",
+    "SLURM_JOB_NODELIST": "gpu[07-08],cpu1",
+}
+
+
+def test_slurm_rendezvous_comes_from_the_slurm_environment():
+    where = rendezvous(SLURM)
+    assert where["rank"] == 3 and where["world_size"] == 4 and where["local_rank"] == 1
+    assert where["master_addr"] in ("gpu07",) and 20000 <= where["master_port"] < 40000
+    assert where["launcher"] == "slurm"
+    assert rendezvous({}) == {}  # one ordinary process
+    assert (
+        rendezvous({"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1234"})["rank"] == 1
+    )
+
+
+@pytest.mark.parametrize("missing", ["SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST"])
+def test_a_missing_slurm_rendezvous_variable_is_named(missing):
+    env = {k: v for k, v in SLURM.items() if k != missing}
+    with pytest.raises(InputError, match=missing) as e:
+        rendezvous(env)
+    assert "\n" not in str(e.value)
+
+
+def test_distributed_settings_are_checked():
+    s = DistributedSettings.from_dict({"processes_per_node": 2, "nodes": 3})
+    assert s.world_size == 6 and s.enabled
+    assert not DistributedSettings.from_dict(None).enabled
+    with pytest.raises(ConfigError, match=r"training\.distributed: unknown key 'gpus'"):
+        DistributedSettings.from_dict({"gpus": 2})
+    with pytest.raises(ConfigError, match=r"training\.distributed\.nodes: 0 is not an integer >= 1"):
+        DistributedSettings.from_dict({"nodes": 0})
