@@ -57,6 +57,10 @@ __all__ = [
 ]
 
 LOG = logging.getLogger("brainpipe.models.connectome")
+#: above this fraction of zero observed affinities the fit warns (and ``affinity_zero_fraction`` records it): by
+#: construction (communities co-active in a third of the windows, a few % of the pairs) the default simulated study
+#: sits near 0.93, the issue's freely moving animals at 0.98
+ZERO_WARN = 0.95
 
 
 def _coords(ds: xr.Dataset) -> dict[str, np.ndarray]:
@@ -80,7 +84,8 @@ class DynamicConnectome(Estimator):
         Random restarts per rank.
     stability_threshold : float, default 0.95
         The selected rank is the largest whose stability (mean FMS of the other restarts against the best one)
-        reaches it; the smallest rank if none does.
+        reaches it; if none does, the smallest rank, flagged (``rank_is_stable_`` False, a warning, and
+        ``rank_is_stable = 0`` in the fit's attributes).
     n_iter_max : int, default 300
         Most HALS iterations per fit (see :func:`masked_ncp_hals`).
     tol : float, default 1e-6
@@ -100,6 +105,10 @@ class DynamicConnectome(Estimator):
     ----------
     rank_ : int
         The selected rank.
+    rank_is_stable_ : bool
+        Whether any candidate rank reached ``stability_threshold``.
+    zero_fraction_ : float
+        Fraction of the observed affinity entries that are 0 (a warning above :data:`ZERO_WARN`).
     weights_ : torch.Tensor
         (R,) component weights of the selected rank, on ``device_``.
     factors_ : list of torch.Tensor
@@ -186,6 +195,15 @@ class DynamicConnectome(Estimator):
             raise InputError(
                 "connectome: every affinity is 0 (no co-active pairs); lower null_z or check the traces"
             )
+        observed = np.broadcast_to(mask.cpu().numpy(), X.shape)
+        self.zero_fraction_ = float((X.cpu().numpy()[observed] == 0).mean()) if observed.any() else 1.0
+        if self.zero_fraction_ > ZERO_WARN:
+            LOG.warning(
+                "%.1f %% of the observed affinities are 0 (more than %.0f %%): the threshold may leave too little "
+                "to factorise; lower calcium.connectome.affinity.null_z or lengthen window_s",
+                100 * self.zero_fraction_,
+                100 * ZERO_WARN,
+            )
         self.device_ = dev
         self.fits_: dict[int, list[NCPResult]] = {}
         self.stability_: dict[int, float] = {}
@@ -218,7 +236,15 @@ class DynamicConnectome(Estimator):
             )
         stable = [R for R in ranks if self.stability_[R] >= float(self.stability_threshold)]
         self.ranks_ = ranks
+        self.rank_is_stable_ = bool(stable)
         self.rank_ = max(stable) if stable else min(ranks)
+        if not stable:
+            LOG.warning(
+                "no rank reached the stability threshold %.3g (stability %s): rank %d returned, unstable",
+                float(self.stability_threshold),
+                {r: round(s, 3) for r, s in self.stability_.items()},
+                self.rank_,
+            )
         res = self.best_[self.rank_]
         self.weights_ = res.weights
         self.factors_ = res.factors
@@ -354,6 +380,14 @@ class DynamicConnectome(Estimator):
                 "model": "connectome_ntf",
                 "role": "fit",
                 "selected_rank": int(R),
+                "rank_is_stable": int(self.rank_is_stable_),
+                "rank_selection": (
+                    f"largest rank with stability >= {self.stability_threshold}"
+                    if self.rank_is_stable_
+                    else f"no rank reached stability {self.stability_threshold}: the smallest rank, unstable"
+                ),
+                "affinity_zero_fraction": self.zero_fraction_,
+                "affinity_zero_warning": int(self.zero_fraction_ > ZERO_WARN),
                 "stability_threshold": self.stability_threshold,
                 "restarts": self.restarts,
                 "device": str(self.device_),
@@ -390,6 +424,8 @@ class DynamicConnectome(Estimator):
         m.device_ = dev
         m.ranks_ = [int(r) for r in ds["rank"].values]
         m.rank_ = int(ds.attrs["selected_rank"])
+        m.rank_is_stable_ = bool(int(ds.attrs.get("rank_is_stable", 1)))
+        m.zero_fraction_ = float(ds.attrs.get("affinity_zero_fraction", np.nan))
         m.stability_ = {r: float(s) for r, s in zip(m.ranks_, ds["rank_stability"].values, strict=True)}
         m.best_ = {}
         for k, r in enumerate(m.ranks_):

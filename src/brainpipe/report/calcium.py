@@ -90,6 +90,59 @@ def alignment_html(fit) -> str:
     return facts(items) + table
 
 
+def _val(m, name: str) -> float | None:
+    if m is None or name not in m["metric"].values:
+        return None
+    v = float(m["value"].sel(metric=name))
+    return v if v == v else None
+
+
+def verdict_html(m, fit) -> str:
+    """One sentence on the NTF against its best baseline, and the fit's honest diagnostics.
+
+    Parameters
+    ----------
+    m : xarray.Dataset or None
+        The study's ``metrics`` (with ``*_vs_best_baseline`` when the animals were simulated).
+    fit : xarray.Dataset
+        The study's connectome fit.
+
+    Returns
+    -------
+    str
+        HTML paragraphs: whether the NTF beats the best baseline (static Louvain, windowed Louvain, NMF) on
+        community recovery and epoch detection and by how much; a warning line when no rank was stable or when
+        the affinity tensor is almost all zeros.
+    """
+    out = []
+    d_jac = _val(m, "community_jaccard_mean_vs_best_baseline")
+    d_ep = _val(m, "epoch_peak_fraction_vs_best_baseline")
+    if d_jac is not None and d_ep is not None:
+        best = max(
+            ("static_louvain", "windowed_louvain", "nmf"),
+            key=lambda b: _val(m, f"{b}_community_jaccard_mean") or 0.0,
+        )
+        word = "beats" if d_jac > 0 else ("is level with" if d_jac == 0 else "loses to")
+        out.append(
+            f"<p class='verdict'>The NTF {word} the best baseline ({best.replace('_', ' ')}) on community recovery: "
+            f"mean Jaccard {fmt(_val(m, 'community_jaccard_mean'))} vs {fmt(_val(m, f'{best}_community_jaccard_mean'))} "
+            f"({d_jac:+.3f}); epoch detection {d_ep:+.3f} against the best baseline.</p>"
+        )
+    if int(fit.attrs.get("rank_is_stable", 1)) == 0:
+        out.append(
+            f"<p class='warning'>No candidate rank reached the stability threshold "
+            f"{fmt(fit.attrs.get('stability_threshold'))}: the smallest rank ({fit.attrs['selected_rank']}) is "
+            "shown, and its factors are not reproducible across restarts.</p>"
+        )
+    if int(fit.attrs.get("affinity_zero_warning", 0)):
+        out.append(
+            f"<p class='warning'>{100 * float(fit.attrs['affinity_zero_fraction']):.1f} % of the observed "
+            "affinities are 0: the affinity threshold leaves little to factorise (lower null_z or lengthen "
+            "window_s).</p>"
+        )
+    return "".join(out)
+
+
 def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
     """The calcium section (``id="calcium"``).
 
@@ -125,6 +178,7 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
         study = attr(m, "dataset", "?") if m is not None else _name(f, "connectome_fit", "study")
         anchor = f"calcium-{study}"
         parts.append(f'<h3 id="{escape(anchor)}">{escape(study)}</h3>')
+        parts.append(verdict_html(m, fit))
         parts.append(
             _img(
                 rank_figure(fit),

@@ -18,8 +18,13 @@ Generative model per animal (frames at ``frame_rate_hz``):
    ``noise_sd`` x F0), with F0 ~ U(50, 150); neuropil N = a slow shared background + a slow per-cell part;
    the neuropil trace given is N plus a little noise.
 
-Truth (``model_fit``, role truth): ``membership(neuron, community)`` over all neurons, ``present(neuron)`` in this
-animal, ``epoch_start_s/epoch_stop_s(community)``, the planted ``spikes(time, cell)`` and ``dff_true(time, cell)``.
+Options where animals differ (all off by default): ``overlap`` (neurons in two communities), ``specific_communities``
+(communities co-active in one animal only), ``epoch_jitter`` (each animal's epoch timing), with ``present_fraction``
+(missing neurons).
+
+Truth (``model_fit``, role truth): ``membership(neuron, community)`` over all neurons, ``present(animal, neuron)``,
+``epoch_start_s/epoch_stop_s(community)`` of this animal, ``community_present(animal, community)`` and
+``animal_epoch_start_s/animal_epoch_stop_s(animal, community)`` of every animal, the planted ``spikes(time, cell)`` and ``dff_true(time, cell)``.
 """
 
 from __future__ import annotations
@@ -80,6 +85,16 @@ class CalciumCommunitiesParams:
         Neuropil contamination of the ROI signal (the true coefficient).
     bleach_fraction : float
         Linear bleaching of F0 over the session.
+    overlap : int
+        Neurons shared by consecutive communities (community r's last ``overlap`` members are community r+1's
+        first): a neuron in two communities active at different times, which a partition of the time-averaged
+        affinity cannot express.
+    specific_communities : int
+        The last ``specific_communities`` communities are co-active in one animal only (community r in animal
+        ``r % n_animals``); elsewhere their members fire only privately.
+    epoch_jitter : float
+        Each animal's epoch boundaries move by up to this fraction of an epoch (independently per animal and
+        boundary): epoch timing differs between animals.
     """
 
     animal: int = 0
@@ -99,6 +114,9 @@ class CalciumCommunitiesParams:
     noise_sd: float = 0.05
     neuropil_coef: float = 0.7
     bleach_fraction: float = 0.1
+    overlap: int = 0
+    specific_communities: int = 0
+    epoch_jitter: float = 0.0
 
     def memory_bytes(self) -> tuple[float, str]:
         """Estimated peak allocation (bytes) and the keys that drive it: float64 (frame, neuron) traces of one animal
@@ -112,7 +130,16 @@ class CalciumCommunitiesParams:
                 self.n_communities >= 1 and self.community_size >= 2,
                 "need n_communities >= 1 and community_size >= 2",
             ),
-            (self.n_communities * self.community_size <= self.n_neurons, "communities must fit in n_neurons"),
+            (0 <= self.overlap < self.community_size, "need 0 <= overlap < community_size"),
+            (
+                self.n_communities * (self.community_size - self.overlap) + self.overlap <= self.n_neurons,
+                "communities must fit in n_neurons",
+            ),
+            (
+                0 <= self.specific_communities <= self.n_communities,
+                "need 0 <= specific_communities <= n_communities",
+            ),
+            (0 <= self.epoch_jitter < 0.5, "epoch_jitter must be in [0, 0.5)"),
             (0 < self.present_fraction <= 1, "present_fraction must be in (0, 1]"),
             (self.n_frames >= 10 * self.n_communities, "n_frames must be >= 10 per community epoch"),
             (self.frame_rate_hz > 0 and self.tau_s > 0, "frame_rate_hz and tau_s must be > 0"),
@@ -132,11 +159,21 @@ class CalciumCommunitiesParams:
                 raise ConfigError(f"simulator 'calcium_communities': {msg}")
 
 
+def _layout(p: CalciumCommunitiesParams) -> np.ndarray:
+    """(n_neurons, n_communities) membership in layout order: community r holds positions r*stride ... +size."""
+    stride = p.community_size - p.overlap
+    mem = np.zeros((p.n_neurons, p.n_communities), dtype=np.int8)
+    for c in range(p.n_communities):
+        mem[c * stride : c * stride + p.community_size, c] = 1
+    return mem
+
+
 def _present(p: CalciumCommunitiesParams, rng_net: np.random.Generator) -> np.ndarray:
     """(n_animals, n_neurons) presence: each animal lacks a different ~(1-present_fraction) of the neurons,
     including some community members (at most a quarter of any community, so each stays detectable)."""
     n_missing = int(round((1 - p.present_fraction) * p.n_neurons))
     pres = np.ones((p.n_animals, p.n_neurons), dtype=bool)
+    layout = _layout(p)
     for a in range(p.n_animals):
         cand = rng_net.permutation(p.n_neurons)
         dropped: list[int] = []
@@ -144,14 +181,25 @@ def _present(p: CalciumCommunitiesParams, rng_net: np.random.Generator) -> np.nd
         for n in cand:
             if len(dropped) >= n_missing:
                 break
-            c = n // p.community_size
-            if c < p.n_communities:
-                if per_comm[c] >= max(1, p.community_size // 4):
+            cs = np.flatnonzero(layout[n])
+            if cs.size:
+                if np.any(per_comm[cs] >= max(1, p.community_size // 4)):
                     continue
-                per_comm[c] += 1
+                per_comm[cs] += 1
             dropped.append(int(n))
         pres[a, dropped] = False
     return pres
+
+
+def _epoch_edges(p: CalciumCommunitiesParams, rng_net: np.random.Generator) -> np.ndarray:
+    """(n_animals, n_communities + 1) epoch edges (frames) of every animal: equal epochs, the inner edges moved by
+    up to ``epoch_jitter`` of an epoch per animal."""
+    edges = np.linspace(0, p.n_frames, p.n_communities + 1)
+    out = np.tile(edges, (p.n_animals, 1))
+    if p.epoch_jitter > 0 and p.n_communities > 1:
+        step = p.n_frames / p.n_communities
+        out[:, 1:-1] += rng_net.uniform(-1, 1, (p.n_animals, p.n_communities - 1)) * p.epoch_jitter * step
+    return out.round().astype(int)
 
 
 @register("calcium_communities", CalciumCommunitiesParams, "calcium")
@@ -160,18 +208,23 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
     rng_net = np.random.default_rng([seed, 0])
     perm = rng_net.permutation(p.n_neurons)  # community members are scattered over the identities
     membership = np.zeros((p.n_neurons, p.n_communities), dtype=np.int8)
-    for c in range(p.n_communities):
-        membership[perm[c * p.community_size : (c + 1) * p.community_size], c] = 1
+    membership[perm] = _layout(p)
     order_ids = np.argsort(perm)  # position of each neuron in the community layout
-    pres_layout = _present(p, rng_net)  # in layout order (first community_size*n_comm are communities)
+    pres_layout = _present(p, rng_net)  # in layout order (the communities first)
     present = pres_layout[:, order_ids]  # back to identity order
+    all_edges = _epoch_edges(p, rng_net)
+    comm_present = np.ones((p.n_animals, p.n_communities), dtype=bool)
+    for c in range(p.n_communities - p.specific_communities, p.n_communities):
+        comm_present[:, c] = np.arange(p.n_animals) == c % p.n_animals
     rng = np.random.default_rng([seed, 1 + p.animal])
 
     T, N, fs = p.n_frames, p.n_neurons, p.frame_rate_hz
-    edges = np.linspace(0, T, p.n_communities + 1).round().astype(int)
+    edges = all_edges[p.animal]
     spikes = (rng.random((T, N)) < p.private_rate_hz / fs) * rng.exponential(1.0, (T, N))
     for c in range(p.n_communities):
         lo, hi = edges[c], edges[c + 1]
+        if not comm_present[p.animal, c]:
+            continue
         members = np.flatnonzero(membership[:, c])
         events = np.flatnonzero(rng.random(hi - lo) < p.shared_rate_hz / fs) + lo
         for t in events:
@@ -228,6 +281,13 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
             ),
             "epoch_start_s": ("community", edges[:-1] / fs, {"units": "s"}),
             "epoch_stop_s": ("community", edges[1:] / fs, {"units": "s"}),
+            "community_present": (
+                ("animal", "community"),
+                comm_present.astype(np.int8),
+                {"long_name": "1 if the community is co-active in the animal"},
+            ),
+            "animal_epoch_start_s": (("animal", "community"), all_edges[:, :-1] / fs, {"units": "s"}),
+            "animal_epoch_stop_s": (("animal", "community"), all_edges[:, 1:] / fs, {"units": "s"}),
             "spikes": (
                 ("time", "cell"),
                 spikes[:, keep],

@@ -1,0 +1,177 @@
+"""Baselines of the dynamic connectome on the same affinity tensor, scored like the NTF against planted communities.
+
+Each baseline gives a list of *found communities* (bool over the tensor's neurons) and, per community, a *time
+course* over the windows; :func:`score_communities` matches them to the planted communities (Hungarian on the
+Jaccard index, one found community per planted one) and reports the Jaccard indices and whether each matched time
+course peaks inside its planted epoch. The NTF is scored by the same function (its components' densest Louvain
+communities and time factors), so the comparison uses one matching rule.
+
+Baselines (:func:`baseline_communities`):
+
+- ``static_louvain``: weighted Louvain on the time-averaged affinity (mean over windows and observed animals); the
+  time course of a community is its mean within-community affinity per window. A partition: a neuron belongs to
+  one community only.
+- ``windowed_louvain``: Louvain per window (animal-averaged affinity), then a consensus: the co-membership matrix
+  weighted by each window community's mean within-community affinity, and Louvain on it; time courses as above.
+- ``nmf``: scikit-learn NMF (same rank as the NTF, ``nndsvda`` start, seeded) of the unfolded pair x (window x
+  animal) matrix, entries an animal lacks filled with the mean over the animals that have the pair; communities the
+  densest Louvain community of each component's pair factor (as for the NTF); time course the component's
+  activation averaged over animals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+from scipy.optimize import linear_sum_assignment
+
+from brainpipe.evaluate.communities import communities
+
+__all__ = ["BASELINES", "baseline_communities", "score_communities", "window_affinity"]
+
+#: the baselines, in the order they are reported
+BASELINES = ("static_louvain", "windowed_louvain", "nmf")
+
+
+def window_affinity(tensor: xr.Dataset) -> np.ndarray:
+    """(pair, window) affinity averaged over the animals that have each pair (0 where none has it).
+
+    Parameters
+    ----------
+    tensor : xarray.Dataset
+        An ``affinity_tensor`` (``affinity`` pair x window x animal, ``mask`` pair x animal).
+
+    Returns
+    -------
+    numpy.ndarray
+        (pair, window) float64.
+    """
+    X = np.asarray(tensor["affinity"].values, dtype=np.float64)
+    M = np.asarray(tensor["mask"].values).astype(bool)
+    n = M.sum(1)
+    return np.where(M[:, None, :], X, 0.0).sum(2) / np.maximum(n, 1)[:, None]
+
+
+def _partition(w: np.ndarray, pi: np.ndarray, pj: np.ndarray, n: int, resolution: float, seed: int) -> list:
+    """Louvain communities (lists of neuron indices, at least 2 neurons) of one pair-weight vector."""
+    if not np.any(w > 0):
+        return []
+    membership, _ = communities(w[:, None], pi, pj, n, resolution, seed)
+    labels = membership[0]
+    return [np.flatnonzero(labels == k) for k in np.unique(labels) if (labels == k).sum() >= 2]
+
+
+def _within(A: np.ndarray, pi: np.ndarray, pj: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """(window,) mean affinity of the pairs inside a community."""
+    inside = np.isin(pi, members) & np.isin(pj, members)
+    return A[inside].mean(0) if inside.any() else np.zeros(A.shape[1])
+
+
+def baseline_communities(
+    tensor: xr.Dataset, method: str, rank: int = 3, resolution: float = 1.0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Communities and time courses found by one baseline on an affinity tensor.
+
+    Parameters
+    ----------
+    tensor : xarray.Dataset
+        An ``affinity_tensor``.
+    method : {"static_louvain", "windowed_louvain", "nmf"}
+        The baseline (module docstring).
+    rank : int
+        NMF components (use the NTF's selected rank); unused by the Louvain baselines.
+    resolution : float
+        Louvain resolution.
+    seed : int
+        Louvain and NMF seed.
+
+    Returns
+    -------
+    found : numpy.ndarray
+        (K, neuron) bool, one row per found community.
+    timecourse : numpy.ndarray
+        (K, window) float64, each community's time course.
+    """
+    pi = np.asarray(tensor["pair_i"].values)
+    pj = np.asarray(tensor["pair_j"].values)
+    n = tensor.sizes["neuron"]
+    A = window_affinity(tensor)
+    if method == "static_louvain":
+        comms = _partition(A.mean(1), pi, pj, n, resolution, seed)
+    elif method == "windowed_louvain":
+        C = np.zeros(len(pi))
+        for w in range(A.shape[1]):
+            for c in _partition(A[:, w], pi, pj, n, resolution, seed):
+                inside = np.isin(pi, c) & np.isin(pj, c)
+                C[inside] += A[inside, w].mean()
+        comms = _partition(C, pi, pj, n, resolution, seed)
+    elif method == "nmf":
+        from sklearn.decomposition import NMF
+
+        X = np.asarray(tensor["affinity"].values, dtype=np.float64)
+        M = np.broadcast_to(np.asarray(tensor["mask"].values).astype(bool)[:, None, :], X.shape)
+        filled = np.where(M, X, A[:, :, None])
+        P, W, n_an = X.shape
+        nmf = NMF(n_components=int(rank), init="nndsvda", random_state=int(seed), max_iter=1000, tol=1e-6)
+        pair = nmf.fit_transform(filled.reshape(P, W * n_an))
+        time = nmf.components_.reshape(int(rank), W, n_an).mean(2)
+        _, dense = communities(pair, pi, pj, n, resolution, seed)
+        return dense.astype(bool), time
+    else:
+        raise ValueError(f"unknown baseline {method!r} (known: {', '.join(BASELINES)})")
+    found = np.zeros((len(comms), n), dtype=bool)
+    for k, c in enumerate(comms):
+        found[k, c] = True
+    time = np.array([_within(A, pi, pj, c) for c in comms]).reshape(len(comms), A.shape[1])
+    return found, time
+
+
+def score_communities(
+    found: np.ndarray,
+    timecourse: np.ndarray,
+    planted: np.ndarray,
+    window_time: np.ndarray,
+    epochs: list[list[tuple[float, float]]],
+) -> dict[str, float]:
+    """Community recovery and epoch detection of found communities against planted ones.
+
+    Parameters
+    ----------
+    found : numpy.ndarray
+        (K, neuron) bool found communities.
+    timecourse : numpy.ndarray
+        (K, window) time course of each found community.
+    planted : numpy.ndarray
+        (neuron, C) bool planted membership (a neuron may be in several communities).
+    window_time : numpy.ndarray
+        (window,) window centres (s).
+    epochs : list of list of (float, float)
+        Per planted community, its active intervals (s) in any animal.
+
+    Returns
+    -------
+    dict
+        ``community_jaccard_min``, ``community_jaccard_mean`` (Hungarian-matched on the Jaccard index; 0 for a
+        planted community left unmatched) and ``epoch_peak_fraction`` (matched time courses whose maximum lies in
+        one of the community's epochs).
+    """
+    C = planted.shape[1]
+    K = found.shape[0]
+    jac = np.zeros((C, max(K, 1)))
+    for c in range(C):
+        p = planted[:, c].astype(bool)
+        for k in range(K):
+            jac[c, k] = (p & found[k]).sum() / max((p | found[k]).sum(), 1)
+    best = np.zeros(C)
+    peaks = np.zeros(C)
+    if K:
+        rows, cols = linear_sum_assignment(-jac)
+        for c, k in zip(rows, cols, strict=True):
+            best[c] = jac[c, k]
+            t_peak = window_time[int(np.argmax(timecourse[k]))]
+            peaks[c] = float(any(lo <= t_peak < hi for lo, hi in epochs[c]))
+    return {
+        "community_jaccard_min": float(best.min()),
+        "community_jaccard_mean": float(best.mean()),
+        "epoch_peak_fraction": float(peaks.mean()),
+    }
