@@ -616,3 +616,57 @@ def test_sigterm_resume_gives_the_uninterrupted_fit(tiny_switch, tmp_path, monke
     np.testing.assert_array_equal(resumed.log_A_, ref.log_A_)
     other = SwitchingGLM(**base | {"seed": 1}).fit(counts, checkpoint=ckpt, fingerprint={"x": 1})
     assert not np.array_equal(other.weights_, ref.weights_)  # another run's checkpoint is not resumed
+
+
+# -- hyperparameters chosen on the validation split ----------------------------------------------------------------
+def test_relevant_grid_drops_other_priors_keys_and_keeps_the_baseline_single_state():
+    from brainpipe.models.switching_glm.select import relevant_grid
+
+    grid = {"n_states": [2, 3], "gaussian_sigma": [0.1, 1.0], "onehot_spike_sd": [0.05], "l2": [1e-3, 1.0]}
+    assert relevant_grid({"prior": "gaussian", "n_states": 3}, grid) == {
+        "n_states": [2, 3],
+        "gaussian_sigma": [0.1, 1.0],
+        "l2": [1e-3, 1.0],
+    }
+    assert relevant_grid({"prior": "none", "n_states": 1}, grid) == {"l2": [1e-3, 1.0]}
+
+
+def test_select_fits_on_train_and_chooses_on_validation_only(monkeypatch):
+    from brainpipe.models.switching_glm.select import fit_select
+    from brainpipe.stages.fit_switching_glm import build_model
+
+    sim = simulate("switching_glm_network", dict(TINY, n_validation_sequences=2), seed=2)
+    counts = bin_spikes(sim.data, 0.02)
+    assert set(np.unique(counts["split"].values)) == {0, 1, 2}
+    scored = []
+    original = SwitchingGLM.score
+
+    def score(self, ds, split="test"):
+        scored.append(split)
+        return original(self, ds, split)
+
+    monkeypatch.setattr(SwitchingGLM, "score", score)
+    params = {"n_states": 2, "prior": "gaussian", "n_iter": 5, "device": "cpu"}
+    model, table = fit_select(
+        params, {"gaussian_sigma": [0.01, 1.0], "onehot_spike_sd": [0.1]}, counts, build_model
+    )
+    assert scored == ["validation", "validation"]  # the test split is never read while choosing
+    assert (
+        table.sizes["candidate"] == 2 and "selection_onehot_spike_sd" not in table
+    )  # other prior's key dropped
+    best = int(np.argmax(table["selection_score"].values))
+    assert table.attrs["selected"] == best
+    assert model.gaussian_sigma == table["selection_gaussian_sigma"].values[best]
+    assert np.isclose(original(model, counts, "validation"), table["selection_score"].values[best])
+
+
+def test_select_without_validation_bins_is_one_line(tiny_switch):
+    from brainpipe.models.switching_glm.select import fit_select
+    from brainpipe.stages.fit_switching_glm import build_model
+
+    _, counts = tiny_switch  # train and test sequences only
+    with pytest.raises(InputError, match="'select' needs a validation split") as err:
+        fit_select({"n_states": 2, "device": "cpu"}, {"l2": [0.1, 1.0]}, counts, build_model)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="select.l2 must be a non-empty list"):
+        fit_select({"n_states": 2, "device": "cpu"}, {"l2": []}, counts, build_model)

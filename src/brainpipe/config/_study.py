@@ -563,7 +563,12 @@ class Study:
                     if own
                     else f"spikes.switching_glm.variants.{v}"
                 )
-                self._check_estimator(SwitchingGLM, self.switching(name, v), key)
+                params = self.switching(name, v)
+                grid = params.pop("select", None) or {}  # validation-chosen candidates: each one checked
+                self._check_estimator(SwitchingGLM, params, key)
+                for k, values in grid.items():
+                    for value in values:
+                        self._check_estimator(SwitchingGLM, dict(params, **{k: value}), f"{key}.select.{k}")
 
     def _check_brainmae(self) -> None:
         from brainpipe.models.brainmae import split_kwargs

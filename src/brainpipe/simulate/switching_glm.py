@@ -42,7 +42,8 @@ class SwitchingGLMParams:
 
     A sticky Markov chain over states; per-state couplings drawn from a shared one-hot prior over inhibitory / none
     / excitatory per pair; planted states, weights, structure and prior in ``truth.nc``; sequences concatenated in
-    time, each its own trial, the last ``n_test_sequences`` forming the test split.
+    time, each its own trial: the training sequences, then ``n_validation_sequences`` forming the validation split,
+    then ``n_test_sequences`` forming the test split.
 
     Parameters
     ----------
@@ -53,7 +54,9 @@ class SwitchingGLMParams:
     n_sequences : int
         Training sequences.
     n_test_sequences : int
-        Test sequences (after the training ones).
+        Test sequences (after the training and validation ones).
+    n_validation_sequences : int
+        Validation sequences (after the training ones), for choosing hyperparameters.
     sequence_length : int
         Bins per sequence.
     dt_s : float
@@ -84,6 +87,7 @@ class SwitchingGLMParams:
     n_states: int = 3
     n_sequences: int = 20
     n_test_sequences: int = 5
+    n_validation_sequences: int = 0
     sequence_length: int = 1000
     dt_s: float = 0.02
     stay_probability: float = 0.98
@@ -103,7 +107,8 @@ class SwitchingGLMParams:
         """Estimated peak allocation (bytes) and the keys that drive it: float64 (bin, neuron) arrays over every
         sequence and the per-state coupling."""
         n = float(self.n_neurons)
-        bins = float(self.n_sequences + self.n_test_sequences) * float(self.sequence_length)
+        bins = float(self.n_sequences + self.n_validation_sequences + self.n_test_sequences)
+        bins *= float(self.sequence_length)
         return 8.0 * (6 * bins * n + 3 * self.n_states * n * n), "n_neurons x n_sequences x sequence_length"
 
     def __post_init__(self):
@@ -111,8 +116,8 @@ class SwitchingGLMParams:
         checks = [
             (self.n_neurons >= 2 and self.n_states >= 1, "need n_neurons >= 2 and n_states >= 1"),
             (
-                self.n_sequences >= 1 and self.n_test_sequences >= 0,
-                "need n_sequences >= 1, n_test_sequences >= 0",
+                self.n_sequences >= 1 and self.n_test_sequences >= 0 and self.n_validation_sequences >= 0,
+                "need n_sequences >= 1, n_validation_sequences >= 0, n_test_sequences >= 0",
             ),
             (self.sequence_length >= 2 and self.dt_s > 0, "need sequence_length >= 2 and dt_s > 0"),
             (0 <= self.stay_probability <= 1, "stay_probability must be in [0, 1]"),
@@ -147,11 +152,12 @@ def switching_glm_network(p: SwitchingGLMParams, seed: int) -> Simulation:
     with link ``f`` sigmoid by default (at most one expected spike per bin, so strong excitation cannot run
     away; with softplus or exp it can, and counts are then capped at ``max_count``, the number of capped values
     being saved in the truth's attrs). Sequences start from empty history. The first ``n_sequences`` sequences are the train
-    split, the last ``n_test_sequences`` the test split (``trial_split``). Spike times are uniform within bins.
+    split, the next ``n_validation_sequences`` the validation split, the last ``n_test_sequences`` the test split
+    (``trial_split``). Spike times are uniform within bins.
     """
     rng = np.random.default_rng(seed)
     N, S, L, dt = p.n_neurons, p.n_states, p.sequence_length, p.dt_s
-    n_seq = p.n_sequences + p.n_test_sequences
+    n_seq = p.n_sequences + p.n_validation_sequences + p.n_test_sequences
     prior = rng.dirichlet(p.prior_concentration * np.asarray(p.prior_mean), size=(N, N))  # (N, N, 3)
     adjacency = np.zeros((S, N, N), dtype=np.int8)
     for s in range(S):
@@ -191,7 +197,9 @@ def switching_glm_network(p: SwitchingGLMParams, seed: int) -> Simulation:
     spikes, unit_coord = spike_times_from_counts(counts.reshape(n_seq * L, N), dt, rng)
     units = unit_coord["unit"][1]
     starts = np.arange(n_seq) * L * dt
-    split = np.r_[np.zeros(p.n_sequences), np.full(p.n_test_sequences, 2.0)]
+    split = np.r_[
+        np.zeros(p.n_sequences), np.ones(p.n_validation_sequences), np.full(p.n_test_sequences, 2.0)
+    ]
     data = xr.Dataset(
         {
             **spikes,
@@ -205,7 +213,11 @@ def switching_glm_network(p: SwitchingGLMParams, seed: int) -> Simulation:
                 (starts + L * dt).astype(np.float64),
                 {"units": "s", "long_name": "sequence stop"},
             ),
-            "trial_split": ("trial", split, {"long_name": "predefined split (0 train, 2 test)"}),
+            "trial_split": (
+                "trial",
+                split,
+                {"long_name": "predefined split (0 train, 1 validation, 2 test)"},
+            ),
         },
         coords=unit_coord,
         attrs={

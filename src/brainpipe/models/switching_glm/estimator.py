@@ -616,6 +616,8 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
                     else f"|weight| > {self.adjacency_threshold}"
                 ),
                 "gaussian_sigma": self.gaussian_sigma,
+                "l2": self.l2,
+                "onehot_spike_sd": self.onehot_spike_sd,
                 "n_iter": int(self.n_iter_),
             },
         )
