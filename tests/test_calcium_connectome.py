@@ -14,13 +14,28 @@ from brainpipe.data import make_provenance, read
 from brainpipe.data.affinity_tensor import write_tensor_zarr
 from brainpipe.errors import InputError
 from brainpipe.evaluate.connectome import connectome_metrics, merge_truths
-from brainpipe.evaluate.connectome_baselines import BASELINES, score_communities
+from brainpipe.evaluate.connectome_baselines import (
+    BASELINES,
+    baseline_communities,
+    match_communities,
+    score_communities,
+)
 from brainpipe.models import NotFittedError
 from brainpipe.models.connectome import DynamicConnectome
 from brainpipe.models.ncp import _hungarian_fms, factor_match_score, masked_ncp_hals
 from brainpipe.preprocess.affinity import AnimalTraces, build_tensor
 from brainpipe.preprocess.calcium import preprocess_calcium
 from brainpipe.simulate import simulate
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: one thread, as the fit_connectome rule runs (torch's spin-waits cost minutes on a busy
+    2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _planted_cp(rng, shape=(40, 30, 6), rank=3, sparsity=0.5):
@@ -293,3 +308,21 @@ def test_shuffled_time_destroys_the_structure():
     model = DynamicConnectome(ranks=[3], restarts=2, device="cpu").fit(tensor)
     m = connectome_metrics(model.to_dataset(tensor), tensor, merge_truths([s.truth for s in sims]))
     assert m["factor_match_score"] < 0.5 and m["community_jaccard_min"] < 0.5, m
+
+
+def test_animal_specific_overlapping_community_needs_the_tensor():
+    """Animals differ: community 2 is co-active in animal 2 only and shares 3 neurons with community 1 (and 1 with
+    0), neurons are missing per animal. The NTF finds it, with its animal factor on animal 2; Louvain on the
+    time-averaged affinity (a partition, diluted over animals) cannot."""
+    sims, animals = _animals(seed=0, overlap=3, specific_communities=1)
+    truth = merge_truths([s.truth for s in sims])
+    assert truth["community_present"].values[:, 2].tolist() == [0, 0, 1]
+    tensor = build_tensor(animals, window_s=5.0, stride_s=2.5)
+    fit = DynamicConnectome(ranks=[3], restarts=2, device="cpu", seed=0).fit(tensor).to_dataset(tensor)
+    planted = truth["membership"].sel(neuron=[str(n) for n in fit["neuron"].values]).values.astype(bool)
+    ntf_jac, match = match_communities(fit["in_community"].values.astype(bool), planted)
+    static, _ = baseline_communities(tensor, "static_louvain")
+    static_jac, _ = match_communities(static, planted)
+    assert ntf_jac[2] >= 0.85 and static_jac[2] <= 0.7, (ntf_jac, static_jac)
+    animal = fit["animal_factor"].values[:, match[2]]
+    assert animal[2] > 3 * max(animal[0], animal[1]), animal

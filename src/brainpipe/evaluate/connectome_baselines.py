@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 
 from brainpipe.evaluate.communities import communities
 
-__all__ = ["BASELINES", "baseline_communities", "score_communities", "window_affinity"]
+__all__ = ["BASELINES", "baseline_communities", "match_communities", "score_communities", "window_affinity"]
 
 #: the baselines, in the order they are reported
 BASELINES = ("static_louvain", "windowed_louvain", "nmf")
@@ -126,6 +126,37 @@ def baseline_communities(
     return found, time
 
 
+def match_communities(found: np.ndarray, planted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Match found communities to planted ones (Hungarian, maximising the Jaccard index).
+
+    Parameters
+    ----------
+    found : numpy.ndarray
+        (K, neuron) bool found communities.
+    planted : numpy.ndarray
+        (neuron, C) bool planted membership.
+
+    Returns
+    -------
+    jaccard : numpy.ndarray
+        (C,) each planted community's Jaccard index with its match (0 when unmatched).
+    match : numpy.ndarray
+        (C,) the matched found community (-1 when unmatched).
+    """
+    C, K = planted.shape[1], found.shape[0]
+    jac = np.zeros((C, K))
+    for c in range(C):
+        p = planted[:, c].astype(bool)
+        for k in range(K):
+            jac[c, k] = (p & found[k]).sum() / max((p | found[k]).sum(), 1)
+    best = np.zeros(C)
+    match = np.full(C, -1, dtype=np.int64)
+    if K:
+        rows, cols = linear_sum_assignment(-jac)
+        best[rows], match[rows] = jac[rows, cols], cols
+    return best, match
+
+
 def score_communities(
     found: np.ndarray,
     timecourse: np.ndarray,
@@ -155,19 +186,10 @@ def score_communities(
         planted community left unmatched) and ``epoch_peak_fraction`` (matched time courses whose maximum lies in
         one of the community's epochs).
     """
-    C = planted.shape[1]
-    K = found.shape[0]
-    jac = np.zeros((C, max(K, 1)))
-    for c in range(C):
-        p = planted[:, c].astype(bool)
-        for k in range(K):
-            jac[c, k] = (p & found[k]).sum() / max((p | found[k]).sum(), 1)
-    best = np.zeros(C)
-    peaks = np.zeros(C)
-    if K:
-        rows, cols = linear_sum_assignment(-jac)
-        for c, k in zip(rows, cols, strict=True):
-            best[c] = jac[c, k]
+    best, match = match_communities(found, planted)
+    peaks = np.zeros(len(best))
+    for c, k in enumerate(match):
+        if k >= 0:
             t_peak = window_time[int(np.argmax(timecourse[k]))]
             peaks[c] = float(any(lo <= t_peak < hi for lo, hi in epochs[c]))
     return {
