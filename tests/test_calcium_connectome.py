@@ -326,3 +326,29 @@ def test_animal_specific_overlapping_community_needs_the_tensor():
     assert ntf_jac[2] >= 0.85 and static_jac[2] <= 0.7, (ntf_jac, static_jac)
     animal = fit["animal_factor"].values[:, match[2]]
     assert animal[2] > 3 * max(animal[0], animal[1]), animal
+
+
+def test_report_says_whether_the_ntf_beats_its_best_baseline_and_flags_unstable_ranks():
+    import xarray as xr
+
+    from brainpipe.evaluate.connectome import connectome_metrics_dataset
+    from brainpipe.report.calcium import verdict_html
+
+    values = {
+        "community_jaccard_mean": 0.9,
+        "static_louvain_community_jaccard_mean": 0.6,
+        "windowed_louvain_community_jaccard_mean": 0.5,
+        "nmf_community_jaccard_mean": 0.95,
+        "community_jaccard_mean_vs_best_baseline": -0.05,
+        "epoch_peak_fraction_vs_best_baseline": 0.0,
+    }
+    m = connectome_metrics_dataset(values, {"community_jaccard_mean_vs_best_baseline": 0.0}, "s")
+    fit = xr.Dataset(attrs={"rank_is_stable": 0, "selected_rank": 2, "stability_threshold": 0.95})
+    html = verdict_html(m, fit)
+    assert "loses to the best baseline (nmf)" in html and "(-0.050)" in html
+    assert "No candidate rank reached the stability threshold" in html
+    fit.attrs.update(rank_is_stable=1, affinity_zero_warning=1, affinity_zero_fraction=0.98)
+    html = verdict_html(m, fit)
+    assert "98.0 % of the observed affinities are 0" in html and "No candidate rank" not in html
+    values["community_jaccard_mean_vs_best_baseline"] = 0.1
+    assert "beats the best baseline" in verdict_html(connectome_metrics_dataset(values, None, "s"), fit)
