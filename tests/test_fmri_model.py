@@ -397,3 +397,51 @@ def test_fc_clustering_baseline_finds_planted_modules():
     assert out["fc_kmeans_ari"] == 1.0 and out["fc_clustering_ari"] == 1.0
     noise = ev.fc_clustering_ari(rng.standard_normal((50, 20, 12)), modules, seed=0)
     assert noise["fc_clustering_ari"] < 0.5
+
+
+def test_seeds_train_their_own_encoders_and_are_reported_over(cohort, tmp_path):
+    """``seeds: [0, 1]``: the stage trains K encoders per seed (different weights), scores each seed, and reports
+    the mean, the SD and the worst seed; the per-seed metrics are score_encoders' on that seed's encoders."""
+    from brainpipe.data import make_provenance, read, write
+    from brainpipe.evaluate.brainmae import by_seed, over_seeds, score_encoders
+    from brainpipe.evaluate.metrics import metrics_dataset
+    from brainpipe.models.brainmae import load_fold_models
+    from brainpipe.stages import evaluate_brainmae, pretrain_brainmae
+
+    ds = cohort[0].isel(segment=slice(None, None, 3))
+    prov = make_provenance("test", {})
+    clean = write(ds, tmp_path / "clean.nc", "roi_segments", prov)
+    ds = read(clean, "roi_segments")
+    base = {"nmse_ridge": 0.5, "nmse_mean_fill": 1.0, "nmse_best_baseline": 0.5}
+    write(metrics_dataset(base, {}, "fmri_baselines", "tiny"), tmp_path / "base.nc", "metrics", prov)
+    out = {"weights": tmp_path / "w.pt", "fit": tmp_path / "fit.nc"}
+    pretrain_brainmae.run({"clean": clean}, out, dict(FAST, max_epochs=1, seeds=[0, 1]))
+    groups = by_seed(load_fold_models(tmp_path / "w.pt"))
+    assert list(groups) == [0, 1] and [len(g) for g in groups.values()] == [4, 4]
+    assert not np.allclose(groups[0][0].roi_embeddings(), groups[1][0].roi_embeddings())
+    assert read(tmp_path / "fit.nc", "model_fit").attrs["seeds"].tolist() == [0, 1]
+    params = {"mask_ratio": 0.5, "n_patterns": 4, "seed": 0}
+    evaluate_brainmae.run(
+        dict(out, clean=clean, baselines=tmp_path / "base.nc"),
+        {"metrics": tmp_path / "m.nc"},
+        dict(params, bars={}),
+    )
+    m = read(tmp_path / "m.nc", "metrics")
+    got = dict(zip(m["metric"].values.astype(str), m["value"].values, strict=True))
+    runs = {s: score_encoders(ds, g, baselines=base, **params) for s, g in groups.items()}
+    a, b = runs[0]["masked_nmse"], runs[1]["masked_nmse"]
+    assert got["masked_nmse"] == pytest.approx((a + b) / 2) and got["masked_nmse_worst"] == pytest.approx(
+        max(a, b)
+    )
+    assert got["masked_nmse_sd"] == pytest.approx(abs(a - b) / np.sqrt(2)) and got["n_seeds"] == 2
+    assert got["nmse_ridge"] == 0.5 and "nmse_ridge_sd" not in got
+    assert over_seeds({3: {"x": 1.0}}) == {"x": 1.0}
+
+
+def test_bad_seeds_are_one_line():
+    from brainpipe.models.brainmae import seeds, split_kwargs
+
+    assert seeds(None, 4) == [4] and seeds([2, 0]) == [2, 0]
+    for bad in ([], [1, 1], [-1], "0", [0.5]):
+        with pytest.raises(ConfigError, match="seeds must be a non-empty list of distinct integers"):
+            split_kwargs({"seeds": bad})

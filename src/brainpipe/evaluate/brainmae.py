@@ -21,10 +21,12 @@ import xarray as xr
 
 from brainpipe.errors import InputError
 from brainpipe.evaluate import fmri
-from brainpipe.models.brainmae import BrainMAE
+from brainpipe.models.brainmae import BrainMAE, seeds
 
 __all__ = [
+    "by_seed",
     "cross_validate_finetune",
+    "over_seeds",
     "cross_validate_probe",
     "fold_checkpoint",
     "fold_features",
@@ -75,11 +77,11 @@ def pretrain_folds(
         A ``roi_segments`` dataset (``signal`` (segment, time, roi), ``segment_fold``).
     model_params : mapping
         Keyword arguments of :class:`~brainpipe.models.brainmae.BrainMAE` (network and training settings), the
-        same for every encoder.
+        same for every encoder; optionally ``seeds`` (a list): the ``K`` encoders are trained once per seed.
     checkpoint : str, optional
-        Encoder ``k`` checkpoints to :func:`fold_checkpoint` of it; a rerun with the same ``fingerprint`` resumes
-        at the fold it was in (finished folds return at once). The files are left for the caller to remove once
-        its outputs are written.
+        Encoder ``k`` checkpoints to :func:`fold_checkpoint` of it (of ``<checkpoint>.seed-<s>`` with several
+        seeds); a rerun with the same ``fingerprint`` resumes at the fold it was in (finished folds return at
+        once). The files are left for the caller to remove once its outputs are written.
     fingerprint : mapping, optional
         What identifies the run (e.g. the input's hash); each fold adds ``fold=k``.
     source : str, default "roi_segments"
@@ -90,12 +92,15 @@ def pretrain_folds(
     Returns
     -------
     list of BrainMAE
-        The ``K`` fitted encoders, encoder ``k`` at index ``k``.
+        The ``K`` fitted encoders, encoder ``k`` at index ``k`` (with several seeds, seed after seed: ``K``
+        encoders each, see :func:`by_seed`).
 
     Raises
     ------
     InputError
         An outer fold leaves no training segments.
+    ConfigError
+        ``seeds`` is not a list of distinct integers >= 0.
 
     Examples
     --------
@@ -116,6 +121,15 @@ def pretrain_folds(
                 f"{(k + 1) % K}); add subjects, raise fmri.clean.n_folds or lower fmri.clean.segment_s"
             )
     params = dict(model_params)
+    run_seeds = seeds(params.pop("seeds", None), params.get("seed", 0))
+    if len(run_seeds) > 1:
+        models = []
+        for sd in run_seeds:
+            ck = f"{checkpoint}.seed-{sd}" if checkpoint else None
+            fp = dict(fingerprint or {}, seed=sd)
+            models += pretrain_folds(ds, dict(params, seed=sd), ck, fp, source, log)
+        return models
+    params["seed"] = run_seeds[0]
     models = []
     for k, (tr, va, _) in enumerate(splits):
         model = BrainMAE(**params)
@@ -145,6 +159,58 @@ def pretrain_folds(
         )
         models.append(model)
     return models
+
+
+def by_seed(models: Sequence[BrainMAE]) -> dict[int, list[BrainMAE]]:
+    """The encoders of each training seed, in their order (encoder ``k`` of a seed at index ``k``).
+
+    Parameters
+    ----------
+    models : sequence of BrainMAE
+        Encoders of :func:`pretrain_folds` (or :func:`~brainpipe.models.brainmae.load_fold_models`).
+
+    Returns
+    -------
+    dict
+        Seed -> its encoders, seeds in order of first appearance.
+    """
+    out: dict[int, list[BrainMAE]] = {}
+    for m in models:
+        out.setdefault(int(m.seed), []).append(m)
+    return out
+
+
+def over_seeds(runs: Mapping[int, Mapping[str, float]]) -> dict[str, float]:
+    """Metrics over training seeds: the mean, the spread (``<metric>_sd``, SD with ``ddof=1``) and the worst seed
+    (``<metric>_worst``, by the metric's direction), and ``n_seeds``; one seed's metrics are returned as they are.
+
+    Parameters
+    ----------
+    runs : mapping
+        Seed -> its metrics (:func:`score_encoders`).
+
+    Returns
+    -------
+    dict
+        Metric name -> value.
+    """
+    from brainpipe.evaluate.metrics import METRICS
+
+    runs = {int(k): dict(v) for k, v in runs.items()}
+    if len(runs) == 1:
+        return next(iter(runs.values()))
+    out: dict[str, float] = {}
+    names = [n for n in next(iter(runs.values())) if all(n in r for r in runs.values())]
+    for n in names:
+        v = np.array([r[n] for r in runs.values()], dtype=np.float64)
+        out[n] = float(np.mean(v))
+        if n.startswith(("nmse_", "fc_", "ridge_", "pca_")):
+            continue  # baselines: the same for every seed
+        out[f"{n}_sd"] = float(np.std(v, ddof=1))
+        higher = METRICS[n].op.startswith(">") if n in METRICS else True
+        out[f"{n}_worst"] = float(np.min(v) if higher else np.max(v))
+    out["n_seeds"] = float(len(runs))
+    return out
 
 
 def folds_to_dataset(models: Sequence[BrainMAE], ds: xr.Dataset) -> xr.Dataset:

@@ -116,6 +116,13 @@ for kind in ("correlation", "tangent"):
             ),
         }
     )
+for _name, _info in list(FMRI_METRICS.items()):
+    if not _name.startswith(("nmse_", "fc_", "ridge_", "pca_")):
+        FMRI_METRICS[f"{_name}_sd"] = MetricInfo(
+            "<=", f"spread (SD over training seeds) of: {_info.description}"
+        )
+        FMRI_METRICS[f"{_name}_worst"] = MetricInfo(_info.op, f"worst training seed of: {_info.description}")
+FMRI_METRICS["n_seeds"] = MetricInfo(">=", "training seeds the BrainMAE metrics are the mean over")
 METRICS.update(FMRI_METRICS)
 
 

@@ -295,6 +295,37 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 NET_KEYS = tuple(f.name for f in fields(BrainMAEConfig))
 
 
+def seeds(value, default: int = 0) -> list[int]:
+    """The training seeds of a run: ``seeds`` (a list of distinct integers >= 0), else ``[default]``.
+
+    Parameters
+    ----------
+    value : list of int or None
+        The ``seeds`` setting (each seed pretrains its own encoders; metrics are reported over them).
+    default : int, default 0
+        The seed used when ``value`` is None (the model's ``seed``).
+
+    Returns
+    -------
+    list of int
+        The seeds, in the given order.
+
+    Raises
+    ------
+    ConfigError
+        Not a non-empty list of distinct integers >= 0.
+    """
+    if value is None:
+        return [int(default)]
+    ok = isinstance(value, (list, tuple)) and len(value) > 0
+    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    if not ok or len(set(value)) != len(value):
+        raise ConfigError(
+            f"BrainMAE: seeds must be a non-empty list of distinct integers >= 0; got {value!r}"
+        )
+    return [int(v) for v in value]
+
+
 def split_kwargs(params: dict[str, Any]):
     """Check a flat parameter mapping (unknown names, bad values: one-line ``ConfigError``) and split it into the
     network's :class:`BrainMAEConfig` and the training loop's :class:`~brainpipe.training.TrainConfig`.
@@ -302,13 +333,15 @@ def split_kwargs(params: dict[str, Any]):
     Parameters
     ----------
     params : dict
-        Any of :class:`BrainMAE`'s constructor arguments.
+        Any of :class:`BrainMAE`'s constructor arguments, and ``seeds`` (:func:`seeds`).
 
     Returns
     -------
     (BrainMAEConfig, TrainConfig)
     """
-    allowed = set(NET_KEYS) | set(TRAIN_DEFAULTS)
+    params = dict(params)
+    seeds(params.pop("seeds", None))
+    allowed = set(NET_KEYS) | set(TRAIN_DEFAULTS) | {"seeds"}
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ConfigError(

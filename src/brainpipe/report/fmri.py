@@ -21,10 +21,12 @@ from brainpipe.report.tables import metrics_table
 
 COLUMNS = (
     ("masked NMSE", "masked_nmse"),
-    ("vs ridge", "masked_nmse_vs_ridge"),
+    ("vs best baseline", "masked_nmse_vs_best_baseline"),
     ("shuffled emb.", "masked_nmse_shuffled_embeddings"),
     ("ROI-emb. ARI", "roi_embedding_ari"),
+    ("ARI vs FC clustering", "roi_embedding_ari_vs_fc_clustering"),
     ("probe acc.", "probe_accuracy"),
+    ("probe acc. vs FC", "probe_accuracy_vs_fc"),
     ("probe AUROC", "probe_auroc"),
     ("probe R2", "probe_r2"),
     ("fine-tune acc.", "finetune_accuracy"),
@@ -33,14 +35,26 @@ COLUMNS = (
 )
 BASELINES = (
     ("mean filling NMSE", "nmse_mean_fill"),
-    ("ridge NMSE", "nmse_ridge"),
+    ("segment ridge NMSE", "nmse_ridge"),
+    ("volume ridge NMSE", "nmse_ridge_volume"),
+    ("PCA NMSE", "nmse_pca"),
+    ("FC clustering ARI", "fc_clustering_ari"),
     ("FC corr. acc.", "fc_correlation_accuracy"),
     ("FC tangent acc.", "fc_tangent_accuracy"),
     ("FC corr. R2", "fc_correlation_r2"),
     ("FC tangent R2", "fc_tangent_r2"),
 )
 #: the headline of a BrainMAE variant: masked-ROI reconstruction error against the best reconstruction baseline
-MAIN = ("masked_nmse", (("ridge regression", "nmse_ridge"), ("mean filling", "nmse_mean_fill")), False)
+MAIN = (
+    "masked_nmse",
+    (
+        ("segment ridge", "nmse_ridge"),
+        ("same-volume ridge", "nmse_ridge_volume"),
+        ("linear autoencoder (PCA)", "nmse_pca"),
+        ("mean filling", "nmse_mean_fill"),
+    ),
+    False,
+)
 
 
 def _variant(m) -> str:

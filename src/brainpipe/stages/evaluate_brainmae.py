@@ -2,7 +2,8 @@
 masked-ROI NMSE on held-out fold 0 with encoder 0 (and with its ROI embeddings shuffled), encoder 0's ROI-embedding
 ARI vs the planted modules (simulated data), linear probes on frozen features and full fine-tuning (subject-wise
 k-fold: test fold ``k`` uses encoder ``k``, which never saw fold ``k``'s subjects) for the class label and the
-phenotype, each against the baselines file.
+phenotype, each against the baselines file. Encoders trained with several seeds are scored seed by seed and reported
+over seeds (:func:`brainpipe.evaluate.brainmae.over_seeds`: the mean, ``<metric>_sd``, ``<metric>_worst``).
 
 params: ``mask_ratio``, ``n_patterns``, ``seed``, ``features`` (probe read-out), ``finetune`` (mapping:
 ``enabled``, ``max_epochs``, ``lr``, ``patience``, ``batch_size``), ``bars``, ``dataset``, ``variant``, optionally
@@ -16,7 +17,7 @@ import logging
 import numpy as np
 
 from brainpipe.data import make_provenance, read, write
-from brainpipe.evaluate.brainmae import score_encoders
+from brainpipe.evaluate.brainmae import by_seed, over_seeds, score_encoders
 from brainpipe.evaluate.metrics import metrics_dataset
 from brainpipe.models.brainmae import load_fold_models
 from brainpipe.stages._runner import cli, stage
@@ -44,27 +45,30 @@ def run(inputs, outputs, params, log):
         truth["module"].sel(roi=ds["roi"].values).values if truth is not None and "module" in truth else None
     )
     fit = read(inputs["fit"], "model_fit")
-    models = load_fold_models(inputs["weights"])
     fp = (
         stage_fingerprint("evaluate_brainmae", params, [inputs["clean"], inputs["weights"]]) if ckpt else None
     )
-    values = score_encoders(
-        ds,
-        models,
-        mask_ratio=float(params["mask_ratio"]),
-        n_patterns=int(params["n_patterns"]),
-        seed=int(params["seed"]),
-        features=params.get("features", "similarity"),
-        baselines=dict(
-            zip(base["metric"].values.astype(str), base["value"].values.astype(float), strict=True)
-        ),
-        modules=modules,
-        finetune=params.get("finetune"),
-        checkpoint=ckpt,
-        fingerprint=fp,
-        source=f"{inputs['weights']} (for {inputs['clean']})",
-        log=log_,
-    )
+    groups = by_seed(load_fold_models(inputs["weights"]))
+    runs = {}
+    for sd, models in groups.items():
+        runs[sd] = score_encoders(
+            ds,
+            models,
+            mask_ratio=float(params["mask_ratio"]),
+            n_patterns=int(params["n_patterns"]),
+            seed=int(params["seed"]),
+            features=params.get("features", "similarity"),
+            baselines=dict(
+                zip(base["metric"].values.astype(str), base["value"].values.astype(float), strict=True)
+            ),
+            modules=modules,
+            finetune=params.get("finetune"),
+            checkpoint=f"{ckpt}.seed-{sd}" if ckpt and len(groups) > 1 else ckpt,
+            fingerprint=fp,
+            source=f"{inputs['weights']} (for {inputs['clean']})",
+            log=log_,
+        )
+    values = over_seeds(runs)
     values["pretrain_seconds"] = float(fit.attrs.get("train_seconds", np.nan))
     log_.info("metrics: %s", {k: round(v, 4) for k, v in values.items()})
     bars = {k: v for k, v in (params.get("bars") or {}).items() if k in values}

@@ -5,7 +5,8 @@
 params: the BrainMAE network and training settings (:class:`brainpipe.models.brainmae.BrainMAEConfig`,
 :class:`~brainpipe.models.brainmae.TrainSettings`), optionally ``checkpoint`` (fold ``k`` checkpoints to
 ``<checkpoint>.fold-<k>.pt``; a rerun with the same params and input resumes at the fold it was in, finished folds
-return at once; all removed on success). Outputs: the K encoders' weights (one torch file, no pickle; see
+return at once; all removed on success); ``seeds`` (a list) trains the K encoders once per seed (their fit
+describes the first seed's). Outputs: the encoders' weights (one torch file, no pickle; see
 :func:`~brainpipe.models.brainmae.save_fold_models`) and their ``model_fit``
 (:func:`~brainpipe.evaluate.brainmae.folds_to_dataset`).
 """
@@ -16,7 +17,7 @@ import logging
 from pathlib import Path
 
 from brainpipe.data import make_provenance, read, write
-from brainpipe.evaluate.brainmae import fold_checkpoint, folds_to_dataset, pretrain_folds
+from brainpipe.evaluate.brainmae import by_seed, fold_checkpoint, folds_to_dataset, pretrain_folds
 from brainpipe.models.brainmae import save_fold_models
 from brainpipe.stages._runner import cli, stage
 from brainpipe.training import stage_fingerprint
@@ -41,11 +42,16 @@ def run(inputs, outputs, params, log):
     prov = make_provenance(
         "pretrain_brainmae", params, [inputs["clean"]], seed=models[0].seed, device=models[0].device_
     )
-    write(folds_to_dataset(models, ds), outputs["fit"], "model_fit", prov)
+    groups = by_seed(models)
+    fit = folds_to_dataset(next(iter(groups.values())), ds)
+    fit.attrs["seeds"] = [int(s) for s in groups]
+    write(fit, outputs["fit"], "model_fit", prov)
     save_fold_models(models, outputs["weights"])
     if ckpt:
-        for k in range(len(models)):
-            Path(fold_checkpoint(ckpt, k)).unlink(missing_ok=True)
+        bases = [ckpt] if len(groups) == 1 else [f"{ckpt}.seed-{s}" for s in groups]
+        for base in bases:
+            for k in range(len(models) // len(groups)):
+                Path(fold_checkpoint(base, k)).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
