@@ -1,6 +1,7 @@
 # The fMRI branch: simulate or read (fMRIPrep / NIfTI + atlas / ROI tables) -> clean + segment -> baselines and
 # BrainMAE (masked pretraining: one job per variant, one encoder per fold) -> metrics. Input/params functions:
 # fmri_common.smk.
+from brainpipe.training.distributed import distributed_tasks
 
 
 include: "fmri_common.smk"
@@ -92,9 +93,13 @@ rule pretrain_brainmae:
         "benchmarks/pretrain_brainmae/{fmri_dataset}/{fmri_variant}.tsv"
     conda:
         "../envs/brainpipe.yaml"
-    threads: 1
+    # training.distributed (default off: 1 process, these are 1 and brainmae_gpus): a core and a GPU per process;
+    # on several nodes (SLURM) one task per process
+    threads: config["training"]["distributed"]["processes_per_node"]
     resources:
-        gpu=brainmae_gpus,
+        **distributed_tasks(config),
+        gpu=lambda w: brainmae_gpus(w)
+        * config["training"]["distributed"]["processes_per_node"],
     params:
         config=brainmae_params,
         where=lambda w: STUDY.where("brainmae", w.fmri_dataset, w.fmri_variant),

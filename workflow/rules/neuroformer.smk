@@ -1,6 +1,7 @@
 # Neuroformer (spike branch): pretrain by next-token prediction, fine-tune a behaviour decoder (1/10/100% labels,
 # pretrained vs scratch), evaluate (decoding vs ridge/logistic, attention connectivity vs cross-correlation and a
 # Poisson GLM, generation F1 vs a GLM). Separate rules: a fine-tune re-runs without re-pretraining.
+from brainpipe.training.distributed import distributed_tasks
 
 
 rule neuroformer_pretrain:
@@ -14,9 +15,11 @@ rule neuroformer_pretrain:
         "benchmarks/neuroformer_pretrain/{dataset}.tsv"
     conda:
         "../envs/brainpipe.yaml"
-    threads: 1
+    threads: config["training"]["distributed"]["processes_per_node"]  # training.distributed: a core per process
     resources:
-        gpu=nf_gpus("pretrain"),
+        **distributed_tasks(config),
+        gpu=lambda w: nf_gpus("pretrain")(w)
+        * config["training"]["distributed"]["processes_per_node"],
     params:
         config=nf_pretrain_params,
         checkpoint="checkpoints/neuroformer_pretrain/{dataset}.pt",
@@ -37,9 +40,11 @@ rule neuroformer_finetune:
         "benchmarks/neuroformer_finetune/{dataset}.tsv"
     conda:
         "../envs/brainpipe.yaml"
-    threads: 1
+    threads: config["training"]["distributed"]["processes_per_node"]  # training.distributed: a core per process
     resources:
-        gpu=nf_gpus("finetune"),
+        **distributed_tasks(config),
+        gpu=lambda w: nf_gpus("finetune")(w)
+        * config["training"]["distributed"]["processes_per_node"],
     params:
         config=nf_finetune_params,
         checkpoint="checkpoints/neuroformer_finetune/{dataset}.pt",

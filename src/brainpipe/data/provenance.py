@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from importlib import metadata
@@ -144,6 +145,12 @@ def make_provenance(
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # None outside SLURM
         "packages": package_versions(),
     }
+    training = sys.modules.get("brainpipe.training.distributed")
+    comm = training.current() if training is not None else None
+    if (
+        comm is not None
+    ):  # written inside a data-parallel training run (training.distributed): its world and backend
+        rec["distributed"] = {"world_size": comm.world, "backend": comm.backend}
     if extra:
         rec.update(_jsonable(dict(extra)))
     return rec

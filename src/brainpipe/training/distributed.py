@@ -17,35 +17,52 @@ them, as in one process).
 Launching: :func:`spawn` starts ``processes`` ranks on this machine (laptop, workstation, tests);
 :func:`rendezvous` reads the rank, world and master address from ``torchrun``'s variables or, under SLURM (one task
 per rank, ``srun``), from SLURM's (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``, ``SLURM_JOB_NODELIST``,
-``SLURM_JOB_ID``), naming any variable that is missing.
+``SLURM_JOB_ID``), naming any variable that is missing. :func:`from_snakemake` is the Snakemake entry of the
+training stages (their ``workflow/scripts`` shims): with ``training.distributed`` off it is the ordinary stage entry,
+unchanged; on one node it runs the stage in ``processes_per_node`` spawned ranks (a laptop, a workstation, a
+single-node SLURM job alike); on several nodes (SLURM only) it starts one task per rank with
+``srun --overlap`` inside the job's allocation, and the ranks meet through SLURM's variables. Every rank runs the
+whole stage (reading the inputs, training); rank 0 writes the outputs and the log, the others write theirs into a
+temporary folder that is removed (and their log beside the stage's, ``<log>.rank-<r>``).
 """
 
 from __future__ import annotations
 
 import datetime
+import importlib
+import json
 import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from brainpipe.errors import ConfigError, InputError
+from brainpipe import errors
+from brainpipe.errors import BrainpipeError, ConfigError, InputError
 
 __all__ = [
     "Comm",
     "DistributedSettings",
     "check_capacity",
     "current",
+    "distributed_tasks",
     "free_port",
+    "from_snakemake",
     "init",
     "rendezvous",
+    "run_stage",
     "shutdown",
     "spawn",
     "usable_cpus",
@@ -119,6 +136,23 @@ class DistributedSettings:
     def enabled(self) -> bool:
         """Whether training runs in more than one process."""
         return self.world_size > 1
+
+
+def distributed_tasks(config: Mapping[str, Any]) -> dict[str, int]:
+    """The SLURM resources of a training rule on several nodes (none on one node: the ranks are spawned there).
+
+    Parameters
+    ----------
+    config : mapping
+        The validated study config (its ``training.distributed``).
+
+    Returns
+    -------
+    dict
+        ``{"tasks": processes in all, "nodes": nodes}`` when ``nodes`` > 1, else empty.
+    """
+    s = DistributedSettings.from_dict((config.get("training") or {}).get("distributed"))
+    return {"tasks": s.world_size, "nodes": s.nodes} if s.nodes > 1 else {}
 
 
 def usable_cpus() -> int:
@@ -243,13 +277,15 @@ def rendezvous(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
                 f"SLURM: {var} is not set, so this task cannot meet the other ranks; launch the training "
                 "with srun (one task per process) inside the job"
             )
-    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
     if not nodelist:
         raise InputError(
             "SLURM: SLURM_JOB_NODELIST is not set, so the ranks have no master address; launch the training "
             "with srun inside the job"
         )
-    job = int(re.sub(r"\D", "", env["SLURM_JOB_ID"]) or 0)
+    job = int(re.sub(r"\D", "", env["SLURM_JOB_ID"]) or 0) * 7 + int(
+        re.sub(r"\D", "", env.get("SLURM_STEP_ID", "")) or 0
+    )
     return {
         "rank": int(env["SLURM_PROCID"]),
         "world_size": int(env["SLURM_NTASKS"]),
@@ -563,9 +599,196 @@ def spawn(
     check_capacity(processes, device)
     import torch.multiprocessing as mp
 
-    mp.spawn(
+    ctx = mp.start_processes(
         _rank_main,
         args=(fn, args, processes, free_port(), backend, device),
         nprocs=processes,
-        join=True,
+        join=False,
+        start_method="spawn",
     )
+    previous, installed = None, threading.current_thread() is threading.main_thread()
+    if installed:  # a preempted job: every rank checkpoints (SIGTERM -> checkpoint -> Preempted in each)
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def forward(signum, frame):
+            for p in ctx.processes:
+                if p.is_alive() and p.pid is not None:
+                    os.kill(p.pid, signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, forward)
+    try:
+        while not ctx.join():
+            pass
+    except mp.ProcessRaisedException as err:
+        raise _rank_error(str(err)) from None
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _rank_error(text: str) -> BrainpipeError:
+    """A rank's brainpipe error again, in one line (other errors: the rank's last line, as a BrainpipeError)."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    last = lines[-1] if lines else "a training process failed"
+    m = re.match(r"^(?:[\w.]+\.)?(\w+): (.*)$", last)
+    if m is not None:
+        cls = getattr(errors, m.group(1), None)
+        if cls is None and m.group(1) == "Preempted":
+            from brainpipe.training.checkpoint import Preempted as cls
+        if isinstance(cls, type) and issubclass(cls, BrainpipeError):
+            return cls(m.group(2))
+    return BrainpipeError(f"a training process failed: {last}")
+
+
+def _find_device(params: Any) -> str | None:
+    """The first ``device`` setting in a stage's (nested) params, or None."""
+    if isinstance(params, Mapping):
+        if isinstance(params.get("device"), str):
+            return params["device"]
+        for v in params.values():
+            found = _find_device(v)
+            if found is not None:
+                return found
+    return None
+
+
+def _stage_rank(module_name: str, ins: dict, outs: dict, params: dict, log: str | None) -> None:
+    """One rank of a distributed stage: rank 0 runs it as usual; the others write their outputs to a scratch
+    folder (removed) and their log beside the stage's."""
+    comm = current()
+    module = importlib.import_module(f"brainpipe.stages.{module_name}")
+    if comm is None or comm.is_main:
+        module.run(ins, outs, params, log)
+        return
+    with tempfile.TemporaryDirectory(prefix=f"brainpipe-rank{comm.rank}-") as tmp:
+        scratch = {}
+        for k, v in outs.items():
+            paths = v if isinstance(v, (list, tuple)) else [v]
+            moved = [str(Path(tmp) / f"{k}-{i}-{Path(str(p)).name}") for i, p in enumerate(paths)]
+            scratch[k] = moved if isinstance(v, (list, tuple)) else moved[0]
+        module.run(ins, scratch, params, f"{log}.rank-{comm.rank}" if log else None)
+
+
+def run_stage(module_name: str, settings: DistributedSettings, ins, outs, params, log) -> None:
+    """Run a training stage data-parallel (see the module docstring).
+
+    Parameters
+    ----------
+    module_name : str
+        The stage (``brainpipe.stages.<module_name>``).
+    settings : DistributedSettings
+        The study's ``training.distributed``.
+    ins, outs : mapping
+        The stage's inputs and outputs (paths).
+    params : mapping
+        The stage's parameters.
+    log : str or None
+        The stage's log file.
+
+    Raises
+    ------
+    brainpipe.errors.ConfigError
+        Several nodes outside SLURM, or more processes than the node or the SLURM job has room for.
+    brainpipe.errors.BrainpipeError
+        A rank failed (its error, in one line).
+    """
+    device = _find_device(params)
+    args = (module_name, dict(ins), dict(outs), dict(params), None if log is None else str(log))
+    if settings.nodes == 1:
+        spawn(_stage_rank, args, settings.processes_per_node, settings.backend, device)
+        return
+    if not os.environ.get("SLURM_JOB_ID"):
+        raise ConfigError(
+            f"{KEY}.nodes = {settings.nodes}: several nodes need a SLURM job (run with the slurm profile), "
+            "or set nodes to 1"
+        )
+    have = int(os.environ.get("SLURM_NTASKS") or 1)
+    if have < settings.world_size:
+        raise ConfigError(
+            f"{KEY}: {settings.world_size} processes ({settings.processes_per_node} per node x {settings.nodes} "
+            f"nodes), but this SLURM job has {have} task(s): submit it with the workflow's slurm profile"
+        )
+    exe = shutil.which("srun")
+    if exe is None:
+        raise ConfigError(f"{KEY}.nodes = {settings.nodes}: srun is not on PATH in this SLURM job")
+    spec = Path(str(next(iter(outs.values())))).parent / f".distributed-{os.environ['SLURM_JOB_ID']}.json"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(json.dumps({"args": args, "backend": settings.backend, "device": device}, default=str))
+    try:
+        proc = subprocess.run(
+            [
+                exe,
+                "--overlap",
+                f"--ntasks={settings.world_size}",
+                f"--nodes={settings.nodes}",
+                f"--ntasks-per-node={settings.processes_per_node}",
+                "--kill-on-bad-exit=1",
+                sys.executable,
+                "-m",
+                "brainpipe.training.distributed",
+                str(spec),
+            ],
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        spec.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise _rank_error(proc.stderr or f"srun exited with status {proc.returncode}")
+
+
+def from_snakemake(smk: Any, module_name: str) -> None:
+    """Entry of a training stage's Snakemake shim: the ordinary stage entry, data-parallel when the study asks.
+
+    With ``training.distributed`` off (the default) this is exactly
+    :func:`brainpipe.stages._runner.from_snakemake`; when on, the stage's ``run`` is replaced, for this call, by
+    :func:`run_stage` (threads, GPU claims and error lines stay the ordinary entry's).
+
+    Parameters
+    ----------
+    smk : snakemake.script.Snakemake
+        The ``snakemake`` object of the rule's script.
+    module_name : str
+        The stage (``brainpipe.stages.<module_name>``).
+    """
+    from brainpipe.stages import _runner
+
+    cfg = getattr(smk, "config", None) or {}
+    settings = DistributedSettings.from_dict((cfg.get("training") or {}).get("distributed"))
+    if not settings.enabled:
+        _runner.from_snakemake(smk, module_name)
+        return
+    module = importlib.import_module(f"brainpipe.stages.{module_name}")
+    original = module.run
+
+    def run(ins, outs, params=None, log=None):
+        run_stage(module_name, settings, ins, outs, dict(params or {}), log)
+
+    module.run = run
+    try:
+        _runner.from_snakemake(smk, module_name)
+    finally:
+        module.run = original
+
+
+def _srun_main(spec_path: str) -> int:
+    """One SLURM task of :func:`run_stage` on several nodes."""
+    spec = json.loads(Path(spec_path).read_text())
+    try:
+        init(spec["backend"], spec["device"])
+        try:
+            _stage_rank(*spec["args"])
+        finally:
+            shutdown()
+    except BrainpipeError as err:
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if (
+    __name__ == "__main__"
+):  # the package's module (not this __main__ copy) holds the process group the loop sees
+    from brainpipe.training.distributed import _srun_main as _main
+
+    raise SystemExit(_main(sys.argv[1]))
