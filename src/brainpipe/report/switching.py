@@ -34,6 +34,8 @@ _TRUTH_COLUMNS = (
     ("state accuracy", "state_accuracy"),
     ("weight r", "weight_corr"),
     ("adjacency BA", "adjacency_balanced_accuracy"),
+    ("shared structure BA", "shared_adjacency_balanced_accuracy"),
+    ("shared mean r", "shared_mean_corr"),
 )
 
 
@@ -102,7 +104,22 @@ def switching_part(
         )
     parts = [
         f'<h3 class="sub" id="{escape(slug)}-switching">Switching GLM</h3>',
-        f'<p class="note">{len(entries)} variant(s) fitted on the train split and scored on the test split. '
+        f'<p class="note">{len(entries)} variant(s) fitted on the train split and scored on the test split'
+        + (
+            " (hyperparameters chosen on the validation split: "
+            + "; ".join(
+                f"{escape(e.variant or '')} {escape(str(fits[e.variant].attrs['selected_params']))}"
+                for e in entries
+                if "selected_params" in fits[e.variant].attrs
+            )
+            + ")"
+            if any("selected_params" in fits[e.variant].attrs for e in entries)
+            else ""
+        )
+        + ". "
+        "Shared structure (simulated data): each pair's most probable class of the learned (one-hot) or post-hoc "
+        "(free weights) shared categorical against the planted one's, and the state-constant connectome "
+        "(Gaussian prior: its learned mean; else the mean over states) against the planted weights' mean. "
         "Coloured cells have a bar (green met, red missed; hover for the bar); bits are held-out log-likelihood "
         "gains over a homogeneous Poisson model, per spike. "
         + ("“best”: the multi-state variant with the highest test bits/spike." if best is not None else "")
@@ -206,7 +223,8 @@ def switching_part(
             "iteration; it should rise and flatten."
             + (" Priors differ, so the curves are not on one scale." if len(priors - {""}) > 1 else "")
             + (
-                " The one-hot curve covers only its final exact-EM polish, after the relaxation phase."
+                " The one-hot prior's classes, shared categorical and slab are learned in the same EM from its "
+                "first iteration."
                 if "onehot" in priors
                 else ""
             ),
