@@ -266,3 +266,50 @@ def test_a_training_stage_runs_in_two_ranks_and_only_rank_0_writes(tmp_path):
     l1, l2 = d1["history_train_loss"].values, d2["history_train_loss"].values
     assert len(l1) == len(l2) == NF_TRAIN["max_epochs"]
     assert abs(l1 - l2).max() <= 0.05 * abs(l1).max(), (l1, l2)
+
+
+def test_several_nodes_need_slurm_and_enough_tasks(monkeypatch, tmp_path):
+    from brainpipe.training.distributed import run_stage
+
+    outs = {"model": str(tmp_path / "m.nc")}
+    for var in ("SLURM_JOB_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(
+        ConfigError, match=r"training\.distributed\.nodes = 2: several nodes need a SLURM job"
+    ):
+        run_stage("neuroformer_pretrain", DistributedSettings(2, 2), {}, outs, {}, None)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    with pytest.raises(
+        ConfigError, match=r"4 processes \(2 per node x 2 nodes\), but this SLURM job has 2 task"
+    ):
+        run_stage("neuroformer_pretrain", DistributedSettings(2, 2), {}, outs, {}, None)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_from_snakemake_is_the_ordinary_entry_when_off(monkeypatch):
+    from types import SimpleNamespace
+
+    from brainpipe.stages import _runner, neuroformer_pretrain
+    from brainpipe.training import distributed
+
+    calls = []
+    original = neuroformer_pretrain.run
+
+    def entry(smk, name):
+        calls.append((name, neuroformer_pretrain.run is original))
+        neuroformer_pretrain.run({"counts": "c"}, {"model": "m"}, {"seed": 0}, None)
+
+    monkeypatch.setattr(_runner, "from_snakemake", entry)
+    monkeypatch.setattr(distributed, "run_stage", lambda *a: calls.append(("run_stage", a[1].world_size)))
+    monkeypatch.setattr(neuroformer_pretrain, "run", lambda *a: calls.append(("stage", 1)))
+    original = neuroformer_pretrain.run
+    distributed.from_snakemake(SimpleNamespace(config={}), "neuroformer_pretrain")
+    off = {"training": {"distributed": {"processes_per_node": 1, "nodes": 1, "backend": "auto"}}}
+    distributed.from_snakemake(SimpleNamespace(config=off), "neuroformer_pretrain")
+    assert calls == [("neuroformer_pretrain", True), ("stage", 1)] * 2
+    calls.clear()
+    on = {"training": {"distributed": {"processes_per_node": 2}}}
+    distributed.from_snakemake(SimpleNamespace(config=on), "neuroformer_pretrain")
+    assert calls == [("neuroformer_pretrain", False), ("run_stage", 2)]
+    assert neuroformer_pretrain.run is original  # restored
