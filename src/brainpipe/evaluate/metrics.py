@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from brainpipe._docs import fill_doc
@@ -224,3 +225,74 @@ def metrics_dataset(
         coords={"metric": np.array(names)},
         attrs={"model": model, "dataset": dataset},
     )
+
+
+#: The ``status`` column of the study's metrics table for each ``passed`` value.
+STATUS: dict[int, str] = {1: "pass", 0: "miss", -1: "no bar"}
+
+
+@fill_doc
+def metric_records(m: xr.Dataset) -> list[tuple[str, float, float, str, int]]:
+    """(metric, value, bar, bar_op, passed) of every metric of a metrics file, in order.
+
+    Parameters
+    ----------
+    %(metrics_m)s
+
+    Returns
+    -------
+    list of tuple
+        One per metric; without a bar, the bar is NaN, ``bar_op`` empty and ``passed`` -1 (also where a file
+        has a ``passed`` value for a NaN bar).
+    """
+    n = m.sizes.get("metric", 0)
+    names = [str(x) for x in m["metric"].values]
+    values = np.asarray(m["value"].values, dtype=np.float64)
+    bars = np.asarray(m["bar"].values, dtype=np.float64) if "bar" in m else np.full(n, np.nan)
+    ops = [str(x) for x in m["bar_op"].values] if "bar_op" in m else [""] * n
+    passed = [int(x) for x in m["passed"].values] if "passed" in m else [-1] * n
+    return [
+        (k, float(v), float(b), op, -1 if np.isnan(b) else ok)
+        for k, v, b, op, ok in zip(names, values, bars, ops, passed, strict=True)
+    ]
+
+
+def metrics_table(paths) -> pd.DataFrame:
+    """One row per metric of every metrics file: the study's table (``results/report/metrics.tsv``).
+
+    Parameters
+    ----------
+    paths : sequence of str or os.PathLike
+        ``metrics`` netCDF files (each with ``dataset`` and ``model`` attributes).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``dataset, model, metric, value, bar_op, bar, status, file`` (:data:`STATUS` words), in the
+        files' order and each file's metric order.
+
+    Examples
+    --------
+    >>> metrics_table([]).columns.tolist()
+    ['dataset', 'model', 'metric', 'value', 'bar_op', 'bar', 'status', 'file']
+    """
+    from brainpipe.data import read
+    from brainpipe.data.atomic import METRICS_TABLE_HEADER
+
+    rows = []
+    for p in paths:
+        ds = read(p, "metrics")
+        for name, value, bar, op, passed in metric_records(ds):
+            rows.append(
+                {
+                    "dataset": ds.attrs["dataset"],
+                    "model": ds.attrs["model"],
+                    "metric": name,
+                    "value": value,
+                    "bar_op": op,
+                    "bar": bar,
+                    "status": STATUS[passed],
+                    "file": str(p),
+                }
+            )
+    return pd.DataFrame(rows, columns=METRICS_TABLE_HEADER.split("\t"))

@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from brainpipe._docs import fill_doc
+from brainpipe.evaluate.metrics import metric_records
 from brainpipe.report.base import STATUS, PathLike, Reader, attr, exact, fmt
 
 _HEAD = (
@@ -128,32 +129,6 @@ def all_metrics_section(entries: Sequence) -> str:
         'aria-label="filter the metrics table"> <span id="metric-count"></span></p>'
         f'<table class="metrics">{_HEAD}<tbody>' + "".join(rows) + "</tbody></table></details></section>"
     )
-
-
-@fill_doc
-def metric_records(m: xr.Dataset) -> list[tuple[str, float, float, str, int]]:
-    """(metric, value, bar, bar_op, passed) of every metric of a metrics file, in order.
-
-    Parameters
-    ----------
-    %(metrics_m)s
-
-    Returns
-    -------
-    list of tuple
-        One per metric; without a bar, the bar is NaN, ``bar_op`` empty and ``passed`` -1 (also where a file
-        has a ``passed`` value for a NaN bar).
-    """
-    n = m.sizes.get("metric", 0)
-    names = [str(x) for x in m["metric"].values]
-    values = np.asarray(m["value"].values, dtype=np.float64)
-    bars = np.asarray(m["bar"].values, dtype=np.float64) if "bar" in m else np.full(n, np.nan)
-    ops = [str(x) for x in m["bar_op"].values] if "bar_op" in m else [""] * n
-    passed = [int(x) for x in m["passed"].values] if "passed" in m else [-1] * n
-    return [
-        (k, float(v), float(b), op, -1 if np.isnan(b) else ok)
-        for k, v, b, op, ok in zip(names, values, bars, ops, passed, strict=True)
-    ]
 
 
 @fill_doc
