@@ -73,6 +73,25 @@ def _coords(ds: xr.Dataset) -> dict[str, np.ndarray]:
     }
 
 
+def _animal_time(res: NCPResult, n_windows: int, n_animals: int) -> torch.Tensor:
+    """(animal, window, R) time courses of a pair x (animal, window) x 1 fit, weights included."""
+    _, B, C = res.factors
+    R = B.shape[1]
+    return B.reshape(n_animals, n_windows, R) * (C[0] * res.weights)[None, None, :]
+
+
+def _fold(res: NCPResult, n_windows: int, n_animals: int) -> NCPResult:
+    """A per-animal-time fit shown as a CP model (pair, window, animal): time = the unit-norm sum of the animals'
+    time courses, animal = the unit-norm per-animal energy, weight = the component's energy."""
+    T = _animal_time(res, n_windows, n_animals)
+    energy = torch.linalg.norm(T, dim=1)  # (animal, R)
+    weight = torch.linalg.norm(energy, dim=0)
+    time = T.sum(0)
+    time = time / torch.clamp(torch.linalg.norm(time, dim=0), min=1e-30)
+    animal = energy / torch.clamp(weight, min=1e-30)
+    return NCPResult(weight, [res.factors[0], time, animal], res.errors, res.n_iter)
+
+
 class DynamicConnectome(Estimator):
     """Masked non-negative CP over ranks x restarts, rank by replicate stability, communities per component.
 
@@ -100,6 +119,12 @@ class DynamicConnectome(Estimator):
         Louvain resolution.
     seed : int, default 0
         Base seed of the restarts and of Louvain.
+    time_mode : {"shared", "per_animal"}
+        ``"shared"`` (time-locked experiments): one time factor for every animal, the CP model pair x window x
+        animal. ``"per_animal"`` (freely behaving animals, whose windows do not line up): shared pair factors and a
+        time course per animal and component (a coupled factorization: masked non-negative factorization of the
+        pair x (animal, window) unfolding, the same HALS solver); ``animal_time_`` holds the time courses, and the
+        CP-shaped ``factors_`` shows their mean over animals (time) and their norm per animal (animal) for display.
 
     Attributes
     ----------
@@ -143,6 +168,7 @@ class DynamicConnectome(Estimator):
         device: str = "auto",
         resolution: float = 1.0,
         seed: int = 0,
+        time_mode: str = "shared",
     ):
         self.ranks = ranks
         self.restarts = restarts
@@ -154,11 +180,13 @@ class DynamicConnectome(Estimator):
         self.device = device
         self.resolution = resolution
         self.seed = seed
+        self.time_mode = time_mode
 
     model_name = "connectome_ntf"
 
     def _check_params(self) -> None:
         self._check_choice("dtype", ("float32", "float64"))
+        self._check_choice("time_mode", ("shared", "per_animal"))
         ranks = [int(r) for r in np.atleast_1d(self.ranks)]
         if not ranks or min(ranks) < 1:
             raise self._param_error("ranks", "must be a non-empty list of ranks >= 1")
@@ -208,12 +236,20 @@ class DynamicConnectome(Estimator):
         self.fits_: dict[int, list[NCPResult]] = {}
         self.stability_: dict[int, float] = {}
         self.best_: dict[int, NCPResult] = {}
+        P, W, n_an = X.shape
+        per_animal = self.time_mode == "per_animal"
+        if per_animal:  # pair x (animal, window) x 1: shared pair factors, a time course per animal
+            Xf = X.permute(0, 2, 1).reshape(P, n_an * W, 1)
+            maskf = torch.broadcast_to(mask, X.shape).permute(0, 2, 1).reshape(P, n_an * W, 1)
+        else:
+            Xf, maskf = X, mask
+        self.animal_times_: dict[int, torch.Tensor] = {}
         for R in ranks:
             fits = [
                 masked_ncp_hals(
-                    X,
+                    Xf,
                     R,
-                    mask,
+                    maskf,
                     n_iter_max=int(self.n_iter_max),
                     tol=float(self.tol),
                     n_inner=int(self.n_inner),
@@ -225,6 +261,10 @@ class DynamicConnectome(Estimator):
             others = [f for f in fits if f is not best]
             bf = [f.cpu().numpy() for f in best.factors]
             sims = [factor_match_score(bf, [f.cpu().numpy() for f in o.factors])[0] for o in others]
+            if per_animal:
+                self.animal_times_[R] = _animal_time(best, W, n_an)
+                fits = [_fold(f, W, n_an) for f in fits]
+                best = fits[[f.errors[-1] for f in fits].index(best.errors[-1])]
             self.fits_[R], self.best_[R] = fits, best
             self.stability_[R] = float(np.mean(sims)) if sims else 1.0
             LOG.info(
@@ -248,6 +288,7 @@ class DynamicConnectome(Estimator):
         res = self.best_[self.rank_]
         self.weights_ = res.weights
         self.factors_ = res.factors
+        self.animal_time_ = self.animal_times_.get(self.rank_)
         self.neurons_ = [str(n) for n in tensor["neuron"].values]
         self.pair_i_ = np.asarray(tensor["pair_i"].values)
         self.pair_j_ = np.asarray(tensor["pair_j"].values)
@@ -271,13 +312,19 @@ class DynamicConnectome(Estimator):
         return to_cp_tensor(self.weights_, self.factors_)
 
     def reconstruct(self) -> np.ndarray:
-        """The fitted low-rank tensor of the selected rank, by :func:`tensorly.cp_to_tensor`.
+        """The fitted low-rank tensor of the selected rank, by :func:`tensorly.cp_to_tensor` (with
+        ``time_mode="per_animal"``: the pair factors times each animal's time courses).
 
         Returns
         -------
         numpy.ndarray
             (pair, window, animal) float64.
         """
+        if (
+            getattr(self, "animal_time_", None) is not None
+        ):  # per-animal time courses: pair x (animal, window)
+            pair = self.factors_[0].cpu().double().numpy()
+            return np.einsum("pr,awr->pwa", pair, self.animal_time_.cpu().double().numpy())
         with tl.backend_context("numpy", local_threadsafe=True):
             return tl.cp_to_tensor(self.cp_tensor_)
 
@@ -364,6 +411,17 @@ class DynamicConnectome(Estimator):
                 "all_time_factor": (("rank", "window", "kcomponent"), padded(1)),
                 "all_animal_factor": (("rank", "animal", "kcomponent"), padded(2)),
                 "error_history": ("iteration", np.asarray(self.best_[R].errors, dtype=np.float64)),
+                **(
+                    {
+                        "animal_time_factor": (
+                            ("animal", "window", "component"),
+                            self.animal_time_.cpu().numpy().astype(np.float64),
+                            {"long_name": "each animal's time course of each component (weight included)"},
+                        )
+                    }
+                    if getattr(self, "animal_time_", None) is not None
+                    else {}
+                ),
                 "pair_i": ("pair", self.pair_i_.astype(np.int64)),
                 "pair_j": ("pair", self.pair_j_.astype(np.int64)),
             },
@@ -393,6 +451,7 @@ class DynamicConnectome(Estimator):
                 "device": str(self.device_),
                 "dtype": self.dtype,
                 "affinity": self.affinity_,
+                "time_mode": self.time_mode,
                 "estimator_params": json.dumps(_plain(self.get_params(deep=False))),
             },
         )
@@ -442,6 +501,7 @@ class DynamicConnectome(Estimator):
         m.fits_ = {r: [f] for r, f in m.best_.items()}
         m.weights_ = as_t(ds["weight"].values)
         m.factors_ = [as_t(ds[v].values) for v in ("pair_factor", "time_factor", "animal_factor")]
+        m.animal_time_ = as_t(ds["animal_time_factor"].values) if "animal_time_factor" in ds else None
         m.neurons_ = [str(n) for n in ds["neuron"].values]
         m.pair_i_ = np.asarray(ds["pair_i"].values)
         m.pair_j_ = np.asarray(ds["pair_j"].values)
