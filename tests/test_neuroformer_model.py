@@ -10,12 +10,22 @@ import xarray as xr
 from brainpipe.config import validate_config
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import ConfigError, InputError
-from brainpipe.evaluate.neuroformer import connectivity_scores, set_f1, xcorr_connectivity
+from brainpipe.evaluate.metrics import auroc
+from brainpipe.evaluate.neuroformer import (
+    connectivity_scores,
+    direction_accuracy,
+    history_features,
+    linear_decoder,
+    rate_hub_recall,
+    set_f1,
+    xcorr_connectivity,
+)
 from brainpipe.models.neuroformer import (
     Neuroformer,
     NeuroformerNet,
     SpikeTokenizer,
     align_modality,
+    filter_logits,
     label_subset,
     pretrain_loss,
 )
@@ -299,6 +309,30 @@ def test_sdpa_matches_explicit_attention():
     assert torch.allclose(b["attention"]["self"][0].triu(1), torch.zeros(1))  # causal
 
 
+def test_cached_decoding_gives_the_forward_logits_and_top_k_top_p():
+    torch.manual_seed(0)
+    net = NeuroformerNet(
+        8, 6, 9, 6, modality_dims=[2], modality_len=5, d_model=16, n_heads=2, n_layers=2
+    ).eval()
+    ids, dts = torch.randint(0, 7, (3, 8)), torch.randint(0, 5, (3, 8))
+    pid, pdt = torch.randint(0, 7, (3, 6)), torch.randint(0, 5, (3, 6))
+    pid[1, 3:] = 7  # PAD keys are masked in both paths
+    mod = torch.randn(3, 5, 2)
+    with torch.no_grad():
+        full = net(ids, dts, pid, pdt, mod)
+        cache = net.init_cache(pid, pdt, mod)
+        steps = [net.step(ids[:, t], dts[:, t], cache) for t in range(8)]
+    for key in ("id_logits", "dt_logits"):
+        cached = torch.stack([o[key] for o in steps], 1)
+        assert torch.allclose(cached, full[key], atol=1e-5), key
+    assert cache["self"][0]["k"].shape == (3, 2, 8, 8)  # (batch, head, position, d_head)
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isfinite(filter_logits(logits, top_k=2)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.7)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.1)).tolist() == [[True, False, False, False]]
+    assert torch.isfinite(filter_logits(logits)).all()
+
+
 # ---- learning on planted truth ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained():
@@ -344,8 +378,14 @@ def test_finetuned_decoder_recovers_speed(trained):
     m.set_target(counts, {"source": "behaviour", "variable": "speed"})
     m.fit_behaviour(counts, 1.0)
     assert m.score(counts, "test") > 0.5
-    sampled = m.generate(m.tokenizer_.transform(counts).select(np.arange(10)), n_samples=2)
+    win = m.tokenizer_.transform(counts).select(np.arange(10))
+    sampled = m.generate(win, n_samples=2)
     assert sampled.shape == (2, 10, 6) and sampled.sum() > 0
+    np.testing.assert_array_equal(m.generate(win, n_samples=2, use_cache=False), sampled)  # same draws
+    greedy = m.generate(win, n_samples=2, top_k=1, seed=1)
+    np.testing.assert_array_equal(greedy[0], greedy[1])  # top-1: deterministic
+    with pytest.raises(ConfigError, match="top_p=1.5 must be in"):
+        m.generate(win, top_p=1.5)
 
 
 # ---- evaluation helpers ---------------------------------------------------------------------------------------
@@ -358,6 +398,73 @@ def test_set_f1_and_xcorr_on_planted_lag():
     y = np.stack([x, np.r_[0, 0, x[:-2]] + rng.poisson(0.1, 5000), rng.poisson(0.3, 5000)], 1)
     C = xcorr_connectivity(y, np.zeros(5000, np.int8), 3)
     assert np.argmax(C[1]) == 0 and C[1, 0] > 5 * abs(C[0, 1])  # 1 follows 0, not the reverse
+
+
+def test_direction_accuracy_and_rate_hub_recall():
+    conn = np.zeros((3, 3), int)
+    conn[1, 0] = conn[2, 1] = 1  # 0 -> 1 -> 2
+    M = np.array([[0.0, 0.1, 0.0], [0.9, 0.0, 0.2], [0.0, 0.2, 0.0]])
+    assert direction_accuracy(M, conn) == pytest.approx((1.0 + 0.5) / 2)  # right, tie
+    assert direction_accuracy(M.T, conn) == pytest.approx((0.0 + 0.5) / 2)  # a transposed matrix: wrong
+    assert direction_accuracy(-M, conn, signed=False) == pytest.approx(0.75)
+    conn[0, 1] = 1  # two-way pairs are left out
+    assert direction_accuracy(M, conn) == 0.5
+    assert np.isnan(direction_accuracy(M, np.zeros((3, 3))))
+    y = np.array([[3, 0, 1], [2, 0, 1], [9, 9, 9]])
+    split = np.array([SPLIT_FLAGS["train"], SPLIT_FLAGS["train"], SPLIT_FLAGS["test"]])
+    assert rate_hub_recall(y, split, np.array([1, 0, 0])) == 1.0  # the test bin is not read
+    assert rate_hub_recall(y, split, np.array([0, 1, 0])) == 0.0
+
+
+def test_history_baseline_features_and_validation_choice():
+    y = np.arange(40).reshape(10, 4)
+    X = history_features(y, np.array([6]), 2, 4, n_history=2)  # bins 6, 7; past chunks 2-3 and 4-5
+    want = np.concatenate([y[6], y[7], y[2:4].sum(0), y[4:6].sum(0)])
+    np.testing.assert_allclose(X[0], np.sqrt(want))
+    assert history_features(y, np.array([], int), 2, 4).shape == (0, 24)
+    # the history features carry a lag-3 signal the window sums do not; the validation score says so
+    rng = np.random.default_rng(0)
+    yc = rng.poisson(1.0, (3000, 2))
+    starts = np.arange(8, 2990, 3)
+    target = yc[starts - 4, 0] - yc[starts - 1, 0] + 0.1 * rng.normal(size=starts.size)
+    tr, va, te = np.split(np.arange(starts.size), [600, 800])
+    for feats, want_high in ((history_features(yc, starts, 2, 4), True), (np.sqrt(yc[starts]), False)):
+        p, val = linear_decoder(feats[tr], target[tr], feats[va], target[va], feats[te], "regression", True)
+        r2 = 1 - np.mean((p - target[te]) ** 2) / np.var(target[te])
+        assert (val > 0.8) == want_high and abs(val - r2) < 0.1
+
+
+def test_scratch_at_some_fractions_only():
+    from brainpipe.training.neuroformer import run_labels
+
+    assert run_labels([1.0, 0.01], [0.01]) == ["pretrained_1pct", "scratch_1pct", "pretrained_100pct"]
+    assert run_labels([0.5], True) == ["pretrained_50pct", "scratch_50pct"]
+    assert run_labels([0.5], False) == ["pretrained_50pct"]
+
+
+def test_hub_network_hubs_are_rate_matched():
+    """A firing-rate ranking finds rate-matched hubs at chance only; without the calibration it does not."""
+
+    def rate_auc(**kw):
+        hub, rate, rec = [], [], []
+        for seed in range(8):
+            sim = simulate("hub_network", {"duration_s": 30.0, "calibration_s": 30.0, **kw}, seed=seed)
+            r = np.bincount(sim.data["spike_unit"].values, minlength=20) / 30.0
+            h = sim.truth["is_hub"].values.astype(bool)
+            hub.append(h)
+            rate.append(r)
+            rec.append(h[np.argsort(-r)[:3]].mean())
+            if kw.get("rate_matched", True):  # the realised rates are the drawn ones
+                rel = r / sim.truth["target_rate_hz"].values - 1
+                assert np.median(np.abs(rel)) < 0.15
+        return auroc(np.concatenate(hub), np.concatenate(rate)), float(np.mean(rec))
+
+    auc, rec = rate_auc()
+    assert 0.3 < auc < 0.7 and rec < 0.35  # chance: 0.5 and 3/20
+    auc_off, _ = rate_auc(rate_matched=False)  # hubs' targets fire faster than the hubs
+    assert auc_off < 0.3
+    with pytest.raises(ConfigError, match="hub_rate_hz to null"):
+        simulate("hub_network", {"hub_rate_hz": 20.0}, seed=0)
 
 
 @pytest.mark.gpu
@@ -508,9 +615,9 @@ def test_finetune_never_trains_on_test_windows(monkeypatch):
         seen.append((float(data[-1].abs().max()), float(val_data[-1].abs().max())))
         return real_train(model, data, loss, cfg, val_data=val_data, **kw)
 
-    def spy_decoder(X_tr, y_tr, X_va, y_va, X_te, kind):
+    def spy_decoder(X_tr, y_tr, X_va, y_va, X_te, kind, with_score=False):
         seen.append((float(np.abs(y_tr).max()), float(np.abs(y_va).max())))
-        return real_decoder(X_tr, y_tr, X_va, y_va, X_te, kind)
+        return real_decoder(X_tr, y_tr, X_va, y_va, X_te, kind, with_score)
 
     monkeypatch.setattr(brainpipe.training, "train", spy_train)
     monkeypatch.setattr(evn, "linear_decoder", spy_decoder)
@@ -529,7 +636,7 @@ def test_finetune_never_trains_on_test_windows(monkeypatch):
         test.any() and np.all(ft["target"].values[test] == 999.0) and np.all(ft["target"].values[~test] < 999)
     )
     evn.decoding_metrics(ft, counts, Neuroformer.from_dataset(pre, counts))
-    assert len(seen) == 6 and max(max(s) for s in seen) < 50, seen
+    assert len(seen) == 8 and max(max(s) for s in seen) < 50, seen  # 4 runs, 2 fractions x 2 linear baselines
 
 
 def test_public_functions_give_the_stage_outputs(tmp_path):

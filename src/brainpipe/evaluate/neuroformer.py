@@ -23,11 +23,14 @@ __all__ = [
     "connectivity_scores",
     "decoding_metrics",
     "describe",
+    "direction_accuracy",
     "glm_baseline",
     "glm_generate",
+    "history_features",
     "hub_scores",
     "linear_decoder",
     "neuroformer_metrics_dataset",
+    "rate_hub_recall",
     "score_neuroformer",
     "set_f1",
     "window_features",
@@ -38,9 +41,16 @@ DESCRIPTIONS = {
     "connectivity_auroc": "AUROC of Neuroformer attention-rollout connectivity (lift, or its distance from 1 when some planted connections are inhibitory) for planted directed connections",
     "connectivity_auroc_xcorr": "the same for lagged cross-correlation of the binned counts (baseline)",
     "connectivity_auroc_glm": "the same for the coupling weights of a coupled Poisson GLM (baseline)",
+    "connectivity_auroc_vs_xcorr": "connectivity_auroc minus connectivity_auroc_xcorr (the bar: >= 0)",
+    "connectivity_direction": "direction accuracy of attention connectivity: share of planted one-way connections j -> i scored higher (post i, pre j) than the reverse (i, j) (ties: 1/2; chance 0.5)",
+    "connectivity_direction_xcorr": "the same for lagged cross-correlation (baseline)",
+    "connectivity_direction_glm": "the same for the Poisson-GLM couplings (baseline)",
+    "connectivity_direction_vs_xcorr": "connectivity_direction minus connectivity_direction_xcorr",
     "hub_recall": "fraction of planted hubs among the top-n_hubs neurons by the attention their past tokens receive",
     "hub_recall_xcorr": "the same by out-strength (positive z-scored weights) of lagged cross-correlation",
     "hub_recall_glm": "the same by out-strength of the Poisson-GLM couplings",
+    "hub_recall_rate": "the same by firing rate on the train bins (trivial baseline; chance n_hubs/n_neurons with rate-matched hubs)",
+    "hub_recall_vs_rate": "hub_recall minus hub_recall_rate",
     "generation_f1": "mean per-window F1 of the neuron set sampled by Neuroformer vs the recorded one (test windows)",
     "generation_f1_glm": "the same for windows sampled from a coupled Poisson GLM given the same past",
     "generation_f1_vs_glm": "generation_f1 minus generation_f1_glm",
@@ -70,10 +80,13 @@ def describe(name: str) -> str:
         who = {
             "pretrained": "Neuroformer fine-tuned from the pretrained weights",
             "scratch": "the same network trained from scratch",
-            "ridge": "ridge regression on binned counts (baseline)",
-            "logistic": "logistic regression on binned counts (baseline)",
+            "ridge": "ridge regression on the current and past windows' counts, penalty chosen on validation (baseline)",
+            "logistic": "logistic regression on the current and past windows' counts, penalty chosen on validation (baseline)",
+            "ridge_history": "ridge regression on the current window's bins and a few past-window chunks (baseline)",
+            "logistic_history": "logistic regression on the current window's bins and a few past-window chunks (baseline)",
+            "baseline": "the linear baseline with the better validation score (ridge/logistic with or without history bins)",
             "pretrained_vs_scratch": "pretrained minus from-scratch",
-            "pretrained_vs_baseline": "pretrained minus the ridge/logistic baseline",
+            "pretrained_vs_baseline": "pretrained minus the validation-chosen linear baseline",
         }.get(model, model)
         return f"behaviour decoding {what} on test windows, {who}, {pct.replace('pct', '%')} of the labelled train windows"
     return ""
@@ -173,6 +186,65 @@ def connectivity_scores(
     return auc, float(np.mean(np.asarray(is_hub, bool)[top]))
 
 
+def direction_accuracy(
+    M: np.ndarray, connected: np.ndarray, signed: bool = True, centre: float = 0.0
+) -> float:
+    """Share of planted one-way connections whose direction a connectivity matrix gets right.
+
+    For every planted connection ``j -> i`` (``connected[i, j]``) without the reverse one, the pair counts as right
+    when its score (post i, pre j) exceeds the reverse score (post j, pre i), as half when they tie. Scores as in
+    :func:`connectivity_scores` (``M``, or ``|M - centre|`` when not ``signed``).
+
+    Parameters
+    ----------
+    M : numpy.ndarray
+        (post, pre) connectivity scores.
+    connected : numpy.ndarray
+        (post, pre) planted connections (bool or 0/1).
+    signed : bool, default True
+        Score pairs by ``M`` itself (else by ``|M - centre|``).
+    centre : float, default 0.0
+        The no-connection value of ``M``.
+
+    Returns
+    -------
+    float
+        The accuracy (chance 0.5; NaN without one-way connections).
+    """
+    c = np.asarray(connected).astype(bool)
+    S = np.asarray(M, dtype=float) if signed else np.abs(np.asarray(M, dtype=float) - centre)
+    one_way = c & ~c.T
+    np.fill_diagonal(one_way, False)
+    if not one_way.any():
+        return float("nan")
+    fwd, rev = S[one_way], S.T[one_way]
+    return float(np.mean((fwd > rev) + 0.5 * (fwd == rev)))
+
+
+def rate_hub_recall(counts: np.ndarray, split: np.ndarray, is_hub: np.ndarray) -> float:
+    """Hub recall of the trivial rule: the top-n_hubs neurons by firing rate on the train bins.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        (time, unit) spike counts.
+    split : numpy.ndarray
+        (time,) split flag of each bin.
+    is_hub : numpy.ndarray
+        (unit,) planted hubs.
+
+    Returns
+    -------
+    float
+        Fraction of the planted hubs among the fastest-firing neurons (NaN without hubs).
+    """
+    hub = np.asarray(is_hub).astype(bool)
+    if not hub.any():
+        return float("nan")
+    rate = np.asarray(counts, dtype=float)[np.asarray(split) == SPLIT_FLAGS["train"]].mean(0)
+    return float(np.mean(hub[np.argsort(-rate, kind="stable")[: int(hub.sum())]]))
+
+
 # ---- decoding baselines ------------------------------------------------------------------------------------------
 def window_features(y: np.ndarray, starts: np.ndarray, window_bins: int, past_bins: int) -> np.ndarray:
     """Per-unit spike counts of the current and of the past window (square-root transformed), side by side.
@@ -204,7 +276,45 @@ def window_features(y: np.ndarray, starts: np.ndarray, window_bins: int, past_bi
     return np.sqrt(np.hstack([cur, past]).astype(np.float64))
 
 
-def linear_decoder(X_tr, y_tr, X_va, y_va, X_te, kind: str):
+def history_features(
+    y: np.ndarray, starts: np.ndarray, window_bins: int, past_bins: int, n_history: int = 4
+) -> np.ndarray:
+    """Per-unit counts of each bin of the current window and of ``n_history`` chunks of the past window.
+
+    The past window is cut into ``n_history`` consecutive chunks of (nearly) equal length, so the decoder sees
+    when the recent spikes came (square-root transformed counts, as :func:`window_features`).
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        (time, unit) spike counts.
+    starts : numpy.ndarray
+        (window,) first bin of each current window.
+    window_bins : int
+        Bins of a current window.
+    past_bins : int
+        Bins of a past window.
+    n_history : int, default 4
+        Chunks of the past window (at most ``past_bins``).
+
+    Returns
+    -------
+    numpy.ndarray
+        (window, (window_bins + n_history) * unit) features.
+    """
+    n_u = y.shape[1]
+    edges = np.linspace(0, past_bins, min(int(n_history), past_bins) + 1).round().astype(int)
+    rows = []
+    for s in np.asarray(starts, dtype=int):
+        cur = y[s : s + window_bins].reshape(window_bins, n_u)
+        past = y[s - past_bins : s]
+        chunks = [past[a:b].sum(0) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        rows.append(np.concatenate([cur.ravel(), *chunks]))
+    n_feat = (window_bins + edges.size - 1) * n_u
+    return np.sqrt(np.asarray(rows, dtype=np.float64).reshape(-1, n_feat))
+
+
+def linear_decoder(X_tr, y_tr, X_va, y_va, X_te, kind: str, with_score: bool = False):
     """Fit a linear decoder, its penalty chosen on validation, and predict the test rows.
 
     Ridge (regression) or class-balanced L2-logistic (classification) on standardised features; the penalty is the
@@ -224,11 +334,14 @@ def linear_decoder(X_tr, y_tr, X_va, y_va, X_te, kind: str):
         (n_test, feature) test features.
     kind : {"regression", "classification"}
         The task.
+    with_score : bool, default False
+        Also return the chosen penalty's validation score.
 
     Returns
     -------
-    numpy.ndarray
-        (n_test,) predictions (the one training class, when there is only one).
+    numpy.ndarray or tuple
+        (n_test,) predictions (the one training class, when there is only one); with ``with_score``, also the
+        validation score (R2 or balanced accuracy; -inf with one training class).
     """
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.preprocessing import StandardScaler
@@ -248,8 +361,11 @@ def linear_decoder(X_tr, y_tr, X_va, y_va, X_te, kind: str):
         if s > best_score:
             best, best_score = m, s
     if best is None:  # one class only among the labels: predict it
-        return np.full(X_te.shape[0], y_tr[0])
-    return best.predict(X_te)
+        pred = np.full(X_te.shape[0], y_tr[0])
+        return (pred, -np.inf) if with_score else pred
+    if kind != "classification":  # validation R2 from the best MSE
+        best_score = 1.0 + best_score / max(float(np.var(y_va)), 1e-12)
+    return (best.predict(X_te), float(best_score)) if with_score else best.predict(X_te)
 
 
 def balanced_accuracy(y: np.ndarray, p: np.ndarray) -> float:
@@ -392,8 +508,15 @@ def _pct(f: float) -> str:
     return f"{f * 100:g}pct"
 
 
-def decoding_metrics(ft: xr.Dataset, counts: xr.Dataset, model: Neuroformer) -> dict[str, float]:
+def decoding_metrics(
+    ft: xr.Dataset, counts: xr.Dataset, model: Neuroformer, n_history: int = 4
+) -> dict[str, float]:
     """Test scores of every fine-tuning run, and of ridge/logistic on binned counts with the same labelled windows.
+
+    Two linear baselines, each with its penalty chosen on the labelled validation windows: on the current and
+    past windows' counts (:func:`window_features`, ``ridge``/``logistic``) and on the current window's bins plus
+    ``n_history`` chunks of the past window (:func:`history_features`, ``_history``); ``baseline`` is the one with
+    the better validation score, the one ``pretrained_vs_baseline`` is measured against.
 
     Parameters
     ----------
@@ -403,12 +526,14 @@ def decoding_metrics(ft: xr.Dataset, counts: xr.Dataset, model: Neuroformer) -> 
         The ``spike_counts`` dataset they were trained on.
     model : Neuroformer
         The pretrained model (its tokeniser is given the runs' target and refitted).
+    n_history : int, default 4
+        Chunks of the past window in the history baseline.
 
     Returns
     -------
     dict
-        ``decode_<r2|bacc>_<run init or baseline>_<pct>`` and the ``pretrained_vs_scratch`` and
-        ``pretrained_vs_baseline`` differences, per label fraction.
+        ``decode_<r2|bacc>_<run init, ridge[_history], logistic[_history] or baseline>_<pct>`` and the
+        ``pretrained_vs_scratch`` and ``pretrained_vs_baseline`` differences, per label fraction.
     """
     kind = str(ft.attrs.get("target_kind", "regression"))
     score_name = "bacc" if kind == "classification" else "r2"
@@ -427,7 +552,10 @@ def decoding_metrics(ft: xr.Dataset, counts: xr.Dataset, model: Neuroformer) -> 
     win = tok.transform(counts)
     lab = np.isfinite(win.target[:, 0])
     yc = np.asarray(counts["counts"].values)
-    X = window_features(yc, win.start, tok.window_bins_, tok.past_bins_)
+    feats = {
+        "": window_features(yc, win.start, tok.window_bins_, tok.past_bins_),
+        "_history": history_features(yc, win.start, tok.window_bins_, tok.past_bins_, n_history),
+    }
     tgt = (
         win.target[:, 0]
         if kind != "classification"
@@ -439,10 +567,16 @@ def decoding_metrics(ft: xr.Dataset, counts: xr.Dataset, model: Neuroformer) -> 
     base = "logistic" if kind == "classification" else "ridge"
     for frac in sorted(set(ft["run_fraction"].values.tolist())):
         keep = label_subset(tr_idx, float(frac))
-        p = linear_decoder(X[keep], tgt[keep], X[va], tgt[va], X[tem], kind)
-        out[f"decode_{score_name}_{base}_{_pct(frac)}"] = score(tgt[tem], p)
+        best_val = -np.inf
+        for suffix, X in feats.items():
+            p, val = linear_decoder(X[keep], tgt[keep], X[va], tgt[va], X[tem], kind, with_score=True)
+            te_score = score(tgt[tem], p)
+            out[f"decode_{score_name}_{base}{suffix}_{_pct(frac)}"] = te_score
+            if suffix == "" or val > best_val:  # the better features on validation (ties: the simpler)
+                best_val = val
+                out[f"decode_{score_name}_baseline_{_pct(frac)}"] = te_score
     for frac in sorted(set(ft["run_fraction"].values.tolist())):
-        pk, sk, bk = (f"decode_{score_name}_{m}_{_pct(frac)}" for m in ("pretrained", "scratch", base))
+        pk, sk, bk = (f"decode_{score_name}_{m}_{_pct(frac)}" for m in ("pretrained", "scratch", "baseline"))
         if sk in out:
             out[f"decode_{score_name}_pretrained_vs_scratch_{_pct(frac)}"] = out[pk] - out[sk]
         out[f"decode_{score_name}_pretrained_vs_baseline_{_pct(frac)}"] = out[pk] - out[bk]
@@ -598,12 +732,19 @@ def score_neuroformer(
         signed = not bool((wv[conn.astype(bool)] < 0).any())  # excitatory-only truth: signed scores
         for name, suffix in (("attention", ""), ("xcorr", "_xcorr"), ("glm", "_glm")):
             hs = model.attention_received_ if name == "attention" else None
-            auc, rec = connectivity_scores(
-                mats[name], conn, hub, hs, signed=signed, centre=1.0 if name == "attention" else 0.0
-            )
+            centre = 1.0 if name == "attention" else 0.0
+            auc, rec = connectivity_scores(mats[name], conn, hub, hs, signed=signed, centre=centre)
             values[f"connectivity_auroc{suffix}"] = auc
+            values[f"connectivity_direction{suffix}"] = direction_accuracy(mats[name], conn, signed, centre)
             if hub is not None:
                 values[f"hub_recall{suffix}"] = rec
+        for m in ("auroc", "direction"):
+            values[f"connectivity_{m}_vs_xcorr"] = (
+                values[f"connectivity_{m}"] - values[f"connectivity_{m}_xcorr"]
+            )
+        if hub is not None:
+            values["hub_recall_rate"] = rate_hub_recall(counts["counts"].values, counts["split"].values, hub)
+            values["hub_recall_vs_rate"] = values["hub_recall"] - values["hub_recall_rate"]
 
     # generation
     sampled = model.generate(test, n_samples=int(n_samples), temperature=float(temperature), seed=seed)

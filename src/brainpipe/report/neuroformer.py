@@ -52,11 +52,17 @@ def main_metric(names: list[str]) -> tuple[str, list[tuple[str, str]]] | None:
             s = m.group(1)
             return n, [
                 (label, f"decode_{s}_{key}_100pct")
-                for label, key in (("ridge", "ridge"), ("logistic", "logistic"), ("from scratch", "scratch"))
+                for label, key in (
+                    ("ridge", "ridge"),
+                    ("logistic", "logistic"),
+                    ("ridge + history bins", "ridge_history"),
+                    ("logistic + history bins", "logistic_history"),
+                    ("from scratch (converged)", "scratch"),
+                )
             ]
     if "connectivity_auroc" in names:
         return "connectivity_auroc", [
-            ("cross-correlation", "connectivity_auroc_xcorr"),
+            ("lagged cross-correlation", "connectivity_auroc_xcorr"),
             ("Poisson GLM", "connectivity_auroc_glm"),
         ]
     if "generation_f1" in names:

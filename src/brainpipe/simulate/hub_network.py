@@ -21,8 +21,10 @@ class HubNetworkParams(StepMemory):
     Neuroformer's planted truth: a Poisson network with an exp link in which a few hub neurons drive many others
     through directed, lagged excitatory connections, a standardised speed (Ornstein-Uhlenbeck) drives one subset and
     a 0/1 flash stimulus another; behaviour variables ``speed`` and ``flash``; ``truth.nc`` holds ``weights``,
-    ``connected``, ``lag_bins`` (unit_post, unit_pre), ``is_hub``, ``log_baseline_rate``, ``behaviour_weight``
-    (speed, flash) and the connection ``kernel``.
+    ``connected``, ``lag_bins`` (unit_post, unit_pre), ``is_hub``, ``log_baseline_rate`` (calibrated),
+    ``target_rate_hz``, ``behaviour_weight`` (speed, flash) and the connection ``kernel``. By default the hubs are
+    rate-matched: every neuron's realised mean rate is drawn from the same range, so hubs are found only through
+    their connections.
 
     Parameters
     ----------
@@ -40,8 +42,16 @@ class HubNetworkParams(StepMemory):
         Simulation time step.
     rate_min_hz, rate_max_hz : float
         Range of the non-hubs' baseline rates.
-    hub_rate_hz : float
-        Baseline rate of the hubs.
+    hub_rate_hz : float or None
+        Baseline rate of the hubs (None: drawn from ``rate_min_hz``..``rate_max_hz`` like every other neuron).
+    rate_matched : bool
+        Calibrate each neuron's baseline so that its realised mean rate is its drawn rate (in
+        ``rate_min_hz``..``rate_max_hz``, hubs included), so a firing-rate ranking finds hubs by chance only;
+        ``hub_rate_hz`` must then be None.
+    calibration_s : float
+        Length of each calibration run (its own random stream).
+    calibration_rounds : int
+        Calibration runs (each rescales the baselines by target rate / realised rate).
     weight_min, weight_max : float
         Range of the (excitatory) connection weights.
     lag_min_bins, lag_max_bins : int
@@ -78,7 +88,10 @@ class HubNetworkParams(StepMemory):
     dt_s: float = 0.01
     rate_min_hz: float = 5.0
     rate_max_hz: float = 10.0
-    hub_rate_hz: float = 20.0
+    hub_rate_hz: float | None = None
+    rate_matched: bool = True
+    calibration_s: float = 60.0
+    calibration_rounds: int = 3
     weight_min: float = 0.8
     weight_max: float = 1.2
     lag_min_bins: int = 1
@@ -112,7 +125,15 @@ class HubNetworkParams(StepMemory):
             (self.duration_s > 0 and self.dt_s > 0, "duration_s and dt_s must be > 0"),
             (self.duration_s / self.dt_s >= 100, "duration_s must cover at least 100 steps of dt_s"),
             (0 < self.rate_min_hz <= self.rate_max_hz, "need 0 < rate_min_hz <= rate_max_hz"),
-            (self.hub_rate_hz > 0, "hub_rate_hz must be > 0"),
+            (self.hub_rate_hz is None or self.hub_rate_hz > 0, "hub_rate_hz must be > 0 or null"),
+            (
+                not (self.rate_matched and self.hub_rate_hz is not None),
+                "rate_matched hubs take their rate from rate_min_hz..rate_max_hz: set hub_rate_hz to null",
+            ),
+            (
+                self.calibration_s > 0 and self.calibration_rounds >= 1,
+                "need calibration_s > 0 and calibration_rounds >= 1",
+            ),
             (0 <= self.weight_min <= self.weight_max, "need 0 <= weight_min <= weight_max"),
             (1 <= self.lag_min_bins <= self.lag_max_bins, "need 1 <= lag_min_bins <= lag_max_bins"),
             (
@@ -134,7 +155,7 @@ class HubNetworkParams(StepMemory):
                 "need stimulus_rate_hz >= 0, duration > 0",
             ),
             (
-                self.max_rate_hz > max(self.rate_max_hz, self.hub_rate_hz),
+                self.max_rate_hz > max(self.rate_max_hz, self.hub_rate_hz or 0.0),
                 "max_rate_hz must exceed the baseline rates",
             ),
         ]
@@ -159,6 +180,36 @@ def _flashes(
     return stim
 
 
+def _run(drive: np.ndarray, Wk: np.ndarray, cap: float, dt: float, rng: np.random.Generator) -> np.ndarray:
+    """(step, unit) Poisson counts of the network: log-rate ``drive`` plus the lagged couplings ``Wk``."""
+    n_steps, n = drive.shape
+    depth = Wk.shape[0] - 1
+    counts = np.zeros((n_steps + depth, n), dtype=np.int32)  # `depth` leading rows of zeros: empty history
+    for t in range(n_steps):
+        past = counts[t : t + depth][::-1]  # y(t-1), y(t-2), ... y(t-depth)
+        eta = np.minimum(drive[t] + np.einsum("dij,dj->i", Wk[1:], past), cap)
+        counts[t + depth] = rng.poisson(np.exp(eta) * dt)
+    return counts[depth:]
+
+
+def _calibrate(
+    p: HubNetworkParams, rates: np.ndarray, Wk: np.ndarray, beta: np.ndarray, gamma: np.ndarray, seed: int
+) -> np.ndarray:
+    """Log baselines whose realised mean rates are ``rates``, from short runs on their own random stream."""
+    rng = np.random.default_rng([seed, 1])  # not the recording's stream
+    n_cal = max(100, int(round(min(p.calibration_s, p.duration_s) / p.dt_s)))
+    speed = ou_process(n_cal, p.dt_s, p.behaviour_tau_s, rng)
+    flash = _flashes(n_cal, p.dt_s, p.stimulus_rate_hz, p.stimulus_duration_s, rng)
+    log_r = np.log(rates)
+    for _ in range(p.calibration_rounds):
+        drive = log_r[None, :] + speed[:, None] * beta[None, :] + flash[:, None] * gamma[None, :]
+        got = _run(drive, Wk, np.log(p.max_rate_hz), p.dt_s, rng).mean(0) / p.dt_s
+        log_r = log_r + np.log(
+            rates / np.maximum(got, 0.1 * rates)
+        )  # floor: a silent run halves no rate to 0
+    return log_r
+
+
 @register("hub_network", HubNetworkParams, modality="spikes")
 def hub_network(p: HubNetworkParams, seed: int) -> Simulation:
     """Hub network: a few hub neurons drive many others through directed, lagged excitatory connections.
@@ -168,10 +219,14 @@ def hub_network(p: HubNetworkParams, seed: int) -> Simulation:
         log lambda_i(t) = log r_i + sum_j W_ij sum_k kappa(k) y_j(t - L_ij - k)
                           + s_i y_i(t-1) + beta_i speed(t) + gamma_i flash(t)
 
-    * hubs: the first ``n_hubs`` units of a random permutation; baseline ``hub_rate_hz``; each projects to
+    * hubs: the first ``n_hubs`` units of a random permutation; each projects to
       ``hub_out_degree`` random non-hubs; ``n_other_connections`` more random connections among non-hubs;
       weights uniform in [weight_min, weight_max]; lag ``L_ij`` uniform in [lag_min_bins, lag_max_bins] steps;
       ``kappa(k) = exp(-k / kernel_tau_bins)`` for ``k < kernel_bins`` (normalised to a peak of 1);
+    * rates: each neuron draws a rate ``r_i`` in [rate_min_hz, rate_max_hz] (hubs too, unless ``hub_rate_hz``); with
+      ``rate_matched`` its baseline is then calibrated (``calibration_rounds`` runs of ``calibration_s`` on their
+      own random stream) so that its realised mean rate, couplings and drives included, is ``r_i``: hubs and
+      their targets fire at matched rates and a firing-rate ranking finds hubs by chance only;
     * ``s_i = self_history_weight`` (refractoriness, one step);
     * speed: a standardised Ornstein-Uhlenbeck process (``behaviour_tau_s``) driving ``behaviour_fraction`` of
       the non-hubs (weights of random sign, magnitude in [behaviour_weight_min, behaviour_weight_max]);
@@ -180,7 +235,7 @@ def hub_network(p: HubNetworkParams, seed: int) -> Simulation:
 
     Data: ``spike_times`` with behaviour variables ``speed`` and ``flash`` (one sample per step, at its centre).
     Truth (``model_fit``, role truth): ``weights``/``connected``/``lag_bins`` (unit_post, unit_pre), ``is_hub``,
-    ``log_baseline_rate``, ``behaviour_weight`` (unit_post, behaviour_var), ``kernel``.
+    ``log_baseline_rate``, ``target_rate_hz``, ``behaviour_weight`` (unit_post, behaviour_var), ``kernel``.
     """
     rng = np.random.default_rng(seed)
     n, dt = p.n_neurons, p.dt_s
@@ -200,7 +255,8 @@ def hub_network(p: HubNetworkParams, seed: int) -> Simulation:
     lag[connected] = rng.integers(p.lag_min_bins, p.lag_max_bins + 1, int(connected.sum()))
 
     rates = rng.uniform(p.rate_min_hz, p.rate_max_hz, n)
-    rates[hubs] = p.hub_rate_hz
+    if p.hub_rate_hz is not None:
+        rates[hubs] = p.hub_rate_hz
     n_beh = int(round(p.behaviour_fraction * n))
     n_stim = int(round(p.stimulus_fraction * n))
     shuffled = rng.permutation(others)
@@ -223,14 +279,9 @@ def hub_network(p: HubNetworkParams, seed: int) -> Simulation:
             Wk[lag[i, j] + k, i, j] += W[i, j] * kv
     Wk[1][np.diag_indices(n)] += p.self_history_weight
 
-    drive = np.log(rates)[None, :] + speed[:, None] * beta[None, :] + flash[:, None] * gamma[None, :]
-    cap = np.log(p.max_rate_hz)
-    counts = np.zeros((n_steps + depth, n), dtype=np.int32)  # `depth` leading rows of zeros: empty history
-    for t in range(n_steps):
-        past = counts[t : t + depth][::-1]  # y(t-1), y(t-2), ... y(t-depth)
-        eta = np.minimum(drive[t] + np.einsum("dij,dj->i", Wk[1:], past), cap)
-        counts[t + depth] = rng.poisson(np.exp(eta) * dt)
-    counts = counts[depth:]
+    log_r = _calibrate(p, rates, Wk, beta, gamma, seed) if p.rate_matched else np.log(rates)
+    drive = log_r[None, :] + speed[:, None] * beta[None, :] + flash[:, None] * gamma[None, :]
+    counts = _run(drive, Wk, np.log(p.max_rate_hz), dt, rng)
 
     spikes, unit_coord = spike_times_from_counts(counts, dt, rng)
     units = unit_coord["unit"][1]
@@ -274,8 +325,16 @@ def hub_network(p: HubNetworkParams, seed: int) -> Simulation:
             "is_hub": ("unit_post", is_hub, {"long_name": "1 for a hub neuron"}),
             "log_baseline_rate": (
                 "unit_post",
-                np.log(rates),
+                log_r,
                 {"units": "1", "long_name": "log baseline rate (natural log of a rate in Hz)"},
+            ),
+            "target_rate_hz": (
+                "unit_post",
+                rates,
+                {
+                    "units": "Hz",
+                    "long_name": "drawn mean rate (the realised rate's target when rate_matched)",
+                },
             ),
             "behaviour_weight": (
                 ("unit_post", "behaviour_var"),

@@ -4,7 +4,7 @@ label fractions (from the pretrained weights and from scratch).
 
 Parameters (one dataset's resolved ``neuroformer`` config, see config/README.md): ``tokenizer`` (SpikeTokenizer
 fields), ``model`` (network size, contrastive term), ``pretrain`` and ``finetune`` (TrainConfig fields; finetune
-also ``fractions``, ``scratch``, ``max_val_windows``, ``min_epoch_windows``), ``modalities`` (name -> {source,
+also ``fractions``, ``scratch``, ``scratch_max_steps``, ``max_val_windows``, ``min_epoch_windows``), ``modalities`` (name -> {source,
 variables}), ``target`` ({source, variable, kind} or null), ``seed``.
 
 >>> from brainpipe.training.neuroformer import finetune_neuroformer, pretrain_neuroformer, pretrained_dataset
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 TOKENIZER_KEYS = ("dt_s", "window_s", "past_window_s", "stride_s", "block_size", "past_block_size")
-FINETUNE_EXTRA = ("fractions", "scratch", "max_val_windows", "min_epoch_windows")
+FINETUNE_EXTRA = ("fractions", "scratch", "scratch_max_steps", "max_val_windows", "min_epoch_windows")
 TRAIN_KEYS = (
     "max_epochs",
     "max_steps",
@@ -248,6 +248,15 @@ def pretrained_dataset(model: Neuroformer) -> xr.Dataset:
     return ds
 
 
+def _inits(scratch: bool | Sequence[float], fraction: float) -> list[str]:
+    """The runs at one fraction: pretrained, and scratch when ``scratch`` is True or lists that fraction."""
+    if isinstance(scratch, bool):
+        at = scratch
+    else:
+        at = any(abs(float(f) - fraction) < 1e-12 for f in scratch)
+    return ["pretrained"] + (["scratch"] if at else [])
+
+
 def _run_label(init: str, fraction: float) -> str:
     return f"{init}_{fraction * 100:g}pct"
 
@@ -258,19 +267,21 @@ def finetune_neuroformer(
     target: Mapping[str, Any],
     config: Mapping[str, Any] | None = None,
     fractions: Sequence[float] = (0.01, 0.1, 1.0),
-    scratch: bool = True,
+    scratch: bool | Sequence[float] = True,
     max_val_windows: int | None = 512,
     min_epoch_windows: int = 1024,
     source: str = "counts",
     pretrained_source: str = "pretrained",
+    scratch_max_steps: int | None = None,
     checkpoint: str | None = None,
     fingerprint: Mapping[str, Any] | None = None,
     log: logging.Logger | None = None,
 ) -> tuple[xr.Dataset, Neuroformer]:
     """Fine-tune a pretrained Neuroformer to decode behaviour, at fractions of the labelled train windows.
 
-    At each fraction the same network is also trained from scratch on the same labels (``scratch``).
-    Each run (one per fraction and start: ``pretrained``, then ``scratch``) picks its checkpoint on the validation
+    At each fraction the same network is also trained from scratch on the same labels (``scratch``), to
+    convergence: with the same early stopping (patience on the validation loss, ``max_epochs``) but not the
+    fine-tuning's step cap (``scratch_max_steps``, None: no cap). Each run (one per fraction and start: ``pretrained``, then ``scratch``) picks its checkpoint on the validation
     windows and predicts the labelled validation and test windows once; scoring is left to
     :func:`brainpipe.evaluate.neuroformer.decoding_metrics`.
 
@@ -287,8 +298,8 @@ def finetune_neuroformer(
         :class:`~brainpipe.training.TrainConfig` fields of the fine-tuning (:func:`train_config`).
     fractions : sequence of float, default (0.01, 0.1, 1.0)
         Fractions of the labelled train windows, one run (or two, with ``scratch``) each.
-    scratch : bool, default True
-        Also train the network from scratch at each fraction.
+    scratch : bool or sequence of float, default True
+        Also train the network from scratch at each fraction (a sequence: at those fractions only).
     max_val_windows : int or None, default 512
         Most labelled validation windows in the validation loss.
     min_epoch_windows : int, default 1024
@@ -297,6 +308,8 @@ def finetune_neuroformer(
         What the counts are called in error messages.
     pretrained_source : str, default "pretrained"
         What the pretrained fit is called in error messages.
+    scratch_max_steps : int, optional
+        Step cap of the from-scratch runs (None: none; they stop by the same early stopping as fine-tuning).
     checkpoint : str, optional
         Each run checkpoints to :func:`run_checkpoint` of it and its label (left for the caller to remove).
     fingerprint : mapping, optional
@@ -309,7 +322,7 @@ def finetune_neuroformer(
     runs : xarray.Dataset
         A ``model_fit``: the weights of the pretrained run with the most labels (the decoder to use), every run's
         predictions ``prediction(run, window)`` with ``target(window)``, ``window_split``, ``window_time``,
-        ``window_start_bin``, ``run_n_labelled``, ``run_best_val_loss``; coordinates ``run``, ``run_init``,
+        ``window_start_bin``, ``run_n_labelled``, ``run_best_val_loss``, ``run_epochs``; coordinates ``run``, ``run_init``,
         ``run_fraction``; the target in the attrs.
     decoder : Neuroformer
         That decoder (the pretrained run with the most labels), fitted.
@@ -325,13 +338,14 @@ def finetune_neuroformer(
     """
     log = log or log_
     fractions = sorted(float(f) for f in fractions)
-    inits = ["pretrained"] + (["scratch"] if scratch else [])
     runs, preds, hist_best, keep_weights = [], [], [], None
     win_ref = None
     for frac in fractions:
-        for init in inits:
+        for init in _inits(scratch, frac):
             model = Neuroformer.from_dataset(pretrained, counts, source=pretrained_source)
             model.finetune = dict(config or {})
+            if init == "scratch":  # converged: same early stopping, not the fine-tuning's step budget
+                model.finetune["max_steps"] = None if scratch_max_steps is None else int(scratch_max_steps)
             model.set_target(counts, target, source)
             label = _run_label(init, frac)
             model.fit_behaviour(
@@ -348,7 +362,7 @@ def finetune_neuroformer(
             win = model.labelled_windows(counts, ("validation", "test"), source)
             pred, tgt = model.decode(win)
             win_ref = (win, tgt.astype(np.float64)) if win_ref is None else win_ref
-            runs.append((label, init, frac, model.n_labelled_))
+            runs.append((label, init, frac, model.n_labelled_, len(model.finetune_history_)))
             preds.append(pred.astype(np.float64) if model.target_kind == "classification" else pred)
             hist = model.finetune_history_
             hist_best.append(min((h.get("val_loss", np.nan) for h in hist), default=np.nan))
@@ -387,6 +401,7 @@ def finetune_neuroformer(
     ds["window_start_bin"] = ("window", win.start.astype(np.int64))
     ds["run_n_labelled"] = ("run", np.array([r[3] for r in runs], np.int64))
     ds["run_best_val_loss"] = ("run", np.array(hist_best, np.float64))
+    ds["run_epochs"] = ("run", np.array([r[4] for r in runs], np.int64), {"long_name": "epochs trained"})
     ds = ds.assign_coords(
         run=np.array([r[0] for r in runs]),
         run_init=("run", np.array([r[1] for r in runs])),
@@ -400,20 +415,19 @@ def finetune_neuroformer(
     return ds, keep_weights
 
 
-def run_labels(fractions: Sequence[float], scratch: bool = True) -> list[str]:
+def run_labels(fractions: Sequence[float], scratch: bool | Sequence[float] = True) -> list[str]:
     """The labels of the fine-tuning runs, in their order.
 
     Parameters
     ----------
     fractions : sequence of float
         Fractions of the labelled train windows.
-    scratch : bool, default True
-        Whether from-scratch runs are made too.
+    scratch : bool or sequence of float, default True
+        Whether from-scratch runs are made too (a sequence: at those fractions only).
 
     Returns
     -------
     list of str
         ``<init>_<percent>pct`` per run.
     """
-    inits = ["pretrained"] + (["scratch"] if scratch else [])
-    return [_run_label(i, f) for f in sorted(float(f) for f in fractions) for i in inits]
+    return [_run_label(i, f) for f in sorted(float(f) for f in fractions) for i in _inits(scratch, f)]

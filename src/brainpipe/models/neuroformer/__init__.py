@@ -45,6 +45,7 @@ from brainpipe.models.neuroformer.network import (
     Block,
     NeuroformerNet,
     behaviour_loss,
+    filter_logits,
     pretrain_loss,
     split_batch,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "Windows",
     "align_modality",
     "behaviour_loss",
+    "filter_logits",
     "label_subset",
     "pretrain_loss",
     "r2_score",

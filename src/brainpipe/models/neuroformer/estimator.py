@@ -16,7 +16,13 @@ from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import ConfigError, InputError
 from brainpipe.models.base import Estimator, state_to_variables, variables_to_state
-from brainpipe.models.neuroformer.network import NeuroformerNet, behaviour_loss, pretrain_loss, split_batch
+from brainpipe.models.neuroformer.network import (
+    NeuroformerNet,
+    behaviour_loss,
+    filter_logits,
+    pretrain_loss,
+    split_batch,
+)
 from brainpipe.models.neuroformer.tokenizer import N_SPECIAL, SpikeTokenizer, Windows, label_subset
 
 MODEL_KEYS = ("d_model", "n_heads", "n_layers", "n_past_layers", "dropout", "contrastive_dim")
@@ -559,11 +565,21 @@ class Neuroformer(Estimator):
     # -- generation --------------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
-        self, win: Windows, n_samples: int = 1, temperature: float = 1.0, seed: int = 0, batch_size: int = 512
+        self,
+        win: Windows,
+        n_samples: int = 1,
+        temperature: float = 1.0,
+        seed: int = 0,
+        batch_size: int = 512,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
     ) -> np.ndarray:
         """Sample current-window spikes autoregressively given each window's past and modalities.
 
         Sampling stops at EOS (or a full block); SOS/PAD are never sampled and dt tokens never go backwards in time.
+        With ``use_cache`` each token costs one position (key-value cache, :meth:`NeuroformerNet.step`), else a
+        full forward pass over the tokens so far; both give the same logits.
 
         Parameters
         ----------
@@ -577,12 +593,22 @@ class Neuroformer(Estimator):
             Seed of the sampling.
         batch_size : int, default 512
             Windows per forward pass.
+        top_k : int, optional
+            Sample among the ``top_k`` most likely tokens only (ID and dt; None: all).
+        top_p : float, optional
+            Nucleus sampling: among the most likely tokens whose probability reaches ``top_p`` (None: all).
+        use_cache : bool, default True
+            Key-value cached decoding.
 
         Returns
         -------
         numpy.ndarray
             (n_samples, n_windows, n_units) counts of the sampled ID tokens.
         """
+        if top_k is not None and int(top_k) < 1:
+            raise ConfigError(f"neuroformer generate: top_k={top_k} must be >= 1 (or null: no top-k)")
+        if top_p is not None and not 0 < float(top_p) <= 1:
+            raise ConfigError(f"neuroformer generate: top_p={top_p} must be in (0, 1] (or null: no nucleus)")
         self.net_.eval()
         sp = self.tokenizer_.special()
         n_units = self.tokenizer_.vocab["n_units"]
@@ -603,15 +629,23 @@ class Neuroformer(Estimator):
                 ids[:, 0], dts[:, 0] = sp["sos"], sp["sos_dt"]
                 done = torch.zeros(nb, dtype=torch.bool, device=dev)
                 last_dt = torch.zeros(nb, dtype=torch.long, device=dev)
+                cache = self.net_.init_cache(past_id, past_dt, mod) if use_cache else None
                 for pos in range(B - 2):
-                    o = self.net_(ids[:, : pos + 1], dts[:, : pos + 1], past_id, past_dt, mod)
-                    li = o["id_logits"][:, pos].float() / temperature
+                    if cache is not None:
+                        o = self.net_.step(ids[:, pos], dts[:, pos], cache)
+                        li, ld = o["id_logits"].float(), o["dt_logits"][:, :n_dtv].float()
+                    else:
+                        o = self.net_(ids[:, : pos + 1], dts[:, : pos + 1], past_id, past_dt, mod)
+                        li, ld = o["id_logits"][:, pos].float(), o["dt_logits"][:, pos, :n_dtv].float()
+                    li = li / temperature
                     li[:, [sp["sos"], sp["pad"]]] = float("-inf")
+                    li = filter_logits(li, top_k, top_p)
                     nid = torch.multinomial(torch.softmax(li, -1), 1, generator=gen)[:, 0]
-                    ld = o["dt_logits"][:, pos, :n_dtv].float() / temperature
+                    ld = ld / temperature
                     ld = ld.masked_fill(
                         torch.arange(n_dtv, device=dev)[None] < last_dt[:, None], float("-inf")
                     )
+                    ld = filter_logits(ld, top_k, top_p)
                     ndt = torch.multinomial(torch.softmax(ld, -1), 1, generator=gen)[:, 0]
                     eos = (nid == sp["eos"]) & ~done
                     ndt = torch.where(eos, torch.full_like(ndt, sp["eos_dt"]), ndt)

@@ -23,6 +23,19 @@ class Attention(nn.Module):
         self.h, self.dk, self.p = n_heads, d // n_heads, dropout
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
 
+    def kv(self, mem):
+        """Keys and values (batch, head, position, d_head) of ``mem`` (what a key-value cache keeps)."""
+        B, M, _ = mem.shape
+        k = self.k(mem).view(B, M, self.h, self.dk).transpose(1, 2)
+        return k, self.v(mem).view(B, M, self.h, self.dk).transpose(1, 2)
+
+    def attend(self, x, k, v, mask=None):
+        """Attention of the queries of ``x`` to cached keys ``k`` and values ``v`` (eval: no dropout)."""
+        B, L, D = x.shape
+        q = self.q(x).view(B, L, self.h, self.dk).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o(out.transpose(1, 2).reshape(B, L, D))
+
     def forward(self, x, mem, mask=None, causal=False, need_weights=False):
         B, L, D = x.shape
         M = mem.shape[1]
@@ -66,6 +79,22 @@ class Block(nn.Module):
         x = x + self.drop(a)
         return x + self.mlp(self.ln2(x)), w
 
+    def step(self, x, cache: dict, mask=None):
+        """One new position ``x`` (batch, 1, d) given the ``cache`` of this block (eval mode).
+
+        A cross block's cache holds its memory's keys/values (``k``, ``v``); a self-attention block's cache
+        holds those of the positions so far, and this position's are appended (so it attends to itself and the
+        earlier positions: causal).
+        """
+        h = self.ln1(x)
+        if not self.cross:
+            k, v = self.attn.kv(h)
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            cache["k"], cache["v"] = k, v
+        x = x + self.attn.attend(h, cache["k"], cache["v"], mask=mask)
+        return x + self.mlp(self.ln2(x))
+
 
 class NeuroformerNet(nn.Module):
     """The torch module. ``forward(cur_id, cur_dt, past_id, past_dt, modality)`` takes the input part of the
@@ -107,7 +136,8 @@ class NeuroformerNet(nn.Module):
         self.head_id = nn.Linear(d, n_id, bias=False)
         self.head_dt = nn.Linear(d, n_dt, bias=False)
         self.head_behaviour = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, behaviour_out))
-        self.proj_neural = nn.Linear(d, contrastive_dim) if contrastive_dim else None
+        # the contrastive projections exist only with a modality to align to (else the network is unchanged)
+        self.proj_neural = nn.Linear(d, contrastive_dim) if contrastive_dim and self.modality_dims else None
         self.proj_modality = nn.Linear(d, contrastive_dim) if contrastive_dim and self.modality_dims else None
         self.drop = nn.Dropout(dropout)
         self.apply(self._init)
@@ -158,6 +188,94 @@ class NeuroformerNet(nn.Module):
         if need_weights:
             out["attention"] = maps
         return out
+
+    # -- key-value cached decoding (generation) ------------------------------------------------------------------
+    def init_cache(self, past_id, past_dt, modality) -> dict:
+        """The key-value cache of a batch of windows before the first current token (eval mode).
+
+        Holds the keys/values of the past tokens (one entry per past block), of the encoded modalities (one per
+        modality block) and empty self-attention caches, so that :meth:`step` costs one position per token.
+
+        Parameters
+        ----------
+        past_id, past_dt : torch.Tensor
+            (batch, past position) past tokens.
+        modality : torch.Tensor
+            (batch, modality position, variable) modality values.
+
+        Returns
+        -------
+        dict
+            The cache (``past``, ``modality``, ``self`` lists of per-block dicts, ``past_mask``, ``pos``).
+        """
+        P = past_id.shape[1]
+        past = self.tok(past_id) + self.dt(past_dt) + self.pos_past[:, :P]
+        cache: dict = {"past_mask": (past_id != self.pad_id)[:, None, None, :], "pos": 0}
+        cache["past"] = [dict(zip("kv", b.attn.kv(b.ln_mem(past)), strict=True)) for b in self.past_blocks]
+        cache["modality"], start, Lm = [], 0, modality.shape[1]
+        for dim, enc, blk in zip(self.modality_dims, self.mod_enc, self.mod_blocks, strict=True):
+            m = enc(modality[..., start : start + dim].to(past.dtype)) + self.mod_pos[:, :Lm]
+            start += dim
+            cache["modality"].append(dict(zip("kv", blk.attn.kv(blk.ln_mem(m)), strict=True)))
+        cache["self"] = [{} for _ in self.blocks]
+        return cache
+
+    def step(self, tok_id, tok_dt, cache: dict) -> dict:
+        """Next-token logits after appending one token per window, from and into a key-value ``cache``.
+
+        Gives the logits :meth:`forward` gives at that position (eval mode), at the cost of one position.
+
+        Parameters
+        ----------
+        tok_id, tok_dt : torch.Tensor
+            (batch,) the token at the cache's next position (``cache["pos"]``, starting at 0 with SOS).
+        cache : dict
+            From :meth:`init_cache`; updated in place.
+
+        Returns
+        -------
+        dict
+            ``id_logits`` and ``dt_logits`` (batch, vocabulary) of the token after it.
+        """
+        t = int(cache["pos"])
+        x = (self.tok(tok_id) + self.dt(tok_dt))[:, None] + self.pos[:, t : t + 1]
+        for blk, c in zip(self.past_blocks, cache["past"], strict=True):
+            x = blk.step(x, c, mask=cache["past_mask"])
+        for blk, c in zip(self.mod_blocks, cache["modality"], strict=True):
+            x = blk.step(x, c)
+        for blk, c in zip(self.blocks, cache["self"], strict=True):
+            x = blk.step(x, c)
+        cache["pos"] = t + 1
+        x = self.ln_f(x)[:, 0]
+        return {"id_logits": self.head_id(x), "dt_logits": self.head_dt(x)}
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Top-k and nucleus (top-p) filtering: logits outside the kept set become -inf.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        (..., vocabulary) logits (already -inf where a token may not be sampled).
+    top_k : int, optional
+        Keep the ``top_k`` largest logits (None or 0: all).
+    top_p : float, optional
+        Keep the smallest set of most likely tokens whose probability reaches ``top_p`` (None or 1: all).
+
+    Returns
+    -------
+    torch.Tensor
+        The filtered logits (the most likely token is always kept).
+    """
+    if top_k:
+        kth = torch.topk(logits, min(int(top_k), logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        srt, idx = torch.sort(logits, dim=-1, descending=True)
+        p = torch.softmax(srt, dim=-1)
+        drop = (p.cumsum(-1) - p) >= float(top_p)  # the mass before a token already reaches top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, idx, drop), float("-inf"))
+    return logits
 
 
 def split_batch(batch):

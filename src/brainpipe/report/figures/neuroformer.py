@@ -53,7 +53,14 @@ def neuroformer_figure(name: str, metrics, conn, pre, truth) -> bytes:
             ax.legend(fontsize=7)
         ax.set(title="pretraining loss", xlabel="epoch", ylabel="ID + dt cross-entropy (nats)")
         ax = axes[1]
-        for model, style in (("pretrained", "o-"), ("scratch", "s--"), ("ridge", "^:"), ("logistic", "^:")):
+        for model, style in (
+            ("pretrained", "o-"),
+            ("scratch", "s--"),
+            ("ridge", "^:"),
+            ("logistic", "^:"),
+            ("ridge_history", "v:"),
+            ("logistic_history", "v:"),
+        ):
             pts = sorted(
                 (float(k.rsplit("_", 1)[1][:-3]), v)
                 for k, v in vals.items()

@@ -1,0 +1,179 @@
+"""Neuroformer over pretraining seeds and ablations (issue 15): the paper's ablation (with/without the modality,
+with/without the contrastive term) and the pretraining benefit per label fraction, each with its spread over seeds.
+
+For one dataset of a study (its resolved ``neuroformer`` config, as the workflow would run it) and a binned
+``counts.nc`` (and ``truth.nc`` for a simulator), every variant is pretrained, fine-tuned and scored once per seed
+with the library functions the stages call (:func:`brainpipe.training.neuroformer.pretrain_neuroformer`,
+:func:`~brainpipe.training.neuroformer.finetune_neuroformer`, :func:`brainpipe.evaluate.neuroformer.score_neuroformer`);
+the table gives mean, SD, min and max of each metric over seeds, and each variant's difference from ``base``.
+
+    PYTHONPATH=src python bench/neuroformer_seeds.py --counts results/spikes/simhub/counts.nc \\
+        --truth results/spikes/simhub/truth.nc --dataset simhub --seeds 0 1 2 --json out.json
+    # the ablations only, fewer metrics: --variants base no_contrastive no_modality --no-finetune
+
+Variants: ``base`` (the config as it is: the dataset's modalities, contrastive term on when a modality exists),
+``no_contrastive`` (contrastive weight 0), ``no_modality`` (no modality: no cross-attention to it, no contrastive
+term). Run time: about len(seeds) x len(variants) x the dataset's Neuroformer time in the default study (3-5 min
+for simhub on 2 idle cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+import numpy as np
+import yaml
+
+from brainpipe.config import Study, validate_config
+from brainpipe.data import read
+from brainpipe.evaluate.neuroformer import score_neuroformer
+from brainpipe.models.neuroformer import Neuroformer
+from brainpipe.training.neuroformer import (
+    finetune_neuroformer,
+    pretrain_neuroformer,
+    pretrained_dataset,
+    train_config,
+)
+
+VARIANTS = ("base", "no_contrastive", "no_modality")
+KEY = (
+    "connectivity_auroc",
+    "connectivity_auroc_vs_xcorr",
+    "connectivity_direction",
+    "hub_recall",
+    "hub_recall_rate",
+    "generation_f1_vs_glm",
+    "pretrain_test_loss",
+)
+
+
+def variant_params(params: dict, variant: str) -> dict:
+    """The dataset's resolved config changed for one ablation variant."""
+    p = copy.deepcopy(params)
+    if variant == "no_contrastive":
+        p["model"]["contrastive_weight"] = 0.0
+    elif variant == "no_modality":
+        p["modalities"] = {}
+        p["model"]["contrastive_weight"] = 0.0
+    elif variant != "base":
+        raise SystemExit(f"unknown variant {variant!r} (allowed: {', '.join(VARIANTS)})")
+    return p
+
+
+def run_one(counts, truth, params: dict, seed: int, finetune: bool, max_windows: int) -> dict[str, float]:
+    """Pretrain, fine-tune and score one variant at one seed."""
+    p = dict(params, seed=int(seed))
+    model = pretrain_neuroformer(counts, p)
+    pre = pretrained_dataset(model)
+    ft = None
+    if finetune and p.get("target"):
+        f = p["finetune"]
+        ft, _ = finetune_neuroformer(
+            counts,
+            pre,
+            p["target"],
+            train_config(p, "finetune"),
+            f.get("fractions", [0.01, 0.1, 1.0]),
+            f.get("scratch", True),
+            max_val_windows=f.get("max_val_windows", 512),
+            min_epoch_windows=int(f.get("min_epoch_windows", 1024)),
+            scratch_max_steps=f.get("scratch_max_steps"),
+        )
+    ev = p["evaluate"]
+    values, _ = score_neuroformer(
+        counts,
+        Neuroformer.from_dataset(pre, counts),
+        ft,
+        truth,
+        seed=int(seed),
+        n_samples=int(ev.get("n_samples", 5)),
+        max_windows=min(int(ev.get("max_windows", 400)), max_windows),
+        glm_alpha=float(ev.get("glm_alpha", 1e-4)),
+        glm_history_tau_s=float(ev.get("glm_history_tau_s", 0.02)),
+    )
+    return {k: float(v) for k, v in values.items()}
+
+
+def summarise(runs: dict[str, list[dict[str, float]]]) -> list[dict]:
+    """Rows (variant, metric, mean, sd, min, max, n, mean difference from base) over seeds."""
+    rows = []
+    for variant, per_seed in runs.items():
+        names = sorted(set().union(*per_seed)) if per_seed else []
+        for m in names:
+            v = np.array([r.get(m, np.nan) for r in per_seed], float)
+            row = {
+                "variant": variant,
+                "metric": m,
+                "mean": float(np.nanmean(v)),
+                "sd": float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else float("nan"),
+                "min": float(np.nanmin(v)),
+                "max": float(np.nanmax(v)),
+                "n": int(np.isfinite(v).sum()),
+            }
+            if variant != "base" and "base" in runs:
+                b = np.array([r.get(m, np.nan) for r in runs["base"]], float)
+                row["vs_base"] = float(np.nanmean(v[: b.size] - b[: v.size]))
+            rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="config/config.yaml", help="the study (its neuroformer section)")
+    ap.add_argument("--dataset", default="simhub", help="a key of neuroformer.datasets")
+    ap.add_argument("--counts", required=True, help="the dataset's binned counts.nc")
+    ap.add_argument("--truth", default=None, help="planted truth.nc (simulators)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument(
+        "--no-finetune", action="store_true", help="skip the decoding runs (ablation of pretraining only)"
+    )
+    ap.add_argument("--max-windows", type=int, default=400, help="most test windows scored")
+    ap.add_argument(
+        "--set", action="append", default=[], help="override, e.g. --set pretrain.max_epochs=2 (YAML value)"
+    )
+    ap.add_argument("--json", default=None, help="write every run and the summary here")
+    a = ap.parse_args(argv)
+
+    with open(a.config) as fh:
+        cfg = validate_config(yaml.safe_load(fh), source=a.config, check_paths=False)
+    params = Study(cfg, source=a.config).neuroformer(a.dataset)
+    for s in a.set:
+        key, _, val = s.partition("=")
+        *path, last = key.split(".")
+        node = params
+        for k in path:
+            node = node.setdefault(k, {})
+        node[last] = yaml.safe_load(val)
+    params["pretrain"]["progress"] = params["finetune"]["progress"] = False
+    counts = read(a.counts, "spike_counts")
+    truth = read(a.truth, "model_fit") if a.truth else None
+    runs: dict[str, list[dict[str, float]]] = {}
+    for variant in a.variants:
+        vp = variant_params(params, variant)
+        for seed in a.seeds:
+            t0 = time.perf_counter()
+            runs.setdefault(variant, []).append(
+                run_one(counts, truth, vp, seed, not a.no_finetune, a.max_windows)
+            )
+            print(f"# {variant} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
+    rows = summarise(runs)
+    print(f"{'variant':15s} {'metric':45s} {'mean':>8s} {'sd':>7s} {'min':>8s} {'max':>8s} {'vs base':>8s}")
+    for r in rows:
+        print(
+            f"{r['variant']:15s} {r['metric']:45s} {r['mean']:8.3f} {r['sd']:7.3f} {r['min']:8.3f} {r['max']:8.3f}"
+            f" {r.get('vs_base', float('nan')):8.3f}"
+        )
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(
+                {"params": params, "seeds": a.seeds, "runs": runs, "summary": rows}, fh, indent=1, default=str
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
