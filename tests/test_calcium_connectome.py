@@ -384,3 +384,24 @@ def test_per_animal_time_modes_follow_each_animals_own_epochs():
     np.testing.assert_allclose(back.reconstruct(), per.reconstruct(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="time_mode"):
         DynamicConnectome(time_mode="free").fit(tensor)
+
+
+def test_behaviour_relation_finds_the_factor_that_follows_behaviour():
+    from brainpipe.evaluate.connectome import behaviour_relation
+
+    rng = np.random.default_rng(0)
+    t = np.arange(0, 300, 0.1)
+    running = ((t // 30) % 2).astype(float)  # 0/1, 30 s bouts
+    speed = np.sin(t / 20) + 0.1 * rng.standard_normal(t.size)
+    starts = np.arange(0, 295, 2.5)
+    mid = starts + 2.5
+    tf = np.stack(
+        [((mid // 30) % 2) + 0.2 * rng.random(mid.size), np.sin(mid / 20) + 1.5, rng.random(mid.size)], 1
+    )
+    rel = behaviour_relation(tf, starts, 5.0, t, {"running": running, "speed": speed})
+    assert rel["running"][0] > 0.95 and abs(rel["running"][2] - 0.5) < 0.2
+    assert rel["speed"][1] > 0.9 and abs(rel["speed"][2]) < 0.3
+    const = behaviour_relation(tf, starts, 5.0, t, {"still": np.zeros_like(t)})
+    assert np.isnan(const["still"]).all()
+    with pytest.raises(ValueError, match="behaviour 'speed': 3 samples"):
+        behaviour_relation(tf, starts, 5.0, t, {"speed": speed[:3]})

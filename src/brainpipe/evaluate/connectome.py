@@ -254,3 +254,64 @@ def merge_truths(truths: Sequence[xr.Dataset]) -> xr.Dataset | None:
     out = first[keep]
     idx = [int(t.attrs.get("animal_index", k)) for k, t in enumerate(truths)]
     return out.assign(study_animal=("study_animal", np.asarray(idx, dtype=np.int64)))
+
+
+def behaviour_relation(
+    time_factor: np.ndarray,
+    window_start_s: np.ndarray,
+    window_s: float,
+    behaviour_time_s: np.ndarray,
+    behaviour: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Relate each time factor to behaviour variables: the variable averaged over each window, then Pearson r
+    (continuous variables) or AUROC (0/1 variables: the factor's ability to tell windows where the variable is
+    mostly 1 from the others).
+
+    Parameters
+    ----------
+    time_factor : numpy.ndarray
+        (window, R) time factors (one animal's, for per-animal time modes).
+    window_start_s : numpy.ndarray
+        (window,) window starts (s).
+    window_s : float
+        Window length (s).
+    behaviour_time_s : numpy.ndarray
+        (T,) sample times of the behaviour variables (s), increasing.
+    behaviour : mapping
+        Variable name -> (T,) values.
+
+    Returns
+    -------
+    dict
+        Variable name -> (R,) Pearson r or AUROC per component (NaN where undefined: a constant variable, or a 0/1
+        variable with one class only).
+    """
+    from scipy.stats import rankdata
+
+    tf = np.asarray(time_factor, dtype=np.float64)
+    t = np.asarray(behaviour_time_s, dtype=np.float64)
+    lo = np.searchsorted(t, np.asarray(window_start_s, dtype=np.float64), side="left")
+    hi = np.searchsorted(t, np.asarray(window_start_s, dtype=np.float64) + float(window_s), side="left")
+    out = {}
+    for name, values in behaviour.items():
+        v = np.asarray(values, dtype=np.float64)
+        if v.shape != t.shape:
+            raise ValueError(f"behaviour {name!r}: {v.shape[0]} samples for {t.shape[0]} times")
+        csum = np.concatenate([[0.0], np.cumsum(v)])
+        n = hi - lo
+        w = np.where(n > 0, (csum[hi] - csum[lo]) / np.maximum(n, 1), np.nan)
+        ok = np.isfinite(w)
+        binary = set(np.unique(v[np.isfinite(v)])) <= {0.0, 1.0}
+        res = np.full(tf.shape[1], np.nan)
+        for r in range(tf.shape[1]):
+            x = tf[ok, r]
+            if binary:
+                y = w[ok] > 0.5
+                n1, n0 = int(y.sum()), int((~y).sum())
+                if n1 and n0:
+                    ranks = rankdata(x)
+                    res[r] = (ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
+            elif np.std(w[ok]) > 0 and np.std(x) > 0:
+                res[r] = float(np.corrcoef(x, w[ok])[0, 1])
+        out[str(name)] = res
+    return out

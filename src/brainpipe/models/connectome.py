@@ -312,8 +312,10 @@ class DynamicConnectome(Estimator):
         return to_cp_tensor(self.weights_, self.factors_)
 
     def reconstruct(self) -> np.ndarray:
-        """The fitted low-rank tensor of the selected rank, by :func:`tensorly.cp_to_tensor` (with
-        ``time_mode="per_animal"``: the pair factors times each animal's time courses).
+        """The fitted low-rank tensor of the selected rank.
+
+        By :func:`tensorly.cp_to_tensor`; with ``time_mode="per_animal"``, the pair factors times each animal's
+        time courses.
 
         Returns
         -------
