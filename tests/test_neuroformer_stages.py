@@ -171,3 +171,23 @@ def test_modality_missing_from_the_counts_is_one_line(run_dir, tmp_path):
         match=r"counts.nc: modality 'speed2' needs variable 'stimulus', which this counts file does not have",
     ):
         neuroformer_pretrain.run({"counts": run_dir / "counts.nc"}, {"model": tmp_path / "p.nc"}, params)
+
+
+def test_verdict_says_whether_it_beats_each_baseline_and_by_how_much():
+    from brainpipe.report.neuroformer import verdict
+
+    v = {
+        "decode_r2_pretrained_1pct": 0.30,
+        "decode_r2_scratch_1pct": 0.40,
+        "decode_r2_baseline_1pct": 0.20,
+        "connectivity_auroc": 0.9,
+        "connectivity_auroc_xcorr": 0.95,
+        "hub_recall": float("nan"),
+        "hub_recall_rate": 0.3,
+    }
+    s = verdict("sim", v)
+    assert "1% of labels: 0.300 vs the best linear decoder 0.200, beats it (+0.100)" in s
+    assert "converged scratch 0.400, does not beat it (-0.100)" in s
+    assert "lagged cross-correlation 0.950, does not beat it (-0.050)" in s
+    assert "hub recall" not in s and s.startswith("sim (one pretraining seed")
+    assert verdict("sim", {"generation_f1": 0.5}) == ""

@@ -70,6 +70,72 @@ def main_metric(names: list[str]) -> tuple[str, list[tuple[str, str]]] | None:
     return None
 
 
+def verdict(name: str, values: dict[str, float]) -> str:
+    """One sentence per comparison: does Neuroformer beat its best baseline on this dataset, and by how much.
+
+    Decoding at each label fraction against the validation-chosen linear baseline (and the converged from-scratch
+    network where it ran), connectivity against lagged cross-correlation, hubs against the firing-rate rule. The
+    default study runs one pretraining seed; the spread over seeds comes from ``bench/neuroformer_seeds.py``.
+
+    Parameters
+    ----------
+    name : str
+        The dataset's name.
+    values : dict
+        Its metrics (name -> value).
+
+    Returns
+    -------
+    str
+        The sentences (empty when there is nothing to compare).
+    """
+
+    def cmp(what: str, a: str, b: str, against: str) -> str | None:
+        if a not in values or b not in values:
+            return None
+        va, vb = float(values[a]), float(values[b])
+        if va != va or vb != vb:  # NaN
+            return None
+        word = "beats" if va > vb else ("ties" if va == vb else "does not beat")
+        return f"{what}: {va:.3f} vs {against} {vb:.3f}, {word} it ({va - vb:+.3f})"
+
+    out = []
+    pcts = sorted(
+        {k.rsplit("_", 1)[1] for k in values if k.startswith("decode_") and "_pretrained_" in k},
+        key=lambda p: float(p[:-3]),
+    )
+    for pct in pcts:
+        for score in ("r2", "bacc"):
+            pre = f"decode_{score}_pretrained_{pct}"
+            for other, label in (("baseline", "the best linear decoder"), ("scratch", "converged scratch")):
+                c = cmp(
+                    f"decoding {score} at {pct[:-3]}% of labels", pre, f"decode_{score}_{other}_{pct}", label
+                )
+                if c:
+                    out.append(c)
+    for what, a, b, label in (
+        ("connectivity AUROC", "connectivity_auroc", "connectivity_auroc_xcorr", "lagged cross-correlation"),
+        (
+            "direction accuracy",
+            "connectivity_direction",
+            "connectivity_direction_xcorr",
+            "lagged cross-correlation",
+        ),
+        ("hub recall", "hub_recall", "hub_recall_rate", "the firing-rate rule"),
+        ("generation F1", "generation_f1", "generation_f1_glm", "the Poisson GLM"),
+    ):
+        c = cmp(what, a, b, label)
+        if c:
+            out.append(c)
+    if not out:
+        return ""
+    return (
+        f"{name} (one pretraining seed; spread over seeds: bench/neuroformer_seeds.py): "
+        + "; ".join(out)
+        + "."
+    )
+
+
 def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
     """The Neuroformer section (``id="neuroformer"``); none without metrics.
 
@@ -136,6 +202,10 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
             )
             figure = img(figures.data_uri(png), f"Neuroformer on {name}", caption)
             parts.append(f'<h3 id="{escape(anchor)}">{escape(name)}</h3>' + figure)
+        values = dict(zip(m["metric"].values.astype(str), m["value"].values.astype(float), strict=True))
+        sentence = verdict(name, values)
+        if sentence:
+            parts.append(f"<p>{escape(sentence)}</p>")
         spec = main_metric([str(x) for x in m["metric"].values])
         if spec is not None:
             h = headline(
