@@ -81,7 +81,7 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         Mean of the Dirichlet hyperprior on the shared per-pair categorical (inh, none, exc).
     onehot_prior_concentration : float, default 1.0
         Concentration of that hyperprior (pseudo-counts added to the states' class posteriors).
-    onehot_spike_sd : float, default 0.05
+    onehot_spike_sd : float, default 0.1
         SD of the "none" class's weights (the spike at 0 of the one-hot prior's spike-and-slab mixture; the
         slab's mean and SD are learned): the one-hot prior's strength.
     m_step_min_weight : float, default 1e-6
@@ -166,7 +166,7 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, Estimator):
         gaussian_sigma: float = 0.5,
         onehot_prior_mean: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
         onehot_prior_concentration: float = 1.0,
-        onehot_spike_sd: float = 0.05,
+        onehot_spike_sd: float = 0.1,
         m_step_min_weight: float = 1e-6,
         adjacency_threshold: float | None = None,
         transition_pseudocount: float = 1.0,

@@ -42,7 +42,8 @@ class CouplingPriors:
     def _sds(self, p, ref: torch.Tensor) -> torch.Tensor:
         """The three class SDs (inh, none, exc)."""
         sd = p["slab"][1]
-        return torch.stack([sd, sd.new_tensor(self.onehot_spike_sd), sd])
+        spike = p["spike_sd"] if "spike_sd" in p else sd.new_tensor(self.onehot_spike_sd)
+        return torch.stack([sd, spike, sd])
 
     def _class_log_densities(self, p, W: torch.Tensor) -> torch.Tensor:
         """``log N(W; mu_k, sd_k^2)`` per class, (S, N, N, 3)."""
@@ -122,7 +123,7 @@ class CouplingPriors:
     def _mixture_step(self, p, W: torch.Tensor) -> None:
         """One closed-form round of the class mixture at weights ``W``: responsibilities ``q``, then the shared
         categorical (MAP under its Dirichlet hyperprior), then the slab's mean and SD (floored at twice the
-        spike SD, so the classes stay apart)."""
+        spike SD, so the classes stay apart), and the spike's SD where it is learned (``p["spike_sd"]``)."""
         N = W.shape[-1]
         off = (1 - torch.eye(N, dtype=W.dtype, device=W.device))[None]
         q = self._responsibilities(p, W) * off[..., None]
@@ -132,19 +133,29 @@ class CouplingPriors:
         p["prior_probs"] = pi / pi.sum(-1, keepdim=True)
         w_in, w_ex = q[..., 0], q[..., 2]
         n_slab = (w_in + w_ex).sum().clamp_min(1e-8)
+        spike = self.onehot_spike_sd
+        if "spike_sd" in p:
+            w0 = q[..., 1]
+            spike_t = ((w0 * W**2).sum() / w0.sum().clamp_min(1e-8)).sqrt().clamp_min(1e-3)
+            p["spike_sd"] = spike_t
+            spike = float(spike_t)
         mu = ((w_ex - w_in) * W).sum() / n_slab
-        mu = mu.clamp_min(2 * self.onehot_spike_sd)
+        mu = mu.clamp_min(2 * spike)
         var = ((w_ex * (W - mu) ** 2) + (w_in * (W + mu) ** 2)).sum() / n_slab
-        sd = var.sqrt().clamp_min(2 * self.onehot_spike_sd)
+        sd = var.sqrt().clamp_min(2 * spike)
         p["slab"] = torch.stack([mu, sd])
 
-    def _init_mixture(self, p, W: torch.Tensor) -> None:
-        """The class mixture fitted to initial weights ``W`` (no data pass): the slab starts at the 90th
-        percentile of ``|W|``, the categorical at its hyperprior mean."""
+    def _init_mixture(self, p, W: torch.Tensor, learn_spike: bool = False) -> None:
+        """The class mixture fitted to weights ``W`` (no data pass): the slab starts at the 90th percentile of
+        ``|W|``, the categorical at its hyperprior mean; with ``learn_spike`` the spike's SD is learned too (from
+        the median ``|W|``)."""
         N = W.shape[-1]
         off = ~torch.eye(N, dtype=torch.bool, device=W.device)
         mags = W[:, off].abs().flatten()
-        mu = torch.quantile(mags, 0.9).clamp_min(4 * self.onehot_spike_sd)
+        if learn_spike:
+            p["spike_sd"] = torch.quantile(mags, 0.5).clamp_min(1e-3)
+        floor = float(p["spike_sd"]) if learn_spike else self.onehot_spike_sd
+        mu = torch.quantile(mags, 0.9).clamp_min(4 * floor)
         p["slab"] = torch.stack([mu, mu / 2])
         p["prior_probs"] = self._prior_mean(W).expand(N, N, 3).clone()
         for _ in range(_MIXTURE_ITER):
@@ -152,7 +163,8 @@ class CouplingPriors:
 
     def _posthoc_structure(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-state and shared structure of free weights (no or Gaussian prior): the one-hot prior's class mixture
-        fitted to the fitted weights. Returns the per-state classes (S, N, N) and the shared categorical."""
+        fitted to the fitted weights, its spike SD learned too (the free weights' noise sets it, not the one-hot
+        prior's strength). Returns the per-state classes (S, N, N) and the shared categorical."""
         p: dict[str, torch.Tensor] = {}
-        self._init_mixture(p, W)
+        self._init_mixture(p, W, learn_spike=True)
         return p["q"].argmax(-1), p["prior_probs"]
