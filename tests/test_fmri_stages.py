@@ -363,3 +363,68 @@ def test_report_section(chain, tmp_path):
     )
     assert "8 subject(s), 12 ROIs" in html and "ridge NMSE" in html
     assert len(out[0].metrics) == 2
+
+
+@pytest.mark.parametrize("standardize", ["zscore_sample", "psc"])
+def test_cleaning_fitted_on_training_blocks_never_sees_the_test_block(standardize):
+    """Time-block folds: whatever the held-out block holds, the cleaned training volumes are the same (trend,
+    confound weights, standardisation fitted without it; the filter does not cross into it)."""
+    from brainpipe.preprocess.fmri import clean_fitted
+
+    rng = np.random.default_rng(0)
+    T = 200
+    x = 100 + rng.standard_normal((T, 5)) + np.linspace(0, 3, T)[:, None]
+    conf = rng.standard_normal((T, 2))
+    fit = np.arange(T) < 150
+    other = x.copy()
+    other[~fit] = 1e3 * rng.standard_normal((T - 150, 5)) + 500
+    a = clean_fitted(x, fit, True, standardize, conf, 0.01, 0.2, 1.0)
+    b = clean_fitted(other, fit, True, standardize, conf, 0.01, 0.2, 1.0)
+    np.testing.assert_allclose(a[fit], b[fit])
+    assert not np.allclose(a[~fit], b[~fit])
+    if standardize == "zscore_sample":
+        np.testing.assert_allclose(a[fit].mean(0), 0, atol=1e-9)
+        np.testing.assert_allclose(a[fit].std(0, ddof=1), 1, atol=1e-9)
+    with pytest.raises(ValueError, match="only 2 volumes to fit the cleaning on"):
+        clean_fitted(x, np.arange(T) < 2, True, standardize, conf, None, None, 1.0)
+
+
+def test_clean_stage_on_time_blocks_fits_without_the_test_block(tmp_path):
+    """nitime (one subject: time-block folds): replacing the test block's raw volumes changes no training
+    segment of the stage's output, and the output says how the cleaning was fitted."""
+    from pathlib import Path
+
+    from brainpipe.data import make_provenance, write
+    from brainpipe.io.fmri import read_table
+
+    csv = Path(__file__).resolve().parents[1] / "resources/fmri/nitime/fmri_timeseries.csv"
+    raw = read_table(csv, 1.89, confound_columns=["WM", "Vent"], drop_columns=["Brain"])
+    params = {
+        "detrend": True,
+        "standardize": "zscore_sample",
+        "high_pass": 0.01,
+        "low_pass": None,
+        "use_confounds": True,
+        "scrub": True,
+        "segment_s": 15.0,
+        "segment_step_s": None,
+        "common_tr_s": None,
+        "n_folds": 4,
+        "seed": 0,
+    }
+    out = []
+    for name, ds in (("a", raw), ("b", raw.copy(deep=True))):
+        if name == "b":
+            ds["signal"][-40:] = 1e3 * np.random.default_rng(0).standard_normal(ds["signal"][-40:].shape)
+        (tmp_path / name).mkdir()
+        write(ds, tmp_path / name / "run.nc", "roi_timeseries", make_provenance("test", {}))
+        clean_fmri.run({"roi": tmp_path / name}, {"clean": tmp_path / f"{name}.nc"}, params)
+        out.append(read(tmp_path / f"{name}.nc", "roi_segments"))
+    a, b = out
+    assert "test block (fold 0) never seen" in a.attrs["cleaning_fit"]
+    test = a["segment_fold"].values == 0
+    assert (
+        a["segment_start"].values[test].min() <= raw["time"].values[-40]
+    )  # the change is inside the test block
+    np.testing.assert_allclose(a["signal"].values[~test], b["signal"].values[~test], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(a["signal"].values[test], b["signal"].values[test])

@@ -45,8 +45,14 @@ def clean_run(
     low_pass: float | None = None,
     use_confounds: bool = True,
     scrub: bool = True,
+    fit: np.ndarray | None = None,
 ) -> xr.Dataset:
     """Clean one ``roi_timeseries`` run with :func:`nilearn.signal.clean` (see the module docstring for the order).
+
+    With ``fit`` (the volumes the cleaning may learn from, e.g. the training time blocks), the trend, confound
+    weights and standardisation are fitted on those volumes only and applied to every volume, and the band-pass
+    filter runs on each contiguous stretch of fitted and of held-out volumes separately (no held-out volume
+    reaches a fitted one or the reverse); see :func:`clean_fitted`.
 
     Parameters
     ----------
@@ -65,6 +71,8 @@ def clean_run(
         Regress out the run's ``confounds``.
     scrub : bool, default True
         Censor the volumes whose ``sample_mask`` is False.
+    fit : numpy.ndarray, optional
+        (time,) bool: True for the volumes the cleaning is fitted on (None: every volume, nilearn's cleaning).
 
     Returns
     -------
@@ -102,7 +110,19 @@ def clean_run(
             f"{src}: only {int(keep.sum())} volumes are left after scrubbing; relax the scrubbing thresholds or drop the run"
         )
     try:
-        y = _clean(clean, x, detrend, standardize, conf, high_pass, low_pass, tr, kw)
+        if fit is not None and not np.asarray(fit, bool)[keep].all():
+            y = clean_fitted(
+                x[keep],
+                np.asarray(fit, bool)[keep],
+                detrend,
+                standardize,
+                None if conf is None else conf[keep],
+                high_pass,
+                low_pass,
+                tr,
+            )
+        else:
+            y = _clean(clean, x, detrend, standardize, conf, high_pass, low_pass, tr, kw)
     except ValueError as err:  # scipy's filter on a run shorter than its padding, nilearn's checks
         raise InputError(
             f"{src}: nilearn.signal.clean failed ({' '.join(str(err).split())[:160]}); "
@@ -123,6 +143,86 @@ def clean_run(
     )
     out.attrs["n_scrubbed"] = int((~keep).sum())
     return out
+
+
+def clean_fitted(
+    x: np.ndarray,
+    fit: np.ndarray,
+    detrend: bool,
+    standardize: str | bool,
+    conf: np.ndarray | None,
+    high_pass: float | None,
+    low_pass: float | None,
+    tr: float,
+) -> np.ndarray:
+    """Clean a run with every fitted quantity learned on the ``fit`` volumes only (the held-out ones unseen).
+
+    Linear trend (fitted on ``fit``, subtracted everywhere); Butterworth band-pass (nilearn's) on each contiguous
+    stretch of equal ``fit`` separately; confound weights (confounds detrended, filtered and z-scored the same way)
+    by least squares on ``fit``; standardisation with the ``fit`` volumes' mean and SD (``zscore_sample``) or mean
+    (``psc``).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        (time, roi) signal, censored volumes already removed.
+    fit : numpy.ndarray
+        (time,) bool: the volumes the cleaning learns from (at least 3).
+    detrend : bool
+        Remove a linear trend per ROI.
+    standardize : {"zscore_sample", "psc", False}
+        How each ROI is standardised.
+    conf : numpy.ndarray or None
+        (time, confound) confounds to regress out.
+    high_pass, low_pass : float or None
+        Cut-offs in Hz (None: none).
+    tr : float
+        Repetition time, in seconds.
+
+    Returns
+    -------
+    numpy.ndarray
+        (time, roi) cleaned signal.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 3 fitted volumes, or a stretch too short to be filtered.
+    """
+    from nilearn.signal import butterworth
+
+    fit = np.asarray(fit, bool)
+    if fit.sum() < 3:
+        raise ValueError(f"only {int(fit.sum())} volumes to fit the cleaning on")
+    t = np.arange(len(x), dtype=np.float64)
+    parts = [x] if conf is None else [x, conf]
+    out = []
+    for a in parts:
+        a = np.array(a, dtype=np.float64)
+        if detrend:
+            D = np.stack([np.ones_like(t), t], axis=1)
+            a = a - D @ np.linalg.lstsq(D[fit], a[fit], rcond=None)[0]
+        if high_pass or low_pass:
+            edges = np.flatnonzero(np.diff(fit.astype(np.int8))) + 1
+            for piece in np.split(np.arange(len(a)), edges):
+                a[piece] = butterworth(
+                    a[piece], sampling_rate=1.0 / tr, low_pass=low_pass, high_pass=high_pass
+                )
+        out.append(a)
+    y = out[0]
+    if conf is not None:
+        c = out[1]
+        mu, sd = c[fit].mean(0), c[fit].std(0)
+        c = (c - mu) / np.where(sd > 0, sd, 1.0)
+        C = np.column_stack([np.ones(len(c)), c])
+        y = y - C @ np.linalg.lstsq(C[fit], y[fit], rcond=None)[0]
+    if standardize == "zscore_sample":
+        sd = y[fit].std(0, ddof=1)
+        y = (y - y[fit].mean(0)) / np.where(sd > 0, sd, 1.0)
+    elif standardize == "psc":
+        mu = np.asarray(x, dtype=np.float64)[fit].mean(0)
+        y = 100.0 * y / np.where(np.abs(mu) > 0, np.abs(mu), 1.0)
+    return y
 
 
 def _clean(clean, x, detrend, standardize, conf, high_pass, low_pass, tr, kw):
