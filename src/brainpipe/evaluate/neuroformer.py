@@ -633,6 +633,8 @@ def score_neuroformer(
     glm_alpha: float = 1e-4,
     glm_history_tau_s: float = 0.02,
     source: str = "counts",
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> tuple[dict[str, float], xr.Dataset]:
     """Every Neuroformer metric on the test windows: next-token loss, connectivity, generation and decoding.
 
@@ -670,6 +672,10 @@ def score_neuroformer(
         History time constant of the GLM baseline, in seconds.
     source : str, default "counts"
         What the counts are called in error messages.
+    top_k : int, optional
+        Top-k sampling in the generation (None: off).
+    top_p : float, optional
+        Nucleus (top-p) sampling in the generation (None: off).
 
     Returns
     -------
@@ -747,7 +753,9 @@ def score_neuroformer(
             values["hub_recall_vs_rate"] = values["hub_recall"] - values["hub_recall_rate"]
 
     # generation
-    sampled = model.generate(test, n_samples=int(n_samples), temperature=float(temperature), seed=seed)
+    sampled = model.generate(
+        test, n_samples=int(n_samples), temperature=float(temperature), seed=seed, top_k=top_k, top_p=top_p
+    )
     values["generation_f1"] = set_f1(test.window_counts, sampled)
     yc = np.asarray(counts["counts"].values)
     g = glm_generate(glm, yc, cov, test.start, tok.window_bins_, tok.past_bins_, int(n_samples), seed)

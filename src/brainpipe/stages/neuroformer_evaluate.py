@@ -5,7 +5,7 @@ Poisson-GLM generator), on the test windows, once.
 
 params: the dataset's resolved neuroformer config (see :mod:`brainpipe.stages._neuroformer`), of which this stage
 reads ``evaluate`` (``n_samples``, ``max_windows``, ``connectivity_windows``, ``temperature``, ``connectivity_by``,
-``glm_alpha``, ``glm_history_tau_s``), ``pretrain.device``, ``bars``, ``seed``, ``dataset``. Outputs: ``metrics``
+``glm_alpha``, ``glm_history_tau_s``, ``top_k``, ``top_p``), ``pretrain.device``, ``bars``, ``seed``, ``dataset``. Outputs: ``metrics``
 and ``connectivity`` (a ``model_fit`` with the three neuron x neuron matrices ``attention``, ``xcorr``, ``glm`` on
 (unit_post, unit_pre)).
 """
@@ -36,6 +36,8 @@ EVALUATE_KEYS = (
     "temperature",
     "glm_alpha",
     "glm_history_tau_s",
+    "top_k",
+    "top_p",
 )
 
 
