@@ -445,3 +445,15 @@ def test_bad_seeds_are_one_line():
     for bad in ([], [1, 1], [-1], "0", [0.5]):
         with pytest.raises(ConfigError, match="seeds must be a non-empty list of distinct integers"):
             split_kwargs({"seeds": bad})
+
+
+def test_variable_mask_ratio_per_segment():
+    """mask_sampling uniform: each segment hides its own number of ROIs, U(0, mask_ratio) of them (at least 1)."""
+    torch.manual_seed(0)
+    m = random_mask(2000, 20, 0.8, "cpu", "uniform")
+    k = m.sum(1)
+    assert k.min() >= 1 and k.max() <= 16 and len(torch.unique(k)) >= 10
+    assert abs(k.float().mean().item() - 8.0) < 0.5  # E[round(U(0, 0.8) * 20)] ~ 8
+    assert BrainMAE(mask_sampling="uniform", mask_ratio=0.8)._net_config().mask_sampling == "uniform"
+    with pytest.raises(ConfigError, match="mask_sampling must be fixed or uniform"):
+        BrainMAEConfig(mask_sampling="beta")

@@ -61,6 +61,7 @@ class BrainMAEConfig:
     roi_embedding: str = "learned"  # learned | fixed
     masking: bool = True
     mask_ratio: float = 0.5
+    mask_sampling: str = "fixed"  # fixed | uniform
     masked_weight: float = 0.75
 
     def __post_init__(self):
@@ -74,6 +75,7 @@ class BrainMAEConfig:
             (self.roi_embedding in ("learned", "fixed"), "roi_embedding must be learned or fixed"),
             (self.graph in ("embedding", "projected"), "graph must be embedding or projected"),
             (0.0 < self.mask_ratio < 1.0, "mask_ratio must be in (0, 1)"),
+            (self.mask_sampling in ("fixed", "uniform"), "mask_sampling must be fixed or uniform"),
             (0.0 <= self.masked_weight <= 1.0, "masked_weight must be in [0, 1]"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
         ]
@@ -215,11 +217,16 @@ class BrainMAENet(nn.Module):
         return self.decoder(self.encode(x, mask, emb)).transpose(1, 2)
 
 
-def random_mask(batch: int, n_rois: int, ratio: float, device) -> torch.Tensor:
-    """(batch, R) bool, ``round(ratio * R)`` (at least 1) ROIs hidden per segment. Uses torch's global RNG (so a
-    resumed training run draws the same masks)."""
-    k = min(n_rois - 1, max(1, int(round(ratio * n_rois))))
+def random_mask(batch: int, n_rois: int, ratio: float, device, sampling: str = "fixed") -> torch.Tensor:
+    """(batch, R) bool, ``round(ratio * R)`` (at least 1) ROIs hidden per segment; ``sampling="uniform"``: each
+    segment draws its own ratio from U(0, ``ratio``) (the paper's variable mask ratio, 0-0.8), still at least 1 ROI.
+    Uses torch's global RNG (so a resumed training run draws the same masks)."""
     order = torch.rand(batch, n_rois, device=device).argsort(dim=1)
+    if sampling == "uniform":
+        r = torch.rand(batch, 1, device=device) * ratio
+        k = (r * n_rois).round().clamp(1, n_rois - 1)
+        return order < k
+    k = min(n_rois - 1, max(1, int(round(ratio * n_rois))))
     return order < k
 
 
@@ -240,7 +247,11 @@ def masked_loss(model: BrainMAENet, x: torch.Tensor, mask: torch.Tensor | None) 
 def pretrain_loss(model: BrainMAENet, batch) -> dict[str, torch.Tensor]:
     """The loss the training loop calls: a fresh random ROI mask per segment (if masking is on)."""
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
-    mask = random_mask(x.shape[0], x.shape[2], model.cfg.mask_ratio, x.device) if model.cfg.masking else None
+    mask = (
+        random_mask(x.shape[0], x.shape[2], model.cfg.mask_ratio, x.device, model.cfg.mask_sampling)
+        if model.cfg.masking
+        else None
+    )
     return masked_loss(model, x, mask)
 
 
@@ -390,7 +401,10 @@ class BrainMAE(Estimator):
     masking : bool, default True
         Hide ROIs during pretraining (False: a plain autoencoder).
     mask_ratio : float, default 0.5
-        Fraction of ROIs hidden per segment.
+        Fraction of ROIs hidden per segment (``mask_sampling="uniform"``: the largest).
+    mask_sampling : {"fixed", "uniform"}
+        ``"fixed"``: every segment hides ``mask_ratio`` of its ROIs; ``"uniform"``: each segment draws its ratio
+        from U(0, ``mask_ratio``) (the paper samples it per segment in 0-0.8).
     masked_weight : float, default 0.75
         Loss weight of the hidden ROIs (the visible ones get the rest).
     %(train_config)s
@@ -437,6 +451,7 @@ class BrainMAE(Estimator):
         roi_embedding: str = "learned",
         masking: bool = True,
         mask_ratio: float = 0.5,
+        mask_sampling: str = "fixed",
         masked_weight: float = 0.75,
         max_epochs: int = 40,
         max_steps: int | None = None,
@@ -464,6 +479,7 @@ class BrainMAE(Estimator):
         self.roi_embedding = roi_embedding
         self.masking = masking
         self.mask_ratio = mask_ratio
+        self.mask_sampling = mask_sampling
         self.masked_weight = masked_weight
         self.max_epochs = max_epochs
         self.max_steps = max_steps
