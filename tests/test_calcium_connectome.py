@@ -228,6 +228,7 @@ def test_connectome_meets_the_bars_on_planted_communities(study):
     assert m["epoch_peak_fraction_vs_best_baseline"] >= 0.0, m
     for b in BASELINES:  # every baseline scored on the same planted communities
         assert 0.0 <= m[f"{b}_community_jaccard_mean"] <= 1.0, m
+    assert m["stability_at_true_rank"] == pytest.approx(model.stability_[3])
     assert m["factor_match_score"] >= 0.90 and m["epoch_peak_fraction"] == 1.0, m
     assert model.stability_[4] < 0.9  # one component too many is unstable
 

@@ -44,6 +44,9 @@ METRICS.update(
             ">=", "1 if some candidate rank reached the stability threshold (0: the smallest rank, unstable)"
         ),
         "affinity_zero_fraction": MetricInfo("<=", "fraction of the observed affinity entries that are 0"),
+        "stability_at_true_rank": MetricInfo(
+            ">=", "replicate stability at the planted rank (why the rank rule missed it, when it did)"
+        ),
         **{
             f"{k}_vs_best_baseline": MetricInfo(">=", f"NTF {k} minus the best baseline's")
             for k in ("community_jaccard_mean", "community_jaccard_min", "epoch_peak_fraction")
@@ -178,6 +181,8 @@ def connectome_metrics(
         factor_match_score(true, _factors_at(fit, C))[0] if C in ranks else float("nan")
     )
     out["selected_rank_is_true"] = float(R == C)
+    if C in ranks:
+        out["stability_at_true_rank"] = float(fit["rank_stability"].sel(rank=C))
     neurons = [str(n) for n in fit["neuron"].values]
     planted = truth["membership"].sel(neuron=neurons).values.astype(bool)
     n_an = tensor.sizes["animal"]
