@@ -406,3 +406,57 @@ def test_behaviour_relation_finds_the_factor_that_follows_behaviour():
     assert np.isnan(const["still"]).all()
     with pytest.raises(ValueError, match="behaviour 'speed': 3 samples"):
         behaviour_relation(tf, starts, 5.0, t, {"speed": speed[:3]})
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"overlap": 8}, "need 0 <= overlap < community_size"),
+        ({"n_neurons": 24, "community_size": 8, "overlap": -1}, "need 0 <= overlap < community_size"),
+        ({"specific_communities": 4}, "need 0 <= specific_communities <= n_communities"),
+        ({"epoch_jitter": 0.5}, r"epoch_jitter must be in \[0, 0.5\)"),
+    ],
+)
+def test_bad_animal_differences_are_one_line(params, message):
+    from brainpipe.errors import ConfigError as Err
+
+    with pytest.raises(Err, match=f"^simulator 'calcium_communities': {message}$"):
+        simulate("calcium_communities", {"n_frames": 300, **params}, seed=0)
+
+
+def test_animals_differ_as_asked():
+    sims = [
+        simulate(
+            "calcium_communities",
+            {
+                "n_neurons": 30,
+                "n_frames": 600,
+                "animal": a,
+                "overlap": 2,
+                "specific_communities": 1,
+                "epoch_jitter": 0.3,
+            },
+            seed=3,
+        )
+        for a in range(3)
+    ]
+    t = sims[0].truth
+    mem = t["membership"].values
+    assert (mem.sum(1) == 2).sum() == 4  # 2 neurons shared by communities 0-1 and 2 by 1-2
+    assert t["community_present"].values.tolist() == [[1, 1, 0], [1, 1, 0], [1, 1, 1]]
+    lo = t["animal_epoch_start_s"].values
+    assert np.ptp(lo[:, 1]) > 0 and (lo[:, 0] == 0).all()
+    for a, s in enumerate(sims):  # each truth has every animal's epochs, and its own as epoch_start_s
+        np.testing.assert_array_equal(s.truth["epoch_start_s"].values, lo[a])
+    # community 2's members fire together only in animal 2
+    for a, s in enumerate(sims):
+        cells = [str(c) for c in s.data["cell"].values]
+        members = [
+            n
+            for n in t["neuron"].values[mem[:, 2] == 1]
+            if n in cells and mem[list(t["neuron"].values).index(n)].sum() == 1
+        ]
+        sp = s.truth["spikes"].sel(cell=members).values > 0
+        sp = sp | np.roll(sp, 1, axis=0)  # a member joins up to 1 frame late
+        together = (sp.sum(1) >= len(members) // 2 + 1).sum()
+        assert (together > 3) == (a == 2), (a, together)
