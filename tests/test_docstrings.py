@@ -34,6 +34,7 @@ MODULES = [
     "brainpipe.evaluate.neuroformer",
     "brainpipe.training.neuroformer",
     "brainpipe.training.distributed",
+    "brainpipe.training.streaming",
     "brainpipe.io",
 ]
 

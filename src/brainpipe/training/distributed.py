@@ -599,13 +599,26 @@ def spawn(
     check_capacity(processes, device)
     import torch.multiprocessing as mp
 
-    ctx = mp.start_processes(
-        _rank_main,
-        args=(fn, args, processes, free_port(), backend, device),
-        nprocs=processes,
-        join=False,
-        start_method="spawn",
-    )
+    # a new process re-runs the parent's main script unless told otherwise: a Snakemake rule's script (the stage
+    # shim) must not run again in every rank, so the main module is hidden while the ranks start unless ``fn`` lives
+    # there
+    main = sys.modules.get("__main__")
+    hide = main is not None and getattr(fn, "__module__", "") != "__main__"
+    hidden = {k: main.__dict__[k] for k in ("__file__", "__spec__") if hide and k in main.__dict__}
+    if hidden:
+        main.__dict__.pop("__file__", None)
+        main.__spec__ = None
+    try:
+        ctx = mp.start_processes(
+            _rank_main,
+            args=(fn, args, processes, free_port(), backend, device),
+            nprocs=processes,
+            join=False,
+            start_method="spawn",
+        )
+    finally:
+        if main is not None:
+            main.__dict__.update(hidden)
     previous, installed = None, threading.current_thread() is threading.main_thread()
     if installed:  # a preempted job: every rank checkpoints (SIGTERM -> checkpoint -> Preempted in each)
         previous = signal.getsignal(signal.SIGTERM)

@@ -390,8 +390,10 @@ def train(
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
-        if not saved.get("finished"):
-            _set_rng_state(saved["rng_ranks"][comm.rank] if comm is not None else saved["rng"], dev)
+        if comm is None:
+            _set_rng_state(saved["rng"], dev)
+        elif int(saved.get("world_size", 1)) == comm.world:  # (a finished run of another world size: no RNG)
+            _set_rng_state(saved.get("rng_ranks", [saved["rng"]])[comm.rank], dev)
         st.update(saved["loop"])
         res.history = list(saved["history"])
         best_state = saved.get("best_model")
@@ -449,7 +451,8 @@ def train(
         with ckpt.guard():
             while st["epoch"] < cfg.max_epochs and not done:
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + st["epoch"])
-                perm = torch.randperm(n, generator=g)
+                # a streamed dataset orders its examples by chunk (brainpipe.training.streaming); else a permutation
+                perm = src.epoch_order(g) if hasattr(src, "epoch_order") else torch.randperm(n, generator=g)
                 for b in range(st["batch"], n_batches):
                     idx = perm[b * bs : (b + 1) * bs]
                     if comm is not None:

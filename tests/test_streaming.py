@@ -1,0 +1,63 @@
+"""Examples streamed from a chunked zarr store (brainpipe.training.streaming): the dataset gives back what was
+written, an epoch reads each chunk once in a chunk-then-within-chunk shuffled order, the training loop trains on it
+with at most ``cache_chunks`` chunks in memory, and bad stores are one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from brainpipe.errors import InputError
+from brainpipe.training import train
+from brainpipe.training.streaming import ZarrExamples, write_examples
+
+
+def _blocks(n=70, block=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3, 4)).astype(np.float32)
+    return x, (x[i : i + block] for i in range(0, n, block))
+
+
+def test_the_store_gives_back_the_examples_in_chunk_shuffled_order(tmp_path):
+    x, blocks = _blocks()
+    ds = ZarrExamples(write_examples(blocks, tmp_path / "ex.zarr", chunk_examples=8))
+    assert len(ds) == 70 and ds.chunk == 8
+    np.testing.assert_array_equal(torch.stack([ds[i] for i in range(70)]).numpy(), x)
+    order = ds.epoch_order(torch.Generator().manual_seed(0))
+    assert sorted(order.tolist()) == list(range(70))
+    chunks = (order // 8).tolist()
+    runs = [c for i, c in enumerate(chunks) if i == 0 or c != chunks[i - 1]]
+    assert len(runs) == 9 == len(set(runs))  # each chunk visited once, as one run
+    assert order.tolist() != list(range(70))  # shuffled
+    assert torch.equal(order, ds.epoch_order(torch.Generator().manual_seed(0)))  # seeded
+
+
+def test_training_streams_with_bounded_memory(tmp_path):
+    x, blocks = _blocks(n=96)
+    ds = ZarrExamples(write_examples(blocks, tmp_path / "ex.zarr", chunk_examples=16), cache_chunks=2)
+    w = torch.randn(12)
+    torch.manual_seed(0)
+    model = nn.Linear(12, 1)
+
+    def loss(m, batch):
+        flat = batch.reshape(len(batch), -1)
+        return ((m(flat).squeeze(-1) - flat @ w) ** 2).mean()
+
+    cfg = dict(max_epochs=6, batch_size=16, lr=5e-2, patience=None, device="cpu", progress=False)
+    res = train(model, ds, loss, cfg)
+    assert res.history[-1]["train_loss"] < 0.3 * res.history[0]["train_loss"]
+    assert (
+        6 <= ds.reads <= 6 * 6
+    )  # each chunk read at most once per epoch (batches follow chunks), not per batch
+    assert len(ds._cache) <= 2
+
+
+def test_bad_stores_are_one_line(tmp_path):
+    with pytest.raises(InputError, match=r"nothing\.zarr: not a readable zarr array"):
+        ZarrExamples(tmp_path / "nothing.zarr")
+    with pytest.raises(InputError, match=r"a block of examples of shape \(3, 5\) after blocks of \(3, 4\)"):
+        write_examples([np.zeros((2, 3, 4)), np.zeros((2, 3, 5))], tmp_path / "mixed.zarr")
+    with pytest.raises(InputError, match="no examples to write"):
+        write_examples([], tmp_path / "empty.zarr")
