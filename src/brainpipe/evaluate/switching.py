@@ -71,7 +71,8 @@ def switching_metrics(
     ``shared_adjacency_balanced_accuracy`` (the fit's shared class per pair against the most probable class of the
     planted shared categorical) and ``shared_mean_corr`` (the fit's state-constant connectome against the planted
     weights' mean over states, off-diagonal).
-    With reference fits (e.g. ``single``, ``none``): ``bits_vs_<name>``, ``adjacency_ba_vs_<name>``,
+    With reference fits (e.g. ``single``, ``none``): ``bits_vs_<name>``, and where both have them
+    ``state_accuracy_vs_<name>``, ``weight_corr_vs_<name>``, ``adjacency_ba_vs_<name>``,
     ``shared_adjacency_ba_vs_<name>`` and ``shared_mean_corr_vs_<name>``.
     """
     null_ll, n_spikes = null_log_likelihood(counts)
@@ -140,6 +141,8 @@ def switching_metrics(
         ref_metrics = fit_metrics(ref)
         out[f"bits_vs_{name}"] = out["test_bits_per_spike"] - ref_metrics["test_bits_per_spike"]
         for key, short in (
+            ("state_accuracy", "state_accuracy"),
+            ("weight_corr", "weight_corr"),
             ("adjacency_balanced_accuracy", "adjacency_ba"),
             ("shared_adjacency_balanced_accuracy", "shared_adjacency_ba"),
             ("shared_mean_corr", "shared_mean_corr"),
