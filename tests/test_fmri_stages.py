@@ -361,8 +361,29 @@ def test_report_section(chain, tmp_path):
         and "<h3>tiny</h3>" in html
         and "data:image/png;base64," in html
     )
-    assert "8 subject(s), 12 ROIs" in html and "ridge NMSE" in html
+    assert "8 subject(s), 12 ROIs" in html and "ridge NMSE" in html and "PCA NMSE" in html
+    assert '<p class="verdict">masked-ROI NMSE: BrainMAE ' in html and "ROI-embedding ARI: BrainMAE " in html
     assert len(out[0].metrics) == 2
+
+
+def test_verdict_sentences_say_win_tie_loss_and_spread():
+    from brainpipe.report.fmri import verdict
+
+    one = verdict({"masked_nmse_vs_best_baseline": (0.26, 0), "roi_embedding_ari_vs_fc_clustering": (0.0, 1)})
+    assert one == (
+        "masked-ROI NMSE: BrainMAE loses to the best reconstruction baseline by 0.260 (difference +0.260). "
+        "ROI-embedding ARI: BrainMAE ties FC clustering (difference +0.000)."
+    )
+    three = verdict(
+        {
+            "probe_accuracy_vs_fc": (0.01, 1),
+            "probe_accuracy_vs_fc_sd": (0.02, -1),
+            "probe_accuracy_vs_fc_worst": (-0.025, -1),
+            "n_seeds": (3.0, -1),
+        }
+    )
+    assert three.startswith("probe accuracy: BrainMAE beats the best FC + logistic baseline by 0.010")
+    assert "(mean of 3 seeds, SD 0.020, worst seed -0.025)" in three and verdict({}) == ""
 
 
 @pytest.mark.parametrize("standardize", ["zscore_sample", "psc"])

@@ -85,6 +85,46 @@ def _cell(vals: dict[str, tuple[float, int]], key: str) -> str:
     return f"<td{mark}>{v:.3f}{' ✓' if p == 1 else ' ✗' if p == 0 else ''}</td>"
 
 
+#: the comparisons the verdict sentence states: (what, BrainMAE - best baseline metric, the baseline's name, lower is
+#: better)
+VERDICTS = (
+    ("masked-ROI NMSE", "masked_nmse_vs_best_baseline", "the best reconstruction baseline", True),
+    ("ROI-embedding ARI", "roi_embedding_ari_vs_fc_clustering", "FC clustering", False),
+    ("probe accuracy", "probe_accuracy_vs_fc", "the best FC + logistic baseline", False),
+    ("probe R2", "probe_r2_vs_fc", "the best FC + ridge baseline", False),
+)
+
+
+def verdict(vals: dict[str, tuple[float, int]]) -> str:
+    """One sentence per comparison of a BrainMAE run against its best baseline: beats, ties or loses, by how much,
+    with the spread over training seeds when there are several.
+
+    Parameters
+    ----------
+    vals : dict
+        Metric name -> (value, passed) of a BrainMAE metrics file.
+
+    Returns
+    -------
+    str
+        The sentences (empty when the file has none of the comparisons).
+    """
+    out = []
+    n = int(vals["n_seeds"][0]) if "n_seeds" in vals else 1
+    for what, key, base, lower in VERDICTS:
+        if key not in vals or not np.isfinite(vals[key][0]):
+            continue
+        d = vals[key][0]
+        gain = -d if lower else d
+        word = "beats" if gain > 1e-9 else "ties" if abs(gain) <= 1e-9 else "loses to"
+        spread = ""
+        if n > 1 and f"{key}_sd" in vals:
+            spread = f" (mean of {n} seeds, SD {vals[key + '_sd'][0]:.3f}, worst seed {vals[key + '_worst'][0]:+.3f})"
+        by = "" if word == "ties" else f" by {abs(d):.3f}"
+        out.append(f"{what}: BrainMAE {word} {base}{by} (difference {d:+.3f}){spread}.")
+    return " ".join(out)
+
+
 def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
     """The fMRI section (``id="fmri"``): per dataset its segments, a table of the variants against the baselines
     and the figure of one fit; all its metrics.
@@ -130,7 +170,9 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
         "<p>Masked pretraining of BrainMAE (region-aware graph attention from learned ROI embeddings; hidden-ROI "
         "reconstruction loss 0.75 x MSE(masked) + 0.25 x MSE(visible)) pooled over the training subjects, one "
         "encoder per outer fold (encoder k never sees fold k's subjects); reconstruction by encoder 0 "
-        "scored on held-out subjects (fold 0) against mean filling and ridge regression on the same masks; "
+        "scored on held-out subjects (fold 0) against mean filling, ridge regression (same volume; whole segment) and "
+        "a linear autoencoder (PCA), each fitted on the training folds with its hyperparameters chosen by inner "
+        "cross-validation there, on the same masks; ROI embeddings against k-means/spectral clustering of FC; "
         "downstream tasks by subject-wise k-fold cross-validation (test fold k: encoder k) against "
         "functional connectivity "
         "(correlation, tangent) with logistic/ridge regression. Variants are the ablations named in the config. "
@@ -175,6 +217,9 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
             f'<table class="metrics" id="{escape(anchor)}"><thead><tr><th>variant</th>{head}</tr></thead>'
             f"<tbody>{body}</tbody></table>"
         )
+        base_run = next((p for p in rows if _variant(by_metrics[p]) == "base"), None)
+        if base_run is not None and verdict(_values(by_metrics[base_run])):
+            parts.append(f'<p class="verdict">{escape(verdict(_values(by_metrics[base_run])))}</p>')
         shown = next((p for p in rows if _variant(by_metrics[p]) == "base" and fit_of.get(p)), None)
         shown = shown or next(
             (p for p in sorted(rows, key=lambda p: _variant(by_metrics[p])) if fit_of.get(p)), None
