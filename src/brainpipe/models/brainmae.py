@@ -17,6 +17,19 @@ Architecture (one segment ``x`` of ``L`` volumes x ``R`` ROIs):
   self-attention (ablation), ``"both"`` is the transformer variant (self-attention then graph attention per block);
 * pre-LayerNorm residual blocks with an MLP; a linear-MLP **decoder** maps each ROI token back to its ``L`` samples.
 
+Against the paper (options; ``shared/notes/models-deep.md`` section 2.8):
+
+* **masking**: segment-wise ROI masking (all volumes of the hidden ROIs); ``mask_sampling="uniform"`` with
+  ``mask_ratio=0.8`` is the paper's per-segment ratio drawn in 0-0.8, ``"fixed"`` (default) hides ``mask_ratio``
+  of the ROIs in every segment;
+* **loss**: ``masked_weight=0.75`` is the paper's lambda; ``masking=False`` is its "vanilla-BrainAE" ablation;
+* **ablations**: ``roi_embedding="fixed"`` (PosSG-BrainMAE), ``self_loops=True`` (SG-BrainMAE(SL)),
+  ``attention="self"`` (no embedding-informed attention), ``"both"`` (AG-TSE-like: self- then graph attention);
+* **read-outs**: ``features="mean"`` is a pooled (mean-token) segment representation, ``"similarity"`` the
+  cosine similarity of ROI tokens; a subject is the mean over its segments. **Not implemented**: the temporal
+  transformer across a subject's segments (positional encoding over the segment index) and a [CLS] token; each
+  segment is encoded alone (issue 15 leaves this open).
+
 :class:`BrainMAE` is the scikit-learn-shaped wrapper: ``fit`` (masked pretraining through the shared training loop
 :mod:`brainpipe.training`), ``transform`` (frozen features for a probe), ``reconstruct``, ``score``
 (``1 - NMSE`` on masked ROIs), ``save``/``load`` (weights and hyperparameters, no pickle);
