@@ -65,11 +65,12 @@ def _mse(model, batch):
     return ((model(x) - y) ** 2).mean()
 
 
-def _fit(dropout=0.0, checkpoint=None, kill=False):
+def _fit(dropout=0.0, checkpoint=None, kill=False, device="cpu"):
     (tr, va) = _data()
     model = _model(dropout)
     _CALLS.update(n=0, kill=kill)
-    res = train(model, tr, _mse, TrainConfig(**CFG), val_data=va, checkpoint=checkpoint)
+    cfg = TrainConfig(**{**CFG, "device": device, "precision": "fp32"})
+    res = train(model, tr, _mse, cfg, val_data=va, checkpoint=checkpoint)
     return model, res
 
 
@@ -313,3 +314,25 @@ def test_from_snakemake_is_the_ordinary_entry_when_off(monkeypatch):
     distributed.from_snakemake(SimpleNamespace(config=on), "neuroformer_pretrain")
     assert calls == [("neuroformer_pretrain", False), ("run_stage", 2)]
     assert neuroformer_pretrain.run is original  # restored
+
+
+def _nccl_worker(out: str, folder: str) -> None:
+    comm = current()
+    model, res = _fit(checkpoint=os.path.join(folder, "nccl.pt"), device="cuda")
+    torch.save(
+        {"history": res.history, "world": comm.world, "backend": comm.backend, "device": res.device},
+        out,
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_nccl_world_of_one_on_the_gpu_follows_one_process(tmp_path):
+    out = tmp_path / "nccl.pt"
+    spawn(_nccl_worker, (str(out), str(tmp_path)), processes=1, backend="nccl", device="cuda")
+    found = torch.load(out, weights_only=True)
+    assert found["world"] == 1 and found["backend"] == "nccl" and found["device"].startswith("cuda")
+    assert (tmp_path / "nccl.pt").exists()  # rank 0 wrote the finished checkpoint (NCCL gather and barrier)
+    _, res = _fit(device="cuda")
+    for r1, r2 in zip(res.history, found["history"], strict=True):
+        assert abs(r1["train_loss"] - r2["train_loss"]) <= 1e-4 * abs(r1["train_loss"]), (r1, r2)
