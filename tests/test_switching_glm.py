@@ -498,9 +498,12 @@ def test_config_schema_lists_every_hyperparameter():
 
     schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
     params = set(inspect.signature(SwitchingGLM.__init__).parameters) - {"self"}
-    assert set(schema["$defs"]["switching_model"]["properties"]) == params
-    assert set(schema["$defs"]["switching_override"]["properties"]) == params
-    defaults = {k: v["default"] for k, v in schema["$defs"]["switching_model"]["properties"].items()}
+    # plus `select`: the validation grid, which the fit stage resolves into candidate hyperparameters
+    assert set(schema["$defs"]["switching_model"]["properties"]) == params | {"select"}
+    assert set(schema["$defs"]["switching_override"]["properties"]) == params | {"select"}
+    defaults = {
+        k: v["default"] for k, v in schema["$defs"]["switching_model"]["properties"].items() if k != "select"
+    }
     sig = inspect.signature(SwitchingGLM.__init__).parameters
     for k, v in defaults.items():
         d = sig[k].default
