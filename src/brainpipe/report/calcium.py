@@ -191,7 +191,13 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
             factors_figure(fit),
             f"{study} factors",
             "Time and animal factors of the selected fit; each pair factor as a neuron x neuron matrix, "
-            "neurons ordered by their Louvain community.",
+            "neurons ordered by their Louvain community."
+            + (
+                " Per-animal time modes: the time factor is the animals' summed time course and the animal factor "
+                "each animal's share (each animal's own course: animal_time_factor in the fit)."
+                if fit.attrs.get("time_mode") == "per_animal"
+                else ""
+            ),
         )
         parts.append(figure)
         parts.append(alignment_html(fit))
