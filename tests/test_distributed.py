@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -336,3 +338,56 @@ def test_nccl_world_of_one_on_the_gpu_follows_one_process(tmp_path):
     _, res = _fit(device="cuda")
     for r1, r2 in zip(res.history, found["history"], strict=True):
         assert abs(r1["train_loss"] - r2["train_loss"]) <= 1e-4 * abs(r1["train_loss"]), (r1, r2)
+
+
+def _slow_worker(folder: str) -> None:
+    (tr, va) = _data()
+    model = _model(0.3)
+
+    def loss(m, batch):
+        if m.training and not _CALLS.get("ready"):
+            _CALLS["ready"] = True
+            open(os.path.join(folder, f"ready-{current().rank}"), "w").close()
+        return _mse(m, batch)
+
+    cfg = TrainConfig(**{**CFG, "max_epochs": 60})
+    res = train(model, tr, loss, cfg, val_data=va, checkpoint=os.path.join(folder, "slow.pt"))
+    if current().is_main:
+        with open(os.path.join(folder, "resumed_from"), "w") as fh:
+            fh.write(str(res.resumed_from_step))
+
+
+def _preempt_main(folder: str) -> None:
+    """A job's process: 2 spawned ranks; SIGTERM to it reaches both, they checkpoint and stop."""
+    from brainpipe.errors import BrainpipeError
+
+    try:
+        spawn(_slow_worker, (folder,), processes=2, backend="gloo", device="cpu")
+    except BrainpipeError as err:
+        print(f"brainpipe: error: {type(err).__name__}: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_job_reaches_every_rank_and_a_rerun_resumes(tmp_path):
+    import subprocess
+    import time
+
+    script = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"from test_distributed import _preempt_main; _preempt_main({str(tmp_path)!r})"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not all((tmp_path / f"ready-{r}").exists() for r in (0, 1)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 1
+    assert "Preempted: stopped by SIGTERM; checkpoint written to" in err, err[-2000:]
+    assert (tmp_path / "slow.pt").exists() and not (tmp_path / "resumed_from").exists()
+    rerun = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    step = int((tmp_path / "resumed_from").read_text())
+    assert 0 < step < 60 * 4  # resumed where it stopped, then finished

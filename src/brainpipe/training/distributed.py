@@ -634,6 +634,12 @@ def spawn(
             pass
     except mp.ProcessRaisedException as err:
         raise _rank_error(str(err)) from None
+    except (
+        mp.ProcessExitedException
+    ) as err:  # killed (a signal before training began) or exited without an error
+        raise BrainpipeError(
+            f"training process {err.error_index} of {processes} ended early: {err}"
+        ) from None
     finally:
         if installed:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
