@@ -16,7 +16,8 @@ import numpy as np
 from brainpipe.evaluate.switching import switching_metrics
 from brainpipe.models.switching_glm import SwitchingGLM
 from brainpipe.preprocess import bin_spikes
-from brainpipe.simulate import simulate
+from brainpipe.simulate.base import get_generator
+from brainpipe.simulate.switching_glm import SwitchingGLMParams
 
 #: condition -> simulator parameters over its defaults (sigmoid link, class means 0.1/0.8/0.1, strengths 1-3,
 #: 3 states); the model keeps its own defaults (softplus link, uniform class hyperprior, spike SD 0.05, 3 states)
@@ -49,7 +50,8 @@ COLUMNS = (
 
 def run(condition: dict, seed: int, sequences: int) -> dict[str, dict[str, float]]:
     params = {"n_sequences": sequences, "n_test_sequences": 5, **condition}
-    sim = simulate("switching_glm_network", params, seed=seed)
+    # the parameter class itself: simulate()'s parameter check takes prior_mean's tuple hint for a single number
+    sim = get_generator("switching_glm_network").func(SwitchingGLMParams(**params), seed)
     counts = bin_spikes(sim.data, 0.02)
     fits, out = {}, {}
     for name, kw in VARIANTS.items():
