@@ -320,3 +320,26 @@ def test_time_block_split_bad_blocks(n_bins, n_blocks):
 def test_bin_spikes_bad_fractions_are_config_errors(tiny_sim):
     with pytest.raises(ConfigError, match="split fractions"):
         bin_spikes(tiny_sim.data, 0.1, {"train": 0.5, "validation": 0.5, "test": 0.5})
+
+
+@pytest.mark.parametrize(
+    "prior_mean, problem",
+    [
+        ([0.2, 0.6, 0.2], None),
+        ([0.5, 0.5], "list of 3 values"),
+        ("x", "list of 3 values"),
+        ([0.2, "a", 0.8], r"prior_mean\[1\] must be a number"),
+    ],
+)
+def test_simulator_list_parameters_are_checked_element_by_element(prior_mean, problem):
+    """A tuple-typed parameter (the switching simulator's prior_mean) takes a list of the right length of numbers."""
+    from brainpipe.simulate.base import parse_params
+    from brainpipe.simulate.switching_glm import SwitchingGLMParams
+
+    where = "simulator 'switching_glm_network'"
+    if problem is None:
+        params = parse_params(SwitchingGLMParams, {"prior_mean": prior_mean}, where)
+        assert params.prior_mean == (0.2, 0.6, 0.2)
+    else:
+        with pytest.raises(ConfigError, match=problem):
+            parse_params(SwitchingGLMParams, {"prior_mean": prior_mean}, where)

@@ -279,9 +279,18 @@ YAML_NUMBER_HINT = (
 
 
 def _check_type(where: str, name: str, value: Any, hint: Any) -> None:
-    """One-line ConfigError when ``value`` is not of the annotated type (int, float, bool; others unchecked)."""
+    """One-line ConfigError when ``value`` is not of the annotated type (int, float, bool, and lists/tuples of
+    them, e.g. ``tuple[float, float, float]``; others unchecked)."""
+    if typing.get_origin(hint) in (tuple, list):
+        _check_sequence(where, name, value, hint)
+        return
     args = typing.get_args(hint)
     allowed = set(args) if args else {hint}
+    if isinstance(value, (list, tuple)):
+        seq = [a for a in args if typing.get_origin(a) in (tuple, list)]
+        if seq:  # e.g. tuple[float, float] | None
+            _check_sequence(where, name, value, seq[0])
+            return
     if value is None and type(None) in allowed:
         return
     text = isinstance(value, str)
@@ -297,6 +306,17 @@ def _check_type(where: str, name: str, value: Any, hint: Any) -> None:
             raise ConfigError(f"{where}: parameter {name} must be a number (got {value!r}){tip}")
     elif bool in allowed and not isinstance(value, bool):
         raise ConfigError(f"{where}: parameter {name} must be true or false (got {value!r})")
+
+
+def _check_sequence(where: str, name: str, value: Any, hint: Any) -> None:
+    """``value`` against ``tuple[X, ...]``, ``tuple[X, Y, Z]`` or ``list[X]``: its length, then each element."""
+    args = typing.get_args(hint)
+    fixed = typing.get_origin(hint) is tuple and not (len(args) == 2 and args[1] is Ellipsis)
+    if not isinstance(value, (list, tuple)) or (fixed and len(value) != len(args)):
+        size = f"{len(args)} values" if fixed else "values"
+        raise ConfigError(f"{where}: parameter {name} must be a list of {size} (got {value!r})")
+    for i, item in enumerate(value):
+        _check_type(where, f"{name}[{i}]", item, args[i] if fixed else (args[0] if args else Any))
 
 
 # -- memory guard ---------------------------------------------------------------------------------------------------
