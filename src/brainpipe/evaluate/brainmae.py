@@ -181,8 +181,10 @@ def by_seed(models: Sequence[BrainMAE]) -> dict[int, list[BrainMAE]]:
 
 
 def over_seeds(runs: Mapping[int, Mapping[str, float]]) -> dict[str, float]:
-    """Metrics over training seeds: the mean, the spread (``<metric>_sd``, SD with ``ddof=1``) and the worst seed
-    (``<metric>_worst``, by the metric's direction), and ``n_seeds``; one seed's metrics are returned as they are.
+    """Metrics over training seeds: mean, spread and worst seed.
+
+    The mean under each metric's name, ``<metric>_sd`` (SD, ``ddof=1``), ``<metric>_worst`` (by the metric's
+    direction) and ``n_seeds``; the baselines (the same for every seed) once; one seed's metrics as they are.
 
     Parameters
     ----------
