@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A single-node SLURM cluster on localhost for the SLURM integration test (tests/test_slurm.py).
+# A single-node SLURM cluster on localhost for the SLURM integration test (tests/workflow/test_slurm.py).
 #
 #   tests/slurm/cluster.sh start   # install (Debian packages, as root) and start munged, slurmctld, slurmd
 #   tests/slurm/cluster.sh stop    # stop exactly the daemons `start` started (by recorded pid), nothing else

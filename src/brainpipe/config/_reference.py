@@ -8,7 +8,7 @@ dataclass (:mod:`brainpipe.simulate`): names, types and defaults from the fields
 ``Parameters`` section of the class docstring, the introduction from its extended summary.
 
 Regenerate with ``brainpipe config-docs`` (or ``make config-docs``); ``brainpipe config-docs --check`` and
-``tests/test_config_docs.py`` fail when the committed file differs.
+``tests/common/test_config_docs.py`` fail when the committed file differs.
 
 Layout: each top-level key is a ``##`` section; each object below it (with keys of its own) a ``###`` section;
 deeper keys are rows named by their dotted path (``<name>`` stands for a key the user chooses). A ``$ref`` with a

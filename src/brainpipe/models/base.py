@@ -14,7 +14,7 @@ Every model (:class:`~brainpipe.models.PoissonGLM`, :class:`~brainpipe.models.Sw
   it; ``save``/``load`` write and read that dataset as a contract-checked netCDF file (weights of the torch
   models are variables of it): nothing is pickled.
 
-``tests/test_estimators.py`` runs the same contract checks over every model, in the manner of scikit-learn's
+``tests/common/test_estimators.py`` runs the same contract checks over every model, in the manner of scikit-learn's
 estimator checks.
 """
 

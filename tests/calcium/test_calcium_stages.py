@@ -21,7 +21,7 @@ from brainpipe.stages import (
     simulate,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
 SIM = {"n_animals": 2, "n_neurons": 12, "n_communities": 2, "community_size": 4, "n_frames": 1200}
 

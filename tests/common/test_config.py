@@ -11,7 +11,7 @@ import yaml
 from brainpipe.config import load_schema, validate_config
 from brainpipe.errors import ConfigError
 
-SCHEMAS = Path(__file__).parents[1] / "workflow" / "schemas"
+SCHEMAS = Path(__file__).parents[2] / "workflow" / "schemas"
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_shipped_schema_loads_every_branch():
 
 
 # -- the study resolved once into per-step parameters -----------------------------------------------------------
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 
 
 def _default_study() -> dict:

@@ -1,4 +1,4 @@
-"""The catalog of bad inputs (``tests/bad_inputs.tsv``): each row builds one bad input and checks its one-line message.
+"""The catalog of bad inputs (``tests/common/bad_inputs.tsv``): each row builds one bad input and checks its one-line message.
 
 The table has one row per (case, entry point): ``case`` names a builder in :data:`CASES` (a function of a scratch
 folder returning a :class:`Case`), ``entry`` names how the input is read (a key of :data:`ENTRY_POINTS`), and
@@ -32,7 +32,7 @@ import pytest
 
 from brainpipe.errors import BrainpipeError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TABLE = Path(__file__).with_name("bad_inputs.tsv")
 DATA = REPO / "tests" / "data"
 RES = REPO / "resources"
@@ -391,7 +391,7 @@ def _(tmp):
 # -- our own intermediates --------------------------------------------------------------------------------------------
 def _intermediate(tmp: Path, kind: str, suffix: str = ".nc") -> Path:
     from brainpipe.data import write
-    from conftest import BUILDERS, prov_record
+    from contract_data import BUILDERS, prov_record
 
     return write(BUILDERS[kind](), tmp / f"{kind}{suffix}", kind, prov_record())
 

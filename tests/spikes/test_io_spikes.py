@@ -24,7 +24,7 @@ from brainpipe.io import (
 )
 from brainpipe.io.spikes import read_position_tracking
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 RES = ROOT / "resources" / "spikes"
 STEINMETZ = RES / "steinmetz2019"
 NELPY = RES / "nelpy-linear-track"

@@ -337,7 +337,7 @@ def cli_runs(tmp_path_factory):
 
 def test_stages_lists_every_stage_module():
     """STAGES names each public module of brainpipe/stages, and each has its Snakemake shim in workflow/scripts."""
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     modules = {
         p.stem for p in (root / "src" / "brainpipe" / "stages").glob("*.py") if not p.stem.startswith("_")
     }

@@ -34,7 +34,7 @@ from brainpipe.models import (
     SwitchingGLM,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_TRAIN = {
     "max_epochs": 1,
     "max_steps": 4,
@@ -47,7 +47,7 @@ TINY_TRAIN = {
 
 def _planted_tensor():
     """A small rank-2 non-negative affinity tensor (6 pairs x 8 windows x 2 animals, one pair missing in one)."""
-    from conftest import affinity_tensor
+    from contract_data import affinity_tensor
 
     ds = affinity_tensor()
     rng = np.random.default_rng(0)

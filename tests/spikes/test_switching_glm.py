@@ -496,7 +496,7 @@ def test_config_schema_lists_every_hyperparameter():
 
     import yaml
 
-    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load((Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml").read_text())
     params = set(inspect.signature(SwitchingGLM.__init__).parameters) - {"self"}
     # plus `select`: the validation grid, which the fit stage resolves into candidate hyperparameters
     assert set(schema["$defs"]["switching_model"]["properties"]) == params | {"select"}
@@ -559,7 +559,7 @@ def test_switching_config_cross_checks(change, message):
             "switching_glm": change,
         }
     }
-    schema = Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml"
+    schema = Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml"
     with pytest.raises(ConfigError) as err:
         validate_config(cfg, schema, source="study.yaml")
     assert (
@@ -575,7 +575,7 @@ def test_reader_keys_do_not_go_with_a_simulator():
     cfg = {
         "spikes": {"datasets": {"sim": {"simulate": {"generator": "switching_glm_network"}, "format": "nwb"}}}
     }
-    schema = Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml"
+    schema = Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml"
     with pytest.raises(ConfigError, match="'format' and 'options' go with 'path', not 'simulate'"):
         validate_config(cfg, schema, source="study.yaml")
 

@@ -19,7 +19,7 @@ from brainpipe.data.contracts import CONTRACT_ATTR
 
 pytestmark = pytest.mark.workflow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 TINY = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
 TABLE = REPO / "tests" / "data" / "spike_table.csv"

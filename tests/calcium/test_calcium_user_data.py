@@ -30,14 +30,8 @@ from brainpipe.preprocess.calcium import preprocess_calcium
 from brainpipe.report.calcium import alignment_html
 from brainpipe.stages import build_connectome_tensor, fit_connectome, ingest_calcium
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED_S2P = REPO.parent / "shared" / "data" / "calcium" / "fissa-suite2p" / "suite2p" / "plane0"
-
-
-def _one_line(err) -> str:
-    text = str(err.value)
-    assert "\n" not in text
-    return text
 
 
 def _calcium(T=600, n=3, seed=0, g=0.9, rate=0.03):
@@ -65,13 +59,13 @@ def _ds(F, fs=10.0, neuropil=None, cells=None, labels=None, source="test") -> xr
 
 
 # ---- what the traces are ------------------------------------------------------------------------------------
-def test_negative_raw_fluorescence_names_the_file_and_the_kinds(tmp_path):
+def test_negative_raw_fluorescence_names_the_file_and_the_kinds(tmp_path, one_line):
     _, c = _calcium()
     p = tmp_path / "cnmfe_C.npy"
     np.save(p, c - 0.5)  # CNMF-E denoised traces: background removed, below 0 between events
     with pytest.raises(InputError) as err:
         read_calcium(p, frame_rate_hz=10.0, kind="raw")
-    msg = _one_line(err)
+    msg = one_line(err)
     assert msg.startswith(f"{p}: kind is 'raw' but 3 of 3 cells") and "set the dataset's kind" in msg
     assert "denoised" in msg
     # through the ingest stage: the same line, and no output left
@@ -84,7 +78,7 @@ def test_negative_raw_fluorescence_names_the_file_and_the_kinds(tmp_path):
     assert ds.attrs["trace_kind"] == "denoised"
 
 
-def test_kinds_that_do_not_fit_the_values_are_one_line(tmp_path):
+def test_kinds_that_do_not_fit_the_values_areone_line(tmp_path, one_line):
     _, c = _calcium()
     p = tmp_path / "x.npy"
     np.save(p, 100 + 20 * c)
@@ -94,7 +88,7 @@ def test_kinds_that_do_not_fit_the_values_are_one_line(tmp_path):
         read_calcium(p, frame_rate_hz=10.0, kind="raw_with_neuropil")
     with pytest.raises(InputError, match=r"kind is 'dff' but every cell sits far above 0") as err:
         read_calcium(p, frame_rate_hz=10.0, kind="dff")
-    assert str(p) in _one_line(err)
+    assert str(p) in one_line(err)
     np.save(p, c - 0.5)
     with pytest.raises(InputError, match=r"kind is 'deconvolved' but the traces go negative"):
         read_calcium(p, frame_rate_hz=10.0, kind="deconvolved")
@@ -138,24 +132,24 @@ def test_each_kind_takes_its_path():
     assert preprocess_calcium(ds, window_s=20).attrs["trace_kind"] == "deconvolved"
 
 
-def test_nonpositive_baseline_hint_fits_the_situation():
+def test_nonpositive_baseline_hint_fits_the_situation(one_line):
     _, c = _calcium(T=600, n=2, seed=2)
     F = 100 * (1 + c)
     F[:, 0] = 5 * c[:, 0] - 1  # a denoised trace among raw ones: baseline below 0
     with pytest.raises(InputError) as err:  # no neuropil: no coefficient to lower
         preprocess_calcium(_ds(F), window_s=20, neuropil_coef=0.7, source="x.nc")
-    msg = _one_line(err)
+    msg = one_line(err)
     assert msg.startswith("x.nc: baseline F0 <= 0 in cell(s) c0 (no neuropil subtracted)")
     assert "neuropil_coef" not in msg and "calcium.datasets.<name>.kind" in msg
     with pytest.raises(
         InputError
     ) as err:  # coefficient 0 with a neuropil trace: nothing was subtracted either
         preprocess_calcium(_ds(F, neuropil=np.full_like(F, 50.0)), window_s=20, neuropil_coef=0.0)
-    assert "neuropil_coef" not in _one_line(err)
+    assert "neuropil_coef" not in one_line(err)
     F[:, 0] = 100 * (1 + c[:, 0])
     with pytest.raises(InputError) as err:  # the coefficient did it: lowering it is the hint
         preprocess_calcium(_ds(F, neuropil=np.full_like(F, 200.0)), window_s=20, neuropil_coef=0.7)
-    assert "lower calcium.preprocess.neuropil_coef" in _one_line(err)
+    assert "lower calcium.preprocess.neuropil_coef" in one_line(err)
 
 
 # ---- labels ---------------------------------------------------------------------------------------------------
@@ -170,7 +164,7 @@ def _suite2p(d: Path, n_roi=4, T=300, seed=0) -> Path:
     return d
 
 
-def test_suite2p_labels_file(tmp_path):
+def test_suite2p_labels_file(tmp_path, one_line):
     d = _suite2p(tmp_path / "plane0")
     (d / "labels.tsv").write_text("roi\tlabel\n0\tAVAL\n1\tAVAR\n3\tRIML\n")
     ds = read_calcium(d, frame_rate_hz=10.0)
@@ -188,7 +182,7 @@ def test_suite2p_labels_file(tmp_path):
         (d / "labels.tsv").write_text(text)
         with pytest.raises(InputError) as err:
             read_calcium(d, frame_rate_hz=10.0)
-        assert _one_line(err).startswith(f"{d / 'labels.tsv'}: {expected}")
+        assert one_line(err).startswith(f"{d / 'labels.tsv'}: {expected}")
 
 
 def _nwb(path: Path, labels, column="label", rate=30.0):
@@ -277,13 +271,13 @@ def test_neurons_are_matched_by_label_not_index():
     assert by_index.match_by == "index" and by_index.n_neurons == [4, 5] and by_index.n_shared_neurons == 4
 
 
-def test_labels_in_some_animals_only_is_one_line():
+def test_labels_in_some_animals_only_isone_line(one_line):
     a = _animal("a", ["AVAL", "AVAR"])
     b = _animal("b", ["AVAL", "AVAR"])
     b.labels = None
     with pytest.raises(InputError) as err:
         align_animals([a, b], study="worms")
-    msg = _one_line(err)
+    msg = one_line(err)
     assert msg == (
         "connectome study 'worms': neuron labels in a but not in b; give every animal labels, or set "
         "calcium.connectome.studies.worms.match_by: index to pair ROIs by index"
@@ -296,20 +290,20 @@ def test_labels_in_some_animals_only_is_one_line():
         align_animals([a, b], match_by="label", study="worms")
 
 
-def test_labels_that_share_no_pair_are_one_line():
+def test_labels_that_share_no_pair_areone_line(one_line):
     with pytest.raises(
         InputError, match=r"no neuron pair is shared by two animals \(matched by label: a has"
     ):
         align_animals([_animal("a", ["AVAL", "AVAR"]), _animal("b", ["aval", "avar"])], study="w")
 
 
-def test_frame_rates_within_tolerance_are_taken_as_one():
+def test_frame_rates_within_tolerance_are_taken_as_one(one_line):
     rate, far, how = common_frame_rate(["a", "b"], [30.0, 30.003])  # 1e-4 apart: one rate
     assert rate == pytest.approx(30.0015) and far == [False, False] and "within tolerance 0.001" in how
     assert common_frame_rate(["a", "b"], [10.0, 10.0])[2] == "all animals recorded at 10 Hz"
     with pytest.raises(ConfigError) as err:
         common_frame_rate(["a", "b"], [30.0, 15.0], study="mix")
-    assert _one_line(err) == (
+    assert one_line(err) == (
         "connectome study 'mix': the animals' frame rates (a 30 Hz, b 15 Hz) differ by more than rate_tolerance "
         "0.001 (relative); set calcium.connectome.studies.mix.target_rate_hz to resample them to one rate"
     )

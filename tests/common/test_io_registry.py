@@ -30,7 +30,7 @@ from brainpipe.io import (
     register,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CALCIUM_ARRAY = REPO / "tests" / "data" / "calcium_traces.npy"  # with a .npy.json frame-rate sidecar
 SPIKE_TABLE = REPO / "tests" / "data" / "spike_table.csv"
 STEINMETZ = REPO / "resources" / "spikes" / "steinmetz2019" / "session1.npz"

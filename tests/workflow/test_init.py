@@ -18,7 +18,7 @@ from brainpipe.errors import InputError
 from brainpipe.io.fmri import find_tables
 from brainpipe.scan import NAME_PATTERN, _schema_has, check_study, scan, study_yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = Path("/work/shared/data")
 ROIS = ["L_V1", "R_V1", "L_M1", "R_M1", "L_PFC", "R_PFC"]
 

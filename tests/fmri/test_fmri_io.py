@@ -19,7 +19,7 @@ from brainpipe.preprocess.fmri import assemble_cohort, check_length, clean_run, 
 from brainpipe.simulate import simulate
 from brainpipe.simulate.fmri import write_derivatives
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NITIME = REPO / "resources" / "fmri" / "nitime"
 TINY = {
     "n_subjects": 6,

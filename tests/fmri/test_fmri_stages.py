@@ -418,7 +418,7 @@ def test_clean_stage_on_time_blocks_fits_without_the_test_block(tmp_path):
     from brainpipe.data import make_provenance, write
     from brainpipe.io.fmri import read_table
 
-    csv = Path(__file__).resolve().parents[1] / "resources/fmri/nitime/fmri_timeseries.csv"
+    csv = Path(__file__).resolve().parents[2] / "resources/fmri/nitime/fmri_timeseries.csv"
     raw = read_table(csv, 1.89, confound_columns=["WM", "Vent"], drop_columns=["Brain"])
     params = {
         "detrend": True,

@@ -22,7 +22,7 @@ from brainpipe import layout
 from brainpipe.report.page import Failure, Partial, build_report
 from brainpipe.stages.report import error_line, finished_inputs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 TABLE = REPO / "tests" / "data" / "spike_table.csv"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import xarray as xr
 import yaml
+from test_workflow import REPO, SNAKEMAKE, tiny_config
 
 from brainpipe.data import provenance_of
-from test_workflow import REPO, SNAKEMAKE, tiny_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"

@@ -13,7 +13,7 @@ from brainpipe.errors import InputError
 from brainpipe.io.calcium import read_calcium, read_suite2p
 from brainpipe.stages import ingest_calcium
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED_S2P = REPO.parent / "shared" / "data" / "calcium" / "fissa-suite2p" / "suite2p" / "plane0"
 ARRAY = REPO / "tests" / "data" / "calcium_traces.npy"
 
@@ -32,12 +32,6 @@ def _suite2p(tmp_path: Path, n_roi=4, T=200, iscell_rows=None, fneu=True, spks=T
     if spks:
         np.save(d / "spks.npy", rng.random((n_roi, T)).astype(np.float32))
     return d
-
-
-def _one_line(err) -> str:
-    text = str(err.value)
-    assert "\n" not in text
-    return text
 
 
 def test_suite2p_folder_reads_cells_only(tmp_path):
@@ -59,38 +53,38 @@ def test_suite2p_folder_reads_cells_only(tmp_path):
     assert read_suite2p(d, allow_ops_pickle=True).attrs["frame_rate_hz"] == 99.0
 
 
-def test_suite2p_missing_fneu_is_one_line(tmp_path):
+def test_suite2p_missing_fneu_isone_line(tmp_path, one_line):
     d = _suite2p(tmp_path, fneu=False)
     with pytest.raises(InputError) as err:
         read_suite2p(d, frame_rate_hz=30)
     assert (
-        _one_line(err)
+        one_line(err)
         == f"{d}: suite2p folder has no Fneu.npy (neuropil); export Fneu.npy from suite2p or give the plane folder that holds it"
     )
 
 
-def test_suite2p_iscell_rows_mismatch_is_one_line(tmp_path):
+def test_suite2p_iscell_rows_mismatch_isone_line(tmp_path, one_line):
     d = _suite2p(tmp_path, iscell_rows=3)
     with pytest.raises(InputError) as err:
         read_suite2p(d, frame_rate_hz=30)
     assert (
-        _one_line(err)
+        one_line(err)
         == f"{d / 'iscell.npy'}: has 3 rows but F.npy has 4 ROIs; give the iscell.npy of the same suite2p run"
     )
 
 
-def test_no_frame_rate_anywhere_is_one_line(tmp_path):
+def test_no_frame_rate_anywhere_isone_line(tmp_path, one_line):
     d = _suite2p(tmp_path)
     with pytest.raises(InputError) as err:
         read_suite2p(d)
-    assert "no frame rate" in _one_line(err) and "set frame_rate_hz" in str(err.value)
+    assert "no frame rate" in one_line(err) and "set frame_rate_hz" in str(err.value)
     arr = tmp_path / "x.npy"
     np.save(arr, np.random.default_rng(0).random((50, 3)))
     with pytest.raises(InputError, match=r"x\.npy: no frame rate .*set frame_rate_hz for this dataset"):
         read_calcium(arr)
 
 
-def test_nan_or_constant_roi_is_one_line_and_leaves_nothing(tmp_path):
+def test_nan_or_constant_roi_is_one_line_and_leaves_nothing(tmp_path, one_line):
     F = 100 + np.random.default_rng(0).standard_normal((100, 3))
     F[:, 1] = np.nan
     arr = tmp_path / "nan.npy"
@@ -98,7 +92,7 @@ def test_nan_or_constant_roi_is_one_line_and_leaves_nothing(tmp_path):
     out = tmp_path / "out" / "traces.nc"
     with pytest.raises(InputError) as err:
         ingest_calcium.run({"source": arr}, {"traces": out}, {"frame_rate_hz": 10.0}, None)
-    assert _one_line(err).startswith(f"{arr}: ROI(s) n001 are all-NaN (no signal); exclude them")
+    assert one_line(err).startswith(f"{arr}: ROI(s) n001 are all-NaN (no signal); exclude them")
     assert not out.exists() and not list(out.parent.glob("*")) if out.parent.exists() else True
     F[:, 1] = 7.0
     np.save(arr, F)

@@ -36,7 +36,7 @@ from brainpipe.data import read as read_intermediate
 from brainpipe.errors import ConfigError, ContractError, InputError
 from brainpipe.io import read
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RES = REPO / "resources"
 DATA = REPO / "tests" / "data"
 
@@ -360,7 +360,7 @@ def build_calcium_h5(root: Path) -> str:
 
 def _intermediate(kind: str, suffix: str = ".nc") -> Callable[[Path], str]:
     def build(root: Path) -> str:
-        from conftest import BUILDERS, prov_record
+        from contract_data import BUILDERS, prov_record
 
         write(BUILDERS[kind](), root / f"{kind}{suffix}", kind, prov_record())
         return f"{kind}{suffix}"

@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 import yaml
+from test_workflow import REPO, SNAKEMAKE, tiny_config
 
 from brainpipe.data import read
 from brainpipe.training import load_checkpoint
-from test_workflow import REPO, SNAKEMAKE, tiny_config
 
 pytestmark = pytest.mark.workflow
 TARGET = "results/spikes/tinyswitch/switching_glm/none/metrics.nc"

@@ -19,7 +19,7 @@ from brainpipe.io import detect, iter_runs, read
 from brainpipe.io.binned import binned_datasets, finish_counts, rebin
 from brainpipe.preprocess.fmri import assemble_cohort, clean_run, common_tr, resample_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NITIME = REPO / "resources" / "fmri" / "nitime" / "fmri_timeseries.csv"
 NELPY = REPO / "resources" / "spikes" / "nelpy-linear-track"
 CONF = {"confound_columns": ["WM", "Vent"], "drop_columns": ["Brain"]}
