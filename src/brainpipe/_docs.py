@@ -193,6 +193,34 @@ mask : numpy.ndarray
     (segment, roi) bool: True = hidden."""
 
 # -- the readers (brainpipe.io) ------------------------------------------------------------------------------------
+DOCDICT["study_schema"] = """schema : mapping, optional
+    The merged study schema (default: :func:`brainpipe.config.load_schema`)."""
+DOCDICT["study_schema_parameters"] = _parameters("study_schema")
+
+DOCDICT["reference_file_parameters"] = """Parameters
+----------
+path : str or pathlib.Path, optional
+    The file (default: :func:`brainpipe.config._reference.reference_path`)."""
+
+DOCDICT["png_returns"] = """Returns
+-------
+bytes
+    PNG."""
+
+DOCDICT["window_counts"] = """y : numpy.ndarray
+    (time, unit) spike counts.
+starts : numpy.ndarray
+    (window,) first bin of each current window.
+window_bins : int
+    Bins of a current window.
+past_bins : int
+    Bins of a past window."""
+
+DOCDICT["signed_centre"] = """signed : bool, default True
+    Score pairs by ``M`` itself (else by ``|M - centre|``).
+centre : float, default 0.0
+    The no-connection value of ``M``."""
+
 DOCDICT["modality"] = """modality : {"spikes", "calcium", "fmri"}
     A data modality (a key of :data:`brainpipe.io.MODALITIES`)."""
 

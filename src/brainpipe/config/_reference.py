@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from brainpipe._docs import fill_doc
 from brainpipe.config._validate import load_schema, schema_path
 
 #: where the reference is written, relative to the repository root
@@ -46,13 +47,11 @@ def reference_path() -> Path:
     return schema_path().parents[2] / REFERENCE_PATH
 
 
+@fill_doc
 def write_reference(path: str | Path | None = None) -> Path:
     """Write :func:`render_reference` to the reference file (atomically: a reader never sees half a file).
 
-    Parameters
-    ----------
-    path : str or pathlib.Path, optional
-        The file (default: :func:`reference_path`).
+    %(reference_file_parameters)s
 
     Returns
     -------
@@ -67,13 +66,11 @@ def write_reference(path: str | Path | None = None) -> Path:
     return p
 
 
+@fill_doc
 def check_reference(path: str | Path | None = None) -> str | None:
     """Compare the committed reference with the generated text.
 
-    Parameters
-    ----------
-    path : str or pathlib.Path, optional
-        The file (default: :func:`reference_path`).
+    %(reference_file_parameters)s
 
     Returns
     -------
@@ -238,13 +235,11 @@ def code_defaults(target: str) -> dict[str, Any]:
     }
 
 
+@fill_doc
 def iter_keys(schema: Mapping[str, Any] | None = None) -> Iterator[Key]:
     """Every key the reference documents, in the reference's order (depth first, the schema's key order).
 
-    Parameters
-    ----------
-    schema : mapping, optional
-        The merged study schema (default: :func:`brainpipe.config.load_schema`).
+    %(study_schema_parameters)s
 
     Yields
     ------
@@ -555,13 +550,11 @@ def _listed(key: Key) -> bool:
     return key.leaf or bool(key.node.get("description")) or key.node.get("default", {}) != {}
 
 
+@fill_doc
 def render_reference(schema: Mapping[str, Any] | None = None) -> str:
     """Render the configuration reference (the text of ``config/README.md``).
 
-    Parameters
-    ----------
-    schema : mapping, optional
-        The merged study schema (default: :func:`brainpipe.config.load_schema`).
+    %(study_schema_parameters)s
 
     Returns
     -------
@@ -603,13 +596,11 @@ def render_reference(schema: Mapping[str, Any] | None = None) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+@fill_doc
 def missing_descriptions(schema: Mapping[str, Any] | None = None) -> list[str]:
     """The keys with a row in the reference whose schema node has no ``description`` (every leaf key has a row).
 
-    Parameters
-    ----------
-    schema : mapping, optional
-        The merged study schema (default: :func:`brainpipe.config.load_schema`).
+    %(study_schema_parameters)s
 
     Returns
     -------

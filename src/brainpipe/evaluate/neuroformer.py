@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.evaluate.metrics import auroc, metrics_dataset
 from brainpipe.models.baselines import PoissonGLM
@@ -142,6 +143,7 @@ def hub_scores(M: np.ndarray) -> np.ndarray:
     return np.where(off, np.maximum(z, 0.0), 0.0).sum(0)
 
 
+@fill_doc
 def connectivity_scores(
     M: np.ndarray,
     connected: np.ndarray,
@@ -166,10 +168,7 @@ def connectivity_scores(
         (unit,) planted hubs (None: no hub recall).
     hub_score : numpy.ndarray, optional
         (unit,) score to rank hubs by.
-    signed : bool, default True
-        Score pairs by ``M`` itself (else by ``|M - centre|``).
-    centre : float, default 0.0
-        The no-connection value of ``M``.
+    %(signed_centre)s
 
     Returns
     -------
@@ -186,6 +185,7 @@ def connectivity_scores(
     return auc, float(np.mean(np.asarray(is_hub, bool)[top]))
 
 
+@fill_doc
 def direction_accuracy(
     M: np.ndarray, connected: np.ndarray, signed: bool = True, centre: float = 0.0
 ) -> float:
@@ -201,10 +201,7 @@ def direction_accuracy(
         (post, pre) connectivity scores.
     connected : numpy.ndarray
         (post, pre) planted connections (bool or 0/1).
-    signed : bool, default True
-        Score pairs by ``M`` itself (else by ``|M - centre|``).
-    centre : float, default 0.0
-        The no-connection value of ``M``.
+    %(signed_centre)s
 
     Returns
     -------
@@ -246,19 +243,13 @@ def rate_hub_recall(counts: np.ndarray, split: np.ndarray, is_hub: np.ndarray) -
 
 
 # ---- decoding baselines ------------------------------------------------------------------------------------------
+@fill_doc
 def window_features(y: np.ndarray, starts: np.ndarray, window_bins: int, past_bins: int) -> np.ndarray:
     """Per-unit spike counts of the current and of the past window (square-root transformed), side by side.
 
     Parameters
     ----------
-    y : numpy.ndarray
-        (time, unit) spike counts.
-    starts : numpy.ndarray
-        (window,) first bin of each current window.
-    window_bins : int
-        Bins of a current window.
-    past_bins : int
-        Bins of a past window.
+    %(window_counts)s
 
     Returns
     -------
@@ -276,6 +267,7 @@ def window_features(y: np.ndarray, starts: np.ndarray, window_bins: int, past_bi
     return np.sqrt(np.hstack([cur, past]).astype(np.float64))
 
 
+@fill_doc
 def history_features(
     y: np.ndarray, starts: np.ndarray, window_bins: int, past_bins: int, n_history: int = 4
 ) -> np.ndarray:
@@ -286,14 +278,7 @@ def history_features(
 
     Parameters
     ----------
-    y : numpy.ndarray
-        (time, unit) spike counts.
-    starts : numpy.ndarray
-        (window,) first bin of each current window.
-    window_bins : int
-        Bins of a current window.
-    past_bins : int
-        Bins of a past window.
+    %(window_counts)s
     n_history : int, default 4
         Chunks of the past window (at most ``past_bins``).
 

@@ -488,12 +488,7 @@ def train(
                         )
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
-                    if cfg.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    opt.step()
-                    sched.step()
-                    st["step"] += 1
-                    st["batch"] = b + 1
+                    _apply_step(params, opt, sched, cfg, st, b)
                     st["loss_sum"] += float(loss.detach().float()) * len(idx)
                     st["loss_n"] += len(idx)
                     for k, v in extra.items():
@@ -586,12 +581,7 @@ def _dist_step(
     opt.zero_grad(set_to_none=True)
     (loss * weight).backward()
     comm.reduce_grads(params)
-    if cfg.grad_clip:
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    opt.step()
-    sched.step()
-    st["step"] += 1
-    st["batch"] = b + 1
+    _apply_step(params, opt, sched, cfg, st, b)
     st["loss_sum"] += sums[0]
     st["loss_n"] += int(round(sums[1]))
     for k, v in zip(keys, sums[5:], strict=True):
@@ -625,3 +615,13 @@ def _finish(model, best_state, res: TrainResult, st: dict, t0: float, logger) ->
         res.precision,
     )
     return res
+
+
+def _apply_step(params, opt, sched, cfg, st: dict, b: int) -> None:
+    """Clip the gradients (``cfg.grad_clip``), step the optimizer and the schedule, count the step and batch."""
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt.step()
+    sched.step()
+    st["step"] += 1
+    st["batch"] = b + 1

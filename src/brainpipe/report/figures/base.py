@@ -12,6 +12,8 @@ import io
 
 import matplotlib
 
+from brainpipe._docs import fill_doc
+
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -30,6 +32,7 @@ STYLE = {
 }
 
 
+@fill_doc
 def to_png(fig: Figure) -> bytes:
     """PNG bytes of ``fig``; the figure is closed whatever happens.
 
@@ -38,10 +41,7 @@ def to_png(fig: Figure) -> bytes:
     fig : matplotlib.figure.Figure
         The figure (closed afterwards).
 
-    Returns
-    -------
-    bytes
-        PNG.
+    %(png_returns)s
     """
     try:
         buf = io.BytesIO()

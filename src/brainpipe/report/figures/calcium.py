@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.report.figures.base import plt, to_png
 
 
+@fill_doc
 def rank_figure(fit: xr.Dataset) -> bytes:
     """Fit error and replicate stability per rank of a connectome fit (threshold dashed, selected rank in red).
 
@@ -16,10 +18,7 @@ def rank_figure(fit: xr.Dataset) -> bytes:
     fit : xarray.Dataset
         A connectome ``model_fit`` (``rank_error``, ``rank_stability``, attrs ``selected_rank``).
 
-    Returns
-    -------
-    bytes
-        PNG.
+    %(png_returns)s
     """
     ranks = fit["rank"].values
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.6))
@@ -38,6 +37,7 @@ def rank_figure(fit: xr.Dataset) -> bytes:
     return to_png(fig)
 
 
+@fill_doc
 def factors_figure(fit: xr.Dataset) -> bytes:
     """Time and animal factors of the selected fit, and each component's pair factor as a neuron x neuron matrix
     ordered by its Louvain community.
@@ -47,10 +47,7 @@ def factors_figure(fit: xr.Dataset) -> bytes:
     fit : xarray.Dataset
         A connectome ``model_fit``.
 
-    Returns
-    -------
-    bytes
-        PNG.
+    %(png_returns)s
     """
     R = fit.sizes["component"]
     neurons = fit.sizes["neuron"]
@@ -80,6 +77,7 @@ def factors_figure(fit: xr.Dataset) -> bytes:
     return to_png(fig)
 
 
+@fill_doc
 def traces_figure(
     ds: xr.Dataset,
     n_cells: int = 8,
@@ -99,10 +97,7 @@ def traces_figure(
     title : str
         The figure's title (what ``dff`` holds: dF/F, or denoised or deconvolved activity).
 
-    Returns
-    -------
-    bytes
-        PNG.
+    %(png_returns)s
     """
     t = ds["time"].values
     keep = t <= t[0] + window_s

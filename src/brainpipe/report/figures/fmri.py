@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.report.figures.base import CMAP, STYLE, plt, to_png
 
 
+@fill_doc
 def brainmae_figure(fit: xr.Dataset, truth: xr.Dataset | None, title: str) -> bytes:
     """ROI-embedding cosine similarity (ROIs ordered by planted module when ``truth`` has them), the mean graph
     attention when the fit has it, and the masked-pretraining loss per epoch.
@@ -21,10 +23,7 @@ def brainmae_figure(fit: xr.Dataset, truth: xr.Dataset | None, title: str) -> by
     title : str
         The figure's title.
 
-    Returns
-    -------
-    bytes
-        PNG.
+    %(png_returns)s
     """
     E = fit["roi_embedding"].values
     En = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from brainpipe._docs import fill_doc
 from brainpipe.report.figures.base import STYLE, plt, to_png
 
 
+@fill_doc
 def neuroformer_figure(name: str, metrics, conn, pre, truth) -> bytes:
     """Pretraining loss, decoding score against the label fraction, and the connectivity matrices (attention
     rollout, lagged cross-correlation, Poisson-GLM coupling, planted weights when there is a truth).
@@ -24,10 +26,7 @@ def neuroformer_figure(name: str, metrics, conn, pre, truth) -> bytes:
     truth : xarray.Dataset or None
         The planted truth (``weights``), or None.
 
-    Returns
-    -------
-    bytes
-        PNG.
+    %(png_returns)s
     """
     vals = {str(k): float(v) for k, v in zip(metrics["metric"].values, metrics["value"].values, strict=True)}
     mats = [

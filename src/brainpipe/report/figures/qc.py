@@ -57,10 +57,7 @@ def data_qc_figure(counts: xr.Dataset, window_s: float = 10.0, max_units: int = 
     max_units : int
         Units shown.
 
-    Returns
-    -------
-    bytes
-        PNG.
+    %(png_returns)s
     """
     idx, where = qc_window(counts, window_s)
     ax_j = joined_axis(counts, idx)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from brainpipe._docs import fill_doc
 from brainpipe.report.figures.base import CMAP, STYLE, color_limit, plt, to_png, unit_ticks
 
 
@@ -63,6 +64,7 @@ def aligned_couplings(
     return common, fitted, planted
 
 
+@fill_doc
 def model_figure(
     fit: xr.Dataset, truth: xr.Dataset | None = None, connected: np.ndarray | None = None
 ) -> bytes:
@@ -78,10 +80,7 @@ def model_figure(
     connected : numpy.ndarray, optional
         Planted connections (default: the truth's ``connected``, else non-zero weights).
 
-    Returns
-    -------
-    bytes
-        PNG.
+    %(png_returns)s
     """
     units, fitted, planted = aligned_couplings(fit, truth)
     if planted is not None and connected is None and truth is not None and "connected" in truth:

@@ -184,10 +184,7 @@ def switching_states_figure(
     labels : dict, optional
         Text beside each fit's row.
 
-    Returns
-    -------
-    bytes
-        PNG.
+    %(png_returns)s
     """
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
@@ -278,6 +275,7 @@ def _posterior_bands(post: np.ndarray, colour: np.ndarray, height: int = 48) -> 
     return rgb[band]
 
 
+@fill_doc
 def switching_weights_figure(fit: xr.Dataset, truth: xr.Dataset, perm: np.ndarray, name: str = "") -> bytes:
     """Planted vs fitted coupling weights of every planted state (fitted state ``perm[k]`` beside planted
     state ``k``) on one symmetric colour scale, and planted vs fitted adjacency (inh / none / exc) with the
@@ -294,10 +292,7 @@ def switching_weights_figure(fit: xr.Dataset, truth: xr.Dataset, perm: np.ndarra
     name : str
         The variant (unused in the drawing).
 
-    Returns
-    -------
-    bytes
-        PNG.
+    %(png_returns)s
     """
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
@@ -380,6 +375,7 @@ def switching_weights_figure(fit: xr.Dataset, truth: xr.Dataset, perm: np.ndarra
         return to_png(fig)
 
 
+@fill_doc
 def switching_summary_figure(
     variants: list[dict],
     oracle_bits: float | None = None,
@@ -395,10 +391,7 @@ def switching_summary_figure(
     oracle_bits : float, optional
         The planted model's test bits/spike.
 
-    Returns
-    -------
-    bytes
-        PNG.
+    %(png_returns)s
     """
     with plt.rc_context(STYLE):
         fig, (axb, axo) = plt.subplots(
