@@ -355,7 +355,7 @@ def test_stage_help(cli_runs, name):
     assert f"usage: python -m brainpipe.stages.{name}" in stdout
     module = importlib.import_module(f"brainpipe.stages.{name}")
     for k in module.INPUTS:
-        assert f"--{k.replace('_', '-')}" in stdout
+        assert "--" + ".".join(p.replace("_", "-") for p in k.split("__")) in stdout
     for k in module.OUTPUTS:
         assert f"--{k.replace('_', '-')}-out" in stdout
     assert "--params" in stdout and "--log" in stdout

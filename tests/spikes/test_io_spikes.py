@@ -603,7 +603,7 @@ def test_npz_neither_format(tmp_path):
         "trialized_npz: an .npz with a 3-D counts array" in msg
         and "an .npz with arrays 'unit' and 'time'" in msg
     )
-    assert "set 'format:' for this dataset to one of nwb, phy, trialized_npz, table, matclust" in msg
+    assert "set 'format:' for this dataset to one of nwb, phy, trialized_npz, binned, table, matclust" in msg
     with pytest.raises(InputError) as err:
         read_trialized_npz(path)
     assert "has no 3-D array 'spks'" in _one_line(err, path)
@@ -615,7 +615,7 @@ def test_unknown_format(tmp_path):
         read_spikes(path, format="kilosort9")
     msg = _one_line(err, path)
     assert "unknown spike data format 'kilosort9'" in msg
-    assert "auto, nwb, phy, trialized_npz, table, matclust" in msg
+    assert "auto, nwb, phy, trialized_npz, binned, table, matclust" in msg
     odd = tmp_path / "x.xyz"
     odd.write_text("")
     with pytest.raises(InputError) as err:

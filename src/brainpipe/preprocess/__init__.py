@@ -13,6 +13,7 @@ from brainpipe.preprocess.calcium import (
 from brainpipe.preprocess.fmri import (
     assemble_cohort,
     check_length,
+    clean_fitted,
     clean_run,
     common_tr,
     resample_run,
@@ -33,6 +34,7 @@ __all__ = [
     "bad_cells",
     "bin_spikes",
     "check_length",
+    "clean_fitted",
     "clean_run",
     "common_tr",
     "deconvolve",
