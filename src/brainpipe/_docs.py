@@ -221,6 +221,16 @@ DOCDICT["signed_centre"] = """signed : bool, default True
 centre : float, default 0.0
     The no-connection value of ``M``."""
 
+DOCDICT["counts_split_arrays"] = """counts : numpy.ndarray
+    (time, unit) spike counts.
+split : numpy.ndarray
+    (time,) split flag of each bin."""
+
+DOCDICT["connectivity_matrices"] = """M : numpy.ndarray
+    (post, pre) connectivity scores.
+connected : numpy.ndarray
+    (post, pre) planted connections (bool or 0/1)."""
+
 DOCDICT["modality"] = """modality : {"spikes", "calcium", "fmri"}
     A data modality (a key of :data:`brainpipe.io.MODALITIES`)."""
 

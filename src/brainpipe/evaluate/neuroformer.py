@@ -94,6 +94,7 @@ def describe(name: str) -> str:
 
 
 # ---- connectivity ---------------------------------------------------------------------------------------------
+@fill_doc
 def xcorr_connectivity(counts: np.ndarray, split: np.ndarray, max_lag_bins: int) -> np.ndarray:
     """Lagged cross-correlation (post, pre) of binned counts over the train bins.
 
@@ -101,10 +102,7 @@ def xcorr_connectivity(counts: np.ndarray, split: np.ndarray, max_lag_bins: int)
 
     Parameters
     ----------
-    counts : numpy.ndarray
-        (time, unit) spike counts.
-    split : numpy.ndarray
-        (time,) split flag of each bin.
+    %(counts_split_arrays)s
     max_lag_bins : int
         The largest lag ``L``, in bins.
 
@@ -160,10 +158,7 @@ def connectivity_scores(
 
     Parameters
     ----------
-    M : numpy.ndarray
-        (post, pre) connectivity scores.
-    connected : numpy.ndarray
-        (post, pre) planted connections (bool or 0/1).
+    %(connectivity_matrices)s
     is_hub : numpy.ndarray or None
         (unit,) planted hubs (None: no hub recall).
     hub_score : numpy.ndarray, optional
@@ -197,10 +192,7 @@ def direction_accuracy(
 
     Parameters
     ----------
-    M : numpy.ndarray
-        (post, pre) connectivity scores.
-    connected : numpy.ndarray
-        (post, pre) planted connections (bool or 0/1).
+    %(connectivity_matrices)s
     %(signed_centre)s
 
     Returns
@@ -218,15 +210,13 @@ def direction_accuracy(
     return float(np.mean((fwd > rev) + 0.5 * (fwd == rev)))
 
 
+@fill_doc
 def rate_hub_recall(counts: np.ndarray, split: np.ndarray, is_hub: np.ndarray) -> float:
     """Hub recall of the trivial rule: the top-n_hubs neurons by firing rate on the train bins.
 
     Parameters
     ----------
-    counts : numpy.ndarray
-        (time, unit) spike counts.
-    split : numpy.ndarray
-        (time,) split flag of each bin.
+    %(counts_split_arrays)s
     is_hub : numpy.ndarray
         (unit,) planted hubs.
 
