@@ -23,8 +23,9 @@ setup: $(BIN)/.brainpipe-installed
 run: setup
 	$(BIN)/snakemake $(SNAKEMAKE_ARGS)
 
+# two processes (pytest-xdist), each taking whole test files, so module fixtures such as the tiny real run run once
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check src tests workflow/scripts bench
