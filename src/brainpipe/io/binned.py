@@ -719,7 +719,7 @@ def finish_counts(
     ConfigError
         ``bin_width_s`` is not a whole multiple of the file's, or no unit passes QC, or too few bins to split.
     """
-    from brainpipe.preprocess.spikes import time_block_split
+    from brainpipe.preprocess.spikes import select_units, time_block_split
 
     src = ds.attrs.get("source", "binned counts")
     file_bw = float(ds.attrs["bin_width_s"])
@@ -740,15 +740,7 @@ def finish_counts(
     counts = np.asarray(out["counts"].values)
     duration = out.sizes["time"] * want
     rate = counts.sum(axis=0) / duration
-    keep = rate >= min_rate_hz
-    if max_units is not None and keep.sum() > max_units:
-        ranked = np.argsort(-np.where(keep, rate, -1.0), kind="stable")[:max_units]
-        keep = np.zeros(rate.size, bool)
-        keep[ranked] = True
-    if not keep.any():
-        raise ConfigError(
-            f"unit QC: no unit reaches min_rate_hz={min_rate_hz} (highest rate {rate.max(initial=0):.3g} Hz)"
-        )
+    keep = select_units(rate, min_rate_hz, max_units)
     units = np.asarray(out["unit"].values)
     qc = xr.Dataset(
         {

@@ -366,15 +366,7 @@ def unit_qc(
         n_isi = np.bincount(uu[1:][same], minlength=n_units)
         n_bad = np.bincount(uu[1:][same], weights=(isi < refractory_s).astype(float), minlength=n_units)
         viol = np.where(n_isi > 0, n_bad / np.maximum(n_isi, 1), np.nan)
-    keep = rate >= min_rate_hz
-    if max_units is not None and keep.sum() > max_units:
-        ranked = np.argsort(-np.where(keep, rate, -1.0), kind="stable")[:max_units]
-        keep = np.zeros(n_units, bool)
-        keep[ranked] = True
-    if not keep.any():
-        raise ConfigError(
-            f"unit QC: no unit reaches min_rate_hz={min_rate_hz} (highest rate {rate.max(initial=0):.3g} Hz)"
-        )
+    keep = select_units(rate, min_rate_hz, max_units)
     units = np.asarray(spikes["unit"].values)
     qc = xr.Dataset(
         {
@@ -399,3 +391,37 @@ def unit_qc(
     out = spikes.isel(spike=np.nonzero(sel)[0], unit=np.nonzero(keep)[0])
     out["spike_unit"] = ("spike", new_index[u[sel]].astype(np.int32), dict(spikes["spike_unit"].attrs))
     return out, qc
+
+
+def select_units(rate: np.ndarray, min_rate_hz: float, max_units: int | None) -> np.ndarray:
+    """The units unit QC keeps: rate at least ``min_rate_hz``, then the ``max_units`` fastest of those.
+
+    Parameters
+    ----------
+    rate : numpy.ndarray
+        (unit,) mean firing rates in Hz.
+    min_rate_hz : float
+        Lowest rate kept.
+    max_units : int or None
+        Most units kept (the fastest; ties by unit order); None: no limit.
+
+    Returns
+    -------
+    numpy.ndarray
+        (unit,) bool mask of the kept units.
+
+    Raises
+    ------
+    ConfigError
+        No unit reaches ``min_rate_hz``.
+    """
+    keep = rate >= min_rate_hz
+    if max_units is not None and keep.sum() > max_units:
+        ranked = np.argsort(-np.where(keep, rate, -1.0), kind="stable")[:max_units]
+        keep = np.zeros(rate.size, bool)
+        keep[ranked] = True
+    if not keep.any():
+        raise ConfigError(
+            f"unit QC: no unit reaches min_rate_hz={min_rate_hz} (highest rate {rate.max(initial=0):.3g} Hz)"
+        )
+    return keep
