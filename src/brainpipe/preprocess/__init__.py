@@ -25,6 +25,7 @@ from brainpipe.preprocess.spikes import (
     bin_spikes,
     observed_duration,
     segments,
+    select_units,
     time_block_split,
     unit_qc,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "segment_length",
     "segment_run",
     "segments",
+    "select_units",
     "subject_folds",
     "time_block_split",
     "unit_qc",
