@@ -122,40 +122,10 @@ def test_plain_arrays_npy_csv_hdf5(tmp_path):
 
 
 def test_nwb_ophys_fluorescence(tmp_path):
-    from datetime import datetime, timezone
+    from nwb_data import ophys_nwb
 
-    from pynwb import NWBHDF5IO, NWBFile
-    from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel
-
-    nwb = NWBFile("calcium test", "id1", datetime(2024, 1, 1, tzinfo=timezone.utc))
-    dev = nwb.create_device("scope")
-    ch = OpticalChannel(name="green", description="green", emission_lambda=500.0)
-    plane = nwb.create_imaging_plane(
-        name="plane0",
-        optical_channel=ch,
-        description="x",
-        device=dev,
-        excitation_lambda=600.0,
-        imaging_rate=30.0,
-        indicator="GCaMP6f",
-        location="V1",
-    )
-    seg = ImageSegmentation()
-    ps = seg.create_plane_segmentation("cells", plane, name="PlaneSegmentation")
-    for k in range(3):
-        mask = np.zeros((8, 8))
-        mask[k, k] = 1
-        ps.add_roi(image_mask=mask, id=10 + k)
-    ophys = nwb.create_processing_module("ophys", "optical physiology")
-    ophys.add(seg)
-    region = ps.create_roi_table_region("all", region=[0, 1, 2])
     data = 100 + np.random.default_rng(0).standard_normal((90, 3))
-    fl = Fluorescence(name="Fluorescence")
-    fl.create_roi_response_series(name="RoiResponseSeries", data=data, rois=region, unit="a.u.", rate=30.0)
-    ophys.add(fl)
-    path = tmp_path / "x.nwb"
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwb)
+    path = ophys_nwb(tmp_path / "x.nwb", data, rate=30.0, ids=[10, 11, 12])
     ds = read_calcium(path)
     assert list(ds["cell"].values) == ["roi10", "roi11", "roi12"] and ds.attrs["frame_rate_hz"] == 30.0
     np.testing.assert_allclose(ds["fluorescence"].values, data)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -186,39 +185,10 @@ def test_suite2p_labels_file(tmp_path, one_line):
 
 
 def _nwb(path: Path, labels, column="label", rate=30.0):
-    from pynwb import NWBHDF5IO, NWBFile
-    from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel
+    from nwb_data import ophys_nwb
 
-    nwb = NWBFile("calcium", "id", datetime(2024, 1, 1, tzinfo=timezone.utc))
-    ch = OpticalChannel(name="green", description="green", emission_lambda=500.0)
-    plane = nwb.create_imaging_plane(
-        name="plane0",
-        optical_channel=ch,
-        description="x",
-        device=nwb.create_device("scope"),
-        excitation_lambda=600.0,
-        imaging_rate=rate,
-        indicator="GCaMP6f",
-        location="head",
-    )
-    seg = ImageSegmentation()
-    ps = seg.create_plane_segmentation("cells", plane, name="PlaneSegmentation")
-    if column:
-        ps.add_column(column, "neuron identity")
-    for k, lab in enumerate(labels):
-        mask = np.zeros((8, 8))
-        mask[k, k] = 1
-        ps.add_roi(image_mask=mask, **({column: lab} if column else {}))
-    ophys = nwb.create_processing_module("ophys", "optical physiology")
-    ophys.add(seg)
-    region = ps.create_roi_table_region("all", region=list(range(len(labels))))
     data = 100 + np.random.default_rng(0).standard_normal((60, len(labels)))
-    fl = Fluorescence(name="Fluorescence")
-    fl.create_roi_response_series(name="RoiResponseSeries", data=data, rois=region, unit="a.u.", rate=rate)
-    ophys.add(fl)
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwb)
-    return path
+    return ophys_nwb(path, data, rate=rate, label_column=column, labels=labels)
 
 
 def test_nwb_roi_table_label_column(tmp_path):

@@ -123,37 +123,10 @@ def build_nwb_units(root: Path) -> str:
 
 
 def build_nwb_ophys(root: Path) -> str:
-    from pynwb import NWBHDF5IO, NWBFile
-    from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel
+    from nwb_data import ophys_nwb
 
     traces = np.load(DATA / "calcium_traces.npy", allow_pickle=False)[:120].astype(np.float64)
-    nwb = NWBFile("fuzz", "fuzz-ophys", dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
-    dev = nwb.create_device("scope")
-    ch = OpticalChannel(name="green", description="green", emission_lambda=500.0)
-    plane = nwb.create_imaging_plane(
-        name="plane0",
-        optical_channel=ch,
-        description="x",
-        device=dev,
-        excitation_lambda=600.0,
-        imaging_rate=10.0,
-        indicator="GCaMP6f",
-        location="V1",
-    )
-    seg = ImageSegmentation()
-    ps = seg.create_plane_segmentation("cells", plane, name="PlaneSegmentation")
-    for k in range(traces.shape[1]):
-        mask = np.zeros((8, 8))
-        mask[k, k] = 1
-        ps.add_roi(image_mask=mask, id=10 + k)
-    ophys = nwb.create_processing_module("ophys", "optical physiology")
-    ophys.add(seg)
-    region = ps.create_roi_table_region("all", region=list(range(traces.shape[1])))
-    fl = Fluorescence(name="Fluorescence")
-    fl.create_roi_response_series(name="RoiResponseSeries", data=traces, rois=region, unit="a.u.", rate=10.0)
-    ophys.add(fl)
-    with NWBHDF5IO(str(root / "ophys.nwb"), "w") as io:
-        io.write(nwb)
+    ophys_nwb(root / "ophys.nwb", traces, rate=10.0, ids=[10 + k for k in range(traces.shape[1])])
     return "ophys.nwb"
 
 

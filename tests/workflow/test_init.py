@@ -340,7 +340,8 @@ def _nwb(path: Path, units: bool, ophys: bool) -> Path:
     from datetime import datetime, timezone
 
     from pynwb.behavior import Position
-    from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel
+
+    from nwb_data import add_ophys
 
     rng = np.random.default_rng(7)
     nwb = pynwb.NWBFile("test", "id-1", datetime(2020, 1, 1, tzinfo=timezone.utc))
@@ -357,35 +358,7 @@ def _nwb(path: Path, units: bool, ophys: bool) -> Path:
         )
         beh.add(pos)
     if ophys:
-        dev = nwb.create_device("scope")
-        plane = nwb.create_imaging_plane(
-            name="plane0",
-            optical_channel=OpticalChannel(name="green", description="green", emission_lambda=500.0),
-            description="x",
-            device=dev,
-            excitation_lambda=920.0,
-            imaging_rate=30.0,
-            indicator="GCaMP6f",
-            location="V1",
-        )
-        seg = ImageSegmentation()
-        ps = seg.create_plane_segmentation("cells", plane, name="PlaneSegmentation")
-        for k in range(4):
-            mask = np.zeros((8, 8))
-            mask[k, k] = 1
-            ps.add_roi(image_mask=mask)
-        mod = nwb.create_processing_module("ophys", "optical physiology")
-        mod.add(seg)
-        region = ps.create_roi_table_region("all", region=list(range(4)))
-        fl = Fluorescence(name="Fluorescence")
-        fl.create_roi_response_series(
-            name="RoiResponseSeries",
-            data=100 + rng.normal(size=(300, 4)),
-            rois=region,
-            unit="a.u.",
-            rate=30.0,
-        )
-        mod.add(fl)
+        add_ophys(nwb, 100 + rng.normal(size=(300, 4)), rate=30.0)
     with pynwb.NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
     return path
