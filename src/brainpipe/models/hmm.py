@@ -10,6 +10,12 @@ scales kept), falling back to the log semiring ``(logsumexp, +)`` where that cou
 :func:`viterbi` uses the ``(max, +)`` semiring. Padded time steps (``mask == False``) use the identity and so
 leave the messages unchanged.
 
+On the CPU the scans' many small tensor operations cost more than the arithmetic, so CPU tensors (without
+autograd through them) go to a compiled kernel instead (:mod:`brainpipe.models._hmm_kernel`: the plain scaled
+recursions over time in C++, sequences in parallel, float64; built once on first use and cached). The scans
+remain the GPU path (outputs stay on the input's device) and the CPU fallback when the kernel cannot be built
+(one warning) or ``BRAINPIPE_HMM_KERNEL=torch`` is set.
+
 All functions take a batch of sequences: ``log_lik`` is ``(B, T, S)``, ``mask`` ``(B, T)`` bool with the valid
 steps of each sequence first. Sequential reference implementations (``*_reference``) exist for tests.
 """
@@ -21,6 +27,8 @@ import math
 
 import numpy as np
 import torch
+
+from brainpipe.models import _hmm_kernel
 
 NEG_INF = -1e30  # finite "log 0": keeps gradients and logsumexp free of NaN
 
@@ -197,14 +205,27 @@ def forward_backward(
     Scaled forward-backward in the linear domain: each step's likelihoods are divided by their maximum over
     states (``c_t``, added back to the log normaliser) and every running product is rescaled row by row, with
     the log scales kept. Posteriors need no global normaliser: ``gamma_t`` is ``alpha_t beta_t`` renormalised per
-    step, and ``xi_t`` likewise. About 4x faster on CPU than the log-semiring scan (B=20, T=5000, S=3). With
-    transition or initial probabilities below sqrt(tiny) (see :func:`_linear_domain_ok`), or a result that is not
-    finite, the call is done in the log semiring instead.
+    step, and ``xi_t`` likewise. On CPU tensors the compiled kernel runs the same recursions sequentially over
+    time (see the module docstring); elsewhere the chunked scans. With transition or initial probabilities below
+    sqrt(tiny) (see :func:`_linear_domain_ok`), or a result that is not finite, the call is done in the log
+    semiring instead.
     """
-    B, T, S = log_lik.shape
     mask = _full_mask(log_lik, mask)
     if not _linear_domain_ok(log_pi, log_A):
         return _forward_backward_log(log_lik, log_pi, log_A, mask)
+    if _hmm_kernel.usable(log_lik, log_pi, log_A):
+        log_norm, gamma, xi = _hmm_kernel.forward_backward(log_lik, log_pi, log_A, mask)
+        out = log_norm.to(log_lik.dtype), gamma.to(log_lik.dtype), xi.sum(0).to(log_lik.dtype)
+    else:
+        out = _forward_backward_scan(log_lik, log_pi, log_A, mask)
+    if not all(bool(torch.isfinite(x).all()) for x in out):
+        return _forward_backward_log(log_lik, log_pi, log_A, mask)
+    return out
+
+
+def _forward_backward_scan(log_lik, log_pi, log_A, mask):
+    """:func:`forward_backward` by the chunked scaled linear-domain scans (the GPU path, and the CPU fallback)."""
+    B, T, S = log_lik.shape
     shift, P, mats = _emission_factors(log_lik, log_A, mask)
     a0 = torch.exp(log_pi)[None, :] * P[:, 0]  # (B, S); every sequence has >= 1 valid step
     if T == 1:
@@ -228,12 +249,6 @@ def forward_backward(
     xi = alpha[:, :-1, :, None] * steps * beta[:, 1:, None, :]
     xi = xi / xi.sum((-2, -1), keepdim=True)
     xi_sum = torch.where(mask[:, 1:, None, None], xi, torch.zeros_like(xi)).sum(dim=(0, 1))
-    if not (
-        bool(torch.isfinite(log_norm).all())
-        and bool(torch.isfinite(gamma).all())
-        and bool(torch.isfinite(xi_sum).all())
-    ):
-        return _forward_backward_log(log_lik, log_pi, log_A, mask)
     return log_norm, gamma, xi_sum
 
 
@@ -245,14 +260,22 @@ def log_marginal(
     mask = _full_mask(log_lik, mask)
     if not _linear_domain_ok(log_pi, log_A):
         return _log_marginal_log(log_lik, log_pi, log_A, mask)
+    if _hmm_kernel.usable(log_lik, log_pi, log_A):
+        out = _hmm_kernel.log_marginal(log_lik, log_pi, log_A, mask).to(log_lik.dtype)
+    else:
+        out = _log_marginal_scan(log_lik, log_pi, log_A, mask)
+    if not bool(torch.isfinite(out).all()):
+        return _log_marginal_log(log_lik, log_pi, log_A, mask)
+    return out
+
+
+def _log_marginal_scan(log_lik, log_pi, log_A, mask):
     shift, P, mats = _emission_factors(log_lik, log_A, mask)
     a0 = torch.exp(log_pi)[None, :] * P[:, 0]
     if log_lik.shape[1] == 1:
         out = torch.log(a0.sum(-1)) + shift[:, 0]
     else:
         out = _scaled_messages(a0, mats[:, 1:])[1] + shift.sum(1)
-    if not bool(torch.isfinite(out).all()):
-        return _log_marginal_log(log_lik, log_pi, log_A, mask)
     return out
 
 
@@ -291,8 +314,15 @@ def viterbi(
     The max-product messages come from the (max, +) chunked scan; back-pointers are then computed for all t at
     once, and only the final back-tracking walks the time axis (integer indexing in numpy).
     """
-    B, T, S = log_lik.shape
     mask = _full_mask(log_lik, mask)
+    if _hmm_kernel.usable(log_lik, log_pi, log_A):
+        return _hmm_kernel.viterbi(log_lik, log_pi, log_A, mask).numpy()
+    return _viterbi_scan(log_lik, log_pi, log_A, mask)
+
+
+def _viterbi_scan(log_lik, log_pi, log_A, mask) -> np.ndarray:
+    """:func:`viterbi` by the (max, +) chunked scan (the GPU path, and the CPU fallback)."""
+    B, T, S = log_lik.shape
     delta0 = log_pi[None, :] + log_lik[:, 0]
     if T > 1:
         mats = _transition_mats(log_lik, log_A, mask)[:, 1:]
