@@ -33,6 +33,11 @@ class NCPResult:
     factors: list[torch.Tensor]
     errors: list[float]
     n_iter: int
+    #: how the run ended: ``"tol"``, ``"target"``, ``"stalled"`` (no progress after the extrapolation was
+    #: restarted, see :func:`masked_ncp_hals`) or ``"max_iter"``
+    stop: str = "max_iter"
+    #: times the extrapolation was restarted after a stall
+    n_restarts: int = 0
 
     def to_tensor(self) -> torch.Tensor:
         """The full tensor of the model, on the factors' device and in their dtype.
@@ -119,6 +124,8 @@ def masked_ncp_hals(
     seed: int = 0,
     target_error: float | None = None,
     extrapolate: bool = True,
+    patience: int = 30,
+    stall_tol: float = 1e-8,
 ) -> NCPResult:
     """Non-negative CP of a 3-way tensor by HALS, with a mask of observed entries.
 
@@ -128,8 +135,18 @@ def masked_ncp_hals(
     One outer iteration: HALS on A (``n_inner`` column sweeps) with X_(0) (B kr C); Z = A^T X_(0) then gives the
     MTTKRPs of B and of C (contracting the largest mode first, so no intermediate is as large as X); then, with ``extrapolate``, the extrapolated point x + beta (x - x_prev) (projected on >= 0)
     is kept when its error is lower, with beta adapted as in Ang & Gillis (2019, "Accelerating nonnegative matrix
-    factorization algorithms using extrapolation"): grown x1.05 after a success, divided by 1.5 after a failure.
-    Each accepted iteration reads X twice (the next iteration's X_(0) (B kr C) doubles as the error check).
+    factorization algorithms using extrapolation"): grown x1.05 after a success, divided by 1.5 after a failure
+    (and its ceiling lowered to the failed value). Each accepted iteration reads X twice (the next iteration's
+    X_(0) (B kr C) doubles as the error check); a rejected one three times.
+
+    Safeguards: an extrapolated point is never kept when it raises the error, so the error of the kept iterate is
+    non-increasing (HALS sweeps and EM imputation are monotone; up to rounding in float32, where the error is
+    still accumulated in float64). *Stall detection*: when the best error improved by less than ``stall_tol``
+    (relative) over the last ``patience`` iterations, the extrapolation is restarted (beta and its ceiling back
+    to their initial 0.5 and 0.99: repeated failures can leave beta near 0, i.e. plain HALS); a second stall with
+    no progress in between ends the run (``stop = "stalled"``) instead of running to ``n_iter_max``. The kept
+    iterate with the lowest error is returned. A stall is a (local) minimum reached, not a failure: from the same
+    start, HALS with 3 and with 5 inner sweeps can converge to different local minima (see bench/README.md).
     ``mask=None`` or all-True: plain non-negative CP-HALS.
 
     Parameters
@@ -155,6 +172,10 @@ def masked_ncp_hals(
         Stop when the relative error reaches this instead (for benchmarks; ``tol`` is then not used).
     extrapolate : bool
         Extrapolate between iterations (see above).
+    patience : int
+        Iterations without a relative improvement of ``stall_tol`` before a stall is declared.
+    stall_tol : float
+        Relative improvement of the best error that counts as progress.
 
     Returns
     -------
@@ -215,6 +236,10 @@ def masked_ncp_hals(
     prev: tuple[torch.Tensor, ...] | None = None
     beta, beta_max = 0.5, 0.99
     n_done = 0
+    best_err, best = float("inf"), (A, B, C)
+    since = 0  # iterations since the best error last improved by stall_tol
+    n_restarts, restarted_at_best = 0, False
+    stop = "max_iter"
     for it in range(n_iter_max):
         An, Bn, Cn = A.clone(), B.clone(), C.clone()
         _hals_sweeps(An, (Bn.T @ Bn) * (Cn.T @ Cn), M0, n_inner)
@@ -252,12 +277,26 @@ def masked_ncp_hals(
         prev = (An, Bn, Cn)
         errors.append(err)
         n_done = it + 1
+        if err < best_err * (1.0 - stall_tol):
+            since, restarted_at_best = 0, False
+        else:
+            since += 1
+        if err < best_err:
+            best_err, best = err, (A, B, C)
         if target_error is not None and err <= target_error:
+            stop = "target"
             break
         if target_error is None and it > 0 and abs(errors[-2] - err) < tol:
+            stop = "tol"
             break
-    weights, normed = _normalize([A, B, C])
-    return NCPResult(weights, normed, errors, n_done)
+        if since >= patience:
+            if restarted_at_best or not extrapolate:
+                stop = "stalled"
+                break
+            beta, beta_max = 0.5, 0.99  # restart the extrapolation
+            n_restarts, restarted_at_best, since = n_restarts + 1, True, 0
+    weights, normed = _normalize(list(best))
+    return NCPResult(weights, normed, errors, n_done, stop, n_restarts)
 
 
 def _normalize(factors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
