@@ -182,7 +182,8 @@ def code_version() -> str:
     for path in (
         *sorted((models / "switching_glm").glob("*.py")),
         models / "hmm.py",
-    ):  # the package, then hmm
+        models / "_hmm_kernel.py",
+    ):  # the package, then hmm and its compiled kernel's source
         h.update(path.read_bytes() if path.exists() else b"")
     return f"{head}+{h.hexdigest()[:8]}"
 

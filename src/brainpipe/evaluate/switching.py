@@ -150,3 +150,274 @@ def switching_metrics(
             if key in out and key in ref_metrics:
                 out[f"{short}_vs_{name}"] = out[key] - ref_metrics[key]
     return out
+
+
+# -- decoded states against task variables (real data) ------------------------------------------------------------
+#: Edges (s from trial start) of the within-trial epochs of trialized recordings. In the bundled Steinmetz sessions a
+#: trial's bins start at stimulus onset: before visual latency (0-50 ms), the early response (50-150 ms), later.
+EPOCH_EDGES_S = (0.05, 0.15)
+#: Window (s) of the running mean applied to position before the speed is taken (tracked positions are in pixels
+#: and step by whole pixels, so a frame-to-frame speed flickers between 0 and a few pixels per frame).
+SPEED_SMOOTH_S = 0.5
+#: Most distinct values a trial-level stimulus variable may take to be treated as categories.
+MAX_CATEGORIES = 8
+
+
+class TaskVariable:
+    """One discrete task variable per bin of a ``spike_counts`` dataset, and how to shuffle it.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (n_bins,) category index per bin, -1 where unknown.
+    categories : list of str
+        The categories' names.
+    groups : numpy.ndarray
+        (n_bins,) id of the block each bin lies in (a trial, a contiguous stretch of time).
+    shuffle : {"shift", "permute"}
+        The null: "shift" circularly shifts the states within each block (for variables that change within a
+        block: epochs, running); "permute" pairs each block's states with another block's value (for variables
+        constant within a block: a trial's stimulus or outcome).
+    """
+
+    def __init__(self, labels: np.ndarray, categories: list[str], groups: np.ndarray, shuffle: str):
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.categories = list(categories)
+        self.groups = np.asarray(groups, dtype=np.int64)
+        self.shuffle = shuffle
+
+
+def _otsu(x: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the cut of a 1-D sample that maximises the between-class variance."""
+    hist, edges = np.histogram(x, bins=bins)
+    mids = 0.5 * (edges[1:] + edges[:-1])
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * mids) / np.maximum(w0, 1)
+    m1 = (np.sum(hist * mids) - np.cumsum(hist * mids)) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return float(edges[1:][np.argmax(between)])
+
+
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """Id of the contiguous run of True each bin lies in (-1 outside)."""
+    idx = np.flatnonzero(mask)
+    out = np.full(mask.shape, -1, dtype=np.int64)
+    if idx.size:
+        out[idx] = np.concatenate([[0], np.cumsum(np.diff(idx) > 1)])
+    return out
+
+
+def task_variables(counts: xr.Dataset) -> dict[str, TaskVariable]:
+    """The task variables a ``spike_counts`` dataset carries, as discrete labels per bin.
+
+    - Trialized recordings (a ``trial`` variable): ``epoch``, the time since trial start cut at
+      :data:`EPOCH_EDGES_S`; and each ``stimulus`` variable that is constant within trials and takes at most
+      :data:`MAX_CATEGORIES` values (in the Steinmetz sessions: left and right contrast, feedback), as
+      ``stimulus_<name>``.
+    - Recordings with tracked position (``behaviour`` with an ``x`` variable, and ``y`` if present):
+      ``running``, whether the speed of the position smoothed over :data:`SPEED_SMOOTH_S` is above Otsu's
+      threshold on log(1 + speed) (the speeds of a session with runs and rests are bimodal; the threshold is the
+      data's, in its own units).
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        A ``spike_counts`` dataset.
+
+    Returns
+    -------
+    dict
+        Name -> :class:`TaskVariable`; empty when the dataset carries none.
+    """
+    out: dict[str, TaskVariable] = {}
+    n = counts.sizes["time"]
+    dt = float(counts.attrs.get("bin_width_s", 0) or 0)
+    if "trial" in counts:
+        trial = np.asarray(counts["trial"].values, dtype=np.int64)
+        t = counts["time"].values
+        t = (t - t[0]) / np.timedelta64(1, "s") if np.issubdtype(t.dtype, np.datetime64) else t.astype(float)
+        groups = np.concatenate([[0], np.cumsum(np.diff(trial) != 0)])
+        outside = trial < 0  # bins between trials
+        first = np.maximum.accumulate(np.where(np.r_[True, np.diff(groups) != 0], t, -np.inf))
+        since = t - first + (dt / 2 if dt else 0.0)  # bin centres
+        edges = np.asarray(EPOCH_EDGES_S)
+        names = [
+            f"{lo * 1000:.0f}-{hi * 1000:.0f} ms" for lo, hi in zip(np.r_[0, edges], edges, strict=False)
+        ]
+        names.append(f">{edges[-1] * 1000:.0f} ms")
+        epoch = np.where(outside, -1, np.searchsorted(edges, since, side="right"))
+        out["epoch"] = TaskVariable(epoch, names, groups, "shift")
+        if "stimulus" in counts:
+            dim = [d for d in counts["stimulus"].dims if d != "time"][0]
+            for k, var in enumerate(counts[dim].values):
+                x = np.where(outside, np.nan, np.asarray(counts["stimulus"].values[:, k], dtype=np.float64))
+                values = np.unique(x[np.isfinite(x)])
+                constant = all(np.unique(x[groups == g]).size == 1 for g in np.unique(groups[~outside]))
+                if not constant or not 2 <= values.size <= MAX_CATEGORIES:
+                    continue
+                lab = np.where(np.isfinite(x), np.searchsorted(values, x), -1)
+                out[f"stimulus_{var}"] = TaskVariable(lab, [f"{v:g}" for v in values], groups, "permute")
+    if "behaviour" in counts and dt > 0:
+        dim = [d for d in counts["behaviour"].dims if d != "time"][0]
+        names = [str(v) for v in counts[dim].values]
+        if "x" in names:
+            cols = [names.index(c) for c in ("x", "y") if c in names]
+            pos = np.asarray(counts["behaviour"].values[:, cols], dtype=np.float64)
+            w = max(1, int(round(SPEED_SMOOTH_S / dt)))
+            kernel = np.ones(w) / w
+            smooth = np.stack([np.convolve(p, kernel, mode="same") for p in pos.T], 1)
+            speed = np.linalg.norm(np.gradient(smooth, axis=0), axis=1) / dt
+            ok = np.isfinite(speed)
+            if ok.sum() > 10 and np.ptp(speed[ok]) > 0:
+                cut = _otsu(np.log1p(speed[ok]))
+                lab = np.where(ok, (np.log1p(np.where(ok, speed, 0)) > cut).astype(np.int64), -1)
+                out["running"] = TaskVariable(lab, ["still", "running"], np.zeros(n, dtype=np.int64), "shift")
+    return out
+
+
+def _soft_mi(post: np.ndarray, labels: np.ndarray, n_cat: int) -> float:
+    """Mutual information (bits) between the state (posterior weights) and a category, plug-in estimate."""
+    C = np.zeros((post.shape[1], n_cat))
+    np.add.at(C.T, labels, post)
+    p = C / max(C.sum(), 1e-300)
+    ps, pk = p.sum(1, keepdims=True), p.sum(0, keepdims=True)
+    nz = p > 0
+    return float(np.sum(p[nz] * np.log2(p[nz] / (ps @ pk)[nz])))
+
+
+def state_occupancy(post: np.ndarray, var: TaskVariable, bins: np.ndarray) -> np.ndarray:
+    """P(state | category) over ``bins``: (n_categories, S), rows summing to 1 (NaN for an absent category).
+
+    Parameters
+    ----------
+    post : numpy.ndarray
+        (n_bins, S) posterior state probabilities.
+    var : TaskVariable
+        The task variable.
+    bins : numpy.ndarray
+        Boolean (n_bins,) selection (e.g. the test split).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_categories, S) state occupancy per category.
+    """
+    sel = bins & (var.labels >= 0)
+    C = np.zeros((len(var.categories), post.shape[1]))
+    np.add.at(C, var.labels[sel], post[sel])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return C / C.sum(1, keepdims=True)
+
+
+def task_information(
+    post: np.ndarray, var: TaskVariable, bins: np.ndarray, n_shuffles: int = 200, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mutual information between decoded states and a task variable on ``bins``, against a shuffled null.
+
+    Parameters
+    ----------
+    post : numpy.ndarray
+        (n_bins, S) posterior state probabilities.
+    var : TaskVariable
+        The task variable (its ``shuffle`` sets the null: circular shifts of the states within blocks, or
+        blocks' values permuted among blocks).
+    bins : numpy.ndarray
+        Boolean (n_bins,) selection (the test split).
+    n_shuffles : int
+        Shuffles of the null.
+    seed : int
+        Seed of the shuffles.
+
+    Returns
+    -------
+    (float, float, float)
+        The mutual information (bits), its mean under the null (the plug-in estimate's bias plus what the states'
+        and the variable's own time structure give by chance), and the permutation p-value
+        ``(1 + #{null >= observed}) / (1 + n_shuffles)``.
+    """
+    sel = bins & (var.labels >= 0)
+    idx = np.flatnonzero(sel)
+    if idx.size == 0 or post.shape[1] < 2:
+        return float("nan"), float("nan"), float("nan")
+    P, lab, K = post[idx], var.labels[idx], len(var.categories)
+    grp = var.groups[idx]
+    blocks = [np.flatnonzero(g) for g in (grp[:, None] == np.unique(grp)[None]).T]
+    if (
+        var.shuffle == "shift"
+    ):  # split each block further at gaps (e.g. test blocks of a continuous recording)
+        blocks = [b[r == k] for b in blocks for r in [_runs_of(idx[b])] for k in np.unique(r)]
+    observed = _soft_mi(P, lab, K)
+    rng = np.random.default_rng(seed)
+    null = np.empty(n_shuffles)
+    for s in range(n_shuffles):
+        if var.shuffle == "shift":
+            Q = np.empty_like(P)
+            for b in blocks:
+                L = b.size
+                k = int(rng.integers(max(1, L // 10), max(2, L - L // 10))) if L > 1 else 0
+                Q[b] = np.roll(P[b], k, axis=0)
+            null[s] = _soft_mi(Q, lab, K)
+        else:  # each block's value replaced by another block's
+            values = np.array([lab[b[0]] for b in blocks])
+            perm = rng.permutation(len(blocks))
+            lab2 = np.empty_like(lab)
+            for b, v in zip(blocks, values[perm], strict=True):
+                lab2[b] = v
+            null[s] = _soft_mi(P, lab2, K)
+    return observed, float(null.mean()), float((1 + np.sum(null >= observed)) / (1 + n_shuffles))
+
+
+def _runs_of(positions: np.ndarray) -> np.ndarray:
+    """Id of the contiguous stretch (consecutive bin indices) each of the sorted ``positions`` lies in."""
+    return np.concatenate([[0], np.cumsum(np.diff(positions) > 1)]) if positions.size else positions
+
+
+def task_metrics(
+    fit: xr.Dataset,
+    counts: xr.Dataset,
+    references: Mapping[str, xr.Dataset] | None = None,
+    n_shuffles: int = 200,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Decoded states against the task variables of :func:`task_variables`, on the test bins.
+
+    For each variable ``v``: ``task_mi_<v>`` (bits: mutual information between the posterior state and the
+    variable), ``task_mi_<v>_null`` (its mean under the shuffled null of :func:`task_information`),
+    ``task_mi_<v>_excess`` (the difference) and ``task_mi_<v>_p`` (permutation p-value); with multi-state
+    reference fits, ``task_mi_<v>_vs_<name>`` (excess minus the reference's excess). Empty for a single-state
+    fit or a dataset without task variables.
+
+    Parameters
+    ----------
+    fit : xarray.Dataset
+        A switching-GLM ``model_fit`` with ``posterior`` over the counts' bins.
+    counts : xarray.Dataset
+        Its ``spike_counts``.
+    references : mapping, optional
+        Name -> reference fits (single-state ones are skipped).
+    n_shuffles : int
+        Shuffles of each null.
+    seed : int
+        Seed of the shuffles.
+
+    Returns
+    -------
+    dict
+        Metric name -> value.
+    """
+    if "posterior" not in fit or fit.sizes.get("state", 1) < 2:
+        return {}
+    test = counts["split"].values == SPLIT_FLAGS["test"]
+    out: dict[str, float] = {}
+    for name, var in task_variables(counts).items():
+        mi, null, p = task_information(np.asarray(fit["posterior"].values), var, test, n_shuffles, seed)
+        out[f"task_mi_{name}"], out[f"task_mi_{name}_null"] = mi, null
+        out[f"task_mi_{name}_excess"], out[f"task_mi_{name}_p"] = mi - null, p
+        for ref_name, ref in (references or {}).items():
+            if "posterior" in ref and ref.sizes.get("state", 1) > 1:
+                r_mi, r_null, _ = task_information(
+                    np.asarray(ref["posterior"].values), var, test, n_shuffles, seed
+                )
+                out[f"task_mi_{name}_vs_{ref_name}"] = (mi - null) - (r_mi - r_null)
+    return out

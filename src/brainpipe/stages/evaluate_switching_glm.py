@@ -1,4 +1,6 @@
-"""Score a switching GLM: held-out bits/spike, against reference fits, and against the planted truth if any.
+"""Score a switching GLM: held-out bits/spike, against reference fits, and against the planted truth if any; on
+recordings with task variables (trial epochs and stimuli, running), the decoded states against them
+(:func:`brainpipe.evaluate.switching.task_metrics`).
 
 params: ``bars`` (metric name -> bar; they apply to switching fits, i.e. more than one state: a single-state
 fit is a baseline and carries no bars), ``dataset`` and ``variant`` (names stored in the metrics file).
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from brainpipe.data import make_provenance, read, write
 from brainpipe.evaluate import metrics_dataset
-from brainpipe.evaluate.switching import switching_metrics
+from brainpipe.evaluate.switching import EPOCH_EDGES_S, SPEED_SMOOTH_S, switching_metrics, task_metrics
 from brainpipe.stages._runner import cli, stage
 
 INPUTS = {
@@ -24,6 +26,7 @@ INPUTS = {
 }
 OUTPUTS = {"metrics": "metrics .nc"}
 log_ = logging.getLogger("brainpipe.stages.evaluate_switching_glm")
+TASK_SHUFFLES, TASK_SEED = 200, 0  # the shuffled nulls of the decoded states against task variables
 
 
 def _as_list(v):
@@ -37,6 +40,7 @@ def run(inputs, outputs, params, log):
     truth = read(inputs["truth"], "model_fit") if inputs.get("truth") else None
     refs = {Path(p).parent.name: read(p, "model_fit") for p in _as_list(inputs.get("references"))}
     values = switching_metrics(fit, counts, truth, refs)
+    values.update(task_metrics(fit, counts, refs, n_shuffles=TASK_SHUFFLES, seed=TASK_SEED))
     for k, v in values.items():
         log_.info("%s = %.4f", k, v)
     variant = str(params.get("variant") or Path(inputs["fit"]).parent.name)
@@ -45,6 +49,12 @@ def run(inputs, outputs, params, log):
     ds = metrics_dataset(values, bars, model=f"switching_glm/{variant}", dataset=dataset)
     ds.attrs["prior"] = fit.attrs.get("prior", "")
     ds.attrs["n_states"] = int(fit.sizes["state"])
+    if any(k.startswith("task_mi_") for k in values):
+        ds.attrs["task_variables"] = (
+            f"test bins; epoch edges {list(EPOCH_EDGES_S)} s from trial start; running: speed of the position "
+            f"smoothed over {SPEED_SMOOTH_S} s above Otsu's threshold on log(1 + speed); {TASK_SHUFFLES} "
+            f"shuffles (seed {TASK_SEED}): states shifted circularly within blocks, or trials' values permuted"
+        )
     used = (
         [inputs["fit"], inputs["counts"]]
         + ([inputs["truth"]] if inputs.get("truth") else [])
