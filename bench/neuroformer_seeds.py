@@ -93,7 +93,7 @@ def run_one(counts, truth, params: dict, seed: int, finetune: bool, max_windows:
             f.get("scratch", True),
             max_val_windows=f.get("max_val_windows", 512),
             min_epoch_windows=int(f.get("min_epoch_windows", 1024)),
-            scratch_max_steps=f.get("scratch_max_steps"),
+            max_epoch_windows=f.get("max_epoch_windows"),
         )
     ev = p["evaluate"]
     values, _ = score_neuroformer(

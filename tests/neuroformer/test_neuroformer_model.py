@@ -371,6 +371,13 @@ def test_pretraining_beats_the_unigram_and_finds_connections(trained):
     A = m.connectivity(counts, "test")
     auc, _ = connectivity_scores(A, truth["connected"].values, None)
     assert auc > 0.7
+    # the other read-outs: cross-attention alone, gradient x input (they too find the planted connections)
+    for method in ("cross", "grad"):
+        M = m.connectivity(counts, "test", method=method, max_windows=200)
+        assert M.shape == (6, 6) and np.isfinite(M).all() and not np.allclose(M, A)
+        assert connectivity_scores(M, truth["connected"].values, None)[0] > 0.6, method
+    with pytest.raises(ConfigError, match=r"method='rolout' is not one of rollout, cross, grad"):
+        m.connectivity(counts, "test", method="rolout")
 
 
 def test_finetuned_decoder_recovers_speed(trained):
@@ -707,3 +714,70 @@ def test_training_config_bad_keys_are_one_line(tmp_path):
         tmp_path / "ck" / "ft.scratch_10pct.pt"
     )
     assert (tmp_path / "ck").is_dir()
+
+
+def test_pretrained_and_scratch_runs_stop_by_the_same_rule():
+    """Fair fine-tuning: the step cap binds the from-scratch run exactly as the pretrained one (scratch was once
+    exempt), and each run's steps, best epoch and stopping reason are in the output."""
+    from brainpipe.training.neuroformer import finetune_neuroformer, pretrain_neuroformer, pretrained_dataset
+
+    counts, _ = _sim_counts(duration=30.0)
+    pre = pretrained_dataset(pretrain_neuroformer(counts, NF_PARAMS))
+    cfg = {**NF_TRAIN, "max_epochs": 4, "max_steps": 3}
+    ft, _ = finetune_neuroformer(counts, pre, NF_PARAMS["target"], cfg, [1.0], min_epoch_windows=64)
+    assert list(ft["run_init"].values) == ["pretrained", "scratch"]
+    assert ft["run_steps"].values.tolist() == [3, 3]
+    assert ft["run_stopped_early"].values.tolist() == [0, 0]
+    assert np.all(ft["run_best_epoch"].values >= 0) and np.all(ft["run_epochs"].values <= 4)
+    # the same validation interval at every fraction: a large labelled set is sampled, 64 windows per epoch
+    cfg = {**NF_TRAIN, "max_epochs": 2, "batch_size": 16}
+    ft, _ = finetune_neuroformer(
+        counts, pre, NF_PARAMS["target"], cfg, [1.0], False, min_epoch_windows=32, max_epoch_windows=64
+    )
+    assert int(ft["run_n_labelled"].values[0]) > 64 and ft["run_steps"].values.tolist() == [8]
+    with pytest.raises(ConfigError, match=r"max_epoch_windows=16 is below min_epoch_windows=32"):
+        finetune_neuroformer(
+            counts, pre, NF_PARAMS["target"], cfg, [1.0], False, min_epoch_windows=32, max_epoch_windows=16
+        )
+
+
+def test_contrastive_weight_is_chosen_on_the_validation_windows(monkeypatch, tmp_path):
+    """A contrastive grid pretrains one model per weight and keeps the lowest validation next-token loss; only the
+    validation windows are scored; the grid and losses are recorded; without a modality there is no grid."""
+    import json
+
+    from brainpipe.training.neuroformer import (
+        contrastive_grid,
+        pretrain_checkpoints,
+        pretrain_neuroformer,
+        pretrained_dataset,
+    )
+
+    counts, _ = _sim_counts(duration=30.0)
+    params = {
+        **NF_PARAMS,
+        "model": {**NF_PARAMS["model"], "contrastive_dim": 4, "contrastive_grid": [0.5, 0.0]},
+    }
+    splits, real = [], Neuroformer.token_loss
+
+    def spy(self, c, split="test", source="counts"):
+        splits.append(split)
+        return real(self, c, split, source)
+
+    monkeypatch.setattr(Neuroformer, "token_loss", spy)
+    ds = pretrained_dataset(pretrain_neuroformer(counts, params))
+    grid, losses = (
+        json.loads(ds.attrs["contrastive_grid"]),
+        json.loads(ds.attrs["contrastive_grid_val_token_loss"]),
+    )
+    assert grid == [0.0, 0.5] and len(losses) == 2 and splits == ["validation", "validation"]
+    assert ds.attrs["contrastive_weight"] == grid[int(np.argmin(losses))]
+    assert pretrain_checkpoints(str(tmp_path / "pre.pt"), params) == [
+        str(tmp_path / "pre.cw0.pt"),
+        str(tmp_path / "pre.cw0.5.pt"),
+    ]
+    no_mod = {**params, "modalities": {}}
+    assert contrastive_grid(no_mod) == [0.0] and pretrain_checkpoints(None, no_mod) == []
+    assert "contrastive_grid" not in pretrained_dataset(pretrain_neuroformer(counts, no_mod)).attrs
+    with pytest.raises(ConfigError, match=r"neuroformer model.contrastive_grid: .* negative weight"):
+        contrastive_grid({**params, "model": {"contrastive_grid": [-1.0, 0.2]}})

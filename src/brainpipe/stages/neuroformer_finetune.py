@@ -48,7 +48,7 @@ def run(inputs, outputs, params, log):
         scratch=scratch,
         max_val_windows=ft.get("max_val_windows", 512),
         min_epoch_windows=int(ft.get("min_epoch_windows", 1024)),
-        scratch_max_steps=ft.get("scratch_max_steps"),
+        max_epoch_windows=ft.get("max_epoch_windows"),
         source=str(inputs["counts"]),
         pretrained_source=str(inputs["pretrained"]),
         checkpoint=ckpt,

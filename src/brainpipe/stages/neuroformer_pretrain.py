@@ -2,7 +2,8 @@
 (:func:`brainpipe.training.neuroformer.pretrain_neuroformer`).
 
 params: see :mod:`brainpipe.stages._neuroformer` (``tokenizer``, ``model``, ``pretrain``, ``modalities``,
-``seed``, ``checkpoint``). The checkpoint is chosen on the validation windows; the output holds the weights and
+``seed``, ``checkpoint``). The checkpoint is chosen on the validation windows (and, with ``model.contrastive_grid``,
+the contrastive weight: the lowest validation next-token loss); the output holds the weights and
 the vocabulary (``model_fit``, model ``neuroformer``), the loss per epoch and the tokeniser's counts of
 truncated windows and dropped spikes.
 """
@@ -15,7 +16,12 @@ from pathlib import Path
 from brainpipe.data import make_provenance, read, write
 from brainpipe.stages._neuroformer import fingerprint
 from brainpipe.stages._runner import cli, stage
-from brainpipe.training.neuroformer import pretrain_neuroformer, pretrained_dataset, run_checkpoint
+from brainpipe.training.neuroformer import (
+    pretrain_checkpoints,
+    pretrain_neuroformer,
+    pretrained_dataset,
+    run_checkpoint,
+)
 
 INPUTS = {"counts": "spike_counts .nc"}
 OUTPUTS = {"model": "model_fit .nc (neuroformer weights and vocabulary, role fit)"}
@@ -34,10 +40,9 @@ def run(inputs, outputs, params, log):
     device = str(model.train_result_.device)
     prov = make_provenance("neuroformer_pretrain", params, [inputs["counts"]], seed=model.seed, device=device)
     write(pretrained_dataset(model), outputs["model"], "model_fit", prov)
-    if (
-        ckpt
-    ):  # the training loop keeps its finished checkpoint (a re-run returns at once); the output now holds it
-        Path(ckpt).unlink(missing_ok=True)
+    # the training loop keeps its finished checkpoints (a re-run returns at once); the output now holds the one kept
+    for c in pretrain_checkpoints(ckpt, params):
+        Path(c).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

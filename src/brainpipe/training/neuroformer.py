@@ -4,7 +4,7 @@ label fractions (from the pretrained weights and from scratch).
 
 Parameters (one dataset's resolved ``neuroformer`` config, see config/README.md): ``tokenizer`` (SpikeTokenizer
 fields), ``model`` (network size, contrastive term), ``pretrain`` and ``finetune`` (TrainConfig fields; finetune
-also ``fractions``, ``scratch``, ``scratch_max_steps``, ``max_val_windows``, ``min_epoch_windows``), ``modalities`` (name -> {source,
+also ``fractions``, ``scratch``, ``max_val_windows``, ``min_epoch_windows``, ``max_epoch_windows``), ``modalities`` (name -> {source,
 variables}), ``target`` ({source, variable, kind} or null), ``seed``.
 
 >>> from brainpipe.training.neuroformer import finetune_neuroformer, pretrain_neuroformer, pretrained_dataset
@@ -14,6 +14,7 @@ variables}), ``target`` ({source, variable, kind} or null), ``seed``.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +31,9 @@ __all__ = [
     "TOKENIZER_KEYS",
     "TRAIN_KEYS",
     "build_neuroformer",
+    "contrastive_grid",
     "finetune_neuroformer",
+    "pretrain_checkpoints",
     "pretrain_neuroformer",
     "pretrained_dataset",
     "run_checkpoint",
@@ -39,7 +42,7 @@ __all__ = [
 ]
 
 TOKENIZER_KEYS = ("dt_s", "window_s", "past_window_s", "stride_s", "block_size", "past_block_size")
-FINETUNE_EXTRA = ("fractions", "scratch", "scratch_max_steps", "max_val_windows", "min_epoch_windows")
+FINETUNE_EXTRA = ("fractions", "scratch", "max_val_windows", "min_epoch_windows", "max_epoch_windows")
 TRAIN_KEYS = (
     "max_epochs",
     "max_steps",
@@ -125,6 +128,7 @@ def build_neuroformer(params: Mapping[str, Any], with_target: bool = False) -> N
     )
     model_kw = dict(params.get("model", {}))
     cw = float(model_kw.pop("contrastive_weight", 0.0))
+    model_kw.pop("contrastive_grid", None)
     return Neuroformer(
         tokenizer=tok,
         **_pick(model_kw, MODEL_KEYS, "model"),
@@ -133,6 +137,61 @@ def build_neuroformer(params: Mapping[str, Any], with_target: bool = False) -> N
         finetune=train_config(params, "finetune"),
         seed=int(params.get("seed", 0)),
     )
+
+
+def contrastive_grid(params: Mapping[str, Any]) -> list[float]:
+    """The contrastive weights pretraining tries, to keep the one with the lowest validation next-token loss.
+
+    Parameters
+    ----------
+    params : mapping
+        One dataset's resolved ``neuroformer`` parameters (``model.contrastive_grid``,
+        ``model.contrastive_weight``, ``modalities``).
+
+    Returns
+    -------
+    list of float
+        ``model.contrastive_grid`` (sorted, without repeats) when the dataset has a modality to align to and the
+        grid has two or more values; else ``[model.contrastive_weight]`` (one run, no selection).
+
+    Raises
+    ------
+    ConfigError
+        A negative weight in the grid.
+    """
+    model_kw = dict(params.get("model", {}))
+    grid = sorted({float(w) for w in (model_kw.get("contrastive_grid") or [])})
+    if any(w < 0 for w in grid):
+        raise ConfigError(
+            f"neuroformer model.contrastive_grid: {grid} has a negative weight; give weights >= 0 (0: no contrastive term)"
+        )
+    if len(grid) < 2 or not params.get("modalities"):
+        return [float(model_kw.get("contrastive_weight", 0.0))]
+    return grid
+
+
+def _grid_label(weight: float) -> str:
+    return f"cw{weight:g}"
+
+
+def pretrain_checkpoints(checkpoint: str | None, params: Mapping[str, Any]) -> list[str]:
+    """The checkpoint files of the pretraining runs (one per contrastive weight of a grid, else the path itself).
+
+    Parameters
+    ----------
+    checkpoint : str or None
+        The stage's checkpoint path.
+    params : mapping
+        One dataset's resolved ``neuroformer`` parameters.
+
+    Returns
+    -------
+    list of str
+        The files :func:`pretrain_neuroformer` checkpoints to (empty without ``checkpoint``).
+    """
+    grid = contrastive_grid(params)
+    labels = [""] if len(grid) == 1 else [_grid_label(w) for w in grid]
+    return [c for c in (run_checkpoint(checkpoint, lab) for lab in labels) if c]
 
 
 def run_checkpoint(checkpoint: str | None, label: str = "") -> str | None:
@@ -169,7 +228,11 @@ def pretrain_neuroformer(
 ) -> Neuroformer:
     """Pretrain a Neuroformer by next-token (neuron ID + dt) prediction on the train windows of binned counts.
 
-    The checkpoint is chosen on the validation windows.
+    The checkpoint is chosen on the validation windows. With a contrastive grid (:func:`contrastive_grid`: two or
+    more weights of the InfoNCE term and a modality to align to), one model is pretrained per weight and the one
+    with the lowest next-token loss (ID + dt, without the contrastive term) on the validation windows is kept; the
+    grid and each weight's validation loss are in ``contrastive_selection_`` (and in :func:`pretrained_dataset`).
+    The test windows are not read.
 
     Parameters
     ----------
@@ -201,8 +264,30 @@ def pretrain_neuroformer(
     4.02
     """
     log = log or log_
-    model = build_neuroformer(params)
-    model.fit(counts, source=source, checkpoint=checkpoint, fingerprint=fingerprint, log=log)
+    grid = contrastive_grid(params)
+    if len(grid) == 1:
+        model = build_neuroformer(params)
+        model.fit(counts, source=source, checkpoint=checkpoint, fingerprint=fingerprint, log=log)
+        model.contrastive_selection_ = None
+    else:
+        model, losses = None, []
+        for w in grid:
+            p = dict(params, model={**dict(params.get("model", {})), "contrastive_weight": w})
+            m = build_neuroformer(p)
+            fp = None if fingerprint is None else dict(fingerprint, contrastive_weight=w)
+            m.fit(
+                counts,
+                source=source,
+                checkpoint=run_checkpoint(checkpoint, _grid_label(w)),
+                fingerprint=fp,
+                log=log,
+            )
+            losses.append(float(m.token_loss(counts, "validation", source)))
+            log.info("contrastive weight %g: validation next-token loss %.4f", w, losses[-1])
+            if model is None or losses[-1] < min(losses[:-1]):
+                model = m
+        model.contrastive_selection_ = {"grid": grid, "val_token_loss": losses}
+        log.info("contrastive weight %g chosen on the validation windows", model.contrastive_weight)
     res = model.train_result_
     log.info(
         "pretrained on %s (%s): best epoch %s, validation loss %.4f, %.1f s; tokens: %s",
@@ -228,7 +313,8 @@ def pretrained_dataset(model: Neuroformer) -> xr.Dataset:
     -------
     xarray.Dataset
         :meth:`Neuroformer.to_dataset` with ``history_<loss>(epoch)``, the tokeniser's ``tokens_*`` counts, the best
-        epoch and validation loss, the seconds, device and precision of the training.
+        epoch and validation loss, the seconds, device and precision of the training, the contrastive weight
+        and, after a grid, ``contrastive_grid`` with ``contrastive_grid_val_token_loss`` (JSON lists).
     """
     res = model.train_result_
     ds = model.to_dataset()
@@ -244,7 +330,15 @@ def pretrained_dataset(model: Neuroformer) -> xr.Dataset:
         train_seconds=float(res.seconds),
         device=str(res.device),
         precision=str(res.precision),
+        contrastive_weight=float(model.contrastive_weight),
     )
+    sel = getattr(model, "contrastive_selection_", None)
+    if sel:
+        ds.attrs.update(
+            contrastive_grid=json.dumps([float(w) for w in sel["grid"]]),
+            contrastive_grid_val_token_loss=json.dumps([round(float(v), 6) for v in sel["val_token_loss"]]),
+            contrastive_selected_by="lowest next-token loss (ID + dt, nats) on the validation windows",
+        )
     return ds
 
 
@@ -270,19 +364,21 @@ def finetune_neuroformer(
     scratch: bool | Sequence[float] = True,
     max_val_windows: int | None = 512,
     min_epoch_windows: int = 1024,
+    max_epoch_windows: int | None = None,
     source: str = "counts",
     pretrained_source: str = "pretrained",
-    scratch_max_steps: int | None = None,
     checkpoint: str | None = None,
     fingerprint: Mapping[str, Any] | None = None,
     log: logging.Logger | None = None,
 ) -> tuple[xr.Dataset, Neuroformer]:
     """Fine-tune a pretrained Neuroformer to decode behaviour, at fractions of the labelled train windows.
 
-    At each fraction the same network is also trained from scratch on the same labels (``scratch``), to
-    convergence: with the same early stopping (patience on the validation loss, ``max_epochs``) but not the
-    fine-tuning's step cap (``scratch_max_steps``, None: no cap). Each run (one per fraction and start: ``pretrained``, then ``scratch``) picks its checkpoint on the validation
-    windows and predicts the labelled validation and test windows once; scoring is left to
+    At each fraction the same network is also trained from scratch on the same labels (``scratch``). Both runs
+    train under one and the same ``config``: the same early stopping on the labelled validation windows
+    (``patience`` epochs without improvement, ``min_delta``), the same ``max_epochs`` and the same ``max_steps``
+    (None: no cap), so neither start is cut short where the other converges. Each run (one per fraction and
+    start: ``pretrained``, then ``scratch``) picks its checkpoint on the validation windows and predicts the
+    labelled validation and test windows once; scoring is left to
     :func:`brainpipe.evaluate.neuroformer.decoding_metrics`.
 
     Parameters
@@ -304,12 +400,13 @@ def finetune_neuroformer(
         Most labelled validation windows in the validation loss.
     min_epoch_windows : int, default 1024
         Fewest windows per epoch (a small labelled set is repeated).
+    max_epoch_windows : int, optional
+        Most windows per epoch (a larger labelled set is sampled anew each epoch), so that every fraction is
+        validated and early-stopped at the same interval (None: one full pass per epoch).
     source : str, default "counts"
         What the counts are called in error messages.
     pretrained_source : str, default "pretrained"
         What the pretrained fit is called in error messages.
-    scratch_max_steps : int, optional
-        Step cap of the from-scratch runs (None: none; they stop by the same early stopping as fine-tuning).
     checkpoint : str, optional
         Each run checkpoints to :func:`run_checkpoint` of it and its label (left for the caller to remove).
     fingerprint : mapping, optional
@@ -322,7 +419,8 @@ def finetune_neuroformer(
     runs : xarray.Dataset
         A ``model_fit``: the weights of the pretrained run with the most labels (the decoder to use), every run's
         predictions ``prediction(run, window)`` with ``target(window)``, ``window_split``, ``window_time``,
-        ``window_start_bin``, ``run_n_labelled``, ``run_best_val_loss``, ``run_epochs``; coordinates ``run``, ``run_init``,
+        ``window_start_bin``, ``run_n_labelled``, ``run_best_val_loss``, ``run_epochs``, ``run_steps``,
+        ``run_best_epoch``, ``run_stopped_early``; coordinates ``run``, ``run_init``,
         ``run_fraction``; the target in the attrs.
     decoder : Neuroformer
         That decoder (the pretrained run with the most labels), fitted.
@@ -343,9 +441,7 @@ def finetune_neuroformer(
     for frac in fractions:
         for init in _inits(scratch, frac):
             model = Neuroformer.from_dataset(pretrained, counts, source=pretrained_source)
-            model.finetune = dict(config or {})
-            if init == "scratch":  # converged: same early stopping, not the fine-tuning's step budget
-                model.finetune["max_steps"] = None if scratch_max_steps is None else int(scratch_max_steps)
+            model.finetune = dict(config or {})  # the same stopping rule for both starts
             model.set_target(counts, target, source)
             label = _run_label(init, frac)
             model.fit_behaviour(
@@ -358,11 +454,16 @@ def finetune_neuroformer(
                 log=log,
                 max_val_windows=max_val_windows,
                 min_epoch_windows=int(min_epoch_windows),
+                max_epoch_windows=None if max_epoch_windows is None else int(max_epoch_windows),
             )
             win = model.labelled_windows(counts, ("validation", "test"), source)
             pred, tgt = model.decode(win)
             win_ref = (win, tgt.astype(np.float64)) if win_ref is None else win_ref
-            runs.append((label, init, frac, model.n_labelled_, len(model.finetune_history_)))
+            fres = model.finetune_result_
+            runs.append(
+                (label, init, frac, model.n_labelled_, len(model.finetune_history_), int(fres.steps))
+                + (int(fres.best_epoch), bool(fres.stopped_early))
+            )
             preds.append(pred.astype(np.float64) if model.target_kind == "classification" else pred)
             hist = model.finetune_history_
             hist_best.append(min((h.get("val_loss", np.nan) for h in hist), default=np.nan))
@@ -402,6 +503,23 @@ def finetune_neuroformer(
     ds["run_n_labelled"] = ("run", np.array([r[3] for r in runs], np.int64))
     ds["run_best_val_loss"] = ("run", np.array(hist_best, np.float64))
     ds["run_epochs"] = ("run", np.array([r[4] for r in runs], np.int64), {"long_name": "epochs trained"})
+    ds["run_steps"] = (
+        "run",
+        np.array([r[5] for r in runs], np.int64),
+        {"long_name": "optimizer steps taken"},
+    )
+    ds["run_best_epoch"] = (
+        "run",
+        np.array([r[6] for r in runs], np.int64),
+        {"long_name": "epoch of the best validation loss (the checkpoint kept)"},
+    )
+    ds["run_stopped_early"] = (
+        "run",
+        np.array([r[7] for r in runs], np.int8),
+        {
+            "long_name": "1 when early stopping on the validation loss ended the run, 0 when max_epochs or max_steps did"
+        },
+    )
     ds = ds.assign_coords(
         run=np.array([r[0] for r in runs]),
         run_init=("run", np.array([r[1] for r in runs])),

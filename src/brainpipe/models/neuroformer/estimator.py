@@ -258,14 +258,17 @@ class Neuroformer(Estimator):
         log=None,
         max_val_windows: int | None = 512,
         min_epoch_windows: int = 1024,
+        max_epoch_windows: int | None = None,
     ) -> Neuroformer:
         """Fine-tune the behaviour head (and the network) on ``label_fraction`` of the labelled train windows.
 
         The labelled subset is :func:`label_subset`: ``label_fraction`` of the labelled train windows, evenly
         spaced (at least 8).
         ``from_pretrained=False`` re-initialises the network (the from-scratch comparison). A small labelled set
-        is repeated so that an epoch (one validation pass) covers at least ``min_epoch_windows`` windows; the
-        validation loss uses at most ``max_val_windows`` labelled validation windows, evenly spread (None: all).
+        is repeated so that an epoch (one validation pass) covers at least ``min_epoch_windows`` windows; a large
+        one is sampled, a fresh random ``max_epoch_windows`` of it per epoch, so that every label fraction is
+        validated (and early-stopped) at the same interval; the validation loss uses at most ``max_val_windows``
+        labelled validation windows, evenly spread (None: all).
 
         Parameters
         ----------
@@ -283,6 +286,8 @@ class Neuroformer(Estimator):
             Most labelled validation windows in the validation loss.
         min_epoch_windows : int, default 1024
             Fewest windows per epoch (a small labelled set is repeated).
+        max_epoch_windows : int, optional
+            Most windows per epoch (a larger labelled set is sampled anew each epoch; None: one full pass).
 
         Returns
         -------
@@ -324,18 +329,29 @@ class Neuroformer(Estimator):
                 np.where(freq > 0, freq.sum() / np.maximum(freq, 1) / max((freq > 0).sum(), 1), 0.0),
                 dtype=torch.float32,
             )
+        if max_epoch_windows is not None and int(max_epoch_windows) < int(min_epoch_windows):
+            raise ConfigError(
+                f"neuroformer finetune: max_epoch_windows={max_epoch_windows} is below min_epoch_windows="
+                f"{min_epoch_windows}; give max_epoch_windows >= min_epoch_windows (or null)"
+            )
         reps = max(1, int(np.ceil(min_epoch_windows / max(keep.size, 1))))
+        data = win_y.select(np.tile(keep, reps)).tensors()
+        collate = None
+        if max_epoch_windows is not None and len(data[0]) > int(max_epoch_windows):
+            data, collate = _EpochSample(data, int(max_epoch_windows)), _EpochSample.collate(data)
         res = train(
             self.net_,
-            win_y.select(np.tile(keep, reps)).tensors(),
+            data,
             lambda m, b: behaviour_loss(m, b, kind, cw),
             self._train_config(cfg),
             val_data=win_y.select(va_idx).tensors(),
             checkpoint=checkpoint,
             fingerprint=fingerprint,
+            collate_fn=collate,
             log=log,
         )
         self.finetune_history_ = list(res.history)
+        self.finetune_result_ = res
         self.net_.eval()
         return self
 
@@ -502,9 +518,47 @@ class Neuroformer(Estimator):
         return total / n
 
     # -- connectivity ------------------------------------------------------------------------------------------
+    def _gradient_windows(self, win: Windows, batch_size: int = 128):
+        """Like :meth:`_forward_windows`, with ``o["attribution"]`` (B, L, P): gradient x input of each current
+        position's log-probability of its next ID token with respect to each past token's embedding."""
+        net = self.net_
+        dev = next(net.parameters()).device
+        outs = []
+        for s in range(0, len(win), batch_size):
+            b = [t[s : s + batch_size].to(dev) for t in win.tensors()]
+            x_id, x_dt, y_id, _, past_id, past_dt, modality, _ = split_batch(b)
+            grabbed = []
+
+            def grab(_m, _inp, out, grabbed=grabbed):
+                if len(grabbed) == 1:  # the second call of the token embedding is the past's
+                    out.retain_grad()
+                grabbed.append(out)
+
+            h = net.tok.register_forward_hook(grab)
+            try:
+                with torch.enable_grad():
+                    o = net(x_id, x_dt, past_id, past_dt, modality)
+                    logp = torch.log_softmax(o["id_logits"].float(), -1)
+                    tgt = y_id.clamp(max=logp.shape[-1] - 1)
+                    lp = logp.gather(-1, tgt[..., None])[..., 0]  # (B, L)
+                    emb = grabbed[1]
+                    att = torch.zeros(lp.shape[0], lp.shape[1], emb.shape[1], device=dev)
+                    for pos in range(lp.shape[1]):
+                        (g,) = torch.autograd.grad(lp[:, pos].sum(), emb, retain_graph=pos < lp.shape[1] - 1)
+                        att[:, pos] = (g * emb).sum(-1).abs().detach()
+            finally:
+                h.remove()
+            outs.append(({"attribution": att}, b, y_id))
+        return outs
+
     @fill_doc
     def connectivity(
-        self, counts: xr.Dataset, split: str = "test", by: str = "target", max_windows: int | None = None
+        self,
+        counts: xr.Dataset,
+        split: str = "test",
+        by: str = "target",
+        max_windows: int | None = None,
+        method: str = "rollout",
     ) -> np.ndarray:
         """Neuron x neuron (post, pre) matrix from attention rollout, current-window tokens -> past-window tokens.
 
@@ -525,12 +579,23 @@ class Neuroformer(Estimator):
             Attribute a current position to the neuron it predicts next, or to its own token's neuron.
         max_windows : int, optional
             Use at most the first this many windows of the split (None: all).
+        method : {"rollout", "cross", "grad"}, default "rollout"
+            What a current position draws from each past token: the attention rollout above; ``"cross"``, the
+            cross-attention to the past alone (heads and past layers averaged, no rollout through the
+            self-attention); ``"grad"``, gradient x input: ``|d log p(next ID) / d e_p . e_p|`` for each past
+            token embedding ``e_p`` (one backward pass per current position). The same lift in every case.
 
         Returns
         -------
         numpy.ndarray
             (post, pre) attention lift; 1 = no preference.
         """
+        if method not in ("rollout", "cross", "grad"):
+            raise ConfigError(
+                f"neuroformer connectivity: method={method!r} is not one of rollout, cross, grad"
+            )
+        if by not in ("target", "query"):
+            raise ConfigError(f"neuroformer connectivity: by={by!r} is not one of target, query")
         win = self.tokenizer_.transform(counts)
         win = win.select(win.split == SPLIT_FLAGS[split])
         if max_windows is not None and len(win) > max_windows:
@@ -540,14 +605,22 @@ class Neuroformer(Estimator):
         cnt = np.zeros(n)
         n_tok_past, n_win = np.zeros(n), 0
         self.net_.eval()
-        for o, b, y_id in self._forward_windows(win, batch_size=128, need_weights=True):
-            maps = o["attention"]
-            A = torch.stack(maps["past"]).float().mean(0).mean(1)  # (B, L, P)
-            R = None
-            for w in maps["self"]:
-                a = 0.5 * w.float().mean(1) + 0.5 * torch.eye(w.shape[-1], device=w.device)
-                R = a if R is None else a @ R
-            roll = A if R is None else R @ A
+        batches = (
+            self._gradient_windows(win, batch_size=128)
+            if method == "grad"
+            else self._forward_windows(win, batch_size=128, need_weights=True)
+        )
+        for o, b, y_id in batches:
+            if method == "grad":
+                roll = o["attribution"]
+            else:
+                maps = o["attention"]
+                A = torch.stack(maps["past"]).float().mean(0).mean(1)  # (B, L, P)
+                R = None
+                for w in maps["self"] if method == "rollout" else []:
+                    a = 0.5 * w.float().mean(1) + 0.5 * torch.eye(w.shape[-1], device=w.device)
+                    R = a if R is None else a @ R
+                roll = A if R is None else R @ A
             key = y_id if by == "target" else b[0][:, :-1]
             post = F.one_hot(key.clamp(max=n), n + 1)[..., :n].float()  # (B, L, n)
             pre = F.one_hot(b[2].clamp(max=n), n + 1)[..., :n].float()  # (B, P, n)
@@ -801,6 +874,30 @@ class Neuroformer(Estimator):
                 f"{source}: the checkpoint was trained on {ds.attrs['tok_bin_width_s']} s bins, the data have {bw} s bins; "
                 "bin the spikes as for pretraining"
             )
+
+
+class _EpochSample:
+    """Training windows for :func:`brainpipe.training.train` of which each epoch draws a fresh random ``size``.
+
+    The loop asks ``epoch_order(generator)`` for an epoch's indices (seeded per epoch, so a resumed run draws the
+    same ones) and gathers a batch with ``collate`` (one index per item).
+    """
+
+    def __init__(self, tensors: Sequence[torch.Tensor], size: int):
+        self.n, self.size = int(tensors[0].shape[0]), int(size)
+
+    def __len__(self) -> int:
+        return min(self.size, self.n)
+
+    def __getitem__(self, i: int) -> int:
+        return int(i)
+
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        return torch.randperm(self.n, generator=generator)[: len(self)]
+
+    @staticmethod
+    def collate(tensors: Sequence[torch.Tensor]):
+        return lambda ids: tuple(t[torch.as_tensor(ids, dtype=torch.long)] for t in tensors)
 
 
 def _json(obj) -> str:

@@ -1,0 +1,84 @@
+"""Neuroformer read-outs (issue 15): which attention read-out gives directed connectivity, chosen on validation.
+
+For a pretrained Neuroformer (a ``pretrained.nc`` of the workflow, or pretrained here from the study's config),
+every connectivity read-out of :meth:`brainpipe.models.neuroformer.Neuroformer.connectivity` (``method``:
+attention rollout, cross-attention alone, gradient x input; ``by``: the predicted next neuron or the query's own
+neuron) is scored against the planted connections on the validation windows and on the test windows, next to
+lagged cross-correlation (train bins). The read-out with the best validation AUROC is the one to use; its test
+AUROC is then read once.
+
+    PYTHONPATH=src python bench/neuroformer_readouts.py --counts results/spikes/simhub/counts.nc \\
+        --truth results/spikes/simhub/truth.nc --pretrained results/spikes/simhub/neuroformer/pretrained.nc
+
+Run time: about 1-2 min for simhub on 2 cores (the gradient read-out is one backward pass per current position).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from brainpipe.data import read
+from brainpipe.evaluate.neuroformer import connectivity_scores, direction_accuracy, xcorr_connectivity
+from brainpipe.models.neuroformer import Neuroformer
+
+METHODS = ("rollout", "cross", "grad")
+BY = ("target", "query")
+
+
+def score(M, conn, hub, hs=None):
+    auc, rec = connectivity_scores(M, conn, hub, hs)
+    return {"auroc": auc, "direction": direction_accuracy(M, conn), "hub_recall": rec}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--counts", required=True)
+    ap.add_argument("--truth", required=True)
+    ap.add_argument("--pretrained", required=True, help="a pretrained Neuroformer model_fit .nc")
+    ap.add_argument("--max-windows", type=int, default=0, help="windows per split in the read-outs (0: all)")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    counts = read(a.counts, "spike_counts")
+    truth = read(a.truth, "model_fit")
+    model = Neuroformer.from_dataset(read(a.pretrained, "model_fit"), counts)
+    units = np.asarray(counts["unit"].values).astype(str)
+    t = truth.assign_coords(unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str))
+    conn = np.asarray(t["connected"].sel(unit_post=units, unit_pre=units).values).astype(bool)
+    hub = np.asarray(t["is_hub"].sel(unit_post=units).values) if "is_hub" in t else None
+    xc = xcorr_connectivity(counts["counts"].values, counts["split"].values, model.tokenizer_.past_bins_)
+    rows = [{"readout": "xcorr (train bins)", **score(xc, conn, hub)}]
+    for method in METHODS:
+        for by in BY:
+            row = {"readout": f"{method}/{by}"}
+            for split in ("validation", "test"):
+                t0 = time.perf_counter()
+                M = model.connectivity(counts, split, by=by, max_windows=a.max_windows or None, method=method)
+                s = score(M, conn, hub, model.attention_received_)
+                row.update({f"{split}_{k}": v for k, v in s.items()}, seconds=time.perf_counter() - t0)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    best = max(rows[1:], key=lambda r: r["validation_auroc"])
+    print(f"xcorr: AUROC {rows[0]['auroc']:.3f}, direction {rows[0]['direction']:.3f}")
+    print(
+        f"{'read-out':16s} {'val AUROC':>9s} {'val dir':>8s} {'test AUROC':>10s} {'test dir':>8s} {'test hubs':>9s}"
+    )
+    for r in rows[1:]:
+        print(
+            f"{r['readout']:16s} {r['validation_auroc']:9.3f} {r['validation_direction']:8.3f} "
+            f"{r['test_auroc']:10.3f} {r['test_direction']:8.3f} {r['test_hub_recall']:9.3f}"
+        )
+    print(
+        f"chosen on validation: {best['readout']} (test AUROC {best['test_auroc']:.3f} vs xcorr {rows[0]['auroc']:.3f})"
+    )
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"rows": rows, "chosen": best["readout"]}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
