@@ -118,3 +118,20 @@ def test_running_from_position_and_metrics(rng):
     assert task_metrics(single, counts) == {}  # a single state carries no information
     no_task = counts.drop_vars(["behaviour", "behaviour_var"])
     assert task_metrics(fit, no_task) == {}
+
+
+def test_report_part_shows_the_occupancy_and_the_numbers(rng):
+    from brainpipe.report.switching import _task_part
+
+    counts = _trial_counts(rng, n_trials=20)
+    epoch = task_variables(counts)["epoch"]
+    post = _noisy_posterior(rng, np.maximum(epoch.labels, 0), 3)
+    fit = xr.Dataset({"posterior": (("time", "state"), post)}, coords={"state": np.arange(3)})
+    m = task_metrics(fit, counts, n_shuffles=20)
+    vals = {"gaussian": {k: (v,) for k, v in m.items()}, "none": {"task_mi_epoch_excess": (0.01,)}}
+    html = "".join(_task_part("toy", "gaussian", fit, vals, counts))
+    assert "<b>epoch</b>: " + f"{m['task_mi_epoch']:.4g}" in html and "none 0.01" in html
+    assert html.count("data:image/png;base64,") == 1
+    assert (
+        _task_part("toy", "gaussian", fit, {"gaussian": {}}, counts) == []
+    )  # metrics without task variables

@@ -181,6 +181,8 @@ def switching_part(
             + "; mixed or flickering bands mean the states are not identifiable.",
         )
         parts.append(key_figure)
+    if key_variant is not None:
+        parts.extend(_task_part(name, key_variant, fits[key_variant], vals, counts))
     if truth is not None and best is not None:
         post = figures.posterior(fits[best.variant], counts)
         if post is not None:
@@ -231,3 +233,63 @@ def switching_part(
         )
     )
     return "".join(parts), key_figure, key_variant
+
+
+def _task_part(name: str, variant: str, fit: xr.Dataset, vals: dict, counts: xr.Dataset) -> list[str]:
+    """The decoded states of ``variant`` against the recording's task variables: a sentence per variable (its
+    mutual information against the shuffled null, and against the other multi-state variants) and the occupancy
+    figure; nothing when the recording has no task variable or the metrics predate them."""
+    from brainpipe.evaluate.switching import state_occupancy, task_variables
+    from brainpipe.report import figures
+    from brainpipe.report.figures.switching import switching_task_figure
+
+    own = vals.get(variant, {})
+    post = figures.posterior(fit, counts)
+    variables = task_variables(counts)
+    have = [v for v in variables if f"task_mi_{v}" in own]
+    if post is None or not have:
+        return []
+    test = figures.held_out_bins(counts)
+    test_mask = np.zeros(counts.sizes["time"], dtype=bool)
+    test_mask[test] = True
+    tables, sentences = [], []
+    for v in have:
+        mi, null, p = (own[f"task_mi_{v}{k}"][0] for k in ("", "_null", "_p"))
+        tables.append(
+            {
+                "variable": v,
+                "categories": variables[v].categories,
+                "occupancy": state_occupancy(post, variables[v], test_mask),
+                "mi": mi,
+                "null": null,
+                "p": p,
+            }
+        )
+        others = [
+            f"{escape(other)} {fmt(vv[f'task_mi_{v}_excess'][0])}"
+            for other, vv in vals.items()
+            if other != variant and f"task_mi_{v}_excess" in vv
+        ]
+        sentences.append(
+            f"<b>{escape(v)}</b>: {escape(fmt(mi))} bits against {escape(fmt(null))} under the null "
+            f"(excess {escape(fmt(mi - null))}, p = {escape(fmt(p))}"
+            + (f"; excess of the other variants: {', '.join(others)}" if others else "")
+            + ")"
+        )
+    png = switching_task_figure(tables, variant)
+    return [
+        f'<p class="note">Decoded states against task variables ({escape(variant)}, test bins): mutual '
+        "information between the posterior state and each variable, against a shuffled null (states shifted "
+        "circularly within trials or test blocks for epochs and running; trials' values permuted among trials for "
+        "trial-level stimuli and outcomes; 200 shuffles). "
+        + "; ".join(sentences)
+        + ". A p-value at its floor (1/201) means no shuffle reached the observed value.</p>",
+        img(
+            figures.data_uri(png),
+            f"decoded states against task variables on {name}",
+            f"State occupancy P(state | category) of {variant} on the test bins, one panel per task variable "
+            "(epochs: time from trial start; stimulus and feedback: the trial's value; running: speed of the tracked "
+            "position above Otsu's threshold). Look for: rows that differ, i.e. states that favour one category; "
+            "rows alike mean the states carry nothing about that variable.",
+        ),
+    ]

@@ -462,3 +462,50 @@ def switching_summary_figure(
         axo.legend(loc="lower right", fontsize=8, frameon=False)
         axo.ticklabel_format(axis="y", style="plain", useOffset=False)
         return to_png(fig)
+
+
+@fill_doc
+def switching_task_figure(tables: list[dict], name: str = "") -> bytes:
+    """State occupancy per task-variable category: one heat map per variable, P(state | category) on the test
+    bins, each cell annotated; the title carries the mutual information against its shuffled null.
+    ``tables``: dicts with ``variable``, ``categories`` (list of str), ``occupancy`` ((n_categories, S) array)
+    and ``mi``, ``null``, ``p`` (floats).
+
+    Parameters
+    ----------
+    tables : list of dict
+        One per task variable.
+    name : str
+        The variant shown (in the first title).
+
+    %(png_returns)s
+    """
+    with plt.rc_context(STYLE):
+        n = len(tables)
+        S = max(np.asarray(t["occupancy"]).shape[1] for t in tables)
+        fig, axes = plt.subplots(
+            1,
+            n,
+            figsize=(max(3.2, 0.55 * S + 1.8) * n, 0.32 * max(len(t["categories"]) for t in tables) + 1.6),
+            squeeze=False,
+        )
+        for ax, t in zip(axes[0], tables, strict=True):
+            occ = np.asarray(t["occupancy"], dtype=np.float64)
+            ax.imshow(np.nan_to_num(occ), cmap="Greys", vmin=0, vmax=1, aspect="auto")
+            for (i, k), v in np.ndenumerate(occ):
+                if np.isfinite(v):
+                    ax.text(
+                        k, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v > 0.5 else "k"
+                    )
+            ax.set_xticks(range(occ.shape[1]), [f"s{k}" for k in range(occ.shape[1])])
+            for k, lab in enumerate(ax.get_xticklabels()):
+                lab.set_color(state_color(k))
+            ax.set_yticks(range(len(t["categories"])), t["categories"])
+            ax.set_title(
+                f"{t['variable']}: MI {t['mi']:.3f} bits\n(null {t['null']:.3f}, p = {t['p']:.3g})",
+                loc="left",
+                fontsize=8,
+            )
+            ax.set_xlabel("decoded state" + (f" ({name})" if name and ax is axes[0][0] else ""))
+        fig.tight_layout()
+        return to_png(fig)
