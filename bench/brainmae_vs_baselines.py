@@ -4,6 +4,8 @@
         --seeds 0 1 2 --variant base --variant fixed_embeddings:'{"roi_embedding": "fixed"}'
     python bench/brainmae_vs_baselines.py results/fmri/nitime/clean.nc --seeds 0 1 2 \
         --model '{"mask_sampling": "uniform", "mask_ratio": 0.8}'
+    python bench/brainmae_vs_baselines.py results/fmri/simcohort/clean.nc --truth results/fmri/simcohort/truth.nc \
+        --variant segment --variant temporal:'{"temporal_encoder": "transformer"}' --features cls
 
 The default study's BrainMAE model block (``config/config.yaml``, fmri.brainmae.model) with ``--model`` overrides;
 every baseline of :func:`brainpipe.evaluate.fmri.baseline_metrics` and every metric of
@@ -47,6 +49,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--model", default="{}", help="JSON overrides of the model block")
     ap.add_argument("--variant", action="append", help="name or name:JSON overrides (default: base)")
+    ap.add_argument(
+        "--features", default="similarity", help="the probe's read-out (similarity, mean, cls, ...)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model = yaml.safe_load(open(ROOT / "config" / "config.yaml"))["fmri"]["brainmae"]["model"]
@@ -63,7 +68,7 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             t = time.time()
             models = pretrain_folds(ds, dict(model, **json.loads(over or "{}"), seed=seed))
-            runs[seed] = score_encoders(ds, models, 0.5, 20, 0, "similarity", base, modules)
+            runs[seed] = score_encoders(ds, models, 0.5, 20, 0, args.features, base, modules)
             print(json.dumps({"variant": name, "seed": seed, "seconds": time.time() - t, **runs[seed]}))
         agg = over_seeds(runs)
         print(json.dumps({"variant": name, **{k: v for k, v in agg.items() if k.startswith(KEYS)}}))

@@ -457,3 +457,142 @@ def test_variable_mask_ratio_per_segment():
     assert BrainMAE(mask_sampling="uniform", mask_ratio=0.8)._net_config().mask_sampling == "uniform"
     with pytest.raises(ConfigError, match="mask_sampling must be fixed or uniform"):
         BrainMAEConfig(mask_sampling="beta")
+
+
+# ---- the temporal encoder across segments (issue 15) ------------------------------------------------------------
+TEMPORAL = dict(FAST, temporal_encoder="transformer", context=4)
+
+
+def test_temporal_encoder_shapes_cls_and_padding():
+    """Sequences (B, K, L, R) in, the same out; ROI tokens per segment and one [CLS] per sequence; padded segments
+    change nothing; the per-segment model stays the default."""
+    assert BrainMAEConfig().temporal_encoder == "none"
+    torch.manual_seed(0)
+    net = BrainMAENet(
+        6, 5, BrainMAEConfig(d_model=8, n_heads=2, n_layers=1, temporal_encoder="transformer")
+    ).eval()
+    x = torch.randn(3, 4, 5, 6)
+    valid = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        tok, cls = net.encode_sequences(x, None, valid)
+        assert tok.shape == (3, 4, 6, 8) and cls.shape == (3, 8)
+        assert net(x, None, valid=valid).shape == x.shape
+        x2 = x.clone()
+        x2[~valid] = 100.0  # padding content is never a source
+        tok2, cls2 = net.encode_sequences(x2, None, valid)
+        torch.testing.assert_close(tok2[valid], tok[valid])
+        torch.testing.assert_close(cls2, cls)
+        # the context is used: another segment of the sequence changes segment 0's tokens
+        x3 = x.clone()
+        x3[0, 3] += 1.0
+        assert not torch.allclose(net.encode_sequences(x3, None, valid)[0][0, 0], tok[0, 0])
+    with pytest.raises(ConfigError, match="temporal_encoder must be none or transformer"):
+        BrainMAEConfig(temporal_encoder="lstm")
+    with pytest.raises(ConfigError, match="context must be an integer >= 1"):
+        BrainMAEConfig(context=0)
+
+
+def test_temporal_masking_never_leaks_hidden_values():
+    """The same ROIs hidden in every segment of a sequence (training default and evaluation): changing the hidden
+    ROIs' values anywhere in the sequence changes no output (reconstruction of every ROI, [CLS])."""
+    from brainpipe.models.brainmae import sequence_mask
+
+    torch.manual_seed(0)
+    cfg = BrainMAEConfig(d_model=8, n_heads=2, n_layers=2, temporal_encoder="transformer", attention="both")
+    net = BrainMAENet(7, 5, cfg).eval()
+    x = torch.randn(4, 3, 5, 7)
+    mask = sequence_mask(cfg, 4, 3, 7, "cpu")
+    assert mask.shape == (4, 3, 7) and bool((mask == mask[:, :1]).all())
+    x2 = torch.where(mask[:, :, None, :], torch.randn_like(x) * 50, x)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x2, mask), net(x, mask))
+        torch.testing.assert_close(net.encode_sequences(x2, mask)[1], net.encode_sequences(x, mask)[1])
+    ind = sequence_mask(BrainMAEConfig(sequence_mask="independent"), 200, 3, 7, "cpu")
+    assert not bool((ind == ind[:, :1]).all())
+    # the model's reconstruct with sequences: hidden values never reach the output
+    X = np.random.default_rng(0).standard_normal((12, 5, 7)).astype("float32")
+    model = BrainMAE(**dict(TEMPORAL, max_epochs=1, context=3)).fit(X)
+    seqs = np.arange(12).reshape(4, 3)
+    m = np.zeros((12, 7), bool)
+    m[:, [1, 4]] = True
+    X2 = X.copy()
+    X2[:, :, [1, 4]] = 99.0
+    np.testing.assert_array_equal(
+        model.reconstruct(X2, m, sequences=seqs), model.reconstruct(X, m, sequences=seqs)
+    )
+
+
+def test_segment_sequences_are_ordered_non_overlapping_and_in_one_fold(cohort):
+    from brainpipe.evaluate.brainmae import segment_sequences
+
+    ds, _ = cohort
+    seqs = segment_sequences(ds, 3)
+    v = seqs >= 0
+    assert sorted(seqs[v].tolist()) == list(range(ds.sizes["segment"]))  # every segment once
+    start = ds["segment_start"].values
+    length = ds["signal"].shape[1] * float(ds.attrs["repetition_time_s"])
+    for key in ("segment_subject", "segment_fold"):
+        k = ds[key].values[seqs.clip(0)]
+        assert ((k == k[:, :1]) | ~v).all()
+    for row in seqs:
+        s = start[row[row >= 0]]
+        assert (np.diff(s) >= length - 1e-6).all()
+    # overlapping segments (step of 1/4 segment): interleaved chains, still no overlap inside a sequence
+    n = 20
+    over = xr.Dataset(
+        {
+            "signal": (("segment", "lag", "roi"), np.zeros((n, 8, 2))),
+            "segment_subject": ("segment", np.zeros(n, int)),
+            "segment_fold": ("segment", np.zeros(n, int)),
+            "segment_start": ("segment", np.arange(n) * 2.0),
+        },
+        attrs={"repetition_time_s": 1.0},
+    )
+    seqs = segment_sequences(over, 8)
+    assert seqs.shape == (4, 8) and seqs[0, :5].tolist() == [0, 4, 8, 12, 16]
+
+
+def test_temporal_brainmae_learns_the_cohort(cohort):
+    """Pretrained on sequences, the temporal model reconstructs held-out subjects' hidden ROIs (same ROIs hidden in
+    the whole sequence) better than mean filling, and its [CLS] read-out is one vector per sequence."""
+    from brainpipe.evaluate.brainmae import _reconstruct, segment_sequences
+
+    ds, _ = cohort
+    X = ds["signal"].values
+    tr, va, te = ev.pretrain_split(ds)
+    seqs = segment_sequences(ds, 4)
+    torch.manual_seed(0)
+    model = BrainMAE(**dict(TEMPORAL, max_epochs=110, batch_size=16)).fit(
+        X, X, sequences=seqs[tr[seqs[:, 0]]], sequences_val=seqs[va[seqs[:, 0]]]
+    )
+    patterns, index = ev.eval_masks(int(te.sum()), X.shape[2], 0.5, 8, 0)
+    base = ev.reconstruction_baselines(X[tr], X[te], patterns, index)
+    nmse = ev.nmse(X[te], _reconstruct(model, ds, X, te, patterns, index), patterns[index])
+    assert nmse < 0.9 * base["nmse_mean_fill"], (nmse, base)
+    assert model.history_[-1]["train_loss"] < model.history_[0]["train_loss"]
+    assert model.transform(X, "cls", sequences=seqs).shape == (len(seqs), 16)
+
+
+def test_ablations_are_judged_against_the_base():
+    """An ablation gets <metric>_vs_base (ablation minus base) with bars that the base wins, and none of the
+    baselines' bars."""
+    from brainpipe.evaluate.fmri import versus_base
+    from brainpipe.evaluate.metrics import metrics_dataset
+
+    base = {"masked_nmse": 0.78, "roi_embedding_ari": 1.0, "probe_accuracy": 0.9}
+    abl = {
+        "masked_nmse": 0.80,
+        "roi_embedding_ari": 0.3,
+        "probe_accuracy": 0.9,
+        "masked_nmse_vs_best_baseline": 0.1,
+    }
+    values, bars = versus_base(abl, base)
+    assert values["masked_nmse_vs_base"] == pytest.approx(0.02)
+    assert values["roi_embedding_ari_vs_base"] == pytest.approx(-0.7)
+    assert set(bars) == {"masked_nmse_vs_base", "roi_embedding_ari_vs_base", "probe_accuracy_vs_base"}
+    m = metrics_dataset(values, bars, "brainmae/fixed_embeddings", "sim")
+    passed = dict(zip(m["metric"].values.astype(str), m["passed"].values.tolist(), strict=True))
+    assert passed["masked_nmse_vs_base"] == 1 and passed["roi_embedding_ari_vs_base"] == 1
+    assert passed["probe_accuracy_vs_base"] == 0  # a tie: the base does not win
+    assert passed["masked_nmse_vs_best_baseline"] == -1  # no baseline bar on an ablation
+    assert versus_base(abl, base, {"masked_nmse_vs_base": 0.05})[1] == {"masked_nmse_vs_base": 0.05}

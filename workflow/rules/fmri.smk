@@ -116,6 +116,7 @@ rule evaluate_brainmae:
         fit=layout.path("brainmae_fit"),
         baselines=layout.path("fmri_baselines"),
         truth=fmri_truth,
+        base=brainmae_base_metrics,
     output:
         metrics=layout.path("brainmae_metrics"),
     log:

@@ -78,6 +78,14 @@ def brainmae_eval_params(wildcards):
     return STUDY.brainmae_evaluate(wildcards.fmri_dataset, wildcards.fmri_variant)
 
 
+def brainmae_base_metrics(wildcards):
+    """An ablation's evaluation reads the base variant's metrics (it is judged against the base)."""
+    d, v = wildcards.fmri_dataset, wildcards.fmri_variant
+    if v == "base" or "base" not in STUDY.brainmae_variants(d):
+        return []
+    return layout.path("brainmae_metrics", fmri_dataset=d, fmri_variant="base")
+
+
 def fmri_truth(wildcards):
     if wildcards.fmri_dataset in FMRI_SIMULATED:
         return layout.path("fmri_truth", fmri_dataset=wildcards.fmri_dataset)

@@ -33,9 +33,74 @@ __all__ = [
     "folds_to_dataset",
     "pretrain_folds",
     "score_encoders",
+    "segment_sequences",
 ]
 
 log_ = logging.getLogger("brainpipe.evaluate.brainmae")
+
+
+# ---- sequences of segments (the temporal encoder's input) -------------------------------------------------------
+def segment_sequences(ds: xr.Dataset, context: int, subset: np.ndarray | None = None) -> np.ndarray:
+    """Time-ordered sequences of non-overlapping segments of one subject's run (and one fold).
+
+    Segments are grouped by subject, run and fold and sorted by start; overlapping segments (a segment step
+    shorter than a segment) are dealt into interleaved chains whose segments do not overlap (so no volume of a
+    hidden ROI is seen in another segment of its sequence); each chain is cut into runs of ``context`` segments.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``roi_segments`` dataset (``segment_subject``, ``segment_run``, ``segment_start``, ``segment_fold``).
+    context : int
+        Segments per sequence (the last of a chain is padded with -1).
+    subset : numpy.ndarray, optional
+        (segment,) bool: only these segments.
+
+    Returns
+    -------
+    numpy.ndarray
+        (sequence, context) int64 indices into the dataset's segments, -1 for padding.
+    """
+    sub = np.asarray(ds["segment_subject"].values)
+    run = np.asarray(ds["segment_run"].values) if "segment_run" in ds else np.zeros(len(sub), int)
+    fold = np.asarray(ds["segment_fold"].values)
+    start = np.asarray(ds["segment_start"].values, dtype=np.float64)
+    length = ds["signal"].shape[1] * float(ds.attrs["repetition_time_s"])
+    keep = np.ones(len(sub), bool) if subset is None else np.asarray(subset, bool)
+    keys = np.stack([sub, np.unique(run.astype(str), return_inverse=True)[1], fold], axis=1)
+    rows = []
+    for key in np.unique(keys[keep], axis=0):
+        idx = np.flatnonzero(keep & (keys == key).all(axis=1))
+        idx = idx[np.argsort(start[idx], kind="stable")]
+        steps = np.diff(start[idx])
+        step = float(np.median(steps)) if len(steps) else length
+        stride = max(1, int(np.ceil(length / max(step, 1e-9) - 1e-6)))
+        for o in range(min(stride, len(idx))):
+            chain = idx[o::stride]
+            for c in range(0, len(chain), context):
+                row = np.full(context, -1, dtype=np.int64)
+                part = chain[c : c + context]
+                row[: len(part)] = part
+                rows.append(row)
+    return np.array(rows, dtype=np.int64).reshape(-1, context)
+
+
+def _temporal(model_or_params) -> bool:
+    get = (
+        model_or_params.get
+        if isinstance(model_or_params, Mapping)
+        else lambda k, d: getattr(model_or_params, k, d)
+    )
+    return get("temporal_encoder", "none") != "none"
+
+
+def _context(model_or_params) -> int:
+    get = (
+        model_or_params.get
+        if isinstance(model_or_params, Mapping)
+        else lambda k, d: getattr(model_or_params, k, d)
+    )
+    return int(get("context", 8))
 
 
 # ---- pretraining -----------------------------------------------------------------------------------------------
@@ -69,7 +134,8 @@ def pretrain_folds(
 
     Encoder ``k`` trains on the segments of every fold but ``k`` and ``(k + 1) % K`` (segments pooled over
     subjects), stops early on fold ``(k + 1) % K`` and never sees fold ``k``, its test fold downstream
-    (:func:`brainpipe.evaluate.fmri.fold_split`).
+    (:func:`brainpipe.evaluate.fmri.fold_split`). With the temporal encoder it trains on sequences of
+    ``context`` segments (:func:`segment_sequences`), each within one fold.
 
     Parameters
     ----------
@@ -131,8 +197,12 @@ def pretrain_folds(
         return models
     params["seed"] = run_seeds[0]
     models = []
+    seqs = segment_sequences(ds, _context(params)) if _temporal(params) else None
     for k, (tr, va, _) in enumerate(splits):
         model = BrainMAE(**params)
+        seq_kw = {}
+        if seqs is not None:  # every sequence lies in one fold: its first segment says which
+            seq_kw = {"sequences": seqs[tr[seqs[:, 0]]], "sequences_val": seqs[va[seqs[:, 0]]]}
         log.info(
             "encoder %d/%d: pretraining on %d segments (validation %d), %s",
             k + 1,
@@ -142,11 +212,12 @@ def pretrain_folds(
             params,
         )
         model.fit(
-            X[tr],
-            X[va],
+            X if seq_kw else X[tr],
+            X if seq_kw else X[va],
             checkpoint=fold_checkpoint(checkpoint, k),
             fingerprint=dict(fingerprint or {}, fold=k) if checkpoint else None,
             log=log,
+            **seq_kw,
         )
         log.info(
             "encoder %d/%d done: best epoch %s, %.1f s on %s (%s)",
@@ -319,8 +390,10 @@ def fold_features(
         The per-fold encoders, encoder ``k`` at index ``k``.
     ds : xarray.Dataset
         A ``roi_segments`` dataset.
-    features : {"similarity", "tokens", "mean"}, default "similarity"
-        The read-out (:meth:`brainpipe.models.BrainMAE.transform`).
+    features : {"similarity", "tokens", "mean", "cls"}, default "similarity"
+        The read-out (:meth:`brainpipe.models.BrainMAE.transform`); with the temporal encoder the segments are
+        encoded in their sequences (:func:`segment_sequences`), and ``"cls"`` (one per sequence) is averaged over
+        the subject's sequences.
 
     Returns
     -------
@@ -329,7 +402,15 @@ def fold_features(
     """
     X = np.asarray(ds["signal"].values, dtype=np.float32)
     seg_sub = np.asarray(ds["segment_subject"].values)
-    return [fmri.subject_means(m.transform(X, features), seg_sub, ds.sizes["subject"]) for m in models]
+    out = []
+    for m in models:
+        seqs = None
+        if _temporal(m) or features == "cls":
+            seqs = segment_sequences(ds, _context(m) if _temporal(m) else 1)
+        f = m.transform(X, features, sequences=seqs)
+        owner = seg_sub[seqs[:, 0]] if features == "cls" else seg_sub
+        out.append(fmri.subject_means(f, owner, ds.sizes["subject"]))
+    return out
 
 
 def cross_validate_probe(
@@ -481,6 +562,21 @@ def cross_validate_finetune(
     return fmri.score_predictions(np.asarray(y, dtype=np.float64), pred, score, task)
 
 
+def _reconstruct(model: BrainMAE, ds, X, te, patterns, index, **kw) -> np.ndarray:
+    """Test segments ``X[te]`` reconstructed with test segment ``i`` hiding ``patterns[index[i]]``; with the
+    temporal encoder each segment in its sequence (:func:`segment_sequences`) with the same ROIs hidden in every
+    segment of the sequence (one pass per pattern), so a hidden ROI is never seen at another time."""
+    if not _temporal(model):
+        return model.reconstruct(X[te], patterns[index], **kw)
+    seqs = segment_sequences(ds, _context(model), subset=te)
+    rows = np.flatnonzero(te)
+    out = np.zeros_like(X[te])
+    for p in np.unique(index):
+        rec = model.reconstruct(X, np.repeat(patterns[p][None], len(X), 0), sequences=seqs, **kw)
+        out[index == p] = rec[rows[index == p]]
+    return out
+
+
 # ---- every metric ------------------------------------------------------------------------------------------------
 def score_encoders(
     ds: xr.Dataset,
@@ -569,14 +665,14 @@ def score_encoders(
     # reconstruction on held-out data, same masks as the baselines
     patterns, index = fmri.eval_masks(int(te.sum()), X.shape[2], float(mask_ratio), int(n_patterns), seed)
     masks = patterns[index]
-    values["masked_nmse"] = fmri.nmse(X[te], model.reconstruct(X[te], masks), masks)
+    values["masked_nmse"] = fmri.nmse(X[te], _reconstruct(model, ds, X, te, patterns, index), masks)
     for b in ("best_baseline", "ridge", "ridge_volume", "pca", "mean_fill"):
         if f"nmse_{b}" in bvals:
             values[f"masked_nmse_vs_{b.replace('_fill', '')}"] = values["masked_nmse"] - bvals[f"nmse_{b}"]
             values[f"nmse_{b}"] = bvals[f"nmse_{b}"]
     if model.roi_embedding == "learned":
         values["masked_nmse_shuffled_embeddings"] = fmri.nmse(
-            X[te], model.reconstruct(X[te], masks, shuffle_embeddings=True, seed=seed), masks
+            X[te], _reconstruct(model, ds, X, te, patterns, index, shuffle_embeddings=True, seed=seed), masks
         )
     # ROI embeddings vs planted modules
     if modules is not None:

@@ -98,7 +98,23 @@ FMRI_METRICS: dict[str, MetricInfo] = {
     "finetune_r2": MetricInfo(">=", "full fine-tuning, subject-wise k-fold R2 of the phenotype"),
     "finetune_mae": MetricInfo("<=", "full fine-tuning, subject-wise k-fold MAE of the phenotype"),
     "pretrain_seconds": MetricInfo("<=", "wall time of the masked pretraining (s)"),
+    # an ablation against the base variant (issue 15: "each ablation worse than the base"); means over seeds
+    "masked_nmse_vs_base": MetricInfo(
+        ">", "ablation: masked-ROI NMSE minus the base variant's (positive: the base reconstructs better)"
+    ),
+    "roi_embedding_ari_vs_base": MetricInfo(
+        "<",
+        "ablation: ROI-embedding ARI minus the base variant's (negative: the base recovers the modules better)",
+    ),
+    "probe_accuracy_vs_base": MetricInfo(
+        "<", "ablation: probe accuracy minus the base variant's (negative: the base probes better)"
+    ),
+    "probe_r2_vs_base": MetricInfo(
+        "<", "ablation: probe R2 minus the base variant's (negative: the base is better)"
+    ),
 }
+#: the metrics an ablation is compared on with the base variant (:func:`versus_base`)
+VERSUS_BASE = ("masked_nmse", "roi_embedding_ari", "probe_accuracy", "probe_r2")
 for kind in ("correlation", "tangent"):
     FMRI_METRICS.update(
         {
@@ -117,13 +133,45 @@ for kind in ("correlation", "tangent"):
         }
     )
 for _name, _info in list(FMRI_METRICS.items()):
-    if not _name.startswith(("nmse_", "fc_", "ridge_", "pca_")):
+    if not _name.startswith(("nmse_", "fc_", "ridge_", "pca_")) and not _name.endswith("_vs_base"):
         FMRI_METRICS[f"{_name}_sd"] = MetricInfo(
             "<=", f"spread (SD over training seeds) of: {_info.description}"
         )
         FMRI_METRICS[f"{_name}_worst"] = MetricInfo(_info.op, f"worst training seed of: {_info.description}")
 FMRI_METRICS["n_seeds"] = MetricInfo(">=", "training seeds the BrainMAE metrics are the mean over")
 METRICS.update(FMRI_METRICS)
+
+
+def versus_base(
+    values: Mapping[str, float], base: Mapping[str, float], ablation_bars: Mapping[str, float] | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """An ablation's metrics and bars judged against the base variant, not the baselines.
+
+    Adds ``<metric>_vs_base`` (ablation minus base, means over seeds) for the metrics of :data:`VERSUS_BASE` both
+    runs have; the ablation's bars become ``ablation_bars`` (the base wins) and its baseline bars (``*_vs_<baseline>``,
+    absolute bars) are dropped: an ablation is expected to be worse than the base, not to beat the baselines.
+
+    Parameters
+    ----------
+    values : mapping
+        The ablation's metrics.
+    base : mapping
+        The base variant's metrics (the same dataset and evaluation).
+    ablation_bars : mapping, optional
+        ``<metric>_vs_base`` -> bar (default: 0 for each, the base strictly better).
+
+    Returns
+    -------
+    (dict, dict)
+        The metrics with the ``_vs_base`` ones added, and the ablation's bars.
+    """
+    out = dict(values)
+    for name in VERSUS_BASE:
+        if name in values and name in base:
+            out[f"{name}_vs_base"] = float(values[name]) - float(base[name])
+    if ablation_bars is None:
+        ablation_bars = {f"{n}_vs_base": 0.0 for n in VERSUS_BASE}
+    return out, {k: float(v) for k, v in ablation_bars.items() if k in out}
 
 
 # ---- splits and masks ------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ the temporal encoder, the decoder, the read-outs) is marked in the docstrings.
 
 Architecture (one segment ``x`` of ``L`` volumes x ``R`` ROIs):
 
-* **temporal encoder** (inferred): each ROI's segment (``L`` samples) -> ``d_model`` by a 2-layer MLP;
+* **segment encoder** (inferred): each ROI's segment (``L`` samples) -> ``d_model`` by a 2-layer MLP;
 * **ROI embeddings** ``E`` (``R x d_model``): learned (default) or fixed sinusoidal positional codes (ablation);
   added to the tokens; a hidden (masked) ROI's token is a learned mask token (+ its embedding);
 * **region-aware graph attention**: the ROI-to-ROI attention of each head is ``softmax(E Wq (E Wk)^T / sqrt(d_h))``,
@@ -25,10 +25,18 @@ Against the paper (options; ``shared/notes/models-deep.md`` section 2.8):
 * **loss**: ``masked_weight=0.75`` is the paper's lambda; ``masking=False`` is its "vanilla-BrainAE" ablation;
 * **ablations**: ``roi_embedding="fixed"`` (PosSG-BrainMAE), ``self_loops=True`` (SG-BrainMAE(SL)),
   ``attention="self"`` (no embedding-informed attention), ``"both"`` (AG-TSE-like: self- then graph attention);
+* **temporal transformer** (``temporal_encoder="transformer"``; the paper's "temporal transformer" that
+  "captures rich temporal dynamics", inferred design): a subject's run is cut into sequences of ``context``
+  time-ordered, non-overlapping segments; after the ROI blocks each segment's state (its mean ROI token) goes,
+  with sinusoidal positional codes over the segment index and a learned [CLS] token in front, through
+  ``temporal_layers`` self-attention blocks; each segment's output is added back to its ROI tokens before the
+  decoder, and the [CLS] output is the sequence's representation (``features="cls"``). Masks hide the same ROIs in
+  every segment of a sequence (``sequence_mask="shared"``, as evaluated: a hidden ROI is never seen at another
+  time; ``"independent"``: each segment its own draw, the paper's per-segment masking). ``"none"`` (default) keeps
+  the per-segment model (each segment encoded alone) for comparison;
 * **read-outs**: ``features="mean"`` is a pooled (mean-token) segment representation, ``"similarity"`` the
-  cosine similarity of ROI tokens; a subject is the mean over its segments. **Not implemented**: the temporal
-  transformer across a subject's segments (positional encoding over the segment index) and a [CLS] token; each
-  segment is encoded alone (issue 15 leaves this open).
+  cosine similarity of ROI tokens, ``"cls"`` the [CLS] output of a sequence; a subject is the mean over its
+  segments (sequences).
 
 :class:`BrainMAE` is the scikit-learn-shaped wrapper: ``fit`` (masked pretraining through the shared training loop
 :mod:`brainpipe.training`), ``transform`` (frozen features for a probe), ``reconstruct``, ``score``
@@ -56,7 +64,7 @@ from brainpipe.data.atomic import atomic_output
 from brainpipe.errors import ConfigError, InputError
 from brainpipe.models.base import Estimator, state_to_variables, variables_to_state
 
-FEATURES = ("similarity", "tokens", "mean")
+FEATURES = ("similarity", "tokens", "mean", "cls")
 
 
 @dataclass
@@ -76,6 +84,10 @@ class BrainMAEConfig:
     mask_ratio: float = 0.5
     mask_sampling: str = "fixed"  # fixed | uniform
     masked_weight: float = 0.75
+    temporal_encoder: str = "none"  # none | transformer
+    context: int = 8
+    temporal_layers: int = 1
+    sequence_mask: str = "shared"  # shared | independent
 
     def __post_init__(self):
         checks = [
@@ -91,6 +103,16 @@ class BrainMAEConfig:
             (self.mask_sampling in ("fixed", "uniform"), "mask_sampling must be fixed or uniform"),
             (0.0 <= self.masked_weight <= 1.0, "masked_weight must be in [0, 1]"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (
+                self.temporal_encoder in ("none", "transformer"),
+                "temporal_encoder must be none or transformer",
+            ),
+            (isinstance(self.context, int) and self.context >= 1, "context must be an integer >= 1"),
+            (
+                isinstance(self.temporal_layers, int) and self.temporal_layers >= 1,
+                "temporal_layers must be an integer >= 1",
+            ),
+            (self.sequence_mask in ("shared", "independent"), "sequence_mask must be shared or independent"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -193,8 +215,59 @@ class Block(nn.Module):
         return h + self.mlp(self.norms[-1](h))
 
 
+class TemporalBlock(nn.Module):
+    """A pre-LayerNorm transformer block over a sequence of segment states (self-attention, then an MLP)."""
+
+    def __init__(self, cfg: BrainMAEConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.attn = SelfAttention(d, cfg.n_heads, self_loops=True)
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        hidden = int(d * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d), nn.Dropout(cfg.dropout)
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, h: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        h = h + self.drop(self.attn(self.norm1(h), None, pad))
+        return h + self.mlp(self.norm2(h))
+
+
+class TemporalEncoder(nn.Module):
+    """The transformer across a sequence of segments (inferred from the paper's "temporal transformer").
+
+    Each segment's state is the mean of its ROI tokens (after the ROI blocks; a hidden ROI's token carries only
+    what the visible ROIs passed to it); a learned [CLS] token is put first; sinusoidal positional codes over the
+    segment index (the [CLS] at position 0) are added; ``temporal_layers`` self-attention blocks mix the states
+    (padded segments are no source). Returns each segment's temporal context (added back to its ROI tokens before
+    the decoder) and the [CLS] output (the sequence's representation)."""
+
+    def __init__(self, cfg: BrainMAEConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.state_norm = nn.LayerNorm(d)
+        self.cls = nn.Parameter(torch.randn(d) * 0.02)
+        self.blocks = nn.ModuleList(TemporalBlock(cfg) for _ in range(cfg.temporal_layers))
+        self.norm = nn.LayerNorm(d)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, h: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``h`` (B, K, R, d) ROI tokens, ``valid`` (B, K) True: a real segment -> context (B, K, d), cls (B, d)."""
+        B, K, R, d = h.shape
+        state = self.state_norm(h.mean(dim=2))
+        seq = torch.cat([self.cls.to(state.dtype).expand(B, 1, d), state], dim=1)
+        seq = seq + sinusoidal_codes(K + 1, d).to(device=seq.device, dtype=seq.dtype)
+        pad = torch.cat([torch.zeros(B, 1, dtype=torch.bool, device=h.device), ~valid], dim=1)
+        for blk in self.blocks:
+            seq = blk(seq, pad)
+        seq = self.norm(seq)
+        return self.out(seq[:, 1:]), seq[:, 0]
+
+
 class BrainMAENet(nn.Module):
-    """The network: ``forward(x, mask)`` maps segments (B, L, R) to reconstructions (B, L, R)."""
+    """The network: ``forward(x, mask)`` maps segments (B, L, R) to reconstructions (B, L, R), or sequences of
+    segments (B, K, L, R) with ``valid`` (B, K) to (B, K, L, R) (the temporal encoder's input)."""
 
     def __init__(self, n_rois: int, seg_len: int, cfg: BrainMAEConfig):
         super().__init__()
@@ -209,24 +282,63 @@ class BrainMAENet(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(d)
         self.decoder = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, seg_len))
+        self.across = TemporalEncoder(cfg) if cfg.temporal_encoder == "transformer" else None
 
-    def encode(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, emb: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """ROI tokens (B, R, d) of segments ``x`` (B, L, R); ``mask`` (B, R) True hides an ROI; ``emb`` overrides the
-        ROI embeddings (e.g. shuffled, for a control)."""
-        emb = self.roi_emb if emb is None else emb
+    def _roi_tokens(self, x: torch.Tensor, mask: torch.Tensor | None, emb: torch.Tensor) -> torch.Tensor:
         tok = self.temporal(x.transpose(1, 2))
         if mask is not None:
             tok = torch.where(mask[..., None], self.mask_token.to(tok.dtype), tok)
         h = tok + emb.to(tok.dtype)
         for blk in self.blocks:
             h = blk(h, emb, mask)
-        return self.norm(h)
+        return h
 
-    def forward(
+    def encode_sequences(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+        emb: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ROI tokens (B, K, R, d) and the sequence representation (B, d) of sequences ``x`` (B, K, L, R).
+
+        ``mask`` (B, K, R) True hides an ROI of a segment; ``valid`` (B, K) False marks padding. Without the
+        temporal encoder the segments are encoded alone and the representation is the mean token of the valid
+        segments."""
+        emb = self.roi_emb if emb is None else emb
+        B, K, L, R = x.shape
+        valid = torch.ones(B, K, dtype=torch.bool, device=x.device) if valid is None else valid
+        m = None if mask is None else mask.reshape(B * K, R)
+        h = self._roi_tokens(x.reshape(B * K, L, R), m, emb).view(B, K, R, -1)
+        if self.across is None:
+            w = valid[..., None].to(h.dtype)
+            rep = (h.mean(dim=2) * w).sum(1) / w.sum(1).clamp_min(1.0)
+            return self.norm(h), rep
+        ctx, cls = self.across(h, valid)
+        return self.norm(h + ctx[:, :, None, :]), cls
+
+    def encode(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, emb: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """ROI tokens (B, R, d) of segments ``x`` (B, L, R); ``mask`` (B, R) True hides an ROI; ``emb`` overrides the
+        ROI embeddings (e.g. shuffled, for a control). With the temporal encoder each segment is a sequence of one."""
+        emb = self.roi_emb if emb is None else emb
+        if self.across is not None:
+            return self.encode_sequences(x[:, None], None if mask is None else mask[:, None], None, emb)[0][
+                :, 0
+            ]
+        return self.norm(self._roi_tokens(x, mask, emb))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        emb: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if x.ndim == 4:
+            h = self.encode_sequences(x, mask, valid, emb)[0]
+            return self.decoder(h).transpose(2, 3)
         return self.decoder(self.encode(x, mask, emb)).transpose(1, 2)
 
 
@@ -243,26 +355,56 @@ def random_mask(batch: int, n_rois: int, ratio: float, device, sampling: str = "
     return order < k
 
 
-def masked_loss(model: BrainMAENet, x: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """``w * MSE(masked) + (1 - w) * MSE(visible)`` (``w = cfg.masked_weight``); without a mask, MSE of all."""
-    pred = model(x, mask).float()
-    err = (pred - x.float()) ** 2  # (B, L, R)
-    if mask is None:
-        loss = err.mean()
+def sequence_mask(cfg: BrainMAEConfig, batch: int, length: int, n_rois: int, device) -> torch.Tensor:
+    """(batch, K, R) training mask of sequences: ``sequence_mask="shared"`` hides the same ROIs in every segment of
+    a sequence (as the evaluation does: a hidden ROI is never seen at another time of its sequence), ``"independent"``
+    draws each segment's mask alone (:func:`random_mask`)."""
+    if cfg.sequence_mask == "shared":
+        m = random_mask(batch, n_rois, cfg.mask_ratio, device, cfg.mask_sampling)
+        return m[:, None, :].expand(batch, length, n_rois)
+    m = random_mask(batch * length, n_rois, cfg.mask_ratio, device, cfg.mask_sampling)
+    return m.view(batch, length, n_rois)
+
+
+def masked_loss(
+    model: BrainMAENet, x: torch.Tensor, mask: torch.Tensor | None, valid: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """``w * MSE(masked) + (1 - w) * MSE(visible)`` (``w = cfg.masked_weight``); without a mask, MSE of all.
+
+    ``x`` is (B, L, R) segments with ``mask`` (B, R), or (B, K, L, R) sequences with ``mask`` (B, K, R) and
+    ``valid`` (B, K) (padded segments count nowhere)."""
+    if x.ndim == 4:
+        pred = model(x, mask, valid=valid).float()
+        err = (pred - x.float()) ** 2  # (B, K, L, R)
+        keep = (torch.ones(err.shape[:2], device=x.device) if valid is None else valid.float())[
+            :, :, None, None
+        ].expand_as(err)
+        m = None if mask is None else mask[:, :, None, :].expand_as(err).float()
+    else:
+        pred = model(x, mask).float()
+        err = (pred - x.float()) ** 2  # (B, L, R)
+        keep = torch.ones_like(err)
+        m = None if mask is None else mask[:, None, :].expand_as(err).float()
+    if m is None:
+        loss = (err * keep).sum() / keep.sum().clamp_min(1.0)
         return {"loss": loss, "mse_visible": loss.detach()}
-    m = mask[:, None, :].expand_as(err).float()
-    mse_m = (err * m).sum() / m.sum().clamp_min(1.0)
-    mse_v = (err * (1 - m)).sum() / (1 - m).sum().clamp_min(1.0)
+    mse_m = (err * m * keep).sum() / (m * keep).sum().clamp_min(1.0)
+    mse_v = (err * (1 - m) * keep).sum() / ((1 - m) * keep).sum().clamp_min(1.0)
     w = model.cfg.masked_weight
     return {"loss": w * mse_m + (1 - w) * mse_v, "mse_masked": mse_m.detach(), "mse_visible": mse_v.detach()}
 
 
 def pretrain_loss(model: BrainMAENet, batch) -> dict[str, torch.Tensor]:
-    """The loss the training loop calls: a fresh random ROI mask per segment (if masking is on)."""
+    """The loss the training loop calls: a fresh random ROI mask per segment (if masking is on); a batch of
+    ``(sequences, valid)`` trains the temporal encoder (masks by :func:`sequence_mask`)."""
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    cfg = model.cfg
+    if x.ndim == 4:
+        mask = sequence_mask(cfg, x.shape[0], x.shape[1], x.shape[3], x.device) if cfg.masking else None
+        return masked_loss(model, x, mask, batch[1] if isinstance(batch, (tuple, list)) else None)
     mask = (
-        random_mask(x.shape[0], x.shape[2], model.cfg.mask_ratio, x.device, model.cfg.mask_sampling)
-        if model.cfg.masking
+        random_mask(x.shape[0], x.shape[2], cfg.mask_ratio, x.device, cfg.mask_sampling)
+        if cfg.masking
         else None
     )
     return masked_loss(model, x, mask)
@@ -271,7 +413,8 @@ def pretrain_loss(model: BrainMAENet, batch) -> dict[str, torch.Tensor]:
 def segment_features(h: torch.Tensor, kind: str) -> torch.Tensor:
     """Read-outs of encoder tokens ``h`` (B, R, d) (inferred; the paper's pooling is not public):
     ``similarity``: cosine similarity between ROI tokens (upper triangle; the model's own connectivity read-out);
-    ``tokens``: all ROI tokens flattened; ``mean``: the mean token."""
+    ``tokens``: all ROI tokens flattened; ``mean``: the mean token. (``cls``, the temporal encoder's [CLS] output,
+    is a sequence's read-out: :meth:`BrainMAE.transform` with ``sequences``.)"""
     if kind == "similarity":
         z = F.normalize(h - h.mean(dim=2, keepdim=True), dim=2)
         s = z @ z.transpose(1, 2)
@@ -291,10 +434,12 @@ class FineTuneNet(nn.Module):
         super().__init__()
         self.net, self.features = net, features
         R, d = net.n_rois, net.cfg.d_model
-        n_in = {"similarity": R * (R - 1) // 2, "tokens": R * d, "mean": d}[features]
+        n_in = {"similarity": R * (R - 1) // 2, "tokens": R * d, "mean": d, "cls": d}[features]
         self.head = nn.Sequential(nn.LayerNorm(n_in), nn.Linear(n_in, n_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.features == "cls":  # each segment a sequence of one
+            return self.head(self.net.encode_sequences(x[:, None])[1])
         return self.head(segment_features(self.net.encode(x), self.features))
 
 
@@ -376,6 +521,41 @@ def split_kwargs(params: dict[str, Any]):
     return model._net_config(), model._train_config()
 
 
+def chunk_sequences(n: int, context: int) -> np.ndarray:
+    """Consecutive runs of ``context`` segment indices ``0 .. n - 1`` (the last one padded with -1).
+
+    Parameters
+    ----------
+    n : int
+        Number of segments, in time order.
+    context : int
+        Segments per sequence.
+
+    Returns
+    -------
+    numpy.ndarray
+        (sequence, context) int64 indices, -1 for padding.
+    """
+    n_seq = max(1, -(-n // context))
+    idx = np.full(n_seq * context, -1, dtype=np.int64)
+    idx[:n] = np.arange(n)
+    return idx.reshape(n_seq, context)
+
+
+def _gather(X: torch.Tensor, sequences) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, K, L, R) sequences of the segments ``X`` (N, L, R) at ``sequences`` (S, K) (-1: padding, zeros) and
+    ``valid`` (S, K)."""
+    idx = torch.as_tensor(np.asarray(sequences, dtype=np.int64))
+    if idx.ndim != 2 or (len(X) and int(idx.max()) >= len(X)) or int(idx.min()) < -1:
+        raise InputError(
+            f"BrainMAE: sequences must be (sequence, context) indices into the {len(X)} segments (-1: padding); "
+            f"got shape {tuple(idx.shape)}"
+        )
+    valid = idx >= 0
+    out = X[idx.clamp_min(0)] * valid[..., None, None].to(X.dtype)
+    return out, valid
+
+
 def _tensor(X) -> torch.Tensor:
     X = torch.as_tensor(np.asarray(X, dtype=np.float32)) if not isinstance(X, torch.Tensor) else X.float()
     if X.ndim != 3:
@@ -420,6 +600,17 @@ class BrainMAE(Estimator):
         from U(0, ``mask_ratio``) (the paper samples it per segment in 0-0.8).
     masked_weight : float, default 0.75
         Loss weight of the hidden ROIs (the visible ones get the rest).
+    temporal_encoder : {"none", "transformer"}
+        ``"transformer"``: the paper's temporal transformer across a sequence of segments (positional codes over
+        the segment index, a [CLS] token), its output added to the ROI tokens before the decoder; ``"none"``
+        (default): each segment encoded alone.
+    context : int, default 8
+        Segments per sequence of the temporal encoder (a pretraining batch holds ``batch_size // context``
+        sequences, so about ``batch_size`` segments).
+    temporal_layers : int, default 1
+        Blocks of the temporal encoder.
+    sequence_mask : {"shared", "independent"}
+        Training masks of a sequence: the same ROIs hidden in all its segments (as evaluated), or each segment's own.
     %(train_config)s
 
     Attributes
@@ -466,6 +657,10 @@ class BrainMAE(Estimator):
         mask_ratio: float = 0.5,
         mask_sampling: str = "fixed",
         masked_weight: float = 0.75,
+        temporal_encoder: str = "none",
+        context: int = 8,
+        temporal_layers: int = 1,
+        sequence_mask: str = "shared",
         max_epochs: int = 40,
         max_steps: int | None = None,
         batch_size: int = 32,
@@ -494,6 +689,10 @@ class BrainMAE(Estimator):
         self.mask_ratio = mask_ratio
         self.mask_sampling = mask_sampling
         self.masked_weight = masked_weight
+        self.temporal_encoder = temporal_encoder
+        self.context = context
+        self.temporal_layers = temporal_layers
+        self.sequence_mask = sequence_mask
         self.max_epochs = max_epochs
         self.max_steps = max_steps
         self.batch_size = batch_size
@@ -531,6 +730,8 @@ class BrainMAE(Estimator):
         checkpoint: str | os.PathLike | None = None,
         fingerprint: dict | None = None,
         log=None,
+        sequences=None,
+        sequences_val=None,
     ):
         """Pretrain by masked-ROI reconstruction on segments pooled over subjects.
 
@@ -543,6 +744,10 @@ class BrainMAE(Estimator):
         %(checkpoint)s
         %(fingerprint)s
         %(log)s
+        sequences, sequences_val : array-like, optional
+            With the temporal encoder: (sequence, context) indices into ``X`` (``X_val``) of time-ordered,
+            non-overlapping segments of one subject's run, -1 for padding; default: :func:`chunk_sequences` of
+            the segments in the given order.
 
         Returns
         -------
@@ -555,6 +760,8 @@ class BrainMAE(Estimator):
         X = _tensor(X)
         S, L, R = (float(n) for n in X.shape)
         B, d, layers = float(self.batch_size), float(self.d_model), float(self.n_layers)
+        if self.temporal_encoder != "none":  # a batch holds sequences of `context` segments
+            S, B = S * 2, B * self.context
         # the segments (and a device copy), activations kept for the backward pass, the ROI x ROI attention
         need = 8 * S * L * R + 4 * 16 * B * R * (d + L) * layers + 4 * 2 * B * self.n_heads * R * R * layers
         self._check_memory(need, "segments x volumes x ROIs, batch_size x ROIs^2 x n_layers")
@@ -563,9 +770,18 @@ class BrainMAE(Estimator):
         self.net_ = BrainMAENet(self.n_rois_, self.seg_len_, self._net_config())
         cfg = self._train_config()
         val = (_tensor(X_val),) if X_val is not None and len(X_val) else None
+        data = (X,)
+        if (
+            self.temporal_encoder != "none"
+        ):  # batch_size counts segments: batch_size // context sequences a batch
+            cfg = self._train_config(batch_size=max(1, self.batch_size // self.context))
+            data = _gather(X, chunk_sequences(len(X), self.context) if sequences is None else sequences)
+            if val is not None:
+                sv = chunk_sequences(len(val[0]), self.context) if sequences_val is None else sequences_val
+                val = _gather(val[0], sv)
         res = train(
             self.net_,
-            (X,),
+            data,
             pretrain_loss,
             cfg,
             val_data=val,
@@ -694,31 +910,62 @@ class BrainMAE(Estimator):
 
     @torch.no_grad()
     def _batched(self, fn, X, batch: int = 256) -> np.ndarray:
-        X = _tensor(X)
+        X = _tensor(X) if not isinstance(X, torch.Tensor) else X
         dev = self._device()
         self.net_.eval()
         outs = [fn(X[i : i + batch].to(dev), i).float().cpu() for i in range(0, len(X), batch)]
         return torch.cat(outs).numpy()
 
-    def transform(self, X, features: str = "similarity") -> np.ndarray:
+    def transform(self, X, features: str = "similarity", sequences=None) -> np.ndarray:
         """Frozen features of every segment (no masking): see :func:`segment_features`.
 
         Parameters
         ----------
         X : array-like
             (segment, time, roi) segments.
-        features : {"similarity", "tokens", "mean"}
-            The read-out.
+        features : {"similarity", "tokens", "mean", "cls"}
+            The read-out; ``"cls"`` is one per sequence (the temporal encoder's [CLS] output; without it, the mean
+            token of the sequence's segments).
+        sequences : array-like, optional
+            (sequence, context) indices into ``X`` (-1: padding): the segments are encoded in their sequences
+            (the temporal encoder's context); default: each segment alone.
 
         Returns
         -------
         numpy.ndarray
-            (segment, feature) features.
+            (segment, feature) features, or (sequence, feature) for ``"cls"``.
         """
-        return self._batched(lambda x, i: segment_features(self.net_.encode(x), features), X)
+        if features not in FEATURES:
+            raise ConfigError(
+                f"BrainMAE: unknown feature read-out {features!r} (allowed: {', '.join(FEATURES)})"
+            )
+        X = _tensor(X)
+        if sequences is None and features != "cls":
+            return self._batched(lambda x, i: segment_features(self.net_.encode(x), features), X)
+        seqs = np.arange(len(X))[:, None] if sequences is None else np.asarray(sequences, dtype=np.int64)
+        Xs, valid = _gather(X, seqs)
+        if features == "cls":
+            return self._batched(
+                lambda x, i: self.net_.encode_sequences(x, None, valid[i : i + len(x)].to(x.device))[1],
+                Xs,
+                batch=64,
+            )
+        tok = self._batched(
+            lambda x, i: self.net_.encode_sequences(x, None, valid[i : i + len(x)].to(x.device))[0],
+            Xs,
+            batch=64,
+        )
+        out = np.full(
+            (len(X), *segment_features(torch.as_tensor(tok[:1, 0]), features).shape[1:]), np.nan, np.float32
+        )
+        v = valid.numpy()
+        out[seqs[v]] = segment_features(torch.as_tensor(tok[v]), features).numpy()
+        return out
 
     @fill_doc
-    def reconstruct(self, X, mask: np.ndarray, shuffle_embeddings: bool = False, seed: int = 0) -> np.ndarray:
+    def reconstruct(
+        self, X, mask: np.ndarray, shuffle_embeddings: bool = False, seed: int = 0, sequences=None
+    ) -> np.ndarray:
         """Reconstruct segments with some of their ROIs hidden.
 
         Parameters
@@ -728,6 +975,10 @@ class BrainMAE(Estimator):
             Permute the ROI embeddings (a control: reconstruction should get worse).
         seed : int, default 0
             Seed of the permutation.
+        sequences : array-like, optional
+            (sequence, context) indices into ``X`` (-1: padding): each segment is reconstructed in its sequence,
+            every segment with its own row of ``mask`` (segments in no sequence are NaN); default: each segment
+            alone.
 
         Returns
         -------
@@ -739,7 +990,22 @@ class BrainMAE(Estimator):
         if shuffle_embeddings:
             perm = torch.as_tensor(np.random.default_rng(seed).permutation(self.n_rois_))
             emb = self.net_.roi_emb.detach()[perm.to(self._device())]
-        return self._batched(lambda x, i: self.net_(x, m[i : i + len(x)].to(x.device), emb), X)
+        if sequences is None:
+            return self._batched(lambda x, i: self.net_(x, m[i : i + len(x)].to(x.device), emb), X)
+        X = _tensor(X)
+        seqs = np.asarray(sequences, dtype=np.int64)
+        Xs, valid = _gather(X, seqs)
+        ms = m[torch.as_tensor(seqs).clamp_min(0)]
+
+        def fn(x, i):
+            sl = slice(i, i + len(x))
+            return self.net_(x, ms[sl].to(x.device), emb, valid[sl].to(x.device))
+
+        rec = self._batched(fn, Xs, batch=64)
+        out = np.full(tuple(X.shape), np.nan, np.float32)
+        v = valid.numpy()
+        out[seqs[v]] = rec[v]
+        return out
 
     @fill_doc
     def score(self, X, mask: np.ndarray) -> float:

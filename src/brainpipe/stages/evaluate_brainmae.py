@@ -7,7 +7,10 @@ over seeds (:func:`brainpipe.evaluate.brainmae.over_seeds`: the mean, ``<metric>
 
 params: ``mask_ratio``, ``n_patterns``, ``seed``, ``features`` (probe read-out), ``finetune`` (mapping:
 ``enabled``, ``max_epochs``, ``lr``, ``patience``, ``batch_size``), ``bars``, ``dataset``, ``variant``, optionally
-``checkpoint`` (fine-tuning runs checkpoint beside it, one file per fold and task).
+``checkpoint`` (fine-tuning runs checkpoint beside it, one file per fold and task), ``ablation_bars``. An ablation
+variant is given the base variant's metrics (input ``base``): it gets ``<metric>_vs_base`` (ablation minus base) with
+the bars ``ablation_bars`` (the base wins) instead of the baselines' bars
+(:func:`brainpipe.evaluate.fmri.versus_base`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 
 from brainpipe.data import make_provenance, read, write
 from brainpipe.evaluate.brainmae import by_seed, over_seeds, score_encoders
+from brainpipe.evaluate.fmri import versus_base
 from brainpipe.evaluate.metrics import metrics_dataset
 from brainpipe.models.brainmae import load_fold_models
 from brainpipe.stages._runner import cli, stage
@@ -29,6 +33,7 @@ INPUTS = {
     "baselines": "baseline metrics .nc",
     "fit": "model_fit .nc of the pretraining",
     "truth": "optional: planted truth (model_fit)",
+    "base": "optional: the base variant's metrics .nc (an ablation is judged against it)",
 }
 OUTPUTS = {"metrics": "metrics .nc"}
 log_ = logging.getLogger("brainpipe.stages.evaluate_brainmae")
@@ -72,8 +77,14 @@ def run(inputs, outputs, params, log):
     values["pretrain_seconds"] = float(fit.attrs.get("train_seconds", np.nan))
     log_.info("metrics: %s", {k: round(v, 4) for k, v in values.items()})
     bars = {k: v for k, v in (params.get("bars") or {}).items() if k in values}
+    if inputs.get("base"):  # an ablation: judged against the base variant, not held to the baselines' bars
+        bm = read(inputs["base"], "metrics")
+        base_values = dict(
+            zip(bm["metric"].values.astype(str), bm["value"].values.astype(float), strict=True)
+        )
+        values, bars = versus_base(values, base_values, params.get("ablation_bars"))
     m = metrics_dataset(values, bars, f"brainmae/{params.get('variant', '')}", str(params.get("dataset", "")))
-    used = [inputs[k] for k in ("clean", "weights", "baselines", "fit", "truth") if inputs.get(k)]
+    used = [inputs[k] for k in ("clean", "weights", "baselines", "fit", "truth", "base") if inputs.get(k)]
     prov = make_provenance("evaluate_brainmae", params, used, seed=int(params["seed"]), device="cpu")
     write(m, outputs["metrics"], "metrics", prov)
 
