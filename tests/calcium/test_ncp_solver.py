@@ -68,3 +68,25 @@ def test_three_sweeps_in_float64_reach_tensorlys_error_and_stop_when_converged(s
     free = masked_ncp_hals(torch.tensor(X), R, init=ini, n_iter_max=2000, target_error=0.0, n_inner=3)
     assert free.stop == "stalled" and free.n_iter < 2000 and free.n_restarts >= 1
     assert min(free.errors) <= e_tl
+
+
+def test_a_restart_stuck_in_a_worse_minimum_does_not_make_the_rank_unstable():
+    from brainpipe.models.connectome import replicate_stability
+    from brainpipe.models.ncp import NCPResult
+
+    rng = np.random.default_rng(5)
+    good = [torch.tensor(rng.random((n, 3))) for n in (20, 10, 4)]
+    other = [torch.tensor(rng.random((n, 3))) for n in (20, 10, 4)]
+    w = torch.ones(3)
+    fits = [
+        NCPResult(w, good, [0.500], 50),
+        NCPResult(w, [f * 2 for f in good], [0.501], 50),  # the same solution, rescaled: FMS 1
+        NCPResult(w, other, [0.600], 50),  # another, 20 % worse local minimum
+    ]
+    stability, near = replicate_stability(fits, 0.01)
+    assert stability == pytest.approx(1.0) and near == 0.5
+    every, _ = replicate_stability(fits, float("inf"))  # the old rule: every restart counted
+    assert every < 0.95
+    # the best solution not reproduced by any restart near its error: 0, not 1
+    assert replicate_stability([fits[0], fits[2]], 0.01) == (0.0, 0.0)
+    assert replicate_stability(fits[:1], 0.01) == (1.0, 1.0)

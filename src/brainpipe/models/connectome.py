@@ -15,8 +15,10 @@ Order of operations
    dtype; masked entries are imputed from the current model (EM-style), only where missing; adaptive
    extrapolation between iterations.
 3. :class:`DynamicConnectome`: ranks x restarts; per rank the best-error fit and its replicate stability (mean
-   factor match score, tensorly's congruence coefficient, of the other restarts against it); the selected rank is
-   the largest whose stability reaches ``stability_threshold``. ``cp_tensor_`` is the selected fit as a tensorly
+   factor match score, tensorly's congruence coefficient, against it of the other restarts that *converged near
+   it*: error within ``stability_error_tol`` (relative) of the best; a restart stuck in a worse local minimum is an
+   optimisation failure, not a second solution of equal quality, and counting it biased the rule to small ranks);
+   the selected rank is the largest whose stability reaches ``stability_threshold``. ``cp_tensor_`` is the selected fit as a tensorly
    ``CPTensor``.
 4. :func:`~brainpipe.evaluate.communities.communities`: each pair factor reshaped to a neuron x neuron weight
    matrix, networkx Louvain (weighted, seeded); the component's "community" is the densest Louvain community.
@@ -51,6 +53,7 @@ __all__ = [
     "communities",
     "factor_match_score",
     "masked_ncp_hals",
+    "replicate_stability",
     "to_cp_tensor",
     "write_tensor_zarr",
     *_affinity.__all__,
@@ -92,6 +95,39 @@ def _fold(res: NCPResult, n_windows: int, n_animals: int) -> NCPResult:
     return NCPResult(weight, [res.factors[0], time, animal], res.errors, res.n_iter)
 
 
+def replicate_stability(fits: Sequence[NCPResult], error_tol: float = 0.01) -> tuple[float, float]:
+    """Replicate stability of one rank's restarts: the mean factor match score against the best-error restart of
+    the other restarts whose final error is within ``error_tol`` (relative) of the best.
+
+    A restart stuck in a worse local minimum is an optimisation failure, not a second solution of equal quality:
+    counting it (``error_tol = inf``) makes a rank look unstable whenever one restart fails, which biases a
+    "largest stable rank" rule to the smallest rank.
+
+    Parameters
+    ----------
+    fits : sequence of NCPResult
+        The restarts of one rank (at least one).
+    error_tol : float
+        Relative margin: restarts with ``error <= (1 + error_tol) * best error`` are compared.
+
+    Returns
+    -------
+    stability : float
+        In [0, 1]; 1.0 with a single restart (nothing to compare), 0.0 when no other restart is within the margin
+        (the best solution was not reproduced).
+    near_fraction : float
+        Fraction of the other restarts within the margin (1.0 with a single restart).
+    """
+    best = min(fits, key=lambda f: f.errors[-1])
+    others = [f for f in fits if f is not best]
+    if not others:
+        return 1.0, 1.0
+    near = [o for o in others if o.errors[-1] <= (1.0 + float(error_tol)) * best.errors[-1]]
+    bf = [f.cpu().numpy() for f in best.factors]
+    sims = [factor_match_score(bf, [f.cpu().numpy() for f in o.factors])[0] for o in near]
+    return (float(np.mean(sims)) if sims else 0.0), len(near) / len(others)
+
+
 class DynamicConnectome(Estimator):
     """Masked non-negative CP over ranks x restarts, rank by replicate stability, communities per component.
 
@@ -102,9 +138,12 @@ class DynamicConnectome(Estimator):
     restarts : int, default 5
         Random restarts per rank.
     stability_threshold : float, default 0.95
-        The selected rank is the largest whose stability (mean FMS of the other restarts against the best one)
-        reaches it; if none does, the smallest rank, flagged (``rank_is_stable_`` False, a warning, and
+        The selected rank is the largest whose stability (mean FMS against the best restart of the other restarts
+        whose error is within ``stability_error_tol`` of the best; 0 when none is) reaches it; if none does, the smallest rank, flagged (``rank_is_stable_`` False, a warning, and
         ``rank_is_stable = 0`` in the fit's attributes).
+    stability_error_tol : float, default 0.01
+        Relative error margin of the restarts counted in the stability: ``error <= (1 + tol) * best error``
+        (``inf``: every restart, the rule before this option).
     n_iter_max : int, default 300
         Most HALS iterations per fit (see :func:`masked_ncp_hals`).
     tol : float, default 1e-6
@@ -140,8 +179,9 @@ class DynamicConnectome(Estimator):
         Pair (P, R), window (W, R) and animal (A, R) factors of the selected rank, on ``device_``.
     cp_tensor_ : tensorly.cp_tensor.CPTensor
         The same, as float64 numpy arrays.
-    best_, fits_, stability_ : dict
-        Per rank: the best fit, every restart's fit, and the stability.
+    best_, fits_, stability_, near_best_ : dict
+        Per rank: the best fit, every restart's fit, the stability, and the fraction of the other restarts counted
+        in it.
     membership_, community_ : numpy.ndarray
         Per component: every neuron's community, and the densest community (:func:`brainpipe.evaluate.communities`).
 
@@ -161,6 +201,7 @@ class DynamicConnectome(Estimator):
         ranks: Sequence[int] = (2, 3, 4, 5),
         restarts: int = 5,
         stability_threshold: float = 0.95,
+        stability_error_tol: float = 0.01,
         n_iter_max: int = 300,
         tol: float = 1e-6,
         n_inner: int = 3,
@@ -173,6 +214,7 @@ class DynamicConnectome(Estimator):
         self.ranks = ranks
         self.restarts = restarts
         self.stability_threshold = stability_threshold
+        self.stability_error_tol = stability_error_tol
         self.n_iter_max = n_iter_max
         self.tol = tol
         self.n_inner = n_inner
@@ -195,6 +237,8 @@ class DynamicConnectome(Estimator):
                 raise self._param_error(name, "must be >= 1")
         if not 0.0 <= float(self.stability_threshold) <= 1.0:
             raise self._param_error("stability_threshold", "must be in [0, 1]")
+        if not float(self.stability_error_tol) >= 0.0:
+            raise self._param_error("stability_error_tol", "must be >= 0")
 
     def fit(self, tensor: xr.Dataset) -> DynamicConnectome:
         """Fit every candidate rank with its restarts, select the rank, find the communities.
@@ -236,6 +280,7 @@ class DynamicConnectome(Estimator):
         self.fits_: dict[int, list[NCPResult]] = {}
         self.stability_: dict[int, float] = {}
         self.best_: dict[int, NCPResult] = {}
+        self.near_best_: dict[int, float] = {}
         P, W, n_an = X.shape
         per_animal = self.time_mode == "per_animal"
         if per_animal:  # pair x (animal, window) x 1: shared pair factors, a time course per animal
@@ -258,15 +303,14 @@ class DynamicConnectome(Estimator):
                 for k in range(int(self.restarts))
             ]
             best = min(fits, key=lambda f: f.errors[-1])
-            others = [f for f in fits if f is not best]
-            bf = [f.cpu().numpy() for f in best.factors]
-            sims = [factor_match_score(bf, [f.cpu().numpy() for f in o.factors])[0] for o in others]
+            self.stability_[R], self.near_best_[R] = replicate_stability(
+                fits, float(self.stability_error_tol)
+            )
             if per_animal:
                 self.animal_times_[R] = _animal_time(best, W, n_an)
                 fits = [_fold(f, W, n_an) for f in fits]
                 best = fits[[f.errors[-1] for f in fits].index(best.errors[-1])]
             self.fits_[R], self.best_[R] = fits, best
-            self.stability_[R] = float(np.mean(sims)) if sims else 1.0
             LOG.info(
                 "rank %d: error %.4f, stability %.3f, iterations %s",
                 R,
@@ -402,6 +446,13 @@ class DynamicConnectome(Estimator):
                     {"long_name": "1 if the neuron is in the component's densest community"},
                 ),
                 "rank_stability": ("rank", np.array([self.stability_[r] for r in ranks])),
+                "rank_near_best_fraction": (
+                    "rank",
+                    np.array([self.near_best_.get(int(r), np.nan) for r in ranks]),
+                    {
+                        "long_name": "fraction of the other restarts within stability_error_tol of the best error"
+                    },
+                ),
                 "rank_error": ("rank", np.array([self.best_[r].errors[-1] for r in ranks])),
                 "rank_n_iter": ("rank", np.array([self.best_[r].n_iter for r in ranks], dtype=np.int64)),
                 "all_weight": (
@@ -449,6 +500,7 @@ class DynamicConnectome(Estimator):
                 "affinity_zero_fraction": self.zero_fraction_,
                 "affinity_zero_warning": int(self.zero_fraction_ > ZERO_WARN),
                 "stability_threshold": self.stability_threshold,
+                "stability_error_tol": self.stability_error_tol,
                 "restarts": self.restarts,
                 "device": str(self.device_),
                 "dtype": self.dtype,
@@ -488,6 +540,12 @@ class DynamicConnectome(Estimator):
         m.rank_is_stable_ = bool(int(ds.attrs.get("rank_is_stable", 1)))
         m.zero_fraction_ = float(ds.attrs.get("affinity_zero_fraction", np.nan))
         m.stability_ = {r: float(s) for r, s in zip(m.ranks_, ds["rank_stability"].values, strict=True)}
+        near = (
+            ds["rank_near_best_fraction"].values
+            if "rank_near_best_fraction" in ds
+            else [np.nan] * len(m.ranks_)
+        )
+        m.near_best_ = {r: float(v) for r, v in zip(m.ranks_, near, strict=True)}
         m.best_ = {}
         for k, r in enumerate(m.ranks_):
             factors = [
