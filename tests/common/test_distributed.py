@@ -271,23 +271,59 @@ def test_a_training_stage_runs_in_two_ranks_and_only_rank_0_writes(tmp_path):
     assert abs(l1 - l2).max() <= 0.05 * abs(l1).max(), (l1, l2)
 
 
-def test_several_nodes_need_slurm_and_enough_tasks(monkeypatch, tmp_path):
+def test_several_nodes_need_slurm_and_enough_tasks(monkeypatch, tmp_path, one_line):
     from brainpipe.training.distributed import run_stage
 
     outs = {"model": str(tmp_path / "m.nc")}
-    for var in ("SLURM_JOB_ID", "SLURM_NTASKS"):
+    for var in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_STEP_ID"):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(
         ConfigError, match=r"training\.distributed\.nodes = 2: several nodes need a SLURM job"
     ):
         run_stage("neuroformer_pretrain", DistributedSettings(2, 2), {}, outs, {}, None)
+    # in a batch script (no job step) SLURM_NTASKS is the job's (inside a step scontrol is asked: the SLURM test)
     monkeypatch.setenv("SLURM_JOB_ID", "7")
     monkeypatch.setenv("SLURM_NTASKS", "2")
     with pytest.raises(
         ConfigError, match=r"4 processes \(2 per node x 2 nodes\), but this SLURM job has 2 task"
     ):
         run_stage("neuroformer_pretrain", DistributedSettings(2, 2), {}, outs, {}, None)
+    # one node: a job of several tasks runs a rank per task, so it needs as many as processes_per_node
+    with pytest.raises(
+        ConfigError, match=r"3 processes \(3 per node x 1 nodes\), but this SLURM job has 2"
+    ) as e:
+        run_stage("neuroformer_pretrain", DistributedSettings(3), {}, outs, {}, None)
+    assert "processes_per_node" in one_line(e)
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_slurm_job_tasks_and_rule_resources():
+    from brainpipe.training.distributed import distributed_tasks, slurm_job_tasks
+
+    assert slurm_job_tasks({}) == 0
+    assert slurm_job_tasks({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "3"}) == 3
+    assert slurm_job_tasks({"SLURM_JOB_ID": "7"}) == 1
+    assert distributed_tasks({}) == {}
+    assert distributed_tasks({"training": {"distributed": {"processes_per_node": 1}}}) == {}
+    on = {"training": {"distributed": {"processes_per_node": 2, "nodes": 3}}}
+    assert distributed_tasks(on) == {"tasks": 6, "nodes": 3, "cpus_per_task": 1, "tasks_per_gpu": 1}
+
+
+def test_an_srun_failure_is_the_first_rank_error_line():
+    from brainpipe.training.checkpoint import Preempted
+    from brainpipe.training.distributed import _srun_error
+
+    missing = (
+        "InputError: SLURM: SLURM_LOCALID is not set, so this task cannot meet the other ranks; launch ..."
+    )
+    text = f"{missing}\n{missing}\nsrun: error: vm: tasks 0-1: Exited with exit code 1\n"
+    err = _srun_error(text, 1)
+    assert isinstance(err, InputError) and str(err).startswith("SLURM: SLURM_LOCALID is not set")
+    err = _srun_error("Traceback (most recent call last):\n  x\nValueError: bad\nsrun: error: task 1\n", 1)
+    assert str(err) == "a training process failed: ValueError: bad"
+    assert isinstance(_srun_error("Preempted: stopped at step 3\n", 1), Preempted)
+    assert str(_srun_error("srun: error: Unable to create step\n", 1)).endswith("Unable to create step")
+    assert str(_srun_error("", 137)) == "a training process failed: srun exited with status 137"
 
 
 def test_from_snakemake_is_the_ordinary_entry_when_off(monkeypatch):

@@ -4,9 +4,12 @@ against a local run of the same study. Skipped (with the reason) elsewhere."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,30 +38,31 @@ def cluster():
         subprocess.run([str(CLUSTER), "stop"], capture_output=True, timeout=120)
 
 
-def _study(workdir: Path) -> Path:
+def _study(workdir: Path, **changes) -> Path:
     # device auto: the switching fits request gpu=1 and land on the node's (stand-in) GPU resource, then run on
     # the CPU because no CUDA device is present; the report is left out (it embeds run times and creation dates)
-    cfg = tiny_config(**{"spikes.switching_glm.model.device": "auto"})
+    cfg = tiny_config(**{"spikes.switching_glm.model.device": "auto", **changes})
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def test_tiny_study_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path):
-    local, remote = tmp_path / "local", tmp_path / "slurm"
-    targets = ["results/report/metrics.tsv"]
-    for wd in (local, remote):
-        _study(wd)
+def _local(workdir: Path, *targets: str) -> None:
     proc = subprocess.run(
-        SNAKEMAKE + ["-d", str(local), "--configfile", str(local / "study.yaml"), "--cores", "2", *targets],
+        SNAKEMAKE
+        + ["-d", str(workdir), "--configfile", str(workdir / "study.yaml"), "--cores", "2", *targets],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    cmd = [
+
+
+def _on_slurm(workdir: Path, *targets: str) -> list[str]:
+    """The snakemake command that submits ``targets`` of the study in ``workdir`` through the SLURM profile."""
+    return [
         "timeout",
         "-s",
         "INT",
@@ -67,9 +71,9 @@ def test_tiny_study_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path
         "1200",
         *SNAKEMAKE,
         "-d",
-        str(remote),
+        str(workdir),
         "--configfile",
-        str(remote / "study.yaml"),
+        str(workdir / "study.yaml"),
         "--workflow-profile",
         str(PROFILE),
         "--jobs",
@@ -81,9 +85,56 @@ def test_tiny_study_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path
         "--slurm-keep-successful-logs",
         *targets,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1300)
+
+
+def _data(path: Path) -> xr.Dataset:
+    """An output less its wall-clock measurements (pretrain_seconds metrics, fold_train_seconds variables): they
+    differ between any two runs."""
+    ds = xr.load_dataset(path)
+    ds = ds.drop_vars([v for v in ds.data_vars if str(v).endswith("_seconds")])
+    if "metric" in ds.dims:
+        ds = ds.drop_sel(metric=[m for m in ds["metric"].values if str(m).endswith("_seconds")])
+    return ds
+
+
+# the distributed job: Neuroformer pretraining of one spike dataset (the cheapest training job of the tiny study)
+# with training.distributed.processes_per_node 2, in a study of its own (training.distributed is study-wide)
+DIST_TARGET = "results/spikes/tinysim/neuroformer/pretrained.nc"
+DIST_LOG = "logs/neuroformer_pretrain/tinysim.log"
+# 1 vs 2 processes: Neuroformer's loss is a mean over a batch's tokens and the ranks' shares are weighted by windows,
+# so the curves are close, not equal: the tolerance tests/common/test_distributed.py states for this stage (5 % of
+# the largest loss)
+NF_LOSS_TOL = 0.05
+
+
+def test_tiny_study_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path):
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    dist_local, dist_remote = tmp_path / "dist-local", tmp_path / "dist-slurm"
+    targets = ["results/report/metrics.tsv"]
+    for wd in (local, remote):
+        _study(wd)
+    for wd in (dist_local, dist_remote):
+        _study(wd, **{"training.distributed.processes_per_node": 2})
+    _local(local, *targets)
+    _local(dist_local, DIST_TARGET)  # two spawned ranks
+    # the distributed job is submitted beside the study (its own snakemake, its own workdir): one SLURM job of two
+    # tasks, one srun task per rank
+    dist_log = tmp_path / "dist-slurm.out"
+    with dist_log.open("w") as out:
+        dist = subprocess.Popen(
+            _on_slurm(dist_remote, DIST_TARGET), stdout=out, stderr=subprocess.STDOUT, text=True, cwd=REPO
+        )
+        try:
+            proc = subprocess.run(
+                _on_slurm(remote, *targets), capture_output=True, text=True, cwd=REPO, timeout=1300
+            )
+            dist.wait(timeout=1300)
+        finally:
+            if dist.poll() is None:
+                dist.kill()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Job stats" in proc.stdout + proc.stderr
+    assert dist.returncode == 0, dist_log.read_text()[-5000:]
 
     files = sorted(p.relative_to(local) for p in (local / "results").rglob("*.nc"))
     assert len(files) >= 15
@@ -93,14 +144,7 @@ def test_tiny_study_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path
     jobs = {line.split()[0]: line.split()[1:] for line in squeue.splitlines() if line.strip()}
     seen_ids = set()
     for rel in files:
-        a = xr.load_dataset(local / rel)
-        b = xr.load_dataset(remote / rel)
-        # wall-clock measurements (pretrain_seconds metrics, fold_train_seconds variables) differ between any runs
-        clock = [v for v in a.data_vars if str(v).endswith("_seconds")]
-        a, b = a.drop_vars(clock), b.drop_vars(clock)
-        if "metric" in a.dims:
-            timed = [m for m in a["metric"].values if str(m).endswith("_seconds")]
-            a, b = a.drop_sel(metric=timed), b.drop_sel(metric=timed)
+        a, b = _data(local / rel), _data(remote / rel)
         xr.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
         prov = provenance_of(b)
         assert prov["slurm_job_id"], f"{rel} was not made inside a SLURM job"
@@ -127,3 +171,65 @@ def test_tiny_study_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path
         return [r for r in rows if not r.split("\t")[2].endswith("_seconds")]
 
     assert table(remote) == table(local)
+
+    # the distributed job: one SLURM job of 2 tasks, finished, trained by 2 gloo ranks (rank 1 logged beside the
+    # stage's log), the same result as the 2 spawned ranks of the local run and close to the one-process run
+    prov = provenance_of(xr.load_dataset(dist_remote / DIST_TARGET))
+    assert prov["distributed"] == {"world_size": 2, "backend": "gloo"}, prov
+    job = prov["slurm_job_id"]
+    assert job and jobs.get(job, [None])[0] == "COMPLETED", (job, squeue)
+    info = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "NumTasks=2 " in info and "NumNodes=1 " in info, info
+    assert (dist_remote / f"{DIST_LOG}.rank-1").is_file()
+    assert provenance_of(xr.load_dataset(dist_local / DIST_TARGET))["distributed"] == prov["distributed"]
+    two, two_local = _data(dist_remote / DIST_TARGET), _data(dist_local / DIST_TARGET)
+    xr.testing.assert_allclose(two, two_local, rtol=1e-6, atol=1e-9)
+    one = _data(local / DIST_TARGET)["history_train_loss"].values
+    loss = two["history_train_loss"].values
+    assert len(one) == len(loss) and abs(one - loss).max() <= NF_LOSS_TOL * abs(one).max(), (one, loss)
+
+
+def _in_job(*cmd: str, tasks: int = 2, step: int = 1) -> subprocess.CompletedProcess:
+    """``cmd`` in a fresh SLURM job of ``tasks`` tasks, in a step of ``step`` tasks (1: as the SLURM executor runs a
+    rule)."""
+    return subprocess.run(
+        ["salloc", "-n", str(tasks), "-c", "1", "--mem", "1000", "-t", "5", "srun", f"-n{step}", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_more_processes_than_the_jobs_tasks_is_one_line(cluster, tmp_path):
+    # the job's task count comes from scontrol inside a step (SLURM_NTASKS there is the step's: 1)
+    out = tmp_path / "out" / "pretrained.nc"
+    code = (
+        "from brainpipe.training.distributed import DistributedSettings, run_stage\n"
+        f"run_stage('neuroformer_pretrain', DistributedSettings(3), {{}}, {{'model': {str(out)!r}}}, {{}}, None)"
+    )
+    proc = _in_job(sys.executable, "-c", code)
+    assert proc.returncode != 0
+    last = [ln for ln in proc.stderr.splitlines() if "Error" in ln][-1]
+    assert re.fullmatch(
+        r"brainpipe\.errors\.ConfigError: training\.distributed: 3 processes \(3 per node x 1 nodes\), "
+        r"but this SLURM job has 2 task\(s\): .*processes_per_node",
+        last,
+    ), proc.stderr[-2000:]
+    assert not out.parent.exists()  # refused before anything was written
+
+
+def test_a_missing_rendezvous_variable_under_srun_is_one_line_naming_it(cluster, tmp_path):
+    from brainpipe.errors import InputError
+    from brainpipe.training.distributed import _srun_error
+
+    # the ranks' entry (what run_stage starts with srun, one task per rank) in tasks that lack SLURM_LOCALID
+    spec = tmp_path / "spec.json"
+    args = ["neuroformer_pretrain", {}, {"model": str(tmp_path / "m.nc")}, {}, None]
+    spec.write_text(json.dumps({"args": args, "backend": "gloo", "device": "cpu"}))
+    cmd = ["env", "-u", "SLURM_LOCALID", sys.executable, "-m", "brainpipe.training.distributed", str(spec)]
+    proc = _in_job(*cmd, step=2)
+    assert proc.returncode != 0
+    err = _srun_error(proc.stderr, proc.returncode)
+    assert isinstance(err, InputError), proc.stderr[-2000:]
+    assert str(err).startswith("SLURM: SLURM_LOCALID is not set") and "\n" not in str(err)
+    assert not (tmp_path / "m.nc").exists()

@@ -19,9 +19,10 @@ Launching: :func:`spawn` starts ``processes`` ranks on this machine (laptop, wor
 per rank, ``srun``), from SLURM's (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``, ``SLURM_JOB_NODELIST``,
 ``SLURM_JOB_ID``), naming any variable that is missing. :func:`from_snakemake` is the Snakemake entry of the
 training stages (their ``workflow/scripts`` shims): with ``training.distributed`` off it is the ordinary stage entry,
-unchanged; on one node it runs the stage in ``processes_per_node`` spawned ranks (a laptop, a workstation, a
-single-node SLURM job alike); on several nodes (SLURM only) it starts one task per rank with
-``srun --overlap`` inside the job's allocation, and the ranks meet through SLURM's variables. Every rank runs the
+unchanged; outside SLURM (a laptop, a workstation) or in a one-task SLURM job it runs the stage in
+``processes_per_node`` spawned ranks; in a SLURM job with a task per process (what the rules ask for through the
+SLURM profile, :func:`distributed_tasks`: one node or several) it starts one task per rank with ``srun --overlap``
+inside the job's allocation, and the ranks meet through SLURM's variables. Every rank runs the
 whole stage (reading the inputs, training); rank 0 writes the outputs and the log, the others write theirs into a
 temporary folder that is removed (and their log beside the stage's, ``<log>.rank-<r>``).
 """
@@ -64,6 +65,7 @@ __all__ = [
     "rendezvous",
     "run_stage",
     "shutdown",
+    "slurm_job_tasks",
     "spawn",
     "usable_cpus",
     "wants_cuda",
@@ -139,7 +141,11 @@ class DistributedSettings:
 
 
 def distributed_tasks(config: Mapping[str, Any]) -> dict[str, int]:
-    """The SLURM resources of a training rule on several nodes (none on one node: the ranks are spawned there).
+    """The SLURM resources of a distributed training rule: one task (and one core, or one GPU) per process.
+
+    The SLURM executor submits the job with ``--ntasks`` (``--ntasks-per-gpu=1`` with GPUs), ``--nodes`` and
+    ``--cpus-per-task=1``; inside it :func:`run_stage` starts one ``srun`` task per rank. Local runs ignore these
+    resources (the rule's ``threads`` reserve a core per spawned process there).
 
     Parameters
     ----------
@@ -149,10 +155,13 @@ def distributed_tasks(config: Mapping[str, Any]) -> dict[str, int]:
     Returns
     -------
     dict
-        ``{"tasks": processes in all, "nodes": nodes}`` when ``nodes`` > 1, else empty.
+        ``tasks`` (processes in all), ``nodes``, ``cpus_per_task`` (1) and ``tasks_per_gpu`` (1) when training is
+        distributed, else empty (an ordinary one-task job).
     """
     s = DistributedSettings.from_dict((config.get("training") or {}).get("distributed"))
-    return {"tasks": s.world_size, "nodes": s.nodes} if s.nodes > 1 else {}
+    if not s.enabled:
+        return {}
+    return {"tasks": s.world_size, "nodes": s.nodes, "cpus_per_task": 1, "tasks_per_gpu": 1}
 
 
 def usable_cpus() -> int:
@@ -713,25 +722,28 @@ def run_stage(module_name: str, settings: DistributedSettings, ins, outs, params
     """
     device = _find_device(params)
     args = (module_name, dict(ins), dict(outs), dict(params), None if log is None else str(log))
-    if settings.nodes == 1:
+    slurm = bool(os.environ.get("SLURM_JOB_ID"))
+    have = slurm_job_tasks() if slurm else 0
+    if settings.nodes == 1 and have <= 1:  # no SLURM, or a one-task SLURM job: the ranks are spawned here
         spawn(_stage_rank, args, settings.processes_per_node, settings.backend, device)
         return
-    if not os.environ.get("SLURM_JOB_ID"):
+    if not slurm:
         raise ConfigError(
             f"{KEY}.nodes = {settings.nodes}: several nodes need a SLURM job (run with the slurm profile), "
             "or set nodes to 1"
         )
-    have = int(os.environ.get("SLURM_NTASKS") or 1)
     if have < settings.world_size:
         raise ConfigError(
             f"{KEY}: {settings.world_size} processes ({settings.processes_per_node} per node x {settings.nodes} "
-            f"nodes), but this SLURM job has {have} task(s): submit it with the workflow's slurm profile"
+            f"nodes), but this SLURM job has {have} task(s): submit it with the workflow's slurm profile (a task "
+            "per process) or lower processes_per_node"
         )
     exe = shutil.which("srun")
     if exe is None:
-        raise ConfigError(f"{KEY}.nodes = {settings.nodes}: srun is not on PATH in this SLURM job")
-    spec = Path(str(next(iter(outs.values())))).parent / f".distributed-{os.environ['SLURM_JOB_ID']}.json"
-    spec.parent.mkdir(parents=True, exist_ok=True)
+        raise ConfigError(f"{KEY}: this SLURM job has {have} tasks, but srun is not on PATH to start them")
+    folder = Path(str(next(iter(outs.values())))).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / f".distributed-{os.environ['SLURM_JOB_ID']}-{os.getpid()}.json"
     spec.write_text(json.dumps({"args": args, "backend": settings.backend, "device": device}, default=str))
     try:
         proc = subprocess.run(
@@ -753,7 +765,53 @@ def run_stage(module_name: str, settings: DistributedSettings, ins, outs, params
     finally:
         spec.unlink(missing_ok=True)
     if proc.returncode != 0:
-        raise _rank_error(proc.stderr or f"srun exited with status {proc.returncode}")
+        raise _srun_error(proc.stderr, proc.returncode)
+
+
+def slurm_job_tasks(environ: Mapping[str, str] | None = None) -> int:
+    """The number of tasks of the SLURM job this process runs in (0 outside SLURM).
+
+    Inside a job step (Snakemake's SLURM executor runs every rule in a one-task ``srun`` step) ``SLURM_NTASKS``
+    counts the step's tasks, so the job's own count is asked from ``scontrol``; in the batch script (no step)
+    ``SLURM_NTASKS`` is the job's.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment (default: ``os.environ``).
+
+    Returns
+    -------
+    int
+        The job's tasks (1 when SLURM does not say).
+    """
+    env = os.environ if environ is None else environ
+    job = env.get("SLURM_JOB_ID")
+    if not job:
+        return 0
+    exe = shutil.which("scontrol")
+    if env.get("SLURM_STEP_ID") and exe is not None:
+        try:
+            out = subprocess.run(
+                [exe, "show", "job", "-o", job], capture_output=True, text=True, timeout=30, check=True
+            ).stdout
+            m = re.search(r"\bNumTasks=(\d+)", out)
+            if m is not None:
+                return int(m.group(1))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return int(env.get("SLURM_NTASKS") or 1)
+
+
+def _srun_error(stderr: str, status: int) -> BrainpipeError:
+    """The first rank's error line in ``srun``'s merged stderr (srun's own lines come after it), in one line."""
+    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
+    errs = [ln for ln in lines if re.match(r"^(?:[\w.]+\.)?(\w+Error|Preempted|Exception): ", ln)]
+    if errs:
+        return _rank_error(errs[0])
+    theirs = [ln for ln in lines if not ln.startswith("srun:")]
+    last = (theirs or lines or [f"srun exited with status {status}"])[-1]
+    return BrainpipeError(f"a training process failed: {last}")
 
 
 def from_snakemake(smk: Any, module_name: str) -> None:
@@ -793,6 +851,9 @@ def from_snakemake(smk: Any, module_name: str) -> None:
 def _srun_main(spec_path: str) -> int:
     """One SLURM task of :func:`run_stage` on several nodes."""
     spec = json.loads(Path(spec_path).read_text())
+    torch.set_num_threads(
+        1
+    )  # as the spawned ranks: results depend on the world size only, not on the launcher
     try:
         init(spec["backend"], spec["device"])
         try:
