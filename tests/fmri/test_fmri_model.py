@@ -596,3 +596,29 @@ def test_ablations_are_judged_against_the_base():
     assert passed["probe_accuracy_vs_base"] == 0  # a tie: the base does not win
     assert passed["masked_nmse_vs_best_baseline"] == -1  # no baseline bar on an ablation
     assert versus_base(abl, base, {"masked_nmse_vs_base": 0.05})[1] == {"masked_nmse_vs_base": 0.05}
+
+
+def test_probe_readout_is_chosen_on_the_validation_fold(monkeypatch):
+    """With a grid of read-outs, each outer fold keeps the one that scores best on its validation fold (planted: only
+    'good' carries the label) and predicts its test fold once, with the chosen read-out only."""
+    from brainpipe.evaluate import brainmae as ebm
+
+    rng = np.random.default_rng(0)
+    n, K = 48, 4
+    y = np.arange(n) % 2
+    folds = np.repeat(np.arange(K), n // K)
+    good = [y[:, None] * 2.0 + rng.standard_normal((n, 3)) for _ in range(K)]
+    noise = [rng.standard_normal((n, 3)) for _ in range(K)]
+    calls = []
+    real = ev.fit_predict
+
+    def spy(Ftr, ytr, Fte, task, seed=0):
+        calls.append(len(Fte))
+        return real(Ftr, ytr, Fte, task, seed)
+
+    monkeypatch.setattr(ev, "fit_predict", spy)
+    out = ebm.cross_validate_probe_select({"noise": noise, "good": good}, y, folds, "classification")
+    assert out["readout_good"] == K and out["readout_noise"] == 0 and out["accuracy"] > 0.8
+    assert len(calls) == 3 * K  # per fold: two validation fits, one test fit
+    one = ebm.cross_validate_probe(noise, y, folds, "classification")
+    assert one["accuracy"] < 0.8

@@ -449,3 +449,35 @@ def test_clean_stage_on_time_blocks_fits_without_the_test_block(tmp_path):
     )  # the change is inside the test block
     np.testing.assert_allclose(a["signal"].values[~test], b["signal"].values[~test], rtol=1e-5, atol=1e-5)
     assert not np.allclose(a["signal"].values[test], b["signal"].values[test])
+
+
+def test_ablation_is_judged_against_the_base_and_readout_chosen_on_validation(chain, tmp_path):
+    """An ablation's evaluation (input ``base``: the base variant's metrics) reports <metric>_vs_base with bars that
+    the base wins and none of the baselines' bars; a read-out grid records each outer fold's choice."""
+    d = chain
+    evaluate_brainmae.run(
+        {
+            "clean": d / "clean.nc",
+            "weights": d / "w.pt",
+            "fit": d / "fit.nc",
+            "baselines": d / "baselines.nc",
+            "truth": d / "truth.nc",
+            "base": d / "metrics.nc",
+        },
+        {"metrics": tmp_path / "metrics.nc"},
+        dict(
+            EVAL,
+            features=["similarity", "cls"],
+            finetune={"enabled": False},
+            bars={"masked_nmse_vs_best_baseline": 0.0, "roi_embedding_ari": -1.0},
+            dataset="tiny",
+            variant="fixed_embeddings",
+        ),
+    )
+    m = read(tmp_path / "metrics.nc", "metrics")
+    vals = dict(zip(m["metric"].values.astype(str), m["value"].values, strict=True))
+    passed = dict(zip(m["metric"].values.astype(str), m["passed"].values.tolist(), strict=True))
+    assert vals["masked_nmse_vs_base"] == pytest.approx(0.0, abs=1e-6)  # the same encoders as the base
+    assert passed["masked_nmse_vs_base"] == 0  # a tie: the base does not win
+    assert passed["masked_nmse_vs_best_baseline"] == -1 and passed["roi_embedding_ari"] == -1
+    assert vals["probe_accuracy_readout_similarity"] + vals["probe_accuracy_readout_cls"] == 4

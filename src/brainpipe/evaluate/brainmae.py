@@ -28,6 +28,7 @@ __all__ = [
     "cross_validate_finetune",
     "over_seeds",
     "cross_validate_probe",
+    "cross_validate_probe_select",
     "fold_checkpoint",
     "fold_features",
     "folds_to_dataset",
@@ -407,7 +408,7 @@ def fold_features(
         seqs = None
         if _temporal(m) or features == "cls":
             seqs = segment_sequences(ds, _context(m) if _temporal(m) else 1)
-        f = m.transform(X, features, sequences=seqs)
+        f = m.transform(X, features) if seqs is None else m.transform(X, features, sequences=seqs)
         owner = seg_sub[seqs[:, 0]] if features == "cls" else seg_sub
         out.append(fmri.subject_means(f, owner, ds.sizes["subject"]))
     return out
@@ -450,6 +451,59 @@ def cross_validate_probe(
         return features[int(k[0])][a], features[int(k[0])][b]
 
     return fmri.cross_validate(probe_features, y, folds, task, seed=seed)
+
+
+def cross_validate_probe_select(
+    features: Mapping[str, Sequence[np.ndarray]], y: np.ndarray, folds: np.ndarray, task: str, seed: int = 0
+) -> dict[str, float]:
+    """Linear probe whose read-out is chosen per outer fold on the validation fold; test fold ``k`` read once.
+
+    For outer fold ``k`` (encoder ``k``'s features), a probe is fitted for every read-out on the subjects of the
+    folds other than ``k`` and ``(k + 1) % K`` and scored on fold ``(k + 1) % K`` (accuracy, then AUROC; R2); the
+    best read-out (the first of the grid on a tie) is refitted on every subject but fold ``k``'s and predicts fold
+    ``k``. Out-of-fold predictions are pooled and scored once.
+
+    Parameters
+    ----------
+    features : mapping
+        Read-out name -> per encoder, (subject, feature) features (:func:`fold_features`), in grid order.
+    y : numpy.ndarray
+        (subject,) class labels or phenotype values.
+    folds : numpy.ndarray
+        (subject,) outer fold of each subject.
+    task : {"classification", "regression"}
+        L2 logistic regression or ridge (:func:`brainpipe.evaluate.fmri.fit_predict`).
+    seed : int, default 0
+        Seed of the inner cross-validation's shuffling.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` and ``auroc``, or ``r2`` and ``mae``; ``readout_<name>``: the outer folds that chose it.
+    """
+    folds, y = np.asarray(folds), np.asarray(y)
+    K = int(folds.max()) + 1
+    names = list(features)
+    pred, score = np.zeros(len(y)), np.zeros(len(y))
+    chosen = dict.fromkeys(names, 0)
+    for k in range(K):
+        te, va = folds == k, folds == (k + 1) % K
+        fit = ~te & ~va
+        best, best_val = names[0], None
+        if len(names) > 1 and fit.any() and va.any():
+            for name in names:
+                F = features[name][k]
+                p, sc = fmri.fit_predict(F[fit], y[fit], F[va], task, seed)
+                r = fmri.score_predictions(y[va], p, sc, task)
+                val = (r["accuracy"], np.nan_to_num(r["auroc"])) if task == "classification" else (r["r2"],)
+                if best_val is None or val > best_val:
+                    best, best_val = name, val
+        chosen[best] += 1
+        F = features[best][k]
+        pred[te], score[te] = fmri.fit_predict(F[~te], y[~te], F[te], task, seed)
+    out = fmri.score_predictions(y.astype(np.float64), pred, score, task)
+    out.update({f"readout_{n}": float(c) for n, c in chosen.items()})
+    return out
 
 
 def cross_validate_finetune(
@@ -613,8 +667,10 @@ def score_encoders(
         Number of evaluation mask patterns.
     seed : int
         Seed of the masks, the shuffled embeddings, the clustering and the probes' inner cross-validation.
-    features : {"similarity", "tokens", "mean"}, default "similarity"
-        The probe's read-out.
+    features : str or list of str, default "similarity"
+        The probe's read-out (``"similarity"``, ``"tokens"``, ``"mean"``, ``"cls"``), or a grid of them: each
+        outer fold's read-out is chosen on its validation fold (:func:`cross_validate_probe_select`; the counts are
+        ``probe_<accuracy|r2>_readout_<name>``).
     baselines : mapping, optional
         Baseline metrics of the same data (:func:`fmri.baseline_metrics`): ``nmse_<baseline>`` (``best_baseline``,
         ``ridge``, ``ridge_volume``, ``pca``, ``mean_fill``), ``fc_clustering_ari``, ``fc_<kind>_<score>``; the
@@ -690,11 +746,16 @@ def score_encoders(
         tasks.append(("classification", np.asarray(ds["label"].values)))
     if fmri.has_target(ds):
         tasks.append(("regression", np.asarray(ds["target"].values, dtype=np.float64)))
-    feats = fold_features(models, ds, features) if tasks else []
+    grid = [features] if isinstance(features, str) else list(features)
+    feats = {f: fold_features(models, ds, f) for f in grid} if tasks else {}
     for task, y in tasks:
-        for k, v in cross_validate_probe(feats, y, folds, task, seed=seed).items():
-            values[f"probe_{k}"] = v
         key = "accuracy" if task == "classification" else "r2"
+        if len(grid) == 1:
+            res = cross_validate_probe(feats[grid[0]], y, folds, task, seed=seed)
+        else:  # the read-out chosen on the validation fold, per outer fold
+            res = cross_validate_probe_select(feats, y, folds, task, seed=seed)
+        for k, v in res.items():
+            values[f"probe_{key}_{k}" if k.startswith("readout_") else f"probe_{k}"] = v
         fc = [bvals[f"fc_{kind}_{key}"] for kind in ("correlation", "tangent") if f"fc_{kind}_{key}" in bvals]
         if fc:
             values[f"probe_{key}_vs_fc"] = values[f"probe_{key}"] - max(fc)

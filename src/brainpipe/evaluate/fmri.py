@@ -113,6 +113,12 @@ FMRI_METRICS: dict[str, MetricInfo] = {
         "<", "ablation: probe R2 minus the base variant's (negative: the base is better)"
     ),
 }
+for _readout in ("similarity", "tokens", "mean", "cls"):
+    for _key in ("accuracy", "r2"):
+        FMRI_METRICS[f"probe_{_key}_readout_{_readout}"] = MetricInfo(
+            ">=",
+            f"outer folds whose probe read-out, chosen on the validation fold by {_key} from a grid, was {_readout}",
+        )
 #: the metrics an ablation is compared on with the base variant (:func:`versus_base`)
 VERSUS_BASE = ("masked_nmse", "roi_embedding_ari", "probe_accuracy", "probe_r2")
 for kind in ("correlation", "tangent"):
@@ -471,6 +477,47 @@ def has_target(ds: xr.Dataset) -> bool:
     return "target" in ds and ds.attrs.get("split_by", "subject") == "subject"
 
 
+def fit_predict(
+    Ftr: np.ndarray, ytr: np.ndarray, Fte: np.ndarray, task: str, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """L2 logistic regression or ridge on standardised features, the strength by inner CV on the training rows.
+
+    Parameters
+    ----------
+    Ftr, Fte : numpy.ndarray
+        (row, feature) training and test features.
+    ytr : numpy.ndarray
+        (row,) training labels or values.
+    task : {"classification", "regression"}
+        The model.
+    seed : int, default 0
+        Seed of the inner cross-validation's shuffling.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Predictions for ``Fte`` and, for classification, the last class's probability (else zeros).
+    """
+    from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if task == "classification":
+        n_inner = int(max(2, min(4, np.bincount(ytr.astype(int)).min())))
+        inner = StratifiedKFold(n_splits=n_inner, shuffle=True, random_state=seed)
+        clf = make_pipeline(
+            StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-3, 1, 9), cv=inner, max_iter=5000)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # scikit-learn 1.9 announcing new attribute names
+            clf.fit(Ftr, ytr)
+        proba = clf.predict_proba(Fte)
+        return clf.predict(Fte), (proba[:, -1] if proba.shape[1] > 1 else np.zeros(len(Fte)))
+    reg = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 30))).fit(Ftr, ytr)
+    return reg.predict(Fte), np.zeros(len(Fte))
+
+
 def cross_validate(
     features: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     y: np.ndarray,
@@ -480,35 +527,15 @@ def cross_validate(
 ) -> dict[str, float]:
     """Subject-wise k-fold: ``features(train_idx, test_idx) -> (F_train, F_test)`` (so a baseline may fit its
     feature map on the training subjects only); L2 logistic regression or ridge on standardised features, the
-    strength chosen by an inner cross-validation on the training subjects only; pooled out-of-fold scores."""
-    from sklearn.linear_model import LogisticRegressionCV, RidgeCV
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+    strength chosen by an inner cross-validation on the training subjects only (:func:`fit_predict`); pooled
+    out-of-fold scores."""
     n = len(y)
     pred = np.zeros(n)
     score = np.zeros(n)
     for k in np.unique(folds):
         tr, te = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
         Ftr, Fte = features(tr, te)
-        if task == "classification":
-            n_inner = int(max(2, min(4, np.bincount(y[tr].astype(int)).min())))
-            inner = StratifiedKFold(n_splits=n_inner, shuffle=True, random_state=seed)
-            clf = make_pipeline(
-                StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-3, 1, 9), cv=inner, max_iter=5000)
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter(
-                    "ignore", FutureWarning
-                )  # scikit-learn 1.9 announcing new attribute names
-                clf.fit(Ftr, y[tr])
-            pred[te] = clf.predict(Fte)
-            proba = clf.predict_proba(Fte)
-            score[te] = proba[:, -1] if proba.shape[1] > 1 else 0.0
-        else:
-            reg = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 30))).fit(Ftr, y[tr])
-            pred[te] = reg.predict(Fte)
+        pred[te], score[te] = fit_predict(Ftr, y[tr], Fte, task, seed)
     return score_predictions(y, pred, score, task)
 
 

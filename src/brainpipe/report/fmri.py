@@ -31,6 +31,9 @@ COLUMNS = (
     ("probe R2", "probe_r2"),
     ("fine-tune acc.", "finetune_accuracy"),
     ("fine-tune R2", "finetune_r2"),
+    ("NMSE vs base", "masked_nmse_vs_base"),
+    ("ARI vs base", "roi_embedding_ari_vs_base"),
+    ("probe acc. vs base", "probe_accuracy_vs_base"),
     ("pretrain s", "pretrain_seconds"),
 )
 BASELINES = (
