@@ -13,6 +13,7 @@ co-active in one animal only), ``differ`` (``specific`` and each animal's epoch 
 epoch).
 
     python bench/ntf_baselines.py --seeds 0 1 2 3 4 --out bench/results/ntf_baselines.tsv
+    python bench/ntf_baselines.py --seeds 0 1 2 3 4 --scenarios specific differ --rank-selection heldout
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ KEYS = (
 )
 
 
-def run_one(params: dict, seed: int) -> dict[str, float]:
+def run_one(
+    params: dict, seed: int, rank_selection: str = "stability", restarts: int = 3
+) -> dict[str, float]:
     from brainpipe.evaluate.connectome import connectome_metrics, merge_truths
     from brainpipe.evaluate.connectome_baselines import baseline_communities, match_communities
     from brainpipe.models.connectome import DynamicConnectome
@@ -64,7 +67,11 @@ def run_one(params: dict, seed: int) -> dict[str, float]:
     ]
     tensor = build_tensor(animals, window_s=5.0, stride_s=2.5)
     fit = (
-        DynamicConnectome(ranks=[2, 3, 4, 5], restarts=3, device="cpu", seed=0).fit(tensor).to_dataset(tensor)
+        DynamicConnectome(
+            ranks=[2, 3, 4, 5], restarts=restarts, device="cpu", seed=0, rank_selection=rank_selection
+        )
+        .fit(tensor)
+        .to_dataset(tensor)
     )
     truth = merge_truths([s.truth for s in sims])
     m = {k: v for k, v in connectome_metrics(fit, tensor, truth).items() if k in KEYS}
@@ -84,13 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--rank-selection", choices=["stability", "heldout"], default="stability")
+    ap.add_argument("--restarts", type=int, default=3)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
     for sc in args.scenarios:
         for seed in args.seeds:
             t0 = time.perf_counter()
-            m = run_one(SCENARIOS[sc], seed)
+            m = run_one(SCENARIOS[sc], seed, args.rank_selection, args.restarts)
             rows.append({"scenario": sc, "seed": seed, **m, "seconds": time.perf_counter() - t0})
             print(sc, seed, {k: round(v, 3) for k, v in m.items()}, flush=True)
     cols = ["scenario", "seed", *sorted({k for r in rows for k in r} - {"scenario", "seed"})]
@@ -101,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     for sc in args.scenarios:
         sub = [r for r in rows if r["scenario"] == sc]
         for k in (
+            "selected_rank",
             "community_jaccard_mean",
+            "nmf_community_jaccard_mean",
             "community_jaccard_mean_vs_best_baseline",
+            "epoch_peak_fraction",
             "epoch_peak_fraction_vs_best_baseline",
         ):
             v = np.array([r[k] for r in sub])

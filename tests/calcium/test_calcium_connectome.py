@@ -460,3 +460,25 @@ def test_animals_differ_as_asked():
         sp = sp | np.roll(sp, 1, axis=0)  # a member joins up to 1 frame late
         together = (sp.sum(1) >= len(members) // 2 + 1).sum()
         assert (together > 3) == (a == 2), (a, together)
+
+
+def test_heldout_rank_selection_scores_hidden_entries_and_is_recorded(study, caplog):
+    """rank_selection heldout: every rank's error on hidden entries is recorded, an under-fitted rank (2 of 3
+    planted communities) predicts them clearly worse, the rule (smallest rank within heldout_tol of the lowest) is
+    applied, and the selected rank's stability is still reported."""
+    tensor = study[2]
+    with caplog.at_level("WARNING", logger="brainpipe.models.connectome"):
+        model = DynamicConnectome(
+            ranks=[2, 3, 4], restarts=2, device="cpu", seed=0, rank_selection="heldout"
+        ).fit(tensor)
+    ho = model.heldout_error_
+    assert sorted(ho) == [2, 3, 4] and ho[2] > 1.05 * ho[3]
+    low = min(ho.values())
+    assert model.rank_ == min(r for r in ho if ho[r] <= (1 + model.heldout_tol) * low)
+    assert model.rank_is_stable_ == (model.stability_[model.rank_] >= model.stability_threshold)
+    fit = model.to_dataset(tensor)
+    assert "held-out error" in fit.attrs["rank_selection"]
+    np.testing.assert_allclose(fit["rank_heldout_error"].values, [ho[2], ho[3], ho[4]])
+    assert DynamicConnectome.from_dataset(fit).heldout_error_ == pytest.approx(ho)
+    with pytest.raises(ConfigError, match="heldout_fraction"):
+        DynamicConnectome(rank_selection="heldout", heldout_fraction=1.5).fit(tensor)

@@ -144,6 +144,18 @@ class DynamicConnectome(Estimator):
     stability_error_tol : float, default 0.01
         Relative error margin of the restarts counted in the stability: ``error <= (1 + tol) * best error``
         (``inf``: every restart, the rule before this option).
+    rank_selection : {"stability", "heldout"}
+        ``"stability"``: the largest rank whose stability reaches ``stability_threshold``. ``"heldout"``: every
+        rank is also fitted (same restarts) with ``heldout_fraction`` of the observed (pair, animal) fibres
+        hidden (every window of a pair in an animal; seeded), and the selected rank is the smallest whose error on
+        the hidden entries is within ``heldout_tol`` (relative) of the lowest; the stability is still computed and
+        reported (``rank_is_stable_``: the selected rank's stability reaches the threshold). Costs twice the fits.
+        Whole fibres, not single entries: overlapping windows share frames, so a hidden single entry is predicted
+        from its neighbours and the speckled error kept falling up to the largest rank.
+    heldout_fraction : float, default 0.1
+        Fraction of the observed (pair, animal) fibres hidden for ``rank_selection="heldout"``.
+    heldout_tol : float, default 0.002
+        Relative margin of the held-out error for ``rank_selection="heldout"``.
     n_iter_max : int, default 300
         Most HALS iterations per fit (see :func:`masked_ncp_hals`).
     tol : float, default 1e-6
@@ -202,6 +214,9 @@ class DynamicConnectome(Estimator):
         restarts: int = 5,
         stability_threshold: float = 0.95,
         stability_error_tol: float = 0.01,
+        rank_selection: str = "stability",
+        heldout_fraction: float = 0.1,
+        heldout_tol: float = 0.002,
         n_iter_max: int = 300,
         tol: float = 1e-6,
         n_inner: int = 3,
@@ -215,6 +230,9 @@ class DynamicConnectome(Estimator):
         self.restarts = restarts
         self.stability_threshold = stability_threshold
         self.stability_error_tol = stability_error_tol
+        self.rank_selection = rank_selection
+        self.heldout_fraction = heldout_fraction
+        self.heldout_tol = heldout_tol
         self.n_iter_max = n_iter_max
         self.tol = tol
         self.n_inner = n_inner
@@ -229,6 +247,11 @@ class DynamicConnectome(Estimator):
     def _check_params(self) -> None:
         self._check_choice("dtype", ("float32", "float64"))
         self._check_choice("time_mode", ("shared", "per_animal"))
+        self._check_choice("rank_selection", ("stability", "heldout"))
+        if not 0.0 < float(self.heldout_fraction) < 1.0:
+            raise self._param_error("heldout_fraction", "must be in (0, 1)")
+        if not float(self.heldout_tol) >= 0.0:
+            raise self._param_error("heldout_tol", "must be >= 0")
         ranks = [int(r) for r in np.atleast_1d(self.ranks)]
         if not ranks or min(ranks) < 1:
             raise self._param_error("ranks", "must be a non-empty list of ranks >= 1")
@@ -289,7 +312,34 @@ class DynamicConnectome(Estimator):
         else:
             Xf, maskf = X, mask
         self.animal_times_: dict[int, torch.Tensor] = {}
+        self.heldout_error_: dict[int, float] = {}
+        heldout = self.rank_selection == "heldout"
+        if heldout:  # whole (pair, animal) fibres hidden, seeded: see rank_selection
+            g = torch.Generator(device="cpu").manual_seed(int(self.seed) + 7)
+            fib = (torch.rand((P, 1, n_an), generator=g) < float(self.heldout_fraction)).to(dev)
+            hide = torch.broadcast_to(fib & mask, X.shape)
+            if per_animal:
+                hide = hide.permute(0, 2, 1).reshape(P, n_an * W, 1)
+            obs = torch.broadcast_to(maskf, Xf.shape)
+            train = obs & ~hide
+            den = float(torch.linalg.norm(Xf[hide].double()))
         for R in ranks:
+            if heldout:
+                tr = [
+                    masked_ncp_hals(
+                        Xf,
+                        R,
+                        train,
+                        n_iter_max=int(self.n_iter_max),
+                        tol=float(self.tol),
+                        n_inner=int(self.n_inner),
+                        seed=int(self.seed) + 1000 * R + k,
+                    )
+                    for k in range(int(self.restarts))
+                ]
+                fit_tr = min(tr, key=lambda f: f.errors[-1]).to_tensor()
+                res_sq = torch.linalg.norm((Xf - fit_tr)[hide].double())
+                self.heldout_error_[R] = float(res_sq) / max(den, 1e-300)
             fits = [
                 masked_ncp_hals(
                     Xf,
@@ -320,9 +370,24 @@ class DynamicConnectome(Estimator):
             )
         stable = [R for R in ranks if self.stability_[R] >= float(self.stability_threshold)]
         self.ranks_ = ranks
-        self.rank_is_stable_ = bool(stable)
-        self.rank_ = max(stable) if stable else min(ranks)
-        if not stable:
+        if heldout:
+            low = min(self.heldout_error_.values())
+            self.rank_ = min(
+                R for R in ranks if self.heldout_error_[R] <= (1.0 + float(self.heldout_tol)) * low
+            )
+            self.rank_is_stable_ = self.rank_ in stable
+            LOG.info("held-out error per rank %s: rank %d", self.heldout_error_, self.rank_)
+        else:
+            self.rank_is_stable_ = bool(stable)
+            self.rank_ = max(stable) if stable else min(ranks)
+        if heldout and not self.rank_is_stable_:
+            LOG.warning(
+                "the rank chosen on held-out entries (%d) is not stable (stability %.3f < %.3g)",
+                self.rank_,
+                self.stability_[self.rank_],
+                float(self.stability_threshold),
+            )
+        elif not stable:
             LOG.warning(
                 "no rank reached the stability threshold %.3g (stability %s): rank %d returned, unstable",
                 float(self.stability_threshold),
@@ -446,6 +511,13 @@ class DynamicConnectome(Estimator):
                     {"long_name": "1 if the neuron is in the component's densest community"},
                 ),
                 "rank_stability": ("rank", np.array([self.stability_[r] for r in ranks])),
+                "rank_heldout_error": (
+                    "rank",
+                    np.array([self.heldout_error_.get(int(r), np.nan) for r in ranks]),
+                    {
+                        "long_name": "relative error on the held-out entries (rank_selection heldout; else NaN)"
+                    },
+                ),
                 "rank_near_best_fraction": (
                     "rank",
                     np.array([self.near_best_.get(int(r), np.nan) for r in ranks]),
@@ -493,7 +565,11 @@ class DynamicConnectome(Estimator):
                 "selected_rank": int(R),
                 "rank_is_stable": int(self.rank_is_stable_),
                 "rank_selection": (
-                    f"largest rank with stability >= {self.stability_threshold}"
+                    f"smallest rank with held-out error within {self.heldout_tol} of the lowest"
+                    f" ({self.heldout_fraction} of the entries held out)"
+                    + ("" if self.rank_is_stable_ else f"; its stability is below {self.stability_threshold}")
+                    if self.rank_selection == "heldout"
+                    else f"largest rank with stability >= {self.stability_threshold}"
                     if self.rank_is_stable_
                     else f"no rank reached stability {self.stability_threshold}: the smallest rank, unstable"
                 ),
@@ -546,6 +622,14 @@ class DynamicConnectome(Estimator):
             else [np.nan] * len(m.ranks_)
         )
         m.near_best_ = {r: float(v) for r, v in zip(m.ranks_, near, strict=True)}
+        if "rank_heldout_error" in ds:
+            m.heldout_error_ = {
+                r: float(v)
+                for r, v in zip(m.ranks_, ds["rank_heldout_error"].values, strict=True)
+                if np.isfinite(v)
+            }
+        else:
+            m.heldout_error_ = {}
         m.best_ = {}
         for k, r in enumerate(m.ranks_):
             factors = [
