@@ -2,8 +2,8 @@
 
 For a pretrained Neuroformer (a ``pretrained.nc`` of the workflow, or pretrained here from the study's config),
 every connectivity read-out of :meth:`brainpipe.models.neuroformer.Neuroformer.connectivity` (``method``:
-attention rollout, cross-attention alone, gradient x input; ``by``: the predicted next neuron or the query's own
-neuron) is scored against the planted connections on the validation windows and on the test windows, next to
+attention rollout, cross-attention alone, gradient x input, ablation of one neuron's past spikes; ``by``: the
+predicted next neuron or the query's own neuron) is scored against the planted connections on the validation windows and on the test windows, next to
 lagged cross-correlation (train bins). The read-out with the best validation AUROC is the one to use; its test
 AUROC is then read once.
 
@@ -25,7 +25,7 @@ from brainpipe.data import read
 from brainpipe.evaluate.neuroformer import connectivity_scores, direction_accuracy, xcorr_connectivity
 from brainpipe.models.neuroformer import Neuroformer
 
-METHODS = ("rollout", "cross", "grad")
+METHODS = ("rollout", "cross", "grad", "ablation")
 BY = ("target", "query")
 
 
@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--truth", required=True)
     ap.add_argument("--pretrained", required=True, help="a pretrained Neuroformer model_fit .nc")
     ap.add_argument("--max-windows", type=int, default=0, help="windows per split in the read-outs (0: all)")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     counts = read(a.counts, "spike_counts")
@@ -51,8 +52,8 @@ def main(argv=None) -> int:
     hub = np.asarray(t["is_hub"].sel(unit_post=units).values) if "is_hub" in t else None
     xc = xcorr_connectivity(counts["counts"].values, counts["split"].values, model.tokenizer_.past_bins_)
     rows = [{"readout": "xcorr (train bins)", **score(xc, conn, hub)}]
-    for method in METHODS:
-        for by in BY:
+    for method in a.methods:
+        for by in BY if method != "ablation" else BY[:1]:
             row = {"readout": f"{method}/{by}"}
             for split in ("validation", "test"):
                 t0 = time.perf_counter()

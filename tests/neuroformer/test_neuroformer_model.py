@@ -376,6 +376,14 @@ def test_pretraining_beats_the_unigram_and_finds_connections(trained):
         M = m.connectivity(counts, "test", method=method, max_windows=200)
         assert M.shape == (6, 6) and np.isfinite(M).all() and not np.allclose(M, A)
         assert connectivity_scores(M, truth["connected"].values, None)[0] > 0.6, method
+    # ablation (interventional) and row-centred lift: each post neuron's off-diagonal log-lift averages 0
+    D = m.connectivity(counts, "test", method="ablation", max_windows=100)
+    assert D.shape == (6, 6) and np.isfinite(D).all() and m.attention_received_.shape == (6,)
+    off = ~np.eye(6, dtype=bool)
+    C = m.connectivity(counts, "test", centre_rows=True)
+    np.testing.assert_allclose(np.where(off, np.log(C), 0).sum(1), 0.0, atol=1e-9)
+    shift = np.log(C) - np.log(A)  # a per-row shift of the log-lift
+    np.testing.assert_allclose(shift, np.broadcast_to(shift[:, :1], shift.shape), atol=1e-9)
     with pytest.raises(ConfigError, match=r"method='rolout' is not one of rollout, cross, grad"):
         m.connectivity(counts, "test", method="rolout")
 
@@ -781,3 +789,33 @@ def test_contrastive_weight_is_chosen_on_the_validation_windows(monkeypatch, tmp
     assert "contrastive_grid" not in pretrained_dataset(pretrain_neuroformer(counts, no_mod)).attrs
     with pytest.raises(ConfigError, match=r"neuroformer model.contrastive_grid: .* negative weight"):
         contrastive_grid({**params, "model": {"contrastive_grid": [-1.0, 0.2]}})
+
+
+def test_connectivity_readout_is_chosen_on_the_validation_windows(monkeypatch):
+    """Each candidate read-out is scored on the validation windows; only the chosen one is computed on the test
+    windows (once), and the choice is recorded; a malformed read-out name is one line."""
+    import json
+
+    from brainpipe.evaluate.neuroformer import parse_readout, score_neuroformer
+    from brainpipe.training.neuroformer import pretrain_neuroformer
+
+    counts, truth = _sim_counts(duration=30.0)
+    model = pretrain_neuroformer(counts, NF_PARAMS)
+    calls, real = [], Neuroformer.connectivity
+
+    def spy(self, c, split="test", **kw):
+        calls.append((split, kw.get("method"), kw.get("centre_rows")))
+        return real(self, c, split, **kw)
+
+    monkeypatch.setattr(Neuroformer, "connectivity", spy)
+    cands = ["rollout/target", "rollout/target/rows", "cross/target"]
+    values, conn = score_neuroformer(
+        counts, model, None, truth, n_samples=1, max_windows=20, connectivity_readouts=cands
+    )
+    assert [c[0] for c in calls] == ["validation"] * 3 + ["test"]
+    val = json.loads(conn.attrs["attention_readout_validation_auroc"])
+    assert conn.attrs["attention_readout"] == cands[int(np.argmax(val))]
+    assert values["connectivity_auroc_validation"] == pytest.approx(max(val), abs=1e-6)
+    assert parse_readout(cands[1]) == {"method": "rollout", "by": "target", "centre_rows": True}
+    with pytest.raises(ConfigError, match=r"'rollout/next' is not <method>/<by>\[/rows\]"):
+        parse_readout("rollout/next")

@@ -7,13 +7,15 @@ Every metric is "higher is better" (op ``>=``); names and descriptions are in :d
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
 from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
+from brainpipe.errors import ConfigError
 from brainpipe.evaluate.metrics import auroc, metrics_dataset
 from brainpipe.models.baselines import PoissonGLM
 from brainpipe.models.neuroformer import Neuroformer, label_subset, pretrain_loss, r2_score
@@ -25,12 +27,14 @@ __all__ = [
     "decoding_metrics",
     "describe",
     "direction_accuracy",
+    "format_readout",
     "glm_baseline",
     "glm_generate",
     "history_features",
     "hub_scores",
     "linear_decoder",
     "neuroformer_metrics_dataset",
+    "parse_readout",
     "rate_hub_recall",
     "score_neuroformer",
     "set_f1",
@@ -43,6 +47,7 @@ DESCRIPTIONS = {
     "connectivity_auroc_xcorr": "the same for lagged cross-correlation of the binned counts (baseline)",
     "connectivity_auroc_glm": "the same for the coupling weights of a coupled Poisson GLM (baseline)",
     "connectivity_auroc_vs_xcorr": "connectivity_auroc minus connectivity_auroc_xcorr (the bar: >= 0)",
+    "connectivity_auroc_validation": "AUROC on the validation windows of the attention read-out chosen there (among evaluate.connectivity_readouts; its name in the connectivity file's attrs)",
     "connectivity_direction": "direction accuracy of attention connectivity: share of planted one-way connections j -> i scored higher (post i, pre j) than the reverse (i, j) (ties: 1/2; chance 0.5)",
     "connectivity_direction_xcorr": "the same for lagged cross-correlation (baseline)",
     "connectivity_direction_glm": "the same for the Poisson-GLM couplings (baseline)",
@@ -479,6 +484,55 @@ def neuroformer_metrics_dataset(
 
 
 # ---- every metric of a fitted Neuroformer ----------------------------------------------------------------------
+def parse_readout(readout: str) -> dict[str, object]:
+    """The :meth:`Neuroformer.connectivity` arguments of a read-out name ``<method>/<by>[/rows]``.
+
+    Parameters
+    ----------
+    readout : str
+        E.g. ``rollout/target``, ``rollout/target/rows``, ``cross/query``, ``ablation/target``.
+
+    Returns
+    -------
+    dict
+        ``method``, ``by`` and ``centre_rows``.
+
+    Raises
+    ------
+    ConfigError
+        A name of another form (one line naming the allowed parts).
+    """
+    parts = str(readout).split("/")
+    ok = (
+        len(parts) in (2, 3)
+        and parts[0] in ("rollout", "cross", "grad", "ablation")
+        and parts[1] in ("target", "query")
+        and (len(parts) == 2 or parts[2] == "rows")
+    )
+    if not ok:
+        raise ConfigError(
+            f"neuroformer evaluate.connectivity_readouts: {readout!r} is not <method>/<by>[/rows] with method in "
+            "rollout, cross, grad, ablation and by in target, query (e.g. rollout/target/rows)"
+        )
+    return {"method": parts[0], "by": parts[1], "centre_rows": len(parts) == 3}
+
+
+def format_readout(r: Mapping[str, object]) -> str:
+    """The name of a read-out given as :func:`parse_readout` arguments.
+
+    Parameters
+    ----------
+    r : mapping
+        ``method``, ``by`` and ``centre_rows``.
+
+    Returns
+    -------
+    str
+        ``<method>/<by>[/rows]``.
+    """
+    return f"{r['method']}/{r['by']}" + ("/rows" if r.get("centre_rows") else "")
+
+
 def _pct(f: float) -> str:
     return f"{f * 100:g}pct"
 
@@ -610,6 +664,7 @@ def score_neuroformer(
     source: str = "counts",
     top_k: int | None = None,
     top_p: float | None = None,
+    connectivity_readouts: Sequence[str] | None = None,
 ) -> tuple[dict[str, float], xr.Dataset]:
     """Every Neuroformer metric on the test windows: next-token loss, connectivity, generation and decoding.
 
@@ -651,6 +706,12 @@ def score_neuroformer(
         Top-k sampling in the generation (None: off).
     top_p : float, optional
         Nucleus (top-p) sampling in the generation (None: off).
+    connectivity_readouts : sequence of str, optional
+        Candidate connectivity read-outs, ``<method>/<by>`` with an optional ``/rows`` (the arguments of
+        :meth:`Neuroformer.connectivity`, e.g. ``rollout/target/rows``). With planted truth and two or more
+        candidates, each is scored (AUROC) on the validation windows and the best one alone is computed on the
+        test windows (``connectivity_auroc_validation``; its name in the connectivity dataset's attrs); without
+        truth the first is used. None: ``rollout/<connectivity_by>``.
 
     Returns
     -------
@@ -689,18 +750,12 @@ def score_neuroformer(
         ]
     values["pretrain_test_loss"] = float(np.sum(losses) / max(len(test), 1))
 
-    # connectivity
+    # connectivity: the read-out chosen on the validation windows (with truth), then the test windows once
     units = np.asarray(counts["unit"].values).astype(str)
-    att = model.connectivity(
-        counts,
-        "test",
-        by=str(connectivity_by),
-        max_windows=None if connectivity_windows is None else int(connectivity_windows),
-    )
-    xc = xcorr_connectivity(counts["counts"].values, counts["split"].values, tok.past_bins_)
-    glm, cov = glm_baseline(counts, model, glm_history_tau_s, glm_alpha)
-    mats = {"attention": att, "xcorr": xc, "glm": glm.coupling_}
-    if truth is not None and "connected" in truth:
+    readouts = [parse_readout(r) for r in (connectivity_readouts or [f"rollout/{connectivity_by}"])]
+    n_conn = None if connectivity_windows is None else int(connectivity_windows)
+    has_truth = truth is not None and "connected" in truth
+    if has_truth:
         t = truth.assign_coords(
             unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str)
         )
@@ -711,6 +766,18 @@ def score_neuroformer(
         )
         wv = np.asarray(w.sel(unit_post=units, unit_pre=units).values) if w is not None else np.zeros(1)
         signed = not bool((wv[conn.astype(bool)] < 0).any())  # excitatory-only truth: signed scores
+    chosen, val_aucs = readouts[0], []
+    if has_truth and len(readouts) > 1:
+        for r in readouts:
+            M = model.connectivity(counts, "validation", max_windows=n_conn, **r)
+            val_aucs.append(connectivity_scores(M, conn, None, signed=signed, centre=1.0)[0])
+        chosen = readouts[int(np.nanargmax(val_aucs))]
+        values["connectivity_auroc_validation"] = float(np.nanmax(val_aucs))
+    att = model.connectivity(counts, "test", max_windows=n_conn, **chosen)
+    xc = xcorr_connectivity(counts["counts"].values, counts["split"].values, tok.past_bins_)
+    glm, cov = glm_baseline(counts, model, glm_history_tau_s, glm_alpha)
+    mats = {"attention": att, "xcorr": xc, "glm": glm.coupling_}
+    if has_truth:
         for name, suffix in (("attention", ""), ("xcorr", "_xcorr"), ("glm", "_glm")):
             hs = model.attention_received_ if name == "attention" else None
             centre = 1.0 if name == "attention" else 0.0
@@ -751,7 +818,13 @@ def score_neuroformer(
             for (k, v), d in zip(mats.items(), descriptions, strict=True)
         },
         coords={"unit_post": units, "unit_pre": units},
-        attrs={"model": "neuroformer_connectivity", "role": "fit"},
+        attrs={
+            "model": "neuroformer_connectivity",
+            "role": "fit",
+            "attention_readout": format_readout(chosen),
+            "attention_readout_candidates": json.dumps([format_readout(r) for r in readouts]),
+            "attention_readout_validation_auroc": json.dumps([round(float(v), 6) for v in val_aucs]),
+        },
     )
     cds["attention_received"] = (
         "unit_pre",

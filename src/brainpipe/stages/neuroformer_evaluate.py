@@ -38,6 +38,7 @@ EVALUATE_KEYS = (
     "glm_history_tau_s",
     "top_k",
     "top_p",
+    "connectivity_readouts",
 )
 
 

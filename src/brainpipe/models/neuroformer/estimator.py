@@ -518,6 +518,38 @@ class Neuroformer(Estimator):
         return total / n
 
     # -- connectivity ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _ablation_connectivity(self, win: Windows, n: int, batch_size: int = 128) -> np.ndarray:
+        """``1 + D`` of :meth:`connectivity` (``method="ablation"``): the drop of each neuron's next-spike
+        log-probability when one neuron's past spikes are removed, averaged over the windows it spiked in."""
+        net = self.net_
+        self.net_.eval()
+        dev = next(net.parameters()).device
+        D, m = np.zeros((n, n)), np.zeros(n)
+        for s in range(0, len(win), batch_size):
+            b = [t[s : s + batch_size].to(dev) for t in win.tensors()]
+            x_id, x_dt, _, _, past_id, past_dt, modality, _ = split_batch(b)
+            real = (x_id != net.pad_id).float()[..., None]  # positions that predict a next token
+            base = torch.log_softmax(net(x_id, x_dt, past_id, past_dt, modality)["id_logits"].float(), -1)
+            for j in range(n):
+                has = past_id == j
+                pid = past_id.masked_fill(has, net.pad_id)
+                rows = has.any(1) & (pid != net.pad_id).any(1)  # j spiked, and some other past token is left
+                if not bool(rows.any()):
+                    continue
+                lp = torch.log_softmax(
+                    net(x_id[rows], x_dt[rows], pid[rows], past_dt[rows], modality[rows])[
+                        "id_logits"
+                    ].float(),
+                    -1,
+                )
+                D[:, j] += ((base[rows][..., :n] - lp[..., :n]) * real[rows]).sum((0, 1)).cpu().numpy()
+                m[j] += float(real[rows].sum())
+        D = D / np.maximum(m, 1.0)[None, :]
+        off = ~np.eye(n, dtype=bool)
+        self.attention_received_ = np.where(off, np.maximum(D, 0.0), 0.0).sum(0)
+        return 1.0 + D
+
     def _gradient_windows(self, win: Windows, batch_size: int = 128):
         """Like :meth:`_forward_windows`, with ``o["attribution"]`` (B, L, P): gradient x input of each current
         position's log-probability of its next ID token with respect to each past token's embedding."""
@@ -559,6 +591,7 @@ class Neuroformer(Estimator):
         by: str = "target",
         max_windows: int | None = None,
         method: str = "rollout",
+        centre_rows: bool = False,
     ) -> np.ndarray:
         """Neuron x neuron (post, pre) matrix from attention rollout, current-window tokens -> past-window tokens.
 
@@ -579,20 +612,29 @@ class Neuroformer(Estimator):
             Attribute a current position to the neuron it predicts next, or to its own token's neuron.
         max_windows : int, optional
             Use at most the first this many windows of the split (None: all).
-        method : {"rollout", "cross", "grad"}, default "rollout"
+        method : {"rollout", "cross", "grad", "ablation"}, default "rollout"
             What a current position draws from each past token: the attention rollout above; ``"cross"``, the
             cross-attention to the past alone (heads and past layers averaged, no rollout through the
             self-attention); ``"grad"``, gradient x input: ``|d log p(next ID) / d e_p . e_p|`` for each past
-            token embedding ``e_p`` (one backward pass per current position). The same lift in every case.
+            token embedding ``e_p`` (one backward pass per current position). The same lift in these three.
+            ``"ablation"`` is interventional instead: ``1 + D[i, j]``, where ``D[i, j]`` is the mean drop of the
+            predicted log-probability that the next spike is neuron ``i`` (every current position, not only those
+            where ``i`` comes next) when neuron ``j``'s past spikes are removed, over the windows where ``j``
+            spiked in the past (``by`` does not apply; ``attention_received_`` is then each neuron's summed
+            positive effect on the others).
+        centre_rows : bool, default False
+            Remove each post neuron's own level: divide its row of the lift by the geometric mean of its
+            off-diagonal entries (ablation: subtract the mean), so that neurons that are simply easy or hard to
+            predict do not rank all their pairs high or low.
 
         Returns
         -------
         numpy.ndarray
             (post, pre) attention lift; 1 = no preference.
         """
-        if method not in ("rollout", "cross", "grad"):
+        if method not in ("rollout", "cross", "grad", "ablation"):
             raise ConfigError(
-                f"neuroformer connectivity: method={method!r} is not one of rollout, cross, grad"
+                f"neuroformer connectivity: method={method!r} is not one of rollout, cross, grad, ablation"
             )
         if by not in ("target", "query"):
             raise ConfigError(f"neuroformer connectivity: by={by!r} is not one of target, query")
@@ -601,6 +643,9 @@ class Neuroformer(Estimator):
         if max_windows is not None and len(win) > max_windows:
             win = win.select(np.arange(len(win)) < max_windows)
         n = self.tokenizer_.vocab["n_units"]
+        if method == "ablation":
+            M = self._ablation_connectivity(win, n)
+            return _centre_rows(M - 1.0) + 1.0 if centre_rows else M
         S = np.zeros((n, n))
         cnt = np.zeros(n)
         n_tok_past, n_win = np.zeros(n), 0
@@ -633,7 +678,8 @@ class Neuroformer(Estimator):
         # attention received per past token of each neuron (the model's own hub score): mean over current positions
         n_past = np.maximum(n_tok_past / max(n_win, 1), 1e-12)
         self.attention_received_ = base / n_past
-        return a / np.maximum(base, 1e-12)[None, :]
+        lift = a / np.maximum(base, 1e-12)[None, :]
+        return np.exp(_centre_rows(np.log(np.maximum(lift, 1e-12)))) if centre_rows else lift
 
     # -- generation --------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -874,6 +920,13 @@ class Neuroformer(Estimator):
                 f"{source}: the checkpoint was trained on {ds.attrs['tok_bin_width_s']} s bins, the data have {bw} s bins; "
                 "bin the spikes as for pretraining"
             )
+
+
+def _centre_rows(X: np.ndarray) -> np.ndarray:
+    """Each row minus the mean of its off-diagonal entries."""
+    off = ~np.eye(X.shape[0], dtype=bool)
+    mean = np.where(off, X, 0.0).sum(1, keepdims=True) / max(X.shape[1] - 1, 1)
+    return X - mean
 
 
 class _EpochSample:
