@@ -49,7 +49,7 @@ KEYS = (
 
 
 def run_one(
-    params: dict, seed: int, rank_selection: str = "stability", restarts: int = 3
+    params: dict, seed: int, rank_selection: str = "stability", restarts: int = 3, time_mode: str = "shared"
 ) -> dict[str, float]:
     from brainpipe.evaluate.connectome import connectome_metrics, merge_truths
     from brainpipe.evaluate.connectome_baselines import baseline_communities, match_communities
@@ -68,7 +68,12 @@ def run_one(
     tensor = build_tensor(animals, window_s=5.0, stride_s=2.5)
     fit = (
         DynamicConnectome(
-            ranks=[2, 3, 4, 5], restarts=restarts, device="cpu", seed=0, rank_selection=rank_selection
+            ranks=[2, 3, 4, 5],
+            restarts=restarts,
+            device="cpu",
+            seed=0,
+            rank_selection=rank_selection,
+            time_mode=time_mode,
         )
         .fit(tensor)
         .to_dataset(tensor)
@@ -93,13 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--rank-selection", choices=["stability", "heldout"], default="stability")
     ap.add_argument("--restarts", type=int, default=3)
+    ap.add_argument("--time-mode", choices=["shared", "per_animal"], default="shared")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
     for sc in args.scenarios:
         for seed in args.seeds:
             t0 = time.perf_counter()
-            m = run_one(SCENARIOS[sc], seed, args.rank_selection, args.restarts)
+            m = run_one(SCENARIOS[sc], seed, args.rank_selection, args.restarts, args.time_mode)
             rows.append({"scenario": sc, "seed": seed, **m, "seconds": time.perf_counter() - t0})
             print(sc, seed, {k: round(v, 3) for k, v in m.items()}, flush=True)
     cols = ["scenario", "seed", *sorted({k for r in rows for k in r} - {"scenario", "seed"})]
