@@ -1,8 +1,9 @@
-"""Masked non-negative CP (HALS, torch) of the affinity tensor over ranks x restarts; rank by replicate stability;
-weighted Louvain communities on each pair factor.
+"""Masked non-negative CP (HALS, torch) of the affinity tensor over ranks x restarts; rank by replicate stability
+(or held-out fibres); weighted Louvain communities on each pair factor.
 
 params: :class:`brainpipe.models.connectome.DynamicConnectome` hyperparameters (``ranks``, ``restarts``,
-``stability_threshold``, ``n_iter_max``, ``tol``, ``n_inner``, ``dtype``, ``device``, ``resolution``, ``seed``).
+``stability_threshold``, ``stability_error_tol``, ``rank_selection``, ``heldout_fraction``, ``heldout_tol``,
+``n_iter_max``, ``tol``, ``n_inner``, ``dtype``, ``device``, ``resolution``, ``seed``, ``time_mode``).
 The fit carries over how the tensor's animals were aligned (frame rates, neuron matching, shared neurons and pairs:
 :data:`ALIGNMENT_ATTRS`, the ``animal_*`` variables), for the report.
 """
