@@ -24,6 +24,18 @@ Order of operations
    matrix, networkx Louvain (weighted, seeded); the component's "community" is the densest Louvain community.
 
 The names of steps 1, 2 and 4 are importable from here too.
+
+What the public description confirms, and what it does not
+-----------------------------------------------------------
+Read (issue 16, this session): the paper's abstract (OpenReview ZwhHSOHMTM, arXiv 2402.14102) and public
+summaries of it; the reference repository and notebook were not in this environment's code index, so neither
+could be read. Confirmed: the affinities are pairwise, non-linear and *instantaneous* (``a_ij^(t)`` per time
+point, from a "differential affinity" comparing the traces), the tensor is pair x time x worm, NTF gives pair,
+time and worm factors, and the communities of a component come from a *nested weighted stochastic block model*
+(a generative model of the weighted pair graph), not Louvain. Not confirmed, so not implemented: the affinity's
+formula and its null/threshold, how instantaneous affinities are smoothed or windowed, and the SBM's
+edge-weight model. Here: windowed affinities (:mod:`brainpipe.preprocess.affinity`, default a soft-thresholded
+correlation of smoothed derivatives) and Louvain's densest community stand in for both, documented as such.
 """
 
 from __future__ import annotations
