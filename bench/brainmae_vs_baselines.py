@@ -33,13 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from brainpipe.evaluate import fmri  # noqa: E402
 from brainpipe.evaluate.brainmae import over_seeds, pretrain_folds, score_encoders  # noqa: E402
 
-KEYS = (
-    "masked_nmse",
-    "masked_nmse_vs_best_baseline",
-    "roi_embedding_ari_vs_fc_clustering",
-    "probe_accuracy_vs_fc",
-    "probe_r2_vs_fc",
-)
+KEYS = ("masked_nmse", "roi_embedding_ari", "probe_accuracy", "probe_r2", "n_seeds")
 
 
 def main(argv=None) -> int:
@@ -50,10 +44,13 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="{}", help="JSON overrides of the model block")
     ap.add_argument("--variant", action="append", help="name or name:JSON overrides (default: base)")
     ap.add_argument(
-        "--features", default="similarity", help="the probe's read-out (similarity, mean, cls, ...)"
+        "--features",
+        default="similarity",
+        help="the probe's read-out (similarity, mean, cls, ...) or a JSON list: a grid chosen on validation folds",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    features = json.loads(args.features) if args.features.startswith("[") else args.features
     model = yaml.safe_load(open(ROOT / "config" / "config.yaml"))["fmri"]["brainmae"]["model"]
     model = dict(model, **json.loads(args.model), progress=False, device="cpu")
     ds = xr.load_dataset(args.clean)
@@ -68,7 +65,7 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             t = time.time()
             models = pretrain_folds(ds, dict(model, **json.loads(over or "{}"), seed=seed))
-            runs[seed] = score_encoders(ds, models, 0.5, 20, 0, args.features, base, modules)
+            runs[seed] = score_encoders(ds, models, 0.5, 20, 0, features, base, modules)
             print(json.dumps({"variant": name, "seed": seed, "seconds": time.time() - t, **runs[seed]}))
         agg = over_seeds(runs)
         print(json.dumps({"variant": name, **{k: v for k, v in agg.items() if k.startswith(KEYS)}}))

@@ -622,3 +622,34 @@ def test_probe_readout_is_chosen_on_the_validation_fold(monkeypatch):
     assert len(calls) == 3 * K  # per fold: two validation fits, one test fit
     one = ebm.cross_validate_probe(noise, y, folds, "classification")
     assert one["accuracy"] < 0.8
+
+
+def test_mask_sampling_chosen_on_the_validation_fold(cohort, tmp_path):
+    """select: every candidate setting is pretrained per fold and the least validation NMSE is kept and recorded
+    (the fit carries the grid, each candidate's validation NMSE and the choice); a bad grid is one line."""
+    from brainpipe.data import make_provenance, read, write
+    from brainpipe.evaluate.brainmae import folds_to_dataset, pretrain_folds
+
+    ds, _ = cohort
+    ds = ds.isel(segment=slice(None, None, 3))
+    params = dict(FAST, max_epochs=2, select={"mask_sampling": ["fixed", "uniform"]})
+    models = pretrain_folds(ds, params)
+    for m in models:
+        sel = m.selection_
+        assert sel["grid"] == [{"mask_sampling": "fixed"}, {"mask_sampling": "uniform"}]
+        best = sel["grid"][int(np.argmin(sel["validation_nmse"]))]
+        assert sel["chosen"] == best and m.mask_sampling == best["mask_sampling"]
+    fit = folds_to_dataset(models, ds)
+    assert fit["fold_validation_nmse"].shape == (4, 2)
+    write(fit, tmp_path / "fit.nc", "model_fit", make_provenance("test", {}))
+    assert json.loads(read(tmp_path / "fit.nc", "model_fit").attrs["select_grid"])[1] == {
+        "mask_sampling": "uniform"
+    }
+    for bad, msg in (
+        ({"nope": [1]}, "select.nope must be a network setting"),
+        ({"mask_sampling": []}, "non-empty"),
+    ):
+        with pytest.raises(ConfigError, match=msg):
+            split_kwargs(dict(FAST, select=bad))
+    with pytest.raises(ConfigError, match="mask_sampling must be fixed or uniform"):
+        split_kwargs(dict(FAST, select={"mask_sampling": ["beta"]}))

@@ -21,7 +21,7 @@ import xarray as xr
 
 from brainpipe.errors import InputError
 from brainpipe.evaluate import fmri
-from brainpipe.models.brainmae import BrainMAE, seeds
+from brainpipe.models.brainmae import BrainMAE, seeds, select_grid
 
 __all__ = [
     "by_seed",
@@ -144,7 +144,11 @@ def pretrain_folds(
         A ``roi_segments`` dataset (``signal`` (segment, time, roi), ``segment_fold``).
     model_params : mapping
         Keyword arguments of :class:`~brainpipe.models.brainmae.BrainMAE` (network and training settings), the
-        same for every encoder; optionally ``seeds`` (a list): the ``K`` encoders are trained once per seed.
+        same for every encoder; optionally ``seeds`` (a list): the ``K`` encoders are trained once per seed;
+        ``select`` (network setting -> list of values, :func:`~brainpipe.models.brainmae.select_grid`): encoder
+        ``k`` is pretrained for every combination and the one with the least masked NMSE on its validation fold
+        ``(k + 1) % K`` (masks hiding ``select_mask_ratio``, default 0.5, of the ROIs; 20 patterns, seed 0) is
+        kept, its choice in ``selection_`` (no checkpoints then).
     checkpoint : str, optional
         Encoder ``k`` checkpoints to :func:`fold_checkpoint` of it (of ``<checkpoint>.seed-<s>`` with several
         seeds); a rerun with the same ``fingerprint`` resumes at the fold it was in (finished folds return at
@@ -189,48 +193,75 @@ def pretrain_folds(
             )
     params = dict(model_params)
     run_seeds = seeds(params.pop("seeds", None), params.get("seed", 0))
+    select = params.pop("select", None)
+    select_ratio = float(params.pop("select_mask_ratio", 0.5))
+    grid = select_grid(select, select_ratio)
     if len(run_seeds) > 1:
         models = []
         for sd in run_seeds:
             ck = f"{checkpoint}.seed-{sd}" if checkpoint else None
             fp = dict(fingerprint or {}, seed=sd)
-            models += pretrain_folds(ds, dict(params, seed=sd), ck, fp, source, log)
+            over = {"select": select, "select_mask_ratio": select_ratio} if select else {}
+            models += pretrain_folds(ds, dict(params, seed=sd, **over), ck, fp, source, log)
         return models
     params["seed"] = run_seeds[0]
     models = []
-    seqs = segment_sequences(ds, _context(params)) if _temporal(params) else None
+    if len(grid) > 1:
+        checkpoint = None  # the candidates of a select grid are not checkpointed
     for k, (tr, va, _) in enumerate(splits):
-        model = BrainMAE(**params)
-        seq_kw = {}
-        if seqs is not None:  # every sequence lies in one fold: its first segment says which
-            seq_kw = {"sequences": seqs[tr[seqs[:, 0]]], "sequences_val": seqs[va[seqs[:, 0]]]}
-        log.info(
-            "encoder %d/%d: pretraining on %d segments (validation %d), %s",
-            k + 1,
-            K,
-            tr.sum(),
-            va.sum(),
-            params,
-        )
-        model.fit(
-            X if seq_kw else X[tr],
-            X if seq_kw else X[va],
-            checkpoint=fold_checkpoint(checkpoint, k),
-            fingerprint=dict(fingerprint or {}, fold=k) if checkpoint else None,
-            log=log,
-            **seq_kw,
-        )
-        log.info(
-            "encoder %d/%d done: best epoch %s, %.1f s on %s (%s)",
-            k + 1,
-            K,
-            model.best_epoch_,
-            model.train_seconds_,
-            model.device_,
-            model.precision_,
-        )
+        fitted = []
+        for cand in grid:
+            fitted.append(
+                _pretrain_one(ds, X, dict(params, **cand), k, K, tr, va, checkpoint, fingerprint, log)
+            )
+            if len(grid) == 1:
+                break
+        model = fitted[0]
+        if len(grid) > 1:  # the setting with the least masked NMSE on the validation fold (k + 1) % K
+            patterns, index = fmri.eval_masks(int(va.sum()), X.shape[2], select_ratio, 20, 0)
+            scores = [
+                fmri.nmse(X[va], _reconstruct(m, ds, X, va, patterns, index), patterns[index]) for m in fitted
+            ]
+            model = fitted[int(np.argmin(scores))]
+            model.selection_ = {
+                "grid": [dict(c) for c in grid],
+                "validation_nmse": [float(v) for v in scores],
+                "chosen": dict(grid[int(np.argmin(scores))]),
+            }
+            log.info("encoder %d/%d: validation NMSE %s -> %s", k + 1, K, scores, model.selection_["chosen"])
         models.append(model)
     return models
+
+
+def _pretrain_one(ds, X, params, k, K, tr, va, checkpoint, fingerprint, log) -> BrainMAE:
+    """Encoder ``k``: pretrained on the training folds, early-stopped on the validation fold (candidates of a
+    ``select`` grid get no checkpoints)."""
+    model = BrainMAE(**params)
+    seq_kw = {}
+    seqs = segment_sequences(ds, _context(params)) if _temporal(params) else None
+    if seqs is not None:  # every sequence lies in one fold: its first segment says which
+        seq_kw = {"sequences": seqs[tr[seqs[:, 0]]], "sequences_val": seqs[va[seqs[:, 0]]]}
+    log.info(
+        "encoder %d/%d: pretraining on %d segments (validation %d), %s", k + 1, K, tr.sum(), va.sum(), params
+    )
+    model.fit(
+        X if seq_kw else X[tr],
+        X if seq_kw else X[va],
+        checkpoint=fold_checkpoint(checkpoint, k),
+        fingerprint=dict(fingerprint or {}, fold=k) if checkpoint else None,
+        log=log,
+        **seq_kw,
+    )
+    log.info(
+        "encoder %d/%d done: best epoch %s, %.1f s on %s (%s)",
+        k + 1,
+        K,
+        model.best_epoch_,
+        model.train_seconds_,
+        model.device_,
+        model.precision_,
+    )
+    return model
 
 
 def by_seed(models: Sequence[BrainMAE]) -> dict[int, list[BrainMAE]]:
@@ -346,6 +377,22 @@ def folds_to_dataset(models: Sequence[BrainMAE], ds: xr.Dataset) -> xr.Dataset:
         np.array([int(-1 if m.best_epoch_ is None else m.best_epoch_) for m in models]),
     )
     data["fold_train_seconds"] = ("fold", np.array([float(m.train_seconds_) for m in models]))
+    if all(getattr(m, "selection_", None) for m in models):
+        import json
+
+        data["fold_validation_nmse"] = (
+            ("fold", "candidate"),
+            np.array([m.selection_["validation_nmse"] for m in models]),
+            {"long_name": "masked NMSE on the validation fold of each candidate setting (select grid)"},
+        )
+        data["fold_chosen_candidate"] = (
+            "fold",
+            np.array([m.selection_["grid"].index(m.selection_["chosen"]) for m in models]),
+            {"long_name": "index of the candidate setting kept for encoder k (least validation NMSE)"},
+        )
+        select_attrs = {"select_grid": json.dumps(models[0].selection_["grid"])}
+    else:
+        select_attrs = {}
     att = model.graph_attention()
     if att is not None:
         data["graph_attention"] = (
@@ -375,6 +422,7 @@ def folds_to_dataset(models: Sequence[BrainMAE], ds: xr.Dataset) -> xr.Dataset:
             "roi_embedding, graph_attention, history and best_epoch are encoder 0's",
             "segment_length_s": float(ds.attrs["segment_length_s"]),
             "repetition_time_s": float(ds.attrs["repetition_time_s"]),
+            **select_attrs,
         },
     )
 

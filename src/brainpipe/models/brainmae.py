@@ -495,6 +495,45 @@ def seeds(value, default: int = 0) -> list[int]:
     return [int(v) for v in value]
 
 
+def select_grid(select: dict | None, mask_ratio: float = 0.5) -> list[dict[str, Any]]:
+    """The candidate settings of a validation-split choice: every combination of ``select`` (network key -> list of
+    values), e.g. ``{"mask_sampling": ["fixed", "uniform"]}``.
+
+    Parameters
+    ----------
+    select : dict or None
+        Network setting (:class:`BrainMAEConfig` field) -> the values to choose from.
+    mask_ratio : float, default 0.5
+        Fraction of ROIs the validation masks hide (checked here; used by the caller).
+
+    Returns
+    -------
+    list of dict
+        The combinations (``[{}]`` without a grid).
+
+    Raises
+    ------
+    ConfigError
+        A key that is not a network setting, or not a non-empty list.
+    """
+    import itertools
+
+    if not 0.0 < float(mask_ratio) < 1.0:
+        raise ConfigError(f"BrainMAE: select_mask_ratio must be in (0, 1); got {mask_ratio!r}")
+    if not select:
+        return [{}]
+    if not isinstance(select, dict):
+        raise ConfigError(f"BrainMAE: select must be a mapping of setting -> list of values; got {select!r}")
+    for k, v in select.items():
+        if k not in NET_KEYS or not isinstance(v, (list, tuple)) or not v:
+            raise ConfigError(
+                f"BrainMAE: select.{k} must be a network setting ({', '.join(NET_KEYS)}) with a non-empty list "
+                f"of values; got {v!r}"
+            )
+    keys = list(select)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(select[k] for k in keys))]
+
+
 def split_kwargs(params: dict[str, Any]):
     """Check a flat parameter mapping (unknown names, bad values: one-line ``ConfigError``) and split it into the
     network's :class:`BrainMAEConfig` and the training loop's :class:`~brainpipe.training.TrainConfig`.
@@ -502,7 +541,8 @@ def split_kwargs(params: dict[str, Any]):
     Parameters
     ----------
     params : dict
-        Any of :class:`BrainMAE`'s constructor arguments, and ``seeds`` (:func:`seeds`).
+        Any of :class:`BrainMAE`'s constructor arguments, ``seeds`` (:func:`seeds`), ``select`` and
+        ``select_mask_ratio`` (:func:`select_grid`).
 
     Returns
     -------
@@ -510,6 +550,8 @@ def split_kwargs(params: dict[str, Any]):
     """
     params = dict(params)
     seeds(params.pop("seeds", None))
+    for grid in select_grid(params.pop("select", None), params.pop("select_mask_ratio", 0.5)):
+        BrainMAE(**dict(params, **grid))._check_params()
     allowed = set(NET_KEYS) | set(TRAIN_DEFAULTS) | {"seeds"}
     unknown = sorted(set(params) - allowed)
     if unknown:
