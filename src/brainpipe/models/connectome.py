@@ -104,7 +104,7 @@ def _fold(res: NCPResult, n_windows: int, n_animals: int) -> NCPResult:
     time = T.sum(0)
     time = time / torch.clamp(torch.linalg.norm(time, dim=0), min=1e-30)
     animal = energy / torch.clamp(weight, min=1e-30)
-    return NCPResult(weight, [res.factors[0], time, animal], res.errors, res.n_iter)
+    return NCPResult(weight, [res.factors[0], time, animal], res.errors, res.n_iter, res.stop, res.n_restarts)
 
 
 def replicate_stability(fits: Sequence[NCPResult], error_tol: float = 0.01) -> tuple[float, float]:
