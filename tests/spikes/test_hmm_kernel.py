@@ -176,3 +176,19 @@ def test_cuda_tensors_use_the_scans(rng):
     assert log_norm.device.type == gamma.device.type == xi.device.type == "cuda"
     z, _, _ = hmm.forward_backward_reference(ll[0].cpu().numpy(), log_pi.cpu().numpy(), log_A.cpu().numpy())
     np.testing.assert_allclose(log_norm[0].item(), z, rtol=1e-10)
+
+
+def test_parallel_sequences_give_the_same_answers(rng, monkeypatch):
+    """Sequences on several threads (large inputs) or inline (small ones): bit-identical results."""
+    ll, log_pi, log_A = _random_hmm(rng, 5, 80, 3)
+    mask = _prefix_mask(80, [80, 3, 79, 40, 1])
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(hmm, "KERNEL_PARALLEL_MIN", 0)
+    assert hmm._parallel(ll)
+    par = hmm.forward_backward(ll, log_pi, log_A, mask)
+    par_paths = hmm.viterbi(ll, log_pi, log_A, mask)
+    monkeypatch.setattr(hmm, "KERNEL_PARALLEL_MIN", 10**9)
+    assert not hmm._parallel(ll)
+    for a, b in zip(par, hmm.forward_backward(ll, log_pi, log_A, mask), strict=True):
+        assert torch.equal(a, b)
+    np.testing.assert_array_equal(par_paths, hmm.viterbi(ll, log_pi, log_A, mask))

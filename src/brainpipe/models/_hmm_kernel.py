@@ -3,7 +3,10 @@
 The chunked scans of :mod:`brainpipe.models.hmm` run a few hundred small tensor operations per call; on the CPU
 that overhead dominates at the sizes we fit (S = 2-5 states). This module compiles, on first use, a small C++
 extension (``torch.utils.cpp_extension.load_inline``) that runs the textbook recursions: one loop over time per
-sequence, sequences in parallel (``at::parallel_for``), in float64.
+sequence, in float64, with no torch operation over the (B, T, S) inputs in between (on shared cores every parallel
+torch operation can wait milliseconds for a descheduled thread). Sequences run inline, or with ``parallel`` in
+parallel over the caller's torch threads (``at::parallel_for``; :mod:`brainpipe.models.hmm` asks for that only for
+large inputs).
 
 - Forward: ``alpha_t = normalise((alpha_{t-1} A) * P_t)``, with ``P_t = exp(log_lik_t - max_s log_lik_t)`` and
   the log normaliser accumulating ``log(sum) + max``.
@@ -17,8 +20,8 @@ sequence, sequences in parallel (``at::parallel_for``), in float64.
 
 The extension is built once per source text (its name carries a hash of the source) into torch's extension
 cache (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), under torch's file lock, so
-concurrent processes build it once. Compilation takes 30-60 s on 2 cores (it includes the torch headers); later
-processes only load the cached library. When compilation fails the callers fall back to the torch scans, with
+concurrent processes build it once. Compilation takes 35-65 s on 2 cores (it includes the torch headers; measured
+33 s idle, 53-62 s under load); later processes import the cached library directly (about 0.05 s). When compilation fails the callers fall back to the torch scans, with
 one warning. ``BRAINPIPE_HMM_KERNEL=torch`` in the environment disables the kernel.
 """
 
@@ -152,10 +155,37 @@ void dispatch(int64_t S, F f) {
   }
 }
 
+// Emission factors of one sequence: P[t, s] = exp(L[t, s] - max_s L[t, s]) (1 at padding); returns the sum of
+// the shifts max_s L[t, s] over the valid steps.
+double factors(const double* L, const bool* m, int64_t T, int64_t S, double* P) {
+  double shift = 0.0;
+  for (int64_t t = 0; t < T; ++t) {
+    const double* l = L + t * S;
+    double* p = P + t * S;
+    if (!m[t]) {
+      for (int64_t j = 0; j < S; ++j) p[j] = 1.0;
+      continue;
+    }
+    double top = l[0];
+    for (int64_t j = 1; j < S; ++j) top = std::max(top, l[j]);
+    for (int64_t j = 0; j < S; ++j) p[j] = std::exp(l[j] - top);
+    shift += top;
+  }
+  return shift;
+}
+
+// Runs f(b0, b1) over the sequences [0, B): in parallel (at::parallel_for, the caller's torch threads) or inline.
+template <typename F>
+void over_sequences(int64_t B, bool parallel, const F& f) {
+  if (parallel) at::parallel_for(0, B, 1, f);
+  else f(0, B);
+}
+
 }  // namespace
 
-// P: emission factors exp(log_lik - shift) (1 at padding). Returns log_norm without the shifts, gamma, xi.
-std::vector<at::Tensor> forward_backward(at::Tensor P, at::Tensor log_pi, at::Tensor log_A, at::Tensor mask) {
+// From the log-likelihoods P (B, T, S): log marginal likelihood (B), gamma (B, T, S), summed xi (B, S, S).
+std::vector<at::Tensor> forward_backward(at::Tensor P, at::Tensor log_pi, at::Tensor log_A, at::Tensor mask,
+                                         bool parallel) {
   check(P, log_pi, log_A, mask);
   const int64_t B = P.size(0), T = P.size(1), S = P.size(2);
   TORCH_CHECK(S <= 16, "at most 16 states");
@@ -163,42 +193,48 @@ std::vector<at::Tensor> forward_backward(at::Tensor P, at::Tensor log_pi, at::Te
   at::Tensor gamma = at::empty({B, T, S}, P.options());
   at::Tensor xi = at::zeros({B, S, S}, P.options());
   const std::vector<double> pi = exp_of(log_pi), A = exp_of(log_A);
-  const double* Pp = P.data_ptr<double>();
+  const double* Lp = P.data_ptr<double>();
   const bool* Mp = mask.data_ptr<bool>();
   double* Gp = gamma.data_ptr<double>();
   double* Xp = xi.data_ptr<double>();
   double* Np = log_norm.data_ptr<double>();
   dispatch(S, [&](auto k) {
     constexpr int K = decltype(k)::value;
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b)
-        Np[b] = smooth<K>(Pp + b * T * S, Mp + b * T, T, S, pi.data(), A.data(), Gp + b * T * S, Xp + b * S * S);
+    over_sequences(B, parallel, [&](int64_t b0, int64_t b1) {
+      std::vector<double> F(T * S);
+      for (int64_t b = b0; b < b1; ++b) {
+        const double shift = factors(Lp + b * T * S, Mp + b * T, T, S, F.data());
+        Np[b] = shift + smooth<K>(F.data(), Mp + b * T, T, S, pi.data(), A.data(), Gp + b * T * S, Xp + b * S * S);
+      }
     });
   });
   return {log_norm, gamma, xi};
 }
 
-at::Tensor log_marginal(at::Tensor P, at::Tensor log_pi, at::Tensor log_A, at::Tensor mask) {
+at::Tensor log_marginal(at::Tensor P, at::Tensor log_pi, at::Tensor log_A, at::Tensor mask, bool parallel) {
   check(P, log_pi, log_A, mask);
   const int64_t B = P.size(0), T = P.size(1), S = P.size(2);
   TORCH_CHECK(S <= 16, "at most 16 states");
   at::Tensor log_norm = at::empty({B}, P.options());
   const std::vector<double> pi = exp_of(log_pi), A = exp_of(log_A);
-  const double* Pp = P.data_ptr<double>();
+  const double* Lp = P.data_ptr<double>();
   const bool* Mp = mask.data_ptr<bool>();
   double* Np = log_norm.data_ptr<double>();
   dispatch(S, [&](auto k) {
     constexpr int K = decltype(k)::value;
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b)
-        Np[b] = forward<K>(Pp + b * T * S, Mp + b * T, T, S, pi.data(), A.data(), nullptr);
+    over_sequences(B, parallel, [&](int64_t b0, int64_t b1) {
+      std::vector<double> F(T * S);
+      for (int64_t b = b0; b < b1; ++b) {
+        const double shift = factors(Lp + b * T * S, Mp + b * T, T, S, F.data());
+        Np[b] = shift + forward<K>(F.data(), Mp + b * T, T, S, pi.data(), A.data(), nullptr);
+      }
     });
   });
   return log_norm;
 }
 
 // Most probable paths from the log-likelihoods (B, T, S); -1 after each sequence's valid steps.
-at::Tensor viterbi(at::Tensor ll, at::Tensor log_pi, at::Tensor log_A, at::Tensor mask) {
+at::Tensor viterbi(at::Tensor ll, at::Tensor log_pi, at::Tensor log_A, at::Tensor mask, bool parallel) {
   check(ll, log_pi, log_A, mask);
   const int64_t B = ll.size(0), T = ll.size(1), S = ll.size(2);
   at::Tensor paths = at::full({B, T}, -1, ll.options().dtype(at::kLong));
@@ -207,7 +243,7 @@ at::Tensor viterbi(at::Tensor ll, at::Tensor log_pi, at::Tensor log_A, at::Tenso
   const double* lpi = log_pi.data_ptr<double>();
   const double* lA = log_A.data_ptr<double>();
   int64_t* Pp = paths.data_ptr<int64_t>();
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+  over_sequences(B, parallel, [&](int64_t b0, int64_t b1) {
     std::vector<double> d(S), nd(S);
     std::vector<int64_t> ptr(T * S);
     for (int64_t b = b0; b < b1; ++b) {
@@ -345,30 +381,17 @@ def _as64(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t.detach().to(torch.float64).contiguous() for t in tensors]
 
 
-def _factors(log_lik, mask):
-    """Per-step shifts ``max_s log_lik`` (0 at padding) and factors ``exp(log_lik - shift)`` (1 at padding), in
-    float64: the exponentials are computed here, vectorised, rather than one at a time in the recursion."""
-    (ll,) = _as64(log_lik)
-    shift = torch.where(mask, ll.amax(-1), torch.zeros((), dtype=ll.dtype))
-    P = torch.where(mask[..., None], torch.exp(ll - shift[..., None]), torch.ones((), dtype=ll.dtype))
-    return shift, P.contiguous()
+def forward_backward(log_lik, log_pi, log_A, mask, parallel: bool = False):
+    """Kernel forward-backward: ``(log_norm (B,), gamma (B, T, S), xi (B, S, S))`` in float64; ``parallel``:
+    sequences on the caller's torch threads (else one thread)."""
+    return load().forward_backward(*_as64(log_lik, log_pi, log_A), mask.to(torch.bool).contiguous(), parallel)
 
 
-def forward_backward(log_lik, log_pi, log_A, mask):
-    """Kernel forward-backward: ``(log_norm (B,), gamma (B, T, S), xi (B, S, S))`` in float64."""
-    mask = mask.to(torch.bool).contiguous()
-    shift, P = _factors(log_lik, mask)
-    log_norm, gamma, xi = load().forward_backward(P, *_as64(log_pi, log_A), mask)
-    return log_norm + shift.sum(1), gamma, xi
-
-
-def log_marginal(log_lik, log_pi, log_A, mask):
+def log_marginal(log_lik, log_pi, log_A, mask, parallel: bool = False):
     """Kernel forward pass: the log marginal likelihood of each sequence, (B,) float64."""
-    mask = mask.to(torch.bool).contiguous()
-    shift, P = _factors(log_lik, mask)
-    return load().log_marginal(P, *_as64(log_pi, log_A), mask) + shift.sum(1)
+    return load().log_marginal(*_as64(log_lik, log_pi, log_A), mask.to(torch.bool).contiguous(), parallel)
 
 
-def viterbi(log_lik, log_pi, log_A, mask):
+def viterbi(log_lik, log_pi, log_A, mask, parallel: bool = False):
     """Kernel Viterbi: (B, T) int64 paths, -1 after each sequence's valid steps (which come first)."""
-    return load().viterbi(*_as64(log_lik, log_pi, log_A), mask.to(torch.bool).contiguous())
+    return load().viterbi(*_as64(log_lik, log_pi, log_A), mask.to(torch.bool).contiguous(), parallel)
