@@ -11,6 +11,13 @@ AUROC is then read once.
         --truth results/spikes/simhub/truth.nc --pretrained results/spikes/simhub/neuroformer/pretrained.nc
 
 Run time: about 1-2 min for simhub on 2 cores (the gradient read-out is one backward pass per current position).
+
+``--decoding``: the behaviour head's read-outs instead (``finetune.readout``: mean of the current window's
+tokens, its last token, or that mean with the mean embedding of the past window's spikes), each fine-tuned from the
+pretrained weights at the study's label fractions (``--config``/``--dataset``); the read-out with the lowest
+validation loss per fraction is the one to use, its test score read once, next to the best linear decoder.
+
+    PYTHONPATH=src python bench/neuroformer_readouts.py --decoding --dataset simhub --counts ... --pretrained ...
 """
 
 from __future__ import annotations
@@ -34,15 +41,85 @@ def score(M, conn, hub, hs=None):
     return {"auroc": auc, "direction": direction_accuracy(M, conn), "hub_recall": rec}
 
 
+def decoding(a) -> int:
+    """The behaviour head's read-outs, fine-tuned from the same pretrained weights; chosen on validation."""
+    import yaml
+
+    from brainpipe.config import Study, validate_config
+    from brainpipe.evaluate.neuroformer import decoding_metrics
+    from brainpipe.models.neuroformer import READOUTS
+    from brainpipe.training.neuroformer import finetune_neuroformer, train_config
+
+    with open(a.config) as fh:
+        cfg = validate_config(yaml.safe_load(fh), source=a.config, check_paths=False)
+    p = Study(cfg, source=a.config).neuroformer(a.dataset)
+    p["finetune"]["progress"] = False
+    f = p["finetune"]
+    counts, pre = read(a.counts, "spike_counts"), read(a.pretrained, "model_fit")
+    fractions = a.fractions or f["fractions"]
+    rows = []
+    for readout in READOUTS:
+        t0 = time.perf_counter()
+        ft, _ = finetune_neuroformer(
+            counts,
+            pre,
+            p["target"],
+            train_config(p, "finetune"),
+            fractions,
+            False,
+            max_val_windows=f.get("max_val_windows", 512),
+            min_epoch_windows=int(f.get("min_epoch_windows", 1024)),
+            max_epoch_windows=f.get("max_epoch_windows"),
+            readout=readout,
+        )
+        m = decoding_metrics(ft, counts, Neuroformer.from_dataset(pre, counts))
+        for r, frac in enumerate(ft["run_fraction"].values):
+            pct = f"{float(frac) * 100:g}pct"
+            name = next(k for k in m if k.startswith("decode_") and k.endswith(f"_pretrained_{pct}"))
+            rows.append(
+                {
+                    "readout": readout,
+                    "fraction": float(frac),
+                    "val_loss": float(ft["run_best_val_loss"].values[r]),
+                    "test": m[name],
+                    "baseline": m[name.replace("_pretrained_", "_baseline_")],
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    print(f"{'read-out':10s} {'fraction':>8s} {'val loss':>9s} {'test':>7s} {'linear':>7s}")
+    for r in rows:
+        print(
+            f"{r['readout']:10s} {r['fraction']:8g} {r['val_loss']:9.4f} {r['test']:7.3f} {r['baseline']:7.3f}"
+        )
+    for frac in sorted({r["fraction"] for r in rows}):
+        best = min((r for r in rows if r["fraction"] == frac), key=lambda r: r["val_loss"])
+        print(
+            f"{frac:g}: chosen on validation {best['readout']} (test {best['test']:.3f} vs linear {best['baseline']:.3f})"
+        )
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"rows": rows}, fh, indent=1)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--counts", required=True)
-    ap.add_argument("--truth", required=True)
+    ap.add_argument("--truth", default=None, help="planted truth (connectivity read-outs)")
+    ap.add_argument("--decoding", action="store_true", help="compare the behaviour head's read-outs instead")
+    ap.add_argument("--config", default="config/config.yaml")
+    ap.add_argument("--dataset", default="simhub")
+    ap.add_argument("--fractions", type=float, nargs="+", default=None, help="default: the study's")
     ap.add_argument("--pretrained", required=True, help="a pretrained Neuroformer model_fit .nc")
     ap.add_argument("--max-windows", type=int, default=0, help="windows per split in the read-outs (0: all)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
+    if a.decoding:
+        return decoding(a)
+    if a.truth is None:
+        raise SystemExit("--truth is needed for the connectivity read-outs")
     counts = read(a.counts, "spike_counts")
     truth = read(a.truth, "model_fit")
     model = Neuroformer.from_dataset(read(a.pretrained, "model_fit"), counts)

@@ -819,3 +819,35 @@ def test_connectivity_readout_is_chosen_on_the_validation_windows(monkeypatch):
     assert parse_readout(cands[1]) == {"method": "rollout", "by": "target", "centre_rows": True}
     with pytest.raises(ConfigError, match=r"'rollout/next' is not <method>/<by>\[/rows\]"):
         parse_readout("rollout/next")
+
+
+def test_behaviour_head_readouts_fine_tune_and_round_trip():
+    """The decoding head's read-outs: mean_past doubles the head's width, last and mean_past decode differently
+    from mean, the read-out survives to_dataset/from_dataset, and an unknown one is one line."""
+    from brainpipe.training.neuroformer import finetune_neuroformer, pretrain_neuroformer, pretrained_dataset
+
+    counts, _ = _sim_counts(duration=30.0)
+    pre = pretrained_dataset(pretrain_neuroformer(counts, NF_PARAMS))
+    cfg = {**NF_TRAIN, "max_steps": 3}
+    preds = {}
+    for readout in ("mean", "last", "mean_past"):
+        ft, dec = finetune_neuroformer(
+            counts, pre, NF_PARAMS["target"], cfg, [1.0], False, min_epoch_windows=32, readout=readout
+        )
+        width = dec.net_.head_behaviour[-1].in_features
+        assert width == (32 if readout == "mean_past" else 16) and dec.net_.readout == readout
+        back = Neuroformer.from_dataset(ft, counts)
+        assert back.readout == readout
+        np.testing.assert_allclose(
+            back.decode(back.labelled_windows(counts))[0],
+            dec.decode(dec.labelled_windows(counts))[0],
+            rtol=1e-5,
+        )
+        preds[readout] = ft["prediction"].values[0]
+    assert not np.allclose(preds["mean"], preds["last"]) and not np.allclose(
+        preds["mean"], preds["mean_past"]
+    )
+    with pytest.raises(
+        ConfigError, match=r"neuroformer finetune.readout: 'max' is not one of mean, last, mean_past"
+    ):
+        finetune_neuroformer(counts, pre, NF_PARAMS["target"], cfg, [1.0], False, readout="max")

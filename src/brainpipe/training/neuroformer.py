@@ -4,7 +4,7 @@ label fractions (from the pretrained weights and from scratch).
 
 Parameters (one dataset's resolved ``neuroformer`` config, see config/README.md): ``tokenizer`` (SpikeTokenizer
 fields), ``model`` (network size, contrastive term), ``pretrain`` and ``finetune`` (TrainConfig fields; finetune
-also ``fractions``, ``scratch``, ``max_val_windows``, ``min_epoch_windows``, ``max_epoch_windows``), ``modalities`` (name -> {source,
+also ``fractions``, ``scratch``, ``max_val_windows``, ``min_epoch_windows``, ``max_epoch_windows``, ``readout``), ``modalities`` (name -> {source,
 variables}), ``target`` ({source, variable, kind} or null), ``seed``.
 
 >>> from brainpipe.training.neuroformer import finetune_neuroformer, pretrain_neuroformer, pretrained_dataset
@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from brainpipe.errors import ConfigError
-from brainpipe.models.neuroformer import MODEL_KEYS, Neuroformer, SpikeTokenizer
+from brainpipe.models.neuroformer import MODEL_KEYS, READOUTS, Neuroformer, SpikeTokenizer
 
 __all__ = [
     "FINETUNE_EXTRA",
@@ -42,7 +42,14 @@ __all__ = [
 ]
 
 TOKENIZER_KEYS = ("dt_s", "window_s", "past_window_s", "stride_s", "block_size", "past_block_size")
-FINETUNE_EXTRA = ("fractions", "scratch", "max_val_windows", "min_epoch_windows", "max_epoch_windows")
+FINETUNE_EXTRA = (
+    "fractions",
+    "scratch",
+    "max_val_windows",
+    "min_epoch_windows",
+    "max_epoch_windows",
+    "readout",
+)
 TRAIN_KEYS = (
     "max_epochs",
     "max_steps",
@@ -365,6 +372,7 @@ def finetune_neuroformer(
     max_val_windows: int | None = 512,
     min_epoch_windows: int = 1024,
     max_epoch_windows: int | None = None,
+    readout: str | None = None,
     source: str = "counts",
     pretrained_source: str = "pretrained",
     checkpoint: str | None = None,
@@ -403,6 +411,9 @@ def finetune_neuroformer(
     max_epoch_windows : int, optional
         Most windows per epoch (a larger labelled set is sampled anew each epoch), so that every fraction is
         validated and early-stopped at the same interval (None: one full pass per epoch).
+    readout : {"mean", "last", "mean_past"}, optional
+        Features of the behaviour head (:class:`~brainpipe.models.neuroformer.Neuroformer`'s ``readout``; None:
+        the pretrained model's).
     source : str, default "counts"
         What the counts are called in error messages.
     pretrained_source : str, default "pretrained"
@@ -435,6 +446,10 @@ def finetune_neuroformer(
     ['pretrained_10pct', 'scratch_10pct', 'pretrained_100pct', 'scratch_100pct']
     """
     log = log or log_
+    if readout is not None and readout not in READOUTS:
+        raise ConfigError(
+            f"neuroformer finetune.readout: {readout!r} is not one of {', '.join(READOUTS)} (or null: the model's)"
+        )
     fractions = sorted(float(f) for f in fractions)
     runs, preds, hist_best, keep_weights = [], [], [], None
     win_ref = None
@@ -442,6 +457,8 @@ def finetune_neuroformer(
         for init in _inits(scratch, frac):
             model = Neuroformer.from_dataset(pretrained, counts, source=pretrained_source)
             model.finetune = dict(config or {})  # the same stopping rule for both starts
+            if readout is not None:
+                model.readout = str(readout)
             model.set_target(counts, target, source)
             label = _run_label(init, frac)
             model.fit_behaviour(

@@ -41,9 +41,11 @@ importable from here.
 
 from brainpipe.models.neuroformer.estimator import MODEL_KEYS, Neuroformer, r2_score
 from brainpipe.models.neuroformer.network import (
+    READOUTS,
     Attention,
     Block,
     NeuroformerNet,
+    behaviour_head,
     behaviour_loss,
     filter_logits,
     pretrain_loss,
@@ -62,6 +64,7 @@ __all__ = [
     "MODALITY_SOURCES",
     "MODEL_KEYS",
     "N_SPECIAL",
+    "READOUTS",
     "Attention",
     "Block",
     "Neuroformer",
@@ -69,6 +72,7 @@ __all__ = [
     "SpikeTokenizer",
     "Windows",
     "align_modality",
+    "behaviour_head",
     "behaviour_loss",
     "filter_logits",
     "label_subset",

@@ -10,14 +10,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import xarray as xr
-from torch import nn
 
 from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import ConfigError, InputError
 from brainpipe.models.base import Estimator, state_to_variables, variables_to_state
 from brainpipe.models.neuroformer.network import (
+    READOUTS,
     NeuroformerNet,
+    behaviour_head,
     behaviour_loss,
     filter_logits,
     pretrain_loss,
@@ -25,7 +26,7 @@ from brainpipe.models.neuroformer.network import (
 )
 from brainpipe.models.neuroformer.tokenizer import N_SPECIAL, SpikeTokenizer, Windows, label_subset
 
-MODEL_KEYS = ("d_model", "n_heads", "n_layers", "n_past_layers", "dropout", "contrastive_dim")
+MODEL_KEYS = ("d_model", "n_heads", "n_layers", "n_past_layers", "dropout", "contrastive_dim", "readout")
 
 
 class Neuroformer(Estimator):
@@ -44,6 +45,9 @@ class Neuroformer(Estimator):
         Size of the contrastive projection (0: none).
     contrastive_weight : float, default 0.0
         Weight of the InfoNCE alignment term in pretraining (0: off).
+    readout : {"mean", "last", "mean_past"}, default "mean"
+        Features of the behaviour head: the mean of the current window's real tokens, the last real token, or
+        that mean with the mean embedding of the past window's spikes (see :func:`behaviour_head`).
     train : mapping, optional
         :class:`brainpipe.training.TrainConfig` fields for pretraining.
     finetune : mapping, optional
@@ -89,6 +93,7 @@ class Neuroformer(Estimator):
         dropout: float = 0.1,
         contrastive_dim: int = 0,
         contrastive_weight: float = 0.0,
+        readout: str = "mean",
         train: Mapping[str, object] | None = None,
         finetune: Mapping[str, object] | None = None,
         seed: int = 0,
@@ -101,6 +106,7 @@ class Neuroformer(Estimator):
         self.dropout = dropout
         self.contrastive_dim = contrastive_dim
         self.contrastive_weight = contrastive_weight
+        self.readout = readout
         self.train = train
         self.finetune = finetune
         self.seed = seed
@@ -117,6 +123,8 @@ class Neuroformer(Estimator):
                 raise self._param_error(name, "must be >= 0")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise self._param_error("dropout", "must be in [0, 1)")
+        if self.readout not in READOUTS:
+            raise self._param_error("readout", f"must be one of {', '.join(READOUTS)}")
         if float(self.contrastive_weight) < 0 or int(self.contrastive_dim) < 0:
             raise self._param_error("contrastive_weight", "and contrastive_dim must be >= 0")
         for name in ("train", "finetune"):
@@ -156,6 +164,7 @@ class Neuroformer(Estimator):
             dropout=self.dropout,
             behaviour_out=self._behaviour_out(),
             contrastive_dim=self.contrastive_dim,
+            readout=self.readout,
         )
 
     def _prepare(self, counts: xr.Dataset, source: str) -> Windows:
@@ -381,10 +390,11 @@ class Neuroformer(Estimator):
         self.tokenizer_.target = dict(target) if target is not None else None
         self.tokenizer_.fit(counts, source)
         out = self._behaviour_out()
-        if hasattr(self, "net_") and self.net_.head_behaviour[-1].out_features != out:
+        head = getattr(getattr(self, "net_", None), "head_behaviour", None)
+        if head is not None and (head[-1].out_features != out or self.net_.readout != self.readout):
             torch.manual_seed(self.seed)
-            d = self.net_.head_behaviour[-1].in_features
-            self.net_.head_behaviour = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, out)).to(
+            self.net_.readout = self.readout
+            self.net_.head_behaviour = behaviour_head(self.d_model, out, self.readout).to(
                 next(self.net_.parameters()).device
             )
         return self

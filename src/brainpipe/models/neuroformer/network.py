@@ -116,8 +116,10 @@ class NeuroformerNet(nn.Module):
         dropout: float = 0.1,
         behaviour_out: int = 1,
         contrastive_dim: int = 0,
+        readout: str = "mean",
     ):
         super().__init__()
+        self.readout = str(readout)
         d = d_model
         self.n_id, self.n_dt, self.pad_id, self.pad_dt = n_id, n_dt, n_id - 1, n_dt - 1
         self.modality_dims = [int(m) for m in modality_dims]
@@ -135,7 +137,7 @@ class NeuroformerNet(nn.Module):
         self.ln_f = nn.LayerNorm(d)
         self.head_id = nn.Linear(d, n_id, bias=False)
         self.head_dt = nn.Linear(d, n_dt, bias=False)
-        self.head_behaviour = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, behaviour_out))
+        self.head_behaviour = behaviour_head(d, behaviour_out, self.readout)
         # the contrastive projections exist only with a modality to align to (else the network is unchanged)
         self.proj_neural = nn.Linear(d, contrastive_dim) if contrastive_dim and self.modality_dims else None
         self.proj_modality = nn.Linear(d, contrastive_dim) if contrastive_dim and self.modality_dims else None
@@ -174,11 +176,21 @@ class NeuroformerNet(nn.Module):
         x = self.ln_f(x)
         real = (cur_id != self.pad_id).to(x.dtype)[..., None]
         pooled = (x * real).sum(1) / real.sum(1).clamp_min(1.0)
+        if self.readout == "last":  # the last real (non-PAD) current token
+            last = (real[..., 0].sum(1).long() - 1).clamp_min(0)
+            feat = x[torch.arange(x.shape[0], device=x.device), last]
+        elif (
+            self.readout == "mean_past"
+        ):  # and the mean embedding of the past window's spikes (a count summary)
+            pm = past_mask[:, 0, 0, :, None].to(past.dtype)
+            feat = torch.cat([pooled, (past * pm).sum(1) / pm.sum(1).clamp_min(1.0)], -1)
+        else:
+            feat = pooled
         out = {
             "id_logits": self.head_id(x),
             "dt_logits": self.head_dt(x),
             "pooled": pooled,
-            "behaviour": self.head_behaviour(pooled),
+            "behaviour": self.head_behaviour(feat),
         }
         if self.proj_neural is not None and self.proj_modality is not None and mod_feats:
             out["z_neural"] = F.normalize(self.proj_neural(pooled), dim=-1)
@@ -248,6 +260,33 @@ class NeuroformerNet(nn.Module):
         cache["pos"] = t + 1
         x = self.ln_f(x)[:, 0]
         return {"id_logits": self.head_id(x), "dt_logits": self.head_dt(x)}
+
+
+READOUTS = ("mean", "last", "mean_past")
+
+
+def behaviour_head(d_model: int, out: int, readout: str = "mean") -> nn.Module:
+    """The behaviour head of a read-out: LayerNorm and a linear layer on its features.
+
+    Parameters
+    ----------
+    d_model : int
+        Width of the network.
+    out : int
+        Outputs (1 for regression, the number of classes for classification).
+    readout : {"mean", "last", "mean_past"}, default "mean"
+        The features: the mean of the current window's real tokens, its last real token, or the mean with the mean
+        embedding of the past window's spikes beside it (twice the width).
+
+    Returns
+    -------
+    torch.nn.Module
+        The head.
+    """
+    if readout not in READOUTS:
+        raise ValueError(f"readout {readout!r} is not one of {', '.join(READOUTS)}")
+    d = 2 * d_model if readout == "mean_past" else d_model
+    return nn.Sequential(nn.LayerNorm(d), nn.Linear(d, out))
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
