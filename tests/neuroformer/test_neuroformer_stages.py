@@ -211,3 +211,28 @@ def test_verdict_says_whether_it_beats_each_baseline_and_by_how_much():
     assert "lagged cross-correlation 0.950, does not beat it (-0.050)" in s
     assert "hub recall" not in s and s.startswith("sim (one pretraining seed")
     assert verdict("sim", {"generation_f1": 0.5}) == ""
+
+
+def test_report_states_what_the_validation_split_chose():
+    import xarray as xr
+
+    from brainpipe.report.neuroformer import choices
+
+    pre = xr.Dataset(
+        attrs={
+            "contrastive_grid": "[0.0, 0.2]",
+            "contrastive_grid_val_token_loss": "[3.14, 3.15]",
+            "contrastive_weight": 0.0,
+        }
+    )
+    conn = xr.Dataset(
+        attrs={
+            "attention_readout": "rollout/target/rows",
+            "attention_readout_candidates": '["rollout/target", "rollout/target/rows"]',
+            "attention_readout_validation_auroc": "[0.845, 0.872]",
+        }
+    )
+    s = choices(pre, conn)
+    assert "contrastive weight 0 (validation next-token loss per weight, nats: 0: 3.1400, 0.2: 3.1500)" in s
+    assert "attention read-out rollout/target/rows (validation AUROC per read-out: rollout/target: 0.845" in s
+    assert choices(xr.Dataset(), None) == ""

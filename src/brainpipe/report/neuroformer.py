@@ -8,9 +8,12 @@ their place in the layout (``results/spikes/<dataset>/...``, :mod:`brainpipe.lay
 
 from __future__ import annotations
 
+import json
 import re
 from html import escape
 from pathlib import Path
+
+import xarray as xr
 
 from brainpipe import layout
 from brainpipe.report.base import BranchSection, Reader, attr, img
@@ -136,6 +139,44 @@ def verdict(name: str, values: dict[str, float]) -> str:
     )
 
 
+def choices(pre: xr.Dataset | None, conn: xr.Dataset | None) -> str:
+    """One sentence on what the validation split chose for a dataset: the contrastive weight, the attention read-out.
+
+    Parameters
+    ----------
+    pre : xarray.Dataset or None
+        The pretrained ``model_fit`` (``contrastive_grid`` and ``contrastive_grid_val_token_loss`` attrs after a grid).
+    conn : xarray.Dataset or None
+        The connectivity ``model_fit`` (``attention_readout`` and its candidates' validation AUROCs).
+
+    Returns
+    -------
+    str
+        The sentence, ``""`` when nothing was chosen.
+    """
+    bits = []
+    if pre is not None and pre.attrs.get("contrastive_grid"):
+        grid = json.loads(str(pre.attrs["contrastive_grid"]))
+        loss = json.loads(str(pre.attrs.get("contrastive_grid_val_token_loss", "[]")))
+        pairs = ", ".join(f"{w:g}: {v:.4f}" for w, v in zip(grid, loss, strict=False))
+        bits.append(
+            f"contrastive weight {float(pre.attrs.get('contrastive_weight', float('nan'))):g} "
+            f"(validation next-token loss per weight, nats: {pairs})"
+        )
+    cands = json.loads(str(conn.attrs.get("attention_readout_candidates", "[]"))) if conn is not None else []
+    aucs = (
+        json.loads(str(conn.attrs.get("attention_readout_validation_auroc", "[]")))
+        if conn is not None
+        else []
+    )
+    if len(cands) > 1 and aucs:
+        pairs = ", ".join(f"{c}: {a:.3f}" for c, a in zip(cands, aucs, strict=False))
+        bits.append(
+            f"attention read-out {conn.attrs.get('attention_readout')} (validation AUROC per read-out: {pairs})"
+        )
+    return ("Chosen on the validation split: " + "; ".join(bits) + ".") if bits else ""
+
+
 def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
     """The Neuroformer section (``id="neuroformer"``); none without metrics.
 
@@ -206,6 +247,9 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
         sentence = verdict(name, values)
         if sentence:
             parts.append(f"<p>{escape(sentence)}</p>")
+        chosen = choices(pre, conn)
+        if chosen:
+            parts.append(f"<p>{escape(chosen)}</p>")
         spec = main_metric([str(x) for x in m["metric"].values])
         if spec is not None:
             h = headline(
