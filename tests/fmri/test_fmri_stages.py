@@ -481,3 +481,21 @@ def test_ablation_is_judged_against_the_base_and_readout_chosen_on_validation(ch
     assert passed["masked_nmse_vs_base"] == 0  # a tie: the base does not win
     assert passed["masked_nmse_vs_best_baseline"] == -1 and passed["roi_embedding_ari"] == -1
     assert vals["probe_accuracy_readout_similarity"] + vals["probe_accuracy_readout_cls"] == 4
+
+
+def test_ablation_verdict_says_whether_the_base_is_better():
+    from brainpipe.report.fmri import ablation_verdict
+
+    said = ablation_verdict(
+        "fixed_embeddings",
+        {
+            "masked_nmse_vs_base": (0.02, 1),
+            "roi_embedding_ari_vs_base": (-0.9, 1),
+            "probe_accuracy_vs_base": (0.0, 0),
+        },
+    )
+    assert said == (
+        "Ablation fixed_embeddings against the base: masked-ROI NMSE: the base is better by 0.020; "
+        "ROI-embedding ARI: the base is better by 0.900; probe accuracy: ties (the base does not win)."
+    )
+    assert ablation_verdict("x", {"masked_nmse": (0.8, -1)}) == ""

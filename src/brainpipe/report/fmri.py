@@ -128,6 +128,42 @@ def verdict(vals: dict[str, tuple[float, int]]) -> str:
     return " ".join(out)
 
 
+#: an ablation against the base variant: (what, ablation - base metric, lower is better)
+ABLATION_VERDICTS = (
+    ("masked-ROI NMSE", "masked_nmse_vs_base", True),
+    ("ROI-embedding ARI", "roi_embedding_ari_vs_base", False),
+    ("probe accuracy", "probe_accuracy_vs_base", False),
+)
+
+
+def ablation_verdict(name: str, vals: dict[str, tuple[float, int]]) -> str:
+    """One sentence per comparison of an ablation with the base variant: whether the base is better, and by how much.
+
+    Parameters
+    ----------
+    name : str
+        The ablation (variant name).
+    vals : dict
+        Metric name -> (value, passed) of the ablation's metrics file (``<metric>_vs_base``: ablation minus base).
+
+    Returns
+    -------
+    str
+        The sentence (empty when the file has no ``_vs_base`` metric).
+    """
+    parts = []
+    for what, key, lower in ABLATION_VERDICTS:
+        if key not in vals or not np.isfinite(vals[key][0]):
+            continue
+        d = vals[key][0]
+        base_gain = d if lower else -d
+        if abs(base_gain) <= 1e-9:
+            parts.append(f"{what}: ties (the base does not win)")
+        else:
+            parts.append(f"{what}: the base is {'better' if base_gain > 0 else 'worse'} by {abs(d):.3f}")
+    return f"Ablation {name} against the base: " + "; ".join(parts) + "." if parts else ""
+
+
 def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
     """The fMRI section (``id="fmri"``): per dataset its segments, a table of the variants against the baselines
     and the figure of one fit; all its metrics.
@@ -223,6 +259,10 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
         base_run = next((p for p in rows if _variant(by_metrics[p]) == "base"), None)
         if base_run is not None and verdict(_values(by_metrics[base_run])):
             parts.append(f'<p class="verdict">{escape(verdict(_values(by_metrics[base_run])))}</p>')
+        for p in rows:
+            said = ablation_verdict(_variant(by_metrics[p]), _values(by_metrics[p]))
+            if said and _variant(by_metrics[p]) != "base":
+                parts.append(f'<p class="verdict">{escape(said)}</p>')
         shown = next((p for p in rows if _variant(by_metrics[p]) == "base" and fit_of.get(p)), None)
         shown = shown or next(
             (p for p in sorted(rows, key=lambda p: _variant(by_metrics[p])) if fit_of.get(p)), None
