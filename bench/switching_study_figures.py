@@ -1,6 +1,7 @@
 """The default study's switching-GLM figures, outside Snakemake: every variant of the chosen datasets fitted with the
 study's resolved parameters (validation-chosen grid included) and scored as the evaluate stage does, over simulator
-or model seeds.
+or model seeds; on recordings with task variables, the decoded states against them (mutual information, shuffled
+null, p-value, as the evaluate stage).
 
 Real datasets read the counts the pipeline wrote (``results/spikes/<dataset>/counts.nc``: run the binning first);
 simulated ones are simulated and binned here. Prints one row per (dataset, seed, variant).
@@ -19,7 +20,7 @@ import numpy as np
 
 from brainpipe.config import load_study
 from brainpipe.data import read
-from brainpipe.evaluate.switching import switching_metrics
+from brainpipe.evaluate.switching import switching_metrics, task_metrics
 from brainpipe.models.switching_glm.select import fit_select
 from brainpipe.preprocess import bin_spikes
 from brainpipe.simulate import simulate
@@ -76,6 +77,26 @@ def main() -> None:
                 chosen = table.attrs.get("selected_params", "-") if table.sizes else "-"
                 cells = " | ".join(f"{m[c]:.4f}" if c in m and np.isfinite(m[c]) else "" for c in COLUMNS)
                 print(f"| {name} | {seed} | {v} | {chosen} | {took:.0f} | {cells} |", flush=True)
+                task = task_metrics(fits[v], counts, refs)
+                if task:  # decoded states against the recording's task variables, as the evaluate stage
+                    names = sorted(
+                        {k[len("task_mi_") :].rsplit("_p", 1)[0] for k in task if k.endswith("_p")}
+                    )
+                    print(
+                        "    task variables: "
+                        + "; ".join(
+                            f"{n} MI {task[f'task_mi_{n}']:.4f} (null {task[f'task_mi_{n}_null']:.4f}, "
+                            f"p {task[f'task_mi_{n}_p']:.3f}"
+                            + "".join(
+                                f", vs {r} {task[f'task_mi_{n}_vs_{r}']:+.4f}"
+                                for r in refs
+                                if f"task_mi_{n}_vs_{r}" in task
+                            )
+                            + ")"
+                            for n in names
+                        ),
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":
