@@ -653,3 +653,18 @@ def test_mask_sampling_chosen_on_the_validation_fold(cohort, tmp_path):
             split_kwargs(dict(FAST, select=bad))
     with pytest.raises(ConfigError, match="mask_sampling must be fixed or uniform"):
         split_kwargs(dict(FAST, select={"mask_sampling": ["beta"]}))
+
+
+def test_bad_sequences_are_one_line():
+    X = np.random.default_rng(0).standard_normal((12, 5, 4)).astype("float32")
+    model = BrainMAE(**dict(TEMPORAL, max_epochs=1, context=3))
+    with pytest.raises(
+        InputError, match=r"sequences must be \(sequence, context\) indices into the 12 segments"
+    ):
+        model.fit(X, sequences=np.array([[0, 20, -1]]))
+    with pytest.raises(InputError, match="sequences must be"):
+        model.fit(X, sequences=np.arange(12))
+    model.fit(
+        X, X, sequences=np.arange(12).reshape(4, 3), sequences_val=np.zeros((0, 3), int)
+    )  # no validation
+    assert model.best_epoch_ is not None or model.history_

@@ -588,7 +588,8 @@ def _gather(X: torch.Tensor, sequences) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, K, L, R) sequences of the segments ``X`` (N, L, R) at ``sequences`` (S, K) (-1: padding, zeros) and
     ``valid`` (S, K)."""
     idx = torch.as_tensor(np.asarray(sequences, dtype=np.int64))
-    if idx.ndim != 2 or (len(X) and int(idx.max()) >= len(X)) or int(idx.min()) < -1:
+    bad = idx.numel() > 0 and (int(idx.max()) >= len(X) or int(idx.min()) < -1)
+    if idx.ndim != 2 or bad:
         raise InputError(
             f"BrainMAE: sequences must be (sequence, context) indices into the {len(X)} segments (-1: padding); "
             f"got shape {tuple(idx.shape)}"
@@ -802,8 +803,8 @@ class BrainMAE(Estimator):
         X = _tensor(X)
         S, L, R = (float(n) for n in X.shape)
         B, d, layers = float(self.batch_size), float(self.d_model), float(self.n_layers)
-        if self.temporal_encoder != "none":  # a batch holds sequences of `context` segments
-            S, B = S * 2, B * self.context
+        if self.temporal_encoder != "none":  # the sequences are a second (padded) copy of the segments
+            S = S * 2
         # the segments (and a device copy), activations kept for the backward pass, the ROI x ROI attention
         need = 8 * S * L * R + 4 * 16 * B * R * (d + L) * layers + 4 * 2 * B * self.n_heads * R * R * layers
         self._check_memory(need, "segments x volumes x ROIs, batch_size x ROIs^2 x n_layers")
@@ -820,7 +821,7 @@ class BrainMAE(Estimator):
             data = _gather(X, chunk_sequences(len(X), self.context) if sequences is None else sequences)
             if val is not None:
                 sv = chunk_sequences(len(val[0]), self.context) if sequences_val is None else sequences_val
-                val = _gather(val[0], sv)
+                val = _gather(val[0], sv) if len(sv) else None
         res = train(
             self.net_,
             data,
