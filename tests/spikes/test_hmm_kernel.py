@@ -192,3 +192,22 @@ def test_parallel_sequences_give_the_same_answers(rng, monkeypatch):
     for a, b in zip(par, hmm.forward_backward(ll, log_pi, log_A, mask), strict=True):
         assert torch.equal(a, b)
     np.testing.assert_array_equal(par_paths, hmm.viterbi(ll, log_pi, log_A, mask))
+
+
+def test_stale_build_lock_falls_back_instead_of_waiting(tmp_path, monkeypatch):
+    """A build killed mid-way leaves torch's lock file behind and torch would wait for it forever: an old lock is
+    a build failure (one warning, the torch scans)."""
+    import os
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(_hmm_kernel, "module_name", lambda: "brainpipe_hmm_stale_test")
+    monkeypatch.setattr(_hmm_kernel, "_module", None)
+    monkeypatch.setattr(_hmm_kernel, "_failed", False)
+    folder = tmp_path / "brainpipe_hmm_stale_test"
+    folder.mkdir()
+    lock = folder / "lock"
+    lock.write_text("")
+    old = lock.stat().st_mtime - 2 * _hmm_kernel.STALE_LOCK_S
+    os.utime(lock, (old, old))
+    with pytest.warns(RuntimeWarning, match="stale build lock"):
+        assert _hmm_kernel.load() is None

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 import warnings
 
 import torch
@@ -290,6 +291,7 @@ at::Tensor viterbi(at::Tensor ll, at::Tensor log_pi, at::Tensor log_A, at::Tenso
 """
 
 _FUNCTIONS = ["forward_backward", "log_marginal", "viterbi"]
+STALE_LOCK_S = 900  # a build lock older than this was left by a killed build (a build takes about a minute)
 _lock = threading.Lock()
 _module = None
 _failed = False
@@ -334,6 +336,12 @@ def _build():
     cached = _cached(name)
     if cached is not None:
         return cached
+    from torch.utils import cpp_extension
+
+    lock = os.path.join(cpp_extension._get_build_directory(name, verbose=False), "lock")
+    if os.path.exists(lock) and time.time() - os.path.getmtime(lock) > STALE_LOCK_S:
+        # torch would wait for it forever: a build that was killed leaves its lock file behind
+        raise RuntimeError(f"stale build lock {lock} (over {STALE_LOCK_S} s old): delete it to rebuild")
     return load_inline(
         name=name,
         cpp_sources=[_SOURCE],
