@@ -18,13 +18,24 @@ for simhub on 2 idle cores).
 
 Measured (simhub of the default study, simulator seed 0, rate-matched hubs; 2026-12-04):
 
-* pretraining seeds 0 (the default study's run), 1, 2 with the default config: R2 at 1% of labels pretrained
+* before the fair protocol (pretrained fine-tuning capped at 200 steps, scratch not): pretraining seeds 0 (the
+  default study's run), 1, 2: R2 at 1% of labels pretrained
   0.353 / 0.359 / 0.361 vs converged scratch 0.376 / 0.327 / 0.297 (pretrained - scratch -0.023 / +0.032 /
   +0.063) vs the best linear decoder 0.418 (pretrained loses by 0.057-0.065 at every seed); at 10%: pretrained -
   scratch +0.082 / -0.022 / +0.021, pretrained - linear -0.031 / -0.074 / -0.051; at 100%: pretrained - linear
   -0.053 / -0.038 / -0.032. Connectivity AUROC 0.889 / 0.892 / 0.897 vs lagged cross-correlation 0.912 (-0.015 to
   -0.022), GLM 0.982; direction accuracy 0.83-0.87 vs 1.0 (xcorr and GLM); hub recall 1.0 (rate rule 0.67 on this
   seed, chance 0.15).
+* after the fair fine-tuning protocol (2026-12-05: pretrained and scratch under one stopping rule, patience 3 on
+  the validation loss, no step cap, epochs of 1024-2048 windows; contrastive weight 0, the one the validation
+  split chose at seed 0 from [0, 0.2]; ``--seeds 0 1 2 --variants base --set "model.contrastive_grid=[]" --set
+  model.contrastive_weight=0.0``, about 5-8 min per seed on a loaded 2-core machine): R2 at 1 % pretrained 0.357 /
+  0.332 / 0.291 vs converged scratch 0.376 / 0.327 / 0.297, pretrained - scratch -0.018 / +0.004 / -0.006 (mean
+  -0.007, SD 0.011: no pretraining benefit at 1 %); at 10 % +0.052 / +0.081 / -0.030 (mean +0.034, SD 0.058);
+  pretrained - best linear decoder -0.061 / -0.086 / -0.127 at 1 %, -0.061 / -0.050 / -0.082 at 10 %, -0.044 /
+  -0.011 / +0.007 at 100 % (mean -0.016; the 100 % runs are no longer stopped after 2 epochs). Connectivity
+  (rollout/target, before the validation-chosen read-out) 0.880 / 0.891 / 0.886 vs xcorr 0.912, direction 0.83 /
+  0.87 / 0.87 vs 1.0; hub recall 1.0 (rate rule 0.67).
 * ablation (--no-finetune --set pretrain.max_epochs=3, seeds 0 1): without the contrastive term, connectivity
   AUROC -0.001, test loss -0.006 nats, generation F1 -0.010 (noise level); without the modality, test loss +0.019
   nats (worse), connectivity AUROC +0.007, direction accuracy -0.017, generation F1 +0.002.
