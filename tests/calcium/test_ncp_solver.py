@@ -83,10 +83,14 @@ def test_a_restart_stuck_in_a_worse_minimum_does_not_make_the_rank_unstable():
         NCPResult(w, [f * 2 for f in good], [0.501], 50),  # the same solution, rescaled: FMS 1
         NCPResult(w, other, [0.600], 50),  # another, 20 % worse local minimum
     ]
-    stability, near = replicate_stability(fits, 0.01)
+    stability, near = replicate_stability(fits, 0.01)  # a fixed 1 % margin
     assert stability == pytest.approx(1.0) and near == 0.5
+    # the default margin: the midpoint to the lower rank's best error (0.65 -> 0.575: the 0.600 restart is out)
+    assert replicate_stability(fits, None, lower_error=0.65) == (pytest.approx(1.0), 0.5)
+    # a lower rank far worse (1.0 -> 0.75): the 0.600 restart used its extra component, so it counts
+    assert replicate_stability(fits, None, lower_error=1.0)[0] < 0.95
     every, _ = replicate_stability(fits, float("inf"))  # the old rule: every restart counted
     assert every < 0.95
     # the best solution not reproduced by any restart near its error: 0, not 1
     assert replicate_stability([fits[0], fits[2]], 0.01) == (0.0, 0.0)
-    assert replicate_stability(fits[:1], 0.01) == (1.0, 1.0)
+    assert replicate_stability(fits[:1]) == (1.0, 1.0)

@@ -16,9 +16,10 @@ Order of operations
    extrapolation between iterations.
 3. :class:`DynamicConnectome`: ranks x restarts; per rank the best-error fit and its replicate stability (mean
    factor match score, tensorly's congruence coefficient, against it of the other restarts that *converged near
-   it*: error within ``stability_error_tol`` (relative) of the best; a restart stuck in a worse local minimum is an
-   optimisation failure, not a second solution of equal quality, and counting it biased the rule to small ranks);
-   the selected rank is the largest whose stability reaches ``stability_threshold``. ``cp_tensor_`` is the selected fit as a tensorly
+   it*: by default an error closer to this rank's best than to the next-lower candidate rank's best, see
+   :func:`replicate_stability`; a restart stuck in a worse local minimum is an optimisation failure, not a second
+   solution of equal quality, and counting it biased the rule to small ranks); the selected rank is the largest
+   whose stability reaches ``stability_threshold``. ``cp_tensor_`` is the selected fit as a tensorly
    ``CPTensor``.
 4. :func:`~brainpipe.evaluate.communities.communities`: each pair factor reshaped to a neuron x neuron weight
    matrix, networkx Louvain (weighted, seeded); the component's "community" is the densest Louvain community.
@@ -107,20 +108,27 @@ def _fold(res: NCPResult, n_windows: int, n_animals: int) -> NCPResult:
     return NCPResult(weight, [res.factors[0], time, animal], res.errors, res.n_iter, res.stop, res.n_restarts)
 
 
-def replicate_stability(fits: Sequence[NCPResult], error_tol: float = 0.01) -> tuple[float, float]:
+def replicate_stability(
+    fits: Sequence[NCPResult], error_tol: float | None = None, lower_error: float = 1.0
+) -> tuple[float, float]:
     """Replicate stability of one rank's restarts: the mean factor match score against the best-error restart of
-    the other restarts whose final error is within ``error_tol`` (relative) of the best.
+    the other restarts that converged near the best.
 
     A restart stuck in a worse local minimum is an optimisation failure, not a second solution of equal quality:
     counting it (``error_tol = inf``) makes a rank look unstable whenever one restart fails, which biases a
-    "largest stable rank" rule to the smallest rank.
+    "largest stable rank" rule to the smallest rank. "Near" is, by default (``error_tol=None``), scale-free: an
+    error below the midpoint between the best error and ``lower_error`` (the next-lower candidate rank's best
+    error; 1.0, the empty model's, for the smallest rank), i.e. the restart gained at least half of what this rank
+    gains over the lower one; a restart above it has not used its extra component.
 
     Parameters
     ----------
     fits : sequence of NCPResult
         The restarts of one rank (at least one).
-    error_tol : float
-        Relative margin: restarts with ``error <= (1 + error_tol) * best error`` are compared.
+    error_tol : float, optional
+        A fixed relative margin instead: restarts with ``error <= (1 + error_tol) * best error`` are compared.
+    lower_error : float
+        The next-lower candidate rank's best relative error (for the default margin).
 
     Returns
     -------
@@ -134,10 +142,18 @@ def replicate_stability(fits: Sequence[NCPResult], error_tol: float = 0.01) -> t
     others = [f for f in fits if f is not best]
     if not others:
         return 1.0, 1.0
-    near = [o for o in others if o.errors[-1] <= (1.0 + float(error_tol)) * best.errors[-1]]
+    e = best.errors[-1]
+    cutoff = (1.0 + float(error_tol)) * e if error_tol is not None else max(e, 0.5 * (e + float(lower_error)))
+    near = [o for o in others if o.errors[-1] <= cutoff]
     bf = [f.cpu().numpy() for f in best.factors]
     sims = [factor_match_score(bf, [f.cpu().numpy() for f in o.factors])[0] for o in near]
     return (float(np.mean(sims)) if sims else 0.0), len(near) / len(others)
+
+
+def _lower_error(best: dict[int, NCPResult], ranks: Sequence[int], R: int) -> float:
+    """The best error of the largest candidate rank below ``R`` (1.0, the empty model's, when there is none)."""
+    lower = [r for r in ranks if r < R]
+    return best[max(lower)].errors[-1] if lower else 1.0
 
 
 class DynamicConnectome(Estimator):
@@ -151,11 +167,13 @@ class DynamicConnectome(Estimator):
         Random restarts per rank.
     stability_threshold : float, default 0.95
         The selected rank is the largest whose stability (mean FMS against the best restart of the other restarts
-        whose error is within ``stability_error_tol`` of the best; 0 when none is) reaches it; if none does, the smallest rank, flagged (``rank_is_stable_`` False, a warning, and
-        ``rank_is_stable = 0`` in the fit's attributes).
-    stability_error_tol : float, default 0.01
-        Relative error margin of the restarts counted in the stability: ``error <= (1 + tol) * best error``
-        (``inf``: every restart, the rule before this option).
+        that converged near it, see ``stability_error_tol``; 0 when none did) reaches it; if none does, the
+        smallest rank, flagged (``rank_is_stable_`` False, a warning, and ``rank_is_stable = 0`` in the fit's
+        attributes).
+    stability_error_tol : float, optional
+        Which restarts count in the stability. None (default): those whose error is closer to this rank's best
+        than to the next-lower candidate rank's best (:func:`replicate_stability`); a number: a fixed relative
+        margin, ``error <= (1 + tol) * best error`` (``inf``: every restart, the rule before this option).
     rank_selection : {"stability", "heldout"}
         ``"stability"``: the largest rank whose stability reaches ``stability_threshold``. ``"heldout"``: every
         rank is also fitted (same restarts) with ``heldout_fraction`` of the observed (pair, animal) fibres
@@ -225,7 +243,7 @@ class DynamicConnectome(Estimator):
         ranks: Sequence[int] = (2, 3, 4, 5),
         restarts: int = 5,
         stability_threshold: float = 0.95,
-        stability_error_tol: float = 0.01,
+        stability_error_tol: float | None = None,
         rank_selection: str = "stability",
         heldout_fraction: float = 0.1,
         heldout_tol: float = 0.002,
@@ -272,8 +290,8 @@ class DynamicConnectome(Estimator):
                 raise self._param_error(name, "must be >= 1")
         if not 0.0 <= float(self.stability_threshold) <= 1.0:
             raise self._param_error("stability_threshold", "must be in [0, 1]")
-        if not float(self.stability_error_tol) >= 0.0:
-            raise self._param_error("stability_error_tol", "must be >= 0")
+        if self.stability_error_tol is not None and not float(self.stability_error_tol) >= 0.0:
+            raise self._param_error("stability_error_tol", "must be >= 0 or null")
 
     def fit(self, tensor: xr.Dataset) -> DynamicConnectome:
         """Fit every candidate rank with its restarts, select the rank, find the communities.
@@ -335,6 +353,7 @@ class DynamicConnectome(Estimator):
             obs = torch.broadcast_to(maskf, Xf.shape)
             train = obs & ~hide
             den = float(torch.linalg.norm(Xf[hide].double()))
+        raw: dict[int, list[NCPResult]] = {}
         for R in ranks:
             if heldout:
                 tr = [
@@ -365,20 +384,24 @@ class DynamicConnectome(Estimator):
                 for k in range(int(self.restarts))
             ]
             best = min(fits, key=lambda f: f.errors[-1])
-            self.stability_[R], self.near_best_[R] = replicate_stability(
-                fits, float(self.stability_error_tol)
-            )
+            raw[R] = fits
             if per_animal:
                 self.animal_times_[R] = _animal_time(best, W, n_an)
                 fits = [_fold(f, W, n_an) for f in fits]
                 best = fits[[f.errors[-1] for f in fits].index(best.errors[-1])]
             self.fits_[R], self.best_[R] = fits, best
+        tol = None if self.stability_error_tol is None else float(self.stability_error_tol)
+        # stability once every rank is fitted: the default margin needs the next-lower rank's error
+        for R in ranks:
+            self.stability_[R], self.near_best_[R] = replicate_stability(
+                raw[R], tol, _lower_error(self.best_, ranks, R)
+            )
             LOG.info(
                 "rank %d: error %.4f, stability %.3f, iterations %s",
                 R,
-                best.errors[-1],
+                self.best_[R].errors[-1],
                 self.stability_[R],
-                [f.n_iter for f in fits],
+                [f.n_iter for f in self.fits_[R]],
             )
         stable = [R for R in ranks if self.stability_[R] >= float(self.stability_threshold)]
         self.ranks_ = ranks
@@ -534,7 +557,7 @@ class DynamicConnectome(Estimator):
                     "rank",
                     np.array([self.near_best_.get(int(r), np.nan) for r in ranks]),
                     {
-                        "long_name": "fraction of the other restarts within stability_error_tol of the best error"
+                        "long_name": "fraction of the other restarts counted in the stability (near the best error)"
                     },
                 ),
                 "rank_error": ("rank", np.array([self.best_[r].errors[-1] for r in ranks])),
@@ -588,7 +611,11 @@ class DynamicConnectome(Estimator):
                 "affinity_zero_fraction": self.zero_fraction_,
                 "affinity_zero_warning": int(self.zero_fraction_ > ZERO_WARN),
                 "stability_threshold": self.stability_threshold,
-                "stability_error_tol": self.stability_error_tol,
+                "stability_error_tol": (
+                    "midpoint to the lower rank's error"
+                    if self.stability_error_tol is None
+                    else float(self.stability_error_tol)
+                ),
                 "restarts": self.restarts,
                 "device": str(self.device_),
                 "dtype": self.dtype,
