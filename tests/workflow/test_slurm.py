@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,78 @@ def test_a_missing_rendezvous_variable_under_srun_is_one_line_naming_it(cluster,
     assert isinstance(err, InputError), proc.stderr[-2000:]
     assert str(err).startswith("SLURM: SLURM_LOCALID is not set") and "\n" not in str(err)
     assert not (tmp_path / "m.nc").exists()
+
+
+# one rank per srun task (run_stage in a 2-task job), Neuroformer pretraining long enough to be requeued mid-run,
+# checkpointing every 0.2 s (the small model of tests/common/test_distributed.py)
+PREEMPTIBLE = """
+import sys
+import time
+sys.path.insert(0, {common!r})
+from test_distributed import NF_PARAMS
+from brainpipe.training.distributed import DistributedSettings, run_stage
+folder, counts = sys.argv[1], sys.argv[2]
+train = {{**NF_PARAMS["pretrain"], "max_epochs": 40, "checkpoint_every_s": 0.2}}
+params = {{**NF_PARAMS, "pretrain": train, "checkpoint": folder + "/ck/pre.pt"}}
+outs = {{"model": folder + "/out/pretrained.nc"}}
+run_stage("neuroformer_pretrain", DistributedSettings(2), {{"counts": counts}}, outs, params, folder + "/out/log")
+"""
+
+
+def _job_state(job: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", job, "-o", "%T"], capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _wait_for(condition, timeout_s: float, what: str) -> None:
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < timeout_s, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_a_requeued_distributed_job_resumes_to_the_uninterrupted_result(cluster, tmp_path):
+    from brainpipe.data import make_provenance, write
+    from brainpipe.preprocess import bin_spikes
+    from brainpipe.simulate import simulate
+
+    sim = simulate(
+        "hub_network", {"n_neurons": 5, "n_hubs": 1, "hub_out_degree": 2, "duration_s": 12.0}, seed=1
+    )
+    counts = tmp_path / "counts.nc"
+    write(bin_spikes(sim.data, 0.01, n_blocks=2), counts, "spike_counts", make_provenance("test", {}))
+    script = tmp_path / "pretrain.py"
+    script.write_text(PREEMPTIBLE.format(common=str(REPO / "tests" / "common")))
+    ids = {}
+    for name in (
+        "whole",
+        "requeued",
+    ):  # the same 2-task job twice, at once: one runs through, one is requeued
+        (tmp_path / name).mkdir()
+        ids[name] = subprocess.run(
+            ["sbatch", "--parsable", "--requeue", "-n2", "-c1", "--mem", "1000", "-t", "10"]
+            + ["-o", str(tmp_path / name / "slurm-%j.out")]
+            + ["--wrap", f"srun -n1 {sys.executable} {script} {tmp_path / name} {counts}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    job, ckpt = ids["requeued"], tmp_path / "requeued" / "ck" / "pre.pt"
+    _wait_for(ckpt.exists, 300, "the first checkpoint")
+    # what preemption with requeue does: SIGTERM to every task (the ranks checkpoint and stop), then the job queues
+    # again; SLURM delays a requeued job's start (BeginTime), which is lifted here to keep the test short
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    _wait_for(lambda: _job_state(job) == "PENDING", 120, "the requeued job to queue again")
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    _wait_for(lambda: all(_job_state(i) in ("COMPLETED", "FAILED") for i in ids.values()), 600, "both jobs")
+    info = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "JobState=COMPLETED" in info and "Restarts=1" in info, info
+    assert _job_state(ids["whole"]) == "COMPLETED"
+    log = (tmp_path / "requeued" / "out" / "log").read_text()
+    step = re.search(r"resumed at epoch \d+, batch \d+ \(step (\d+)\)", log)
+    assert step is not None and int(step.group(1)) > 0, log[-2000:]
+    assert not ckpt.exists()  # removed once the output was written
+    whole, requeued = (_data(tmp_path / n / "out" / "pretrained.nc") for n in ("whole", "requeued"))
+    assert len(whole["history_train_loss"]) == 40
+    xr.testing.assert_allclose(requeued, whole, rtol=1e-6, atol=1e-9)

@@ -94,7 +94,7 @@ rule pretrain_brainmae:
     conda:
         "../envs/brainpipe.yaml"
     # training.distributed (default off: 1 process, these are 1 and brainmae_gpus): a core and a GPU per process;
-    # on several nodes (SLURM) one task per process
+    # under SLURM one task per process (distributed_tasks: tasks, nodes, cpus_per_task 1)
     threads: config["training"]["distributed"]["processes_per_node"]
     resources:
         **distributed_tasks(config),
