@@ -354,6 +354,12 @@ def test_report_says_whether_the_ntf_beats_its_best_baseline_and_flags_unstable_
     assert "98.0 % of the observed affinities are 0" in html and "No candidate rank" not in html
     values["community_jaccard_mean_vs_best_baseline"] = 0.1
     assert "beats the best baseline" in verdict_html(connectome_metrics_dataset(values, None, "s"), fit)
+    # a rank chosen on held-out fibres that is not stable: said as such, not as "no rank reached"
+    fit.attrs.update(
+        rank_is_stable=0, rank_selection="smallest rank with held-out error within 0.002 of the lowest"
+    )
+    html = verdict_html(m, fit)
+    assert "chosen on held-out (pair, animal) fibres (2)" in html and "No candidate rank" not in html
 
 
 def test_per_animal_time_modes_follow_each_animals_own_epochs():

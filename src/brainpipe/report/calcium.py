@@ -128,7 +128,14 @@ def verdict_html(m, fit) -> str:
             f"mean Jaccard {fmt(_val(m, 'community_jaccard_mean'))} vs {fmt(_val(m, f'{best}_community_jaccard_mean'))} "
             f"({d_jac:+.3f}); epoch detection {d_ep:+.3f} against the best baseline.</p>"
         )
-    if int(fit.attrs.get("rank_is_stable", 1)) == 0:
+    heldout = "held-out" in str(fit.attrs.get("rank_selection", ""))
+    if int(fit.attrs.get("rank_is_stable", 1)) == 0 and heldout:
+        out.append(
+            f"<p class='warning'>The rank chosen on held-out (pair, animal) fibres ({fit.attrs['selected_rank']}) "
+            f"is below the stability threshold {fmt(fit.attrs.get('stability_threshold'))}: its factors are not "
+            "reproducible across restarts.</p>"
+        )
+    elif int(fit.attrs.get("rank_is_stable", 1)) == 0:
         out.append(
             f"<p class='warning'>No candidate rank reached the stability threshold "
             f"{fmt(fit.attrs.get('stability_threshold'))}: the smallest rank ({fit.attrs['selected_rank']}) is "
@@ -163,7 +170,8 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
     parts = [
         '<section id="calcium"><h2>Calcium: dynamic functional connectomes</h2>',
         "<p>Pairwise affinities of neuron pairs per time window, stacked over animals, factorised by masked "
-        "non-negative CP (HALS); the rank is the largest whose restarts agree (replicate stability); each "
+        "non-negative CP (HALS); the rank is the largest whose restarts agree (replicate stability), or with "
+        "rank_selection heldout the one that best predicts hidden (pair, animal) fibres; each "
         "component's pair factor is split into communities by weighted Louvain.</p>",
     ]
     if metrics:
