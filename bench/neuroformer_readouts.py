@@ -12,7 +12,7 @@ AUROC is then read once.
 
 Run time: about 1-2 min for simhub on 2 cores (the gradient read-out is one backward pass per current position).
 
-``--decoding``: the behaviour head's read-outs instead (``finetune.readout``: mean of the current window's
+``--decoding``: the behaviour head's read-outs instead (``model.readout``: mean of the current window's
 tokens, its last token, or that mean with the mean embedding of the past window's spikes), each fine-tuned from the
 pretrained weights at the study's label fractions (``--config``/``--dataset``); the read-out with the lowest
 validation loss per fraction is the one to use, its test score read once, next to the best linear decoder.

@@ -105,7 +105,6 @@ def run_one(counts, truth, params: dict, seed: int, finetune: bool, max_windows:
             max_val_windows=f.get("max_val_windows", 512),
             min_epoch_windows=int(f.get("min_epoch_windows", 1024)),
             max_epoch_windows=f.get("max_epoch_windows"),
-            readout=f.get("readout"),
         )
     ev = p["evaluate"]
     values, _ = score_neuroformer(

@@ -848,6 +848,6 @@ def test_behaviour_head_readouts_fine_tune_and_round_trip():
         preds["mean"], preds["mean_past"]
     )
     with pytest.raises(
-        ConfigError, match=r"neuroformer finetune.readout: 'max' is not one of mean, last, mean_past"
+        ConfigError, match=r"neuroformer model.readout: 'max' is not one of mean, last, mean_past"
     ):
         finetune_neuroformer(counts, pre, NF_PARAMS["target"], cfg, [1.0], False, readout="max")

@@ -49,7 +49,6 @@ def run(inputs, outputs, params, log):
         max_val_windows=ft.get("max_val_windows", 512),
         min_epoch_windows=int(ft.get("min_epoch_windows", 1024)),
         max_epoch_windows=ft.get("max_epoch_windows"),
-        readout=ft.get("readout"),
         source=str(inputs["counts"]),
         pretrained_source=str(inputs["pretrained"]),
         checkpoint=ckpt,

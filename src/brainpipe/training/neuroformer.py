@@ -4,7 +4,7 @@ label fractions (from the pretrained weights and from scratch).
 
 Parameters (one dataset's resolved ``neuroformer`` config, see config/README.md): ``tokenizer`` (SpikeTokenizer
 fields), ``model`` (network size, contrastive term), ``pretrain`` and ``finetune`` (TrainConfig fields; finetune
-also ``fractions``, ``scratch``, ``max_val_windows``, ``min_epoch_windows``, ``max_epoch_windows``, ``readout``), ``modalities`` (name -> {source,
+also ``fractions``, ``scratch``, ``max_val_windows``, ``min_epoch_windows``, ``max_epoch_windows``), ``modalities`` (name -> {source,
 variables}), ``target`` ({source, variable, kind} or null), ``seed``.
 
 >>> from brainpipe.training.neuroformer import finetune_neuroformer, pretrain_neuroformer, pretrained_dataset
@@ -448,7 +448,7 @@ def finetune_neuroformer(
     log = log or log_
     if readout is not None and readout not in READOUTS:
         raise ConfigError(
-            f"neuroformer finetune.readout: {readout!r} is not one of {', '.join(READOUTS)} (or null: the model's)"
+            f"neuroformer model.readout: {readout!r} is not one of {', '.join(READOUTS)} (or null: the model's)"
         )
     fractions = sorted(float(f) for f in fractions)
     runs, preds, hist_best, keep_weights = [], [], [], None
