@@ -29,7 +29,8 @@ Tokenisation (:class:`SpikeTokenizer`), from a ``spike_counts`` dataset (counts 
 Model (:class:`NeuroformerNet`): token + dt + position embeddings; ``n_past_layers`` cross-attention blocks to the
 past-window tokens; one cross-attention block per modality (each modality through a small MLP encoder with a
 learned time embedding); ``n_layers`` causal self-attention blocks; heads for the next ID and the next dt; a
-behaviour head on the mean of the real (non-PAD) tokens; optional contrastive (InfoNCE) alignment between the
+behaviour head on the mean of the real (non-PAD) tokens (``readout``: or the last one, or the mean with the past
+window's mean spike embedding beside it); optional contrastive (InfoNCE) alignment between the
 pooled neural embedding and a pooled modality embedding. Attention is ``F.scaled_dot_product_attention`` (explicit
 softmax only when attention maps are asked for, for connectivity).
 
