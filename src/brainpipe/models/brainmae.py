@@ -550,14 +550,15 @@ def split_kwargs(params: dict[str, Any]):
     """
     params = dict(params)
     seeds(params.pop("seeds", None))
-    for grid in select_grid(params.pop("select", None), params.pop("select_mask_ratio", 0.5)):
-        BrainMAE(**dict(params, **grid))._check_params()
+    grids = select_grid(params.pop("select", None), params.pop("select_mask_ratio", 0.5))
     allowed = set(NET_KEYS) | set(TRAIN_DEFAULTS) | {"seeds"}
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ConfigError(
             f"BrainMAE: unknown parameter(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
         )
+    for grid in grids:  # every candidate of a select grid is a valid model
+        BrainMAE(**dict(params, **grid))._check_params()
     model = BrainMAE(**params)
     model._check_params()
     return model._net_config(), model._train_config()
