@@ -16,7 +16,13 @@ Protocol (shared by the BrainMAE and the baseline stages, so every number is on 
   mean. NMSE = ``sum (x - x_hat)^2 / sum x^2`` over hidden entries (signals are z-scored: predicting 0 scores ~1).
 * **Downstream** (subject-split datasets with labels/targets): k-fold by subject over ``fold(subject)``; features
   are averaged over each subject's segments; test fold ``k`` uses encoder ``k`` (probe features and fine-tuning);
-  out-of-fold predictions are pooled and scored once.
+  out-of-fold predictions are pooled and scored once. With a grid of read-outs, each outer fold's read-out is
+  chosen on its validation fold ``(k + 1) % K`` before fold ``k`` is predicted.
+* **Temporal encoder** (BrainMAE across segments): a test segment is reconstructed inside its sequence of
+  non-overlapping segments with the same ROIs hidden in every segment of the sequence (its pattern), so no hidden
+  value is seen at another time.
+* **Ablations** (every BrainMAE variant but ``base``) are judged against the base variant (:func:`versus_base`:
+  ``<metric>_vs_base`` with bars that the base wins), not held to the baselines' bars.
 """
 
 from __future__ import annotations
