@@ -6,7 +6,10 @@ params: the BrainMAE network and training settings (:class:`brainpipe.models.bra
 :class:`~brainpipe.models.brainmae.TrainSettings`), optionally ``checkpoint`` (fold ``k`` checkpoints to
 ``<checkpoint>.fold-<k>.pt``; a rerun with the same params and input resumes at the fold it was in, finished folds
 return at once; all removed on success); ``seeds`` (a list) trains the K encoders once per seed (their fit
-describes the first seed's). Outputs: the encoders' weights (one torch file, no pickle; see
+describes the first seed's); ``select`` (setting -> list of values) pretrains every combination per fold and keeps the
+least validation-fold NMSE (the grid, the candidates' validation NMSE and the choice in the fit); with
+``temporal_encoder: transformer`` the encoders train on sequences of segments
+(:func:`~brainpipe.evaluate.brainmae.segment_sequences`). Outputs: the encoders' weights (one torch file, no pickle; see
 :func:`~brainpipe.models.brainmae.save_fold_models`) and their ``model_fit``
 (:func:`~brainpipe.evaluate.brainmae.folds_to_dataset`).
 """
