@@ -786,7 +786,8 @@ def test_contrastive_weight_is_chosen_on_the_validation_windows(monkeypatch, tmp
     ]
     no_mod = {**params, "modalities": {}}
     assert contrastive_grid(no_mod) == [0.0] and pretrain_checkpoints(None, no_mod) == []
-    assert "contrastive_grid" not in pretrained_dataset(pretrain_neuroformer(counts, no_mod)).attrs
+    no_mod_attrs = pretrained_dataset(pretrain_neuroformer(counts, no_mod)).attrs
+    assert "contrastive_grid" not in no_mod_attrs and no_mod_attrs["contrastive_weight"] == 0.0
     with pytest.raises(ConfigError, match=r"neuroformer model.contrastive_grid: .* negative weight"):
         contrastive_grid({**params, "model": {"contrastive_grid": [-1.0, 0.2]}})
 

@@ -337,7 +337,8 @@ def pretrained_dataset(model: Neuroformer) -> xr.Dataset:
         train_seconds=float(res.seconds),
         device=str(res.device),
         precision=str(res.precision),
-        contrastive_weight=float(model.contrastive_weight),
+        # the weight that acted: none without a modality to align to
+        contrastive_weight=float(model.contrastive_weight) if model.tokenizer_.mod_layout_ else 0.0,
     )
     sel = getattr(model, "contrastive_selection_", None)
     if sel:
