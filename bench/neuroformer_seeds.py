@@ -36,6 +36,14 @@ Measured (simhub of the default study, simulator seed 0, rate-matched hubs; 2026
   -0.011 / +0.007 at 100 % (mean -0.016; the 100 % runs are no longer stopped after 2 epochs). Connectivity
   (rollout/target, before the validation-chosen read-out) 0.880 / 0.891 / 0.886 vs xcorr 0.912, direction 0.83 /
   0.87 / 0.87 vs 1.0; hub recall 1.0 (rate rule 0.67).
+* the default study's Neuroformer figures after the issue-15 changes (2026-12-05; the stages' library calls on the
+  default study's counts, seed 0, one run each): simhub contrastive weight 0 chosen (validation next-token loss
+  3.1372 vs 3.1414 at 0.2); attention read-out rollout/target/rows chosen (validation AUROC 0.871 vs 0.843
+  rollout/target, 0.824 / 0.846 cross), test AUROC 0.906 vs xcorr 0.912 (-0.005, was -0.022), direction 0.90 vs
+  1.00 (was 0.83); decoding (head mean_past) R2 1 % pretrained 0.306 vs scratch 0.410 (-0.103: both runs kept
+  their first-epoch checkpoint), 10 % 0.591 vs 0.596, 100 % 0.630 vs the best linear decoder 0.623 (+0.007, was
+  -0.053). steinmetz1 (head last) bacc 0.632 vs logistic 0.586 (+0.045, was +0.027). nelpy (head mean) R2 100 %
+  0.342 vs ridge 0.259 (+0.083, was +0.137 with 0.396 after 2 capped epochs), 10 % 0.246 vs 0.248.
 * ablation (--no-finetune --set pretrain.max_epochs=3, seeds 0 1): without the contrastive term, connectivity
   AUROC -0.001, test loss -0.006 nats, generation F1 -0.010 (noise level); without the modality, test loss +0.019
   nats (worse), connectivity AUROC +0.007, direction accuracy -0.017, generation F1 +0.002.
