@@ -315,8 +315,9 @@ def _decodes_as_png(src: str) -> bool:
 
 def test_images_are_embedded_pngs(page):
     imgs = _parse(page[1]).imgs
-    # sim, rec: raster, unit QC, model; sw: raster, unit QC, model + switching: states, couplings, summary
-    assert len(imgs) == 3 + 3 + 6
+    # sim, rec: raster, unit QC, model; sw: raster, unit QC, model + switching: states, couplings, summary,
+    # decoded states against the task variables (the simulated trials' epochs)
+    assert len(imgs) == 3 + 3 + 7
     assert all(_decodes_as_png(src) for src in imgs)
 
 
@@ -390,8 +391,10 @@ def test_switching_subsection(page, study):
     assert 'id="ds-sw-switching"' in sw and "Switching GLM" in sw
     part = sw[sw.index('id="ds-sw-switching"') :]
     imgs = _parse(part).imgs
-    assert len(imgs) == 2 and all(_decodes_as_png(src) for src in imgs)  # couplings, bits + EM
+    # couplings, bits + EM, states against task variables
+    assert len(imgs) == 3 and all(_decodes_as_png(src) for src in imgs)
     assert 'alt="per-state couplings of none on sw"' in part
+    assert 'alt="decoded states against task variables on sw"' in part
     # the decoded states are the key figure of the best variant: at the top, linked from here
     assert 'alt="decoded states of sw"' in _section(page[1], "results") and 'class="note keyref"' in part
     # the variant table: baseline first, the multi-state fit marked best, numbers those of the files
