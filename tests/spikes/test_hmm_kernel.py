@@ -211,3 +211,13 @@ def test_stale_build_lock_falls_back_instead_of_waiting(tmp_path, monkeypatch):
     os.utime(lock, (old, old))
     with pytest.warns(RuntimeWarning, match="stale build lock"):
         assert _hmm_kernel.load() is None
+
+
+def test_ninja_of_the_dependency_is_found_without_an_activated_venv(tmp_path, monkeypatch):
+    import shutil
+
+    pytest.importorskip("ninja")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ninja anywhere on PATH, as with .venv/bin/snakemake
+    assert shutil.which("ninja") is None
+    _hmm_kernel._ninja_on_path()
+    assert shutil.which("ninja") is not None

@@ -329,6 +329,20 @@ def _cached(name: str):
     return module if all(hasattr(module, f) for f in _FUNCTIONS) else None
 
 
+def _ninja_on_path() -> None:
+    """torch runs ``ninja`` from PATH; a venv that was not activated (``.venv/bin/snakemake``) has the ninja of the
+    ``ninja`` dependency outside it, so its folder is added to PATH when no other ninja is found."""
+    import shutil
+
+    if shutil.which("ninja") is not None:
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    os.environ["PATH"] = os.pathsep.join(p for p in (ninja.BIN_DIR, os.environ.get("PATH", "")) if p)
+
+
 def _build():
     from torch.utils.cpp_extension import load_inline
 
@@ -342,6 +356,7 @@ def _build():
     if os.path.exists(lock) and time.time() - os.path.getmtime(lock) > STALE_LOCK_S:
         # torch would wait for it forever: a build that was killed leaves its lock file behind
         raise RuntimeError(f"stale build lock {lock} (over {STALE_LOCK_S} s old): delete it to rebuild")
+    _ninja_on_path()
     return load_inline(
         name=name,
         cpp_sources=[_SOURCE],
