@@ -61,3 +61,14 @@ def test_bad_stores_are_one_line(tmp_path):
         write_examples([np.zeros((2, 3, 4)), np.zeros((2, 3, 5))], tmp_path / "mixed.zarr")
     with pytest.raises(InputError, match="no examples to write"):
         write_examples([], tmp_path / "empty.zarr")
+
+
+def test_global_shuffle_is_the_in_memory_order(tmp_path):
+    _, blocks = _blocks()
+    ds = ZarrExamples(write_examples(blocks, tmp_path / "ex.zarr", chunk_examples=8), shuffle="global")
+    assert torch.equal(
+        ds.epoch_order(torch.Generator().manual_seed(3)),
+        torch.randperm(70, generator=torch.Generator().manual_seed(3)),
+    )
+    with pytest.raises(ValueError, match="shuffle must be 'chunks' or 'global'"):
+        ZarrExamples(tmp_path / "ex.zarr", shuffle="random")

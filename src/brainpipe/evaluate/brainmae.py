@@ -21,7 +21,7 @@ import xarray as xr
 
 from brainpipe.errors import InputError
 from brainpipe.evaluate import fmri
-from brainpipe.models.brainmae import BrainMAE, seeds, select_grid
+from brainpipe.models.brainmae import BrainMAE, seeds, select_grid, streaming_settings
 
 __all__ = [
     "by_seed",
@@ -32,6 +32,7 @@ __all__ = [
     "fold_checkpoint",
     "fold_features",
     "folds_to_dataset",
+    "open_segments",
     "pretrain_folds",
     "score_encoders",
     "segment_sequences",
@@ -104,6 +105,104 @@ def _context(model_or_params) -> int:
     return int(get("context", 8))
 
 
+# ---- streamed segments (cohorts larger than memory) -------------------------------------------------------------
+def open_segments(path: str | Path, lazy: bool = False) -> xr.Dataset:
+    """Open a ``roi_segments`` file, whole (:func:`brainpipe.data.read`) or with ``signal`` left on disk.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The ``roi_segments`` netCDF file.
+    lazy : bool, default False
+        Leave ``signal`` on disk (xarray's lazy indexing through h5netcdf: a slice of segments reads only those);
+        the contract is checked on everything else, the finiteness of ``signal`` where its segments are read
+        (:class:`_LazySignal`). Close the dataset when done.
+
+    Returns
+    -------
+    xarray.Dataset
+        The validated dataset.
+
+    Raises
+    ------
+    brainpipe.errors.InputError
+        The file cannot be read (one line naming it), or its ``signal`` is not (segment, lag, roi).
+    brainpipe.errors.ContractError
+        The dataset violates its contract.
+    """
+    from brainpipe.data import contracts
+    from brainpipe.data.io import open_dataset, read
+    from brainpipe.errors import ContractError
+
+    if not lazy:
+        return read(path, "roi_segments")
+    try:
+        ds = xr.open_dataset(path, engine="h5netcdf", decode_times={"time": False})
+    except Exception:  # noqa: BLE001 - the eager opener's one-line message says why
+        open_dataset(path)  # raises InputError naming the file and the cause
+        raise
+    if "signal" not in ds or ds["signal"].dims != ("segment", "lag", "roi"):
+        dims = ds["signal"].dims if "signal" in ds else None
+        ds.close()
+        raise InputError(f"{path}: roi_segments needs variable 'signal' (segment, lag, roi); got {dims}")
+    missing = "variable 'signal' is missing"
+    problems = [
+        p for p in contracts.check(ds.drop_vars("signal"), "roi_segments") if not p.startswith(missing)
+    ]
+    if problems:
+        ds.close()
+        raise ContractError(str(path), problems)
+    return ds
+
+
+class _LazySignal:
+    """``signal`` of a lazily opened ``roi_segments`` dataset: ``X[mask]`` reads those segments (float32)."""
+
+    def __init__(self, ds: xr.Dataset, source: str):
+        self.var, self.source = ds["signal"], source
+        self.shape = tuple(int(n) for n in self.var.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        rows = np.asarray(rows)
+        rows = np.flatnonzero(rows) if rows.dtype == bool else np.sort(rows.astype(np.int64))
+        out = np.asarray(self.var.isel(segment=rows).values, dtype=np.float32)
+        if not np.isfinite(out).all():
+            raise InputError(
+                f"{self.source}: variable 'signal' has NaN or infinite values (rule: finite values; mask or drop bad "
+                "samples): run clean_fmri again"
+            )
+        return out
+
+    def blocks(self, rows: np.ndarray, size: int):
+        """The segments ``rows`` (sorted indices) in blocks of ``size``, one block in memory at a time."""
+        for start in range(0, len(rows), size):
+            yield self[rows[start : start + size]]
+
+
+def _streamed_fit(model: BrainMAE, X: _LazySignal, tr, va, stream: dict, **fit_kw) -> BrainMAE:
+    """Fit ``model`` on the segments ``tr`` streamed from a zarr store under the temporary folder (``TMPDIR``: the
+    job's), removed afterwards, also on failure; the validation segments ``va`` in memory."""
+    import shutil
+    import tempfile
+
+    from brainpipe.training.streaming import ZarrExamples, write_examples
+
+    folder = tempfile.mkdtemp(prefix="brainmae-stream-")
+    try:
+        store = write_examples(
+            X.blocks(np.flatnonzero(tr), stream["chunk_segments"]),
+            Path(folder) / "train.zarr",
+            chunk_examples=stream["chunk_segments"],
+        )
+        data = ZarrExamples(store, cache_chunks=stream["cache_chunks"], shuffle=stream["shuffle"])
+        return model.fit(data, X[va], **fit_kw)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # ---- pretraining -----------------------------------------------------------------------------------------------
 def fold_checkpoint(checkpoint: str | None, k: int) -> str | None:
     """The checkpoint file of encoder ``k``.
@@ -148,7 +247,10 @@ def pretrain_folds(
         ``select`` (network setting -> list of values, :func:`~brainpipe.models.brainmae.select_grid`): encoder
         ``k`` is pretrained for every combination and the one with the least masked NMSE on its validation fold
         ``(k + 1) % K`` (masks hiding ``select_mask_ratio``, default 0.5, of the ROIs; 20 patterns, seed 0) is
-        kept, its choice in ``selection_`` (no checkpoints then).
+        kept, its choice in ``selection_`` (no checkpoints then); ``streaming``
+        (:func:`~brainpipe.models.brainmae.streaming_settings`): each encoder's training segments are read from
+        ``ds`` fold by fold into a zarr store under the temporary folder and streamed (``ds`` may be opened with
+        :func:`open_segments` ``lazy=True``), its validation segments read into memory.
     checkpoint : str, optional
         Encoder ``k`` checkpoints to :func:`fold_checkpoint` of it (of ``<checkpoint>.seed-<s>`` with several
         seeds); a rerun with the same ``fingerprint`` resumes at the fold it was in (finished folds return at
@@ -182,7 +284,16 @@ def pretrain_folds(
     True
     """
     log = log or log_
-    X = np.asarray(ds["signal"].values, dtype=np.float32)
+    params = dict(model_params)
+    stream = streaming_settings(params.pop("streaming", None))
+    if stream is not None and _temporal(params):
+        from brainpipe.errors import ConfigError
+
+        raise ConfigError(
+            "fmri.brainmae.model.streaming: the temporal encoder (temporal_encoder: transformer) cannot stream; "
+            "set streaming.enabled: false or temporal_encoder: none"
+        )
+    X = _LazySignal(ds, source) if stream is not None else np.asarray(ds["signal"].values, dtype=np.float32)
     K = fmri.n_folds(ds)
     splits = [fmri.fold_split(ds, k) for k in range(K)]
     for k, (tr, _, _) in enumerate(splits):
@@ -191,7 +302,6 @@ def pretrain_folds(
                 f"{source}: outer fold {k} leaves no training segments (folds other than {k} and "
                 f"{(k + 1) % K}); add subjects, raise fmri.clean.n_folds or lower fmri.clean.segment_s"
             )
-    params = dict(model_params)
     run_seeds = seeds(params.pop("seeds", None), params.get("seed", 0))
     select = params.pop("select", None)
     select_ratio = float(params.pop("select_mask_ratio", 0.5))
@@ -202,6 +312,8 @@ def pretrain_folds(
             ck = f"{checkpoint}.seed-{sd}" if checkpoint else None
             fp = dict(fingerprint or {}, seed=sd)
             over = {"select": select, "select_mask_ratio": select_ratio} if select else {}
+            if stream is not None:
+                over["streaming"] = stream
             models += pretrain_folds(ds, dict(params, seed=sd, **over), ck, fp, source, log)
         return models
     params["seed"] = run_seeds[0]
@@ -212,7 +324,7 @@ def pretrain_folds(
         fitted = []
         for cand in grid:
             fitted.append(
-                _pretrain_one(ds, X, dict(params, **cand), k, K, tr, va, checkpoint, fingerprint, log)
+                _pretrain_one(ds, X, dict(params, **cand), k, K, tr, va, checkpoint, fingerprint, log, stream)
             )
             if len(grid) == 1:
                 break
@@ -233,9 +345,9 @@ def pretrain_folds(
     return models
 
 
-def _pretrain_one(ds, X, params, k, K, tr, va, checkpoint, fingerprint, log) -> BrainMAE:
+def _pretrain_one(ds, X, params, k, K, tr, va, checkpoint, fingerprint, log, stream=None) -> BrainMAE:
     """Encoder ``k``: pretrained on the training folds, early-stopped on the validation fold (candidates of a
-    ``select`` grid get no checkpoints)."""
+    ``select`` grid get no checkpoints); ``stream``: its training segments streamed (:func:`_streamed_fit`)."""
     model = BrainMAE(**params)
     seq_kw = {}
     seqs = segment_sequences(ds, _context(params)) if _temporal(params) else None
@@ -244,14 +356,15 @@ def _pretrain_one(ds, X, params, k, K, tr, va, checkpoint, fingerprint, log) -> 
     log.info(
         "encoder %d/%d: pretraining on %d segments (validation %d), %s", k + 1, K, tr.sum(), va.sum(), params
     )
-    model.fit(
-        X if seq_kw else X[tr],
-        X if seq_kw else X[va],
-        checkpoint=fold_checkpoint(checkpoint, k),
-        fingerprint=dict(fingerprint or {}, fold=k) if checkpoint else None,
-        log=log,
-        **seq_kw,
-    )
+    fit_kw = {
+        "checkpoint": fold_checkpoint(checkpoint, k),
+        "fingerprint": dict(fingerprint or {}, fold=k) if checkpoint else None,
+        "log": log,
+    }
+    if stream is not None:
+        _streamed_fit(model, X, tr, va, stream, **fit_kw)
+    else:
+        model.fit(X if seq_kw else X[tr], X if seq_kw else X[va], **fit_kw, **seq_kw)
     log.info(
         "encoder %d/%d done: best epoch %s, %.1f s on %s (%s)",
         k + 1,

@@ -534,6 +534,48 @@ def select_grid(select: dict | None, mask_ratio: float = 0.5) -> list[dict[str, 
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(select[k] for k in keys))]
 
 
+STREAMING_DEFAULTS = {"enabled": False, "chunk_segments": 256, "cache_chunks": 2, "shuffle": "chunks"}
+
+
+def streaming_settings(value) -> dict[str, Any] | None:
+    """The ``streaming`` setting of BrainMAE pretraining, checked (None when off).
+
+    Parameters
+    ----------
+    value : mapping or None
+        ``enabled`` (bool), ``chunk_segments`` (int >= 1), ``cache_chunks`` (int >= 1), ``shuffle`` ("chunks" or
+        "global", see :class:`brainpipe.training.streaming.ZarrExamples`); missing keys take
+        :data:`STREAMING_DEFAULTS`.
+
+    Returns
+    -------
+    dict or None
+        The settings, or None when streaming is off.
+
+    Raises
+    ------
+    brainpipe.errors.ConfigError
+        An unknown key or a bad value (one line naming ``fmri.brainmae.model.streaming.<key>``).
+    """
+    if value is None:
+        return None
+    key = "fmri.brainmae.model.streaming"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping (enabled, chunk_segments, cache_chunks); got {value!r}")
+    unknown = sorted(set(value) - set(STREAMING_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"{key}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(STREAMING_DEFAULTS)})"
+        )
+    out = dict(STREAMING_DEFAULTS, **value)
+    for k in ("chunk_segments", "cache_chunks"):
+        if isinstance(out[k], bool) or not isinstance(out[k], int) or out[k] < 1:
+            raise ConfigError(f"{key}.{k} must be an integer >= 1; got {out[k]!r}")
+    if out["shuffle"] not in ("chunks", "global"):
+        raise ConfigError(f"{key}.shuffle must be 'chunks' or 'global'; got {out['shuffle']!r}")
+    return out if out["enabled"] else None
+
+
 def split_kwargs(params: dict[str, Any]):
     """Check a flat parameter mapping (unknown names, bad values: one-line ``ConfigError``) and split it into the
     network's :class:`BrainMAEConfig` and the training loop's :class:`~brainpipe.training.TrainConfig`.
@@ -541,7 +583,8 @@ def split_kwargs(params: dict[str, Any]):
     Parameters
     ----------
     params : dict
-        Any of :class:`BrainMAE`'s constructor arguments, ``seeds`` (:func:`seeds`), ``select`` and
+        Any of :class:`BrainMAE`'s constructor arguments, ``seeds`` (:func:`seeds`), ``streaming``
+        (:func:`streaming_settings`), ``select`` and
         ``select_mask_ratio`` (:func:`select_grid`).
 
     Returns
@@ -550,6 +593,12 @@ def split_kwargs(params: dict[str, Any]):
     """
     params = dict(params)
     seeds(params.pop("seeds", None))
+    stream = streaming_settings(params.pop("streaming", None))
+    if stream is not None and params.get("temporal_encoder", "none") != "none":
+        raise ConfigError(
+            "fmri.brainmae.model.streaming: the temporal encoder (temporal_encoder: transformer) cannot stream; "
+            "set streaming.enabled: false or temporal_encoder: none"
+        )
     grids = select_grid(params.pop("select", None), params.pop("select_mask_ratio", 0.5))
     allowed = set(NET_KEYS) | set(TRAIN_DEFAULTS) | {"seeds"}
     unknown = sorted(set(params) - allowed)
@@ -781,8 +830,9 @@ class BrainMAE(Estimator):
 
         Parameters
         ----------
-        X : array-like
-            (segment, time, roi) training segments.
+        X : array-like or brainpipe.training.streaming.ZarrExamples
+            (segment, time, roi) training segments, in memory or streamed from a zarr store (read chunk by chunk in
+            its epoch order; not with the temporal encoder).
         X_val : array-like, optional
             Held-out subjects' segments; their loss drives early stopping and the best weights.
         %(checkpoint)s
@@ -801,8 +851,23 @@ class BrainMAE(Estimator):
         from brainpipe.training import train
 
         self._check_params()
-        X = _tensor(X)
-        S, L, R = (float(n) for n in X.shape)
+        streamed = isinstance(X, torch.utils.data.Dataset)
+        if streamed:
+            if self.temporal_encoder != "none":
+                raise ConfigError(
+                    "fmri.brainmae.model.streaming: the temporal encoder (temporal_encoder: transformer) trains on "
+                    "sequences of segments and cannot stream; set streaming.enabled: false or temporal_encoder: none"
+                )
+            shape = tuple(int(n) for n in getattr(X, "array", X[0][None]).shape)
+            if len(shape) != 3:
+                raise InputError(f"BrainMAE: segments must be (segment, time, roi); got shape {shape}")
+            shape = (len(X), *shape[1:])
+        else:
+            X = _tensor(X)
+            shape = tuple(X.shape)
+        S, L, R = (float(n) for n in shape)
+        if streamed:  # only the decoded chunks are in memory, not the segments
+            S = 0.0
         B, d, layers = float(self.batch_size), float(self.d_model), float(self.n_layers)
         if self.temporal_encoder != "none":  # the sequences are a second (padded) copy of the segments
             S = S * 2
@@ -810,11 +875,11 @@ class BrainMAE(Estimator):
         need = 8 * S * L * R + 4 * 16 * B * R * (d + L) * layers + 4 * 2 * B * self.n_heads * R * R * layers
         self._check_memory(need, "segments x volumes x ROIs, batch_size x ROIs^2 x n_layers")
         torch.manual_seed(self.seed)  # the initial weights
-        self.n_rois_, self.seg_len_ = X.shape[2], X.shape[1]
+        self.n_rois_, self.seg_len_ = shape[2], shape[1]
         self.net_ = BrainMAENet(self.n_rois_, self.seg_len_, self._net_config())
         cfg = self._train_config()
         val = (_tensor(X_val),) if X_val is not None and len(X_val) else None
-        data = (X,)
+        data = X if streamed else (X,)
         if (
             self.temporal_encoder != "none"
         ):  # batch_size counts segments: batch_size // context sequences a batch

@@ -9,7 +9,9 @@ return at once; all removed on success); ``seeds`` (a list) trains the K encoder
 describes the first seed's); ``select`` (setting -> list of values) pretrains every combination per fold and keeps the
 least validation-fold NMSE (the grid, the candidates' validation NMSE and the choice in the fit); with
 ``temporal_encoder: transformer`` the encoders train on sequences of segments
-(:func:`~brainpipe.evaluate.brainmae.segment_sequences`). Outputs: the encoders' weights (one torch file, no pickle; see
+(:func:`~brainpipe.evaluate.brainmae.segment_sequences`); with ``streaming.enabled`` the file's ``signal`` stays on
+disk and each encoder's training segments are streamed from a zarr store under the job's temporary folder
+(:func:`~brainpipe.evaluate.brainmae.open_segments`, :mod:`brainpipe.training.streaming`). Outputs: the encoders' weights (one torch file, no pickle; see
 :func:`~brainpipe.models.brainmae.save_fold_models`) and their ``model_fit``
 (:func:`~brainpipe.evaluate.brainmae.folds_to_dataset`).
 """
@@ -19,9 +21,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from brainpipe.data import make_provenance, read, write
-from brainpipe.evaluate.brainmae import by_seed, fold_checkpoint, folds_to_dataset, pretrain_folds
-from brainpipe.models.brainmae import save_fold_models
+from brainpipe.data import make_provenance, write
+from brainpipe.evaluate.brainmae import (
+    by_seed,
+    fold_checkpoint,
+    folds_to_dataset,
+    open_segments,
+    pretrain_folds,
+)
+from brainpipe.models.brainmae import save_fold_models, streaming_settings
 from brainpipe.stages._runner import cli, stage
 from brainpipe.training import stage_fingerprint
 
@@ -37,16 +45,20 @@ log_ = logging.getLogger("brainpipe.stages.pretrain_brainmae")
 def run(inputs, outputs, params, log):
     params = dict(params)
     ckpt = params.pop("checkpoint", None)
-    ds = read(inputs["clean"], "roi_segments")
-    fp = stage_fingerprint("pretrain_brainmae", params, [inputs["clean"]]) if ckpt else None
-    models = pretrain_folds(
-        ds, params, checkpoint=ckpt, fingerprint=fp, source=str(inputs["clean"]), log=log_
-    )
+    lazy = streaming_settings(params.get("streaming")) is not None
+    ds = open_segments(inputs["clean"], lazy=lazy)
+    try:
+        fp = stage_fingerprint("pretrain_brainmae", params, [inputs["clean"]]) if ckpt else None
+        models = pretrain_folds(
+            ds, params, checkpoint=ckpt, fingerprint=fp, source=str(inputs["clean"]), log=log_
+        )
+        fit = folds_to_dataset(next(iter(by_seed(models).values())), ds).load()
+    finally:
+        ds.close()
     prov = make_provenance(
         "pretrain_brainmae", params, [inputs["clean"]], seed=models[0].seed, device=models[0].device_
     )
     groups = by_seed(models)
-    fit = folds_to_dataset(next(iter(groups.values())), ds)
     fit.attrs["seeds"] = [int(s) for s in groups]
     write(fit, outputs["fit"], "model_fit", prov)
     save_fold_models(models, outputs["weights"])

@@ -8,8 +8,14 @@ random order, then the examples of each chunk in a seeded random order, so every
 memory stays one chunk's worth whatever the cohort's size. With several ranks, each takes its share of each global
 batch, so the ranks read the same chunks.
 
-Not yet done: the BrainMAE and Neuroformer stages still load their training set whole (they would pass a
-:class:`ZarrExamples` to the loop instead), and batches are read in the training process (no DataLoader workers).
+BrainMAE pretraining streams when ``fmri.brainmae.model.streaming.enabled`` is true
+(:func:`brainpipe.evaluate.brainmae.pretrain_folds`): the stage opens the ``roi_segments`` file lazily, writes each
+fold's training segments, block by block, to a store under the job's temporary folder (removed afterwards, also on
+failure) and trains from :class:`ZarrExamples`; the validation fold's segments are read into memory (one fold of
+K). ``shuffle="global"`` gives the in-memory loop's order, so a streamed fit equals the in-memory one bit for bit.
+
+Not yet done: Neuroformer's token windows are still built in memory, the temporal encoder (sequences of segments)
+does not stream, and batches are read in the training process (no DataLoader workers).
 """
 
 from __future__ import annotations
@@ -89,10 +95,19 @@ class ZarrExamples(torch.utils.data.Dataset):
         The zarr array (see :func:`write_examples`).
     cache_chunks : int, default 2
         Decoded chunks kept in memory (least recently used dropped first).
+    shuffle : {"chunks", "global"}, default "chunks"
+        The epoch order: ``"chunks"`` shuffles the chunks, then the examples within each (one or two chunk reads a
+        batch); ``"global"`` is the in-memory loop's ``torch.randperm`` over all examples (the same batches as an
+        in-memory fit with the same seed, so bit-identical results, but a batch reads up to ``batch_size`` chunks:
+        for checks and small stores).
     """
 
-    def __init__(self, path: str | os.PathLike, cache_chunks: int = 2):
+    def __init__(self, path: str | os.PathLike, cache_chunks: int = 2, shuffle: str = "chunks"):
         import zarr
+
+        if shuffle not in ("chunks", "global"):
+            raise ValueError(f"ZarrExamples: shuffle must be 'chunks' or 'global', got {shuffle!r}")
+        self.shuffle = shuffle
 
         self.path = Path(path)
         try:
@@ -127,6 +142,8 @@ class ZarrExamples(torch.utils.data.Dataset):
     def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
         """The order of one epoch: chunks shuffled, then the examples within each chunk.
 
+        With ``shuffle="global"``: a permutation of all examples, as the in-memory loop draws it.
+
         Parameters
         ----------
         generator : torch.Generator
@@ -138,6 +155,8 @@ class ZarrExamples(torch.utils.data.Dataset):
             A permutation of ``range(len(self))``.
         """
         n = len(self)
+        if self.shuffle == "global":
+            return torch.randperm(n, generator=generator)
         n_chunks = -(-n // self.chunk)
         parts = []
         for c in torch.randperm(n_chunks, generator=generator).tolist():
