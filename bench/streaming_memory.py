@@ -7,6 +7,14 @@ a small linear model for one epoch over :class:`~brainpipe.training.streaming.Za
 level after the imports, and examples per second. Flat peak memory across sizes is the point.
 
     python bench/streaming_memory.py --subjects 1000 10000 --rois 400 --time 10
+
+``--stage``: the real stage path instead (issue 17). For each cohort size a fresh process writes a ``roi_segments``
+file of ``subjects`` x ``--per-subject`` segments (4 folds by subject), then another fresh process runs the
+``pretrain_brainmae`` stage on it (4 encoders, a tiny network, ``--max-steps`` steps each), with
+``streaming.enabled`` (``--mode streamed``), without (``--mode memory``) or both; printed: the file's size, the stage
+process's peak resident memory above its level after the imports, and the stage's seconds.
+
+    python bench/streaming_memory.py --stage --subjects 200 2000 --rois 400 --time 10 --mode both
 """
 
 from __future__ import annotations
@@ -62,6 +70,105 @@ def one(subjects: int, rois: int, t: int, folder: str) -> dict:
     }
 
 
+def make_segments(subjects: int, per_subject: int, rois: int, t: int, path: str) -> None:
+    """A ``roi_segments`` file of ``subjects`` x ``per_subject`` random segments, 4 folds by subject."""
+    import numpy as np
+    import xarray as xr
+
+    from brainpipe.data import make_provenance, write
+
+    rng = np.random.default_rng(0)
+    n = subjects * per_subject
+    sub = np.repeat(np.arange(subjects), per_subject)
+    fold = np.arange(subjects) % 4
+    ds = xr.Dataset(
+        {
+            "signal": (("segment", "lag", "roi"), rng.standard_normal((n, t, rois), dtype=np.float32)),
+            "segment_subject": ("segment", sub),
+            "segment_start": ("segment", np.tile(np.arange(per_subject) * 10.0, subjects), {"units": "s"}),
+            "segment_run": ("segment", np.array([f"sub-{s}" for s in sub])),
+            "fold": ("subject", fold),
+            "segment_fold": ("segment", fold[sub]),
+            "label": ("subject", np.arange(subjects) % 2),
+        },
+        coords={
+            "lag": ("lag", np.arange(t) * 1.0, {"units": "s"}),
+            "roi": ("roi", np.array([f"r{i}" for i in range(rois)])),
+            "subject": ("subject", np.array([f"s{i}" for i in range(subjects)])),
+        },
+        attrs={"repetition_time_s": 1.0, "segment_length_s": float(t), "classes": "a,b"},
+    )
+    write(ds, path, "roi_segments", make_provenance("bench_streaming_memory", seed=0))
+
+
+def stage_one(path: str, streamed: bool, max_steps: int, folder: str) -> dict:
+    """The pretrain_brainmae stage on ``path``, in this process: peak RSS above the imports, seconds."""
+    import os
+    import tempfile
+
+    import torch
+
+    from brainpipe.stages import pretrain_brainmae
+    from brainpipe.training import streaming  # noqa: F401 - imported before the baseline
+
+    torch.set_num_threads(1)
+    tempfile.tempdir = folder
+    base = _rss_mb()
+    params = {
+        "d_model": 16,
+        "n_layers": 1,
+        "n_heads": 2,
+        "max_epochs": 1,
+        "max_steps": max_steps,
+        "batch_size": 32,
+        "patience": None,
+        "device": "cpu",
+        "progress": False,
+    }
+    if streamed:
+        params["streaming"] = {"enabled": True, "chunk_segments": 256, "cache_chunks": 2}
+    out = Path(folder)
+    t0 = time.perf_counter()
+    pretrain_brainmae.run({"clean": path}, {"weights": out / "w.pt", "fit": out / "fit.nc"}, params)
+    return {
+        "peak_rss_above_imports_mb": _rss_mb() - base,
+        "seconds": time.perf_counter() - t0,
+        "left_in_tmp": sum(name.startswith("brainmae-stream-") for name in os.listdir(folder)),
+    }
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def stage_bench(args) -> None:
+    modes = ["streamed", "memory"] if args.mode == "both" else [args.mode]
+    print("subjects segments file_MB mode peak_RSS_above_imports_MB stage_s")
+    with tempfile.TemporaryDirectory() as folder:
+        for n in args.subjects:
+            path = str(Path(folder) / f"segments-{n}.nc")
+            _child(
+                ["--make", str(n), "--per-subject", str(args.per_subject), "--rois", str(args.rois)]
+                + ["--time", str(args.time), "--folder", path]
+            )
+            size = Path(path).stat().st_size / 2**20
+            for mode in modes:
+                job = Path(folder) / f"job-{n}-{mode}"
+                job.mkdir()
+                r = _child(
+                    ["--stage-one", path, "--mode", mode, "--max-steps", str(args.max_steps)]
+                    + ["--folder", str(job)]
+                )
+                print(
+                    f"{n} {n * args.per_subject} {size:.0f} {mode} {r['peak_rss_above_imports_mb']:.0f} "
+                    f"{r['seconds']:.1f}"
+                    + ("" if r["left_in_tmp"] == 0 else f" (left {r['left_in_tmp']} in tmp)")
+                )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subjects", type=int, nargs="+", default=[1000, 10000])
@@ -69,7 +176,23 @@ def main() -> None:
     ap.add_argument("--time", type=int, default=10)
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--folder", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--stage", action="store_true", help="the pretrain_brainmae stage path (see above)")
+    ap.add_argument("--mode", choices=["streamed", "memory", "both"], default="both")
+    ap.add_argument("--per-subject", type=int, default=2, help="--stage: segments per subject")
+    ap.add_argument("--max-steps", type=int, default=20, help="--stage: training steps per encoder")
+    ap.add_argument("--make", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--stage-one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.make is not None:
+        make_segments(args.make, args.per_subject, args.rois, args.time, args.folder)
+        print("{}")
+        return
+    if args.stage_one is not None:
+        print(json.dumps(stage_one(args.stage_one, args.mode == "streamed", args.max_steps, args.folder)))
+        return
+    if args.stage:
+        stage_bench(args)
+        return
     if args.one is not None:
         print(json.dumps(one(args.one, args.rois, args.time, args.folder)))
         return

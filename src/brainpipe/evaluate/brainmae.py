@@ -183,8 +183,8 @@ class _LazySignal:
 
 
 def _streamed_fit(model: BrainMAE, X: _LazySignal, tr, va, stream: dict, **fit_kw) -> BrainMAE:
-    """Fit ``model`` on the segments ``tr`` streamed from a zarr store under the temporary folder (``TMPDIR``: the
-    job's), removed afterwards, also on failure; the validation segments ``va`` in memory."""
+    """Fit ``model`` on the segments ``tr``, early-stopped on ``va``, both streamed from zarr stores under the
+    temporary folder (``TMPDIR``: the job's), removed afterwards, also on failure."""
     import shutil
     import tempfile
 
@@ -198,7 +198,15 @@ def _streamed_fit(model: BrainMAE, X: _LazySignal, tr, va, stream: dict, **fit_k
             chunk_examples=stream["chunk_segments"],
         )
         data = ZarrExamples(store, cache_chunks=stream["cache_chunks"], shuffle=stream["shuffle"])
-        return model.fit(data, X[va], **fit_kw)
+        val = None
+        if va.any():  # read in order, batch by batch (the loop's validation pass)
+            val_store = write_examples(
+                X.blocks(np.flatnonzero(va), stream["chunk_segments"]),
+                Path(folder) / "validation.zarr",
+                chunk_examples=stream["chunk_segments"],
+            )
+            val = ZarrExamples(val_store, cache_chunks=stream["cache_chunks"])
+        return model.fit(data, val, **fit_kw)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -249,8 +257,9 @@ def pretrain_folds(
         ``(k + 1) % K`` (masks hiding ``select_mask_ratio``, default 0.5, of the ROIs; 20 patterns, seed 0) is
         kept, its choice in ``selection_`` (no checkpoints then); ``streaming``
         (:func:`~brainpipe.models.brainmae.streaming_settings`): each encoder's training segments are read from
-        ``ds`` fold by fold into a zarr store under the temporary folder and streamed (``ds`` may be opened with
-        :func:`open_segments` ``lazy=True``), its validation segments read into memory.
+        ``ds`` fold by fold into a zarr store under the temporary folder and streamed, its validation segments
+        too (``ds`` may be opened with :func:`open_segments` ``lazy=True``; a ``select`` grid still scores the
+        validation fold in memory).
     checkpoint : str, optional
         Encoder ``k`` checkpoints to :func:`fold_checkpoint` of it (of ``<checkpoint>.seed-<s>`` with several
         seeds); a rerun with the same ``fingerprint`` resumes at the fold it was in (finished folds return at

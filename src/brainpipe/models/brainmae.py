@@ -833,8 +833,9 @@ class BrainMAE(Estimator):
         X : array-like or brainpipe.training.streaming.ZarrExamples
             (segment, time, roi) training segments, in memory or streamed from a zarr store (read chunk by chunk in
             its epoch order; not with the temporal encoder).
-        X_val : array-like, optional
-            Held-out subjects' segments; their loss drives early stopping and the best weights.
+        X_val : array-like or brainpipe.training.streaming.ZarrExamples, optional
+            Held-out subjects' segments (in memory or streamed); their loss drives early stopping and the best
+            weights.
         %(checkpoint)s
         %(fingerprint)s
         %(log)s
@@ -878,7 +879,10 @@ class BrainMAE(Estimator):
         self.n_rois_, self.seg_len_ = shape[2], shape[1]
         self.net_ = BrainMAENet(self.n_rois_, self.seg_len_, self._net_config())
         cfg = self._train_config()
-        val = (_tensor(X_val),) if X_val is not None and len(X_val) else None
+        if isinstance(X_val, torch.utils.data.Dataset):  # streamed: read in order, batch by batch
+            val = X_val if len(X_val) else None
+        else:
+            val = (_tensor(X_val),) if X_val is not None and len(X_val) else None
         data = X if streamed else (X,)
         if (
             self.temporal_encoder != "none"
