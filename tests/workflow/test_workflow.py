@@ -151,6 +151,19 @@ def test_tiny_run_metrics_meet_bars(tiny_run):
     assert float(t["value"].sel(metric="test_bits_per_spike")) < 0.05
 
 
+def test_tiny_run_every_metric_is_described(tiny_run):
+    """Every metric row of every branch says what it measures (the page shows the description beside the value)."""
+    bare = {
+        (f.parent.relative_to(tiny_run / "results").as_posix(), str(name))
+        for f in (tiny_run / "results").rglob("metrics.nc")
+        for name, text in zip(
+            read(f, "metrics")["metric"].values, read(f, "metrics")["description"].values, strict=True
+        )
+        if not str(text).strip()
+    }
+    assert not bare, sorted(bare)
+
+
 def test_tiny_run_switching_metrics(tiny_run):
     m = read(tiny_run / "results/spikes/tinyswitch/switching_glm/none/metrics.nc", "metrics")
     assert m.attrs["model"] == "switching_glm/none" and m.attrs["dataset"] == "tinyswitch"

@@ -1,20 +1,24 @@
 """Evaluation: metrics against planted truth and held-out data."""
 
 from brainpipe.evaluate.metrics import (
+    METRIC_PATTERNS,
     METRICS,
     auroc,
     bits_per_spike,
     glm_metrics,
+    metric_info,
     metric_records,
     metrics_dataset,
     metrics_table,
 )
 
 __all__ = [
+    "METRIC_PATTERNS",
     "METRICS",
     "auroc",
     "bits_per_spike",
     "glm_metrics",
+    "metric_info",
     "metric_records",
     "metrics_dataset",
     "metrics_table",

@@ -6,6 +6,7 @@ Each metric has a direction (higher or lower is better); a study's config sets t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -58,6 +59,43 @@ METRICS: dict[str, MetricInfo] = {
     "bits_vs_none": MetricInfo(">=", "test bits/spike minus the HMM-GLM without prior"),
     "adjacency_ba_vs_none": MetricInfo(">=", "adjacency balanced accuracy minus the HMM-GLM without prior"),
 }
+
+
+#: Metrics whose names carry a variable part (a task variable, a reference fit): (pattern, op, description), the
+#: description formatted with the pattern's named groups; tried in order after :data:`METRICS`.
+METRIC_PATTERNS: list[tuple[re.Pattern, str, str]] = []
+
+
+def metric_info(name: str) -> MetricInfo | None:
+    """The direction and description of a metric by its name.
+
+    Parameters
+    ----------
+    name : str
+        A metric name: one of :data:`METRICS`, one matched by :data:`METRIC_PATTERNS`, or ``<metric>_vs_<ref>``
+        of a known metric (the metric minus the same for the reference ``ref``).
+
+    Returns
+    -------
+    MetricInfo or None
+        None for an unknown name (its direction is then ``>=`` and its description empty).
+
+    Examples
+    --------
+    >>> metric_info("state_accuracy_vs_none").description.endswith("minus the same for none")
+    True
+    """
+    if name in METRICS:
+        return METRICS[name]
+    for pattern, op, text in METRIC_PATTERNS:
+        match = pattern.fullmatch(name)
+        if match:
+            return MetricInfo(op, text.format(**match.groupdict()))
+    match = re.fullmatch(r"(?P<base>.+)_vs_(?P<ref>[A-Za-z0-9]+)", name)
+    if match and match["base"] in METRICS:
+        base = METRICS[match["base"]]
+        return MetricInfo(base.op, f"{base.description}, minus the same for {match['ref']}")
+    return None
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -184,7 +222,7 @@ def metrics_dataset(
     values : mapping
         Metric name -> value.
     bars : mapping, optional
-        Metric name -> the value it must reach (its direction from :data:`METRICS`, else ``>=``).
+        Metric name -> the value it must reach (its direction from :func:`metric_info`, else ``>=``).
     model : str
         The model's name (an attr).
     dataset : str
@@ -199,7 +237,8 @@ def metrics_dataset(
     bars = bars or {}
     names = list(values)
     vals = np.array([values[n] for n in names], dtype=np.float64)
-    ops = [METRICS[n].op if n in METRICS else ">=" for n in names]
+    infos = [metric_info(n) for n in names]
+    ops = [i.op if i is not None else ">=" for i in infos]
     bar = np.array([float(bars[n]) if n in bars else np.nan for n in names])
     passed = np.array(
         [
@@ -219,7 +258,7 @@ def metrics_dataset(
             "passed": ("metric", passed),
             "description": (
                 "metric",
-                np.array([METRICS[n].description if n in METRICS else "" for n in names]),
+                np.array([i.description if i is not None else "" for i in infos]),
             ),
         },
         coords={"metric": np.array(names)},

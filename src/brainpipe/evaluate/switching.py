@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -9,9 +10,57 @@ import xarray as xr
 from scipy.optimize import linear_sum_assignment
 
 from brainpipe.data.contracts import SPLIT_FLAGS
-from brainpipe.evaluate.metrics import _corr
+from brainpipe.evaluate.metrics import METRIC_PATTERNS, METRICS, MetricInfo, _corr
 from brainpipe.models.baselines import poisson_log_likelihood
 from brainpipe.models.switching_glm import SwitchingGLM
+
+METRICS.update(
+    {
+        "shared_adjacency_balanced_accuracy": MetricInfo(
+            ">=",
+            "balanced accuracy of the shared (state-constant) inh/none/exc structure: each pair's most probable class "
+            "of the learned (or, for free-weight fits, post-hoc) shared categorical against the planted one",
+        ),
+        "shared_mean_corr": MetricInfo(
+            ">=",
+            "Pearson r between the state-constant connectome (shared mean) and the planted weights' state mean",
+        ),
+    }
+)
+METRIC_PATTERNS.extend(
+    [
+        (
+            re.compile(r"shared_adjacency_ba_vs_(?P<ref>[A-Za-z0-9]+)"),
+            ">=",
+            "shared-adjacency balanced accuracy minus that of {ref}",
+        ),
+        (
+            re.compile(r"task_mi_(?P<v>.+)_vs_(?P<ref>[A-Za-z0-9]+)"),
+            ">=",
+            "excess mutual information of the decoded states about {v} minus {ref}'s",
+        ),
+        (
+            re.compile(r"task_mi_(?P<v>.+)_null"),
+            "<=",
+            "mean mutual information between shuffled decoded states and {v} (the null), bits",
+        ),
+        (
+            re.compile(r"task_mi_(?P<v>.+)_excess"),
+            ">=",
+            "mutual information between the decoded states and {v} minus its shuffled null, bits",
+        ),
+        (
+            re.compile(r"task_mi_(?P<v>.+)_p"),
+            "<=",
+            "permutation p-value of the mutual information between the decoded states and {v} (200 shuffles)",
+        ),
+        (
+            re.compile(r"task_mi_(?P<v>.+)"),
+            ">=",
+            "mutual information between the decoded state (posterior) and {v} on the test bins, bits",
+        ),
+    ]
+)
 
 
 def match_states(
