@@ -10,7 +10,8 @@ describes the first seed's); ``select`` (setting -> list of values) pretrains ev
 least validation-fold NMSE (the grid, the candidates' validation NMSE and the choice in the fit); with
 ``temporal_encoder: transformer`` the encoders train on sequences of segments
 (:func:`~brainpipe.evaluate.brainmae.segment_sequences`); with ``streaming.enabled`` the file's ``signal`` stays on
-disk and each encoder's training segments are streamed from a zarr store under the job's temporary folder
+disk and each encoder's training and validation segments are streamed from zarr stores under the job's temporary
+folder
 (:func:`~brainpipe.evaluate.brainmae.open_segments`, :mod:`brainpipe.training.streaming`). Outputs: the encoders' weights (one torch file, no pickle; see
 :func:`~brainpipe.models.brainmae.save_fold_models`) and their ``model_fit``
 (:func:`~brainpipe.evaluate.brainmae.folds_to_dataset`).

@@ -10,9 +10,11 @@ batch, so the ranks read the same chunks.
 
 BrainMAE pretraining streams when ``fmri.brainmae.model.streaming.enabled`` is true
 (:func:`brainpipe.evaluate.brainmae.pretrain_folds`): the stage opens the ``roi_segments`` file lazily, writes each
-fold's training segments, block by block, to a store under the job's temporary folder (removed afterwards, also on
-failure) and trains from :class:`ZarrExamples`; the validation fold's segments are read into memory (one fold of
-K). ``shuffle="global"`` gives the in-memory loop's order, so a streamed fit equals the in-memory one bit for bit.
+fold's training and validation segments, block by block, to stores under the job's temporary folder (removed
+afterwards, also on failure) and trains from :class:`ZarrExamples` (``bench/streaming_memory.py --stage``: the
+stage's peak memory flat while the cohort grows 10x). ``shuffle="global"`` gives the in-memory loop's order, so a
+streamed fit equals the in-memory one bit for bit; the default chunk order gives other batches (a fit as good, not
+the same weights).
 
 Not yet done: Neuroformer's token windows are still built in memory, the temporal encoder (sequences of segments)
 does not stream, and batches are read in the training process (no DataLoader workers).
