@@ -158,3 +158,37 @@ def test_study_config_takes_streaming_and_refuses_it_with_the_temporal_encoder()
             cfg({"streaming": {"enabled": True}, "temporal_encoder": "transformer"}), source="study.yaml"
         )
     assert "\n" not in str(info.value)
+
+
+def test_streamed_stage_killed_mid_run_resumes_and_cleans_up(clean, tmp_path, monkeypatch):
+    """Killed while fitting encoder 2 (streamed): its fold stores are removed, the rerun returns the finished folds
+    from their checkpoints and ends with the uninterrupted streamed run's encoders."""
+    import tempfile
+
+    from brainpipe.models.brainmae import BrainMAE
+
+    job = tmp_path / "job_tmp"
+    job.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(job))
+    params = dict(MODEL, streaming={"enabled": True, "chunk_segments": 4})
+    ref = {"weights": tmp_path / "r.pt", "fit": tmp_path / "r.nc"}
+    pretrain_brainmae.run({"clean": clean}, ref, params)
+    real_fit, calls = BrainMAE.fit, []
+
+    def killed_at_fold_2(self, X, X_val=None, checkpoint=None, **kw):
+        calls.append(checkpoint)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("preempted")
+        return real_fit(self, X, X_val, checkpoint=checkpoint, **kw)
+
+    monkeypatch.setattr(BrainMAE, "fit", killed_at_fold_2)
+    outs = {"weights": tmp_path / "w.pt", "fit": tmp_path / "fit.nc"}
+    ckpt = tmp_path / "ck" / "pre.pt"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_brainmae.run({"clean": clean}, outs, dict(params, checkpoint=str(ckpt)))
+    assert list(job.glob("brainmae-stream-*")) == [] and not outs["fit"].exists()
+    monkeypatch.setattr(BrainMAE, "fit", real_fit)
+    pretrain_brainmae.run({"clean": clean}, outs, dict(params, checkpoint=str(ckpt)))
+    assert not list(ckpt.parent.glob("*.pt")) and list(job.glob("brainmae-stream-*")) == []
+    a, b = read(outs["fit"], "model_fit"), read(ref["fit"], "model_fit")
+    np.testing.assert_array_equal(a["fold_roi_embedding"].values, b["fold_roi_embedding"].values)
