@@ -9,20 +9,7 @@ import pytest
 import torch
 
 from brainpipe.models import _hmm_kernel, hmm
-
-
-def _random_hmm(rng, B, T, S, spread=2.0):
-    ll = torch.tensor(rng.normal(size=(B, T, S)) * spread)
-    log_pi = torch.tensor(np.log(rng.dirichlet(np.ones(S))))
-    log_A = torch.tensor(np.log(rng.dirichlet(np.ones(S), size=S)))
-    return ll, log_pi, log_A
-
-
-def _prefix_mask(T, lengths):
-    mask = torch.zeros(len(lengths), T, dtype=torch.bool)
-    for b, n in enumerate(lengths):
-        mask[b, :n] = True
-    return mask
+from hmm_checks import assert_matches_reference, prefix_mask, random_hmm
 
 
 def test_kernel_builds_here():
@@ -30,7 +17,7 @@ def test_kernel_builds_here():
     compare the torch scans with themselves)."""
     assert _hmm_kernel.enabled()
     assert _hmm_kernel.load() is not None
-    ll, log_pi, log_A = _random_hmm(np.random.default_rng(0), 2, 5, 3)
+    ll, log_pi, log_A = random_hmm(np.random.default_rng(0), 2, 5, 3)
     assert _hmm_kernel.usable(ll, log_pi, log_A)
 
 
@@ -42,20 +29,11 @@ def test_kernel_matches_reference_and_scan(rng, S, T, spread):
     run-time S), and likelihood gaps of hundreds of nats: the kernel equals the log-space reference and the
     scans to 1e-10."""
     lengths = [T, max(1, T // 2), max(1, T - 3)]
-    ll, log_pi, log_A = _random_hmm(rng, 3, T, S, spread)
-    mask = _prefix_mask(T, lengths)
+    ll, log_pi, log_A = random_hmm(rng, 3, T, S, spread)
+    mask = prefix_mask(T, lengths)
     log_norm, gamma, xi = _hmm_kernel.forward_backward(ll, log_pi, log_A, mask)
-    xi_ref = np.zeros((S, S))
-    for b, n in enumerate(lengths):
-        z, g, x = hmm.forward_backward_reference(ll[b, :n].numpy(), log_pi.numpy(), log_A.numpy())
-        xi_ref += x
-        np.testing.assert_allclose(log_norm[b].item(), z, rtol=1e-10)
-        np.testing.assert_allclose(gamma[b, :n].numpy(), g, atol=1e-10)
-        assert np.all(gamma[b, n:].numpy() == 0)
-        np.testing.assert_array_equal(
-            _hmm_kernel.viterbi(ll, log_pi, log_A, mask)[b, :n].numpy(),
-            hmm.viterbi_reference(ll[b, :n].numpy(), log_pi.numpy(), log_A.numpy()),
-        )
+    paths = _hmm_kernel.viterbi(ll, log_pi, log_A, mask).numpy()
+    xi_ref = assert_matches_reference(ll, log_pi, log_A, lengths, log_norm, gamma, paths)
     np.testing.assert_allclose(xi.sum(0).numpy(), xi_ref, atol=1e-10 * max(T, 1))
     scan = hmm._forward_backward_scan(ll, log_pi, log_A, mask)
     np.testing.assert_allclose(log_norm.numpy(), scan[0].numpy(), rtol=1e-10)
@@ -64,13 +42,12 @@ def test_kernel_matches_reference_and_scan(rng, S, T, spread):
     np.testing.assert_allclose(
         _hmm_kernel.log_marginal(ll, log_pi, log_A, mask).numpy(), log_norm.numpy(), rtol=1e-12
     )
-    paths = _hmm_kernel.viterbi(ll, log_pi, log_A, mask).numpy()
     np.testing.assert_array_equal(paths, hmm._viterbi_scan(ll, log_pi, log_A, mask))
 
 
 def test_kernel_padding_anywhere_matches_scan(rng):
     """Padded steps anywhere (the first one included) leave the messages unchanged, as in the scans."""
-    ll, log_pi, log_A = _random_hmm(rng, 4, 50, 3)
+    ll, log_pi, log_A = random_hmm(rng, 4, 50, 3)
     mask = torch.tensor(rng.random((4, 50)) > 0.3)
     mask[:, 1] = True
     mask[0, 0] = False
@@ -114,7 +91,7 @@ def test_public_functions_use_the_kernel_on_cpu(rng, monkeypatch):
     for name in ("forward_backward", "log_marginal", "viterbi"):
         f = getattr(_hmm_kernel, name)
         monkeypatch.setattr(_hmm_kernel, name, lambda *a, f=f, name=name: calls.append(name) or f(*a))
-    ll, log_pi, log_A = _random_hmm(rng, 2, 40, 3)
+    ll, log_pi, log_A = random_hmm(rng, 2, 40, 3)
     log_norm, gamma, _ = hmm.forward_backward(ll.float(), log_pi.float(), log_A.float())
     assert log_norm.dtype == gamma.dtype == torch.float32
     hmm.log_marginal(ll, log_pi, log_A)
@@ -128,8 +105,8 @@ def test_public_functions_use_the_kernel_on_cpu(rng, monkeypatch):
 
 def test_env_switch_uses_the_scans(rng, monkeypatch):
     """BRAINPIPE_HMM_KERNEL=torch: no kernel; the scans give the same answers."""
-    ll, log_pi, log_A = _random_hmm(rng, 2, 60, 3)
-    mask = _prefix_mask(60, [60, 33])
+    ll, log_pi, log_A = random_hmm(rng, 2, 60, 3)
+    mask = prefix_mask(60, [60, 33])
     with_kernel = hmm.forward_backward(ll, log_pi, log_A, mask)
     monkeypatch.setenv(_hmm_kernel.ENV, "torch")
     assert not _hmm_kernel.enabled() and _hmm_kernel.load() is None
@@ -155,7 +132,7 @@ def test_failed_build_warns_once_and_falls_back(rng, monkeypatch):
     monkeypatch.setattr(_hmm_kernel, "_module", None)
     monkeypatch.setattr(_hmm_kernel, "_failed", False)
     monkeypatch.setattr(_hmm_kernel, "_build", broken)
-    ll, log_pi, log_A = _random_hmm(rng, 1, 30, 2)
+    ll, log_pi, log_A = random_hmm(rng, 1, 30, 2)
     with pytest.warns(RuntimeWarning, match="could not be built.*g\\+\\+ not found"):
         log_norm, _, _ = hmm.forward_backward(ll, log_pi, log_A)
     z, _, _ = hmm.forward_backward_reference(ll[0].numpy(), log_pi.numpy(), log_A.numpy())
@@ -170,7 +147,7 @@ def test_failed_build_warns_once_and_falls_back(rng, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_tensors_use_the_scans(rng):
-    ll, log_pi, log_A = (t.cuda() for t in _random_hmm(rng, 2, 50, 3))
+    ll, log_pi, log_A = (t.cuda() for t in random_hmm(rng, 2, 50, 3))
     assert not _hmm_kernel.usable(ll, log_pi, log_A)
     log_norm, gamma, xi = hmm.forward_backward(ll, log_pi, log_A)
     assert log_norm.device.type == gamma.device.type == xi.device.type == "cuda"
@@ -180,8 +157,8 @@ def test_cuda_tensors_use_the_scans(rng):
 
 def test_parallel_sequences_give_the_same_answers(rng, monkeypatch):
     """Sequences on several threads (large inputs) or inline (small ones): bit-identical results."""
-    ll, log_pi, log_A = _random_hmm(rng, 5, 80, 3)
-    mask = _prefix_mask(80, [80, 3, 79, 40, 1])
+    ll, log_pi, log_A = random_hmm(rng, 5, 80, 3)
+    mask = prefix_mask(80, [80, 3, 79, 40, 1])
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(hmm, "KERNEL_PARALLEL_MIN", 0)
     assert hmm._parallel(ll)

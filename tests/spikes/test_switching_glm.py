@@ -16,21 +16,15 @@ from brainpipe.models import hmm
 from brainpipe.models.switching_glm import SwitchingGLM
 from brainpipe.preprocess import bin_spikes
 from brainpipe.simulate import simulate
+from hmm_checks import assert_matches_reference, prefix_mask, random_hmm
 
 TINY = {"n_neurons": 6, "n_states": 2, "n_sequences": 8, "n_test_sequences": 3, "sequence_length": 300}
-
-
-def _random_hmm(rng, B, T, S):
-    ll = torch.tensor(rng.normal(size=(B, T, S)) * 2)
-    log_pi = torch.tensor(np.log(rng.dirichlet(np.ones(S))))
-    log_A = torch.tensor(np.log(rng.dirichlet(np.ones(S), size=S)))
-    return ll, log_pi, log_A
 
 
 # -- exact inference ------------------------------------------------------------------------------------------
 def test_forward_backward_equals_enumeration(rng):
     S, T = 2, 6
-    ll, log_pi, log_A = _random_hmm(rng, 1, T, S)
+    ll, log_pi, log_A = random_hmm(rng, 1, T, S)
     paths = np.array(list(itertools.product(range(S), repeat=T)))
     lp = np.array(
         [
@@ -57,23 +51,13 @@ def test_forward_backward_equals_enumeration(rng):
 @pytest.mark.parametrize("T", [1, 2, 7, 64, 301])
 def test_batched_padded_matches_reference(rng, T):
     S = 3
-    ll, log_pi, log_A = _random_hmm(rng, 3, T, S)
+    ll, log_pi, log_A = random_hmm(rng, 3, T, S)
     lengths = [T, max(1, T // 2), max(1, T - 3)]
-    mask = torch.zeros(3, T, dtype=torch.bool)
-    for b, n in enumerate(lengths):
-        mask[b, :n] = True
+    mask = prefix_mask(T, lengths)
     log_norm, gamma, xi = hmm.forward_backward(ll, log_pi, log_A, mask)
     paths = hmm.viterbi(ll, log_pi, log_A, mask)
-    xi_ref = np.zeros((S, S))
+    xi_ref = assert_matches_reference(ll, log_pi, log_A, lengths, log_norm, gamma, paths)
     for b, n in enumerate(lengths):
-        z, g, x = hmm.forward_backward_reference(ll[b, :n].numpy(), log_pi.numpy(), log_A.numpy())
-        xi_ref += x
-        np.testing.assert_allclose(log_norm[b].item(), z, rtol=1e-10)
-        np.testing.assert_allclose(gamma[b, :n].numpy(), g, atol=1e-10)
-        assert np.all(gamma[b, n:].numpy() == 0)
-        np.testing.assert_array_equal(
-            paths[b, :n], hmm.viterbi_reference(ll[b, :n].numpy(), log_pi.numpy(), log_A.numpy())
-        )
         assert np.all(paths[b, n:] == -1)
     np.testing.assert_allclose(xi.numpy(), xi_ref, atol=1e-9)
     np.testing.assert_allclose(
@@ -83,7 +67,7 @@ def test_batched_padded_matches_reference(rng, T):
 
 @pytest.mark.parametrize("chunk", [1, 2, 5, 1000])
 def test_chunk_size_does_not_change_messages(rng, chunk):
-    ll, log_pi, log_A = _random_hmm(rng, 2, 37, 3)
+    ll, log_pi, log_A = random_hmm(rng, 2, 37, 3)
     mats = hmm._transition_mats(ll, log_A, torch.ones(2, 37, dtype=torch.bool))[:, 1:]
     v0 = log_pi[None] + ll[:, 0]
     ref = hmm._prefix_messages(v0, mats, hmm._log_matmul, chunk=None)
@@ -112,7 +96,7 @@ def test_viterbi_known_answer():
 
 
 def test_float32_matches_float64(rng):
-    ll, log_pi, log_A = _random_hmm(rng, 2, 500, 3)
+    ll, log_pi, log_A = random_hmm(rng, 2, 500, 3)
     z64, g64, _ = hmm.forward_backward(ll, log_pi, log_A)
     z32, g32, _ = hmm.forward_backward(ll.float(), log_pi.float(), log_A.float())
     np.testing.assert_allclose(z32.numpy(), z64.numpy(), rtol=1e-5)
@@ -476,7 +460,7 @@ def test_fit_stage_rejects_unknown_parameter(tmp_path, tiny_switch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_inference_and_fit(tiny_switch, rng):
-    ll, log_pi, log_A = (t.cuda() for t in _random_hmm(rng, 2, 200, 3))
+    ll, log_pi, log_A = (t.cuda() for t in random_hmm(rng, 2, 200, 3))
     log_norm, gamma, xi = hmm.forward_backward(ll, log_pi, log_A)
     assert log_norm.device.type == "cuda" and gamma.device.type == "cuda" and xi.device.type == "cuda"
     ref, _, _ = hmm.forward_backward(ll.cpu(), log_pi.cpu(), log_A.cpu())
