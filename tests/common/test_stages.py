@@ -303,11 +303,13 @@ def test_simulate_failing_after_first_output_removes_it(tmp_path, monkeypatch, t
 # -- command line ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory):
-    """Run every command-line check as a subprocess, a few at once (each pays the import cost)."""
+    """Run the command-line checks as subprocesses: the error cases and one ``--help`` each as ``python -m``, the
+    other stages' ``--help`` in one more process that runs each module as ``python -m`` does (``runpy`` with
+    ``__main__``), so the 27 stages pay the import cost once instead of 27 times."""
     d = tmp_path_factory.mktemp("cli")
     bad_table = d / "bad.csv"
     bad_table.write_text("unit,t\na,0.1\n")
-    cmds = {f"help:{s}": [f"brainpipe.stages.{s}", "--help"] for s in CLI_STAGES}
+    cmds = {f"help:{CLI_STAGES[0]}": [f"brainpipe.stages.{CLI_STAGES[0]}", "--help"]}
     cmds["missing-input"] = [
         "brainpipe.stages.bin_spikes",
         "--spikes",
@@ -329,10 +331,41 @@ def cli_runs(tmp_path_factory):
         )
         return p.returncode, p.stdout, p.stderr
 
+    def helps(names):
+        p = subprocess.run(
+            [sys.executable, "-c", _HELP_ALL, *names],
+            capture_output=True,
+            text=True,
+            cwd=d,
+            timeout=600,
+            check=True,
+        )
+        return {f"help:{k}": tuple(v) for k, v in json.loads(p.stdout).items()}
+
     # a few at a time: each imports brainpipe (the model stages import torch, ~350 MB each)
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        rest = pool.submit(helps, CLI_STAGES[1:])
         out = dict(zip(cmds, pool.map(one, cmds.values()), strict=True))
+        out.update(rest.result())
     return d, out
+
+
+# every stage's --help run as `python -m brainpipe.stages.<name> --help` would, in one process: (rc, stdout, stderr)
+_HELP_ALL = """
+import contextlib, io, json, runpy, sys
+out = {}
+for name in sys.argv[1:]:
+    o, e = io.StringIO(), io.StringIO()
+    sys.argv = [name, "--help"]
+    rc = 0
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        try:
+            runpy.run_module(f"brainpipe.stages.{name}", run_name="__main__", alter_sys=True)
+        except SystemExit as stop:
+            rc = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    out[name] = [rc, o.getvalue(), e.getvalue()]
+print(json.dumps(out))
+"""
 
 
 def test_stages_lists_every_stage_module():
