@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -13,6 +14,13 @@ from brainpipe.data import make_provenance, stamp, write
 from brainpipe.preprocess import bin_spikes
 from brainpipe.simulate import simulate
 from contract_data import BUILDERS, prov_record
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two worker processes on the 2 cores: one torch thread each, or the workers' thread pools
+    # oversubscribe the cores (a 30 s training test took 85 s in one run)
+    import torch
+
+    torch.set_num_threads(1)
 
 # A tiny network: 6 neurons, 60 s (6000 steps of 10 ms). Simulating it takes well under a second.
 TINY_SIM = {"n_neurons": 6, "duration_s": 60.0}
