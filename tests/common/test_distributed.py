@@ -28,6 +28,7 @@ from brainpipe.training.distributed import (
     spawn,
     usable_cpus,
 )
+from neuroformer_tiny import TRAIN, tiny_params
 
 # tolerance of the 1-process vs 2-process comparison: the global batch's gradient is the same sum of per-example
 # gradients, added in another order (float32), so losses agree to ~1e-7 relative; 1e-5 leaves room for BLAS paths
@@ -213,28 +214,8 @@ def test_distributed_settings_are_checked():
         DistributedSettings.from_dict({"nodes": 0})
 
 
-NF_TRAIN = {
-    "max_epochs": 2,
-    "batch_size": 32,
-    "lr": 0.003,
-    "patience": None,
-    "device": "cpu",
-    "progress": False,
-}
-NF_PARAMS = {
-    "tokenizer": {
-        "dt_s": 0.01,
-        "window_s": 0.02,
-        "past_window_s": 0.04,
-        "block_size": 16,
-        "past_block_size": 24,
-    },
-    "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "dropout": 0.0},
-    "pretrain": NF_TRAIN,
-    "modalities": {},
-    "seed": 0,
-    "dataset": "hub",
-}
+NF_TRAIN = {**TRAIN, "max_epochs": 2}
+NF_PARAMS = tiny_params(NF_TRAIN)
 
 
 @pytest.mark.slow
@@ -410,7 +391,7 @@ def test_sigterm_to_the_job_reaches_every_rank_and_a_rerun_resumes(tmp_path):
     import time
 
     script = (
-        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"import sys; sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parents[1])!r}]; "
         f"from test_distributed import _preempt_main; _preempt_main({str(tmp_path)!r})"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)

@@ -31,6 +31,7 @@ from brainpipe.models.neuroformer import (
 )
 from brainpipe.preprocess import bin_spikes
 from brainpipe.simulate import simulate
+from neuroformer_tiny import TRAIN, tiny_params
 
 TINY_TRAIN = {
     "max_epochs": 3,
@@ -578,37 +579,14 @@ def test_binning_refuses_behaviour_that_does_not_cover_the_spikes():
 
 
 # ---- the training runs and the scoring as a library (training.neuroformer, evaluate.neuroformer) ------------------
-NF_TRAIN = {
-    "max_epochs": 1,
-    "batch_size": 32,
-    "lr": 0.003,
-    "patience": None,
-    "device": "cpu",
-    "progress": False,
-}
-NF_PARAMS = {
-    "tokenizer": {
-        "dt_s": 0.01,
-        "window_s": 0.02,
-        "past_window_s": 0.04,
-        "block_size": 16,
-        "past_block_size": 24,
-    },
-    "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "dropout": 0.0},
-    "pretrain": NF_TRAIN,
-    "finetune": {
-        **NF_TRAIN,
-        "fractions": [0.5, 1.0],
-        "scratch": True,
-        "max_steps": 4,
-        "min_epoch_windows": 64,
-    },
-    "evaluate": {"n_samples": 2, "max_windows": 30},
-    "modalities": {"flash": {"source": "behaviour", "variables": ["flash"]}},
-    "target": {"source": "behaviour", "variable": "speed"},
-    "seed": 0,
-    "dataset": "hub",
-}
+NF_TRAIN = TRAIN
+NF_PARAMS = tiny_params(
+    NF_TRAIN,
+    finetune={**NF_TRAIN, "fractions": [0.5, 1.0], "scratch": True, "max_steps": 4, "min_epoch_windows": 64},
+    evaluate={"n_samples": 2, "max_windows": 30},
+    modalities={"flash": {"source": "behaviour", "variables": ["flash"]}},
+    target={"source": "behaviour", "variable": "speed"},
+)
 
 
 def test_finetune_never_trains_on_test_windows(monkeypatch):
