@@ -241,7 +241,7 @@ def test_a_missing_rendezvous_variable_under_srun_is_one_line_naming_it(cluster,
 PREEMPTIBLE = """
 import sys
 import time
-sys.path.insert(0, {common!r})
+sys.path[:0] = [{common!r}, {tests!r}]
 from test_distributed import NF_PARAMS
 from brainpipe.training.distributed import DistributedSettings, run_stage
 folder, counts = sys.argv[1], sys.argv[2]
@@ -258,10 +258,29 @@ def _job_state(job: str) -> str:
     ).stdout.strip()
 
 
-def _wait_for(condition, timeout_s: float, what: str) -> None:
+def _wait_for(condition, timeout_s: float, what: str, job_folder: Path | None = None, job: str = "") -> None:
+    """Poll ``condition``; if the job in ``job_folder`` ended before it held (a failed import, a crash), fail at once
+    with the job's output instead of waiting out ``timeout_s``."""
     t0 = time.monotonic()
     while not condition():
-        assert time.monotonic() - t0 < timeout_s, f"timed out waiting for {what}"
+        ended = job and _job_state(job) in (
+            "FAILED",
+            "COMPLETED",
+            "CANCELLED",
+            "TIMEOUT",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+        )
+        if ended or time.monotonic() - t0 >= timeout_s:
+            output = (
+                "".join(p.read_text()[-3000:] for p in sorted(job_folder.glob("slurm-*.out")))
+                if job_folder
+                else ""
+            )
+            state = _job_state(job) if job else ""
+            pytest.fail(
+                f"{'job ' + job + ' ended (' + state + ')' if ended else 'timed out'} waiting for {what}\n{output}"
+            )
         time.sleep(0.2)
 
 
@@ -276,7 +295,7 @@ def test_a_requeued_distributed_job_resumes_to_the_uninterrupted_result(cluster,
     counts = tmp_path / "counts.nc"
     write(bin_spikes(sim.data, 0.01, n_blocks=2), counts, "spike_counts", make_provenance("test", {}))
     script = tmp_path / "pretrain.py"
-    script.write_text(PREEMPTIBLE.format(common=str(REPO / "tests" / "common")))
+    script.write_text(PREEMPTIBLE.format(common=str(REPO / "tests" / "common"), tests=str(REPO / "tests")))
     ids = {}
     for name in (
         "whole",
@@ -292,7 +311,7 @@ def test_a_requeued_distributed_job_resumes_to_the_uninterrupted_result(cluster,
             check=True,
         ).stdout.strip()
     job, ckpt = ids["requeued"], tmp_path / "requeued" / "ck" / "pre.pt"
-    _wait_for(ckpt.exists, 300, "the first checkpoint")
+    _wait_for(ckpt.exists, 300, "the first checkpoint", tmp_path / "requeued", job)
     # what preemption with requeue does: SIGTERM to every task (the ranks checkpoint and stop), then the job queues
     # again; SLURM delays a requeued job's start (BeginTime), which is lifted here to keep the test short
     subprocess.run(["scontrol", "requeue", job], check=True)
