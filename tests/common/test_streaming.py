@@ -72,3 +72,40 @@ def test_global_shuffle_is_the_in_memory_order(tmp_path):
     )
     with pytest.raises(ValueError, match="shuffle must be 'chunks' or 'global'"):
         ZarrExamples(tmp_path / "ex.zarr", shuffle="random")
+
+
+def _fit(data, workers: int, val=None):
+    w = torch.arange(12, dtype=torch.float32) / 12
+    torch.manual_seed(0)
+    model = nn.Linear(12, 1)
+
+    def loss(m, batch):
+        flat = batch.reshape(len(batch), -1)
+        return ((m(flat).squeeze(-1) - flat @ w) ** 2).mean()
+
+    cfg = dict(max_epochs=3, batch_size=16, lr=5e-2, patience=None, device="cpu", progress=False)
+    res = train(model, data, loss, {**cfg, "num_workers": workers}, val_data=val)
+    return model, res
+
+
+def test_worker_processes_read_ahead_without_changing_the_result(tmp_path):
+    x, blocks = _blocks(n=90)
+    store = write_examples(blocks, tmp_path / "ex.zarr", chunk_examples=16)
+    m0, r0 = _fit(ZarrExamples(store), 0)
+    m2, r2 = _fit(ZarrExamples(store), 2)
+    assert r2.history == r0.history and r2.steps == r0.steps == 3 * 6
+    for a, b in zip(m0.parameters(), m2.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # in-memory tensors too (a batch is one gather, done in a worker)
+    t0, _ = _fit(torch.from_numpy(x), 0)
+    t1, _ = _fit(torch.from_numpy(x), 1)
+    assert all(torch.equal(a, b) for a, b in zip(t0.parameters(), t1.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_bad_worker_counts_are_one_line(bad):
+    from brainpipe.errors import ConfigError
+    from brainpipe.training import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"^training: num_workers must be an integer >= 0"):
+        TrainConfig.from_dict({"num_workers": bad})

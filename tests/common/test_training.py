@@ -80,7 +80,7 @@ def test_early_stopping_restores_the_best_weights():
     assert torch.equal(model.lin.weight, snapshots[2])
 
 
-def _run(tmp_path, stop_at=None, fingerprint=None):
+def _run(tmp_path, stop_at=None, fingerprint=None, workers=0):
     x, y, _ = _data()
     torch.manual_seed(5)  # the caller seeds the initial weights; the loop seeds everything after
     model = _Net()
@@ -97,7 +97,7 @@ def _run(tmp_path, stop_at=None, fingerprint=None):
         model,
         (x[:200], y[:200]),
         loss,
-        TrainConfig(**(CFG | {"checkpoint_every_s": 1e9})),
+        TrainConfig(**(CFG | {"checkpoint_every_s": 1e9, "num_workers": workers})),
         val_data=(x[200:], y[200:]),
         checkpoint=tmp_path / "ckpt.pt",
         fingerprint=fingerprint or {"a": 1},
@@ -118,6 +118,17 @@ def test_sigterm_checkpoints_and_a_rerun_resumes_bit_identically(tmp_path):
     assert [r["val_loss"] for r in res.history] == [r["val_loss"] for r in ref_res.history]
     again, res2 = _run(tmp_path / "cut")  # a finished checkpoint returns the final model at once
     assert res2.resumed_from_step == res.steps and torch.equal(again.lin.weight, ref.lin.weight)
+
+
+def test_a_run_with_worker_processes_resumes_to_the_in_process_result(tmp_path):
+    # DataLoader workers read ahead; the order is drawn in the training process, so the result is the same
+    ref, ref_res = _run(tmp_path / "ref")
+    with pytest.raises(Preempted):
+        _run(tmp_path / "cut", stop_at=30, workers=2)
+    model, res = _run(tmp_path / "cut", workers=2)
+    assert res.resumed_from_step == 24
+    assert torch.equal(model.lin.weight, ref.lin.weight) and torch.equal(model.lin.bias, ref.lin.bias)
+    assert [r["val_loss"] for r in res.history] == [r["val_loss"] for r in ref_res.history]
 
 
 def test_checkpoint_of_another_run_is_ignored(tmp_path):

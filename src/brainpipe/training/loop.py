@@ -40,12 +40,14 @@ from torch import nn
 
 from brainpipe._docs import fill_doc
 from brainpipe.errors import BrainpipeError, ConfigError, InputError
+from brainpipe.training._batches import epoch_batches, fetch, source
 from brainpipe.training.checkpoint import Checkpointer, Preempted, fingerprint_of
 from brainpipe.training.device import autocast, resolve_device, resolve_precision, to_device
 from brainpipe.training.distributed import current as current_comm
 
 log_ = logging.getLogger("brainpipe.training")
-_RUNTIME_ONLY = ("device", "progress", "checkpoint_every_s")  # settings that do not change what is computed
+# settings that do not change what is computed
+_RUNTIME_ONLY = ("device", "progress", "checkpoint_every_s", "num_workers")
 
 
 @fill_doc
@@ -58,6 +60,10 @@ class TrainConfig:
     Parameters
     ----------
     %(train_config)s
+    num_workers : int
+        DataLoader worker processes that read and collate batches ahead of the training step (0: in the training
+        process). The batch order is drawn in the training process, so the result does not depend on it; it pays
+        for streamed (zarr) training sets, whose reads and decoding then overlap the step.
     """
 
     max_epochs: int = 50
@@ -74,6 +80,7 @@ class TrainConfig:
     precision: str = "auto"
     checkpoint_every_s: float = 60.0
     progress: bool = True
+    num_workers: int = 0
 
     @classmethod
     @fill_doc
@@ -125,6 +132,14 @@ class TrainConfig:
             raise ConfigError(f"{source}: lr must be > 0, weight_decay and warmup_steps >= 0")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"{source}: patience must be >= 1 or null (no early stopping)")
+        if (
+            isinstance(self.num_workers, bool)
+            or not isinstance(self.num_workers, int)
+            or self.num_workers < 0
+        ):
+            raise ConfigError(
+                f"{source}: num_workers must be an integer >= 0 (0: batches read in the training process)"
+            )
 
     def computed(self) -> dict[str, Any]:
         """The settings that change the result (the checkpoint fingerprint uses these).
@@ -132,7 +147,8 @@ class TrainConfig:
         Returns
         -------
         dict
-            Every setting but the runtime-only ones (``device``, ``progress``, ``checkpoint_every_s``).
+            Every setting but the runtime-only ones (``device``, ``progress``, ``checkpoint_every_s``,
+            ``num_workers``).
         """
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUNTIME_ONLY}
 
@@ -184,41 +200,6 @@ class TrainResult:
     backend: str = "none"
 
 
-class _Tensors:
-    """A tuple of tensors with equal first dimension, indexed by a tensor of indices in one gather."""
-
-    def __init__(self, tensors: tuple[torch.Tensor, ...]):
-        n = {int(t.shape[0]) for t in tensors}
-        if len(n) != 1:
-            raise InputError(f"training data: tensors differ in their first dimension ({sorted(n)})")
-        self.tensors = tensors
-        self.n = n.pop()
-
-    def __len__(self) -> int:
-        return self.n
-
-    def take(self, idx: torch.Tensor):
-        out = tuple(t[idx] for t in self.tensors)
-        return out if len(out) > 1 else out[0]
-
-
-def _source(data, collate_fn):
-    if isinstance(data, torch.Tensor):
-        return _Tensors((data,)), None
-    if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
-        return _Tensors(tuple(data)), None
-    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
-        raise InputError("training data must be a tensor, a tuple of tensors or a torch Dataset")
-    collate = collate_fn or torch.utils.data.default_collate
-    return data, collate
-
-
-def _batch(src, collate, idx: torch.Tensor):
-    if collate is None:
-        return src.take(idx)
-    return collate([src[int(i)] for i in idx])
-
-
 def _loss_of(out) -> tuple[torch.Tensor, dict[str, float]]:
     if isinstance(out, torch.Tensor):
         return out, {}
@@ -245,7 +226,7 @@ def _evaluate(model, val, collate, loss_fn, val_fn, cfg, dev, prec) -> float:
                 n = len(val)
                 for start in range(0, n, cfg.batch_size):
                     idx = torch.arange(start, min(start + cfg.batch_size, n))
-                    loss, _ = _loss_of(loss_fn(model, to_device(_batch(val, collate, idx), dev)))
+                    loss, _ = _loss_of(loss_fn(model, to_device(fetch(val, collate, idx), dev)))
                     total += float(loss.detach().float()) * len(idx)
                     count += len(idx)
                 return total / max(count, 1)
@@ -333,7 +314,7 @@ def train(
     if comm is not None and dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", comm.local_rank)
     prec = resolve_precision(cfg.precision, dev)
-    src, collate = _source(train_data, collate_fn)
+    src, collate = source(train_data, collate_fn)
     n = len(src)
     if n == 0:
         raise InputError(
@@ -342,7 +323,7 @@ def train(
     val = None
     val_collate = None
     if val_data is not None and val_fn is None:
-        val, val_collate = _source(val_data, collate_fn)
+        val, val_collate = source(val_data, collate_fn)
         if len(val) == 0:
             val = None
     model.to(dev)
@@ -453,14 +434,24 @@ def train(
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + st["epoch"])
                 # a streamed dataset orders its examples by chunk (brainpipe.training.streaming); else a permutation
                 perm = src.epoch_order(g) if hasattr(src, "epoch_order") else torch.randperm(n, generator=g)
-                for b in range(st["batch"], n_batches):
-                    idx = perm[b * bs : (b + 1) * bs]
+                batches = epoch_batches(
+                    src,
+                    collate,
+                    perm,
+                    bs,
+                    st["batch"],
+                    n_batches,
+                    cfg.num_workers,
+                    shard=None if comm is None else comm.shard,
+                    pin_memory=dev.type == "cuda",
+                )
+                for b, idx, local, weight, fetched in batches:
                     if comm is not None:
                         done = _dist_step(
                             comm,
-                            src,
-                            collate,
-                            idx,
+                            fetched,
+                            len(local),
+                            weight,
                             model,
                             loss_fn,
                             opt,
@@ -478,7 +469,7 @@ def train(
                         if done:
                             break
                         continue
-                    batch = to_device(_batch(src, collate, idx), dev)
+                    batch = to_device(fetched, dev)
                     with autocast(dev, prec):
                         loss, extra = _loss_of(loss_fn(model, batch))
                     if not torch.isfinite(loss.detach()):
@@ -552,16 +543,32 @@ def train(
 
 
 def _dist_step(
-    comm, src, collate, idx, model, loss_fn, opt, sched, params, cfg, dev, prec, st, ckpt, bar, b, save_all
+    comm,
+    local_batch,
+    n_local,
+    weight,
+    model,
+    loss_fn,
+    opt,
+    sched,
+    params,
+    cfg,
+    dev,
+    prec,
+    st,
+    ckpt,
+    bar,
+    b,
+    save_all,
 ) -> bool:
-    """One data-parallel step on the global batch ``idx``; returns True when ``max_steps`` is reached."""
-    local, weight = comm.shard(idx)
-    batch = to_device(_batch(src, collate, local), dev)
+    """One data-parallel step: this rank's part of the global batch (and its weight); returns True when
+    ``max_steps`` is reached."""
+    batch = to_device(local_batch, dev)
     with autocast(dev, prec):
         loss, extra = _loss_of(loss_fn(model, batch))
     keys = sorted(extra)
     value = float(loss.detach().float())
-    n_eff = len(local) if weight > 0 else 0
+    n_eff = n_local if weight > 0 else 0
     finite = math.isfinite(value)
     sums = comm.all_sum(
         [

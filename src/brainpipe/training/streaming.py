@@ -16,8 +16,11 @@ stage's peak memory flat while the cohort grows 10x). ``shuffle="global"`` gives
 streamed fit equals the in-memory one bit for bit; the default chunk order gives other batches (a fit as good, not
 the same weights).
 
-Not yet done: Neuroformer's token windows are still built in memory, the temporal encoder (sequences of segments)
-does not stream, and batches are read in the training process (no DataLoader workers).
+Batches can be read ahead by DataLoader worker processes (``TrainConfig.num_workers``; the order is still drawn in
+the training process, so the result does not change; each worker keeps its own ``cache_chunks``).
+
+Not yet done: Neuroformer's token windows are still built in memory, and the temporal encoder (sequences of
+segments) does not stream.
 """
 
 from __future__ import annotations
