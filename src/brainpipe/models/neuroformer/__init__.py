@@ -36,8 +36,10 @@ softmax only when attention maps are asked for, for connectivity).
 
 Modules: :mod:`~brainpipe.models.neuroformer.tokenizer` (:class:`SpikeTokenizer`, :class:`Windows`,
 :func:`align_modality`), :mod:`~brainpipe.models.neuroformer.network` (:class:`NeuroformerNet`, its attention
-blocks and losses) and :mod:`~brainpipe.models.neuroformer.estimator` (:class:`Neuroformer`); every name is
-importable from here.
+blocks and losses), :mod:`~brainpipe.models.neuroformer.estimator` (:class:`Neuroformer`: fitting, decoding,
+scoring) with its mixins :mod:`~brainpipe.models.neuroformer.readouts` (connectivity),
+:mod:`~brainpipe.models.neuroformer.generation` (sampling) and :mod:`~brainpipe.models.neuroformer.serialise`
+(``model_fit`` datasets); every public name is importable from here.
 """
 
 from brainpipe.models.neuroformer.estimator import MODEL_KEYS, Neuroformer, r2_score

@@ -1,5 +1,6 @@
-"""The Neuroformer estimator: pretraining, behaviour fine-tuning, connectivity from attention, generation, and
-saving as a ``model_fit`` dataset (the model is described in :mod:`brainpipe.models.neuroformer`)."""
+"""The Neuroformer estimator: pretraining, behaviour fine-tuning and scoring (the model is described in
+:mod:`brainpipe.models.neuroformer`); its connectivity read-outs (:mod:`.readouts`), generation (:mod:`.generation`)
+and saving as a ``model_fit`` dataset (:mod:`.serialise`) are mixed in from their own modules."""
 
 from __future__ import annotations
 
@@ -8,28 +9,29 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import xarray as xr
 
 from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import ConfigError, InputError
-from brainpipe.models.base import Estimator, state_to_variables, variables_to_state
+from brainpipe.models.base import Estimator
+from brainpipe.models.neuroformer.generation import Generation
 from brainpipe.models.neuroformer.network import (
     READOUTS,
     NeuroformerNet,
     behaviour_head,
     behaviour_loss,
-    filter_logits,
     pretrain_loss,
     split_batch,
 )
-from brainpipe.models.neuroformer.tokenizer import N_SPECIAL, SpikeTokenizer, Windows, label_subset
+from brainpipe.models.neuroformer.readouts import ConnectivityReadouts
+from brainpipe.models.neuroformer.serialise import MODEL_KEYS, Serialisation
+from brainpipe.models.neuroformer.tokenizer import SpikeTokenizer, Windows, label_subset
 
-MODEL_KEYS = ("d_model", "n_heads", "n_layers", "n_past_layers", "dropout", "contrastive_dim", "readout")
+__all__ = ["MODEL_KEYS", "Neuroformer", "r2_score"]
 
 
-class Neuroformer(Estimator):
+class Neuroformer(ConnectivityReadouts, Generation, Serialisation, Estimator):
     """Neuroformer in the scikit-learn shape.
 
     Parameters
@@ -527,417 +529,6 @@ class Neuroformer(Estimator):
             n += b[0].shape[0]
         return total / n
 
-    # -- connectivity ------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _ablation_connectivity(self, win: Windows, n: int, batch_size: int = 128) -> np.ndarray:
-        """``1 + D`` of :meth:`connectivity` (``method="ablation"``): the drop of each neuron's next-spike
-        log-probability when one neuron's past spikes are removed, averaged over the windows it spiked in."""
-        net = self.net_
-        self.net_.eval()
-        dev = next(net.parameters()).device
-        D, m = np.zeros((n, n)), np.zeros(n)
-        for s in range(0, len(win), batch_size):
-            b = [t[s : s + batch_size].to(dev) for t in win.tensors()]
-            x_id, x_dt, _, _, past_id, past_dt, modality, _ = split_batch(b)
-            real = (x_id != net.pad_id).float()[..., None]  # positions that predict a next token
-            base = torch.log_softmax(net(x_id, x_dt, past_id, past_dt, modality)["id_logits"].float(), -1)
-            for j in range(n):
-                has = past_id == j
-                pid = past_id.masked_fill(has, net.pad_id)
-                rows = has.any(1) & (pid != net.pad_id).any(1)  # j spiked, and some other past token is left
-                if not bool(rows.any()):
-                    continue
-                lp = torch.log_softmax(
-                    net(x_id[rows], x_dt[rows], pid[rows], past_dt[rows], modality[rows])[
-                        "id_logits"
-                    ].float(),
-                    -1,
-                )
-                D[:, j] += ((base[rows][..., :n] - lp[..., :n]) * real[rows]).sum((0, 1)).cpu().numpy()
-                m[j] += float(real[rows].sum())
-        D = D / np.maximum(m, 1.0)[None, :]
-        off = ~np.eye(n, dtype=bool)
-        self.attention_received_ = np.where(off, np.maximum(D, 0.0), 0.0).sum(0)
-        return 1.0 + D
-
-    def _gradient_windows(self, win: Windows, batch_size: int = 128):
-        """Like :meth:`_forward_windows`, with ``o["attribution"]`` (B, L, P): gradient x input of each current
-        position's log-probability of its next ID token with respect to each past token's embedding."""
-        net = self.net_
-        dev = next(net.parameters()).device
-        outs = []
-        for s in range(0, len(win), batch_size):
-            b = [t[s : s + batch_size].to(dev) for t in win.tensors()]
-            x_id, x_dt, y_id, _, past_id, past_dt, modality, _ = split_batch(b)
-            grabbed = []
-
-            def grab(_m, _inp, out, grabbed=grabbed):
-                if len(grabbed) == 1:  # the second call of the token embedding is the past's
-                    out.retain_grad()
-                grabbed.append(out)
-
-            h = net.tok.register_forward_hook(grab)
-            try:
-                with torch.enable_grad():
-                    o = net(x_id, x_dt, past_id, past_dt, modality)
-                    logp = torch.log_softmax(o["id_logits"].float(), -1)
-                    tgt = y_id.clamp(max=logp.shape[-1] - 1)
-                    lp = logp.gather(-1, tgt[..., None])[..., 0]  # (B, L)
-                    emb = grabbed[1]
-                    att = torch.zeros(lp.shape[0], lp.shape[1], emb.shape[1], device=dev)
-                    for pos in range(lp.shape[1]):
-                        (g,) = torch.autograd.grad(lp[:, pos].sum(), emb, retain_graph=pos < lp.shape[1] - 1)
-                        att[:, pos] = (g * emb).sum(-1).abs().detach()
-            finally:
-                h.remove()
-            outs.append(({"attribution": att}, b, y_id))
-        return outs
-
-    @fill_doc
-    def connectivity(
-        self,
-        counts: xr.Dataset,
-        split: str = "test",
-        by: str = "target",
-        max_windows: int | None = None,
-        method: str = "rollout",
-        centre_rows: bool = False,
-    ) -> np.ndarray:
-        """Neuron x neuron (post, pre) matrix from attention rollout, current-window tokens -> past-window tokens.
-
-        Rollout: ``R = prod_self (0.5 I + 0.5 A_self) @ mean_past(A_past)`` (attention averaged over heads), i.e.
-        how much each current position draws on each past token through the cross-attention and the later
-        self-attention layers. ``S[i, j]`` sums ``R`` over current positions whose next token (``by="target"``,
-        the neuron being predicted) or own token (``by="query"``) is neuron ``i`` and past tokens of neuron
-        ``j``; the result is the lift ``(S[i, j] / n_i) / (sum_i S[i, j] / sum_i n_i)``: how much more the model
-        attends to ``j`` when ``i`` comes next than on average (1 = no preference). Also sets
-        ``attention_received_``: the mean attention a single past token of each neuron receives per current
-        position (the model's own hub score: the neurons whose past spikes it draws on most).
-
-        Parameters
-        ----------
-        %(counts)s
-        %(split)s
-        by : {"target", "query"}
-            Attribute a current position to the neuron it predicts next, or to its own token's neuron.
-        max_windows : int, optional
-            Use at most the first this many windows of the split (None: all).
-        method : {"rollout", "cross", "grad", "ablation"}, default "rollout"
-            What a current position draws from each past token: the attention rollout above; ``"cross"``, the
-            cross-attention to the past alone (heads and past layers averaged, no rollout through the
-            self-attention); ``"grad"``, gradient x input: ``|d log p(next ID) / d e_p . e_p|`` for each past
-            token embedding ``e_p`` (one backward pass per current position). The same lift in these three.
-            ``"ablation"`` is interventional instead: ``1 + D[i, j]``, where ``D[i, j]`` is the mean drop of the
-            predicted log-probability that the next spike is neuron ``i`` (every current position, not only those
-            where ``i`` comes next) when neuron ``j``'s past spikes are removed, over the windows where ``j``
-            spiked in the past (``by`` does not apply; ``attention_received_`` is then each neuron's summed
-            positive effect on the others).
-        centre_rows : bool, default False
-            Remove each post neuron's own level: divide its row of the lift by the geometric mean of its
-            off-diagonal entries (ablation: subtract the mean), so that neurons that are simply easy or hard to
-            predict do not rank all their pairs high or low.
-
-        Returns
-        -------
-        numpy.ndarray
-            (post, pre) attention lift; 1 = no preference.
-        """
-        if method not in ("rollout", "cross", "grad", "ablation"):
-            raise ConfigError(
-                f"neuroformer connectivity: method={method!r} is not one of rollout, cross, grad, ablation"
-            )
-        if by not in ("target", "query"):
-            raise ConfigError(f"neuroformer connectivity: by={by!r} is not one of target, query")
-        win = self.tokenizer_.transform(counts)
-        win = win.select(win.split == SPLIT_FLAGS[split])
-        if max_windows is not None and len(win) > max_windows:
-            win = win.select(np.arange(len(win)) < max_windows)
-        n = self.tokenizer_.vocab["n_units"]
-        if method == "ablation":
-            M = self._ablation_connectivity(win, n)
-            return _centre_rows(M - 1.0) + 1.0 if centre_rows else M
-        S = np.zeros((n, n))
-        cnt = np.zeros(n)
-        n_tok_past, n_win = np.zeros(n), 0
-        self.net_.eval()
-        batches = (
-            self._gradient_windows(win, batch_size=128)
-            if method == "grad"
-            else self._forward_windows(win, batch_size=128, need_weights=True)
-        )
-        for o, b, y_id in batches:
-            if method == "grad":
-                roll = o["attribution"]
-            else:
-                maps = o["attention"]
-                A = torch.stack(maps["past"]).float().mean(0).mean(1)  # (B, L, P)
-                R = None
-                for w in maps["self"] if method == "rollout" else []:
-                    a = 0.5 * w.float().mean(1) + 0.5 * torch.eye(w.shape[-1], device=w.device)
-                    R = a if R is None else a @ R
-                roll = A if R is None else R @ A
-            key = y_id if by == "target" else b[0][:, :-1]
-            post = F.one_hot(key.clamp(max=n), n + 1)[..., :n].float()  # (B, L, n)
-            pre = F.one_hot(b[2].clamp(max=n), n + 1)[..., :n].float()  # (B, P, n)
-            S += torch.einsum("bli,blp,bpj->ij", post, roll, pre).cpu().numpy()
-            cnt += post.sum((0, 1)).cpu().numpy()
-            n_tok_past += pre.sum((0, 1)).cpu().numpy()
-            n_win += int(pre.shape[0])
-        a = S / np.maximum(cnt, 1)[:, None]
-        base = S.sum(0) / max(cnt.sum(), 1)
-        # attention received per past token of each neuron (the model's own hub score): mean over current positions
-        n_past = np.maximum(n_tok_past / max(n_win, 1), 1e-12)
-        self.attention_received_ = base / n_past
-        lift = a / np.maximum(base, 1e-12)[None, :]
-        return np.exp(_centre_rows(np.log(np.maximum(lift, 1e-12)))) if centre_rows else lift
-
-    # -- generation --------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def generate(
-        self,
-        win: Windows,
-        n_samples: int = 1,
-        temperature: float = 1.0,
-        seed: int = 0,
-        batch_size: int = 512,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        use_cache: bool = True,
-    ) -> np.ndarray:
-        """Sample current-window spikes autoregressively given each window's past and modalities.
-
-        Sampling stops at EOS (or a full block); SOS/PAD are never sampled and dt tokens never go backwards in time.
-        With ``use_cache`` each token costs one position (key-value cache, :meth:`NeuroformerNet.step`), else a
-        full forward pass over the tokens so far; both give the same logits.
-
-        Parameters
-        ----------
-        win : Windows
-            Tokenised windows (:meth:`SpikeTokenizer.transform`); their past and modalities condition the samples.
-        n_samples : int, default 1
-            Samples per window.
-        temperature : float, default 1.0
-            Softmax temperature.
-        seed : int, default 0
-            Seed of the sampling.
-        batch_size : int, default 512
-            Windows per forward pass.
-        top_k : int, optional
-            Sample among the ``top_k`` most likely tokens only (ID and dt; None: all).
-        top_p : float, optional
-            Nucleus sampling: among the most likely tokens whose probability reaches ``top_p`` (None: all).
-        use_cache : bool, default True
-            Key-value cached decoding.
-
-        Returns
-        -------
-        numpy.ndarray
-            (n_samples, n_windows, n_units) counts of the sampled ID tokens.
-        """
-        if top_k is not None and int(top_k) < 1:
-            raise ConfigError(f"neuroformer generate: top_k={top_k} must be >= 1 (or null: no top-k)")
-        if top_p is not None and not 0 < float(top_p) <= 1:
-            raise ConfigError(f"neuroformer generate: top_p={top_p} must be in (0, 1] (or null: no nucleus)")
-        self.net_.eval()
-        sp = self.tokenizer_.special()
-        n_units = self.tokenizer_.vocab["n_units"]
-        n_dtv = self.tokenizer_.window_bins_ // self.tokenizer_.rebin_  # dt values inside the current window
-        dev = next(self.net_.parameters()).device
-        gen = torch.Generator(device=dev).manual_seed(int(seed))
-        B = self.tokenizer_.block_size
-        out = np.zeros((n_samples, len(win), n_units), np.int64)
-        for s in range(n_samples):
-            for lo in range(0, len(win), batch_size):
-                hi = min(lo + batch_size, len(win))
-                past_id = torch.as_tensor(win.past_id[lo:hi], device=dev)
-                past_dt = torch.as_tensor(win.past_dt[lo:hi], device=dev)
-                mod = torch.as_tensor(win.modality[lo:hi], device=dev)
-                nb = hi - lo
-                ids = torch.full((nb, B - 1), sp["pad"], dtype=torch.long, device=dev)
-                dts = torch.full((nb, B - 1), sp["pad_dt"], dtype=torch.long, device=dev)
-                ids[:, 0], dts[:, 0] = sp["sos"], sp["sos_dt"]
-                done = torch.zeros(nb, dtype=torch.bool, device=dev)
-                last_dt = torch.zeros(nb, dtype=torch.long, device=dev)
-                cache = self.net_.init_cache(past_id, past_dt, mod) if use_cache else None
-                for pos in range(B - 2):
-                    if cache is not None:
-                        o = self.net_.step(ids[:, pos], dts[:, pos], cache)
-                        li, ld = o["id_logits"].float(), o["dt_logits"][:, :n_dtv].float()
-                    else:
-                        o = self.net_(ids[:, : pos + 1], dts[:, : pos + 1], past_id, past_dt, mod)
-                        li, ld = o["id_logits"][:, pos].float(), o["dt_logits"][:, pos, :n_dtv].float()
-                    li = li / temperature
-                    li[:, [sp["sos"], sp["pad"]]] = float("-inf")
-                    li = filter_logits(li, top_k, top_p)
-                    nid = torch.multinomial(torch.softmax(li, -1), 1, generator=gen)[:, 0]
-                    ld = ld / temperature
-                    ld = ld.masked_fill(
-                        torch.arange(n_dtv, device=dev)[None] < last_dt[:, None], float("-inf")
-                    )
-                    ld = filter_logits(ld, top_k, top_p)
-                    ndt = torch.multinomial(torch.softmax(ld, -1), 1, generator=gen)[:, 0]
-                    eos = (nid == sp["eos"]) & ~done
-                    ndt = torch.where(eos, torch.full_like(ndt, sp["eos_dt"]), ndt)
-                    nid = torch.where(done, torch.full_like(nid, sp["pad"]), nid)
-                    ndt = torch.where(done, torch.full_like(ndt, sp["pad_dt"]), ndt)
-                    ids[:, pos + 1], dts[:, pos + 1] = nid, ndt
-                    last_dt = torch.where(eos | done, last_dt, ndt)
-                    done |= eos
-                    if bool(done.all()):
-                        break
-                spikes = ids[:, 1:].cpu().numpy()
-                for u in range(n_units):
-                    out[s, lo:hi, u] = (spikes == u).sum(1)
-        return out
-
-    # -- (de)serialisation -------------------------------------------------------------------------------------
-    def to_dataset(self) -> xr.Dataset:
-        """Return the weights and vocabulary as a ``model_fit`` dataset (no pickle): one variable ``w__<param>`` per tensor.
-
-        Returns
-        -------
-        xarray.Dataset
-            The weights, the units and the tokenizer settings; the hyperparameters in its attrs.
-        """
-        self._check_fitted()
-        tok = self.tokenizer_
-        data = state_to_variables(self.net_.state_dict())
-        ds = xr.Dataset(data, coords={"unit": ("unit", tok.units_)})
-        ds.attrs.update(
-            {
-                "model": "neuroformer",
-                "role": "fit",
-                **tok.to_attrs(),
-                "modalities": _json({n: {"source": s, "variables": v} for n, s, v in tok.mod_layout_}),
-                "target": _json(dict(tok.target) if tok.target is not None else None),
-                "classes": _json([float(c) for c in getattr(tok, "classes_", [])]),
-                "target_mean": float(getattr(self, "target_mean_", 0.0)),
-                "target_std": float(getattr(self, "target_std_", 1.0)),
-                "model_params": _json({k: getattr(self, k) for k in MODEL_KEYS}),
-                "seed": int(self.seed),
-            }
-        )
-        return ds
-
-    @classmethod
-    @fill_doc
-    def from_dataset(
-        cls, ds: xr.Dataset, counts: xr.Dataset | None = None, source: str = "checkpoint"
-    ) -> Neuroformer:
-        """Rebuild a model from :meth:`to_dataset`.
-
-        Parameters
-        ----------
-        %(fit_ds)s
-        counts : xarray.Dataset, optional
-            Data the model will see: its vocabulary (units, dt resolution) must match the checkpoint's.
-        source : str, default "checkpoint"
-            What the checkpoint is called in error messages (e.g. its file name).
-
-        Returns
-        -------
-        Neuroformer
-            The fitted model.
-
-        Raises
-        ------
-        brainpipe.errors.InputError
-            Not a Neuroformer checkpoint, or a vocabulary that differs from the data's (naming both sizes).
-        """
-        import json
-
-        if ds.attrs.get("model") != "neuroformer":
-            raise InputError(f"{source}: not a neuroformer checkpoint (model = {ds.attrs.get('model')!r})")
-        mp = json.loads(ds.attrs["model_params"])
-        mods = json.loads(ds.attrs["modalities"])
-        target = json.loads(ds.attrs["target"])
-        tok = SpikeTokenizer(
-            dt_s=float(ds.attrs["tok_dt_s"]),
-            window_s=float(ds.attrs["tok_window_s"]),
-            past_window_s=float(ds.attrs["tok_past_window_s"]),
-            stride_s=float(ds.attrs["tok_stride_s"]),
-            block_size=int(ds.attrs["tok_block_size"]),
-            past_block_size=int(ds.attrs["tok_past_block_size"]),
-            modalities=mods,
-            target=target,
-        )
-        model = cls(tokenizer=tok, seed=int(ds.attrs.get("seed", 0)), **mp)
-        units = np.asarray(ds["unit"].values).astype(str)
-        if counts is not None:
-            model.check_vocabulary(ds, counts, source)
-            model.tokenizer_ = copy.deepcopy(tok).fit(counts, source)
-        else:
-            t = copy.deepcopy(tok)
-            t.units_, t.bin_width_s_ = units, float(ds.attrs["tok_bin_width_s"])
-            t.rebin_ = int(round(t.dt_s / t.bin_width_s_))
-            t.window_bins_ = int(round(t.window_s / t.bin_width_s_))
-            t.past_bins_ = int(round(t.past_window_s / t.bin_width_s_))
-            t.stride_bins_ = int(round(t.stride_s / t.bin_width_s_))
-            t.mod_layout_ = [(n, str(s["source"]), list(s["variables"])) for n, s in mods.items()]
-            model.tokenizer_ = t
-        classes = json.loads(ds.attrs.get("classes", "[]"))
-        if classes:
-            model.tokenizer_.classes_ = np.asarray(classes)
-        model.target_mean_ = float(ds.attrs.get("target_mean", 0.0))
-        model.target_std_ = float(ds.attrs.get("target_std", 1.0))
-        model.net_ = model._build()
-        state = variables_to_state(ds, model.net_.state_dict(), f"{source}: checkpoint")
-        try:
-            model.net_.load_state_dict(state)
-        except RuntimeError as err:
-            raise InputError(
-                f"{source}: weights do not fit the model ({' '.join(str(err).split())[:300]})"
-            ) from None
-        model.net_.eval()
-        return model
-
-    @staticmethod
-    def check_vocabulary(ds: xr.Dataset, counts: xr.Dataset, source: str = "checkpoint") -> None:
-        """Check that the data's ID/dt vocabulary equals the checkpoint's (the reference's most reported error).
-
-        Parameters
-        ----------
-        ds : xarray.Dataset
-            A Neuroformer ``model_fit`` dataset.
-        counts : xarray.Dataset
-            The ``spike_counts`` dataset to use it on.
-        source : str, default "checkpoint"
-            What the checkpoint is called in error messages.
-
-        Raises
-        ------
-        brainpipe.errors.InputError
-            The vocabularies differ (naming both sizes).
-        """
-        units = np.asarray(ds["unit"].values).astype(str)
-        data_units = np.asarray(counts["unit"].values).astype(str)
-        n_ck, n_data = int(ds.attrs["vocab_id"]), data_units.size + N_SPECIAL
-        if n_ck != n_data:
-            raise InputError(
-                f"{source}: vocabulary mismatch: the checkpoint's ID vocabulary has {n_ck} tokens ({units.size} units + "
-                f"{N_SPECIAL} special) but the data give {n_data} ({data_units.size} units + {N_SPECIAL}); fine-tune on the "
-                "units the model was pretrained on (same unit QC) or pretrain again on these data"
-            )
-        if not np.array_equal(units, data_units):
-            diff = [u for u in data_units if u not in set(units)][:3]
-            raise InputError(
-                f"{source}: vocabulary mismatch: same size ({n_ck} ID tokens) but different units (e.g. {', '.join(diff) or 'order'}); "
-                "fine-tune on the units the model was pretrained on"
-            )
-        bw = float(counts.attrs["bin_width_s"])
-        if abs(bw - float(ds.attrs["tok_bin_width_s"])) > 1e-12:
-            raise InputError(
-                f"{source}: the checkpoint was trained on {ds.attrs['tok_bin_width_s']} s bins, the data have {bw} s bins; "
-                "bin the spikes as for pretraining"
-            )
-
-
-def _centre_rows(X: np.ndarray) -> np.ndarray:
-    """Each row minus the mean of its off-diagonal entries."""
-    off = ~np.eye(X.shape[0], dtype=bool)
-    mean = np.where(off, X, 0.0).sum(1, keepdims=True) / max(X.shape[1] - 1, 1)
-    return X - mean
-
 
 class _EpochSample:
     """Training windows for :func:`brainpipe.training.train` of which each epoch draws a fresh random ``size``.
@@ -961,12 +552,6 @@ class _EpochSample:
     @staticmethod
     def collate(tensors: Sequence[torch.Tensor]):
         return lambda ids: tuple(t[torch.as_tensor(ids, dtype=torch.long)] for t in tensors)
-
-
-def _json(obj) -> str:
-    import json
-
-    return json.dumps(obj, sort_keys=True)
 
 
 def r2_score(y: np.ndarray, p: np.ndarray) -> float:
