@@ -109,3 +109,47 @@ def test_bad_worker_counts_are_one_line(bad):
 
     with pytest.raises(ConfigError, match=r"^training: num_workers must be an integer >= 0"):
         TrainConfig.from_dict({"num_workers": bad})
+
+
+def _windows(n=50, seed=1):
+    rng = np.random.default_rng(seed)
+    return {
+        "cur_id": rng.integers(0, 30, size=(n, 12)),
+        "cur_dt": rng.integers(0, 5, size=(n, 12)),
+        "modality": rng.normal(size=(n, 4, 2)).astype(np.float32),
+        "target": rng.normal(size=(n, 1)).astype(np.float32),
+    }
+
+
+def test_named_arrays_store_token_windows_with_their_dtypes(tmp_path):
+    w = _windows()
+    blocks = ({k: v[i : i + 16] for k, v in w.items()} for i in range(0, 50, 16))
+    names = ("cur_id", "cur_dt", "modality", "target")
+    ds = ZarrExamples(write_examples(blocks, tmp_path / "win.zarr", chunk_examples=8), names=names)
+    assert len(ds) == 50 and ds.chunk == 8
+    item = ds[37]
+    assert [t.dtype for t in item] == [torch.int64, torch.int64, torch.float32, torch.float32]
+    for t, k in zip(item, names, strict=True):
+        np.testing.assert_array_equal(t.numpy(), w[k][37])
+    batch = torch.utils.data.default_collate(
+        [ds[i] for i in (3, 9, 41)]
+    )  # what train's collate makes of them
+    np.testing.assert_array_equal(batch[0].numpy(), w["cur_id"][[3, 9, 41]])
+    assert ZarrExamples(tmp_path / "win.zarr").names == tuple(sorted(names))
+
+
+def test_bad_named_stores_are_one_line(tmp_path):
+    w = _windows()
+    with pytest.raises(InputError, match=r"arrays of a block differ in length \(\[3, 50\]\)"):
+        write_examples([{"cur_id": w["cur_id"], "target": w["target"][:3]}], tmp_path / "a.zarr")
+    with pytest.raises(
+        InputError, match=r"a block with arrays \['cur_id'\] after blocks with \['cur_id', 'target'\]"
+    ):
+        write_examples(
+            [{"cur_id": w["cur_id"], "target": w["target"]}, {"cur_id": w["cur_id"]}], tmp_path / "b.zarr"
+        )
+    with pytest.raises(InputError, match=r"shape \(13,\) after blocks of \(12,\) \(array 'cur_id'\)"):
+        write_examples([{"cur_id": w["cur_id"]}, {"cur_id": np.zeros((2, 13), int)}], tmp_path / "c.zarr")
+    write_examples([{"cur_id": w["cur_id"]}], tmp_path / "d.zarr")
+    with pytest.raises(InputError, match=r"d\.zarr: the store has no array 'past_id' \(it has: cur_id\)"):
+        ZarrExamples(tmp_path / "d.zarr", names=["cur_id", "past_id"])

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,13 +39,22 @@ from brainpipe.errors import InputError
 __all__ = ["ZarrExamples", "write_examples"]
 
 
-def write_examples(blocks: Iterable[np.ndarray], path: str | os.PathLike, chunk_examples: int = 256) -> Path:
-    """Write examples to a zarr array chunked along the first axis, one block at a time.
+def write_examples(
+    blocks: Iterable[np.ndarray | Mapping[str, np.ndarray]],
+    path: str | os.PathLike,
+    chunk_examples: int = 256,
+) -> Path:
+    """Write examples to a zarr store chunked along the first axis, one block at a time.
+
+    An example is one array (a BrainMAE segment ``roi x time``: the store is one float32 array) or several named
+    arrays (a Neuroformer token window: current and past token ids and times, modality, target: the store is a
+    group with one array per name, each keeping its dtype, all chunked alike along the example axis).
 
     Parameters
     ----------
-    blocks : iterable of numpy.ndarray
-        Blocks of examples (``examples x ...``; the same trailing shape); only one block is held at a time.
+    blocks : iterable of numpy.ndarray or of mapping of str to numpy.ndarray
+        Blocks of examples (``examples x ...``; the same trailing shapes, and the same names, in every block); only
+        one block is held at a time.
     path : str or os.PathLike
         The zarr store (a folder) to create; an existing one is replaced.
     chunk_examples : int, default 256
@@ -58,7 +68,7 @@ def write_examples(blocks: Iterable[np.ndarray], path: str | os.PathLike, chunk_
     Raises
     ------
     brainpipe.errors.InputError
-        No block, or blocks of different trailing shapes.
+        No block; blocks of different trailing shapes or names; named arrays of different lengths in a block.
     """
     import shutil
 
@@ -67,37 +77,68 @@ def write_examples(blocks: Iterable[np.ndarray], path: str | os.PathLike, chunk_
     out = Path(path)
     if out.exists():
         shutil.rmtree(out)
-    arr = None
+    arrays: dict[str, Any] | None = None
+    named = None
     n = 0
     for block in blocks:
-        block = np.asarray(block, dtype=np.float32)
-        if arr is None:
-            arr = zarr.open_array(
-                str(out),
-                mode="w",
-                shape=(0, *block.shape[1:]),
-                chunks=(chunk_examples, *block.shape[1:]),
-                dtype="float32",
-            )
-        elif tuple(block.shape[1:]) != tuple(arr.shape[1:]):
-            raise InputError(
-                f"{out}: a block of examples of shape {block.shape[1:]} after blocks of {tuple(arr.shape[1:])}"
-            )
-        arr.resize((n + len(block), *arr.shape[1:]))
-        arr[n : n + len(block)] = block
-        n += len(block)
-    if arr is None:
+        is_named = isinstance(block, Mapping)
+        parts = (
+            {k: np.asarray(v) for k, v in block.items()}
+            if is_named
+            else {"": np.asarray(block, dtype=np.float32)}
+        )
+        sizes = {len(v) for v in parts.values()}
+        if len(sizes) != 1:
+            raise InputError(f"{out}: the named arrays of a block differ in length ({sorted(sizes)})")
+        if arrays is None:
+            named = is_named
+            if named:
+                group = zarr.open_group(str(out), mode="w")
+                arrays = {
+                    k: group.create_array(
+                        k, shape=(0, *v.shape[1:]), chunks=(chunk_examples, *v.shape[1:]), dtype=v.dtype
+                    )
+                    for k, v in parts.items()
+                }
+            else:
+                v = parts[""]
+                arrays = {
+                    "": zarr.open_array(
+                        str(out),
+                        mode="w",
+                        shape=(0, *v.shape[1:]),
+                        chunks=(chunk_examples, *v.shape[1:]),
+                        dtype="float32",
+                    )
+                }
+        elif is_named != named or set(parts) != set(arrays):
+            raise InputError(f"{out}: a block with arrays {sorted(parts)} after blocks with {sorted(arrays)}")
+        m = sizes.pop()
+        for k, v in parts.items():
+            arr = arrays[k]
+            if tuple(v.shape[1:]) != tuple(arr.shape[1:]):
+                raise InputError(
+                    f"{out}: a block of examples of shape {v.shape[1:]} after blocks of {tuple(arr.shape[1:])}"
+                    + (f" (array {k!r})" if k else "")
+                )
+            arr.resize((n + m, *arr.shape[1:]))
+            arr[n : n + m] = v
+        n += m
+    if arrays is None:
         raise InputError(f"{out}: no examples to write")
     return out
 
 
 class ZarrExamples(torch.utils.data.Dataset):
-    """The examples of a zarr array (first axis), read chunk by chunk with at most ``cache_chunks`` in memory.
+    """The examples of a zarr store (first axis), read chunk by chunk with at most ``cache_chunks`` in memory.
+
+    An example is a tensor (a store of one array) or a tuple of tensors in ``names`` order (a group of named
+    arrays, as :func:`write_examples` writes several), which the default collate stacks field by field.
 
     Parameters
     ----------
     path : str or os.PathLike
-        The zarr array (see :func:`write_examples`).
+        The zarr store (see :func:`write_examples`).
     cache_chunks : int, default 2
         Decoded chunks kept in memory (least recently used dropped first).
     shuffle : {"chunks", "global"}, default "chunks"
@@ -105,9 +146,17 @@ class ZarrExamples(torch.utils.data.Dataset):
         batch); ``"global"`` is the in-memory loop's ``torch.randperm`` over all examples (the same batches as an
         in-memory fit with the same seed, so bit-identical results, but a batch reads up to ``batch_size`` chunks:
         for checks and small stores).
+    names : iterable of str, optional
+        For a store of named arrays: which, in the order of the example tuple (default: every array, by name).
     """
 
-    def __init__(self, path: str | os.PathLike, cache_chunks: int = 2, shuffle: str = "chunks"):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        cache_chunks: int = 2,
+        shuffle: str = "chunks",
+        names: Iterable[str] | None = None,
+    ):
         import zarr
 
         if shuffle not in ("chunks", "global"):
@@ -116,33 +165,54 @@ class ZarrExamples(torch.utils.data.Dataset):
 
         self.path = Path(path)
         try:
-            self.array = zarr.open_array(str(self.path), mode="r")
+            node = zarr.open(str(self.path), mode="r")
         except Exception as err:  # noqa: BLE001 - any unreadable store gets the same one-line message
             raise InputError(f"{self.path}: not a readable zarr array ({type(err).__name__})") from None
+        if isinstance(node, zarr.Group):
+            self.names = tuple(names) if names is not None else tuple(sorted(node.array_keys()))
+            missing = [k for k in self.names if k not in set(node.array_keys())]
+            if not self.names or missing:
+                raise InputError(
+                    f"{self.path}: the store has no array {missing[0] if missing else ''!r}"
+                    f" (it has: {', '.join(sorted(node.array_keys())) or 'none'})"
+                )
+            self.arrays = [node[k] for k in self.names]
+            lengths = {int(a.shape[0]) for a in self.arrays}
+            if len(lengths) != 1 or len({int(a.chunks[0]) for a in self.arrays}) != 1:
+                raise InputError(
+                    f"{self.path}: its arrays differ in length or chunking along the example axis"
+                )
+        else:
+            self.names = None
+            self.arrays = [node]
+        self.array = self.arrays[0]
         self.chunk = int(self.array.chunks[0])
         self.cache_chunks = max(1, int(cache_chunks))
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[int, list[np.ndarray]] = OrderedDict()
         self.reads = 0
 
     def __len__(self) -> int:
         return int(self.array.shape[0])
 
-    def _chunk(self, c: int) -> np.ndarray:
+    def _chunk(self, c: int) -> list[np.ndarray]:
         if c in self._cache:
             self._cache.move_to_end(c)
             return self._cache[c]
-        data = np.asarray(self.array[c * self.chunk : (c + 1) * self.chunk])
+        rows = slice(c * self.chunk, (c + 1) * self.chunk)
+        data = [np.asarray(a[rows]) for a in self.arrays]
         self.reads += 1
         self._cache[c] = data
         while len(self._cache) > self.cache_chunks:
             self._cache.popitem(last=False)
         return data
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, ...]:
         i = int(i)
         if not 0 <= i < len(self):
             raise IndexError(i)
-        return torch.from_numpy(self._chunk(i // self.chunk)[i % self.chunk].copy())
+        rows = self._chunk(i // self.chunk)
+        items = tuple(torch.from_numpy(r[i % self.chunk].copy()) for r in rows)
+        return items if self.names is not None else items[0]
 
     def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
         """The order of one epoch: chunks shuffled, then the examples within each chunk.
