@@ -1,7 +1,7 @@
 # The fMRI branch: simulate or read (fMRIPrep / NIfTI + atlas / ROI tables) -> clean + segment -> baselines and
 # BrainMAE (masked pretraining: one job per variant, one encoder per fold) -> metrics. Input/params functions:
 # fmri_common.smk.
-from brainpipe.training.distributed import distributed_tasks
+from brainpipe.training.resources import training_resources
 
 
 include: "fmri_common.smk"
@@ -94,12 +94,10 @@ rule pretrain_brainmae:
     conda:
         "../envs/brainpipe.yaml"
     # training.distributed (default off: 1 process, these are 1 and brainmae_gpus): a core and a GPU per process;
-    # under SLURM one task per process (distributed_tasks: tasks, nodes, cpus_per_task 1)
+    # under SLURM one task per process, GPUs counted over every node (training_resources)
     threads: config["training"]["distributed"]["processes_per_node"]
     resources:
-        **distributed_tasks(config),
-        gpu=lambda w: brainmae_gpus(w)
-        * config["training"]["distributed"]["processes_per_node"],
+        **training_resources(config, brainmae_gpus),
     params:
         config=brainmae_params,
         where=lambda w: STUDY.where("brainmae", w.fmri_dataset, w.fmri_variant),

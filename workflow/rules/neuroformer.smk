@@ -1,7 +1,7 @@
 # Neuroformer (spike branch): pretrain by next-token prediction, fine-tune a behaviour decoder (1/10/100% labels,
 # pretrained vs scratch), evaluate (decoding vs ridge/logistic, attention connectivity vs cross-correlation and a
 # Poisson GLM, generation F1 vs a GLM). Separate rules: a fine-tune re-runs without re-pretraining.
-from brainpipe.training.distributed import distributed_tasks
+from brainpipe.training.resources import training_resources
 
 
 rule neuroformer_pretrain:
@@ -17,9 +17,7 @@ rule neuroformer_pretrain:
         "../envs/brainpipe.yaml"
     threads: config["training"]["distributed"]["processes_per_node"]  # training.distributed: a core per process
     resources:
-        **distributed_tasks(config),
-        gpu=lambda w: nf_gpus("pretrain")(w)
-        * config["training"]["distributed"]["processes_per_node"],
+        **training_resources(config, nf_gpus("pretrain")),
     params:
         config=nf_pretrain_params,
         checkpoint="checkpoints/neuroformer_pretrain/{dataset}.pt",
@@ -42,9 +40,7 @@ rule neuroformer_finetune:
         "../envs/brainpipe.yaml"
     threads: config["training"]["distributed"]["processes_per_node"]  # training.distributed: a core per process
     resources:
-        **distributed_tasks(config),
-        gpu=lambda w: nf_gpus("finetune")(w)
-        * config["training"]["distributed"]["processes_per_node"],
+        **training_resources(config, nf_gpus("finetune")),
     params:
         config=nf_finetune_params,
         checkpoint="checkpoints/neuroformer_finetune/{dataset}.pt",
