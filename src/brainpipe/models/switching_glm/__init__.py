@@ -39,7 +39,8 @@ The one-hot prior's mixture starts fitted to these initial weights (no data pass
 Modules: :mod:`~brainpipe.models.switching_glm.data` (sequences as padded batches),
 :mod:`~brainpipe.models.switching_glm.mstep` (the Poisson data term, Fisher information, Newton and L-BFGS
 M-steps), :mod:`~brainpipe.models.switching_glm.priors` (the coupling and transition priors, the one-hot
-mixture) and :mod:`~brainpipe.models.switching_glm.estimator` (:class:`SwitchingGLM`, which combines them);
+mixture), :mod:`~brainpipe.models.switching_glm.serialise` (saving a fit as a ``model_fit`` dataset and loading it)
+and :mod:`~brainpipe.models.switching_glm.estimator` (:class:`SwitchingGLM`, which combines them);
 every name is importable from here.
 """
 
@@ -47,6 +48,7 @@ from brainpipe.models.switching_glm.data import DATA_DTYPES, Batch, SequenceData
 from brainpipe.models.switching_glm.estimator import SwitchingGLM
 from brainpipe.models.switching_glm.mstep import CHUNK_ELEMENTS, LINKS, M_STEPS, MIN_RATE, EmissionMSteps
 from brainpipe.models.switching_glm.priors import CATEGORIES, PRIORS, CouplingPriors
+from brainpipe.models.switching_glm.serialise import FitDatasets
 
 __all__ = [
     "CATEGORIES",
@@ -59,6 +61,7 @@ __all__ = [
     "Batch",
     "CouplingPriors",
     "EmissionMSteps",
+    "FitDatasets",
     "SequenceData",
     "SwitchingGLM",
 ]
