@@ -42,41 +42,92 @@ Against the paper (options; ``shared/notes/models-deep.md`` section 2.8):
 :mod:`brainpipe.training`), ``transform`` (frozen features for a probe), ``reconstruct``, ``score``
 (``1 - NMSE`` on masked ROIs), ``save``/``load`` (weights and hyperparameters, no pickle);
 :func:`save_fold_models`/:func:`load_fold_models` keep one encoder per outer cross-validation fold in one file.
+
+Modules: :mod:`~brainpipe.models.brainmae.blocks` (:class:`BrainMAEConfig`, the attention and encoder blocks, the
+temporal encoder), :mod:`~brainpipe.models.brainmae.network` (:class:`BrainMAENet`, masks, the pretraining loss,
+read-outs, :class:`FineTuneNet`), :mod:`~brainpipe.models.brainmae.settings` (training defaults and the checks of
+the study settings), :mod:`~brainpipe.models.brainmae.estimator` (:class:`BrainMAE`) with its mixin
+:mod:`~brainpipe.models.brainmae.serialise` (``model_fit`` datasets, per-fold weights files); every name is
+importable from here.
 """
 
-from brainpipe.models.brainmae.estimator import (  # noqa: F401
+from brainpipe.models.brainmae.blocks import (
     FEATURES,
-    FOLDS_FORMAT,
-    FORMAT,
-    NET_KEYS,
-    STREAMING_DEFAULTS,
-    TRAIN_DEFAULTS,
     Block,
-    BrainMAE,
     BrainMAEConfig,
-    BrainMAENet,
-    FineTuneNet,
     GraphAttention,
     SelfAttention,
     TemporalBlock,
     TemporalEncoder,
+    sinusoidal_codes,
+)
+from brainpipe.models.brainmae.estimator import (
+    BrainMAE,
     _gather,
-    _is_torch_file,
-    _load_blob,
-    _save_blob,
     _tensor,
-    chunk_sequences,
-    load_fold_models,
+)
+from brainpipe.models.brainmae.network import (
+    BrainMAENet,
+    FineTuneNet,
     masked_loss,
     nmse,
     pretrain_loss,
     random_mask,
-    save_fold_models,
-    seeds,
     segment_features,
-    select_grid,
     sequence_mask,
-    sinusoidal_codes,
+)
+from brainpipe.models.brainmae.serialise import (
+    FOLDS_FORMAT,
+    FORMAT,
+    Serialisation,
+    _is_torch_file,
+    _load_blob,
+    _save_blob,
+    load_fold_models,
+    save_fold_models,
+)
+from brainpipe.models.brainmae.settings import (
+    NET_KEYS,
+    STREAMING_DEFAULTS,
+    TRAIN_DEFAULTS,
+    chunk_sequences,
+    seeds,
+    select_grid,
     split_kwargs,
     streaming_settings,
 )
+
+__all__ = [
+    "Block",
+    "BrainMAE",
+    "BrainMAEConfig",
+    "BrainMAENet",
+    "FEATURES",
+    "FOLDS_FORMAT",
+    "FORMAT",
+    "FineTuneNet",
+    "GraphAttention",
+    "NET_KEYS",
+    "STREAMING_DEFAULTS",
+    "SelfAttention",
+    "Serialisation",
+    "TRAIN_DEFAULTS",
+    "TemporalBlock",
+    "TemporalEncoder",
+    "chunk_sequences",
+    "load_fold_models",
+    "masked_loss",
+    "nmse",
+    "pretrain_loss",
+    "random_mask",
+    "save_fold_models",
+    "seeds",
+    "segment_features",
+    "select_grid",
+    "sequence_mask",
+    "sinusoidal_codes",
+    "split_kwargs",
+    "streaming_settings",
+]
+#: private helpers that were importable from the old single module (kept so)
+_PRIVATE = (_gather, _is_torch_file, _load_blob, _save_blob, _tensor)
