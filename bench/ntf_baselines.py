@@ -4,7 +4,8 @@ settings that do not share the model's defaults (issue 16).
 Per scenario and seed: three animals simulated by ``calcium_communities`` (30 neurons, 3,000 frames at 10 Hz),
 preprocessed, stacked into the affinity tensor (5 s windows, 2.5 s stride), the NTF fitted over ranks 2-5 with 3
 restarts (rank by replicate stability), and the NTF and the baselines (static Louvain on the time-averaged affinity,
-windowed Louvain with a consensus, NMF of the unfolded pair x (window x animal) matrix at the NTF's rank) scored by
+windowed Louvain with a consensus, NMF of the unfolded pair x (window x animal) matrix at the NTF's rank with the
+missing entries filled by the other animals' mean, and the same NMF with them masked out of the loss) scored by
 :func:`brainpipe.evaluate.connectome.connectome_metrics`. Also the Jaccard index of the *animal-specific* community
 (the last one, where there is one) for the NTF and for static Louvain.
 
@@ -14,6 +15,8 @@ epoch).
 
     python bench/ntf_baselines.py --seeds 0 1 2 3 4 --out bench/results/ntf_baselines.tsv
     python bench/ntf_baselines.py --seeds 0 1 2 3 4 --scenarios specific differ --rank-selection heldout
+    python bench/ntf_baselines.py --seeds 0 1 2 3 4 --scenarios specific differ --rank-selection heldout \
+        --heldout-block-windows 8
 """
 
 from __future__ import annotations
@@ -40,16 +43,23 @@ KEYS = (
     "static_louvain_community_jaccard_mean",
     "windowed_louvain_community_jaccard_mean",
     "nmf_community_jaccard_mean",
+    "nmf_masked_community_jaccard_mean",
     "static_louvain_epoch_peak_fraction",
     "windowed_louvain_epoch_peak_fraction",
     "nmf_epoch_peak_fraction",
+    "nmf_masked_epoch_peak_fraction",
     "community_jaccard_mean_vs_best_baseline",
     "epoch_peak_fraction_vs_best_baseline",
 )
 
 
 def run_one(
-    params: dict, seed: int, rank_selection: str = "stability", restarts: int = 3, time_mode: str = "shared"
+    params: dict,
+    seed: int,
+    rank_selection: str = "stability",
+    restarts: int = 3,
+    time_mode: str = "shared",
+    heldout_block_windows: int = 0,
 ) -> dict[str, float]:
     from brainpipe.evaluate.connectome import connectome_metrics, merge_truths
     from brainpipe.evaluate.connectome_baselines import baseline_communities, match_communities
@@ -74,6 +84,7 @@ def run_one(
             seed=0,
             rank_selection=rank_selection,
             time_mode=time_mode,
+            heldout_block_windows=heldout_block_windows,
         )
         .fit(tensor)
         .to_dataset(tensor)
@@ -87,6 +98,9 @@ def run_one(
         )
         static, _ = baseline_communities(tensor, "static_louvain")
         m["specific_jaccard_static_louvain"] = float(match_communities(static, planted)[0][-1])
+        for b in ("nmf", "nmf_masked"):
+            found, _ = baseline_communities(tensor, b, rank=int(fit.attrs["selected_rank"]))
+            m[f"specific_jaccard_{b}"] = float(match_communities(found, planted)[0][-1])
     return m
 
 
@@ -99,13 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rank-selection", choices=["stability", "heldout"], default="stability")
     ap.add_argument("--restarts", type=int, default=3)
     ap.add_argument("--time-mode", choices=["shared", "per_animal"], default="shared")
+    ap.add_argument("--heldout-block-windows", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
     for sc in args.scenarios:
         for seed in args.seeds:
             t0 = time.perf_counter()
-            m = run_one(SCENARIOS[sc], seed, args.rank_selection, args.restarts, args.time_mode)
+            m = run_one(
+                SCENARIOS[sc],
+                seed,
+                args.rank_selection,
+                args.restarts,
+                args.time_mode,
+                args.heldout_block_windows,
+            )
             rows.append({"scenario": sc, "seed": seed, **m, "seconds": time.perf_counter() - t0})
             print(sc, seed, {k: round(v, 3) for k, v in m.items()}, flush=True)
     cols = ["scenario", "seed", *sorted({k for r in rows for k in r} - {"scenario", "seed"})]
@@ -119,10 +141,16 @@ def main(argv: list[str] | None = None) -> int:
             "selected_rank",
             "community_jaccard_mean",
             "nmf_community_jaccard_mean",
+            "nmf_masked_community_jaccard_mean",
             "community_jaccard_mean_vs_best_baseline",
+            "specific_jaccard_ntf",
+            "specific_jaccard_nmf",
+            "specific_jaccard_nmf_masked",
             "epoch_peak_fraction",
             "epoch_peak_fraction_vs_best_baseline",
         ):
+            if k not in sub[0]:
+                continue
             v = np.array([r[k] for r in sub])
             print(
                 f"{sc:9s} {k:42s} mean {v.mean():+.3f} sd {v.std(ddof=1) if len(v) > 1 else 0:.3f} min {v.min():+.3f}"

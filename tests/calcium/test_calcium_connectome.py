@@ -488,3 +488,46 @@ def test_heldout_rank_selection_scores_hidden_entries_and_is_recorded(study, cap
     assert DynamicConnectome.from_dataset(fit).heldout_error_ == pytest.approx(ho)
     with pytest.raises(ConfigError, match="heldout_fraction"):
         DynamicConnectome(rank_selection="heldout", heldout_fraction=1.5).fit(tensor)
+
+
+def test_masked_nmf_leaves_missing_entries_out_of_the_loss():
+    """The masked NMF baseline: a planted rank-2 non-negative matrix with a quarter of its entries replaced by
+    large garbage and masked is recovered (the garbage is ignored); unmasked, the same updates fit the garbage."""
+    from brainpipe.evaluate.connectome_baselines import masked_nmf
+
+    rng = np.random.default_rng(0)
+    W0, H0 = rng.uniform(0, 1, (30, 2)), rng.uniform(0, 1, (2, 40))
+    X = W0 @ H0
+    mask = rng.uniform(size=X.shape) > 0.25
+    Xg = np.where(mask, X, 10.0)
+    start_w, start_h = rng.uniform(0.1, 1, (30, 2)), rng.uniform(0.1, 1, (2, 40))
+    W, H = masked_nmf(Xg, mask, start_w, start_h, n_iter_max=3000, tol=1e-10)
+    assert np.linalg.norm(W @ H - X) / np.linalg.norm(X) < 0.02  # the hidden entries are predicted too
+    W, H = masked_nmf(Xg, np.ones_like(mask), start_w, start_h, n_iter_max=300)
+    assert np.linalg.norm(W @ H - X) / np.linalg.norm(X) > 0.5
+
+
+def test_heldout_blocks_hide_runs_of_windows_or_whole_fibres(study):
+    """heldout_block_windows: the hidden entries are whole (pair, animal) fibres (0) or aligned runs of n windows
+    (the last run shorter), about ``fraction`` of them; the fit records the pattern and every rank's error."""
+    from brainpipe.models.connectome import heldout_blocks
+
+    fib = heldout_blocks(50, 23, 3, 0.3, 0, seed=1).numpy()
+    assert (fib == fib[:, :1, :]).all() and 0.15 < fib[:, 0, :].mean() < 0.45
+    blk = heldout_blocks(50, 23, 3, 0.3, 5, seed=1).numpy()
+    runs = blk.reshape(50, -1, 3)[:, :20, :].reshape(50, 4, 5, 3)
+    assert (runs == runs[:, :, :1, :]).all() and (blk[:, 20:, :] == blk[:, 20:21, :]).all()
+    assert not (blk == blk[:, :1, :]).all() and 0.2 < blk.mean() < 0.4
+    tensor = study[2].isel(window=slice(0, 40))
+    model = DynamicConnectome(
+        ranks=[2, 3],
+        restarts=1,
+        n_iter_max=30,
+        device="cpu",
+        rank_selection="heldout",
+        heldout_block_windows=8,
+    ).fit(tensor)
+    assert sorted(model.heldout_error_) == [2, 3]
+    assert "runs of 8 windows" in model.to_dataset(tensor).attrs["rank_selection"]
+    with pytest.raises(ConfigError, match="heldout_block_windows"):
+        DynamicConnectome(rank_selection="heldout", heldout_block_windows=-1).fit(tensor)

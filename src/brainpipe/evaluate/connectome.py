@@ -53,7 +53,7 @@ METRICS.update(
         },
         **{
             f"{b}_{k}": MetricInfo(">=", f"baseline {b}: {k}")
-            for b in ("static_louvain", "windowed_louvain", "nmf")
+            for b in BASELINES
             for k in ("community_jaccard_mean", "community_jaccard_min", "epoch_peak_fraction")
         },
         "selected_rank": MetricInfo(">=", "rank picked by replicate stability"),

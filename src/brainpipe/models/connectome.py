@@ -54,7 +54,14 @@ from brainpipe.data.affinity_tensor import write_tensor_zarr
 from brainpipe.errors import InputError
 from brainpipe.evaluate.communities import communities
 from brainpipe.models.base import Estimator
-from brainpipe.models.connectome_rank import ZERO_WARN, _animal_time, _fold, _lower_error, replicate_stability
+from brainpipe.models.connectome_rank import (
+    ZERO_WARN,
+    _animal_time,
+    _fold,
+    _lower_error,
+    heldout_blocks,
+    replicate_stability,
+)
 from brainpipe.models.connectome_serialise import ConnectomeSerialisation, _coords
 from brainpipe.models.ncp import NCPResult, factor_match_score, masked_ncp_hals, to_cp_tensor
 from brainpipe.preprocess import affinity as _affinity
@@ -66,6 +73,7 @@ __all__ = [
     "NCPResult",
     "communities",
     "factor_match_score",
+    "heldout_blocks",
     "masked_ncp_hals",
     "replicate_stability",
     "to_cp_tensor",
@@ -103,9 +111,20 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         Whole fibres, not single entries: overlapping windows share frames, so a hidden single entry is predicted
         from its neighbours and the speckled error kept falling up to the largest rank.
     heldout_fraction : float, default 0.1
-        Fraction of the observed (pair, animal) fibres hidden for ``rank_selection="heldout"``.
+        Fraction of the observed (pair, animal) fibres (or blocks, see ``heldout_block_windows``) hidden for
+        ``rank_selection="heldout"``.
     heldout_tol : float, default 0.002
         Relative margin of the held-out error for ``rank_selection="heldout"``.
+    heldout_block_windows : int, default 0
+        0: whole (pair, animal) fibres are hidden. ``n > 0``: runs of ``n`` consecutive windows of a pair in an
+        animal (the windows cut into runs of ``n``; each (pair, run, animal) block hidden with probability
+        ``heldout_fraction``). A fibre cannot be predicted by structure present in that animal only (the pair
+        factor of such a component is learned from that fibre alone), so whole fibres favour ranks without
+        animal-specific components; a block leaves the pair's other windows in the animal and the other pairs of
+        the same windows, so any trilinear structure predicts it, while blocks several windows long keep the
+        overlap of neighbouring windows (shared frames) from predicting their inside. Measured
+        (bench/ntf_baselines.py, runs of 8 windows): the held-out error still fell up to the largest rank, like
+        single entries; an option, not the default.
     n_iter_max : int, default 300
         Most HALS iterations per fit (see :func:`masked_ncp_hals`).
     tol : float, default 1e-6
@@ -167,6 +186,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         rank_selection: str = "stability",
         heldout_fraction: float = 0.1,
         heldout_tol: float = 0.002,
+        heldout_block_windows: int = 0,
         n_iter_max: int = 300,
         tol: float = 1e-6,
         n_inner: int = 3,
@@ -183,6 +203,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         self.rank_selection = rank_selection
         self.heldout_fraction = heldout_fraction
         self.heldout_tol = heldout_tol
+        self.heldout_block_windows = heldout_block_windows
         self.n_iter_max = n_iter_max
         self.tol = tol
         self.n_inner = n_inner
@@ -202,6 +223,8 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
             raise self._param_error("heldout_fraction", "must be in (0, 1)")
         if not float(self.heldout_tol) >= 0.0:
             raise self._param_error("heldout_tol", "must be >= 0")
+        if int(self.heldout_block_windows) < 0:
+            raise self._param_error("heldout_block_windows", "must be >= 0 (0: whole fibres)")
         ranks = [int(r) for r in np.atleast_1d(self.ranks)]
         if not ranks or min(ranks) < 1:
             raise self._param_error("ranks", "must be a non-empty list of ranks >= 1")
@@ -264,10 +287,11 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         self.animal_times_: dict[int, torch.Tensor] = {}
         self.heldout_error_: dict[int, float] = {}
         heldout = self.rank_selection == "heldout"
-        if heldout:  # whole (pair, animal) fibres hidden, seeded: see rank_selection
-            g = torch.Generator(device="cpu").manual_seed(int(self.seed) + 7)
-            fib = (torch.rand((P, 1, n_an), generator=g) < float(self.heldout_fraction)).to(dev)
-            hide = torch.broadcast_to(fib & mask, X.shape)
+        if heldout:  # whole (pair, animal) fibres or blocks of windows hidden, seeded: see rank_selection
+            fib = heldout_blocks(
+                P, W, n_an, float(self.heldout_fraction), int(self.heldout_block_windows), int(self.seed) + 7
+            )
+            hide = fib.to(dev) & torch.broadcast_to(mask, X.shape)
             if per_animal:
                 hide = hide.permute(0, 2, 1).reshape(P, n_an * W, 1)
             obs = torch.broadcast_to(maskf, Xf.shape)

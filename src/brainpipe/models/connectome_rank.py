@@ -10,7 +10,7 @@ import torch
 
 from brainpipe.models.ncp import NCPResult, factor_match_score
 
-__all__ = ["ZERO_WARN", "replicate_stability"]
+__all__ = ["ZERO_WARN", "heldout_blocks", "replicate_stability"]
 
 #: above this fraction of zero observed affinities the fit warns (and ``affinity_zero_fraction`` records it): by
 #: construction (communities co-active in a third of the windows, a few % of the pairs) the default simulated study
@@ -83,3 +83,33 @@ def _lower_error(best: dict[int, NCPResult], ranks: Sequence[int], R: int) -> fl
     """The best error of the largest candidate rank below ``R`` (1.0, the empty model's, when there is none)."""
     lower = [r for r in ranks if r < R]
     return best[max(lower)].errors[-1] if lower else 1.0
+
+
+def heldout_blocks(
+    n_pairs: int, n_windows: int, n_animals: int, fraction: float, block_windows: int, seed: int
+) -> torch.Tensor:
+    """The (pair, window, animal) entries hidden for held-out rank selection: whole (pair, animal) fibres, or runs
+    of ``block_windows`` consecutive windows of a pair in an animal.
+
+    Parameters
+    ----------
+    n_pairs, n_windows, n_animals : int
+        The tensor's shape.
+    fraction : float
+        Probability that a fibre (or a block) is hidden.
+    block_windows : int
+        0: whole fibres; ``n > 0``: the windows cut into runs of ``n`` (the last one shorter), each (pair, run,
+        animal) hidden independently.
+    seed : int
+        Seed of the draw (a CPU generator: the same entries on every device).
+
+    Returns
+    -------
+    torch.Tensor
+        (pair, window, animal) bool on the CPU, True where hidden.
+    """
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    L = int(block_windows) or int(n_windows)
+    n_runs = -(-int(n_windows) // L)
+    blk = torch.rand((int(n_pairs), n_runs, int(n_animals)), generator=g) < float(fraction)
+    return blk.repeat_interleave(L, dim=1)[:, : int(n_windows)]

@@ -138,7 +138,13 @@ class ConnectomeSerialisation:
                 "rank_is_stable": int(self.rank_is_stable_),
                 "rank_selection": (
                     f"smallest rank with held-out error within {self.heldout_tol} of the lowest"
-                    f" ({self.heldout_fraction} of the entries held out)"
+                    f" ({self.heldout_fraction} of the observed "
+                    + (
+                        f"(pair, animal) runs of {self.heldout_block_windows} windows"
+                        if int(getattr(self, "heldout_block_windows", 0) or 0)
+                        else "(pair, animal) fibres"
+                    )
+                    + " held out)"
                     + ("" if self.rank_is_stable_ else f"; its stability is below {self.stability_threshold}")
                     if self.rank_selection == "heldout"
                     else f"largest rank with stability >= {self.stability_threshold}"

@@ -15,6 +15,7 @@ from html import escape
 from pathlib import Path
 
 from brainpipe import layout
+from brainpipe.evaluate.connectome_baselines import BASELINES
 from brainpipe.report.base import BranchSection, Reader, attr, facts, fmt, img
 from brainpipe.report.figures import data_uri, factors_figure, rank_figure, traces_figure
 from brainpipe.report.headline import headline
@@ -110,7 +111,7 @@ def verdict_html(m, fit) -> str:
     Returns
     -------
     str
-        HTML paragraphs: whether the NTF beats the best baseline (static Louvain, windowed Louvain, NMF) on
+        HTML paragraphs: whether the NTF beats the best baseline (static Louvain, windowed Louvain, NMF mean-filled or masked) on
         community recovery and epoch detection and by how much; a warning line when no rank was stable or when
         the affinity tensor is almost all zeros.
     """
@@ -119,7 +120,7 @@ def verdict_html(m, fit) -> str:
     d_ep = _val(m, "epoch_peak_fraction_vs_best_baseline")
     if d_jac is not None and d_ep is not None:
         best = max(
-            ("static_louvain", "windowed_louvain", "nmf"),
+            BASELINES,
             key=lambda b: _val(m, f"{b}_community_jaccard_mean") or 0.0,
         )
         word = "beats" if d_jac > 0 else ("is level with" if d_jac == 0 else "loses to")
