@@ -26,6 +26,29 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 TINY_SIM = {"n_neurons": 6, "duration_s": 60.0}
 TINY_SEED = 3
 
+#: set by the stand-in below: the folder whose ``scontrol`` answers at once (tests/workflow/test_slurm.py takes it
+#: off PATH while its real cluster runs)
+SCONTROL_STUB_ENV = "BRAINPIPE_TEST_SCONTROL_STUB"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scontrol_answers_at_once(tmp_path_factory):
+    """Every ``snakemake`` start imports the SLURM executor plugin, which runs ``scontrol show config`` (for its
+    MinJobAge); where SLURM is installed but no controller runs (this machine after the SLURM test, CI while its
+    cluster is down) that waits 9 s for its timeout, in every workflow test's every snakemake call. A stand-in
+    ``scontrol`` that fails at once goes first on PATH (the plugin then takes no MinJobAge, as where SLURM is
+    absent; brainpipe falls back to its own node-list parser)."""
+    stub = tmp_path_factory.mktemp("scontrol_stub")
+    exe = stub / "scontrol"
+    exe.write_text("#!/bin/sh\nexit 1\n")
+    exe.chmod(0o755)
+    old = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{stub}{os.pathsep}{old}"
+    os.environ[SCONTROL_STUB_ENV] = str(stub)
+    yield
+    os.environ["PATH"] = old
+    os.environ.pop(SCONTROL_STUB_ENV, None)
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:

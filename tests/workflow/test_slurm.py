@@ -31,12 +31,19 @@ def cluster():
         pytest.skip("SLURM integration test is opt-in: set BRAINPIPE_TEST_SLURM=1 (as root; .ci/run does)")
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip("the single-node SLURM needs root and apt-get (Debian)")
-    was_up = subprocess.run([str(CLUSTER), "status"], capture_output=True).returncode == 0
-    proc = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    yield
-    if not was_up:  # stop only what this test started
-        subprocess.run([str(CLUSTER), "stop"], capture_output=True, timeout=120)
+    # the real scontrol, not the suite's stand-in (tests/conftest.py), for the cluster, the plugin and the jobs
+    stub, path = os.environ.get("BRAINPIPE_TEST_SCONTROL_STUB"), os.environ.get("PATH", "")
+    if stub:
+        os.environ["PATH"] = os.pathsep.join(p for p in path.split(os.pathsep) if p != stub)
+    try:
+        was_up = subprocess.run([str(CLUSTER), "status"], capture_output=True).returncode == 0
+        proc = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        yield
+        if not was_up:  # stop only what this test started
+            subprocess.run([str(CLUSTER), "stop"], capture_output=True, timeout=120)
+    finally:
+        os.environ["PATH"] = path
 
 
 def _study(workdir: Path, **changes) -> Path:
