@@ -531,3 +531,40 @@ def test_heldout_blocks_hide_runs_of_windows_or_whole_fibres(study):
     assert "runs of 8 windows" in model.to_dataset(tensor).attrs["rank_selection"]
     with pytest.raises(ConfigError, match="heldout_block_windows"):
         DynamicConnectome(rank_selection="heldout", heldout_block_windows=-1).fit(tensor)
+
+
+def test_pair_support_leaves_pairs_missing_where_a_component_lives_out_of_its_community():
+    """pair_support: the share of a component's animal energy in the animals that have the pair; with animals
+    that differ (community 2 in animal 2 only, neurons missing per animal), the entries of the animal-specific
+    component at pairs animal 2 lacks have support ~0 and its community holds no neuron animal 2 lacks."""
+    from brainpipe.models.connectome import pair_support
+
+    mask = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 0]])
+    c = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 2.0]])
+    np.testing.assert_allclose(pair_support(mask, c), [[1, 1], [2 / 3, 1], [2 / 3, 0], [0, 0]])
+    sims, animals = _animals(seed=0, overlap=3, specific_communities=1, epoch_jitter=0.2)
+    tensor = build_tensor(animals, window_s=5.0, stride_s=2.5)
+    model = DynamicConnectome(ranks=[3], restarts=2, device="cpu", seed=0).fit(tensor)
+    fit = model.to_dataset(tensor)
+    r = int(
+        np.argmax(fit["animal_factor"].values[2] / fit["animal_factor"].values.sum(0))
+    )  # animal 2's component
+    lacks = ~tensor["mask"].values[:, 2].astype(bool)
+    assert (fit["pair_support"].values[lacks, r] < 0.05).all() and (
+        fit["pair_support"].values[~lacks, r] > 0.9
+    ).all()
+    in_a2 = set(np.asarray(animals[2].cells))
+    members = [str(n) for n, k in zip(fit["neuron"].values, fit["in_community"].values[r], strict=True) if k]
+    assert members and set(members) <= in_a2, (members, sorted(set(fit["neuron"].values.astype(str)) - in_a2))
+    # the same fit's communities without the rule (min_support 0): the undetermined entries cost the planted one
+    from brainpipe.evaluate.communities import communities
+
+    _, every = communities(
+        fit["pair_factor"].values, fit["pair_i"].values, fit["pair_j"].values, fit.sizes["neuron"], 1.0, 0
+    )
+    planted = merge_truths([s.truth for s in sims])["membership"].sel(neuron=fit["neuron"].values).values
+    kept = match_communities(fit["in_community"].values.astype(bool), planted.astype(bool))[0][2]
+    unmasked = match_communities(every.astype(bool), planted.astype(bool))[0][2]
+    assert kept >= 0.85 and kept > unmasked, (kept, unmasked)
+    with pytest.raises(ConfigError, match="min_support"):
+        DynamicConnectome(min_support=1.0).fit(tensor)

@@ -60,6 +60,7 @@ from brainpipe.models.connectome_rank import (
     _fold,
     _lower_error,
     heldout_blocks,
+    pair_support,
     replicate_stability,
 )
 from brainpipe.models.connectome_serialise import ConnectomeSerialisation, _coords
@@ -75,6 +76,7 @@ __all__ = [
     "factor_match_score",
     "heldout_blocks",
     "masked_ncp_hals",
+    "pair_support",
     "replicate_stability",
     "to_cp_tensor",
     "write_tensor_zarr",
@@ -137,6 +139,14 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         ``"auto"`` (CUDA when present, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``.
     resolution : float, default 1.0
         Louvain resolution.
+    min_support : float, default 0.1
+        The communities are found on the pair factors with every entry whose *support* is below this set to 0:
+        the support of pair p in component r is the share of the component's animal energy (squared unit-norm
+        animal factor) carried by the animals that observe the pair (:func:`pair_support`). A pair missing in the
+        animals where a component lives is not determined by the data (the masked fit leaves its entry wherever
+        the start and the imputation put it: a community of one animal then gains the neurons that animal lacks);
+        with a component shared by every animal, a pair seen by any one of three animals keeps a support of 1/3.
+        0 keeps every entry (the rule before this option). ``pair_support`` is in the fit's output.
     seed : int, default 0
         Base seed of the restarts and of Louvain.
     time_mode : {"shared", "per_animal"}
@@ -193,6 +203,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         dtype: str = "float32",
         device: str = "auto",
         resolution: float = 1.0,
+        min_support: float = 0.1,
         seed: int = 0,
         time_mode: str = "shared",
     ):
@@ -210,6 +221,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         self.dtype = dtype
         self.device = device
         self.resolution = resolution
+        self.min_support = min_support
         self.seed = seed
         self.time_mode = time_mode
 
@@ -223,6 +235,8 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
             raise self._param_error("heldout_fraction", "must be in (0, 1)")
         if not float(self.heldout_tol) >= 0.0:
             raise self._param_error("heldout_tol", "must be >= 0")
+        if not 0.0 <= float(self.min_support) < 1.0:
+            raise self._param_error("min_support", "must be in [0, 1)")
         if int(self.heldout_block_windows) < 0:
             raise self._param_error("heldout_block_windows", "must be >= 0 (0: whole fibres)")
         ranks = [int(r) for r in np.atleast_1d(self.ranks)]
@@ -380,8 +394,9 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         self.neurons_ = [str(n) for n in tensor["neuron"].values]
         self.pair_i_ = np.asarray(tensor["pair_i"].values)
         self.pair_j_ = np.asarray(tensor["pair_j"].values)
+        self.support_ = pair_support(np.asarray(tensor["mask"].values), self.factors_[2].cpu().numpy())
         self.membership_, self.community_ = communities(
-            self.factors_[0].cpu().numpy(),
+            np.where(self.support_ >= float(self.min_support), self.factors_[0].cpu().numpy(), 0.0),
             self.pair_i_,
             self.pair_j_,
             len(self.neurons_),

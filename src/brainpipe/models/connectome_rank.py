@@ -10,7 +10,7 @@ import torch
 
 from brainpipe.models.ncp import NCPResult, factor_match_score
 
-__all__ = ["ZERO_WARN", "heldout_blocks", "replicate_stability"]
+__all__ = ["ZERO_WARN", "heldout_blocks", "pair_support", "replicate_stability"]
 
 #: above this fraction of zero observed affinities the fit warns (and ``affinity_zero_fraction`` records it): by
 #: construction (communities co-active in a third of the windows, a few % of the pairs) the default simulated study
@@ -113,3 +113,23 @@ def heldout_blocks(
     n_runs = -(-int(n_windows) // L)
     blk = torch.rand((int(n_pairs), n_runs, int(n_animals)), generator=g) < float(fraction)
     return blk.repeat_interleave(L, dim=1)[:, : int(n_windows)]
+
+
+def pair_support(mask: np.ndarray, animal_factor: np.ndarray) -> np.ndarray:
+    """Share of each component's animal energy carried by the animals that observe each pair.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        (pair, animal) 0/1 or bool, 1 where the animal has the pair.
+    animal_factor : numpy.ndarray
+        (animal, R) non-negative animal factors.
+
+    Returns
+    -------
+    numpy.ndarray
+        (pair, R) in [0, 1]: ``sum_a mask[p, a] c[a, r]^2 / sum_a c[a, r]^2`` (0 for an all-zero column).
+    """
+    c2 = np.asarray(animal_factor, dtype=np.float64) ** 2
+    tot = c2.sum(0)
+    return (np.asarray(mask, dtype=np.float64) @ c2) / np.where(tot > 0, tot, 1.0)

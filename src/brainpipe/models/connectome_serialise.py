@@ -119,6 +119,20 @@ class ConnectomeSerialisation:
                     if getattr(self, "animal_time_", None) is not None
                     else {}
                 ),
+                **(
+                    {
+                        "pair_support": (
+                            ("pair", "component"),
+                            np.asarray(self.support_, dtype=np.float64),
+                            {
+                                "long_name": "share of the component's animal energy in the animals that have the "
+                                "pair; entries below min_support are left out of the communities"
+                            },
+                        )
+                    }
+                    if getattr(self, "support_", None) is not None
+                    else {}
+                ),
                 "pair_i": ("pair", self.pair_i_.astype(np.int64)),
                 "pair_j": ("pair", self.pair_j_.astype(np.int64)),
             },
@@ -233,6 +247,7 @@ class ConnectomeSerialisation:
         m.pair_j_ = np.asarray(ds["pair_j"].values)
         m.membership_ = np.asarray(ds["membership"].values)
         m.community_ = np.asarray(ds["in_community"].values).astype(bool)
+        m.support_ = np.asarray(ds["pair_support"].values) if "pair_support" in ds else None
         m.coords_ = _coords(ds)
         m.affinity_ = str(ds.attrs.get("affinity", ""))
         return m
