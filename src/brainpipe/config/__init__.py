@@ -10,7 +10,9 @@ then resolved into per-step parameters by :class:`Study`, on which every cross-c
   parameters it is not given).
 """
 
-from brainpipe.config._study import FMRI_FILE_KEYS, FMRI_READER_KEYS, Study, load_study, merged
+from brainpipe.config._keys import FMRI_FILE_KEYS, FMRI_READER_KEYS, merged
+from brainpipe.config._load import load_study
+from brainpipe.config._study import Study
 from brainpipe.config._validate import (
     DEFAULT_SCHEMA,
     PATH_OPTIONS,

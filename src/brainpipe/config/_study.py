@@ -12,85 +12,19 @@ per-dataset override fails at config time with its full key, like a bad global v
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from brainpipe.errors import ConfigError
-
-
-def merged(base: Mapping[str, Any] | None, override: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Deep merge of two config mappings (``override`` wins; neither is changed).
-
-    Parameters
-    ----------
-    base, override : mapping or None
-        The two mappings; nested mappings are merged key by key, any other value of ``override`` replaces
-        ``base``'s.
-
-    Returns
-    -------
-    dict
-        A new, deep-copied mapping.
-
-    Examples
-    --------
-    >>> merged({"bin": {"bin_width_s": 0.05, "n_blocks": 5}}, {"bin": {"bin_width_s": 0.01}})
-    {'bin': {'bin_width_s': 0.01, 'n_blocks': 5}}
-    """
-    out = copy.deepcopy(dict(base or {}))
-    for k, v in (override or {}).items():
-        out[k] = (
-            merged(out[k], v)
-            if isinstance(v, Mapping) and isinstance(out.get(k), Mapping)
-            else copy.deepcopy(v)
-        )
-    return out
-
-
-def _pick(d: Mapping[str, Any], keys) -> dict[str, Any]:
-    return {k: copy.deepcopy(v) for k, v in d.items() if k in keys}
-
-
-SPIKE_INGEST_KEYS = ("path", "format", "options", "t_start_s", "t_stop_s")
-CALCIUM_INGEST_KEYS = ("path", "format", "frame_rate_hz", "options", "drop_bad_cells", "kind")
-#: the fMRI dataset keys the readers take (the rules pass them; the ingest stage gives all but path/format to the reader)
-FMRI_READER_KEYS = (
-    "path",
-    "format",
-    "atlas",
-    "atlas_labels",
-    "participants",
-    "confounds",
-    "task",
-    "space",
-    "session",
-    "repetition_time_s",
-    "repetition_time_from",
-    "roi_names",
-    "confound_columns",
-    "drop_columns",
+from brainpipe.config._keys import (
+    CALCIUM_INGEST_KEYS,
+    CONNECTOME_ALIGN_KEYS,
+    LAYERS,
+    NF_SECTIONS,
+    SPIKE_INGEST_KEYS,
+    _pick,
+    merged,
 )
-FMRI_FILE_KEYS = ("atlas", "atlas_labels", "participants")
-#: how a connectome study's animals are put on one clock and one set of neurons (global, or per study)
-CONNECTOME_ALIGN_KEYS = ("target_rate_hz", "rate_tolerance", "match_by")
-NF_SECTIONS = ("tokenizer", "model", "pretrain", "finetune", "evaluate", "bars")
-
-#: step -> the config keys its parameters are merged from, global first (``{0}``, ``{1}``: the dataset or study,
-#: then the variant); :meth:`Study.where` names the layer each value comes from
-LAYERS: dict[str, tuple[str, ...]] = {
-    "bin": ("spikes.bin", "spikes.datasets.{0}.bin"),
-    "switching": (
-        "spikes.switching_glm.model",
-        "spikes.switching_glm.variants.{1}",
-        "spikes.switching_glm.datasets.{0}.model",
-    ),
-    "fmri_clean": ("fmri.clean", "fmri.datasets.{0}.clean"),
-    "brainmae": ("fmri.brainmae.model", "fmri.brainmae.variants.{1}", "fmri.brainmae.datasets.{0}.model"),
-    "calcium_preprocess": ("calcium.preprocess", "calcium.datasets.{0}.preprocess"),
-    "connectome": ("calcium.connectome.model", "calcium.connectome.studies.{0}.model"),
-}
+from brainpipe.errors import ConfigError
 
 
 class Study:
@@ -630,52 +564,6 @@ class Study:
             cls(**params)._check_params()
         except ConfigError as err:
             raise self._fail(key, err) from None
-
-
-def load_study(
-    path: str | os.PathLike,
-    schema: str | os.PathLike | None = None,
-    base_dir: str | os.PathLike | None = None,
-    check_paths: bool = True,
-) -> Study:
-    """Read, validate and resolve a study config file.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The study's YAML file.
-    schema : str or path-like, optional
-        The study schema (default: the repository's ``workflow/schemas/config.schema.yaml``).
-    base_dir : str or path-like, optional
-        Folder that relative data paths are taken from (default: the current folder).
-    check_paths : bool, default True
-        Check that data paths exist.
-
-    Returns
-    -------
-    Study
-        The study, every cross-check run.
-
-    Raises
-    ------
-    brainpipe.errors.ConfigError
-        The file cannot be read or the config is not valid (one line naming the key).
-
-    Examples
-    --------
-    From the repository's folder:
-
-    >>> from brainpipe.config import load_study
-    >>> study = load_study("config/config.yaml", check_paths=False)  # doctest: +SKIP
-    >>> study.bin("steinmetz1")["bin_width_s"]  # doctest: +SKIP
-    0.01
-    >>> study.switching_variants("simswitch")  # doctest: +SKIP
-    ['gaussian', 'none', 'onehot', 'single']
-    """
-    from brainpipe.config._validate import load_config
-
-    cfg = load_config(path, schema, base_dir=base_dir or Path("."), check_paths=check_paths)
-    return Study(cfg, source=str(path))
 
 
 def _fill_method_docs(cls: type) -> type:
