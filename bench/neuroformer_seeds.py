@@ -113,7 +113,11 @@ def run_one(counts, truth, params: dict, seed: int, finetune: bool, max_windows:
             max_val_windows=f.get("max_val_windows", 512),
             min_epoch_windows=int(f.get("min_epoch_windows", 1024)),
             max_epoch_windows=f.get("max_epoch_windows"),
+            options=f.get("options", ["full"]),
+            label_draws=int(f.get("label_draws", 1)),
+            draw_fractions=f.get("draw_fractions"),
         )
+        print(f"# seed {seed} fine-tuning choices: {ft.attrs['finetune_selection']}", flush=True)
     ev = p["evaluate"]
     values, _ = score_neuroformer(
         counts,

@@ -195,7 +195,11 @@ def _pct(f: float) -> str:
 def decoding_metrics(
     ft: xr.Dataset, counts: xr.Dataset, model: Neuroformer, n_history: int = 4
 ) -> dict[str, float]:
-    """Test scores of every fine-tuning run, and of ridge/logistic on binned counts with the same labelled windows.
+    """Test scores of the fine-tuning runs, and of ridge/logistic on binned counts with the same labelled windows.
+
+    Per start and fraction, the runs of the option chosen on validation (``run_chosen``) are scored and their
+    scores averaged over the label draws (``run_draw``); the linear baselines are fitted on the same draws and
+    averaged the same way.
 
     Two linear baselines, each with its penalty chosen on the labelled validation windows: on the current and
     past windows' counts (:func:`window_features`, ``ridge``/``logistic``) and on the current window's bins plus
@@ -225,11 +229,20 @@ def decoding_metrics(
     split = ft["window_split"].values
     te = split == SPLIT_FLAGS["test"]
     y = ft["target"].values
+    n_run = ft.sizes["run"]
+    chosen = ft["run_chosen"].values.astype(bool) if "run_chosen" in ft else np.ones(n_run, bool)
+    draw = ft["run_draw"].values.astype(int) if "run_draw" in ft.coords else np.zeros(n_run, int)
     out: dict[str, float] = {}
-    for r in range(ft.sizes["run"]):
+    per: dict[str, list[float]] = {}
+    n_draws: dict[float, int] = {}
+    for r in np.flatnonzero(chosen):  # the option chosen on validation, each label draw
         init, frac = str(ft["run_init"].values[r]), float(ft["run_fraction"].values[r])
-        out[f"decode_{score_name}_{init}_{_pct(frac)}"] = score(y[te], ft["prediction"].values[r][te])
-    # baseline on binned counts: same windows, same labelled train subset
+        per.setdefault(f"decode_{score_name}_{init}_{_pct(frac)}", []).append(
+            score(y[te], ft["prediction"].values[r][te])
+        )
+        n_draws[frac] = max(n_draws.get(frac, 1), int(draw[r]) + 1)
+    out.update({k: float(np.mean(v)) for k, v in per.items()})  # mean over the label draws
+    # baseline on binned counts: same windows, same labelled train subsets (every draw), scores averaged
     tok = model.tokenizer_
     tok.target = {"source": ft.attrs["target_source"], "variable": ft.attrs["target_variable"], "kind": kind}
     tok.fit(counts)
@@ -250,15 +263,19 @@ def decoding_metrics(
     tem = (win.split == SPLIT_FLAGS["test"]) & lab
     base = "logistic" if kind == "classification" else "ridge"
     for frac in sorted(set(ft["run_fraction"].values.tolist())):
-        keep = label_subset(tr_idx, float(frac))
-        best_val = -np.inf
-        for suffix, X in feats.items():
-            p, val = linear_decoder(X[keep], tgt[keep], X[va], tgt[va], X[tem], kind, with_score=True)
-            te_score = score(tgt[tem], p)
-            out[f"decode_{score_name}_{base}{suffix}_{_pct(frac)}"] = te_score
-            if suffix == "" or val > best_val:  # the better features on validation (ties: the simpler)
-                best_val = val
-                out[f"decode_{score_name}_baseline_{_pct(frac)}"] = te_score
+        nd = n_draws.get(float(frac), 1)
+        acc: dict[str, list[float]] = {}
+        for d in range(nd):
+            keep = label_subset(tr_idx, float(frac), draw=d, n_draws=nd)
+            best_val = -np.inf
+            for suffix, X in feats.items():
+                p, val = linear_decoder(X[keep], tgt[keep], X[va], tgt[va], X[tem], kind, with_score=True)
+                te_score = score(tgt[tem], p)
+                acc.setdefault(f"decode_{score_name}_{base}{suffix}_{_pct(frac)}", []).append(te_score)
+                if suffix == "" or val > best_val:  # the better features on validation (ties: the simpler)
+                    best_val, best_score = val, te_score
+            acc.setdefault(f"decode_{score_name}_baseline_{_pct(frac)}", []).append(best_score)
+        out.update({k: float(np.mean(v)) for k, v in acc.items()})
     for frac in sorted(set(ft["run_fraction"].values.tolist())):
         pk, sk, bk = (f"decode_{score_name}_{m}_{_pct(frac)}" for m in ("pretrained", "scratch", "baseline"))
         if sk in out:

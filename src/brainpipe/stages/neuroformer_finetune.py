@@ -1,6 +1,7 @@
 """Fine-tune a pretrained Neuroformer to decode behaviour, with 1%, 10%, 100% (``finetune.fractions``) of the
-labelled train windows, and train the same network from scratch on the same labels (``finetune.scratch``); see
-:func:`brainpipe.training.neuroformer.finetune_neuroformer`.
+labelled train windows, and train the same network from scratch on the same labels (``finetune.scratch``), each
+start choosing among the fine-tuning ``finetune.options`` on validation, over ``finetune.label_draws`` labelled
+subsets; see :func:`brainpipe.training.neuroformer.finetune_neuroformer`.
 
 Each run picks its checkpoint on the validation windows (all of them, labelled) and predicts the validation and
 test windows once; the scores are computed by the evaluate stage. The output (``model_fit``) holds every run's
@@ -39,6 +40,11 @@ def run(inputs, outputs, params, log):
         )
     ft = dict(params.get("finetune", {}))
     fractions, scratch = ft.get("fractions", [0.01, 0.1, 1.0]), ft.get("scratch", True)
+    menu = {
+        "options": list(ft.get("options", ["full"])),
+        "label_draws": int(ft.get("label_draws", 1)),
+        "draw_fractions": ft.get("draw_fractions"),
+    }
     ds, decoder = finetune_neuroformer(
         counts,
         pre,
@@ -54,6 +60,7 @@ def run(inputs, outputs, params, log):
         checkpoint=ckpt,
         fingerprint=fingerprint("neuroformer_finetune", params, [inputs["counts"], inputs["pretrained"]]),
         log=log_,
+        **menu,
     )
     device = str(next(decoder.net_.parameters()).device)
     prov = make_provenance(
@@ -64,7 +71,9 @@ def run(inputs, outputs, params, log):
         device=device,
     )
     write(ds, outputs["finetune"], "model_fit", prov)
-    for label in run_labels(fractions, scratch):  # kept until now so that a failed stage resumes them at once
+    for label in run_labels(
+        fractions, scratch, **menu
+    ):  # kept until now so that a failed stage resumes them at once
         if ckpt:
             Path(run_checkpoint(ckpt, label)).unlink(missing_ok=True)
 

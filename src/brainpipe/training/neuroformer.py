@@ -1,6 +1,7 @@
 """Neuroformer training runs from a study's config: the model from a dataset's resolved ``neuroformer`` parameters,
 the training configs, pretraining with its ``model_fit`` output, and fine-tuning to decode behaviour at several
-label fractions (from the pretrained weights and from scratch).
+label fractions (from the pretrained weights and from scratch; in :mod:`brainpipe.training.neuroformer_finetune`,
+re-exported here).
 
 Parameters (one dataset's resolved ``neuroformer`` config, see config/README.md): ``tokenizer`` (SpikeTokenizer
 fields), ``model`` (network size, contrastive term), ``pretrain`` and ``finetune`` (TrainConfig fields; finetune
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from brainpipe.errors import ConfigError
-from brainpipe.models.neuroformer import MODEL_KEYS, READOUTS, Neuroformer, SpikeTokenizer
+from brainpipe.models.neuroformer import MODEL_KEYS, Neuroformer, SpikeTokenizer
 
 __all__ = [
     "FINETUNE_EXTRA",
@@ -33,6 +34,7 @@ __all__ = [
     "build_neuroformer",
     "contrastive_grid",
     "finetune_neuroformer",
+    "parse_option",
     "pretrain_checkpoints",
     "pretrain_neuroformer",
     "pretrained_dataset",
@@ -49,6 +51,9 @@ FINETUNE_EXTRA = (
     "min_epoch_windows",
     "max_epoch_windows",
     "readout",
+    "options",
+    "label_draws",
+    "draw_fractions",
 )
 TRAIN_KEYS = (
     "max_epochs",
@@ -350,220 +355,8 @@ def pretrained_dataset(model: Neuroformer) -> xr.Dataset:
     return ds
 
 
-def _inits(scratch: bool | Sequence[float], fraction: float) -> list[str]:
-    """The runs at one fraction: pretrained, and scratch when ``scratch`` is True or lists that fraction."""
-    if isinstance(scratch, bool):
-        at = scratch
-    else:
-        at = any(abs(float(f) - fraction) < 1e-12 for f in scratch)
-    return ["pretrained"] + (["scratch"] if at else [])
-
-
-def _run_label(init: str, fraction: float) -> str:
-    return f"{init}_{fraction * 100:g}pct"
-
-
-def finetune_neuroformer(
-    counts: xr.Dataset,
-    pretrained: xr.Dataset,
-    target: Mapping[str, Any],
-    config: Mapping[str, Any] | None = None,
-    fractions: Sequence[float] = (0.01, 0.1, 1.0),
-    scratch: bool | Sequence[float] = True,
-    max_val_windows: int | None = 512,
-    min_epoch_windows: int = 1024,
-    max_epoch_windows: int | None = None,
-    readout: str | None = None,
-    source: str = "counts",
-    pretrained_source: str = "pretrained",
-    checkpoint: str | None = None,
-    fingerprint: Mapping[str, Any] | None = None,
-    log: logging.Logger | None = None,
-) -> tuple[xr.Dataset, Neuroformer]:
-    """Fine-tune a pretrained Neuroformer to decode behaviour, at fractions of the labelled train windows.
-
-    At each fraction the same network is also trained from scratch on the same labels (``scratch``). Both runs
-    train under one and the same ``config``: the same early stopping on the labelled validation windows
-    (``patience`` epochs without improvement, ``min_delta``), the same ``max_epochs`` and the same ``max_steps``
-    (None: no cap), so neither start is cut short where the other converges. Each run (one per fraction and
-    start: ``pretrained``, then ``scratch``) picks its checkpoint on the validation windows and predicts the
-    labelled validation and test windows once; scoring is left to
-    :func:`brainpipe.evaluate.neuroformer.decoding_metrics`.
-
-    Parameters
-    ----------
-    counts : xarray.Dataset
-        A ``spike_counts`` dataset with the target variable.
-    pretrained : xarray.Dataset
-        The pretrained ``model_fit`` (:func:`pretrained_dataset`); its vocabulary must match ``counts``.
-    target : mapping
-        ``source`` (``behaviour`` or ``stimulus``), ``variable`` and ``kind`` (``regression``, the default, or
-        ``classification``).
-    config : mapping, optional
-        :class:`~brainpipe.training.TrainConfig` fields of the fine-tuning (:func:`train_config`).
-    fractions : sequence of float, default (0.01, 0.1, 1.0)
-        Fractions of the labelled train windows, one run (or two, with ``scratch``) each.
-    scratch : bool or sequence of float, default True
-        Also train the network from scratch at each fraction (a sequence: at those fractions only).
-    max_val_windows : int or None, default 512
-        Most labelled validation windows in the validation loss.
-    min_epoch_windows : int, default 1024
-        Fewest windows per epoch (a small labelled set is repeated).
-    max_epoch_windows : int, optional
-        Most windows per epoch (a larger labelled set is sampled anew each epoch), so that every fraction is
-        validated and early-stopped at the same interval (None: one full pass per epoch).
-    readout : {"mean", "last", "mean_past"}, optional
-        Features of the behaviour head (:class:`~brainpipe.models.neuroformer.Neuroformer`'s ``readout``; None:
-        the pretrained model's).
-    source : str, default "counts"
-        What the counts are called in error messages.
-    pretrained_source : str, default "pretrained"
-        What the pretrained fit is called in error messages.
-    checkpoint : str, optional
-        Each run checkpoints to :func:`run_checkpoint` of it and its label (left for the caller to remove).
-    fingerprint : mapping, optional
-        What identifies the runs; each adds its ``run`` label.
-    log : logging.Logger, optional
-        Where progress is logged (this module's logger when None).
-
-    Returns
-    -------
-    runs : xarray.Dataset
-        A ``model_fit``: the weights of the pretrained run with the most labels (the decoder to use), every run's
-        predictions ``prediction(run, window)`` with ``target(window)``, ``window_split``, ``window_time``,
-        ``window_start_bin``, ``run_n_labelled``, ``run_best_val_loss``, ``run_epochs``, ``run_steps``,
-        ``run_best_epoch``, ``run_stopped_early``; coordinates ``run``, ``run_init``,
-        ``run_fraction``; the target in the attrs.
-    decoder : Neuroformer
-        That decoder (the pretrained run with the most labels), fitted.
-
-    Examples
-    --------
-    >>> from brainpipe.data import read
-    >>> counts, pre = read("counts.nc", "spike_counts"), read("pretrained.nc", "model_fit")  # doctest: +SKIP
-    >>> target = {"source": "behaviour", "variable": "speed"}
-    >>> runs, decoder = finetune_neuroformer(counts, pre, target, fractions=[0.1, 1.0])  # doctest: +SKIP
-    >>> list(runs["run"].values)  # doctest: +SKIP
-    ['pretrained_10pct', 'scratch_10pct', 'pretrained_100pct', 'scratch_100pct']
-    """
-    log = log or log_
-    if readout is not None and readout not in READOUTS:
-        raise ConfigError(
-            f"neuroformer model.readout: {readout!r} is not one of {', '.join(READOUTS)} (or null: the model's)"
-        )
-    fractions = sorted(float(f) for f in fractions)
-    runs, preds, hist_best, keep_weights = [], [], [], None
-    win_ref = None
-    for frac in fractions:
-        for init in _inits(scratch, frac):
-            model = Neuroformer.from_dataset(pretrained, counts, source=pretrained_source)
-            model.finetune = dict(config or {})  # the same stopping rule for both starts
-            if readout is not None:
-                model.readout = str(readout)
-            model.set_target(counts, target, source)
-            label = _run_label(init, frac)
-            model.fit_behaviour(
-                counts,
-                frac,
-                from_pretrained=(init == "pretrained"),
-                source=source,
-                checkpoint=run_checkpoint(checkpoint, label),
-                fingerprint=dict(fingerprint or {}, run=label),
-                log=log,
-                max_val_windows=max_val_windows,
-                min_epoch_windows=int(min_epoch_windows),
-                max_epoch_windows=None if max_epoch_windows is None else int(max_epoch_windows),
-            )
-            win = model.labelled_windows(counts, ("validation", "test"), source)
-            pred, tgt = model.decode(win)
-            win_ref = (win, tgt.astype(np.float64)) if win_ref is None else win_ref
-            fres = model.finetune_result_
-            runs.append(
-                (label, init, frac, model.n_labelled_, len(model.finetune_history_), int(fres.steps))
-                + (int(fres.best_epoch), bool(fres.stopped_early))
-            )
-            preds.append(pred.astype(np.float64) if model.target_kind == "classification" else pred)
-            hist = model.finetune_history_
-            hist_best.append(min((h.get("val_loss", np.nan) for h in hist), default=np.nan))
-            log.info(
-                "%s: %d labelled windows, %d epochs, best validation loss %.4f (%d validation windows)",
-                label,
-                model.n_labelled_,
-                len(hist),
-                hist_best[-1],
-                model.n_validation_,
-            )
-            if init == "pretrained":
-                keep_weights = model
-    win, tgt = win_ref
-    ds = keep_weights.to_dataset()
-    ds["prediction"] = (
-        ("run", "window"),
-        np.stack(preds),
-        {"long_name": "decoded target per run and window"},
-    )
-    ds["target"] = (
-        "window",
-        tgt,
-        {"long_name": f"recorded {target['variable']} (window mean or last-bin class)"},
-    )
-    ds["window_split"] = (
-        "window",
-        win.split.astype(np.int8),
-        {"long_name": "split of the window (1 validation, 2 test)"},
-    )
-    ds["window_time"] = (
-        "window",
-        win.t_start.astype(np.float64),
-        {"units": "s", "long_name": "current window start"},
-    )
-    ds["window_start_bin"] = ("window", win.start.astype(np.int64))
-    ds["run_n_labelled"] = ("run", np.array([r[3] for r in runs], np.int64))
-    ds["run_best_val_loss"] = ("run", np.array(hist_best, np.float64))
-    ds["run_epochs"] = ("run", np.array([r[4] for r in runs], np.int64), {"long_name": "epochs trained"})
-    ds["run_steps"] = (
-        "run",
-        np.array([r[5] for r in runs], np.int64),
-        {"long_name": "optimizer steps taken"},
-    )
-    ds["run_best_epoch"] = (
-        "run",
-        np.array([r[6] for r in runs], np.int64),
-        {"long_name": "epoch of the best validation loss (the checkpoint kept)"},
-    )
-    ds["run_stopped_early"] = (
-        "run",
-        np.array([r[7] for r in runs], np.int8),
-        {
-            "long_name": "1 when early stopping on the validation loss ended the run, 0 when max_epochs or max_steps did"
-        },
-    )
-    ds = ds.assign_coords(
-        run=np.array([r[0] for r in runs]),
-        run_init=("run", np.array([r[1] for r in runs])),
-        run_fraction=("run", np.array([r[2] for r in runs], np.float64)),
-    )
-    ds.attrs.update(
-        target_kind=str(target.get("kind", "regression")),
-        target_variable=str(target["variable"]),
-        target_source=str(target["source"]),
-    )
-    return ds, keep_weights
-
-
-def run_labels(fractions: Sequence[float], scratch: bool | Sequence[float] = True) -> list[str]:
-    """The labels of the fine-tuning runs, in their order.
-
-    Parameters
-    ----------
-    fractions : sequence of float
-        Fractions of the labelled train windows.
-    scratch : bool or sequence of float, default True
-        Whether from-scratch runs are made too (a sequence: at those fractions only).
-
-    Returns
-    -------
-    list of str
-        ``<init>_<percent>pct`` per run.
-    """
-    return [_run_label(i, f) for f in sorted(float(f) for f in fractions) for i in _inits(scratch, f)]
+from brainpipe.training.neuroformer_finetune import (  # noqa: E402  (fine-tuning, in its own module)
+    finetune_neuroformer,
+    parse_option,
+    run_labels,
+)

@@ -42,7 +42,7 @@ scoring) with its mixins :mod:`~brainpipe.models.neuroformer.readouts` (connecti
 (``model_fit`` datasets); every public name is importable from here.
 """
 
-from brainpipe.models.neuroformer.estimator import MODEL_KEYS, Neuroformer, r2_score
+from brainpipe.models.neuroformer.estimator import FINETUNE_MODES, MODEL_KEYS, Neuroformer, r2_score
 from brainpipe.models.neuroformer.network import (
     READOUTS,
     Attention,
@@ -65,6 +65,7 @@ from brainpipe.models.neuroformer.tokenizer import (
 
 __all__ = [
     "MODALITY_SOURCES",
+    "FINETUNE_MODES",
     "MODEL_KEYS",
     "N_SPECIAL",
     "READOUTS",

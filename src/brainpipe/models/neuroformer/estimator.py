@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -28,7 +29,10 @@ from brainpipe.models.neuroformer.readouts import ConnectivityReadouts
 from brainpipe.models.neuroformer.serialise import MODEL_KEYS, Serialisation
 from brainpipe.models.neuroformer.tokenizer import SpikeTokenizer, Windows, label_subset
 
-__all__ = ["MODEL_KEYS", "Neuroformer", "r2_score"]
+__all__ = ["FINETUNE_MODES", "MODEL_KEYS", "Neuroformer", "r2_score"]
+
+#: fine-tuning modes of :meth:`Neuroformer.fit_behaviour`
+FINETUNE_MODES = ("full", "probe", "lpft")
 
 
 class Neuroformer(ConnectivityReadouts, Generation, Serialisation, Estimator):
@@ -270,11 +274,20 @@ class Neuroformer(ConnectivityReadouts, Generation, Serialisation, Estimator):
         max_val_windows: int | None = 512,
         min_epoch_windows: int = 1024,
         max_epoch_windows: int | None = None,
+        mode: str = "full",
+        label_draw: int = 0,
+        label_draws: int = 1,
     ) -> Neuroformer:
         """Fine-tune the behaviour head (and the network) on ``label_fraction`` of the labelled train windows.
 
         The labelled subset is :func:`label_subset`: ``label_fraction`` of the labelled train windows, evenly
-        spaced (at least 8).
+        spaced (at least 8; draw ``label_draw`` of ``label_draws`` shifted grids).
+        ``mode``: ``"full"`` trains the whole network and the head; ``"probe"`` freezes the network and fits the
+        head alone (a linear probe: ridge, or class-balanced logistic regression, on the head's standardised
+        features of the labelled windows, its penalty chosen on the validation windows' loss); ``"lpft"`` fits
+        that probe, then trains the whole network from it (linear probing, then fine-tuning).
+        After any mode, ``validation_loss_`` is the behaviour loss on the validation windows (the one the
+        training loop stops on), the same measure for every mode and start.
         ``from_pretrained=False`` re-initialises the network (the from-scratch comparison). A small labelled set
         is repeated so that an epoch (one validation pass) covers at least ``min_epoch_windows`` windows; a large
         one is sampled, a fresh random ``max_epoch_windows`` of it per epoch, so that every label fraction is
@@ -299,6 +312,12 @@ class Neuroformer(ConnectivityReadouts, Generation, Serialisation, Estimator):
             Fewest windows per epoch (a small labelled set is repeated).
         max_epoch_windows : int, optional
             Most windows per epoch (a larger labelled set is sampled anew each epoch; None: one full pass).
+        mode : {"full", "probe", "lpft"}, default "full"
+            Train the whole network, the head alone on frozen features, or the probe's head then the network.
+        label_draw : int, default 0
+            Which of the ``label_draws`` labelled subsets (:func:`label_subset`).
+        label_draws : int, default 1
+            Number of labelled subsets drawn at this fraction.
 
         Returns
         -------
@@ -308,6 +327,10 @@ class Neuroformer(ConnectivityReadouts, Generation, Serialisation, Estimator):
         from brainpipe.training import train
 
         self._check_params()
+        if mode not in FINETUNE_MODES:
+            raise ConfigError(
+                f"neuroformer finetune: mode={mode!r} is not one of {', '.join(FINETUNE_MODES)}"
+            )
         if self._tokenizer().target is None:
             raise ConfigError("neuroformer: fit_behaviour needs a tokenizer target")
         win = self._prepare(counts, source)
@@ -318,7 +341,7 @@ class Neuroformer(ConnectivityReadouts, Generation, Serialisation, Estimator):
         va = (win.split == SPLIT_FLAGS["validation"]) & lab
         if tr.size == 0 or not va.any():
             raise InputError(f"{source}: no labelled train or validation windows for the decoding target")
-        keep = self._label_subset(win, tr, label_fraction)
+        keep = label_subset(tr, label_fraction, draw=int(label_draw), n_draws=int(label_draws))
         self.n_labelled_ = int(keep.size)
         va_idx = np.flatnonzero(va)
         if max_val_windows is not None and va_idx.size > max_val_windows:
@@ -345,6 +368,17 @@ class Neuroformer(ConnectivityReadouts, Generation, Serialisation, Estimator):
                 f"neuroformer finetune: max_epoch_windows={max_epoch_windows} is below min_epoch_windows="
                 f"{min_epoch_windows}; give max_epoch_windows >= min_epoch_windows (or null)"
             )
+        if mode in ("probe", "lpft"):
+            self.probe_ = self._fit_probe(win_y, keep, va_idx, kind, cw)
+        if mode == "probe":
+            loss = self._behaviour_val_loss(win_y.select(va_idx), kind, cw)
+            self.finetune_history_ = []
+            self.finetune_result_ = SimpleNamespace(
+                steps=0, best_epoch=-1, stopped_early=False, best_val=loss
+            )
+            self.validation_loss_ = loss
+            self.net_.eval()
+            return self
         reps = max(1, int(np.ceil(min_epoch_windows / max(keep.size, 1))))
         data = win_y.select(np.tile(keep, reps)).tensors()
         collate = None
@@ -364,10 +398,80 @@ class Neuroformer(ConnectivityReadouts, Generation, Serialisation, Estimator):
         self.finetune_history_ = list(res.history)
         self.finetune_result_ = res
         self.net_.eval()
+        self.validation_loss_ = self._behaviour_val_loss(win_y.select(va_idx), kind, cw)
         return self
 
-    def _label_subset(self, win: Windows, train_idx: np.ndarray, fraction: float) -> np.ndarray:
-        return label_subset(train_idx, fraction)
+    @torch.no_grad()
+    def _head_inputs(self, win: Windows) -> np.ndarray:
+        """(window, feature) what the behaviour head reads (after its LayerNorm), the network in eval mode."""
+        self.net_.eval()
+        head = self.net_.head_behaviour
+        got = []
+        h = head[0].register_forward_hook(lambda _m, _i, out: got.append(out.detach().float().cpu()))
+        try:
+            self._forward_windows(win)
+        finally:
+            h.remove()
+        return torch.cat(got).numpy().astype(np.float64) if got else np.zeros((0, head[1].in_features))
+
+    @torch.no_grad()
+    def _behaviour_val_loss(self, win: Windows, kind: str, cw: torch.Tensor | None) -> float:
+        """The behaviour loss (as the training loop validates it) over windows, the network in eval mode."""
+        self.net_.eval()
+        dev = next(self.net_.parameters()).device
+        total, n = 0.0, 0
+        tensors = win.tensors()
+        for s in range(0, len(win), 256):
+            b = [t[s : s + 256].to(dev) for t in tensors]
+            total += float(behaviour_loss(self.net_, b, kind, cw)) * b[0].shape[0]
+            n += b[0].shape[0]
+        return total / max(n, 1)
+
+    def _fit_probe(
+        self, win_y: Windows, keep: np.ndarray, va_idx: np.ndarray, kind: str, cw: torch.Tensor | None
+    ) -> dict[str, float]:
+        """Fit the head's linear layer on frozen features: ridge (regression) or class-balanced logistic
+        regression on standardised features of the labelled windows, the penalty with the lowest validation loss."""
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        X = self._head_inputs(win_y.select(np.concatenate([keep, va_idx])))
+        X_tr, X_va = X[: keep.size], X[keep.size :]
+        mu, sd = X_tr.mean(0), X_tr.std(0) + 1e-6
+        Z_tr, Z_va = (X_tr - mu) / sd, (X_va - mu) / sd
+        y_tr, y_va = win_y.target[keep, 0], win_y.target[va_idx, 0]
+        lin = self.net_.head_behaviour[1]
+        n_out = lin.out_features
+        best = (np.inf, None, None, None)
+        for a in np.logspace(-2, 4, 7):
+            if kind == "classification":
+                classes = np.unique(y_tr.astype(int))
+                W, b = np.zeros((n_out, Z_tr.shape[1])), np.full(n_out, -30.0)
+                if classes.size < 2:
+                    b[classes] = 0.0
+                else:
+                    m = LogisticRegression(C=1.0 / a, max_iter=500, class_weight="balanced")
+                    m.fit(Z_tr, y_tr.astype(int))
+                    if classes.size == 2:  # one logit: class 1 against class 0
+                        W[classes[1]], b[classes[0]], b[classes[1]] = m.coef_[0], 0.0, m.intercept_[0]
+                    else:
+                        W[classes], b[classes] = m.coef_, m.intercept_
+                logits = Z_va @ W.T + b
+                logp = logits - logits.max(1, keepdims=True)
+                logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+                yv = y_va.astype(int)
+                w = cw.numpy()[yv] if cw is not None else np.ones(yv.size)
+                loss = float(-(w * logp[np.arange(yv.size), yv]).sum() / max(w.sum(), 1e-12))
+            else:
+                m = Ridge(alpha=a).fit(Z_tr, y_tr)
+                W, b = m.coef_[None, :], np.atleast_1d(m.intercept_)
+                loss = float(np.mean((Z_va @ W[0] + b[0] - y_va) ** 2))
+            if loss < best[0]:
+                best = (loss, a, W, b)
+        loss, a, W, b = best
+        with torch.no_grad():  # fold the standardisation into the linear layer
+            lin.weight.copy_(torch.as_tensor(W / sd[None, :], dtype=lin.weight.dtype))
+            lin.bias.copy_(torch.as_tensor(b - (W * (mu / sd)[None, :]).sum(1), dtype=lin.bias.dtype))
+        return {"val_loss": loss, "alpha": float(a)}
 
     @fill_doc
     def set_target(

@@ -392,11 +392,14 @@ def align_modality(values: xr.DataArray, time: np.ndarray, name: str, source: st
     return np.stack([np.interp(time, ts, v[:, k]) for k in range(v.shape[1])], axis=1)
 
 
-def label_subset(train_idx: np.ndarray, fraction: float, min_windows: int = 8) -> np.ndarray:
+def label_subset(
+    train_idx: np.ndarray, fraction: float, min_windows: int = 8, draw: int = 0, n_draws: int = 1
+) -> np.ndarray:
     """The labelled subset of train windows for a label fraction: evenly spaced over the train windows (every
     k-th one, deterministic), so a few labels still span the recording's range of behaviour; at least
     ``min_windows``. Train windows never overlap validation or test windows (time blocks), so spacing them out
-    leaks nothing.
+    leaks nothing. Draw ``d`` of ``n_draws`` shifts the grid by ``d / n_draws`` of its spacing (draw 0 is the
+    unshifted grid), so that several draws label different, equally spread windows.
 
     Parameters
     ----------
@@ -406,6 +409,10 @@ def label_subset(train_idx: np.ndarray, fraction: float, min_windows: int = 8) -
         Fraction of them to label, in (0, 1].
     min_windows : int
         Fewest labelled windows.
+    draw : int, default 0
+        Which draw, ``0 <= draw < n_draws``.
+    n_draws : int, default 1
+        Number of draws (the shift's denominator).
 
     Returns
     -------
@@ -414,7 +421,13 @@ def label_subset(train_idx: np.ndarray, fraction: float, min_windows: int = 8) -
     """
     if not 0 < fraction <= 1:
         raise ConfigError(f"label fraction {fraction} must be in (0, 1]")
+    if not 0 <= int(draw) < max(int(n_draws), 1):
+        raise ConfigError(f"label draw {draw} must be in [0, n_draws={n_draws})")
     if fraction >= 1 or train_idx.size <= min_windows:
         return train_idx
     n_keep = max(min_windows, int(round(fraction * train_idx.size)))
-    return train_idx[np.linspace(0, train_idx.size - 1, n_keep).round().astype(int)]
+    if int(draw) == 0:
+        return train_idx[np.linspace(0, train_idx.size - 1, n_keep).round().astype(int)]
+    step = train_idx.size / n_keep
+    pos = np.floor(step * (np.arange(n_keep) + int(draw) / int(n_draws))).astype(int)
+    return train_idx[np.minimum(pos, train_idx.size - 1)]
