@@ -119,7 +119,10 @@ def test_em_objective_rises_monotonically(tiny_switch, prior, link):
     m = SwitchingGLM(n_states=2, prior=prior, link=link, n_iter=15, tol=0.0, device="cpu").fit(counts)
     obj = m.objective_
     assert obj.size == 16
-    assert np.all(np.diff(obj) >= -1e-6 * np.abs(obj[:-1])), np.diff(obj)
+    # exact EM for the free weights; the one-hot prior's Laplace-EM (responsibilities judged on the data's estimates)
+    # may dip, by far less than it gains
+    slack = 1e-4 if prior == "onehot" else 1e-6
+    assert np.all(np.diff(obj) >= -slack * np.abs(obj[:-1])), np.diff(obj)
     assert obj[-1] > obj[0]
 
 
@@ -657,3 +660,23 @@ def test_select_without_validation_bins_is_one_line(tiny_switch):
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="select.l2 must be a non-empty list"):
         fit_select({"n_states": 2, "device": "cpu"}, {"l2": []}, counts, build_model)
+
+
+def test_laplace_weights_undo_the_priors_shrinkage(tiny_switch):
+    """The structure read-out's per-weight estimates: a fit without prior is its own estimate (with positive,
+    finite variances); a tight Gaussian prior's shrunk weights get back towards what the data say."""
+    _, counts = tiny_switch
+    out = {}
+    for prior, kw in (("none", {}), ("gaussian", {"gaussian_sigma": 0.02})):
+        m = SwitchingGLM(n_states=2, prior=prior, link="sigmoid", n_iter=15, device="cpu", **kw).fit(counts)
+        data = m.batch(counts, "train")
+        _, _, (_, gamma, _) = m._objective(m.params_, data, True)
+        W_hat, var = (t.numpy() for t in m._laplace_weights(m.params_, data, gamma))
+        assert np.all(np.isfinite(var)) and np.all(var > 0)
+        off = ~np.eye(W_hat.shape[-1], dtype=bool)
+        out[prior] = (m.weights_[:, off], W_hat[:, off], np.sqrt(var[:, off]))
+    W, W_hat, sd = out["none"]
+    assert np.median(np.abs(W_hat - W) / sd) < 0.1  # already the data's estimate
+    W, W_hat, _ = out["gaussian"]
+    spread = lambda w: np.abs(w - w.mean(0)).mean()  # noqa: E731
+    assert spread(W_hat) > 3 * spread(W)  # the states' estimates no longer pulled together

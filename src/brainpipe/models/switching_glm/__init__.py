@@ -19,8 +19,13 @@ Priors on the off-diagonal couplings ``W_s``:
               ``onehot_prior_mean``, uniform by default, and concentration ``onehot_prior_concentration``), and
               ``W_{s,n<-m} | a ~ N(-mu, sd^2), N(0, onehot_spike_sd^2), N(+mu, sd^2)`` with the slab's ``mu``, ``sd``
               learned. EM treats the classes as latent: after every M-step their posterior (responsibilities) is
-              computed in closed form, then ``pi`` (its MAP) and the slab; the next M-step's prior on each weight
-              is the expected log class density under those responsibilities (a Gaussian). Learned jointly from
+              computed in closed form from the data's Laplace estimate of each weight (one Newton step of the
+              data term alone: the weight without the prior's shrinkage, and its sampling variance, which widens
+              each class density), then ``pi`` (its MAP) and the slab; the next M-step's prior on each weight
+              is the expected log class density under those responsibilities (a Gaussian). Judging the class by
+              the data's estimate (a Laplace-EM) keeps a coupling the prior has pulled towards 0 from being held
+              there by its own shrunk value (with the fitted weight instead, true couplings of the low-data
+              simulator stayed at "none"). Learned jointly from
               the first iteration (the same initialisation as the other priors); the structure is each pair's most
               probable class per state (weights of "none" pairs set to 0), the shared structure ``pi``'s.
 
@@ -30,11 +35,16 @@ M-step per (state, neuron) with closed-form gradients and a subsampled Fisher in
 ``m_step``). The per-bin data term runs in ``data_dtype``
 (float32 by default) with every sum over bins in float64. Every step raises the MAP objective
 (log-likelihood + log prior; one-hot: the log mixture prior and the hyperprior), which ``objective_`` records per
-iteration. Initialisation: a single-state GLM,
+iteration (one-hot: the responsibilities are the Laplace-EM's, not the exact ones at the point estimate, so the
+objective can dip slightly). Initialisation: a single-state GLM,
 copied to every state with Gaussian noise (``init_noise``); ``n_restarts`` seeds, best training objective kept.
-The one-hot prior's mixture starts fitted to these initial weights (no data pass). Free weights (``none``,
-``gaussian``) get their structure from the same class mixture fitted post hoc to the fitted weights (or from
-``adjacency_threshold`` when set).
+The one-hot prior's mixture starts fitted to these initial weights (no data pass). The structure is read out the
+same way for every prior: each weight's class from a class mixture applied to the data's Laplace estimates of the
+weights at the fit (:meth:`~brainpipe.models.switching_glm.mstep.EmissionMSteps._laplace_weights`, one more pass
+over the data): the one-hot prior's own mixture, or for free weights (``none``, ``gaussian``) the same mixture
+fitted post hoc (its spike SD learned, every class density widened by each estimate's sampling variance), or
+``adjacency_threshold`` on the fitted weights when set. No threshold is set by hand: a weak but well-measured
+coupling counts, a large but noisy one need not.
 
 Modules: :mod:`~brainpipe.models.switching_glm.data` (sequences as padded batches),
 :mod:`~brainpipe.models.switching_glm.mstep` (the Poisson data term, Fisher information, Newton and L-BFGS

@@ -413,7 +413,8 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, FitDatasets, Es
                     ckpt.maybe_save(lambda r=r, b=best: _ckpt_state(r + 1, 0, {}, [], [], b), force=True)
         self.checkpoint_saves_ = ckpt.saves
         p, objs, lls = best["p"], best["objs"], best["lls"]
-        self._set_fitted(p)
+        _, _, (_, gamma, _) = self._objective(p, data, True)
+        self._set_fitted(p, self._laplace_weights(p, data, gamma))
         self.objective_, self.log_likelihood_ = np.array(objs), np.array(lls)
         self.n_iter_ = len(objs) - 1
         self.train_log_likelihood_ = lls[-1]
@@ -425,8 +426,12 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, FitDatasets, Es
         """One phase of a restart (every prior has one: "em"), updating ``p`` in place."""
         return self._em(p, data, self.n_iter, True, self._trainable(p), objs, lls, tick)
 
-    def _set_fitted(self, p: dict) -> None:
+    def _set_fitted(self, p: dict, laplace: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Store the fitted parameters ``p`` and read the structure out: each weight's class from the class
+        mixture (the one-hot prior's own; a post-hoc one for free weights) applied to ``laplace`` (the data's
+        estimates of the weights and their variances, :meth:`_laplace_weights`), or to the weights themselves."""
         self.params_ = p
+        W_hat, var = laplace if laplace is not None else (p["W"], None)
         W = self._weights(p, hard=True, tau=None, gen=None)
         self.weights_ = W.detach().cpu().numpy()
         self.bias_ = p["b"].cpu().numpy()
@@ -436,7 +441,8 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, FitDatasets, Es
         N = self.weights_.shape[-1]
         off = ~np.eye(N, dtype=bool)
         if self.prior == "onehot" and "q" in p:
-            classes, probs = p["q"].argmax(-1), p["prior_probs"]
+            q = self._responsibilities(p, W_hat, var) * torch.as_tensor(off, device=W.device)[..., None]
+            classes, probs = q.argmax(-1), self._shared_categorical(q)
             self.adjacency_ = ((classes - 1).cpu().numpy() * off).astype(np.int8)
             self.weights_ = np.where(
                 off & (self.adjacency_ == 0), 0.0, self.weights_
@@ -444,7 +450,7 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, FitDatasets, Es
             self.params_ = dict(p, W=torch.as_tensor(self.weights_, dtype=W.dtype, device=W.device))
             self.slab_ = p["slab"].cpu().numpy()
         else:
-            classes, probs = self._posthoc_structure(W.detach())
+            classes, probs = self._posthoc_structure(W_hat.detach(), var)
             if self.adjacency_threshold is None:
                 self.adjacency_ = ((classes - 1).cpu().numpy() * off).astype(np.int8)
             else:

@@ -32,7 +32,10 @@ class CouplingPriors:
     EM treats ``a`` as latent: its posterior ``q_{s,n<-m}`` (the responsibilities) is computed in closed form after
     every M-step, the M-step on the weights is a Gaussian prior of precision ``sum_k q_k / sd_k^2`` (the Newton
     M-step of the free model, with that prior), and ``pi``, ``mu`` and ``sd`` are updated in closed form from ``q``.
-    Every step raises the MAP objective (log-likelihood + log mixture prior + log hyperprior).
+    After a Newton M-step ``q`` is judged on the data's Laplace estimate of each weight and its sampling variance
+    (``p["W_lap"]``, ``p["W_var"]``: the weight without the prior's pull, each class density widened by that
+    variance), a Laplace-EM; the MAP objective (log-likelihood + log mixture prior + log hyperprior) then rises
+    at nearly every step but is not guaranteed to (with the L-BFGS M-step, ``q`` at the point estimate: exact EM).
     """
 
     def _weights(self, p: dict[str, torch.Tensor], hard: bool = True, tau=None, gen=None):
@@ -45,17 +48,25 @@ class CouplingPriors:
         spike = p["spike_sd"] if "spike_sd" in p else sd.new_tensor(self.onehot_spike_sd)
         return torch.stack([sd, spike, sd])
 
-    def _class_log_densities(self, p, W: torch.Tensor) -> torch.Tensor:
-        """``log N(W; mu_k, sd_k^2)`` per class, (S, N, N, 3)."""
+    def _class_log_densities(self, p, W: torch.Tensor, var: torch.Tensor | None = None) -> torch.Tensor:
+        """``log N(W; mu_k, sd_k^2 + var)`` per class, (S, N, N, 3): with ``var`` (each weight's sampling variance,
+        :meth:`~brainpipe.models.switching_glm.mstep.EmissionMSteps._laplace_weights`) the class densities of a
+        noisy estimate ``W`` of the weight (the class prior convolved with the data's Laplace approximation)."""
         mu = p["slab"][0]
         means = torch.stack([-mu, torch.zeros_like(mu), mu])
         sds = self._sds(p, W)
-        z = (W[..., None] - means) / sds
-        return -0.5 * z**2 - torch.log(sds) - 0.5 * math.log(2 * math.pi)
+        if var is None:
+            z = (W[..., None] - means) / sds
+            return -0.5 * z**2 - torch.log(sds) - 0.5 * math.log(2 * math.pi)
+        total = sds**2 + var[..., None]
+        return (
+            -0.5 * (W[..., None] - means) ** 2 / total - 0.5 * torch.log(total) - 0.5 * math.log(2 * math.pi)
+        )
 
-    def _responsibilities(self, p, W: torch.Tensor) -> torch.Tensor:
-        """Posterior of each pair's class given the weights and the shared categorical, (S, N, N, 3)."""
-        logp = self._class_log_densities(p, W) + torch.log(p["prior_probs"].clamp_min(1e-12))[None]
+    def _responsibilities(self, p, W: torch.Tensor, var: torch.Tensor | None = None) -> torch.Tensor:
+        """Posterior of each pair's class given the weights (with ``var``: noisy estimates of them, see
+        :meth:`_class_log_densities`) and the shared categorical, (S, N, N, 3)."""
+        logp = self._class_log_densities(p, W, var) + torch.log(p["prior_probs"].clamp_min(1e-12))[None]
         return torch.softmax(logp, dim=-1)
 
     def _log_prior(self, p, W) -> torch.Tensor:
@@ -118,15 +129,21 @@ class CouplingPriors:
             N = p["W"].shape[-1]
             p["W_bar"] = p["W"].mean(0) * (1 - torch.eye(N, dtype=p["W"].dtype, device=p["W"].device))
         elif self.prior == "onehot":
-            self._mixture_step(p, p["W"])
+            if "W_lap" in p:
+                self._mixture_step(p, p["W_lap"], p["W_var"])
+            else:
+                self._mixture_step(p, p["W"])
 
-    def _mixture_step(self, p, W: torch.Tensor) -> None:
+    def _mixture_step(self, p, W: torch.Tensor, var: torch.Tensor | None = None) -> None:
         """One closed-form round of the class mixture at weights ``W``: responsibilities ``q``, then the shared
         categorical (MAP under its Dirichlet hyperprior), then the slab's mean and SD (floored at twice the
-        spike SD, so the classes stay apart), and the spike's SD where it is learned (``p["spike_sd"]``)."""
+        spike SD, so the classes stay apart), and the spike's SD where it is learned (``p["spike_sd"]``). With
+        ``var`` (the weights' sampling variances) the SDs are those of the weights themselves: the estimates'
+        weighted second moments less their sampling variance (deconvolution by moments)."""
         N = W.shape[-1]
         off = (1 - torch.eye(N, dtype=W.dtype, device=W.device))[None]
-        q = self._responsibilities(p, W) * off[..., None]
+        noise = torch.zeros_like(W) if var is None else var
+        q = self._responsibilities(p, W, var) * off[..., None]
         p["q"] = q
         c = self.onehot_prior_concentration * self._prior_mean(W)
         pi = q.sum(0) + c
@@ -136,19 +153,22 @@ class CouplingPriors:
         spike = self.onehot_spike_sd
         if "spike_sd" in p:
             w0 = q[..., 1]
-            spike_t = ((w0 * W**2).sum() / w0.sum().clamp_min(1e-8)).sqrt().clamp_min(1e-3)
+            spike_t = ((w0 * (W**2 - noise)).sum() / w0.sum().clamp_min(1e-8)).clamp_min(1e-6).sqrt()
+            spike_t = spike_t.clamp_min(1e-3)
             p["spike_sd"] = spike_t
             spike = float(spike_t)
         mu = ((w_ex - w_in) * W).sum() / n_slab
         mu = mu.clamp_min(2 * spike)
-        var = ((w_ex * (W - mu) ** 2) + (w_in * (W + mu) ** 2)).sum() / n_slab
-        sd = var.sqrt().clamp_min(2 * spike)
+        v_slab = ((w_ex * ((W - mu) ** 2 - noise)) + (w_in * ((W + mu) ** 2 - noise))).sum() / n_slab
+        sd = v_slab.clamp_min(0).sqrt().clamp_min(2 * spike)
         p["slab"] = torch.stack([mu, sd])
 
-    def _init_mixture(self, p, W: torch.Tensor, learn_spike: bool = False) -> None:
-        """The class mixture fitted to weights ``W`` (no data pass): the slab starts at the 90th percentile of
-        ``|W|``, the categorical at its hyperprior mean; with ``learn_spike`` the spike's SD is learned too (from
-        the median ``|W|``)."""
+    def _init_mixture(
+        self, p, W: torch.Tensor, learn_spike: bool = False, var: torch.Tensor | None = None
+    ) -> None:
+        """The class mixture fitted to weights ``W`` (no data pass; with ``var``, to noisy estimates of them): the
+        slab starts at the 90th percentile of ``|W|``, the categorical at its hyperprior mean; with
+        ``learn_spike`` the spike's SD is learned too (from the median ``|W|``)."""
         N = W.shape[-1]
         off = ~torch.eye(N, dtype=torch.bool, device=W.device)
         mags = W[:, off].abs().flatten()
@@ -159,12 +179,27 @@ class CouplingPriors:
         p["slab"] = torch.stack([mu, mu / 2])
         p["prior_probs"] = self._prior_mean(W).expand(N, N, 3).clone()
         for _ in range(_MIXTURE_ITER):
-            self._mixture_step(p, W)
+            self._mixture_step(p, W, var)
 
-    def _posthoc_structure(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shared_categorical(self, q: torch.Tensor) -> torch.Tensor:
+        """The read-out of the shared per-pair categorical from the states' class posteriors ``q`` (S, N, N, 3,
+        zero on the diagonal): its posterior mean under a Dirichlet of concentration ``onehot_prior_concentration``
+        whose mean is the class frequencies over every pair and state (empirical Bayes: learned from the fit, not
+        set by hand), so a pair whose states disagree (e.g. one state per class) goes to the classes common in
+        this network instead of to floating-point ties."""
+        N = q.shape[-2]
+        off = ~torch.eye(N, dtype=torch.bool, device=q.device)
+        freq = q[:, off].sum((0, 1)) + 1e-8
+        pi = q.sum(0) + self.onehot_prior_concentration * freq / freq.sum()
+        return pi / pi.sum(-1, keepdim=True)
+
+    def _posthoc_structure(
+        self, W: torch.Tensor, var: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-state and shared structure of free weights (no or Gaussian prior): the one-hot prior's class mixture
-        fitted to the fitted weights, its spike SD learned too (the free weights' noise sets it, not the one-hot
-        prior's strength). Returns the per-state classes (S, N, N) and the shared categorical."""
+        fitted to the fitted weights (with ``var``: to the data's Laplace estimates of them, each with its
+        sampling variance), its spike SD learned too (the free weights' noise sets it, not the one-hot prior's
+        strength). Returns the per-state classes (S, N, N) and the shared categorical (:meth:`_shared_categorical`)."""
         p: dict[str, torch.Tensor] = {}
-        self._init_mixture(p, W, learn_spike=True)
-        return p["q"].argmax(-1), p["prior_probs"]
+        self._init_mixture(p, W, learn_spike=True, var=var)
+        return p["q"].argmax(-1), self._shared_categorical(p["q"])
