@@ -109,14 +109,42 @@ class GraphAttention(nn.Module):
     def forward(self, h: torch.Tensor, emb: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
         """Mix the tokens ``h`` (B, R, d) along the graph; ``hidden`` (B, R) True: a masked ROI, removed from the graph
         as a source (as in a masked autoencoder, hidden ROIs carry no information to pass on)."""
-        B, R, d = h.shape
         a = self.weights(emb)
+        v = self.v(h)
+        mix = self._mix if self.fused else self._mix_reference
+        return self.o(mix(a, v, hidden))
+
+    #: False: mix with :meth:`_mix_reference` (the original formulation; kept to test the fused one against)
+    fused = True
+
+    def _mix(self, a: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
+        """``A_h`` (heads, R, R) applied to the values ``v`` (B, R, d) of every segment in one matmul per head.
+
+        The graph is the same for every segment, so the batch goes into the columns: ``A_h @ [v_1h ... v_Bh]``,
+        (R, R) @ (R, B * d_h). A hidden ROI is removed as a source by zeroing its value and dividing each row by
+        the attention mass its visible sources keep (``A_h @ visible``): the same as renormalising the masked
+        weights, without building the (B, heads, R, R) tensor of them (the reference's memory and time sink)."""
+        B, R, d = v.shape
+        H, dh = self.h, self.dh
+        if hidden is not None:
+            visible = (~hidden).to(a.dtype)  # (B, R)
+            v = v * visible[..., None].to(v.dtype)
+        cols = v.view(B, R, H, dh).permute(2, 1, 0, 3).reshape(H, R, B * dh)
+        out = torch.bmm(a.to(cols.dtype), cols).view(H, R, B, dh)
+        if hidden is not None:
+            with torch.autocast(device_type=a.device.type, enabled=False):  # the row sums in float32
+                mass = (a @ visible.t()).clamp_min(1e-12)  # (H, R, B)
+            out = (out / mass[..., None]).to(v.dtype)
+        return out.permute(2, 1, 0, 3).reshape(B, R, d)
+
+    def _mix_reference(self, a: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
+        """The original mixing: renormalised (B, heads, R, R) weights times the values (slow, for tests)."""
+        B, R, d = v.shape
         if hidden is not None:
             a = a[None] * (~hidden)[:, None, None, :].to(a.dtype)
             a = a / a.sum(-1, keepdim=True).clamp_min(1e-12)
-        v = self.v(h).view(B, R, self.h, self.dh).permute(0, 2, 1, 3)
-        out = (a.to(v.dtype) @ v).permute(0, 2, 1, 3).reshape(B, R, d)
-        return self.o(out)
+        v = v.view(B, R, self.h, self.dh).permute(0, 2, 1, 3)
+        return (a.to(v.dtype) @ v).permute(0, 2, 1, 3).reshape(B, R, d)
 
 
 class SelfAttention(nn.Module):
