@@ -17,6 +17,8 @@ epoch).
     python bench/ntf_baselines.py --seeds 0 1 2 3 4 --scenarios specific differ --rank-selection heldout
     python bench/ntf_baselines.py --seeds 0 1 2 3 4 --scenarios specific differ --rank-selection heldout \
         --heldout-block-windows 8
+    python bench/ntf_baselines.py --seeds 0 1 2 3 4 --scenarios default specific differ --restarts 5 \
+        --stability-of communities
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def run_one(
     restarts: int = 3,
     time_mode: str = "shared",
     heldout_block_windows: int = 0,
+    stability_of: str = "factors",
 ) -> dict[str, float]:
     from brainpipe.evaluate.connectome import connectome_metrics, merge_truths
     from brainpipe.evaluate.connectome_baselines import baseline_communities, match_communities
@@ -85,6 +88,7 @@ def run_one(
             rank_selection=rank_selection,
             time_mode=time_mode,
             heldout_block_windows=heldout_block_windows,
+            stability_of=stability_of,
         )
         .fit(tensor)
         .to_dataset(tensor)
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--restarts", type=int, default=3)
     ap.add_argument("--time-mode", choices=["shared", "per_animal"], default="shared")
     ap.add_argument("--heldout-block-windows", type=int, default=0)
+    ap.add_argument("--stability-of", choices=["factors", "communities"], default="factors")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
@@ -127,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.restarts,
                 args.time_mode,
                 args.heldout_block_windows,
+                args.stability_of,
             )
             rows.append({"scenario": sc, "seed": seed, **m, "seconds": time.perf_counter() - t0})
             print(sc, seed, {k: round(v, 3) for k, v in m.items()}, flush=True)

@@ -568,3 +568,27 @@ def test_pair_support_leaves_pairs_missing_where_a_component_lives_out_of_its_co
     assert kept >= 0.85 and kept > unmasked, (kept, unmasked)
     with pytest.raises(ConfigError, match="min_support"):
         DynamicConnectome(min_support=1.0).fit(tensor)
+
+
+def test_stability_of_communities_compares_the_reported_communities(study):
+    """community_similarity: Hungarian-matched mean Jaccard of two fits' communities; stability_of communities
+    uses it in the replicate stability (same near-restart rule) and says so in the fit."""
+    from brainpipe.models.connectome import community_similarity
+
+    a = np.array([[1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0]], dtype=bool)
+    assert community_similarity(a, a[::-1]) == 1.0  # order does not matter
+    assert community_similarity(a, ~a) == pytest.approx((3 / 4 + 2 / 3) / 2)  # a0 with ~a1, a1 with ~a0
+    assert community_similarity(a, a[:1]) == 0.5  # one community unmatched
+    tensor = study[2].isel(window=slice(0, 60))
+    kw = {"ranks": [2, 3, 4], "restarts": 3, "n_iter_max": 100, "device": "cpu", "seed": 0}
+    by_comms = DynamicConnectome(stability_of="communities", **kw).fit(tensor)
+    by_factors = DynamicConnectome(**kw).fit(tensor)
+    for R in (2, 3, 4):  # same fits, same restarts counted; only the similarity differs
+        assert by_comms.near_best_[R] == by_factors.near_best_[R]
+        assert 0.0 <= by_comms.stability_[R] <= 1.0
+    assert by_comms.stability_ != by_factors.stability_
+    assert "(of the communities)" in by_comms.to_dataset(tensor).attrs["rank_selection"] or (
+        not by_comms.rank_is_stable_
+    )
+    with pytest.raises(ConfigError, match="stability_of"):
+        DynamicConnectome(stability_of="pairs").fit(tensor)

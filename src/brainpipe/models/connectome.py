@@ -59,6 +59,7 @@ from brainpipe.models.connectome_rank import (
     _animal_time,
     _fold,
     _lower_error,
+    community_similarity,
     heldout_blocks,
     pair_support,
     replicate_stability,
@@ -73,6 +74,7 @@ __all__ = [
     "DynamicConnectome",
     "NCPResult",
     "communities",
+    "community_similarity",
     "factor_match_score",
     "heldout_blocks",
     "masked_ncp_hals",
@@ -104,6 +106,12 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         Which restarts count in the stability. None (default): those whose error is closer to this rank's best
         than to the next-lower candidate rank's best (:func:`replicate_stability`); a number: a fixed relative
         margin, ``error <= (1 + tol) * best error`` (``inf``: every restart, the rule before this option).
+    stability_of : {"factors", "communities"}
+        What the replicate stability compares between the best restart and the others near it: ``"factors"``
+        (default) the factor match score of the pair, time and animal factors; ``"communities"`` the communities
+        the fit reports (each component's densest Louvain community after ``min_support``), Hungarian-matched mean
+        Jaccard (:func:`community_similarity`): restarts of equal error whose time or animal factors differ
+        but whose communities agree then count as reproduced.
     rank_selection : {"stability", "heldout"}
         ``"stability"``: the largest rank whose stability reaches ``stability_threshold``. ``"heldout"``: every
         rank is also fitted (same restarts) with ``heldout_fraction`` of the observed (pair, animal) fibres
@@ -193,6 +201,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         restarts: int = 5,
         stability_threshold: float = 0.95,
         stability_error_tol: float | None = None,
+        stability_of: str = "factors",
         rank_selection: str = "stability",
         heldout_fraction: float = 0.1,
         heldout_tol: float = 0.002,
@@ -211,6 +220,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         self.restarts = restarts
         self.stability_threshold = stability_threshold
         self.stability_error_tol = stability_error_tol
+        self.stability_of = stability_of
         self.rank_selection = rank_selection
         self.heldout_fraction = heldout_fraction
         self.heldout_tol = heldout_tol
@@ -231,6 +241,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         self._check_choice("dtype", ("float32", "float64"))
         self._check_choice("time_mode", ("shared", "per_animal"))
         self._check_choice("rank_selection", ("stability", "heldout"))
+        self._check_choice("stability_of", ("factors", "communities"))
         if not 0.0 < float(self.heldout_fraction) < 1.0:
             raise self._param_error("heldout_fraction", "must be in (0, 1)")
         if not float(self.heldout_tol) >= 0.0:
@@ -350,9 +361,26 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
             self.fits_[R], self.best_[R] = fits, best
         tol = None if self.stability_error_tol is None else float(self.stability_error_tol)
         # stability once every rank is fitted: the default margin needs the next-lower rank's error
+        pair_i, pair_j = np.asarray(tensor["pair_i"].values), np.asarray(tensor["pair_j"].values)
+        mask_pa, n_neurons = np.asarray(tensor["mask"].values), tensor.sizes["neuron"]
+
+        def comms(f: NCPResult) -> np.ndarray:  # the communities the fit would report (cached per restart)
+            if id(f) not in cache:
+                support = pair_support(mask_pa, f.factors[2].cpu().numpy())
+                pf = np.where(support >= float(self.min_support), f.factors[0].cpu().numpy(), 0.0)
+                cache[id(f)] = communities(
+                    pf, pair_i, pair_j, n_neurons, float(self.resolution), int(self.seed)
+                )[1].astype(bool)
+            return cache[id(f)]
+
+        cache: dict[int, np.ndarray] = {}
+        on_comms = self.stability_of == "communities"
         for R in ranks:
             self.stability_[R], self.near_best_[R] = replicate_stability(
-                raw[R], tol, _lower_error(self.best_, ranks, R)
+                self.fits_[R] if on_comms else raw[R],
+                tol,
+                _lower_error(self.best_, ranks, R),
+                (lambda b, o: community_similarity(comms(b), comms(o))) if on_comms else None,
             )
             LOG.info(
                 "rank %d: error %.4f, stability %.3f, iterations %s",

@@ -3,14 +3,14 @@ stability of a rank's restarts, and the per-animal time courses of a coupled fit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from brainpipe.models.ncp import NCPResult, factor_match_score
 
-__all__ = ["ZERO_WARN", "heldout_blocks", "pair_support", "replicate_stability"]
+__all__ = ["ZERO_WARN", "community_similarity", "heldout_blocks", "pair_support", "replicate_stability"]
 
 #: above this fraction of zero observed affinities the fit warns (and ``affinity_zero_fraction`` records it): by
 #: construction (communities co-active in a third of the windows, a few % of the pairs) the default simulated study
@@ -38,7 +38,10 @@ def _fold(res: NCPResult, n_windows: int, n_animals: int) -> NCPResult:
 
 
 def replicate_stability(
-    fits: Sequence[NCPResult], error_tol: float | None = None, lower_error: float = 1.0
+    fits: Sequence[NCPResult],
+    error_tol: float | None = None,
+    lower_error: float = 1.0,
+    similarity: Callable[[NCPResult, NCPResult], float] | None = None,
 ) -> tuple[float, float]:
     """Replicate stability of one rank's restarts: the mean factor match score against the best-error restart of
     the other restarts that converged near the best.
@@ -58,6 +61,9 @@ def replicate_stability(
         A fixed relative margin instead: restarts with ``error <= (1 + error_tol) * best error`` are compared.
     lower_error : float
         The next-lower candidate rank's best relative error (for the default margin).
+    similarity : callable, optional
+        ``similarity(best, other)`` in [0, 1] instead of the factor match score (e.g.
+        :func:`community_similarity` of their communities).
 
     Returns
     -------
@@ -74,8 +80,11 @@ def replicate_stability(
     e = best.errors[-1]
     cutoff = (1.0 + float(error_tol)) * e if error_tol is not None else max(e, 0.5 * (e + float(lower_error)))
     near = [o for o in others if o.errors[-1] <= cutoff]
-    bf = [f.cpu().numpy() for f in best.factors]
-    sims = [factor_match_score(bf, [f.cpu().numpy() for f in o.factors])[0] for o in near]
+    if similarity is not None:
+        sims = [float(similarity(best, o)) for o in near]
+    else:
+        bf = [f.cpu().numpy() for f in best.factors]
+        sims = [factor_match_score(bf, [f.cpu().numpy() for f in o.factors])[0] for o in near]
     return (float(np.mean(sims)) if sims else 0.0), len(near) / len(others)
 
 
@@ -133,3 +142,29 @@ def pair_support(mask: np.ndarray, animal_factor: np.ndarray) -> np.ndarray:
     c2 = np.asarray(animal_factor, dtype=np.float64) ** 2
     tot = c2.sum(0)
     return (np.asarray(mask, dtype=np.float64) @ c2) / np.where(tot > 0, tot, 1.0)
+
+
+def community_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """How well one fit's communities reproduce another's: each community of ``a`` matched to one of ``b``
+    (Hungarian on the Jaccard index), the mean Jaccard index (0 for one left unmatched).
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        (components, neuron) bool: each component's community (e.g. the densest Louvain community).
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1.0 when ``a`` has no community.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape[0] == 0:
+        return 1.0
+    inter = a.astype(np.float64) @ b.T.astype(np.float64)
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    jac = inter / np.maximum(union, 1.0)
+    rows, cols = linear_sum_assignment(-jac)
+    return float(jac[rows, cols].sum() / a.shape[0])
