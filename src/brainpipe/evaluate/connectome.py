@@ -5,8 +5,8 @@ neurons are in community r; time factor r = the fraction of each window inside e
 that have community r); animal factor = 1 where the animal has community r.
 
 Community recovery and epoch detection are scored by one rule for the NTF and for its baselines (static Louvain on
-the time-averaged affinity, windowed Louvain with a consensus, NMF of the unfolded pair x window matrix:
-:mod:`brainpipe.evaluate.connectome_baselines`); ``<metric>_vs_best_baseline`` is the NTF's value minus the best
+the time-averaged affinity, windowed Louvain with a consensus, NMF of the unfolded pair x window matrix with the
+missing entries filled or masked: :mod:`brainpipe.evaluate.connectome_baselines`); ``<metric>_vs_best_baseline`` is the NTF's value minus the best
 baseline's, the quantity the bars are set on.
 """
 

@@ -19,10 +19,11 @@ Order of operations
    it*: by default an error closer to this rank's best than to the next-lower candidate rank's best, see
    :func:`replicate_stability`; a restart stuck in a worse local minimum is an optimisation failure, not a second
    solution of equal quality, and counting it biased the rule to small ranks); the selected rank is the largest
-   whose stability reaches ``stability_threshold``. ``cp_tensor_`` is the selected fit as a tensorly
-   ``CPTensor``.
-4. :func:`~brainpipe.evaluate.communities.communities`: each pair factor reshaped to a neuron x neuron weight
-   matrix, networkx Louvain (weighted, seeded); the component's "community" is the densest Louvain community.
+   whose stability reaches ``stability_threshold`` (``stability_of: communities``: the restarts' communities
+   compared instead of their factors). ``cp_tensor_`` is the selected fit as a tensorly ``CPTensor``.
+4. :func:`~brainpipe.evaluate.communities.communities`: each pair factor, without the entries the data do not
+   determine (``min_support``, :func:`pair_support`), reshaped to a neuron x neuron weight matrix, networkx Louvain
+   (weighted, seeded); the component's "community" is the densest Louvain community.
 
 The names of steps 1, 2 and 4 are importable from here too.
 
