@@ -236,3 +236,16 @@ def test_report_states_what_the_validation_split_chose():
     assert "contrastive weight 0 (validation next-token loss per weight, nats: 0: 3.1400, 0.2: 3.1500)" in s
     assert "attention read-out rollout/target/rows (validation AUROC per read-out: rollout/target: 0.845" in s
     assert choices(xr.Dataset(), None) == ""
+    ft = xr.Dataset(
+        attrs={
+            "finetune_options": '["full", "probe"]',
+            "label_draws": 3,
+            "finetune_selection": '{"pretrained_1pct": {"chosen": "probe", "val_loss": {"full": 0.49, "probe": 0.44}}}',
+        }
+    )
+    s = choices(None, None, ft)
+    assert s == (
+        "Chosen on the validation split: fine-tuning option per start and label fraction (validation behaviour "
+        "loss per option, mean over up to 3 label draws: pretrained 1%: probe (full 0.4900, probe 0.4400))."
+    )
+    assert choices(None, None, ft.assign_attrs(finetune_options='["full"]')) == ""

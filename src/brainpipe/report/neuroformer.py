@@ -139,8 +139,9 @@ def verdict(name: str, values: dict[str, float]) -> str:
     )
 
 
-def choices(pre: xr.Dataset | None, conn: xr.Dataset | None) -> str:
-    """One sentence on what the validation split chose for a dataset: the contrastive weight, the attention read-out.
+def choices(pre: xr.Dataset | None, conn: xr.Dataset | None, ft: xr.Dataset | None = None) -> str:
+    """One sentence on what the validation split chose for a dataset: the contrastive weight, the attention read-out,
+    the fine-tuning option of each start and label fraction.
 
     Parameters
     ----------
@@ -148,6 +149,8 @@ def choices(pre: xr.Dataset | None, conn: xr.Dataset | None) -> str:
         The pretrained ``model_fit`` (``contrastive_grid`` and ``contrastive_grid_val_token_loss`` attrs after a grid).
     conn : xarray.Dataset or None
         The connectivity ``model_fit`` (``attention_readout`` and its candidates' validation AUROCs).
+    ft : xarray.Dataset, optional
+        The fine-tuning runs' ``model_fit`` (``finetune_selection`` attr, with two or more ``finetune_options``).
 
     Returns
     -------
@@ -173,6 +176,20 @@ def choices(pre: xr.Dataset | None, conn: xr.Dataset | None) -> str:
         pairs = ", ".join(f"{c}: {a:.3f}" for c, a in zip(cands, aucs, strict=False))
         bits.append(
             f"attention read-out {conn.attrs.get('attention_readout')} (validation AUROC per read-out: {pairs})"
+        )
+    sel = json.loads(str(ft.attrs.get("finetune_selection", "{}"))) if ft is not None else {}
+    if len(json.loads(str(ft.attrs.get("finetune_options", "[]"))) if ft is not None else []) > 1 and sel:
+        draws = int(ft.attrs.get("label_draws", 1))
+        runs = ", ".join(
+            f"{k.replace('pct', '%').replace('_', ' ')}: {v['chosen']} ("
+            + ", ".join(f"{o} {loss:.4f}" for o, loss in v["val_loss"].items())
+            + ")"
+            for k, v in sel.items()
+        )
+        bits.append(
+            "fine-tuning option per start and label fraction (validation behaviour loss per option"
+            + (f", mean over up to {draws} label draws" if draws > 1 else "")
+            + f": {runs})"
         )
     return ("Chosen on the validation split: " + "; ".join(bits) + ".") if bits else ""
 
@@ -247,7 +264,8 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
         sentence = verdict(name, values)
         if sentence:
             parts.append(f"<p>{escape(sentence)}</p>")
-        chosen = choices(pre, conn)
+        ft = reader(fines[folder], "model_fit") if folder in fines else None
+        chosen = choices(pre, conn, ft)
         if chosen:
             parts.append(f"<p>{escape(chosen)}</p>")
         spec = main_metric([str(x) for x in m["metric"].values])
