@@ -133,8 +133,9 @@ class GraphAttention(nn.Module):
         out = torch.bmm(a.to(cols.dtype), cols).view(H, R, B, dh)
         if hidden is not None:
             with torch.autocast(device_type=a.device.type, enabled=False):  # the row sums in float32
-                mass = (a @ visible.t()).clamp_min(1e-12)  # (H, R, B)
-            out = (out / mass[..., None]).to(v.dtype)
+                # (H, R, B); multiplying by its inverse is cheaper than dividing (forward and backward)
+                inv = 1.0 / (a @ visible.t()).clamp_min(1e-12)
+            out = (out * inv[..., None]).to(v.dtype)
         return out.permute(2, 1, 0, 3).reshape(B, R, d)
 
     def _mix_reference(self, a: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
