@@ -88,9 +88,9 @@ class EmissionMSteps:
         return (out.view(B, T, S) - log_factorial[:, :, None]) * data.mask[:, :, None]
 
     def _state_rows(self, data: Batch, gamma: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-        """Per state, the bins that carry posterior weight: (weights, counts, history, covariates, weighted history,
-        weighted covariates), in the data dtype; the weighted copies (times the posterior weight) turn the gradient
-        into one matrix product per block.
+        """Per state, the bins that carry posterior weight: (weights, counts, design ``z = [h, x, 1]`` (history,
+        covariates, then the bias's column), weighted design ``g z``), in the data dtype: the linear predictors of
+        a block are one matrix product with ``[W, U, b]`` and the whole gradient one with the weighted design.
 
         Bins whose posterior weight for a state is below ``m_step_min_weight`` are left out of that state's
         M-step (their share of Q is below that weight times the bin's log-likelihood). With sticky states the
@@ -101,7 +101,9 @@ class EmissionMSteps:
         g = gamma.reshape(n, -1)[valid]
         Y = data.counts.reshape(n, -1)[valid]
         H = data.history.reshape(n, -1)[valid]
-        X = data.covariates.reshape(n, data.covariates.shape[-1])[valid]
+        C = data.covariates.shape[-1]
+        ones = torch.ones(H.shape[0], 1, dtype=H.dtype, device=H.device)
+        Z = torch.cat([H, data.covariates.reshape(n, C)[valid], ones], 1)
         rows = []
         for s in range(g.shape[1]):
             keep = g[:, s] > self.m_step_min_weight
@@ -109,44 +111,42 @@ class EmissionMSteps:
             if (
                 n_keep > 0.8 * keep.shape[0]
             ):  # a diffuse posterior: copying the kept bins costs more than it saves
-                gs, ys, hs, xs = torch.where(keep, g[:, s], 0.0), Y, H, X
+                gs, ys, zs = torch.where(keep, g[:, s], 0.0), Y, Z
             else:
                 idx = torch.nonzero(keep).squeeze(1)
-                gs, ys, hs, xs = g[idx, s], Y[idx], H[idx], X[idx]
-            w = gs.to(H.dtype)[:, None]
-            rows.append((gs, ys, hs, xs, hs * w, xs * w))
+                gs, ys, zs = g[idx, s], Y[idx], Z[idx]
+            rows.append((gs, ys, zs, zs * gs.to(Z.dtype)[:, None]))
         return rows
 
-    def _q_and_grads(self, W, b, U, rows):
+    def _q_and_grads(self, W, b, U, rows, grad: bool = True):
         """Expected complete-data log-likelihood (without the constant log y!) per (state, neuron), (S, N), and its
-        gradients w.r.t. the per-state weights, biases and covariate weights, in closed form, block by block over
-        the bins.
+        gradients w.r.t. the per-state weights, biases and covariate weights (with ``grad``; else None), in closed
+        form, block by block over the bins.
 
         The linear predictors, rates and derivatives are computed in the data dtype; every sum over bins is
-        accumulated in the parameters' dtype (value, gradients).
+        accumulated in the parameters' dtype (value, gradients). Per block: one matrix product for the linear
+        predictors of ``[W, U, b]`` and one for the whole gradient (:meth:`_state_rows`' designs).
         """
-        dW, db, dU = torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(U)
+        N, C = W.shape[-1], U.shape[-1]
         value = torch.zeros_like(
             b
         )  # per (state, neuron): the M-step's objective is a sum of independent parts
-        N = W.shape[-1]
-        for s, (g, Y, H, X, Hg, Xg) in enumerate(rows):
-            dd = H.dtype
-            Wt, bs, Ut = W[s].T.to(dd), b[s].to(dd), U[s].T.to(dd)
+        full = torch.zeros(*b.shape, N + C + 1, dtype=b.dtype, device=b.device) if grad else None
+        for s, (g, Y, Z, Zg) in enumerate(rows):
+            dd = Z.dtype
+            theta_t = torch.cat([W[s], U[s], b[s, :, None]], 1).T.to(dd)
             gd = g.to(dd)
             step = max(1, CHUNK_ELEMENTS // N)
             for lo in range(0, g.shape[0], step):
                 hi = min(lo + step, g.shape[0])
-                eta = torch.addmm(bs, H[lo:hi], Wt)
-                if X.shape[1]:
-                    eta.addmm_(X[lo:hi], Ut)
-                term, d = self._poisson_terms(eta, Y[lo:hi], grad=True)
+                eta = Z[lo:hi] @ theta_t
+                term, d = self._poisson_terms(eta, Y[lo:hi], grad=grad)
                 value[s] += torch.mv(term.T, gd[lo:hi]).to(value.dtype)
-                dW[s] += (d.T @ Hg[lo:hi]).to(dW.dtype)  # sum_t g_t d_t h_t^T
-                db[s] += torch.mv(d.T, gd[lo:hi]).to(db.dtype)
-                if X.shape[1]:
-                    dU[s] += (d.T @ Xg[lo:hi]).to(dU.dtype)
-        return value, dW, db, dU
+                if grad:  # sum_t g_t d_t [h_t, x_t, 1]
+                    full[s] += (d.T @ Zg[lo:hi]).to(full.dtype)
+        if not grad:
+            return value, None, None, None
+        return value, full[..., :N], full[..., N + C], full[..., N : N + C]
 
     def _loss_and_grad(
         self, q: dict, rows, scale: float, hard: bool, tau=None, gen=None, extra=None
@@ -185,8 +185,9 @@ class EmissionMSteps:
         against 0.41-0.54 s and 0.46-0.55 s over two seeds).
         """
         out = []
-        for g, _, H, X, _, _ in rows:
+        for g, Y, ZZ, _ in rows:
             n = g.shape[0]
+            H, X = ZZ[:, : Y.shape[1]], ZZ[:, Y.shape[1] : -1]  # the design is [history, covariates, 1]
             if n == 0:
                 out.append(None)
                 continue
@@ -249,7 +250,7 @@ class EmissionMSteps:
         M-step).
 
         Each step costs one pass over the data (exact values and gradients, :meth:`_q_and_grads`; one more pass
-        at the start): the direction solves with the Fisher information (:meth:`_fisher_blocks`, estimated from a
+        at the start; the last step's pass computes the values only, its gradient would not be used): the direction solves with the Fisher information (:meth:`_fisher_blocks`, estimated from a
         fixed sample of bins per M-step) plus the prior precision, damped Levenberg-Marquardt style per (state,
         neuron): a step is kept where it raises that (state, neuron)'s objective enough (Armijo), and the damping
         shrinks there; elsewhere the step is refused and the damping grows. The Fisher information is refreshed
@@ -267,12 +268,17 @@ class EmissionMSteps:
         rows = self._state_rows(data, gamma)
         prec, mean = self._prior_gaussian(p, S, N, C)
 
-        def evaluate(theta):
-            value, dW, db, dU = self._q_and_grads(theta[..., :N], theta[..., N], theta[..., N + 1 :], rows)
+        laplace = self.prior == "onehot" and self._laplace_em  # needs the gradient at the final parameters
+
+        def evaluate(theta, grad: bool = True):
+            value, dW, db, dU = self._q_and_grads(
+                theta[..., :N], theta[..., N], theta[..., N + 1 :], rows, grad
+            )
             diff = theta - mean
             value = value - 0.5 * (prec * diff**2).sum(-1)
-            grad = torch.cat([dW, db[..., None], dU], -1) - prec * diff
-            return value, grad
+            if not grad:
+                return value, None
+            return value, torch.cat([dW, db[..., None], dU], -1) - prec * diff
 
         theta = torch.cat([W, b[..., None], U], -1)
         value, grad = evaluate(theta)
@@ -301,20 +307,21 @@ class EmissionMSteps:
             if float(gain.sum()) * 0.5 < 0.1 * self.tol * (float(value.abs().sum()) + 1.0):
                 break  # what Newton could still gain is below a tenth of EM's own stopping tolerance
             trial = theta + direction
-            v_new, g_new = evaluate(trial)
+            last = it + 1 == self.newton_iter
+            # the last step's gradient is never used (no further direction): its pass computes the values only
+            v_new, g_new = evaluate(trial, grad=not last or laplace)
             ok = v_new >= value + 1e-4 * gain
             theta = torch.where(ok[..., None], trial, theta)
             value = torch.where(ok, v_new, value)
-            grad = torch.where(ok[..., None], g_new, grad)
+            if g_new is not None:
+                grad = torch.where(ok[..., None], g_new, grad)
             damp = torch.where(ok, damp * self._lm_down, damp * self._lm_up).clamp(1e-12, 1e12)
-            if it + 1 == self.newton_iter:
+            if last:
                 break  # no further step: skip its Fisher information and direction
             if bool(ok.any()):  # the Fisher information where the parameters moved
                 info = torch.where(ok[..., None, None], self._fisher_blocks(theta, design) + prior_h, info)
             direction = solve(info, damp, grad)
-        if (
-            self.prior == "onehot" and self._laplace_em
-        ):  # the responsibilities then judge the data's estimates
+        if laplace:  # the one-hot prior's responsibilities then judge the data's estimates
             p["W_lap"], p["W_var"] = self._data_laplace(
                 theta, grad + prec * (theta - mean), info - prior_h, N
             )
