@@ -18,7 +18,7 @@ epoch).
     python bench/ntf_baselines.py --seeds 0 1 2 3 4 --scenarios specific differ --rank-selection heldout \
         --heldout-block-windows 8
     python bench/ntf_baselines.py --seeds 0 1 2 3 4 --scenarios default specific differ --restarts 5 \
-        --stability-of communities
+        --stability-of factors
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def run_one(
     restarts: int = 3,
     time_mode: str = "shared",
     heldout_block_windows: int = 0,
-    stability_of: str = "factors",
+    stability_of: str = "communities",
 ) -> dict[str, float]:
     from brainpipe.evaluate.connectome import connectome_metrics, merge_truths
     from brainpipe.evaluate.connectome_baselines import baseline_communities, match_communities
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--restarts", type=int, default=3)
     ap.add_argument("--time-mode", choices=["shared", "per_animal"], default="shared")
     ap.add_argument("--heldout-block-windows", type=int, default=0)
-    ap.add_argument("--stability-of", choices=["factors", "communities"], default="factors")
+    ap.add_argument("--stability-of", choices=["communities", "factors"], default="communities")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []

@@ -237,7 +237,12 @@ def test_no_stable_rank_is_said_not_hidden(study, caplog):
     tensor = study[2].isel(window=slice(0, 40))  # small and fast
     with caplog.at_level("WARNING", logger="brainpipe.models.connectome"):
         model = DynamicConnectome(
-            ranks=[3, 2], restarts=2, n_iter_max=10, stability_threshold=1.0, device="cpu"
+            ranks=[3, 2],
+            restarts=2,
+            n_iter_max=10,
+            stability_threshold=1.0,
+            stability_of="factors",
+            device="cpu",
         ).fit(tensor)
     assert not model.rank_is_stable_ and model.rank_ == 2
     assert "no rank reached the stability threshold" in caplog.text
@@ -581,8 +586,8 @@ def test_stability_of_communities_compares_the_reported_communities(study):
     assert community_similarity(a, a[:1]) == 0.5  # one community unmatched
     tensor = study[2].isel(window=slice(0, 60))
     kw = {"ranks": [2, 3, 4], "restarts": 3, "n_iter_max": 100, "device": "cpu", "seed": 0}
-    by_comms = DynamicConnectome(stability_of="communities", **kw).fit(tensor)
-    by_factors = DynamicConnectome(**kw).fit(tensor)
+    by_comms = DynamicConnectome(**kw).fit(tensor)  # the default
+    by_factors = DynamicConnectome(stability_of="factors", **kw).fit(tensor)
     for R in (2, 3, 4):  # same fits, same restarts counted; only the similarity differs
         assert by_comms.near_best_[R] == by_factors.near_best_[R]
         assert 0.0 <= by_comms.stability_[R] <= 1.0

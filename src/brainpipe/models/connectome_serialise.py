@@ -162,7 +162,7 @@ class ConnectomeSerialisation:
                     + ("" if self.rank_is_stable_ else f"; its stability is below {self.stability_threshold}")
                     if self.rank_selection == "heldout"
                     else f"largest rank with stability >= {self.stability_threshold}"
-                    + (" (of the communities)" if self.stability_of == "communities" else "")
+                    + (" (of the communities)" if self.stability_of == "communities" else " (of the factors)")
                     if self.rank_is_stable_
                     else f"no rank reached stability {self.stability_threshold}: the smallest rank, unstable"
                 ),

@@ -2,9 +2,9 @@
 (or held-out fibres); weighted Louvain communities on each pair factor.
 
 params: :class:`brainpipe.models.connectome.DynamicConnectome` hyperparameters (``ranks``, ``restarts``,
-``stability_threshold``, ``stability_error_tol``, ``rank_selection``, ``heldout_fraction``, ``heldout_tol``,
-``n_iter_max``, ``tol``, ``n_inner``, ``dtype``, ``device``, ``resolution``, ``min_support``, ``seed``,
-``time_mode``).
+``stability_threshold``, ``stability_error_tol``, ``stability_of``, ``rank_selection``, ``heldout_fraction``,
+``heldout_tol``, ``heldout_block_windows``, ``n_iter_max``, ``tol``, ``n_inner``, ``dtype``, ``device``,
+``resolution``, ``min_support``, ``seed``, ``time_mode``).
 The fit carries over how the tensor's animals were aligned (frame rates, neuron matching, shared neurons and pairs:
 :data:`ALIGNMENT_ATTRS`, the ``animal_*`` variables), for the report.
 """
