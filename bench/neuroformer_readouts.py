@@ -29,6 +29,17 @@ Measured (2026-12-05, simhub of the default study, simulator seed 0, the default
   0.867, grad/target 0.779, ablation 0.754. Gradient x input and ablation lose to attention; row-centring (each
   post neuron's level removed) gains about 0.02-0.03 and brings attention level with cross-correlation (-0.002)
   but not its direction accuracy (0.90 vs 1.00).
+* other network seeds (2026-12-05, issue 15; ``--simulate-seed S --methods rollout cross ablation --set
+  "model.contrastive_grid=[]" --set model.contrastive_weight=0.0``: the study's hub_network simulator at seed S,
+  binned at 10 ms, pretrained here with the study's settings, seed 0; about 3-5 min per seed). Test AUROC of
+  rollout/target/rows (the default study's read-out) vs lagged cross-correlation: seed 0 0.906 vs 0.912 (-0.006),
+  seed 1 0.868 vs 0.925 (-0.057), seed 2 0.894 vs 0.945 (-0.051), seed 3 0.833 vs 0.915 (-0.082): mean -0.049,
+  **attention loses to cross-correlation on every network seed**; direction accuracy 0.90 / 0.96 / 0.93 / 0.87
+  vs 1.00. No read-out is best on every seed: the best on the validation windows is rollout/target/rows at seeds
+  0 and 1, ablation/target/rows at seed 2 (test 0.904, still -0.041), cross/query/rows at seed 3 (test 0.837,
+  -0.078); rollout/target/rows stays the fixed read-out (best at 2 of 4 seeds, within 0.01 of the best test AUROC
+  at seeds 2 and 3). Reading the attention on the train windows (``--splits train test``, the bins the baselines
+  use; seed 0) does not help: rollout/target/rows 0.900 on train vs 0.906 on test windows.
 * decoding head (fine-tuned from the same weights, default-study fine-tuning, R2 on test; linear 0.418 at 1 %,
   0.623 at 100 %): 1 % mean 0.370 (validation loss 0.5290), last 0.324 (0.5504), mean_past 0.379 (0.5297):
   validation picks mean; 100 % mean 0.576 (0.3416), last 0.619 (0.3317), mean_past 0.622 (0.3099): validation
