@@ -176,7 +176,11 @@ precision : {"auto", "fp32", "bf16"}
 checkpoint_every_s : float
     Seconds between periodic checkpoints.
 progress : bool
-    Show a progress bar (on a terminal)."""
+    Show a progress bar (on a terminal).
+num_workers : int
+    DataLoader worker processes that read and collate batches ahead of the training step (0: in the training
+    process). The batch order is drawn in the training process, so the result does not depend on it; it pays for
+    streamed (zarr) training sets, whose reads and decoding then overlap the step."""
 
 DOCDICT["fit_ds"] = """ds : xarray.Dataset
     A ``model_fit`` dataset written by :meth:`to_dataset`."""

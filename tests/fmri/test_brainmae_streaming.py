@@ -74,12 +74,19 @@ def test_streamed_fit_equals_the_in_memory_fit(clean):
             lazy, dict(MODEL, streaming={"enabled": True, "chunk_segments": 4, "shuffle": "global"})
         )
         chunked = pretrain_folds(lazy, dict(MODEL, streaming={"enabled": True, "chunk_segments": 4}))
+        # batches read ahead by 2 DataLoader worker processes: still the same fit, bit for bit
+        workers = pretrain_folds(
+            lazy,
+            dict(MODEL, num_workers=2, streaming={"enabled": True, "chunk_segments": 4, "shuffle": "global"}),
+        )
     finally:
         lazy.close()
-    assert len(ref) == len(same) == 4
-    for a, b in zip(_weights(ref), _weights(same), strict=True):  # same order, same batches: bit for bit
+    assert len(ref) == len(same) == len(workers) == 4
+    for a, b, w in zip(
+        _weights(ref), _weights(same), _weights(workers), strict=True
+    ):  # same batches: bit for bit
         for k in a:
-            assert torch.equal(a[k], b[k]), k
+            assert torch.equal(a[k], b[k]) and torch.equal(a[k], w[k]), k
     for m, c in zip(ref, chunked, strict=True):  # the chunk order: other batches, the same fit within noise
         assert [h["step"] for h in m.history_] == [h["step"] for h in c.history_]
         assert abs(m.history_[-1]["val_loss"] - c.history_[-1]["val_loss"]) < 0.1 * m.history_[-1]["val_loss"]

@@ -60,10 +60,6 @@ class TrainConfig:
     Parameters
     ----------
     %(train_config)s
-    num_workers : int
-        DataLoader worker processes that read and collate batches ahead of the training step (0: in the training
-        process). The batch order is drawn in the training process, so the result does not depend on it; it pays
-        for streamed (zarr) training sets, whose reads and decoding then overlap the step.
     """
 
     max_epochs: int = 50

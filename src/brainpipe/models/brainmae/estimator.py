@@ -153,6 +153,7 @@ class BrainMAE(Serialisation, Estimator):
         precision: str = "auto",
         checkpoint_every_s: float = 60.0,
         progress: bool = True,
+        num_workers: int = 0,
     ):
         self.d_model = d_model
         self.n_layers = n_layers
@@ -185,6 +186,7 @@ class BrainMAE(Serialisation, Estimator):
         self.precision = precision
         self.checkpoint_every_s = checkpoint_every_s
         self.progress = progress
+        self.num_workers = num_workers
 
     def _net_config(self) -> BrainMAEConfig:
         return BrainMAEConfig(**{k: getattr(self, k) for k in NET_KEYS})

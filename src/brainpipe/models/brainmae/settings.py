@@ -28,6 +28,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "precision": "auto",
     "checkpoint_every_s": 60.0,
     "progress": True,
+    "num_workers": 0,
 }
 NET_KEYS = tuple(f.name for f in fields(BrainMAEConfig))
 
