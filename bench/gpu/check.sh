@@ -15,5 +15,6 @@ fi
 timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="" -rs tests/ 2>&1 | tee "$OUT/gpu_tests.log"
 # 2. throughput on the GPU at realistic sizes (short: a few steps each)
 timeout 90 python3 bench/brainmae_throughput.py --device cuda --steps 20 2>&1 | tee "$OUT/bench_brainmae.log"
+timeout 120 python3 bench/brainmae_throughput.py --device cuda --realistic --steps 20 2>&1 | tee "$OUT/bench_brainmae_realistic.log"
 timeout 90 python3 bench/neuroformer_throughput.py --device cuda --steps 20 2>&1 | tee "$OUT/bench_neuroformer.log"
 echo "done: see $OUT"
