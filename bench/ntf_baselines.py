@@ -19,6 +19,7 @@ epoch).
         --heldout-block-windows 8
     python bench/ntf_baselines.py --seeds 0 1 2 3 4 --scenarios default specific differ --restarts 5 \
         --stability-of factors
+    python bench/ntf_baselines.py --seeds 0 1 2 3 4 --scenarios default specific differ --community-method sbm
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def run_one(
     time_mode: str = "shared",
     heldout_block_windows: int = 0,
     stability_of: str = "communities",
+    community_method: str = "louvain",
 ) -> dict[str, float]:
     from brainpipe.evaluate.connectome import connectome_metrics, merge_truths
     from brainpipe.evaluate.connectome_baselines import baseline_communities, match_communities
@@ -89,6 +91,7 @@ def run_one(
             time_mode=time_mode,
             heldout_block_windows=heldout_block_windows,
             stability_of=stability_of,
+            community_method=community_method,
         )
         .fit(tensor)
         .to_dataset(tensor)
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-mode", choices=["shared", "per_animal"], default="shared")
     ap.add_argument("--heldout-block-windows", type=int, default=0)
     ap.add_argument("--stability-of", choices=["communities", "factors"], default="communities")
+    ap.add_argument("--community-method", choices=["louvain", "sbm"], default="louvain")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
@@ -133,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.time_mode,
                 args.heldout_block_windows,
                 args.stability_of,
+                args.community_method,
             )
             rows.append({"scenario": sc, "seed": seed, **m, "seconds": time.perf_counter() - t0})
             print(sc, seed, {k: round(v, 3) for k, v in m.items()}, flush=True)

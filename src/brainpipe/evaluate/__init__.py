@@ -27,3 +27,7 @@ __all__ = [
 from brainpipe.evaluate.communities import communities  # noqa: E402
 
 __all__ += ["communities"]
+
+from brainpipe.evaluate.sbm import fit_sbm, sbm_icl, sbm_loglik  # noqa: E402
+
+__all__ += ["fit_sbm", "sbm_icl", "sbm_loglik"]

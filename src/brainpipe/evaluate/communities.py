@@ -1,10 +1,13 @@
-"""Communities of a weighted pair graph: weighted Louvain (networkx) on each CP component's pair factor, as used by
-the dynamic connectome (:class:`brainpipe.models.connectome.DynamicConnectome`).
+"""Communities of a weighted pair graph: weighted Louvain (networkx, default) or a weighted stochastic block model
+(:mod:`brainpipe.evaluate.sbm`, the stand-in for the paper's nested weighted SBM) on each CP component's pair
+factor, as used by the dynamic connectome (:class:`brainpipe.models.connectome.DynamicConnectome`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from brainpipe.errors import ConfigError
 
 
 def _density(W: np.ndarray, members) -> float:
@@ -22,8 +25,9 @@ def communities(
     n_neurons: int,
     resolution: float = 1.0,
     seed: int = 0,
+    method: str = "louvain",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted Louvain (networkx) on each component's pair factor reshaped to neuron x neuron.
+    """Weighted Louvain or a weighted SBM on each component's pair factor reshaped to neuron x neuron.
 
     Parameters
     ----------
@@ -36,7 +40,11 @@ def communities(
     resolution : float
         Louvain resolution.
     seed : int
-        Louvain seed.
+        Louvain (or SBM) seed.
+    method : {"louvain", "sbm"}
+        ``"louvain"`` (default): weighted Louvain (modularity; only assortative communities).
+        ``"sbm"``: the hurdle-exponential SBM with the number of blocks chosen by ICL
+        (:func:`brainpipe.evaluate.sbm.fit_sbm`; ``resolution`` unused).
 
     Returns
     -------
@@ -48,6 +56,8 @@ def communities(
     """
     import networkx as nx
 
+    if method not in ("louvain", "sbm"):
+        raise ConfigError(f"community method must be 'louvain' or 'sbm', got {method!r}: use one of them")
     R = pair_factor.shape[1]
     membership = np.zeros((R, n_neurons), dtype=np.int64)
     best = np.zeros((R, n_neurons), dtype=bool)
@@ -56,15 +66,21 @@ def communities(
         W = np.zeros((n_neurons, n_neurons))
         W[pair_i, pair_j] = w
         W = W + W.T
-        g = nx.Graph()
-        g.add_nodes_from(range(n_neurons))
-        keep = w > 1e-9 * max(float(w.max()), 1e-300)
-        g.add_weighted_edges_from(
-            zip(pair_i[keep].tolist(), pair_j[keep].tolist(), w[keep].tolist(), strict=True)
-        )
-        comms = nx.algorithms.community.louvain_communities(
-            g, weight="weight", resolution=resolution, seed=seed
-        )
+        if method == "sbm":
+            from brainpipe.evaluate.sbm import fit_sbm
+
+            labels = fit_sbm(W, seed=seed)[0]
+            comms = [set(np.flatnonzero(labels == k).tolist()) for k in range(int(labels.max()) + 1)]
+        else:
+            g = nx.Graph()
+            g.add_nodes_from(range(n_neurons))
+            keep = w > 1e-9 * max(float(w.max()), 1e-300)
+            g.add_weighted_edges_from(
+                zip(pair_i[keep].tolist(), pair_j[keep].tolist(), w[keep].tolist(), strict=True)
+            )
+            comms = nx.algorithms.community.louvain_communities(
+                g, weight="weight", resolution=resolution, seed=seed
+            )
 
         comms = sorted(comms, key=lambda c, W=W: (-_density(W, c), min(c)))
         for k, c in enumerate(comms):

@@ -151,7 +151,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
     device : str, default "auto"
         ``"auto"`` (CUDA when present, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``.
     resolution : float, default 1.0
-        Louvain resolution.
+        Louvain resolution (unused by ``community_method: sbm``).
     min_support : float, default 0.1
         The communities are found on the pair factors with every entry whose *support* is below this set to 0:
         the support of pair p in component r is the share of the component's animal energy (squared unit-norm
@@ -168,6 +168,11 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         time course per animal and component (a coupled factorization: masked non-negative factorization of the
         pair x (animal, window) unfolding, the same HALS solver); ``animal_time_`` holds the time courses, and the
         CP-shaped ``factors_`` shows their mean over animals (time) and their norm per animal (animal) for display.
+    community_method : {"louvain", "sbm"}
+        How each pair factor's communities are found (:func:`~brainpipe.evaluate.communities.communities`):
+        ``"louvain"`` (default) weighted Louvain; ``"sbm"`` the weighted stochastic block model of
+        :mod:`brainpipe.evaluate.sbm` (the stand-in for the paper's nested weighted SBM, blocks chosen by ICL).
+        Either way the component's community is the densest block; recorded in ``estimator_params``.
 
     Attributes
     ----------
@@ -220,6 +225,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         min_support: float = 0.1,
         seed: int = 0,
         time_mode: str = "shared",
+        community_method: str = "louvain",
     ):
         self.ranks = ranks
         self.restarts = restarts
@@ -239,6 +245,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         self.min_support = min_support
         self.seed = seed
         self.time_mode = time_mode
+        self.community_method = community_method
 
     model_name = "connectome_ntf"
 
@@ -247,6 +254,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         self._check_choice("time_mode", ("shared", "per_animal"))
         self._check_choice("rank_selection", ("stability", "heldout"))
         self._check_choice("stability_of", ("communities", "factors"))
+        self._check_choice("community_method", ("louvain", "sbm"))
         if not 0.0 < float(self.heldout_fraction) < 1.0:
             raise self._param_error("heldout_fraction", "must be in (0, 1)")
         if not float(self.heldout_tol) >= 0.0:
@@ -374,7 +382,13 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
                 support = pair_support(mask_pa, f.factors[2].cpu().numpy())
                 pf = np.where(support >= float(self.min_support), f.factors[0].cpu().numpy(), 0.0)
                 cache[id(f)] = communities(
-                    pf, pair_i, pair_j, n_neurons, float(self.resolution), int(self.seed)
+                    pf,
+                    pair_i,
+                    pair_j,
+                    n_neurons,
+                    float(self.resolution),
+                    int(self.seed),
+                    self.community_method,
                 )[1].astype(bool)
             return cache[id(f)]
 
@@ -435,6 +449,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
             len(self.neurons_),
             float(self.resolution),
             int(self.seed),
+            self.community_method,
         )
         self.coords_ = _coords(tensor)
         self.affinity_ = str(tensor.attrs.get("affinity", ""))
