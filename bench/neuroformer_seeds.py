@@ -44,6 +44,20 @@ Measured (simhub of the default study, simulator seed 0, rate-matched hubs; 2026
   their first-epoch checkpoint), 10 % 0.591 vs 0.596, 100 % 0.630 vs the best linear decoder 0.623 (+0.007, was
   -0.053). steinmetz1 (head last) bacc 0.632 vs logistic 0.586 (+0.045, was +0.027). nelpy (head mean) R2 100 %
   0.342 vs ridge 0.259 (+0.083, was +0.137 with 0.396 after 2 capped epochs), 10 % 0.246 vs 0.248.
+* fine-tuning options chosen on validation, over label draws (2026-12-05, issue 15; the current hub_network
+  simulator at seed 0, binned at 10 ms: ``--seeds 0 1 2 --variants base --set "model.contrastive_grid=[]" --set
+  model.contrastive_weight=0.0 --set "finetune.fractions=[0.01,0.1]" --set "finetune.options=[full,probe,lpft/0.1]"
+  --set finetune.label_draws=3 --set "finetune.draw_fractions=[0.01]"``, 12-17 min per seed on a loaded machine):
+  both starts choose among the whole network, a linear probe of the frozen network and probe-then-network at
+  lr x 0.1, per fraction, by the validation behaviour loss averaged over 3 label draws. At 1 % (60 labels)
+  the pretrained start chose the probe at every seed; scratch chose the probe (seed 0) or the whole network (1, 2).
+  R2 at 1 %, mean over the 3 draws: pretrained 0.472 / 0.494 / 0.496 (0.487 +- 0.013) vs converged scratch 0.366 /
+  0.337 / 0.378 (0.361 +- 0.021): **pretrained - scratch +0.106 / +0.156 / +0.118 (mean +0.127, SD 0.026)**; vs the
+  best linear decoder (ridge on window counts, 0.454) +0.018 / +0.039 / +0.042 (mean +0.033, SD 0.013). At 10 %
+  (one draw; pretrained chose lpft/0.1, full, lpft/0.1): pretrained 0.560 / 0.559 / 0.528 vs scratch 0.596 / 0.588
+  / 0.577: **pretrained - scratch -0.036 / -0.030 / -0.050 (mean -0.038: scratch wins at 10 %)**, vs ridge (0.620)
+  -0.060 / -0.061 / -0.093. Connectivity (rollout/target, not row-centred, as this bench scores it) 0.885 / 0.892 /
+  0.890 vs xcorr 0.912; hub recall 1.0 vs the rate rule 0.67.
 * ablation (--no-finetune --set pretrain.max_epochs=3, seeds 0 1): without the contrastive term, connectivity
   AUROC -0.001, test loss -0.006 nats, generation F1 -0.010 (noise level); without the modality, test loss +0.019
   nats (worse), connectivity AUROC +0.007, direction accuracy -0.017, generation F1 +0.002.
