@@ -680,3 +680,19 @@ def test_laplace_weights_undo_the_priors_shrinkage(tiny_switch):
     W, W_hat, _ = out["gaussian"]
     spread = lambda w: np.abs(w - w.mean(0)).mean()  # noqa: E731
     assert spread(W_hat) > 3 * spread(W)  # the states' estimates no longer pulled together
+
+
+def test_shared_categorical_breaks_ties_towards_the_common_class():
+    """The shared structure's read-out: a pair whose 3 states disagree (one per class) goes to the class most
+    frequent over the fit (empirical-Bayes Dirichlet mean), whichever that is; a 2-of-3 majority still wins."""
+    N = 4
+    for common in (0, 1, 2):
+        q = torch.zeros(3, N, N, 3, dtype=torch.float64)
+        q[..., common] = 1.0
+        q[:, 0, 1] = torch.eye(3, dtype=torch.float64)  # pair (0, 1): one state per class
+        q[:, 2, 3] = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+        q[:, range(N), range(N)] = 0.0
+        probs = SwitchingGLM()._shared_categorical(q)
+        assert int(probs[0, 1].argmax()) == common
+        assert int(probs[2, 3].argmax()) == 2
+        torch.testing.assert_close(probs.sum(-1), torch.ones(N, N, dtype=torch.float64))
