@@ -1,5 +1,5 @@
-"""The weighted SBM community step (issue 16): planted weighted graphs whose weights are log-normal (the model's are
-exponential) and whose block sizes differ, against weighted Louvain."""
+"""The weighted SBM community step (issue 16): planted weighted graphs whose weights are gamma (shape 4; the model's
+are log-normal or exponential) and whose block sizes differ, against weighted Louvain."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from brainpipe.evaluate import communities, fit_sbm, sbm_icl, sbm_loglik
 P_IN, P_OUT = 0.8, 0.3
 
 
-def _planted(sizes, means, probs, seed, sigma=0.5):
-    """Symmetric weighted graph: an edge with probability probs[g, h], a log-normal weight of median means[g, h]."""
+def _planted(sizes, means, probs, seed, shape=4.0):
+    """Symmetric weighted graph: an edge with probability probs[g, h], a gamma weight of mean means[g, h]."""
     rng = np.random.default_rng(seed)
     z = np.repeat(np.arange(len(sizes)), sizes)
     n = len(z)
     mu, p = np.asarray(means, float)[z][:, z], np.asarray(probs, float)[z][:, z]
-    W = rng.lognormal(np.log(mu), sigma) * (rng.random((n, n)) < p)
+    W = rng.gamma(shape, mu / shape) * (rng.random((n, n)) < p)
     W = np.triu(W, 1)
     return W + W.T, z
 
@@ -46,10 +46,11 @@ def _assortative(seed):
     )
 
 
-def test_assortative_recovery_at_least_louvain_and_block_count():
+@pytest.mark.parametrize("weights", ["lognormal", "exponential"])
+def test_assortative_recovery_at_least_louvain_and_block_count(weights):
     for seed in range(3):
         W, z = _assortative(seed)
-        found, _ = fit_sbm(W, seed=0)
+        found, _ = fit_sbm(W, seed=0, weights=weights)
         assert found.max() + 1 == 3  # the planted number of blocks, chosen by ICL
         assert ari(z, found) >= ari(z, _louvain(W)) - 1e-12
         assert ari(z, found) > 0.9
@@ -96,6 +97,10 @@ def test_bad_input_one_line_errors():
         fit_sbm(bad)
     with pytest.raises(InputError, match="square"):
         fit_sbm(W[:3])
+    with pytest.raises(ConfigError, match="SBM weights must be one of lognormal, exponential"):
+        fit_sbm(W, weights="normal")
+    with pytest.raises(ConfigError, match="max_blocks"):
+        fit_sbm(W, max_blocks=0)
     with pytest.raises(ConfigError, match="louvain' or 'sbm"):
         communities(W[0, 1:][:, None], np.zeros(len(W) - 1, int), np.arange(1, len(W)), len(W), method="x")
 
@@ -142,3 +147,21 @@ def test_connectome_passes_the_community_method_down():
     assert ari(z, model.membership_[0]) > 0.9
     with pytest.raises(ConfigError, match="community_method"):
         DynamicConnectome(community_method="graph-tool").fit(tensor)
+
+
+def test_weakly_linked_neurons_stay_out_of_a_tight_community():
+    """The NTF pair factors' failure mode of the exponential weight model (bench/ntf_baselines.py, differ seed 4): a
+    tight community (gamma shape 20) and two neurons whose links to it are 8x weaker. The exponential's density peaks
+    at 0, so weak links fit the community's block pair; the log-normal keeps them out, like Louvain."""
+    n = 30
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        mu = np.full((n, n), 0.002)
+        mu[:7, 7:9] = mu[7:9, :7] = 0.015
+        W = rng.gamma(4.0, mu / 4.0) * (rng.random((n, n)) < 0.7)
+        W[:7, :7] = rng.gamma(20.0, 0.12 / 20.0, (7, 7))
+        W = np.triu(W, 1)
+        W = W + W.T
+        for weights, members in (("lognormal", list(range(7))), ("exponential", list(range(9)))):
+            labels, _ = fit_sbm(W, weights=weights)
+            assert np.flatnonzero(labels == labels[0]).tolist() == members, weights

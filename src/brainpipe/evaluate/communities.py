@@ -43,7 +43,7 @@ def communities(
         Louvain (or SBM) seed.
     method : {"louvain", "sbm"}
         ``"louvain"`` (default): weighted Louvain (modularity; only assortative communities).
-        ``"sbm"``: the hurdle-exponential SBM with the number of blocks chosen by ICL
+        ``"sbm"``: the weighted SBM (edges Bernoulli, log-normal weights per block pair) with the number of blocks chosen by ICL
         (:func:`brainpipe.evaluate.sbm.fit_sbm`; ``resolution`` unused).
 
     Returns

@@ -39,6 +39,9 @@ time and worm factors, and the communities of a component come from a *nested we
 formula and its null/threshold, how instantaneous affinities are smoothed or windowed, and the SBM's
 edge-weight model. Here: windowed affinities (:mod:`brainpipe.preprocess.affinity`, default a soft-thresholded
 correlation of smoothed derivatives) and Louvain's densest community stand in for both, documented as such.
+``community_method="sbm"`` replaces Louvain with a weighted SBM (:mod:`brainpipe.evaluate.sbm`: edges Bernoulli and
+log-normal weights per block pair, graph-tool's ``real-normal`` covariate on log weights, blocks by ICL; not nested,
+not degree-corrected): the paper's model class, with its weight model and prior not confirmed.
 """
 
 from __future__ import annotations
