@@ -38,8 +38,8 @@ Modules: :mod:`~brainpipe.models.neuroformer.tokenizer` (:class:`SpikeTokenizer`
 :func:`align_modality`), :mod:`~brainpipe.models.neuroformer.network` (:class:`NeuroformerNet`, its attention
 blocks and losses), :mod:`~brainpipe.models.neuroformer.estimator` (:class:`Neuroformer`: fitting, decoding,
 scoring) with its mixins :mod:`~brainpipe.models.neuroformer.readouts` (connectivity),
-:mod:`~brainpipe.models.neuroformer.generation` (sampling) and :mod:`~brainpipe.models.neuroformer.serialise`
-(``model_fit`` datasets); every public name is importable from here.
+:mod:`~brainpipe.models.neuroformer.generation` (sampling), :mod:`~brainpipe.models.neuroformer.probe` (the
+behaviour head's linear probe) and :mod:`~brainpipe.models.neuroformer.serialise` (``model_fit`` datasets); every public name is importable from here.
 """
 
 from brainpipe.models.neuroformer.estimator import FINETUNE_MODES, MODEL_KEYS, Neuroformer, r2_score
