@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 #: the most lines a module of ``src/brainpipe`` may have
 MAX_LINES = 650
 
@@ -29,11 +27,6 @@ def test_the_line_count_sees_every_module():
     assert counts["brainpipe/io/_registry.py"] > 100  # lines, not bytes or definitions
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="modules of other areas still being split (2026-12-05 04:40 UTC): "
-    "src/brainpipe/models/neuroformer/estimator.py (678 lines), src/brainpipe/data/contracts.py (672 lines)",
-)
 def test_no_module_is_over_the_limit():
     offenders = {name: n for name, n in _line_counts().items() if n > MAX_LINES}
     listed = "\n".join(
