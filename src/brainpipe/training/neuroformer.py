@@ -29,6 +29,7 @@ from brainpipe.models.neuroformer import MODEL_KEYS, Neuroformer, SpikeTokenizer
 
 __all__ = [
     "FINETUNE_EXTRA",
+    "PRETRAIN_EXTRA",
     "TOKENIZER_KEYS",
     "TRAIN_KEYS",
     "build_neuroformer",
@@ -55,6 +56,8 @@ FINETUNE_EXTRA = (
     "label_draws",
     "draw_fractions",
 )
+#: pretraining settings that are not the training loop's (TrainConfig's)
+PRETRAIN_EXTRA = ("streaming",)
 TRAIN_KEYS = (
     "max_epochs",
     "max_steps",
@@ -69,6 +72,7 @@ TRAIN_KEYS = (
     "precision",
     "checkpoint_every_s",
     "progress",
+    "num_workers",
 )
 log_ = logging.getLogger("brainpipe.training.neuroformer")
 
@@ -102,7 +106,8 @@ def train_config(params: Mapping[str, Any], which: str) -> dict[str, Any]:
     ConfigError
         The phase names a key the training loop does not have.
     """
-    d = {k: v for k, v in dict(params.get(which, {})).items() if k not in FINETUNE_EXTRA}
+    extra = FINETUNE_EXTRA if which == "finetune" else PRETRAIN_EXTRA
+    d = {k: v for k, v in dict(params.get(which, {})).items() if k not in extra}
     cfg = _pick(d, TRAIN_KEYS, which)
     cfg["seed"] = int(params.get("seed", 0))
     if "checkpoint_every_s" not in cfg:
@@ -277,9 +282,12 @@ def pretrain_neuroformer(
     """
     log = log or log_
     grid = contrastive_grid(params)
+    stream = dict(params.get("pretrain", {})).get("streaming")
     if len(grid) == 1:
         model = build_neuroformer(params)
-        model.fit(counts, source=source, checkpoint=checkpoint, fingerprint=fingerprint, log=log)
+        model.fit(
+            counts, source=source, checkpoint=checkpoint, fingerprint=fingerprint, log=log, streaming=stream
+        )
         model.contrastive_selection_ = None
     else:
         model, losses = None, []
@@ -293,6 +301,7 @@ def pretrain_neuroformer(
                 checkpoint=run_checkpoint(checkpoint, _grid_label(w)),
                 fingerprint=fp,
                 log=log,
+                streaming=stream,
             )
             losses.append(float(m.token_loss(counts, "validation", source)))
             log.info("contrastive weight %g: validation next-token loss %.4f", w, losses[-1])

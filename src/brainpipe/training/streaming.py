@@ -19,8 +19,9 @@ the same weights).
 Batches can be read ahead by DataLoader worker processes (``TrainConfig.num_workers``; the order is still drawn in
 the training process, so the result does not change; each worker keeps its own ``cache_chunks``).
 
-Not yet done: Neuroformer's token windows are still built in memory, and the temporal encoder (sequences of
-segments) does not stream.
+Neuroformer pretraining streams its token windows the same way (``neuroformer.pretrain.streaming``; a store of named
+arrays, :mod:`brainpipe.models.neuroformer.streaming`). Not yet done: BrainMAE's temporal encoder (sequences of
+segments) and Neuroformer's fine-tuning and evaluation windows do not stream.
 """
 
 from __future__ import annotations

@@ -213,7 +213,13 @@ class Neuroformer(LinearProbe, ConnectivityReadouts, Generation, Serialisation, 
     # -- pretraining -----------------------------------------------------------------------------------------
     @fill_doc
     def fit(
-        self, counts: xr.Dataset, source: str = "counts", checkpoint=None, fingerprint=None, log=None
+        self,
+        counts: xr.Dataset,
+        source: str = "counts",
+        checkpoint=None,
+        fingerprint=None,
+        log=None,
+        streaming: Mapping[str, object] | None = None,
     ) -> Neuroformer:
         """Pretrain by next-token prediction on the train windows; checkpoint chosen on the validation windows.
 
@@ -224,15 +230,22 @@ class Neuroformer(LinearProbe, ConnectivityReadouts, Generation, Serialisation, 
         %(checkpoint)s
         %(fingerprint)s
         %(log)s
+        streaming : mapping, optional
+            Stream the windows from a temporary zarr store with bounded memory (``enabled``, ``chunk_windows``,
+            ``cache_chunks``, ``shuffle``; :mod:`brainpipe.models.neuroformer.streaming`); default in memory.
 
         Returns
         -------
         Neuroformer
             ``self``, fitted.
         """
+        from brainpipe.models.neuroformer.streaming import check_streaming, fit_streamed
         from brainpipe.training import train
 
         self._check_params()
+        stream = check_streaming(streaming)
+        if stream is not None:
+            return fit_streamed(self, counts, source, stream, checkpoint, fingerprint, log)
         win = self._prepare(counts, source)
         self.net_ = self._build()
         tr, va = (

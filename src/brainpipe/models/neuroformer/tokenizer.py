@@ -196,19 +196,46 @@ class SpikeTokenizer:
         return vals
 
     # -- windows ---------------------------------------------------------------------------------------------
+    def window_starts(self, counts: xr.Dataset) -> np.ndarray:
+        """The first bin of every valid window: a full past and current window inside one recorded segment.
+
+        Parameters
+        ----------
+        counts : xarray.Dataset
+            A ``spike_counts`` dataset.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n_windows,) int64 bin indices, in time order, ``stride`` bins apart within a segment.
+        """
+        from brainpipe.preprocess.spikes import segments
+
+        seg = segments(counts)
+        W, P, S = self.window_bins_, self.past_bins_, self.stride_bins_
+        starts = []
+        for s in np.unique(seg):
+            idx = np.flatnonzero(seg == s)
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            starts.extend(range(lo + P, hi - W + 1, S))
+        return np.asarray(starts, dtype=np.int64)
+
     @fill_doc
-    def transform(self, counts: xr.Dataset, source: str = "counts") -> Windows:
+    def transform(
+        self, counts: xr.Dataset, source: str = "counts", starts: np.ndarray | None = None
+    ) -> Windows:
         """Tokenise every valid window of ``counts`` (units must be the fitted ones, in the same order).
 
         %(counts_source_parameters)s
+        starts : numpy.ndarray, optional
+            Only these windows (first bins, from :meth:`window_starts`), e.g. one block of a streamed cohort; default
+            every valid window.
 
         Returns
         -------
         Windows
             The current and past token sequences, modalities, target, start time and split of every window.
         """
-        from brainpipe.preprocess.spikes import segments
-
         units = np.asarray(counts["unit"].values).astype(str)
         if not np.array_equal(units, self.units_):
             raise InputError(
@@ -220,14 +247,8 @@ class SpikeTokenizer:
                 f"{source}: bin width {counts.attrs['bin_width_s']} s differs from the fitted {self.bin_width_s_} s"
             )
         y = np.asarray(counts["counts"].values)
-        seg = segments(counts)
-        W, P, S = self.window_bins_, self.past_bins_, self.stride_bins_
-        starts = []
-        for s in np.unique(seg):
-            idx = np.flatnonzero(seg == s)
-            lo, hi = int(idx[0]), int(idx[-1]) + 1
-            starts.extend(range(lo + P, hi - W + 1, S))
-        starts = np.asarray(starts, dtype=np.int64)
+        W, P = self.window_bins_, self.past_bins_
+        starts = self.window_starts(counts) if starts is None else np.asarray(starts, dtype=np.int64)
         sp = self.special()
         n, B, PB = starts.size, self.block_size, self.past_block_size
         cur_id = np.full((n, B), sp["pad"], np.int64)

@@ -1,0 +1,112 @@
+"""Neuroformer pretraining from token windows streamed through a zarr store (issue 17,
+``neuroformer.pretrain.streaming``): the windows tokenised block by block are the in-memory windows, a streamed fit
+with the in-memory order gives the in-memory weights bit for bit and leaves no store behind, and bad settings are
+one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from brainpipe.errors import ConfigError
+from brainpipe.models.neuroformer import Neuroformer, SpikeTokenizer
+from brainpipe.models.neuroformer.streaming import check_streaming
+from brainpipe.preprocess import bin_spikes
+from brainpipe.simulate import simulate
+from brainpipe.training.neuroformer import pretrain_neuroformer
+from neuroformer_tiny import MODEL, TOKENIZER, TRAIN, tiny_params
+
+SIM = {"n_neurons": 5, "n_hubs": 1, "hub_out_degree": 2, "n_other_connections": 1, "duration_s": 20.0}
+
+
+@pytest.fixture(scope="module")
+def counts():
+    return bin_spikes(simulate("hub_network", SIM, seed=2).data, 0.01, n_blocks=2)
+
+
+def _model(**train):
+    return Neuroformer(SpikeTokenizer(**TOKENIZER), **MODEL, train={**TRAIN, "max_epochs": 2, **train})
+
+
+def test_windows_tokenised_in_blocks_are_the_in_memory_windows(counts):
+    tok = SpikeTokenizer(**TOKENIZER).fit(counts)
+    whole = tok.transform(counts)
+    starts = tok.window_starts(counts)
+    assert np.array_equal(starts, whole.start)
+    parts = [tok.transform(counts, starts=starts[i : i + 97]) for i in range(0, starts.size, 97)]
+    for name in ("cur_id", "cur_dt", "past_id", "past_dt", "modality", "target", "split"):
+        np.testing.assert_array_equal(np.concatenate([getattr(p, name) for p in parts]), getattr(whole, name))
+
+
+def test_streamed_fit_equals_the_in_memory_fit_and_leaves_no_store(counts, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    ref = _model().fit(counts)
+    same = _model().fit(counts, streaming={"enabled": True, "chunk_windows": 64, "shuffle": "global"})
+    for k, v in ref.net_.state_dict().items():
+        assert torch.equal(v, same.net_.state_dict()[k]), k
+    assert same.history_ == ref.history_
+    assert same.token_stats_["n_windows"] == int(
+        np.isin(ref.tokenizer_.transform(counts).split, (0, 1)).sum()
+    )
+    chunked = _model().fit(
+        counts, streaming={"enabled": True, "chunk_windows": 64}
+    )  # chunk order: other batches
+    assert [h["step"] for h in chunked.history_] == [h["step"] for h in ref.history_]
+    assert (
+        abs(chunked.history_[-1]["val_loss"] - ref.history_[-1]["val_loss"])
+        < 0.05 * ref.history_[-1]["val_loss"]
+    )
+    assert list(tmp_path.iterdir()) == []  # the stores are removed
+
+
+def test_the_stage_function_streams_what_the_study_asks(counts, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    train = {**TRAIN, "streaming": {"enabled": True, "chunk_windows": 50, "shuffle": "global"}}
+    streamed = pretrain_neuroformer(counts, tiny_params(train))
+    plain = pretrain_neuroformer(counts, tiny_params(dict(TRAIN)))
+    for k, v in plain.net_.state_dict().items():
+        assert torch.equal(v, streamed.net_.state_dict()[k]), k
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"enabled": True, "chunks": 3}, r"neuroformer\.pretrain\.streaming: unknown key 'chunks'"),
+        (
+            {"enabled": True, "chunk_windows": 0},
+            r"neuroformer\.pretrain\.streaming\.chunk_windows: must be an integer >= 1",
+        ),
+        (
+            {"enabled": True, "shuffle": "random"},
+            r"neuroformer\.pretrain\.streaming\.shuffle: must be 'chunks' or 'global'",
+        ),
+    ],
+)
+def test_bad_streaming_settings_are_one_line(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        check_streaming(bad)
+    assert check_streaming({"enabled": False}) is None and check_streaming(None) is None
+
+
+def test_study_config_takes_streaming_and_rejects_bad_values():
+    from brainpipe.config import validate_config
+
+    def cfg(pretrain):
+        sim = {"simulate": {"generator": "hub_network", "params": dict(SIM)}}
+        return {
+            "spikes": {"datasets": {"sim": sim}},
+            "neuroformer": {"datasets": {"sim": {}}, "pretrain": pretrain},
+        }
+
+    ok = validate_config(cfg({"streaming": {"enabled": True, "chunk_windows": 10}}))
+    assert ok["neuroformer"]["pretrain"]["streaming"] == {
+        "enabled": True,
+        "chunk_windows": 10,
+        "cache_chunks": 2,
+        "shuffle": "chunks",
+    }
+    assert "streaming" not in validate_config(cfg({}))["neuroformer"]["pretrain"]  # the default: off, absent
+    with pytest.raises(ConfigError, match="chunk_windows"):
+        validate_config(cfg({"streaming": {"enabled": True, "chunk_windows": 0}}))
