@@ -15,6 +15,14 @@ file of ``subjects`` x ``--per-subject`` segments (4 folds by subject), then ano
 process's peak resident memory above its level after the imports, and the stage's seconds.
 
     python bench/streaming_memory.py --stage --subjects 200 2000 --rois 400 --time 10 --mode both
+
+``--neuroformer``: Neuroformer pretraining (:func:`brainpipe.training.neuroformer.pretrain_neuroformer`, the stage's
+library call) on a recording of ``--units`` Poisson units binned at 10 ms, ``--seconds`` long (each size in a fresh
+process), with ``neuroformer.pretrain.streaming`` (``--mode streamed``), without (``memory``) or both. The counts are
+built first and stay in memory in both modes (they are not streamed); printed: the counts' size, the peak resident
+memory above the level after the imports and the counts (the token windows, the training), and the seconds.
+
+    python bench/streaming_memory.py --neuroformer --seconds 2000 20000 --units 20 --mode both
 """
 
 from __future__ import annotations
@@ -137,6 +145,81 @@ def stage_one(path: str, streamed: bool, max_steps: int, folder: str) -> dict:
     }
 
 
+def neuroformer_one(seconds: float, units: int, streamed: bool, max_steps: int, folder: str) -> dict:
+    """Neuroformer pretraining on ``seconds`` of ``units`` Poisson units, in this process: peak RSS above the
+    imports and the counts, seconds, and what was left in the temporary folder."""
+    import os
+    import tempfile
+
+    import numpy as np
+    import torch
+    import xarray as xr
+
+    from brainpipe.training.neuroformer import pretrain_neuroformer
+
+    torch.set_num_threads(1)
+    tempfile.tempdir = folder
+    os.environ["TMPDIR"] = folder
+    n_bins = int(round(seconds / 0.01))
+    rng = np.random.default_rng(0)
+    y = np.empty((n_bins, units), np.int32)
+    for lo in range(0, n_bins, 50_000):  # in blocks: no int64 copy of the whole recording raises the baseline
+        y[lo : lo + 50_000] = rng.poisson(0.05, size=(min(50_000, n_bins - lo), units))
+    counts = xr.Dataset(
+        {
+            "counts": (("time", "unit"), y),
+            "split": ("time", np.repeat(np.array([0, 1, 2, 0, 1, 2], np.int8), -(-n_bins // 6))[:n_bins]),
+        },
+        coords={"time": (np.arange(n_bins) + 0.5) * 0.01, "unit": [f"u{i}" for i in range(units)]},
+        attrs={"bin_width_s": 0.01},
+    )
+    counts_mb = counts["counts"].nbytes / 2**20
+    base = _rss_mb()
+    train = {"max_epochs": 1, "max_steps": max_steps, "batch_size": 64, "patience": None, "device": "cpu"}
+    train["progress"] = False
+    if streamed:
+        train["streaming"] = {"enabled": True, "chunk_windows": 1024, "cache_chunks": 2}
+    params = {
+        "tokenizer": {
+            "dt_s": 0.01,
+            "window_s": 0.02,
+            "past_window_s": 0.04,
+            "block_size": 16,
+            "past_block_size": 24,
+        },
+        "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "dropout": 0.0},
+        "pretrain": train,
+        "modalities": {},
+        "seed": 0,
+    }
+    t0 = time.perf_counter()
+    pretrain_neuroformer(counts, params)
+    return {
+        "counts_mb": counts_mb,
+        "peak_rss_above_counts_mb": _rss_mb() - base,
+        "seconds": time.perf_counter() - t0,
+        "left_in_tmp": sum(name.startswith("brainpipe-") for name in os.listdir(folder)),
+    }
+
+
+def neuroformer_bench(args) -> None:
+    modes = ["streamed", "memory"] if args.mode == "both" else [args.mode]
+    print("seconds counts_MB mode peak_RSS_above_imports_and_counts_MB pretrain_s")
+    with tempfile.TemporaryDirectory() as folder:
+        for sec in args.seconds:
+            for mode in modes:
+                job = Path(folder) / f"nf-{sec}-{mode}"
+                job.mkdir()
+                r = _child(
+                    ["--nf-one", str(sec), "--units", str(args.units), "--mode", mode]
+                    + ["--max-steps", str(args.max_steps), "--folder", str(job)]
+                )
+                print(
+                    f"{sec:g} {r['counts_mb']:.0f} {mode} {r['peak_rss_above_counts_mb']:.0f} {r['seconds']:.1f}"
+                    + ("" if r["left_in_tmp"] == 0 else f" (left {r['left_in_tmp']} in tmp)")
+                )
+
+
 def _child(args: list[str]) -> dict:
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     if out.returncode:
@@ -182,7 +265,23 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=20, help="--stage: training steps per encoder")
     ap.add_argument("--make", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--stage-one", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--neuroformer", action="store_true", help="Neuroformer pretraining (see above)")
+    ap.add_argument(
+        "--seconds", type=float, nargs="+", default=[2000.0, 20000.0], help="--neuroformer: lengths"
+    )
+    ap.add_argument("--units", type=int, default=20, help="--neuroformer: units")
+    ap.add_argument("--nf-one", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.nf_one is not None:
+        print(
+            json.dumps(
+                neuroformer_one(args.nf_one, args.units, args.mode == "streamed", args.max_steps, args.folder)
+            )
+        )
+        return
+    if args.neuroformer:
+        neuroformer_bench(args)
+        return
     if args.make is not None:
         make_segments(args.make, args.per_subject, args.rois, args.time, args.folder)
         print("{}")
