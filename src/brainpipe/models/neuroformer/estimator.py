@@ -240,7 +240,6 @@ class Neuroformer(LinearProbe, ConnectivityReadouts, Generation, Serialisation, 
             ``self``, fitted.
         """
         from brainpipe.models.neuroformer.streaming import check_streaming, fit_streamed
-        from brainpipe.training import train
 
         self._check_params()
         stream = check_streaming(streaming)
@@ -252,13 +251,20 @@ class Neuroformer(LinearProbe, ConnectivityReadouts, Generation, Serialisation, 
             win.select(win.split == SPLIT_FLAGS["train"]),
             win.select(win.split == SPLIT_FLAGS["validation"]),
         )
+        return self._pretrain(tr.tensors(), va.tensors(), checkpoint, fingerprint, log)
+
+    def _pretrain(self, train_data, val_data, checkpoint, fingerprint, log) -> Neuroformer:
+        """Next-token training of ``net_`` on train windows (tensors or a streamed dataset), validation windows for
+        the checkpoint choice and early stopping."""
+        from brainpipe.training import train
+
         cw = float(self.contrastive_weight)
         res = train(
             self.net_,
-            tr.tensors(),
+            train_data,
             lambda m, b: pretrain_loss(m, b, cw),
             self._train_config(self.train or {}),
-            val_data=va.tensors(),
+            val_data=val_data,
             checkpoint=checkpoint,
             fingerprint=fingerprint,
             log=log,

@@ -149,26 +149,9 @@ def fit_streamed(
     model, counts: xr.Dataset, source: str, settings: Mapping[str, Any], checkpoint, fingerprint, log
 ):
     """:meth:`Neuroformer.fit` with the windows streamed (:func:`streamed_windows`); returns the fitted ``model``."""
-    from brainpipe.models.neuroformer.network import pretrain_loss
-    from brainpipe.training import train
-
     if not hasattr(model, "tokenizer_"):
         model.tokenizer_ = model._tokenizer().fit(counts, source)
     model.net_ = model._build()
-    cw = float(model.contrastive_weight)
     with streamed_windows(model.tokenizer_, counts, source, settings) as (tr, va, stats):
         model.token_stats_ = stats
-        res = train(
-            model.net_,
-            tr,
-            lambda m, b: pretrain_loss(m, b, cw),
-            model._train_config(model.train or {}),
-            val_data=va,
-            checkpoint=checkpoint,
-            fingerprint=fingerprint,
-            log=log,
-        )
-    model.history_ = list(res.history)
-    model.train_result_ = res
-    model.net_.eval()
-    return model
+        return model._pretrain(tr, va, checkpoint, fingerprint, log)
