@@ -15,6 +15,7 @@ file of ``subjects`` x ``--per-subject`` segments (4 folds by subject), then ano
 process's peak resident memory above its level after the imports, and the stage's seconds.
 
     python bench/streaming_memory.py --stage --subjects 200 2000 --rois 400 --time 10 --mode both
+    python bench/streaming_memory.py --stage --subjects 2000 --mode streamed --workers 2   # reads ahead in 2 workers
 
 ``--neuroformer``: Neuroformer pretraining (:func:`brainpipe.training.neuroformer.pretrain_neuroformer`, the stage's
 library call) on a recording of ``--units`` Poisson units binned at 10 ms, ``--seconds`` long (each size in a fresh
@@ -109,7 +110,7 @@ def make_segments(subjects: int, per_subject: int, rois: int, t: int, path: str)
     write(ds, path, "roi_segments", make_provenance("bench_streaming_memory", seed=0))
 
 
-def stage_one(path: str, streamed: bool, max_steps: int, folder: str) -> dict:
+def stage_one(path: str, streamed: bool, max_steps: int, folder: str, workers: int = 0) -> dict:
     """The pretrain_brainmae stage on ``path``, in this process: peak RSS above the imports, seconds."""
     import os
     import tempfile
@@ -132,6 +133,7 @@ def stage_one(path: str, streamed: bool, max_steps: int, folder: str) -> dict:
         "patience": None,
         "device": "cpu",
         "progress": False,
+        "num_workers": workers,
     }
     if streamed:
         params["streaming"] = {"enabled": True, "chunk_segments": 256, "cache_chunks": 2}
@@ -243,7 +245,7 @@ def stage_bench(args) -> None:
                 job.mkdir()
                 r = _child(
                     ["--stage-one", path, "--mode", mode, "--max-steps", str(args.max_steps)]
-                    + ["--folder", str(job)]
+                    + ["--folder", str(job), "--workers", str(args.workers)]
                 )
                 print(
                     f"{n} {n * args.per_subject} {size:.0f} {mode} {r['peak_rss_above_imports_mb']:.0f} "
@@ -263,6 +265,9 @@ def main() -> None:
     ap.add_argument("--mode", choices=["streamed", "memory", "both"], default="both")
     ap.add_argument("--per-subject", type=int, default=2, help="--stage: segments per subject")
     ap.add_argument("--max-steps", type=int, default=20, help="--stage: training steps per encoder")
+    ap.add_argument(
+        "--workers", type=int, default=0, help="--stage: DataLoader worker processes (num_workers)"
+    )
     ap.add_argument("--make", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--stage-one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--neuroformer", action="store_true", help="Neuroformer pretraining (see above)")
@@ -287,7 +292,11 @@ def main() -> None:
         print("{}")
         return
     if args.stage_one is not None:
-        print(json.dumps(stage_one(args.stage_one, args.mode == "streamed", args.max_steps, args.folder)))
+        print(
+            json.dumps(
+                stage_one(args.stage_one, args.mode == "streamed", args.max_steps, args.folder, args.workers)
+            )
+        )
         return
     if args.stage:
         stage_bench(args)
