@@ -73,14 +73,17 @@ def test_the_stage_function_streams_what_the_study_asks(counts, tmp_path, monkey
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ({"enabled": True, "chunks": 3}, r"neuroformer\.pretrain\.streaming: unknown key 'chunks'"),
+        (
+            {"enabled": True, "chunks": 3},
+            r"neuroformer\.pretrain\.streaming: unknown key\(s\) chunks \(allowed: ",
+        ),
         (
             {"enabled": True, "chunk_windows": 0},
-            r"neuroformer\.pretrain\.streaming\.chunk_windows: must be an integer >= 1",
+            r"neuroformer\.pretrain\.streaming\.chunk_windows must be an integer >= 1; got 0",
         ),
         (
             {"enabled": True, "shuffle": "random"},
-            r"neuroformer\.pretrain\.streaming\.shuffle: must be 'chunks' or 'global'",
+            r"neuroformer\.pretrain\.streaming\.shuffle must be 'chunks' or 'global'; got 'random'",
         ),
     ],
 )

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from brainpipe.training.distributed import DistributedSettings, distributed_tasks
+from brainpipe.training.distributed import distributed_tasks
 
 __all__ = ["training_resources"]
 
@@ -46,16 +46,15 @@ def training_resources(config: Mapping[str, Any], gpus_per_process: Callable[[An
     >>> res["tasks"], res["nodes"], res["gpu"](None), res["slurm_extra"](None)
     (4, 2, 4, '--gpus-per-node=2')
     """
-    settings = DistributedSettings.from_dict((config.get("training") or {}).get("distributed"))
-    resources: dict[str, Any] = dict(distributed_tasks(config))
-    world = settings.world_size if settings.enabled else 1
+    resources: dict[str, Any] = dict(distributed_tasks(config))  # empty when training is not distributed
+    world, nodes = resources.get("tasks", 1), resources.get("nodes", 1)
 
     def gpu(wildcards) -> int:
         return int(gpus_per_process(wildcards)) * world
 
     resources["gpu"] = gpu
-    if settings.enabled and settings.nodes > 1:
-        per_node = settings.processes_per_node
+    if nodes > 1:
+        per_node = world // nodes
 
         def slurm_extra(wildcards) -> str:
             return (

@@ -35,9 +35,51 @@ from typing import Any
 import numpy as np
 import torch
 
-from brainpipe.errors import InputError
+from brainpipe.errors import ConfigError, InputError
 
-__all__ = ["ZarrExamples", "write_examples"]
+__all__ = ["ZarrExamples", "streaming_settings", "write_examples"]
+
+
+def streaming_settings(
+    value: Mapping[str, Any] | None, defaults: Mapping[str, Any], key: str
+) -> dict[str, Any] | None:
+    """A model's ``streaming`` settings, checked (None when streaming is off), as BrainMAE and Neuroformer take them.
+
+    Parameters
+    ----------
+    value : mapping or None
+        ``enabled`` (bool), the chunk sizes (the integer entries of ``defaults``, each >= 1), ``shuffle``
+        ("chunks" or "global", see :class:`ZarrExamples`); missing keys take ``defaults``.
+    defaults : mapping
+        Every allowed key with its default (``enabled`` false).
+    key : str
+        The settings' place in the study config, for the messages (e.g. ``fmri.brainmae.model.streaming``).
+
+    Returns
+    -------
+    dict or None
+        The settings, or None when streaming is off (``value`` None or empty, or ``enabled`` false).
+
+    Raises
+    ------
+    brainpipe.errors.ConfigError
+        Not a mapping, an unknown key or a bad value (one line naming ``<key>.<setting>``).
+    """
+    if value is None or (isinstance(value, Mapping) and not value):
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must be a mapping ({', '.join(defaults)}); got {value!r}")
+    unknown = sorted(set(value) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(defaults)})")
+    out = {**defaults, **value}
+    for k, default in defaults.items():
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(out[k], bool) or not isinstance(out[k], int) or out[k] < 1:
+                raise ConfigError(f"{key}.{k} must be an integer >= 1; got {out[k]!r}")
+    if out["shuffle"] not in ("chunks", "global"):
+        raise ConfigError(f"{key}.shuffle must be 'chunks' or 'global'; got {out['shuffle']!r}")
+    return out if out["enabled"] else None
 
 
 def write_examples(

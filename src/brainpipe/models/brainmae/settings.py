@@ -126,23 +126,9 @@ def streaming_settings(value) -> dict[str, Any] | None:
     brainpipe.errors.ConfigError
         An unknown key or a bad value (one line naming ``fmri.brainmae.model.streaming.<key>``).
     """
-    if value is None:
-        return None
-    key = "fmri.brainmae.model.streaming"
-    if not isinstance(value, dict):
-        raise ConfigError(f"{key} must be a mapping (enabled, chunk_segments, cache_chunks); got {value!r}")
-    unknown = sorted(set(value) - set(STREAMING_DEFAULTS))
-    if unknown:
-        raise ConfigError(
-            f"{key}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(STREAMING_DEFAULTS)})"
-        )
-    out = dict(STREAMING_DEFAULTS, **value)
-    for k in ("chunk_segments", "cache_chunks"):
-        if isinstance(out[k], bool) or not isinstance(out[k], int) or out[k] < 1:
-            raise ConfigError(f"{key}.{k} must be an integer >= 1; got {out[k]!r}")
-    if out["shuffle"] not in ("chunks", "global"):
-        raise ConfigError(f"{key}.shuffle must be 'chunks' or 'global'; got {out['shuffle']!r}")
-    return out if out["enabled"] else None
+    from brainpipe.training.streaming import streaming_settings as check
+
+    return check(value, STREAMING_DEFAULTS, "fmri.brainmae.model.streaming")
 
 
 def split_kwargs(params: dict[str, Any]):

@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from brainpipe.data.contracts import SPLIT_FLAGS
-from brainpipe.errors import ConfigError, InputError
+from brainpipe.errors import InputError
 
 __all__ = ["STREAMING_DEFAULTS", "TENSOR_NAMES", "check_streaming", "streamed_windows"]
 
@@ -61,18 +61,9 @@ def check_streaming(streaming: Mapping[str, Any] | None, source: str = "neurofor
     brainpipe.errors.ConfigError
         An unknown key or a value out of range (one line naming it).
     """
-    if not streaming:
-        return None
-    unknown = sorted(set(streaming) - set(STREAMING_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key '{unknown[0]}' (allowed: {', '.join(STREAMING_DEFAULTS)})")
-    s = {**STREAMING_DEFAULTS, **dict(streaming)}
-    for key in ("chunk_windows", "cache_chunks"):
-        if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 1:
-            raise ConfigError(f"{source}.{key}: must be an integer >= 1, got {s[key]!r}")
-    if s["shuffle"] not in ("chunks", "global"):
-        raise ConfigError(f"{source}.shuffle: must be 'chunks' or 'global', got {s['shuffle']!r}")
-    return s if s["enabled"] else None
+    from brainpipe.training.streaming import streaming_settings
+
+    return streaming_settings(streaming, STREAMING_DEFAULTS, source)
 
 
 def _blocks(tokenizer, counts: xr.Dataset, source: str, starts: np.ndarray, size: int, stats: dict):
