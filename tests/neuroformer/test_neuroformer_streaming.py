@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainpipe.errors import ConfigError
+from brainpipe.errors import ConfigError, InputError
 from brainpipe.models.neuroformer import Neuroformer, SpikeTokenizer
 from brainpipe.models.neuroformer.streaming import check_streaming
 from brainpipe.preprocess import bin_spikes
@@ -113,3 +113,16 @@ def test_study_config_takes_streaming_and_rejects_bad_values():
     assert "streaming" not in validate_config(cfg({}))["neuroformer"]["pretrain"]  # the default: off, absent
     with pytest.raises(ConfigError, match="chunk_windows"):
         validate_config(cfg({"streaming": {"enabled": True, "chunk_windows": 0}}))
+
+
+def test_no_validation_window_is_one_line_and_leaves_no_store(counts, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    no_val = counts.assign(
+        split=counts["split"].where(counts["split"] != 1, 0)
+    )  # validation blocks made train
+    with pytest.raises(
+        InputError, match=r"^sim: no validation window \(\d+ windows of 0\.02 s after a past of 0\.04 s"
+    ) as info:
+        _model().fit(no_val, source="sim", streaming={"enabled": True})
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
