@@ -24,7 +24,8 @@ Kinds
 -----
 ``roi_timeseries``  fMRI: ``signal(time, roi)``; attrs ``repetition_time_s``.
 ``calcium_traces``  calcium imaging: ``fluorescence(time, cell)``; optional ``neuropil``, ``dff``, ``events``
-                    with the same dims; attrs ``frame_rate_hz``.
+                    with the same dims; attrs ``frame_rate_hz``. Optional behaviour sampled on its own clock, as
+                    in ``spike_times``: ``behaviour(behaviour_time, behaviour_var)`` (preprocessing keeps it).
 ``spike_times``     ragged spike trains, flat encoding: ``spike_time(spike)`` in seconds and ``spike_unit(spike)``,
                     an integer index into the ``unit`` coordinate; sorted by time. Attrs ``t_start_s``,
                     ``t_stop_s`` (the observation window). Optional behaviour sampled on its own clock:
@@ -252,8 +253,25 @@ CONTRACTS: dict[str, Contract] = {
         Contract(
             "calcium_traces",
             "Calcium imaging traces: one value per cell per frame",
-            coords={"time": TIME, "cell": Var(("cell",), "iuUO", long_name="cell (ROI) identifier")},
+            coords={
+                "time": TIME,
+                "cell": Var(("cell",), "iuUO", long_name="cell (ROI) identifier"),
+                "behaviour_time": Var(
+                    ("behaviour_time",),
+                    "f",
+                    "s",
+                    required=False,
+                    long_name="behaviour sample time",
+                    dtype="float64",
+                ),
+                "behaviour_var": Var(
+                    ("behaviour_var",), "UO", required=False, long_name="behaviour variable"
+                ),
+            },
             data_vars={
+                "behaviour": Var(
+                    ("behaviour_time", "behaviour_var"), "f", required=False, long_name="behaviour"
+                ),
                 "fluorescence": Var(
                     ("time", "cell"), "f", "1", long_name="raw fluorescence (arbitrary units)"
                 ),
@@ -273,6 +291,8 @@ CONTRACTS: dict[str, Contract] = {
                 _unique("cell"),
                 _positive_attr("frame_rate_hz"),
                 _finite("fluorescence"),
+                _increasing("behaviour_time"),
+                _finite("behaviour"),
             ),
         ),
         Contract(

@@ -318,8 +318,10 @@ def check_kind(path, ds: xr.Dataset, kind: str = "auto") -> xr.Dataset:
     return ds
 
 
-def finish_calcium(path, ds: xr.Dataset, drop_bad_cells: bool = False, kind: str = "auto") -> xr.Dataset:
-    """The finishing step of every calcium reader: :func:`check_cells`, then :func:`check_kind`.
+def finish_calcium(
+    path, ds: xr.Dataset, drop_bad_cells: bool = False, kind: str = "auto", behaviour: str | None = None
+) -> xr.Dataset:
+    """The finishing step of every calcium reader: :func:`check_cells`, :func:`check_kind`, then the behaviour table.
 
     Parameters
     ----------
@@ -331,10 +333,20 @@ def finish_calcium(path, ds: xr.Dataset, drop_bad_cells: bool = False, kind: str
         Drop all-NaN or constant ROIs instead of failing.
     kind : str
         What the traces are, one of :data:`TRACE_KINDS`.
+    behaviour : str, optional
+        A behaviour table (:func:`brainpipe.io.calcium.read_behaviour_table`: CSV/TSV/NPZ with a ``time_s``
+        column) whose variables replace any behaviour the source carries.
 
     Returns
     -------
     xarray.Dataset
-        The checked dataset with attr ``trace_kind``.
+        The checked dataset with attr ``trace_kind`` (and the table's behaviour).
     """
-    return check_kind(path, check_cells(path, ds, drop_bad_cells), kind)
+    out = check_kind(path, check_cells(path, ds, drop_bad_cells), kind)
+    if behaviour is None:
+        return out
+    from brainpipe.io._calcium_behaviour import read_behaviour_table, with_behaviour
+
+    if "behaviour" in out:
+        LOG.info("%s: its behaviour is replaced by the table %s", path, behaviour)
+    return with_behaviour(out, read_behaviour_table(behaviour), behaviour)

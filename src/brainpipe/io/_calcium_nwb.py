@@ -11,18 +11,26 @@ import numpy as np
 import xarray as xr
 
 from brainpipe._docs import fill_doc
+from brainpipe.io._calcium_behaviour import with_behaviour
 from brainpipe.io._calcium_checks import NWB_LABEL_COLUMNS, _check_rate, _fail, _labels_var, _traces
 from brainpipe.io._common import hdf5_error, require_file
-from brainpipe.io._nwb import open_nwb
+from brainpipe.io._nwb import _behaviour, open_nwb
 
 
 @fill_doc
 def read_nwb_ophys(
-    path, frame_rate_hz: float | None = None, series: str | None = None, label_column: str | None = None
+    path,
+    frame_rate_hz: float | None = None,
+    series: str | None = None,
+    label_column: str | None = None,
+    behaviour_series: bool | str | list[str] = True,
 ) -> xr.Dataset:
     """Read an NWB file's ophys ``Fluorescence`` (or ``DfOverF``) RoiResponseSeries, with ROI ids from its table.
 
-    A series named ``Neuropil`` in the same container (if any) becomes ``neuropil``.
+    A series named ``Neuropil`` in the same container (if any) becomes ``neuropil``. Behaviour time series of the
+    processing modules (e.g. ``processing['behavior']``: BehavioralTimeSeries, Position, TimeSeries; each 1-D
+    series, or each column of a 2-D one, with its timestamps or rate) become ``behaviour(behaviour_time,
+    behaviour_var)`` on the first series' clock, read as the spike reader reads them (:func:`brainpipe.io.read_nwb`).
 
     Parameters
     ----------
@@ -34,6 +42,8 @@ def read_nwb_ophys(
         The RoiResponseSeries (None: the first one not named ``Neuropil``).
     label_column : str, optional
         The ROI table column of neuron labels (None: the first of :data:`NWB_LABEL_COLUMNS` it has).
+    behaviour_series : bool or str or list of str, default True
+        Which behaviour series to read: True all, False none, else their names (a missing name is an error).
 
     %(calcium_traces_returns)s
 
@@ -42,7 +52,9 @@ def read_nwb_ophys(
     p = require_file(path, "NWB file")
     with open_nwb(p) as nwb:
         try:
-            return _ophys(p, nwb, frame_rate_hz, series, label_column)
+            ds = _ophys(p, nwb, frame_rate_hz, series, label_column)
+            block = _behaviour(p, nwb, behaviour_series) if behaviour_series else None
+            return with_behaviour(ds, block, f"nwb:{p}")
         except (OSError, RuntimeError) as err:  # h5py (HDF5 errors), reading a damaged dataset lazily
             raise hdf5_error(p, err, "an NWB (HDF5) file") from None
 

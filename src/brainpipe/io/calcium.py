@@ -16,6 +16,12 @@ Neuron labels (identities shared across animals, e.g. whole-brain recordings wit
 ``label_column``), or ``"labels"`` (one per column) in an array's JSON sidecar. A connectome study matches its
 animals' neurons by these labels (:func:`brainpipe.preprocess.affinity.align_animals`).
 
+Behaviour variables on their own clock (``behaviour(behaviour_time, behaviour_var)``): the NWB reader takes the
+behaviour time series of the file's processing modules (option ``behaviour_series``); every reader takes a table
+given as option ``behaviour: path`` (:func:`read_behaviour_table`: CSV/TSV with a ``time_s`` column and one
+column per variable, or an ``.npz`` of 1-D arrays), which replaces what the file carries. A connectome study
+relates its factors to them (:func:`brainpipe.evaluate.connectome.behaviour_metrics`).
+
 >>> from brainpipe.io.calcium import read_calcium
 """
 
@@ -28,6 +34,7 @@ import xarray as xr
 
 from brainpipe._docs import fill_doc
 from brainpipe.io._calcium_arrays import read_array
+from brainpipe.io._calcium_behaviour import read_behaviour_table, with_behaviour
 from brainpipe.io._calcium_checks import (
     LOG,
     NWB_LABEL_COLUMNS,
@@ -51,10 +58,12 @@ __all__ = [
     "check_kind",
     "finish_calcium",
     "read_array",
+    "read_behaviour_table",
     "read_calcium",
     "read_nwb_ophys",
     "read_suite2p",
     "resolve_kind",
+    "with_behaviour",
 ]
 
 
