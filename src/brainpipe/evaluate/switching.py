@@ -11,6 +11,7 @@ from scipy.optimize import linear_sum_assignment
 
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.evaluate.metrics import METRIC_PATTERNS, METRICS, MetricInfo, _corr
+from brainpipe.evaluate.switching_clusters import StateClusters
 from brainpipe.models.baselines import poisson_log_likelihood
 from brainpipe.models.switching_glm import SwitchingGLM
 
@@ -38,6 +39,18 @@ METRIC_PATTERNS.extend(
             re.compile(r"task_mi_(?P<v>.+)_vs_(?P<ref>[A-Za-z0-9]+)"),
             ">=",
             "excess mutual information of the decoded states about {v} minus {ref}'s",
+        ),
+        (
+            re.compile(r"task_mi_(?P<v>.+)_clusters_excess"),
+            ">=",
+            "mutual information between the k-means clusters of the smoothed population rate (the non-HMM "
+            "baseline, as many clusters as states) and {v} minus its shuffled null, bits",
+        ),
+        (
+            re.compile(r"task_mi_(?P<v>.+)_clusters"),
+            ">=",
+            "mutual information between the k-means clusters of the smoothed population rate (the non-HMM "
+            "baseline) and {v} on the test bins, bits",
         ),
         (
             re.compile(r"task_mi_(?P<v>.+)_null"),
@@ -428,14 +441,18 @@ def task_metrics(
     references: Mapping[str, xr.Dataset] | None = None,
     n_shuffles: int = 200,
     seed: int = 0,
+    clusters: StateClusters | None = None,
 ) -> dict[str, float]:
     """Decoded states against the task variables of :func:`task_variables`, on the test bins.
 
     For each variable ``v``: ``task_mi_<v>`` (bits: mutual information between the posterior state and the
     variable), ``task_mi_<v>_null`` (its mean under the shuffled null of :func:`task_information`),
     ``task_mi_<v>_excess`` (the difference) and ``task_mi_<v>_p`` (permutation p-value); with multi-state
-    reference fits, ``task_mi_<v>_vs_<name>`` (excess minus the reference's excess). Empty for a single-state
-    fit or a dataset without task variables.
+    reference fits, ``task_mi_<v>_vs_<name>`` (excess minus the reference's excess); with ``clusters`` (the
+    non-HMM baseline of :func:`brainpipe.evaluate.switching_clusters.cluster_states`), ``task_mi_<v>_clusters``
+    and ``task_mi_<v>_clusters_excess`` (the clusters' mutual information and its excess over the same null) and
+    ``task_mi_<v>_vs_clusters`` (the states' excess minus the clusters'). Empty for a single-state fit or a
+    dataset without task variables.
 
     Parameters
     ----------
@@ -449,6 +466,8 @@ def task_metrics(
         Shuffles of each null.
     seed : int
         Seed of the shuffles.
+    clusters : StateClusters, optional
+        Cluster labels of every bin (the non-HMM baseline), with as many clusters as the fit has states.
 
     Returns
     -------
@@ -469,4 +488,10 @@ def task_metrics(
                     np.asarray(ref["posterior"].values), var, test, n_shuffles, seed
                 )
                 out[f"task_mi_{name}_vs_{ref_name}"] = (mi - null) - (r_mi - r_null)
+        if clusters is not None:
+            c_mi, c_null, _ = task_information(
+                clusters.one_hot(fit.sizes["state"]), var, test, n_shuffles, seed
+            )
+            out[f"task_mi_{name}_clusters"], out[f"task_mi_{name}_clusters_excess"] = c_mi, c_mi - c_null
+            out[f"task_mi_{name}_vs_clusters"] = (mi - null) - (c_mi - c_null)
     return out

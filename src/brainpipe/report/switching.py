@@ -270,10 +270,23 @@ def _task_part(name: str, variant: str, fit: xr.Dataset, vals: dict, counts: xr.
             for other, vv in vals.items()
             if other != variant and f"task_mi_{v}_excess" in vv
         ]
+        clusters = ""
+        if f"task_mi_{v}_clusters_excess" in own:
+            c_excess = own[f"task_mi_{v}_clusters_excess"][0]
+            verdict = (
+                "more than"
+                if mi - null > c_excess
+                else ("as much as" if mi - null == c_excess else "less than")
+            )
+            clusters = (
+                f"; the k-means clusters of the smoothed population rate {escape(fmt(c_excess))}: the states "
+                f"carry {verdict} the clusters"
+            )
         sentences.append(
             f"<b>{escape(v)}</b>: {escape(fmt(mi))} bits against {escape(fmt(null))} under the null "
             f"(excess {escape(fmt(mi - null))}, p = {escape(fmt(p))}"
             + (f"; excess of the other variants: {', '.join(others)}" if others else "")
+            + clusters
             + ")"
         )
     png = switching_task_figure(tables, variant)
@@ -281,7 +294,9 @@ def _task_part(name: str, variant: str, fit: xr.Dataset, vals: dict, counts: xr.
         f'<p class="note">Decoded states against task variables ({escape(variant)}, test bins): mutual '
         "information between the posterior state and each variable, against a shuffled null (states shifted "
         "circularly within trials or test blocks for epochs and running; trials' values permuted among trials for "
-        "trial-level stimuli and outcomes; 200 shuffles). "
+        "trial-level stimuli and outcomes; 200 shuffles), and against a non-HMM baseline: each bin's k-means "
+        "cluster (as many as states, fitted on the train bins) of the population rate smoothed over a window "
+        "chosen on the validation bins, scored with the same information and null. "
         + "; ".join(sentences)
         + ". A p-value at its floor (1/201) means no shuffle reached the observed value.</p>",
         img(

@@ -1,6 +1,7 @@
 """Score a switching GLM: held-out bits/spike, against reference fits, and against the planted truth if any; on
 recordings with task variables (trial epochs and stimuli, running), the decoded states against them
-(:func:`brainpipe.evaluate.switching.task_metrics`).
+(:func:`brainpipe.evaluate.switching.task_metrics`) and against a non-HMM baseline, k-means clusters of the
+smoothed population rate (:func:`brainpipe.evaluate.switching_clusters.cluster_states`).
 
 params: ``bars`` (metric name -> bar; they apply to switching fits, i.e. more than one state: a single-state
 fit is a baseline and carries no bars), ``dataset`` and ``variant`` (names stored in the metrics file).
@@ -15,7 +16,14 @@ from pathlib import Path
 
 from brainpipe.data import make_provenance, read, write
 from brainpipe.evaluate import metrics_dataset
-from brainpipe.evaluate.switching import EPOCH_EDGES_S, SPEED_SMOOTH_S, switching_metrics, task_metrics
+from brainpipe.evaluate.switching import (
+    EPOCH_EDGES_S,
+    SPEED_SMOOTH_S,
+    switching_metrics,
+    task_metrics,
+    task_variables,
+)
+from brainpipe.evaluate.switching_clusters import CLUSTER_RESTARTS, cluster_states
 from brainpipe.stages._runner import cli, stage
 
 INPUTS = {
@@ -40,7 +48,12 @@ def run(inputs, outputs, params, log):
     truth = read(inputs["truth"], "model_fit") if inputs.get("truth") else None
     refs = {Path(p).parent.name: read(p, "model_fit") for p in _as_list(inputs.get("references"))}
     values = switching_metrics(fit, counts, truth, refs)
-    values.update(task_metrics(fit, counts, refs, n_shuffles=TASK_SHUFFLES, seed=TASK_SEED))
+    clusters = None
+    if fit.sizes["state"] > 1 and "posterior" in fit and task_variables(counts):
+        clusters = cluster_states(counts, fit.sizes["state"], seed=TASK_SEED)
+    values.update(
+        task_metrics(fit, counts, refs, n_shuffles=TASK_SHUFFLES, seed=TASK_SEED, clusters=clusters)
+    )
     for k, v in values.items():
         log_.info("%s = %.4f", k, v)
     variant = str(params.get("variant") or Path(inputs["fit"]).parent.name)
@@ -54,6 +67,16 @@ def run(inputs, outputs, params, log):
             f"test bins; epoch edges {list(EPOCH_EDGES_S)} s from trial start; running: speed of the position "
             f"smoothed over {SPEED_SMOOTH_S} s above Otsu's threshold on log(1 + speed); {TASK_SHUFFLES} "
             f"shuffles (seed {TASK_SEED}): states shifted circularly within blocks, or trials' values permuted"
+        )
+    if clusters is not None:
+        ds.attrs["task_clusters"] = (
+            f"non-HMM baseline: k-means ({CLUSTER_RESTARTS} restarts, seed {TASK_SEED}) with "
+            f"{fit.sizes['state']} clusters on the sqrt of the population rate smoothed over a boxcar of half-width "
+            f"{clusters.half_window_s:g} s (chosen on the {clusters.selected_on} bins from "
+            f"{sorted(clusters.scores)} s by the Poisson log-likelihood per bin of the counts given the cluster "
+            "of the bin's neighbours: "
+            + ", ".join(f"{h:g} s {v:.4f}" for h, v in sorted(clusters.scores.items()))
+            + "), fitted on the train bins, the same mutual information and null"
         )
     used = (
         [inputs["fit"], inputs["counts"]]
