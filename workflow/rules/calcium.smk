@@ -109,6 +109,7 @@ rule evaluate_connectome:
         fit=layout.path("connectome_fit"),
         tensor=layout.path("connectome_tensor"),
         truths=ca_study_truths,
+        processed=ca_study_processed,
     output:
         metrics=layout.path("connectome_metrics"),
     log:

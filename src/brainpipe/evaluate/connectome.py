@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from brainpipe.evaluate.connectome_baselines import BASELINES, baseline_communities, score_communities
+from brainpipe.evaluate.connectome_behaviour import behaviour_metrics
 from brainpipe.evaluate.metrics import METRICS, MetricInfo, metrics_dataset
 from brainpipe.models.connectome import factor_match_score
 
@@ -141,11 +142,37 @@ def _factors_at(fit: xr.Dataset, rank: int) -> list[np.ndarray]:
 COMPARED = ("community_jaccard_mean", "community_jaccard_min", "epoch_peak_fraction")
 
 
+def ntf_animal_timecourses(fit: xr.Dataset) -> np.ndarray:
+    """(component, window, animal) time course of each NTF component in each animal.
+
+    Parameters
+    ----------
+    fit : xarray.Dataset
+        A ``connectome_ntf`` fit.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``time_mode: per_animal``: each animal's own course (``animal_time_factor``); shared: the shared time
+        factor in every animal.
+    """
+    if "animal_time_factor" in fit:
+        return np.transpose(np.asarray(fit["animal_time_factor"].values, dtype=np.float64), (2, 1, 0))
+    tf = np.asarray(fit["time_factor"].values, dtype=np.float64).T
+    return np.repeat(tf[:, :, None], fit.sizes["animal"], axis=2)
+
+
 def connectome_metrics(
-    fit: xr.Dataset, tensor: xr.Dataset, truth: xr.Dataset | None = None, baselines: bool = True
+    fit: xr.Dataset,
+    tensor: xr.Dataset,
+    truth: xr.Dataset | None = None,
+    baselines: bool = True,
+    behaviour: Sequence[Mapping | None] | None = None,
+    n_shifts: int = 200,
 ) -> dict[str, float]:
     """Rank diagnostics, and with a truth: FMS at the true rank, rank choice, community Jaccard, epoch peaks, the
-    same for each baseline (:mod:`brainpipe.evaluate.connectome_baselines`) and the NTF minus the best baseline.
+    same for each baseline (:mod:`brainpipe.evaluate.connectome_baselines`) and the NTF minus the best baseline;
+    with behaviour: the time courses related to it (:mod:`brainpipe.evaluate.connectome_behaviour`).
 
     Parameters
     ----------
@@ -156,12 +183,16 @@ def connectome_metrics(
     truth : xarray.Dataset, optional
         The study's merged planted truth (:func:`merge_truths`); without it only the diagnostics.
     baselines : bool
-        Score the baselines too (with a truth).
+        Score the baselines too (with a truth or behaviour).
+    behaviour : sequence, optional
+        Per animal of the tensor, None or ``{"time", "values", "names"}`` (:func:`animal_behaviour`).
+    n_shifts : int
+        Circular shifts of the behaviour in its null.
 
     Returns
     -------
     dict
-        Metric name -> value (names in :data:`brainpipe.evaluate.metrics.METRICS`).
+        Metric name -> value (names in :data:`brainpipe.evaluate.metrics.METRICS` or its patterns).
     """
     R = int(fit.attrs["selected_rank"])
     ranks = [int(r) for r in fit["rank"].values]
@@ -173,7 +204,22 @@ def connectome_metrics(
     }
     if "affinity_zero_fraction" in fit.attrs:
         out["affinity_zero_fraction"] = float(fit.attrs["affinity_zero_fraction"])
-    if truth is None or "membership" not in truth:
+    has_behaviour = behaviour is not None and any(b is not None for b in behaviour)
+    has_truth = truth is not None and "membership" in truth
+    params = json.loads(fit.attrs.get("estimator_params", "{}"))
+    seed, res = int(params.get("seed", 0)), float(params.get("resolution", 1.0))
+    runs = {}
+    if baselines and (has_truth or has_behaviour):
+        runs = {
+            b: baseline_communities(tensor, b, rank=R, resolution=res, seed=seed, per_animal=True)
+            for b in BASELINES
+        }
+    if has_behaviour:
+        half = float(tensor.attrs["window_frames"]) / float(tensor.attrs["frame_rate_hz"]) / 2
+        courses = {"ntf": ntf_animal_timecourses(fit), **{b: r[2] for b, r in runs.items()}}
+        start = np.asarray(tensor["time"].values, dtype=np.float64) - half
+        out.update(behaviour_metrics(courses, start, 2 * half, behaviour, n_shifts, seed))
+    if not has_truth:
         return out
     true = planted_factors(tensor, truth)
     C = true[0].shape[1]
@@ -195,11 +241,9 @@ def connectome_metrics(
     out.update(ntf)
     if not baselines:
         return out
-    seed = int(json.loads(fit.attrs.get("estimator_params", "{}")).get("seed", 0))
-    res = float(json.loads(fit.attrs.get("estimator_params", "{}")).get("resolution", 1.0))
     scores = {}
     for b in BASELINES:
-        f, t = baseline_communities(tensor, b, rank=R, resolution=res, seed=seed)
+        f, t = runs[b][:2]
         scores[b] = score_communities(f, t, planted, tc, epochs)
         for k in COMPARED:
             out[f"{b}_{k}"] = scores[b][k]
@@ -320,3 +364,27 @@ def behaviour_relation(
                 res[r] = float(np.corrcoef(x, w[ok])[0, 1])
         out[str(name)] = res
     return out
+
+
+def animal_behaviour(ds: xr.Dataset) -> dict | None:
+    """One animal's behaviour for :func:`connectome_metrics` (None when its recording carries none).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A ``calcium_traces`` dataset (raw or processed).
+
+    Returns
+    -------
+    dict or None
+        ``time`` (T,) s, ``values`` (T, V) and ``names`` (V).
+    """
+    if "behaviour" not in ds or ds.sizes.get("behaviour_var", 0) == 0:
+        return None
+    return {
+        "time": np.asarray(ds["behaviour_time"].values, dtype=np.float64),
+        "values": np.asarray(
+            ds["behaviour"].transpose("behaviour_time", "behaviour_var").values, dtype=np.float64
+        ),
+        "names": [str(v) for v in ds["behaviour_var"].values],
+    }

@@ -80,9 +80,27 @@ def _within(A: np.ndarray, pi: np.ndarray, pj: np.ndarray, members: np.ndarray) 
     return A[inside].mean(0) if inside.any() else np.zeros(A.shape[1])
 
 
+def _animal_within(
+    X: np.ndarray, M: np.ndarray, pi: np.ndarray, pj: np.ndarray, members: np.ndarray
+) -> np.ndarray:
+    """(window, animal) mean affinity of the pairs inside a community that each animal has (0 where none)."""
+    inside = np.isin(pi, members) & np.isin(pj, members)
+    out = np.zeros(X.shape[1:])
+    for a in range(X.shape[2]):
+        rows = inside & M[:, a]
+        if rows.any():
+            out[:, a] = X[rows, :, a].mean(0)
+    return out
+
+
 def baseline_communities(
-    tensor: xr.Dataset, method: str, rank: int = 3, resolution: float = 1.0, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+    tensor: xr.Dataset,
+    method: str,
+    rank: int = 3,
+    resolution: float = 1.0,
+    seed: int = 0,
+    per_animal: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Communities and time courses found by one baseline on an affinity tensor.
 
     Parameters
@@ -97,6 +115,10 @@ def baseline_communities(
         Louvain resolution.
     seed : int
         Louvain and NMF seed.
+    per_animal : bool
+        Also return each animal's own time course (for relating to behaviour that is not time-locked across
+        animals): the Louvain baselines' within-community affinity in that animal, the NMFs' activation in that
+        animal's windows.
 
     Returns
     -------
@@ -104,6 +126,8 @@ def baseline_communities(
         (K, neuron) bool, one row per found community.
     timecourse : numpy.ndarray
         (K, window) float64, each community's time course.
+    animal_timecourse : numpy.ndarray
+        (K, window, animal) float64, with ``per_animal`` only.
     """
     pi = np.asarray(tensor["pair_i"].values)
     pj = np.asarray(tensor["pair_j"].values)
@@ -132,6 +156,8 @@ def baseline_communities(
             pair, act = masked_nmf(X.reshape(P, W * n_an), M.reshape(P, W * n_an), pair, act)
         time = act.reshape(int(rank), W, n_an).mean(2)
         _, dense = communities(pair, pi, pj, n, resolution, seed)
+        if per_animal:
+            return dense.astype(bool), time, act.reshape(int(rank), W, n_an).astype(np.float64)
         return dense.astype(bool), time
     else:
         raise ValueError(f"unknown baseline {method!r} (known: {', '.join(BASELINES)})")
@@ -139,6 +165,13 @@ def baseline_communities(
     for k, c in enumerate(comms):
         found[k, c] = True
     time = np.array([_within(A, pi, pj, c) for c in comms]).reshape(len(comms), A.shape[1])
+    if per_animal:
+        X = np.asarray(tensor["affinity"].values, dtype=np.float64)
+        M = np.asarray(tensor["mask"].values).astype(bool)
+        animal_time = np.array([_animal_within(X, M, pi, pj, c) for c in comms]).reshape(
+            len(comms), *X.shape[1:]
+        )
+        return found, time, animal_time
     return found, time
 
 

@@ -2,7 +2,8 @@
 stability per rank), the selected factors (time factor, animal factor, each pair factor as a neuron x neuron
 matrix ordered by community), how the study's animals were aligned (frame rates: recorded, common, resampled or
 taken as equal within the tolerance; neurons matched by label or index, how many each animal contributes and how
-many neurons and pairs they share), and a dF/F + events excerpt of each calcium dataset (with what its traces are).
+many neurons and pairs they share), the factors related to the recordings' behaviour (when they carry it), and a
+dF/F + events excerpt of each calcium dataset (with what its traces are).
 
 Fed by the report stage with ``files`` = {"metrics": [...], "fits": [...], "processed": [...]} (inputs named
 ``calcium__metrics`` etc.; paths: :mod:`brainpipe.layout`); the metrics join the table of all metrics. A study is
@@ -11,6 +12,7 @@ named by its metrics file's ``dataset`` attribute; its fit is the one in the sam
 
 from __future__ import annotations
 
+import re
 from html import escape
 from pathlib import Path
 
@@ -151,6 +153,73 @@ def verdict_html(m, fit) -> str:
     return "".join(out)
 
 
+def behaviour_html(m) -> str:
+    """A table: per behaviour variable, the NTF component most related to it and the strongest baseline's.
+
+    Parameters
+    ----------
+    m : xarray.Dataset or None
+        The study's ``metrics`` (``behaviour_<var>_<stat>_*`` when its recordings carry behaviour:
+        :mod:`brainpipe.evaluate.connectome_behaviour`).
+
+    Returns
+    -------
+    str
+        HTML (empty without behaviour metrics): variable, statistic, NTF component, its value and shift p-value,
+        the strongest baseline (name, value, p), and the NTF's strength minus that baseline's.
+    """
+    if m is None:
+        return ""
+    rows = []
+    for name in (str(n) for n in m["metric"].values):
+        hit = re.fullmatch(r"behaviour_(?P<var>.+)_(?P<stat>r|auroc)_ntf", name)
+        if not hit:
+            continue
+        key = name[: -len("_ntf")]
+        stat = hit["stat"]
+
+        def strength(v, stat=stat):
+            return abs(2 * v - 1) if stat == "auroc" else abs(v)
+
+        base = [(b, _val(m, f"{key}_{b}")) for b in BASELINES]
+        base = [(b, v) for b, v in base if v is not None]
+        top = max(base, key=lambda bv: strength(bv[1]))[0] if base else "—"
+        cells = [
+            escape(hit["var"]),
+            "AUROC" if stat == "auroc" else "Pearson r",
+            str(int(_val(m, f"{key}_ntf_factor") or 0)),
+            fmt(_val(m, name)),
+            fmt(_val(m, f"{key}_ntf_p")),
+            escape(top.replace("_", " ")),
+            fmt(_val(m, f"{key}_best_baseline")),
+            fmt(_val(m, f"{key}_best_baseline_p")),
+            f"{_val(m, f'{key}_ntf_vs_best_baseline') or 0.0:+.3f}",
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    if not rows:
+        return ""
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "behaviour",
+            "statistic",
+            "NTF component",
+            "NTF",
+            "p (shifts)",
+            "best baseline",
+            "baseline",
+            "p (shifts)",
+            "NTF − baseline strength",
+        )
+    )
+    return (
+        "<p>Factors and behaviour: each time course against each behaviour variable, averaged per window in each "
+        "animal (the shared time factor, or each animal's own with per-animal time modes), mean over the animals; "
+        "p from circular shifts of the behaviour; strength |r| or |2 AUROC − 1|.</p>"
+        f'<table class="behaviour"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+
+
 def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
     """The calcium section (``id="calcium"``).
 
@@ -188,6 +257,7 @@ def sections(files: dict[str, list[Path]]) -> list[BranchSection]:
         anchor = f"calcium-{study}"
         parts.append(f'<h3 id="{escape(anchor)}">{escape(study)}</h3>')
         parts.append(verdict_html(m, fit))
+        parts.append(behaviour_html(m))
         parts.append(
             _img(
                 rank_figure(fit),

@@ -18,13 +18,21 @@ Generative model per animal (frames at ``frame_rate_hz``):
    ``noise_sd`` x F0), with F0 ~ U(50, 150); neuropil N = a slow shared background + a slow per-cell part;
    the neuropil trace given is N plus a little noise.
 
+Behaviour (on its own clock, ``behaviour_rate_hz``; 0: none), following the planted epochs in each animal's own
+timing (so with ``epoch_jitter`` the animals' behaviour is not time-locked), drawn from a generator of its own (the
+traces do not depend on it): ``running`` (0/1) in bouts of ``running_bout_s``, on with probability
+``running_on_fraction`` inside the epoch of community ``running_community`` and 0.1 outside; ``speed`` (cm/s, >= 0)
+a smoothed noise around 4 cm/s, 10 cm/s higher inside the epoch of community ``speed_community`` (both taken modulo
+``n_communities``).
+
 Options where animals differ (all off by default): ``overlap`` (neurons in two communities), ``specific_communities``
 (communities co-active in one animal only), ``epoch_jitter`` (each animal's epoch timing), with ``present_fraction``
 (missing neurons).
 
 Truth (``model_fit``, role truth): ``membership(neuron, community)`` over all neurons, ``present(animal, neuron)``,
 ``epoch_start_s/epoch_stop_s(community)`` of this animal, ``community_present(animal, community)`` and
-``animal_epoch_start_s/animal_epoch_stop_s(animal, community)`` of every animal, the planted ``spikes(time, cell)`` and ``dff_true(time, cell)``.
+``animal_epoch_start_s/animal_epoch_stop_s(animal, community)`` of every animal, the planted ``spikes(time, cell)`` and ``dff_true(time, cell)``,
+and ``behaviour_community(behaviour_var)`` (the community whose epoch each behaviour variable follows).
 """
 
 from __future__ import annotations
@@ -95,6 +103,16 @@ class CalciumCommunitiesParams:
     epoch_jitter : float
         Each animal's epoch boundaries move by up to this fraction of an epoch (independently per animal and
         boundary): epoch timing differs between animals.
+    behaviour_rate_hz : float
+        Sample rate of the behaviour variables (their own clock); 0: no behaviour.
+    running_community : int
+        ``running`` is mostly on during this community's epoch (modulo ``n_communities``).
+    speed_community : int
+        ``speed`` is higher during this community's epoch (modulo ``n_communities``).
+    running_bout_s : float
+        Length of a running bout (s).
+    running_on_fraction : float
+        Probability that a bout inside the running epoch is on (outside: 0.1).
     """
 
     animal: int = 0
@@ -117,6 +135,11 @@ class CalciumCommunitiesParams:
     overlap: int = 0
     specific_communities: int = 0
     epoch_jitter: float = 0.0
+    behaviour_rate_hz: float = 20.0
+    running_community: int = 0
+    speed_community: int = 1
+    running_bout_s: float = 2.0
+    running_on_fraction: float = 0.8
 
     def memory_bytes(self) -> tuple[float, str]:
         """Estimated peak allocation (bytes) and the keys that drive it: float64 (frame, neuron) traces of one animal
@@ -149,6 +172,12 @@ class CalciumCommunitiesParams:
                 "rates must be below the frame rate",
             ),
             (0 < self.participation <= 1, "participation must be in (0, 1]"),
+            (
+                self.behaviour_rate_hz >= 0
+                and self.running_bout_s > 0
+                and 0 <= self.running_on_fraction <= 1,
+                "need behaviour_rate_hz >= 0, running_bout_s > 0 and running_on_fraction in [0, 1]",
+            ),
             (
                 self.noise_sd >= 0 and self.neuropil_coef >= 0 and 0 <= self.bleach_fraction < 1,
                 "noise_sd, neuropil_coef >= 0; bleach_fraction in [0, 1)",
@@ -200,6 +229,25 @@ def _epoch_edges(p: CalciumCommunitiesParams, rng_net: np.random.Generator) -> n
         step = p.n_frames / p.n_communities
         out[:, 1:-1] += rng_net.uniform(-1, 1, (p.n_animals, p.n_communities - 1)) * p.epoch_jitter * step
     return out.round().astype(int)
+
+
+def _behaviour(p: CalciumCommunitiesParams, edges_s: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(behaviour time, (time, 2) running and speed) of one animal following its epochs (``edges_s``: its epoch
+    edges in s), from a generator of its own (the traces' draws are untouched)."""
+    rng = np.random.default_rng([seed, 10_000 + p.animal])
+    rate = p.behaviour_rate_hz
+    t = (np.arange(int(np.floor(p.n_frames / p.frame_rate_hz * rate))) + 0.5) / rate
+    c_run = p.running_community % p.n_communities
+    c_speed = p.speed_community % p.n_communities
+    in_run = (t >= edges_s[c_run]) & (t < edges_s[c_run + 1])
+    bout = np.floor(t / p.running_bout_s).astype(int)
+    on = rng.random(bout.max() + 1)
+    p_on = np.where(in_run, p.running_on_fraction, 0.1)
+    running = (on[bout] < p_on).astype(np.float64)
+    in_speed = ((t >= edges_s[c_speed]) & (t < edges_s[c_speed + 1])).astype(np.float64)
+    noise = gaussian_filter1d(rng.standard_normal(t.size), 2.0 * rate) * np.sqrt(2.0 * rate)
+    speed = np.maximum(4.0 + 10.0 * gaussian_filter1d(in_speed, 0.5 * rate) + 3.0 * noise, 0.0)
+    return t, np.column_stack([running, speed])
 
 
 @register("calcium_communities", CalciumCommunitiesParams, "calcium")
@@ -267,6 +315,22 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
         coords={"time": ("time", time, {"units": "s"}), "cell": ("cell", ids[keep])},
         attrs={"frame_rate_hz": fs, "source": src, "animal": int(p.animal)},
     )
+    beh_comm = np.array([p.running_community, p.speed_community]) % p.n_communities
+    if p.behaviour_rate_hz > 0:
+        t_b, beh = _behaviour(p, edges / fs, seed)
+        data["behaviour"] = xr.DataArray(
+            beh,
+            dims=("behaviour_time", "behaviour_var"),
+            coords={
+                "behaviour_time": (
+                    "behaviour_time",
+                    t_b,
+                    {"units": "s", "long_name": "behaviour sample time"},
+                ),
+                "behaviour_var": ("behaviour_var", np.array(["running", "speed"], dtype=object)),
+            },
+            attrs={"long_name": "behaviour: running (0/1) and speed (cm/s)"},
+        )
     truth = xr.Dataset(
         {
             "membership": (
@@ -294,6 +358,17 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
                 {"long_name": "planted spike amplitudes per frame"},
             ),
             "dff_true": (("time", "cell"), dff[:, keep], {"units": "1", "long_name": "true dF/F"}),
+            **(
+                {
+                    "behaviour_community": (
+                        "behaviour_var",
+                        beh_comm.astype(np.int64),
+                        {"long_name": "community whose epoch the behaviour variable follows"},
+                    )
+                }
+                if p.behaviour_rate_hz > 0
+                else {}
+            ),
             "f0": (
                 "cell",
                 f0[keep],
@@ -306,6 +381,7 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
             "animal": np.arange(p.n_animals),
             "time": ("time", time, {"units": "s"}),
             "cell": ids[keep],
+            **({"behaviour_var": np.array(["running", "speed"])} if p.behaviour_rate_hz > 0 else {}),
         },
         attrs={
             "model": "calcium_communities",
