@@ -71,6 +71,11 @@ FMRI_METRICS: dict[str, MetricInfo] = {
     "ridge_volume_log10_alpha": MetricInfo(
         "<=", "hyperparameter: log10 penalty of the same-volume ridge (inner CV; median over masks)"
     ),
+    "linear_log10_alpha": MetricInfo(
+        "<=",
+        "hyperparameter: log10 penalty of BrainMAE's linear path (linear_path: volume; chosen on the validation "
+        "fold; encoder 0)",
+    ),
     "pca_n_components": MetricInfo(
         "<=", "hyperparameter: components of the PCA baseline (inner CV on training data)"
     ),

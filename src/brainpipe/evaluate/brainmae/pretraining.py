@@ -188,6 +188,13 @@ def pretrain_folds(
             "fmri.brainmae.model.streaming: the temporal encoder (temporal_encoder: transformer) cannot stream; "
             "set streaming.enabled: false or temporal_encoder: none"
         )
+    if stream is not None and params.get("linear_path", "none") != "none":
+        from brainpipe.errors import ConfigError
+
+        raise ConfigError(
+            "fmri.brainmae.model.streaming: the linear path (linear_path: volume) needs the training segments in "
+            "memory; set streaming.enabled: false or linear_path: none"
+        )
     X = _LazySignal(ds, source) if stream is not None else np.asarray(ds["signal"].values, dtype=np.float32)
     K = fmri.n_folds(ds)
     splits = [fmri.fold_split(ds, k) for k in range(K)]

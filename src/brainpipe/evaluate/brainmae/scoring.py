@@ -121,6 +121,8 @@ def score_encoders(
         if f"nmse_{b}" in bvals:
             values[f"masked_nmse_vs_{b.replace('_fill', '')}"] = values["masked_nmse"] - bvals[f"nmse_{b}"]
             values[f"nmse_{b}"] = bvals[f"nmse_{b}"]
+    if getattr(model, "linear_alpha_", None) is not None:  # the linear path's penalty, chosen on validation
+        values["linear_log10_alpha"] = float(np.log10(model.linear_alpha_))
     if model.roi_embedding == "learned":
         values["masked_nmse_shuffled_embeddings"] = fmri.nmse(
             X[te], _reconstruct(model, ds, X, te, patterns, index, shuffle_embeddings=True, seed=seed), masks

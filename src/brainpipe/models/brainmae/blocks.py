@@ -36,6 +36,8 @@ class BrainMAEConfig:
     context: int = 8
     temporal_layers: int = 1
     sequence_mask: str = "shared"  # shared | independent
+    linear_path: str = "none"  # none | volume
+    linear_alpha: float | None = None  # None: chosen on the validation segments
 
     def __post_init__(self):
         checks = [
@@ -61,6 +63,12 @@ class BrainMAEConfig:
                 "temporal_layers must be an integer >= 1",
             ),
             (self.sequence_mask in ("shared", "independent"), "sequence_mask must be shared or independent"),
+            (self.linear_path in ("none", "volume"), "linear_path must be none or volume"),
+            (
+                self.linear_alpha is None
+                or (isinstance(self.linear_alpha, (int, float)) and float(self.linear_alpha) > 0),
+                "linear_alpha must be a number > 0 or null (chosen on the validation segments)",
+            ),
         ]
         for ok, msg in checks:
             if not ok:

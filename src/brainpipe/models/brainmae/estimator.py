@@ -16,7 +16,7 @@ from brainpipe.models.base import Estimator
 from brainpipe.models.brainmae.blocks import FEATURES, BrainMAEConfig, GraphAttention
 from brainpipe.models.brainmae.network import BrainMAENet, FineTuneNet, nmse, pretrain_loss, segment_features
 from brainpipe.models.brainmae.serialise import Serialisation
-from brainpipe.models.brainmae.settings import NET_KEYS, TRAIN_DEFAULTS, chunk_sequences
+from brainpipe.models.brainmae.settings import LINEAR_ALPHAS, NET_KEYS, TRAIN_DEFAULTS, chunk_sequences
 
 
 def _gather(X: torch.Tensor, sequences) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,6 +89,15 @@ class BrainMAE(Serialisation, Estimator):
         Blocks of the temporal encoder.
     sequence_mask : {"shared", "independent"}
         Training masks of a sequence: the same ROIs hidden in all its segments (as evaluated), or each segment's own.
+    linear_path : {"none", "volume"}
+        ``"volume"``: a linear path fills each hidden ROI, volume by volume, with its Gaussian conditional mean given
+        the visible ROIs of the same volume (the training volumes' means and covariance, penalty ``linear_alpha``:
+        a ridge of the hidden ROIs on the visible ones) and the network learns a correction to it (its decoder
+        starts at zero, so training starts from the linear fill); ``"none"`` (default): the network alone. For
+        short recordings, where the network alone does not reach a linear fill (bench/README.md).
+    linear_alpha : float, optional
+        The linear path's penalty (relative to the ROIs' variances); None (default): chosen from
+        :data:`LINEAR_ALPHAS` by the masked error of the linear fill on the validation segments ``X_val``.
     %(train_config)s
 
     Attributes
@@ -99,6 +108,8 @@ class BrainMAE(Serialisation, Estimator):
         Per-epoch losses.
     best_epoch_, device_, precision_, n_rois_, seg_len_, train_seconds_, resumed_from_step_
         What the fit did.
+    linear_alpha_ : float or None
+        The linear path's penalty (``linear_path="volume"``), None without it.
 
     Examples
     --------
@@ -139,6 +150,8 @@ class BrainMAE(Serialisation, Estimator):
         context: int = 8,
         temporal_layers: int = 1,
         sequence_mask: str = "shared",
+        linear_path: str = "none",
+        linear_alpha: float | None = None,
         max_epochs: int = 40,
         max_steps: int | None = None,
         batch_size: int = 32,
@@ -172,6 +185,8 @@ class BrainMAE(Serialisation, Estimator):
         self.context = context
         self.temporal_layers = temporal_layers
         self.sequence_mask = sequence_mask
+        self.linear_path = linear_path
+        self.linear_alpha = linear_alpha
         self.max_epochs = max_epochs
         self.max_steps = max_steps
         self.batch_size = batch_size
@@ -241,6 +256,11 @@ class BrainMAE(Serialisation, Estimator):
         self._check_params()
         streamed = isinstance(X, torch.utils.data.Dataset)
         if streamed:
+            if self.linear_path != "none":
+                raise ConfigError(
+                    "fmri.brainmae.model.streaming: the linear path (linear_path: volume) needs the training "
+                    "segments in memory; set streaming.enabled: false or linear_path: none"
+                )
             if self.temporal_encoder != "none":
                 raise ConfigError(
                     "fmri.brainmae.model.streaming: the temporal encoder (temporal_encoder: transformer) trains on "
@@ -265,6 +285,9 @@ class BrainMAE(Serialisation, Estimator):
         torch.manual_seed(self.seed)  # the initial weights
         self.n_rois_, self.seg_len_ = shape[2], shape[1]
         self.net_ = BrainMAENet(self.n_rois_, self.seg_len_, self._net_config())
+        self.linear_alpha_ = None
+        if self.linear_path != "none":
+            self.linear_alpha_ = self._fit_linear(X, X_val, sequences, sequences_val)
         cfg = self._train_config()
         if isinstance(X_val, torch.utils.data.Dataset):  # streamed: read in order, batch by batch
             val = X_val if len(X_val) else None
@@ -294,6 +317,40 @@ class BrainMAE(Serialisation, Estimator):
         self.train_seconds_, self.resumed_from_step_ = float(res.seconds), res.resumed_from_step
         self.net_.eval()
         return self
+
+    def _fit_linear(self, X, X_val, sequences=None, sequences_val=None) -> float:
+        """Set the linear path from the training segments (those in ``sequences`` when given) and its penalty
+        (``linear_alpha``, or the grid value with the least masked error on the validation segments)."""
+
+        def rows(Z, seqs):
+            if seqs is None:
+                return Z
+            idx = np.unique(np.asarray(seqs, dtype=np.int64))
+            return Z[torch.as_tensor(idx[idx >= 0])]
+
+        self.net_.fit_linear(rows(X, sequences))
+        if self.linear_alpha is not None:
+            alpha = float(self.linear_alpha)
+        else:
+            if X_val is None or not len(X_val) or isinstance(X_val, torch.utils.data.Dataset):
+                raise ConfigError(
+                    "BrainMAE: linear_alpha: null chooses the linear path's penalty on validation segments; "
+                    "pass X_val (in memory) or set linear_alpha"
+                )
+            V = rows(_tensor(X_val), sequences_val)
+            R = V.shape[2]
+            k = min(R - 1, max(1, int(round(self.mask_ratio * R))))
+            rng = np.random.default_rng(self.seed)
+            mask = torch.as_tensor(rng.random((len(V), R)).argsort(axis=1) < k)
+            m = mask[:, None, :].expand_as(V)
+            err = []
+            with torch.no_grad():
+                for a in LINEAR_ALPHAS:
+                    pred = self.net_.linear_fill(V, mask, alpha=a)
+                    err.append(float(((pred - V) ** 2)[m].sum()))
+            alpha = float(LINEAR_ALPHAS[int(np.argmin(err))])
+        self.net_.lin_alpha.fill_(alpha)
+        return alpha
 
     def _train_config(self, **overrides):
         from brainpipe.training import TrainConfig, checkpoint_every_s

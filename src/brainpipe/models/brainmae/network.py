@@ -36,6 +36,44 @@ class BrainMAENet(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.decoder = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, seg_len))
         self.across = TemporalEncoder(cfg) if cfg.temporal_encoder == "transformer" else None
+        self.linear = cfg.linear_path == "volume"
+        if (
+            self.linear
+        ):  # the linear path's statistics (set by fit_linear) and penalty; the decoder starts at 0
+            self.register_buffer("lin_mean", torch.zeros(n_rois))
+            self.register_buffer("lin_cov", torch.eye(n_rois))
+            self.register_buffer("lin_alpha", torch.tensor(float(cfg.linear_alpha or 1.0)))
+            nn.init.zeros_(self.decoder[-1].weight)
+            nn.init.zeros_(self.decoder[-1].bias)
+
+    @torch.no_grad()
+    def fit_linear(self, X: torch.Tensor) -> None:
+        """Set the linear path's ROI means and covariance from training segments ``X`` (N, L, R), their volumes
+        pooled (float64)."""
+        v = X.reshape(-1, X.shape[-1]).double()
+        mu = v.mean(0)
+        cov = (v - mu).T @ (v - mu) / max(v.shape[0] - 1, 1)
+        self.lin_mean.copy_(mu.to(self.lin_mean.dtype))
+        self.lin_cov.copy_(cov.to(self.lin_cov.dtype))
+
+    def linear_fill(self, x: torch.Tensor, mask: torch.Tensor | None, alpha=None) -> torch.Tensor:
+        """The linear path: segments ``x`` (B, L, R) with the hidden ROIs (``mask`` (B, R) True) replaced, volume
+        by volume, by their Gaussian conditional mean given the visible ROIs of the same volume,
+        ``mu_h + S_hv (S_vv + alpha I)^-1 (x_v - mu_v)`` (``S``, ``mu``: the training volumes' covariance and
+        means; the same as a ridge of the hidden ROIs on the visible ones with penalty ``alpha`` per volume);
+        visible ROIs are ``x``. ``alpha`` overrides the path's penalty."""
+        if mask is None:
+            return x
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            xf, S = x.float(), self.lin_cov.float()
+            a = self.lin_alpha.float() if alpha is None else float(alpha)
+            v = (~mask).float()  # (B, R) 1: visible
+            A = S * (v[:, :, None] * v[:, None, :]) + torch.diag_embed(v * a + (1.0 - v))
+            rhs = ((xf - self.lin_mean.float()) * v[:, None, :]).transpose(
+                1, 2
+            )  # (B, R, L), 0 at hidden ROIs
+            pred = (S @ torch.linalg.solve(A, rhs)).transpose(1, 2) + self.lin_mean.float()
+            return torch.where(mask[:, None, :], pred, xf).to(x.dtype)
 
     def _roi_tokens(self, x: torch.Tensor, mask: torch.Tensor | None, emb: torch.Tensor) -> torch.Tensor:
         tok = self.temporal(x.transpose(1, 2))
@@ -91,8 +129,14 @@ class BrainMAENet(nn.Module):
     ) -> torch.Tensor:
         if x.ndim == 4:
             h = self.encode_sequences(x, mask, valid, emb)[0]
-            return self.decoder(h).transpose(2, 3)
-        return self.decoder(self.encode(x, mask, emb)).transpose(1, 2)
+            out = self.decoder(h).transpose(2, 3)
+            if self.linear:  # the transformer's output corrects the linear path
+                B, K, L, R = x.shape
+                m = None if mask is None else mask.reshape(B * K, R)
+                out = out + self.linear_fill(x.reshape(B * K, L, R), m).view(B, K, L, R).to(out.dtype)
+            return out
+        out = self.decoder(self.encode(x, mask, emb)).transpose(1, 2)
+        return out + self.linear_fill(x, mask).to(out.dtype) if self.linear else out
 
 
 def random_mask(batch: int, n_rois: int, ratio: float, device, sampling: str = "fixed") -> torch.Tensor:

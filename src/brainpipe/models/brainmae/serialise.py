@@ -39,6 +39,8 @@ class Serialisation:
         model.net_ = BrainMAENet(model.n_rois_, model.seg_len_, model._net_config())
         model.net_.load_state_dict(state)
         model.net_.to(device).eval()
+        lin = getattr(model.net_, "lin_alpha", None)
+        model.linear_alpha_ = None if lin is None else float(lin)
         return model
 
     def to_dataset(self) -> xr.Dataset:
@@ -121,6 +123,8 @@ class Serialisation:
         model.net_ = BrainMAENet(model.n_rois_, model.seg_len_, model._net_config())
         model.net_.load_state_dict(variables_to_state(ds, model.net_.state_dict(), source))
         model.net_.to(device).eval()
+        lin = getattr(model.net_, "lin_alpha", None)
+        model.linear_alpha_ = None if lin is None else float(lin)
         return model
 
 

@@ -31,6 +31,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "num_workers": 0,
 }
 NET_KEYS = tuple(f.name for f in fields(BrainMAEConfig))
+#: penalties of the linear path (``linear_path="volume"``) tried on the validation segments when ``linear_alpha`` is
+#: None (relative to the ROIs' variances)
+LINEAR_ALPHAS = tuple(float(a) for a in np.logspace(-3, 1, 9))
 
 
 def seeds(value, default: int = 0) -> list[int]:
