@@ -151,3 +151,18 @@ def test_report_table_names_the_component_and_the_strongest_baseline():
     assert "<td>running</td><td>AUROC</td><td>2</td><td>0.95" in html and "<td>nmf</td>" in html
     assert "+0.100" in html
     assert behaviour_html(connectome_metrics_dataset({"selected_rank": 3.0}, None, "s")) == ""
+
+
+def test_shuffled_epochs_give_each_animal_its_own_order():
+    kw = {**SIM, "n_animals": 4, "n_communities": 3, "community_size": 3, "shuffle_epochs": True}
+    sims = [calcium_communities(CalciumCommunitiesParams(animal=a, **kw), 1) for a in range(4)]
+    starts = sims[0].truth["animal_epoch_start_s"].values
+    assert len({tuple(np.argsort(r)) for r in starts}) > 1  # not every animal in the same order
+    for a, s in enumerate(sims):
+        np.testing.assert_array_equal(s.truth["epoch_start_s"].values, starts[a])
+        t = s.data["behaviour_time"].values
+        run = s.data["behaviour"].sel(behaviour_var="running").values
+        inside = (t >= starts[a, 0]) & (t < s.truth["epoch_stop_s"].values[0])
+        assert run[inside].mean() > 0.5 > run[~inside].mean()  # running follows community 0 wherever it falls
+    plain = calcium_communities(CalciumCommunitiesParams(animal=0, **{**kw, "shuffle_epochs": False}), 1)
+    np.testing.assert_array_equal(plain.data["neuropil"].values, sims[0].data["neuropil"].values)

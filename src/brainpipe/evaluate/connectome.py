@@ -218,9 +218,11 @@ def connectome_metrics(
         half = float(tensor.attrs["window_frames"]) / float(tensor.attrs["frame_rate_hz"]) / 2
         courses = {"ntf": ntf_animal_timecourses(fit), **{b: r[2] for b, r in runs.items()}}
         start = np.asarray(tensor["time"].values, dtype=np.float64) - half
-        out.update(behaviour_metrics(courses, start, 2 * half, behaviour, n_shifts, seed))
+        beh = behaviour_metrics(courses, start, 2 * half, behaviour, n_shifts, seed)
+    else:
+        beh = {}
     if not has_truth:
-        return out
+        return {**out, **beh}
     true = planted_factors(tensor, truth)
     C = true[0].shape[1]
     out["factor_match_score"] = (
@@ -240,7 +242,7 @@ def connectome_metrics(
     ntf = score_communities(found, np.asarray(fit["time_factor"].values).T, planted, tc, epochs)
     out.update(ntf)
     if not baselines:
-        return out
+        return {**out, **beh}
     scores = {}
     for b in BASELINES:
         f, t = runs[b][:2]
@@ -249,7 +251,7 @@ def connectome_metrics(
             out[f"{b}_{k}"] = scores[b][k]
     for k in COMPARED:
         out[f"{k}_vs_best_baseline"] = ntf[k] - max(s[k] for s in scores.values())
-    return out
+    return {**out, **beh}
 
 
 def connectome_metrics_dataset(

@@ -27,7 +27,7 @@ a smoothed noise around 4 cm/s, 10 cm/s higher inside the epoch of community ``s
 
 Options where animals differ (all off by default): ``overlap`` (neurons in two communities), ``specific_communities``
 (communities co-active in one animal only), ``epoch_jitter`` (each animal's epoch timing), with ``present_fraction``
-(missing neurons).
+(missing neurons), ``shuffle_epochs`` (each animal's communities co-active in an order of its own).
 
 Truth (``model_fit``, role truth): ``membership(neuron, community)`` over all neurons, ``present(animal, neuron)``,
 ``epoch_start_s/epoch_stop_s(community)`` of this animal, ``community_present(animal, community)`` and
@@ -113,6 +113,9 @@ class CalciumCommunitiesParams:
         Length of a running bout (s).
     running_on_fraction : float
         Probability that a bout inside the running epoch is on (outside: 0.1).
+    shuffle_epochs : bool
+        Each animal's communities are co-active in an order of its own (freely behaving animals whose epochs do not
+        line up at all); drawn from a generator of its own.
     """
 
     animal: int = 0
@@ -140,6 +143,7 @@ class CalciumCommunitiesParams:
     speed_community: int = 1
     running_bout_s: float = 2.0
     running_on_fraction: float = 0.8
+    shuffle_epochs: bool = False
 
     def memory_bytes(self) -> tuple[float, str]:
         """Estimated peak allocation (bytes) and the keys that drive it: float64 (frame, neuron) traces of one animal
@@ -231,20 +235,22 @@ def _epoch_edges(p: CalciumCommunitiesParams, rng_net: np.random.Generator) -> n
     return out.round().astype(int)
 
 
-def _behaviour(p: CalciumCommunitiesParams, edges_s: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(behaviour time, (time, 2) running and speed) of one animal following its epochs (``edges_s``: its epoch
-    edges in s), from a generator of its own (the traces' draws are untouched)."""
+def _behaviour(
+    p: CalciumCommunitiesParams, start_s: np.ndarray, stop_s: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(behaviour time, (time, 2) running and speed) of one animal following its epochs (``start_s``/``stop_s``:
+    each community's epoch in s), from a generator of its own (the traces' draws are untouched)."""
     rng = np.random.default_rng([seed, 10_000 + p.animal])
     rate = p.behaviour_rate_hz
     t = (np.arange(int(np.floor(p.n_frames / p.frame_rate_hz * rate))) + 0.5) / rate
     c_run = p.running_community % p.n_communities
     c_speed = p.speed_community % p.n_communities
-    in_run = (t >= edges_s[c_run]) & (t < edges_s[c_run + 1])
+    in_run = (t >= start_s[c_run]) & (t < stop_s[c_run])
     bout = np.floor(t / p.running_bout_s).astype(int)
     on = rng.random(bout.max() + 1)
     p_on = np.where(in_run, p.running_on_fraction, 0.1)
     running = (on[bout] < p_on).astype(np.float64)
-    in_speed = ((t >= edges_s[c_speed]) & (t < edges_s[c_speed + 1])).astype(np.float64)
+    in_speed = ((t >= start_s[c_speed]) & (t < stop_s[c_speed])).astype(np.float64)
     noise = gaussian_filter1d(rng.standard_normal(t.size), 2.0 * rate) * np.sqrt(2.0 * rate)
     speed = np.maximum(4.0 + 10.0 * gaussian_filter1d(in_speed, 0.5 * rate) + 3.0 * noise, 0.0)
     return t, np.column_stack([running, speed])
@@ -261,16 +267,24 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
     pres_layout = _present(p, rng_net)  # in layout order (the communities first)
     present = pres_layout[:, order_ids]  # back to identity order
     all_edges = _epoch_edges(p, rng_net)
+    slot = np.tile(
+        np.arange(p.n_communities), (p.n_animals, 1)
+    )  # the epoch (in time order) of each community
+    if p.shuffle_epochs:  # a generator of its own: the other draws stay as without shuffling
+        rng_order = np.random.default_rng([seed, 20_000])
+        slot = np.array([rng_order.permutation(p.n_communities) for _ in range(p.n_animals)])
+    all_start = np.take_along_axis(all_edges[:, :-1], slot, axis=1)  # (animal, community) frames
+    all_stop = np.take_along_axis(all_edges[:, 1:], slot, axis=1)
     comm_present = np.ones((p.n_animals, p.n_communities), dtype=bool)
     for c in range(p.n_communities - p.specific_communities, p.n_communities):
         comm_present[:, c] = np.arange(p.n_animals) == c % p.n_animals
     rng = np.random.default_rng([seed, 1 + p.animal])
 
     T, N, fs = p.n_frames, p.n_neurons, p.frame_rate_hz
-    edges = all_edges[p.animal]
+    start, stop = all_start[p.animal], all_stop[p.animal]
     spikes = (rng.random((T, N)) < p.private_rate_hz / fs) * rng.exponential(1.0, (T, N))
     for c in range(p.n_communities):
-        lo, hi = edges[c], edges[c + 1]
+        lo, hi = start[c], stop[c]
         if not comm_present[p.animal, c]:
             continue
         members = np.flatnonzero(membership[:, c])
@@ -317,7 +331,7 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
     )
     beh_comm = np.array([p.running_community, p.speed_community]) % p.n_communities
     if p.behaviour_rate_hz > 0:
-        t_b, beh = _behaviour(p, edges / fs, seed)
+        t_b, beh = _behaviour(p, start / fs, stop / fs, seed)
         data["behaviour"] = xr.DataArray(
             beh,
             dims=("behaviour_time", "behaviour_var"),
@@ -343,15 +357,15 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
                 present.astype(np.int8),
                 {"long_name": "1 if the animal has the neuron"},
             ),
-            "epoch_start_s": ("community", edges[:-1] / fs, {"units": "s"}),
-            "epoch_stop_s": ("community", edges[1:] / fs, {"units": "s"}),
+            "epoch_start_s": ("community", start / fs, {"units": "s"}),
+            "epoch_stop_s": ("community", stop / fs, {"units": "s"}),
             "community_present": (
                 ("animal", "community"),
                 comm_present.astype(np.int8),
                 {"long_name": "1 if the community is co-active in the animal"},
             ),
-            "animal_epoch_start_s": (("animal", "community"), all_edges[:, :-1] / fs, {"units": "s"}),
-            "animal_epoch_stop_s": (("animal", "community"), all_edges[:, 1:] / fs, {"units": "s"}),
+            "animal_epoch_start_s": (("animal", "community"), all_start / fs, {"units": "s"}),
+            "animal_epoch_stop_s": (("animal", "community"), all_stop / fs, {"units": "s"}),
             "spikes": (
                 ("time", "cell"),
                 spikes[:, keep],
