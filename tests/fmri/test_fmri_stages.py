@@ -384,6 +384,18 @@ def test_verdict_sentences_say_win_tie_loss_and_spread():
     )
     assert three.startswith("probe accuracy: BrainMAE beats the best FC + logistic baseline by 0.010")
     assert "(mean of 3 seeds, SD 0.020, worst seed -0.025)" in three and verdict({}) == ""
+    assert three.endswith("The worst seed loses, so this is no win at every seed.")
+    lin = verdict(
+        {
+            "masked_nmse_vs_best_baseline": (-0.001, -1),
+            "masked_nmse_linear_path": (0.618, -1),
+            "masked_nmse_vs_linear_path": (-0.0005, -1),
+        }
+    )
+    assert lin.endswith(
+        "linear path (a per-volume ridge) alone scores 0.618; the network's correction changes the "
+        "NMSE by -0.001."
+    )
 
 
 @pytest.mark.parametrize("standardize", ["zscore_sample", "psc"])

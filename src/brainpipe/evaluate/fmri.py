@@ -71,6 +71,12 @@ FMRI_METRICS: dict[str, MetricInfo] = {
     "ridge_volume_log10_alpha": MetricInfo(
         "<=", "hyperparameter: log10 penalty of the same-volume ridge (inner CV; median over masks)"
     ),
+    "masked_nmse_linear_path": MetricInfo(
+        "<=", "masked-ROI NMSE of BrainMAE's linear path alone (linear_path: volume; encoder 0, no network)"
+    ),
+    "masked_nmse_vs_linear_path": MetricInfo(
+        "<", "masked-ROI NMSE minus its linear path's alone (negative: the network's correction helps)"
+    ),
     "linear_log10_alpha": MetricInfo(
         "<=",
         "hyperparameter: log10 penalty of BrainMAE's linear path (linear_path: volume; chosen on the validation "

@@ -100,7 +100,8 @@ VERDICTS = (
 
 def verdict(vals: dict[str, tuple[float, int]]) -> str:
     """One sentence per comparison of a BrainMAE run against its best baseline: beats, ties or loses, by how much,
-    with the spread over training seeds when there are several.
+    with the spread over training seeds when there are several (and a note when the worst seed loses); with the
+    linear path (``linear_path: volume``), what the path alone scores and what the network's correction adds.
 
     Parameters
     ----------
@@ -125,6 +126,14 @@ def verdict(vals: dict[str, tuple[float, int]]) -> str:
             spread = f" (mean of {n} seeds, SD {vals[key + '_sd'][0]:.3f}, worst seed {vals[key + '_worst'][0]:+.3f})"
         by = "" if word == "ties" else f" by {abs(d):.3f}"
         out.append(f"{what}: BrainMAE {word} {base}{by} (difference {d:+.3f}){spread}.")
+        worst = vals.get(f"{key}_worst", (np.nan, -1))[0] if n > 1 else np.nan
+        if word == "beats" and np.isfinite(worst) and (worst > 0 if lower else worst < 0):
+            out.append("The worst seed loses, so this is no win at every seed.")
+        if key == "masked_nmse_vs_best_baseline" and "masked_nmse_vs_linear_path" in vals:
+            out.append(
+                f"Its linear path (a per-volume ridge) alone scores {vals['masked_nmse_linear_path'][0]:.3f}; the "
+                f"network's correction changes the NMSE by {vals['masked_nmse_vs_linear_path'][0]:+.3f}."
+            )
     return " ".join(out)
 
 

@@ -121,8 +121,16 @@ def score_encoders(
         if f"nmse_{b}" in bvals:
             values[f"masked_nmse_vs_{b.replace('_fill', '')}"] = values["masked_nmse"] - bvals[f"nmse_{b}"]
             values[f"nmse_{b}"] = bvals[f"nmse_{b}"]
-    if getattr(model, "linear_alpha_", None) is not None:  # the linear path's penalty, chosen on validation
+    if getattr(model, "linear_alpha_", None) is not None:  # the linear path: its penalty and its fill alone
+        import torch
+
         values["linear_log10_alpha"] = float(np.log10(model.linear_alpha_))
+        with torch.no_grad():
+            dev = model._device()
+            fill = model.net_.linear_fill(torch.as_tensor(X[te]).to(dev), torch.as_tensor(masks).to(dev))
+        fill = fill.float().cpu().numpy()
+        values["masked_nmse_linear_path"] = fmri.nmse(X[te], fill, masks)
+        values["masked_nmse_vs_linear_path"] = values["masked_nmse"] - values["masked_nmse_linear_path"]
     if model.roi_embedding == "learned":
         values["masked_nmse_shuffled_embeddings"] = fmri.nmse(
             X[te], _reconstruct(model, ds, X, te, patterns, index, shuffle_embeddings=True, seed=seed), masks
