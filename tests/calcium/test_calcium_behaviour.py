@@ -107,3 +107,26 @@ def test_nwb_ophys_reads_behaviour_series(tmp_path):
     only = read_calcium(path, options={"behaviour_series": ["running"]})
     assert list(only["behaviour_var"].values) == ["running"]
     assert "behaviour" not in read_calcium(path, options={"behaviour_series": False})
+
+
+def test_written_traces_with_behaviour_are_cf_compliant(tmp_path, provenance):
+    pytest.importorskip("compliance_checker")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "cf_check", REPO / "tests" / "common" / "test_cf_compliance.py"
+    )
+    cf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cf)
+    from brainpipe.data import write
+
+    t = np.arange(0, 40, 0.05)
+    table = _table(
+        tmp_path / "beh.csv", "time_s,running\n" + "\n".join(f"{x:.3f},{float(x > 20)}" for x in t)
+    )
+    ds = read_calcium(ARRAY, options={"behaviour": str(table)})
+    path = write(ds, tmp_path / "traces.nc", "calcium_traces", provenance("ingest_calcium"))
+    errors = cf.cf_errors([path])
+    assert not errors, cf.format_errors(errors)
+    back = __import__("brainpipe.data", fromlist=["read"]).read(path, "calcium_traces")
+    np.testing.assert_array_equal(back["behaviour"].values, ds["behaviour"].values)
