@@ -45,6 +45,7 @@ COLUMNS = (
     ("adjacency BA", "adjacency_balanced_accuracy"),
     ("shared BA", "shared_adjacency_balanced_accuracy"),
     ("shared mean r", "shared_mean_corr"),
+    ("shared TV", "shared_probs_tv"),
 )
 
 

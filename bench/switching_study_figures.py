@@ -1,7 +1,7 @@
 """The default study's switching-GLM figures, outside Snakemake: every variant of the chosen datasets fitted with the
 study's resolved parameters (validation-chosen grid included) and scored as the evaluate stage does, over simulator
 or model seeds; on recordings with task variables, the decoded states against them (mutual information, shuffled
-null, p-value, as the evaluate stage).
+null, p-value, against the other variants and the k-means clusters of the smoothed rate, as the evaluate stage).
 
 Real datasets read the counts the pipeline wrote (``results/spikes/<dataset>/counts.nc``: run the binning first);
 simulated ones are simulated and binned here. Prints one row per (dataset, seed, variant).
@@ -20,7 +20,8 @@ import numpy as np
 
 from brainpipe.config import load_study
 from brainpipe.data import read
-from brainpipe.evaluate.switching import switching_metrics, task_metrics
+from brainpipe.evaluate.switching import switching_metrics, task_metrics, task_variables
+from brainpipe.evaluate.switching_clusters import cluster_states
 from brainpipe.models.switching_glm.select import fit_select
 from brainpipe.preprocess import bin_spikes
 from brainpipe.simulate import simulate
@@ -35,6 +36,7 @@ COLUMNS = (
     "adjacency_balanced_accuracy",
     "shared_adjacency_balanced_accuracy",
     "shared_mean_corr",
+    "shared_probs_tv",
 )
 
 
@@ -77,7 +79,12 @@ def main() -> None:
                 chosen = table.attrs.get("selected_params", "-") if table.sizes else "-"
                 cells = " | ".join(f"{m[c]:.4f}" if c in m and np.isfinite(m[c]) else "" for c in COLUMNS)
                 print(f"| {name} | {seed} | {v} | {chosen} | {took:.0f} | {cells} |", flush=True)
-                task = task_metrics(fits[v], counts, refs)
+                clusters = None
+                if fits[v].sizes["state"] > 1 and task_variables(
+                    counts
+                ):  # the non-HMM baseline, as the stage
+                    clusters = cluster_states(counts, fits[v].sizes["state"], seed=0)
+                task = task_metrics(fits[v], counts, refs, clusters=clusters)
                 if task:  # decoded states against the recording's task variables, as the evaluate stage
                     names = sorted(
                         {k[len("task_mi_") :].rsplit("_p", 1)[0] for k in task if k.endswith("_p")}
@@ -89,7 +96,7 @@ def main() -> None:
                             f"p {task[f'task_mi_{n}_p']:.3f}"
                             + "".join(
                                 f", vs {r} {task[f'task_mi_{n}_vs_{r}']:+.4f}"
-                                for r in refs
+                                for r in [*refs, "clusters"]
                                 if f"task_mi_{n}_vs_{r}" in task
                             )
                             + ")"

@@ -162,6 +162,15 @@ def test_onehot_recovers_structure(tiny_switch, tiny_fits):
     assert values["shared_mean_corr"] >= 0.9
     assert values["shared_adjacency_balanced_accuracy"] >= 0.6  # the planted categorical from 2 states' draws
     assert values["adjacency_ba_vs_none"] >= -0.02
+    # the whole shared categorical against the planted one: closer than a uniform or a single state's guess
+    single = switching_metrics(tiny_fits["single"].to_dataset(counts), counts, sim.truth)
+    planted = np.asarray(sim.truth["prior_probs"].values)[~np.eye(6, dtype=bool)]
+    uniform_tv = 0.5 * np.abs(planted - 1 / 3).sum(-1).mean()
+    assert 0 <= values["shared_probs_tv"] < min(uniform_tv, single["shared_probs_tv"])
+    assert values["shared_probs_tv_vs_none"] == pytest.approx(
+        values["shared_probs_tv"]
+        - switching_metrics(tiny_fits["none"].to_dataset(counts), counts, sim.truth)["shared_probs_tv"]
+    )
     assert m.prior_probs_.shape == (6, 6, 3)
     np.testing.assert_allclose(m.prior_probs_.sum(-1), 1.0)
     # the shared categorical is learned (not its hyperprior mean, uniform by default) and sets the shared structure

@@ -26,6 +26,11 @@ METRICS.update(
             ">=",
             "Pearson r between the state-constant connectome (shared mean) and the planted weights' state mean",
         ),
+        "shared_probs_tv": MetricInfo(
+            "<=",
+            "mean over pairs of the total-variation distance between the fit's shared inh/none/exc categorical "
+            "(learned, or post hoc for free weights) and the planted one (0: equal, 1: disjoint)",
+        ),
     }
 )
 METRIC_PATTERNS.extend(
@@ -132,10 +137,12 @@ def switching_metrics(
     and the shared structure (any fit with ``shared_adjacency``/``shared_mean``, the single state included):
     ``shared_adjacency_balanced_accuracy`` (the fit's shared class per pair against the most probable class of the
     planted shared categorical) and ``shared_mean_corr`` (the fit's state-constant connectome against the planted
-    weights' mean over states, off-diagonal).
+    weights' mean over states, off-diagonal); with ``prior_probs`` also ``shared_probs_tv`` (the fit's shared
+    categorical against the planted one, total-variation distance averaged over pairs: the whole categorical,
+    not only its most probable class, whose balanced accuracy a few near-tie pairs decide).
     With reference fits (e.g. ``single``, ``none``): ``bits_vs_<name>``, and where both have them
     ``state_accuracy_vs_<name>``, ``weight_corr_vs_<name>``, ``adjacency_ba_vs_<name>``,
-    ``shared_adjacency_ba_vs_<name>`` and ``shared_mean_corr_vs_<name>``.
+    ``shared_adjacency_ba_vs_<name>``, ``shared_mean_corr_vs_<name>`` and ``shared_probs_tv_vs_<name>``.
     """
     null_ll, n_spikes = null_log_likelihood(counts)
     denom = max(n_spikes, 1.0) * np.log(2)
@@ -159,6 +166,9 @@ def switching_metrics(
             m["shared_mean_corr"] = _corr(
                 np.asarray(t["weights"].values).mean(0)[off], np.asarray(f["shared_mean"].values)[off]
             )
+            if "prior_probs" in f:
+                gap = np.abs(np.asarray(f["prior_probs"].values) - np.asarray(t["prior_probs"].values))
+                m["shared_probs_tv"] = float(0.5 * gap.sum(-1)[off].mean())
         if truth is None or S < 2:
             return m
         S_true = truth.sizes["state"]
@@ -196,6 +206,7 @@ def switching_metrics(
             "adjacency_balanced_accuracy",
             "shared_adjacency_balanced_accuracy",
             "shared_mean_corr",
+            "shared_probs_tv",
         ):
             if k in own:
                 out[k] = own[k]
@@ -208,6 +219,7 @@ def switching_metrics(
             ("adjacency_balanced_accuracy", "adjacency_ba"),
             ("shared_adjacency_balanced_accuracy", "shared_adjacency_ba"),
             ("shared_mean_corr", "shared_mean_corr"),
+            ("shared_probs_tv", "shared_probs_tv"),
         ):
             if key in out and key in ref_metrics:
                 out[f"{short}_vs_{name}"] = out[key] - ref_metrics[key]
