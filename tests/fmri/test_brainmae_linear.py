@@ -10,8 +10,7 @@ import torch
 
 from brainpipe.errors import ConfigError
 from brainpipe.evaluate.brainmae import pretrain_folds
-from brainpipe.models.brainmae import BrainMAE, BrainMAEConfig
-from brainpipe.models.brainmae.settings import LINEAR_ALPHAS
+from brainpipe.models.brainmae import LINEAR_ALPHAS, BrainMAE, BrainMAEConfig
 
 FAST = {"d_model": 8, "n_heads": 2, "n_layers": 1, "max_epochs": 2, "batch_size": 8, "device": "cpu"}
 

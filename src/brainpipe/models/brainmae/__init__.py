@@ -87,6 +87,7 @@ from brainpipe.models.brainmae.serialise import (
     save_fold_models,
 )
 from brainpipe.models.brainmae.settings import (
+    LINEAR_ALPHAS,
     NET_KEYS,
     STREAMING_DEFAULTS,
     TRAIN_DEFAULTS,
@@ -107,6 +108,7 @@ __all__ = [
     "FORMAT",
     "FineTuneNet",
     "GraphAttention",
+    "LINEAR_ALPHAS",
     "NET_KEYS",
     "STREAMING_DEFAULTS",
     "SelfAttention",
