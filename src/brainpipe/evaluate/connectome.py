@@ -337,34 +337,19 @@ def behaviour_relation(
         Variable name -> (R,) Pearson r or AUROC per component (NaN where undefined: a constant variable, or a 0/1
         variable with one class only).
     """
-    from scipy.stats import rankdata
+    from brainpipe.evaluate.connectome_behaviour import _prepared, _relate, window_means
 
     tf = np.asarray(time_factor, dtype=np.float64)
     t = np.asarray(behaviour_time_s, dtype=np.float64)
-    lo = np.searchsorted(t, np.asarray(window_start_s, dtype=np.float64), side="left")
-    hi = np.searchsorted(t, np.asarray(window_start_s, dtype=np.float64) + float(window_s), side="left")
     out = {}
     for name, values in behaviour.items():
         v = np.asarray(values, dtype=np.float64)
         if v.shape != t.shape:
             raise ValueError(f"behaviour {name!r}: {v.shape[0]} samples for {t.shape[0]} times")
-        csum = np.concatenate([[0.0], np.cumsum(v)])
-        n = hi - lo
-        w = np.where(n > 0, (csum[hi] - csum[lo]) / np.maximum(n, 1), np.nan)
+        w = window_means(window_start_s, window_s, t, v)
         ok = np.isfinite(w)
         binary = set(np.unique(v[np.isfinite(v)])) <= {0.0, 1.0}
-        res = np.full(tf.shape[1], np.nan)
-        for r in range(tf.shape[1]):
-            x = tf[ok, r]
-            if binary:
-                y = w[ok] > 0.5
-                n1, n0 = int(y.sum()), int((~y).sum())
-                if n1 and n0:
-                    ranks = rankdata(x)
-                    res[r] = (ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
-            elif np.std(w[ok]) > 0 and np.std(x) > 0:
-                res[r] = float(np.corrcoef(x, w[ok])[0, 1])
-        out[str(name)] = res
+        out[str(name)] = _relate(_prepared(tf.T, ok, binary), w[ok], binary)
     return out
 
 
