@@ -23,10 +23,11 @@ def add_ophys(
     ids: list[int] | None = None,
     label_column: str | None = None,
     labels: list[str] | None = None,
+    starting_time: float = 0.0,
 ) -> None:
     """Add an ``ophys`` module to ``nwb``: one imaging plane, a PlaneSegmentation with one single-pixel ROI per
     column of ``traces`` (frames x ROIs), optional ROI ids and a label column, and a Fluorescence
-    ``RoiResponseSeries`` with the traces at ``rate`` Hz."""
+    ``RoiResponseSeries`` with the traces at ``rate`` Hz from ``starting_time`` (s, session clock)."""
     from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel
 
     n_rois = traces.shape[1]
@@ -55,7 +56,14 @@ def add_ophys(
     ophys.add(seg)
     region = ps.create_roi_table_region("all", region=list(range(n_rois)))
     fl = Fluorescence(name="Fluorescence")
-    fl.create_roi_response_series(name="RoiResponseSeries", data=traces, rois=region, unit="a.u.", rate=rate)
+    fl.create_roi_response_series(
+        name="RoiResponseSeries",
+        data=traces,
+        rois=region,
+        unit="a.u.",
+        rate=rate,
+        starting_time=starting_time,
+    )
     ophys.add(fl)
 
 

@@ -87,21 +87,23 @@ def test_nwb_ophys_reads_behaviour_series(tmp_path):
 
     data = 100 + np.random.default_rng(0).standard_normal((90, 3))
     nwb = nwb_file("beh")
-    add_ophys(nwb, data, rate=30.0)
+    add_ophys(nwb, data, rate=30.0, starting_time=2.0)  # the imaging starts 2 s into the session
     beh = nwb.create_processing_module("behavior", "behaviour")
-    ts = np.arange(60) / 20.0
+    ts = 2.0 + np.arange(60) / 20.0
     pos = Position(name="Position")
     pos.create_spatial_series(
         name="position", data=np.c_[ts, 2 * ts], timestamps=ts, reference_frame="arena", unit="m"
     )
     beh.add(pos)
     bts = BehavioralTimeSeries(name="BehavioralTimeSeries")
-    bts.create_timeseries(name="running", data=(ts > 1.5).astype(float), rate=20.0, unit="1")
+    bts.create_timeseries(
+        name="running", data=(ts > 3.5).astype(float), rate=20.0, starting_time=2.0, unit="1"
+    )
     beh.add(bts)
     path = write_nwb(nwb, tmp_path / "b.nwb")
     ds = read_calcium(path)
     assert sorted(ds["behaviour_var"].values) == ["position_x", "position_y", "running"]
-    np.testing.assert_allclose(ds["behaviour_time"].values, ts)
+    np.testing.assert_allclose(ds["behaviour_time"].values, ts - 2.0)  # on the traces' clock
     np.testing.assert_allclose(ds["behaviour"].sel(behaviour_var="position_y").values, 2 * ts)
     assert contracts.check(ds, "calcium_traces", require_provenance=False) == []
     only = read_calcium(path, options={"behaviour_series": ["running"]})

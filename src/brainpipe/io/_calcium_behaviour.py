@@ -74,7 +74,8 @@ def _npz_columns(p: Path) -> dict[str, np.ndarray]:
 
 
 def read_behaviour_table(path) -> dict:
-    """Read a behaviour table: a ``time_s`` column (s, strictly increasing) and one numeric column per variable.
+    """Read a behaviour table: a ``time_s`` column (s from the recording's first frame, strictly increasing) and one
+    numeric column per variable.
 
     Parameters
     ----------

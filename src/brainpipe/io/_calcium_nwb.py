@@ -30,7 +30,8 @@ def read_nwb_ophys(
     A series named ``Neuropil`` in the same container (if any) becomes ``neuropil``. Behaviour time series of the
     processing modules (e.g. ``processing['behavior']``: BehavioralTimeSeries, Position, TimeSeries; each 1-D
     series, or each column of a 2-D one, with its timestamps or rate) become ``behaviour(behaviour_time,
-    behaviour_var)`` on the first series' clock, read as the spike reader reads them (:func:`brainpipe.io.read_nwb`).
+    behaviour_var)`` on the first series' clock, read as the spike reader reads them (:func:`brainpipe.io.read_nwb`),
+    shifted from the session clock to the traces' (0 at the first frame; the offset in attr ``nwb_start_time_s``).
 
     Parameters
     ----------
@@ -54,6 +55,8 @@ def read_nwb_ophys(
         try:
             ds = _ophys(p, nwb, frame_rate_hz, series, label_column)
             block = _behaviour(p, nwb, behaviour_series) if behaviour_series else None
+            if block is not None:  # the session clock -> the traces' (0 at the first frame)
+                block["time"] = block["time"] - float(ds.attrs["nwb_start_time_s"])
             return with_behaviour(ds, block, f"nwb:{p}")
         except (OSError, RuntimeError) as err:  # h5py (HDF5 errors), reading a damaged dataset lazily
             raise hdf5_error(p, err, "an NWB (HDF5) file") from None
@@ -160,6 +163,13 @@ def _ophys(p: Path, nwb, frame_rate_hz, series, label_column=None) -> xr.Dataset
     cells = np.array([f"roi{i}" for i in ids])
     extra = {"label": _labels_var(p, labels)} if labels is not None and labels.size == ids.size else None
     ds = _traces(data, rate, cells, f"nwb:{p}:{series}", neuropil, extra)
+    stamps = getattr(rrs, "timestamps", None)
+    start = (
+        float(stamps[0])
+        if stamps is not None and len(stamps)
+        else float(getattr(rrs, "starting_time", 0.0) or 0.0)
+    )
+    ds.attrs["nwb_start_time_s"] = start
     if container.name == "DfOverF":
         ds.attrs["already_dff"] = 1
     return ds
