@@ -18,9 +18,11 @@ import xarray as xr
 from brainpipe.data.contracts import SPLIT_FLAGS
 
 #: Half-widths (s) of the boxcar windows tried; each is rounded to whole bins (at least one).
-CLUSTER_HALF_WINDOWS_S = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+CLUSTER_HALF_WINDOWS_S = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 #: k-means restarts.
 CLUSTER_RESTARTS = 4
+#: At most this many train bins (evenly spaced) fit k-means; every bin is then labelled.
+CLUSTER_FIT_BINS = 4000
 
 
 @dataclass
@@ -95,26 +97,28 @@ def smoothed_rates(y: np.ndarray, segments: np.ndarray, half: int, leave_out: bo
         (n_bins, n_units) mean counts per bin.
     """
     y = np.asarray(y, dtype=np.float64)
-    out = np.empty_like(y)
+    n = y.shape[0]
     starts = np.flatnonzero(np.r_[True, np.diff(segments) != 0])
-    for a, b in zip(starts, np.r_[starts[1:], segments.size], strict=True):
-        seg = y[a:b]
-        c = np.vstack([np.zeros((1, y.shape[1])), np.cumsum(seg, 0)])
-        i = np.arange(b - a)
-        lo, hi = np.maximum(i - half, 0), np.minimum(i + half + 1, b - a)
-        total, n = c[hi] - c[lo], (hi - lo)[:, None].astype(np.float64)
-        if leave_out:
-            total, n = total - seg, n - 1
-            alone = n[:, 0] == 0
-            total[alone], n[alone] = seg.mean(0), 1.0
-        out[a:b] = total / n
-    return out
+    ends = np.r_[starts[1:], n]
+    which = np.cumsum(np.r_[True, np.diff(segments) != 0]) - 1  # each bin's segment (index into starts)
+    first, stop = starts[which], ends[which]
+    c = np.vstack([np.zeros((1, y.shape[1])), np.cumsum(y, 0)])
+    i = np.arange(n)
+    lo, hi = np.maximum(i - half, first), np.minimum(i + half + 1, stop)
+    total, count = c[hi] - c[lo], (hi - lo)[:, None].astype(np.float64)
+    if leave_out:
+        total, count = total - y, count - 1
+        alone = count[:, 0] == 0
+        if alone.any():  # a bin alone in its segment: its segment's mean (itself)
+            total[alone], count[alone] = y[alone], 1.0
+    return total / count
 
 
 def _kmeans(X: np.ndarray, k: int, seed: int):
     from sklearn.cluster import KMeans
 
-    return KMeans(n_clusters=k, n_init=CLUSTER_RESTARTS, random_state=seed).fit(X)
+    step = max(1, -(-X.shape[0] // CLUSTER_FIT_BINS))
+    return KMeans(n_clusters=k, n_init=CLUSTER_RESTARTS, random_state=seed).fit(X[::step])
 
 
 def cluster_states(
@@ -126,7 +130,8 @@ def cluster_states(
     """k-means clusters of the smoothed population rate, window chosen on the validation bins.
 
     Features are the square roots of the smoothed rates (variance-stabilised), z-scored with the train bins'
-    statistics; k-means is fitted on the train bins only and applied to every bin. For each candidate window the
+    statistics; k-means is fitted on the train bins only (at most :data:`CLUSTER_FIT_BINS`, evenly spaced) and
+    applied to every bin. For each candidate window the
     validation score is the Poisson log-likelihood per bin of the counts given the cluster of the bin's
     neighbourhood with the bin itself left out (rates: the train bins' mean counts per cluster); the chosen
     window then labels every bin with the bin included.
