@@ -51,15 +51,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
 from brainpipe.data import read
 from brainpipe.evaluate.neuroformer import connectivity_scores, direction_accuracy, xcorr_connectivity
 from brainpipe.models.neuroformer import Neuroformer
+from brainpipe.models.neuroformer.interventions import aggregate_lags
 from brainpipe.models.neuroformer.readouts import _centre_rows
 
-METHODS = ("rollout", "cross", "grad", "ablation")
+METHODS = ("rollout", "cross", "grad", "ablation", "insert", "remove")
 BY = ("target", "query")
 
 
@@ -156,9 +158,19 @@ def simulated_inputs(a):
         for k in path:
             node = node.setdefault(k, {})
         node[last] = yaml.safe_load(val)
+    cached = Path(a.cache) / f"pretrained_seed{a.simulate_seed}.nc" if a.cache else None
+    if cached is not None and cached.exists():  # the same simulator seed and settings: reuse the weights
+        print(f"# network seed {a.simulate_seed}: pretrained weights from {cached}", flush=True)
+        return counts, sim.truth, Neuroformer.from_dataset(read(cached, "model_fit"), counts)
     t0 = time.perf_counter()
     model = pretrain_neuroformer(counts, params)
     print(f"# network seed {a.simulate_seed}: pretrained in {time.perf_counter() - t0:.0f} s", flush=True)
+    if cached is not None:
+        from brainpipe.data import make_provenance, write
+        from brainpipe.training.neuroformer import pretrained_dataset
+
+        prov = make_provenance("bench_neuroformer_readouts", {"set": a.set}, seed=int(a.simulate_seed))
+        write(pretrained_dataset(model), cached, "model_fit", prov)
     return counts, sim.truth, model
 
 
@@ -176,6 +188,11 @@ def main(argv=None) -> int:
         type=int,
         default=None,
         help="simulate the study's --dataset at this network seed and pretrain on it here (no --counts/--truth)",
+    )
+    ap.add_argument(
+        "--cache",
+        default=None,
+        help="with --simulate-seed: keep the pretrained model in this folder and reuse it (pass the same --set)",
     )
     ap.add_argument("--set", action="append", default=[], help="config override with --simulate-seed (YAML)")
     ap.add_argument("--max-windows", type=int, default=0, help="windows per split in the read-outs (0: all)")
@@ -206,23 +223,37 @@ def main(argv=None) -> int:
     xc = xcorr_connectivity(counts["counts"].values, counts["split"].values, model.tokenizer_.past_bins_)
     rows = [{"readout": "xcorr (train bins)", **score(xc, conn, hub)}]
     for method in a.methods:
-        for by in BY if method != "ablation" else BY[:1]:
-            row, row_c = {"readout": f"{method}/{by}"}, {"readout": f"{method}/{by}/rows"}
+        for by in BY if method not in ("ablation", "insert", "remove") else BY[:1]:
+            # the variants computed from one run of the read-out: (name, matrix from M and the model)
+            variants = [(f"{method}/{by}", lambda M: M)]
+            if method == "insert":
+                variants.append(
+                    (
+                        "insert_dominant/target",
+                        lambda M: np.exp(aggregate_lags(model.lag_effect_, "dominant")),
+                    )
+                )
+            rows_v = []
+            for name, f in variants:
+                if method == "ablation":
+                    rows_v.append((f"{name}/rows", lambda M, f=f: _centre_rows(f(M) - 1.0) + 1.0))
+                else:  # log-lift (log rate ratio) rows
+                    rows_v.append(
+                        (f"{name}/rows", lambda M, f=f: np.exp(_centre_rows(np.log(np.maximum(f(M), 1e-12)))))
+                    )
+            variants += rows_v
+            out = {name: {"readout": name} for name, _ in variants}
             for split in a.splits:
                 t0 = time.perf_counter()
                 M = model.connectivity(counts, split, by=by, max_windows=a.max_windows or None, method=method)
-                s = score(M, conn, hub, model.attention_received_)
-                row.update({f"{split}_{k}": v for k, v in s.items()}, seconds=time.perf_counter() - t0)
-                # row-centred (centre_rows=True), from the same matrix: log-lift rows (ablation: effect rows)
-                if method == "ablation":
-                    Mc = _centre_rows(M - 1.0) + 1.0
-                else:
-                    Mc = np.exp(_centre_rows(np.log(np.maximum(M, 1e-12))))
-                s = score(Mc, conn, hub, model.attention_received_)
-                row_c.update({f"{split}_{k}": v for k, v in s.items()})
-            rows += [row, row_c]
-            print(json.dumps(row), flush=True)
-            print(json.dumps(row_c), flush=True)
+                sec = time.perf_counter() - t0
+                for name, f in variants:
+                    Mv = f(M)
+                    s = score(Mv, conn, hub, model.attention_received_)
+                    out[name].update({f"{split}_{k}": v for k, v in s.items()}, **{f"{split}_seconds": sec})
+            for name, _ in variants:
+                rows.append(out[name])
+                print(json.dumps(out[name]), flush=True)
     key = "validation_auroc" if "validation" in a.splits else f"{a.splits[0]}_auroc"
     best = max(rows[1:], key=lambda r: r[key])
     print(f"xcorr: AUROC {rows[0]['auroc']:.3f}, direction {rows[0]['direction']:.3f}")

@@ -35,6 +35,7 @@ from brainpipe.models.neuroformer import Neuroformer, label_subset, pretrain_los
 
 __all__ = [
     "DESCRIPTIONS",
+    "READOUT_METHODS",
     "balanced_accuracy",
     "connectivity_scores",
     "decoding_metrics",
@@ -54,6 +55,17 @@ __all__ = [
     "window_features",
     "xcorr_connectivity",
 ]
+
+READOUT_METHODS = (
+    "rollout",
+    "cross",
+    "grad",
+    "ablation",
+    "insert",
+    "insert_dominant",
+    "insert_range",
+    "remove",
+)
 
 DESCRIPTIONS = {
     "connectivity_auroc": "AUROC of Neuroformer attention-rollout connectivity (lift, or its distance from 1 when some planted connections are inhibitory) for planted directed connections",
@@ -142,15 +154,18 @@ def neuroformer_metrics_dataset(
 def parse_readout(readout: str) -> dict[str, object]:
     """The :meth:`Neuroformer.connectivity` arguments of a read-out name ``<method>/<by>[/rows]``.
 
+    Methods: ``rollout``, ``cross``, ``grad``, ``ablation``, ``remove`` and ``insert`` (lags summed), with
+    ``insert_dominant`` and ``insert_range`` for its other lag aggregates (``lags``).
+
     Parameters
     ----------
     readout : str
-        E.g. ``rollout/target``, ``rollout/target/rows``, ``cross/query``, ``ablation/target``.
+        E.g. ``rollout/target``, ``rollout/target/rows``, ``cross/query``, ``insert_range/target``.
 
     Returns
     -------
     dict
-        ``method``, ``by`` and ``centre_rows``.
+        ``method``, ``by`` and ``centre_rows`` (and ``lags`` for the ``insert`` methods).
 
     Raises
     ------
@@ -160,16 +175,20 @@ def parse_readout(readout: str) -> dict[str, object]:
     parts = str(readout).split("/")
     ok = (
         len(parts) in (2, 3)
-        and parts[0] in ("rollout", "cross", "grad", "ablation")
+        and parts[0] in READOUT_METHODS
         and parts[1] in ("target", "query")
         and (len(parts) == 2 or parts[2] == "rows")
     )
     if not ok:
         raise ConfigError(
             f"neuroformer evaluate.connectivity_readouts: {readout!r} is not <method>/<by>[/rows] with method in "
-            "rollout, cross, grad, ablation and by in target, query (e.g. rollout/target/rows)"
+            f"{', '.join(READOUT_METHODS)} and by in target, query (e.g. rollout/target/rows)"
         )
-    return {"method": parts[0], "by": parts[1], "centre_rows": len(parts) == 3}
+    method, _, lags = parts[0].partition("_")
+    out: dict[str, object] = {"method": method, "by": parts[1], "centre_rows": len(parts) == 3}
+    if method == "insert":
+        out["lags"] = lags or "sum"
+    return out
 
 
 def format_readout(r: Mapping[str, object]) -> str:
@@ -178,14 +197,17 @@ def format_readout(r: Mapping[str, object]) -> str:
     Parameters
     ----------
     r : mapping
-        ``method``, ``by`` and ``centre_rows``.
+        ``method``, ``by`` and ``centre_rows`` (and ``lags``).
 
     Returns
     -------
     str
         ``<method>/<by>[/rows]``.
     """
-    return f"{r['method']}/{r['by']}" + ("/rows" if r.get("centre_rows") else "")
+    method = str(r["method"])
+    if method == "insert" and r.get("lags", "sum") != "sum":
+        method = f"insert_{r['lags']}"
+    return f"{method}/{r['by']}" + ("/rows" if r.get("centre_rows") else "")
 
 
 def _pct(f: float) -> str:

@@ -37,12 +37,21 @@ softmax only when attention maps are asked for, for connectivity).
 Modules: :mod:`~brainpipe.models.neuroformer.tokenizer` (:class:`SpikeTokenizer`, :class:`Windows`,
 :func:`align_modality`), :mod:`~brainpipe.models.neuroformer.network` (:class:`NeuroformerNet`, its attention
 blocks and losses), :mod:`~brainpipe.models.neuroformer.estimator` (:class:`Neuroformer`: fitting, decoding,
-scoring) with its mixins :mod:`~brainpipe.models.neuroformer.readouts` (connectivity),
+scoring) with its mixins :mod:`~brainpipe.models.neuroformer.readouts` (connectivity; its interventional read-outs in
+:mod:`~brainpipe.models.neuroformer.interventions`),
 :mod:`~brainpipe.models.neuroformer.generation` (sampling), :mod:`~brainpipe.models.neuroformer.probe` (the
 behaviour head's linear probe) and :mod:`~brainpipe.models.neuroformer.serialise` (``model_fit`` datasets); every public name is importable from here.
 """
 
 from brainpipe.models.neuroformer.estimator import FINETUNE_MODES, MODEL_KEYS, Neuroformer, r2_score
+from brainpipe.models.neuroformer.interventions import (
+    LAG_AGGREGATES,
+    aggregate_lags,
+    expected_counts,
+    insert_past_spike,
+    lag_effects,
+    remove_past_unit,
+)
 from brainpipe.models.neuroformer.network import (
     READOUTS,
     Attention,
@@ -66,6 +75,7 @@ from brainpipe.models.neuroformer.tokenizer import (
 __all__ = [
     "MODALITY_SOURCES",
     "FINETUNE_MODES",
+    "LAG_AGGREGATES",
     "MODEL_KEYS",
     "N_SPECIAL",
     "READOUTS",
@@ -75,12 +85,17 @@ __all__ = [
     "NeuroformerNet",
     "SpikeTokenizer",
     "Windows",
+    "aggregate_lags",
     "align_modality",
     "behaviour_head",
     "behaviour_loss",
+    "expected_counts",
     "filter_logits",
+    "insert_past_spike",
     "label_subset",
+    "lag_effects",
     "pretrain_loss",
     "r2_score",
+    "remove_past_unit",
     "split_batch",
 ]

@@ -1,5 +1,7 @@
 """Connectivity read-outs of a fitted Neuroformer (a mixin of :class:`~brainpipe.models.neuroformer.Neuroformer`):
-attention rollout, cross-attention alone, gradient x input, and the ablation of a neuron's past."""
+attention rollout, cross-attention alone, gradient x input, the ablation of a neuron's past, and the interventional
+rate ratios of :mod:`~brainpipe.models.neuroformer.interventions` (a spike inserted at each lag, or a neuron's past
+spikes removed)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ import xarray as xr
 from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import ConfigError
+from brainpipe.models.neuroformer.interventions import LAG_AGGREGATES, aggregate_lags, lag_effects
 from brainpipe.models.neuroformer.network import split_batch
 from brainpipe.models.neuroformer.tokenizer import Windows
+
+METHODS = ("rollout", "cross", "grad", "ablation", "insert", "remove")
 
 
 class ConnectivityReadouts:
@@ -93,6 +98,7 @@ class ConnectivityReadouts:
         max_windows: int | None = None,
         method: str = "rollout",
         centre_rows: bool = False,
+        lags: str = "sum",
     ) -> np.ndarray:
         """Neuron x neuron (post, pre) matrix from attention rollout, current-window tokens -> past-window tokens.
 
@@ -112,8 +118,8 @@ class ConnectivityReadouts:
         by : {"target", "query"}
             Attribute a current position to the neuron it predicts next, or to its own token's neuron.
         max_windows : int, optional
-            Use at most the first this many windows of the split (None: all).
-        method : {"rollout", "cross", "grad", "ablation"}, default "rollout"
+            Use at most this many windows of the split, evenly spread over it (None: all).
+        method : {"rollout", "cross", "grad", "ablation", "insert", "remove"}, default "rollout"
             What a current position draws from each past token: the attention rollout above; ``"cross"``, the
             cross-attention to the past alone (heads and past layers averaged, no rollout through the
             self-attention); ``"grad"``, gradient x input: ``|d log p(next ID) / d e_p . e_p|`` for each past
@@ -122,28 +128,57 @@ class ConnectivityReadouts:
             predicted log-probability that the next spike is neuron ``i`` (every current position, not only those
             where ``i`` comes next) when neuron ``j``'s past spikes are removed, over the windows where ``j``
             spiked in the past (``by`` does not apply; ``attention_received_`` is then each neuron's summed
-            positive effect on the others).
+            positive effect on the others). ``"insert"`` and ``"remove"`` are interventional rate ratios
+            (:func:`~brainpipe.models.neuroformer.interventions.lag_effects`): the model's expected count of
+            neuron ``i`` in the current window (summed next-token probabilities, not a share) with one spike of
+            ``j`` inserted at each lag of the past window, against the recorded past, combined over lags by
+            ``lags``; or with ``j``'s past spikes removed. Returned as ``exp`` of the log ratio (1 = no effect;
+            ``by`` does not apply; ``lag_effect_`` (lag, post, pre) or ``removal_effect_`` keep the log ratios;
+            ``attention_received_`` is each neuron's summed positive effect on the others).
         centre_rows : bool, default False
             Remove each post neuron's own level: divide its row of the lift by the geometric mean of its
-            off-diagonal entries (ablation: subtract the mean), so that neurons that are simply easy or hard to
-            predict do not rank all their pairs high or low.
+            off-diagonal entries (ablation, insert, remove: subtract the mean of the effect), so that neurons that
+            are simply easy or hard to predict do not rank all their pairs high or low.
+        lags : {"sum", "dominant", "range"}, default "sum"
+            How ``"insert"`` combines its lags (:func:`~brainpipe.models.neuroformer.interventions.aggregate_lags`).
 
         Returns
         -------
         numpy.ndarray
             (post, pre) attention lift; 1 = no preference.
         """
-        if method not in ("rollout", "cross", "grad", "ablation"):
+        if method not in METHODS:
             raise ConfigError(
-                f"neuroformer connectivity: method={method!r} is not one of rollout, cross, grad, ablation"
+                f"neuroformer connectivity: method={method!r} is not one of {', '.join(METHODS)}"
+            )
+        if lags not in LAG_AGGREGATES:
+            raise ConfigError(
+                f"neuroformer connectivity: lags={lags!r} is not one of {', '.join(LAG_AGGREGATES)}"
             )
         if by not in ("target", "query"):
             raise ConfigError(f"neuroformer connectivity: by={by!r} is not one of target, query")
         win = self.tokenizer_.transform(counts)
         win = win.select(win.split == SPLIT_FLAGS[split])
-        if max_windows is not None and len(win) > max_windows:
-            win = win.select(np.arange(len(win)) < max_windows)
+        if max_windows is not None and len(win) > max_windows:  # evenly spread over the split
+            keep = np.linspace(0, len(win) - 1, int(max_windows)).round().astype(int)
+            win = win.select(np.isin(np.arange(len(win)), keep))
         n = self.tokenizer_.vocab["n_units"]
+        if method in ("insert", "remove"):
+            tok = self.tokenizer_
+            ins, rem = lag_effects(
+                self.net_,
+                win,
+                n,
+                tok.past_bins_ // tok.rebin_,
+                insert=method == "insert",
+                remove=method == "remove",
+            )
+            self.lag_effect_, self.removal_effect_ = ins, rem
+            E = aggregate_lags(ins, lags) if ins is not None else rem
+            E = _centre_rows(E) if centre_rows else E
+            off = ~np.eye(n, dtype=bool)
+            self.attention_received_ = np.where(off, np.maximum(E, 0.0), 0.0).sum(0)
+            return np.exp(E)
         if method == "ablation":
             M = self._ablation_connectivity(win, n)
             return _centre_rows(M - 1.0) + 1.0 if centre_rows else M
