@@ -4,8 +4,8 @@
 params: ``path``, ``format`` (auto, suite2p, nwb, npy, csv, hdf5), ``frame_rate_hz`` (else a JSON sidecar /
 the NWB series), ``options`` (reader options: suite2p ``use_iscell``, ``min_iscell_prob``, ``allow_ops_pickle``;
 NWB ``series``, ``label_column``, ``behaviour_series``; HDF5 ``key``, ``neuropil_key``; any format ``behaviour``: a
-CSV/TSV/NPZ behaviour table with ``time_s``, read into ``behaviour(behaviour_time, behaviour_var)``), ``drop_bad_cells`` (drop all-NaN/constant ROIs
-instead of failing), ``kind`` (what the traces are: :data:`brainpipe.io.calcium.TRACE_KINDS`; checked against the
+CSV/TSV/NPZ behaviour table with ``time_s``, read into ``behaviour(behaviour_time, behaviour_var)``),
+``drop_bad_cells`` (drop all-NaN/constant ROIs instead of failing), ``kind`` (what the traces are: :data:`brainpipe.io.calcium.TRACE_KINDS`; checked against the
 values and recorded in the output's ``trace_kind`` attribute, which preprocess_calcium follows).
 """
 
