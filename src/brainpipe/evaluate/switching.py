@@ -41,6 +41,12 @@ METRIC_PATTERNS.extend(
             "shared-adjacency balanced accuracy minus that of {ref}",
         ),
         (
+            re.compile(r"task_mi_(?P<v>.+)_vs_clusters"),
+            ">=",
+            "excess mutual information of the decoded states about {v} minus that of the k-means clusters of the "
+            "smoothed population rate (the non-HMM baseline, as many clusters as states)",
+        ),
+        (
             re.compile(r"task_mi_(?P<v>.+)_vs_(?P<ref>[A-Za-z0-9]+)"),
             ">=",
             "excess mutual information of the decoded states about {v} minus {ref}'s",
