@@ -92,9 +92,10 @@ class BrainMAE(Serialisation, Estimator):
     linear_path : {"none", "volume"}
         ``"volume"``: a linear path fills each hidden ROI, volume by volume, with its Gaussian conditional mean given
         the visible ROIs of the same volume (the training volumes' means and covariance, penalty ``linear_alpha``:
-        a ridge of the hidden ROIs on the visible ones) and the network learns a correction to it (its decoder
-        starts at zero, so training starts from the linear fill); ``"none"`` (default): the network alone. For
-        short recordings, where the network alone does not reach a linear fill (bench/README.md).
+        a ridge of the hidden ROIs on the visible ones); the network sees the filled segments (a hidden ROI's token
+        is made from its fill plus the mask token) and its output is added to the fill (a correction);
+        ``"none"`` (default): the network alone. For short recordings, where the network alone does not reach a
+        linear fill (bench/README.md).
     linear_alpha : float, optional
         The linear path's penalty (relative to the ROIs' variances); None (default): chosen from
         :data:`LINEAR_ALPHAS` by the masked error of the linear fill on the validation segments ``X_val``.

@@ -37,14 +37,10 @@ class BrainMAENet(nn.Module):
         self.decoder = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, seg_len))
         self.across = TemporalEncoder(cfg) if cfg.temporal_encoder == "transformer" else None
         self.linear = cfg.linear_path == "volume"
-        if (
-            self.linear
-        ):  # the linear path's statistics (set by fit_linear) and penalty; the decoder starts at 0
+        if self.linear:  # the linear path's statistics (set by fit_linear) and penalty
             self.register_buffer("lin_mean", torch.zeros(n_rois))
             self.register_buffer("lin_cov", torch.eye(n_rois))
             self.register_buffer("lin_alpha", torch.tensor(float(cfg.linear_alpha or 1.0)))
-            nn.init.zeros_(self.decoder[-1].weight)
-            nn.init.zeros_(self.decoder[-1].bias)
 
     @torch.no_grad()
     def fit_linear(self, X: torch.Tensor) -> None:
@@ -76,9 +72,16 @@ class BrainMAENet(nn.Module):
             return torch.where(mask[:, None, :], pred, xf).to(x.dtype)
 
     def _roi_tokens(self, x: torch.Tensor, mask: torch.Tensor | None, emb: torch.Tensor) -> torch.Tensor:
-        tok = self.temporal(x.transpose(1, 2))
-        if mask is not None:
-            tok = torch.where(mask[..., None], self.mask_token.to(tok.dtype), tok)
+        if self.linear and mask is not None:
+            # the linear path: a hidden ROI's token is made from its linear fill (visible information only) plus the
+            # mask token, and it is a graph source like the others
+            tok = self.temporal(self.linear_fill(x, mask).transpose(1, 2))
+            tok = tok + mask[..., None].to(tok.dtype) * self.mask_token.to(tok.dtype)
+            mask = None
+        else:
+            tok = self.temporal(x.transpose(1, 2))
+            if mask is not None:
+                tok = torch.where(mask[..., None], self.mask_token.to(tok.dtype), tok)
         h = tok + emb.to(tok.dtype)
         for blk in self.blocks:
             h = blk(h, emb, mask)
