@@ -68,12 +68,12 @@ READOUT_METHODS = (
 )
 
 DESCRIPTIONS = {
-    "connectivity_auroc": "AUROC of Neuroformer attention-rollout connectivity (lift, or its distance from 1 when some planted connections are inhibitory) for planted directed connections",
+    "connectivity_auroc": "AUROC of Neuroformer connectivity (the read-out of evaluate.connectivity_readouts, named in the connectivity file: an attention lift or an interventional rate ratio; its distance from 1 when some planted connections are inhibitory) for planted directed connections",
     "connectivity_auroc_xcorr": "the same for lagged cross-correlation of the binned counts (baseline)",
     "connectivity_auroc_glm": "the same for the coupling weights of a coupled Poisson GLM (baseline)",
     "connectivity_auroc_vs_xcorr": "connectivity_auroc minus connectivity_auroc_xcorr (the bar: >= 0)",
     "connectivity_auroc_validation": "AUROC on the validation windows of the attention read-out chosen there (among evaluate.connectivity_readouts; its name in the connectivity file's attrs)",
-    "connectivity_direction": "direction accuracy of attention connectivity: share of planted one-way connections j -> i scored higher (post i, pre j) than the reverse (i, j) (ties: 1/2; chance 0.5)",
+    "connectivity_direction": "direction accuracy of Neuroformer connectivity: share of planted one-way connections j -> i scored higher (post i, pre j) than the reverse (i, j) (ties: 1/2; chance 0.5)",
     "connectivity_direction_xcorr": "the same for lagged cross-correlation (baseline)",
     "connectivity_direction_glm": "the same for the Poisson-GLM couplings (baseline)",
     "connectivity_direction_vs_xcorr": "connectivity_direction minus connectivity_direction_xcorr",
