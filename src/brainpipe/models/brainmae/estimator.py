@@ -94,8 +94,8 @@ class BrainMAE(Serialisation, Estimator):
         the visible ROIs of the same volume (the training volumes' means and covariance, penalty ``linear_alpha``:
         a ridge of the hidden ROIs on the visible ones); the network sees the filled segments (a hidden ROI's token
         is made from its fill plus the mask token) and its output is added to the fill (a correction);
-        ``"none"`` (default): the network alone. For short recordings, where the network alone does not reach a
-        linear fill (bench/README.md).
+        ``"none"`` (default): the network alone. For reconstruction on short recordings, where the network alone
+        does not reach a linear fill; its ROI embeddings and features then learn little (bench/README.md).
     linear_alpha : float, optional
         The linear path's penalty (relative to the ROIs' variances); None (default): chosen from
         :data:`LINEAR_ALPHAS` by the masked error of the linear fill on the validation segments ``X_val``.
