@@ -4,6 +4,8 @@ fold, for one or more model settings.
 
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python bench/brainmae_nitime.py results/fmri/nitime/clean.nc \
         --setting none:'{}' --setting volume:'{"linear_path": "volume"}' --folds 0 1 2 3 --seeds 0 1 2
+    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python bench/brainmae_nitime.py results/fmri/nitime/clean.nc \
+        --folds 0 1 2 3 --seeds 0 --lags 0 1 2 --setting volume:'{"linear_path": "volume"}'
 
 Encoder ``k`` trains on the folds other than ``k`` and ``(k + 1) % K``, stops early on ``(k + 1) % K`` and is scored on
 fold ``k`` (the pipeline scores fold 0 only), with the study's evaluation masks (ratio 0.5, 20 patterns, seed 0); the
@@ -33,6 +35,34 @@ from brainpipe.evaluate import fmri  # noqa: E402
 from brainpipe.models.brainmae import BrainMAE  # noqa: E402
 
 
+def _lagged_ridge(X, tr, te, groups, lag: int) -> float:
+    """Test NMSE of a per-mask ridge of the hidden ROIs at volume t on the visible ROIs at t-lag..t+lag (clipped at
+    the segment's ends), its penalty by grouped inner CV (:func:`brainpipe.evaluate.fmri.tuned_ridge`)."""
+    X = np.asarray(X, dtype=np.float64)
+    L = X.shape[1]
+    pat, index = fmri.eval_masks(int(te.sum()), X.shape[2], 0.5, 20, 0)
+
+    def lagged(Z):
+        return np.concatenate(
+            [Z[:, np.clip(np.arange(L) + s, 0, L - 1)] for s in range(-lag, lag + 1)], axis=2
+        )
+
+    pred = X[te].copy()
+    for p, hid in enumerate(pat):
+        sel = index == p
+        A, B, An = lagged(X[tr][:, :, ~hid]), X[tr][:, :, hid], lagged(X[te][sel][:, :, ~hid])
+        out, _ = fmri.tuned_ridge(
+            A.reshape(-1, A.shape[2]),
+            B.reshape(-1, B.shape[2]),
+            np.repeat(groups[tr], L),
+            An.reshape(-1, An.shape[2]),
+        )
+        block = pred[sel]
+        block[:, :, hid] = out.reshape(int(sel.sum()), L, -1)
+        pred[sel] = block
+    return fmri.nmse(X[te], pred, pat[index])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("clean", help="a roi_segments .nc split in time blocks (results/fmri/nitime/clean.nc)")
@@ -41,6 +71,14 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--folds", type=int, nargs="+", default=[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument(
+        "--lags",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also a ridge of the hidden ROIs on the visible ROIs at volumes t-l..t+l for each l given (0: the "
+        "same-volume ridge), penalty by the baselines' inner CV: is there temporal information to learn?",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model = yaml.safe_load(open(ROOT / "config" / "config.yaml"))["fmri"]["brainmae"]["model"]
@@ -72,6 +110,16 @@ def main(argv=None) -> int:
             ),
             flush=True,
         )
+        for lag in args.lags:
+            print(
+                json.dumps(
+                    {
+                        "fold": k,
+                        "lag": lag,
+                        "test_nmse_lagged_ridge": round(_lagged_ridge(X, tr, te, groups, lag), 4),
+                    }
+                )
+            )
         tm = fmri.eval_masks(int(tr.sum()), X.shape[2], 0.5, 20, 0)
         for name, over in settings:
             for sd in args.seeds:
