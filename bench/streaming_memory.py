@@ -24,6 +24,13 @@ built first and stay in memory in both modes (they are not streamed); printed: t
 memory above the level after the imports and the counts (the token windows, the training), and the seconds.
 
     python bench/streaming_memory.py --neuroformer --seconds 2000 20000 --units 20 --mode both
+
+``--finetune`` (with ``--neuroformer``): then fine-tune the pretrained model on every labelled train window (a slow
+random-walk ``speed`` to decode; :func:`brainpipe.training.neuroformer.finetune_neuroformer` at fraction 1, with
+``neuroformer.finetune.streaming`` in the streamed mode) and decode the validation and test windows; the peak then
+covers both phases (pretraining's alone in brackets).
+
+    python bench/streaming_memory.py --neuroformer --finetune --seconds 2000 20000 --units 20 --mode both
 """
 
 from __future__ import annotations
@@ -147,9 +154,12 @@ def stage_one(path: str, streamed: bool, max_steps: int, folder: str, workers: i
     }
 
 
-def neuroformer_one(seconds: float, units: int, streamed: bool, max_steps: int, folder: str) -> dict:
-    """Neuroformer pretraining on ``seconds`` of ``units`` Poisson units, in this process: peak RSS above the
-    imports and the counts, seconds, and what was left in the temporary folder."""
+def neuroformer_one(
+    seconds: float, units: int, streamed: bool, max_steps: int, folder: str, finetune: bool = False
+) -> dict:
+    """Neuroformer pretraining (and with ``finetune``, fine-tuning on every labelled train window) on ``seconds``
+    of ``units`` Poisson units, in this process: peak RSS above the imports and the counts, seconds, and what was
+    left in the temporary folder."""
     import os
     import tempfile
 
@@ -167,12 +177,17 @@ def neuroformer_one(seconds: float, units: int, streamed: bool, max_steps: int, 
     y = np.empty((n_bins, units), np.int32)
     for lo in range(0, n_bins, 50_000):  # in blocks: no int64 copy of the whole recording raises the baseline
         y[lo : lo + 50_000] = rng.poisson(0.05, size=(min(50_000, n_bins - lo), units))
+    data = {
+        "counts": (("time", "unit"), y),
+        "split": ("time", np.repeat(np.array([0, 1, 2, 0, 1, 2], np.int8), -(-n_bins // 6))[:n_bins]),
+    }
+    if finetune:  # a slow behaviour variable to decode (float32, like the counts a small part of memory)
+        speed = np.cumsum(rng.normal(size=n_bins).astype(np.float32)) / 100
+        data["behaviour"] = (("time", "behaviour_var"), speed[:, None])
     counts = xr.Dataset(
-        {
-            "counts": (("time", "unit"), y),
-            "split": ("time", np.repeat(np.array([0, 1, 2, 0, 1, 2], np.int8), -(-n_bins // 6))[:n_bins]),
-        },
-        coords={"time": (np.arange(n_bins) + 0.5) * 0.01, "unit": [f"u{i}" for i in range(units)]},
+        data,
+        coords={"time": (np.arange(n_bins) + 0.5) * 0.01, "unit": [f"u{i}" for i in range(units)]}
+        | ({"behaviour_var": ["speed"]} if finetune else {}),
         attrs={"bin_width_s": 0.01},
     )
     counts_mb = counts["counts"].nbytes / 2**20
@@ -195,18 +210,38 @@ def neuroformer_one(seconds: float, units: int, streamed: bool, max_steps: int, 
         "seed": 0,
     }
     t0 = time.perf_counter()
-    pretrain_neuroformer(counts, params)
+    model = pretrain_neuroformer(counts, params)
+    out = {"pretrain_peak_rss_mb": _rss_mb() - base, "pretrain_s": time.perf_counter() - t0}
+    if finetune:
+        from brainpipe.training.neuroformer import finetune_neuroformer, pretrained_dataset
+
+        t1 = time.perf_counter()
+        cfg = {k: v for k, v in train.items() if k != "streaming"}
+        finetune_neuroformer(
+            counts,
+            pretrained_dataset(model),
+            {"source": "behaviour", "variable": "speed"},
+            cfg,
+            fractions=[1.0],
+            scratch=False,
+            max_epoch_windows=max_steps * 64,
+            min_epoch_windows=64,
+            streaming=train.get("streaming"),
+        )
+        out["finetune_s"] = time.perf_counter() - t1
     return {
         "counts_mb": counts_mb,
         "peak_rss_above_counts_mb": _rss_mb() - base,
         "seconds": time.perf_counter() - t0,
         "left_in_tmp": sum(name.startswith("brainpipe-") for name in os.listdir(folder)),
+        **out,
     }
 
 
 def neuroformer_bench(args) -> None:
     modes = ["streamed", "memory"] if args.mode == "both" else [args.mode]
-    print("seconds counts_MB mode peak_RSS_above_imports_and_counts_MB pretrain_s")
+    head = "seconds counts_MB mode peak_RSS_above_imports_and_counts_MB pretrain_s"
+    print(head + (" (pretraining alone: peak_MB) finetune_s" if args.finetune else ""))
     with tempfile.TemporaryDirectory() as folder:
         for sec in args.seconds:
             for mode in modes:
@@ -215,9 +250,11 @@ def neuroformer_bench(args) -> None:
                 r = _child(
                     ["--nf-one", str(sec), "--units", str(args.units), "--mode", mode]
                     + ["--max-steps", str(args.max_steps), "--folder", str(job)]
+                    + (["--finetune"] if args.finetune else [])
                 )
                 print(
-                    f"{sec:g} {r['counts_mb']:.0f} {mode} {r['peak_rss_above_counts_mb']:.0f} {r['seconds']:.1f}"
+                    f"{sec:g} {r['counts_mb']:.0f} {mode} {r['peak_rss_above_counts_mb']:.0f} {r['pretrain_s']:.1f}"
+                    + (f" ({r['pretrain_peak_rss_mb']:.0f}) {r['finetune_s']:.1f}" if args.finetune else "")
                     + ("" if r["left_in_tmp"] == 0 else f" (left {r['left_in_tmp']} in tmp)")
                 )
 
@@ -276,11 +313,21 @@ def main() -> None:
     )
     ap.add_argument("--units", type=int, default=20, help="--neuroformer: units")
     ap.add_argument("--nf-one", type=float, default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--finetune", action="store_true", help="--neuroformer: fine-tune on every labelled window too"
+    )
     args = ap.parse_args()
     if args.nf_one is not None:
         print(
             json.dumps(
-                neuroformer_one(args.nf_one, args.units, args.mode == "streamed", args.max_steps, args.folder)
+                neuroformer_one(
+                    args.nf_one,
+                    args.units,
+                    args.mode == "streamed",
+                    args.max_steps,
+                    args.folder,
+                    args.finetune,
+                )
             )
         )
         return

@@ -126,3 +126,73 @@ def test_no_validation_window_is_one_line_and_leaves_no_store(counts, tmp_path, 
         _model().fit(no_val, source="sim", streaming={"enabled": True})
     assert "\n" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- fine-tuning (neuroformer.finetune.streaming) ---------------------------------------------------------------
+TARGET = {"source": "behaviour", "variable": "speed"}
+
+
+@pytest.fixture(scope="module")
+def pretrained(counts):
+    from brainpipe.training.neuroformer import pretrained_dataset
+
+    return pretrained_dataset(pretrain_neuroformer(counts, tiny_params(TRAIN, target=TARGET)))
+
+
+def _decoder(counts, pre):
+    model = Neuroformer.from_dataset(pre, counts)
+    model.finetune = {**TRAIN, "max_epochs": 2}
+    return model.set_target(counts, TARGET)
+
+
+@pytest.mark.parametrize("max_epoch_windows", [None, 200])
+def test_streamed_finetuning_equals_the_in_memory_one_and_leaves_no_store(
+    counts, pretrained, tmp_path, monkeypatch, max_epoch_windows
+):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    kw = {"min_epoch_windows": 64, "max_epoch_windows": max_epoch_windows}
+    ref = _decoder(counts, pretrained).fit_behaviour(counts, 1.0, **kw)
+    streamed = {"enabled": True, "chunk_windows": 50, "shuffle": "global"}
+    same = _decoder(counts, pretrained).fit_behaviour(counts, 1.0, streaming=streamed, **kw)
+    assert same.n_labelled_ == ref.n_labelled_ > 200  # the labelled train windows went through the store
+    for k, v in ref.net_.state_dict().items():
+        assert torch.equal(v, same.net_.state_dict()[k]), k
+    assert same.validation_loss_ == ref.validation_loss_
+    assert list(tmp_path.iterdir()) == []  # the store is removed
+
+
+def test_streamed_probe_and_chunked_decoding_equal_the_in_memory_ones(counts, pretrained):
+    ref = _decoder(counts, pretrained).fit_behaviour(counts, 1.0, mode="probe")
+    same = _decoder(counts, pretrained).fit_behaviour(
+        counts, 1.0, mode="probe", streaming={"enabled": True, "chunk_windows": 64}
+    )
+    assert same.probe_ == ref.probe_
+    for k, v in ref.net_.state_dict().items():
+        assert torch.equal(v, same.net_.state_dict()[k]), k
+    pred, tgt = ref.decode(ref.labelled_windows(counts, ("validation", "test")))
+    for chunk in (256, None):  # several chunks, one piece
+        p, t, win = ref.decode_labelled(counts, ("validation", "test"), chunk_windows=chunk)
+        np.testing.assert_array_equal(p, pred)
+        np.testing.assert_array_equal(t, tgt)
+    whole = ref.labelled_windows(counts, ("validation", "test"))
+    np.testing.assert_array_equal(win["start"], whole.start)
+    np.testing.assert_array_equal(win["t_start"], whole.t_start)
+    np.testing.assert_array_equal(win["split"], whole.split)
+
+
+def test_window_targets_are_the_tokenised_windows_targets(counts):
+    tok = SpikeTokenizer(**TOKENIZER, target=TARGET).fit(counts)
+    starts = tok.window_starts(counts)
+    np.testing.assert_array_equal(tok.window_targets(counts, starts), tok.transform(counts).target)
+    cls = SpikeTokenizer(**TOKENIZER, target={**TARGET, "variable": "flash", "kind": "classification"})
+    cls.fit(counts)
+    np.testing.assert_array_equal(
+        cls.window_targets(counts, starts[::7]), cls.transform(counts, starts=starts[::7]).target
+    )
+
+
+def test_bad_finetuning_streaming_settings_are_one_line(counts, pretrained):
+    with pytest.raises(ConfigError, match=r"neuroformer\.finetune\.streaming.*chunk_windows"):
+        _decoder(counts, pretrained).fit_behaviour(
+            counts, 1.0, streaming={"enabled": True, "chunk_windows": 0}
+        )

@@ -60,6 +60,7 @@ def run(inputs, outputs, params, log):
         checkpoint=ckpt,
         fingerprint=fingerprint("neuroformer_finetune", params, [inputs["counts"], inputs["pretrained"]]),
         log=log_,
+        streaming=ft.get("streaming"),
         **menu,
     )
     device = str(next(decoder.net_.parameters()).device)

@@ -55,6 +55,7 @@ FINETUNE_EXTRA = (
     "options",
     "label_draws",
     "draw_fractions",
+    "streaming",
 )
 #: pretraining settings that are not the training loop's (TrainConfig's)
 PRETRAIN_EXTRA = ("streaming",)

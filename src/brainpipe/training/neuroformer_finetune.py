@@ -114,6 +114,7 @@ def finetune_neuroformer(
     options: Sequence[str] = ("full",),
     label_draws: int = 1,
     draw_fractions: Sequence[float] | None = None,
+    streaming: Mapping[str, Any] | None = None,
 ) -> tuple[xr.Dataset, Neuroformer]:
     """Fine-tune a pretrained Neuroformer to decode behaviour, at fractions of the labelled train windows.
 
@@ -170,6 +171,9 @@ def finetune_neuroformer(
         Labelled subsets drawn per fraction below 1 (each start and option trained on each).
     draw_fractions : sequence of float, optional
         The fractions that get ``label_draws`` draws (None: every fraction below 1; the others get one).
+    streaming : mapping, optional
+        Fine-tune from windows streamed through a temporary store (``neuroformer.finetune.streaming``;
+        :meth:`Neuroformer.fit_behaviour`); the validation and test windows are always decoded a chunk at a time.
 
     Returns
     -------
@@ -236,9 +240,9 @@ def finetune_neuroformer(
             mode=mode,
             label_draw=draw,
             label_draws=nd,
+            streaming=streaming,
         )
-        win = model.labelled_windows(counts, ("validation", "test"), source)
-        pred, tgt = model.decode(win)
+        pred, tgt, win = model.decode_labelled(counts, ("validation", "test"), source)
         win_ref = (win, tgt.astype(np.float64)) if win_ref is None else win_ref
         fres = model.finetune_result_
         runs.append(
@@ -291,15 +295,15 @@ def finetune_neuroformer(
     )
     ds["window_split"] = (
         "window",
-        win.split.astype(np.int8),
+        win["split"].astype(np.int8),
         {"long_name": "split of the window (1 validation, 2 test)"},
     )
     ds["window_time"] = (
         "window",
-        win.t_start.astype(np.float64),
+        win["t_start"].astype(np.float64),
         {"units": "s", "long_name": "current window start"},
     )
-    ds["window_start_bin"] = ("window", win.start.astype(np.int64))
+    ds["window_start_bin"] = ("window", win["start"].astype(np.int64))
     ds["run_n_labelled"] = ("run", np.array([r[3] for r in runs], np.int64))
     ds["run_best_val_loss"] = ("run", np.array(hist_best, np.float64))
     ds["run_val_loss"] = (

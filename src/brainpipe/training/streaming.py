@@ -19,9 +19,10 @@ the same weights).
 Batches can be read ahead by DataLoader worker processes (``TrainConfig.num_workers``; the order is still drawn in
 the training process, so the result does not change; each worker keeps its own ``cache_chunks``).
 
-Neuroformer pretraining streams its token windows the same way (``neuroformer.pretrain.streaming``; a store of named
-arrays, :mod:`brainpipe.models.neuroformer.streaming`). Not yet done: BrainMAE's temporal encoder (sequences of
-segments) and Neuroformer's fine-tuning and evaluation windows do not stream.
+Neuroformer pretraining and fine-tuning stream their token windows the same way (``neuroformer.pretrain.streaming``,
+``neuroformer.finetune.streaming``; a store of named arrays, :mod:`brainpipe.models.neuroformer.streaming`); its
+decoding and next-token scoring read the windows a chunk at a time. Not yet done: BrainMAE's temporal encoder
+(sequences of segments) does not stream; Neuroformer's counts (bins x units) are read whole.
 """
 
 from __future__ import annotations

@@ -42,17 +42,19 @@ class LinearProbe:
         return total / max(n, 1)
 
     def _fit_probe(
-        self, win_y: Windows, keep: np.ndarray, va_idx: np.ndarray, kind: str, cw: torch.Tensor | None
+        self, take, keep: np.ndarray, va_idx: np.ndarray, kind: str, cw: torch.Tensor | None
     ) -> dict[str, float]:
         """Fit the head's linear layer on frozen features: ridge (regression) or class-balanced logistic
-        regression on standardised features of the labelled windows, the penalty with the lowest validation loss."""
+        regression on standardised features of the labelled windows, the penalty with the lowest validation loss.
+        ``take`` gives the windows (a :class:`~brainpipe.models.neuroformer.finetune.WindowSource` with its
+        training target ``y`` set); their features are computed a chunk of windows at a time."""
         from sklearn.linear_model import LogisticRegression, Ridge
 
-        X = self._head_inputs(win_y.select(np.concatenate([keep, va_idx])))
+        X = np.concatenate([self._head_inputs(w) for w in take.chunks(np.concatenate([keep, va_idx]))])
         X_tr, X_va = X[: keep.size], X[keep.size :]
         mu, sd = X_tr.mean(0), X_tr.std(0) + 1e-6
         Z_tr, Z_va = (X_tr - mu) / sd, (X_va - mu) / sd
-        y_tr, y_va = win_y.target[keep, 0], win_y.target[va_idx, 0]
+        y_tr, y_va = take.y[keep, 0], take.y[va_idx, 0]
         lin = self.net_.head_behaviour[1]
         n_out = lin.out_features
         best = (np.inf, None, None, None)

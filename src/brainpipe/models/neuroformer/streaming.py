@@ -9,6 +9,10 @@ written to a zarr store of named arrays under the job's temporary folder
 (:class:`~brainpipe.training.streaming.ZarrExamples`: at most ``cache_chunks`` chunks in memory; with ``shuffle:
 global`` the in-memory fit's batches, so the same weights bit for bit). The store is removed afterwards, also on
 failure. The counts themselves stay in memory (bins x units), and the test windows are not tokenised here.
+
+Fine-tuning streams the same way (``neuroformer.finetune.streaming``; :func:`window_store`, used by
+:meth:`Neuroformer.fit_behaviour`): the labelled train windows go through a store, and only the validation windows
+in use and a chunk at a time of the others are tokenised in memory.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import xarray as xr
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import InputError
 
-__all__ = ["STREAMING_DEFAULTS", "TENSOR_NAMES", "check_streaming", "streamed_windows"]
+__all__ = ["STREAMING_DEFAULTS", "TENSOR_NAMES", "check_streaming", "streamed_windows", "window_store"]
 
 #: the arrays of a window in the order of the training tuple (:meth:`Windows.tensors`)
 TENSOR_NAMES = ("cur_id", "cur_dt", "past_id", "past_dt", "modality", "target")
@@ -64,6 +68,42 @@ def check_streaming(streaming: Mapping[str, Any] | None, source: str = "neurofor
     from brainpipe.training.streaming import streaming_settings
 
     return streaming_settings(streaming, STREAMING_DEFAULTS, source)
+
+
+@contextmanager
+def window_store(take, idx: np.ndarray, settings: Mapping[str, Any] | None) -> Iterator[Any]:
+    """The training tuples of windows ``idx`` of a window source, in memory or through a temporary zarr store.
+
+    Parameters
+    ----------
+    take : WindowSource
+        The windows (:class:`~brainpipe.models.neuroformer.finetune.WindowSource`, its training target set).
+    idx : numpy.ndarray
+        The windows to train on, in order (repeats allowed).
+    settings : mapping or None
+        Resolved streaming settings (:func:`check_streaming`); None: the windows' tensors in memory.
+
+    Yields
+    ------
+    tuple of torch.Tensor or ZarrExamples
+        The tensors, or a :class:`~brainpipe.training.streaming.ZarrExamples` over the store (removed on exit,
+        also on failure).
+    """
+    if settings is None:
+        yield take(idx).tensors()
+        return
+    from brainpipe.training.streaming import ZarrExamples, write_examples
+
+    chunk = int(settings["chunk_windows"])
+    blocks = ({n: getattr(w, n) for n in TENSOR_NAMES} for w in take.chunks(idx, chunk))
+    tmp = Path(tempfile.mkdtemp(prefix="brainpipe-neuroformer-windows-", dir=os.environ.get("TMPDIR")))
+    try:
+        store = write_examples(blocks, tmp / "train.zarr", chunk)
+        yield ZarrExamples(
+            store, cache_chunks=settings["cache_chunks"], shuffle=settings["shuffle"], names=TENSOR_NAMES
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _blocks(tokenizer, counts: xr.Dataset, source: str, starts: np.ndarray, size: int, stats: dict):

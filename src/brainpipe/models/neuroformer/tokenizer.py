@@ -220,6 +220,43 @@ class SpikeTokenizer:
             starts.extend(range(lo + P, hi - W + 1, S))
         return np.asarray(starts, dtype=np.int64)
 
+    def window_targets(self, counts: xr.Dataset, starts: np.ndarray, source: str = "counts") -> np.ndarray:
+        """The decoding target of the windows at ``starts`` (:meth:`transform`'s, without tokenising them).
+
+        Parameters
+        ----------
+        counts : xarray.Dataset
+            A ``spike_counts`` dataset.
+        starts : numpy.ndarray
+            First bins of the windows (:meth:`window_starts`).
+        source : str, default "counts"
+            What the counts are called in error messages.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n, 1) float32: the current window's mean (regression) or the class index of its last bin
+            (classification); NaN where there is no target or no value.
+        """
+        starts = np.asarray(starts, dtype=np.int64)
+        target = np.full((starts.size, 1), np.nan, np.float32)
+        if self.target is None or not starts.size:
+            return target
+        tv = self._variables(
+            counts, str(self.target["source"]), [str(self.target["variable"])], "target", source
+        )[:, 0]
+        cur = tv[starts[:, None] + np.arange(self.window_bins_)[None, :]]
+        if self.target.get("kind", "regression") == "classification":
+            last = cur[:, -1]
+            lab = np.searchsorted(self.classes_, last)
+            known = (lab < self.classes_.size) & (
+                self.classes_[np.clip(lab, 0, self.classes_.size - 1)] == last
+            )
+            target[:, 0] = np.where(known, lab, np.nan)
+        else:
+            target[:, 0] = cur.mean(axis=1)
+        return target
+
     @fill_doc
     def transform(
         self, counts: xr.Dataset, source: str = "counts", starts: np.ndarray | None = None
@@ -307,21 +344,7 @@ class SpikeTokenizer:
             if n
             else np.zeros((0, P + W, 0), np.float32)
         )
-        target = np.full((n, 1), np.nan, np.float32)
-        if self.target is not None and n:
-            tv = self._variables(
-                counts, str(self.target["source"]), [str(self.target["variable"])], "target", source
-            )[:, 0]
-            cur = tv[starts[:, None] + np.arange(W)[None, :]]
-            if self.target.get("kind", "regression") == "classification":
-                last = cur[:, -1]
-                lab = np.searchsorted(self.classes_, last)
-                known = (lab < self.classes_.size) & (
-                    self.classes_[np.clip(lab, 0, self.classes_.size - 1)] == last
-                )
-                target[:, 0] = np.where(known, lab, np.nan)
-            else:
-                target[:, 0] = cur.mean(axis=1)
+        target = self.window_targets(counts, starts, source)
         split = np.asarray(counts["split"].values)[starts] if n else np.zeros(0, np.int8)
         t_start = np.asarray(counts["time"].values)[starts] - 0.5 * self.bin_width_s_ if n else np.zeros(0)
         wc = (
