@@ -178,6 +178,14 @@ class Contract:
 
 
 TIME = Var(("time",), "f", "s", long_name="time (bin centre or sample time)", dtype="float64")
+#: optional behaviour on its own clock (spike times, calcium traces)
+BEHAVIOUR_COORDS = {
+    "behaviour_time": Var(
+        ("behaviour_time",), "f", "s", required=False, long_name="behaviour sample time", dtype="float64"
+    ),
+    "behaviour_var": Var(("behaviour_var",), "UO", required=False, long_name="behaviour variable"),
+}
+BEHAVIOUR = Var(("behaviour_time", "behaviour_var"), "f", required=False, long_name="behaviour")
 
 
 def canonical_units(units: str | None) -> str | None:
@@ -256,22 +264,10 @@ CONTRACTS: dict[str, Contract] = {
             coords={
                 "time": TIME,
                 "cell": Var(("cell",), "iuUO", long_name="cell (ROI) identifier"),
-                "behaviour_time": Var(
-                    ("behaviour_time",),
-                    "f",
-                    "s",
-                    required=False,
-                    long_name="behaviour sample time",
-                    dtype="float64",
-                ),
-                "behaviour_var": Var(
-                    ("behaviour_var",), "UO", required=False, long_name="behaviour variable"
-                ),
+                **BEHAVIOUR_COORDS,
             },
             data_vars={
-                "behaviour": Var(
-                    ("behaviour_time", "behaviour_var"), "f", required=False, long_name="behaviour"
-                ),
+                "behaviour": BEHAVIOUR,
                 "fluorescence": Var(
                     ("time", "cell"), "f", "1", long_name="raw fluorescence (arbitrary units)"
                 ),
@@ -300,24 +296,12 @@ CONTRACTS: dict[str, Contract] = {
             "Spike trains in flat ragged encoding: spike_time(spike) and spike_unit(spike) index into unit",
             coords={
                 "unit": Var(("unit",), "UO", long_name="unit identifier"),
-                "behaviour_time": Var(
-                    ("behaviour_time",),
-                    "f",
-                    "s",
-                    required=False,
-                    long_name="behaviour sample time",
-                    dtype="float64",
-                ),
-                "behaviour_var": Var(
-                    ("behaviour_var",), "UO", required=False, long_name="behaviour variable"
-                ),
+                **BEHAVIOUR_COORDS,
             },
             data_vars={
                 "spike_time": Var(("spike",), "f", "s", long_name="spike time", dtype="float64"),
                 "spike_unit": Var(("spike",), "iu", long_name="index of the spike's unit in 'unit'"),
-                "behaviour": Var(
-                    ("behaviour_time", "behaviour_var"), "f", required=False, long_name="behaviour"
-                ),
+                "behaviour": BEHAVIOUR,
                 "trial_start": Var(
                     ("trial",), "f", "s", required=False, long_name="trial start", dtype="float64"
                 ),
