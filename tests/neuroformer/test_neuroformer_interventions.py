@@ -9,7 +9,7 @@ import torch
 import xarray as xr
 
 from brainpipe.errors import ConfigError
-from brainpipe.evaluate.neuroformer import format_readout, parse_readout
+from brainpipe.evaluate.neuroformer import format_readout, parse_readout, score_neuroformer
 from brainpipe.models.neuroformer import (
     Neuroformer,
     NeuroformerNet,
@@ -21,7 +21,7 @@ from brainpipe.models.neuroformer import (
     split_batch,
 )
 
-TRAIN = {"max_epochs": 3, "batch_size": 64, "lr": 3e-3, "patience": None, "device": "cpu", "progress": False}
+TRAIN = {"max_epochs": 2, "batch_size": 64, "lr": 3e-3, "patience": None, "device": "cpu", "progress": False}
 
 
 def _counts(y: np.ndarray, split: np.ndarray) -> xr.Dataset:
@@ -92,11 +92,11 @@ def test_expected_counts_ignore_trailing_pad_positions():
 def test_planted_drive_is_the_top_edge_of_the_interventional_read_outs():
     # 4 neurons at 10 Hz; neuron 0 drives neuron 2 (rate x 8 for the two bins after each of its spikes)
     rng = np.random.default_rng(0)
-    n_t = 9000
+    n_t = 6000
     y = (rng.random((n_t, 4)) < 0.1).astype(int)
     for lag in (1, 2):
         y[lag:, 2] |= (y[:-lag, 0] > 0) & (rng.random(n_t - lag) < 0.35)
-    split = np.repeat(np.array([0, 1, 2], np.int8), [6000, 1500, 1500])
+    split = np.repeat(np.array([0, 1, 2], np.int8), [4000, 1000, 1000])
     counts = _counts(y, split)
     tok = SpikeTokenizer(dt_s=0.01, window_s=0.02, past_window_s=0.04, block_size=12, past_block_size=12)
     m = Neuroformer(tok, d_model=16, n_heads=2, n_layers=1, dropout=0.0, train=TRAIN, seed=0)
@@ -113,6 +113,24 @@ def test_planted_drive_is_the_top_edge_of_the_interventional_read_outs():
     assert m.lag_effect_[:2, 2, 0].min() > m.lag_effect_[2:, 2, 0].max()  # the drive acts at lags 1-2
     C = m.connectivity(counts, "train", max_windows=300, method="remove", centre_rows=True)
     np.testing.assert_allclose(np.where(off, np.log(C), 0).sum(1), 0.0, atol=1e-9)
+    # as the study's read-out: named in the connectivity file, scored against the planted edge
+    units = [f"u{i}" for i in range(4)]
+    conn = np.zeros((4, 4), bool)
+    conn[2, 0] = True
+    truth = xr.Dataset(
+        {"connected": (("unit_post", "unit_pre"), conn)}, coords={"unit_post": units, "unit_pre": units}
+    )
+    part = counts.isel(time=slice(3000, 6000))  # a little of each split: a cheap GLM baseline
+    values, cds = score_neuroformer(
+        part,
+        m,
+        truth=truth,
+        n_samples=1,
+        max_windows=10,
+        connectivity_windows=100,
+        connectivity_readouts=["insert_range/target"],
+    )
+    assert cds.attrs["attention_readout"] == "insert_range/target" and values["connectivity_auroc"] == 1.0
 
 
 def test_bad_read_out_arguments_are_one_line():

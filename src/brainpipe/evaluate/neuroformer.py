@@ -422,7 +422,11 @@ def score_neuroformer(
         w = next(
             (t[v] for v in ("weights", "coupling") if v in t and t[v].dims == ("unit_post", "unit_pre")), None
         )
-        wv = np.asarray(w.sel(unit_post=units, unit_pre=units).values) if w is not None else np.zeros(1)
+        wv = (
+            np.asarray(w.sel(unit_post=units, unit_pre=units).values)
+            if w is not None
+            else np.zeros(conn.shape)
+        )
         signed = not bool((wv[conn.astype(bool)] < 0).any())  # excitatory-only truth: signed scores
     chosen, val_aucs = readouts[0], []
     if has_truth and len(readouts) > 1:
