@@ -196,3 +196,14 @@ def test_bad_finetuning_streaming_settings_are_one_line(counts, pretrained):
         _decoder(counts, pretrained).fit_behaviour(
             counts, 1.0, streaming={"enabled": True, "chunk_windows": 0}
         )
+
+
+def test_decoding_a_recording_without_train_windows_needs_none(counts, pretrained):
+    model = _decoder(counts, pretrained).fit_behaviour(counts, 1.0, mode="probe")
+    held_out = counts.assign(
+        split=("time", np.full(counts.sizes["time"], 2, np.int8))
+    )  # every bin a test bin
+    pred, tgt, win = model.decode_labelled(held_out, "test")
+    assert pred.shape == tgt.shape and pred.size > 0 and np.all(win["split"] == 2)
+    with pytest.raises(InputError, match="no train window"):
+        model.fit_behaviour(held_out, 1.0, mode="probe")

@@ -168,18 +168,9 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
         )
 
     def _prepare(self, counts: xr.Dataset, source: str) -> Windows:
-        if not hasattr(self, "tokenizer_"):
-            self.tokenizer_ = self._tokenizer().fit(counts, source)
-        self._check_memory(*self._memory_estimate(counts))
-        win = self.tokenizer_.transform(counts, source)
-        self.token_stats_ = dict(self.tokenizer_.stats_)
-        for name in ("train", "validation"):
-            if not np.any(win.split == SPLIT_FLAGS[name]):
-                raise InputError(
-                    f"{source}: no {name} window ({len(win)} windows of {self.tokenizer_.window_s} s after a past of "
-                    f"{self.tokenizer_.past_window_s} s fit inside the split blocks); use shorter windows or fewer split blocks"
-                )
-        return win
+        """Every window of ``counts``, tokenised (the tokeniser fitted first if need be); one line without train or
+        validation windows."""
+        return self._window_source(counts, source, in_memory=True).all
 
     def _memory_estimate(self, counts: xr.Dataset) -> tuple[float, str]:
         """Peak bytes of tokenising and training: the token windows (ID, dt and targets, int64, with their tensor
@@ -308,8 +299,7 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
         self._check_fitted()
         self.net_.eval()
         starts = self.tokenizer_.window_starts(counts)
-        split_of = np.asarray(counts["split"].values)[starts] if starts.size else np.zeros(0, np.int8)
-        starts = starts[split_of == SPLIT_FLAGS[split]]
+        starts = starts[self.tokenizer_.window_splits(counts, starts) == SPLIT_FLAGS[split]]
         if starts.size == 0:
             raise InputError(f"{source}: no {split} window to score")
         dev = next(self.net_.parameters()).device

@@ -51,6 +51,8 @@ class WindowSource:
         Its name in error messages.
     in_memory : bool, default True
         Tokenise every window now (False: on demand).
+    require : bool, default True
+        Raise one line when no train or no validation window fits (for fitting; decoding needs neither).
 
     Attributes
     ----------
@@ -60,7 +62,9 @@ class WindowSource:
         The target given to training (None: :attr:`target`).
     """
 
-    def __init__(self, tokenizer, counts: xr.Dataset, source: str, in_memory: bool = True):
+    def __init__(
+        self, tokenizer, counts: xr.Dataset, source: str, in_memory: bool = True, require: bool = True
+    ):
         self.tokenizer, self.counts, self.source = tokenizer, counts, source
         self.all = tokenizer.transform(counts, source) if in_memory else None
         if self.all is not None:
@@ -68,21 +72,12 @@ class WindowSource:
             self.stats = dict(tokenizer.stats_)
         else:
             self.starts = tokenizer.window_starts(counts)
-            self.split = (
-                np.asarray(counts["split"].values)[self.starts].astype(np.int8)
-                if self.starts.size
-                else np.zeros(0, np.int8)
-            )
+            self.split = tokenizer.window_splits(counts, self.starts)
             self.target = tokenizer.window_targets(counts, self.starts, source)
             self.stats = {"n_windows": int(self.starts.size)}
         self.y: np.ndarray | None = None
-        for name in ("train", "validation"):
-            if not np.any(self.split == SPLIT_FLAGS[name]):
-                raise InputError(
-                    f"{source}: no {name} window ({self.starts.size} windows of {tokenizer.window_s} s after a past "
-                    f"of {tokenizer.past_window_s} s fit inside the split blocks); use shorter windows or fewer split "
-                    "blocks"
-                )
+        if require:
+            tokenizer.require_windows(self.split, source)
 
     def __call__(self, idx: np.ndarray) -> Windows:
         idx = np.asarray(idx, dtype=np.int64)
@@ -461,7 +456,7 @@ class BehaviourFinetuning(LinearProbe):
             ``split``, ``t_start`` (s) and ``start`` (first bin) of each decoded window.
         """
         self._check_fitted()
-        take = WindowSource(self.tokenizer_, counts, source, in_memory=False)
+        take = WindowSource(self.tokenizer_, counts, source, in_memory=False, require=False)
         flags = [SPLIT_FLAGS[s] for s in ([split] if isinstance(split, str) else split)]
         idx = np.flatnonzero(np.isin(take.split, flags) & np.isfinite(take.target[:, 0]))
         preds, tgts = [], []

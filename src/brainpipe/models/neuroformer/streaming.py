@@ -29,7 +29,6 @@ import numpy as np
 import xarray as xr
 
 from brainpipe.data.contracts import SPLIT_FLAGS
-from brainpipe.errors import InputError
 
 __all__ = ["STREAMING_DEFAULTS", "TENSOR_NAMES", "check_streaming", "streamed_windows", "window_store"]
 
@@ -146,14 +145,9 @@ def streamed_windows(
     from brainpipe.training.streaming import ZarrExamples, write_examples
 
     starts = tokenizer.window_starts(counts)
-    split = np.asarray(counts["split"].values)[starts] if starts.size else np.zeros(0, np.int8)
+    split = tokenizer.window_splits(counts, starts)
+    tokenizer.require_windows(split, source)
     parts = {name: starts[split == SPLIT_FLAGS[name]] for name in ("train", "validation")}
-    for name, part in parts.items():
-        if part.size == 0:
-            raise InputError(
-                f"{source}: no {name} window ({starts.size} windows of {tokenizer.window_s} s after a past of "
-                f"{tokenizer.past_window_s} s fit inside the split blocks); use shorter windows or fewer split blocks"
-            )
     chunk = int(settings["chunk_windows"])
     tmp = Path(tempfile.mkdtemp(prefix="brainpipe-neuroformer-windows-", dir=os.environ.get("TMPDIR")))
     try:

@@ -220,6 +220,57 @@ class SpikeTokenizer:
             starts.extend(range(lo + P, hi - W + 1, S))
         return np.asarray(starts, dtype=np.int64)
 
+    @staticmethod
+    def window_splits(counts: xr.Dataset, starts: np.ndarray) -> np.ndarray:
+        """The split flag of the windows at ``starts`` (their first bin's; a window never crosses a split).
+
+        Parameters
+        ----------
+        counts : xarray.Dataset
+            A ``spike_counts`` dataset.
+        starts : numpy.ndarray
+            First bins of the windows (:meth:`window_starts`).
+
+        Returns
+        -------
+        numpy.ndarray
+            (n,) int8 split flags (:data:`brainpipe.data.contracts.SPLIT_FLAGS`).
+        """
+        starts = np.asarray(starts, dtype=np.int64)
+        return (
+            np.asarray(counts["split"].values)[starts].astype(np.int8)
+            if starts.size
+            else np.zeros(0, np.int8)
+        )
+
+    def require_windows(
+        self, split: np.ndarray, source: str = "counts", names=("train", "validation")
+    ) -> None:
+        """Raise one line when no window of the given splits fits (``split``: every window's flag).
+
+        Parameters
+        ----------
+        split : numpy.ndarray
+            The split flag of every window (:meth:`window_splits`).
+        source : str, default "counts"
+            What the counts are called in the message.
+        names : sequence of str, default ("train", "validation")
+            The splits that must have a window.
+
+        Raises
+        ------
+        brainpipe.errors.InputError
+            A split without a window.
+        """
+        from brainpipe.data.contracts import SPLIT_FLAGS
+
+        for name in names:
+            if not np.any(split == SPLIT_FLAGS[name]):
+                raise InputError(
+                    f"{source}: no {name} window ({split.size} windows of {self.window_s} s after a past of "
+                    f"{self.past_window_s} s fit inside the split blocks); use shorter windows or fewer split blocks"
+                )
+
     def window_targets(self, counts: xr.Dataset, starts: np.ndarray, source: str = "counts") -> np.ndarray:
         """The decoding target of the windows at ``starts`` (:meth:`transform`'s, without tokenising them).
 
@@ -345,16 +396,14 @@ class SpikeTokenizer:
             else np.zeros((0, P + W, 0), np.float32)
         )
         target = self.window_targets(counts, starts, source)
-        split = np.asarray(counts["split"].values)[starts] if n else np.zeros(0, np.int8)
+        split = self.window_splits(counts, starts)
         t_start = np.asarray(counts["time"].values)[starts] - 0.5 * self.bin_width_s_ if n else np.zeros(0)
         wc = (
             np.stack([y[t0 : t0 + W].sum(axis=0) for t0 in starts])
             if n
             else np.zeros((0, units.size), np.int64)
         )
-        return Windows(
-            cur_id, cur_dt, past_id, past_dt, modality, target, t_start, split.astype(np.int8), wc, starts
-        )
+        return Windows(cur_id, cur_dt, past_id, past_dt, modality, target, t_start, split, wc, starts)
 
     def n_modality_vars(self) -> list[int]:
         """The number of variables of each modality, in the fitted modality order.
