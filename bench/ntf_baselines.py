@@ -20,6 +20,19 @@ epoch).
     python bench/ntf_baselines.py --seeds 0 1 2 3 4 --scenarios default specific differ --restarts 5 \
         --stability-of factors
     python bench/ntf_baselines.py --seeds 0 1 2 3 4 --scenarios default specific differ --community-method sbm
+
+``--grid`` (issue 16: where does the tensor beat its baselines?) runs the difficulty grid :data:`GRID` instead of
+the scenarios, declared before any of it was run: signal (today's simulator defaults, ``weaker``, ``hard``: fewer
+shared events, fewer members joining each, more shot noise) x recording length (3,000 and 1,000 frames) x animals
+(3 and 6) x epochs (``locked``; ``jittered``, boundaries moved by up to 20 % of an epoch), always with overlap 3 and
+the last community co-active in one animal only; the NTF at the pipeline's defaults (ranks 2-5, 5 restarts, rank by
+the stability of the communities). Added per run: the NMF baseline with a rank of its own
+(:func:`~brainpipe.evaluate.connectome_baselines.nmf_stable_rank`, the same stability rule on 5 NMF restarts per
+rank) next to the NMFs at the NTF's rank; the animal-specific community's Jaccard for every method; the behaviour
+relation (running AUROC, speed r; :mod:`brainpipe.evaluate.connectome_behaviour`) for the NTF and every baseline;
+and the NTF minus the best baseline (all five) for each. Cells run in :data:`GRID_ORDER` (``--cells`` to pick):
+
+    OMP_NUM_THREADS=1 nice -n 5 python bench/ntf_baselines.py --grid --seeds 0 1 2 3 4 --out /tmp/ntf_grid.tsv
 """
 
 from __future__ import annotations
@@ -37,6 +50,35 @@ SCENARIOS = {
     "specific": {"overlap": 3, "specific_communities": 1},
     "differ": {"overlap": 3, "specific_communities": 1, "epoch_jitter": 0.2},
 }
+#: the difficulty grid of ``--grid``: name -> simulator parameters (declared before any cell was run)
+SIGNAL = {
+    "today": {},  # the simulator's defaults: shared events 0.4 Hz, participation 0.9, shot noise 0.05 F0
+    "weaker": {"shared_rate_hz": 0.25, "participation": 0.7, "noise_sd": 0.1},
+    "hard": {"shared_rate_hz": 0.15, "participation": 0.5, "noise_sd": 0.2},
+}
+LENGTH = {"3000f": 3000, "1000f": 1000}
+ANIMALS = {"3a": 3, "6a": 6}
+EPOCHS = {"locked": {}, "jittered": {"epoch_jitter": 0.2}}
+GRID = {
+    f"{s}_{f}_{a}_{e}": {
+        "overlap": 3,
+        "specific_communities": 1,
+        **sp,
+        "n_frames": nf,
+        "n_animals": na,
+        **ep,
+    }
+    for s, sp in SIGNAL.items()
+    for f, nf in LENGTH.items()
+    for a, na in ANIMALS.items()
+    for e, ep in EPOCHS.items()
+}
+#: run order (the cut, if time is short, is from the end): the hard signal first, today's last (its 3,000-frame,
+#: 3-animal cells are the ``specific`` / ``differ`` scenarios already measured)
+GRID_ORDER = [k for s in ("hard", "weaker", "today") for k in GRID if k.startswith(s + "_")]
+#: the baselines compared in the grid (the four of the pipeline and the NMF with its own rank)
+GRID_BASELINES = ("static_louvain", "windowed_louvain", "nmf", "nmf_masked", "nmf_own")
+
 KEYS = (
     "selected_rank",
     "rank_is_stable",
@@ -65,6 +107,8 @@ def run_one(
     heldout_block_windows: int = 0,
     stability_of: str = "communities",
     community_method: str = "louvain",
+    grid: bool = False,
+    n_shifts: int = 100,
 ) -> dict[str, float]:
     from brainpipe.evaluate.connectome import connectome_metrics, merge_truths
     from brainpipe.evaluate.connectome_baselines import baseline_communities, match_communities
@@ -74,7 +118,9 @@ def run_one(
     from brainpipe.simulate import simulate
 
     base = {"n_neurons": 30, "n_frames": 3000, "n_animals": 3, **params}
-    sims = [simulate("calcium_communities", {**base, "animal": a}, seed=seed) for a in range(3)]
+    sims = [
+        simulate("calcium_communities", {**base, "animal": a}, seed=seed) for a in range(base["n_animals"])
+    ]
     procs = [preprocess_calcium(s.data, window_s=60) for s in sims]
     animals = [
         AnimalTraces(f"a{k}", p["dff"].values, [str(c) for c in p["cell"].values], 10.0)
@@ -97,6 +143,8 @@ def run_one(
         .to_dataset(tensor)
     )
     truth = merge_truths([s.truth for s in sims])
+    if grid:
+        return grid_metrics(fit, tensor, truth, procs, n_shifts)
     m = {k: v for k, v in connectome_metrics(fit, tensor, truth).items() if k in KEYS}
     if params.get("specific_communities"):
         planted = truth["membership"].sel(neuron=[str(n) for n in fit["neuron"].values]).values.astype(bool)
@@ -111,6 +159,91 @@ def run_one(
     return m
 
 
+def _strength(v: float, stat: str) -> float:
+    return abs(2 * v - 1) if stat == "auroc" else abs(v)
+
+
+def grid_metrics(fit, tensor, truth, procs, n_shifts: int) -> dict[str, float]:
+    """One grid run's figures: communities, the animal-specific one, epochs and behaviour, NTF and five baselines."""
+    from brainpipe.evaluate.connectome import _epochs, _present, animal_behaviour, connectome_metrics
+    from brainpipe.evaluate.connectome_baselines import match_communities, nmf_stable_rank, score_communities
+    from brainpipe.evaluate.connectome_behaviour import behaviour_metrics
+
+    beh = [animal_behaviour(p) for p in procs]
+    full = connectome_metrics(fit, tensor, truth, behaviour=beh, n_shifts=n_shifts)
+    m = {
+        k: full[k]
+        for k in ("selected_rank", "rank_is_stable", "community_jaccard_mean", "epoch_peak_fraction")
+    }
+    for b in GRID_BASELINES[:4]:
+        m[f"{b}_community_jaccard_mean"] = full[f"{b}_community_jaccard_mean"]
+        m[f"{b}_epoch_peak_fraction"] = full[f"{b}_epoch_peak_fraction"]
+    own = nmf_stable_rank(tensor, restarts=5)
+    m["nmf_own_rank"], m["nmf_own_rank_is_stable"] = float(own["rank"]), float(own["is_stable"])
+    neurons = [str(n) for n in fit["neuron"].values]
+    planted = truth["membership"].sel(neuron=neurons).values.astype(bool)
+    C, n_an = planted.shape[1], tensor.sizes["animal"]
+    present = _present(truth, n_an, C).astype(bool)
+    lo, hi = _epochs(truth, n_an)
+    epochs = [[(lo[a, c], hi[a, c]) for a in range(n_an) if present[a, c]] for c in range(C)]
+    sc = score_communities(
+        own["found"], own["timecourse"], planted, np.asarray(tensor["time"].values), epochs
+    )
+    m["nmf_own_community_jaccard_mean"] = sc["community_jaccard_mean"]
+    m["nmf_own_epoch_peak_fraction"] = sc["epoch_peak_fraction"]
+    # the animal-specific community (the last planted one) for every method
+    from brainpipe.evaluate.connectome_baselines import baseline_communities
+
+    found = {"ntf": fit["in_community"].values.astype(bool), "nmf_own": own["found"]}
+    R = int(fit.attrs["selected_rank"])
+    for b in GRID_BASELINES[:4]:
+        found[b] = baseline_communities(tensor, b, rank=R)[0]
+    for who, f in found.items():
+        m[f"{who}_specific_jaccard" if who != "ntf" else "specific_jaccard"] = float(
+            match_communities(f, planted)[0][-1]
+        )
+    # behaviour: the pipeline's four baselines from connectome_metrics, the own-rank NMF scored as its own "ntf"
+    half = float(tensor.attrs["window_frames"]) / float(tensor.attrs["frame_rate_hz"]) / 2
+    start = np.asarray(tensor["time"].values, dtype=np.float64) - half
+    own_beh = behaviour_metrics({"ntf": own["animal_timecourse"]}, start, 2 * half, beh, n_shifts)
+    for var, stat in (("running", "auroc"), ("speed", "r")):
+        key = f"behaviour_{var}_{stat}"
+        m[f"{var}_{stat}"] = full[f"{key}_ntf"]
+        for b in GRID_BASELINES[:4]:
+            m[f"{b}_{var}_{stat}"] = full.get(f"{key}_{b}", np.nan)
+        m[f"nmf_own_{var}_{stat}"] = own_beh.get(f"{key}_ntf", np.nan)
+        m[f"{var}_{stat}_p"] = full[f"{key}_ntf_p"]
+    # NTF minus the best of the five baselines (strength |2 AUROC - 1| or |r| for behaviour)
+    for k in ("community_jaccard_mean", "epoch_peak_fraction", "specific_jaccard"):
+        m[f"{k}_vs_best_baseline"] = m[k] - max(m[f"{b}_{k}"] for b in GRID_BASELINES)
+        m[f"{k}_vs_nmf_own"] = m[k] - m[f"nmf_own_{k}"]
+    for var, stat in (("running", "auroc"), ("speed", "r")):
+        k = f"{var}_{stat}"
+        best = np.nanmax([_strength(m[f"{b}_{k}"], stat) for b in GRID_BASELINES])
+        m[f"{k}_strength_vs_best_baseline"] = _strength(m[k], stat) - best
+    return m
+
+
+#: the per-cell summary lines of ``--grid``
+GRID_SUMMARY = (
+    "selected_rank",
+    "nmf_own_rank",
+    "community_jaccard_mean",
+    "nmf_community_jaccard_mean",
+    "nmf_own_community_jaccard_mean",
+    "community_jaccard_mean_vs_best_baseline",
+    "community_jaccard_mean_vs_nmf_own",
+    "specific_jaccard",
+    "specific_jaccard_vs_best_baseline",
+    "epoch_peak_fraction",
+    "epoch_peak_fraction_vs_best_baseline",
+    "running_auroc",
+    "running_auroc_strength_vs_best_baseline",
+    "speed_r",
+    "speed_r_strength_vs_best_baseline",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -118,19 +251,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--rank-selection", choices=["stability", "heldout"], default="stability")
-    ap.add_argument("--restarts", type=int, default=3)
+    ap.add_argument("--restarts", type=int, default=None, help="NTF restarts (default 3; 5 with --grid)")
     ap.add_argument("--time-mode", choices=["shared", "per_animal"], default="shared")
     ap.add_argument("--heldout-block-windows", type=int, default=0)
     ap.add_argument("--stability-of", choices=["communities", "factors"], default="communities")
     ap.add_argument("--community-method", choices=["louvain", "sbm"], default="louvain")
+    ap.add_argument(
+        "--grid", action="store_true", help="run the difficulty grid (GRID) instead of --scenarios"
+    )
+    ap.add_argument(
+        "--cells", nargs="+", default=None, help="grid cells to run (default: all, in GRID_ORDER)"
+    )
+    ap.add_argument(
+        "--n-shifts", type=int, default=100, help="circular shifts of the behaviour null (--grid)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.restarts is None:
+        args.restarts = 5 if args.grid else 3  # --grid: the pipeline's default
+    if args.grid:
+        cells = args.cells or GRID_ORDER
+        bad = [c for c in cells if c not in GRID]
+        if bad:
+            ap.error(f"unknown grid cell(s) {', '.join(bad)}; known: {', '.join(GRID_ORDER)}")
+        scen, summary = {c: GRID[c] for c in cells}, GRID_SUMMARY
+    else:
+        scen, summary = {s: SCENARIOS[s] for s in args.scenarios}, None
     rows = []
-    for sc in args.scenarios:
+    for sc in scen:
         for seed in args.seeds:
             t0 = time.perf_counter()
             m = run_one(
-                SCENARIOS[sc],
+                scen[sc],
                 seed,
                 args.rank_selection,
                 args.restarts,
@@ -138,17 +290,16 @@ def main(argv: list[str] | None = None) -> int:
                 args.heldout_block_windows,
                 args.stability_of,
                 args.community_method,
+                args.grid,
+                args.n_shifts,
             )
             rows.append({"scenario": sc, "seed": seed, **m, "seconds": time.perf_counter() - t0})
             print(sc, seed, {k: round(v, 3) for k, v in m.items()}, flush=True)
-    cols = ["scenario", "seed", *sorted({k for r in rows for k in r} - {"scenario", "seed"})]
-    lines = ["\t".join(cols)] + [
-        "\t".join(str(r.get(c, "")) if isinstance(r.get(c), str) else f"{r.get(c, np.nan):.4g}" for c in cols)
-        for r in rows
-    ]
-    for sc in args.scenarios:
+            if args.out:  # written after every run: a cut grid keeps what it ran
+                _write(rows, args.out)
+    for sc in scen:
         sub = [r for r in rows if r["scenario"] == sc]
-        for k in (
+        for k in summary or (
             "selected_rank",
             "community_jaccard_mean",
             "nmf_community_jaccard_mean",
@@ -163,13 +314,24 @@ def main(argv: list[str] | None = None) -> int:
             if k not in sub[0]:
                 continue
             v = np.array([r[k] for r in sub])
+            per = " ".join(f"{x:+.3f}" for x in v)
             print(
-                f"{sc:9s} {k:42s} mean {v.mean():+.3f} sd {v.std(ddof=1) if len(v) > 1 else 0:.3f} min {v.min():+.3f}"
+                f"{sc:9s} {k:42s} mean {v.mean():+.3f} sd {v.std(ddof=1) if len(v) > 1 else 0:.3f} "
+                f"min {v.min():+.3f} [{per}]"
             )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
+        _write(rows, args.out)
     return 0
+
+
+def _write(rows: list[dict], out: Path) -> None:
+    cols = ["scenario", "seed", *sorted({k for r in rows for k in r} - {"scenario", "seed"})]
+    lines = ["\t".join(cols)] + [
+        "\t".join(str(r.get(c, "")) if isinstance(r.get(c), str) else f"{r.get(c, np.nan):.4g}" for c in cols)
+        for r in rows
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

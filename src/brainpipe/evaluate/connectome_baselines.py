@@ -23,6 +23,13 @@ Baselines (:func:`baseline_communities`):
   iterations); communities and time courses as for ``nmf``. The like-for-like comparison for the NTF; ``nmf`` is
   kept because its imputation copies an animal's affinities into the others' missing fibres, which can favour
   structure present in few animals.
+
+Both NMFs take the NTF's selected rank (a rank they borrow). :func:`nmf_stable_rank` gives the mean-filled NMF a
+rank of its own by the NTF's default rule applied to NMF restarts: per candidate rank, restarts from random starts,
+the replicate stability of the communities they report (:func:`~brainpipe.models.connectome_rank.replicate_stability`
+with :func:`~brainpipe.models.connectome_rank.community_similarity`, restarts near the best error only), the largest
+rank whose stability reaches the threshold (the smallest when none does); its communities and time courses are the
+best-error restart's at that rank.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ __all__ = [
     "baseline_communities",
     "masked_nmf",
     "match_communities",
+    "nmf_stable_rank",
     "score_communities",
     "window_affinity",
 ]
@@ -145,9 +153,7 @@ def baseline_communities(
     elif method in ("nmf", "nmf_masked"):
         from sklearn.decomposition import NMF
 
-        X = np.asarray(tensor["affinity"].values, dtype=np.float64)
-        M = np.broadcast_to(np.asarray(tensor["mask"].values).astype(bool)[:, None, :], X.shape)
-        filled = np.where(M, X, A[:, :, None])
+        X, M, filled = _filled(tensor, A)
         P, W, n_an = X.shape
         nmf = NMF(n_components=int(rank), init="nndsvda", random_state=int(seed), max_iter=1000, tol=1e-6)
         pair = nmf.fit_transform(filled.reshape(P, W * n_an))
@@ -173,6 +179,99 @@ def baseline_communities(
         )
         return found, time, animal_time
     return found, time
+
+
+def _filled(tensor: xr.Dataset, A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tensor (float64), its (pair, window, animal) mask, and the tensor with the entries an animal lacks filled
+    with the mean over the animals that have the pair (``A``, :func:`window_affinity`)."""
+    X = np.asarray(tensor["affinity"].values, dtype=np.float64)
+    M = np.broadcast_to(np.asarray(tensor["mask"].values).astype(bool)[:, None, :], X.shape)
+    return X, M, np.where(M, X, A[:, :, None])
+
+
+def nmf_stable_rank(
+    tensor: xr.Dataset,
+    ranks: tuple[int, ...] | list[int] = (2, 3, 4, 5),
+    restarts: int = 5,
+    threshold: float = 0.95,
+    resolution: float = 1.0,
+    seed: int = 0,
+) -> dict:
+    """The mean-filled NMF baseline with a rank of its own: the NTF's stability rule on NMF restarts.
+
+    Parameters
+    ----------
+    tensor : xarray.Dataset
+        An ``affinity_tensor``.
+    ranks : sequence of int
+        Candidate ranks.
+    restarts : int
+        NMF restarts per rank (random starts, seeded ``seed + 1000 * rank + k``).
+    threshold : float
+        Stability (mean Jaccard of the communities, restarts near the best error) a rank must reach.
+    resolution : float
+        Louvain resolution.
+    seed : int
+        Base seed of the restarts and of Louvain.
+
+    Returns
+    -------
+    dict
+        ``rank`` (selected), ``is_stable`` (some rank reached the threshold), ``stability`` (rank -> value),
+        ``error`` (rank -> best relative error of the filled matrix), ``found`` (K, neuron) bool,
+        ``timecourse`` (K, window) and ``animal_timecourse`` (K, window, animal) of the best restart at the rank.
+    """
+    from types import SimpleNamespace
+
+    from sklearn.decomposition import NMF
+
+    from brainpipe.models.connectome_rank import community_similarity, replicate_stability
+
+    ranks = sorted(int(r) for r in ranks)
+    if not ranks or ranks[0] < 1 or int(restarts) < 1 or not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(
+            f"nmf_stable_rank: need ranks >= 1, restarts >= 1 and threshold in [0, 1], got {ranks}, "
+            f"{restarts}, {threshold}"
+        )
+    pi = np.asarray(tensor["pair_i"].values)
+    pj = np.asarray(tensor["pair_j"].values)
+    n = tensor.sizes["neuron"]
+    X, _, filled = _filled(tensor, window_affinity(tensor))
+    P, W, n_an = X.shape
+    Y = filled.reshape(P, W * n_an)
+    norm = max(float(np.linalg.norm(Y)), 1e-300)
+    fits: dict[int, list] = {}
+    for R in ranks:
+        fits[R] = []
+        for k in range(int(restarts)):
+            nmf = NMF(
+                n_components=R, init="random", random_state=int(seed) + 1000 * R + k, max_iter=1000, tol=1e-6
+            )
+            pair = nmf.fit_transform(Y)
+            act = nmf.components_
+            err = float(np.linalg.norm(Y - pair @ act)) / norm
+            found = communities(pair, pi, pj, n, resolution, seed)[1].astype(bool)
+            fits[R].append(SimpleNamespace(errors=[err], found=found, act=act))
+    best = {R: min(f, key=lambda f: f.errors[-1]) for R, f in fits.items()}
+    stability = {}
+    for i, R in enumerate(ranks):
+        lower = best[ranks[i - 1]].errors[-1] if i else 1.0
+        stability[R] = replicate_stability(
+            fits[R], None, lower, lambda b, o: community_similarity(b.found, o.found)
+        )[0]
+    stable = [R for R in ranks if stability[R] >= float(threshold)]
+    R = max(stable) if stable else ranks[0]
+    b = best[R]
+    animal = b.act.reshape(R, W, n_an).astype(np.float64)
+    return {
+        "rank": R,
+        "is_stable": bool(stable),
+        "stability": stability,
+        "error": {r: best[r].errors[-1] for r in ranks},
+        "found": b.found,
+        "timecourse": animal.mean(2),
+        "animal_timecourse": animal,
+    }
 
 
 def masked_nmf(
