@@ -20,12 +20,15 @@ from brainpipe.evaluate.metrics import metrics_dataset
 from brainpipe.evaluate.neuroformer_baselines import (
     balanced_accuracy,
     connectivity_scores,
+    decoder_modality,
+    decoding_features,
     direction_accuracy,
     glm_baseline,
     glm_generate,
     history_features,
     hub_scores,
     linear_decoder,
+    modality_features,
     rate_hub_recall,
     set_f1,
     window_features,
@@ -38,6 +41,8 @@ __all__ = [
     "READOUT_METHODS",
     "balanced_accuracy",
     "connectivity_scores",
+    "decoder_modality",
+    "decoding_features",
     "decoding_metrics",
     "describe",
     "direction_accuracy",
@@ -47,6 +52,7 @@ __all__ = [
     "history_features",
     "hub_scores",
     "linear_decoder",
+    "modality_features",
     "neuroformer_metrics_dataset",
     "parse_readout",
     "rate_hub_recall",
@@ -111,11 +117,13 @@ def describe(name: str) -> str:
         who = {
             "pretrained": "Neuroformer fine-tuned from the pretrained weights",
             "scratch": "the same network trained from scratch",
-            "ridge": "ridge regression on the current and past windows' counts, penalty chosen on validation (baseline)",
-            "logistic": "logistic regression on the current and past windows' counts, penalty chosen on validation (baseline)",
-            "ridge_history": "ridge regression on the current window's bins and a few past-window chunks (baseline)",
-            "logistic_history": "logistic regression on the current window's bins and a few past-window chunks (baseline)",
-            "baseline": "the linear baseline with the better validation score (ridge/logistic with or without history bins)",
+            "ridge": "ridge regression on the current and past windows' counts (+ the model's modality variables when it has any), penalty chosen on validation (baseline)",
+            "logistic": "logistic regression on the current and past windows' counts (+ the model's modality variables when it has any), penalty chosen on validation (baseline)",
+            "ridge_history": "ridge regression on the current window's bins and a few past-window chunks (+ the modality variables when the model has any) (baseline)",
+            "logistic_history": "logistic regression on the current window's bins and a few past-window chunks (+ the modality variables when the model has any) (baseline)",
+            "ridge_modality": "ridge regression on the model's modality variables alone (window means and their pairwise products; baseline: what the modality gives without spikes)",
+            "logistic_modality": "logistic regression on the model's modality variables alone (window means and their pairwise products; baseline: what the modality gives without spikes)",
+            "baseline": "the linear baseline with the best validation score among those with the model's inputs (counts, counts + history bins, each with the modality variables when the model has any, and the modality variables alone)",
             "pretrained_vs_scratch": "pretrained minus from-scratch",
             "pretrained_vs_baseline": "pretrained minus the validation-chosen linear baseline",
         }.get(model, model)
@@ -225,8 +233,11 @@ def decoding_metrics(
 
     Two linear baselines, each with its penalty chosen on the labelled validation windows: on the current and
     past windows' counts (:func:`window_features`, ``ridge``/``logistic``) and on the current window's bins plus
-    ``n_history`` chunks of the past window (:func:`history_features`, ``_history``); ``baseline`` is the one with
-    the better validation score, the one ``pretrained_vs_baseline`` is measured against.
+    ``n_history`` chunks of the past window (:func:`history_features`, ``_history``). When the model has modality
+    variables, both also get them and a third decoder sees them alone (``_modality``; :func:`decoding_features`;
+    not a modality holding the target, which the model's decoder sees as absent: :func:`decoder_modality`),
+    so the baselines have the model's inputs; ``baseline`` is the one with the best validation score, the one
+    ``pretrained_vs_baseline`` is measured against.
 
     Parameters
     ----------
@@ -271,10 +282,8 @@ def decoding_metrics(
     win = tok.transform(counts)
     lab = np.isfinite(win.target[:, 0])
     yc = np.asarray(counts["counts"].values)
-    feats = {
-        "": window_features(yc, win.start, tok.window_bins_, tok.past_bins_),
-        "_history": history_features(yc, win.start, tok.window_bins_, tok.past_bins_, n_history),
-    }
+    mod = decoder_modality(win.modality, tok)  # a modality holding the target is absent for the decoder too
+    feats = decoding_features(yc, win.start, mod, tok.window_bins_, tok.past_bins_, n_history)
     tgt = (
         win.target[:, 0]
         if kind != "classification"

@@ -1,6 +1,7 @@
 """Neuroformer's baselines and their scores: lagged cross-correlation connectivity, AUROC and direction accuracy
 against planted connections, hub recall (and the firing-rate rule), ridge/logistic decoders on binned counts (with
-or without past-window chunks), the generation F1 and a coupled Poisson-GLM generator. Every name is re-exported by
+or without past-window chunks, with the model's modality variables when it has any, and on those variables alone),
+the generation F1 and a coupled Poisson-GLM generator. Every name is re-exported by
 :mod:`brainpipe.evaluate.neuroformer`."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import xarray as xr
 
 from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
+from brainpipe.errors import ConfigError
 from brainpipe.evaluate.metrics import auroc
 from brainpipe.models.baselines import PoissonGLM
 from brainpipe.models.neuroformer import Neuroformer
@@ -17,12 +19,15 @@ from brainpipe.models.neuroformer import Neuroformer
 __all__ = [
     "balanced_accuracy",
     "connectivity_scores",
+    "decoder_modality",
+    "decoding_features",
     "direction_accuracy",
     "glm_baseline",
     "glm_generate",
     "history_features",
     "hub_scores",
     "linear_decoder",
+    "modality_features",
     "rate_hub_recall",
     "set_f1",
     "window_features",
@@ -224,6 +229,134 @@ def history_features(
         rows.append(np.concatenate([cur.ravel(), *chunks]))
     n_feat = (window_bins + edges.size - 1) * n_u
     return np.sqrt(np.asarray(rows, dtype=np.float64).reshape(-1, n_feat))
+
+
+def modality_features(modality: np.ndarray, window_bins: int, past_bins: int) -> np.ndarray:
+    """The modality variables a linear decoder gets: window means and products of current-window means.
+
+    The means are over the current and over the past window; the products are of every pair of current-window
+    means, squares included. The values are those the model's modality encoder sees (the tokeniser's ``Windows.modality``: every fine bin of
+    the past and current window). The products let a linear decoder use a variable's distance from another or its
+    size (e.g. |contrast left - contrast right|, which a linear function of the two contrasts cannot express).
+
+    Parameters
+    ----------
+    modality : numpy.ndarray
+        (window, past_bins + window_bins, variable) the modality values of each window (no variable: none).
+    window_bins, past_bins : int
+        Bins of a current and of a past window.
+
+    Returns
+    -------
+    numpy.ndarray
+        (window, 2 * v + v * (v + 1) / 2) features for ``v`` variables; (window, 0) without variables.
+
+    Raises
+    ------
+    ValueError
+        ``modality`` is not (window, past_bins + window_bins, variable).
+    """
+    m = np.asarray(modality, dtype=np.float64)
+    W, P = int(window_bins), int(past_bins)
+    if m.ndim != 3 or m.shape[1] != P + W:
+        raise ValueError(
+            f"modality_features: modality has shape {m.shape}, expected (window, past_bins + window_bins = {P + W}, "
+            "variable); pass the tokeniser's Windows.modality with its window_bins_ and past_bins_"
+        )
+    if m.shape[2] == 0:
+        return np.zeros((m.shape[0], 0))
+    cur = m[:, P:].mean(axis=1)
+    past = m[:, :P].mean(axis=1) if P else np.zeros((m.shape[0], 0))
+    i, j = np.triu_indices(m.shape[2])
+    return np.hstack([cur, past, cur[:, i] * cur[:, j]])
+
+
+def decoder_modality(modality: np.ndarray, tokenizer) -> np.ndarray:
+    """The modality values a decoder may read: those of every modality but the ones holding the decoding target.
+
+    The model's decoder sees such a modality as absent (its learned absent embedding), so the baselines must not
+    read it either: it would hand them the target.
+
+    Parameters
+    ----------
+    modality : numpy.ndarray
+        (window, bin, variable) the tokeniser's ``Windows.modality`` (variables in ``mod_layout_`` order).
+    tokenizer : SpikeTokenizer
+        The fitted tokeniser (``mod_layout_`` and ``target``).
+
+    Returns
+    -------
+    numpy.ndarray
+        (window, bin, kept variable) the columns of the modalities without the target.
+    """
+    t = tokenizer.target
+    keep, col = [], 0
+    for _, src, names in tokenizer.mod_layout_:
+        holds = t is not None and src == str(t["source"]) and str(t["variable"]) in names
+        if not holds:
+            keep.extend(range(col, col + len(names)))
+        col += len(names)
+    return np.asarray(modality)[..., keep]
+
+
+def decoding_features(
+    y: np.ndarray,
+    starts: np.ndarray,
+    modality: np.ndarray,
+    window_bins: int,
+    past_bins: int,
+    n_history: int = 4,
+) -> dict[str, np.ndarray]:
+    """The feature sets of the linear decoding baselines, given the same inputs as the model.
+
+    ``""``: the current and past windows' counts (:func:`window_features`); ``"_history"``: the current window's
+    bins and ``n_history`` past chunks (:func:`history_features`). When the model has modality variables, both also
+    get them (:func:`modality_features`) and ``"_modality"`` is a decoder from them alone, so that a comparison can
+    say whether the spikes add anything beyond the modality (e.g. the stimulus).
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        (time, unit) binned counts.
+    starts : numpy.ndarray
+        (window,) first bin of each current window (the tokeniser's ``Windows.start``).
+    modality : numpy.ndarray
+        (window, past_bins + window_bins, variable) the model's modality values of each window (the tokeniser's
+        ``Windows.modality``; no variable: a model without modalities).
+    window_bins, past_bins : int
+        Bins of a current and of a past window.
+    n_history : int, default 4
+        Chunks of the past window in the history features (at least 1).
+
+    Returns
+    -------
+    dict
+        Metric-name suffix -> (window, feature) array: ``""`` and ``"_history"``, and ``"_modality"`` with modalities.
+
+    Raises
+    ------
+    ConfigError
+        ``n_history`` below 1.
+    """
+    if int(n_history) < 1:
+        raise ConfigError(
+            f"neuroformer decoding baselines: n_history={n_history} must be at least 1 (chunks of the past window)"
+        )
+    starts = np.asarray(starts, dtype=np.int64)
+    mod = modality_features(modality, window_bins, past_bins)
+    if mod.shape[0] != starts.size:
+        raise ValueError(
+            f"decoding_features: {mod.shape[0]} windows of modality values for {starts.size} window starts; "
+            "pass the same tokenised windows' start and modality"
+        )
+    feats = {
+        "": window_features(y, starts, window_bins, past_bins),
+        "_history": history_features(y, starts, window_bins, past_bins, int(n_history)),
+    }
+    if mod.shape[1]:
+        feats = {k: np.hstack([X, mod]) for k, X in feats.items()}
+        feats["_modality"] = mod
+    return feats
 
 
 def linear_decoder(X_tr, y_tr, X_va, y_va, X_te, kind: str, with_score: bool = False):

@@ -60,6 +60,8 @@ def main_metric(names: list[str]) -> tuple[str, list[tuple[str, str]]] | None:
                     ("logistic", "logistic"),
                     ("ridge + history bins", "ridge_history"),
                     ("logistic + history bins", "logistic_history"),
+                    ("ridge, modality variables alone", "ridge_modality"),
+                    ("logistic, modality variables alone", "logistic_modality"),
                     ("from scratch (converged)", "scratch"),
                 )
             ]
@@ -110,7 +112,13 @@ def verdict(name: str, values: dict[str, float]) -> str:
     for pct in pcts:
         for score in ("r2", "bacc"):
             pre = f"decode_{score}_pretrained_{pct}"
-            for other, label in (("baseline", "the best linear decoder"), ("scratch", "converged scratch")):
+            mod = next(
+                (m for m in ("ridge_modality", "logistic_modality") if f"decode_{score}_{m}_{pct}" in values),
+                None,
+            )
+            best = "the best linear decoder" + (" (binned counts + the modality variables)" if mod else "")
+            others = [("baseline", best), ("scratch", "converged scratch")]
+            for other, label in others + ([(mod, "the modality variables alone")] if mod else []):
                 c = cmp(
                     f"decoding {score} at {pct[:-3]}% of labels", pre, f"decode_{score}_{other}_{pct}", label
                 )
