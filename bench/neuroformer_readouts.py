@@ -77,7 +77,13 @@ from pathlib import Path
 import numpy as np
 
 from brainpipe.data import read
-from brainpipe.evaluate.neuroformer import connectivity_scores, direction_accuracy, xcorr_connectivity
+from brainpipe.evaluate.neuroformer import (
+    connectivity_scores,
+    direction_accuracy,
+    glm_baseline,
+    xcorr_connectivity,
+    xcorr_residual_connectivity,
+)
 from brainpipe.models.neuroformer import Neuroformer
 from brainpipe.models.neuroformer.interventions import aggregate_lags
 from brainpipe.models.neuroformer.readouts import _centre_rows
@@ -243,6 +249,20 @@ def main(argv=None) -> int:
     hub = np.asarray(t["is_hub"].sel(unit_post=units).values) if "is_hub" in t else None
     xc = xcorr_connectivity(counts["counts"].values, counts["split"].values, model.tokenizer_.past_bins_)
     rows = [{"readout": "xcorr (train bins)", **score(xc, conn, hub)}]
+    # the baselines given the model's covariates (its modalities): the coupled GLM, cross-correlation of residuals
+    t0 = time.perf_counter()
+    glm, cov = glm_baseline(counts, model)
+    xres = xcorr_residual_connectivity(
+        counts["counts"].values, counts["split"].values, model.tokenizer_.past_bins_, cov
+    )
+    covs = "+".join(n for n, _, _ in model.tokenizer_.mod_layout_) or "none"
+    baselines = [
+        {"readout": f"glm (covariates: {covs})", **score(glm.coupling_, conn, hub)},
+        {"readout": f"xcorr of residuals (covariates: {covs})", **score(xres, conn, hub)},
+    ]
+    for b in baselines:
+        print(json.dumps(b), flush=True)
+    print(f"# baselines with covariates: {time.perf_counter() - t0:.0f} s", flush=True)
     for method in a.methods:
         for by in BY if method not in ("ablation", "insert", "remove") else BY[:1]:
             # the variants computed from one run of the read-out: (name, matrix from M and the model)
@@ -279,6 +299,8 @@ def main(argv=None) -> int:
     key = "validation_auroc" if "validation" in a.splits else f"{a.splits[0]}_auroc"
     best = max(rows[1:], key=lambda r: r[key])
     print(f"xcorr: AUROC {rows[0]['auroc']:.3f}, direction {rows[0]['direction']:.3f}")
+    for r in baselines:
+        print(f"{r['readout']}: AUROC {r['auroc']:.3f}, direction {r['direction']:.3f}")
     cols = [f"{sp}_{k}" for sp in a.splits for k in ("auroc", "direction")]
     print(f"{'read-out':20s} " + " ".join(f"{c:>16s}" for c in cols))
     for r in rows[1:]:
@@ -290,7 +312,15 @@ def main(argv=None) -> int:
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(
-                {"rows": rows, "chosen": best["readout"], "simulate_seed": a.simulate_seed}, fh, indent=1
+                {
+                    "rows": rows,
+                    "baselines": baselines,
+                    "chosen": best["readout"],
+                    "simulate_seed": a.simulate_seed,
+                    "set": a.set,
+                },
+                fh,
+                indent=1,
             )
     return 0
 

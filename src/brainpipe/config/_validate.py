@@ -399,12 +399,17 @@ def _check_neuroformer(cfg: dict[str, Any], source: str) -> None:
                     f"(defined in neuroformer.modalities: {', '.join(sorted(mods)) or 'none'})"
                 )
         t = entry.get("target")
-        if t:
+        # with modality dropout the decoder has the target's modality absent (its values are never read)
+        drop = (entry.get("model") or {}).get(
+            "modality_dropout", (nf.get("model") or {}).get("modality_dropout", 0)
+        )
+        if t and not float(drop or 0) > 0:
             for m in entry.get("modalities", []):
                 if mods[m]["source"] == t["source"] and t["variable"] in mods[m]["variables"]:
                     raise ConfigError(
                         f"{source}: key '{key}.target': {t['source']} variable {t['variable']!r} is also in input modality "
-                        f"{m!r}, so the decoder would see its own target; remove it from the modality or pick another target"
+                        f"{m!r}, so the decoder would see its own target; remove it from the modality, pick another target "
+                        "or set model.modality_dropout > 0 (the modality is then absent for the decoder)"
                     )
         if not t and entry.get("finetune"):
             raise ConfigError(

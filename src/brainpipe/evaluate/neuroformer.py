@@ -60,6 +60,7 @@ __all__ = [
     "set_f1",
     "window_features",
     "xcorr_connectivity",
+    "xcorr_residual_connectivity",
 ]
 
 READOUT_METHODS = (
@@ -77,15 +78,18 @@ DESCRIPTIONS = {
     "connectivity_auroc": "AUROC of Neuroformer connectivity (the read-out of evaluate.connectivity_readouts, named in the connectivity file: an attention lift or an interventional rate ratio; its distance from 1 when some planted connections are inhibitory) for planted directed connections",
     "connectivity_auroc_xcorr": "the same for lagged cross-correlation of the binned counts (baseline)",
     "connectivity_auroc_glm": "the same for the coupling weights of a coupled Poisson GLM (baseline)",
+    "connectivity_auroc_xcorr_resid": "the same for lagged cross-correlation of the counts' residuals after a least-squares fit on the model's modality variables and their squares (baseline with the model's covariates; plain cross-correlation when it has none)",
     "connectivity_auroc_vs_xcorr": "connectivity_auroc minus connectivity_auroc_xcorr (the bar: >= 0)",
     "connectivity_auroc_validation": "AUROC on the validation windows of the attention read-out chosen there (among evaluate.connectivity_readouts; its name in the connectivity file's attrs)",
     "connectivity_direction": "direction accuracy of Neuroformer connectivity: share of planted one-way connections j -> i scored higher (post i, pre j) than the reverse (i, j) (ties: 1/2; chance 0.5)",
     "connectivity_direction_xcorr": "the same for lagged cross-correlation (baseline)",
     "connectivity_direction_glm": "the same for the Poisson-GLM couplings (baseline)",
+    "connectivity_direction_xcorr_resid": "the same for the residual cross-correlation (baseline)",
     "connectivity_direction_vs_xcorr": "connectivity_direction minus connectivity_direction_xcorr",
     "hub_recall": "fraction of planted hubs among the top-n_hubs neurons by the attention their past tokens receive",
     "hub_recall_xcorr": "the same by out-strength (positive z-scored weights) of lagged cross-correlation",
     "hub_recall_glm": "the same by out-strength of the Poisson-GLM couplings",
+    "hub_recall_xcorr_resid": "the same by out-strength of the residual cross-correlation",
     "hub_recall_rate": "the same by firing rate on the train bins (trivial baseline; chance n_hubs/n_neurons with rate-matched hubs)",
     "hub_recall_vs_rate": "hub_recall minus hub_recall_rate",
     "generation_f1": "mean per-window F1 of the neuron set sampled by Neuroformer vs the recorded one (test windows)",
@@ -315,6 +319,41 @@ def decoding_metrics(
     return out
 
 
+def xcorr_residual_connectivity(
+    counts: np.ndarray, split: np.ndarray, max_lag_bins: int, covariates: np.ndarray
+) -> np.ndarray:
+    """Lagged cross-correlation of what the covariates leave unexplained (a baseline given the model's modalities).
+
+    Each neuron's counts minus their least-squares fit on the covariates, their squares and an intercept (fitted on
+    the train bins), then :func:`xcorr_connectivity` of the residuals: co-modulation by a shared covariate (e.g.
+    two neurons tuned to the same running speed) no longer looks like a connection.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        (time, unit) binned counts.
+    split : numpy.ndarray
+        (time,) split flags; the fit and the correlations use the train bins.
+    max_lag_bins : int
+        The largest lag, in bins.
+    covariates : numpy.ndarray
+        (time, variable) covariates (no columns: plain cross-correlation).
+
+    Returns
+    -------
+    numpy.ndarray
+        (unit_post, unit_pre) summed lagged correlations of the residuals.
+    """
+    y = np.asarray(counts, dtype=np.float64)
+    cov = np.asarray(covariates, dtype=np.float64).reshape(y.shape[0], -1)
+    if cov.shape[1] == 0:
+        return xcorr_connectivity(y, split, max_lag_bins)
+    X = np.concatenate([np.ones((y.shape[0], 1)), cov, cov**2], axis=1)
+    tr = np.asarray(split) == SPLIT_FLAGS["train"]
+    beta = np.linalg.lstsq(X[tr], y[tr], rcond=None)[0]
+    return xcorr_connectivity(y - X @ beta, split, max_lag_bins)
+
+
 def score_neuroformer(
     counts: xr.Dataset,
     model: Neuroformer,
@@ -385,7 +424,8 @@ def score_neuroformer(
     values : dict
         Metric name -> value (:data:`DESCRIPTIONS`).
     connectivity : xarray.Dataset
-        ``attention``, ``xcorr`` and ``glm`` (unit_post, unit_pre) matrices and ``attention_received(unit_pre)``.
+        ``attention``, ``xcorr``, ``glm`` and ``xcorr_resid`` (unit_post, unit_pre) matrices and
+        ``attention_received(unit_pre)``.
 
     Examples
     --------
@@ -447,9 +487,15 @@ def score_neuroformer(
     att = model.connectivity(counts, "test", max_windows=n_conn, **chosen)
     xc = xcorr_connectivity(counts["counts"].values, counts["split"].values, tok.past_bins_)
     glm, cov = glm_baseline(counts, model, glm_history_tau_s, glm_alpha)
-    mats = {"attention": att, "xcorr": xc, "glm": glm.coupling_}
+    xres = xcorr_residual_connectivity(counts["counts"].values, counts["split"].values, tok.past_bins_, cov)
+    mats = {"attention": att, "xcorr": xc, "glm": glm.coupling_, "xcorr_resid": xres}
     if has_truth:
-        for name, suffix in (("attention", ""), ("xcorr", "_xcorr"), ("glm", "_glm")):
+        for name, suffix in (
+            ("attention", ""),
+            ("xcorr", "_xcorr"),
+            ("glm", "_glm"),
+            ("xcorr_resid", "_xcorr_resid"),
+        ):
             hs = model.attention_received_ if name == "attention" else None
             centre = 1.0 if name == "attention" else 0.0
             auc, rec = connectivity_scores(mats[name], conn, hub, hs, signed=signed, centre=centre)
@@ -482,6 +528,7 @@ def score_neuroformer(
         "attention-rollout lift, current -> past tokens",
         "summed lagged cross-correlation",
         "Poisson-GLM coupling",
+        "summed lagged cross-correlation of the counts' residuals after the modality covariates",
     ]
     cds = xr.Dataset(
         {

@@ -69,6 +69,7 @@ def main_metric(names: list[str]) -> tuple[str, list[tuple[str, str]]] | None:
         return "connectivity_auroc", [
             ("lagged cross-correlation", "connectivity_auroc_xcorr"),
             ("Poisson GLM", "connectivity_auroc_glm"),
+            ("cross-correlation after the modality covariates", "connectivity_auroc_xcorr_resid"),
         ]
     if "generation_f1" in names:
         return "generation_f1", [("Poisson GLM", "generation_f1_glm")]

@@ -13,7 +13,7 @@ import xarray as xr
 
 from brainpipe._docs import fill_doc
 from brainpipe.data.contracts import SPLIT_FLAGS
-from brainpipe.errors import InputError
+from brainpipe.errors import ConfigError, InputError
 from brainpipe.models.base import Estimator
 from brainpipe.models.neuroformer.finetune import CHUNK_WINDOWS, FINETUNE_MODES, BehaviourFinetuning
 from brainpipe.models.neuroformer.generation import Generation
@@ -48,6 +48,11 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
     readout : {"mean", "last", "mean_past"}, default "mean"
         Features of the behaviour head: the mean of the current window's real tokens, the last real token, or
         that mean with the mean embedding of the past window's spikes (see :func:`behaviour_head`).
+    modality_dropout : float, default 0.0
+        Probability that pretraining replaces a modality of a window by the modality's learned absent embedding
+        (:class:`NeuroformerNet`; 0: off, the network without the option). Not in the paper: with it one
+        pretrained model reads connectivity with every modality present and decodes a variable of a modality with
+        that modality absent (a decoding target inside an input modality needs it; the decoder never reads it).
     train : mapping, optional
         :class:`brainpipe.training.TrainConfig` fields for pretraining.
     finetune : mapping, optional
@@ -94,6 +99,7 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
         contrastive_dim: int = 0,
         contrastive_weight: float = 0.0,
         readout: str = "mean",
+        modality_dropout: float = 0.0,
         train: Mapping[str, object] | None = None,
         finetune: Mapping[str, object] | None = None,
         seed: int = 0,
@@ -107,6 +113,7 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
         self.contrastive_dim = contrastive_dim
         self.contrastive_weight = contrastive_weight
         self.readout = readout
+        self.modality_dropout = modality_dropout
         self.train = train
         self.finetune = finetune
         self.seed = seed
@@ -121,8 +128,9 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
         for name in ("n_layers", "n_past_layers"):
             if int(getattr(self, name)) < 0:
                 raise self._param_error(name, "must be >= 0")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise self._param_error("dropout", "must be in [0, 1)")
+        for name in ("dropout", "modality_dropout"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise self._param_error(name, "must be in [0, 1)")
         if self.readout not in READOUTS:
             raise self._param_error("readout", f"must be one of {', '.join(READOUTS)}")
         if float(self.contrastive_weight) < 0 or int(self.contrastive_dim) < 0:
@@ -150,7 +158,7 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
     def _build(self) -> NeuroformerNet:
         tok = self.tokenizer_
         torch.manual_seed(self.seed)
-        return NeuroformerNet(
+        net = NeuroformerNet(
             n_id=tok.vocab["id"],
             n_dt=tok.vocab["dt"],
             block_size=tok.block_size,
@@ -165,7 +173,31 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
             behaviour_out=self._behaviour_out(),
             contrastive_dim=self.contrastive_dim,
             readout=self.readout,
+            modality_dropout=float(self.modality_dropout),
         )
+        net.absent = self._absent_modalities()
+        return net
+
+    def _absent_modalities(self) -> tuple[int, ...]:
+        """The modalities (indices) that hold the decoding target: absent from every window of the decoder.
+
+        Raises a one-line :class:`ConfigError` when there are some but the model has no absent embedding
+        (``modality_dropout`` 0): the decoder would see its own target.
+        """
+        tok = self.tokenizer_
+        t = tok.target
+        if t is None:
+            return ()
+        src, var = str(t["source"]), str(t["variable"])
+        idx = tuple(k for k, (_, s, v) in enumerate(tok.mod_layout_) if s == src and var in v)
+        if idx and not float(self.modality_dropout) > 0:
+            raise ConfigError(
+                f"neuroformer: the decoding target {src} {var!r} is part of input modality "
+                f"{tok.mod_layout_[idx[0]][0]!r} of a model pretrained without modality dropout, so the decoder "
+                "would see its own target; pretrain with model.modality_dropout > 0 (the modality is then absent "
+                "when decoding) or remove the variable from the modality"
+            )
+        return idx
 
     def _prepare(self, counts: xr.Dataset, source: str) -> Windows:
         """Every window of ``counts``, tokenised (the tokeniser fitted first if need be); one line without train or

@@ -337,6 +337,9 @@ class BehaviourFinetuning(LinearProbe):
         self._check_fitted()
         self.tokenizer_.target = dict(target) if target is not None else None
         self.tokenizer_.fit(counts, source)
+        absent = self._absent_modalities()  # the modalities holding the target: absent for the decoder
+        if hasattr(self, "net_"):
+            self.net_.absent = absent
         out = self._behaviour_out()
         head = getattr(getattr(self, "net_", None), "head_behaviour", None)
         if head is not None and (head[-1].out_features != out or self.net_.readout != self.readout):

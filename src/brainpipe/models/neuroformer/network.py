@@ -99,7 +99,14 @@ class Block(nn.Module):
 class NeuroformerNet(nn.Module):
     """The torch module. ``forward(cur_id, cur_dt, past_id, past_dt, modality)`` takes the input part of the
     current sequence (``block_size - 1`` tokens) and returns a dict with ``id_logits``, ``dt_logits``,
-    ``behaviour`` (head output), ``pooled`` and, when ``need_weights``, the attention maps."""
+    ``behaviour`` (head output), ``pooled`` and, when ``need_weights``, the attention maps.
+
+    ``modality_dropout`` > 0 gives each modality a learned absent embedding (:meth:`modality_memory`): pretraining
+    (:func:`pretrain_loss`) replaces each modality of each window by it with that probability, ``forward(...,
+    absent=mask)`` where ``mask[b, k]`` drops modality ``k`` of window ``b``, and the modalities listed in
+    :attr:`absent` are absent from every window (their values never read: a decoder whose target is one of their
+    variables). Not in the paper: an option (like a null condition in classifier-free guidance) so that one
+    pretrained model serves connectivity with every modality and decoding of a modality's variable without it."""
 
     def __init__(
         self,
@@ -117,9 +124,14 @@ class NeuroformerNet(nn.Module):
         behaviour_out: int = 1,
         contrastive_dim: int = 0,
         readout: str = "mean",
+        modality_dropout: float = 0.0,
     ):
         super().__init__()
         self.readout = str(readout)
+        self.modality_dropout = float(modality_dropout)
+        #: modalities (indices) absent from every window: the learned absent embedding stands in, their values are
+        #: never read (a decoder whose target is part of one of them; set by the estimator)
+        self.absent: tuple[int, ...] = ()
         d = d_model
         self.n_id, self.n_dt, self.pad_id, self.pad_dt = n_id, n_dt, n_id - 1, n_dt - 1
         self.modality_dims = [int(m) for m in modality_dims]
@@ -145,6 +157,12 @@ class NeuroformerNet(nn.Module):
         self.apply(self._init)
         for p in (self.pos, self.pos_past, self.mod_pos):
             nn.init.normal_(p, std=0.02)
+        # the learned 'absent' embedding of each modality exists only with modality dropout (without it, the
+        # network, its initialisation and its weights are those of a network without the option)
+        if self.modality_dropout > 0 and self.modality_dims:
+            self.mod_absent = nn.Parameter(torch.randn(len(self.modality_dims), d) * 0.02)
+        else:
+            self.register_parameter("mod_absent", None)
 
     @staticmethod
     def _init(m):
@@ -153,7 +171,55 @@ class NeuroformerNet(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def forward(self, cur_id, cur_dt, past_id, past_dt, modality, need_weights=False):
+    def modality_memory(self, modality: torch.Tensor, dtype: torch.dtype, absent: torch.Tensor | None = None):
+        """The encoded memory of each modality, and which windows have it.
+
+        A modality's memory is its values through its encoder plus its time embedding; where the modality is absent
+        (``absent``, or every window for the modalities in :attr:`absent`), it is its learned absent embedding plus
+        the time embedding instead (the values are then not read).
+
+        Parameters
+        ----------
+        modality : torch.Tensor
+            (batch, modality position, variable) modality values.
+        dtype : torch.dtype
+            The activations' type.
+        absent : torch.Tensor, optional
+            (batch, modality) bool: the windows whose modality is dropped (modality dropout; None: none).
+
+        Returns
+        -------
+        list of tuple
+            Per modality ``(memory, present)``: (batch, position, d_model) and (batch,) bool, or None when every
+            window has it.
+        """
+        B, Lm = modality.shape[0], modality.shape[1]
+        out, start = [], 0
+        for k, (dim, enc) in enumerate(zip(self.modality_dims, self.mod_enc, strict=True)):
+            pos = self.mod_pos[:, :Lm]
+            if k in self.absent:
+                if self.mod_absent is None:
+                    raise ConfigError(
+                        "neuroformer: a modality is absent but the network has no absent embedding; "
+                        "pretrain with model.modality_dropout > 0"
+                    )
+                out.append(
+                    (
+                        (self.mod_absent[k].to(dtype) + pos).expand(B, -1, -1),
+                        torch.zeros(B, dtype=torch.bool, device=modality.device),
+                    )
+                )
+            else:
+                m = enc(modality[..., start : start + dim].to(dtype)) + pos
+                present = None
+                if absent is not None and self.mod_absent is not None:
+                    present = ~absent[:, k]
+                    m = torch.where(present[:, None, None], m, self.mod_absent[k].to(dtype) + pos)
+                out.append((m, present))
+            start += dim
+        return out
+
+    def forward(self, cur_id, cur_dt, past_id, past_dt, modality, need_weights=False, absent=None):
         L, P = cur_id.shape[1], past_id.shape[1]
         x = self.drop(self.tok(cur_id) + self.dt(cur_dt) + self.pos[:, :L])
         past = self.tok(past_id) + self.dt(past_dt) + self.pos_past[:, :P]
@@ -162,13 +228,8 @@ class NeuroformerNet(nn.Module):
         for blk in self.past_blocks:
             x, w = blk(x, past, mask=past_mask, need_weights=need_weights)
             maps["past"].append(w)
-        mod_feats = []
-        start = 0
-        Lm = modality.shape[1]
-        for dim, enc, blk in zip(self.modality_dims, self.mod_enc, self.mod_blocks, strict=True):
-            m = enc(modality[..., start : start + dim].to(x.dtype)) + self.mod_pos[:, :Lm]
-            start += dim
-            mod_feats.append(m)
+        mods = self.modality_memory(modality, x.dtype, absent)
+        for (m, _), blk in zip(mods, self.mod_blocks, strict=True):
             x, _ = blk(x, m)
         for blk in self.blocks:
             x, w = blk(x, need_weights=need_weights)
@@ -192,11 +253,18 @@ class NeuroformerNet(nn.Module):
             "pooled": pooled,
             "behaviour": self.head_behaviour(feat),
         }
-        if self.proj_neural is not None and self.proj_modality is not None and mod_feats:
+        if self.proj_neural is not None and self.proj_modality is not None and mods:
             out["z_neural"] = F.normalize(self.proj_neural(pooled), dim=-1)
-            out["z_modality"] = F.normalize(
-                self.proj_modality(torch.stack([f.mean(1) for f in mod_feats]).mean(0)), dim=-1
-            )
+            feats = torch.stack([m.mean(1) for m, _ in mods])  # (modality, batch, d)
+            if all(p is None for _, p in mods):
+                zm = feats.mean(0)
+            else:  # the mean over the modalities a window has; windows without any leave the contrastive term
+                w = torch.stack(
+                    [torch.ones_like(pooled[:, 0]) if p is None else p.to(pooled.dtype) for _, p in mods]
+                )
+                zm = (feats * w[..., None]).sum(0) / w.sum(0).clamp_min(1.0)[:, None]
+                out["modality_present"] = w.sum(0) > 0
+            out["z_modality"] = F.normalize(self.proj_modality(zm), dim=-1)
         if need_weights:
             out["attention"] = maps
         return out
@@ -224,11 +292,10 @@ class NeuroformerNet(nn.Module):
         past = self.tok(past_id) + self.dt(past_dt) + self.pos_past[:, :P]
         cache: dict = {"past_mask": (past_id != self.pad_id)[:, None, None, :], "pos": 0}
         cache["past"] = [dict(zip("kv", b.attn.kv(b.ln_mem(past)), strict=True)) for b in self.past_blocks]
-        cache["modality"], start, Lm = [], 0, modality.shape[1]
-        for dim, enc, blk in zip(self.modality_dims, self.mod_enc, self.mod_blocks, strict=True):
-            m = enc(modality[..., start : start + dim].to(past.dtype)) + self.mod_pos[:, :Lm]
-            start += dim
-            cache["modality"].append(dict(zip("kv", blk.attn.kv(blk.ln_mem(m)), strict=True)))
+        cache["modality"] = [
+            dict(zip("kv", blk.attn.kv(blk.ln_mem(m)), strict=True))
+            for (m, _), blk in zip(self.modality_memory(modality, past.dtype), self.mod_blocks, strict=True)
+        ]
         cache["self"] = [{} for _ in self.blocks]
         return cache
 
@@ -338,6 +405,9 @@ def split_batch(batch):
 def pretrain_loss(model: NeuroformerNet, batch, contrastive_weight: float = 0.0, temperature: float = 0.1):
     """Next-ID + next-dt cross-entropy (PAD targets ignored; EOS kept), plus optional InfoNCE alignment.
 
+    In training mode, a network with ``modality_dropout`` > 0 has each modality of each window dropped (its absent
+    embedding instead) with that probability, drawn from torch's seeded generator.
+
     Parameters
     ----------
     model : NeuroformerNet
@@ -345,7 +415,8 @@ def pretrain_loss(model: NeuroformerNet, batch, contrastive_weight: float = 0.0,
     batch : sequence of torch.Tensor
         A batch of :meth:`~brainpipe.models.neuroformer.tokenizer.Windows.tensors`.
     contrastive_weight : float
-        Weight of the InfoNCE term between pooled neural and modality embeddings (0: off).
+        Weight of the InfoNCE term between pooled neural and modality embeddings (0: off; windows whose every
+        modality is dropped leave it).
     temperature : float
         InfoNCE temperature.
 
@@ -355,7 +426,14 @@ def pretrain_loss(model: NeuroformerNet, batch, contrastive_weight: float = 0.0,
         ``loss`` (with gradient), and detached ``loss_id``, ``loss_dt`` and (when used) ``loss_contrastive``.
     """
     x_id, x_dt, y_id, y_dt, past_id, past_dt, modality, _ = split_batch(batch)
-    out = model(x_id, x_dt, past_id, past_dt, modality)
+    absent = None
+    if model.training and model.modality_dropout > 0 and model.modality_dims:
+        # modality dropout: each modality of each window replaced by its absent embedding with this probability
+        # (drawn from torch's generator, which the training loop seeds)
+        absent = (
+            torch.rand(x_id.shape[0], len(model.modality_dims), device=x_id.device) < model.modality_dropout
+        )
+    out = model(x_id, x_dt, past_id, past_dt, modality, absent=absent)
     loss_id = F.cross_entropy(
         out["id_logits"].flatten(0, 1).float(), y_id.flatten(), ignore_index=model.pad_id
     )
@@ -364,8 +442,13 @@ def pretrain_loss(model: NeuroformerNet, batch, contrastive_weight: float = 0.0,
     )
     loss = loss_id + loss_dt
     res = {"loss_id": loss_id.detach(), "loss_dt": loss_dt.detach()}
-    if contrastive_weight > 0 and "z_neural" in out and x_id.shape[0] > 1:
-        sim = out["z_neural"].float() @ out["z_modality"].float().T / temperature
+    zn, zm = out.get("z_neural"), out.get("z_modality")
+    if zn is not None and "modality_present" in out:
+        # windows without any modality leave the contrastive term
+        keep = out["modality_present"]
+        zn, zm = zn[keep], zm[keep]
+    if contrastive_weight > 0 and zn is not None and zn.shape[0] > 1:
+        sim = zn.float() @ zm.float().T / temperature
         lab = torch.arange(sim.shape[0], device=sim.device)
         clip = 0.5 * (F.cross_entropy(sim, lab) + F.cross_entropy(sim.T, lab))
         loss = loss + contrastive_weight * clip

@@ -17,7 +17,16 @@ from brainpipe.models.neuroformer.tokenizer import N_SPECIAL, SpikeTokenizer
 if TYPE_CHECKING:
     from brainpipe.models.neuroformer.estimator import Neuroformer
 
-MODEL_KEYS = ("d_model", "n_heads", "n_layers", "n_past_layers", "dropout", "contrastive_dim", "readout")
+MODEL_KEYS = (
+    "d_model",
+    "n_heads",
+    "n_layers",
+    "n_past_layers",
+    "dropout",
+    "contrastive_dim",
+    "readout",
+    "modality_dropout",
+)
 
 
 class Serialisation:
