@@ -4,6 +4,11 @@ with no gap above zero, other links, another number of states), every variant fi
 over simulator seeds (results in bench/README.md).
 
     nice -n 5 .venv/bin/python bench/switching_robustness.py --seeds 0 1 --sequences 10
+
+``--sticky K1 K2 ...`` adds the variants ``none sticky`` and ``gaussian sticky``: the sticky transition prior's
+``sticky_kappa`` chosen among K1, K2, ... on 2 validation sequences (simulated after the training ones; the other
+variants ignore them), with the chosen value in the ``kappa`` column; the conditions ``fast states (stay 0.9)`` and
+``slow states (stay 0.995)`` change the simulator's stickiness (0.98 by default; the model has none by default).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 
 from brainpipe.evaluate.switching import switching_metrics
 from brainpipe.models.switching_glm import SwitchingGLM
+from brainpipe.models.switching_glm.select import fit_select
 from brainpipe.preprocess import bin_spikes
 from brainpipe.simulate.base import get_generator
 from brainpipe.simulate.switching_glm import SwitchingGLMParams
@@ -29,6 +35,8 @@ CONDITIONS = {
     "softplus link": {"link": "softplus", "bias_min": -2.5, "bias_max": -1.5},
     "exp link": {"link": "exp", "bias_min": -2.5, "bias_max": -1.5, "strength_max": 1.5},
     "2 planted states": {"n_states": 2},
+    "fast states (stay 0.9)": {"stay_probability": 0.9},
+    "slow states (stay 0.995)": {"stay_probability": 0.995},
 }
 VARIANTS = {
     "single": {"n_states": 1},
@@ -49,18 +57,32 @@ COLUMNS = (
 )
 
 
-def run(condition: dict, seed: int, sequences: int) -> dict[str, dict[str, float]]:
+def run(
+    condition: dict, seed: int, sequences: int, sticky: list[float] | None = None
+) -> dict[str, dict[str, float]]:
     params = {"n_sequences": sequences, "n_test_sequences": 5, **condition}
+    if sticky:
+        params["n_validation_sequences"] = 2
     # the parameter class itself: simulate()'s parameter check takes prior_mean's tuple hint for a single number
     sim = get_generator("switching_glm_network").func(SwitchingGLMParams(**params), seed)
     counts = bin_spikes(sim.data, 0.02)
     fits, out = {}, {}
-    for name, kw in VARIANTS.items():
+    variants = dict(VARIANTS)
+    if sticky:
+        variants.update({"none sticky": {}, "gaussian sticky": {"prior": "gaussian"}})
+    for name, kw in variants.items():
         t = time.perf_counter()
-        fits[name] = SwitchingGLM(device="cpu", **kw).fit(counts).to_dataset(counts)
+        if name.endswith(" sticky"):
+            model, table = fit_select(
+                {"device": "cpu", **kw}, {"sticky_kappa": list(sticky)}, counts, lambda p: SwitchingGLM(**p)
+            )
+        else:
+            model = SwitchingGLM(device="cpu", **kw).fit(counts)
+        fits[name] = model.to_dataset(counts)
         refs = {r: fits[r] for r in ("single", "none") if r in fits and r != name}
         out[name] = switching_metrics(fits[name], counts, sim.truth, refs)
         out[name]["fit_s"] = time.perf_counter() - t
+        out[name]["kappa"] = float(model.sticky_kappa)
     return out
 
 
@@ -69,12 +91,13 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--sequences", type=int, default=10, help="training sequences of 1,000 bins")
     ap.add_argument("--conditions", nargs="*", default=list(CONDITIONS))
+    ap.add_argument("--sticky", nargs="*", type=float, help="sticky_kappa candidates of the sticky variants")
     args = ap.parse_args()
-    print("| simulator | variant | " + " | ".join(h for h, _ in COLUMNS) + " | fit s |")
-    print("|" + "---|" * (3 + len(COLUMNS)))
+    print("| simulator | variant | " + " | ".join(h for h, _ in COLUMNS) + " | fit s | kappa |")
+    print("|" + "---|" * (4 + len(COLUMNS)))
     for cond in args.conditions:
-        per_seed = [run(CONDITIONS[cond], s, args.sequences) for s in args.seeds]
-        for v in VARIANTS:
+        per_seed = [run(CONDITIONS[cond], s, args.sequences, args.sticky) for s in args.seeds]
+        for v in per_seed[0]:
             cells = []
             for _, key in COLUMNS + (("", "fit_s"),):
                 vals = np.array([r[v][key] for r in per_seed if key in r[v]], dtype=float)
@@ -86,7 +109,8 @@ def main() -> None:
                     cells.append(
                         f"{vals.mean():.3f} ± {vals.std():.3f}" if vals.size > 1 else f"{vals[0]:.3f}"
                     )
-            print(f"| {cond} | {v} | " + " | ".join(cells) + " |", flush=True)
+            kappas = " / ".join(f"{r[v]['kappa']:g}" for r in per_seed)
+            print(f"| {cond} | {v} | " + " | ".join(cells) + f" | {kappas} |", flush=True)
 
 
 if __name__ == "__main__":

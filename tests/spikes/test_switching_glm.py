@@ -449,6 +449,7 @@ def test_fit_and_evaluate_stages(tmp_path):
         "weight_corr",
         "adjacency_balanced_accuracy",
         "bits_vs_single",
+        "state_dwell_median_s",
     } <= names
     fit = read(fits["none"], "model_fit")
     assert fit.attrs["model"] == "switching_glm" and fit.sizes["state"] == 2

@@ -14,6 +14,7 @@ from brainpipe.evaluate.metrics import METRIC_PATTERNS, METRICS, MetricInfo, _co
 from brainpipe.evaluate.switching_clusters import StateClusters
 from brainpipe.models.baselines import poisson_log_likelihood
 from brainpipe.models.switching_glm import SwitchingGLM
+from brainpipe.preprocess.spikes import segments
 
 METRICS.update(
     {
@@ -30,6 +31,11 @@ METRICS.update(
             "<=",
             "mean over pairs of the total-variation distance between the fit's shared inh/none/exc categorical "
             "(learned, or post hoc for free weights) and the planted one (0: equal, 1: disjoint)",
+        ),
+        "state_dwell_median_s": MetricInfo(
+            ">=",
+            "median duration of the decoded states' visits (runs of one state in the Viterbi path over the test "
+            "bins, cut at sequence edges), seconds; descriptive (how fast the states switch), no bar",
         ),
     }
 )
@@ -230,6 +236,56 @@ def switching_metrics(
             if key in out and key in ref_metrics:
                 out[f"{short}_vs_{name}"] = out[key] - ref_metrics[key]
     return out
+
+
+def state_dwell_times(viterbi: np.ndarray, sequence: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """Lengths (bins) of the visits to one state in a decoded state path, over the selected bins.
+
+    Parameters
+    ----------
+    viterbi : numpy.ndarray
+        (n_bins,) decoded state per bin (-1: not decoded).
+    sequence : numpy.ndarray
+        (n_bins,) sequence (segment) id per bin (:func:`brainpipe.preprocess.spikes.segments`): a visit ends at a
+        sequence's edge (it is censored there and counted as it is).
+    bins : numpy.ndarray
+        Boolean (n_bins,) selection (e.g. the test split); a gap in it ends a visit too.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_visits,) int64 visit lengths in bins, in time order.
+    """
+    idx = np.flatnonzero(np.asarray(bins, dtype=bool) & (np.asarray(viterbi) >= 0))
+    if idx.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    v, g = np.asarray(viterbi)[idx], np.asarray(sequence)[idx]
+    new = np.r_[True, (v[1:] != v[:-1]) | (g[1:] != g[:-1]) | (np.diff(idx) > 1)]
+    return np.diff(np.r_[np.flatnonzero(new), idx.size]).astype(np.int64)
+
+
+def dwell_metrics(fit: xr.Dataset, counts: xr.Dataset) -> dict[str, float]:
+    """``state_dwell_median_s`` of a multi-state fit with a ``viterbi`` path over the counts' bins (test bins).
+
+    Parameters
+    ----------
+    fit : xarray.Dataset
+        A switching-GLM ``model_fit`` with ``viterbi`` over the counts' bins.
+    counts : xarray.Dataset
+        Its ``spike_counts``.
+
+    Returns
+    -------
+    dict
+        Metric name -> value; empty for a single-state fit, a fit without a path, or no decoded test bin.
+    """
+    if "viterbi" not in fit or fit.sizes.get("state", 1) < 2:
+        return {}
+    test = np.asarray(counts["split"].values) == SPLIT_FLAGS["test"]
+    runs = state_dwell_times(np.asarray(fit["viterbi"].values), segments(counts), test)
+    if runs.size == 0:
+        return {}
+    return {"state_dwell_median_s": float(np.median(runs)) * float(counts.attrs["bin_width_s"])}
 
 
 # -- decoded states against task variables (real data) ------------------------------------------------------------

@@ -27,9 +27,10 @@ def is_switching_truth(truth: xr.Dataset | None) -> bool:
     return truth is not None and "true_state" in truth and "weights" in truth and "state" in truth.dims
 
 
-# (column header, metric) of the variant comparison table; the truth columns only where some file has them.
+# (column header, metric) of the variant comparison table; the optional columns only where some file has them.
 _VARIANT_COLUMNS = (("test bits/spike", "test_bits_per_spike"), ("bits vs single", "bits_vs_single"))
-_TRUTH_COLUMNS = (
+_OPTIONAL_COLUMNS = (  # shown when a variant has the metric (the dwell: multi-state fits; the rest: simulated data)
+    ("median visit (s)", "state_dwell_median_s"),
     ("bits vs planted", "bits_vs_oracle"),
     ("state accuracy", "state_accuracy"),
     ("weight r", "weight_corr"),
@@ -82,7 +83,7 @@ def switching_part(
     multi = [e for e in entries if n_states(e) > 1]
     ranked = [e for e in multi if np.isfinite(bits(e))]
     best = max(ranked, key=bits) if ranked else None
-    columns = list(_VARIANT_COLUMNS) + [c for c in _TRUTH_COLUMNS if any(c[1] in v for v in vals.values())]
+    columns = list(_VARIANT_COLUMNS) + [c for c in _OPTIONAL_COLUMNS if any(c[1] in v for v in vals.values())]
 
     rows = []
     for e in entries:

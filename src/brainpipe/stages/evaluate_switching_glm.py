@@ -1,4 +1,5 @@
-"""Score a switching GLM: held-out bits/spike, against reference fits, and against the planted truth if any; on
+"""Score a switching GLM: held-out bits/spike, against reference fits, and against the planted truth if any; how
+long its decoded states last (``state_dwell_median_s``); on
 recordings with task variables (trial epochs and stimuli, running), the decoded states against them
 (:func:`brainpipe.evaluate.switching.task_metrics`) and against a non-HMM baseline, k-means clusters of the
 smoothed population rate (:func:`brainpipe.evaluate.switching_clusters.cluster_states`).
@@ -19,6 +20,7 @@ from brainpipe.evaluate import metrics_dataset
 from brainpipe.evaluate.switching import (
     EPOCH_EDGES_S,
     SPEED_SMOOTH_S,
+    dwell_metrics,
     switching_metrics,
     task_metrics,
     task_variables,
@@ -48,6 +50,7 @@ def run(inputs, outputs, params, log):
     truth = read(inputs["truth"], "model_fit") if inputs.get("truth") else None
     refs = {Path(p).parent.name: read(p, "model_fit") for p in _as_list(inputs.get("references"))}
     values = switching_metrics(fit, counts, truth, refs)
+    values.update(dwell_metrics(fit, counts))
     clusters = None
     if fit.sizes["state"] > 1 and "posterior" in fit and task_variables(counts):
         clusters = cluster_states(counts, fit.sizes["state"], seed=TASK_SEED)

@@ -30,7 +30,9 @@ Priors on the off-diagonal couplings ``W_s``:
               probable class per state (weights of "none" pairs set to 0), the shared structure ``pi``'s.
 
 Fitting is generalised EM: an exact E-step (:mod:`brainpipe.models.hmm`, batched over sequences, vectorised
-over time), closed-form transitions with a Dirichlet pseudo-count, and for the emission parameters a damped Newton
+over time), closed-form transitions with a Dirichlet pseudo-count (optionally sticky: ``sticky_kappa`` extra
+pseudo-counts on each self-transition, Fox et al. 2011, which favours states that persist), and for the emission
+parameters a damped Newton
 M-step per (state, neuron) with closed-form gradients and a subsampled Fisher information (or L-BFGS,
 ``m_step``). The per-bin data term runs in ``data_dtype``
 (float32 by default) with every sum over bins in float64. Every step raises the MAP objective

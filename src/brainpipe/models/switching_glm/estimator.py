@@ -91,6 +91,14 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, FitDatasets, Es
         default): the one-hot prior's class mixture fitted to the fitted weights decides.
     transition_pseudocount : float, default 1.0
         Dirichlet pseudo-count on transitions (1: maximum likelihood).
+    sticky_kappa : float, default 0.0
+        Extra Dirichlet mass on each self-transition: row ``i`` of the transition matrix has the prior
+        ``Dirichlet(c + kappa * e_i)`` (``c``: ``transition_pseudocount``), the sticky HMM of Fox et al. 2011
+        ("A sticky HDP-HMM with application to speaker diarization", Ann. Appl. Stat. 5(2A):1020-1056), here with
+        a finite number of states and its MAP (not the full posterior). ``kappa`` is in transitions: the M-step
+        adds it to each row's expected self-transition count (``~ n_bins / n_states`` per row) and the objective
+        the log prior ``kappa * sum_i log A_ii``, so states that persist are preferred when ``kappa`` is a sizeable
+        fraction of a row's count. 0 (the default): no stickiness, the model without it exactly.
     init_noise : float, default 0.5
         Noise added to the single-state GLM weights to initialise each state.
     n_restarts : int, default 1
@@ -170,6 +178,7 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, FitDatasets, Es
         m_step_min_weight: float = 1e-6,
         adjacency_threshold: float | None = None,
         transition_pseudocount: float = 1.0,
+        sticky_kappa: float = 0.0,
         init_noise: float = 0.5,
         n_restarts: int = 1,
         seed: int = 0,
@@ -196,6 +205,7 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, FitDatasets, Es
         self.m_step_min_weight = m_step_min_weight
         self.adjacency_threshold = adjacency_threshold
         self.transition_pseudocount = transition_pseudocount
+        self.sticky_kappa = sticky_kappa
         self.init_noise = init_noise
         self.n_restarts = n_restarts
         self.seed = seed
@@ -223,6 +233,14 @@ class SwitchingGLM(SequenceData, CouplingPriors, EmissionMSteps, FitDatasets, Es
             raise self._param_error("onehot_prior_mean", "must be 3 positive probabilities (inh, none, exc)")
         if not float(self.onehot_spike_sd) > 0:
             raise self._param_error("onehot_spike_sd", "must be > 0")
+        try:
+            kappa = float(self.sticky_kappa)
+        except (TypeError, ValueError):
+            kappa = math.nan
+        if not 0 <= kappa < math.inf:
+            raise self._param_error(
+                "sticky_kappa", "must be a finite number >= 0 (pseudo-counts of transitions)"
+            )
 
     def _init_params(
         self, data: Batch, rng: np.random.Generator, glm: dict | None

@@ -1,6 +1,6 @@
 """The switching GLM's priors on the per-state couplings (none: L2; Gaussian around a shared mean; one-hot
 inh/none/exc with a shared categorical, as a three-component mixture whose class posteriors are updated in every
-EM iteration), and the Dirichlet prior of the transitions."""
+EM iteration), and the (sticky) Dirichlet prior of the transitions."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class CouplingPriors:
     """The prior side of :class:`~brainpipe.models.switching_glm.SwitchingGLM` (a mixin): log priors, the
     Gaussian priors the Newton M-step works with, closed-form prior and transition updates, and the one-hot
     prior's class mixture. Reads the hyperparameters ``prior``, ``l2``, ``gaussian_sigma``,
-    ``transition_pseudocount``, ``adjacency_threshold``, ``onehot_prior_mean``, ``onehot_prior_concentration``,
+    ``transition_pseudocount``, ``sticky_kappa``, ``adjacency_threshold``, ``onehot_prior_mean``, ``onehot_prior_concentration``,
     ``onehot_spike_sd`` and ``n_states``.
 
     The one-hot prior, per state ``s`` and pair ``n<-m`` (off the diagonal)::
@@ -90,15 +90,27 @@ class CouplingPriors:
         return m / m.sum()
 
     def _transitions_map(self, gamma, xi_sum) -> tuple[torch.Tensor, torch.Tensor]:
-        """Closed-form MAP of the transitions (Dirichlet pseudo-count) and of the initial distribution."""
+        """Closed-form MAP of the transitions and of the initial distribution. Each row of the transition matrix
+        has the sticky Dirichlet prior ``Dir(c + kappa * e_i)`` (``c = transition_pseudocount``, ``kappa =
+        sticky_kappa``; Fox et al. 2011), whose MAP adds ``c - 1`` (when ``c > 1``) to every expected transition
+        count and ``kappa`` to the self-transition's."""
         c = self.transition_pseudocount
         A = xi_sum + (c - 1.0 if c > 1 else 0.0) + 1e-8
+        kappa = float(self.sticky_kappa)
+        if kappa > 0:
+            A = A + kappa * torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
         pi = gamma[:, 0].sum(0) + 1e-8
         return torch.log(A / A.sum(1, keepdim=True)), torch.log(pi / pi.sum())
 
     def _transition_log_prior(self, log_A) -> torch.Tensor:
+        """Log density (up to a constant) of the transitions' sticky Dirichlet prior (:meth:`_transitions_map`):
+        ``(c - 1) sum_ij log A_ij + kappa sum_i log A_ii``, the term the objective adds."""
         c = self.transition_pseudocount
-        return (c - 1.0) * log_A.sum() if c > 1 else log_A.new_zeros(())
+        out = (c - 1.0) * log_A.sum() if c > 1 else log_A.new_zeros(())
+        kappa = float(self.sticky_kappa)
+        if kappa > 0:
+            out = out + kappa * torch.diagonal(log_A).sum()
+        return out
 
     def _trainable(self, p: dict, onehot_phase: bool = False) -> list[str]:
         return ["b", "U", "W"]

@@ -24,11 +24,14 @@ PRIOR_KEYS = {
     "onehot_spike_sd": ("onehot",),
     "onehot_prior_concentration": ("onehot",),
 }
+#: grid keys of the hidden states and their transitions (not searched for a single-state model)
+STATE_KEYS = ("n_states", "sticky_kappa", "transition_pseudocount")
 
 
 def relevant_grid(params: Mapping[str, Any], grid: Mapping[str, Sequence]) -> dict[str, list]:
     """The part of ``grid`` that changes the model ``params`` describe: keys of another prior are dropped, and
-    ``n_states`` is never searched for a single-state model (the baseline stays one state).
+    :data:`STATE_KEYS` (``n_states``, the transitions' priors) are never searched for a single-state model (the
+    baseline stays one state, and has no transitions).
 
     Parameters
     ----------
@@ -47,7 +50,7 @@ def relevant_grid(params: Mapping[str, Any], grid: Mapping[str, Sequence]) -> di
     for k, values in grid.items():
         if k in PRIOR_KEYS and prior not in PRIOR_KEYS[k]:
             continue
-        if k == "n_states" and int(params.get("n_states", 3)) == 1:
+        if k in STATE_KEYS and int(params.get("n_states", 3)) == 1:
             continue
         out[k] = list(values)
     return out

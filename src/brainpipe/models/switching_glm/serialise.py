@@ -85,6 +85,7 @@ class FitDatasets:
                 "gaussian_sigma": self.gaussian_sigma,
                 "l2": self.l2,
                 "onehot_spike_sd": self.onehot_spike_sd,
+                "sticky_kappa": float(self.sticky_kappa),
                 "n_iter": int(self.n_iter_),
             },
         )
@@ -144,6 +145,7 @@ class FitDatasets:
             device=device,
         )
         m.prior = str(a.get("prior", "none")) if a.get("role") == "fit" else "none"
+        m.sticky_kappa = float(a.get("sticky_kappa", 0.0)) if a.get("role") == "fit" else 0.0
         dev = resolve_device(device)
         dt = m._dtype(dev)
         as_t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=dt, device=dev)  # noqa: E731
