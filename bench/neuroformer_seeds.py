@@ -11,10 +11,16 @@ the table gives mean, SD, min and max of each metric over seeds, and each varian
         --truth results/spikes/simhub/truth.nc --dataset simhub --seeds 0 1 2 --json out.json
     # the ablations only, fewer metrics: --variants base no_contrastive no_modality --no-finetune
 
-Variants: ``base`` (the config as it is: the dataset's modalities, contrastive term on when a modality exists),
-``no_contrastive`` (contrastive weight 0), ``no_modality`` (no modality: no cross-attention to it, no contrastive
-term). Run time: about len(seeds) x len(variants) x the dataset's Neuroformer time in the default study (3-5 min
-for simhub on 2 idle cores).
+Variants: ``base`` (the config as it is: the dataset's modalities, contrastive term on when a modality exists,
+its weight chosen on validation when ``model.contrastive_grid`` has two or more weights), ``no_contrastive``
+(contrastive weight 0, one pretraining run), ``contrastive`` (the largest weight of the grid, or
+``model.contrastive_weight``, one pretraining run), ``no_modality`` (no modality: no cross-attention to it, no
+contrastive term). The decoding baselines see the same inputs as each variant's model (the modality variables when
+it has any, and a decoder from them alone: :func:`brainpipe.evaluate.neuroformer.decoding_features`). Run time:
+about len(seeds) x len(variants) x the dataset's Neuroformer time in the default study (3-5 min for simhub on 2 idle
+cores); ``--decoding-only`` scores the decoding alone (no connectivity, generation or test loss). A modality the
+study does not give the dataset: ``--set 'modalities={contrast: {source: stimulus, variables: [contrast_left,
+contrast_right]}}'`` (steinmetz1).
 
 Measured (simhub of the default study, simulator seed 0, rate-matched hubs; 2026-12-04):
 
@@ -58,6 +64,27 @@ Measured (simhub of the default study, simulator seed 0, rate-matched hubs; 2026
   / 0.577: **pretrained - scratch -0.036 / -0.030 / -0.050 (mean -0.038: scratch wins at 10 %)**, vs ridge (0.620)
   -0.060 / -0.061 / -0.093. Connectivity (rollout/target, not row-centred, as this bench scores it) 0.885 / 0.892 /
   0.890 vs xcorr 0.912; hub recall 1.0 vs the rate rule 0.67.
+* steinmetz1 with the stimulus contrasts as a modality, against baselines with the same inputs (2026-12-05, issue
+  15; the default study's steinmetz1 counts and settings, pretraining seeds 0-2, about 2 min per variant and seed on
+  a loaded 2-core machine)::
+
+      for s in 0 1 2; do OMP_NUM_THREADS=1 nice -n 5 python bench/neuroformer_seeds.py --dataset steinmetz1 \
+        --counts results/spikes/steinmetz1/counts.nc --seeds $s --decoding-only \
+        --variants no_modality no_contrastive contrastive \
+        --set 'modalities={contrast: {source: stimulus, variables: [contrast_left, contrast_right]}}' \
+        --json steinmetz_seed$s.json; done
+
+  Balanced accuracy of trial outcome on the test windows (100 % of labels), seeds 0 / 1 / 2: without the modality
+  0.632 / 0.571 / 0.592 (0.598 +- 0.031) vs logistic on counts 0.586 (+0.012 +- 0.031; 2 of 3 seeds above); with
+  the contrasts, contrastive weight 0 (what the grid [0, 0.2] chooses at every seed by validation next-token loss,
+  2.874 / 2.877 / 2.860 vs 2.884 / 2.881 / 2.884) 0.643 / 0.653 / 0.641 (0.646 +- 0.006), weight 0.2 0.709 /
+  0.681 / 0.650 (0.680 +- 0.029). The baselines with the same inputs: logistic on counts + contrasts 0.715 (the
+  one validation chooses), + history bins 0.692, **the contrasts alone 0.741**. So: the modality adds +0.048 +-
+  0.035 (weight 0) / +0.082 +- 0.026 (weight 0.2) to the model, the contrastive term +0.034 +- 0.029 (positive at
+  every seed), but **the model loses to the baseline with its inputs at every seed** (-0.069 +- 0.006 at weight 0,
+  -0.035 +- 0.029 at 0.2) and to the contrasts alone (-0.095 / -0.061); the spikes add nothing a linear decoder
+  can use beyond the stimulus (counts + contrasts 0.715 vs contrasts alone 0.741). Cost: pretraining + fine-tuning
+  110 s without the modality, 127 s with it (+16 %) per contrastive weight; the grid pretrains twice (about +75 %).
 * ablation (--no-finetune --set pretrain.max_epochs=3, seeds 0 1): without the contrastive term, connectivity
   AUROC -0.001, test loss -0.006 nats, generation F1 -0.010 (noise level); without the modality, test loss +0.019
   nats (worse), connectivity AUROC +0.007, direction accuracy -0.017, generation F1 +0.002.
@@ -75,7 +102,7 @@ import yaml
 
 from brainpipe.config import Study, validate_config
 from brainpipe.data import read
-from brainpipe.evaluate.neuroformer import score_neuroformer
+from brainpipe.evaluate.neuroformer import decoding_metrics, score_neuroformer
 from brainpipe.models.neuroformer import Neuroformer
 from brainpipe.training.neuroformer import (
     finetune_neuroformer,
@@ -84,7 +111,7 @@ from brainpipe.training.neuroformer import (
     train_config,
 )
 
-VARIANTS = ("base", "no_contrastive", "no_modality")
+VARIANTS = ("base", "no_contrastive", "contrastive", "no_modality")
 KEY = (
     "connectivity_auroc",
     "connectivity_auroc_vs_xcorr",
@@ -99,8 +126,18 @@ KEY = (
 def variant_params(params: dict, variant: str) -> dict:
     """The dataset's resolved config changed for one ablation variant."""
     p = copy.deepcopy(params)
+    grid = [float(w) for w in p["model"].get("contrastive_grid") or []]
+    if variant in ("no_contrastive", "contrastive", "no_modality"):
+        p["model"]["contrastive_grid"] = []  # one pretraining run: no choice among weights
     if variant == "no_contrastive":
         p["model"]["contrastive_weight"] = 0.0
+    elif variant == "contrastive":
+        w = max(grid + [float(p["model"].get("contrastive_weight", 0.0))])
+        if not p.get("modalities") or w <= 0:
+            raise SystemExit(
+                "variant contrastive needs a modality and a positive weight (model.contrastive_grid)"
+            )
+        p["model"]["contrastive_weight"] = w
     elif variant == "no_modality":
         p["modalities"] = {}
         p["model"]["contrastive_weight"] = 0.0
@@ -109,12 +146,21 @@ def variant_params(params: dict, variant: str) -> dict:
     return p
 
 
-def run_one(counts, truth, params: dict, seed: int, finetune: bool, max_windows: int) -> dict[str, float]:
-    """Pretrain, fine-tune and score one variant at one seed."""
+def run_one(
+    counts, truth, params: dict, seed: int, finetune: bool, max_windows: int, decoding_only: bool = False
+) -> dict[str, float]:
+    """Pretrain, fine-tune and score one variant at one seed (``seconds_*``: each phase's wall time)."""
     p = dict(params, seed=int(seed))
+    t0 = time.perf_counter()
     model = pretrain_neuroformer(counts, p)
     pre = pretrained_dataset(model)
+    secs = {"seconds_pretrain": time.perf_counter() - t0}
+    # the validation next-token loss: what a contrastive grid chooses its weight by
+    secs["pretrain_val_token_loss"] = float(model.token_loss(counts, "validation"))
+    if model.contrastive_selection_:
+        print(f"# seed {seed} contrastive selection: {model.contrastive_selection_}", flush=True)
     ft = None
+    t0 = time.perf_counter()
     if finetune and p.get("target"):
         f = p["finetune"]
         ft, _ = finetune_neuroformer(
@@ -132,6 +178,11 @@ def run_one(counts, truth, params: dict, seed: int, finetune: bool, max_windows:
             draw_fractions=f.get("draw_fractions"),
         )
         print(f"# seed {seed} fine-tuning choices: {ft.attrs['finetune_selection']}", flush=True)
+    secs["seconds_finetune"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if decoding_only:
+        values = decoding_metrics(ft, counts, Neuroformer.from_dataset(pre, counts)) if ft is not None else {}
+        return {**{k: float(v) for k, v in values.items()}, **secs, **spikes_gain(values)}
     ev = p["evaluate"]
     values, _ = score_neuroformer(
         counts,
@@ -144,7 +195,24 @@ def run_one(counts, truth, params: dict, seed: int, finetune: bool, max_windows:
         glm_alpha=float(ev.get("glm_alpha", 1e-4)),
         glm_history_tau_s=float(ev.get("glm_history_tau_s", 0.02)),
     )
-    return {k: float(v) for k, v in values.items()}
+    secs["seconds_score"] = time.perf_counter() - t0
+    return {**{k: float(v) for k, v in values.items()}, **secs, **spikes_gain(values)}
+
+
+def spikes_gain(values: dict[str, float]) -> dict[str, float]:
+    """What the spikes add beyond the modality: the pretrained model's and each counts + modality decoder's score
+    minus the modality-only decoder's, per label fraction (``decode_<s>_<who>_vs_modality_<pct>``)."""
+    out = {}
+    for k, v in values.items():
+        head, sep, pct = k.rpartition("_")
+        for m in ("ridge", "logistic"):
+            if head.endswith(f"_{m}_modality") and sep:
+                s = head[len("decode_") : -len(f"_{m}_modality")]
+                for who in ("pretrained", m, f"{m}_history"):
+                    a = values.get(f"decode_{s}_{who}_{pct}")
+                    if a is not None:
+                        out[f"decode_{s}_{who}_vs_modality_{pct}"] = float(a) - float(v)
+    return out
 
 
 def summarise(runs: dict[str, list[dict[str, float]]]) -> list[dict]:
@@ -183,6 +251,11 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--max-windows", type=int, default=400, help="most test windows scored")
     ap.add_argument(
+        "--decoding-only",
+        action="store_true",
+        help="score the decoding alone (no next-token loss, connectivity or generation: faster on real data)",
+    )
+    ap.add_argument(
         "--set", action="append", default=[], help="override, e.g. --set pretrain.max_epochs=2 (YAML value)"
     )
     ap.add_argument("--json", default=None, help="write every run and the summary here")
@@ -207,9 +280,10 @@ def main(argv=None) -> int:
         for seed in a.seeds:
             t0 = time.perf_counter()
             runs.setdefault(variant, []).append(
-                run_one(counts, truth, vp, seed, not a.no_finetune, a.max_windows)
+                run_one(counts, truth, vp, seed, not a.no_finetune, a.max_windows, a.decoding_only)
             )
             print(f"# {variant} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
+            print("# " + json.dumps({k: round(v, 4) for k, v in runs[variant][-1].items()}), flush=True)
     rows = summarise(runs)
     print(f"{'variant':15s} {'metric':45s} {'mean':>8s} {'sd':>7s} {'min':>8s} {'max':>8s} {'vs base':>8s}")
     for r in rows:
