@@ -69,8 +69,9 @@ Measured (2026-12-05, simhub of the default study, simulator seed 0, the default
   speed absent), ``--methods rollout insert --splits train test --max-windows 512`` (rollout also on every window:
   ``--max-windows 0 --methods rollout``, with the weights in ``--cache``); about 2.5 min of pretraining a seed. The
   confound goes: at seed 0 the top-15 false pairs of insert_range/target held 5 pairs of speed-tuned neurons with
-  flash alone, 1 with speed given (p0 and p0.5; base rate 2.3), but 4-7 of the 30 planted edges keep a negative
-  summed effect (6 with flash alone): the model's couplings, not the confound, are the limit. Chosen on seeds 0-1 by
+  flash alone, 1 with speed given (p0 and p0.5; base rate 2.3; seed 1: 2 -> 0 and 1), but 3-7 of the 30 planted
+  edges keep a negative summed effect (seeds 0-1; 4-6 with flash alone): the model's couplings, not the confound,
+  are the limit. Chosen on seeds 0-1 by
   train-window AUROC (p0.5: rollout/target/rows on every window 0.898, insert_range/target 0.877,
   insert_range/target/rows 0.870; p0: insert_range 0.877, insert 0.874; flash alone: rollout 0.893, insert_range
   0.854; cross-correlation 0.918), confirmed on seeds 2-3. Test AUROC of p0.5 rollout/target/rows: 0.908 / 0.869 /
