@@ -81,7 +81,11 @@ Measured (2026-12-05, simhub of the default study, simulator seed 0, the default
   The fair baselines, given the same covariates, are far ahead: the coupled Poisson GLM 0.988 (flash) / 0.998
   (flash + speed) mean over seeds 0-3, cross-correlation of the residuals after a least-squares fit on the covariates
   and their squares 0.956 / 0.999. Speed as an input is not the fix: the default study keeps flash alone and
-  ``model.modality_dropout`` stays an option (off).
+  ``model.modality_dropout`` stays an option (off). Decoding speed with speed absent (seed 0 only, a reduced
+  menu: fractions 1 % and 100 %, scratch at 1 %, option ``full``, one label draw, readout mean_past; not the study's
+  settings): flash + speed p0.5 pretrained R2 0.369 at 1 % (scratch 0.343), 0.599 at 100 %; flash alone 0.306 (scratch
+  0.410), 0.630; the linear baseline 0.407 and 0.622 for both: no sign that the dropout pretraining spoils decoding
+  at 1 %, -0.031 at 100 % (one seed, not confirmed).
 * decoding head (fine-tuned from the same weights, default-study fine-tuning, R2 on test; linear 0.418 at 1 %,
   0.623 at 100 %): 1 % mean 0.370 (validation loss 0.5290), last 0.324 (0.5504), mean_past 0.379 (0.5297):
   validation picks mean; 100 % mean 0.576 (0.3416), last 0.619 (0.3317), mean_past 0.622 (0.3099): validation
