@@ -114,9 +114,12 @@ def test_decoding_features_add_the_modality_only_when_the_model_has_one():
             assert np.array_equal(feats[""], plain) and np.array_equal(feats["_history"], hist)
         else:
             mod = modality_features(win.modality, 2, 4)
-            assert sorted(feats) == ["", "_history", "_modality"] and mod.shape[1] == 3
-            assert np.array_equal(feats[""], np.hstack([plain, mod]))
-            assert np.array_equal(feats["_history"], np.hstack([hist, mod]))
+            assert sorted(feats) == ["", "_history", "_history_inputs", "_inputs", "_modality"]
+            assert mod.shape[1] == 3
+            # the counts-only sets stay (more inputs must not weaken the validation-chosen best baseline)
+            assert np.array_equal(feats[""], plain) and np.array_equal(feats["_history"], hist)
+            assert np.array_equal(feats["_inputs"], np.hstack([plain, mod]))
+            assert np.array_equal(feats["_history_inputs"], np.hstack([hist, mod]))
             assert np.array_equal(feats["_modality"], mod)
     with pytest.raises(ConfigError, match=r"^neuroformer decoding baselines: n_history=0 must be at least 1"):
         decoding_features(y, win.start, win.modality, 2, 4, n_history=0)
@@ -128,9 +131,10 @@ def test_decoding_features_add_the_modality_only_when_the_model_has_one():
 
 @pytest.mark.parametrize("mods", [{}, CONTRAST], ids=["counts", "counts+contrast"])
 def test_decoding_metrics_baselines_get_the_models_inputs(mods, monkeypatch):
-    """Every baseline decoder is fitted on features with the model's inputs (spy on linear_decoder); the
-    modality-only decoder exists only with a modality and, here where the outcome follows the contrast alone (not
-    linearly), it decodes every test window; the best baseline is chosen among all three."""
+    """The baseline decoders are fitted on the counts, and with a modality also on the counts with the model's
+    modality variables and on these alone (spy on linear_decoder); here, where the outcome follows the contrast
+    alone (not linearly), the modality-only decoder decodes every test window; the best baseline is chosen among
+    all of them."""
     counts = _trials()
     widths, real = [], evn.linear_decoder
 
@@ -142,7 +146,9 @@ def test_decoding_metrics_baselines_get_the_models_inputs(mods, monkeypatch):
     model = SimpleNamespace(tokenizer_=_tokenizer(mods))
     m = evn.decoding_metrics(_finetune(counts), counts, model, n_history=2)
     n_mod = 3 if mods else 0  # current mean, past mean, its square
-    assert widths == [2 * N_UNITS + n_mod, (2 + 2) * N_UNITS + n_mod] + ([n_mod] if mods else [])
+    assert widths == [2 * N_UNITS, (2 + 2) * N_UNITS] + (
+        [2 * N_UNITS + n_mod, (2 + 2) * N_UNITS + n_mod, n_mod] if mods else []
+    )
     assert m["decode_bacc_pretrained_100pct"] == 1.0
     assert {"decode_bacc_logistic_100pct", "decode_bacc_logistic_history_100pct"} <= set(m)
     if mods:
@@ -176,7 +182,7 @@ def test_a_modality_holding_the_target_is_absent_for_the_baselines_too(monkeypat
         evn.decoder_modality(win.modality, tok), win.modality[..., :1]
     )
     m = evn.decoding_metrics(_finetune(counts), counts, SimpleNamespace(tokenizer_=tok), n_history=2)
-    assert widths == [2 * N_UNITS + 3, 4 * N_UNITS + 3, 3]  # the contrast alone, as with CONTRAST only
+    assert widths == [2 * N_UNITS, 4 * N_UNITS, 2 * N_UNITS + 3, 4 * N_UNITS + 3, 3]  # as with CONTRAST only
     assert m["decode_bacc_logistic_modality_100pct"] == 1.0
     widths.clear()
     evn.decoding_metrics(
@@ -191,5 +197,8 @@ def test_verdict_names_the_baselines_inputs():
     v = {"decode_bacc_pretrained_100pct": 0.65, "decode_bacc_baseline_100pct": 0.60}
     assert "100% of labels: 0.650 vs the best linear decoder 0.600, beats it (+0.050)" in verdict("s", v)
     s = verdict("s", {**v, "decode_bacc_logistic_modality_100pct": 0.70})
-    assert "vs the best linear decoder (binned counts + the modality variables) 0.600, beats it (+0.050)" in s
+    assert (
+        "vs the best linear decoder (binned counts with or without the modality variables, or these alone) 0.600, "
+        "beats it (+0.050)" in s
+    )
     assert "vs the modality variables alone 0.700, does not beat it (-0.050)" in s

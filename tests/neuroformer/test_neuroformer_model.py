@@ -629,8 +629,8 @@ def test_finetune_never_trains_on_test_windows(monkeypatch):
         test.any() and np.all(ft["target"].values[test] == 999.0) and np.all(ft["target"].values[~test] < 999)
     )
     evn.decoding_metrics(ft, counts, Neuroformer.from_dataset(pre, counts))
-    # 4 runs, 2 fractions x 3 linear baselines (counts, history bins, the flash modality alone)
-    assert len(seen) == 10 and max(max(s) for s in seen) < 50, seen
+    # 4 runs, 2 fractions x 5 linear baselines (counts, history bins, each with the flash modality, flash alone)
+    assert len(seen) == 14 and max(max(s) for s in seen) < 50, seen
 
 
 def test_public_functions_give_the_stage_outputs(tmp_path):

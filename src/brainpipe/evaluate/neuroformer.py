@@ -121,13 +121,17 @@ def describe(name: str) -> str:
         who = {
             "pretrained": "Neuroformer fine-tuned from the pretrained weights",
             "scratch": "the same network trained from scratch",
-            "ridge": "ridge regression on the current and past windows' counts (+ the model's modality variables when it has any), penalty chosen on validation (baseline)",
-            "logistic": "logistic regression on the current and past windows' counts (+ the model's modality variables when it has any), penalty chosen on validation (baseline)",
-            "ridge_history": "ridge regression on the current window's bins and a few past-window chunks (+ the modality variables when the model has any) (baseline)",
-            "logistic_history": "logistic regression on the current window's bins and a few past-window chunks (+ the modality variables when the model has any) (baseline)",
+            "ridge": "ridge regression on the current and past windows' counts, penalty chosen on validation (baseline)",
+            "logistic": "logistic regression on the current and past windows' counts, penalty chosen on validation (baseline)",
+            "ridge_history": "ridge regression on the current window's bins and a few past-window chunks (baseline)",
+            "logistic_history": "logistic regression on the current window's bins and a few past-window chunks (baseline)",
+            "ridge_inputs": "ridge regression on the current and past windows' counts and the model's modality variables (baseline with the model's inputs)",
+            "logistic_inputs": "logistic regression on the current and past windows' counts and the model's modality variables (baseline with the model's inputs)",
+            "ridge_history_inputs": "ridge regression on the current window's bins, a few past-window chunks and the model's modality variables (baseline with the model's inputs)",
+            "logistic_history_inputs": "logistic regression on the current window's bins, a few past-window chunks and the model's modality variables (baseline with the model's inputs)",
             "ridge_modality": "ridge regression on the model's modality variables alone (window means and their pairwise products; baseline: what the modality gives without spikes)",
             "logistic_modality": "logistic regression on the model's modality variables alone (window means and their pairwise products; baseline: what the modality gives without spikes)",
-            "baseline": "the linear baseline with the best validation score among those with the model's inputs (counts, counts + history bins, each with the modality variables when the model has any, and the modality variables alone)",
+            "baseline": "the linear baseline with the best validation score among those given the model's inputs or part of them (counts, counts + history bins, and, when the model has modality variables, each of these with them and the modality variables alone)",
             "pretrained_vs_scratch": "pretrained minus from-scratch",
             "pretrained_vs_baseline": "pretrained minus the validation-chosen linear baseline",
         }.get(model, model)
@@ -238,10 +242,10 @@ def decoding_metrics(
     Two linear baselines, each with its penalty chosen on the labelled validation windows: on the current and
     past windows' counts (:func:`window_features`, ``ridge``/``logistic``) and on the current window's bins plus
     ``n_history`` chunks of the past window (:func:`history_features`, ``_history``). When the model has modality
-    variables, both also get them and a third decoder sees them alone (``_modality``; :func:`decoding_features`;
-    not a modality holding the target, which the model's decoder sees as absent: :func:`decoder_modality`),
-    so the baselines have the model's inputs; ``baseline`` is the one with the best validation score, the one
-    ``pretrained_vs_baseline`` is measured against.
+    variables, both are also fitted with them (``_inputs``, ``_history_inputs``) and a fifth decoder sees them alone
+    (``_modality``; :func:`decoding_features`; not a modality holding the target, which the model's decoder sees as
+    absent: :func:`decoder_modality`), so the baselines have the model's inputs; ``baseline`` is the one with the
+    best validation score, the one ``pretrained_vs_baseline`` is measured against.
 
     Parameters
     ----------

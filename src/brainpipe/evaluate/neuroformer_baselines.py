@@ -310,9 +310,11 @@ def decoding_features(
     """The feature sets of the linear decoding baselines, given the same inputs as the model.
 
     ``""``: the current and past windows' counts (:func:`window_features`); ``"_history"``: the current window's
-    bins and ``n_history`` past chunks (:func:`history_features`). When the model has modality variables, both also
-    get them (:func:`modality_features`) and ``"_modality"`` is a decoder from them alone, so that a comparison can
-    say whether the spikes add anything beyond the modality (e.g. the stimulus).
+    bins and ``n_history`` past chunks (:func:`history_features`). When the model has modality variables, both are
+    also given with them (``"_inputs"``, ``"_history_inputs"``; :func:`modality_features`) and ``"_modality"`` is a
+    decoder from them alone, so that a comparison can say whether the spikes add anything beyond the modality (e.g.
+    the stimulus). The counts-only sets stay, so that the validation-chosen best of them is never weaker for
+    having more inputs to choose from (extra features can overfit a small labelled set).
 
     Parameters
     ----------
@@ -331,7 +333,9 @@ def decoding_features(
     Returns
     -------
     dict
-        Metric-name suffix -> (window, feature) array: ``""`` and ``"_history"``, and ``"_modality"`` with modalities.
+        Metric-name suffix -> (window, feature) array: ``""`` (counts) and ``"_history"`` (counts + history bins);
+        with modalities also ``"_inputs"`` and ``"_history_inputs"`` (each with the modality variables) and
+        ``"_modality"`` (the modality variables alone).
 
     Raises
     ------
@@ -353,8 +357,8 @@ def decoding_features(
         "": window_features(y, starts, window_bins, past_bins),
         "_history": history_features(y, starts, window_bins, past_bins, int(n_history)),
     }
-    if mod.shape[1]:
-        feats = {k: np.hstack([X, mod]) for k, X in feats.items()}
+    if mod.shape[1]:  # the counts-only sets stay: more inputs must not make the best baseline weaker
+        feats.update({f"{k}_inputs": np.hstack([X, mod]) for k, X in list(feats.items())})
         feats["_modality"] = mod
     return feats
 

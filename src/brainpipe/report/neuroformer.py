@@ -60,6 +60,10 @@ def main_metric(names: list[str]) -> tuple[str, list[tuple[str, str]]] | None:
                     ("logistic", "logistic"),
                     ("ridge + history bins", "ridge_history"),
                     ("logistic + history bins", "logistic_history"),
+                    ("ridge + modality variables", "ridge_inputs"),
+                    ("logistic + modality variables", "logistic_inputs"),
+                    ("ridge + history bins + modality variables", "ridge_history_inputs"),
+                    ("logistic + history bins + modality variables", "logistic_history_inputs"),
                     ("ridge, modality variables alone", "ridge_modality"),
                     ("logistic, modality variables alone", "logistic_modality"),
                     ("from scratch (converged)", "scratch"),
@@ -117,7 +121,9 @@ def verdict(name: str, values: dict[str, float]) -> str:
                 (m for m in ("ridge_modality", "logistic_modality") if f"decode_{score}_{m}_{pct}" in values),
                 None,
             )
-            best = "the best linear decoder" + (" (binned counts + the modality variables)" if mod else "")
+            best = "the best linear decoder" + (
+                " (binned counts with or without the modality variables, or these alone)" if mod else ""
+            )
             others = [("baseline", best), ("scratch", "converged scratch")]
             for other, label in others + ([(mod, "the modality variables alone")] if mod else []):
                 c = cmp(
