@@ -225,7 +225,7 @@ def nmf_stable_rank(
 
     from sklearn.decomposition import NMF
 
-    from brainpipe.models.connectome_rank import community_similarity, replicate_stability
+    from brainpipe.models.connectome_rank import _lower_error, community_similarity, replicate_stability
 
     ranks = sorted(int(r) for r in ranks)
     if not ranks or ranks[0] < 1 or int(restarts) < 1 or not 0.0 <= float(threshold) <= 1.0:
@@ -254,10 +254,9 @@ def nmf_stable_rank(
             fits[R].append(SimpleNamespace(errors=[err], found=found, act=act))
     best = {R: min(f, key=lambda f: f.errors[-1]) for R, f in fits.items()}
     stability = {}
-    for i, R in enumerate(ranks):
-        lower = best[ranks[i - 1]].errors[-1] if i else 1.0
+    for R in ranks:
         stability[R] = replicate_stability(
-            fits[R], None, lower, lambda b, o: community_similarity(b.found, o.found)
+            fits[R], None, _lower_error(best, ranks, R), lambda b, o: community_similarity(b.found, o.found)
         )[0]
     stable = [R for R in ranks if stability[R] >= float(threshold)]
     R = max(stable) if stable else ranks[0]
