@@ -33,6 +33,7 @@ from brainpipe.evaluate.neuroformer_baselines import (
     set_f1,
     window_features,
     xcorr_connectivity,
+    xcorr_residual_connectivity,
 )
 from brainpipe.models.neuroformer import Neuroformer, label_subset, pretrain_loss, r2_score
 
@@ -321,41 +322,6 @@ def decoding_metrics(
             out[f"decode_{score_name}_pretrained_vs_scratch_{_pct(frac)}"] = out[pk] - out[sk]
         out[f"decode_{score_name}_pretrained_vs_baseline_{_pct(frac)}"] = out[pk] - out[bk]
     return out
-
-
-def xcorr_residual_connectivity(
-    counts: np.ndarray, split: np.ndarray, max_lag_bins: int, covariates: np.ndarray
-) -> np.ndarray:
-    """Lagged cross-correlation of what the covariates leave unexplained (a baseline given the model's modalities).
-
-    Each neuron's counts minus their least-squares fit on the covariates, their squares and an intercept (fitted on
-    the train bins), then :func:`xcorr_connectivity` of the residuals: co-modulation by a shared covariate (e.g.
-    two neurons tuned to the same running speed) no longer looks like a connection.
-
-    Parameters
-    ----------
-    counts : numpy.ndarray
-        (time, unit) binned counts.
-    split : numpy.ndarray
-        (time,) split flags; the fit and the correlations use the train bins.
-    max_lag_bins : int
-        The largest lag, in bins.
-    covariates : numpy.ndarray
-        (time, variable) covariates (no columns: plain cross-correlation).
-
-    Returns
-    -------
-    numpy.ndarray
-        (unit_post, unit_pre) summed lagged correlations of the residuals.
-    """
-    y = np.asarray(counts, dtype=np.float64)
-    cov = np.asarray(covariates, dtype=np.float64).reshape(y.shape[0], -1)
-    if cov.shape[1] == 0:
-        return xcorr_connectivity(y, split, max_lag_bins)
-    X = np.concatenate([np.ones((y.shape[0], 1)), cov, cov**2], axis=1)
-    tr = np.asarray(split) == SPLIT_FLAGS["train"]
-    beta = np.linalg.lstsq(X[tr], y[tr], rcond=None)[0]
-    return xcorr_connectivity(y - X @ beta, split, max_lag_bins)
 
 
 def score_neuroformer(

@@ -32,6 +32,7 @@ __all__ = [
     "set_f1",
     "window_features",
     "xcorr_connectivity",
+    "xcorr_residual_connectivity",
 ]
 
 
@@ -62,6 +63,41 @@ def xcorr_connectivity(counts: np.ndarray, split: np.ndarray, max_lag_bins: int)
         both = tr[lag:] & tr[:-lag]
         C += (z[lag:][both]).T @ z[:-lag][both] / max(both.sum(), 1)
     return C
+
+
+def xcorr_residual_connectivity(
+    counts: np.ndarray, split: np.ndarray, max_lag_bins: int, covariates: np.ndarray
+) -> np.ndarray:
+    """Lagged cross-correlation of what the covariates leave unexplained (a baseline given the model's modalities).
+
+    Each neuron's counts minus their least-squares fit on the covariates, their squares and an intercept (fitted on
+    the train bins), then :func:`xcorr_connectivity` of the residuals: co-modulation by a shared covariate (e.g.
+    two neurons tuned to the same running speed) no longer looks like a connection.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        (time, unit) binned counts.
+    split : numpy.ndarray
+        (time,) split flags; the fit and the correlations use the train bins.
+    max_lag_bins : int
+        The largest lag, in bins.
+    covariates : numpy.ndarray
+        (time, variable) covariates (no columns: plain cross-correlation).
+
+    Returns
+    -------
+    numpy.ndarray
+        (unit_post, unit_pre) summed lagged correlations of the residuals.
+    """
+    y = np.asarray(counts, dtype=np.float64)
+    cov = np.asarray(covariates, dtype=np.float64).reshape(y.shape[0], -1)
+    if cov.shape[1] == 0:
+        return xcorr_connectivity(y, split, max_lag_bins)
+    X = np.concatenate([np.ones((y.shape[0], 1)), cov, cov**2], axis=1)
+    tr = np.asarray(split) == SPLIT_FLAGS["train"]
+    beta = np.linalg.lstsq(X[tr], y[tr], rcond=None)[0]
+    return xcorr_connectivity(y - X @ beta, split, max_lag_bins)
 
 
 def hub_scores(M: np.ndarray) -> np.ndarray:
