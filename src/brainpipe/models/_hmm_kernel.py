@@ -1,4 +1,5 @@
-"""Compiled CPU kernel for HMM inference: a plain scaled forward-backward recursion over time (and Viterbi).
+"""Compiled CPU kernel for HMM inference: a plain scaled forward-backward recursion over time (and Viterbi); the
+same extension carries the switching GLM's fused Poisson data term (:mod:`brainpipe.models._poisson_kernel_src`).
 
 The chunked scans of :mod:`brainpipe.models.hmm` run a few hundred small tensor operations per call; on the CPU
 that overhead dominates at the sizes we fit (S = 2-5 states). This module compiles, on first use, a small C++
@@ -35,6 +36,8 @@ import warnings
 
 import torch
 
+from brainpipe.models._poisson_kernel_src import SOURCE as POISSON_SOURCE
+
 ENV = "BRAINPIPE_HMM_KERNEL"
 
 _SOURCE = r"""
@@ -42,6 +45,8 @@ _SOURCE = r"""
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -290,7 +295,9 @@ at::Tensor viterbi(at::Tensor ll, at::Tensor log_pi, at::Tensor log_A, at::Tenso
 }
 """
 
-_FUNCTIONS = ["forward_backward", "log_marginal", "viterbi"]
+_SOURCE += POISSON_SOURCE  # the switching GLM's fused Poisson data term: one extension, one build
+
+_FUNCTIONS = ["forward_backward", "log_marginal", "viterbi", "poisson_value_grad", "poisson_row_sums"]
 STALE_LOCK_S = 900  # a build lock older than this was left by a killed build (a build takes about a minute)
 _lock = threading.Lock()
 _module = None
@@ -361,7 +368,8 @@ def _build():
         name=name,
         cpp_sources=[_SOURCE],
         functions=_FUNCTIONS,
-        extra_cflags=["-O3", "-fopenmp"],
+        # -fno-trapping-math: the Poisson loops' clamps are if-converted, so those loops vectorise
+        extra_cflags=["-O3", "-fopenmp", "-fno-trapping-math"],
         extra_ldflags=["-fopenmp"],
         verbose=False,
     )
@@ -413,6 +421,19 @@ def forward_backward(log_lik, log_pi, log_A, mask, parallel: bool = False):
 def log_marginal(log_lik, log_pi, log_A, mask, parallel: bool = False):
     """Kernel forward pass: the log marginal likelihood of each sequence, (B,) float64."""
     return load().log_marginal(*_as64(log_lik, log_pi, log_A), mask.to(torch.bool).contiguous(), parallel)
+
+
+def poisson_value_grad(eta, y, g, link: int, d):
+    """Kernel Poisson data term of one block (float32 CPU tensors, contiguous): the weighted value per neuron,
+    (N,) float64, with the derivative written into ``d`` (rows, N) unless it is empty; see
+    :mod:`brainpipe.models._poisson_kernel_src`."""
+    return load().poisson_value_grad(eta, y, g, link, d)
+
+
+def poisson_row_sums(eta, y, n_states: int, link: int):
+    """Kernel emission term of one block: per bin and state ``sum_n (y log r - r)``, (rows, S) float64, from
+    ``eta`` (rows, S N) and ``y`` (rows, N), float32 CPU tensors."""
+    return load().poisson_row_sums(eta, y, n_states, link)
 
 
 def viterbi(log_lik, log_pi, log_A, mask, parallel: bool = False):

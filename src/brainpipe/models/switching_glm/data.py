@@ -3,7 +3,7 @@ the exponential basis, z-scored covariates, padding mask (:class:`Batch`), and t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,10 +29,24 @@ class Batch:
     mask: torch.Tensor
     index: np.ndarray
     log_factorial: torch.Tensor | None = None  # sum_n log(y!) per bin, (B, T): constant, computed once
+    _design: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_bins(self) -> int:
         return int(self.mask.sum())
+
+    def valid_design(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The valid bins' counts (n, N) and the M-step's design ``z = [h, x, 1]`` (history, covariates, then the
+        bias's column), (n, N + C + 1), in the data dtype: the same for every EM iteration, so built once."""
+        if self._design is None:
+            valid = self.mask.reshape(-1)
+            n = valid.shape[0]
+            H = self.history.reshape(n, -1)
+            ones = torch.ones(n, 1, dtype=H.dtype, device=H.device)
+            Z = torch.cat([H, self.covariates.reshape(n, -1), ones], 1)
+            Y = self.counts.reshape(n, -1)
+            self._design = (Y, Z) if bool(valid.all()) else (Y[valid], Z[valid])
+        return self._design
 
 
 class SequenceData:

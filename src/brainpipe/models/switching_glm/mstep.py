@@ -9,6 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from brainpipe.models import _hmm_kernel
 from brainpipe.models.switching_glm.data import Batch
 
 LINKS = (
@@ -73,11 +74,15 @@ class EmissionMSteps:
         X = data.covariates.reshape(B * T, C)
         out = torch.empty(B * T, S, dtype=pd, device=Y.device)
         step = max(1, CHUNK_ELEMENTS // (S * N))
+        fused = self._fused_link(Y) if pd == torch.float64 else None
         for lo in range(0, B * T, step):
             hi = min(lo + step, B * T)
             eta = torch.addmm(b, H[lo:hi], Wt)
             if C:
                 eta.addmm_(X[lo:hi], Ut)
+            if fused is not None:  # one compiled pass (brainpipe.models._poisson_kernel_src)
+                out[lo:hi] = _hmm_kernel.poisson_row_sums(eta, Y[lo:hi].contiguous(), S, fused)
+                continue
             term, _ = self._poisson_terms(eta.view(hi - lo, S, N), Y[lo:hi, None, :], grad=False)
             out[lo:hi] = term.sum(-1, dtype=pd)
         log_factorial = (
@@ -89,21 +94,19 @@ class EmissionMSteps:
 
     def _state_rows(self, data: Batch, gamma: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         """Per state, the bins that carry posterior weight: (weights, counts, design ``z = [h, x, 1]`` (history,
-        covariates, then the bias's column), weighted design ``g z``), in the data dtype: the linear predictors of
-        a block are one matrix product with ``[W, U, b]`` and the whole gradient one with the weighted design.
+        covariates, then the bias's column; :meth:`Batch.valid_design`), weighted design ``g z``), in the data
+        dtype: the linear predictors of a block are one matrix product with ``[W, U, b]`` and the whole gradient
+        one with the weighted design. The weighted design is None where :meth:`_q_and_grads` uses the compiled
+        kernel, which weights the derivative instead.
 
         Bins whose posterior weight for a state is below ``m_step_min_weight`` are left out of that state's
         M-step (their share of Q is below that weight times the bin's log-likelihood). With sticky states the
         posterior is nearly one-hot, so this cuts the M-step's work by about the number of states.
         """
         valid = data.mask.reshape(-1)
-        n = valid.shape[0]
-        g = gamma.reshape(n, -1)[valid]
-        Y = data.counts.reshape(n, -1)[valid]
-        H = data.history.reshape(n, -1)[valid]
-        C = data.covariates.shape[-1]
-        ones = torch.ones(H.shape[0], 1, dtype=H.dtype, device=H.device)
-        Z = torch.cat([H, data.covariates.reshape(n, C)[valid], ones], 1)
+        g = gamma.reshape(valid.shape[0], -1)[valid]
+        Y, Z = data.valid_design()
+        fused = self._fused_link(Z) is not None  # the kernel weights the derivative itself: no g z needed
         rows = []
         for s in range(g.shape[1]):
             keep = g[:, s] > self.m_step_min_weight
@@ -115,7 +118,7 @@ class EmissionMSteps:
             else:
                 idx = torch.nonzero(keep).squeeze(1)
                 gs, ys, zs = g[idx, s], Y[idx], Z[idx]
-            rows.append((gs, ys, zs, zs * gs.to(Z.dtype)[:, None]))
+            rows.append((gs, ys, zs, None if fused else zs * gs.to(Z.dtype)[:, None]))
         return rows
 
     def _q_and_grads(self, W, b, U, rows, grad: bool = True):
@@ -136,17 +139,40 @@ class EmissionMSteps:
             dd = Z.dtype
             theta_t = torch.cat([W[s], U[s], b[s, :, None]], 1).T.to(dd)
             gd = g.to(dd)
+            fused = self._fused_link(Z) if Zg is None else None
+            if fused is None and Zg is None:  # rows built for the kernel, which is no longer there
+                Zg = Z * gd[:, None]
             step = max(1, CHUNK_ELEMENTS // N)
+            if fused is not None:  # the weighted derivative's workspace, reused by every block
+                work = torch.empty(min(step, g.shape[0]) if grad else 0, N, dtype=dd, device=Z.device)
             for lo in range(0, g.shape[0], step):
                 hi = min(lo + step, g.shape[0])
                 eta = Z[lo:hi] @ theta_t
+                if fused is not None:  # one compiled pass: the weighted value and g_t d_t
+                    gdt = work[: hi - lo] if grad else work
+                    v = _hmm_kernel.poisson_value_grad(
+                        eta, Y[lo:hi].contiguous(), gd[lo:hi].contiguous(), fused, gdt
+                    )
+                    value[s] += v.to(value.dtype)
+                    if grad:  # sum_t (g_t d_t) [h_t, x_t, 1]
+                        full[s] += (gdt.T @ Z[lo:hi]).to(full.dtype)
+                    continue
                 term, d = self._poisson_terms(eta, Y[lo:hi], grad=grad)
                 value[s] += torch.mv(term.T, gd[lo:hi]).to(value.dtype)
-                if grad:  # sum_t g_t d_t [h_t, x_t, 1]
+                if grad:  # sum_t d_t (g_t [h_t, x_t, 1])
                     full[s] += (d.T @ Zg[lo:hi]).to(full.dtype)
         if not grad:
             return value, None, None, None
         return value, full[..., :N], full[..., N + C], full[..., N : N + C]
+
+    def _fused_link(self, Z: torch.Tensor) -> int | None:
+        """The compiled kernel's code for this link (0 softplus, 1 sigmoid, 2 exp) where :meth:`_q_and_grads` can
+        use the fused Poisson data term (:mod:`brainpipe.models._poisson_kernel_src`: float32 data on the CPU, the
+        kernel built and not disabled by ``BRAINPIPE_HMM_KERNEL=torch``); None: the torch operations of
+        :meth:`_poisson_terms`. The two agree to float32 rounding (about 1e-6 relative)."""
+        if Z.dtype != torch.float32 or not _hmm_kernel.usable(Z):
+            return None
+        return {"softplus": 0, "sigmoid": 1, "exp": 2}[self.link]
 
     def _loss_and_grad(
         self, q: dict, rows, scale: float, hard: bool, tau=None, gen=None, extra=None
