@@ -33,11 +33,25 @@ relation (running AUROC, speed r; :mod:`brainpipe.evaluate.connectome_behaviour`
 and the NTF minus the best baseline (all five) for each. Cells run in :data:`GRID_ORDER` (``--cells`` to pick):
 
     OMP_NUM_THREADS=1 nice -n 5 python bench/ntf_baselines.py --grid --seeds 0 1 2 3 4 --out /tmp/ntf_grid.tsv
+
+``--community-choice density excess`` (issue 16, tenth session): the same NTF fits (memoised within a run)
+scored with each way of picking a component's community (``communities(choice=...)``), the NMF baselines given the
+same choice. DECLARED before any run of it: cells ``today_3000f_3a_locked`` (must stay level with the best
+baseline), ``weaker_3000f_3a_locked``, ``hard_3000f_3a_locked``, ``weaker_3000f_6a_locked``, in that order (a cut,
+if time is short, from the end), seeds 0-4; compared per run: NTF minus the best baseline on J, Jsp and E (best of
+the five baselines under the same choice, and of both choices' baselines), and the ranks picked; ``excess``
+becomes the default only if it is better than ``density`` over these cells and seeds and level at
+``today_3000f_3a_locked``:
+
+    OMP_NUM_THREADS=1 nice -n 5 python bench/ntf_baselines.py --grid --seeds 0 1 2 3 4 \
+        --community-choice density excess --cells today_3000f_3a_locked weaker_3000f_3a_locked \
+        hard_3000f_3a_locked weaker_3000f_6a_locked --out /tmp/ntf_choice.tsv
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -109,6 +123,7 @@ def run_one(
     community_method: str = "louvain",
     grid: bool = False,
     n_shifts: int = 100,
+    community_choice: str = "density",
 ) -> dict[str, float]:
     from brainpipe.evaluate.connectome import connectome_metrics, merge_truths
     from brainpipe.evaluate.connectome_baselines import baseline_communities, match_communities
@@ -138,13 +153,14 @@ def run_one(
             heldout_block_windows=heldout_block_windows,
             stability_of=stability_of,
             community_method=community_method,
+            community_choice=community_choice,
         )
         .fit(tensor)
         .to_dataset(tensor)
     )
     truth = merge_truths([s.truth for s in sims])
     if grid:
-        return grid_metrics(fit, tensor, truth, procs, n_shifts)
+        return grid_metrics(fit, tensor, truth, procs, n_shifts, community_choice)
     m = {k: v for k, v in connectome_metrics(fit, tensor, truth).items() if k in KEYS}
     if params.get("specific_communities"):
         planted = truth["membership"].sel(neuron=[str(n) for n in fit["neuron"].values]).values.astype(bool)
@@ -163,7 +179,7 @@ def _strength(v: float, stat: str) -> float:
     return abs(2 * v - 1) if stat == "auroc" else abs(v)
 
 
-def grid_metrics(fit, tensor, truth, procs, n_shifts: int) -> dict[str, float]:
+def grid_metrics(fit, tensor, truth, procs, n_shifts: int, choice: str = "density") -> dict[str, float]:
     """One grid run's figures: communities, the animal-specific one, epochs and behaviour, NTF and five baselines."""
     from brainpipe.evaluate.connectome import _epochs, _present, animal_behaviour, connectome_metrics
     from brainpipe.evaluate.connectome_baselines import match_communities, nmf_stable_rank, score_communities
@@ -178,7 +194,7 @@ def grid_metrics(fit, tensor, truth, procs, n_shifts: int) -> dict[str, float]:
     for b in GRID_BASELINES[:4]:
         m[f"{b}_community_jaccard_mean"] = full[f"{b}_community_jaccard_mean"]
         m[f"{b}_epoch_peak_fraction"] = full[f"{b}_epoch_peak_fraction"]
-    own = nmf_stable_rank(tensor, restarts=5)
+    own = nmf_stable_rank(tensor, restarts=5, choice=choice)
     m["nmf_own_rank"], m["nmf_own_rank_is_stable"] = float(own["rank"]), float(own["is_stable"])
     neurons = [str(n) for n in fit["neuron"].values]
     planted = truth["membership"].sel(neuron=neurons).values.astype(bool)
@@ -197,7 +213,7 @@ def grid_metrics(fit, tensor, truth, procs, n_shifts: int) -> dict[str, float]:
     found = {"ntf": fit["in_community"].values.astype(bool), "nmf_own": own["found"]}
     R = int(fit.attrs["selected_rank"])
     for b in GRID_BASELINES[:4]:
-        found[b] = baseline_communities(tensor, b, rank=R)[0]
+        found[b] = baseline_communities(tensor, b, rank=R, choice=choice)[0]
     for who, f in found.items():
         m[f"{who}_specific_jaccard" if who != "ntf" else "specific_jaccard"] = float(
             match_communities(f, planted)[0][-1]
@@ -265,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--n-shifts", type=int, default=100, help="circular shifts of the behaviour null (--grid)"
     )
+    ap.add_argument(
+        "--community-choice",
+        nargs="+",
+        choices=["density", "excess"],
+        default=["density"],
+        help="how a component's community is picked; several: the same NTF fits scored with each (--grid)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.restarts is None:
@@ -278,26 +301,54 @@ def main(argv: list[str] | None = None) -> int:
     else:
         scen, summary = {s: SCENARIOS[s] for s in args.scenarios}, None
     rows = []
+    several = len(args.community_choice) > 1
     for sc in scen:
         for seed in args.seeds:
-            t0 = time.perf_counter()
-            m = run_one(
-                scen[sc],
-                seed,
-                args.rank_selection,
-                args.restarts,
-                args.time_mode,
-                args.heldout_block_windows,
-                args.stability_of,
-                args.community_method,
-                args.grid,
-                args.n_shifts,
-            )
-            rows.append({"scenario": sc, "seed": seed, **m, "seconds": time.perf_counter() - t0})
-            print(sc, seed, {k: round(v, 3) for k, v in m.items()}, flush=True)
+            _FIT_CACHE.clear()  # the NTF fits of this run, shared by the community choices
+            per_choice = []
+            for choice in args.community_choice:
+                t0 = time.perf_counter()
+                with _memoised_fits(several):
+                    m = run_one(
+                        scen[sc],
+                        seed,
+                        args.rank_selection,
+                        args.restarts,
+                        args.time_mode,
+                        args.heldout_block_windows,
+                        args.stability_of,
+                        args.community_method,
+                        args.grid,
+                        args.n_shifts,
+                        choice,
+                    )
+                name = f"{sc}:{choice}" if several else sc
+                per_choice.append({"scenario": name, "seed": seed, **m, "seconds": time.perf_counter() - t0})
+            if several and args.grid:  # NTF minus the best baseline under either choice
+                for k in ("community_jaccard_mean", "epoch_peak_fraction", "specific_jaccard"):
+                    best = max(r[f"{b}_{k}"] for r in per_choice for b in GRID_BASELINES)
+                    for r in per_choice:
+                        r[f"{k}_vs_best_any_choice"] = r[k] - best
+            for r in per_choice:
+                rows.append(r)
+                print(
+                    r["scenario"],
+                    seed,
+                    {k: round(v, 3) for k, v in r.items() if k not in ("scenario", "seed")},
+                    flush=True,
+                )
             if args.out:  # written after every run: a cut grid keeps what it ran
                 _write(rows, args.out)
-    for sc in scen:
+    names = list(dict.fromkeys(r["scenario"] for r in rows))
+    if several and summary:
+        summary = (
+            *summary,
+            *(
+                f"{k}_vs_best_any_choice"
+                for k in ("community_jaccard_mean", "epoch_peak_fraction", "specific_jaccard")
+            ),
+        )
+    for sc in names:
         sub = [r for r in rows if r["scenario"] == sc]
         for k in summary or (
             "selected_rank",
@@ -322,6 +373,39 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         _write(rows, args.out)
     return 0
+
+
+_FIT_CACHE: dict = {}
+
+
+@contextlib.contextmanager
+def _memoised_fits(on: bool):
+    """While active, the NTF's HALS fits are memoised by (data, rank, mask, seed): several community choices score
+    the same fits (deterministic given the seed) without refitting."""
+    import brainpipe.models.connectome as mc
+
+    orig = mc.masked_ncp_hals
+    if not on:
+        yield
+        return
+
+    def cached(X, R, mask, **kw):
+        key = (
+            tuple(X.shape),
+            float(X.double().sum()),
+            int(R),
+            float(mask.double().sum()),
+            tuple(sorted(kw.items())),
+        )
+        if key not in _FIT_CACHE:
+            _FIT_CACHE[key] = orig(X, R, mask, **kw)
+        return _FIT_CACHE[key]
+
+    mc.masked_ncp_hals = cached
+    try:
+        yield
+    finally:
+        mc.masked_ncp_hals = orig
 
 
 def _write(rows: list[dict], out: Path) -> None:

@@ -208,10 +208,13 @@ def connectome_metrics(
     has_truth = truth is not None and "membership" in truth
     params = json.loads(fit.attrs.get("estimator_params", "{}"))
     seed, res = int(params.get("seed", 0)), float(params.get("resolution", 1.0))
+    choice = str(params.get("community_choice", "density"))  # the NMF baselines pick as the NTF does
     runs = {}
     if baselines and (has_truth or has_behaviour):
         runs = {
-            b: baseline_communities(tensor, b, rank=R, resolution=res, seed=seed, per_animal=True)
+            b: baseline_communities(
+                tensor, b, rank=R, resolution=res, seed=seed, per_animal=True, choice=choice
+            )
             for b in BASELINES
         }
     if has_behaviour:

@@ -108,6 +108,7 @@ def baseline_communities(
     resolution: float = 1.0,
     seed: int = 0,
     per_animal: bool = False,
+    choice: str = "density",
 ) -> tuple[np.ndarray, ...]:
     """Communities and time courses found by one baseline on an affinity tensor.
 
@@ -161,7 +162,7 @@ def baseline_communities(
         if method == "nmf_masked":
             pair, act = masked_nmf(X.reshape(P, W * n_an), M.reshape(P, W * n_an), pair, act)
         time = act.reshape(int(rank), W, n_an).mean(2)
-        _, dense = communities(pair, pi, pj, n, resolution, seed)
+        _, dense = communities(pair, pi, pj, n, resolution, seed, choice=choice)
         if per_animal:
             return dense.astype(bool), time, act.reshape(int(rank), W, n_an).astype(np.float64)
         return dense.astype(bool), time
@@ -196,6 +197,7 @@ def nmf_stable_rank(
     threshold: float = 0.95,
     resolution: float = 1.0,
     seed: int = 0,
+    choice: str = "density",
 ) -> dict:
     """The mean-filled NMF baseline with a rank of its own: the NTF's stability rule on NMF restarts.
 
@@ -213,6 +215,8 @@ def nmf_stable_rank(
         Louvain resolution.
     seed : int
         Base seed of the restarts and of Louvain.
+    choice : {"density", "excess"}
+        How each component's community is picked (:func:`~brainpipe.evaluate.communities.communities`).
 
     Returns
     -------
@@ -250,7 +254,7 @@ def nmf_stable_rank(
             pair = nmf.fit_transform(Y)
             act = nmf.components_
             err = float(np.linalg.norm(Y - pair @ act)) / norm
-            found = communities(pair, pi, pj, n, resolution, seed)[1].astype(bool)
+            found = communities(pair, pi, pj, n, resolution, seed, choice=choice)[1].astype(bool)
             fits[R].append(SimpleNamespace(errors=[err], found=found, act=act))
     best = {R: min(f, key=lambda f: f.errors[-1]) for R, f in fits.items()}
     stability = {}
