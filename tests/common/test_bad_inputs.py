@@ -520,6 +520,30 @@ def _(tmp):  # a dataset's own split that does not sum to 1
     )
 
 
+@case("config_sticky_kappa_negative")
+def _(tmp):
+    return _study(tmp, lambda c: c["spikes"]["switching_glm"]["model"].__setitem__("sticky_kappa", -1))
+
+
+@case("config_modality_dropout_too_high")
+def _(tmp):  # dropping a modality from (almost) every window leaves nothing to learn it from
+    return _study(tmp, lambda c: c["neuroformer"]["model"].__setitem__("modality_dropout", 1.5))
+
+
+@case("config_target_in_an_input_modality")
+def _(tmp):  # speed both decoded and given as an input, without modality dropout
+    def change(c):
+        c["neuroformer"]["modalities"]["speed"] = {"source": "behaviour", "variables": ["speed"]}
+        c["neuroformer"]["datasets"]["simhub"]["modalities"] = ["flash", "speed"]
+
+    return _study(tmp, change)
+
+
+@case("config_ntf_tol_negative")
+def _(tmp):
+    return _study(tmp, lambda c: c["calcium"]["connectome"]["model"].__setitem__("tol", -1e-8))
+
+
 def run_config(c: Case, tmp: Path) -> str:
     """:func:`brainpipe.config.load_config` on the study file (paths relative to the repository)."""
     from brainpipe.config import load_config
