@@ -159,6 +159,8 @@ def run_one(
     secs["pretrain_val_token_loss"] = float(model.token_loss(counts, "validation"))
     if model.contrastive_selection_:
         print(f"# seed {seed} contrastive selection: {model.contrastive_selection_}", flush=True)
+    if p.get("modalities"):  # the weight that acted (the grid's choice, by model.contrastive_select)
+        secs["contrastive_weight"] = float(model.contrastive_weight)
     ft = None
     t0 = time.perf_counter()
     if finetune and p.get("target"):
@@ -178,6 +180,13 @@ def run_one(
             draw_fractions=f.get("draw_fractions"),
         )
         print(f"# seed {seed} fine-tuning choices: {ft.attrs['finetune_selection']}", flush=True)
+        for i, r in enumerate(ft["run"].values):  # how long each run trained and where its checkpoint was
+            print(
+                f"#   {r}: {int(ft['run_n_labelled'][i])} labels, {int(ft['run_epochs'][i])} epochs, "
+                f"{int(ft['run_steps'][i])} steps, best epoch {int(ft['run_best_epoch'][i])}, "
+                f"validation loss {float(ft['run_val_loss'][i]):.4f}",
+                flush=True,
+            )
     secs["seconds_finetune"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if decoding_only:

@@ -377,9 +377,14 @@ class Study:
         Returns
         -------
         dict
-            ``tokenizer``, ``model``, ``pretrain``, ``modalities`` and ``seed``.
+            ``tokenizer``, ``model``, ``pretrain``, ``modalities`` and ``seed`` (and ``target`` where
+            ``model.contrastive_select`` is ``decoding``: the contrastive weight is chosen by decoding it).
         """
-        return _pick(self.neuroformer(dataset), ("tokenizer", "model", "pretrain", "modalities", "seed"))
+        nf = self.neuroformer(dataset)
+        keys = ("tokenizer", "model", "pretrain", "modalities", "seed")
+        if nf["model"].get("contrastive_select") == "decoding":
+            keys += ("target",)
+        return _pick(nf, keys)
 
     def neuroformer_finetune(self, dataset: str) -> dict[str, Any]:
         """``neuroformer_finetune``: finetune, target, seed, dataset.

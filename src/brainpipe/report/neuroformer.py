@@ -175,11 +175,17 @@ def choices(pre: xr.Dataset | None, conn: xr.Dataset | None, ft: xr.Dataset | No
     bits = []
     if pre is not None and pre.attrs.get("contrastive_grid"):
         grid = json.loads(str(pre.attrs["contrastive_grid"]))
-        loss = json.loads(str(pre.attrs.get("contrastive_grid_val_token_loss", "[]")))
+        by_decoding = pre.attrs.get("contrastive_select") == "decoding"
+        key = "contrastive_grid_val_decoding_loss" if by_decoding else "contrastive_grid_val_token_loss"
+        loss = json.loads(str(pre.attrs.get(key, "[]")))
         pairs = ", ".join(f"{w:g}: {v:.4f}" for w, v in zip(grid, loss, strict=False))
+        what = (
+            "a linear probe's validation decoding loss per weight"
+            if by_decoding
+            else "validation next-token loss per weight, nats"
+        )
         bits.append(
-            f"contrastive weight {float(pre.attrs.get('contrastive_weight', float('nan'))):g} "
-            f"(validation next-token loss per weight, nats: {pairs})"
+            f"contrastive weight {float(pre.attrs.get('contrastive_weight', float('nan'))):g} ({what}: {pairs})"
         )
     cands = json.loads(str(conn.attrs.get("attention_readout_candidates", "[]"))) if conn is not None else []
     aucs = (

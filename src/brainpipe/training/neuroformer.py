@@ -32,8 +32,11 @@ __all__ = [
     "PRETRAIN_EXTRA",
     "TOKENIZER_KEYS",
     "TRAIN_KEYS",
+    "CONTRASTIVE_SELECT",
+    "SELECTED_BY",
     "build_neuroformer",
     "contrastive_grid",
+    "contrastive_select",
     "finetune_neuroformer",
     "parse_option",
     "pretrain_checkpoints",
@@ -42,6 +45,7 @@ __all__ = [
     "run_checkpoint",
     "run_labels",
     "train_config",
+    "validation_decoding",
 ]
 
 TOKENIZER_KEYS = ("dt_s", "window_s", "past_window_s", "stride_s", "block_size", "past_block_size")
@@ -147,6 +151,7 @@ def build_neuroformer(params: Mapping[str, Any], with_target: bool = False) -> N
     model_kw = dict(params.get("model", {}))
     cw = float(model_kw.pop("contrastive_weight", 0.0))
     model_kw.pop("contrastive_grid", None)
+    model_kw.pop("contrastive_select", None)
     return Neuroformer(
         tokenizer=tok,
         **_pick(model_kw, MODEL_KEYS, "model"),
@@ -186,6 +191,95 @@ def contrastive_grid(params: Mapping[str, Any]) -> list[float]:
     if len(grid) < 2 or not params.get("modalities"):
         return [float(model_kw.get("contrastive_weight", 0.0))]
     return grid
+
+
+#: how a contrastive grid chooses its weight (``model.contrastive_select``)
+CONTRASTIVE_SELECT = ("next_token", "decoding")
+SELECTED_BY = {
+    "next_token": "lowest next-token loss (ID + dt, nats) on the validation windows",
+    "decoding": "lowest behaviour loss of a linear probe of the frozen network (fitted on the labelled train "
+    "windows) on the labelled validation windows",
+}
+
+
+def contrastive_select(params: Mapping[str, Any]) -> str:
+    """How the contrastive grid chooses its weight on the validation windows.
+
+    Parameters
+    ----------
+    params : mapping
+        One dataset's resolved ``neuroformer`` parameters (``model.contrastive_select``, ``target``).
+
+    Returns
+    -------
+    str
+        ``next_token`` (the lowest next-token loss, the default) or ``decoding`` (the lowest behaviour loss of a
+        linear probe of the frozen pretrained network, fitted on the labelled train windows).
+
+    Raises
+    ------
+    ConfigError
+        Another value, or ``decoding`` on a dataset with a grid but no decoding target.
+    """
+    rule = str(dict(params.get("model", {})).get("contrastive_select", "next_token"))
+    if rule not in CONTRASTIVE_SELECT:
+        raise ConfigError(
+            f"neuroformer model.contrastive_select: {rule!r} is not one of {', '.join(CONTRASTIVE_SELECT)}"
+        )
+    if rule == "decoding" and len(contrastive_grid(params)) > 1 and not params.get("target"):
+        raise ConfigError(
+            "neuroformer model.contrastive_select: decoding needs the dataset's decoding target "
+            "(neuroformer.datasets.<name>.target); give one or use next_token"
+        )
+    return rule
+
+
+def validation_decoding(
+    model: Neuroformer,
+    counts: xr.Dataset,
+    target: Mapping[str, Any],
+    source: str = "counts",
+    streaming: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
+    """How well a pretrained network's frozen features decode the target on the validation windows.
+
+    A copy of the model gets a behaviour head fitted as a linear probe (:meth:`Neuroformer.fit_behaviour`,
+    ``mode="probe"``: ridge or class-balanced logistic regression on every labelled train window, the penalty
+    chosen on the validation windows) and decodes every labelled validation window. The test windows are not read.
+
+    Parameters
+    ----------
+    model : Neuroformer
+        A pretrained model (left unchanged).
+    counts : xarray.Dataset
+        The ``spike_counts`` dataset with the target variable.
+    target : mapping
+        The decoding target (``source``, ``variable``, ``kind``).
+    source : str, default "counts"
+        What the counts are called in error messages.
+    streaming : mapping, optional
+        :meth:`Neuroformer.fit_behaviour`'s ``streaming``.
+
+    Returns
+    -------
+    dict
+        ``loss``: the behaviour loss on the validation windows (what fine-tuning chooses its option by: mean
+        squared error of the standardised target, or class-balanced cross-entropy), and ``score``: R2
+        (regression) or balanced accuracy (classification) on them.
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
+    from brainpipe.models.neuroformer import r2_score
+
+    probe = Neuroformer.from_dataset(model.to_dataset(), counts, source=source)
+    probe.set_target(counts, target, source)
+    probe.fit_behaviour(counts, 1.0, source=source, mode="probe", max_val_windows=None, streaming=streaming)
+    pred, tgt, _ = probe.decode_labelled(counts, "validation", source)
+    if probe.target_kind == "classification":
+        score = float(balanced_accuracy_score(tgt, pred))
+    else:
+        score = float(r2_score(tgt, pred))
+    return {"loss": float(probe.validation_loss_), "score": score}
 
 
 def _grid_label(weight: float) -> str:
@@ -248,9 +342,11 @@ def pretrain_neuroformer(
 
     The checkpoint is chosen on the validation windows. With a contrastive grid (:func:`contrastive_grid`: two or
     more weights of the InfoNCE term and a modality to align to), one model is pretrained per weight and the one
-    with the lowest next-token loss (ID + dt, without the contrastive term) on the validation windows is kept; the
-    grid and each weight's validation loss are in ``contrastive_selection_`` (and in :func:`pretrained_dataset`).
-    The test windows are not read.
+    kept is chosen on the validation windows by ``model.contrastive_select`` (:func:`contrastive_select`): the
+    lowest next-token loss (ID + dt, without the contrastive term; ``next_token``), or the lowest behaviour loss of
+    a linear probe of the frozen network (:func:`validation_decoding`; ``decoding``: the purpose the modality
+    serves). The grid and each weight's validation losses are in ``contrastive_selection_`` (and in
+    :func:`pretrained_dataset`). The test windows are not read.
 
     Parameters
     ----------
@@ -283,6 +379,7 @@ def pretrain_neuroformer(
     """
     log = log or log_
     grid = contrastive_grid(params)
+    rule = contrastive_select(params)
     stream = dict(params.get("pretrain", {})).get("streaming")
     if len(grid) == 1:
         model = build_neuroformer(params)
@@ -291,7 +388,7 @@ def pretrain_neuroformer(
         )
         model.contrastive_selection_ = None
     else:
-        model, losses = None, []
+        model, losses, dec = None, [], []
         for w in grid:
             p = dict(params, model={**dict(params.get("model", {})), "contrastive_weight": w})
             m = build_neuroformer(p)
@@ -306,10 +403,20 @@ def pretrain_neuroformer(
             )
             losses.append(float(m.token_loss(counts, "validation", source)))
             log.info("contrastive weight %g: validation next-token loss %.4f", w, losses[-1])
-            if model is None or losses[-1] < min(losses[:-1]):
+            if rule == "decoding":
+                dec.append(validation_decoding(m, counts, params["target"], source, stream))
+                log.info("contrastive weight %g: validation decoding %s", w, dec[-1])
+            crit = [d["loss"] for d in dec] if rule == "decoding" else losses
+            if model is None or crit[-1] < min(crit[:-1]):
                 model = m
-        model.contrastive_selection_ = {"grid": grid, "val_token_loss": losses}
-        log.info("contrastive weight %g chosen on the validation windows", model.contrastive_weight)
+        model.contrastive_selection_ = {"grid": grid, "val_token_loss": losses, "rule": rule}
+        if dec:
+            model.contrastive_selection_.update(
+                val_decoding_loss=[d["loss"] for d in dec], val_decoding_score=[d["score"] for d in dec]
+            )
+        log.info(
+            "contrastive weight %g chosen on the validation windows (%s)", model.contrastive_weight, rule
+        )
     res = model.train_result_
     log.info(
         "pretrained on %s (%s): best epoch %s, validation loss %.4f, %.1f s; tokens: %s",
@@ -336,7 +443,9 @@ def pretrained_dataset(model: Neuroformer) -> xr.Dataset:
     xarray.Dataset
         :meth:`Neuroformer.to_dataset` with ``history_<loss>(epoch)``, the tokeniser's ``tokens_*`` counts, the best
         epoch and validation loss, the seconds, device and precision of the training, the contrastive weight
-        and, after a grid, ``contrastive_grid`` with ``contrastive_grid_val_token_loss`` (JSON lists).
+        and, after a grid, ``contrastive_grid`` with ``contrastive_grid_val_token_loss`` (JSON lists),
+        ``contrastive_select`` and ``contrastive_selected_by`` (the rule), and with ``decoding``
+        ``contrastive_grid_val_decoding_loss`` and ``contrastive_grid_val_decoding_score``.
     """
     res = model.train_result_
     ds = model.to_dataset()
@@ -360,8 +469,18 @@ def pretrained_dataset(model: Neuroformer) -> xr.Dataset:
         ds.attrs.update(
             contrastive_grid=json.dumps([float(w) for w in sel["grid"]]),
             contrastive_grid_val_token_loss=json.dumps([round(float(v), 6) for v in sel["val_token_loss"]]),
-            contrastive_selected_by="lowest next-token loss (ID + dt, nats) on the validation windows",
+            contrastive_select=str(sel.get("rule", "next_token")),
+            contrastive_selected_by=SELECTED_BY[str(sel.get("rule", "next_token"))],
         )
+        if "val_decoding_loss" in sel:
+            ds.attrs.update(
+                contrastive_grid_val_decoding_loss=json.dumps(
+                    [round(float(v), 6) for v in sel["val_decoding_loss"]]
+                ),
+                contrastive_grid_val_decoding_score=json.dumps(
+                    [round(float(v), 6) for v in sel["val_decoding_score"]]
+                ),
+            )
     return ds
 
 
