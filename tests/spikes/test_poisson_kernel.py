@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_switching_glm import _fitting_setup
 
 from brainpipe.models import _hmm_kernel
 from brainpipe.models.switching_glm import SwitchingGLM
@@ -123,14 +124,7 @@ def small_switch():
 def test_m_step_and_e_step_use_the_kernel_and_agree_with_torch(small_switch, link, monkeypatch):
     """On the CPU in float32 the data term goes through the kernel (calls counted); with the kernel switched off
     the torch operations give the same values, gradients and emission terms to float32 rounding."""
-    m = SwitchingGLM(n_states=2, link=link, device="cpu", data_dtype="float32")
-    m.cov_mean_, m.cov_std_ = np.zeros(0), np.ones(0)
-    data = m.batch(small_switch, "train")
-    rng = np.random.default_rng(0)
-    N = data.counts.shape[-1]
-    glm = {"W": rng.normal(0, 0.3, (N, N)), "b": rng.normal(-1.5, 0.3, N), "U": np.zeros((N, 0))}
-    p = m._init_params(data, rng, glm)
-    gamma = torch.as_tensor(rng.dirichlet([1.0, 1.0], size=data.counts.shape[:2]))
+    m, data, p, gamma = _fitting_setup(small_switch, link, "float32")
     calls = []
     for name in ("poisson_value_grad", "poisson_row_sums"):
         f = getattr(_hmm_kernel, name)
