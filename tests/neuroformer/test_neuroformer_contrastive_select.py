@@ -36,6 +36,7 @@ def counts():
 
 
 def test_decoding_rule_chooses_by_the_validation_probe_and_records_it(counts, monkeypatch):
+    from brainpipe.report.neuroformer import choices
     from brainpipe.training.neuroformer import pretrain_neuroformer, pretrained_dataset
 
     seen = []
@@ -60,8 +61,11 @@ def test_decoding_rule_chooses_by_the_validation_probe_and_records_it(counts, mo
     dec_loss = json.loads(a["contrastive_grid_val_decoding_loss"])
     score = json.loads(a["contrastive_grid_val_decoding_score"])
     assert a["contrastive_select"] == "decoding" and "linear probe" in a["contrastive_selected_by"]
+    sentence = choices(pretrained_dataset(model), None)
+    assert f"contrastive weight {a['contrastive_weight']:g} (a linear probe's validation decoding" in sentence
     assert len(dec_loss) == len(score) == len(json.loads(a["contrastive_grid_val_token_loss"])) == 2
-    assert a["contrastive_weight"] == [0.0, 0.5][int(np.argmin(dec_loss))]
+    best = min(range(2), key=lambda i: (-score[i], dec_loss[i]))  # the higher score (ties: the lower loss)
+    assert a["contrastive_weight"] == [0.0, 0.5][best]
     assert all(np.isfinite(dec_loss)) and all(-1.0 < s <= 1.0 for s in score)  # R2 of speed
     # validation windows only (the probe's penalty and loss, the decoded windows): never the test windows
     assert set(seen) <= {SPLIT_FLAGS["validation"], "validation"} and "test" not in seen and seen

@@ -176,11 +176,11 @@ def choices(pre: xr.Dataset | None, conn: xr.Dataset | None, ft: xr.Dataset | No
     if pre is not None and pre.attrs.get("contrastive_grid"):
         grid = json.loads(str(pre.attrs["contrastive_grid"]))
         by_decoding = pre.attrs.get("contrastive_select") == "decoding"
-        key = "contrastive_grid_val_decoding_loss" if by_decoding else "contrastive_grid_val_token_loss"
+        key = "contrastive_grid_val_decoding_score" if by_decoding else "contrastive_grid_val_token_loss"
         loss = json.loads(str(pre.attrs.get(key, "[]")))
         pairs = ", ".join(f"{w:g}: {v:.4f}" for w, v in zip(grid, loss, strict=False))
         what = (
-            "a linear probe's validation decoding loss per weight"
+            "a linear probe's validation decoding score per weight"
             if by_decoding
             else "validation next-token loss per weight, nats"
         )

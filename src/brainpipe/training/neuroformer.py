@@ -197,8 +197,8 @@ def contrastive_grid(params: Mapping[str, Any]) -> list[float]:
 CONTRASTIVE_SELECT = ("next_token", "decoding")
 SELECTED_BY = {
     "next_token": "lowest next-token loss (ID + dt, nats) on the validation windows",
-    "decoding": "lowest behaviour loss of a linear probe of the frozen network (fitted on the labelled train "
-    "windows) on the labelled validation windows",
+    "decoding": "highest decoding score (R2 or balanced accuracy; ties: the lower behaviour loss) of a linear "
+    "probe of the frozen network, fitted on the labelled train windows, on the labelled validation windows",
 }
 
 
@@ -213,8 +213,9 @@ def contrastive_select(params: Mapping[str, Any]) -> str:
     Returns
     -------
     str
-        ``next_token`` (the lowest next-token loss, the default) or ``decoding`` (the lowest behaviour loss of a
-        linear probe of the frozen pretrained network, fitted on the labelled train windows).
+        ``next_token`` (the lowest next-token loss, the default) or ``decoding`` (the highest validation decoding
+        score of a linear probe of the frozen pretrained network, fitted on the labelled train windows:
+        :func:`validation_decoding`).
 
     Raises
     ------
@@ -343,9 +344,9 @@ def pretrain_neuroformer(
     The checkpoint is chosen on the validation windows. With a contrastive grid (:func:`contrastive_grid`: two or
     more weights of the InfoNCE term and a modality to align to), one model is pretrained per weight and the one
     kept is chosen on the validation windows by ``model.contrastive_select`` (:func:`contrastive_select`): the
-    lowest next-token loss (ID + dt, without the contrastive term; ``next_token``), or the lowest behaviour loss of
-    a linear probe of the frozen network (:func:`validation_decoding`; ``decoding``: the purpose the modality
-    serves). The grid and each weight's validation losses are in ``contrastive_selection_`` (and in
+    lowest next-token loss (ID + dt, without the contrastive term; ``next_token``), or the highest decoding score
+    (R2 or balanced accuracy) of a linear probe of the frozen network (:func:`validation_decoding`; ``decoding``:
+    the purpose the modality serves). The grid and each weight's validation losses are in ``contrastive_selection_`` (and in
     :func:`pretrained_dataset`). The test windows are not read.
 
     Parameters
@@ -406,7 +407,8 @@ def pretrain_neuroformer(
             if rule == "decoding":
                 dec.append(validation_decoding(m, counts, params["target"], source, stream))
                 log.info("contrastive weight %g: validation decoding %s", w, dec[-1])
-            crit = [d["loss"] for d in dec] if rule == "decoding" else losses
+            # lower is better: the next-token loss, or minus the decoding score (ties: the behaviour loss)
+            crit = [(-d["score"], d["loss"]) for d in dec] if rule == "decoding" else losses
             if model is None or crit[-1] < min(crit[:-1]):
                 model = m
         model.contrastive_selection_ = {"grid": grid, "val_token_loss": losses, "rule": rule}
