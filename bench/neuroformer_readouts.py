@@ -197,9 +197,11 @@ def simulated_inputs(a):
     with open(a.config) as fh:
         cfg = validate_config(yaml.safe_load(fh), source=a.config, check_paths=False)
     spec = cfg["spikes"]["datasets"][a.dataset]
-    sim = simulate(
-        spec["simulate"]["generator"], spec["simulate"].get("params", {}), seed=int(a.simulate_seed)
-    )
+    sim_params = dict(spec["simulate"].get("params", {}))
+    for s in a.sim_set:  # simulator overrides (e.g. duration_s=600: more data, the same network)
+        key, _, val = s.partition("=")
+        sim_params[key] = yaml.safe_load(val)
+    sim = simulate(spec["simulate"]["generator"], sim_params, seed=int(a.simulate_seed))
     counts = bin_spikes(sim.data, bin_width_s=float((spec.get("bin") or {}).get("bin_width_s", 0.01)))
     params = Study(cfg, source=a.config).neuroformer(a.dataset)
     params["pretrain"]["progress"] = False
@@ -217,6 +219,13 @@ def simulated_inputs(a):
     t0 = time.perf_counter()
     model = pretrain_neuroformer(counts, params)
     print(f"# network seed {a.simulate_seed}: pretrained in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(
+        "# loss per epoch: train "
+        + " ".join(f"{r.get('train_loss', float('nan')):.4f}" for r in model.history_)
+        + " | validation "
+        + " ".join(f"{r.get('val_loss', float('nan')):.4f}" for r in model.history_),
+        flush=True,
+    )
     if cached is not None:
         from brainpipe.data import make_provenance, write
         from brainpipe.training.neuroformer import pretrained_dataset
@@ -247,6 +256,12 @@ def main(argv=None) -> int:
         help="with --simulate-seed: keep the pretrained model in this folder and reuse it (pass the same --set)",
     )
     ap.add_argument("--set", action="append", default=[], help="config override with --simulate-seed (YAML)")
+    ap.add_argument(
+        "--sim-set",
+        action="append",
+        default=[],
+        help="simulator parameter override with --simulate-seed (YAML), e.g. duration_s=600 (use its own --cache)",
+    )
     ap.add_argument("--max-windows", type=int, default=0, help="windows per split in the read-outs (0: all)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument(

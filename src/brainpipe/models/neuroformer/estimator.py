@@ -53,6 +53,9 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
         (:class:`NeuroformerNet`; 0: off, the network without the option). Not in the paper: with it one
         pretrained model reads connectivity with every modality present and decodes a variable of a modality with
         that modality absent (a decoding target inside an input modality needs it; the decoder never reads it).
+    past_positions : bool, default True
+        Add the learned sequence-position embedding to the past tokens (the paper's); False: a past token's time
+        is given by its dt token alone, not by its rank among the window's spikes (not in the paper).
     train : mapping, optional
         :class:`brainpipe.training.TrainConfig` fields for pretraining.
     finetune : mapping, optional
@@ -100,6 +103,7 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
         contrastive_weight: float = 0.0,
         readout: str = "mean",
         modality_dropout: float = 0.0,
+        past_positions: bool = True,
         train: Mapping[str, object] | None = None,
         finetune: Mapping[str, object] | None = None,
         seed: int = 0,
@@ -114,6 +118,7 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
         self.contrastive_weight = contrastive_weight
         self.readout = readout
         self.modality_dropout = modality_dropout
+        self.past_positions = past_positions
         self.train = train
         self.finetune = finetune
         self.seed = seed
@@ -174,6 +179,7 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
             contrastive_dim=self.contrastive_dim,
             readout=self.readout,
             modality_dropout=float(self.modality_dropout),
+            past_positions=bool(self.past_positions),
         )
         net.absent = self._absent_modalities()
         return net

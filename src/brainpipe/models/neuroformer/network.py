@@ -106,7 +106,12 @@ class NeuroformerNet(nn.Module):
     absent=mask)`` where ``mask[b, k]`` drops modality ``k`` of window ``b``, and the modalities listed in
     :attr:`absent` are absent from every window (their values never read: a decoder whose target is one of their
     variables). Not in the paper: an option (like a null condition in classifier-free guidance) so that one
-    pretrained model serves connectivity with every modality and decoding of a modality's variable without it."""
+    pretrained model serves connectivity with every modality and decoding of a modality's variable without it.
+
+    ``past_positions=False`` leaves the learned sequence-position embedding out of the past tokens (not in the
+    paper, whose past tokens carry one): a past token's rank among the window's spikes is not its time, which the dt
+    token gives; the inserted-spike read-out (:mod:`~brainpipe.models.neuroformer.interventions`) then no longer
+    shifts the positions of the later past spikes either."""
 
     def __init__(
         self,
@@ -125,9 +130,13 @@ class NeuroformerNet(nn.Module):
         contrastive_dim: int = 0,
         readout: str = "mean",
         modality_dropout: float = 0.0,
+        past_positions: bool = True,
     ):
         super().__init__()
         self.readout = str(readout)
+        #: add the learned position embedding (a token's rank in the past sequence) to the past tokens; False: their
+        #: time is given by the dt tokens alone (the parameter stays, unused, so weights and initialisation match)
+        self.past_positions = bool(past_positions)
         self.modality_dropout = float(modality_dropout)
         #: modalities (indices) absent from every window: the learned absent embedding stands in, their values are
         #: never read (a decoder whose target is part of one of them; set by the estimator)
@@ -219,10 +228,15 @@ class NeuroformerNet(nn.Module):
             start += dim
         return out
 
+    def _past_embedding(self, past_id, past_dt):
+        """The past tokens' embeddings: neuron ID + dt token (+ sequence position with ``past_positions``)."""
+        past = self.tok(past_id) + self.dt(past_dt)
+        return past + self.pos_past[:, : past_id.shape[1]] if self.past_positions else past
+
     def forward(self, cur_id, cur_dt, past_id, past_dt, modality, need_weights=False, absent=None):
-        L, P = cur_id.shape[1], past_id.shape[1]
+        L = cur_id.shape[1]
         x = self.drop(self.tok(cur_id) + self.dt(cur_dt) + self.pos[:, :L])
-        past = self.tok(past_id) + self.dt(past_dt) + self.pos_past[:, :P]
+        past = self._past_embedding(past_id, past_dt)
         past_mask = (past_id != self.pad_id)[:, None, None, :]
         maps: dict[str, list[torch.Tensor]] = {"past": [], "self": []}
         for blk in self.past_blocks:
@@ -288,8 +302,7 @@ class NeuroformerNet(nn.Module):
         dict
             The cache (``past``, ``modality``, ``self`` lists of per-block dicts, ``past_mask``, ``pos``).
         """
-        P = past_id.shape[1]
-        past = self.tok(past_id) + self.dt(past_dt) + self.pos_past[:, :P]
+        past = self._past_embedding(past_id, past_dt)
         cache: dict = {"past_mask": (past_id != self.pad_id)[:, None, None, :], "pos": 0}
         cache["past"] = [dict(zip("kv", b.attn.kv(b.ln_mem(past)), strict=True)) for b in self.past_blocks]
         cache["modality"] = [

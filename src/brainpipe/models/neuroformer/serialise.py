@@ -26,6 +26,7 @@ MODEL_KEYS = (
     "contrastive_dim",
     "readout",
     "modality_dropout",
+    "past_positions",
 )
 
 
