@@ -188,7 +188,8 @@ class BehaviourFinetuning(LinearProbe):
         ``mode``: ``"full"`` trains the whole network and the head; ``"probe"`` freezes the network and fits the
         head alone (a linear probe: ridge, or class-balanced logistic regression, on the head's standardised
         features of the labelled windows, its penalty chosen on the validation windows' loss); ``"lpft"`` fits
-        that probe, then trains the whole network from it (linear probing, then fine-tuning).
+        that probe, then trains the whole network from it (linear probing, then fine-tuning), the probe being the
+        first checkpoint the validation loss chooses among (kept, with best epoch -1, when no epoch beats it).
         After any mode, ``validation_loss_`` is the behaviour loss on the validation windows (the one the
         training loop stops on), the same measure for every mode and start.
         ``from_pretrained=False`` re-initialises the network (the from-scratch comparison). A small labelled set
@@ -282,8 +283,14 @@ class BehaviourFinetuning(LinearProbe):
                 dtype=torch.float32,
             )
         val = take(va_idx)
+        start = None
         if mode in ("probe", "lpft"):
             self.probe_ = self._fit_probe(take, keep, va_idx, kind, cw)
+        if mode == "lpft":  # the probe is where training starts: a checkpoint it must beat to replace
+            start = (
+                self._behaviour_val_loss(val, kind, cw),
+                {k: v.detach().clone() for k, v in self.net_.state_dict().items()},
+            )
         if mode == "probe":
             loss = self._behaviour_val_loss(val, kind, cw)
             self.finetune_history_ = []
@@ -313,6 +320,11 @@ class BehaviourFinetuning(LinearProbe):
         self.finetune_result_ = res
         self.net_.eval()
         self.validation_loss_ = self._behaviour_val_loss(val, kind, cw)
+        if start is not None and start[0] <= self.validation_loss_:
+            # no epoch beat the probe it started from on the validation windows: keep the probe (best epoch -1)
+            self.net_.load_state_dict(start[1])
+            self.validation_loss_ = start[0]
+            res.best_epoch = -1
         return self
 
     @fill_doc
