@@ -86,6 +86,17 @@ Measured (2026-12-05, simhub of the default study, simulator seed 0, the default
   settings): flash + speed p0.5 pretrained R2 0.369 at 1 % (scratch 0.343), 0.599 at 100 %; flash alone 0.306 (scratch
   0.410), 0.630; the linear baseline 0.407 and 0.622 for both: no sign that the dropout pretraining spoils decoding
   at 1 %, -0.031 at 100 % (one seed, not confirmed).
+* why the couplings lose (2026-12-05, issue 15 diagnosis; bench/README.md has the tables): the time scales are
+  not the limit (the kernel's delays, 1-8 bins, all inside the 8-bin past window; cross-correlation sums the same
+  lags), nor the epochs (seed 1 stops at epoch 4; 20 epochs at seed 0: rollout/target/rows train 0.900 -> 0.902).
+  The model's inserted-spike effects have the planted lag profile but a tenth to a sixth of its size (slope 0.09-0.16),
+  a spread over false pairs as large as the planted edges' mean, and shrink when the past holds more spikes (the
+  cross-attention's softmax averages: summed effect 0.60 with 9.6 past spikes, 0.37 with 18.6). Three times the data
+  (``--sim-set duration_s=600``, same model) lifts rollout/target/rows (train windows) 0.900 -> 0.915 and 0.887 ->
+  0.903 and insert_range/target 0.876 -> 0.942 and 0.833 -> 0.934 at seeds 0 / 1, against cross-correlation 0.918 /
+  0.921: the couplings are data-limited. Tried at 200 s and chosen against on seeds 0-1 (train-window
+  rollout/target/rows vs cross-correlation 0.912 / 0.925): ``--set model.past_positions=false`` (the new option:
+  past tokens without their sequence-position embedding) 0.906 / 0.890; ``--set model.n_heads=8`` 0.904 / 0.889.
 * decoding head (fine-tuned from the same weights, default-study fine-tuning, R2 on test; linear 0.418 at 1 %,
   0.623 at 100 %): 1 % mean 0.370 (validation loss 0.5290), last 0.324 (0.5504), mean_past 0.379 (0.5297):
   validation picks mean; 100 % mean 0.576 (0.3416), last 0.619 (0.3317), mean_past 0.622 (0.3099): validation
