@@ -60,6 +60,15 @@ the ranks; 0.01 becomes the default only if better over these cells and level at
     OMP_NUM_THREADS=1 nice -n 5 python bench/ntf_baselines.py --grid --seeds 0 1 2 3 4 \
         --stability-error-tol none 0.01 --cells weaker_3000f_3a_locked today_3000f_3a_locked \
         hard_3000f_3a_locked --out /tmp/ntf_tol.tsv
+
+``--own-rank-same-tol`` (declared after the run above and the default change it decided, before any run of this):
+the same two margins with the own-rank NMF baseline given the NTF's margin too (the strongest baseline), on cells
+``weaker_3000f_3a_locked``, ``weaker_3000f_6a_locked``, ``weaker_1000f_3a_locked``, ``hard_1000f_3a_locked`` (cut
+from the end), seeds 0-4; before/after figures only, no default decided by it:
+
+    OMP_NUM_THREADS=1 nice -n 5 python bench/ntf_baselines.py --grid --seeds 0 1 2 3 4 \
+        --stability-error-tol none 0.01 --own-rank-same-tol --cells weaker_3000f_3a_locked \
+        weaker_3000f_6a_locked weaker_1000f_3a_locked hard_1000f_3a_locked --out /tmp/ntf_tol2.tsv
 """
 
 from __future__ import annotations
@@ -104,6 +113,8 @@ GRID = {
 #: run order (the cut, if time is short, is from the end): the hard signal first, today's last (its 3,000-frame,
 #: 3-animal cells are the ``specific`` / ``differ`` scenarios already measured)
 GRID_ORDER = [k for s in ("hard", "weaker", "today") for k in GRID if k.startswith(s + "_")]
+#: whether the own-rank NMF baseline gets the NTF's restart margin (``--own-rank-same-tol``)
+OWN_RANK_SAME_TOL = False
 #: the baselines compared in the grid (the four of the pipeline and the NMF with its own rank)
 GRID_BASELINES = ("static_louvain", "windowed_louvain", "nmf", "nmf_masked", "nmf_own")
 
@@ -138,7 +149,7 @@ def run_one(
     grid: bool = False,
     n_shifts: int = 100,
     community_choice: str = "density",
-    stability_error_tol: float | None = None,
+    stability_error_tol: float | None = 0.01,
 ) -> dict[str, float]:
     from brainpipe.evaluate.connectome import connectome_metrics, merge_truths
     from brainpipe.evaluate.connectome_baselines import baseline_communities, match_communities
@@ -176,7 +187,7 @@ def run_one(
     )
     truth = merge_truths([s.truth for s in sims])
     if grid:
-        return grid_metrics(fit, tensor, truth, procs, n_shifts, community_choice)
+        return grid_metrics(fit, tensor, truth, procs, n_shifts, community_choice, stability_error_tol)
     m = {k: v for k, v in connectome_metrics(fit, tensor, truth).items() if k in KEYS}
     if params.get("specific_communities"):
         planted = truth["membership"].sel(neuron=[str(n) for n in fit["neuron"].values]).values.astype(bool)
@@ -195,7 +206,9 @@ def _strength(v: float, stat: str) -> float:
     return abs(2 * v - 1) if stat == "auroc" else abs(v)
 
 
-def grid_metrics(fit, tensor, truth, procs, n_shifts: int, choice: str = "density") -> dict[str, float]:
+def grid_metrics(
+    fit, tensor, truth, procs, n_shifts: int, choice: str = "density", error_tol: float | None = 0.01
+) -> dict[str, float]:
     """One grid run's figures: communities, the animal-specific one, epochs and behaviour, NTF and five baselines."""
     from brainpipe.evaluate.connectome import _epochs, _present, animal_behaviour, connectome_metrics
     from brainpipe.evaluate.connectome_baselines import match_communities, nmf_stable_rank, score_communities
@@ -210,7 +223,9 @@ def grid_metrics(fit, tensor, truth, procs, n_shifts: int, choice: str = "densit
     for b in GRID_BASELINES[:4]:
         m[f"{b}_community_jaccard_mean"] = full[f"{b}_community_jaccard_mean"]
         m[f"{b}_epoch_peak_fraction"] = full[f"{b}_epoch_peak_fraction"]
-    own = nmf_stable_rank(tensor, restarts=5, choice=choice)
+    own = nmf_stable_rank(
+        tensor, restarts=5, choice=choice, error_tol=error_tol if OWN_RANK_SAME_TOL else None
+    )
     m["nmf_own_rank"], m["nmf_own_rank_is_stable"] = float(own["rank"]), float(own["is_stable"])
     neurons = [str(n) for n in fit["neuron"].values]
     planted = truth["membership"].sel(neuron=neurons).values.astype(bool)
@@ -307,9 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--stability-error-tol",
         nargs="+",
-        default=["none"],
-        help="restarts counted in the rank rule's stability: 'none' (midpoint to the lower rank, the default) or "
-        "a relative margin; several: the same NTF fits scored with each (--grid)",
+        default=["0.01"],
+        help="restarts counted in the rank rule's stability: 'none' (midpoint to the lower rank) or a relative "
+        "margin (default 0.01, the pipeline's); several: the same NTF fits scored with each (--grid)",
+    )
+    ap.add_argument(
+        "--own-rank-same-tol",
+        action="store_true",
+        help="the own-rank NMF baseline uses the NTF's --stability-error-tol (default: the midpoint rule)",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -325,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         scen, summary = {s: SCENARIOS[s] for s in args.scenarios}, None
     rows = []
     tols = [None if t == "none" else float(t) for t in args.stability_error_tol]
+    global OWN_RANK_SAME_TOL
+    OWN_RANK_SAME_TOL = args.own_rank_same_tol
     variants = [(c, t) for c in args.community_choice for t in tols]
     several = len(variants) > 1
     for sc in scen:

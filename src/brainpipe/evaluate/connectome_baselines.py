@@ -198,6 +198,7 @@ def nmf_stable_rank(
     resolution: float = 1.0,
     seed: int = 0,
     choice: str = "density",
+    error_tol: float | None = None,
 ) -> dict:
     """The mean-filled NMF baseline with a rank of its own: the NTF's stability rule on NMF restarts.
 
@@ -217,6 +218,10 @@ def nmf_stable_rank(
         Base seed of the restarts and of Louvain.
     choice : {"density", "excess"}
         How each component's community is picked (:func:`~brainpipe.evaluate.communities.communities`).
+    error_tol : float, optional
+        Restarts counted in the stability (``error_tol`` of
+        :func:`~brainpipe.models.connectome_rank.replicate_stability`): None the midpoint to the next-lower rank's
+        best, a number a fixed relative margin (the NTF's ``stability_error_tol``).
 
     Returns
     -------
@@ -260,7 +265,10 @@ def nmf_stable_rank(
     stability = {}
     for R in ranks:
         stability[R] = replicate_stability(
-            fits[R], None, _lower_error(best, ranks, R), lambda b, o: community_similarity(b.found, o.found)
+            fits[R],
+            None if error_tol is None else float(error_tol),
+            _lower_error(best, ranks, R),
+            lambda b, o: community_similarity(b.found, o.found),
         )[0]
     stable = [R for R in ranks if stability[R] >= float(threshold)]
     R = max(stable) if stable else ranks[0]
