@@ -17,8 +17,8 @@ Order of operations
 3. :class:`DynamicConnectome`: ranks x restarts; per rank the best-error fit and its replicate stability (by
    default the agreement of the communities the fit reports, ``stability_of: communities``; or the mean factor
    match score, tensorly's congruence coefficient), against it, of the other restarts that *converged near
-   it*: by default an error closer to this rank's best than to the next-lower candidate rank's best, see
-   :func:`replicate_stability`; a restart stuck in a worse local minimum is an optimisation failure, not a second
+   it*: by default an error within 1 % of this rank's best (``stability_error_tol``; or closer to it than to the
+   next-lower candidate rank's best, see :func:`replicate_stability`); a restart stuck in a worse local minimum is an optimisation failure, not a second
    solution of equal quality, and counting it biased the rule to small ranks); the selected rank is the largest
    whose stability reaches ``stability_threshold``. ``cp_tensor_`` is the selected fit as a tensorly
    ``CPTensor``.
