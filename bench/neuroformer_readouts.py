@@ -246,6 +246,108 @@ def simulated_inputs(a):
     return counts, sim.truth, model
 
 
+def diagnose(model, counts, truth, conn, max_windows: int) -> dict:
+    """``--diagnose`` (issue 15): what limits the model's couplings, on the train windows.
+
+    Prints the planted kernel against the model's windows; the validation loss with the learned past positions
+    replaced by their mean (does the model lean on a past spike's rank?); per planted edge the model's inserted-spike
+    effect by lag against the planted log rate ratio (averaged over the two current bins), the slope of one on the
+    other and the spread over false pairs; and the planted edges' effect on the windows with few or many past spikes
+    (the cross-attention's softmax averages over past spikes where a GLM sums them).
+    """
+    import torch
+
+    from brainpipe.data.contracts import SPLIT_FLAGS
+    from brainpipe.models.neuroformer.interventions import lag_effects
+    from brainpipe.models.neuroformer.network import pretrain_loss
+
+    tok, net = model.tokenizer_, model.net_.eval()
+    units = np.asarray(counts["unit"].values).astype(str)
+    t = truth.assign_coords(unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str))
+    W = np.asarray(t["weights"].sel(unit_post=units, unit_pre=units).values)
+    lag = np.asarray(t["lag_bins"].sel(unit_post=units, unit_pre=units).values)
+    hub = np.asarray(t["is_hub"].sel(unit_post=units).values).astype(bool)
+    kern = np.asarray(t["kernel"].values)
+    n, n_lags, cur = units.size, tok.past_bins_ // tok.rebin_, tok.window_bins_ // tok.rebin_
+    out: dict = {"kernel": kern.tolist(), "past_bins": n_lags, "window_bins": cur}
+    print(
+        f"# kernel after the delay (1-{int(lag.max())} bins): {np.round(kern, 2)}; past window {n_lags} bins, "
+        f"current {cur}; planted delays span {int(lag[conn].min())}-{int(lag[conn].max()) + kern.size - 1} bins"
+    )
+    win = tok.transform(counts)
+    val = win.select(win.split == SPLIT_FLAGS["validation"])
+
+    def val_loss() -> float:
+        T, tot = val.tensors(), 0.0
+        with torch.no_grad():
+            for i in range(0, len(val), 256):
+                tot += float(pretrain_loss(net, [x[i : i + 256] for x in T])["loss"]) * min(256, len(val) - i)
+        return tot / max(len(val), 1)
+
+    l0 = val_loss()
+    if net.past_positions:
+        saved = net.pos_past.data.clone()
+        used = int((torch.as_tensor(val.past_id) != net.pad_id).sum(1).max())
+        net.pos_past.data[0, :] = saved[0, :used].mean(0)
+        l1 = val_loss()
+        net.pos_past.data.copy_(saved)
+        print(f"# validation loss {l0:.4f}; past positions replaced by their mean {l1:.4f} ({l1 - l0:+.4f})")
+        out["val_loss_positions_mean"] = l1
+    out["val_loss"] = l0
+    train = win.select(win.split == SPLIT_FLAGS["train"])
+    if max_windows and len(train) > max_windows:
+        train = train.select(
+            np.isin(np.arange(len(train)), np.linspace(0, len(train) - 1, max_windows).round())
+        )
+    ins, _ = lag_effects(net, train, n, n_lags, remove=False)
+
+    def planted(i, j):  # log of the mean rate ratio over the current bins, spike at lag m of the past window
+        eff = []
+        for m in range(1, n_lags + 1):
+            k = m + np.arange(cur) - lag[i, j]
+            ok = (k >= 0) & (k < kern.size)
+            eff.append(
+                np.log(np.mean(np.exp(W[i, j] * np.where(ok, kern[np.clip(k, 0, kern.size - 1)], 0.0))))
+            )
+        return np.array(eff)
+
+    off = ~np.eye(n, dtype=bool)
+    S = ins.sum(0)
+    print(
+        "# planted edges, weakest summed effect first: post pre delay weight hub_pre | model effect by lag 1.. | planted"
+    )
+    edges = sorted(zip(*np.nonzero(conn), strict=True), key=lambda e: S[e])
+    for i, j in edges:
+        print(
+            f"  {units[i]:>6s} {units[j]:>6s} {lag[i, j]} {W[i, j]:.2f} {int(hub[j])} | "
+            f"{' '.join(f'{v:+.2f}' for v in ins[:, i, j])} | {' '.join(f'{v:.2f}' for v in planted(i, j))}"
+        )
+    P = np.concatenate([planted(i, j) for i, j in edges])
+    M = np.concatenate([ins[:, i, j] for i, j in edges])
+    slope = float(np.polyfit(P, M, 1)[0])
+    out.update(
+        slope=slope,
+        n_negative=int((S[conn] < 0).sum()),
+        true_mean=float(S[conn].mean()),
+        false_sd=float(S[off & ~conn].std()),
+    )
+    print(
+        f"# slope of the model's on the planted effects {slope:.3f}; planted edges with a negative sum "
+        f"{out['n_negative']} of {int(conn.sum())}; summed effect: planted mean {out['true_mean']:.3f}, SD over "
+        f"false pairs {out['false_sd']:.3f}"
+    )
+    npast = (torch.as_tensor(train.past_id) != net.pad_id).sum(1).numpy() - 1  # SOS excluded
+    med = np.median(npast)
+    for name, m in (("few", npast <= med), ("many", npast > med)):
+        e, _ = lag_effects(net, train.select(m), n, n_lags, remove=False)
+        out[f"true_sum_{name}_past"] = float(e.sum(0)[conn].mean())
+        print(
+            f"# {name} past spikes (n={int(m.sum())}, mean {npast[m].mean():.1f}): planted edges' summed effect "
+            f"{out[f'true_sum_{name}_past']:.3f}, by lag {np.round([e[k][conn].mean() for k in range(n_lags)], 3)}"
+        )
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--counts", default=None, help="binned counts.nc (or --simulate-seed)")
@@ -282,6 +384,12 @@ def main(argv=None) -> int:
         choices=["train", "validation", "test"],
         help="the windows each read-out is computed on (train: the bins cross-correlation and the GLM use)",
     )
+    ap.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="what limits the couplings (train windows, --max-windows of them): kernel vs windows, past positions, "
+        "per-edge effect by lag vs planted, dilution by the number of past spikes; then stop",
+    )
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     if a.decoding:
@@ -298,6 +406,12 @@ def main(argv=None) -> int:
     t = truth.assign_coords(unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str))
     conn = np.asarray(t["connected"].sel(unit_post=units, unit_pre=units).values).astype(bool)
     hub = np.asarray(t["is_hub"].sel(unit_post=units).values) if "is_hub" in t else None
+    if a.diagnose:
+        res = diagnose(model, counts, truth, conn, a.max_windows)
+        if a.json:
+            with open(a.json, "w") as fh:
+                json.dump(res, fh, indent=1)
+        return 0
     xc = xcorr_connectivity(counts["counts"].values, counts["split"].values, model.tokenizer_.past_bins_)
     rows = [{"readout": "xcorr (train bins)", **score(xc, conn, hub)}]
     # the baselines given the model's covariates (its modalities): the coupled GLM, cross-correlation of residuals
