@@ -85,6 +85,12 @@ Measured (simhub of the default study, simulator seed 0, rate-matched hubs; 2026
   -0.035 +- 0.029 at 0.2) and to the contrasts alone (-0.095 / -0.061); the spikes add nothing a linear decoder
   can use beyond the stimulus (counts + contrasts 0.715 vs contrasts alone 0.741). Cost: pretraining + fine-tuning
   110 s without the modality, 127 s with it (+16 %) per contrastive weight; the grid pretrains twice (about +75 %).
+* the contrastive weight chosen by validation decoding (2026-12-05, issue 15; ``--set
+  model.contrastive_select=decoding``; bench/README.md, section neuroformer_seeds.py): steinmetz1 with the
+  contrasts chooses 0.2 at every seed (next-token: 0), test balanced accuracy 0.680 +- 0.029 instead of 0.646 +-
+  0.006, still below counts + contrasts (0.715); simhub chooses 0.2 / 0 / 0 (next-token 0 / 0 / 0). At 10 % of
+  labels on simhub pretrained 0.553 +- 0.027 vs scratch 0.588 +- 0.009 vs ridge 0.620; a probe of the random
+  network decodes as well as one of the pretrained network there.
 * ablation (--no-finetune --set pretrain.max_epochs=3, seeds 0 1): without the contrastive term, connectivity
   AUROC -0.001, test loss -0.006 nats, generation F1 -0.010 (noise level); without the modality, test loss +0.019
   nats (worse), connectivity AUROC +0.007, direction accuracy -0.017, generation F1 +0.002.
