@@ -2,8 +2,9 @@
 (:func:`brainpipe.training.neuroformer.pretrain_neuroformer`).
 
 params: see :mod:`brainpipe.stages._neuroformer` (``tokenizer``, ``model``, ``pretrain``, ``modalities``,
-``seed``, ``checkpoint``). The checkpoint is chosen on the validation windows (and, with ``model.contrastive_grid``,
-the contrastive weight: the lowest validation next-token loss); the output holds the weights and
+``seed``, ``checkpoint``; ``target`` with ``model.contrastive_select: decoding``). The checkpoint is chosen on the
+validation windows (and, with ``model.contrastive_grid``, the contrastive weight: the lowest validation next-token
+loss, or the best validation decoding score of a linear probe of each network); the output holds the weights and
 the vocabulary (``model_fit``, model ``neuroformer``), the loss per epoch and the tokeniser's counts of
 truncated windows and dropped spikes.
 """
