@@ -69,6 +69,12 @@ from the end), seeds 0-4; before/after figures only, no default decided by it:
     OMP_NUM_THREADS=1 nice -n 5 python bench/ntf_baselines.py --grid --seeds 0 1 2 3 4 \
         --stability-error-tol none 0.01 --own-rank-same-tol --cells weaker_3000f_3a_locked \
         weaker_3000f_6a_locked weaker_1000f_3a_locked hard_1000f_3a_locked --out /tmp/ntf_tol2.tsv
+
+Last (declared before it ran): ``--community-choice density excess`` on ``hard_1000f_3a_locked`` (the cell of the
+previous session's community-flip diagnosis), seeds 0-4, the default margin; before/after only:
+
+    OMP_NUM_THREADS=1 nice -n 5 python bench/ntf_baselines.py --grid --seeds 0 1 2 3 4 \
+        --community-choice density excess --cells hard_1000f_3a_locked --out /tmp/ntf_choice_hard1000.tsv
 """
 
 from __future__ import annotations
