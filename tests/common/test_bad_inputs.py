@@ -530,6 +530,11 @@ def _(tmp):  # dropping a modality from (almost) every window leaves nothing to 
     return _study(tmp, lambda c: c["neuroformer"]["model"].__setitem__("modality_dropout", 1.5))
 
 
+@case("config_contrastive_select_unknown")
+def _(tmp):  # the contrastive grid's rule: next_token or decoding
+    return _study(tmp, lambda c: c["neuroformer"]["model"].__setitem__("contrastive_select", "probe"))
+
+
 @case("config_target_in_an_input_modality")
 def _(tmp):  # speed both decoded and given as an input, without modality dropout
     def change(c):
