@@ -94,7 +94,8 @@ Measured (2026-12-05, simhub of the default study, simulator seed 0, the default
   cross-attention's softmax averages: summed effect 0.60 with 9.6 past spikes, 0.37 with 18.6). Three times the data
   (``--sim-set duration_s=600``, same model) lifts rollout/target/rows (train windows) 0.900 -> 0.915 and 0.887 ->
   0.903 and insert_range/target 0.876 -> 0.942 and 0.833 -> 0.934 at seeds 0 / 1, against cross-correlation 0.918 /
-  0.921: the couplings are data-limited. Tried at 200 s and chosen against on seeds 0-1 (train-window
+  0.921: the couplings are data-limited (seeds 0-3, model minus cross-correlation from 200 to 600 s:
+  rollout/target/rows -0.030 +- 0.016 -> -0.007 +- 0.007, insert_range/target -0.055 +- 0.029 -> +0.007 +- 0.017). Tried at 200 s and chosen against on seeds 0-1 (train-window
   rollout/target/rows vs cross-correlation 0.912 / 0.925): ``--set model.past_positions=false`` (the new option:
   past tokens without their sequence-position embedding) 0.906 / 0.890; ``--set model.n_heads=8`` 0.904 / 0.889.
 * decoding head (fine-tuned from the same weights, default-study fine-tuning, R2 on test; linear 0.418 at 1 %,
