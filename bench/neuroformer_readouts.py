@@ -89,9 +89,9 @@ Measured (2026-12-05, simhub of the default study, simulator seed 0, the default
 * why the couplings lose (2026-12-05, issue 15 diagnosis; bench/README.md has the tables): the time scales are
   not the limit (the kernel's delays, 1-8 bins, all inside the 8-bin past window; cross-correlation sums the same
   lags), nor the epochs (seed 1 stops at epoch 4; 20 epochs at seed 0: rollout/target/rows train 0.900 -> 0.902).
-  The model's inserted-spike effects have the planted lag profile but a tenth to a sixth of its size (slope 0.09-0.16),
+  The model's inserted-spike effects have the planted lag profile but a tenth to a sixth of its size (slope 0.09-0.17),
   a spread over false pairs as large as the planted edges' mean, and shrink when the past holds more spikes (the
-  cross-attention's softmax averages: summed effect 0.60 with 9.6 past spikes, 0.37 with 18.6). Three times the data
+  cross-attention's softmax averages: summed effect 0.54 with 9.6 past spikes, 0.33 with 18.6). Three times the data
   (``--sim-set duration_s=600``, same model) lifts rollout/target/rows (train windows) 0.900 -> 0.915 and 0.887 ->
   0.903 and insert_range/target 0.876 -> 0.942 and 0.833 -> 0.934 at seeds 0 / 1, against cross-correlation 0.918 /
   0.921: the couplings are data-limited (seeds 0-3, model minus cross-correlation from 200 to 600 s:
