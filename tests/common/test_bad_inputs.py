@@ -549,6 +549,17 @@ def _(tmp):
     return _study(tmp, lambda c: c["calcium"]["connectome"]["model"].__setitem__("tol", -1e-8))
 
 
+@case("config_contrastive_decoding_without_target")
+def _(tmp):  # the contrastive grid chosen by decoding a target the dataset does not have
+    def change(c):
+        entry = c["neuroformer"]["datasets"]["simhub"]
+        entry.pop("target")
+        entry.pop("finetune", None)
+        c["neuroformer"]["model"]["contrastive_select"] = "decoding"
+
+    return _study(tmp, change)
+
+
 def run_config(c: Case, tmp: Path) -> str:
     """:func:`brainpipe.config.load_config` on the study file (paths relative to the repository)."""
     from brainpipe.config import load_config

@@ -382,7 +382,8 @@ def _check_fmri(cfg: dict[str, Any], source: str, base: Path, check_paths: bool)
 
 def _check_neuroformer(cfg: dict[str, Any], source: str) -> None:
     """Neuroformer datasets must be spike datasets; their modalities must be defined; a decoding target must
-    not also be an input modality (it would leak into the decoder)."""
+    not also be an input modality (it would leak into the decoder); a contrastive grid chosen by decoding needs
+    a target."""
     nf = cfg.get("neuroformer", {})
     names = set(cfg.get("spikes", {}).get("datasets", {}))
     mods = nf.get("modalities", {})
@@ -414,6 +415,18 @@ def _check_neuroformer(cfg: dict[str, Any], source: str) -> None:
         if not t and entry.get("finetune"):
             raise ConfigError(
                 f"{source}: key '{key}.finetune' is set but the dataset has no 'target' to fine-tune on"
+            )
+        model = {**(nf.get("model") or {}), **(entry.get("model") or {})}
+        grid = {float(w) for w in model.get("contrastive_grid") or []}
+        if (
+            not t
+            and model.get("contrastive_select") == "decoding"
+            and len(grid) > 1
+            and entry.get("modalities")
+        ):
+            raise ConfigError(
+                f"{source}: key '{key}': model.contrastive_select is decoding, which chooses the contrastive weight "
+                "by decoding the dataset's target, but the dataset has no 'target'; give one or use next_token"
             )
 
 
