@@ -17,3 +17,21 @@ def tiny_params(train: dict, **extra) -> dict:
         "dataset": "hub",
         **extra,
     }
+
+
+def tiny_hub_counts(seed: int = 0):
+    """A 6-neuron hub network (one hub, 30 s) binned at 10 ms in 2 time blocks: the counts the fine-tuning tests
+    pretrain on."""
+    from brainpipe.preprocess import bin_spikes
+    from brainpipe.simulate import simulate
+
+    params = {"n_neurons": 6, "n_hubs": 1, "hub_out_degree": 3, "n_other_connections": 1, "duration_s": 30.0}
+    return bin_spikes(simulate("hub_network", params, seed=seed).data, 0.01, n_blocks=2)
+
+
+def tiny_pretrained(params: dict):
+    """(counts, pretrained model_fit dataset): :func:`tiny_hub_counts` and a Neuroformer pretrained on them."""
+    from brainpipe.training.neuroformer import pretrain_neuroformer, pretrained_dataset
+
+    counts = tiny_hub_counts()
+    return counts, pretrained_dataset(pretrain_neuroformer(counts, params))

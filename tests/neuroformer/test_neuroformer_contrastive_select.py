@@ -13,9 +13,7 @@ from brainpipe.config import Study, validate_config
 from brainpipe.data.contracts import SPLIT_FLAGS
 from brainpipe.errors import ConfigError
 from brainpipe.models.neuroformer import Neuroformer
-from brainpipe.preprocess import bin_spikes
-from brainpipe.simulate import simulate
-from neuroformer_tiny import TRAIN, tiny_params
+from neuroformer_tiny import TRAIN, tiny_hub_counts, tiny_params
 
 PARAMS = tiny_params(
     TRAIN,
@@ -27,12 +25,7 @@ PARAMS = tiny_params(
 
 @pytest.fixture(scope="module")
 def counts():
-    sim = simulate(
-        "hub_network",
-        {"n_neurons": 6, "n_hubs": 1, "hub_out_degree": 3, "n_other_connections": 1, "duration_s": 30.0},
-        seed=0,
-    )
-    return bin_spikes(sim.data, 0.01, n_blocks=2)
+    return tiny_hub_counts()
 
 
 def test_decoding_rule_chooses_by_the_validation_probe_and_records_it(counts, monkeypatch):

@@ -7,24 +7,14 @@ import numpy as np
 import pytest
 
 from brainpipe.models.neuroformer import Neuroformer
-from brainpipe.preprocess import bin_spikes
-from brainpipe.simulate import simulate
-from neuroformer_tiny import TRAIN, tiny_params
+from neuroformer_tiny import TRAIN, tiny_params, tiny_pretrained
 
 PARAMS = tiny_params(TRAIN, target={"source": "behaviour", "variable": "speed"})
 
 
 @pytest.fixture(scope="module")
 def pretrained():
-    from brainpipe.training.neuroformer import pretrain_neuroformer, pretrained_dataset
-
-    sim = simulate(
-        "hub_network",
-        {"n_neurons": 6, "n_hubs": 1, "hub_out_degree": 3, "n_other_connections": 1, "duration_s": 30.0},
-        seed=0,
-    )
-    counts = bin_spikes(sim.data, 0.01, n_blocks=2)
-    return counts, pretrained_dataset(pretrain_neuroformer(counts, PARAMS))
+    return tiny_pretrained(PARAMS)
 
 
 def _lpft(counts, pre, lr):
