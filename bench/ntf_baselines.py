@@ -155,7 +155,7 @@ def run_one(
     grid: bool = False,
     n_shifts: int = 100,
     community_choice: str = "density",
-    stability_error_tol: float | None = 0.01,
+    stability_error_tol: float | None = None,
 ) -> dict[str, float]:
     from brainpipe.evaluate.connectome import connectome_metrics, merge_truths
     from brainpipe.evaluate.connectome_baselines import baseline_communities, match_communities
@@ -328,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--stability-error-tol",
         nargs="+",
-        default=["0.01"],
-        help="restarts counted in the rank rule's stability: 'none' (midpoint to the lower rank) or a relative "
-        "margin (default 0.01, the pipeline's); several: the same NTF fits scored with each (--grid)",
+        default=["none"],
+        help="restarts counted in the rank rule's stability: 'none' (midpoint to the lower rank, the pipeline's "
+        "default) or a relative margin (e.g. 0.01); several: the same NTF fits scored with each (--grid)",
     )
     ap.add_argument(
         "--own-rank-same-tol",
