@@ -177,8 +177,8 @@ def choices(pre: xr.Dataset | None, conn: xr.Dataset | None, ft: xr.Dataset | No
         grid = json.loads(str(pre.attrs["contrastive_grid"]))
         by_decoding = pre.attrs.get("contrastive_select") == "decoding"
         key = "contrastive_grid_val_decoding_score" if by_decoding else "contrastive_grid_val_token_loss"
-        loss = json.loads(str(pre.attrs.get(key, "[]")))
-        pairs = ", ".join(f"{w:g}: {v:.4f}" for w, v in zip(grid, loss, strict=False))
+        per_weight = json.loads(str(pre.attrs.get(key, "[]")))
+        pairs = ", ".join(f"{w:g}: {v:.4f}" for w, v in zip(grid, per_weight, strict=False))
         what = (
             "a linear probe's validation decoding score per weight"
             if by_decoding
