@@ -29,7 +29,10 @@ rank of its own by the NTF's default rule applied to NMF restarts: per candidate
 the replicate stability of the communities they report (:func:`~brainpipe.models.connectome_rank.replicate_stability`
 with :func:`~brainpipe.models.connectome_rank.community_similarity`, restarts near the best error only), the largest
 rank whose stability reaches the threshold (the smallest when none does); its communities and time courses are the
-best-error restart's at that rank.
+best-error restart's at that rank. ``rank_rule="cv"`` gives it the NTF's cross-validated rule instead
+(``rank_selection: cv``): the same folds of the observed entries, the masked NMF of the pair x (window, animal)
+unfolding (the NTF's HALS solver with a third mode of length one) refitted per fold and rank, the smallest rank within
+one SE of the lowest mean held-out error.
 """
 
 from __future__ import annotations
@@ -199,6 +202,10 @@ def nmf_stable_rank(
     seed: int = 0,
     choice: str = "density",
     error_tol: float | None = None,
+    rank_rule: str = "stability",
+    cv_folds: int = 3,
+    cv_se: float = 1.0,
+    block_windows: int = 0,
 ) -> dict:
     """The mean-filled NMF baseline with a rank of its own: the NTF's stability rule on NMF restarts.
 
@@ -222,13 +229,26 @@ def nmf_stable_rank(
         Restarts counted in the stability (``error_tol`` of
         :func:`~brainpipe.models.connectome_rank.replicate_stability`): None the midpoint to the next-lower rank's
         best, a number a fixed relative margin (the NTF's ``stability_error_tol``).
+    rank_rule : {"stability", "cv"}
+        ``"stability"``: the largest rank whose stability reaches ``threshold``. ``"cv"``: the NTF's
+        ``rank_selection: cv`` on the NMF model: the observed entries dealt into ``cv_folds`` folds (the NTF's draw
+        for the same ``seed``), per fold and rank the masked NMF of the unfolding (HALS, one seeded start, the
+        fold hidden) scored on the hidden entries, the smallest rank within ``cv_se`` standard errors of the lowest
+        mean (:func:`~brainpipe.models.connectome_rank.one_se_rank`).
+    cv_folds : int
+        Folds of ``rank_rule="cv"``.
+    cv_se : float
+        Standard errors of slack of ``rank_rule="cv"``.
+    block_windows : int
+        Hold-out unit of ``rank_rule="cv"``: 0 or 1 single entries, ``n > 1`` runs of ``n`` windows.
 
     Returns
     -------
     dict
         ``rank`` (selected), ``is_stable`` (some rank reached the threshold), ``stability`` (rank -> value),
         ``error`` (rank -> best relative error of the filled matrix), ``found`` (K, neuron) bool,
-        ``timecourse`` (K, window) and ``animal_timecourse`` (K, window, animal) of the best restart at the rank.
+        ``timecourse`` (K, window) and ``animal_timecourse`` (K, window, animal) of the best restart at the rank;
+        with ``rank_rule="cv"`` also ``cv_error`` and ``cv_se`` (rank -> mean held-out error and its SE).
     """
     from types import SimpleNamespace
 
@@ -237,6 +257,11 @@ def nmf_stable_rank(
     from brainpipe.models.connectome_rank import _lower_error, community_similarity, replicate_stability
 
     ranks = sorted(int(r) for r in ranks)
+    if rank_rule not in ("stability", "cv") or int(cv_folds) < 2 or not float(cv_se) >= 0.0:
+        raise ValueError(
+            f"nmf_stable_rank: need rank_rule stability or cv, cv_folds >= 2 and cv_se >= 0, got {rank_rule!r}, "
+            f"{cv_folds}, {cv_se}"
+        )
     if not ranks or ranks[0] < 1 or int(restarts) < 1 or not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(
             f"nmf_stable_rank: need ranks >= 1, restarts >= 1 and threshold in [0, 1], got {ranks}, "
@@ -272,9 +297,13 @@ def nmf_stable_rank(
         )[0]
     stable = [R for R in ranks if stability[R] >= float(threshold)]
     R = max(stable) if stable else ranks[0]
+    cv = {}
+    if rank_rule == "cv":
+        R, cv["cv_error"], cv["cv_se"] = _nmf_cv_rank(tensor, Y, ranks, seed, cv_folds, cv_se, block_windows)
     b = best[R]
     animal = b.act.reshape(R, W, n_an).astype(np.float64)
     return {
+        **cv,
         "rank": R,
         "is_stable": bool(stable),
         "stability": stability,
@@ -283,6 +312,38 @@ def nmf_stable_rank(
         "timecourse": animal.mean(2),
         "animal_timecourse": animal,
     }
+
+
+def _nmf_cv_rank(
+    tensor: xr.Dataset,
+    Y: np.ndarray,
+    ranks: list[int],
+    seed: int,
+    n_folds: int,
+    n_se: float,
+    block_windows: int,
+) -> tuple[int, dict, dict]:
+    """The NMF's rank by the NTF's cross-validation (``nmf_stable_rank(rank_rule="cv")``): the masked NMF of the
+    (pair, window x animal) unfolding ``Y`` by the NTF's HALS solver, the observed entries in the NTF's folds."""
+    import torch
+
+    from brainpipe.models.connectome_rank import cv_folds, cv_rank_errors, one_se_rank
+    from brainpipe.models.ncp import masked_ncp_hals
+
+    P, W, n_an = tensor["affinity"].shape
+    seen = torch.as_tensor(np.asarray(tensor["mask"].values).astype(bool))[:, None, :]
+    seen = torch.broadcast_to(seen, (P, W, n_an)).reshape(P, W * n_an, 1)
+    folds = cv_folds(P, W, n_an, int(n_folds), int(block_windows), int(seed) + 7).reshape(P, W * n_an, 1)
+    errors = cv_rank_errors(
+        torch.as_tensor(Y, dtype=torch.float32)[:, :, None],
+        seen,
+        ranks,
+        folds,
+        lambda Z, r, train, k: masked_ncp_hals(
+            Z, r, train, n_iter_max=300, tol=1e-8, n_inner=3, seed=int(seed) + 1000 * r + 500 + k
+        ),
+    )
+    return one_se_rank(errors, float(n_se))
 
 
 def masked_nmf(

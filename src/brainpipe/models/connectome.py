@@ -67,7 +67,10 @@ from brainpipe.models.connectome_rank import (
     _fold,
     _lower_error,
     community_similarity,
+    cv_folds,
+    cv_rank_errors,
     heldout_blocks,
+    one_se_rank,
     pair_support,
     replicate_stability,
 )
@@ -82,9 +85,12 @@ __all__ = [
     "NCPResult",
     "communities",
     "community_similarity",
+    "cv_folds",
+    "cv_rank_errors",
     "factor_match_score",
     "heldout_blocks",
     "masked_ncp_hals",
+    "one_se_rank",
     "pair_support",
     "replicate_stability",
     "to_cp_tensor",
@@ -128,14 +134,24 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         On bench/ntf_baselines.py (animals that differ) ``"factors"`` chose rank 2, one community short, on 2 of
         5 seeds where the restarts' communities agreed at rank 3; ``"communities"`` chooses larger ranks more
         often (rank recovery 3 of 5 default-scenario seeds, ``"factors"`` 4 of 5).
-    rank_selection : {"stability", "heldout"}
-        ``"stability"``: the largest rank whose stability reaches ``stability_threshold``. ``"heldout"``: every
+    rank_selection : {"stability", "heldout", "cv"}
+        ``"stability"``: the largest rank whose stability reaches ``stability_threshold``. ``"cv"``: speckled
+        K-fold cross-validation (issue 16, eleventh session): the observed entries (single (pair, window, animal)
+        entries, or runs of ``heldout_block_windows`` windows) are dealt into ``cv_folds`` folds (seeded); per fold
+        and rank the masked model is refitted (one seeded start) with that fold hidden, and its relative error on
+        the hidden entries kept; the selected rank is the smallest whose mean over the folds is within ``cv_se``
+        standard errors (of the lowest mean) of the lowest (:func:`one_se_rank`); the stability is still computed
+        and reported. Costs ``cv_folds`` more fits per rank. ``"heldout"``: every
         rank is also fitted (same restarts) with ``heldout_fraction`` of the observed (pair, animal) fibres
         hidden (every window of a pair in an animal; seeded), and the selected rank is the smallest whose error on
         the hidden entries is within ``heldout_tol`` (relative) of the lowest; the stability is still computed and
         reported (``rank_is_stable_``: the selected rank's stability reaches the threshold). Costs twice the fits.
         Whole fibres, not single entries: overlapping windows share frames, so a hidden single entry is predicted
         from its neighbours and the speckled error kept falling up to the largest rank.
+    cv_folds : int, default 3
+        Folds of ``rank_selection="cv"`` (at least 2).
+    cv_se : float, default 1.0
+        Standard errors of slack of ``rank_selection="cv"`` (0: the rank with the lowest mean held-out error).
     heldout_fraction : float, default 0.1
         Fraction of the observed (pair, animal) fibres (or blocks, see ``heldout_block_windows``) hidden for
         ``rank_selection="heldout"``.
@@ -238,6 +254,8 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         heldout_fraction: float = 0.1,
         heldout_tol: float = 0.002,
         heldout_block_windows: int = 0,
+        cv_folds: int = 3,
+        cv_se: float = 1.0,
         n_iter_max: int = 300,
         tol: float = 1e-8,
         n_inner: int = 3,
@@ -259,6 +277,8 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         self.heldout_fraction = heldout_fraction
         self.heldout_tol = heldout_tol
         self.heldout_block_windows = heldout_block_windows
+        self.cv_folds = cv_folds
+        self.cv_se = cv_se
         self.n_iter_max = n_iter_max
         self.tol = tol
         self.n_inner = n_inner
@@ -276,7 +296,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
     def _check_params(self) -> None:
         self._check_choice("dtype", ("float32", "float64"))
         self._check_choice("time_mode", ("shared", "per_animal"))
-        self._check_choice("rank_selection", ("stability", "heldout"))
+        self._check_choice("rank_selection", ("stability", "heldout", "cv"))
         self._check_choice("stability_of", ("communities", "factors"))
         self._check_choice("community_method", ("louvain", "sbm"))
         self._check_choice("community_choice", ("density", "excess"))
@@ -286,6 +306,10 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
             raise self._param_error("heldout_tol", "must be >= 0")
         if not 0.0 <= float(self.min_support) < 1.0:
             raise self._param_error("min_support", "must be in [0, 1)")
+        if int(self.cv_folds) < 2:
+            raise self._param_error("cv_folds", "must be >= 2")
+        if not float(self.cv_se) >= 0.0:
+            raise self._param_error("cv_se", "must be >= 0")
         if int(self.heldout_block_windows) < 0:
             raise self._param_error("heldout_block_windows", "must be >= 0 (0: whole fibres)")
         ranks = [int(r) for r in np.atleast_1d(self.ranks)]
@@ -349,6 +373,7 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
             Xf, maskf = X, mask
         self.animal_times_: dict[int, torch.Tensor] = {}
         self.heldout_error_: dict[int, float] = {}
+        self.heldout_se_: dict[int, float] = {}
         heldout = self.rank_selection == "heldout"
         if heldout:  # whole (pair, animal) fibres or blocks of windows hidden, seeded: see rank_selection
             fib = heldout_blocks(
@@ -360,6 +385,31 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
             obs = torch.broadcast_to(maskf, Xf.shape)
             train = obs & ~hide
             den = float(torch.linalg.norm(Xf[hide].double()))
+        cv_rank = None
+        if self.rank_selection == "cv":  # speckled K-fold cross-validation, seeded: see rank_selection
+            folds = cv_folds(
+                P, W, n_an, int(self.cv_folds), int(self.heldout_block_windows), int(self.seed) + 7
+            ).to(dev)
+            seen = torch.broadcast_to(mask, X.shape)
+            if per_animal:
+                folds = folds.permute(0, 2, 1).reshape(P, n_an * W, 1)
+                seen = seen.permute(0, 2, 1).reshape(P, n_an * W, 1)
+            cv_err = cv_rank_errors(
+                Xf,
+                seen,
+                ranks,
+                folds,
+                lambda Y, R, train, k: masked_ncp_hals(
+                    Y,
+                    R,
+                    train,
+                    n_iter_max=int(self.n_iter_max),
+                    tol=float(self.tol),
+                    n_inner=int(self.n_inner),
+                    seed=int(self.seed) + 1000 * R + 500 + k,
+                ),
+            )
+            cv_rank, self.heldout_error_, self.heldout_se_ = one_se_rank(cv_err, float(self.cv_se))
         raw: dict[int, list[NCPResult]] = {}
         for R in ranks:
             if heldout:
@@ -436,17 +486,19 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
             )
         stable = [R for R in ranks if self.stability_[R] >= float(self.stability_threshold)]
         self.ranks_ = ranks
-        if heldout:
+        if heldout or cv_rank is not None:
             low = min(self.heldout_error_.values())
-            self.rank_ = min(
-                R for R in ranks if self.heldout_error_[R] <= (1.0 + float(self.heldout_tol)) * low
+            self.rank_ = (
+                cv_rank
+                if cv_rank is not None
+                else min(R for R in ranks if self.heldout_error_[R] <= (1.0 + float(self.heldout_tol)) * low)
             )
             self.rank_is_stable_ = self.rank_ in stable
             LOG.info("held-out error per rank %s: rank %d", self.heldout_error_, self.rank_)
         else:
             self.rank_is_stable_ = bool(stable)
             self.rank_ = max(stable) if stable else min(ranks)
-        if heldout and not self.rank_is_stable_:
+        if (heldout or cv_rank is not None) and not self.rank_is_stable_:
             LOG.warning(
                 "the rank chosen on held-out entries (%d) is not stable (stability %.3f < %.3g)",
                 self.rank_,

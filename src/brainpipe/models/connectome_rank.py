@@ -1,5 +1,6 @@
 """Rank selection of the dynamic connectome (:class:`~brainpipe.models.connectome.DynamicConnectome`): replicate
-stability of a rank's restarts, and the per-animal time courses of a coupled fit shown as a CP model."""
+stability of a rank's restarts, held-out entries (fibres, blocks, or speckled K-fold cross-validation with a one-SE
+rule), and the per-animal time courses of a coupled fit shown as a CP model."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ import torch
 
 from brainpipe.models.ncp import NCPResult, factor_match_score
 
-__all__ = ["ZERO_WARN", "community_similarity", "heldout_blocks", "pair_support", "replicate_stability"]
+__all__ = [
+    "ZERO_WARN",
+    "community_similarity",
+    "cv_folds",
+    "cv_rank_errors",
+    "heldout_blocks",
+    "one_se_rank",
+    "pair_support",
+    "replicate_stability",
+]
 
 #: above this fraction of zero observed affinities the fit warns (and ``affinity_zero_fraction`` records it): by
 #: construction (communities co-active in a third of the windows, a few % of the pairs) the default simulated study
@@ -122,6 +132,106 @@ def heldout_blocks(
     n_runs = -(-int(n_windows) // L)
     blk = torch.rand((int(n_pairs), n_runs, int(n_animals)), generator=g) < float(fraction)
     return blk.repeat_interleave(L, dim=1)[:, : int(n_windows)]
+
+
+def cv_folds(
+    n_pairs: int, n_windows: int, n_animals: int, n_folds: int, block_windows: int, seed: int
+) -> torch.Tensor:
+    """The fold of every (pair, window, animal) entry for speckled cross-validation of the rank.
+
+    Parameters
+    ----------
+    n_pairs, n_windows, n_animals : int
+        The tensor's shape.
+    n_folds : int
+        Number of folds (each entry in one, drawn uniformly).
+    block_windows : int
+        0 or 1: single entries; ``n > 1``: the windows cut into runs of ``n`` (the last one shorter), each
+        (pair, run, animal) block in one fold.
+    seed : int
+        Seed of the draw (a CPU generator: the same folds on every device).
+
+    Returns
+    -------
+    torch.Tensor
+        (pair, window, animal) int64 on the CPU, the fold of each entry.
+    """
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    L = max(int(block_windows), 1)
+    n_runs = -(-int(n_windows) // L)
+    fold = torch.randint(0, int(n_folds), (int(n_pairs), n_runs, int(n_animals)), generator=g)
+    return fold.repeat_interleave(L, dim=1)[:, : int(n_windows)]
+
+
+def cv_rank_errors(
+    X: torch.Tensor,
+    observed: torch.Tensor,
+    ranks: Sequence[int],
+    folds: torch.Tensor,
+    fit: Callable[[torch.Tensor, int, torch.Tensor, int], NCPResult],
+) -> dict[int, np.ndarray]:
+    """Held-out error of every rank on every fold: each fold's observed entries hidden (masked), the model refitted
+    on the others, its relative error on the hidden ones.
+
+    Parameters
+    ----------
+    X : torch.Tensor
+        (I, J, K) data.
+    observed : torch.Tensor
+        (I, J, K) bool, True where observed (only observed entries are hidden or scored).
+    ranks : sequence of int
+        Candidate ranks.
+    folds : torch.Tensor
+        (I, J, K) int fold of each entry (:func:`cv_folds`), on ``X``'s device.
+    fit : callable
+        ``fit(X, rank, train_mask, fold)`` -> :class:`~brainpipe.models.ncp.NCPResult` fitted on the entries of
+        ``train_mask`` only (e.g. :func:`~brainpipe.models.ncp.masked_ncp_hals`).
+
+    Returns
+    -------
+    dict
+        rank -> (n_folds,) relative error ``||X - X_hat||`` over the hidden entries ``/ ||X||`` over them.
+    """
+    n_folds = int(folds.max()) + 1
+    out = {int(R): np.full(n_folds, np.nan) for R in ranks}
+    for k in range(n_folds):
+        hide = (folds == k) & observed
+        if not bool(hide.any()):
+            continue
+        train = observed & ~hide
+        den = max(float(torch.linalg.norm(X[hide].double())), 1e-300)
+        for R in ranks:
+            res = fit(X, int(R), train, k)
+            out[int(R)][k] = float(torch.linalg.norm((X - res.to_tensor())[hide].double())) / den
+    return out
+
+
+def one_se_rank(errors: dict[int, np.ndarray], n_se: float = 1.0) -> tuple[int, dict, dict]:
+    """The smallest rank whose mean held-out error is within ``n_se`` standard errors of the lowest mean.
+
+    Parameters
+    ----------
+    errors : dict
+        rank -> per-fold held-out errors (:func:`cv_rank_errors`; NaN folds ignored).
+    n_se : float
+        Standard errors (of the best rank's mean over the folds) of slack; 0: the rank with the lowest mean.
+
+    Returns
+    -------
+    rank : int
+        The selected rank.
+    mean, se : dict
+        rank -> mean held-out error over the folds, and its standard error.
+    """
+    mean, se = {}, {}
+    for R, e in errors.items():
+        e = np.asarray(e, dtype=np.float64)
+        e = e[np.isfinite(e)]
+        mean[int(R)] = float(e.mean()) if e.size else np.inf
+        se[int(R)] = float(e.std(ddof=1) / np.sqrt(e.size)) if e.size > 1 else 0.0
+    best = min(mean, key=lambda r: (mean[r], r))
+    cut = mean[best] + float(n_se) * se[best]
+    return min(R for R in mean if mean[R] <= cut), mean, se
 
 
 def pair_support(mask: np.ndarray, animal_factor: np.ndarray) -> np.ndarray:

@@ -87,7 +87,15 @@ class ConnectomeSerialisation:
                     "rank",
                     np.array([self.heldout_error_.get(int(r), np.nan) for r in ranks]),
                     {
-                        "long_name": "relative error on the held-out entries (rank_selection heldout; else NaN)"
+                        "long_name": "relative error on the held-out entries (rank_selection heldout; cv: the mean "
+                        "over the folds; else NaN)"
+                    },
+                ),
+                "rank_heldout_se": (
+                    "rank",
+                    np.array([getattr(self, "heldout_se_", {}).get(int(r), np.nan) for r in ranks]),
+                    {
+                        "long_name": "standard error of the mean held-out error over the folds (rank_selection cv)"
                     },
                 ),
                 "rank_near_best_fraction": (
@@ -161,6 +169,15 @@ class ConnectomeSerialisation:
                     + " held out)"
                     + ("" if self.rank_is_stable_ else f"; its stability is below {self.stability_threshold}")
                     if self.rank_selection == "heldout"
+                    else f"smallest rank with mean held-out error within {self.cv_se} SE of the lowest"
+                    f" ({self.cv_folds}-fold cross-validation of the observed "
+                    + (
+                        f"(pair, animal) runs of {self.heldout_block_windows} windows)"
+                        if int(getattr(self, "heldout_block_windows", 0) or 0) > 1
+                        else "entries)"
+                    )
+                    + ("" if self.rank_is_stable_ else f"; its stability is below {self.stability_threshold}")
+                    if self.rank_selection == "cv"
                     else f"largest rank with stability >= {self.stability_threshold}"
                     + (" (of the communities)" if self.stability_of == "communities" else " (of the factors)")
                     if self.rank_is_stable_
@@ -227,6 +244,15 @@ class ConnectomeSerialisation:
             }
         else:
             m.heldout_error_ = {}
+        m.heldout_se_ = (
+            {
+                r: float(v)
+                for r, v in zip(m.ranks_, ds["rank_heldout_se"].values, strict=True)
+                if np.isfinite(v)
+            }
+            if "rank_heldout_se" in ds
+            else {}
+        )
         m.best_ = {}
         for k, r in enumerate(m.ranks_):
             factors = [

@@ -27,11 +27,15 @@ a smoothed noise around 4 cm/s, 10 cm/s higher inside the epoch of community ``s
 
 Options where animals differ (all off by default): ``overlap`` (neurons in two communities), ``specific_communities``
 (communities co-active in one animal only), ``epoch_jitter`` (each animal's epoch timing), with ``present_fraction``
-(missing neurons), ``shuffle_epochs`` (each animal's communities co-active in an order of its own).
+(missing neurons), ``shuffle_epochs`` (each animal's communities co-active in an order of its own). Options where
+communities are co-active at the same time (off by default): ``tonic_communities`` (the first communities co-active
+throughout the session while the others take turns) and ``animal_strength`` (each animal expresses each community
+with a strength of its own: a non-trivial animal mode).
 
 Truth (``model_fit``, role truth): ``membership(neuron, community)`` over all neurons, ``present(animal, neuron)``,
 ``epoch_start_s/epoch_stop_s(community)`` of this animal, ``community_present(animal, community)`` and
-``animal_epoch_start_s/animal_epoch_stop_s(animal, community)`` of every animal, the planted ``spikes(time, cell)`` and ``dff_true(time, cell)``,
+``animal_epoch_start_s/animal_epoch_stop_s(animal, community)`` of every animal, ``community_strength(animal,
+community)`` (the shared-event rate multiplier), the planted ``spikes(time, cell)`` and ``dff_true(time, cell)``,
 and ``behaviour_community(behaviour_var)`` (the community whose epoch each behaviour variable follows).
 """
 
@@ -116,6 +120,14 @@ class CalciumCommunitiesParams:
     shuffle_epochs : bool
         Each animal's communities are co-active in an order of its own (freely behaving animals whose epochs do not
         line up at all); drawn from a generator of its own.
+    tonic_communities : int
+        The first ``tonic_communities`` communities are co-active throughout the session (every epoch; their truth
+        epoch is the whole session) instead of in their own epoch only, so they are co-active with the others:
+        time courses that overlap, where a factorization of the pair x (window, animal) unfolding is not unique.
+    animal_strength : float
+        Each animal expresses each community with a strength of its own: the community's shared-event rate in that
+        animal is ``shared_rate_hz`` times a factor drawn U(1 - s, 1 + s) per (animal, community) (truth
+        ``community_strength``; a generator of its own); 0: every animal alike (the animal mode trivial).
     """
 
     animal: int = 0
@@ -144,6 +156,8 @@ class CalciumCommunitiesParams:
     running_bout_s: float = 2.0
     running_on_fraction: float = 0.8
     shuffle_epochs: bool = False
+    tonic_communities: int = 0
+    animal_strength: float = 0.0
 
     def memory_bytes(self) -> tuple[float, str]:
         """Estimated peak allocation (bytes) and the keys that drive it: float64 (frame, neuron) traces of one animal
@@ -167,12 +181,18 @@ class CalciumCommunitiesParams:
                 "need 0 <= specific_communities <= n_communities",
             ),
             (0 <= self.epoch_jitter < 0.5, "epoch_jitter must be in [0, 0.5)"),
+            (
+                0 <= self.tonic_communities <= self.n_communities,
+                "need 0 <= tonic_communities <= n_communities",
+            ),
+            (0 <= self.animal_strength < 1, "animal_strength must be in [0, 1)"),
             (0 < self.present_fraction <= 1, "present_fraction must be in (0, 1]"),
             (self.n_frames >= 10 * self.n_communities, "n_frames must be >= 10 per community epoch"),
             (self.frame_rate_hz > 0 and self.tau_s > 0, "frame_rate_hz and tau_s must be > 0"),
             (self.private_rate_hz >= 0 and self.shared_rate_hz >= 0, "rates must be >= 0"),
             (
-                max(self.private_rate_hz, self.shared_rate_hz) < self.frame_rate_hz,
+                max(self.private_rate_hz, self.shared_rate_hz * (1 + self.animal_strength))
+                < self.frame_rate_hz,
                 "rates must be below the frame rate",
             ),
             (0 < self.participation <= 1, "participation must be in (0, 1]"),
@@ -275,6 +295,13 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
         slot = np.array([rng_order.permutation(p.n_communities) for _ in range(p.n_animals)])
     all_start = np.take_along_axis(all_edges[:, :-1], slot, axis=1)  # (animal, community) frames
     all_stop = np.take_along_axis(all_edges[:, 1:], slot, axis=1)
+    if p.tonic_communities:  # co-active throughout the session, with the others in turn
+        all_start[:, : p.tonic_communities] = 0
+        all_stop[:, : p.tonic_communities] = p.n_frames
+    strength = np.ones((p.n_animals, p.n_communities))
+    if p.animal_strength > 0:  # a generator of its own: the other draws stay as without it
+        s = p.animal_strength
+        strength = np.random.default_rng([seed, 30_000]).uniform(1 - s, 1 + s, strength.shape)
     comm_present = np.ones((p.n_animals, p.n_communities), dtype=bool)
     for c in range(p.n_communities - p.specific_communities, p.n_communities):
         comm_present[:, c] = np.arange(p.n_animals) == c % p.n_animals
@@ -288,7 +315,8 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
         if not comm_present[p.animal, c]:
             continue
         members = np.flatnonzero(membership[:, c])
-        events = np.flatnonzero(rng.random(hi - lo) < p.shared_rate_hz / fs) + lo
+        rate = p.shared_rate_hz * strength[p.animal, c]
+        events = np.flatnonzero(rng.random(hi - lo) < rate / fs) + lo
         for t in events:
             join = members[rng.random(members.size) < p.participation]
             shift = rng.integers(0, p.jitter_frames + 1, join.size)
@@ -365,6 +393,11 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
                 {"long_name": "1 if the community is co-active in the animal"},
             ),
             "animal_epoch_start_s": (("animal", "community"), all_start / fs, {"units": "s"}),
+            "community_strength": (
+                ("animal", "community"),
+                strength,
+                {"long_name": "multiplier of the community's shared-event rate in each animal"},
+            ),
             "animal_epoch_stop_s": (("animal", "community"), all_stop / fs, {"units": "s"}),
             "spikes": (
                 ("time", "cell"),
