@@ -1,10 +1,10 @@
 """Masked non-negative CP (HALS, torch) of the affinity tensor over ranks x restarts; rank by replicate stability
-(or held-out fibres); weighted Louvain communities on each pair factor.
+(or held-out fibres, or speckled cross-validation); weighted Louvain communities on each pair factor.
 
 params: :class:`brainpipe.models.connectome.DynamicConnectome` hyperparameters (``ranks``, ``restarts``,
 ``stability_threshold``, ``stability_error_tol``, ``stability_of``, ``rank_selection``, ``heldout_fraction``,
-``heldout_tol``, ``heldout_block_windows``, ``n_iter_max``, ``tol``, ``n_inner``, ``dtype``, ``device``,
-``resolution``, ``min_support``, ``seed``, ``time_mode``).
+``heldout_tol``, ``heldout_block_windows``, ``cv_folds``, ``cv_se``, ``n_iter_max``, ``tol``, ``n_inner``,
+``dtype``, ``device``, ``resolution``, ``min_support``, ``seed``, ``time_mode``).
 The fit carries over how the tensor's animals were aligned (frame rates, neuron matching, shared neurons and pairs:
 :data:`ALIGNMENT_ATTRS`, the ``animal_*`` variables), for the report.
 """
