@@ -391,6 +391,11 @@ def main(argv=None) -> int:
         help="what limits the couplings (train windows, --max-windows of them): kernel vs windows, past positions, "
         "per-edge effect by lag vs planted, dilution by the number of past spikes; then stop",
     )
+    ap.add_argument(
+        "--pretrain-only",
+        action="store_true",
+        help="with --simulate-seed: pretrain (into --cache), print the validation next-token loss, then stop",
+    )
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     if a.decoding:
@@ -403,6 +408,16 @@ def main(argv=None) -> int:
         counts = read(a.counts, "spike_counts")
         truth = read(a.truth, "model_fit")
         model = Neuroformer.from_dataset(read(a.pretrained, "model_fit"), counts)
+    # what settings are chosen by (issue 15): the next-token loss on every validation window (ID + dt, nats/token)
+    val_loss = model.token_loss(counts, "validation")
+    print(f"# validation next-token loss {val_loss:.4f}", flush=True)
+    if a.pretrain_only:
+        if a.json:
+            with open(a.json, "w") as fh:
+                json.dump(
+                    {"val_loss": val_loss, "simulate_seed": a.simulate_seed, "set": a.set}, fh, indent=1
+                )
+        return 0
     units = np.asarray(counts["unit"].values).astype(str)
     t = truth.assign_coords(unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str))
     conn = np.asarray(t["connected"].sel(unit_post=units, unit_pre=units).values).astype(bool)
@@ -482,6 +497,7 @@ def main(argv=None) -> int:
                     "rows": rows,
                     "baselines": baselines,
                     "chosen": best["readout"],
+                    "val_loss": val_loss,
                     "simulate_seed": a.simulate_seed,
                     "set": a.set,
                 },
