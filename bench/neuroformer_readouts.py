@@ -349,6 +349,44 @@ def diagnose(model, counts, truth, conn, max_windows: int) -> dict:
     return out
 
 
+def ensemble(a, model, counts, conn, hub) -> dict:
+    """``--ensemble-seeds`` (issue 15): rollout/target/rows averaged over models pretrained with several seeds.
+
+    Each member is pretrained (or read from ``--cache``; a seed other than the study's under ``<cache>/ps<seed>``)
+    on the same recording with ``--set seed=<k>``; their row-centred log-lift matrices are averaged. Prints and
+    returns each member's and the ensemble's AUROC and direction accuracy per split, next to cross-correlation.
+    """
+    import copy
+
+    members = [model]
+    for k in a.ensemble_seeds[1:]:
+        b = copy.copy(a)
+        b.set = [*a.set, f"seed={k}"]
+        b.cache = str(Path(a.cache) / f"ps{k}") if a.cache else None
+        if b.cache:
+            Path(b.cache).mkdir(parents=True, exist_ok=True)
+        members.append(simulated_inputs(b)[2])
+    xc = xcorr_connectivity(counts["counts"].values, counts["split"].values, model.tokenizer_.past_bins_)
+    out: dict = {"ensemble_seeds": list(a.ensemble_seeds), "xcorr": score(xc, conn, hub)}
+    for split in a.splits:
+        logs = []
+        for k, m in zip(a.ensemble_seeds, members, strict=True):
+            M = m.connectivity(
+                counts, split, by="target", max_windows=a.max_windows or None, method="rollout"
+            )
+            logs.append(_centre_rows(np.log(np.maximum(M, 1e-12))))
+            out[f"{split}_seed{k}"] = score(np.exp(logs[-1]), conn, hub)
+        out[f"{split}_ensemble"] = score(np.exp(np.mean(logs, 0)), conn, hub)
+        print(
+            f"# {split} rollout/target/rows AUROC: "
+            + ", ".join(f"seed {k} {out[f'{split}_seed{k}']['auroc']:.3f}" for k in a.ensemble_seeds)
+            + f"; ensemble {out[f'{split}_ensemble']['auroc']:.3f} (direction "
+            f"{out[f'{split}_ensemble']['direction']:.2f}); xcorr {out['xcorr']['auroc']:.3f}",
+            flush=True,
+        )
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--counts", default=None, help="binned counts.nc (or --simulate-seed)")
@@ -396,6 +434,14 @@ def main(argv=None) -> int:
         action="store_true",
         help="with --simulate-seed: pretrain (into --cache), print the validation next-token loss, then stop",
     )
+    ap.add_argument(
+        "--ensemble-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="with --simulate-seed: rollout/target/rows averaged over models pretrained with these seeds (the first "
+        "must be the study's seed; members in --cache/ps<seed>), per member and averaged; then stop",
+    )
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     if a.decoding:
@@ -422,6 +468,14 @@ def main(argv=None) -> int:
     t = truth.assign_coords(unit_post=truth["unit_post"].astype(str), unit_pre=truth["unit_pre"].astype(str))
     conn = np.asarray(t["connected"].sel(unit_post=units, unit_pre=units).values).astype(bool)
     hub = np.asarray(t["is_hub"].sel(unit_post=units).values) if "is_hub" in t else None
+    if a.ensemble_seeds:
+        if a.simulate_seed is None:
+            raise SystemExit("--ensemble-seeds needs --simulate-seed (the members are pretrained here)")
+        res = ensemble(a, model, counts, conn, hub)
+        if a.json:
+            with open(a.json, "w") as fh:
+                json.dump(res, fh, indent=1)
+        return 0
     if a.diagnose:
         res = diagnose(model, counts, truth, conn, a.max_windows)
         if a.json:
