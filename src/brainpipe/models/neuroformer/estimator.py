@@ -18,6 +18,7 @@ from brainpipe.models.base import Estimator
 from brainpipe.models.neuroformer.finetune import CHUNK_WINDOWS, FINETUNE_MODES, BehaviourFinetuning
 from brainpipe.models.neuroformer.generation import Generation
 from brainpipe.models.neuroformer.network import (
+    PAST_ATTENTIONS,
     READOUTS,
     NeuroformerNet,
     pretrain_loss,
@@ -56,6 +57,10 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
     past_positions : bool, default True
         Add the learned sequence-position embedding to the past tokens (the paper's); False: a past token's time
         is given by its dt token alone, not by its rank among the window's spikes (not in the paper).
+    past_attention : {"softmax", "sigmoid"}, default "softmax"
+        The current window's cross-attention to the past tokens: the paper's softmax (which averages over the past
+        spikes) or a sigmoid attention whose past spikes' contributions add, like a GLM's sum over the spike
+        history (not in the paper; see :class:`NeuroformerNet`).
     train : mapping, optional
         :class:`brainpipe.training.TrainConfig` fields for pretraining.
     finetune : mapping, optional
@@ -104,6 +109,7 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
         readout: str = "mean",
         modality_dropout: float = 0.0,
         past_positions: bool = True,
+        past_attention: str = "softmax",
         train: Mapping[str, object] | None = None,
         finetune: Mapping[str, object] | None = None,
         seed: int = 0,
@@ -119,6 +125,7 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
         self.readout = readout
         self.modality_dropout = modality_dropout
         self.past_positions = past_positions
+        self.past_attention = past_attention
         self.train = train
         self.finetune = finetune
         self.seed = seed
@@ -138,6 +145,8 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
                 raise self._param_error(name, "must be in [0, 1)")
         if self.readout not in READOUTS:
             raise self._param_error("readout", f"must be one of {', '.join(READOUTS)}")
+        if self.past_attention not in PAST_ATTENTIONS:
+            raise self._param_error("past_attention", f"must be one of {', '.join(PAST_ATTENTIONS)}")
         if float(self.contrastive_weight) < 0 or int(self.contrastive_dim) < 0:
             raise self._param_error("contrastive_weight", "and contrastive_dim must be >= 0")
         for name in ("train", "finetune"):
@@ -180,6 +189,7 @@ class Neuroformer(BehaviourFinetuning, ConnectivityReadouts, Generation, Seriali
             readout=self.readout,
             modality_dropout=float(self.modality_dropout),
             past_positions=bool(self.past_positions),
+            past_attention=str(self.past_attention),
         )
         net.absent = self._absent_modalities()
         return net

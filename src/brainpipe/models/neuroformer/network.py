@@ -12,16 +12,37 @@ from torch import nn
 
 from brainpipe.errors import ConfigError
 
+PAST_ATTENTIONS = ("softmax", "sigmoid")
+
 
 class Attention(nn.Module):
-    """Multi-head attention with ``F.scaled_dot_product_attention``; explicit weights on request."""
+    """Multi-head attention with ``F.scaled_dot_product_attention``; explicit weights on request.
 
-    def __init__(self, d: int, n_heads: int, dropout: float):
+    ``kind="sigmoid"`` (not in the paper): each weight is ``sigmoid(score + b)`` with a learned per-head bias ``b``
+    started at ``-log(n_keys)`` (Ramapuram et al. 2024), masked keys weigh 0; the weights are not normalised over
+    the keys, so the keys' contributions add instead of being averaged.
+    """
+
+    def __init__(self, d: int, n_heads: int, dropout: float, kind: str = "softmax", n_keys: int = 1):
         super().__init__()
         if d % n_heads:
             raise ConfigError(f"neuroformer model: d_model={d} must be divisible by n_heads={n_heads}")
-        self.h, self.dk, self.p = n_heads, d // n_heads, dropout
+        if kind not in PAST_ATTENTIONS:
+            raise ConfigError(
+                f"neuroformer model: past_attention={kind!r} is not one of {', '.join(PAST_ATTENTIONS)}"
+            )
+        self.h, self.dk, self.p, self.kind = n_heads, d // n_heads, dropout, kind
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        if kind == "sigmoid":  # the parameter exists only here: the softmax network's weights are unchanged
+            self.bias = nn.Parameter(torch.full((n_heads, 1, 1), -math.log(max(int(n_keys), 1))))
+        else:
+            self.register_parameter("bias", None)
+
+    def _sigmoid_weights(self, q, k, mask):
+        """Unnormalised weights ``sigmoid(q.k / sqrt(d_head) + b)``, 0 where ``mask`` is False."""
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(self.dk) + self.bias.to(q.dtype)
+        w = torch.sigmoid(s.float()).to(q.dtype)
+        return w if mask is None else w.masked_fill(~mask, 0.0)
 
     def kv(self, mem):
         """Keys and values (batch, head, position, d_head) of ``mem`` (what a key-value cache keeps)."""
@@ -33,7 +54,10 @@ class Attention(nn.Module):
         """Attention of the queries of ``x`` to cached keys ``k`` and values ``v`` (eval: no dropout)."""
         B, L, D = x.shape
         q = self.q(x).view(B, L, self.h, self.dk).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if self.kind == "sigmoid":
+            out = self._sigmoid_weights(q, k, mask) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o(out.transpose(1, 2).reshape(B, L, D))
 
     def forward(self, x, mem, mask=None, causal=False, need_weights=False):
@@ -46,7 +70,11 @@ class Attention(nn.Module):
             cm = torch.ones(L, M, dtype=torch.bool, device=x.device).tril()
             mask = cm[None, None] if mask is None else (mask & cm[None, None])
         w = None
-        if need_weights:
+        if self.kind == "sigmoid":
+            w = self._sigmoid_weights(q, k, mask)
+            out = F.dropout(w, self.p, self.training) @ v
+            w = w if need_weights else None
+        elif need_weights:
             s = (q @ k.transpose(-1, -2)) / math.sqrt(self.dk)
             if mask is not None:
                 s = s.masked_fill(~mask, float("-inf"))
@@ -62,12 +90,14 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-LN block: ``x + Attn(LN(x), LN(mem))``, then ``x + MLP(LN(x))``."""
 
-    def __init__(self, d: int, n_heads: int, dropout: float, cross: bool):
+    def __init__(
+        self, d: int, n_heads: int, dropout: float, cross: bool, attention: str = "softmax", n_keys: int = 1
+    ):
         super().__init__()
         self.cross = cross
         self.ln1 = nn.LayerNorm(d)
         self.ln_mem = nn.LayerNorm(d) if cross else None
-        self.attn = Attention(d, n_heads, dropout)
+        self.attn = Attention(d, n_heads, dropout, kind=attention, n_keys=n_keys)
         self.ln2 = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(dropout))
         self.drop = nn.Dropout(dropout)
@@ -111,7 +141,13 @@ class NeuroformerNet(nn.Module):
     ``past_positions=False`` leaves the learned sequence-position embedding out of the past tokens (not in the
     paper, whose past tokens carry one): a past token's rank among the window's spikes is not its time, which the dt
     token gives; the inserted-spike read-out (:mod:`~brainpipe.models.neuroformer.interventions`) then no longer
-    shifts the positions of the later past spikes either."""
+    shifts the positions of the later past spikes either.
+
+    ``past_attention="sigmoid"`` (not in the paper, whose attention is a softmax everywhere) makes the current
+    window's cross-attention to the past tokens a sigmoid attention (:class:`Attention`; bias started at
+    ``-log(past_block_size)``, learned per head): a past spike's weight no longer shrinks as the window holds more
+    spikes, their contributions add like a Poisson GLM's sum over the spike history. Self-attention and the
+    modalities' cross-attention stay softmax; ``"softmax"`` (default) is the paper's network, weights included."""
 
     def __init__(
         self,
@@ -131,6 +167,7 @@ class NeuroformerNet(nn.Module):
         readout: str = "mean",
         modality_dropout: float = 0.0,
         past_positions: bool = True,
+        past_attention: str = "softmax",
     ):
         super().__init__()
         self.readout = str(readout)
@@ -148,7 +185,12 @@ class NeuroformerNet(nn.Module):
         self.dt = nn.Embedding(n_dt, d)
         self.pos = nn.Parameter(torch.zeros(1, block_size, d))
         self.pos_past = nn.Parameter(torch.zeros(1, past_block_size, d))
-        self.past_blocks = nn.ModuleList(Block(d, n_heads, dropout, cross=True) for _ in range(n_past_layers))
+        #: the current window's cross-attention to the past tokens: "softmax" (the paper's) or "sigmoid" (adds)
+        self.past_attention = str(past_attention)
+        self.past_blocks = nn.ModuleList(
+            Block(d, n_heads, dropout, cross=True, attention=self.past_attention, n_keys=past_block_size)
+            for _ in range(n_past_layers)
+        )
         self.mod_enc = nn.ModuleList(
             nn.Sequential(nn.Linear(m, d), nn.GELU(), nn.Linear(d, d)) for m in self.modality_dims
         )

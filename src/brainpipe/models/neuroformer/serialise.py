@@ -27,6 +27,7 @@ MODEL_KEYS = (
     "readout",
     "modality_dropout",
     "past_positions",
+    "past_attention",
 )
 
 
