@@ -108,6 +108,13 @@ Measured (2026-12-05, simhub of the default study, simulator seed 0, the default
   +- 0.013 on train, insert_range/target -0.061; below at every seed. ``--ensemble-seeds 0 1`` (two pretraining
   seeds, rollouts averaged) gains +0.001-0.002 over the members' mean: their errors are shared. The default is
   unchanged.
+* a sigmoid (additive) attention over the past spikes at 200 s (2026-12-05, issue 15; bench/README.md has the
+  table): ``--set model.past_attention=sigmoid`` (new option, not in the paper). Validation loss 3.1382 / 3.2040 /
+  3.1988 / 3.2238 (study's softmax 3.1372 / 3.2076 / 3.1862 / 3.2240): mean over the choosing seeds 0-1 lower by
+  0.0013, level over 0-3. rollout/target/rows minus cross-correlation on the test windows -0.059 +- 0.041 (softmax
+  -0.049 +- 0.032), insert_range/target -0.054 +- 0.041 (-0.053); below at every seed. ``--diagnose``: the spikes'
+  effects stay attenuated (slope 0.154 / 0.099) and at seed 0 still shrink with more past spikes (0.54 -> 0.38):
+  the softmax's normalisation is not the main cause. Not proposed as a default.
 * decoding head (fine-tuned from the same weights, default-study fine-tuning, R2 on test; linear 0.418 at 1 %,
   0.623 at 100 %): 1 % mean 0.370 (validation loss 0.5290), last 0.324 (0.5504), mean_past 0.379 (0.5297):
   validation picks mean; 100 % mean 0.576 (0.3416), last 0.619 (0.3317), mean_past 0.622 (0.3099): validation
