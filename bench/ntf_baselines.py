@@ -123,6 +123,11 @@ mean over seeds and on at least 4 of 5 seeds:
     OMP_NUM_THREADS=1 nice -n 5 python bench/ntf_baselines.py --grid --rank-selection stability cv \
         --seeds 0 1 2 3 4 --cells tonic_today_3000f_3a tonic_weaker_3000f_3a weaker_3000f_3a_locked \
         today_3000f_3a_locked hard_3000f_3a_locked weaker_3000f_6a_locked --out /tmp/ntf_cv.tsv
+
+Results (bench/README.md, "Does the tensor add anything over NMF of the unfolding?"): at the planted rank the NTF
+is level with or below the mean-filled NMF on every cell (above the masked NMF on the grid cells), below it on
+both tonic cells; ``cv`` does not meet the rule for a new default (two cell means lower, rank 5 on simcalcium); no
+tonic cell has the NTF above the best baseline.
 """
 
 from __future__ import annotations
