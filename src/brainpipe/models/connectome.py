@@ -152,10 +152,6 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         reported (``rank_is_stable_``: the selected rank's stability reaches the threshold). Costs twice the fits.
         Whole fibres, not single entries: overlapping windows share frames, so a hidden single entry is predicted
         from its neighbours and the speckled error kept falling up to the largest rank.
-    cv_folds : int, default 3
-        Folds of ``rank_selection="cv"`` (at least 2).
-    cv_se : float, default 1.0
-        Standard errors of slack of ``rank_selection="cv"`` (0: the rank with the lowest mean held-out error).
     heldout_fraction : float, default 0.1
         Fraction of the observed (pair, animal) fibres (or blocks, see ``heldout_block_windows``) hidden for
         ``rank_selection="heldout"``.
@@ -171,6 +167,10 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         overlap of neighbouring windows (shared frames) from predicting their inside. Measured
         (bench/ntf_baselines.py, runs of 8 windows): the held-out error still fell up to the largest rank, like
         single entries; an option, not the default.
+    cv_folds : int, default 3
+        Folds of ``rank_selection="cv"`` (at least 2).
+    cv_se : float, default 1.0
+        Standard errors of slack of ``rank_selection="cv"`` (0: the rank with the lowest mean held-out error).
     n_iter_max : int, default 300
         Most HALS iterations per fit (see :func:`masked_ncp_hals`).
     tol : float, default 1e-8
