@@ -124,6 +124,16 @@ mean over seeds and on at least 4 of 5 seeds:
         --seeds 0 1 2 3 4 --cells tonic_today_3000f_3a tonic_weaker_3000f_3a weaker_3000f_3a_locked \
         today_3000f_3a_locked hard_3000f_3a_locked weaker_3000f_6a_locked --out /tmp/ntf_cv.tsv
 
+Diagnosis after those results (declared before it ran; no default and no claim decided by it): why the NTF at the
+planted rank is below the NMFs on the tonic cells. The same oracle-rank comparison on four variants of them
+(:data:`TONIC_DIAGNOSIS`): without the overlap (``_o0``: is it co-activity through shared neurons?) and with every
+animal alike (``_s0``, ``animal_strength: 0``: are the animal-specific strengths what the CP cannot follow?), seeds
+0-4, J and E of the NTF minus the mean-filled NMF at the same rank:
+
+    OMP_NUM_THREADS=1 nice -n 5 python bench/ntf_baselines.py --grid --oracle-rank --seeds 0 1 2 3 4 \
+        --cells tonic_weaker_3000f_3a_o0 tonic_weaker_3000f_3a_s0 tonic_today_3000f_3a_o0 \
+        tonic_today_3000f_3a_s0 --out /tmp/ntf_tonic_diag.tsv
+
 Results (bench/README.md, "Does the tensor add anything over NMF of the unfolding?"): at the planted rank the NTF
 is level with or below the mean-filled NMF on every cell (above the masked NMF on the grid cells), below it on
 both tonic cells; ``cv`` does not meet the rule for a new default (two cell means lower, rank 5 on simcalcium); no
@@ -188,6 +198,12 @@ UNIQUE = {
     for s in ("today", "weaker")
 }
 GRID.update(UNIQUE)
+#: diagnosis of the tonic cells (declared after their results, before this ran): no overlap, or every animal alike
+TONIC_DIAGNOSIS = {
+    **{f"{k}_o0": {**v, "overlap": 0} for k, v in UNIQUE.items()},
+    **{f"{k}_s0": {**v, "animal_strength": 0.0} for k, v in UNIQUE.items()},
+}
+GRID.update(TONIC_DIAGNOSIS)
 #: ``--oracle-rank``: the NTF and the own-rank NMF at the planted rank only
 ORACLE_RANK = False
 #: whether the own-rank NMF baseline gets the NTF's restart margin (``--own-rank-same-tol``)
