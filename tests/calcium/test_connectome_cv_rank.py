@@ -156,3 +156,17 @@ def test_tonic_community_and_animal_strengths():
 def test_bad_coactivity_options_are_one_line(params, message):
     with pytest.raises(ConfigError, match=f"^simulator 'calcium_communities': {message}$"):
         simulate("calcium_communities", {"n_frames": 300, **params}, seed=0)
+
+
+def test_report_names_the_cross_validated_rank_when_it_is_unstable():
+    from brainpipe.evaluate.connectome import connectome_metrics_dataset
+    from brainpipe.report.calcium import verdict_html
+
+    m = connectome_metrics_dataset({"community_jaccard_mean_vs_best_baseline": 0.0}, None, "s")
+    fit = xr.Dataset(attrs={"rank_is_stable": 0, "selected_rank": 5, "stability_threshold": 0.95})
+    fit.attrs["rank_selection"] = (
+        "smallest rank with mean held-out error within 1.0 SE of the lowest (3-fold cross-validation of the "
+        "observed entries); its stability is below 0.95"
+    )
+    html = verdict_html(m, fit)
+    assert "chosen on cross-validated held-out entries (5)" in html and "fibres" not in html

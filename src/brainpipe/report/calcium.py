@@ -133,8 +133,10 @@ def verdict_html(m, fit) -> str:
         )
     heldout = "held-out" in str(fit.attrs.get("rank_selection", ""))
     if int(fit.attrs.get("rank_is_stable", 1)) == 0 and heldout:
+        cv = "cross-validation" in str(fit.attrs.get("rank_selection", ""))
+        what = "cross-validated held-out entries" if cv else "held-out (pair, animal) fibres"
         out.append(
-            f"<p class='warning'>The rank chosen on held-out (pair, animal) fibres ({fit.attrs['selected_rank']}) "
+            f"<p class='warning'>The rank chosen on {what} ({fit.attrs['selected_rank']}) "
             f"is below the stability threshold {fmt(fit.attrs.get('stability_threshold'))}: its factors are not "
             "reproducible across restarts.</p>"
         )
