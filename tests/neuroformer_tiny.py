@@ -35,3 +35,24 @@ def tiny_pretrained(params: dict):
 
     counts = tiny_hub_counts()
     return counts, pretrained_dataset(pretrain_neuroformer(counts, params))
+
+
+def assert_model_key_checked(key: str, bad, good) -> None:
+    """The default study with ``neuroformer.model.<key>: bad`` fails config validation with one line naming the key
+    and the file; with ``good`` it validates."""
+    from pathlib import Path
+
+    import pytest
+    import yaml
+
+    from brainpipe.config import validate_config
+    from brainpipe.errors import ConfigError
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    cfg["neuroformer"]["model"][key] = bad
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg, source="my-study.yaml", check_paths=False)
+    msg = str(e.value)
+    assert "\n" not in msg and f"neuroformer.model.{key}" in msg and "my-study.yaml" in msg
+    cfg["neuroformer"]["model"][key] = good
+    validate_config(cfg, source="my-study.yaml", check_paths=False)

@@ -11,6 +11,7 @@ import torch
 
 from brainpipe.errors import ConfigError
 from brainpipe.models.neuroformer import Neuroformer, NeuroformerNet, pretrain_loss
+from neuroformer_tiny import assert_model_key_checked
 
 
 def _net(**kw) -> NeuroformerNet:
@@ -119,20 +120,7 @@ def test_setting_survives_a_checkpoint_and_old_ones_load_as_softmax():
 
 
 def test_a_bad_value_is_one_line_naming_the_key():
-    from pathlib import Path
-
-    import yaml
-
-    from brainpipe.config import validate_config
-
-    cfg = yaml.safe_load((Path(__file__).parents[2] / "config" / "config.yaml").read_text())
-    cfg["neuroformer"]["model"]["past_attention"] = "linear"
-    with pytest.raises(ConfigError) as e:
-        validate_config(cfg, source="my-study.yaml", check_paths=False)
-    msg = str(e.value)
-    assert "\n" not in msg and "neuroformer.model.past_attention" in msg and "my-study.yaml" in msg
-    cfg["neuroformer"]["model"]["past_attention"] = "sigmoid"
-    validate_config(cfg, source="my-study.yaml", check_paths=False)
+    assert_model_key_checked("past_attention", "linear", "sigmoid")
     with pytest.raises(ConfigError, match="past_attention") as e:
         Neuroformer(past_attention="relu")._check_params()
     assert "\n" not in str(e.value)
