@@ -5,6 +5,20 @@ TOKENIZER = {"dt_s": 0.01, "window_s": 0.02, "past_window_s": 0.04, "block_size"
 MODEL = {"d_model": 16, "n_heads": 2, "n_layers": 1, "dropout": 0.0}
 
 
+def tiny_net(**kw):
+    """A tiny :class:`~brainpipe.models.neuroformer.NeuroformerNet` (8 ids, 7 dt tokens, blocks of 10 and 6 past
+    tokens, one 1-d modality of 5 steps, d_model 16), seeded and in eval mode; ``kw`` adds network options."""
+    import torch
+
+    from brainpipe.models.neuroformer import NeuroformerNet
+
+    torch.manual_seed(0)
+    return NeuroformerNet(
+        n_id=8, n_dt=7, block_size=10, past_block_size=6, modality_dims=[1], modality_len=5, d_model=16,
+        n_heads=2, n_layers=1, dropout=0.0, **kw,
+    ).eval()  # fmt: skip
+
+
 def tiny_params(train: dict, **extra) -> dict:
     """Resolved ``neuroformer`` step parameters: the tiny tokenizer and model, ``train`` as the pretraining
     settings, no modality, seed 0, dataset ``hub``; ``extra`` adds or replaces keys."""

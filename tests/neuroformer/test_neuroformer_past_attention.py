@@ -10,16 +10,8 @@ import pytest
 import torch
 
 from brainpipe.errors import ConfigError
-from brainpipe.models.neuroformer import Neuroformer, NeuroformerNet, pretrain_loss
-from neuroformer_tiny import assert_model_key_checked
-
-
-def _net(**kw) -> NeuroformerNet:
-    torch.manual_seed(0)
-    return NeuroformerNet(
-        n_id=8, n_dt=7, block_size=10, past_block_size=6, modality_dims=[1], modality_len=5, d_model=16,
-        n_heads=2, n_layers=1, dropout=0.0, **kw,
-    ).eval()  # fmt: skip
+from brainpipe.models.neuroformer import Neuroformer, pretrain_loss
+from neuroformer_tiny import assert_model_key_checked, tiny_net
 
 
 def _batch(past_id=(5, 0, 1, 2, 7, 7), past_dt=(4, 0, 1, 3, 6, 6)):
@@ -38,15 +30,15 @@ def _out(net, *b, **kw):
 
 
 def test_default_is_the_softmax_network_bit_for_bit():
-    sm, sig = _net(), _net(past_attention="sigmoid")
-    assert _net().state_dict().keys() == _net(past_attention="softmax").state_dict().keys()
+    sm, sig = tiny_net(), tiny_net(past_attention="sigmoid")
+    assert tiny_net().state_dict().keys() == tiny_net(past_attention="softmax").state_dict().keys()
     # the sigmoid network has one more parameter per past block (its bias); every other weight is the same draw
     assert set(sig.state_dict()) - set(sm.state_dict()) == {"past_blocks.0.attn.bias"}
     for k, v in sm.state_dict().items():
         assert torch.equal(v, sig.state_dict()[k]), k
     b = _batch()
     base = _out(sm, *b)
-    assert torch.equal(base["id_logits"], _out(_net(past_attention="softmax"), *b)["id_logits"])
+    assert torch.equal(base["id_logits"], _out(tiny_net(past_attention="softmax"), *b)["id_logits"])
     sw = _out(sm, *b, need_weights=True)["attention"]["past"][0]
     torch.testing.assert_close(sw.sum(-1), torch.ones_like(sw.sum(-1)))  # softmax: weights sum to 1
     w = _out(sig, *b, need_weights=True)
@@ -61,7 +53,7 @@ def test_default_is_the_softmax_network_bit_for_bit():
 
 
 def test_sigmoid_padding_changes_nothing_and_spikes_add():
-    net = _net(past_attention="sigmoid")
+    net = tiny_net(past_attention="sigmoid")
     a = _out(net, *_batch())["id_logits"]
     # one more padded past token, or other dt tokens at the padded places: nothing changes (PAD weighs 0)
     torch.testing.assert_close(
@@ -73,14 +65,14 @@ def test_sigmoid_padding_changes_nothing_and_spikes_add():
     wb = _out(net, *_batch(past_id=(5, 0, 1, 2, 3, 7), past_dt=(4, 0, 1, 3, 3, 6)), need_weights=True)
     wb = wb["attention"]["past"][0]
     torch.testing.assert_close(wa[..., :4], wb[..., :4])
-    sm = _net()
+    sm = tiny_net()
     sa = _out(sm, *_batch(), need_weights=True)["attention"]["past"][0]
     sb = _out(sm, *_batch(past_id=(5, 0, 1, 2, 3, 7), past_dt=(4, 0, 1, 3, 3, 6)), need_weights=True)
     assert torch.all(sb["attention"]["past"][0][..., :4] < sa[..., :4])  # softmax: diluted by the new spike
 
 
 def test_sigmoid_trains_a_step_and_caches_generation():
-    net = _net(past_attention="sigmoid").train()
+    net = tiny_net(past_attention="sigmoid").train()
     b = _batch()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     bias0 = net.past_blocks[0].attn.bias.detach().clone()
@@ -125,4 +117,4 @@ def test_a_bad_value_is_one_line_naming_the_key():
         Neuroformer(past_attention="relu")._check_params()
     assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="past_attention='relu' is not one of softmax, sigmoid"):
-        _net(past_attention="relu")
+        tiny_net(past_attention="relu")

@@ -6,16 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from brainpipe.models.neuroformer import Neuroformer, NeuroformerNet
-from neuroformer_tiny import assert_model_key_checked
-
-
-def _net(**kw) -> NeuroformerNet:
-    torch.manual_seed(0)
-    return NeuroformerNet(
-        n_id=8, n_dt=7, block_size=10, past_block_size=6, modality_dims=[1], modality_len=5, d_model=16,
-        n_heads=2, n_layers=1, dropout=0.0, **kw,
-    ).eval()  # fmt: skip
+from brainpipe.models.neuroformer import Neuroformer
+from neuroformer_tiny import assert_model_key_checked, tiny_net
 
 
 def _batch():
@@ -32,7 +24,7 @@ def _logits(net, cur_id, cur_dt, past_id, past_dt, mod):
 
 
 def test_default_keeps_positions_and_the_same_weights():
-    on, off = _net(), _net(past_positions=False)
+    on, off = tiny_net(), tiny_net(past_positions=False)
     for k, v in on.state_dict().items():  # the same parameters and initialisation: old checkpoints load
         assert torch.equal(v, off.state_dict()[k]), k
     b = _batch()
@@ -42,17 +34,17 @@ def test_default_keeps_positions_and_the_same_weights():
         on.pos_past.add_(1.0)
         off.pos_past.add_(1.0)
     assert not torch.allclose(base, _logits(on, *b))  # on: the positions are read
-    assert torch.equal(_logits(off, *b), _logits(_net(past_positions=False), *b))  # off: never read
+    assert torch.equal(_logits(off, *b), _logits(tiny_net(past_positions=False), *b))  # off: never read
 
 
 def test_without_positions_a_spikes_rank_does_not_matter():
-    net, (cur_id, cur_dt, past_id, past_dt, mod) = _net(past_positions=False), _batch()
+    net, (cur_id, cur_dt, past_id, past_dt, mod) = tiny_net(past_positions=False), _batch()
     # the same three spikes (neuron, dt) in another order of the past sequence
     perm = torch.tensor([0, 3, 1, 2, 4, 5])
     a = _logits(net, cur_id, cur_dt, past_id, past_dt, mod)
     b = _logits(net, cur_id, cur_dt, past_id[:, perm], past_dt[:, perm], mod)
     assert torch.allclose(a, b, atol=1e-5)
-    on = _net()
+    on = tiny_net()
     assert not torch.allclose(
         _logits(on, cur_id, cur_dt, past_id, past_dt, mod),
         _logits(on, cur_id, cur_dt, past_id[:, perm], past_dt[:, perm], mod),
