@@ -104,6 +104,17 @@ def _lower_error(best: dict[int, NCPResult], ranks: Sequence[int], R: int) -> fl
     return best[max(lower)].errors[-1] if lower else 1.0
 
 
+def _draw_runs(
+    n_pairs: int, n_windows: int, n_animals: int, run: int, seed: int, draw: Callable
+) -> torch.Tensor:
+    """``draw((pair, run, animal) shape, generator)`` on a seeded CPU generator, each run's value repeated over its
+    ``run`` consecutive windows (the last run shorter): (pair, window, animal)."""
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    n_runs = -(-int(n_windows) // int(run))
+    values = draw((int(n_pairs), n_runs, int(n_animals)), g)
+    return values.repeat_interleave(int(run), dim=1)[:, : int(n_windows)]
+
+
 def heldout_blocks(
     n_pairs: int, n_windows: int, n_animals: int, fraction: float, block_windows: int, seed: int
 ) -> torch.Tensor:
@@ -127,11 +138,14 @@ def heldout_blocks(
     torch.Tensor
         (pair, window, animal) bool on the CPU, True where hidden.
     """
-    g = torch.Generator(device="cpu").manual_seed(int(seed))
-    L = int(block_windows) or int(n_windows)
-    n_runs = -(-int(n_windows) // L)
-    blk = torch.rand((int(n_pairs), n_runs, int(n_animals)), generator=g) < float(fraction)
-    return blk.repeat_interleave(L, dim=1)[:, : int(n_windows)]
+    return _draw_runs(
+        n_pairs,
+        n_windows,
+        n_animals,
+        int(block_windows) or int(n_windows),
+        seed,
+        lambda shape, g: torch.rand(shape, generator=g) < float(fraction),
+    )
 
 
 def cv_folds(
@@ -156,11 +170,14 @@ def cv_folds(
     torch.Tensor
         (pair, window, animal) int64 on the CPU, the fold of each entry.
     """
-    g = torch.Generator(device="cpu").manual_seed(int(seed))
-    L = max(int(block_windows), 1)
-    n_runs = -(-int(n_windows) // L)
-    fold = torch.randint(0, int(n_folds), (int(n_pairs), n_runs, int(n_animals)), generator=g)
-    return fold.repeat_interleave(L, dim=1)[:, : int(n_windows)]
+    return _draw_runs(
+        n_pairs,
+        n_windows,
+        n_animals,
+        max(int(block_windows), 1),
+        seed,
+        lambda shape, g: torch.randint(0, int(n_folds), shape, generator=g),
+    )
 
 
 def cv_rank_errors(

@@ -93,7 +93,7 @@ class ConnectomeSerialisation:
                 ),
                 "rank_heldout_se": (
                     "rank",
-                    np.array([getattr(self, "heldout_se_", {}).get(int(r), np.nan) for r in ranks]),
+                    np.array([self.heldout_se_.get(int(r), np.nan) for r in ranks]),
                     {
                         "long_name": "standard error of the mean held-out error over the folds (rank_selection cv)"
                     },
@@ -163,7 +163,7 @@ class ConnectomeSerialisation:
                     f" ({self.heldout_fraction} of the observed "
                     + (
                         f"(pair, animal) runs of {self.heldout_block_windows} windows"
-                        if int(getattr(self, "heldout_block_windows", 0) or 0)
+                        if int(self.heldout_block_windows)
                         else "(pair, animal) fibres"
                     )
                     + " held out)"
@@ -173,7 +173,7 @@ class ConnectomeSerialisation:
                     f" ({self.cv_folds}-fold cross-validation of the observed "
                     + (
                         f"(pair, animal) runs of {self.heldout_block_windows} windows)"
-                        if int(getattr(self, "heldout_block_windows", 0) or 0) > 1
+                        if int(self.heldout_block_windows) > 1
                         else "entries)"
                     )
                     + ("" if self.rank_is_stable_ else f"; its stability is below {self.stability_threshold}")
