@@ -88,14 +88,16 @@ class ConnectomeSerialisation:
                     np.array([self.heldout_error_.get(int(r), np.nan) for r in ranks]),
                     {
                         "long_name": "relative error on the held-out entries (rank_selection heldout; cv: the mean "
-                        "over the folds; else NaN)"
+                        "over the folds; else NaN)",
+                        "units": "1",
                     },
                 ),
                 "rank_heldout_se": (
                     "rank",
                     np.array([self.heldout_se_.get(int(r), np.nan) for r in ranks]),
                     {
-                        "long_name": "standard error of the mean held-out error over the folds (rank_selection cv)"
+                        "long_name": "standard error of the mean held-out error over the folds (rank_selection cv)",
+                        "units": "1",
                     },
                 ),
                 "rank_near_best_fraction": (
