@@ -549,6 +549,16 @@ def _(tmp):
     return _study(tmp, lambda c: c["calcium"]["connectome"]["model"].__setitem__("tol", -1e-8))
 
 
+@case("config_ntf_cv_folds_one")
+def _(tmp):  # rank_selection cv needs at least two folds
+    return _study(tmp, lambda c: c["calcium"]["connectome"]["model"].__setitem__("cv_folds", 1))
+
+
+@case("config_past_attention_unknown")
+def _(tmp):  # the past cross-attention: softmax or sigmoid
+    return _study(tmp, lambda c: c["neuroformer"]["model"].__setitem__("past_attention", "linear"))
+
+
 @case("config_contrastive_decoding_without_target")
 def _(tmp):  # the contrastive grid chosen by decoding a target the dataset does not have
     def change(c):
