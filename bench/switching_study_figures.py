@@ -8,7 +8,8 @@ simulated ones are simulated and binned here. Prints one row per (dataset, seed,
 adds (or replaces) a validation grid of every multi-state variant (e.g. the sticky prior's ``sticky_kappa``);
 ``--dwell`` prints, per multi-state fit, the states' dwell times (Viterbi runs on the test bins), fitted
 self-transition probabilities, occupancy and what the states differ in (population rate, biases, couplings), and per
-dataset the population rate by task category.
+dataset the population rate by task category. With several seeds it ends with each prior's figures minus the
+no-prior fit's per seed, their mean ± SD and the number of seeds where the prior is worse.
 
     nice -n 5 .venv/bin/python bench/switching_study_figures.py simswitch simswitch_low --seeds 0 1 2
     nice -n 5 .venv/bin/python bench/switching_study_figures.py steinmetz1 nelpy --seeds 0
@@ -145,6 +146,7 @@ def main() -> None:
     study = load_study(args.config, check_paths=False)
     print("| dataset | seed | variant | chosen | fit s | " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * (5 + len(COLUMNS)))
+    scores: dict[tuple[str, int, str], dict[str, float]] = {}
     for name in args.datasets:
         for seed in args.seeds:
             counts, truth, model_seed = counts_of(study, name, seed)
@@ -168,6 +170,7 @@ def main() -> None:
                 fits[v] = model.to_dataset(counts)
                 refs = {r: fits[r] for r in ("single", "none") if r in fits and r != v}
                 m = switching_metrics(fits[v], counts, truth, refs)
+                scores[(name, seed, v)] = m
                 chosen = table.attrs.get("selected_params", "-") if table.sizes else "-"
                 cells = " | ".join(f"{m[c]:.4f}" if c in m and np.isfinite(m[c]) else "" for c in COLUMNS)
                 print(f"| {name} | {seed} | {v} | {chosen} | {took:.0f} | {cells} |", flush=True)
@@ -225,6 +228,44 @@ def main() -> None:
                         ),
                         flush=True,
                     )
+
+    if len(args.seeds) > 1:
+        print(seed_summary(scores, args.datasets, args.seeds))
+
+
+# lower is better for these; for every other column higher is better
+LOWER_IS_BETTER = ("shared_probs_tv",)
+
+
+def seed_summary(scores: dict, datasets: list[str], seeds: list[int]) -> str:
+    """Each prior's figures minus the no-prior fit's per seed, their mean ± SD and the seeds where the prior is worse."""
+    lines = []
+    for name in datasets:
+        variants = sorted({v for (d, _, v) in scores if d == name and v not in ("single", "none")})
+        for v in variants:
+            if not all((name, s, "none") in scores and (name, s, v) in scores for s in seeds):
+                continue
+            lines.append(f"{name}, {v} minus none, seeds {' '.join(map(str, seeds))}:")
+            for c in COLUMNS:
+                if c == "bits_vs_none":
+                    x = np.array([scores[(name, s, v)].get(c, np.nan) for s in seeds])
+                elif c in ("test_bits_per_spike", "bits_vs_single"):
+                    continue
+                else:
+                    x = np.array(
+                        [
+                            scores[(name, s, v)].get(c, np.nan) - scores[(name, s, "none")].get(c, np.nan)
+                            for s in seeds
+                        ]
+                    )
+                if not np.isfinite(x).all():
+                    continue
+                worse = int((x > 0).sum() if c in LOWER_IS_BETTER else (x < 0).sum())
+                lines.append(
+                    f"    {c}: {' / '.join(f'{y:+.3f}' for y in x)}; mean {x.mean():+.4f} ± {x.std(ddof=1):.4f} (SD);"
+                    f" worse on {worse} of {len(x)}"
+                )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
