@@ -30,7 +30,9 @@ Options where animals differ (all off by default): ``overlap`` (neurons in two c
 (missing neurons), ``shuffle_epochs`` (each animal's communities co-active in an order of its own). Options where
 communities are co-active at the same time (off by default): ``tonic_communities`` (the first communities co-active
 throughout the session while the others take turns) and ``animal_strength`` (each animal expresses each community
-with a strength of its own: a non-trivial animal mode).
+with a strength of its own: a non-trivial animal mode). ``shared_event_times`` (off by default): the shared events of a
+community fall at the same frames in every animal that expresses it (one draw for the study on the session clock,
+each animal gating it by its own epoch) instead of each animal drawing its own.
 
 Truth (``model_fit``, role truth): ``membership(neuron, community)`` over all neurons, ``present(animal, neuron)``,
 ``epoch_start_s/epoch_stop_s(community)`` of this animal, ``community_present(animal, community)`` and
@@ -128,6 +130,17 @@ class CalciumCommunitiesParams:
         Each animal expresses each community with a strength of its own: the community's shared-event rate in that
         animal is ``shared_rate_hz`` times a factor drawn U(1 - s, 1 + s) per (animal, community) (truth
         ``community_strength``; a generator of its own); 0: every animal alike (the animal mode trivial).
+    shared_event_times : bool
+        The shared events of each community fall at the same frames in every animal that expresses it (the event
+        times drawn once for the study, from a generator of its own per community) instead of each animal drawing
+        its own, so the community's event count per window is the same in every animal (no per-animal event-count
+        noise); each animal's participation, member jitter, amplitudes, private events and noise are still its own.
+        The draw is on the session clock and each animal keeps the events inside its own epoch, so with
+        ``epoch_jitter`` or ``shuffle_epochs`` the events coincide where the animals' epochs of the community
+        overlap; with ``animal_strength`` an animal with rate factor f keeps the frames whose common uniform draw
+        is below f x ``shared_rate_hz`` / fs, so a weaker animal's events are a subset of a stronger one's (rate
+        semantics unchanged, but the extra events of the stronger animal still vary between animals).
+        False: each animal draws its own event times (the default; output unchanged).
     """
 
     animal: int = 0
@@ -158,6 +171,7 @@ class CalciumCommunitiesParams:
     shuffle_epochs: bool = False
     tonic_communities: int = 0
     animal_strength: float = 0.0
+    shared_event_times: bool = False
 
     def memory_bytes(self) -> tuple[float, str]:
         """Estimated peak allocation (bytes) and the keys that drive it: float64 (frame, neuron) traces of one animal
@@ -316,7 +330,12 @@ def calcium_communities(p: CalciumCommunitiesParams, seed: int) -> Simulation:
             continue
         members = np.flatnonzero(membership[:, c])
         rate = p.shared_rate_hz * strength[p.animal, c]
-        events = np.flatnonzero(rng.random(hi - lo) < rate / fs) + lo
+        # shared_event_times: one draw per community for the study (a generator of its own), gated by the epoch
+        if p.shared_event_times:
+            u = np.random.default_rng([seed, 40_000 + c]).random(p.n_frames)
+            events = np.flatnonzero(u[lo:hi] < rate / fs) + lo
+        else:
+            events = np.flatnonzero(rng.random(hi - lo) < rate / fs) + lo
         for t in events:
             join = members[rng.random(members.size) < p.participation]
             shift = rng.integers(0, p.jitter_frames + 1, join.size)
