@@ -202,6 +202,9 @@ class DynamicConnectome(ConnectomeSerialisation, Estimator):
         time course per animal and component (a coupled factorization: masked non-negative factorization of the
         pair x (animal, window) unfolding, the same HALS solver); ``animal_time_`` holds the time courses, and the
         CP-shaped ``factors_`` shows their mean over animals (time) and their norm per animal (animal) for display.
+        ``"shared"`` assumes activity time-locked event by event across animals, not only epoch by epoch: where
+        each animal generates its own events the CP can spend a component splitting a community by animal
+        (bench/README.md, "Per-animal event noise: shared event times").
     community_method : {"louvain", "sbm"}
         How each pair factor's communities are found (:func:`~brainpipe.evaluate.communities.communities`):
         ``"louvain"`` (default) weighted Louvain; ``"sbm"`` the weighted stochastic block model of
