@@ -213,3 +213,12 @@ def test_where_names_a_key_for_every_parameter_of_every_step():
         assert leaves >= {k for k, v in params.items() if k not in ("classification", "regression")}, step
         assert all(v.endswith(k) for k, v in where.items()), step
     assert study.where("switching", sw, "onehot")["prior"] == "spikes.switching_glm.variants.onehot.prior"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_study_files_load(path):
+    """Every study shipped in config/ (the default and the documented bigger or other runs) passes every check."""
+    from brainpipe.config import load_study
+
+    study = load_study(path, base_dir=REPO)
+    assert study.spike_datasets() or study.config.get("calcium", {}).get("datasets")
