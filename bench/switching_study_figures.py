@@ -27,6 +27,7 @@ import numpy as np
 from brainpipe.config import load_study
 from brainpipe.data import read
 from brainpipe.data.contracts import SPLIT_FLAGS
+from brainpipe.evaluate.metrics import metric_info
 from brainpipe.evaluate.switching import (
     state_dwell_times,
     state_occupancy,
@@ -233,10 +234,6 @@ def main() -> None:
         print(seed_summary(scores, args.datasets, args.seeds))
 
 
-# lower is better for these; for every other column higher is better
-LOWER_IS_BETTER = ("shared_probs_tv",)
-
-
 def seed_summary(scores: dict, datasets: list[str], seeds: list[int]) -> str:
     """Each prior's figures minus the no-prior fit's per seed, their mean ± SD and the seeds where the prior is worse."""
     lines = []
@@ -260,7 +257,7 @@ def seed_summary(scores: dict, datasets: list[str], seeds: list[int]) -> str:
                     )
                 if not np.isfinite(x).all():
                     continue
-                worse = int((x > 0).sum() if c in LOWER_IS_BETTER else (x < 0).sum())
+                worse = int((x > 0).sum() if metric_info(c).op == "<=" else (x < 0).sum())
                 lines.append(
                     f"    {c}: {' / '.join(f'{y:+.3f}' for y in x)}; mean {x.mean():+.4f} ± {x.std(ddof=1):.4f} (SD);"
                     f" worse on {worse} of {len(x)}"
