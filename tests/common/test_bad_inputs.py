@@ -559,6 +559,16 @@ def _(tmp):  # the past cross-attention: softmax or sigmoid
     return _study(tmp, lambda c: c["neuroformer"]["model"].__setitem__("past_attention", "linear"))
 
 
+@case("config_shared_event_times_not_bool")
+def _(tmp):  # the calcium simulator's shared_event_times is true or false
+    return _study(
+        tmp,
+        lambda c: c["calcium"]["datasets"]["simca_a1"]["simulate"]["params"].__setitem__(
+            "shared_event_times", "yes"
+        ),
+    )
+
+
 @case("config_contrastive_decoding_without_target")
 def _(tmp):  # the contrastive grid chosen by decoding a target the dataset does not have
     def change(c):
